@@ -1,0 +1,25 @@
+"""Exceptions for user mistakes: each message is one line saying what was
+expected, what came, and the fix. The CLI prints it as ``Error: ...`` and
+exits with code 2; nothing else is shown."""
+
+
+class LiposomeBenchError(Exception):
+    """Base class of every error caused by input the user can fix."""
+
+    exit_code = 2
+
+
+class DatasetError(LiposomeBenchError):
+    """A dataset on disk is missing, malformed or inconsistent."""
+
+
+class FoldError(LiposomeBenchError):
+    """Folds cannot be made, or stored folds do not match the dataset."""
+
+
+class ResultsError(LiposomeBenchError):
+    """A results folder is malformed or belongs to another run."""
+
+
+class ConfigError(LiposomeBenchError):
+    """An option value or combination of options is invalid."""
