@@ -1,0 +1,50 @@
+"""Session-wide test set-up: a tiny synthetic dataset built once, and an
+isolated cache so no test touches the user's ~/.cache."""
+
+import os
+
+import pytest
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+# Class counts of the tiny dataset: enough of each class for 3 folds with a
+# validation split carved from the training folds.
+TINY_COUNTS = {"unilamellar": 24, "multilamellar": 12, "uncertain": 9}
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_cache(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("cache")
+    old = os.environ.get("LIPOSOME_BENCH_CACHE")
+    os.environ["LIPOSOME_BENCH_CACHE"] = str(cache)
+    yield cache
+    if old is None:
+        os.environ.pop("LIPOSOME_BENCH_CACHE", None)
+    else:
+        os.environ["LIPOSOME_BENCH_CACHE"] = old
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset():
+    """45 synthetic lamellarity particles, in memory."""
+    from liposome_bench.synth import generate_dataset
+
+    return generate_dataset("lamellarity", seed=1, counts=TINY_COUNTS)
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tmp_path_factory, tiny_dataset):
+    """The tiny dataset written as a lab export folder (read-only by convention:
+    tests that write folds into it use ``tiny_export_copy``)."""
+    from liposome_bench.dataset import write_export
+
+    return write_export(tiny_dataset, tmp_path_factory.mktemp("export") / "tiny")
+
+
+@pytest.fixture
+def tiny_export_copy(tmp_path, tiny_export):
+    """A private copy of the tiny export that a test may modify."""
+    import shutil
+
+    return shutil.copytree(tiny_export, tmp_path / "tiny")
