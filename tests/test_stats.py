@@ -1,0 +1,211 @@
+"""Bootstrap intervals, McNemar's test and paired comparisons on hand-made cases."""
+
+import math
+
+import numpy as np
+import pytest
+
+from liposome_bench import stats
+from liposome_bench.results import FoldResult
+
+CLASSES = ["unilamellar", "multilamellar", "uncertain"]
+
+
+def _noisy_predictions(n, accuracy, seed, k=3):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, k, n)
+    pred = np.where(rng.random(n) < accuracy, y, rng.integers(0, k, n))
+    return y, pred
+
+
+def test_confusion_counts_by_hand():
+    y = [0, 0, 1, 1, 2]
+    p = [0, 1, 1, 1, 0]
+    cm = stats.confusion_counts(y, p, 3)
+    assert cm.tolist() == [[1, 1, 0], [0, 2, 0], [1, 0, 0]]
+
+
+def test_confusion_counts_of_resamples_match_one_by_one():
+    y, p = _noisy_predictions(50, 0.6, seed=3)
+    idx = np.random.default_rng(0).integers(0, 50, size=(7, 50))
+    stacked = stats.confusion_counts(y, p, 3, idx)
+    for b in range(7):
+        assert np.array_equal(stacked[b], stats.confusion_counts(y[idx[b]], p[idx[b]], 3))
+
+
+def test_metrics_from_confusion_by_hand():
+    # Class 0: TP 1, FN 1, FP 1, TN 2.
+    cm = np.array([[1, 1, 0], [0, 2, 0], [1, 0, 0]])
+    m = stats.metrics_from_confusion(cm)
+    assert m["tpr"][0] == pytest.approx(1 / 2)
+    assert m["tnr"][0] == pytest.approx(2 / 3)
+    assert m["ppv"][0] == pytest.approx(1 / 2)
+    assert m["npv"][0] == pytest.approx(2 / 3)
+    assert m["f1"][0] == pytest.approx(2 * 1 / (2 * 1 + 1 + 1))
+    assert m["f1_thesis"][0] == pytest.approx(2 / (1 / (1 / 2) + 1 / (2 / 3)))
+    assert m["accuracy"] == pytest.approx(3 / 5)
+    # Class 2 is never predicted: its PPV is unknown, not 0.
+    assert np.isnan(m["ppv"][2])
+    assert m["tpr"][2] == 0.0
+
+
+def test_overall_metrics_agree_with_scikit_learn():
+    from sklearn.metrics import balanced_accuracy_score, f1_score, matthews_corrcoef
+
+    y, p = _noisy_predictions(400, 0.7, seed=1)
+    m = stats.metrics_from_confusion(stats.confusion_counts(y, p, 3))
+    assert m["mcc"] == pytest.approx(matthews_corrcoef(y, p))
+    assert m["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(y, p))
+    assert m["macro_f1"] == pytest.approx(f1_score(y, p, average="macro"))
+    assert np.allclose(m["f1"], f1_score(y, p, average=None))
+
+
+def test_bootstrap_interval_covers_the_estimate_and_is_seeded():
+    y, p = _noisy_predictions(300, 0.7, seed=2)
+    a = stats.bootstrap_metrics(y, p, 3, n_resamples=500, seed=4)
+    b = stats.bootstrap_metrics(y, p, 3, n_resamples=500, seed=4)
+    c = stats.bootstrap_metrics(y, p, 3, n_resamples=500, seed=5)
+    for name in stats.CLASS_METRICS:
+        est, ci = a[name]["estimate"], a[name]["ci"]
+        assert np.all(ci[:, 0] <= est) and np.all(est <= ci[:, 1]), name
+        assert np.all(ci[:, 1] - ci[:, 0] > 0), name
+        assert np.array_equal(ci, b[name]["ci"])
+    assert not np.array_equal(a["f1"]["ci"], c["f1"]["ci"])
+    for name in stats.OVERALL_METRICS:
+        assert a[name]["ci"][0] <= a[name]["estimate"] <= a[name]["ci"][1], name
+
+
+def test_bootstrap_interval_narrows_with_more_particles():
+    small = stats.bootstrap_metrics(*_noisy_predictions(60, 0.7, seed=6), 3, seed=0)
+    large = stats.bootstrap_metrics(*_noisy_predictions(3000, 0.7, seed=6), 3, seed=0)
+    width = lambda r: r["f1"]["ci"][:, 1] - r["f1"]["ci"][:, 0]  # noqa: E731
+    assert np.all(width(large) < width(small))
+
+
+def test_bootstrap_keeps_class_sizes():
+    y = np.array([0] * 20 + [1] * 5 + [2] * 2)
+    idx = stats.bootstrap_indices(y, 30, np.random.default_rng(0))
+    assert idx.shape == (30, len(y))
+    counts = np.stack([np.bincount(y[row], minlength=3) for row in idx])
+    assert np.all(counts == [20, 5, 2])
+
+
+def test_perfect_predictions_have_a_degenerate_interval():
+    y = np.array([0, 1, 2] * 10)
+    r = stats.bootstrap_metrics(y, y, 3, n_resamples=200)
+    assert np.all(r["tpr"]["ci"] == 1.0)
+    assert np.all(r["mcc"]["ci"] == 1.0)
+
+
+def test_mcnemar_exact_by_hand():
+    # 10 particles only A gets right, 2 only B: 12 discordant, exact test.
+    a = np.array([True] * 10 + [False] * 2 + [True] * 30 + [False] * 5)
+    b = np.array([False] * 10 + [True] * 2 + [True] * 30 + [False] * 5)
+    r = stats.mcnemar_test(a, b)
+    assert (r.only_a, r.only_b, r.method) == (10, 2, "exact")
+    # Two-sided: 2 * P(X <= 2), X ~ Binomial(12, 1/2).
+    expected = 2 * (math.comb(12, 0) + math.comb(12, 1) + math.comb(12, 2)) / 2**12
+    assert r.p_value == pytest.approx(expected)
+    assert stats.mcnemar_verdict(r, "svm", "cnn") == "svm more often correct"
+
+
+def test_mcnemar_chi_square_by_hand():
+    a = np.array([True] * 30 + [False] * 12)
+    b = ~a
+    r = stats.mcnemar_test(a, b)
+    assert r.method == "chi2-cc"
+    statistic = (abs(30 - 12) - 1) ** 2 / 42
+    assert r.statistic == pytest.approx(statistic)
+    # Chi-square with 1 degree of freedom: P(X > x) = erfc(sqrt(x / 2)).
+    assert r.p_value == pytest.approx(math.erfc(math.sqrt(statistic / 2)))
+
+
+def test_mcnemar_without_discordant_particles():
+    a = np.array([True, False, True])
+    r = stats.mcnemar_test(a, a)
+    assert (r.only_a, r.only_b, r.p_value) == (0, 0, 1.0)
+    assert stats.mcnemar_verdict(r, "a", "b") == stats.NO_DIFFERENCE
+
+
+def test_identical_models_show_no_significant_difference():
+    y, p = _noisy_predictions(200, 0.6, seed=7)
+    c = stats.compare_models(y, p, p.copy(), CLASSES, name_a="svm", name_b="lipnet-4")
+    assert c.verdict == stats.NO_DIFFERENCE
+    for cls in CLASSES:
+        assert c.f1_difference[cls]["difference"] == 0.0
+        assert c.f1_difference[cls]["verdict"] == stats.NO_DIFFERENCE
+
+
+def test_clearly_better_model_is_named():
+    y, worse = _noisy_predictions(600, 0.4, seed=8)
+    better = y.copy()
+    c = stats.compare_models(y, worse, better, CLASSES, name_a="svm", name_b="lipnet-4")
+    assert c.verdict == "lipnet-4 more often correct"
+    assert c.mcnemar.p_value < stats.ALPHA
+    for cls in CLASSES:
+        d = c.f1_difference[cls]
+        assert d["ci"][0] > 0, cls
+        assert d["ci"][0] <= d["difference"] <= d["ci"][1]
+        assert d["verdict"] == "lipnet-4 better"
+    assert c.to_dict()["mcnemar"]["only_b"] == c.mcnemar.only_b
+
+
+@pytest.mark.parametrize(
+    "low, high, verdict",
+    [(-0.1, 0.2, stats.NO_DIFFERENCE), (0.0, 0.3, stats.NO_DIFFERENCE),
+     (0.01, 0.3, "B better"), (-0.3, -0.01, "A better"),
+     (float("nan"), float("nan"), stats.NO_DIFFERENCE)],
+)
+def test_difference_verdict(low, high, verdict):
+    assert stats.difference_verdict(low, high, "A", "B") == verdict
+
+
+def _fold_results(y, pred, k, model="svm"):
+    out = []
+    for f in range(k):
+        sel = np.arange(len(y)) % k == f
+        n = int(sel.sum())
+        out.append(
+            FoldResult(
+                model=model, fold=f, ids=[str(i) for i in np.flatnonzero(sel)],
+                y_true=y[sel], y_pred=pred[sel], scores=np.zeros((n, 3)),
+                score_names=CLASSES, score_kind="probability",
+            )
+        )
+    return out
+
+
+def test_summarise_model_reports_fold_spread_and_pooled_interval():
+    y, p = _noisy_predictions(150, 0.7, seed=9)
+    summary = stats.summarise_model(_fold_results(y, p, 5), CLASSES, n_resamples=300)
+    pooled = stats.metrics_from_confusion(stats.confusion_counts(y, p, 3))
+    fold_f1 = [
+        stats.metrics_from_confusion(stats.confusion_counts(y[i::5], p[i::5], 3))["f1"][1]
+        for i in range(5)
+    ]
+    entry = summary["per_class"]["multilamellar"]["f1"]
+    assert entry["mean"] == pytest.approx(np.mean(fold_f1))
+    assert entry["std"] == pytest.approx(np.std(fold_f1, ddof=1))
+    assert entry["pooled"] == pytest.approx(pooled["f1"][1])
+    assert entry["ci"][0] <= entry["pooled"] <= entry["ci"][1]
+    assert summary["folds"] == [0, 1, 2, 3, 4] and summary["n_particles"] == 150
+    assert np.allclose(np.sum(summary["confusion"]["normalised_mean"], axis=1), 1.0)
+    assert np.array_equal(summary["confusion"]["sum"], stats.confusion_counts(y, p, 3))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_vectorised_metrics_agree_with_the_metrics_module(seed):
+    from liposome_bench.metrics import compute_metrics
+
+    # Small, lopsided cases so some classes are never predicted or absent.
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(3, 12))
+    y = rng.choice(3, n, p=[0.7, 0.2, 0.1])
+    p = rng.choice(3, n, p=[0.8, 0.1, 0.1])
+    ours = stats.metrics_from_confusion(stats.confusion_counts(y, p, 3))
+    theirs = compute_metrics(y, p, CLASSES)
+    for name in stats.CLASS_METRICS:
+        expected = [getattr(c, name) for c in theirs.per_class]
+        assert np.allclose(ours[name], expected, equal_nan=True), name
+    for name in stats.OVERALL_METRICS:
+        assert np.allclose(ours[name], getattr(theirs, name), equal_nan=True), name
