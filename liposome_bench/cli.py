@@ -121,6 +121,44 @@ def out_option(default, help_text):
     return decorate
 
 
+def reader_options(func):
+    """Add --images-dir, --masks-dir and --pixel-size, passed to the command
+    as one ``reader_options`` dict for ``resolve_dataset(..., **reader_options)``."""
+
+    @functools.wraps(func)
+    def wrapper(*args, images_dir, masks_dir, pixel_size_nm, **kwargs):
+        kwargs["reader_options"] = {
+            "images_dir": images_dir,
+            "masks_dir": masks_dir,
+            "pixel_size_nm": pixel_size_nm,
+        }
+        return func(*args, **kwargs)
+
+    wrapper = click.option(
+        "--pixel-size",
+        "pixel_size_nm",
+        type=click.FloatRange(min=0, min_open=True),
+        default=None,
+        help="Pixel size in nm/px for every particle, overriding the data's "
+        "own (PixelSize in a lab export, pixel_size_nm in a manifest, the MRC header).",
+    )(wrapper)
+    wrapper = click.option(
+        "--masks-dir",
+        default="masks",
+        show_default=True,
+        help="Folder of masks in a lab export or class-folder dataset, "
+        "relative to the dataset folder.",
+    )(wrapper)
+    wrapper = click.option(
+        "--images-dir",
+        default="images",
+        show_default=True,
+        help="Folder of images in a lab export, relative to its particles.json "
+        "('.' for images beside it).",
+    )(wrapper)
+    return wrapper
+
+
 def jobs_option(func):
     return click.option(
         "--jobs",
