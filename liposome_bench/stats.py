@@ -424,3 +424,113 @@ def _jsonable(obj):
     if isinstance(obj, float) and not np.isfinite(obj):
         return None
     return obj
+
+
+def summarise_results(results, *, reference: str = "svm", n_resamples: int = 1000,
+                      confidence: float = 0.95, seed: int = 0) -> dict:
+    """Summaries of every model in a results folder, and paired comparisons
+    of the reference model against each other model.
+
+    Only models with every fold finished are summarised and compared; the
+    others are listed under ``incomplete`` with the folds they have.
+
+    Parameters
+    ----------
+    results : results.ResultsDir
+    reference : str
+        The model every other one is compared with (the SVM baseline); if
+        the folder has no such model, the first model is the reference.
+    n_resamples, confidence, seed
+        Bootstrap settings, shared by every interval.
+
+    Returns
+    -------
+    dict (JSON-ready)
+        ``classes``, ``models`` (name -> :func:`summarise_model` plus
+        ``score_kind``, ``device``, per-fold ``params`` and ``timings``),
+        ``comparisons`` (list of :meth:`PairedComparison.to_dict`),
+        ``incomplete`` (name -> finished folds) and ``bootstrap`` settings.
+
+    Raises
+    ------
+    ResultsError
+        If the folder is not a results folder or holds no finished model.
+    """
+    from liposome_bench.errors import ResultsError
+
+    run = results.read_run()
+    if not run:
+        raise ResultsError(
+            f"{results.path} is not a results folder (no run.json). "
+            "Pass the --out folder of a benchmark, svm or cnn run."
+        )
+    classes = list(run["dataset"]["classes"])
+    k = run["folds"]["k"]
+    finished, incomplete = {}, {}
+    for name in results.model_names():
+        folds = results.load_model(name)
+        if len(folds) == k:
+            finished[name] = folds
+        else:
+            incomplete[name] = [r.fold for r in folds]
+    if not finished:
+        raise ResultsError(
+            f"{results.path} holds no model with all {k} folds finished "
+            f"({', '.join(f'{m}: {len(f)}' for m, f in incomplete.items()) or 'no models'}). "
+            "Re-run the same command with the same --out to finish them."
+        )
+    models = {}
+    for name, folds in finished.items():
+        summary = summarise_model(
+            folds, classes, n_resamples=n_resamples, confidence=confidence, seed=seed
+        )
+        summary["score_kind"] = folds[0].score_kind
+        summary["device"] = sorted({r.device for r in folds})
+        summary["params"] = [r.params for r in folds]
+        summary["timings"] = [r.timings for r in folds]
+        models[name] = _jsonable(summary)
+    if reference not in finished:
+        reference = next(iter(finished))
+    comparisons = []
+    ref = _predictions_by_id(finished[reference])
+    for name, folds in finished.items():
+        if name == reference:
+            continue
+        other = _predictions_by_id(folds)
+        common = sorted(set(ref) & set(other))
+        y_true = np.array([ref[i][0] for i in common], dtype=np.int64)
+        comparisons.append(
+            compare_models(
+                y_true,
+                np.array([ref[i][1] for i in common], dtype=np.int64),
+                np.array([other[i][1] for i in common], dtype=np.int64),
+                classes,
+                name_a=reference,
+                name_b=name,
+                n_resamples=n_resamples,
+                confidence=confidence,
+                seed=seed,
+            ).to_dict()
+        )
+    return {
+        "classes": classes,
+        "reference": reference,
+        "models": models,
+        "comparisons": comparisons,
+        "incomplete": incomplete,
+        "bootstrap": {
+            "n_resamples": n_resamples,
+            "confidence": confidence,
+            "seed": seed,
+            "stratified_by": "true class",
+            "method": "percentile",
+        },
+    }
+
+
+def _predictions_by_id(fold_results) -> dict:
+    return {
+        pid: (int(t), int(p))
+        for r in fold_results
+        for pid, t, p in zip(r.ids, r.y_true, r.y_pred)
+    }

@@ -1,0 +1,890 @@
+"""The markdown report of a results folder, its plots, and the regression gate.
+
+Everything here reads saved results only (``summary.json`` when the
+``benchmark`` command wrote one, else the fold files of ``svm`` / ``cnn``
+runs, summarised afresh by :func:`stats.summarise_results`); nothing is
+retrained.
+
+Baseline files (``write_baseline`` / ``check_baseline``)::
+
+    {
+      "schema_version": 1,
+      "kind": "liposome-bench baseline",
+      "statistic": "mean over folds",
+      "source": {"problem": ..., "fingerprint": ..., "folds": {...},
+                 "command": ...},
+      "overrides": {"lipnet-4/*/*": 0.15, "*/uncertain/ppv": 0.1},
+      "models": {
+        "svm": {
+          "per_class": {"unilamellar": {"tpr": 0.93, "tnr": ..., ...}, ...},
+          "overall": {"accuracy": ..., "balanced_accuracy": ..., "macro_f1": ...,
+                      "mcc": ...}
+        },
+        "lipnet-4": {...}
+      }
+    }
+
+Every value is a model's mean over folds of one metric (``null`` where it was
+undefined; such entries are not checked). A metric *regresses* when it falls
+below ``baseline - tolerance``; rising is never a failure. The tolerance is
+absolute: ``--tolerance`` for every metric, except where a key of
+``overrides`` matches ``model/class/metric`` (``overall`` is the class of
+the overall metrics; ``*`` and ``?`` are shell wildcards). The most specific
+matching key wins (the one with the fewest wildcards; among equals, the
+first in the file). A model or metric in the baseline that the results lack
+is a regression too.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from liposome_bench.dataset import atomic_write_json, atomic_write_text
+from liposome_bench.errors import ResultsError
+from liposome_bench.metrics import (
+    CLASS_METRIC_LABELS,
+    CLASS_METRICS,
+    OVERALL_METRIC_LABELS,
+    OVERALL_METRICS,
+)
+from liposome_bench.results import ResultsDir
+
+SUMMARY_JSON = "summary.json"
+SUMMARY_SCHEMA_VERSION = 1
+BASELINE_SCHEMA_VERSION = 1
+BASELINE_KIND = "liposome-bench baseline"
+#: The per-class metrics drawn as bars (thesis figure 22).
+BAR_METRICS = ("tpr", "tnr", "ppv", "npv", "f1")
+UNDEFINED = "—"
+
+
+# Reading a results folder ----------------------------------------------------
+
+def load_summary(results_dir) -> dict:
+    """The summary of a results folder.
+
+    ``summary.json`` if the ``benchmark`` command wrote one; otherwise the
+    folder's finished models (from ``svm`` / ``cnn`` runs) summarised now,
+    with the dataset and settings from its ``run.json``.
+
+    Raises
+    ------
+    ResultsError
+        If the folder is not a results folder, its summary is unreadable or
+        of a newer schema, or it holds no finished model.
+    """
+    from liposome_bench import stats
+
+    results = ResultsDir(results_dir)
+    if not results.path.is_dir():
+        raise ResultsError(
+            f"{results.path} is not a folder. Pass the --out folder of a benchmark, "
+            "svm or cnn run."
+        )
+    path = results.path / SUMMARY_JSON
+    if path.exists():
+        try:
+            summary = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError as exc:
+            raise ResultsError(
+                f"{path} is not valid JSON ({exc}). Re-run the benchmark with the same --out "
+                "to rewrite it."
+            ) from None
+        version = summary.get("schema_version") if isinstance(summary, dict) else None
+        if not isinstance(version, int) or version > SUMMARY_SCHEMA_VERSION:
+            raise ResultsError(
+                f"{path} has summary schema version {version!r}; this liposome-bench reads "
+                f"versions up to {SUMMARY_SCHEMA_VERSION}. Upgrade liposome-bench."
+            )
+        return summary
+    run = results.read_run()
+    summary = stats.summarise_results(results)
+    summary.update(
+        schema_version=SUMMARY_SCHEMA_VERSION,
+        tool_version=run.get("tool_version"),
+        dataset=run.get("dataset", {}),
+        folds=run.get("folds"),
+        settings={"models": run.get("models", {})},
+    )
+    return summary
+
+
+def _histories(results_dir, model: str) -> list[tuple[int, dict]]:
+    """(fold, history) of each finished fold of ``model`` that recorded one."""
+    out = []
+    results = ResultsDir(results_dir)
+    for path in sorted(results.model_dir(model).glob("fold-*.json")):
+        try:
+            meta = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue  # a fold file we cannot read has no curve to draw
+        history = meta.get("history")
+        if isinstance(history, dict) and history:
+            out.append((int(meta.get("fold", 0)), history))
+    return sorted(out, key=lambda item: item[0])
+
+
+def _detail_dir(results_dir, summary) -> Path:
+    """The folder whose fold files back the summary's models (repeat 0 of a
+    repeated benchmark)."""
+    repeats = summary.get("repeats")
+    if repeats and repeats.get("dirs"):
+        return Path(results_dir) / repeats["dirs"][0]
+    return Path(results_dir)
+
+
+# Formatting ------------------------------------------------------------------
+
+def _num(value, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return UNDEFINED
+    return f"{value:.{digits}f}"
+
+
+def _cell(entry: dict, bold: bool = False) -> str:
+    """"mean ± std [low, high]" of one metric entry of a model summary."""
+    mean = _num(entry.get("mean"))
+    if bold and mean != UNDEFINED:
+        mean = f"**{mean}**"
+    if entry.get("std") is not None:
+        mean += f" ± {_num(entry['std'], 2)}"
+    low, high = entry.get("ci") or (None, None)
+    if low is not None and high is not None:
+        mean += f" [{_num(low, 2)}, {_num(high, 2)}]"
+    return mean
+
+
+def _best(values: list) -> set[int]:
+    """Indices of the highest defined values, if they are not all equal."""
+    defined = [(i, v) for i, v in enumerate(values) if v is not None and not math.isnan(v)]
+    if len(defined) < 2:
+        return set()
+    top = max(v for _, v in defined)
+    best = {i for i, v in defined if v == top}
+    return set() if len(best) == len(defined) else best
+
+
+def _md_table(headers, rows, align=None) -> str:
+    align = align or ["---"] + ["---:"] * (len(headers) - 1)
+    lines = ["| " + " | ".join(headers) + " |", "| " + " | ".join(align) + " |"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _matrix_table(matrix, classes, digits) -> str:
+    rows = []
+    for i, name in enumerate(classes):
+        cells = []
+        for j in range(len(classes)):
+            value = matrix[i][j] if matrix is not None else None
+            text = _num(value, digits)
+            cells.append(f"**{text}**" if i == j else text)
+        rows.append([name, *cells])
+    return _md_table(["true \\ predicted", *classes], rows)
+
+
+# Plots -------------------------------------------------------------------------
+
+def _save_figure(fig, path: Path) -> None:
+    """Save a matplotlib figure as PNG through a temporary file and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _nan(value) -> float:
+    return float("nan") if value is None else float(value)
+
+
+def plot_metric_bars(summary: dict, path) -> Path:
+    """Per-class TPR, TNR, PPV, NPV and F1 of every model as grouped bars
+    (like thesis figure 22): bar height is the estimate from all out-of-fold
+    predictions pooled, whiskers its 95 % bootstrap interval over particles."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    classes = summary["classes"]
+    models = list(summary["models"])
+    fig, axes = plt.subplots(
+        1, len(classes), figsize=(4.2 * len(classes), 3.8), sharey=True, squeeze=False,
+        layout="constrained",
+    )
+    width = 0.8 / max(len(models), 1)
+    x = np.arange(len(BAR_METRICS))
+    colours = plt.get_cmap("tab10")
+    for ax, cls in zip(axes[0], classes):
+        for m, name in enumerate(models):
+            entries = summary["models"][name]["per_class"][cls]
+            pooled = np.array([_nan(entries[k].get("pooled")) for k in BAR_METRICS])
+            ci = np.array([[_nan(v) for v in (entries[k].get("ci") or [None, None])]
+                           for k in BAR_METRICS])
+            lower = np.clip(pooled - ci[:, 0], 0, None)
+            upper = np.clip(ci[:, 1] - pooled, 0, None)
+            pos = x - 0.4 + width * (m + 0.5)
+            ax.bar(pos, np.nan_to_num(pooled), width, label=name, color=colours(m))
+            ax.errorbar(pos, pooled, yerr=[lower, upper], fmt="none", ecolor="black",
+                        elinewidth=0.8, capsize=2)
+        ax.set_title(cls)
+        ax.set_xticks(x, [CLASS_METRIC_LABELS[k] for k in BAR_METRICS])
+        ax.set_ylim(0, 1.05)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0][0].set_ylabel("pooled out-of-fold estimate\n(95 % CI over particles)")
+    axes[0][-1].legend(loc="lower right", fontsize="small")
+    fig.suptitle(f"{summary.get('dataset', {}).get('problem', '')}: per-class metrics")
+    path = Path(path)
+    _save_figure(fig, path)
+    plt.close(fig)
+    return path
+
+
+def plot_confusion_heatmaps(summary: dict, path) -> Path:
+    """Fold-averaged row-normalised confusion matrix of every model, as
+    annotated heatmaps side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    classes = summary["classes"]
+    models = list(summary["models"])
+    fig, axes = plt.subplots(
+        1, len(models), figsize=(3.4 * len(models) + 1.2, 3.8), squeeze=False,
+        layout="constrained",
+    )
+    for ax, name in zip(axes[0], models):
+        matrix = np.array(
+            [[_nan(v) for v in row] for row in summary["models"][name]["confusion"]["normalised_mean"]]
+        )
+        ax.imshow(matrix, vmin=0, vmax=1, cmap="Blues")
+        for i in range(len(classes)):
+            for j in range(len(classes)):
+                value = matrix[i, j]
+                ax.text(j, i, UNDEFINED if np.isnan(value) else f"{value:.2f}",
+                        ha="center", va="center",
+                        color="white" if value > 0.6 else "black", fontsize=9)
+        ax.set_xticks(range(len(classes)), classes, rotation=30, ha="right")
+        ax.set_yticks(range(len(classes)), classes if ax is axes[0][0] else [])
+        ax.set_xlabel("predicted")
+        ax.set_title(name)
+    axes[0][0].set_ylabel("true")
+    fig.suptitle("fold-averaged normalised confusion matrices")
+    path = Path(path)
+    _save_figure(fig, path)
+    plt.close(fig)
+    return path
+
+
+def plot_training_curves(histories: dict, path) -> Path | None:
+    """Training and validation curves of every CNN fold: one panel per
+    recorded quantity (``loss`` with ``val_loss``, ...), one line per fold.
+
+    Parameters
+    ----------
+    histories : dict
+        model -> list of (fold, history dict name -> list of per-epoch values).
+    path : path of the PNG.
+
+    Returns
+    -------
+    The path written, or None if no model recorded a history.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    panels = []  # (model, quantity)
+    for model, folds in histories.items():
+        names = []
+        for _, history in folds:
+            names += [n for n in history if not n.startswith("val_") and n not in names]
+        panels += [(model, n) for n in names]
+    if not panels:
+        return None
+    cols = min(len(panels), 3)
+    rows = math.ceil(len(panels) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False,
+                             layout="constrained")
+    colours = plt.get_cmap("tab10")
+    for ax, (model, quantity) in zip(axes.ravel(), panels):
+        for fold, history in histories[model]:
+            for key, style in ((quantity, "-"), (f"val_{quantity}", "--")):
+                values = history.get(key)
+                if isinstance(values, list) and values:
+                    epochs = np.arange(1, len(values) + 1)
+                    ax.plot(epochs, [_nan(v) for v in values], style, color=colours(fold % 10),
+                            label=f"fold {fold + 1}{' val' if key.startswith('val_') else ''}")
+        ax.set_title(f"{model}: {quantity}")
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    for ax in axes.ravel()[len(panels):]:
+        ax.set_visible(False)
+    axes.ravel()[0].legend(fontsize="x-small", ncol=2)
+    fig.suptitle("CNN training (solid) and validation (dashed) curves")
+    path = Path(path)
+    _save_figure(fig, path)
+    plt.close(fig)
+    return path
+
+
+# The report --------------------------------------------------------------------
+
+def render_report(results_dir, out=None) -> Path:
+    """Write a markdown report of a results folder, with PNG plots beside it.
+
+    Parameters
+    ----------
+    results_dir : path
+        A results folder (``benchmark``, ``svm`` or ``cnn`` ``--out``).
+    out : path, optional
+        The markdown file; default ``results_dir/report.md``. Plots go to
+        the folder ``<out stem>-figures`` beside it.
+
+    Returns
+    -------
+    Path of the markdown file.
+
+    Raises
+    ------
+    ResultsError
+        If ``results_dir`` is not a results folder or holds no finished model.
+    """
+    results_dir = Path(results_dir)
+    summary = load_summary(results_dir)
+    out = Path(out) if out is not None else results_dir / "report.md"
+    figures = out.parent / f"{out.stem}-figures"
+    detail = _detail_dir(results_dir, summary)
+    histories = {
+        name: _histories(detail, name)
+        for name, m in summary["models"].items()
+        if m.get("score_kind") == "probability"
+    }
+    images = {
+        "bars": plot_metric_bars(summary, figures / "metrics.png"),
+        "confusion": plot_confusion_heatmaps(summary, figures / "confusion.png"),
+        "curves": plot_training_curves(histories, figures / "training.png"),
+    }
+    text = format_report(summary, images={k: _relative(v, out.parent) for k, v in images.items()})
+    atomic_write_text(out, text)
+    return out
+
+
+def _relative(path, start) -> str | None:
+    if path is None:
+        return None
+    return Path(os.path.relpath(path, start)).as_posix()
+
+
+def format_report(summary: dict, images: dict | None = None) -> str:
+    """The markdown text of a report on ``summary`` (see :func:`load_summary`);
+    ``images`` maps "bars", "confusion", "curves" to relative PNG paths."""
+    images = images or {}
+    dataset = summary.get("dataset", {})
+    problem = dataset.get("problem", "?")
+    parts = [f"# liposome-bench report: {problem}", ""]
+    if dataset.get("synthetic"):
+        parts += [
+            "> **Synthetic data.** These results come from liposome-bench's built-in "
+            "synthetic particles, not from the lab's TEM images. They show that the "
+            "pipeline works; they are never the thesis's results and say nothing about "
+            "real liposomes.",
+            "",
+        ]
+    if summary.get("settings", {}).get("quick"):
+        parts += [
+            "> **Quick run** (`--quick`): a small subsample and few epochs, a smoke test "
+            "only. Do not read anything into these numbers.",
+            "",
+        ]
+    parts += _verdict_section(summary)
+    parts += _dataset_section(summary)
+    parts += _protocol_section(summary)
+    parts += _metric_section(summary, images.get("bars"))
+    parts += _comparison_section(summary)
+    parts += _confusion_section(summary, images.get("confusion"))
+    if images.get("curves"):
+        parts += ["## CNN training curves", "",
+                  f"![training curves]({images['curves']})", ""]
+    parts += _repeats_section(summary)
+    parts += _environment_section(summary)
+    if summary.get("incomplete"):
+        parts += ["## Unfinished models", "",
+                  "Not summarised (re-run the same command with the same `--out` to finish):", ""]
+        parts += [f"- {m}: folds finished {f}" for m, f in summary["incomplete"].items()]
+        parts.append("")
+    return "\n".join(parts).rstrip() + "\n"
+
+
+def _verdict_section(summary) -> list[str]:
+    lines = ["## Verdict", ""]
+    if not summary.get("comparisons"):
+        return lines + ["Only one model was run; there is nothing to compare.", ""]
+    for comp in summary["comparisons"]:
+        a, b = comp["model_a"], comp["model_b"]
+        test = comp["mcnemar"]
+        lines.append(
+            f"- **{b} vs {a}**: {comp['verdict']} overall (McNemar p = "
+            f"{_num(test['p_value'])}, on {comp['n_particles']} particles)."
+        )
+        for cls, d in comp["f1_difference"].items():
+            lines.append(
+                f"  - {cls}: F1 difference {_signed(d['difference'])} "
+                f"[{_signed(d['ci'][0])}, {_signed(d['ci'][1])}]: {d['verdict']}."
+            )
+    lines += ["", "Differences are " f"{summary['comparisons'][0]['model_b']} minus "
+              f"{summary['comparisons'][0]['model_a']}; intervals are 95 % paired "
+              "bootstrap intervals over particles.", ""]
+    return lines
+
+
+def _signed(value) -> str:
+    if value is None:
+        return UNDEFINED
+    return f"{value:+.3f}"
+
+
+def _dataset_section(summary) -> list[str]:
+    dataset = summary.get("dataset", {})
+    lines = ["## Dataset", ""]
+    facts = [
+        ("problem", dataset.get("problem")),
+        ("source", dataset.get("source")),
+        ("synthetic", "yes" if dataset.get("synthetic") else "no"),
+        ("particles", dataset.get("n_particles")),
+        ("fingerprint", f"`{dataset.get('fingerprint')}`"),
+    ]
+    if dataset.get("subsample"):
+        facts.append(("subsample", dataset["subsample"]))
+    lines += [f"- {k}: {v}" for k, v in facts if v is not None]
+    lines.append("")
+    counts = dataset.get("class_counts")
+    if not counts:
+        # Results of svm/cnn runs: count the particles the models saw.
+        first = next(iter(summary["models"].values()))
+        counts = dict(zip(summary["classes"], first.get("support", [])))
+    total = sum(counts.values()) or 1
+    lines.append(_md_table(
+        ["class", "particles", "share"],
+        [[c, n, f"{100 * n / total:.1f} %"] for c, n in counts.items()]
+        + [["total", total, "100 %"]],
+    ))
+    lines.append("")
+    sizes = dataset.get("image_sizes")
+    if sizes:
+        lines.append(
+            "Image sizes (px, with surround): " + ", ".join(f"{k} {v}" for k, v in sizes.items())
+            + "."
+        )
+        lines.append("")
+    return lines
+
+
+def _protocol_section(summary) -> list[str]:
+    folds = summary.get("folds") or {}
+    settings = summary.get("settings", {})
+    model_settings = settings.get("models", {})
+    lines = ["## Protocol", ""]
+    lines.append(
+        f"- {folds.get('k', '?')}-fold stratified cross-validation (fold seed "
+        f"{folds.get('seed', '?')}); every model is trained and tested on the same folds "
+        "(thesis section 8.1); test folds are never resampled."
+    )
+    for name, s in model_settings.items():
+        shown = ", ".join(f"{k} = `{_short(v)}`" for k, v in s.items())
+        lines.append(f"- **{name}**: {shown or 'defaults'}")
+    boot = summary.get("bootstrap", {})
+    if boot:
+        lines.append(
+            f"- Intervals: {boot.get('n_resamples')} bootstrap resamples of the out-of-fold "
+            f"predictions ({boot.get('method')}, stratified by {boot.get('stratified_by')}, "
+            f"seed {boot.get('seed')}), {100 * boot.get('confidence', 0.95):.0f} % level, "
+            "not corrected for multiple comparisons."
+        )
+    lines.append(
+        "- Paired test: McNemar's test on per-particle correctness (exact binomial below "
+        "25 discordant particles), and the paired bootstrap interval of each class's F1 "
+        "difference. \"No significant difference\" where p >= 0.05 or the interval "
+        "includes 0."
+    )
+    lines.append("")
+    for name, m in summary["models"].items():
+        params = m.get("params") or []
+        keys = sorted({k for p in params for k, v in p.items() if not isinstance(v, (dict, list))})
+        if params and keys:
+            lines.append(f"Chosen per fold, {name}:")
+            lines.append("")
+            lines.append(_md_table(
+                ["fold", *keys],
+                [[i + 1, *(_short(p.get(k)) for k in keys)] for i, p in enumerate(params)],
+            ))
+            lines.append("")
+    return lines
+
+
+def _short(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (list, tuple)):
+        return ",".join(_short(v) for v in value)
+    return str(value)
+
+
+def _metric_section(summary, bars) -> list[str]:
+    classes = summary["classes"]
+    models = list(summary["models"])
+    lines = ["## Per-class metrics, side by side", ""]
+    lines.append(
+        "Each cell: mean ± standard deviation over folds, then the 95 % bootstrap "
+        "interval over particles of the estimate from all out-of-fold predictions pooled "
+        "(the bars in the figure). The higher mean is in bold. F1 = 2·PPV·TPR/(PPV+TPR); F1 (thesis) = 2/(1/TPR + 1/TNR), "
+        f"section 4.6. {UNDEFINED}: undefined (0/0)."
+    )
+    lines.append("")
+    for cls in classes:
+        support = None
+        first = summary["models"][models[0]]
+        if first.get("support"):
+            support = first["support"][classes.index(cls)]
+        lines.append(f"### {cls}" + (f" ({support} particles)" if support is not None else ""))
+        lines.append("")
+        rows = []
+        for metric in CLASS_METRICS:
+            entries = [summary["models"][m]["per_class"][cls][metric] for m in models]
+            best = _best([e.get("mean") for e in entries])
+            rows.append([CLASS_METRIC_LABELS[metric],
+                         *(_cell(e, i in best) for i, e in enumerate(entries))])
+        lines.append(_md_table(["metric", *models], rows))
+        lines.append("")
+    lines.append("### Overall")
+    lines.append("")
+    rows = []
+    for metric in OVERALL_METRICS:
+        entries = [summary["models"][m]["overall"][metric] for m in models]
+        best = _best([e.get("mean") for e in entries])
+        rows.append([OVERALL_METRIC_LABELS[metric],
+                     *(_cell(e, i in best) for i, e in enumerate(entries))])
+    lines.append(_md_table(["metric", *models], rows))
+    lines.append("")
+    if bars:
+        lines += [f"![per-class metrics]({bars})", ""]
+    return lines
+
+
+def _comparison_section(summary) -> list[str]:
+    if not summary.get("comparisons"):
+        return []
+    classes = summary["classes"]
+    lines = ["## Paired comparison", ""]
+    rows = []
+    for comp in summary["comparisons"]:
+        test = comp["mcnemar"]
+        for cls in classes:
+            d = comp["f1_difference"][cls]
+            rows.append([f"{comp['model_b']} − {comp['model_a']}", cls,
+                         _signed(d["difference"]),
+                         f"[{_signed(d['ci'][0])}, {_signed(d['ci'][1])}]", d["verdict"]])
+        rows.append([f"{comp['model_b']} − {comp['model_a']}", "all (McNemar)",
+                     f"{test['only_b']} vs {test['only_a']}",
+                     f"p = {_num(test['p_value'])} ({test['method']})", comp["verdict"]])
+    lines.append(_md_table(["comparison", "class", "F1 difference", "95 % interval", "verdict"],
+                           rows, align=["---", "---", "---:", "---:", "---"]))
+    lines += ["", "McNemar row: particles only the second model got right vs only the "
+              "first; the other particles were right or wrong for both.", ""]
+    return lines
+
+
+def _confusion_section(summary, heatmap) -> list[str]:
+    classes = summary["classes"]
+    lines = ["## Confusion matrices", "",
+             "Rows: true class; columns: predicted class. Raw: particles per test fold, "
+             "averaged over folds (thesis Tables 9-10). Normalised: each row divided by "
+             "its total, averaged over folds.", ""]
+    for name, m in summary["models"].items():
+        conf = m["confusion"]
+        lines += [f"### {name}", "", "Raw (fold average):", "",
+                  _matrix_table(conf.get("mean"), classes, 1), "",
+                  "Normalised (fold average):", "",
+                  _matrix_table(conf.get("normalised_mean"), classes, 2), ""]
+    if heatmap:
+        lines += [f"![normalised confusion matrices]({heatmap})", ""]
+    return lines
+
+
+def _repeats_section(summary) -> list[str]:
+    repeats = summary.get("repeats")
+    if not repeats or not repeats.get("spread"):
+        return []
+    lines = ["## Run-to-run spread", "",
+             f"The whole {summary.get('folds', {}).get('k', '?')}-fold run was repeated "
+             f"{repeats['count']} times with fold seeds {repeats['fold_seeds']}. The tables "
+             "above are those of the first repeat; below, the spread of each model's "
+             "fold-mean F1 over the repeats (mean ± std [min, max]).", ""]
+    spread = repeats["spread"]
+    models = list(spread)
+    rows = []
+    for cls in summary["classes"] + ["overall"]:
+        metric = "f1" if cls != "overall" else "macro_f1"
+        cells = []
+        for m in models:
+            s = spread[m].get(cls, {}).get(metric)
+            cells.append(UNDEFINED if not s else
+                         f"{_num(s['mean'])} ± {_num(s['std'], 2)} "
+                         f"[{_num(s['min'], 2)}, {_num(s['max'], 2)}]")
+        rows.append([cls if cls != "overall" else "macro F1", *cells])
+    lines += [_md_table(["F1", *models], rows), ""]
+    return lines
+
+
+def _environment_section(summary) -> list[str]:
+    lines = ["## Reproducibility", ""]
+    command = summary.get("command") or summary.get("equivalent_command")
+    if command:
+        lines += ["Run again with:", "", "```", command, "```", ""]
+        if summary.get("equivalent_command") and summary.get("command") != summary.get(
+            "equivalent_command"
+        ):
+            lines += ["Same run with every setting spelled out:", "", "```",
+                      summary["equivalent_command"], "```", ""]
+    else:
+        lines += ["These results were not written by `liposome-bench benchmark`; the "
+                  "settings of each model are listed under Protocol.", ""]
+    facts = []
+    if summary.get("seed") is not None:
+        facts.append(f"seed {summary['seed']}")
+    if summary.get("created"):
+        facts.append(f"run finished {summary['created']}")
+    if summary.get("tool_version"):
+        facts.append(f"liposome-bench {summary['tool_version']}")
+    if facts:
+        lines += ["- " + "; ".join(facts)]
+    versions = summary.get("versions") or {}
+    if versions:
+        lines.append("- versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
+    device = summary.get("device")
+    if device:
+        lines.append("- device: " + ", ".join(f"{k} {_short(v)}" for k, v in device.items()))
+    timings = summary.get("timings") or {}
+    if timings:
+        lines.append("- wall time (s): " + ", ".join(
+            f"{k} {v:.1f}" for k, v in timings.items() if isinstance(v, (int, float))))
+    lines.append("")
+    return lines
+
+
+# Regression gate ---------------------------------------------------------------
+
+@dataclass
+class BaselineChange:
+    """One metric of one model compared with the baseline."""
+
+    model: str
+    cls: str  # a class name, or "overall"
+    metric: str
+    baseline: float | None
+    measured: float | None
+    tolerance: float
+
+    @property
+    def delta(self) -> float | None:
+        if self.baseline is None or self.measured is None:
+            return None
+        return self.measured - self.baseline
+
+    @property
+    def regressed(self) -> bool:
+        if self.baseline is None:
+            return False
+        if self.measured is None:
+            return True
+        # A hair of slack so a value equal to baseline - tolerance passes
+        # despite floating-point rounding.
+        return self.measured < self.baseline - self.tolerance - 1e-12
+
+    @property
+    def key(self) -> str:
+        return f"{self.model}/{self.cls}/{self.metric}"
+
+    def describe(self) -> str:
+        if self.measured is None:
+            return f"{self.key}: missing or undefined (baseline {_num(self.baseline)})"
+        return (
+            f"{self.key} fell from {_num(self.baseline)} to {_num(self.measured)} "
+            f"({self.delta:+.3f}, tolerance {self.tolerance:g})"
+        )
+
+
+def _baseline_values(summary: dict) -> dict:
+    models = {}
+    for name, m in summary["models"].items():
+        models[name] = {
+            "per_class": {
+                cls: {k: m["per_class"][cls][k]["mean"] for k in CLASS_METRICS}
+                for cls in summary["classes"]
+            },
+            "overall": {k: m["overall"][k]["mean"] for k in OVERALL_METRICS},
+        }
+    return models
+
+
+def write_baseline(results_dir, path, *, overrides: dict | None = None) -> Path:
+    """Write a baseline file (format in the module docstring) from a results
+    folder: every model's per-class and overall metrics, means over folds.
+
+    Parameters
+    ----------
+    results_dir : path
+    path : path of the JSON file to write.
+    overrides : dict, optional
+        ``model/class/metric`` pattern -> absolute tolerance, stored in the file.
+
+    Returns
+    -------
+    Path written.
+    """
+    summary = load_summary(results_dir)
+    dataset = summary.get("dataset", {})
+    baseline = {
+        "schema_version": BASELINE_SCHEMA_VERSION,
+        "kind": BASELINE_KIND,
+        "statistic": "mean over folds",
+        "source": {
+            "problem": dataset.get("problem"),
+            "fingerprint": dataset.get("fingerprint"),
+            "synthetic": dataset.get("synthetic"),
+            "folds": summary.get("folds"),
+            "command": summary.get("command") or summary.get("equivalent_command"),
+            "tool_version": summary.get("tool_version"),
+        },
+        "overrides": dict(overrides or {}),
+        "models": _baseline_values(summary),
+    }
+    path = Path(path)
+    atomic_write_json(path, baseline)
+    return path
+
+
+def read_baseline(path) -> dict:
+    """Read and check a baseline file.
+
+    Raises
+    ------
+    ResultsError
+        If it is missing, not JSON, or not a baseline of a known version.
+    """
+    path = Path(path)
+    try:
+        baseline = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ResultsError(
+            f"Baseline {path} does not exist. Write one with "
+            "`liposome-bench report RESULTS --write-baseline FILE`."
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise ResultsError(
+            f"Baseline {path} is not valid JSON ({exc}). Rewrite it with --write-baseline."
+        ) from None
+    if not isinstance(baseline, dict) or baseline.get("kind") != BASELINE_KIND:
+        raise ResultsError(
+            f"{path} is not a liposome-bench baseline (expected \"kind\": \"{BASELINE_KIND}\"). "
+            "Write one with --write-baseline."
+        )
+    version = baseline.get("schema_version")
+    if version != BASELINE_SCHEMA_VERSION:
+        raise ResultsError(
+            f"{path} has baseline schema version {version!r}; expected "
+            f"{BASELINE_SCHEMA_VERSION}. Rewrite it with --write-baseline."
+        )
+    overrides = baseline.get("overrides", {})
+    if not isinstance(overrides, dict) or not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0
+        for v in overrides.values()
+    ):
+        raise ResultsError(
+            f"{path}: \"overrides\" must map model/class/metric patterns to tolerances >= 0; "
+            f"got {overrides!r}."
+        )
+    if not isinstance(baseline.get("models"), dict):
+        raise ResultsError(f"{path} has no \"models\" object. Rewrite it with --write-baseline.")
+    return baseline
+
+
+def tolerance_for(key: str, overrides: dict, default: float) -> float:
+    """The tolerance of ``model/class/metric`` ``key``: the most specific
+    matching override (fewest wildcards, then first listed), else ``default``."""
+    best = None
+    for pattern, value in overrides.items():
+        if fnmatch.fnmatchcase(key, pattern):
+            wildcards = pattern.count("*") + pattern.count("?")
+            if best is None or wildcards < best[0]:
+                best = (wildcards, float(value))
+    return default if best is None else best[1]
+
+
+def compare_to_baseline(results_dir, baseline_path, tolerance: float = 0.02) -> list[BaselineChange]:
+    """Every baseline metric of every baseline model next to its measured value.
+
+    Parameters
+    ----------
+    results_dir : path
+    baseline_path : path
+    tolerance : float
+        Absolute tolerance where the baseline has no override.
+
+    Returns
+    -------
+    list of BaselineChange, in baseline order.
+
+    Raises
+    ------
+    ResultsError
+        If the baseline or the results cannot be read, or the tolerance is negative.
+    """
+    if not tolerance >= 0:
+        raise ResultsError(f"--tolerance must be 0 or more; got {tolerance}.")
+    baseline = read_baseline(baseline_path)
+    summary = load_summary(results_dir)
+    overrides = baseline.get("overrides", {})
+    changes = []
+    for model, values in baseline["models"].items():
+        measured_model = summary["models"].get(model)
+        groups = [(cls, metrics) for cls, metrics in values.get("per_class", {}).items()]
+        groups.append(("overall", values.get("overall", {})))
+        for cls, metrics in groups:
+            for metric, base in metrics.items():
+                measured = None
+                if measured_model is not None:
+                    source = (measured_model["overall"] if cls == "overall"
+                              else measured_model["per_class"].get(cls, {}))
+                    measured = (source.get(metric) or {}).get("mean")
+                key = f"{model}/{cls}/{metric}"
+                changes.append(BaselineChange(
+                    model, cls, metric,
+                    None if base is None else float(base),
+                    None if measured is None else float(measured),
+                    tolerance_for(key, overrides, tolerance),
+                ))
+    return changes
+
+
+def check_baseline(results_dir, baseline_path, tolerance: float = 0.02) -> list[BaselineChange]:
+    """The metrics that fell by more than their tolerance below the baseline
+    (empty when the results pass). See :func:`compare_to_baseline`."""
+    return [c for c in compare_to_baseline(results_dir, baseline_path, tolerance) if c.regressed]

@@ -1,0 +1,217 @@
+"""The markdown report, its plots and the baseline regression gate, on a
+results folder made of hand-built FoldResults (no training)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from liposome_bench import report
+from liposome_bench.dataset import LAMELLARITY, Dataset, Particle
+from liposome_bench.errors import ResultsError
+from liposome_bench.folds import Folds, make_folds
+from liposome_bench.results import FoldResult, ResultsDir
+
+CLASSES = list(LAMELLARITY.classes)
+K = 3
+
+
+def _dataset(n_per_class=(18, 9, 6)):
+    particles = []
+    for c, n in enumerate(n_per_class):
+        for i in range(n):
+            image = np.full((12, 12), c * 60 + i, dtype=np.uint8)
+            mask = np.zeros((12, 12), dtype=bool)
+            mask[3:9, 3:9] = True
+            particles.append(Particle(f"{c}{i:03d}", CLASSES[c], image, mask, 1.0))
+    return Dataset(LAMELLARITY, particles, description="hand-made", synthetic=True)
+
+
+def make_results(path, accuracy=None, seed=0):
+    """A results folder with an SVM and a CNN on a hand-made dataset; the
+    CNN is right more often than the SVM."""
+    accuracy = accuracy or {"svm": 0.6, "lipnet-4": 0.85}
+    dataset = _dataset()
+    y = dataset.y
+    fold_of = make_folds(y, CLASSES, K, seed=0)
+    folds = Folds(K, 0, dataset.fingerprint(), fold_of)
+    results = ResultsDir(path)
+    rng = np.random.default_rng(seed)
+    for model, acc in accuracy.items():
+        results.prepare(dataset, folds, model, {"acc": acc})
+        pred = np.where(rng.random(len(y)) < acc, y, (y + 1) % 3)
+        for f in range(K):
+            test = folds.test_indices(f)
+            n = len(test)
+            if model == "svm":
+                scores, names, kind = rng.normal(size=(n, 3)), ["0v1", "0v2", "1v2"], "decision"
+                params, history = {"C": 2.0, "gamma": 0.125}, None
+            else:
+                scores = rng.dirichlet(np.ones(3), size=n)
+                names, kind = CLASSES, "probability"
+                params = {"epochs": 3}
+                history = {"loss": [1.0, 0.8, 0.7], "val_loss": [1.1, 0.9, 0.85]}
+            results.save_fold(
+                FoldResult(model, f, [dataset.ids[i] for i in test], y[test], pred[test],
+                           scores, names, kind, params, {"fit": 1.0}, history),
+                CLASSES,
+            )
+    return results.path
+
+
+@pytest.fixture
+def results_folder(tmp_path):
+    return make_results(tmp_path / "results")
+
+
+def test_summary_from_fold_files(results_folder):
+    summary = report.load_summary(results_folder)
+    assert list(summary["models"]) == ["svm", "lipnet-4"]
+    assert summary["dataset"]["synthetic"] is True
+    (comp,) = summary["comparisons"]
+    assert (comp["model_a"], comp["model_b"]) == ("svm", "lipnet-4")
+    assert comp["n_particles"] == 33
+    assert summary["models"]["svm"]["params"][0] == {"C": 2.0, "gamma": 0.125}
+
+
+def test_report_has_every_section_and_plots(results_folder, tmp_path):
+    out = report.render_report(results_folder, tmp_path / "out" / "report.md")
+    text = out.read_text()
+    for heading in ["# liposome-bench report: lamellarity", "## Verdict", "## Dataset",
+                    "## Protocol", "## Per-class metrics, side by side", "### uncertain",
+                    "### Overall", "## Paired comparison", "## Confusion matrices",
+                    "## CNN training curves", "## Reproducibility"]:
+        assert heading in text, heading
+    assert "**Synthetic data.**" in text
+    assert "| svm | lipnet-4 |" in text
+    # Class counts and shares from the particles the models saw (18, 9, 6).
+    assert "| unilamellar | 18 | 54.5 % |" in text
+    figures = tmp_path / "out" / "report-figures"
+    for name in ["metrics.png", "confusion.png", "training.png"]:
+        png = figures / name
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+        assert f"](report-figures/{name})" in text
+    assert not list((tmp_path / "out").glob(".*tmp*")), "temporary files left behind"
+
+
+def test_report_marks_the_better_model(results_folder):
+    summary = report.load_summary(results_folder)
+    text = report.format_report(summary)
+    svm = summary["models"]["svm"]["per_class"]["unilamellar"]["tpr"]["mean"]
+    cnn = summary["models"]["lipnet-4"]["per_class"]["unilamellar"]["tpr"]["mean"]
+    (row,) = [line for line in text.splitlines() if line.startswith("| TPR |")][:1]
+    cells = row.split("|")[2:4]
+    better = 0 if svm > cnn else 1
+    assert cells[better].strip().startswith("**")
+    assert not cells[1 - better].strip().startswith("**")
+
+
+def test_report_without_cnn_history_has_no_curves(tmp_path):
+    folder = make_results(tmp_path / "r", accuracy={"svm": 0.7})
+    out = report.render_report(folder)
+    assert out == folder / "report.md"
+    text = out.read_text()
+    assert "## CNN training curves" not in text
+    assert "Only one model was run" in text
+
+
+def test_report_refuses_a_folder_that_is_not_results(tmp_path):
+    with pytest.raises(ResultsError, match="is not a results folder"):
+        report.render_report(tmp_path)
+    with pytest.raises(ResultsError, match="is not a folder"):
+        report.render_report(tmp_path / "missing")
+
+
+def test_gate_passes_against_its_own_baseline(results_folder, tmp_path):
+    baseline = report.write_baseline(results_folder, tmp_path / "baseline.json")
+    data = json.loads(baseline.read_text())
+    assert data["kind"] == report.BASELINE_KIND
+    assert set(data["models"]) == {"svm", "lipnet-4"}
+    changes = report.compare_to_baseline(results_folder, baseline)
+    assert len(changes) == 2 * (3 * 6 + 4)
+    assert report.check_baseline(results_folder, baseline) == []
+
+
+def _edit_baseline(path, edit):
+    data = json.loads(path.read_text())
+    edit(data)
+    path.write_text(json.dumps(data))
+
+
+def test_gate_fails_when_a_baseline_value_is_raised(results_folder, tmp_path):
+    baseline = report.write_baseline(results_folder, tmp_path / "baseline.json")
+    measured = json.loads(baseline.read_text())["models"]["svm"]["per_class"]["uncertain"]["f1"]
+
+    def raise_f1(data, by):
+        data["models"]["svm"]["per_class"]["uncertain"]["f1"] = measured + by
+
+    # Raised by less than the tolerance: still passes.
+    _edit_baseline(baseline, lambda d: raise_f1(d, 0.015))
+    assert report.check_baseline(results_folder, baseline, tolerance=0.02) == []
+    # Raised by more: exactly that metric regresses.
+    _edit_baseline(baseline, lambda d: raise_f1(d, 0.05))
+    (reg,) = report.check_baseline(results_folder, baseline, tolerance=0.02)
+    assert reg.key == "svm/uncertain/f1"
+    assert reg.delta == pytest.approx(-0.05)
+    assert "svm/uncertain/f1 fell from" in reg.describe()
+    # A wider override for that metric lets it pass again.
+    _edit_baseline(baseline, lambda d: d.update(overrides={"svm/*/f1": 0.1}))
+    assert report.check_baseline(results_folder, baseline, tolerance=0.02) == []
+
+
+def test_lowering_baseline_values_never_fails(results_folder, tmp_path):
+    baseline = report.write_baseline(results_folder, tmp_path / "baseline.json")
+
+    def lower_all(data):
+        for m in data["models"].values():
+            for metrics in list(m["per_class"].values()) + [m["overall"]]:
+                for k, v in metrics.items():
+                    if v is not None:
+                        metrics[k] = v - 0.3
+
+    _edit_baseline(baseline, lower_all)
+    changes = report.compare_to_baseline(results_folder, baseline, tolerance=0.0)
+    assert not any(c.regressed for c in changes)
+    assert all(c.delta == pytest.approx(0.3) for c in changes if c.delta is not None)
+
+
+def test_missing_model_is_a_regression(results_folder, tmp_path):
+    baseline = report.write_baseline(results_folder, tmp_path / "baseline.json")
+    _edit_baseline(baseline, lambda d: d["models"].update(
+        {"lipnet-2": d["models"]["lipnet-4"]}))
+    regressions = report.check_baseline(results_folder, baseline)
+    assert regressions and {r.model for r in regressions} == {"lipnet-2"}
+    assert "missing" in regressions[0].describe()
+
+
+@pytest.mark.parametrize(
+    "key, overrides, expected",
+    [("svm/uncertain/f1", {}, 0.02),
+     ("svm/uncertain/f1", {"*/*/f1": 0.1}, 0.1),
+     ("svm/uncertain/f1", {"*/*/f1": 0.1, "svm/uncertain/f1": 0.05}, 0.05),
+     ("svm/uncertain/f1", {"svm/*/*": 0.3, "*/uncertain/*": 0.2}, 0.3),
+     ("lipnet-4/overall/mcc", {"svm/*/*": 0.3}, 0.02)],
+)
+def test_tolerance_for(key, overrides, expected):
+    assert report.tolerance_for(key, overrides, 0.02) == expected
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [("{not json", "is not valid JSON"),
+     ('{"kind": "something else"}', "is not a liposome-bench baseline"),
+     ('{"kind": "liposome-bench baseline", "schema_version": 9, "models": {}}',
+      "has baseline schema version 9; expected 1"),
+     ('{"kind": "liposome-bench baseline", "schema_version": 1, "models": {},'
+      ' "overrides": {"svm/*/*": -1}}', "must map model/class/metric patterns")],
+)
+def test_bad_baseline_files_are_refused(results_folder, tmp_path, content, message):
+    path = tmp_path / "baseline.json"
+    path.write_text(content)
+    with pytest.raises(ResultsError, match=message):
+        report.check_baseline(results_folder, path)
+
+
+def test_missing_baseline_file_is_refused(results_folder, tmp_path):
+    with pytest.raises(ResultsError, match="does not exist"):
+        report.check_baseline(results_folder, tmp_path / "nope.json")
