@@ -200,6 +200,97 @@ def cli(verbose):
 
 # --- svm (svm) --------------------------------------------------------------
 
+@cli.command("svm")
+@problem_option()
+@data_option
+@reader_options
+@cache_option
+@click.option(
+    "--feature-set",
+    type=click.Choice(["vironova", "all"]),
+    default="vironova",
+    show_default=True,
+    help="Features: the lab's set (area, circularity, moments, edge density "
+    "profile, histogram; thesis section 4.1) or every feature.",
+)
+@click.option(
+    "--source",
+    type=click.Choice(["computed", "export"]),
+    default="computed",
+    show_default=True,
+    help="Compute features from the images, or use those stored in the lab export.",
+)
+@click.option(
+    "--grid",
+    type=click.Choice(["coarse", "full"]),
+    default="coarse",
+    show_default=True,
+    help="C/gamma grid: coarse (16 points, 3 inner folds on a 2,000-particle "
+    "subsample) or full (LIBSVM grid.py's 110 points, 5 inner folds; slow).",
+)
+@click.option(
+    "--C",
+    "C",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Fix the SVM's C instead of searching it.",
+)
+@click.option(
+    "--gamma",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Fix the RBF kernel's gamma instead of searching it.",
+)
+@folds_option
+@fold_seed_option
+@jobs_option
+@seed_option
+@out_option(None, "Results folder. Default: results/svm-<problem>.")
+@_fail_cleanly
+def svm_command(problem, data, reader_options, cache_dir, feature_set, source, grid, C,
+                gamma, k, fold_seed, jobs, seed, out):
+    """Cross-validate the lab's LIBSVM baseline on handcrafted features.
+
+    C-SVC with an RBF kernel (one-vs-one), class weights inversely
+    proportional to the training classes' frequencies, features scaled to
+    [-1, 1] on the training folds, C and gamma chosen by grid search on the
+    training folds only (macro F1). Prints per-class metrics and the
+    fold-averaged normalised confusion matrix; writes predictions, decision
+    values, chosen C and gamma, timings and LIBSVM model files to --out.
+    Re-running the same command resumes at the first unfinished fold.
+
+    Example: liposome-bench svm --problem lamellarity --jobs 2
+    """
+    from rich.console import Console
+
+    from liposome_bench.dataset import resolve_dataset
+    from liposome_bench.display import fold_table, print_model_summary
+    from liposome_bench.folds import load_or_make_folds
+    from liposome_bench.metrics import summarise_folds
+    from liposome_bench.progress import RichReporter
+    from liposome_bench.results import ResultsDir
+    from liposome_bench.svm import check_svm_options, run_svm
+
+    check_svm_options(grid=grid, C=C, gamma=gamma, jobs=jobs)
+    dataset = resolve_dataset(data, problem, cache_dir=cache_dir, **reader_options)
+    folds = load_or_make_folds(dataset, k=k, seed=fold_seed)
+    results = ResultsDir(out or f"results/svm-{dataset.problem.name}")
+    fold_results = run_svm(
+        dataset, folds, results, feature_set=feature_set, source=source, grid=grid,
+        C=C, gamma=gamma, jobs=jobs, seed=seed, reporter=RichReporter(),
+    )
+    console = Console()
+    print_model_summary(
+        console, "SVM (LIBSVM C-SVC, RBF)", summarise_folds(fold_results, dataset.problem.classes)
+    )
+    console.print(fold_table(fold_results, ("C", "gamma", "grid_score"),
+                             ("grid_s", "fit_s", "predict_s"), title="SVM: folds"))
+    console.print(
+        f"Results in {results.path}/svm: fold-<i>.csv (predictions, decision values), "
+        "fold-<i>.json (C, gamma, timings), models/ (LIBSVM model files for svm-predict)."
+    )
+
+
 # --- cnn (cnn) --------------------------------------------------------------
 
 # --- benchmark and report (benchmark, report) -------------------------------

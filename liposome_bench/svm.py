@@ -1,0 +1,840 @@
+"""The lab's baseline: a LIBSVM C-SVC with an RBF kernel on handcrafted features.
+
+Thesis sections 4.1 and 8.4: LIBSVM (through ``libsvm-official``, the
+library the thesis used), one-vs-one multi-class, training folds *not*
+rebalanced; instead each class's C is multiplied by a weight inversely
+proportional to its frequency in the training data (LIBSVM ``-w<label>``).
+Features are scaled to [-1, 1] on the training data only, exactly as
+LIBSVM's ``svm-scale`` does, and the same scaling is applied at prediction.
+
+C and gamma are chosen by a grid search with stratified inner
+cross-validation on the training folds only, maximising macro F1 (the mean
+over classes of the standard F1; accuracy would reward ignoring the 0.6 %
+minority class). See docs/svm.md for the grids and measured run times.
+
+Each fold's model is saved as a LIBSVM model file (readable by LIBSVM's own
+``svm-predict``), an ``svm-scale`` range file and a JSON file with the
+scaling, the feature names and the class of each LIBSVM label. No pickle.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from ctypes import c_double
+from pathlib import Path
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+
+from liposome_bench.dataset import atomic_write_json, atomic_write_text
+from liposome_bench.errors import ConfigError, DatasetError
+
+MODEL_NAME = "svm"
+#: What the grid search maximises: macro F1 over the inner validation folds.
+GRID_SCORE = "macro_f1"
+#: svm-scale's default range.
+SCALE_LOWER, SCALE_UPPER = -1.0, 1.0
+
+
+def _powers_of_two(start: int, stop: int, step: int) -> tuple[float, ...]:
+    return tuple(2.0**e for e in range(start, stop + 1, step))
+
+
+#: Grids of (C, gamma) values, inner folds, and the most training particles
+#: the inner cross-validation sees (a stratified subsample; None = all).
+GRIDS = {
+    # LIBSVM's grid.py defaults: C = 2^-5..2^15, gamma = 2^-15..2^3, step 2^2;
+    # 5-fold inner cross-validation on the whole training folds.
+    "full": {
+        "C": _powers_of_two(-5, 15, 2),
+        "gamma": _powers_of_two(-15, 3, 2),
+        "inner_folds": 5,
+        "max_samples": None,
+    },
+    # Every other point of grid.py's range (step 2^4), 3 inner folds on a
+    # stratified subsample: 16 points, fast enough for the default benchmark.
+    "coarse": {
+        "C": _powers_of_two(-1, 11, 4),
+        "gamma": _powers_of_two(-11, 1, 4),
+        "inner_folds": 3,
+        "max_samples": 2000,
+    },
+}
+#: In a subsampled grid search every class keeps at least this many training
+#: particles (or all it has), so the 0.6 % minority is not reduced to a few.
+MIN_PER_CLASS = 60
+
+
+# The estimator ----------------------------------------------------------------
+
+
+class LibSVMClassifier(ClassifierMixin, BaseEstimator):
+    """C-SVC with an RBF kernel through LIBSVM, with svm-scale scaling.
+
+    A scikit-learn estimator: it works with ``clone``, ``GridSearchCV``,
+    ``cross_val_score`` and pipelines.
+
+    Parameters
+    ----------
+    C : float
+        Penalty of the C-SVC (LIBSVM ``-c``).
+    gamma : float or None
+        RBF kernel width (``-g``); None means LIBSVM's default 1/n_features.
+    class_weight : "balanced", dict or None
+        "balanced": each class's C is multiplied by n / (n_classes * n_class)
+        computed on the training data (thesis section 8.4); a dict maps class
+        labels to weights; None weights every class 1.
+    scale : bool
+        Scale each feature to [-1, 1] on the training data like
+        ``svm-scale``; constant features become 0.
+    tol : float
+        Stopping tolerance (``-e``).
+    cache_size : float
+        Kernel cache in MB (``-m``).
+    shrinking : bool
+        LIBSVM's shrinking heuristics (``-h``).
+    decision_function_shape : {"ovr", "ovo"}
+        What :meth:`decision_function` returns for more than two classes, as
+        in ``sklearn.svm.SVC``: "ovo" the raw one-vs-one decision values,
+        "ovr" per-class votes plus a tie-breaking confidence in (-1/3, 1/3).
+
+    Attributes
+    ----------
+    classes_ : ndarray
+        Class labels; LIBSVM label ``i`` is ``classes_[i]``.
+    n_features_in_ : int
+    scale_min_, scale_max_ : ndarray of shape (n_features,)
+        Training minimum and maximum of each feature (svm-scale's range).
+    class_weight_ : ndarray of shape (n_classes,)
+        The weight multiplying C for each class.
+    gamma_ : float
+        The gamma used.
+    model_ : libsvm.svm.svm_model
+        The trained LIBSVM model.
+
+    Notes
+    -----
+    One-vs-one decision values (``decision_function_shape="ovo"``) have one
+    column per pair (i, j) of classes with i < j in ``classes_`` order; a
+    positive value is a vote for ``classes_[i]``, as in ``sklearn.svm.SVC``.
+    """
+
+    def __init__(
+        self,
+        *,
+        C=1.0,
+        gamma=None,
+        class_weight="balanced",
+        scale=True,
+        tol=1e-3,
+        cache_size=200,
+        shrinking=True,
+        decision_function_shape="ovr",
+    ):
+        self.C = C
+        self.gamma = gamma
+        self.class_weight = class_weight
+        self.scale = scale
+        self.tol = tol
+        self.cache_size = cache_size
+        self.shrinking = shrinking
+        self.decision_function_shape = decision_function_shape
+
+    # fitting ---------------------------------------------------------------
+
+    def fit(self, X, y):
+        """Scale ``X`` on itself, compute class weights and train LIBSVM.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,)
+
+        Returns
+        -------
+        self
+
+        Raises
+        ------
+        ValueError
+            If X holds NaN or infinity, y has fewer than 2 classes, or a
+            parameter is out of range.
+        """
+        from sklearn.utils.multiclass import check_classification_targets
+        from sklearn.utils.validation import validate_data
+
+        X, y = validate_data(self, X, y, dtype=np.float64, ensure_min_samples=2)
+        check_classification_targets(y)
+        self.classes_, labels = np.unique(y, return_inverse=True)
+        if len(self.classes_) < 2:
+            raise ValueError(
+                f"LibSVMClassifier needs at least 2 classes in y; got {len(self.classes_)}."
+            )
+        if not self.C > 0:
+            raise ValueError(f"C must be > 0; got {self.C}.")
+        if self.gamma is not None and not self.gamma > 0:
+            raise ValueError(f"gamma must be > 0 or None; got {self.gamma}.")
+        self.class_weight_ = self._compute_class_weights(labels)
+        if self.scale:
+            self.scale_min_ = X.min(axis=0)
+            self.scale_max_ = X.max(axis=0)
+        else:
+            self.scale_min_ = np.full(X.shape[1], np.nan)
+            self.scale_max_ = np.full(X.shape[1], np.nan)
+        self.gamma_ = float(self.gamma) if self.gamma is not None else 1.0 / X.shape[1]
+        # Grouping the rows by label fixes LIBSVM's label order to 0, 1, ...
+        # (it takes labels in order of first appearance) without changing the
+        # solution: LIBSVM groups the rows by class internally anyway.
+        order = np.argsort(labels, kind="stable")
+        self.model_ = _train_libsvm(
+            self._transform(X)[order], labels[order], self._libsvm_options()
+        )
+        self._check_labels()
+        return self
+
+    def _compute_class_weights(self, labels) -> np.ndarray:
+        k = len(self.classes_)
+        if self.class_weight is None:
+            return np.ones(k)
+        if isinstance(self.class_weight, str):
+            if self.class_weight != "balanced":
+                raise ValueError(
+                    f"class_weight must be 'balanced', a dict or None; got {self.class_weight!r}."
+                )
+            counts = np.bincount(labels, minlength=k)
+            return len(labels) / (k * counts.astype(np.float64))
+        weights = np.ones(k)
+        for label, w in dict(self.class_weight).items():
+            where = np.flatnonzero(self.classes_ == label)
+            if where.size == 0:
+                raise ValueError(
+                    f"class_weight names class {label!r}, which is not in y "
+                    f"(classes: {list(self.classes_)})."
+                )
+            weights[where[0]] = float(w)
+        return weights
+
+    def _libsvm_options(self) -> str:
+        options = [
+            "-s 0",  # C-SVC
+            "-t 2",  # RBF kernel
+            f"-c {float(self.C)!r}",
+            f"-g {float(self.gamma_)!r}",
+            f"-e {float(self.tol)!r}",
+            f"-m {float(self.cache_size)!r}",
+            f"-h {int(bool(self.shrinking))}",
+            "-q",
+        ]
+        options += [f"-w{i} {float(w)!r}" for i, w in enumerate(self.class_weight_)]
+        return " ".join(options)
+
+    def _check_labels(self):
+        labels = list(self.model_.get_labels())
+        if labels != list(range(len(self.classes_))):
+            raise ValueError(
+                f"LIBSVM model has labels {labels}; expected 0..{len(self.classes_) - 1}."
+            )
+
+    # prediction ------------------------------------------------------------
+
+    def _transform(self, X) -> np.ndarray:
+        """svm-scale's transform: lower + (upper-lower)(x-min)/(max-min);
+        features constant in training become 0 (svm-scale omits them)."""
+        X = np.asarray(X, dtype=np.float64)
+        if not self.scale:
+            return X
+        lo, hi = self.scale_min_, self.scale_max_
+        span = hi - lo
+        varying = span != 0
+        out = np.zeros_like(X)
+        out[:, varying] = SCALE_LOWER + (SCALE_UPPER - SCALE_LOWER) * (
+            X[:, varying] - lo[varying]
+        ) / span[varying]
+        return out
+
+    def transform_features(self, X) -> np.ndarray:
+        """``X`` scaled as the model sees it (what svm-predict must be fed)."""
+        from sklearn.utils.validation import check_is_fitted, validate_data
+
+        check_is_fitted(self, "model_")
+        X = validate_data(self, X, dtype=np.float64, reset=False)
+        return self._transform(X)
+
+    def _predict_raw(self, X):
+        Xs = self.transform_features(X)
+        return _predict_libsvm(self.model_, Xs, len(self.classes_))
+
+    def decision_function(self, X) -> np.ndarray:
+        """Decision values as ``sklearn.svm.SVC`` returns them.
+
+        Two classes: shape (n_samples,), positive meaning ``classes_[1]``.
+        More: (n_samples, n_classes) for ``decision_function_shape="ovr"``,
+        (n_samples, n_classes*(n_classes-1)/2) one-vs-one values for "ovo".
+        """
+        if self.decision_function_shape not in ("ovr", "ovo"):
+            raise ValueError(
+                "decision_function_shape must be 'ovr' or 'ovo'; "
+                f"got {self.decision_function_shape!r}."
+            )
+        _, values = self._predict_raw(X)
+        k = len(self.classes_)
+        if k == 2:
+            return -values[:, 0]
+        if self.decision_function_shape == "ovo":
+            return values
+        return _ovr_from_ovo(values, k)
+
+    def predict(self, X) -> np.ndarray:
+        """LIBSVM's prediction (one-vs-one voting) for each row of ``X``."""
+        labels, _ = self._predict_raw(X)
+        return self.classes_[labels]
+
+    def pair_names(self, class_names=None) -> list[str]:
+        """Names of the decision-value columns: ``"<i>_vs_<j>"`` per pair."""
+        names = [str(c) for c in (self.classes_ if class_names is None else class_names)]
+        return [f"{names[i]}_vs_{names[j]}" for i, j in _pairs(len(names))]
+
+    @property
+    def n_support_(self) -> np.ndarray:
+        """Number of support vectors of each class."""
+        return np.array(
+            [self.model_.nSV[i] for i in range(self.model_.get_nr_class())], dtype=np.int64
+        )
+
+    # persistence (no pickle) -----------------------------------------------
+
+    def save(self, stem, *, feature_names=None, class_names=None, extra=None) -> dict:
+        """Write ``<stem>.model`` (LIBSVM), ``<stem>.range`` (svm-scale -r)
+        and ``<stem>.json`` (scaling, classes, parameters), each atomically.
+
+        Returns
+        -------
+        dict
+            The paths written, keyed "model", "range" and "json".
+        """
+        from sklearn.utils.validation import check_is_fitted
+
+        check_is_fitted(self, "model_")
+        stem = Path(stem)
+        stem.parent.mkdir(parents=True, exist_ok=True)
+        paths = {k: stem.with_name(f"{stem.name}.{k}") for k in ("model", "range", "json")}
+        _save_libsvm_model(self.model_, paths["model"])
+        n = self.n_features_in_
+        names = [str(f) for f in feature_names] if feature_names is not None else [
+            f"x{i + 1}" for i in range(n)
+        ]
+        if self.scale:
+            lines = ["x", f"{SCALE_LOWER:.17g} {SCALE_UPPER:.17g}"] + [
+                f"{i + 1} {lo:.17g} {hi:.17g}"
+                for i, (lo, hi) in enumerate(zip(self.scale_min_, self.scale_max_))
+            ]
+            atomic_write_text(paths["range"], "\n".join(lines) + "\n")
+        classes = [c.item() if isinstance(c, np.generic) else c for c in self.classes_]
+        atomic_write_json(
+            paths["json"],
+            {
+                "format": "liposome-bench LIBSVM model",
+                "libsvm_model": paths["model"].name,
+                "svm_scale_range": paths["range"].name if self.scale else None,
+                "params": {k: v for k, v in self.get_params().items()
+                           if k != "class_weight"},
+                "class_weight_option": _json_safe(self.class_weight),
+                "gamma": self.gamma_,
+                "classes": classes,
+                "class_names": [str(c) for c in (class_names or classes)],
+                "labels": {str(i): str(c) for i, c in enumerate(class_names or classes)},
+                "class_weight": [float(w) for w in self.class_weight_],
+                "n_support": [int(v) for v in self.n_support_],
+                "scaling": {
+                    "lower": SCALE_LOWER,
+                    "upper": SCALE_UPPER,
+                    "min": [float(v) for v in self.scale_min_] if self.scale else None,
+                    "max": [float(v) for v in self.scale_max_] if self.scale else None,
+                },
+                "feature_names": names,
+                "decision_values": "one column per class pair (i, j), i < j; "
+                "positive votes for class i",
+                **(extra or {}),
+            },
+        )
+        return paths
+
+    @classmethod
+    def load(cls, stem) -> "LibSVMClassifier":
+        """A fitted classifier from files written by :meth:`save`.
+
+        Raises
+        ------
+        ValueError
+            If the files are missing or not a saved classifier.
+        """
+        stem = Path(stem)
+        json_path = stem.with_name(f"{stem.name}.json")
+        try:
+            meta = json.loads(json_path.read_text(encoding="utf-8"))
+            params = dict(meta["params"])
+            classes = meta["classes"]
+            scaling = meta["scaling"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"{json_path} is not a saved LibSVMClassifier ({exc}).") from None
+        est = cls(**params, class_weight=meta.get("class_weight_option"))
+        est.classes_ = np.asarray(classes)
+        est.n_features_in_ = len(meta["feature_names"])
+        est.class_weight_ = np.asarray(meta["class_weight"], dtype=np.float64)
+        est.gamma_ = float(meta["gamma"])
+        if est.scale:
+            est.scale_min_ = np.asarray(scaling["min"], dtype=np.float64)
+            est.scale_max_ = np.asarray(scaling["max"], dtype=np.float64)
+        else:
+            est.scale_min_ = est.scale_max_ = np.full(est.n_features_in_, np.nan)
+        est.model_ = _load_libsvm_model(stem.with_name(f"{stem.name}.model"))
+        est._check_labels()
+        return est
+
+    def __getstate__(self):
+        # LIBSVM models are C structures: carry the model file's text instead
+        # (so clone/deepcopy/joblib work); SVs are kept to LIBSVM's file precision.
+        state = self.__dict__.copy()
+        model = state.pop("model_", None)
+        if model is not None:
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / "m.model"
+                _save_libsvm_model(model, path)
+                state["_model_text"] = path.read_text(encoding="ascii")
+        return state
+
+    def __setstate__(self, state):
+        text = state.pop("_model_text", None)
+        self.__dict__.update(state)
+        if text is not None:
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / "m.model"
+                path.write_text(text, encoding="ascii")
+                self.model_ = _load_libsvm_model(path)
+
+
+def _json_safe(value):
+    if isinstance(value, dict):
+        return {str(k): float(v) for k, v in value.items()}
+    return value
+
+
+def _pairs(k: int) -> list[tuple[int, int]]:
+    return [(i, j) for i in range(k) for j in range(i + 1, k)]
+
+
+def _ovr_from_ovo(values: np.ndarray, k: int) -> np.ndarray:
+    """One-vs-one decision values to scikit-learn's one-vs-rest shape: the
+    votes of each class (LIBSVM's rule: a value > 0 votes for the first class
+    of the pair) plus its summed confidence squashed into (-1/3, 1/3)."""
+    votes = np.zeros((values.shape[0], k))
+    confidence = np.zeros((values.shape[0], k))
+    for n, (i, j) in enumerate(_pairs(k)):
+        first = values[:, n] > 0
+        votes[first, i] += 1
+        votes[~first, j] += 1
+        confidence[:, i] += values[:, n]
+        confidence[:, j] -= values[:, n]
+    return votes + confidence / (3 * (np.abs(confidence) + 1))
+
+
+def _train_libsvm(X, labels, options: str):
+    from scipy import sparse
+
+    from libsvm.svm import svm_parameter, svm_problem
+    from libsvm.svmutil import svm_train
+
+    # A CSR matrix makes libsvm-official build its node arrays vectorised.
+    prob = svm_problem(labels.astype(np.float64), sparse.csr_matrix(X))
+    return svm_train(prob, svm_parameter(options))
+
+
+def _predict_libsvm(model, X, n_classes):
+    """Labels and one-vs-one decision values of every row, calling LIBSVM's
+    svm_predict_values directly (svmutil.svm_predict converts rows one
+    feature at a time in Python)."""
+    from scipy import sparse
+
+    from libsvm.svm import libsvm, svm_problem
+
+    n = X.shape[0]
+    pairs = n_classes * (n_classes - 1) // 2
+    labels = np.empty(n, dtype=np.int64)
+    values = np.empty((n, pairs), dtype=np.float64)
+    if n == 0:
+        return labels, values
+    prob = svm_problem(np.zeros(n), sparse.csr_matrix(X))
+    buffer = (c_double * pairs)()
+    view = np.ctypeslib.as_array(buffer)
+    for i in range(n):
+        labels[i] = int(libsvm.svm_predict_values(model, prob.x[i], buffer))
+        values[i] = view
+    return labels, values
+
+
+def _save_libsvm_model(model, path: Path) -> None:
+    from libsvm.svmutil import svm_save_model
+
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        svm_save_model(str(tmp), model)
+        if os.path.getsize(tmp) == 0:
+            raise OSError(f"LIBSVM could not write {path}")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _load_libsvm_model(path: Path):
+    from libsvm.svmutil import svm_load_model
+
+    if not Path(path).is_file():
+        raise ValueError(f"{path}: LIBSVM model file is missing.")
+    model = svm_load_model(str(path))
+    if model is None:
+        raise ValueError(f"{path} is not a LIBSVM model file.")
+    return model
+
+
+# Grid search ------------------------------------------------------------------
+
+
+def stratified_subsample(y, max_samples, *, min_per_class=MIN_PER_CLASS, seed=0) -> np.ndarray:
+    """Indices of a stratified subsample of at most about ``max_samples``.
+
+    Each class keeps its share of ``max_samples`` but at least
+    ``min(min_per_class, its count)`` particles; all indices if
+    ``max_samples`` is None or not smaller than ``len(y)``.
+    """
+    y = np.asarray(y)
+    if max_samples is None or len(y) <= max_samples:
+        return np.arange(len(y))
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for c in np.unique(y):
+        members = np.flatnonzero(y == c)
+        quota = max(round(len(members) * max_samples / len(y)), min(min_per_class, len(members)))
+        chosen.append(rng.choice(members, size=min(quota, len(members)), replace=False))
+    return np.sort(np.concatenate(chosen))
+
+
+def search_grid(X, y, *, C_values, gamma_values, inner_folds=3, max_samples=None,
+                seed=0, jobs=1, class_weight="balanced"):
+    """Choose C and gamma by stratified inner cross-validation on (X, y).
+
+    Each grid point is scored by macro F1 over the inner validation folds
+    (``sklearn`` scorer ``f1_macro``); ties go to the smaller C, then the
+    smaller gamma.
+
+    Parameters
+    ----------
+    X, y : training features and labels (the outer training folds only).
+    C_values, gamma_values : sequences of float
+    inner_folds : int
+        Inner folds; reduced to the smallest class count if that is smaller.
+    max_samples : int or None
+        Run on a stratified subsample of this size (see
+        :func:`stratified_subsample`).
+    seed : int
+        Seeds the subsample and the inner fold assignment.
+    jobs : int
+        Grid points x inner folds run in parallel (joblib).
+
+    Returns
+    -------
+    best : dict
+        "C", "gamma", "score" (mean inner macro F1), "n_samples", "inner_folds".
+    table : list of dict
+        Every grid point: "C", "gamma", "score", "std".
+
+    Raises
+    ------
+    ConfigError
+        If a class has fewer than 2 training particles.
+    """
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+
+    y = np.asarray(y)
+    keep = stratified_subsample(y, max_samples, seed=seed)
+    Xs, ys = np.asarray(X)[keep], y[keep]
+    counts = np.unique(ys, return_counts=True)[1]
+    n_splits = int(min(inner_folds, counts.min()))
+    if n_splits < 2:
+        raise ConfigError(
+            "The C/gamma grid search needs at least 2 training particles of each class; "
+            f"one class has {int(counts.min())}. Fix both with --C and --gamma."
+        )
+    search = GridSearchCV(
+        LibSVMClassifier(class_weight=class_weight),
+        {"C": list(C_values), "gamma": list(gamma_values)},
+        scoring="f1_macro",
+        cv=StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed),
+        n_jobs=jobs,
+        refit=False,
+        error_score="raise",
+    )
+    search.fit(Xs, ys)
+    res = search.cv_results_
+    table = [
+        {"C": float(p["C"]), "gamma": float(p["gamma"]), "score": float(m), "std": float(s)}
+        for p, m, s in zip(res["params"], res["mean_test_score"], res["std_test_score"])
+    ]
+    best_score = max(row["score"] for row in table)
+    best = min(
+        (row for row in table if row["score"] == best_score),
+        key=lambda row: (row["C"], row["gamma"]),
+    )
+    return (
+        {"C": best["C"], "gamma": best["gamma"], "score": best["score"],
+         "n_samples": int(len(ys)), "inner_folds": n_splits},
+        table,
+    )
+
+
+# Cross-validation run -----------------------------------------------------------
+
+
+def check_svm_options(*, grid: str = "coarse", C=None, gamma=None, jobs: int = 1) -> None:
+    """Raise ConfigError for an unknown grid, a non-positive C or gamma, or a
+    --jobs that is neither positive nor -1 (call before any long work)."""
+    if jobs == 0 or jobs < -1:
+        raise ConfigError(
+            f"--jobs must be a positive number of workers or -1 (every core); got {jobs}."
+        )
+    if grid not in GRIDS:
+        raise ConfigError(f"Unknown grid {grid!r}; expected one of {', '.join(GRIDS)}.")
+    for name, value in (("--C", C), ("--gamma", gamma)):
+        if value is not None and not (isinstance(value, (int, float)) and value > 0
+                                      and math.isfinite(value)):
+            raise ConfigError(f"{name} must be a positive number; got {value}. "
+                              "Omit it to choose it by grid search.")
+
+
+def _feature_matrix(features, dataset, reporter):
+    """The float matrix of the feature table, refusing NaN and infinity.
+
+    Columns that are undefined for every particle are dropped, and said so.
+    """
+    import pandas as pd
+
+    if len(features) != len(dataset):
+        raise DatasetError(
+            f"Feature extraction returned {len(features)} rows for {len(dataset)} particles."
+        )
+    table = features.apply(pd.to_numeric, errors="coerce").astype(np.float64)
+    finite = np.isfinite(table.to_numpy())
+    dropped = [c for c, ok in zip(table.columns, finite.any(axis=0)) if not ok]
+    if dropped:
+        reporter.message(
+            f"svm: leaving out feature(s) {', '.join(map(str, dropped))}: "
+            "not defined for any particle."
+        )
+        table = table.drop(columns=dropped)
+        finite = np.isfinite(table.to_numpy())
+    if table.shape[1] == 0:
+        raise DatasetError("No usable features: every feature column is empty or non-numeric.")
+    bad_rows, bad_cols = np.nonzero(~finite)
+    if bad_rows.size:
+        col = table.columns[bad_cols[0]]
+        n_bad = int((~finite[:, bad_cols[0]]).sum())
+        raise DatasetError(
+            f"Feature {col!r} is not a finite number for {n_bad} particle(s) (first: "
+            f"particle {dataset.ids[bad_rows[0]]}); the SVM needs every feature. "
+            "Fix those particles or use another --feature-set."
+        )
+    return table.to_numpy(), [str(c) for c in table.columns], dropped
+
+
+def _fit_fold(X, y, train, test, *, fold, C, gamma, grid, seed, jobs, stem,
+              feature_names, class_names):
+    """Grid search, fit and predict one fold; save its model. Runs in a worker."""
+    spec = GRIDS[grid]
+    timings = {}
+    t0 = time.perf_counter()
+    table = []
+    best = {"C": C, "gamma": gamma, "score": None, "n_samples": None, "inner_folds": None}
+    if C is None or gamma is None:
+        best, table = search_grid(
+            X[train], y[train],
+            C_values=[C] if C is not None else spec["C"],
+            gamma_values=[gamma] if gamma is not None else spec["gamma"],
+            inner_folds=spec["inner_folds"],
+            max_samples=spec["max_samples"],
+            seed=seed + 1000 * fold,
+            jobs=jobs,
+        )
+    timings["grid_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    est = LibSVMClassifier(C=best["C"], gamma=best["gamma"]).fit(X[train], y[train])
+    timings["fit_s"] = time.perf_counter() - t0
+    est.save(stem, feature_names=feature_names,
+             class_names=[class_names[c] for c in est.classes_], extra={"fold": fold})
+    # Predict with the model as saved (LIBSVM writes support vectors to 8
+    # significant digits), so the stored predictions are svm-predict's.
+    est = LibSVMClassifier.load(stem)
+    t0 = time.perf_counter()
+    labels, pair_values = est._predict_raw(X[test])
+    timings["predict_s"] = time.perf_counter() - t0
+    # Decision values in the pair columns of all classes (a class missing from
+    # the training folds leaves its pairs NaN).
+    column = {pair: n for n, pair in enumerate(_pairs(len(class_names)))}
+    values = np.full((len(test), len(column)), np.nan)
+    for n, (i, j) in enumerate(_pairs(len(est.classes_))):
+        values[:, column[(int(est.classes_[i]), int(est.classes_[j]))]] = pair_values[:, n]
+    return {
+        "fold": fold,
+        "y_pred": est.classes_[labels],
+        "scores": values,
+        "params": {
+            "C": float(best["C"]),
+            "gamma": float(best["gamma"]),
+            "grid_score": best["score"],
+            "grid_score_name": GRID_SCORE if table else None,
+            "grid": grid if table else None,
+            "grid_samples": best["n_samples"],
+            "inner_folds": best["inner_folds"],
+            "grid_results": table,
+            "class_weight": {class_names[c]: float(w)
+                             for c, w in zip(est.classes_, est.class_weight_)},
+            "n_support": {class_names[c]: int(v) for c, v in zip(est.classes_, est.n_support_)},
+            "n_train": int(len(train)),
+            "n_features": int(X.shape[1]),
+            "model_file": f"models/{Path(stem).name}.model",
+        },
+        "timings": timings,
+    }
+
+
+def run_svm(dataset, folds, results, *, feature_set="vironova", source="computed",
+            grid="coarse", C=None, gamma=None, jobs=1, seed=0, reporter=None):
+    """Cross-validate the LIBSVM baseline on the dataset's stored folds.
+
+    Features are extracted once; each fold not yet saved in ``results`` is
+    fitted on the other folds (grid search on those only), predicted, and
+    saved with its model, so an interrupted run resumes where it stopped.
+
+    Parameters
+    ----------
+    dataset : dataset.Dataset
+    folds : folds.Folds
+    results : results.ResultsDir
+    feature_set : {"vironova", "all"}
+    source : {"computed", "export"}
+        Compute features from the images, or use those in the lab export.
+    grid : {"coarse", "full"}
+        The C/gamma grid (see :data:`GRIDS`).
+    C, gamma : float, optional
+        Fix C and/or gamma instead of searching them.
+    jobs : int
+        Parallel workers for folds and grid points (-1: every core).
+    seed : int
+        Seeds the grid search's subsample and inner folds.
+    reporter : progress.NullReporter, optional
+
+    Returns
+    -------
+    list of results.FoldResult
+        Every fold, in fold order (resumed ones read back from ``results``).
+
+    Raises
+    ------
+    ConfigError, DatasetError, ResultsError
+    """
+    from joblib import Parallel, delayed, effective_n_jobs
+
+    from liposome_bench.features import extract_features
+    from liposome_bench.progress import NullReporter
+    from liposome_bench.results import FoldResult
+
+    reporter = reporter or NullReporter()
+    check_svm_options(grid=grid, C=C, gamma=gamma, jobs=jobs)
+    class_names = list(dataset.problem.classes)
+    settings = {
+        "feature_set": feature_set,
+        "source": source,
+        "grid": None if (C is not None and gamma is not None) else grid,
+        "C": C,
+        "gamma": gamma,
+        "seed": seed,
+        "grid_score": GRID_SCORE,
+        "class_weight": "balanced",
+        "scaling": "svm-scale [-1, 1] on the training folds",
+    }
+    results.prepare(dataset, folds, MODEL_NAME, settings)
+    done = {f: results.load_fold(MODEL_NAME, f, class_names) for f in range(folds.k)}
+    todo = [f for f, r in done.items() if r is None]
+    if len(todo) < folds.k:
+        reporter.message(
+            f"svm: {folds.k - len(todo)} of {folds.k} folds already in {results.path}; resuming."
+        )
+    if todo:
+        t0 = time.perf_counter()
+        features = extract_features(dataset, feature_set, source=source, reporter=reporter)
+        features_s = time.perf_counter() - t0
+        X, feature_names, dropped = _feature_matrix(features, dataset, reporter)
+        y = dataset.y
+        models_dir = results.models_subdir(MODEL_NAME)
+        n_workers = max(1, min(effective_n_jobs(jobs), len(todo)))
+        inner_jobs = max(1, effective_n_jobs(jobs) // n_workers)
+        ids = dataset.ids
+
+        def arguments(f):
+            return dict(
+                X=X, y=y, train=folds.train_indices(f), test=folds.test_indices(f),
+                fold=f, C=C, gamma=gamma, grid=grid, seed=seed, jobs=inner_jobs,
+                stem=models_dir / f"fold-{f}", feature_names=feature_names,
+                class_names=class_names,
+            )
+
+        def save(out):
+            f = out["fold"]
+            test = folds.test_indices(f)
+            result = FoldResult(
+                model=MODEL_NAME,
+                fold=f,
+                ids=[ids[i] for i in test],
+                y_true=y[test],
+                y_pred=np.asarray(out["y_pred"], dtype=np.int64),
+                scores=out["scores"],
+                score_names=[f"{class_names[i]}_vs_{class_names[j]}"
+                             for i, j in _pairs(len(class_names))],
+                score_kind="decision",
+                params=dict(out["params"], feature_set=feature_set, dropped_features=dropped),
+                timings=dict(out["timings"], features_s=features_s),
+            )
+            results.save_fold(result, class_names)
+            done[f] = result
+            reporter.advance(1)
+            _report_fold(reporter, result, folds.k)
+
+        reporter.stage("svm", total=len(todo))
+        try:
+            if n_workers == 1:
+                for f in todo:
+                    reporter.fold(f, folds.k)
+                    save(_fit_fold(**arguments(f)))
+            else:
+                runner = Parallel(n_jobs=n_workers, return_as="generator_unordered")
+                for out in runner(delayed(_fit_fold)(**arguments(f)) for f in todo):
+                    save(out)
+        finally:
+            reporter.close()
+    return [done[f] for f in range(folds.k)]
+
+
+def _report_fold(reporter, result, k):
+    params, timings = result.params, result.timings
+    score = params["grid_score"]
+    score = params["grid_score"]
+    reporter.message(
+        f"svm fold {result.fold + 1}/{k}: C={params['C']:g} gamma={params['gamma']:g}"
+        + (f" (inner {GRID_SCORE} {score:.3f})" if score is not None else "")
+        + f", fit {timings['fit_s']:.1f}s"
+    )
