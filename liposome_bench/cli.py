@@ -295,6 +295,192 @@ def svm_command(problem, data, reader_options, cache_dir, feature_set, source, g
 
 # --- benchmark and report (benchmark, report) -------------------------------
 
+#: Exit status of ``report --baseline`` when a metric fell below the baseline
+#: (bad input exits with 2, like every command).
+EXIT_REGRESSION = 1
+
+
+def _command_line():
+    """The command line as typed, when run as the liposome-bench program."""
+    import os
+    import shlex
+
+    if os.path.basename(sys.argv[0]) in ("liposome-bench", "__main__.py"):
+        return shlex.join(["liposome-bench", *sys.argv[1:]])
+    return None
+
+
+@cli.command("benchmark")
+@problem_option()
+@data_option
+@reader_options
+@cache_option
+@click.option(
+    "--cnn",
+    "cnn",
+    default=None,
+    metavar="MODEL[,MODEL...]",
+    help="CNN(s) to compare with the SVM, comma-separated (lipnet-1, lipnet-2, "
+    "lipnet-4, lipnet-4c, lipnet-6, lipnet-fcn). Default: the thesis's pick "
+    "(section 9), lipnet-4 for lamellarity, lipnet-2 for encapsulation.",
+)
+@click.option(
+    "--quick",
+    is_flag=True,
+    help="Smoke test in under a minute: a stratified subsample of about 120 "
+    "particles and 2 CNN epochs. Its results go to their own folder.",
+)
+@click.option(
+    "--repeats",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Repeat the whole k-fold with fold seeds --fold-seed, --fold-seed+1, ... "
+    "into RESULTS/repeat-<r>, for run-to-run spread.",
+)
+@folds_option
+@fold_seed_option
+@seed_option
+@jobs_option
+@out_option(None, "Results folder. Default: results/benchmark-<problem> "
+            "(results/benchmark-<problem>-quick with --quick).")
+@_fail_cleanly
+def benchmark_command(problem, data, reader_options, cache_dir, cnn, quick, repeats, k,
+                      fold_seed, seed, jobs, out):
+    """Compare the LIBSVM baseline with LipNet CNN(s) on identical folds.
+
+    Runs the SVM and each CNN on the dataset's stored stratified folds,
+    then prints, per class, TPR / TNR / PPV / NPV / F1 of every model side by
+    side (mean ± std over folds, 95 % bootstrap interval over particles, the
+    higher mean marked), macro F1, balanced accuracy and MCC, each model's
+    fold-averaged normalised confusion matrix, and a paired test (McNemar;
+    bootstrap interval of the F1 difference) saying where the difference is
+    not significant. Writes summary.json and predictions.csv to --out.
+    With a GPU, the CNN trains on it while the SVM uses the CPU cores
+    (--jobs workers); on a CPU-only machine they run one after the other.
+    Re-running the same command resumes at the first unfinished fold.
+
+    Example: liposome-bench benchmark --problem lamellarity
+    """
+    from rich.console import Console
+
+    from liposome_bench.benchmark import print_benchmark, run_benchmark
+    from liposome_bench.progress import RichReporter
+
+    cnn_models = [m.strip() for m in cnn.split(",") if m.strip()] if cnn else None
+    summary = run_benchmark(
+        problem, data, cnn_models=cnn_models, out=out, quick=quick, repeats=repeats,
+        folds=k, fold_seed=fold_seed, seed=seed, jobs=jobs, cache_dir=cache_dir,
+        reader_options=reader_options, reporter=RichReporter(), command=_command_line(),
+    )
+    console = Console()
+    print_benchmark(summary, console)
+    where = summary["settings"]["out"]
+    click.echo(
+        f"Results in {where}: summary.json, predictions.csv, one folder per model. "
+        f"Wall time {summary['timings']['total_s']:.0f} s. "
+        f"Markdown report: liposome-bench report {where}"
+    )
+
+
+@cli.command("report")
+@click.argument("results", type=click.Path(exists=True, file_okay=False))
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Markdown file to write; its PNG plots go to <name>-figures/ beside it. "
+    "Default: RESULTS/report.md.",
+)
+@click.option(
+    "--baseline",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Regression gate: compare every per-class and overall metric of every "
+    "model with this baseline file and exit with status 1 if any fell by more "
+    "than the tolerance.",
+)
+@click.option(
+    "--tolerance",
+    type=click.FloatRange(min=0),
+    default=0.02,
+    show_default=True,
+    help="Absolute drop allowed below the baseline, where the baseline file's "
+    "\"overrides\" do not set one.",
+)
+@click.option(
+    "--write-baseline",
+    "write_baseline_to",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Write a baseline file from RESULTS (for a later --baseline).",
+)
+@_fail_cleanly
+def report_command(results, out, baseline, tolerance, write_baseline_to):
+    """Write a markdown report with plots from a results folder.
+
+    Reads saved results only (nothing is retrained): dataset summary, the
+    protocol run, side-by-side metric tables with intervals and the paired
+    test, confusion matrices, per-class metric bars, confusion heatmaps, CNN
+    training curves and the command that reproduces the run. With
+    --baseline it is also a regression gate: it prints what moved and exits
+    with status 1 naming each metric that fell by more than the tolerance
+    (status 2 is bad input).
+
+    Example: liposome-bench report results/benchmark-lamellarity --baseline ci-baseline.json
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from liposome_bench.report import (
+        compare_to_baseline,
+        read_baseline,
+        render_report,
+        write_baseline,
+    )
+
+    if baseline is not None:
+        read_baseline(baseline)  # a bad baseline fails before any work
+    console = Console()
+    path = render_report(results, out)
+    click.echo(f"Report written to {path} (plots in {path.parent / (path.stem + '-figures')}).")
+    if write_baseline_to:
+        click.echo(f"Baseline written to {write_baseline(results, write_baseline_to)}.")
+    if baseline is None:
+        return
+    changes = compare_to_baseline(results, baseline, tolerance)
+    moved = [c for c in changes if c.regressed or c.delta is None or abs(c.delta) >= 0.0005]
+    table = Table(title=f"against baseline {baseline}: {len(moved)} of {len(changes)} "
+                        "metrics moved")
+    for name in ("model", "class", "metric", "baseline", "measured", "change", "tolerance",
+                 "status"):
+        table.add_column(name, justify="right" if name in ("baseline", "measured", "change",
+                                                           "tolerance") else "left")
+    for c in moved:
+        status = ("[bold red]REGRESSED[/bold red]" if c.regressed
+                  else "not checked" if c.baseline is None
+                  else "up" if c.delta is not None and c.delta > 0 else "down, within tolerance")
+        table.add_row(
+            c.model, c.cls, c.metric,
+            "—" if c.baseline is None else f"{c.baseline:.3f}",
+            "—" if c.measured is None else f"{c.measured:.3f}",
+            "—" if c.delta is None else f"{c.delta:+.3f}",
+            f"{c.tolerance:g}", status,
+        )
+    if moved:
+        console.print(table)
+    regressions = [c for c in changes if c.regressed]
+    if regressions:
+        for c in regressions:
+            click.echo(f"Regression: {c.describe()}", err=True)
+        click.echo(
+            f"{len(regressions)} metric(s) fell by more than the tolerance below {baseline}.",
+            err=True,
+        )
+        sys.exit(EXIT_REGRESSION)
+    click.echo(f"No metric fell by more than its tolerance below {baseline} "
+               f"({len(changes)} checked).")
+
 
 def main():
     cli(prog_name="liposome-bench")

@@ -1,0 +1,608 @@
+"""SVM against CNN on identical folds: the ``benchmark`` command's library side.
+
+``run_benchmark`` calls the library functions in order and adds no method of
+its own: resolve the dataset, load or make its stored folds, run
+:func:`svm.run_svm` and :func:`cnn.run_cnn` unchanged into one results
+folder, then summarise (:func:`stats.summarise_results`) and write
+
+``RESULTS/summary.json``
+    schema version, tool and library versions, command line, seed, dataset
+    (fingerprint, class counts, image sizes), folds, every setting of every
+    model (as recorded in ``run.json``), wall time per stage, the device the
+    CNN used, per-model metric summaries with bootstrap intervals, and the
+    paired comparisons of the SVM against each CNN;
+``RESULTS/predictions.csv``
+    the out-of-fold prediction of every particle: id, label, fold, and for
+    each model its predicted class and its scores (CNN class probabilities
+    ``<model>_score_<class>``, SVM one-vs-one decision values
+    ``svm_score_<a>_vs_<b>``).
+
+With ``repeats`` R > 1 the whole k-fold is repeated with fold seeds
+``fold_seed``, ``fold_seed + 1``, ... into ``RESULTS/repeat-<r>/`` (each a
+complete results folder with its own summary and predictions), and the
+top-level ``summary.json`` holds the first repeat's details plus the
+run-to-run spread of every metric; the top-level ``predictions.csv`` stacks
+the repeats with a ``repeat`` column.
+
+Parallelism: ``jobs`` goes to the SVM (folds and grid points through
+joblib). When the CNN trains on a GPU, the SVM runs at the same time in a
+thread on the CPU cores; on a CPU-only machine the two run one after the
+other, because both would compete for the same cores.
+
+Every fold is saved as it finishes, so re-running the same call with the same
+``out`` resumes at the first unfinished fold of each model.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from liposome_bench.dataset import atomic_write_json, atomic_write_text
+from liposome_bench.errors import ConfigError, ResultsError
+from liposome_bench.results import ResultsDir
+
+#: The thesis's pick per problem (section 9): LipNet-4 for lamellarity,
+#: LipNet-2 for encapsulation.
+DEFAULT_CNN = {"lamellarity": ("lipnet-4",), "encapsulation": ("lipnet-2",)}
+#: ``--quick``: at most about this many particles (stratified), each class
+#: keeping at least ``QUICK_MIN_PER_CLASS`` (or all it has), and this many
+#: CNN epochs: a smoke test, not a measurement.
+QUICK_PARTICLES = 120
+QUICK_MIN_PER_CLASS = 12
+QUICK_EPOCHS = 2
+SUMMARY_KIND = "liposome-bench benchmark summary"
+
+
+class _KeepOpen:
+    """Forwards progress events to ``reporter`` but ignores ``close``, so the
+    one live display lasts the whole benchmark even though each stage closes
+    its reporter when it ends."""
+
+    def __init__(self, reporter):
+        self._reporter = reporter
+
+    def __getattr__(self, name):
+        return getattr(self._reporter, name)
+
+    def close(self):
+        pass
+
+
+class _MessagesOnly(_KeepOpen):
+    """For the SVM while it runs beside the CNN: only its messages reach the
+    shared display (the live bar follows the CNN)."""
+
+    def stage(self, name, total=None):
+        self._reporter.message(f"{name}: started on the CPU")
+
+    def advance(self, n=1):
+        pass
+
+    def fold(self, fold, k):
+        pass
+
+    def epoch(self, epoch, epochs, **metrics):
+        pass
+
+
+def default_out(problem: str, quick: bool = False) -> Path:
+    """``results/benchmark-<problem>`` (``...-quick`` for ``--quick``), so a
+    quick run never lands in a full run's folder."""
+    return Path("results") / f"benchmark-{problem}{'-quick' if quick else ''}"
+
+
+def quick_subset(dataset, seed: int = 0):
+    """A stratified subsample of ``dataset`` for ``--quick``, held in memory
+    only (its folds are not stored beside the full dataset's)."""
+    from liposome_bench.svm import stratified_subsample
+
+    keep = stratified_subsample(
+        dataset.y, QUICK_PARTICLES, min_per_class=QUICK_MIN_PER_CLASS, seed=seed
+    )
+    subset = dataset.subset(keep)
+    subset.root = None
+    subset.description = (
+        f"quick subsample ({len(keep)} of {len(dataset)} particles, seed {seed}) of "
+        f"{dataset.root or dataset.description}"
+    )
+    return subset
+
+
+def run_benchmark(
+    problem: str,
+    data=None,
+    *,
+    cnn_models=None,
+    out=None,
+    quick: bool = False,
+    repeats: int = 1,
+    folds: int = 5,
+    fold_seed: int = 0,
+    seed: int = 0,
+    jobs: int = 1,
+    cache_dir=None,
+    reader_options: dict | None = None,
+    svm_options: dict | None = None,
+    cnn_options: dict | None = None,
+    n_resamples: int = 1000,
+    reporter=None,
+    command: str | None = None,
+) -> dict:
+    """Run the SVM and the CNN(s) on identical folds and summarise them.
+
+    Parameters
+    ----------
+    problem : {"lamellarity", "encapsulation"}
+    data : path, optional
+        A dataset (see ``dataset.load_dataset``); default the built-in one.
+    cnn_models : sequence of str, optional
+        CNNs to run; default :data:`DEFAULT_CNN` of the problem.
+    out : path, optional
+        Results folder; default :func:`default_out`.
+    quick : bool
+        Smoke test: :func:`quick_subset` and ``QUICK_EPOCHS`` epochs.
+    repeats : int
+        Repeat the k-fold with this many fold seeds (see the module docstring).
+    folds, fold_seed : int
+        Number of folds and the seed of the (first) fold assignment.
+    seed : int
+        Seed of every model and of the bootstrap.
+    jobs : int
+        SVM workers (joblib; -1 every core).
+    cache_dir : path, optional
+        Where the built-in dataset is generated.
+    reader_options : dict, optional
+        Passed to ``dataset.resolve_dataset``.
+    svm_options, cnn_options : dict, optional
+        Extra keyword arguments for ``run_svm`` / ``run_cnn`` (e.g.
+        ``{"grid": "full"}``, ``{"epochs": 30}``).
+    n_resamples : int
+        Bootstrap resamples of every interval.
+    reporter : progress.NullReporter, optional
+    command : str, optional
+        The command line to record (the CLI passes its own).
+
+    Returns
+    -------
+    dict
+        The summary written to ``summary.json``.
+
+    Raises
+    ------
+    LiposomeBenchError
+        On bad options, an unreadable dataset, or a results folder that
+        belongs to another dataset or other settings.
+    """
+    from liposome_bench.dataset import resolve_dataset
+    from liposome_bench.folds import load_or_make_folds
+    from liposome_bench.models import check_model_name
+    from liposome_bench.progress import NullReporter
+
+    started = time.perf_counter()
+    cnn_models = list(cnn_models) if cnn_models else list(DEFAULT_CNN.get(problem, ("lipnet-4",)))
+    for name in cnn_models:
+        check_model_name(name)
+    if len(set(cnn_models)) != len(cnn_models):
+        raise ConfigError(f"--cnn lists a model twice ({','.join(cnn_models)}); list each once.")
+    if repeats < 1:
+        raise ConfigError(f"--repeats must be 1 or more; got {repeats}.")
+    if jobs == 0 or jobs < -1:
+        raise ConfigError(f"--jobs must be a positive number of workers or -1; got {jobs}.")
+    out = Path(out) if out is not None else default_out(problem, quick)
+    _check_layout(out, repeats)
+    svm_options = dict(svm_options or {})
+    cnn_options = dict(cnn_options or {})
+    if quick:
+        cnn_options.setdefault("epochs", QUICK_EPOCHS)
+    reporter = _KeepOpen(reporter or NullReporter())
+    timings = {}
+    try:
+        t0 = time.perf_counter()
+        reporter.stage("dataset")
+        dataset = resolve_dataset(data, problem, cache_dir=cache_dir, **(reader_options or {}))
+        full_size = len(dataset)
+        if quick:
+            dataset = quick_subset(dataset, seed)
+        timings["dataset_s"] = time.perf_counter() - t0
+        if dataset.synthetic:
+            reporter.message(
+                f"{problem}: built-in synthetic data ({len(dataset)} particles); "
+                "results on synthetic data are not the thesis's results."
+            )
+        settings = {
+            "problem": problem,
+            "data": None if data is None else str(data),
+            "out": str(out),
+            "cnn_models": cnn_models,
+            "quick": quick,
+            "repeats": repeats,
+            "folds": folds,
+            "fold_seed": fold_seed,
+            "seed": seed,
+            "jobs": jobs,
+            "svm_options": svm_options,
+            "cnn_options": cnn_options,
+            "n_resamples": n_resamples,
+        }
+        per_repeat = []
+        for r in range(repeats):
+            rdir = out if repeats == 1 else out / f"repeat-{r}"
+            t0 = time.perf_counter()
+            fold_assignment = load_or_make_folds(dataset, folds, fold_seed + r)
+            stage_timings = {"folds_s": time.perf_counter() - t0}
+            if repeats > 1:
+                reporter.message(f"repeat {r + 1}/{repeats} (fold seed {fold_seed + r}) -> {rdir}")
+            stage_timings.update(
+                _run_models(dataset, fold_assignment, ResultsDir(rdir), cnn_models,
+                            svm_options, cnn_options, seed, jobs, reporter)
+            )
+            t0 = time.perf_counter()
+            reporter.stage("statistics")
+            summary = _summarise(rdir, dataset, fold_assignment, settings, seed, n_resamples,
+                                 command, full_size)
+            stage_timings["stats_s"] = time.perf_counter() - t0
+            summary["timings"] = {**timings, **stage_timings}
+            per_repeat.append(summary)
+            if repeats > 1:
+                _write_outputs(rdir, summary, dataset, cnn_models)
+        if repeats == 1:
+            summary = per_repeat[0]
+        else:
+            summary = dict(per_repeat[0])
+            summary["repeats"] = _spread(per_repeat, out, fold_seed)
+            total = {}
+            for s in per_repeat:
+                for key, value in s["timings"].items():
+                    total[key] = total.get(key, 0.0) + value
+            summary["timings"] = total
+        summary["timings"]["total_s"] = time.perf_counter() - started
+        _write_outputs(out, summary, dataset, cnn_models, repeats=repeats)
+        return summary
+    finally:
+        reporter._reporter.close()
+
+
+def _check_layout(out: Path, repeats: int) -> None:
+    """Refuse to mix a single run and repeated runs in one folder."""
+    if repeats > 1 and (out / "run.json").exists():
+        raise ResultsError(
+            f"{out} holds a run without --repeats; repeated runs go into repeat-<r> "
+            "subfolders. Use another --out or delete that folder."
+        )
+    if repeats == 1 and (out / "repeat-0").exists():
+        raise ResultsError(
+            f"{out} holds a run with --repeats; pass the same --repeats, or use another "
+            "--out."
+        )
+
+
+def _gpu_available() -> bool:
+    """Whether the Keras backend sees a GPU (only asked when a CNN will run)."""
+    try:
+        from liposome_bench.cnn import detect_device
+    except ImportError:
+        detect_device = None
+    if detect_device is not None:
+        return str(detect_device()).lower().startswith(("gpu", "cuda"))
+    return False
+
+
+def _run_models(dataset, folds, results, cnn_models, svm_options, cnn_options, seed, jobs,
+                reporter) -> dict:
+    """Run the SVM and every CNN into ``results``; wall time of each."""
+    from liposome_bench.cnn import run_cnn
+    from liposome_bench.svm import run_svm
+
+    timings = {}
+
+    def svm(svm_reporter):
+        t0 = time.perf_counter()
+        run_svm(dataset, folds, results, jobs=jobs, seed=seed, reporter=svm_reporter,
+                **svm_options)
+        timings["svm_s"] = time.perf_counter() - t0
+
+    def cnns():
+        for name in cnn_models:
+            t0 = time.perf_counter()
+            run_cnn(dataset, folds, results, model=name, seed=seed, reporter=reporter,
+                    **cnn_options)
+            timings[f"{name}_s"] = time.perf_counter() - t0
+
+    if cnn_models and _gpu_available():
+        # CNN on the GPU while the SVM's grid uses the CPU cores.
+        from joblib import Parallel, delayed
+
+        reporter.message("GPU found: the SVM runs on the CPU beside the CNN.")
+        Parallel(n_jobs=2, backend="threading")(
+            [delayed(svm)(_MessagesOnly(reporter)), delayed(cnns)()]
+        )
+    else:
+        svm(reporter)
+        cnns()
+    return timings
+
+
+def _summarise(rdir, dataset, folds, settings, seed, n_resamples, command, full_size) -> dict:
+    from liposome_bench import __version__, stats
+    from liposome_bench.report import SUMMARY_SCHEMA_VERSION
+
+    results = ResultsDir(rdir)
+    run = results.read_run()
+    core = stats.summarise_results(results, n_resamples=n_resamples, seed=seed)
+    devices = sorted({d for name, m in core["models"].items() if name != "svm"
+                      for d in m.get("device", [])})
+    summary = {
+        "schema_version": SUMMARY_SCHEMA_VERSION,
+        "kind": SUMMARY_KIND,
+        "tool_version": __version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": command,
+        "equivalent_command": equivalent_command(settings, rdir if settings["repeats"] == 1
+                                                 else Path(rdir).parent),
+        "seed": seed,
+        "versions": library_versions(),
+        "device": {"cnn": devices, "platform": platform.platform(),
+                   "cpu_count": _cpu_count()},
+        "dataset": {
+            **run.get("dataset", {}),
+            "class_counts": dataset.class_counts(),
+            "image_sizes": _image_sizes(dataset),
+            **({"subsample": dataset.description, "full_size": full_size}
+               if settings["quick"] else {}),
+        },
+        "folds": {**(run.get("folds") or {}),
+                  "sizes": [int(np.count_nonzero(folds.fold_of == f)) for f in range(folds.k)]},
+        "settings": {**settings, "models": run.get("models", {})},
+    }
+    summary.update(core)
+    return summary
+
+
+def _cpu_count():
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+def _image_sizes(dataset) -> dict:
+    """Median and range of image heights and widths (px, with surround)."""
+    if not len(dataset):
+        return {}
+    shapes = np.array([p.image.shape[:2] for p in dataset.particles])
+    out = {}
+    for axis, name in ((0, "height"), (1, "width")):
+        v = shapes[:, axis]
+        out[name] = f"median {int(np.median(v))} (range {int(v.min())}-{int(v.max())})"
+    return out
+
+
+def library_versions() -> dict:
+    """Versions of Python and the libraries that produce the numbers."""
+    from importlib import metadata
+
+    versions = {"python": platform.python_version()}
+    for dist in ("numpy", "scipy", "scikit-learn", "scikit-image", "libsvm-official", "keras",
+                 "tensorflow", "tensorflow-cpu", "jax", "torch"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    if "keras" in sys.modules:
+        try:
+            versions["keras backend"] = sys.modules["keras"].backend.backend()
+        except AttributeError:
+            pass
+    return versions
+
+
+def equivalent_command(settings: dict, out) -> str:
+    """The ``liposome-bench benchmark`` command line that repeats a run."""
+    args = ["liposome-bench", "benchmark", "--problem", settings["problem"]]
+    if settings.get("data"):
+        args += ["--data", settings["data"]]
+    args += ["--cnn", ",".join(settings["cnn_models"]), "--out", str(out)]
+    if settings.get("quick"):
+        args.append("--quick")
+    args += ["--repeats", str(settings["repeats"]), "--folds", str(settings["folds"]),
+             "--fold-seed", str(settings["fold_seed"]), "--seed", str(settings["seed"]),
+             "--jobs", str(settings["jobs"])]
+    extra = {**settings.get("svm_options", {}), **settings.get("cnn_options", {})}
+    if settings.get("quick"):
+        extra.pop("epochs", None)
+    text = shlex.join(args)
+    if extra:
+        text += "  # library options: " + ", ".join(f"{k}={v}" for k, v in extra.items())
+    return text
+
+
+def _spread(per_repeat: list[dict], out: Path, fold_seed: int) -> dict:
+    """Mean, std, min and max over repeats of every model's fold-mean metrics."""
+    from liposome_bench.metrics import CLASS_METRICS, OVERALL_METRICS
+
+    spread = {}
+    for name in per_repeat[0]["models"]:
+        spread[name] = {}
+        groups = [(cls, CLASS_METRICS) for cls in per_repeat[0]["classes"]]
+        groups.append(("overall", OVERALL_METRICS))
+        for cls, metrics in groups:
+            spread[name][cls] = {}
+            for metric in metrics:
+                values = []
+                for s in per_repeat:
+                    m = s["models"].get(name)
+                    if m is None:
+                        continue
+                    entry = m["overall"][metric] if cls == "overall" else m["per_class"][cls][metric]
+                    if entry.get("mean") is not None:
+                        values.append(entry["mean"])
+                v = np.array(values, dtype=np.float64)
+                spread[name][cls][metric] = None if not v.size else {
+                    "mean": float(v.mean()),
+                    "std": float(v.std(ddof=1)) if v.size > 1 else None,
+                    "min": float(v.min()),
+                    "max": float(v.max()),
+                    "n": int(v.size),
+                }
+    return {
+        "count": len(per_repeat),
+        "fold_seeds": [fold_seed + r for r in range(len(per_repeat))],
+        "dirs": [f"repeat-{r}" for r in range(len(per_repeat))],
+        "spread": spread,
+    }
+
+
+def collect_predictions(results_dir, dataset_order=None):
+    """Out-of-fold predictions of every finished model of a results folder,
+    one row per particle (see the module docstring for the columns).
+
+    Returns
+    -------
+    pandas.DataFrame
+    """
+    import pandas as pd
+
+    results = ResultsDir(results_dir)
+    run = results.read_run()
+    classes = run["dataset"]["classes"]
+    table = None
+    for name in results.model_names():
+        folds = results.load_model(name)
+        if len(folds) != run["folds"]["k"]:
+            continue
+        parts = []
+        for r in folds:
+            part = pd.DataFrame({"id": r.ids, "label": [classes[i] for i in r.y_true],
+                                 "fold": r.fold,
+                                 f"{name}_predicted": [classes[i] for i in r.y_pred]})
+            for j, score in enumerate(r.score_names):
+                part[f"{name}_score_{score}"] = r.scores[:, j]
+            parts.append(part)
+        frame = pd.concat(parts, ignore_index=True)
+        table = frame if table is None else table.merge(frame, on=["id", "label", "fold"],
+                                                        how="outer")
+    if table is None:
+        return pd.DataFrame(columns=["id", "label", "fold"])
+    if dataset_order is not None:
+        order = {pid: i for i, pid in enumerate(dataset_order)}
+        table = table.sort_values("id", key=lambda s: s.map(order)).reset_index(drop=True)
+    return table
+
+
+def _write_outputs(out: Path, summary: dict, dataset, cnn_models, repeats: int = 1) -> None:
+    """summary.json and predictions.csv, atomically."""
+    import pandas as pd
+
+    out.mkdir(parents=True, exist_ok=True)
+    if repeats == 1:
+        table = collect_predictions(out, dataset.ids)
+    else:
+        parts = []
+        for r in range(repeats):
+            part = collect_predictions(out / f"repeat-{r}", dataset.ids)
+            part.insert(0, "repeat", r)
+            parts.append(part)
+        table = pd.concat(parts, ignore_index=True)
+    atomic_write_text(out / "predictions.csv", table.to_csv(index=False))
+    atomic_write_json(out / "summary.json", summary)
+
+
+# Tables for the terminal ------------------------------------------------------
+
+def print_benchmark(summary: dict, console) -> None:
+    """Print the side-by-side tables of a benchmark summary to a rich console:
+    per class, every metric of every model in adjacent columns (the higher
+    mean marked); overall metrics; each model's fold-averaged normalised
+    confusion matrix; the paired comparisons and their verdicts."""
+    from rich.table import Table
+
+    from liposome_bench.display import confusion_table
+    from liposome_bench.metrics import (
+        CLASS_METRIC_LABELS,
+        CLASS_METRICS,
+        OVERALL_METRIC_LABELS,
+        OVERALL_METRICS,
+    )
+
+    classes = summary["classes"]
+    models = list(summary["models"])
+    dataset = summary.get("dataset", {})
+    k = (summary.get("folds") or {}).get("k", "?")
+    if dataset.get("synthetic"):
+        console.print("[yellow]Synthetic data: these are not the thesis's results.[/yellow]")
+    caption = (f"mean ± std over {k} folds [95 % bootstrap CI over particles]; "
+               "* higher mean. F1 (thesis) = 2/(1/TPR + 1/TNR).")
+    for j, cls in enumerate(classes):
+        support = summary["models"][models[0]].get("support") or [None] * len(classes)
+        table = Table(title=f"{cls} ({support[j]} particles)", caption=caption,
+                      caption_justify="left")
+        table.add_column("metric", style="bold")
+        for name in models:
+            table.add_column(name, justify="right")
+        for metric in CLASS_METRICS:
+            entries = [summary["models"][m]["per_class"][cls][metric] for m in models]
+            table.add_row(CLASS_METRIC_LABELS[metric], *_rich_cells(entries))
+        console.print(table)
+    table = Table(title="overall", caption=caption, caption_justify="left")
+    table.add_column("metric", style="bold")
+    for name in models:
+        table.add_column(name, justify="right")
+    for metric in OVERALL_METRICS:
+        entries = [summary["models"][m]["overall"][metric] for m in models]
+        table.add_row(OVERALL_METRIC_LABELS[metric], *_rich_cells(entries))
+    console.print(table)
+    for name in models:
+        console.print(confusion_table(
+            summary["models"][name]["confusion"]["normalised_mean"] or [], classes,
+            f"{name}: {k}-fold average normalised confusion matrix",
+            caption="rows: true class (each row sums to 1); columns: predicted class",
+        ))
+    for comp in summary.get("comparisons", []):
+        table = Table(title=f"paired: {comp['model_b']} − {comp['model_a']} "
+                            f"on {comp['n_particles']} particles")
+        table.add_column("class", style="bold")
+        table.add_column("F1 difference", justify="right")
+        table.add_column("95 % CI", justify="right")
+        table.add_column("verdict")
+        for cls in classes:
+            d = comp["f1_difference"][cls]
+            table.add_row(cls, _fmt(d["difference"], signed=True),
+                          f"[{_fmt(d['ci'][0], signed=True)}, {_fmt(d['ci'][1], signed=True)}]",
+                          d["verdict"])
+        test = comp["mcnemar"]
+        table.add_row("McNemar", f"{test['only_b']} vs {test['only_a']}",
+                      f"p = {_fmt(test['p_value'])}", comp["verdict"])
+        console.print(table)
+    repeats = summary.get("repeats")
+    if repeats:
+        console.print(f"{repeats['count']} repeats (fold seeds {repeats['fold_seeds']}); "
+                      "run-to-run spread in summary.json and the report.")
+
+
+def _fmt(value, digits=3, signed=False) -> str:
+    if value is None:
+        return "—"
+    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
+
+
+def _rich_cells(entries) -> list[str]:
+    means = [e.get("mean") for e in entries]
+    defined = [m for m in means if m is not None]
+    top = max(defined) if len(defined) > 1 and len(set(defined)) > 1 else None
+    cells = []
+    for e, mean in zip(entries, means):
+        text = _fmt(mean, 2)
+        if e.get("std") is not None:
+            text += f" ± {_fmt(e['std'], 2)}"
+        ci = e.get("ci") or [None, None]
+        if ci[0] is not None:
+            text += f" [{_fmt(ci[0], 2)}, {_fmt(ci[1], 2)}]"
+        cells.append(f"[bold green]{text} *[/bold green]" if top is not None and mean == top
+                     else text)
+    return cells

@@ -1,0 +1,89 @@
+"""The ``benchmark`` and ``report`` commands through click's CliRunner."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+from test_report import make_results
+
+from liposome_bench.cli import EXIT_REGRESSION, cli
+
+
+@pytest.fixture
+def results_folder(tmp_path):
+    return make_results(tmp_path / "results")
+
+
+def _invoke(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_report_writes_markdown_and_plots(results_folder, tmp_path):
+    out = tmp_path / "r" / "report.md"
+    result = _invoke("report", results_folder, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert f"Report written to {out}" in result.output
+    assert out.read_text().startswith("# liposome-bench report: lamellarity")
+    assert (tmp_path / "r" / "report-figures" / "metrics.png").exists()
+
+
+def test_report_gate_passes_then_fails_when_baseline_is_raised(results_folder, tmp_path):
+    baseline = tmp_path / "baseline.json"
+    result = _invoke("report", results_folder, "--write-baseline", baseline)
+    assert result.exit_code == 0, result.output
+    result = _invoke("report", results_folder, "--baseline", baseline)
+    assert result.exit_code == 0, result.output
+    assert "No metric fell by more than its tolerance" in result.output
+
+    data = json.loads(baseline.read_text())
+    f1 = data["models"]["lipnet-4"]["per_class"]["multilamellar"]["f1"]
+    data["models"]["lipnet-4"]["per_class"]["multilamellar"]["f1"] = f1 + 0.1
+    baseline.write_text(json.dumps(data))
+    result = _invoke("report", results_folder, "--baseline", baseline)
+    assert result.exit_code == EXIT_REGRESSION == 1
+    assert (f"Regression: lipnet-4/multilamellar/f1 fell from {f1 + 0.1:.3f} to {f1:.3f} "
+            "(-0.100, tolerance 0.02)") in result.output
+    # A tolerance wider than the drop lets it pass.
+    result = _invoke("report", results_folder, "--baseline", baseline, "--tolerance", "0.2")
+    assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [(["--baseline", "{tmp}/missing.json"],
+      "Error: Baseline {tmp}/missing.json does not exist. Write one with "
+      "`liposome-bench report RESULTS --write-baseline FILE`."),
+     (["--tolerance", "-1"], "Invalid value for '--tolerance'")],
+)
+def test_report_bad_input_exits_2(results_folder, tmp_path, args, message):
+    args = [a.format(tmp=tmp_path) for a in args]
+    result = _invoke("report", results_folder, *args)
+    assert result.exit_code == 2
+    assert message.format(tmp=tmp_path) in result.output
+    assert not (results_folder / "report.md").exists()
+
+
+def test_report_of_a_folder_without_results(tmp_path):
+    result = _invoke("report", tmp_path)
+    assert result.exit_code == 2
+    assert result.output.strip() == (
+        f"Error: {tmp_path} is not a results folder (no run.json). "
+        "Pass the --out folder of a benchmark, svm or cnn run."
+    )
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [(["--cnn", "lipnet-5"],
+      "Error: Unknown model 'lipnet-5'; expected one of lipnet-1, lipnet-2, lipnet-4, "
+      "lipnet-4c, lipnet-6, lipnet-fcn."),
+     (["--cnn", "lipnet-4,lipnet-4"],
+      "Error: --cnn lists a model twice (lipnet-4,lipnet-4); list each once."),
+     (["--jobs", "0"], "Error: --jobs must be a positive number of workers or -1; got 0."),
+     (["--repeats", "0"], "Invalid value for '--repeats'")],
+)
+def test_benchmark_bad_options_exit_2(tmp_path, args, message):
+    result = _invoke("benchmark", "--problem", "lamellarity", "--out", tmp_path / "r", *args)
+    assert result.exit_code == 2
+    assert message in result.output
+    assert not (tmp_path / "r").exists()
