@@ -1,27 +1,53 @@
-"""Particle datasets: types, the lab export reader and writer, and dispatch.
+"""Particle datasets: types, readers, validation, the lab export writer.
 
 A dataset is a list of particles. Each particle has an id, a label from its
 problem's classes, a grayscale image that includes the particle's surround
 (50 px on each side in the lab export, thesis section 3), a binary mask of the
 particle, the pixel size in nm and the file it came from.
 
-The lab export layout (what the lab's software writes and ``generate``
-writes)::
+Readers (``load_dataset`` picks one from what the path is; every layout is
+described in docs/data-formats.md):
 
-    DIR/
-      particles.json      one JSON object per particle (a JSON list, or
-                          objects written one after another: both are read)
-      images/<Image>      BMP, JPEG, PNG or TIFF, 8 or 16 bit
-      masks/<stem>.png    the particle's mask, named after its image
-      folds/k5-seed0.json the stored folds (see ``liposome_bench.folds``)
+- ``load_export``: the lab particle export (what the lab's software writes and
+  ``generate`` writes)::
+
+      DIR/
+        particles.json      one JSON object per particle (a JSON list, or
+                            objects written one after another: both are read)
+        images/<Image>      BMP, JPEG, PNG or TIFF, 8 or 16 bit
+        masks/<stem>.png    the particle's mask, named after its image
+                            (same stem; any of those formats)
+        dataset.json        optional, written by ``write_export``: problem,
+                            class order, description, synthetic or not
+        folds/k5-seed0.json the stored folds (see ``liposome_bench.folds``)
+
+- ``load_manifest``: a CSV with columns ``image``, ``label`` and optionally
+  ``mask``, ``id``, ``pixel_size_nm``.
+- ``load_folders``: ``DIR/<class name>/<images>``.
+- ``load_mrc``: an MRC particle stack with a ``<stack stem>.csv`` of labels.
+
+Every reader validates every particle and never drops one silently: each
+problem is one line naming the file or JSON object and the fix; a reader
+raises ``DatasetError`` with the first, ``check_dataset`` returns them all.
+Where no mask is given one is derived (``derive_mask``) and
+``Particle.mask_derived`` records it.
 """
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
+import logging
 import os
+import posixpath
+import re
+import shlex
+import struct
 import tempfile
+import warnings
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +58,9 @@ from liposome_bench.errors import DatasetError
 EXPORT_JSON = "particles.json"
 IMAGES_DIR = "images"
 MASKS_DIR = "masks"
+META_JSON = "dataset.json"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -181,7 +210,8 @@ def write_export(dataset: Dataset, out_dir, *, extra: dict | None = None) -> Pat
     """Write ``dataset`` in the lab export layout (see the module docstring).
 
     Images are written as PNG (8 or 16 bit, as the arrays are), masks as
-    8-bit PNG (0 / 255). Everything is written into a temporary folder beside
+    8-bit PNG (0 / 255). ``dataset.json`` records the problem, its class
+    order, the description and whether the data are synthetic. Everything is written into a temporary folder beside
     ``out_dir`` and renamed into place at the end, so an interrupted write
     leaves nothing half-written.
 
@@ -236,6 +266,7 @@ def write_export(dataset: Dataset, out_dir, *, extra: dict | None = None) -> Pat
                 obj.update(extra[p.id])
             objects.append(obj)
         (tmp / EXPORT_JSON).write_text(json.dumps(objects, indent=1) + "\n", encoding="utf-8")
+        (tmp / META_JSON).write_text(json.dumps(_export_meta(dataset), indent=1) + "\n", encoding="utf-8")
         if out_dir.exists():
             out_dir.rmdir()
         os.replace(tmp, out_dir)
@@ -245,14 +276,35 @@ def write_export(dataset: Dataset, out_dir, *, extra: dict | None = None) -> Pat
     return out_dir
 
 
+def _export_meta(dataset: Dataset) -> dict:
+    from liposome_bench import __version__
+
+    return {
+        "problem": dataset.problem.name,
+        "classes": list(dataset.problem.classes),
+        "description": dataset.description,
+        "synthetic": bool(dataset.synthetic),
+        "written_by": f"liposome-bench {__version__}",
+    }
+
+
 def _json_id(pid: str):
     return int(pid) if pid.isdigit() else pid
 
 
 def _to_pil_array(image: np.ndarray) -> np.ndarray:
+    """8 or 16-bit pixels for a PNG: integer images as they are, float images
+    in [0, 1] scaled to 8 bit, other float images (an MRC stack's densities)
+    stretched from their minimum to their maximum over 16 bit."""
     if image.dtype in (np.uint8, np.uint16):
         return image
-    return (np.clip(image, 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
+    image = np.asarray(image, dtype=np.float64)
+    lo, hi = float(np.min(image)), float(np.max(image))
+    if lo >= 0.0 and hi <= 1.0:
+        return (image * 255 + 0.5).astype(np.uint8)
+    if hi <= lo:
+        return np.zeros(image.shape, dtype=np.uint16)
+    return ((image - lo) / (hi - lo) * 65535 + 0.5).astype(np.uint16)
 
 
 # Lab export: reader ------------------------------------------------------------
@@ -295,3 +347,1228 @@ def resolve_dataset(data, problem: str | None, *, cache_dir=None, **reader_optio
             raise DatasetError("Without --data, --problem is needed to pick the built-in dataset.")
         data = default_dataset_path(problem, cache_dir)
     return load_dataset(data, problem, **reader_options)
+
+
+# Reading images ------------------------------------------------------------------
+
+#: File name endings read as images (case-insensitive).
+IMAGE_EXTENSIONS = (".png", ".bmp", ".tif", ".tiff", ".jpg", ".jpeg")
+#: Decompression-bomb guard: an image wider or taller than this is refused
+#: from its header, before its pixels are decoded. A particle image with its
+#: 50 px surround is a few hundred pixels a side (thesis section 3, Figure 3).
+MAX_IMAGE_SIDE = 4096
+#: Precomputed features of the lab export (thesis section 3), kept as-is in
+#: ``Particle.features``.
+EXPORT_FEATURE_KEYS = (
+    "Area",
+    "Circularity",
+    "Perimeter",
+    "Diameter",
+    "Length",
+    "MaximumWidth",
+    "SignalToNoise",
+    "Moments",
+    "Histogram",
+    "RadialDensityProfile",
+    "EdgeDensityProfile",
+)
+MRC_EXTENSIONS = (".mrc", ".mrcs")
+FOLDS_DIR = "folds"
+
+# What image decoders raise on a corrupt or truncated file.
+_DECODE_ERRORS = (
+    OSError,
+    ValueError,
+    EOFError,
+    SyntaxError,
+    IndexError,
+    KeyError,
+    TypeError,
+    RuntimeError,
+    MemoryError,
+    struct.error,
+    zlib.error,
+)
+_FORMATS = "BMP, JPEG, PNG or TIFF"
+
+
+class _Bad(Exception):
+    """One problem line about one particle, collected by the readers."""
+
+
+def _check_side(width: int, height: int, name: str) -> None:
+    if width > MAX_IMAGE_SIDE or height > MAX_IMAGE_SIDE:
+        raise _Bad(
+            f"{name} is {width}x{height} px, over the {MAX_IMAGE_SIDE} px a side "
+            "allowed for one particle image (decompression-bomb guard). "
+            "Crop it to the particle and its surround."
+        )
+    if width < 1 or height < 1:
+        raise _Bad(f"{name} is {width}x{height} px. Replace it with a valid image file.")
+
+
+def _unreadable(name: str) -> _Bad:
+    return _Bad(f"{name} cannot be read as a {_FORMATS} image. Replace it with a valid image file.")
+
+
+def _truncated(name: str, width: int, height: int) -> _Bad:
+    return _Bad(
+        f"{name} is truncated or corrupt: its header says {width}x{height} px "
+        "but its pixels cannot be decoded. Re-export the image."
+    )
+
+
+def _read_image(path: Path, name: str) -> tuple[np.ndarray, bool]:
+    """Read one image file as a 2-D array.
+
+    The size is checked from the header before any pixel is decoded. Colour
+    images are converted to grayscale (ITU-R 601-2 luma, as Pillow does).
+
+    Returns
+    -------
+    image : ndarray, 2-D, uint8, uint16 or float32
+    colour : bool
+        True if the file held a colour image (channels not all equal).
+
+    Raises
+    ------
+    _Bad
+        With the problem line (``name`` is the path shown in it).
+    """
+    if path.suffix.lower() in (".tif", ".tiff"):
+        return _read_tiff(path, name)
+    return _read_pil(path, name)
+
+
+def _read_pil(path: Path, name: str) -> tuple[np.ndarray, bool]:
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im = Image.open(path)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise _Bad(
+            f"{name} has more pixels than Pillow's decompression-bomb limit "
+            f"({Image.MAX_IMAGE_PIXELS} px), far over one particle image "
+            "(decompression-bomb guard). Crop it to the particle and its surround."
+        ) from None
+    except _DECODE_ERRORS as exc:
+        log.debug("%s: %s", path, exc)
+        raise _unreadable(name) from None
+    with im:
+        width, height = im.size
+        _check_side(width, height, name)
+        try:
+            im.load()
+        except _DECODE_ERRORS as exc:
+            log.debug("%s: %s", path, exc)
+            raise _truncated(name, width, height) from None
+        return _pil_to_array(im)
+
+
+def _pil_to_array(im) -> tuple[np.ndarray, bool]:
+    mode = im.mode
+    if mode == "L":
+        return np.array(im), False
+    if mode.startswith("I;16"):
+        return np.array(im).astype(np.uint16), False
+    if mode in ("I", "F"):
+        return _gray_dtype(np.array(im)), False
+    if mode == "1":
+        return np.array(im).astype(np.uint8) * 255, False
+    if mode == "LA":
+        return np.array(im.getchannel("L")), False
+    rgb = np.array(im.convert("RGB"))
+    return _rgb_to_gray(rgb)
+
+
+def _read_tiff(path: Path, name: str) -> tuple[np.ndarray, bool]:
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            n_pages = len(tif.pages)
+            if n_pages == 0:
+                raise _unreadable(name)
+            page = tif.pages[0]
+            width, height = int(page.imagewidth), int(page.imagelength)
+            _check_side(width, height, name)
+            if n_pages > 1:
+                raise _Bad(
+                    f"{name} holds {n_pages} images; expected one particle image per "
+                    "file. Split it, or pass the stack as an .mrcs file."
+                )
+            try:
+                array = page.asarray()
+            except _DECODE_ERRORS as exc:
+                log.debug("%s: %s", path, exc)
+                raise _truncated(name, width, height) from None
+            planar = getattr(page, "planarconfig", 1) == 2
+    except _DECODE_ERRORS as exc:
+        log.debug("%s: %s", path, exc)
+        raise _unreadable(name) from None
+    if array.ndim == 3 and planar and array.shape[0] in (3, 4):
+        array = np.moveaxis(array, 0, -1)
+    if array.ndim == 3 and array.shape[-1] in (3, 4):
+        return _rgb_to_gray(array[..., :3])
+    if array.ndim != 2:
+        raise _Bad(
+            f"{name} has array shape {array.shape}; expected one 2-D grayscale image. "
+            "Re-export it as a single grayscale image."
+        )
+    return _gray_dtype(array), False
+
+
+def _gray_dtype(array: np.ndarray) -> np.ndarray:
+    """uint8 and uint16 as they are; other integers as uint16 if they fit,
+    else float32; floats as float32; bool as 0/255."""
+    if array.dtype in (np.uint8, np.uint16):
+        return array
+    if array.dtype == bool:
+        return array.astype(np.uint8) * 255
+    if np.issubdtype(array.dtype, np.integer):
+        if array.size and array.min() >= 0 and array.max() <= 65535:
+            return array.astype(np.uint16)
+    return array.astype(np.float32)
+
+
+def _rgb_to_gray(rgb: np.ndarray) -> tuple[np.ndarray, bool]:
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    if np.array_equal(r, g) and np.array_equal(g, b):
+        return _gray_dtype(r.copy()), False
+    r, g, b = (c.astype(np.float64) for c in (r, g, b))
+    gray = (299 * r + 587 * g + 114 * b) / 1000
+    if rgb.dtype in (np.uint8, np.uint16):
+        return np.round(gray).astype(rgb.dtype), True
+    return gray.astype(np.float32), True
+
+
+# Mask derivation -------------------------------------------------------------------
+
+def derive_mask(image) -> np.ndarray:
+    """Segment the particle at the centre of ``image``.
+
+    Used by the readers where no mask is given (they set
+    ``Particle.mask_derived``). The method, for a particle image with a
+    surround of background around it (thesis section 3):
+
+    1. scale intensities to the 0.5-99.5 percentile range and smooth with a
+       Gaussian (sigma = max(1, side / 64) px) against shot noise;
+    2. take the background level as the median of the image border, and the
+       absolute deviation from it, so dark membranes on light ice and bright
+       particles on dark stain are both found;
+    3. threshold the deviation with Otsu's method, close gaps in the membrane
+       ring (disk of radius max(1, side / 40) px) and fill holes, so a
+       vesicle's ring becomes its whole disc;
+    4. keep the connected region containing the centre, or the one nearest
+       to it, and fill its holes.
+
+    Parameters
+    ----------
+    image : array, 2-D
+
+    Returns
+    -------
+    mask : bool array of ``image``'s shape; all False when nothing stands
+        out from the background (a flat image).
+    """
+    from scipy import ndimage as ndi
+    from skimage.filters import threshold_otsu
+    from skimage.morphology import disk
+
+    img = np.asarray(image, dtype=np.float32)
+    height, width = img.shape
+    lo, hi = np.percentile(img, [0.5, 99.5])
+    empty = np.zeros(img.shape, dtype=bool)
+    if not hi > lo:
+        return empty
+    img = np.clip((img - lo) / (hi - lo), 0.0, 1.0)
+    side = min(height, width)
+    smooth = ndi.gaussian_filter(img, sigma=max(1.0, side / 64))
+    border = np.concatenate([smooth[0], smooth[-1], smooth[1:-1, 0], smooth[1:-1, -1]])
+    deviation = np.abs(smooth - np.median(border))
+    if not deviation.max() > deviation.min():
+        return empty
+    foreground = deviation > threshold_otsu(deviation)
+    radius = max(1, int(round(side / 40)))
+    # Pad before closing so regions touching the border are not eroded.
+    padded = np.pad(foreground, radius)
+    padded = ndi.binary_closing(padded, structure=disk(radius))
+    foreground = ndi.binary_fill_holes(padded[radius:-radius, radius:-radius])
+    labels, n = ndi.label(foreground)
+    if n == 0:
+        return empty
+    cy, cx = (height - 1) / 2, (width - 1) / 2
+    centre = labels[int(round(cy)), int(round(cx))]
+    if centre == 0:
+        yy, xx = np.nonzero(labels)
+        nearest = np.argmin((yy - cy) ** 2 + (xx - cx) ** 2)
+        centre = labels[yy[nearest], xx[nearest]]
+    return ndi.binary_fill_holes(labels == centre)
+
+
+# Collecting problems ---------------------------------------------------------------
+
+@dataclass
+class _Entry:
+    """One particle as a reader found it, before its image is read."""
+
+    where: str  # "particles.json, object 3 (Id 540003)": starts its problem lines
+    short: str  # "object 3": names it in another particle's line
+    id: str | None = None
+    code: int | None = None  # a lab export Class code
+    raw_label: str | None = None
+    label: str | None = None
+    image_path: Path | None = None
+    image_name: str = ""  # path shown in messages, relative to the dataset root
+    image_rel: str = ""  # path relative to the images folder
+    image_field: str = ""  # what to correct when the image is missing
+    image: np.ndarray | None = None  # already read (MRC slices)
+    mask_path: Path | None = None
+    mask_name: str = ""
+    mask_field: str = ""
+    pixel_size_nm: float = float("nan")
+    features: dict | None = None
+    source: str = ""
+
+
+class _Report:
+    """Problem lines (kept in particle order) and warnings of one reading."""
+
+    def __init__(self):
+        self._problems: list[tuple[int, str]] = []
+        self.warnings: list[str] = []
+        self.colour: list[str] = []
+        self.unmasked: list[str] = []
+
+    def add(self, index: int, line: str) -> None:
+        self._problems.append((index, line))
+
+    @property
+    def problems(self) -> list[str]:
+        return [line for _, line in sorted(self._problems, key=lambda p: p[0])]
+
+    def summarise(self, particles: list[Particle]) -> None:
+        """Turn per-particle notes into warning lines."""
+        if self.colour:
+            self.warnings.append(
+                f"{len(self.colour)} colour image(s) converted to grayscale "
+                f"(first: {self.colour[0]})."
+            )
+        if self.unmasked:
+            self.warnings.append(
+                f"{len(self.unmasked)} particle(s) have no mask file; their masks were "
+                f"derived from the image (first: {self.unmasked[0]})."
+            )
+        unknown = sum(1 for p in particles if not np.isfinite(p.pixel_size_nm))
+        if unknown:
+            self.warnings.append(
+                f"{unknown} particle(s) have no pixel size; pass --pixel-size "
+                "(nm/px) for features measured in nm."
+            )
+
+
+def _check_path(value: str) -> str | None:
+    """``value`` as a normalised relative POSIX path inside its base folder,
+    or None if it is absolute or leads outside it. Backslashes (Windows lab
+    software) count as separators."""
+    value = value.replace("\\", "/").strip()
+    if not value or value.startswith("/") or re.match(r"^[A-Za-z]:", value):
+        return None
+    norm = posixpath.normpath(value)
+    if norm in (".", "..") or norm.startswith("../"):
+        return None
+    return norm
+
+
+def _folder(folder: str) -> str:
+    """A folder option as shown in messages: 'images/', or './'."""
+    folder = folder.replace("\\", "/").strip("/")
+    return f"{folder or '.'}/"
+
+
+def _display(folder: str, rel: str) -> str:
+    folder = folder.replace("\\", "/").strip("/")
+    return rel if folder in ("", ".") else f"{folder}/{rel}"
+
+
+def _index_masks(mask_root: Path) -> dict[str, list[Path]]:
+    """Mask files under ``mask_root`` keyed by their relative path without
+    extension ("sub/540017")."""
+    index: dict[str, list[Path]] = {}
+    for dirpath, dirnames, filenames in os.walk(mask_root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for fname in sorted(filenames):
+            if fname.startswith(".") or Path(fname).suffix.lower() not in IMAGE_EXTENSIONS:
+                continue
+            full = Path(dirpath) / fname
+            key = full.relative_to(mask_root).with_suffix("").as_posix()
+            index.setdefault(key, []).append(full)
+    return index
+
+
+def _find_mask(entry: _Entry, index, masks_dir: str, key: str, report: _Report, i: int) -> None:
+    found = index.get(key, [])
+    if len(found) > 1:
+        names = " and ".join(_display(masks_dir, f"{key}{p.suffix}") for p in found)
+        report.add(i, f"{names} are both masks of {entry.image_name}. Keep one of them.")
+    elif found:
+        entry.mask_path = found[0]
+        entry.mask_name = _display(masks_dir, f"{key}{found[0].suffix}")
+
+
+def _as_problem(problem) -> Problem | None:
+    if problem is None or isinstance(problem, Problem):
+        return problem
+    return get_problem(problem)
+
+
+def _choose_problem(problem: Problem | None, entries: list[_Entry], source: str) -> Problem:
+    """The given problem, else the one the codes or labels belong to."""
+    if problem is not None:
+        return problem
+    codes = [e.code for e in entries if e.code is not None]
+    if codes:
+        fits = {name: sum(c in p.codes for c in codes) for name, p in PROBLEMS.items()}
+        best = max(fits, key=fits.get)
+        if fits[best] == 0:
+            found = ", ".join(str(c) for c in sorted(set(codes)))
+            raise DatasetError(
+                f"{source}: Class codes {found} belong to neither lamellarity "
+                "(3, 4, 5) nor encapsulation (7, 8, 10). Correct the codes."
+            )
+        return PROBLEMS[best]
+    labels = {e.raw_label.strip() for e in entries if e.raw_label is not None}
+    lowered = {label.lower() for label in labels}
+    fits = [p for p in PROBLEMS.values() if lowered <= set(p.classes)]
+    if len(fits) == 1:
+        return fits[0]
+    return custom_problem(sorted(labels))
+
+
+def _assign_labels(entries: list[_Entry], problem: Problem, report: _Report, label_field: str) -> None:
+    """Map each entry's code or raw label to a class of ``problem``."""
+    preset = problem.name in PROBLEMS
+    for i, e in enumerate(entries):
+        if e.code is not None:
+            if problem.codes is not None and e.code in problem.codes:
+                e.label = problem.codes[e.code]
+            else:
+                codes = ", ".join(str(c) for c in sorted(problem.codes or ()))
+                report.add(i, f"{e.where}: Class {e.code} is not a {problem.name} code ({codes}).")
+        elif e.raw_label is not None:
+            raw = e.raw_label.strip()
+            label = raw.lower() if preset else raw
+            if label in problem.classes:
+                e.label = label
+            else:
+                report.add(
+                    i,
+                    f"{e.where}: {label_field} {raw!r} is not a {problem.name} class "
+                    f"({', '.join(problem.classes)}).",
+                )
+
+
+def _check_duplicate_ids(entries: list[_Entry], report: _Report, id_field: str, fix: str) -> None:
+    first: dict[str, _Entry] = {}
+    for i, e in enumerate(entries):
+        if e.id is None:
+            continue
+        if e.id in first:
+            report.add(i, f"{e.where}: {id_field} {e.id} is already used by {first[e.id].short}. {fix}")
+        else:
+            first[e.id] = e
+
+
+def _read_entries(entries: list[_Entry], report: _Report, pixel_size_nm, reporter, stage: str) -> list[Particle]:
+    """Read and check every entry's image and mask; return the particles."""
+    from liposome_bench.progress import NullReporter
+
+    reporter = reporter or NullReporter()
+    reporter.stage(stage, total=len(entries))
+    particles = []
+    for i, e in enumerate(entries):
+        particle = _read_entry(i, e, report, pixel_size_nm)
+        if particle is not None:
+            particles.append(particle)
+        reporter.advance()
+    report.summarise(particles)
+    return particles
+
+
+def _read_entry(i: int, e: _Entry, report: _Report, pixel_size_nm) -> Particle | None:
+    image = e.image
+    if image is None:
+        if e.image_path is None:
+            return None  # its path was refused already
+        if not e.image_path.is_file():
+            report.add(i, f"{e.where}: image {e.image_name} does not exist. "
+                          f"Add the file or correct {e.image_field}.")
+            return None
+        try:
+            image, colour = _read_image(e.image_path, e.image_name)
+        except _Bad as bad:
+            report.add(i, str(bad))
+            return None
+        if colour:
+            report.colour.append(e.image_name)
+            log.info("%s: colour image converted to grayscale", e.image_name)
+    height, width = image.shape
+    derived = e.mask_path is None
+    if derived:
+        mask = derive_mask(image)
+        if not mask.any():
+            report.add(i, f"{e.image_name}: no particle stands out from the background, "
+                          "so no mask can be derived. Add a mask for it.")
+            return None
+    else:
+        if not e.mask_path.is_file():
+            report.add(i, f"{e.where}: mask {e.mask_name} does not exist. "
+                          f"Add the file or correct {e.mask_field}.")
+            return None
+        try:
+            mask_image, _ = _read_image(e.mask_path, e.mask_name)
+        except _Bad as bad:
+            report.add(i, str(bad))
+            return None
+        mh, mw = mask_image.shape
+        if (mh, mw) != (height, width):
+            report.add(i, f"{e.mask_name} is {mw}x{mh} but its image is {width}x{height}.")
+            return None
+        mask = mask_image > 0
+        if not mask.any():
+            report.add(i, f"{e.mask_name} is empty (no particle pixels). "
+                          "Redraw the mask, or delete it to have it derived.")
+            return None
+    if e.id is None or e.label is None:
+        return None
+    px = float(pixel_size_nm) if pixel_size_nm is not None else e.pixel_size_nm
+    return Particle(e.id, e.label, image, mask, px, e.source, derived, e.features)
+
+
+def _positive_number(value) -> float | None:
+    if isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if np.isfinite(number) and number > 0 else None
+
+
+def _check_command(path, problem, images_dir, masks_dir, pixel_size_nm) -> str:
+    parts = ["liposome-bench", "dataset", "check", shlex.quote(str(path))]
+    if isinstance(problem, str):
+        parts += ["--problem", problem]
+    if images_dir != IMAGES_DIR:
+        parts += ["--images-dir", shlex.quote(images_dir)]
+    if masks_dir != MASKS_DIR:
+        parts += ["--masks-dir", shlex.quote(masks_dir)]
+    if pixel_size_nm is not None:
+        parts += ["--pixel-size", f"{pixel_size_nm:g}"]
+    return " ".join(parts)
+
+
+def _finish(read, path, problem, images_dir, masks_dir, pixel_size_nm) -> Dataset:
+    """Return the dataset, or raise its first problem."""
+    dataset, report = read
+    problems = report.problems
+    if problems:
+        line = problems[0]
+        if len(problems) > 1:
+            command = _check_command(path, problem, images_dir, masks_dir, pixel_size_nm)
+            line += f" (and {len(problems) - 1} more; run `{command}`)"
+        raise DatasetError(line)
+    for warning in report.warnings:
+        log.warning("%s", warning)
+    dataset.warnings = list(report.warnings)
+    return dataset
+
+
+def _no_particles(source: str) -> DatasetError:
+    return DatasetError(f"{source} holds no particles. Add at least one particle.")
+
+
+# Lab export --------------------------------------------------------------------------
+
+def _read_export(path, problem, *, images_dir=IMAGES_DIR, masks_dir=MASKS_DIR,
+                 pixel_size_nm=None, reporter=None):
+    path = Path(path)
+    json_path = path / EXPORT_JSON if path.is_dir() else path
+    root = json_path.parent
+    name = json_path.name
+    try:
+        text = json_path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DatasetError(
+            f"{path} holds no {EXPORT_JSON}. Pass a lab export folder or its particles JSON file."
+        ) from None
+    except UnicodeDecodeError:
+        raise DatasetError(f"{json_path}: not UTF-8 text. Re-export it as UTF-8 JSON.") from None
+    except OSError as exc:
+        raise DatasetError(f"{json_path}: cannot be read ({exc.strerror}).") from None
+    objects = parse_export_json(text, name)
+    if not objects:
+        raise _no_particles(name)
+    image_root = root / images_dir
+    if not image_root.is_dir():
+        raise DatasetError(
+            f"{name} names its images in the folder {_folder(images_dir)} beside it, "
+            "which does not exist. Pass --images-dir (e.g. '.' for images beside "
+            f"{name})."
+        )
+    mask_root = root / masks_dir
+    mask_index = _index_masks(mask_root) if mask_root.is_dir() else None
+    meta = _read_export_meta(root)
+    report = _Report()
+    entries = []
+    for i, obj in enumerate(objects):
+        entries.append(_export_entry(i, obj, name, images_dir, image_root, report))
+    problem = _as_problem(problem)
+    if problem is None and meta.get("problem") in PROBLEMS:
+        problem = PROBLEMS[meta["problem"]]
+    elif problem is None and meta.get("classes") and not any(e.code is not None for e in entries):
+        problem = custom_problem(meta["classes"])
+    problem = _choose_problem(problem, entries, name)
+    _assign_labels(entries, problem, report, "Label")
+    _check_duplicate_ids(entries, report, "Id", "Give every particle its own Id.")
+    for i, e in enumerate(entries):
+        if e.image_path is not None and mask_index is not None:
+            _find_mask(e, mask_index, masks_dir, posixpath.splitext(e.image_rel)[0], report, i)
+            if e.mask_path is None:
+                report.unmasked.append(e.image_name)
+    particles = _read_entries(entries, report, pixel_size_nm, reporter, f"reading {name}")
+    if mask_index is None:
+        report.warnings.append(
+            f"No {_folder(masks_dir)} folder beside {name}; every mask was derived "
+            "from its image (see docs/data-formats.md). Pass --masks-dir if the masks are elsewhere."
+        )
+    keys = "Bmp" if any(isinstance(o, dict) and "Bmp" in o and "Image" not in o for o in objects) else "Image"
+    description = meta.get("description") or f"lab export {name} ({keys} keys)"
+    dataset = Dataset(problem, particles, root, description, bool(meta.get("synthetic", False)))
+    return dataset, report
+
+
+def _read_export_meta(root: Path) -> dict:
+    """The export's dataset.json (written by ``write_export``), or {}."""
+    path = root / META_JSON
+    if not path.is_file():
+        return {}
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+        ok = isinstance(meta, dict) and (
+            "classes" not in meta
+            or (isinstance(meta["classes"], list) and all(isinstance(c, str) for c in meta["classes"]))
+        )
+    except (OSError, ValueError):
+        ok = False
+    if not ok:
+        raise DatasetError(
+            f"{META_JSON} is not what write_export writes (a JSON object with problem and "
+            f"classes). Fix it, or delete it: it only records the class order and origin."
+        )
+    return meta
+
+
+def _export_entry(i: int, obj, name: str, images_dir: str, image_root: Path, report: _Report) -> _Entry:
+    number = i + 1
+    short = f"object {number}"
+    if not isinstance(obj, dict):
+        e = _Entry(f"{name}, {short}", short)
+        report.add(i, f"{e.where}: expected a JSON object with Id, Image and Class; "
+                      f"got {type(obj).__name__}. Fix or remove it.")
+        return e
+    pid = obj.get("Id")
+    if isinstance(pid, bool) or not isinstance(pid, (int, str)) or str(pid).strip() == "":
+        e = _Entry(f"{name}, {short}", short)
+        if "Id" not in obj:
+            report.add(i, f"{e.where}: no \"Id\". Give every particle its own Id.")
+        else:
+            report.add(i, f"{e.where}: Id {pid!r} is not an integer or a string. "
+                          "Give every particle its own Id.")
+    else:
+        pid = str(pid).strip()
+        e = _Entry(f"{name}, {short} (Id {pid})", short, id=pid)
+    e.source = f"{name}#{number}"
+    # Class code (preset problems) or Label (custom problems, as write_export writes them)
+    if "Class" in obj:
+        code = obj["Class"]
+        if isinstance(code, str) and code.strip().lstrip("-").isdigit():
+            code = int(code)
+        elif isinstance(code, float) and code.is_integer():
+            code = int(code)
+        if isinstance(code, bool) or not isinstance(code, int):
+            report.add(i, f"{e.where}: Class {obj['Class']!r} is not an integer code "
+                          "(3, 4, 5 for lamellarity; 7, 8, 10 for encapsulation).")
+        else:
+            e.code = code
+    elif isinstance(obj.get("Label"), str) and obj["Label"].strip():
+        e.raw_label = obj["Label"]
+    else:
+        report.add(i, f"{e.where}: no \"Class\" code. Add it (3, 4, 5 for lamellarity; "
+                      "7, 8, 10 for encapsulation).")
+    # Image file name: "Image", or "Bmp" in older exports
+    key = "Image" if "Image" in obj else "Bmp"
+    value = obj.get(key)
+    if value is None:
+        report.add(i, f"{e.where}: no \"Image\" (or \"Bmp\") file name. Add the name of its image file.")
+    elif not isinstance(value, str):
+        report.add(i, f"{e.where}: {key} {value!r} is not a file name. Give the name of its image file.")
+    else:
+        rel = _check_path(value)
+        if rel is None:
+            report.add(i, f"{e.where}: image path {value!r} leads outside the "
+                          f"{_folder(images_dir)} folder. Use a path inside it.")
+        else:
+            e.image_path, e.image_rel = image_root / rel, rel
+            e.image_name = _display(images_dir, rel)
+            e.image_field = f'its "{key}" name'
+            e.source = e.image_name
+    if "PixelSize" in obj:
+        px = _positive_number(obj["PixelSize"])
+        if px is None:
+            report.add(i, f"{e.where}: PixelSize {obj['PixelSize']!r} is not a positive "
+                          "number of nm per pixel. Correct it or leave it out.")
+        else:
+            e.pixel_size_nm = px
+    features = {k: obj[k] for k in EXPORT_FEATURE_KEYS if k in obj}
+    e.features = features or None
+    return e
+
+
+def load_export(path, problem=None, *, images_dir=IMAGES_DIR, masks_dir=MASKS_DIR,
+                pixel_size_nm=None, reporter=None) -> Dataset:
+    """Read a lab particle export.
+
+    Parameters
+    ----------
+    path : path
+        The export folder (holding ``particles.json``) or the JSON file itself.
+        The JSON is a list of particle objects, or objects written one after
+        another (older exports). Each object has ``Id``, the image file name
+        under ``Image`` (``Bmp`` in older exports), ``Class`` (3 unilamellar,
+        4 multilamellar, 5 uncertain; 7 empty, 8 full, 10 uncertain) or
+        ``Label`` (custom problems), and optionally ``PixelSize`` (nm/px) and
+        the precomputed features in ``EXPORT_FEATURE_KEYS``.
+    problem : str or Problem, optional
+        Default: inferred from the class codes.
+    images_dir, masks_dir : str
+        Folders of the images and masks, relative to the JSON file. A mask is
+        the file in ``masks_dir`` with its image's stem (any image format);
+        particles without one get a derived mask.
+    pixel_size_nm : float, optional
+        Overrides every particle's pixel size.
+    reporter : progress reporter, optional
+
+    Returns
+    -------
+    Dataset
+
+    Raises
+    ------
+    DatasetError
+        The first problem found (with how many more there are).
+    """
+    read = _read_export(path, problem, images_dir=images_dir, masks_dir=masks_dir,
+                        pixel_size_nm=pixel_size_nm, reporter=reporter)
+    return _finish(read, path, problem, images_dir, masks_dir, pixel_size_nm)
+
+
+# Manifest CSV ------------------------------------------------------------------------
+
+MANIFEST_COLUMNS = ("image", "label", "mask", "id", "pixel_size_nm")
+
+
+def _read_csv(path: Path) -> tuple[list[str], list[tuple[int, dict]]]:
+    """Header (lower-cased) and (line number, row) pairs of a CSV file."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise DatasetError(f"{path}: not UTF-8 text. Save it as UTF-8 CSV.") from None
+    except OSError as exc:
+        raise DatasetError(f"{path}: cannot be read ({exc.strerror}).") from None
+    reader = csv.reader(io.StringIO(text))
+    try:
+        header = next(reader, None)
+        if header is None:
+            return [], []
+        header = [h.strip().lower() for h in header]
+        rows = []
+        for cells in reader:
+            if not any(c.strip() for c in cells):
+                continue
+            rows.append((reader.line_num, {h: (c.strip() if c else "") for h, c in zip(header, cells)}))
+    except csv.Error as exc:
+        raise DatasetError(f"{path}, line {reader.line_num}: not valid CSV ({exc}). Fix the file.") from None
+    return header, rows
+
+
+def _read_manifest(path, problem, *, pixel_size_nm=None, reporter=None, **_):
+    path = Path(path)
+    root, name = path.parent, path.name
+    header, rows = _read_csv(path)
+    missing = [c for c in ("image", "label") if c not in header]
+    if missing:
+        raise DatasetError(
+            f"{name} has no {' or '.join(repr(c) for c in missing)} column (columns: "
+            f"{', '.join(header) or 'none'}). Expected columns image, label and "
+            "optionally mask, id, pixel_size_nm."
+        )
+    if not rows:
+        raise _no_particles(name)
+    report = _Report()
+    entries = []
+    for i, (line, row) in enumerate(rows):
+        where = f"{name}, line {line}"
+        e = _Entry(where, f"line {line}", source=f"{name}:{line}")
+        value = row.get("image", "")
+        rel = _check_path(value) if value else None
+        if not value:
+            report.add(i, f"{where}: no image. Give the image path, relative to {name}.")
+        elif rel is None:
+            report.add(i, f"{where}: image path {value!r} leads outside the folder of {name}. "
+                          f"Use a path relative to {name}, inside its folder.")
+        else:
+            e.image_path, e.image_name, e.image_field = root / rel, rel, "the image column"
+            e.source = rel
+        pid = row.get("id", "") or (posixpath.splitext(posixpath.basename(rel))[0] if rel else "")
+        e.id = pid or None
+        if row.get("label"):
+            e.raw_label = row["label"]
+        else:
+            report.add(i, f"{where}: no label. Give the particle's class in the label column.")
+        mask_value = row.get("mask", "")
+        if mask_value:
+            mask_rel = _check_path(mask_value)
+            if mask_rel is None:
+                report.add(i, f"{where}: mask path {mask_value!r} leads outside the folder of {name}. "
+                              f"Use a path relative to {name}, inside its folder.")
+                e.image_path = None
+            else:
+                e.mask_path, e.mask_name, e.mask_field = root / mask_rel, mask_rel, "the mask column"
+        if row.get("pixel_size_nm", ""):
+            px = _positive_number(row["pixel_size_nm"])
+            if px is None:
+                report.add(i, f"{where}: pixel_size_nm {row['pixel_size_nm']!r} is not a positive "
+                              "number. Correct it or leave the cell empty.")
+            else:
+                e.pixel_size_nm = px
+        entries.append(e)
+    problem = _choose_problem(_as_problem(problem), entries, name)
+    _assign_labels(entries, problem, report, "label")
+    _check_duplicate_ids(entries, report, "id", "Give every particle its own id (id column).")
+    particles = _read_entries(entries, report, pixel_size_nm, reporter, f"reading {name}")
+    return Dataset(problem, particles, root, f"manifest {name}"), report
+
+
+def load_manifest(path, problem=None, *, pixel_size_nm=None, reporter=None, **_ignored) -> Dataset:
+    """Read a manifest CSV.
+
+    Parameters
+    ----------
+    path : path
+        A CSV file with a header row and columns ``image`` and ``label``, and
+        optionally ``mask``, ``id`` (default: the image's file name without
+        extension) and ``pixel_size_nm``. Paths are relative to the CSV file
+        and must stay inside its folder. Rows without a mask get a derived one.
+    problem : str or Problem, optional
+        Default: the preset whose class names the labels are, else a custom
+        problem with the labels' sorted names as classes.
+    pixel_size_nm : float, optional
+        Overrides every particle's pixel size.
+    reporter : progress reporter, optional
+
+    Returns
+    -------
+    Dataset
+
+    Raises
+    ------
+    DatasetError
+        The first problem found (with how many more there are).
+    """
+    read = _read_manifest(path, problem, pixel_size_nm=pixel_size_nm, reporter=reporter)
+    return _finish(read, path, problem, IMAGES_DIR, MASKS_DIR, pixel_size_nm)
+
+
+# Folder per class --------------------------------------------------------------------
+
+def _class_folders(root: Path, masks_dir: str) -> list[Path]:
+    skip = {Path(masks_dir).parts[0] if Path(masks_dir).parts else masks_dir, FOLDS_DIR}
+    return sorted(
+        d for d in root.iterdir()
+        if d.is_dir() and not d.name.startswith(".") and d.name not in skip
+    )
+
+
+def _read_folders(path, problem, *, masks_dir=MASKS_DIR, pixel_size_nm=None, reporter=None, **_):
+    root = Path(path)
+    report = _Report()
+    entries: list[_Entry] = []
+    for f in sorted(root.iterdir()):
+        if f.is_file() and not f.name.startswith(".") and f.suffix.lower() in IMAGE_EXTENSIONS:
+            e = _Entry(f.name, f.name)
+            report.add(len(entries), f"{f.name} is not inside a class folder. "
+                                     "Move it into the folder of its class.")
+            entries.append(e)
+    mask_root = root / masks_dir
+    mask_index = _index_masks(mask_root) if mask_root.is_dir() else None
+    empty = []
+    for folder in _class_folders(root, masks_dir):
+        files = []
+        for dirpath, dirnames, filenames in os.walk(folder):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            files += [Path(dirpath) / f for f in sorted(filenames) if not f.startswith(".")]
+        if not files:
+            empty.append(folder.name)
+            continue
+        for f in files:
+            rel = f.relative_to(root).as_posix()
+            e = _Entry(rel, rel, id=f.stem, raw_label=folder.name, source=rel)
+            i = len(entries)
+            if f.suffix.lower() not in IMAGE_EXTENSIONS:
+                report.add(i, f"{rel} is not a {_FORMATS} image. Move it out of the class folder.")
+            else:
+                e.image_path, e.image_name = f, rel
+                if mask_index is not None:
+                    _find_mask(e, mask_index, masks_dir, posixpath.splitext(rel)[0], report, i)
+                    if e.mask_path is None:
+                        report.unmasked.append(rel)
+            entries.append(e)
+    if not any(e.raw_label for e in entries):
+        raise _no_particles(f"{root} (a folder of class folders)")
+    problem = _choose_problem(_as_problem(problem), entries, str(root))
+    _assign_labels(entries, problem, report, "class folder")
+    _check_duplicate_ids(entries, report, "id", "Rename one of the files (the id is the file name without extension).")
+    particles = _read_entries(entries, report, pixel_size_nm, reporter, f"reading {root.name}")
+    for name in empty:
+        report.warnings.append(f"Class folder {name}/ is empty; it is not a class of this dataset.")
+    return Dataset(problem, particles, root, f"class folders {root.name}"), report
+
+
+def load_folders(path, problem=None, *, masks_dir=MASKS_DIR, pixel_size_nm=None,
+                 reporter=None, **_ignored) -> Dataset:
+    """Read a folder of class folders: ``DIR/<class name>/<images>``.
+
+    Parameters
+    ----------
+    path : path
+        The folder. Each subfolder (except ``masks_dir``, ``folds`` and hidden
+        ones) is a class; images in it (and its subfolders) are its particles,
+        with the file name without extension as id. Masks, if any, are in
+        ``DIR/<masks_dir>/<class name>/<same stem>.*``; others are derived.
+    problem : str or Problem, optional
+        Default: the preset whose class names the folders are, else a custom
+        problem with the folder names, sorted, as classes.
+    masks_dir : str
+    pixel_size_nm : float, optional
+        The pixel size of every particle (unknown otherwise).
+    reporter : progress reporter, optional
+
+    Returns
+    -------
+    Dataset
+
+    Raises
+    ------
+    DatasetError
+        The first problem found (with how many more there are).
+    """
+    read = _read_folders(path, problem, masks_dir=masks_dir, pixel_size_nm=pixel_size_nm,
+                         reporter=reporter)
+    return _finish(read, path, problem, IMAGES_DIR, masks_dir, pixel_size_nm)
+
+
+# MRC particle stacks -----------------------------------------------------------------
+
+def _read_mrc(path, problem, *, pixel_size_nm=None, reporter=None, **_):
+    import mrcfile
+
+    path = Path(path)
+    root, name = path.parent, path.name
+    sidecar = path.with_suffix(".csv")
+    try:
+        with mrcfile.open(path, header_only=True) as mrc:
+            nx, ny, nz = int(mrc.header.nx), int(mrc.header.ny), int(mrc.header.nz)
+            voxel_angstrom = float(mrc.voxel_size.x)
+    except _DECODE_ERRORS as exc:
+        log.debug("%s: %s", path, exc)
+        raise DatasetError(f"{name} cannot be read as an MRC file (bad header). Re-export the stack.") from None
+    try:
+        _check_side(nx, ny, f"{name} (each slice)")
+    except _Bad as bad:
+        raise DatasetError(str(bad)) from None
+    if not sidecar.is_file():
+        raise DatasetError(
+            f"{name} needs its labels in {sidecar.name} beside it: a CSV with a label column "
+            "(and optionally id), one row per slice in slice order. Write it; see docs/data-formats.md."
+        )
+    header, rows = _read_csv(sidecar)
+    if "label" not in header:
+        raise DatasetError(
+            f"{sidecar.name} has no 'label' column (columns: {', '.join(header) or 'none'}). "
+            "Expected columns label and optionally id, one row per slice."
+        )
+    if len(rows) != nz:
+        raise DatasetError(
+            f"{sidecar.name} has {len(rows)} rows but {name} holds {nz} slices. "
+            "Give one row per slice, in slice order."
+        )
+    try:
+        with mrcfile.mmap(path, mode="r") as mrc:
+            data = np.asarray(mrc.data)
+            stack = data.reshape((1,) + data.shape) if data.ndim == 2 else data
+            images = [np.array(s, dtype=np.float32) for s in stack]
+    except _DECODE_ERRORS as exc:
+        log.debug("%s: %s", path, exc)
+        raise DatasetError(
+            f"{name} is truncated or corrupt: its header says {nz} slices of {nx}x{ny} px "
+            "but they cannot be read. Re-export the stack."
+        ) from None
+    px = voxel_angstrom / 10.0 if voxel_angstrom > 0 else float("nan")
+    report = _Report()
+    entries = []
+    for i, ((line, row), image) in enumerate(zip(rows, images)):
+        number = i + 1
+        pid = row.get("id", "") or str(number)
+        e = _Entry(f"{name}, slice {number} ({sidecar.name}, line {line})", f"slice {number}", id=pid,
+                   image=image, image_name=f"{name}, slice {number}", pixel_size_nm=px,
+                   source=f"{name}[{number}]")
+        if row.get("label"):
+            e.raw_label = row["label"]
+        else:
+            report.add(i, f"{sidecar.name}, line {line}: no label. Give slice {number}'s class "
+                          "in the label column.")
+        entries.append(e)
+    problem = _choose_problem(_as_problem(problem), entries, sidecar.name)
+    _assign_labels(entries, problem, report, "label")
+    _check_duplicate_ids(entries, report, "id", f"Give every slice its own id in {sidecar.name}.")
+    particles = _read_entries(entries, report, pixel_size_nm, reporter, f"reading {name}")
+    if not np.isfinite(px) and pixel_size_nm is None:
+        report.warnings.append(f"{name} has no voxel size in its header.")
+    return Dataset(problem, particles, root, f"MRC stack {name}"), report
+
+
+def load_mrc(path, problem=None, *, pixel_size_nm=None, reporter=None, **_ignored) -> Dataset:
+    """Read an MRC particle stack (``.mrcs`` or ``.mrc``) and its labels.
+
+    Parameters
+    ----------
+    path : path
+        The stack: one particle image per slice (a 2-D file is one particle).
+        Labels are in ``<stack stem>.csv`` beside it: a ``label`` column and
+        optionally an ``id`` column (default: the 1-based slice number), one
+        row per slice in slice order. The pixel size is the header's voxel
+        size (Å, converted to nm). Masks are derived.
+    problem : str or Problem, optional
+        Default: the preset whose class names the labels are, else custom.
+    pixel_size_nm : float, optional
+        Overrides the header's voxel size.
+    reporter : progress reporter, optional
+
+    Returns
+    -------
+    Dataset (images as float32)
+
+    Raises
+    ------
+    DatasetError
+        The first problem found (with how many more there are).
+    """
+    read = _read_mrc(path, problem, pixel_size_nm=pixel_size_nm, reporter=reporter)
+    return _finish(read, path, problem, IMAGES_DIR, MASKS_DIR, pixel_size_nm)
+
+
+# Dispatch, check, describe -------------------------------------------------------------
+
+_ACCEPTED = (
+    "a lab export folder (with particles.json) or its .json file, a manifest .csv, "
+    "an .mrc/.mrcs stack, or a folder of class folders"
+)
+
+
+def _reader_for(path: Path, masks_dir: str):
+    if not path.exists():
+        raise DatasetError(f"{path} does not exist. Expected {_ACCEPTED}.")
+    if path.is_file():
+        suffix = path.suffix.lower()
+        if suffix == ".json":
+            return _read_export
+        if suffix == ".csv":
+            return _read_manifest
+        if suffix in MRC_EXTENSIONS:
+            return _read_mrc
+        raise DatasetError(f"{path} is not a dataset file. Expected {_ACCEPTED}.")
+    if (path / EXPORT_JSON).is_file():
+        return _read_export
+    if _class_folders(path, masks_dir):
+        return _read_folders
+    raise DatasetError(
+        f"{path} holds neither {EXPORT_JSON} nor class folders. Expected {_ACCEPTED}."
+    )
+
+
+def load_dataset(path, problem=None, *, images_dir=IMAGES_DIR, masks_dir=MASKS_DIR,
+                 pixel_size_nm=None, reporter=None) -> Dataset:
+    """Read the dataset at ``path`` with the reader its kind needs.
+
+    An export folder (holding particles.json) or a ``.json`` file goes to
+    ``load_export``, a ``.csv`` to ``load_manifest``, an ``.mrc``/``.mrcs``
+    to ``load_mrc``, a folder of class folders to ``load_folders``.
+
+    Parameters
+    ----------
+    path : path
+    problem : str or Problem, optional
+        Default: inferred from the class codes or labels.
+    images_dir, masks_dir : str
+        Folder names of a lab export (``masks_dir`` also for class folders).
+    pixel_size_nm : float, optional
+        Overrides every particle's pixel size.
+    reporter : progress reporter, optional
+
+    Returns
+    -------
+    Dataset
+
+    Raises
+    ------
+    DatasetError
+        If ``path`` is not a dataset, or on the first problem found in it.
+    """
+    path = Path(path)
+    reader = _reader_for(path, masks_dir)
+    read = reader(path, problem, images_dir=images_dir, masks_dir=masks_dir,
+                  pixel_size_nm=pixel_size_nm, reporter=reporter)
+    return _finish(read, path, problem, images_dir, masks_dir, pixel_size_nm)
+
+
+def inspect_dataset(path, problem=None, *, images_dir=IMAGES_DIR, masks_dir=MASKS_DIR,
+                    pixel_size_nm=None, reporter=None) -> tuple[Dataset | None, list[str]]:
+    """Read the dataset at ``path`` and collect every problem in it.
+
+    Takes the same arguments as ``load_dataset``. A problem that stops
+    reading altogether (no such file, JSON that cannot be parsed) is the only
+    line.
+
+    Returns
+    -------
+    dataset : Dataset or None
+        The dataset (with its ``warnings``) if there is no problem, else None.
+    problems : list of str
+        One line per problem, in particle order; empty if the dataset reads
+        cleanly.
+    """
+    try:
+        path = Path(path)
+        reader = _reader_for(path, masks_dir)
+        dataset, report = reader(path, problem, images_dir=images_dir, masks_dir=masks_dir,
+                                 pixel_size_nm=pixel_size_nm, reporter=reporter)
+    except DatasetError as exc:
+        return None, [str(exc)]
+    problems = report.problems
+    if problems:
+        return None, problems
+    dataset.warnings = list(report.warnings)
+    return dataset, []
+
+
+def check_dataset(path, problem=None, *, images_dir=IMAGES_DIR, masks_dir=MASKS_DIR,
+                  pixel_size_nm=None, reporter=None) -> list[str]:
+    """Every problem in the dataset at ``path``, one line each.
+
+    Takes the same arguments as ``load_dataset``. A problem that stops
+    reading altogether (no such file, JSON that cannot be parsed) is the only
+    line. Warnings (colour images converted, derived masks) are not problems:
+    they are logged.
+
+    Returns
+    -------
+    list of str
+        Empty if the dataset reads cleanly.
+    """
+    dataset, problems = inspect_dataset(path, problem, images_dir=images_dir,
+                                        masks_dir=masks_dir, pixel_size_nm=pixel_size_nm,
+                                        reporter=reporter)
+    for warning in dataset.warnings if dataset is not None else ():
+        log.warning("%s", warning)
+    return problems
+
+
+def _size_stats(values) -> dict | None:
+    values = np.asarray(values)
+    if values.size == 0:
+        return None
+    return {"min": int(values.min()), "median": float(np.median(values)), "max": int(values.max())}
+
+
+def _stored_folds(root, fingerprint: str) -> list[dict]:
+    if root is None or not (Path(root) / FOLDS_DIR).is_dir():
+        return []
+    found = []
+    for f in sorted((Path(root) / FOLDS_DIR).glob("*.json")):
+        entry = {"file": f"{FOLDS_DIR}/{f.name}", "k": None, "seed": None, "matches": False}
+        try:
+            stored = json.loads(f.read_text(encoding="utf-8"))
+            entry.update(k=int(stored["k"]), seed=int(stored["seed"]),
+                         matches=stored.get("fingerprint") == fingerprint)
+        except (OSError, ValueError, KeyError, TypeError):
+            entry["unreadable"] = True
+        found.append(entry)
+    return found
+
+
+def describe_dataset(dataset: Dataset) -> dict:
+    """Summary of a dataset, as ``dataset info`` prints it.
+
+    Returns
+    -------
+    dict with keys ``root``, ``description``, ``problem``, ``classes``,
+    ``n_particles``, ``class_counts`` (list of {class, count, percent}, in
+    class order; thesis Tables 1-2), ``image_size`` ({"all": ..., "per_class":
+    {class: ...}}, each {"width": {min, median, max}, "height": ...} in px, or
+    None for an empty class), ``pixel_size_nm`` ({min, median, max, unknown}),
+    ``masks_derived`` (count), ``folds`` (stored fold files: file, k, seed,
+    matches), ``fingerprint``, ``synthetic`` and ``warnings``.
+    """
+    n = len(dataset)
+    counts = dataset.class_counts()
+    widths = np.array([p.image.shape[1] for p in dataset.particles], dtype=np.int64)
+    heights = np.array([p.image.shape[0] for p in dataset.particles], dtype=np.int64)
+    labels = np.array([p.label for p in dataset.particles], dtype=object)
+
+    def sizes(select):
+        if not np.any(select):
+            return None
+        return {"width": _size_stats(widths[select]), "height": _size_stats(heights[select])}
+
+    px = np.array([p.pixel_size_nm for p in dataset.particles], dtype=np.float64)
+    known = px[np.isfinite(px)]
+    fingerprint = dataset.fingerprint()
+    return {
+        "root": str(dataset.root) if dataset.root is not None else None,
+        "description": dataset.description,
+        "problem": dataset.problem.name,
+        "classes": list(dataset.problem.classes),
+        "n_particles": n,
+        "class_counts": [
+            {"class": c, "count": k, "percent": 100.0 * k / n if n else 0.0}
+            for c, k in counts.items()
+        ],
+        "image_size": {
+            "all": sizes(np.ones(n, dtype=bool)),
+            "per_class": {c: sizes(labels == c) for c in dataset.problem.classes},
+        },
+        "pixel_size_nm": {
+            "min": float(known.min()) if known.size else None,
+            "median": float(np.median(known)) if known.size else None,
+            "max": float(known.max()) if known.size else None,
+            "unknown": int(n - known.size),
+        },
+        "masks_derived": int(sum(p.mask_derived for p in dataset.particles)),
+        "folds": _stored_folds(dataset.root, fingerprint),
+        "fingerprint": fingerprint,
+        "synthetic": dataset.synthetic,
+        "warnings": list(dataset.warnings),
+    }
