@@ -196,6 +196,144 @@ def cli(verbose):
 
 # --- dataset (dataset) ------------------------------------------------------
 
+@cli.group("dataset")
+def dataset_group():
+    """Describe and validate particle datasets.
+
+    Reads a lab export folder (or its particles.json), a manifest .csv, a
+    folder of class folders or an .mrc/.mrcs stack; docs/data-formats.md
+    describes each layout and every check.
+
+    Example: liposome-bench dataset check my-export
+    """
+
+
+@dataset_group.command("info")
+@click.argument("path", required=False, type=click.Path(exists=True))
+@problem_option(required=False)
+@reader_options
+@cache_option
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@_fail_cleanly
+def dataset_info_command(path, problem, reader_options, cache_dir, as_json):
+    """Show a dataset: class counts and shares (as the thesis's Tables 1-2),
+    image sizes overall and per class, pixel size, masks, stored folds.
+
+    Without PATH, describes the built-in synthetic dataset of --problem
+    (generated once into the cache).
+
+    Example: liposome-bench dataset info my-export
+    """
+    import json
+
+    from liposome_bench.dataset import describe_dataset, resolve_dataset
+    from liposome_bench.progress import RichReporter
+
+    if path is None and problem is None:
+        raise UserError(
+            "Give a dataset PATH, or --problem to describe the built-in synthetic dataset."
+        )
+    reporter = RichReporter()
+    try:
+        dataset = resolve_dataset(path, problem, cache_dir=cache_dir, reporter=reporter,
+                                  **reader_options)
+    finally:
+        reporter.close()
+    info = describe_dataset(dataset)
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+    else:
+        _print_dataset_info(info)
+
+
+def _print_dataset_info(info):
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    console = Console()
+    say = functools.partial(console.print, soft_wrap=True)
+    n = info["n_particles"]
+    say(f"[bold]{escape(info['root'] or '(in memory)')}[/bold]: {escape(info['description'])}")
+    say(f"Problem {info['problem']}, {n} particles, fingerprint {info['fingerprint']}")
+    classes = Table(title="Classes")
+    classes.add_column("Class")
+    classes.add_column("Particles", justify="right")
+    classes.add_column("Share", justify="right")
+    # Largest class first, as in the thesis's Tables 1 and 2.
+    for row in sorted(info["class_counts"], key=lambda r: -r["count"]):
+        classes.add_row(row["class"], str(row["count"]), f"{row['percent']:.2f}%")
+    classes.add_row("Total", str(n), "100.00%" if n else "-", style="bold")
+    console.print(classes)
+    sizes = Table(title="Image size (px): min / median / max")
+    sizes.add_column("Class")
+    sizes.add_column("Width", justify="right")
+    sizes.add_column("Height", justify="right")
+
+    def span(stats):
+        return f"{stats['min']} / {stats['median']:g} / {stats['max']}"
+
+    per_class = [(c, s) for c, s in info["image_size"]["per_class"].items()]
+    for name, stats in per_class + [("All", info["image_size"]["all"])]:
+        if stats is None:
+            sizes.add_row(name, "-", "-")
+        else:
+            sizes.add_row(name, span(stats["width"]), span(stats["height"]),
+                          style="bold" if name == "All" else None)
+    console.print(sizes)
+    px = info["pixel_size_nm"]
+    if px["min"] is None:
+        say("Pixel size: unknown (pass --pixel-size)")
+    elif px["min"] == px["max"]:
+        say(f"Pixel size: {px['min']:g} nm/px"
+                      + (f"; unknown for {px['unknown']}" if px["unknown"] else ""))
+    else:
+        say(f"Pixel size: {px['min']:g}-{px['max']:g} nm/px, median {px['median']:g}"
+                      + (f"; unknown for {px['unknown']}" if px["unknown"] else ""))
+    derived = info["masks_derived"]
+    say(f"Masks: {n - derived} from files, {derived} derived from the image")
+    if info["folds"]:
+        for f in info["folds"]:
+            state = ("unreadable" if f.get("unreadable")
+                     else "matches this dataset" if f["matches"] else "made for another dataset")
+            say(f"Folds: {f['file']} (k={f['k']}, seed {f['seed']}): {state}")
+    else:
+        say("Folds: none stored yet (made and stored on first use)")
+    for warning in info["warnings"]:
+        say(f"Warning: {warning}", markup=False)
+
+
+@dataset_group.command("check")
+@click.argument("path", type=click.Path(exists=True))
+@problem_option(required=False)
+@reader_options
+@_fail_cleanly
+def dataset_check_command(path, problem, reader_options):
+    """Validate a dataset and list every problem found, one per line.
+
+    Checks every image and mask (missing, unreadable, truncated, too large,
+    mask shape, empty mask), class codes and labels, ids and paths. Exits
+    with code 2 if there is any problem.
+
+    Example: liposome-bench dataset check my-export
+    """
+    from liposome_bench.dataset import inspect_dataset
+    from liposome_bench.progress import RichReporter
+
+    reporter = RichReporter()
+    try:
+        dataset, problems = inspect_dataset(path, problem, reporter=reporter, **reader_options)
+    finally:
+        reporter.close()
+    for line in problems:
+        click.echo(line)
+    if problems:
+        raise UserError(f"{len(problems)} problem(s) found in {path}.")
+    click.echo(f"OK: {len(dataset)} particles ({dataset.problem.name}), no problems found.")
+    for warning in dataset.warnings:
+        click.echo(f"Warning: {warning}")
+
+
 # --- features (features) ----------------------------------------------------
 
 # --- svm (svm) --------------------------------------------------------------
