@@ -285,13 +285,9 @@ def _check_layout(out: Path, repeats: int) -> None:
 
 def _gpu_available() -> bool:
     """Whether the Keras backend sees a GPU (only asked when a CNN will run)."""
-    try:
-        from liposome_bench.cnn import detect_device
-    except ImportError:
-        detect_device = None
-    if detect_device is not None:
-        return str(detect_device()).lower().startswith(("gpu", "cuda"))
-    return False
+    from liposome_bench.cnn import describe_device
+
+    return describe_device()[0] == "gpu"
 
 
 def _run_models(dataset, folds, results, cnn_models, svm_options, cnn_options, seed, jobs,
@@ -352,8 +348,7 @@ def _summarise(rdir, dataset, folds, settings, seed, n_resamples, command, full_
                    "cpu_count": _cpu_count()},
         "dataset": {
             **run.get("dataset", {}),
-            "class_counts": dataset.class_counts(),
-            "image_sizes": _image_sizes(dataset),
+            **_describe(dataset),
             **({"subsample": dataset.description, "full_size": full_size}
                if settings["quick"] else {}),
         },
@@ -371,16 +366,18 @@ def _cpu_count():
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
-def _image_sizes(dataset) -> dict:
-    """Median and range of image heights and widths (px, with surround)."""
-    if not len(dataset):
-        return {}
-    shapes = np.array([p.image.shape[:2] for p in dataset.particles])
-    out = {}
-    for axis, name in ((0, "height"), (1, "width")):
-        v = shapes[:, axis]
-        out[name] = f"median {int(np.median(v))} (range {int(v.min())}-{int(v.max())})"
-    return out
+def _describe(dataset) -> dict:
+    """Class counts, image and pixel sizes of the dataset (thesis Tables 1-2)."""
+    from liposome_bench.dataset import describe_dataset
+
+    info = describe_dataset(dataset)
+    return {
+        "class_counts": {c["class"]: c["count"] for c in info["class_counts"]},
+        "image_size": info["image_size"]["all"],
+        "pixel_size_nm": info["pixel_size_nm"],
+        "masks_derived": info["masks_derived"],
+        "warnings": info["warnings"],
+    }
 
 
 def library_versions() -> dict:
@@ -536,26 +533,28 @@ def print_benchmark(summary: dict, console) -> None:
     k = (summary.get("folds") or {}).get("k", "?")
     if dataset.get("synthetic"):
         console.print("[yellow]Synthetic data: these are not the thesis's results.[/yellow]")
-    caption = (f"mean ± std over {k} folds [95 % bootstrap CI over particles]; "
-               "* higher mean. F1 (thesis) = 2/(1/TPR + 1/TNR).")
+    console.print(
+        f"Per class and model: mean ± std over {k} folds [95 % bootstrap interval over "
+        "particles]; * marks the higher mean; † a mean over fewer folds (undefined, 0/0, "
+        "in the others); — undefined. F1 (thesis) = 2/(1/TPR + 1/TNR), section 4.6."
+    )
     for j, cls in enumerate(classes):
         support = summary["models"][models[0]].get("support") or [None] * len(classes)
-        table = Table(title=f"{cls} ({support[j]} particles)", caption=caption,
-                      caption_justify="left")
+        table = Table(title=f"{cls} ({support[j]} particles)")
         table.add_column("metric", style="bold")
         for name in models:
             table.add_column(name, justify="right")
         for metric in CLASS_METRICS:
             entries = [summary["models"][m]["per_class"][cls][metric] for m in models]
-            table.add_row(CLASS_METRIC_LABELS[metric], *_rich_cells(entries))
+            table.add_row(CLASS_METRIC_LABELS[metric], *_rich_cells(entries, k))
         console.print(table)
-    table = Table(title="overall", caption=caption, caption_justify="left")
+    table = Table(title="overall")
     table.add_column("metric", style="bold")
     for name in models:
         table.add_column(name, justify="right")
     for metric in OVERALL_METRICS:
         entries = [summary["models"][m]["overall"][metric] for m in models]
-        table.add_row(OVERALL_METRIC_LABELS[metric], *_rich_cells(entries))
+        table.add_row(OVERALL_METRIC_LABELS[metric], *_rich_cells(entries, k))
     console.print(table)
     for name in models:
         console.print(confusion_table(
@@ -591,7 +590,7 @@ def _fmt(value, digits=3, signed=False) -> str:
     return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
 
 
-def _rich_cells(entries) -> list[str]:
+def _rich_cells(entries, k) -> list[str]:
     means = [e.get("mean") for e in entries]
     defined = [m for m in means if m is not None]
     top = max(defined) if len(defined) > 1 and len(set(defined)) > 1 else None
@@ -600,6 +599,8 @@ def _rich_cells(entries) -> list[str]:
         text = _fmt(mean, 2)
         if e.get("std") is not None:
             text += f" ± {_fmt(e['std'], 2)}"
+        if mean is not None and isinstance(k, int) and e.get("n_folds", k) < k:
+            text += "†"
         ci = e.get("ci") or [None, None]
         if ci[0] is not None:
             text += f" [{_fmt(ci[0], 2)}, {_fmt(ci[1], 2)}]"

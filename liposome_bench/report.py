@@ -149,13 +149,16 @@ def _num(value, digits: int = 3) -> str:
     return f"{value:.{digits}f}"
 
 
-def _cell(entry: dict, bold: bool = False) -> str:
-    """"mean ± std [low, high]" of one metric entry of a model summary."""
+def _cell(entry: dict, bold: bool = False, k=None) -> str:
+    """"mean ± std [low, high]" of one metric entry of a model summary; a †
+    when the mean is over fewer than ``k`` folds."""
     mean = _num(entry.get("mean"))
     if bold and mean != UNDEFINED:
         mean = f"**{mean}**"
     if entry.get("std") is not None:
         mean += f" ± {_num(entry['std'], 2)}"
+    if isinstance(k, int) and entry.get("mean") is not None and entry.get("n_folds", k) < k:
+        mean += "†"
     low, high = entry.get("ci") or (None, None)
     if low is not None and high is not None:
         mean += f" [{_num(low, 2)}, {_num(high, 2)}]"
@@ -471,7 +474,7 @@ def _dataset_section(summary) -> list[str]:
         ("particles", dataset.get("n_particles")),
         ("fingerprint", f"`{dataset.get('fingerprint')}`"),
     ]
-    if dataset.get("subsample"):
+    if dataset.get("subsample") and dataset["subsample"] != dataset.get("source"):
         facts.append(("subsample", dataset["subsample"]))
     lines += [f"- {k}: {v}" for k, v in facts if v is not None]
     lines.append("")
@@ -487,13 +490,20 @@ def _dataset_section(summary) -> list[str]:
         + [["total", total, "100 %"]],
     ))
     lines.append("")
-    sizes = dataset.get("image_sizes")
+    sizes = dataset.get("image_size")
     if sizes:
-        lines.append(
-            "Image sizes (px, with surround): " + ", ".join(f"{k} {v}" for k, v in sizes.items())
-            + "."
-        )
+        lines.append("Image sizes in px, with the surround (median, range): " + "; ".join(
+            f"{axis} {_num(s['median'], 0)} ({s['min']}-{s['max']})"
+            for axis, s in sizes.items() if s) + ".")
         lines.append("")
+    px = dataset.get("pixel_size_nm") or {}
+    if px.get("median") is not None:
+        lines.append(f"Pixel size: median {px['median']:.3g} nm (range {px['min']:.3g}-"
+                     f"{px['max']:.3g})" + (f"; unknown for {px['unknown']} particles"
+                                            if px.get("unknown") else "") + ".")
+        lines.append("")
+    if dataset.get("warnings"):
+        lines += ["Reader warnings:", ""] + [f"- {w}" for w in dataset["warnings"]] + [""]
     return lines
 
 
@@ -508,8 +518,9 @@ def _protocol_section(summary) -> list[str]:
         "(thesis section 8.1); test folds are never resampled."
     )
     for name, s in model_settings.items():
+        plain = _describe_settings(s)
         shown = ", ".join(f"{k} = `{_short(v)}`" for k, v in s.items())
-        lines.append(f"- **{name}**: {shown or 'defaults'}")
+        lines.append(f"- **{name}**: {plain}" + (f" All settings: {shown}." if shown else ""))
     boot = summary.get("bootstrap", {})
     if boot:
         lines.append(
@@ -527,7 +538,7 @@ def _protocol_section(summary) -> list[str]:
     lines.append("")
     for name, m in summary["models"].items():
         params = m.get("params") or []
-        keys = sorted({k for p in params for k, v in p.items() if not isinstance(v, (dict, list))})
+        keys = [k for k in FOLD_PARAMS if any(k in p for p in params)]
         if params and keys:
             lines.append(f"Chosen per fold, {name}:")
             lines.append("")
@@ -537,6 +548,42 @@ def _protocol_section(summary) -> list[str]:
             ))
             lines.append("")
     return lines
+
+
+#: Per-fold choices worth a column in the report, where a model records them.
+FOLD_PARAMS = ("C", "gamma", "grid_score", "epochs", "epochs_run", "stopped_early", "n_fit",
+               "n_validation", "n_test")
+
+
+def _describe_settings(s: dict) -> str:
+    """The protocol of one model in words, from its recorded settings."""
+    if s.get("kind") == "cnn" or "input_mode" in s:
+        parts = [
+            f"input mode {s.get('input_mode')} at {s.get('input_size')} px",
+            "augmentation " + (", ".join(s["augment"]) if s.get("augment") else "none"),
+            f"class balancing {s.get('balance')} (training folds only)",
+        ]
+        if s.get("validation_fraction"):
+            parts.append(
+                f"early stopping (patience {s.get('patience')}) on a "
+                f"{100 * s['validation_fraction']:.0f} % validation split carved from the "
+                f"training folds, at most {s.get('epochs')} epochs"
+            )
+        else:
+            parts.append(f"{s.get('epochs')} epochs, no early stopping")
+        parts.append(f"{s.get('optimizer')}, batch size {s.get('batch_size')}, "
+                     f"label smoothing {s.get('label_smoothing')}")
+        return "; ".join(parts) + "."
+    if "grid" in s or "C" in s:
+        if s.get("grid") is None:
+            search = f"C = {s.get('C')}, gamma = {s.get('gamma')} fixed (no grid search)"
+        else:
+            search = (f"C and gamma by the {s.get('grid')} grid search with inner "
+                      f"cross-validation on the training folds only, maximising "
+                      f"{s.get('grid_score')}")
+        return (f"{s.get('feature_set')} features ({s.get('source')}), scaled on the training "
+                f"folds; class weights {s.get('class_weight')}; {search}.")
+    return ""
 
 
 def _short(value) -> str:
@@ -550,12 +597,14 @@ def _short(value) -> str:
 def _metric_section(summary, bars) -> list[str]:
     classes = summary["classes"]
     models = list(summary["models"])
+    k = (summary.get("folds") or {}).get("k")
     lines = ["## Per-class metrics, side by side", ""]
     lines.append(
         "Each cell: mean ± standard deviation over folds, then the 95 % bootstrap "
         "interval over particles of the estimate from all out-of-fold predictions pooled "
-        "(the bars in the figure). The higher mean is in bold. F1 = 2·PPV·TPR/(PPV+TPR); F1 (thesis) = 2/(1/TPR + 1/TNR), "
-        f"section 4.6. {UNDEFINED}: undefined (0/0)."
+        "(the bars in the figure). The higher mean is in bold; † marks a mean over fewer "
+        "folds (the value was undefined, 0/0, in the others). F1 = 2·PPV·TPR/(PPV+TPR); "
+        f"F1 (thesis) = 2/(1/TPR + 1/TNR), section 4.6. {UNDEFINED}: undefined."
     )
     lines.append("")
     for cls in classes:
@@ -570,7 +619,7 @@ def _metric_section(summary, bars) -> list[str]:
             entries = [summary["models"][m]["per_class"][cls][metric] for m in models]
             best = _best([e.get("mean") for e in entries])
             rows.append([CLASS_METRIC_LABELS[metric],
-                         *(_cell(e, i in best) for i, e in enumerate(entries))])
+                         *(_cell(e, i in best, k) for i, e in enumerate(entries))])
         lines.append(_md_table(["metric", *models], rows))
         lines.append("")
     lines.append("### Overall")
@@ -580,7 +629,7 @@ def _metric_section(summary, bars) -> list[str]:
         entries = [summary["models"][m]["overall"][metric] for m in models]
         best = _best([e.get("mean") for e in entries])
         rows.append([OVERALL_METRIC_LABELS[metric],
-                     *(_cell(e, i in best) for i, e in enumerate(entries))])
+                     *(_cell(e, i in best, k) for i, e in enumerate(entries))])
     lines.append(_md_table(["metric", *models], rows))
     lines.append("")
     if bars:
@@ -684,7 +733,8 @@ def _environment_section(summary) -> list[str]:
     timings = summary.get("timings") or {}
     if timings:
         lines.append("- wall time (s): " + ", ".join(
-            f"{k} {v:.1f}" for k, v in timings.items() if isinstance(v, (int, float))))
+            f"{k.removesuffix('_s')} {v:.1f}" for k, v in timings.items()
+            if isinstance(v, (int, float))))
     lines.append("")
     return lines
 
