@@ -336,6 +336,65 @@ def dataset_check_command(path, problem, reader_options):
 
 # --- features (features) ----------------------------------------------------
 
+@cli.command("features")
+@problem_option()
+@data_option
+@reader_options
+@cache_option
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Feature table to write: .parquet or .csv (chosen by the extension).",
+)
+@click.option(
+    "--feature-set",
+    type=click.Choice(["vironova", "all"]),
+    default="vironova",
+    show_default=True,
+    help="The lab's SVM inputs (area, circularity, moments, edge density "
+    "profile, histogram; thesis section 4.1) or every feature.",
+)
+@click.option(
+    "--source",
+    type=click.Choice(["computed", "export"]),
+    default="computed",
+    show_default=True,
+    help="Compute features from the images, or use those stored in the lab export.",
+)
+@folds_option
+@fold_seed_option
+@jobs_option
+@_fail_cleanly
+def features_command(problem, data, reader_options, cache_dir, out, feature_set, source, k,
+                     fold_seed, jobs):
+    """Write the handcrafted features of every particle to a table.
+
+    One row per particle: id, label, fold (of the dataset's stored folds)
+    and the feature columns; docs/features.md defines every column. The
+    file is written whole or not at all.
+
+    Example: liposome-bench features --problem lamellarity --out features.parquet
+    """
+    from liposome_bench.dataset import resolve_dataset
+    from liposome_bench.features import check_table_path, write_feature_table
+    from liposome_bench.folds import load_or_make_folds
+    from liposome_bench.progress import RichReporter
+
+    out = check_table_path(out)
+    dataset = resolve_dataset(data, problem, cache_dir=cache_dir, **reader_options)
+    folds = load_or_make_folds(dataset, k=k, seed=fold_seed)
+    reporter = RichReporter()
+    try:
+        table = write_feature_table(dataset, folds, out, feature_set=feature_set,
+                                    source=source, reporter=reporter, jobs=jobs)
+    finally:
+        reporter.close()
+    click.echo(
+        f"Wrote {len(table)} particles x {table.shape[1] - 3} features "
+        f"({feature_set}, {source}) to {out}."
+    )
+
 # --- svm (svm) --------------------------------------------------------------
 
 @cli.command("svm")

@@ -113,7 +113,7 @@ _EXPORT_KEY = {
     "perimeter_px": "Perimeter",
     "perimeter_nm": "Perimeter",
     "circularity": "Circularity",
-    "diameter_px": "Length",
+    "diameter_px": "Diameter",
     "length_nm": "Length",
     "max_width_nm": "MaximumWidth",
     "snr": "SignalToNoise",
@@ -123,7 +123,7 @@ _EXPORT_KEY = {
     **{c: "EdgeDensityProfile" for c in EDP_COLUMNS},
 }
 # Columns the export gives in nm only: turning them into px needs the pixel size.
-_PX_FROM_NM = {"area_px": 2, "perimeter_px": 1, "diameter_px": 1}
+_PX_FROM_NM = {"area_px": 2, "perimeter_px": 1}
 
 
 # One particle ----------------------------------------------------------------
@@ -495,8 +495,9 @@ def map_export_features(features, pixel_size_nm, feature_set="vironova", *, part
     """Map the features a lab export carries onto ``FEATURE_SETS`` columns.
 
     The export's ``Area`` is read as nm² and ``Perimeter``, ``Length`` and
-    ``MaximumWidth`` as nm (thesis section 3 gives nm for Length and
-    MaximumWidth); the ``*_px`` columns divide them by the pixel size. The
+    ``MaximumWidth`` as nm, ``Diameter`` as px (thesis section 3 gives these
+    units for Length, MaximumWidth and Diameter); ``area_px`` and
+    ``perimeter_px`` divide Area and Perimeter by the pixel size. The
     histogram is divided by its sum (an export may hold counts); the
     profiles are resampled exactly like computed ones.
 
