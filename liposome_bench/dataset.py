@@ -211,9 +211,9 @@ def write_export(dataset: Dataset, out_dir, *, extra: dict | None = None) -> Pat
 
     Images are written as PNG (8 or 16 bit, as the arrays are), masks as
     8-bit PNG (0 / 255). ``dataset.json`` records the problem, its class
-    order, the description and whether the data are synthetic. Everything is written into a temporary folder beside
-    ``out_dir`` and renamed into place at the end, so an interrupted write
-    leaves nothing half-written.
+    order, the description and whether the data are synthetic. Everything
+    is written into a temporary folder beside ``out_dir`` and renamed into
+    place at the end, so an interrupted write leaves nothing half-written.
 
     Parameters
     ----------
@@ -266,7 +266,8 @@ def write_export(dataset: Dataset, out_dir, *, extra: dict | None = None) -> Pat
                 obj.update(extra[p.id])
             objects.append(obj)
         (tmp / EXPORT_JSON).write_text(json.dumps(objects, indent=1) + "\n", encoding="utf-8")
-        (tmp / META_JSON).write_text(json.dumps(_export_meta(dataset), indent=1) + "\n", encoding="utf-8")
+        meta = json.dumps(_export_meta(dataset), indent=1) + "\n"
+        (tmp / META_JSON).write_text(meta, encoding="utf-8")
         if out_dir.exists():
             out_dir.rmdir()
         os.replace(tmp, out_dir)
@@ -747,7 +748,8 @@ def _choose_problem(problem: Problem | None, entries: list[_Entry], source: str)
     return custom_problem(sorted(labels))
 
 
-def _assign_labels(entries: list[_Entry], problem: Problem, report: _Report, label_field: str) -> None:
+def _assign_labels(entries: list[_Entry], problem: Problem, report: _Report,
+                   label_field: str) -> None:
     """Map each entry's code or raw label to a class of ``problem``."""
     preset = problem.name in PROBLEMS
     for i, e in enumerate(entries):
@@ -756,7 +758,9 @@ def _assign_labels(entries: list[_Entry], problem: Problem, report: _Report, lab
                 e.label = problem.codes[e.code]
             else:
                 codes = ", ".join(str(c) for c in sorted(problem.codes or ()))
-                report.add(i, f"{e.where}: Class {e.code} is not a {problem.name} code ({codes}).")
+                report.add(
+                    i, f"{e.where}: Class {e.code} is not {_a(problem.name)} code ({codes})."
+                )
         elif e.raw_label is not None:
             raw = e.raw_label.strip()
             label = raw.lower() if preset else raw
@@ -765,9 +769,13 @@ def _assign_labels(entries: list[_Entry], problem: Problem, report: _Report, lab
             else:
                 report.add(
                     i,
-                    f"{e.where}: {label_field} {raw!r} is not a {problem.name} class "
+                    f"{e.where}: {label_field} {raw!r} is not {_a(problem.name)} class "
                     f"({', '.join(problem.classes)}).",
                 )
+
+
+def _a(word: str) -> str:
+    return f"{'an' if word[:1].lower() in 'aeiou' else 'a'} {word}"
 
 
 def _check_duplicate_ids(entries: list[_Entry], report: _Report, id_field: str, fix: str) -> None:
@@ -776,12 +784,15 @@ def _check_duplicate_ids(entries: list[_Entry], report: _Report, id_field: str, 
         if e.id is None:
             continue
         if e.id in first:
-            report.add(i, f"{e.where}: {id_field} {e.id} is already used by {first[e.id].short}. {fix}")
+            report.add(
+                i, f"{e.where}: {id_field} {e.id} is already used by {first[e.id].short}. {fix}"
+            )
         else:
             first[e.id] = e
 
 
-def _read_entries(entries: list[_Entry], report: _Report, pixel_size_nm, reporter, stage: str) -> list[Particle]:
+def _read_entries(entries: list[_Entry], report: _Report, pixel_size_nm, reporter,
+                  stage: str) -> list[Particle]:
     """Read and check every entry's image and mask; return the particles."""
     from liposome_bench.progress import NullReporter
 
@@ -907,7 +918,9 @@ def _read_export(path, problem, *, images_dir=IMAGES_DIR, masks_dir=MASKS_DIR,
     except UnicodeDecodeError:
         raise DatasetError(f"{json_path}: not UTF-8 text. Re-export it as UTF-8 JSON.") from None
     except OSError as exc:
-        raise DatasetError(f"{json_path}: cannot be read ({exc.strerror}).") from None
+        raise DatasetError(
+            f"{json_path}: cannot be read ({exc.strerror}). Check that it is a readable file."
+        ) from None
     objects = parse_export_json(text, name)
     if not objects:
         raise _no_particles(name)
@@ -942,9 +955,11 @@ def _read_export(path, problem, *, images_dir=IMAGES_DIR, masks_dir=MASKS_DIR,
     if mask_index is None:
         report.warnings.append(
             f"No {_folder(masks_dir)} folder beside {name}; every mask was derived "
-            "from its image (see docs/data-formats.md). Pass --masks-dir if the masks are elsewhere."
+            "from its image (see docs/data-formats.md). Pass --masks-dir if the masks "
+            "are elsewhere."
         )
-    keys = "Bmp" if any(isinstance(o, dict) and "Bmp" in o and "Image" not in o for o in objects) else "Image"
+    bmp = any(isinstance(o, dict) and "Bmp" in o and "Image" not in o for o in objects)
+    keys = "Bmp" if bmp else "Image"
     description = meta.get("description") or f"lab export {name} ({keys} keys)"
     dataset = Dataset(problem, particles, root, description, bool(meta.get("synthetic", False)))
     return dataset, report
@@ -959,7 +974,8 @@ def _read_export_meta(root: Path) -> dict:
         meta = json.loads(path.read_text(encoding="utf-8"))
         ok = isinstance(meta, dict) and (
             "classes" not in meta
-            or (isinstance(meta["classes"], list) and all(isinstance(c, str) for c in meta["classes"]))
+            or (isinstance(meta["classes"], list)
+                and all(isinstance(c, str) for c in meta["classes"]))
         )
     except (OSError, ValueError):
         ok = False
@@ -971,7 +987,8 @@ def _read_export_meta(root: Path) -> dict:
     return meta
 
 
-def _export_entry(i: int, obj, name: str, images_dir: str, image_root: Path, report: _Report) -> _Entry:
+def _export_entry(i: int, obj, name: str, images_dir: str, image_root: Path,
+                  report: _Report) -> _Entry:
     number = i + 1
     short = f"object {number}"
     if not isinstance(obj, dict):
@@ -1012,9 +1029,11 @@ def _export_entry(i: int, obj, name: str, images_dir: str, image_root: Path, rep
     key = "Image" if "Image" in obj else "Bmp"
     value = obj.get(key)
     if value is None:
-        report.add(i, f"{e.where}: no \"Image\" (or \"Bmp\") file name. Add the name of its image file.")
+        report.add(i, f"{e.where}: no \"Image\" (or \"Bmp\") file name. "
+                      "Add the name of its image file.")
     elif not isinstance(value, str):
-        report.add(i, f"{e.where}: {key} {value!r} is not a file name. Give the name of its image file.")
+        report.add(i, f"{e.where}: {key} {value!r} is not a file name. "
+                      "Give the name of its image file.")
     else:
         rel = _check_path(value)
         if rel is None:
@@ -1087,7 +1106,9 @@ def _read_csv(path: Path) -> tuple[list[str], list[tuple[int, dict]]]:
     except UnicodeDecodeError:
         raise DatasetError(f"{path}: not UTF-8 text. Save it as UTF-8 CSV.") from None
     except OSError as exc:
-        raise DatasetError(f"{path}: cannot be read ({exc.strerror}).") from None
+        raise DatasetError(
+            f"{path}: cannot be read ({exc.strerror}). Check that it is a readable file."
+        ) from None
     reader = csv.reader(io.StringIO(text))
     try:
         header = next(reader, None)
@@ -1098,9 +1119,12 @@ def _read_csv(path: Path) -> tuple[list[str], list[tuple[int, dict]]]:
         for cells in reader:
             if not any(c.strip() for c in cells):
                 continue
-            rows.append((reader.line_num, {h: (c.strip() if c else "") for h, c in zip(header, cells)}))
+            row = {h: (c.strip() if c else "") for h, c in zip(header, cells)}
+            rows.append((reader.line_num, row))
     except csv.Error as exc:
-        raise DatasetError(f"{path}, line {reader.line_num}: not valid CSV ({exc}). Fix the file.") from None
+        raise DatasetError(
+            f"{path}, line {reader.line_num}: not valid CSV ({exc}). Fix the file."
+        ) from None
     return header, rows
 
 
@@ -1142,11 +1166,12 @@ def _read_manifest(path, problem, *, pixel_size_nm=None, reporter=None, **_):
         if mask_value:
             mask_rel = _check_path(mask_value)
             if mask_rel is None:
-                report.add(i, f"{where}: mask path {mask_value!r} leads outside the folder of {name}. "
-                              f"Use a path relative to {name}, inside its folder.")
+                report.add(i, f"{where}: mask path {mask_value!r} leads outside the folder "
+                              f"of {name}. Use a path relative to {name}, inside its folder.")
                 e.image_path = None
             else:
-                e.mask_path, e.mask_name, e.mask_field = root / mask_rel, mask_rel, "the mask column"
+                e.mask_path, e.mask_name = root / mask_rel, mask_rel
+                e.mask_field = "the mask column"
         if row.get("pixel_size_nm", ""):
             px = _positive_number(row["pixel_size_nm"])
             if px is None:
@@ -1240,7 +1265,8 @@ def _read_folders(path, problem, *, masks_dir=MASKS_DIR, pixel_size_nm=None, rep
         raise _no_particles(f"{root} (a folder of class folders)")
     problem = _choose_problem(_as_problem(problem), entries, str(root))
     _assign_labels(entries, problem, report, "class folder")
-    _check_duplicate_ids(entries, report, "id", "Rename one of the files (the id is the file name without extension).")
+    _check_duplicate_ids(entries, report, "id", "Rename one of the files (the id is the "
+                         "file name without extension).")
     particles = _read_entries(entries, report, pixel_size_nm, reporter, f"reading {root.name}")
     for name in empty:
         report.warnings.append(f"Class folder {name}/ is empty; it is not a class of this dataset.")
@@ -1294,7 +1320,9 @@ def _read_mrc(path, problem, *, pixel_size_nm=None, reporter=None, **_):
             voxel_angstrom = float(mrc.voxel_size.x)
     except _DECODE_ERRORS as exc:
         log.debug("%s: %s", path, exc)
-        raise DatasetError(f"{name} cannot be read as an MRC file (bad header). Re-export the stack.") from None
+        raise DatasetError(
+            f"{name} cannot be read as an MRC file (bad header). Re-export the stack."
+        ) from None
     try:
         _check_side(nx, ny, f"{name} (each slice)")
     except _Bad as bad:
@@ -1302,7 +1330,8 @@ def _read_mrc(path, problem, *, pixel_size_nm=None, reporter=None, **_):
     if not sidecar.is_file():
         raise DatasetError(
             f"{name} needs its labels in {sidecar.name} beside it: a CSV with a label column "
-            "(and optionally id), one row per slice in slice order. Write it; see docs/data-formats.md."
+            "(and optionally id), one row per slice in slice order. Write it; see "
+            "docs/data-formats.md."
         )
     header, rows = _read_csv(sidecar)
     if "label" not in header:
@@ -1312,7 +1341,8 @@ def _read_mrc(path, problem, *, pixel_size_nm=None, reporter=None, **_):
         )
     if len(rows) != nz:
         raise DatasetError(
-            f"{sidecar.name} has {len(rows)} rows but {name} holds {nz} slices. "
+            f"{sidecar.name} has {len(rows)} row{'s' if len(rows) != 1 else ''} but {name} "
+            f"holds {nz} slice{'s' if nz != 1 else ''}. "
             "Give one row per slice, in slice order."
         )
     try:
@@ -1332,9 +1362,9 @@ def _read_mrc(path, problem, *, pixel_size_nm=None, reporter=None, **_):
     for i, ((line, row), image) in enumerate(zip(rows, images)):
         number = i + 1
         pid = row.get("id", "") or str(number)
-        e = _Entry(f"{name}, slice {number} ({sidecar.name}, line {line})", f"slice {number}", id=pid,
-                   image=image, image_name=f"{name}, slice {number}", pixel_size_nm=px,
-                   source=f"{name}[{number}]")
+        e = _Entry(f"{name}, slice {number} ({sidecar.name}, line {line})", f"slice {number}",
+                   id=pid, image=image, image_name=f"{name}, slice {number}",
+                   pixel_size_nm=px, source=f"{name}[{number}]")
         if row.get("label"):
             e.raw_label = row["label"]
         else:

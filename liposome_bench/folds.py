@@ -137,4 +137,16 @@ def _read_folds(path: Path, dataset: Dataset, fingerprint: str) -> Folds:
             "Delete it to make new folds for this dataset."
         )
     fold_of = np.array([assigned[pid] for pid in dataset.ids], dtype=np.int64)
+    if (k, seed) != _k_seed_of(path) or fold_of.min() < 0 or fold_of.max() >= k:
+        raise FoldError(
+            f"{path} is not a folds file for k={_k_seed_of(path)[0]}, seed "
+            f"{_k_seed_of(path)[1]} (it holds k={k}, seed {seed}, folds "
+            f"{fold_of.min()}-{fold_of.max()}). Delete it to make new folds."
+        )
     return Folds(k, seed, fingerprint, fold_of, path)
+
+
+def _k_seed_of(path: Path) -> tuple[int, int]:
+    """(k, seed) from a name written by ``folds_path``: k5-seed0.json."""
+    k, seed = path.stem.split("-seed")
+    return int(k[1:]), int(seed)
