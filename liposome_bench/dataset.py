@@ -1028,7 +1028,7 @@ def _export_entry(i: int, obj, name: str, images_dir: str, image_root: Path,
     # Image file name: "Image", or "Bmp" in older exports
     key = "Image" if "Image" in obj else "Bmp"
     value = obj.get(key)
-    if value is None:
+    if value is None or (isinstance(value, str) and not value.strip()):
         report.add(i, f"{e.where}: no \"Image\" (or \"Bmp\") file name. "
                       "Add the name of its image file.")
     elif not isinstance(value, str):

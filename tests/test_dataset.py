@@ -245,6 +245,9 @@ def test_codes_of_no_problem_are_refused(tmp_path):
         (lambda o: o.pop("Image"),
          'particles.json, object 2 (Id 701): no "Image" (or "Bmp") file name. Add the name of '
          "its image file."),
+        (lambda o: o.update(Image=" "),
+         'particles.json, object 2 (Id 701): no "Image" (or "Bmp") file name. Add the name of '
+         "its image file."),
         (lambda o: o.update(Image="/etc/passwd"),
          "particles.json, object 2 (Id 701): image path '/etc/passwd' leads outside the images/ "
          "folder. Use a path inside it."),
