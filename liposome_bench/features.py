@@ -355,19 +355,23 @@ class _Geometry:
         return self._crop
 
     def radial_margin(self) -> float:
-        """Surround (px) the radial profile needs beyond the bounding box."""
-        return math.ceil(RDP_EXTENT * self.outer_radius()) - self.outer_radius()
+        """Surround (px) beyond the bounding box that holds every ring of
+        the radial profile whole."""
+        h, w = self.box.shape
+        nearest_edge = min(self.cy, h - 1 - self.cy, self.cx, w - 1 - self.cx)
+        return math.ceil(RDP_EXTENT * self.outer_radius()) - nearest_edge
 
     def radial_profile(self) -> np.ndarray:
         """[mean intensity, distance nm] of every 1-px ring around the
-        centroid (ring k: pixels whose centre lies k +- 0.5 px from it), out
+        centroid (ring k: pixels whose centre lies k +- 0.5 px from it, ties
+        to the even k), out
         to ``RDP_EXTENT`` times the outer radius; all pixels count, inside
         the mask or not."""
         last = int(math.ceil(RDP_EXTENT * self.outer_radius()))
         image, _, _, _, dr, dc, _ = self.crop(self.radial_margin())
         yy = (np.arange(image.shape[0]) + dr - self.cy) ** 2
         xx = (np.arange(image.shape[1]) + dc - self.cx) ** 2
-        ring = (np.sqrt(yy[:, None] + xx[None, :]) + 0.5).astype(np.intp).ravel()
+        ring = np.rint(np.sqrt(yy[:, None] + xx[None, :])).astype(np.intp).ravel()
         counts = np.bincount(ring, minlength=last + 1)[: last + 1]
         sums = np.bincount(ring, weights=image.ravel(), minlength=last + 1)[: last + 1]
         k = np.flatnonzero(counts)
