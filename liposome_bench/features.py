@@ -348,7 +348,14 @@ class _Geometry:
             image = self.image[R0:R1, C0:C1]
             # Label 1 inside, 2 outside: one multi-label EDT gives the
             # distance to the other side for both.
-            dist = edt.edt(2 - mask.view(np.uint8), black_border=False, parallel=1)
+            labels = 2 - mask.view(np.uint8)
+            if self.r0 == 0 or self.c0 == 0 or self.r1 == h or self.c1 == w:
+                # The particle is cut by the image border: the border counts
+                # as background (a ring of outside labels around the crop).
+                labels = np.pad(labels, 1, constant_values=2)
+                dist = edt.edt(labels, black_border=False, parallel=1)[1:-1, 1:-1]
+            else:
+                dist = edt.edt(labels, black_border=False, parallel=1)
             signed = dist - np.float32(0.5)
             np.negative(signed, out=signed, where=mask)
             self._crop = (image, mask, dist, signed, R0 - self.r0, C0 - self.c0, margin)

@@ -130,6 +130,22 @@ def test_diameter_equals_brute_force_over_pixel_centres():
     assert brute * (1 - 2e-4) <= f["diameter_px"] <= brute
 
 
+@pytest.mark.parametrize("rows,cols,width", [
+    (slice(20, 21), slice(20, 21), 2.0),  # one pixel
+    (slice(20, 21), slice(5, 30), 2.0),   # a line
+    (slice(0, 40), slice(0, 10), 10.0),   # cut by the image border
+    (slice(None), slice(None), 40.0),     # the whole image
+])
+def test_degenerate_masks_give_finite_features(rows, cols, width):
+    image = np.random.default_rng(0).integers(0, 255, (40, 40)).astype(np.uint8)
+    mask = np.zeros((40, 40), bool)
+    mask[rows, cols] = True
+    f = compute_particle_features(image, mask, 1.0)
+    assert np.isfinite(list(f.values())).all()
+    # Where the mask meets the image border, the border counts as background.
+    assert f["max_width_nm"] == width
+
+
 # Intensity features ----------------------------------------------------------
 
 @pytest.mark.parametrize("dtype,value,expected_bin", [
