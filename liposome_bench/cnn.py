@@ -1,0 +1,894 @@
+"""Training LipNet CNNs on the stored folds: input modes, augmentation,
+class balancing, early stopping, per-fold results.
+
+For each fold of the dataset's stored folds (the same folds the SVM uses,
+thesis section 8.1):
+
+1. the training folds are split, stratified, into a fit part and a validation
+   part (``validation_fraction``); the test fold is never looked at during
+   training (the thesis's original code validated on its test set);
+2. each epoch draws a class-balanced sample of the fit part
+   (``balance``, section 4.8); the validation part and the test fold are
+   never resampled;
+3. the network sees each batch through random augmentation layers
+   (``augment``, section 5.5) that are part of the Keras model, so they run
+   on the same device as the network and do nothing at inference;
+4. the loss is cross-entropy with label smoothing 0.1 (section 5.2); training
+   stops when the class-balanced validation loss has not improved for
+   ``patience`` epochs, and the weights of the best epoch are kept (5.4);
+5. the model predicts class probabilities for the test fold, which are saved
+   with the fold's training curve, timings and the model (``.keras``).
+
+docs/cnn.md describes each option; docs/performance.md the measured speed.
+Keras is imported inside the functions, so importing this module is cheap.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from liposome_bench.errors import ConfigError, DatasetError
+from liposome_bench.models import INPUT_SIZES, build_lipnet, check_model_name
+from liposome_bench.progress import NullReporter
+
+logger = logging.getLogger(__name__)
+
+INPUT_MODES = ("surrounding", "cropped", "masked")
+#: Augmentations in the order they are applied (section 5.5).
+AUGMENTATIONS = ("flip", "rotation", "shear", "shift", "zoom")
+BALANCE_METHODS = ("oversample", "undersample", "smote", "class-weight", "none")
+OPTIMIZERS = ("adam", "sgd")
+
+#: Defaults chosen so that 5-fold lipnet-4 on the 14,169-particle lamellarity
+#: set takes about 5 minutes on an idle 2-core CPU (docs/performance.md).
+DEFAULT_EPOCHS = 8
+DEFAULT_PATIENCE = 3
+DEFAULT_BATCH_SIZE = 32
+DEFAULT_VALIDATION_FRACTION = 0.1
+DEFAULT_LEARNING_RATES = {"adam": 1e-3, "sgd": 1e-2}
+LABEL_SMOOTHING = 0.1  # section 5.2
+UNDERSAMPLE_DROP = 0.2  # section 4.8.2: 20 % of the majority class per epoch
+
+# Section 5.5's ranges.
+ROTATION_DEGREES = 180.0
+SHEAR = 0.2
+SHIFT = 0.1
+ZOOM_IN = 0.2  # zoom factor 0.8-1.0: up to 20 % magnification
+KEEP_SIZE_QUANTILE = 95  # lipnet-fcn: this percentile of particles fills the canvas
+
+
+# Options ----------------------------------------------------------------------
+
+def parse_augment(spec) -> tuple[str, ...]:
+    """The augmentations named by ``spec``, in the order they are applied.
+
+    Parameters
+    ----------
+    spec : str or sequence of str
+        ``"all"``, ``"none"``, or names from ``AUGMENTATIONS`` separated by
+        commas (``"rotation,shift"``), or a sequence of such names.
+
+    Returns
+    -------
+    tuple of str, a subset of ``AUGMENTATIONS`` in its order.
+
+    Raises
+    ------
+    ConfigError
+        If a name is unknown.
+    """
+    if spec is None:
+        return ()
+    parts = spec.split(",") if isinstance(spec, str) else list(spec)
+    names = [str(n).strip().lower() for n in parts if str(n).strip()]
+    if not names or names == ["none"]:
+        return ()
+    if names == ["all"]:
+        return AUGMENTATIONS
+    unknown = [n for n in names if n not in AUGMENTATIONS]
+    if unknown:
+        raise ConfigError(
+            f"Unknown augmentation {unknown[0]!r} in --augment {spec!r}; expected 'all', "
+            f"'none' or a comma-separated list of {', '.join(AUGMENTATIONS)}."
+        )
+    return tuple(a for a in AUGMENTATIONS if a in names)
+
+
+def _check_choice(value, choices, option):
+    if value not in choices:
+        raise ConfigError(
+            f"Unknown {option} {value!r}; expected one of {', '.join(choices)}."
+        )
+    return value
+
+
+# Input images -----------------------------------------------------------------
+
+def prepare_images(
+    dataset, mode: str = "masked", size: int = 28, *, keep_size: bool = False, reporter=None
+) -> np.ndarray:
+    """The particles as square network inputs (thesis section 8.5).
+
+    Each particle is cut out as a square window, normalised, and resized:
+
+    * ``surrounding``: the whole image, with its 50 px of surround;
+    * ``cropped``: the smallest square around the particle's mask
+      (its bounding box, widened to a square around the box's centre);
+    * ``masked``: as ``cropped``, with every pixel outside the mask set to the
+      background value 0.
+
+    Intensities are standardised per image: mean 0 and standard deviation 1
+    over the window, or over the particle's own pixels in ``masked`` mode, so
+    the background value 0 is the particle's mean intensity (the value
+    zero padding and the augmentation's constant fill also use). Window
+    pixels beyond the image border repeat the edge pixels.
+
+    Parameters
+    ----------
+    dataset : Dataset
+    mode : {'surrounding', 'cropped', 'masked'}
+    size : int
+        Side of the output images in pixels.
+    keep_size : bool
+        False: every window is resized to fill ``size`` x ``size``, so size
+        differences between particles are lost (lipnet-1 to lipnet-6).
+        True (lipnet-fcn): every window is scaled by one factor for the whole
+        dataset, such that the 95th percentile of window sides fills the
+        canvas, and centred on a ``size`` x ``size`` canvas of background 0;
+        larger windows are shrunk to fit. Relative particle size is kept.
+        The factor depends on the particles' geometry only, not their labels.
+    reporter : progress reporter, optional
+
+    Returns
+    -------
+    images : float32 array, shape (n_particles, size, size, 1)
+
+    Raises
+    ------
+    ConfigError
+        If ``mode`` or ``size`` is invalid.
+    DatasetError
+        If a particle's mask is empty.
+    """
+    from skimage.transform import resize
+
+    _check_choice(mode, INPUT_MODES, "input mode")
+    if int(size) != size or size < 4:
+        raise ConfigError(f"The input size must be an integer of at least 4 px; got {size}.")
+    size = int(size)
+    reporter = reporter or NullReporter()
+    windows = [_window(p, mode) for p in dataset.particles]
+    scale = None
+    if keep_size and windows:
+        sides = np.array([w.shape[0] for w in windows], dtype=np.float64)
+        scale = size / np.percentile(sides, KEEP_SIZE_QUANTILE)
+    out = np.zeros((len(windows), size, size, 1), dtype=np.float32)
+    reporter.stage("images", total=len(windows))
+    step = max(1, len(windows) // 100)
+    for i, window in enumerate(windows):
+        side = size if scale is None else int(np.clip(round(window.shape[0] * scale), 1, size))
+        if window.shape[0] != side:
+            window = resize(
+                window,
+                (side, side),
+                order=1,
+                mode="edge",
+                anti_aliasing=window.shape[0] > side,
+                preserve_range=True,
+            )
+        top = (size - side) // 2
+        out[i, top : top + side, top : top + side, 0] = window
+        if (i + 1) % step == 0 or i + 1 == len(windows):
+            reporter.advance((i % step) + 1)
+    return out
+
+
+def _window(particle, mode: str) -> np.ndarray:
+    """The particle's square window, standardised, as float32."""
+    image = np.asarray(particle.image, dtype=np.float32)
+    mask = np.asarray(particle.mask, dtype=bool)
+    h, w = image.shape
+    if mode == "surrounding":
+        side = max(h, w)
+        top, left = (h - side) // 2, (w - side) // 2
+    else:
+        rows = np.flatnonzero(mask.any(axis=1))
+        cols = np.flatnonzero(mask.any(axis=0))
+        if rows.size == 0:
+            raise DatasetError(
+                f"Particle {particle.id}: its mask is empty, so it cannot be cropped. "
+                "Fix the mask or use --input-mode surrounding."
+            )
+        bh, bw = rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1
+        side = max(bh, bw)
+        top, left = rows[0] - (side - bh) // 2, cols[0] - (side - bw) // 2
+    window = _cut(image, top, left, side)
+    if mode == "masked":
+        inside = _cut(mask, top, left, side, pad_mode="constant")
+        values = window[inside]
+        window = (window - values.mean()) / _spread(values)
+        window[~inside] = 0.0
+    else:
+        window = (window - window.mean()) / _spread(window)
+    return window
+
+
+def _spread(values) -> float:
+    sd = float(values.std())
+    return sd if sd > 1e-6 else 1.0
+
+
+def _cut(array, top, left, side, pad_mode="edge"):
+    """``array[top:top+side, left:left+side]``, padded where it leaves the array."""
+    h, w = array.shape
+    pads = (
+        (max(0, -top), max(0, top + side - h)),
+        (max(0, -left), max(0, left + side - w)),
+    )
+    if any(p for pair in pads for p in pair):
+        array = np.pad(array, pads, mode=pad_mode)
+        top, left = top + pads[0][0], left + pads[1][0]
+    return array[top : top + side, left : left + side].copy()
+
+
+# Augmentation -----------------------------------------------------------------
+
+def build_augmentation(augment, *, fill_mode: str = "constant", seed: int = 0):
+    """Random augmentation layers (section 5.5) as one Keras model.
+
+    Flips: horizontal and vertical, each with probability 0.5; rotation:
+    uniform in [-180, 180] degrees; shear: up to 0.2 along x, either sign;
+    shift: up to 10 % of width and height; zoom: factor 0.8-1.0 (up to 20 %
+    magnification, aspect kept). Interpolation is bilinear (the thesis used
+    spline interpolation, which Keras' layers do not offer). The layers are
+    active only when called with ``training=True``.
+
+    Returns
+    -------
+    keras.Sequential or None
+        None when ``augment`` is empty.
+    """
+    import keras
+    from keras import layers
+
+    names = parse_augment(augment)
+    if not names:
+        return None
+    made = []
+    for i, name in enumerate(names):
+        s = seed + 101 * (i + 1)
+        if name == "flip":
+            # Two layers: RandomFlip("horizontal_and_vertical") flips both
+            # axes or neither, not each with its own probability 0.5.
+            made.append(layers.RandomFlip("horizontal", seed=s, name="flip_horizontal"))
+            made.append(layers.RandomFlip("vertical", seed=s + 1, name="flip_vertical"))
+        elif name == "rotation":
+            made.append(
+                layers.RandomRotation(
+                    ROTATION_DEGREES / 360.0, fill_mode=fill_mode, seed=s, name="rotation"
+                )
+            )
+        elif name == "shear":
+            made.append(
+                layers.RandomShear(
+                    x_factor=(0.0, SHEAR), y_factor=0.0, fill_mode=fill_mode, seed=s, name="shear"
+                )
+            )
+        elif name == "shift":
+            made.append(
+                layers.RandomTranslation(SHIFT, SHIFT, fill_mode=fill_mode, seed=s, name="shift")
+            )
+        else:  # zoom
+            made.append(
+                layers.RandomZoom((-ZOOM_IN, 0.0), fill_mode=fill_mode, seed=s, name="zoom")
+            )
+    return keras.Sequential(made, name="augmentation")
+
+
+# Class balancing (section 4.8) --------------------------------------------------
+
+def split_validation(y, fraction: float, rng) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified split of positions ``0..len(y)-1`` into (fit, validation).
+
+    Each class gives ``round(fraction * count)`` particles to the validation
+    part, at least one if it has two or more, and always keeps one for fitting.
+    """
+    y = np.asarray(y)
+    fit, val = [], []
+    for c in np.unique(y):
+        members = rng.permutation(np.flatnonzero(y == c))
+        n_val = 0
+        if fraction > 0 and members.size >= 2:
+            n_val = int(np.clip(round(fraction * members.size), 1, members.size - 1))
+        val.append(members[:n_val])
+        fit.append(members[n_val:])
+    return np.sort(np.concatenate(fit)), np.sort(np.concatenate(val))
+
+
+class EpochSampler:
+    """Draws each epoch's training samples from ``y`` (section 4.8).
+
+    * ``oversample`` and ``smote``: a class-balanced draw of ``size`` samples
+      (default ``len(y)``): each class present gets an equal share, taken
+      from a shuffled queue of its samples that is refilled with a new
+      shuffle when it runs out. A minority class is thus repeated, every
+      sample equally often; the majority class contributes a different part
+      of its samples each epoch and all of them every few epochs. Batches
+      are balanced as with the thesis's oversampling to the majority count,
+      at the cost of one training set's worth of samples per epoch rather
+      than majority count x classes (docs/cnn.md).
+    * ``undersample``: every sample except a random 20 % of the majority class,
+      redrawn each epoch (section 4.8.2).
+    * ``class-weight``, ``none``: every sample once.
+
+    With ``size`` set, the last three are cut to at most ``size`` samples.
+    Each draw is shuffled.
+    """
+
+    def __init__(self, y, balance: str, rng, size: int | None = None):
+        self.y = np.asarray(y)
+        self.balance = balance
+        self.rng = rng
+        self.size = size
+        self.classes, self.counts = np.unique(self.y, return_counts=True)
+        self._queues = {c: np.empty(0, dtype=np.int64) for c in self.classes}
+
+    def _take(self, c, n):
+        members = np.flatnonzero(self.y == c)
+        queue = self._queues[c]
+        while queue.size < n:
+            queue = np.concatenate([queue, self.rng.permutation(members)])
+        self._queues[c] = queue[n:]
+        return queue[:n]
+
+    def draw(self) -> np.ndarray:
+        """Positions into ``y`` of the next epoch's samples."""
+        if self.balance in ("oversample", "smote"):
+            size = len(self.y) if self.size is None else int(self.size)
+            shares = np.full(len(self.classes), size // len(self.classes))
+            shares[: size % len(self.classes)] += 1
+            chosen = np.concatenate([self._take(c, n) for c, n in zip(self.classes, shares)])
+            return self.rng.permutation(chosen)
+        if self.balance == "undersample":
+            major = self.classes[np.argmax(self.counts)]
+            members = np.flatnonzero(self.y == major)
+            dropped = self.rng.choice(
+                members, round(UNDERSAMPLE_DROP * members.size), replace=False
+            )
+            chosen = np.setdiff1d(np.arange(len(self.y)), dropped)
+        else:
+            chosen = np.arange(len(self.y))
+        chosen = self.rng.permutation(chosen)
+        return chosen if self.size is None else chosen[: int(self.size)]
+
+
+def class_weights(y, n_classes: int) -> dict[int, float]:
+    """Weights inversely proportional to class frequency, 1 on average."""
+    counts = np.bincount(np.asarray(y), minlength=n_classes)
+    present = counts > 0
+    weights = np.zeros(n_classes)
+    weights[present] = counts.sum() / (present.sum() * counts[present])
+    return {c: float(w) for c, w in enumerate(weights)}
+
+
+def smote_pool(x, y, seed: int, class_names=()):
+    """SMOTE (imbalanced-learn) on flattened images: every class grown to the
+    majority count with synthetic images interpolated between neighbours
+    (section 4.8.3).
+
+    Raises
+    ------
+    ConfigError
+        If a class has fewer than 2 training images.
+    """
+    from imblearn.over_sampling import SMOTE
+
+    counts = np.bincount(y)
+    present = counts[counts > 0]
+    if present.min() < 2:
+        c = int(np.flatnonzero(counts == present.min())[0])
+        name = class_names[c] if c < len(class_names) else c
+        raise ConfigError(
+            f"SMOTE needs at least 2 training images per class; {name!r} has "
+            f"{present.min()} in a fold's training part. Use --balance oversample."
+        )
+    sampler = SMOTE(k_neighbors=int(min(5, present.min() - 1)), random_state=seed)
+    flat, y_new = sampler.fit_resample(x.reshape(len(x), -1), y)
+    return flat.reshape((-1,) + x.shape[1:]).astype(np.float32), y_new
+
+
+# Devices ----------------------------------------------------------------------
+
+def describe_device() -> tuple[str, str]:
+    """("gpu" or "cpu", a line saying what the Keras backend will use)."""
+    import keras
+
+    backend = keras.backend.backend()
+    try:
+        devices = [str(d) for d in keras.distribution.list_devices()]
+    except (NotImplementedError, AttributeError, RuntimeError, ValueError):
+        devices = []
+    gpus = [d for d in devices if d.lower().startswith(("gpu", "cuda"))]
+    if not gpus and backend == "torch":
+        import torch
+
+        if torch.cuda.is_available():
+            gpus = [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if gpus:
+        return "gpu", f"Training on GPU ({', '.join(gpus)}) with the {backend} backend."
+    return "cpu", (
+        f"Training on CPU ({os.cpu_count()} cores) with the {backend} backend; "
+        "no GPU is visible to it."
+    )
+
+
+# Training ---------------------------------------------------------------------
+
+def _validation_metrics(probabilities, y, n_classes):
+    """Class-balanced cross-entropy, balanced accuracy and macro F1."""
+    from sklearn.metrics import f1_score
+
+    p = np.clip(np.asarray(probabilities, dtype=np.float64), 1e-7, 1.0)
+    losses, recalls = [], []
+    predicted = p.argmax(axis=1)
+    for c in range(n_classes):
+        members = y == c
+        if members.any():
+            losses.append(float(-np.log(p[members, c]).mean()))
+            recalls.append(float((predicted[members] == c).mean()))
+    f1 = f1_score(y, predicted, labels=np.unique(y), average="macro", zero_division=0)
+    return {
+        "val_loss": float(np.mean(losses)),
+        "val_balanced_accuracy": float(np.mean(recalls)),
+        "val_macro_f1": float(f1),
+    }
+
+
+def _make_monitor_callback(net, x_val, y_val, n_classes, patience, epochs, reporter):
+    """A Keras callback that, at the end of each epoch, scores the
+    validation part, reports progress, keeps the best weights and says when
+    ``patience`` epochs have passed without improvement. It keeps its state
+    across the one-epoch ``fit`` calls of a fold."""
+    import keras
+
+    class EpochMonitor(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.history: dict[str, list[float]] = {}
+            self.best_loss = np.inf
+            self.best_epoch = 0
+            self.best_weights = None
+            self.wait = 0
+
+        @property
+        def should_stop(self):
+            return patience is not None and self.wait >= patience
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = dict(logs or {})
+            record = {"loss": float(logs.get("loss", np.nan))}
+            if len(x_val):
+                p = net.predict(x_val, batch_size=256, verbose=0)
+                record.update(_validation_metrics(p, y_val, n_classes))
+            for key, value in record.items():
+                self.history.setdefault(key, []).append(value)
+            monitored = record.get("val_loss", -epoch)  # no validation: keep the last
+            if monitored < self.best_loss:
+                self.best_loss, self.best_epoch, self.wait = monitored, epoch + 1, 0
+                self.best_weights = net.get_weights()
+            else:
+                self.wait += 1
+            reporter.epoch(
+                epoch + 1,
+                epochs,
+                loss=record["loss"],
+                val_loss=record.get("val_loss"),
+                val_bacc=record.get("val_balanced_accuracy"),
+            )
+
+    return EpochMonitor()
+
+
+def train_fold(
+    x_fit,
+    y_fit,
+    x_val,
+    y_val,
+    *,
+    model: str,
+    n_classes: int,
+    augment=(),
+    fill_mode: str = "constant",
+    balance: str = "oversample",
+    epochs: int = DEFAULT_EPOCHS,
+    patience: int | None = DEFAULT_PATIENCE,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    optimizer: str = "adam",
+    learning_rate: float | None = None,
+    samples_per_epoch: int | None = None,
+    model_options: dict | None = None,
+    dtype_policy=None,
+    seed: int = 0,
+    class_names=(),
+    reporter=None,
+):
+    """Train one network on (x_fit, y_fit), early-stopped on (x_val, y_val).
+
+    Returns
+    -------
+    net : keras.Model
+        The network with the weights of its best epoch (no augmentation
+        layers).
+    info : dict
+        ``best_epoch``, ``epochs_run``, ``history`` (per-epoch lists),
+        ``epoch_counts`` (class counts of the first epoch's draw), ``train_s``
+        and ``samples_per_s``.
+    """
+    import keras
+
+    reporter = reporter or NullReporter()
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(seed)
+    rng = np.random.default_rng(seed)
+    x_pool, y_pool = x_fit, y_fit
+    if balance == "smote":
+        x_pool, y_pool = smote_pool(x_fit, y_fit, seed, class_names)
+        if samples_per_epoch is None:
+            samples_per_epoch = len(y_fit)
+    weights = class_weights(y_fit, n_classes) if balance == "class-weight" else None
+
+    image_shape = tuple(x_fit.shape[1:])
+    net = build_lipnet(
+        model,
+        None if model == "lipnet-fcn" else image_shape,
+        n_classes,
+        dtype=dtype_policy,
+        **(model_options or {}),
+    )
+    inputs = keras.Input(shape=image_shape, name="image")
+    augmentation = build_augmentation(augment, fill_mode=fill_mode, seed=seed)
+    x = augmentation(inputs) if augmentation is not None else inputs
+    trainer = keras.Model(inputs, net(x), name=f"{model}_training")
+    lr = learning_rate if learning_rate is not None else DEFAULT_LEARNING_RATES[optimizer]
+    if optimizer == "sgd":
+        opt = keras.optimizers.SGD(learning_rate=lr, momentum=0.9, nesterov=True)
+    else:
+        opt = keras.optimizers.Adam(learning_rate=lr)
+    if dtype_policy == "mixed_float16":
+        opt = keras.optimizers.LossScaleOptimizer(opt)
+    trainer.compile(
+        optimizer=opt,
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=LABEL_SMOOTHING),
+    )
+    monitor = _make_monitor_callback(
+        net, x_val, np.asarray(y_val), n_classes, patience if len(x_val) else None,
+        epochs, reporter,
+    )
+    onehot = np.eye(n_classes, dtype=np.float32)
+    sampler = EpochSampler(y_pool, balance, rng, samples_per_epoch)
+    epoch_counts = None
+    seen, train_s = 0, 0.0
+    for epoch in range(epochs):
+        idx = sampler.draw()
+        if epoch_counts is None:
+            epoch_counts = np.bincount(y_pool[idx], minlength=n_classes).tolist()
+        start = time.perf_counter()
+        trainer.fit(
+            x_pool[idx],
+            onehot[y_pool[idx]],
+            batch_size=batch_size,
+            epochs=epoch + 1,
+            initial_epoch=epoch,
+            shuffle=False,  # the sampler's draw is shuffled
+            class_weight=weights,
+            callbacks=[monitor],
+            verbose=0,
+        )
+        train_s += time.perf_counter() - start
+        seen += len(idx)
+        if monitor.should_stop:
+            break
+    if monitor.best_weights is not None:
+        net.set_weights(monitor.best_weights)
+    return net, {
+        "best_epoch": monitor.best_epoch,
+        "epochs_run": len(monitor.history.get("loss", [])),
+        "history": monitor.history,
+        "epoch_counts": epoch_counts,
+        "train_s": train_s,
+        "samples_per_s": seen / train_s if train_s > 0 else None,
+    }
+
+
+def _fold_seed(seed: int, fold: int) -> int:
+    """An independent seed per fold, so a resumed run trains each remaining
+    fold exactly as an uninterrupted one would."""
+    return int(np.random.SeedSequence((int(seed), int(fold))).generate_state(1)[0] % (2**31))
+
+
+def run_cnn(
+    dataset,
+    folds,
+    results,
+    *,
+    model: str = "lipnet-4",
+    input_mode: str = "masked",
+    augment="all",
+    balance: str = "oversample",
+    epochs: int = DEFAULT_EPOCHS,
+    patience: int = DEFAULT_PATIENCE,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    optimizer: str = "adam",
+    learning_rate: float | None = None,
+    l2: float = 0.0,
+    dense_units: int | None = None,
+    dropout=None,
+    validation_fraction: float = DEFAULT_VALIDATION_FRACTION,
+    input_size: int | None = None,
+    samples_per_epoch: int | None = None,
+    mixed_precision: bool = False,
+    save_models: bool = True,
+    seed: int = 0,
+    reporter=None,
+):
+    """Train and test ``model`` on every fold of ``folds``; save each fold.
+
+    Folds already saved in ``results`` (by an interrupted run with the same
+    settings) are loaded instead of retrained.
+
+    Parameters
+    ----------
+    dataset : Dataset
+    folds : Folds
+        The dataset's stored folds (``folds.load_or_make_folds``).
+    results : ResultsDir
+        Fold results go to ``<results>/<model>/``, models to its ``models/``.
+    model : str
+        A name from ``models.MODEL_NAMES``.
+    input_mode : {'surrounding', 'cropped', 'masked'}
+        See :func:`prepare_images`.
+    augment : str or sequence of str
+        See :func:`parse_augment`; ``"all"`` by default (section 5.5).
+    balance : {'oversample', 'undersample', 'smote', 'class-weight', 'none'}
+        Class balancing of the training part (section 4.8); see
+        :class:`EpochSampler`. Validation and test data are never resampled.
+    epochs : int
+        Maximum number of epochs; an epoch is one draw of
+        :class:`EpochSampler` (by default as many samples as the fit part).
+    patience : int
+        Epochs without improvement of the class-balanced validation loss
+        before training stops; the best epoch's weights are kept.
+    batch_size : int
+    optimizer : {'adam', 'sgd'}
+        Adam, or SGD with Nesterov momentum 0.9 (section 4.5).
+    learning_rate : float, optional
+        Default 1e-3 for Adam, 1e-2 for SGD.
+    l2, dense_units, dropout
+        Passed to :func:`models.build_lipnet` (None keeps its default).
+    validation_fraction : float
+        Share of the training folds held out, stratified, for early
+        stopping; 0 trains exactly ``epochs`` epochs.
+    input_size : int, optional
+        Image side in pixels; default ``models.INPUT_SIZES[model]``. Small
+        values (e.g. 16) make quick smoke runs.
+    samples_per_epoch : int, optional
+        Samples drawn per epoch instead of the fit part's size.
+    mixed_precision : bool
+        Compute in float16 on a GPU (bfloat16 on a CPU), keeping float32
+        weights and outputs.
+    save_models : bool
+        Save each fold's trained network as ``fold-<i>.keras``.
+    seed : int
+        Seeds weights, dropout, augmentation, sampling and the validation
+        split; fold ``i`` uses a seed derived from (seed, i).
+    reporter : progress reporter, optional
+
+    Returns
+    -------
+    list of results.FoldResult, one per fold, in fold order.
+
+    Raises
+    ------
+    ConfigError
+        If an option is invalid.
+    ResultsError
+        If ``results`` holds results of another dataset, folds or settings.
+    """
+    reporter = reporter or NullReporter()
+    check_model_name(model)
+    _check_choice(input_mode, INPUT_MODES, "input mode")
+    _check_choice(balance, BALANCE_METHODS, "balancing method")
+    _check_choice(optimizer, OPTIMIZERS, "optimizer")
+    augment = parse_augment(augment)
+    for value, option, low in ((epochs, "--epochs", 1), (batch_size, "--batch-size", 1),
+                               (patience, "--patience", 1)):
+        if int(value) != value or value < low:
+            raise ConfigError(f"{option} must be an integer of at least {low}; got {value}.")
+    if not 0.0 <= validation_fraction < 1.0:
+        raise ConfigError(
+            f"The validation fraction must be in [0, 1); got {validation_fraction}."
+        )
+    if learning_rate is not None and not learning_rate > 0:
+        raise ConfigError(f"--learning-rate must be positive; got {learning_rate}.")
+    size = int(input_size or INPUT_SIZES[model])
+    model_options = {"l2": float(l2)}
+    if dense_units is not None:
+        model_options["dense_units"] = int(dense_units)
+    if dropout is not None:
+        model_options["dropout"] = dropout
+    if samples_per_epoch is not None and (
+        int(samples_per_epoch) != samples_per_epoch or samples_per_epoch < 1
+    ):
+        raise ConfigError(
+            f"samples_per_epoch must be a positive integer; got {samples_per_epoch}."
+        )
+    classes = list(dataset.problem.classes)
+
+    settings = {
+        "kind": "cnn",
+        "input_mode": input_mode,
+        "input_size": size,
+        "augment": list(augment),
+        "balance": balance,
+        "epochs": int(epochs),
+        "patience": int(patience),
+        "batch_size": int(batch_size),
+        "optimizer": optimizer,
+        "learning_rate": learning_rate
+        if learning_rate is not None
+        else DEFAULT_LEARNING_RATES[optimizer],
+        "label_smoothing": LABEL_SMOOTHING,
+        "validation_fraction": validation_fraction,
+        "samples_per_epoch": samples_per_epoch,
+        "model_options": model_options,
+        "mixed_precision": bool(mixed_precision),
+        "seed": int(seed),
+    }
+    results.prepare(dataset, folds, model, settings)
+
+    done = {}
+    for fold in range(folds.k):
+        saved = results.load_fold(model, fold, classes)
+        if saved is not None:
+            done[fold] = saved
+    todo = [f for f in range(folds.k) if f not in done]
+    if done:
+        reporter.message(
+            f"{model}: {len(done)} of {folds.k} folds already saved in {results.path}; "
+            + (f"training folds {', '.join(str(f + 1) for f in todo)}."
+               if todo else "nothing to train.")
+        )
+    if not todo:
+        return [done[f] for f in range(folds.k)]
+
+    try:
+        device, line = describe_device()
+        reporter.message(line)
+        dtype_policy = None
+        if mixed_precision:
+            dtype_policy = "mixed_float16" if device == "gpu" else "mixed_bfloat16"
+            reporter.message(f"Mixed precision: computing in {dtype_policy.split('_')[1]}.")
+        t0 = time.perf_counter()
+        images = prepare_images(
+            dataset, input_mode, size, keep_size=(model == "lipnet-fcn"), reporter=reporter
+        )
+        prepare_s = time.perf_counter() - t0
+        fill_mode = "constant" if input_mode == "masked" or model == "lipnet-fcn" else "nearest"
+        reporter.stage(model, total=folds.k)
+        reporter.advance(len(done))
+        for fold in todo:
+            reporter.fold(fold, folds.k)
+            result = _run_fold(
+                dataset, folds, fold, images, results,
+                model=model, seed=_fold_seed(seed, fold), device=device,
+                validation_fraction=validation_fraction, save_models=save_models,
+                timings={"prepare_s": round(prepare_s, 3)}, reporter=reporter,
+                train_options=dict(
+                    model=model, n_classes=len(classes), augment=augment,
+                    fill_mode=fill_mode, balance=balance, epochs=int(epochs),
+                    patience=int(patience), batch_size=int(batch_size),
+                    optimizer=optimizer, learning_rate=learning_rate,
+                    samples_per_epoch=samples_per_epoch, model_options=model_options,
+                    dtype_policy=dtype_policy, class_names=classes,
+                ),
+            )
+            results.save_fold(result, classes)
+            done[fold] = result
+            reporter.advance()
+            reporter.message(
+                f"{model} fold {fold + 1}/{folds.k}: best epoch {result.params['epochs']} "
+                f"of {result.params['epochs_run']}, train {result.timings['train_s']:.0f}s "
+                f"({result.timings['samples_per_s'] or 0:.0f} samples/s)"
+            )
+    finally:
+        reporter.close()
+    return [done[f] for f in range(folds.k)]
+
+
+def _run_fold(dataset, folds, fold, images, results, *, model, seed, device,
+              validation_fraction, save_models, timings, reporter, train_options):
+    """Train on fold ``fold``'s training folds, predict its test fold."""
+    import keras
+
+    from liposome_bench.results import FoldResult
+
+    classes = list(dataset.problem.classes)
+    y, ids = dataset.y, dataset.ids
+    train_idx, test_idx = folds.train_indices(fold), folds.test_indices(fold)
+    _check_training_classes(y[train_idx], classes, fold)
+    fit_pos, val_pos = split_validation(
+        y[train_idx], validation_fraction, np.random.default_rng(seed)
+    )
+    fit_idx, val_idx = train_idx[fit_pos], train_idx[val_pos]
+    net, info = train_fold(
+        images[fit_idx], y[fit_idx], images[val_idx], y[val_idx],
+        seed=seed, reporter=reporter, **train_options,
+    )
+    t0 = time.perf_counter()
+    scores = np.asarray(net.predict(images[test_idx], batch_size=256, verbose=0), np.float64)
+    predict_s = time.perf_counter() - t0
+    if save_models:
+        _save_model(net, results.models_subdir(model) / f"fold-{fold}.keras")
+
+    def counts(idx):
+        return dict(zip(classes, np.bincount(y[idx], minlength=len(classes)).tolist()))
+
+    epochs = train_options["epochs"]
+    return FoldResult(
+        model=model,
+        fold=fold,
+        ids=[ids[i] for i in test_idx],
+        y_true=y[test_idx],
+        y_pred=scores.argmax(axis=1),
+        scores=scores,
+        score_names=classes,
+        score_kind="probability",
+        params={
+            "epochs": info["best_epoch"],
+            "epochs_run": info["epochs_run"],
+            "max_epochs": epochs,
+            "stopped_early": info["epochs_run"] < epochs,
+            "n_fit": len(fit_idx),
+            "n_validation": len(val_idx),
+            "n_test": len(test_idx),
+            "fit_counts": counts(fit_idx),
+            "epoch_counts": dict(zip(classes, info["epoch_counts"])),
+            "validation_counts": counts(val_idx),
+            "test_counts": counts(test_idx),
+            "seed": seed,
+        },
+        timings=dict(
+            timings,
+            train_s=round(info["train_s"], 3),
+            predict_s=round(predict_s, 3),
+            samples_per_s=round(info["samples_per_s"], 1) if info["samples_per_s"] else None,
+        ),
+        history=info["history"],
+        device=f"{device} ({keras.backend.backend()})",
+    )
+
+
+def _check_training_classes(y_train, classes, fold):
+    counts = np.bincount(y_train, minlength=len(classes))
+    if (counts > 0).sum() < 2:
+        raise DatasetError(
+            f"Fold {fold + 1}'s training folds hold only class "
+            f"{classes[int(np.argmax(counts))]!r}; a classifier needs at least 2 classes. "
+            "Use a dataset with particles of more classes."
+        )
+
+
+def _save_model(net, path: Path) -> None:
+    """Save ``net`` as a .keras file through a temporary file and a rename."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.tmp.keras")
+    try:
+        net.save(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -1,0 +1,333 @@
+"""CNN training: input modes, augmentation, class balancing, and run_cnn end
+to end on the tiny dataset (one epoch, 16x16 inputs)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from liposome_bench import cnn
+from liposome_bench.dataset import Dataset, Particle, get_problem
+from liposome_bench.errors import ConfigError, DatasetError, ResultsError
+from liposome_bench.folds import load_or_make_folds
+from liposome_bench.results import ResultsDir
+
+QUICK = {"epochs": 1, "input_size": 16}
+
+
+# Options ------------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    "spec, expected",
+    [
+        ("all", cnn.AUGMENTATIONS),
+        ("none", ()),
+        ("", ()),
+        ("shift,rotation", ("rotation", "shift")),
+        ("Zoom, flip", ("flip", "zoom")),
+        (["shear"], ("shear",)),
+    ],
+)
+def test_parse_augment(spec, expected):
+    assert cnn.parse_augment(spec) == expected
+
+
+def test_parse_augment_refuses_unknown_names():
+    with pytest.raises(ConfigError, match=r"^Unknown augmentation 'blur' in --augment "
+                       r"'rotation,blur'; expected 'all', 'none' or a comma-separated "
+                       r"list of flip, rotation, shear, shift, zoom\.$"):
+        cnn.parse_augment("rotation,blur")
+
+
+# Input images --------------------------------------------------------------------
+
+def _square_particle(pid="p", size=20, box=(5, 15), value=200.0, seed=0):
+    rng = np.random.default_rng(seed)
+    image = rng.normal(100.0, 10.0, (size, size)).astype(np.float32)
+    mask = np.zeros((size, size), bool)
+    mask[box[0]:box[1], box[0]:box[1]] = True
+    image[mask] += value
+    return Particle(pid, "unilamellar", image, mask)
+
+
+def _dataset(particles):
+    return Dataset(get_problem("lamellarity"), particles)
+
+
+def test_masked_mode_sets_background_and_normalises_the_particle():
+    p = _square_particle()
+    x = cnn.prepare_images(_dataset([p]), "masked", 10)  # the 10x10 box, no resize
+    assert x.shape == (1, 10, 10, 1) and x.dtype == np.float32
+    np.testing.assert_allclose(x.mean(), 0.0, atol=1e-5)
+    np.testing.assert_allclose(x.std(), 1.0, atol=1e-5)
+
+    wide = _square_particle(box=(5, 11))
+    x = cnn.prepare_images(_dataset([wide]), "masked", 6)
+    assert np.all(x[0, :, :, 0] != 0)  # the box is the mask: nothing outside
+
+
+def test_masked_mode_zeroes_pixels_outside_a_round_mask():
+    size = 21
+    yy, xx = np.mgrid[:size, :size]
+    mask = (yy - 10) ** 2 + (xx - 10) ** 2 <= 36
+    image = np.where(mask, 50.0, 10.0).astype(np.float32) + np.arange(size)[None, :]
+    p = Particle("r", "unilamellar", image, mask)
+    x = cnn.prepare_images(_dataset([p]), "masked", 13)[0, :, :, 0]
+    inside = mask[4:17, 4:17]
+    assert np.all(x[~inside] == 0.0)
+    np.testing.assert_allclose(x[inside].mean(), 0.0, atol=1e-5)
+    cropped = cnn.prepare_images(_dataset([p]), "cropped", 13)[0, :, :, 0]
+    assert np.all(cropped[~inside] != 0.0)  # background kept
+    np.testing.assert_allclose(cropped.mean(), 0.0, atol=1e-5)
+
+
+def test_surrounding_keeps_the_whole_image():
+    p = _square_particle(size=20)
+    x = cnn.prepare_images(_dataset([p]), "surrounding", 20)[0, :, :, 0]
+    expected = (p.image - p.image.mean()) / p.image.std()
+    np.testing.assert_allclose(x, expected, atol=1e-4)
+
+
+def test_resizes_to_the_requested_size(tiny_dataset):
+    for mode in cnn.INPUT_MODES:
+        x = cnn.prepare_images(tiny_dataset, mode, 12)
+        assert x.shape == (len(tiny_dataset), 12, 12, 1)
+        assert np.isfinite(x).all()
+
+
+def test_keep_size_keeps_relative_particle_size():
+    small = _square_particle("s", size=40, box=(15, 25))  # 10 px particle
+    large = _square_particle("l", size=40, box=(5, 35))  # 30 px particle
+    x = cnn.prepare_images(_dataset([small, large]), "masked", 24, keep_size=True)
+    filled = (x[..., 0] != 0).sum(axis=(1, 2))
+    # One scale for both: the large particle covers ~9 times the area.
+    assert 6 < filled[1] / filled[0] < 12
+    plain = cnn.prepare_images(_dataset([small, large]), "masked", 24)
+    assert (plain[..., 0] != 0).sum(axis=(1, 2)).tolist() == [24 * 24, 24 * 24]
+
+
+def test_empty_mask_and_bad_options_are_one_line_errors():
+    p = _square_particle()
+    p.mask[:] = False
+    with pytest.raises(DatasetError, match=r"^Particle p: its mask is empty"):
+        cnn.prepare_images(_dataset([p]), "cropped", 8)
+    with pytest.raises(ConfigError, match=r"^Unknown input mode 'crop'; expected one of"):
+        cnn.prepare_images(_dataset([_square_particle()]), "crop", 8)
+
+
+# Augmentation -----------------------------------------------------------------------
+
+def test_augmentation_is_active_in_training_only():
+    aug = cnn.build_augmentation("all", seed=3)
+    x = np.random.default_rng(0).normal(size=(8, 16, 16, 1)).astype("float32")
+    np.testing.assert_array_equal(np.asarray(aug(x, training=False)), x)
+    assert not np.allclose(np.asarray(aug(x, training=True)), x)
+    assert [layer.name for layer in aug.layers] == [
+        "flip_horizontal", "flip_vertical", "rotation", "shear", "shift", "zoom"
+    ]
+    assert cnn.build_augmentation("none") is None
+
+
+def test_flip_gives_one_of_the_four_flips():
+    aug = cnn.build_augmentation("flip", seed=1)
+    x = np.random.default_rng(1).normal(size=(64, 8, 8, 1)).astype("float32")
+    out = np.asarray(aug(x, training=True))
+    seen = set()
+    for original, flipped in zip(x, out):
+        matches = [
+            k for k, f in enumerate([original, original[::-1], original[:, ::-1],
+                                     original[::-1, ::-1]])
+            if np.allclose(f, flipped, atol=1e-6)
+        ]
+        assert matches
+        seen.add(matches[0])
+    assert seen == {0, 1, 2, 3}  # p = 0.5 each way: all four occur in 64 draws
+
+
+def test_rotation_fills_with_background():
+    aug = cnn.build_augmentation("rotation", fill_mode="constant", seed=2)
+    x = np.ones((32, 16, 16, 1), dtype="float32")
+    out = np.asarray(aug(x, training=True))
+    corners = out[:, [0, 0, -1, -1], [0, -1, 0, -1], 0]
+    assert (corners < 0.5).any()  # rotated corners come from outside: filled with 0
+
+
+# Balancing ------------------------------------------------------------------------------
+
+Y = np.array([0] * 30 + [1] * 7 + [2] * 3)
+
+
+def test_oversample_draws_balanced_epochs_that_cover_every_sample():
+    sampler = cnn.EpochSampler(Y, "oversample", np.random.default_rng(0))
+    idx = sampler.draw()
+    assert len(idx) == len(Y)
+    counts = np.bincount(Y[idx])
+    assert counts.max() - counts.min() <= 1
+    uses = np.bincount(idx, minlength=len(Y))
+    assert set(uses[Y == 2]) == {4, 5}  # 13 or 14 draws of 3 samples
+    assert uses[Y == 0].max() == 1  # the majority class is subsampled...
+    seen = set(idx.tolist())
+    for _ in range(2):
+        seen |= set(sampler.draw().tolist())
+    assert seen == set(range(len(Y)))  # ...and all of it is seen in 3 epochs
+
+
+def test_undersample_drops_a_fifth_of_the_majority_each_epoch():
+    sampler = cnn.EpochSampler(Y, "undersample", np.random.default_rng(0))
+    a, b = sampler.draw(), sampler.draw()
+    for idx in (a, b):
+        assert np.bincount(Y[idx]).tolist() == [24, 7, 3]
+        assert len(set(idx.tolist())) == len(idx)
+    assert set(a.tolist()) != set(b.tolist())
+
+
+@pytest.mark.parametrize("method", ["none", "class-weight"])
+def test_other_methods_use_every_sample_once(method):
+    idx = cnn.EpochSampler(Y, method, np.random.default_rng(0)).draw()
+    assert sorted(idx.tolist()) == list(range(len(Y)))
+
+
+def test_class_weights_are_inverse_frequencies():
+    w = cnn.class_weights(Y, 3)
+    np.testing.assert_allclose([w[0] * 30, w[1] * 7, w[2] * 3], [40 / 3] * 3)
+
+
+def test_smote_balances_with_new_images():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(len(Y), 4, 4, 1)).astype("float32")
+    x_new, y_new = cnn.smote_pool(x, Y, seed=0)
+    assert np.bincount(y_new).tolist() == [30, 30, 30]
+    assert x_new.shape == (90, 4, 4, 1)
+    with pytest.raises(ConfigError, match="SMOTE needs at least 2 training images per class"):
+        cnn.smote_pool(x[:31], Y[:31], seed=0)
+
+
+def test_validation_split_is_stratified_and_disjoint():
+    fit, val = cnn.split_validation(Y, 0.1, np.random.default_rng(0))
+    assert sorted(np.concatenate([fit, val]).tolist()) == list(range(len(Y)))
+    assert np.bincount(Y[val]).tolist() == [3, 1, 1]
+
+
+@pytest.mark.parametrize("balance", ["undersample", "smote", "class-weight", "none"])
+def test_train_fold_with_each_balancing_method(balance, tiny_dataset):
+    x = cnn.prepare_images(tiny_dataset, "masked", 12)
+    y = tiny_dataset.y
+    net, info = cnn.train_fold(
+        x[:36], y[:36], x[36:], y[36:], model="lipnet-1", n_classes=3, augment="none",
+        balance=balance, epochs=1, seed=0,
+    )
+    assert info["epochs_run"] == 1 and info["best_epoch"] == 1
+    assert set(info["history"]) == {"loss", "val_loss", "val_balanced_accuracy", "val_macro_f1"}
+    assert net.predict(x[36:], verbose=0).shape == (9, 3)
+    expected = {"undersample": len(y[:36]) - round(0.2 * np.bincount(y[:36]).max()),
+                "smote": 36, "class-weight": 36, "none": 36}[balance]
+    assert sum(info["epoch_counts"]) == expected
+
+
+def test_fcn_trains_on_a_canvas_and_predicts_any_size(tiny_dataset):
+    x = cnn.prepare_images(tiny_dataset, "masked", 24, keep_size=True)
+    y = tiny_dataset.y
+    net, info = cnn.train_fold(x[:36], y[:36], x[36:], y[36:], model="lipnet-fcn",
+                               n_classes=3, augment="rotation", epochs=1, seed=0)
+    assert net.predict(np.zeros((2, 40, 40, 1), "float32"), verbose=0).shape == (2, 3)
+
+
+# run_cnn end to end ------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def trained(tiny_dataset, tmp_path_factory):
+    """run_cnn on the tiny dataset: 3 folds, one epoch each, 16x16 inputs."""
+    folds = load_or_make_folds(tiny_dataset, k=3, seed=0)
+    results = ResultsDir(tmp_path_factory.mktemp("cnn") / "results")
+    out = cnn.run_cnn(tiny_dataset, folds, results, seed=5, **QUICK)
+    return folds, results, out
+
+
+def test_run_cnn_predicts_each_test_fold_once_unresampled(tiny_dataset, trained):
+    folds, results, out = trained
+    ids = np.array(tiny_dataset.ids)
+    y = tiny_dataset.y
+    assert [r.fold for r in out] == [0, 1, 2]
+    for r in out:
+        test = folds.test_indices(r.fold)
+        assert r.ids == ids[test].tolist()  # every test particle once, in order
+        np.testing.assert_array_equal(r.y_true, y[test])
+        assert r.params["test_counts"] == dict(
+            zip(tiny_dataset.problem.classes, np.bincount(y[test], minlength=3).tolist())
+        )
+        assert r.params["n_fit"] + r.params["n_validation"] == len(folds.train_indices(r.fold))
+        epoch = list(r.params["epoch_counts"].values())
+        assert max(epoch) - min(epoch) <= 1 and sum(epoch) == r.params["n_fit"]
+        assert r.scores.shape == (len(test), 3) and r.score_kind == "probability"
+        np.testing.assert_allclose(r.scores.sum(axis=1), 1.0, atol=1e-5)
+        np.testing.assert_array_equal(r.y_pred, r.scores.argmax(axis=1))
+        assert r.params["epochs"] == 1 and len(r.history["loss"]) == 1
+        assert r.device.startswith("cpu")
+
+
+def test_run_cnn_writes_the_results_layout(tiny_dataset, trained):
+    folds, results, out = trained
+    run = json.loads((results.path / "run.json").read_text())
+    assert run["models"]["lipnet-4"]["input_size"] == 16
+    assert run["models"]["lipnet-4"]["augment"] == list(cnn.AUGMENTATIONS)
+    for f in range(3):
+        meta = json.loads(results.fold_json("lipnet-4", f).read_text())
+        assert meta["score_names"] == list(tiny_dataset.problem.classes)
+        assert set(meta["history"]) >= {"loss", "val_loss"}
+        assert (results.path / "lipnet-4" / "models" / f"fold-{f}.keras").is_file()
+    reloaded = results.load_model("lipnet-4")
+    np.testing.assert_allclose(reloaded[1].scores, out[1].scores, atol=1e-6)
+
+
+def test_saved_model_reproduces_the_saved_probabilities(tiny_dataset, trained):
+    import keras
+
+    folds, results, out = trained
+    net = keras.models.load_model(results.path / "lipnet-4" / "models" / "fold-0.keras")
+    x = cnn.prepare_images(tiny_dataset, "masked", 16)[folds.test_indices(0)]
+    np.testing.assert_allclose(net.predict(x, verbose=0), out[0].scores, atol=1e-5)
+
+
+def test_resume_retrains_only_missing_folds_to_identical_predictions(tiny_dataset, trained):
+    folds, results, out = trained
+    fold_json = results.fold_json("lipnet-4", 2)
+    kept = results.fold_json("lipnet-4", 0).stat().st_mtime_ns
+    fold_json.unlink()
+    messages = []
+
+    class Recorder(cnn.NullReporter):
+        def message(self, text):
+            messages.append(text)
+
+    again = cnn.run_cnn(tiny_dataset, folds, results, seed=5, reporter=Recorder(), **QUICK)
+    assert any("2 of 3 folds already saved" in m for m in messages)
+    assert results.fold_json("lipnet-4", 0).stat().st_mtime_ns == kept
+    # Same seed, same fold: the same predictions (seeded, deterministic on CPU).
+    np.testing.assert_array_equal(again[2].y_pred, out[2].y_pred)
+    np.testing.assert_allclose(again[2].scores, out[2].scores, rtol=0, atol=1e-6)
+
+
+def test_other_settings_are_refused_for_the_same_folder(tiny_dataset, trained):
+    folds, results, _ = trained
+    with pytest.raises(ResultsError, match=r"holds lipnet-4 results made with other settings "
+                       r"\(epochs differ\)"):
+        cnn.run_cnn(tiny_dataset, folds, results, seed=5, epochs=2, input_size=16)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"model": "lipnet-9"}, "Unknown model 'lipnet-9'"),
+        ({"balance": "smoke"}, "Unknown balancing method 'smoke'; expected one of oversample"),
+        ({"optimizer": "rmsprop"}, "Unknown optimizer 'rmsprop'; expected one of adam, sgd."),
+        ({"epochs": 0}, "--epochs must be an integer of at least 1; got 0."),
+        ({"augment": "tilt"}, "Unknown augmentation 'tilt'"),
+        ({"validation_fraction": 1.0}, "The validation fraction must be in [0, 1); got 1.0."),
+    ],
+)
+def test_bad_options_fail_before_training(tiny_dataset, tmp_path, kwargs, message):
+    folds = load_or_make_folds(tiny_dataset, k=3, seed=0)
+    with pytest.raises(ConfigError) as err:
+        cnn.run_cnn(tiny_dataset, folds, ResultsDir(tmp_path), **kwargs)
+    assert message in str(err.value)
+    assert not (tmp_path / "run.json").exists()
