@@ -482,13 +482,152 @@ def svm_command(problem, data, reader_options, cache_dir, feature_set, source, g
     )
     console.print(fold_table(fold_results, ("C", "gamma", "grid_score"),
                              ("grid_s", "fit_s", "predict_s"), title="SVM: folds"))
+    console.print(f"Results in {results.path / 'svm'}", soft_wrap=True)
     console.print(
-        f"Results in {results.path}/svm: fold-<i>.csv (predictions, decision values), "
-        "fold-<i>.json (C, gamma, timings), models/ (LIBSVM model files for svm-predict)."
+        "  fold-<i>.csv: predictions and decision values; fold-<i>.json: C, gamma, "
+        "timings; models/: LIBSVM model files for svm-predict (docs/svm.md).",
+        soft_wrap=True,
     )
 
 
 # --- cnn (cnn) --------------------------------------------------------------
+
+CNN_MODEL_NAMES = ("lipnet-1", "lipnet-2", "lipnet-4", "lipnet-4c", "lipnet-6", "lipnet-fcn")
+
+
+@cli.command("cnn")
+@problem_option()
+@click.option(
+    "--model",
+    type=click.Choice(CNN_MODEL_NAMES),
+    default="lipnet-4",
+    show_default=True,
+    help="LipNet architecture (thesis section 7; docs/models.md).",
+)
+@data_option
+@reader_options
+@cache_option
+@click.option(
+    "--input-mode",
+    type=click.Choice(("surrounding", "cropped", "masked")),
+    default="masked",
+    show_default=True,
+    help="Whole image with its surround, the particle's bounding box, or the "
+    "box with everything outside the mask set to background (section 8.5).",
+)
+@click.option(
+    "--input-size",
+    type=click.IntRange(min=4),
+    default=None,
+    help="Image side in pixels. Default: the model's (28; 32 for lipnet-6; a "
+    "48 px canvas for lipnet-fcn).",
+)
+@click.option(
+    "--augment",
+    default="all",
+    show_default=True,
+    help="Random augmentation while training: all, none, or a comma-separated "
+    "list of rotation, shear, shift, zoom, flip (section 5.5).",
+)
+@click.option(
+    "--balance",
+    type=click.Choice(("oversample", "undersample", "smote", "class-weight", "none")),
+    default="oversample",
+    show_default=True,
+    help="Class balancing of the training folds (section 4.8); test folds are "
+    "never resampled.",
+)
+@click.option(
+    "--epochs",
+    type=click.IntRange(min=1),
+    default=8,
+    show_default=True,
+    help="Maximum epochs; an epoch is a balanced draw as large as the training part.",
+)
+@click.option(
+    "--patience",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    help="Stop after this many epochs without a better validation loss "
+    "(validation split carved from the training folds).",
+)
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option(
+    "--optimizer",
+    type=click.Choice(("adam", "sgd")),
+    default="adam",
+    show_default=True,
+    help="Adam, or SGD with Nesterov momentum (section 4.5).",
+)
+@click.option(
+    "--learning-rate",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Initial learning rate. Default: 1e-3 for adam, 1e-2 for sgd.",
+)
+@click.option(
+    "--l2",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="L2 weight decay on the dense/classifier layers (section 5.1).",
+)
+@click.option(
+    "--mixed-precision",
+    is_flag=True,
+    help="Compute in float16 on a GPU (bfloat16 on a CPU); weights stay float32.",
+)
+@folds_option
+@fold_seed_option
+@seed_option
+@out_option(None, "Results folder. Default: results/cnn-<problem>.")
+@_fail_cleanly
+def cnn_command(problem, model, data, reader_options, cache_dir, input_mode, input_size,
+                augment, balance, epochs, patience, batch_size, optimizer, learning_rate,
+                l2, mixed_precision, k, fold_seed, seed, out):
+    """Cross-validate a LipNet CNN on the particle images.
+
+    Trains on the same stored folds as `svm`: each fold's training folds are
+    split into a fit part and a stratified validation part for early
+    stopping; the fit part is class-balanced and augmented on the fly; the
+    test fold gets class probabilities. Prints per-class metrics and the
+    fold-averaged normalised confusion matrix; writes predictions,
+    probabilities, training curves, timings and .keras models to --out.
+    Re-running the same command resumes at the first unfinished fold.
+
+    Example: liposome-bench cnn --problem lamellarity --model lipnet-4
+    """
+    from rich.console import Console
+
+    from liposome_bench.cnn import parse_augment, run_cnn
+    from liposome_bench.dataset import resolve_dataset
+    from liposome_bench.display import fold_table, print_model_summary
+    from liposome_bench.folds import load_or_make_folds
+    from liposome_bench.metrics import summarise_folds
+    from liposome_bench.progress import RichReporter
+    from liposome_bench.results import ResultsDir
+
+    augment = parse_augment(augment)
+    dataset = resolve_dataset(data, problem, cache_dir=cache_dir, **reader_options)
+    folds = load_or_make_folds(dataset, k=k, seed=fold_seed)
+    results = ResultsDir(out or f"results/cnn-{dataset.problem.name}")
+    fold_results = run_cnn(
+        dataset, folds, results, model=model, input_mode=input_mode, input_size=input_size,
+        augment=augment, balance=balance, epochs=epochs, patience=patience,
+        batch_size=batch_size, optimizer=optimizer, learning_rate=learning_rate, l2=l2,
+        mixed_precision=mixed_precision, seed=seed, reporter=RichReporter(),
+    )
+    console = Console()
+    print_model_summary(console, model, summarise_folds(fold_results, dataset.problem.classes))
+    console.print(fold_table(fold_results, ("epochs", "epochs_run"),
+                             ("train_s", "predict_s"), title=f"{model}: folds"))
+    console.print(
+        f"Results in {results.path}/{model}: fold-<i>.csv (predictions, class "
+        "probabilities), fold-<i>.json (best epoch, training curves, timings), "
+        "models/fold-<i>.keras."
+    )
+
 
 # --- benchmark and report (benchmark, report) -------------------------------
 
