@@ -1020,6 +1020,53 @@ def _standard_normal(rng, shape):
     return _NORMAL_LUT[bits].reshape(shape)
 
 
+# Export ----------------------------------------------------------------------------
+
+def generate_export(problem: str, out_dir, *, n: int | None = None, seed: int = 0,
+                    montage=None, reporter=None, **options) -> Dataset:
+    """Generate a synthetic data set and write it as a lab export folder.
+
+    Parameters
+    ----------
+    problem : {"lamellarity", "encapsulation"}
+    out_dir : path
+        Folder to create; it must not exist or be empty (checked before
+        generating, so a mistake costs no time).
+    n, seed :
+        As for :func:`generate_dataset`.
+    montage : path, optional
+        Also write a PNG montage of examples per class there.
+    reporter : progress reporter, optional
+    **options :
+        ``difficulty``, ``label_noise``, ``dose``, ``pixel_size_nm``,
+        ``counts``, ``batch_size``: as for :func:`generate_dataset`.
+
+    Returns
+    -------
+    Dataset
+        The generated data set (in memory).
+
+    Raises
+    ------
+    DatasetError
+        If ``out_dir`` exists and is not empty.
+    ConfigError
+        If an option is out of range.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise DatasetError(
+            f"{out_dir} already exists and is not empty. Choose another --out or delete it."
+        )
+    reporter = reporter or NullReporter()
+    dataset = generate_dataset(problem, n, seed, reporter=reporter, **options)
+    reporter.message(f"Writing {len(dataset)} particles to {out_dir} ...")
+    write_export(dataset, out_dir)
+    if montage is not None:
+        write_montage(dataset, montage, seed=seed)
+    return dataset
+
+
 # Built-in default ----------------------------------------------------------------
 
 def default_cache_dir(cache_dir=None) -> Path:
