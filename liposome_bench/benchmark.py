@@ -143,7 +143,8 @@ def run_benchmark(
     data : path, optional
         A dataset (see ``dataset.load_dataset``); default the built-in one.
     cnn_models : sequence of str, optional
-        CNNs to run; default :data:`DEFAULT_CNN` of the problem.
+        CNNs to run; default (None) :data:`DEFAULT_CNN` of the problem; an
+        empty sequence runs the SVM alone.
     out : path, optional
         Results folder; default :func:`default_out`.
     quick : bool
@@ -186,7 +187,8 @@ def run_benchmark(
     from liposome_bench.progress import NullReporter
 
     started = time.perf_counter()
-    cnn_models = list(cnn_models) if cnn_models else list(DEFAULT_CNN.get(problem, ("lipnet-4",)))
+    cnn_models = (list(DEFAULT_CNN.get(problem, ("lipnet-4",))) if cnn_models is None
+                  else list(cnn_models))
     for name in cnn_models:
         check_model_name(name)
     if len(set(cnn_models)) != len(cnn_models):
@@ -404,7 +406,9 @@ def equivalent_command(settings: dict, out) -> str:
     args = ["liposome-bench", "benchmark", "--problem", settings["problem"]]
     if settings.get("data"):
         args += ["--data", settings["data"]]
-    args += ["--cnn", ",".join(settings["cnn_models"]), "--out", str(out)]
+    if settings["cnn_models"]:
+        args += ["--cnn", ",".join(settings["cnn_models"])]
+    args += ["--out", str(out)]
     if settings.get("quick"):
         args.append("--quick")
     args += ["--repeats", str(settings["repeats"]), "--folds", str(settings["folds"]),
@@ -414,8 +418,11 @@ def equivalent_command(settings: dict, out) -> str:
     if settings.get("quick"):
         extra.pop("epochs", None)
     text = shlex.join(args)
-    if extra:
-        text += "  # library options: " + ", ".join(f"{k}={v}" for k, v in extra.items())
+    notes = [f"{k}={v}" for k, v in extra.items()]
+    if not settings["cnn_models"]:
+        notes.insert(0, "cnn_models=[] (SVM only)")
+    if notes:
+        text += "  # library options: " + ", ".join(notes)
     return text
 
 

@@ -822,6 +822,7 @@ def write_baseline(results_dir, path, *, overrides: dict | None = None) -> Path:
             "folds": summary.get("folds"),
             "command": summary.get("command") or summary.get("equivalent_command"),
             "tool_version": summary.get("tool_version"),
+            "versions": summary.get("versions"),
         },
         "overrides": dict(overrides or {}),
         "models": _baseline_values(summary),

@@ -1,0 +1,244 @@
+"""run_benchmark end to end on the tiny dataset, and the CI regression gate
+against the committed baseline fixtures/ci-baseline.json.
+
+The CI benchmark is the ``--quick`` benchmark of the tiny synthetic dataset
+(45 particles, 3 folds; SVM with the coarse grid, lipnet-4 for 2 epochs),
+seeded, on the CPU. To rewrite the baseline after an intended change:
+
+    LIPOSOME_BENCH_WRITE_CI_BASELINE=1 python -m pytest tests/test_benchmark.py -k ci_baseline
+
+Tolerance: the default absolute 0.02 for every metric of both models, no
+overrides. It is honest for run-to-run CPU variation because that variation
+was measured to change no prediction: the same run with oneDNN off
+(TF_ENABLE_ONEDNN_OPTS=0, other kernels) or with one TensorFlow thread
+(another summation order) moved the CNN's probabilities by at most 9e-8
+and the SVM's decision values by 0, while the smallest gap between the
+CNN's top two probabilities was 1.5e-4 and the smallest |SVM decision value|
+4e-3. With 3-9 test particles per class and fold a single flipped particle
+moves a per-class fold mean by 0.04-0.5, so any tolerance below that is the
+same as "identical"; a wider one would not make the gate more robust, only
+blind. What does change the numbers wholesale is a change of random
+streams: the Keras backend (the JAX backend flipped 34 of 45 CNN
+predictions, per-class drops up to 0.52) or a TensorFlow/Keras version that
+draws initial weights or augmentations differently. Then the gate fails and
+the baseline must be re-recorded, after checking the change is intended (see
+docs/benchmark.md, "CI regression gate").
+"""
+
+import json
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from liposome_bench import benchmark, report
+from liposome_bench.errors import ResultsError
+
+CI_BASELINE = Path(__file__).resolve().parents[1] / "fixtures" / "ci-baseline.json"
+#: Per-metric tolerances stored in the CI baseline: none (see the module docstring).
+CI_OVERRIDES = {}
+QUICK_FOLDS = 3
+
+_QUICK = {}
+
+
+def run_quick_once(base: Path, tiny_export):
+    """The CI benchmark (``--quick``, 3 folds, tiny export), run once per
+    session and shared with test_resume.py."""
+    if "summary" not in _QUICK:
+        out = base / "quick-run"
+        _QUICK["summary"] = benchmark.run_benchmark(
+            "lamellarity", tiny_export, quick=True, folds=QUICK_FOLDS, out=out
+        )
+        _QUICK["out"] = out
+    return _QUICK["out"], _QUICK["summary"]
+
+
+@pytest.fixture
+def quick_run(tmp_path_factory, tiny_export):
+    return run_quick_once(tmp_path_factory.getbasetemp(), tiny_export)
+
+
+def test_quick_run_writes_a_complete_summary(quick_run, tiny_dataset):
+    out, summary = quick_run
+    on_disk = json.loads((out / "summary.json").read_text())
+    assert on_disk["schema_version"] == report.SUMMARY_SCHEMA_VERSION
+    assert on_disk["kind"] == benchmark.SUMMARY_KIND
+    assert list(on_disk["models"]) == ["svm", "lipnet-4"]
+    assert on_disk["dataset"]["fingerprint"] == tiny_dataset.fingerprint()
+    assert on_disk["dataset"]["class_counts"] == tiny_dataset.class_counts()
+    assert on_disk["dataset"]["synthetic"] is True
+    assert on_disk["folds"]["k"] == QUICK_FOLDS
+    assert sum(on_disk["folds"]["sizes"]) == len(tiny_dataset)
+    assert on_disk["settings"]["quick"] is True
+    assert on_disk["settings"]["models"]["lipnet-4"]["epochs"] == benchmark.QUICK_EPOCHS
+    assert on_disk["settings"]["models"]["svm"]["grid"] == "coarse"
+    for key in ("numpy", "scikit-learn", "libsvm-official", "keras", "keras backend"):
+        assert key in on_disk["versions"], key
+    for key in ("dataset_s", "folds_s", "svm_s", "lipnet-4_s", "stats_s", "total_s"):
+        assert on_disk["timings"][key] >= 0, key
+    assert on_disk["device"]["cnn"] and on_disk["device"]["cnn"][0].startswith("cpu")
+    (comp,) = on_disk["comparisons"]
+    assert (comp["model_a"], comp["model_b"], comp["n_particles"]) == ("svm", "lipnet-4", 45)
+    assert "--quick" in on_disk["equivalent_command"]
+
+
+def test_predictions_csv_has_every_particle_and_model(quick_run, tiny_dataset):
+    out, _ = quick_run
+    table = pd.read_csv(out / "predictions.csv", dtype={"id": str})
+    assert table["id"].tolist() == tiny_dataset.ids
+    assert table["label"].tolist() == [p.label for p in tiny_dataset.particles]
+    classes = list(tiny_dataset.problem.classes)
+    assert [f"lipnet-4_score_{c}" for c in classes] == [
+        c for c in table.columns if c.startswith("lipnet-4_score_")
+    ]
+    probabilities = table[[f"lipnet-4_score_{c}" for c in classes]].to_numpy()
+    assert np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+    assert (table["lipnet-4_predicted"] == [classes[i] for i in probabilities.argmax(1)]).all()
+    assert len([c for c in table.columns if c.startswith("svm_score_")]) == 3  # one-vs-one
+    # The same predictions as the fold files the models wrote.
+    fold0 = pd.read_csv(out / "svm" / "fold-0.csv", dtype={"id": str}).set_index("id")
+    merged = table.set_index("id").loc[fold0.index]
+    assert (merged["svm_predicted"] == fold0["predicted"]).all()
+    assert (merged["fold"] == 0).all()
+
+
+def test_tables_print_side_by_side(quick_run):
+    from rich.console import Console
+
+    _, summary = quick_run
+    console = Console(record=True, width=200)
+    benchmark.print_benchmark(summary, console)
+    text = console.export_text()
+    for needle in ["unilamellar (24 particles)", "uncertain (9 particles)", "F1 (thesis)",
+                   "balanced accuracy", "MCC", "normalised confusion matrix",
+                   "paired: lipnet-4 − svm on 45 particles", "McNemar"]:
+        assert needle in text, needle
+    header = next(line for line in text.splitlines() if "metric" in line and "svm" in line)
+    assert header.index("svm") < header.index("lipnet-4")
+
+
+def test_ci_baseline(quick_run):
+    """The project's CI regression gate: the tiny deterministic benchmark
+    against the committed baseline."""
+    out, summary = quick_run
+    if os.environ.get("LIPOSOME_BENCH_WRITE_CI_BASELINE"):
+        report.write_baseline(out, CI_BASELINE, overrides=CI_OVERRIDES)
+    baseline = report.read_baseline(CI_BASELINE)
+    recorded = (baseline["source"].get("versions") or {}).get("keras backend")
+    if recorded != summary["versions"].get("keras backend"):
+        pytest.skip(f"the CI baseline was recorded with the {recorded} Keras backend; "
+                    "another backend draws other random numbers")
+    assert baseline["source"]["fingerprint"] == summary["dataset"]["fingerprint"], (
+        "The tiny test dataset changed (synthetic generator?), so the committed CI baseline "
+        "no longer applies. Check the change is intended, then rewrite it with "
+        "LIPOSOME_BENCH_WRITE_CI_BASELINE=1 python -m pytest tests/test_benchmark.py -k ci_baseline"
+    )
+    regressions = report.check_baseline(out, CI_BASELINE)
+    assert not regressions, "\n".join(r.describe() for r in regressions)
+
+
+def test_gate_catches_a_raised_baseline_value(quick_run, tmp_path):
+    out, summary = quick_run
+    data = json.loads(report.write_baseline(out, tmp_path / "baseline.json").read_text())
+    measured = summary["models"]["svm"]["per_class"]["multilamellar"]["tpr"]["mean"]
+    data["models"]["svm"]["per_class"]["multilamellar"]["tpr"] = measured + 0.021
+    path = tmp_path / "raised.json"
+    path.write_text(json.dumps(data))
+    (reg,) = report.check_baseline(out, path)
+    assert reg.key == "svm/multilamellar/tpr"
+    data["models"]["svm"]["per_class"]["multilamellar"]["tpr"] = measured + 0.019
+    path.write_text(json.dumps(data))
+    assert report.check_baseline(out, path) == []
+
+
+def test_report_of_the_quick_run(quick_run, tmp_path):
+    out, _ = quick_run
+    path = report.render_report(out, tmp_path / "report.md")
+    text = path.read_text()
+    assert "**Quick run**" in text and "**Synthetic data.**" in text
+    assert "liposome-bench benchmark --problem lamellarity" in text
+    assert (tmp_path / "report-figures" / "training.png").exists()
+
+
+def test_repeats_write_one_folder_per_fold_seed(tmp_path, tiny_export):
+    out = tmp_path / "rep"
+    summary = benchmark.run_benchmark(
+        "lamellarity", tiny_export, cnn_models=[], quick=True, folds=QUICK_FOLDS,
+        repeats=2, out=out, svm_options={"C": 8.0, "gamma": 0.0078125}, n_resamples=100,
+    )
+    assert summary["repeats"]["fold_seeds"] == [0, 1]
+    for r in range(2):
+        one = json.loads((out / f"repeat-{r}" / "summary.json").read_text())
+        assert one["folds"]["seed"] == r
+    spread = summary["repeats"]["spread"]["svm"]["uncertain"]["f1"]
+    assert spread["n"] == 2 and spread["min"] <= spread["mean"] <= spread["max"]
+    table = pd.read_csv(out / "predictions.csv")
+    assert sorted(table["repeat"].unique()) == [0, 1]
+    assert len(table) == 2 * 45
+    # Different fold seeds: different fold assignments.
+    folds = [table[table["repeat"] == r].sort_values("id")["fold"].to_numpy() for r in (0, 1)]
+    assert not np.array_equal(*folds)
+    text = report.render_report(out).read_text()
+    assert "## Run-to-run spread" in text
+    # A single run may not go into a folder of repeated runs.
+    with pytest.raises(ResultsError, match="holds a run with --repeats"):
+        benchmark.run_benchmark("lamellarity", tiny_export, cnn_models=[], quick=True,
+                                folds=QUICK_FOLDS, out=out)
+
+
+def test_with_a_gpu_the_svm_runs_beside_the_cnn(monkeypatch, tmp_path):
+    """With a GPU the SVM runs in a thread while the CNN trains: the fake
+    SVM below only finishes once the fake CNN has started."""
+    from liposome_bench import cnn, svm
+    from liposome_bench.progress import NullReporter
+
+    cnn_started = threading.Event()
+    seen = {}
+
+    def fake_svm(*args, jobs, reporter, **kwargs):
+        seen["svm_waited"] = cnn_started.wait(timeout=30)
+        seen["svm_jobs"] = jobs
+
+    def fake_cnn(*args, model, reporter, **kwargs):
+        cnn_started.set()
+        seen.setdefault("cnn", []).append(model)
+
+    monkeypatch.setattr(svm, "run_svm", fake_svm)
+    monkeypatch.setattr(cnn, "run_cnn", fake_cnn)
+    monkeypatch.setattr(benchmark, "_gpu_available", lambda: True)
+    timings = benchmark._run_models(None, None, None, ["lipnet-4", "lipnet-2"], {}, {}, 0, 2,
+                                    benchmark._KeepOpen(NullReporter()))
+    assert seen == {"svm_waited": True, "svm_jobs": 2, "cnn": ["lipnet-4", "lipnet-2"]}
+    assert set(timings) == {"svm_s", "lipnet-4_s", "lipnet-2_s"}
+
+
+def test_without_a_gpu_models_run_one_after_the_other(monkeypatch):
+    from liposome_bench import cnn, svm
+    from liposome_bench.progress import NullReporter
+
+    order = []
+    monkeypatch.setattr(svm, "run_svm", lambda *a, **k: order.append("svm"))
+    monkeypatch.setattr(cnn, "run_cnn", lambda *a, model, **k: order.append(model))
+    monkeypatch.setattr(benchmark, "_gpu_available", lambda: False)
+    benchmark._run_models(None, None, None, ["lipnet-4"], {}, {}, 0, 1,
+                          benchmark._KeepOpen(NullReporter()))
+    assert order == ["svm", "lipnet-4"]
+
+
+def test_quick_subset_is_stratified_and_kept_in_memory(tiny_dataset):
+    from liposome_bench.dataset import Dataset
+
+    big = Dataset(tiny_dataset.problem, tiny_dataset.particles * 4, root=Path("/nowhere"),
+                  synthetic=True)
+    for i, p in enumerate(big.particles):
+        big.particles[i] = type(p)(**{**p.__dict__, "id": f"{i}"})
+    subset = benchmark.quick_subset(big, seed=0)
+    assert subset.root is None  # its folds are never stored beside the full dataset's
+    counts = subset.class_counts()
+    assert sum(counts.values()) <= benchmark.QUICK_PARTICLES + len(counts)
+    assert min(counts.values()) >= benchmark.QUICK_MIN_PER_CLASS
+    assert subset.fingerprint() != big.fingerprint()
