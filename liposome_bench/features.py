@@ -335,9 +335,11 @@ class _Geometry:
 
         ``dist`` is the Euclidean distance from a pixel centre to the
         nearest pixel centre on the other side of the mask boundary (for a
-        mask pixel: the EDT of the mask); ``signed`` is ``dist - 0.5``
-        outside and ``0.5 - dist`` inside, so the boundary, half way between
-        the last pixel inside and the first outside, is at 0."""
+        mask pixel: the EDT of the mask; where the mask touches the image
+        border, the pixels beyond it count as background). ``signed`` is
+        ``dist - 0.5`` outside and ``0.5 - dist`` inside, so the boundary,
+        half way between the last pixel inside and the first outside, is
+        at 0."""
         reach = (EDP_GRID_NM[-1] + 0.5 * (EDP_GRID_NM[1] - EDP_GRID_NM[0]),
                  SNR_BAND_NM)
         margin = int(math.ceil(max(max(reach) / self.pixel_size, outer_px))) + 2
@@ -374,9 +376,8 @@ class _Geometry:
     def radial_profile(self) -> np.ndarray:
         """[mean intensity, distance nm] of every 1-px ring around the
         centroid (ring k: pixels whose centre lies k +- 0.5 px from it, ties
-        to the even k), out
-        to ``RDP_EXTENT`` times the outer radius; all pixels count, inside
-        the mask or not."""
+        to the even k), out to ``RDP_EXTENT`` times the outer radius; all
+        pixels count, inside the mask or not."""
         last = int(math.ceil(RDP_EXTENT * self.outer_radius()))
         image, _, _, _, dr, dc, _ = self.crop(self.radial_margin())
         yy = (np.arange(image.shape[0]) + dr - self.cy) ** 2
@@ -459,8 +460,9 @@ def _signal_to_noise(centres, counts, sums, squares, image) -> float:
     return across / max(along, step * step / 12.0)
 
 
-_EDGE_COLUMNS = set(EDP_COLUMNS) | {"snr"}
-_PERIMETER_COLUMNS = {"perimeter_px", "perimeter_nm", "circularity"}
+_EDGE_COLUMNS = frozenset(EDP_COLUMNS) | {"snr"}
+_PERIMETER_COLUMNS = frozenset({"perimeter_px", "perimeter_nm", "circularity"})
+_HIST_SET, _RDP_SET = frozenset(HIST_COLUMNS), frozenset(RDP_COLUMNS)
 
 
 def _compute_vector(image, mask, pixel_size, wanted: set) -> np.ndarray:
@@ -469,7 +471,7 @@ def _compute_vector(image, mask, pixel_size, wanted: set) -> np.ndarray:
     returned by the callers)."""
     g = _Geometry(image, mask, pixel_size)
     ps = pixel_size
-    if wanted & set(RDP_COLUMNS):
+    if wanted & _RDP_SET:
         g.crop(g.radial_margin())  # one crop (and one EDT) wide enough for all
     out = np.full(len(ALL_COLUMNS), np.nan)
     out[0] = g.area
@@ -493,10 +495,10 @@ def _compute_vector(image, mask, pixel_size, wanted: set) -> np.ndarray:
         i = _COLUMN_INDEX[EDP_COLUMNS[0]]
         profile = np.stack([sums / counts, centres], axis=1)
         out[i:i + PROFILE_POINTS] = resample_profile(profile, EDP_GRID_NM)
-    if wanted & set(HIST_COLUMNS):
+    if wanted & _HIST_SET:
         i = _COLUMN_INDEX[HIST_COLUMNS[0]]
         out[i:i + HIST_BINS] = _histogram(image, image[g.r0:g.r1, g.c0:g.c1], g.box)
-    if wanted & set(RDP_COLUMNS):
+    if wanted & _RDP_SET:
         profile = g.radial_profile()
         i = _COLUMN_INDEX[RDP_COLUMNS[0]]
         out[i:i + PROFILE_POINTS] = resample_profile(profile, radial_grid(profile))
