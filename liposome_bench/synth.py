@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -1144,9 +1143,9 @@ def _check_cache_folder(path: Path) -> None:
 def write_montage(dataset: Dataset, path, per_class: int = 8, seed: int = 0) -> Path:
     """Write a PNG grid of example particles, one row per class.
 
-    Images are shown at a common scale (padded to the largest one shown), so
-    sizes compare across the grid; each row is labelled with its class and
-    count.
+    Images are shown at a common scale (padded with white to the largest
+    one shown), so sizes compare across the grid; each row is labelled with
+    its class and count.
 
     Parameters
     ----------
@@ -1200,7 +1199,7 @@ def write_montage(dataset: Dataset, path, per_class: int = 8, seed: int = 0) -> 
             for spine in ax.spines.values():
                 spine.set_visible(False)
             if j < len(row):
-                ax.imshow(_pad_to(dataset.particles[row[j]].image, H, W), cmap="gray",
+                ax.imshow(_pad_to(_as_uint8(dataset.particles[row[j]].image), H, W), cmap="gray",
                           vmin=0, vmax=255, interpolation="nearest")
             else:
                 ax.axis("off")
@@ -1208,21 +1207,30 @@ def write_montage(dataset: Dataset, path, per_class: int = 8, seed: int = 0) -> 
                                ha="right", va="center", fontsize=10)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    # A temporary name beside it (created with the usual permissions), then a rename.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         fig.savefig(tmp, format="png")
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return path
 
 
+def _as_uint8(image):
+    """8-bit view of an image of any dtype (real data sets may be 16-bit)."""
+    if image.dtype == np.uint8:
+        return image
+    image = image.astype(np.float64)
+    low, high = np.percentile(image, [0.5, 99.5])
+    return (np.clip((image - low) / max(high - low, 1e-12), 0, 1) * 255).astype(np.uint8)
+
+
 def _pad_to(image, H, W):
-    """Centre ``image`` on an H x W canvas of its own median border value."""
-    border = np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]])
-    out = np.full((H, W), np.median(border), dtype=image.dtype)
+    """Centre ``image`` on a white H x W canvas, so that every image in the
+    montage is drawn at the same scale and its own edges stay visible."""
+    out = np.full((H, W), 255, dtype=np.uint8)
     top, left = (H - image.shape[0]) // 2, (W - image.shape[1]) // 2
     out[top:top + image.shape[0], left:left + image.shape[1]] = image
     return out

@@ -370,3 +370,26 @@ def test_montage_needs_at_least_one_example(lamellarity, tmp_path):
     with pytest.raises(ConfigError, match="per_class must be at least 1; got 0."):
         write_montage(lamellarity, tmp_path / "m.png", per_class=0)
     assert not (tmp_path / "m.png").exists()
+
+
+def test_montage_shows_16_bit_images_too(lamellarity, tmp_path):
+    from PIL import Image
+
+    from liposome_bench.dataset import Dataset, Particle
+
+    wide = Dataset(lamellarity.problem, [
+        Particle(p.id, p.label, p.image.astype(np.uint16) * 257, p.mask)
+        for p in lamellarity.particles
+    ])
+    path = write_montage(wide, tmp_path / "m.png", per_class=3)
+    with Image.open(path) as image:
+        pixels = np.asarray(image.convert("L"))
+    # Not a blank page: the particles' grey levels show.
+    assert pixels.std() > 10
+    assert oct(path.stat().st_mode & 0o777) == oct(0o666 & ~_umask())
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
