@@ -31,7 +31,13 @@ Keras is imported inside the functions so that importing this module is cheap.
 
 from __future__ import annotations
 
+import os
+
 from liposome_bench.errors import ConfigError
+
+# TensorFlow's C++ start-up lines (oneDNN, CPU features) would otherwise end up
+# on every command's stderr; an explicit TF_CPP_MIN_LOG_LEVEL is respected.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 MODEL_NAMES = ("lipnet-1", "lipnet-2", "lipnet-4", "lipnet-4c", "lipnet-6", "lipnet-fcn")
 
