@@ -150,8 +150,8 @@ def _num(value, digits: int = 3) -> str:
 
 
 def _cell(entry: dict, bold: bool = False, k=None) -> str:
-    """"mean ± std [low, high]" of one metric entry of a model summary; a †
-    when the mean is over fewer than ``k`` folds."""
+    """"mean ± std; pooled p [low, high]" of one metric entry of a model
+    summary; a † when the mean is over fewer than ``k`` folds."""
     mean = _num(entry.get("mean"))
     if bold and mean != UNDEFINED:
         mean = f"**{mean}**"
@@ -160,8 +160,10 @@ def _cell(entry: dict, bold: bool = False, k=None) -> str:
     if isinstance(k, int) and entry.get("mean") is not None and entry.get("n_folds", k) < k:
         mean += "†"
     low, high = entry.get("ci") or (None, None)
-    if low is not None and high is not None:
-        mean += f" [{_num(low, 2)}, {_num(high, 2)}]"
+    if entry.get("pooled") is not None:
+        mean += f"; pooled {_num(entry['pooled'], 2)}"
+        if low is not None and high is not None:
+            mean += f" [{_num(low, 2)}, {_num(high, 2)}]"
     return mean
 
 
@@ -317,7 +319,10 @@ def plot_training_curves(histories: dict, path) -> Path | None:
     for model, folds in histories.items():
         names = []
         for _, history in folds:
-            names += [n for n in history if not n.startswith("val_") and n not in names]
+            for n in history:
+                base = n.removeprefix("val_")
+                if base not in names:
+                    names.append(base)
         panels += [(model, n) for n in names]
     if not panels:
         return None
@@ -600,9 +605,9 @@ def _metric_section(summary, bars) -> list[str]:
     k = (summary.get("folds") or {}).get("k")
     lines = ["## Per-class metrics, side by side", ""]
     lines.append(
-        "Each cell: mean ± standard deviation over folds, then the 95 % bootstrap "
-        "interval over particles of the estimate from all out-of-fold predictions pooled "
-        "(the bars in the figure). The higher mean is in bold; † marks a mean over fewer "
+        "Each cell: mean ± standard deviation over folds; then the estimate from all "
+        "out-of-fold predictions pooled (the bars in the figure) with its 95 % bootstrap "
+        "interval over particles. The higher mean is in bold; † marks a mean over fewer "
         "folds (the value was undefined, 0/0, in the others). F1 = 2·PPV·TPR/(PPV+TPR); "
         f"F1 (thesis) = 2/(1/TPR + 1/TNR), section 4.6. {UNDEFINED}: undefined."
     )
