@@ -73,7 +73,9 @@ def format_param(value) -> str:
 def class_metric_table(summary: FoldSummary, title: str | None = None) -> Table:
     """Per-class TPR, TNR, PPV, NPV, F1 and F1 (thesis), mean ± std over folds.
 
-    Rows are the classes, with their particle count over all test folds.
+    One column per class (so three classes fit an 80-column terminal), one
+    row per metric, and a first row with each class's particle count over
+    all test folds.
     """
     n_folds = len(summary.folds)
     table = Table(
@@ -81,15 +83,14 @@ def class_metric_table(summary: FoldSummary, title: str | None = None) -> Table:
         caption=METRIC_CAPTION.format(n=n_folds, s="" if n_folds == 1 else "s"),
         caption_justify="left",
     )
-    table.add_column("class", style="bold")
-    table.add_column("n", justify="right")
+    table.add_column("metric", style="bold")
+    for name in summary.classes:
+        table.add_column(name, justify="right")
+    table.add_row("n", *(str(s) for s in summary.support), end_section=True)
     for m in CLASS_METRICS:
-        table.add_column(CLASS_METRIC_LABELS[m], justify="right")
-    for name, support in zip(summary.classes, summary.support):
         table.add_row(
-            name,
-            str(support),
-            *(format_mean_std(summary.per_class[name][m], n_folds) for m in CLASS_METRICS),
+            CLASS_METRIC_LABELS[m],
+            *(format_mean_std(summary.per_class[name][m], n_folds) for name in summary.classes),
         )
     return table
 
@@ -137,7 +138,7 @@ def normalised_confusion_table(summary: FoldSummary, title: str | None = None) -
         summary.confusion_normalised_mean,
         summary.classes,
         title or f"{n}-fold average normalised confusion matrix",
-        caption="rows: true class (each row sums to 1); columns: predicted class",
+        caption="rows: true class (each sums to 1); columns: predicted class",
     )
 
 
@@ -149,7 +150,7 @@ def raw_confusion_table(summary: FoldSummary, title: str | None = None) -> Table
         summary.classes,
         title or f"{n}-fold average unnormalised confusion matrix",
         digits=1,
-        caption="particles per test fold; rows: true class, columns: predicted class",
+        caption="particles per test fold; rows: true, columns: predicted class",
     )
 
 

@@ -450,7 +450,18 @@ def _train_libsvm(X, labels, options: str):
 
     # A CSR matrix makes libsvm-official build its node arrays vectorised.
     prob = svm_problem(labels.astype(np.float64), sparse.csr_matrix(X))
-    return svm_train(prob, svm_parameter(options))
+    with _one_openmp_thread():
+        return svm_train(prob, svm_parameter(options))
+
+
+def _one_openmp_thread():
+    """libsvm-official is built with OpenMP; run it on one thread. Parallelism
+    comes from --jobs (folds, grid points) instead: OpenMP threads that spin
+    waiting for each other on busy cores made one fold's fit 7x slower in CPU
+    time (docs/svm.md)."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1, user_api="openmp")
 
 
 def _predict_libsvm(model, X, n_classes):
@@ -470,9 +481,10 @@ def _predict_libsvm(model, X, n_classes):
     prob = svm_problem(np.zeros(n), sparse.csr_matrix(X))
     buffer = (c_double * pairs)()
     view = np.ctypeslib.as_array(buffer)
-    for i in range(n):
-        labels[i] = int(libsvm.svm_predict_values(model, prob.x[i], buffer))
-        values[i] = view
+    with _one_openmp_thread():
+        for i in range(n):
+            labels[i] = int(libsvm.svm_predict_values(model, prob.x[i], buffer))
+            values[i] = view
     return labels, values
 
 
@@ -657,6 +669,7 @@ def _fit_fold(X, y, train, test, *, fold, C, gamma, grid, seed, jobs, stem,
     """Grid search, fit and predict one fold; save its model. Runs in a worker."""
     spec = GRIDS[grid]
     timings = {}
+    cpu0 = time.process_time()
     t0 = time.perf_counter()
     table = []
     best = {"C": C, "gamma": gamma, "score": None, "n_samples": None, "inner_folds": None}
@@ -682,6 +695,10 @@ def _fit_fold(X, y, train, test, *, fold, C, gamma, grid, seed, jobs, stem,
     t0 = time.perf_counter()
     labels, pair_values = est._predict_raw(X[test])
     timings["predict_s"] = time.perf_counter() - t0
+    # CPU seconds of the whole fold (grid, fit, predict), unaffected by other
+    # processes competing for the cores; unknown when grid points ran in
+    # other processes.
+    timings["cpu_s"] = time.process_time() - cpu0 if jobs == 1 else None
     # Decision values in the pair columns of all classes (a class missing from
     # the training folds leaves its pairs NaN).
     column = {pair: n for n, pair in enumerate(_pairs(len(class_names)))}
@@ -776,7 +793,8 @@ def run_svm(dataset, folds, results, *, feature_set="vironova", source="computed
         )
     if todo:
         t0 = time.perf_counter()
-        features = extract_features(dataset, feature_set, source=source, reporter=reporter)
+        features = extract_features(dataset, feature_set, source=source, reporter=reporter,
+                                    jobs=jobs)
         features_s = time.perf_counter() - t0
         X, feature_names, dropped = _feature_matrix(features, dataset, reporter)
         y = dataset.y
