@@ -250,20 +250,18 @@ def run_benchmark(
             summary = _summarise(rdir, dataset, fold_assignment, settings, seed, n_resamples,
                                  command, full_size)
             stage_timings["stats_s"] = time.perf_counter() - t0
-            summary["timings"] = {**timings, **stage_timings}
+            summary["timings"] = stage_timings
             per_repeat.append(summary)
             if repeats > 1:
                 _write_outputs(rdir, summary, dataset, cnn_models)
-        if repeats == 1:
-            summary = per_repeat[0]
-        else:
-            summary = dict(per_repeat[0])
+        summary = dict(per_repeat[0])
+        if repeats > 1:
             summary["repeats"] = _spread(per_repeat, out, fold_seed)
-            total = {}
-            for s in per_repeat:
-                for key, value in s["timings"].items():
-                    total[key] = total.get(key, 0.0) + value
-            summary["timings"] = total
+        for one in per_repeat[1:]:
+            for key, value in one["timings"].items():
+                timings[key] = timings.get(key, 0.0) + value
+        summary["timings"] = {**timings, **{k: v + timings.get(k, 0.0)
+                                            for k, v in per_repeat[0]["timings"].items()}}
         summary["timings"]["total_s"] = time.perf_counter() - started
         _write_outputs(out, summary, dataset, cnn_models, repeats=repeats)
         return summary
@@ -333,7 +331,8 @@ def _summarise(rdir, dataset, folds, settings, seed, n_resamples, command, full_
 
     results = ResultsDir(rdir)
     run = results.read_run()
-    core = stats.summarise_results(results, n_resamples=n_resamples, seed=seed)
+    core = stats.summarise_results(results, models=["svm", *settings["cnn_models"]],
+                                   n_resamples=n_resamples, seed=seed)
     devices = sorted({d for name, m in core["models"].items() if name != "svm"
                       for d in m.get("device", [])})
     summary = {

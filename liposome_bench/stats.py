@@ -426,8 +426,8 @@ def _jsonable(obj):
     return obj
 
 
-def summarise_results(results, *, reference: str = "svm", n_resamples: int = 1000,
-                      confidence: float = 0.95, seed: int = 0) -> dict:
+def summarise_results(results, *, models=None, reference: str = "svm",
+                      n_resamples: int = 1000, confidence: float = 0.95, seed: int = 0) -> dict:
     """Summaries of every model in a results folder, and paired comparisons
     of the reference model against each other model.
 
@@ -437,6 +437,9 @@ def summarise_results(results, *, reference: str = "svm", n_resamples: int = 100
     Parameters
     ----------
     results : results.ResultsDir
+    models : sequence of str, optional
+        The models to summarise, in this order; default every model of the
+        folder.
     reference : str
         The model every other one is compared with (the SVM baseline); if
         the folder has no such model, the first model is the reference.
@@ -467,7 +470,7 @@ def summarise_results(results, *, reference: str = "svm", n_resamples: int = 100
     classes = list(run["dataset"]["classes"])
     k = run["folds"]["k"]
     finished, incomplete = {}, {}
-    for name in results.model_names():
+    for name in models if models is not None else results.model_names():
         folds = results.load_model(name)
         if len(folds) == k:
             finished[name] = folds
