@@ -21,7 +21,9 @@ model is refused rather than mixed in.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +34,28 @@ from liposome_bench.errors import ResultsError
 
 SCHEMA_VERSION = 1
 RUN_JSON = "run.json"
+LOCK_FILE = ".run.lock"
+
+# Models may be prepared into one folder at once (the benchmark runs the SVM
+# beside the CNN in two threads): run.json's read-modify-write is serialised
+# by a lock per process and a file lock between processes.
+_THREAD_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _locked(folder: Path):
+    folder.mkdir(parents=True, exist_ok=True)
+    with _THREAD_LOCK, open(folder / LOCK_FILE, "a") as handle:
+        try:
+            import fcntl
+        except ImportError:  # Windows: threads are still serialised
+            yield
+            return
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @dataclass
@@ -92,6 +116,10 @@ class ResultsDir:
             If the folder holds results of another dataset, other folds, or
             this model with other settings.
         """
+        with _locked(self.path):
+            self._prepare(dataset, folds, model, settings)
+
+    def _prepare(self, dataset: Dataset, folds, model: str, settings: dict) -> None:
         run = self.read_run()
         data = {
             "problem": dataset.problem.name,
@@ -138,7 +166,7 @@ class ResultsDir:
                 "folds": fold_info,
                 "models": {},
             }
-        run["models"][model] = settings
+        run.setdefault("models", {})[model] = settings
         atomic_write_json(self.path / RUN_JSON, run)
 
     def fold_json(self, model: str, fold: int) -> Path:
@@ -177,27 +205,50 @@ class ResultsDir:
         )
 
     def load_fold(self, model: str, fold: int, class_names) -> FoldResult | None:
-        """The saved fold, or None if it has not finished."""
+        """The saved fold, or None if it has not finished.
+
+        Raises
+        ------
+        ResultsError
+            If the fold's files are unreadable or do not fit together.
+        """
         import pandas as pd
 
         path = self.fold_json(model, fold)
         if not path.exists():
             return None
-        meta = json.loads(path.read_text(encoding="utf-8"))
-        table = pd.read_csv(path.with_suffix(".csv"), dtype={"id": str})
+        fix = f"Delete {path} to run that fold again."
+        try:
+            meta = json.loads(path.read_text(encoding="utf-8"))
+            score_names = list(meta["score_names"])
+            table = pd.read_csv(path.with_suffix(".csv"), dtype={"id": str})
+            columns = ["id", "label", "predicted"] + [f"score_{n}" for n in score_names]
+            missing = [c for c in columns if c not in table.columns]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ResultsError(f"{path} or its .csv cannot be read ({exc}). {fix}") from None
+        if missing:
+            raise ResultsError(
+                f"{path.with_suffix('.csv')} lacks column(s) {', '.join(missing)}. {fix}"
+            )
         index = {c: i for i, c in enumerate(class_names)}
+        unknown = sorted(set(table["label"]).union(table["predicted"]) - set(index))
+        if unknown:
+            raise ResultsError(
+                f"{path.with_suffix('.csv')} holds class(es) {', '.join(map(str, unknown))}, "
+                f"not among {', '.join(class_names)}. {fix}"
+            )
         return FoldResult(
             model=model,
             fold=fold,
             ids=table["id"].tolist(),
             y_true=table["label"].map(index).to_numpy(np.int64),
             y_pred=table["predicted"].map(index).to_numpy(np.int64),
-            scores=table[[f"score_{n}" for n in meta["score_names"]]].to_numpy(np.float64),
-            score_names=meta["score_names"],
-            score_kind=meta["score_kind"],
-            params=meta["params"],
-            timings=meta["timings"],
-            history=meta["history"],
+            scores=table[[f"score_{n}" for n in score_names]].to_numpy(np.float64),
+            score_names=score_names,
+            score_kind=meta.get("score_kind", ""),
+            params=meta.get("params", {}),
+            timings=meta.get("timings", {}),
+            history=meta.get("history"),
             device=meta.get("device", "cpu"),
         )
 
@@ -210,8 +261,15 @@ class ResultsDir:
                 "Run `liposome-bench benchmark --out` first."
             )
         classes = run["dataset"]["classes"]
-        k = run["folds"]["k"]
-        found = [self.load_fold(model, f, classes) for f in range(k)]
+        if run.get("folds"):
+            numbers = range(run["folds"]["k"])
+        else:  # prepared without stored folds: whatever fold files exist
+            numbers = sorted(
+                int(p.stem.split("-", 1)[1])
+                for p in self.model_dir(model).glob("fold-*.json")
+                if p.stem.split("-", 1)[1].isdigit()
+            )
+        found = [self.load_fold(model, f, classes) for f in numbers]
         return [r for r in found if r is not None]
 
     def model_names(self) -> list[str]:
