@@ -825,7 +825,7 @@ def report_command(results, out, baseline, tolerance, write_baseline_to):
     with status 1 naming each metric that fell by more than the tolerance
     (status 2 is bad input).
 
-    Example: liposome-bench report results/benchmark-lamellarity --baseline ci-baseline.json
+    Example: liposome-bench report results/benchmark-lamellarity
     """
     from rich.console import Console
     from rich.table import Table
