@@ -489,30 +489,32 @@ def _predict_libsvm(model, X, n_classes):
 
 
 def _save_libsvm_model(model, path: Path) -> None:
-    from libsvm.svmutil import svm_save_model
+    import uuid
+
+    from libsvm.svm import libsvm
 
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    # LIBSVM creates the file itself (so it gets the user's umask, unlike a
+    # mkstemp file); a unique name beside the target, then a rename.
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
-        svm_save_model(str(tmp), model)
-        if os.path.getsize(tmp) == 0:
+        if libsvm.svm_save_model(os.fsencode(tmp), model) != 0 or not tmp.is_file():
             raise OSError(f"LIBSVM could not write {path}")
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
 def _load_libsvm_model(path: Path):
-    from libsvm.svmutil import svm_load_model
+    from libsvm.svm import libsvm, toPyModel
 
     if not Path(path).is_file():
         raise ValueError(f"{path}: LIBSVM model file is missing.")
-    model = svm_load_model(str(path))
-    if model is None:
+    pointer = libsvm.svm_load_model(os.fsencode(path))
+    if not pointer:
         raise ValueError(f"{path} is not a LIBSVM model file.")
-    return model
+    return toPyModel(pointer)
 
 
 # Grid search ------------------------------------------------------------------
