@@ -122,10 +122,49 @@ def test_augmentation_is_active_in_training_only():
     x = np.random.default_rng(0).normal(size=(8, 16, 16, 1)).astype("float32")
     np.testing.assert_array_equal(np.asarray(aug(x, training=False)), x)
     assert not np.allclose(np.asarray(aug(x, training=True)), x)
-    assert [layer.name for layer in aug.layers] == [
-        "flip_horizontal", "flip_vertical", "rotation", "shear", "shift", "zoom"
-    ]
+    assert aug.name == "augmentation" and aug.augment == cnn.AUGMENTATIONS
     assert cnn.build_augmentation("none") is None
+
+
+def _spot(n, size, row, col):
+    x = np.zeros((n, size, size, 1), dtype="float32")
+    x[:, row - 1 : row + 2, col - 1 : col + 2, 0] = 1.0  # 3x3: survives nearest sampling
+    return x
+
+
+def _centroids(out):
+    w = out[..., 0]
+    rows, cols = np.mgrid[: w.shape[1], : w.shape[2]]
+    total = w.sum(axis=(1, 2))
+    return (w * rows).sum(axis=(1, 2)) / total, (w * cols).sum(axis=(1, 2)) / total
+
+
+def test_shift_moves_by_at_most_a_tenth():
+    aug = cnn.build_augmentation("shift", seed=4)
+    out = np.asarray(aug(_spot(64, 21, 10, 10), training=True))
+    r, c = _centroids(out)
+    assert np.abs(r - 10).max() <= 2.1 + 1e-4 and np.abs(c - 10).max() <= 2.1 + 1e-4
+    assert np.abs(r - 10).max() > 1.0 and np.abs(c - 10).max() > 1.0
+
+
+def test_rotation_keeps_the_distance_from_the_centre_at_any_angle():
+    aug = cnn.build_augmentation("rotation", seed=5)
+    out = np.asarray(aug(_spot(64, 21, 10, 16), training=True))
+    r, c = _centroids(out)
+    np.testing.assert_allclose(np.hypot(r - 10, c - 10), 6.0, atol=0.6)
+    angles = np.degrees(np.arctan2(r - 10, c - 10))
+    assert angles.min() < -120 and angles.max() > 120
+
+
+def test_zoom_magnifies_by_up_to_a_quarter():
+    aug = cnn.build_augmentation("zoom", seed=6)
+    rows, cols = np.mgrid[:31, :31]
+    disc = ((rows - 15) ** 2 + (cols - 15) ** 2 <= 36).astype("float32")
+    x = np.repeat(disc[None, :, :, None], 64, axis=0)
+    area = np.asarray(aug(x, training=True))[..., 0].sum(axis=(1, 2)) / disc.sum()
+    # Factor 0.8-1.0 on input coordinates: areas grow by 1 to 1/0.8^2.
+    assert area.min() > 0.95 and area.max() < 1.0 / 0.64 + 0.05
+    assert area.max() > 1.3
 
 
 def test_flip_gives_one_of_the_four_flips():
