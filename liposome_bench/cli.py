@@ -223,6 +223,7 @@ def generate_command(problem, n, seed, out, montage, difficulty, label_noise, do
     ice crystals and shot noise. Writes particles.json, images/ (with the
     50 px surround) and masks/; docs/synthetic-data.md explains the model.
 
+    \b
     Example: liposome-bench generate --problem encapsulation --n 3000 --seed 1 --out d
     """
     from rich.console import Console
