@@ -9,7 +9,9 @@ Prints particles per second for
     24,918 encapsulation particles),
   * the batched generator and the straightforward per-particle version
     (``batch_size=1``: the same code, one particle per canvas, no batching)
-    on the same first ``--baseline-n`` particles, and their ratio,
+    on the same ``--baseline-n`` particles, their ratio, and whether both
+    gave the same images (they should: each particle has its own random
+    stream),
   * ``write_export`` of ``--write-n`` particles (PNG images and masks).
 Both versions run in this process, one after the other, so the ratio holds
 even when other work slows the machine (the load average is printed); CPU
@@ -64,11 +66,14 @@ def main(argv=None):
     print(f"  images: {pixels / 1e6:.0f} Mpx of uint8 ({pixels / n:.0f} px per particle)")
 
     m = args.baseline_n
-    _, b_wall, b_cpu = timed(lambda: generate_dataset(args.problem, m, args.seed))
-    _, s_wall, s_cpu = timed(lambda: generate_dataset(args.problem, m, args.seed, batch_size=1))
+    batched_set, b_wall, b_cpu = timed(lambda: generate_dataset(args.problem, m, args.seed))
+    single_set, s_wall, s_cpu = timed(
+        lambda: generate_dataset(args.problem, m, args.seed, batch_size=1))
     rate("batched, subset:", m, b_wall, b_cpu)
     rate("per-particle, subset:", m, s_wall, s_cpu)
     print(f"ratio batched / per-particle: {s_wall / b_wall:.2f}x wall, {s_cpu / b_cpu:.2f}x CPU")
+    same = batched_set.fingerprint() == single_set.fingerprint()
+    print(f"  same images from both: {'yes' if same else 'NO'}")
 
     w = min(args.write_n, n)
     subset = dataset.subset(range(w))
