@@ -183,9 +183,8 @@ def test_saved_model_loads_in_libsvm_and_predicts_the_same(tmp_path):
     loaded = LibSVMClassifier.load(tmp_path / "fold-0")
     labels, _, values = svm_predict(y_test, loaded.transform_features(X_test), model, "-q")
     np.testing.assert_array_equal(np.array(labels, dtype=int), loaded.predict(X_test))
-    np.testing.assert_allclose(values, loaded.decision_function(X_test) if False else
-                               LibSVMClassifier.load(tmp_path / "fold-0").set_params(
-                                   decision_function_shape="ovo").decision_function(X_test))
+    ovo = LibSVMClassifier.load(tmp_path / "fold-0").set_params(decision_function_shape="ovo")
+    np.testing.assert_allclose(values, ovo.decision_function(X_test))
     meta = json.loads(paths["json"].read_text())
     assert meta["labels"] == {"0": "uni", "1": "multi", "2": "unc"}
     assert meta["feature_names"][0] == "f0" and len(meta["scaling"]["min"]) == 12
