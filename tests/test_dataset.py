@@ -671,3 +671,15 @@ def test_describe_dataset_empty_class_has_no_sizes():
     assert info["image_size"]["per_class"]["uncertain"] is None
     assert info["pixel_size_nm"] == {"min": None, "median": None, "max": None, "unknown": 7}
     assert info["masks_derived"] == 7
+
+
+def test_atomic_write_gives_files_the_umask_mode(tmp_path):
+    # mkstemp makes 0600 files; results and exports must be readable by the
+    # group/others like any file the user writes.
+    import os
+
+    from liposome_bench.dataset import _UMASK, atomic_write_text
+
+    atomic_write_text(tmp_path / "a.txt", "x")
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o666 & ~_UMASK
+    assert os.listdir(tmp_path) == ["a.txt"]
