@@ -35,8 +35,9 @@ import os
 
 from liposome_bench.errors import ConfigError
 
-# TensorFlow's C++ start-up lines (oneDNN, CPU features) would otherwise end up
-# on every command's stderr; an explicit TF_CPP_MIN_LOG_LEVEL is respected.
+# Keeps most of TensorFlow's C++ start-up lines (CPU feature notes) off every
+# command's stderr (TF 2.21 still prints its oneDNN line); an explicit
+# TF_CPP_MIN_LOG_LEVEL is respected.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 MODEL_NAMES = ("lipnet-1", "lipnet-2", "lipnet-4", "lipnet-4c", "lipnet-6", "lipnet-fcn")
