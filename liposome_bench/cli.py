@@ -605,7 +605,8 @@ CNN_MODEL_NAMES = ("lipnet-1", "lipnet-2", "lipnet-4", "lipnet-4c", "lipnet-6", 
     type=click.IntRange(min=1),
     default=8,
     show_default=True,
-    help="Maximum epochs; an epoch is a balanced draw as large as the training part.",
+    help="Maximum epochs per fold. An epoch is one class-balanced draw as large as "
+    "the fit part (oversample, smote) or one pass over it (docs/cnn.md).",
 )
 @click.option(
     "--patience",
@@ -615,7 +616,13 @@ CNN_MODEL_NAMES = ("lipnet-1", "lipnet-2", "lipnet-4", "lipnet-4c", "lipnet-6", 
     help="Stop after this many epochs without a better validation loss "
     "(validation split carved from the training folds).",
 )
-@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=32,
+    show_default=True,
+    help="Images per training step (section 8.1).",
+)
 @click.option(
     "--optimizer",
     type=click.Choice(("adam", "sgd")),
@@ -627,7 +634,7 @@ CNN_MODEL_NAMES = ("lipnet-1", "lipnet-2", "lipnet-4", "lipnet-4c", "lipnet-6", 
     "--learning-rate",
     type=click.FloatRange(min=0, min_open=True),
     default=None,
-    help="Initial learning rate. Default: 1e-3 for adam, 1e-2 for sgd.",
+    help="Learning rate (constant). Default: 1e-3 for adam, 1e-2 for sgd.",
 )
 @click.option(
     "--l2",
@@ -685,10 +692,12 @@ def cnn_command(problem, model, data, reader_options, cache_dir, input_mode, inp
     print_model_summary(console, model, summarise_folds(fold_results, dataset.problem.classes))
     console.print(fold_table(fold_results, ("epochs", "epochs_run"),
                              ("train_s", "predict_s"), title=f"{model}: folds"))
+    console.print(f"Results in {results.path / model}", soft_wrap=True)
     console.print(
-        f"Results in {results.path}/{model}: fold-<i>.csv (predictions, class "
-        "probabilities), fold-<i>.json (best epoch, training curves, timings), "
-        "models/fold-<i>.keras."
+        "  fold-<i>.csv: predictions and class probabilities; fold-<i>.json: best "
+        "epoch, training curves, timings; models/fold-<i>.keras: the trained "
+        "networks (docs/cnn.md).",
+        soft_wrap=True,
     )
 
 

@@ -370,3 +370,14 @@ def test_bad_options_fail_before_training(tiny_dataset, tmp_path, kwargs, messag
         cnn.run_cnn(tiny_dataset, folds, ResultsDir(tmp_path), **kwargs)
     assert message in str(err.value)
     assert not (tmp_path / "run.json").exists()
+
+
+def test_mixed_precision_keeps_float32_outputs(tiny_dataset):
+    x = cnn.prepare_images(tiny_dataset, "masked", 12)
+    y = tiny_dataset.y
+    net, info = cnn.train_fold(x[:36], y[:36], x[36:], y[36:], model="lipnet-4", n_classes=3,
+                               epochs=1, dtype_policy="mixed_bfloat16", seed=0)
+    assert net.get_layer("block1_conv1").compute_dtype == "bfloat16"
+    assert net.get_layer("block1_conv1").kernel.dtype == "float32"
+    p = net.predict(x[36:], verbose=0)
+    assert p.dtype == np.float32 and np.isfinite(info["history"]["val_loss"][0])
