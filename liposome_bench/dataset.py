@@ -257,6 +257,7 @@ def write_export(dataset: Dataset, out_dir, *, extra: dict | None = None) -> Pat
         )
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp"))
+    os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes it 0700
     try:
         (tmp / IMAGES_DIR).mkdir()
         (tmp / MASKS_DIR).mkdir()
@@ -351,16 +352,18 @@ def parse_export_json(text: str, path) -> list[dict]:
     return objects
 
 
-def resolve_dataset(data, problem: str | None, *, cache_dir=None, **reader_options) -> Dataset:
+def resolve_dataset(data, problem: str | None, *, cache_dir=None, reporter=None,
+                    **reader_options) -> Dataset:
     """The dataset a command works on: ``data`` if given, else the built-in
-    synthetic dataset of ``problem`` (generated once into the cache)."""
+    synthetic dataset of ``problem`` (generated once into the cache, with
+    progress shown through ``reporter``)."""
     if data is None:
         from liposome_bench.synth import default_dataset_path
 
         if problem is None:
             raise DatasetError("Without --data, --problem is needed to pick the built-in dataset.")
-        data = default_dataset_path(problem, cache_dir)
-    return load_dataset(data, problem, **reader_options)
+        data = default_dataset_path(problem, cache_dir, reporter=reporter)
+    return load_dataset(data, problem, reporter=reporter, **reader_options)
 
 
 # Reading images ------------------------------------------------------------------
