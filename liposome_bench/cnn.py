@@ -10,9 +10,9 @@ thesis section 8.1):
 2. each epoch draws a class-balanced sample of the fit part
    (``balance``, section 4.8); the validation part and the test fold are
    never resampled;
-3. the network sees each batch through random augmentation layers
-   (``augment``, section 5.5) that are part of the Keras model, so they run
-   on the same device as the network and do nothing at inference;
+3. the network sees each batch through a random augmentation layer
+   (``augment``, section 5.5) that is part of the Keras training model, so it
+   runs on the same device as the network and does nothing at inference;
 4. the loss is cross-entropy with label smoothing 0.1 (section 5.2); training
    stops when the class-balanced validation loss has not improved for
    ``patience`` epochs, and the weights of the best epoch are kept (5.4);
@@ -25,7 +25,6 @@ Keras is imported inside the functions, so importing this module is cheap.
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 from pathlib import Path
@@ -36,8 +35,6 @@ from liposome_bench.errors import ConfigError, DatasetError
 from liposome_bench.models import INPUT_SIZES, build_lipnet, check_model_name
 from liposome_bench.progress import NullReporter
 
-logger = logging.getLogger(__name__)
-
 INPUT_MODES = ("surrounding", "cropped", "masked")
 #: Augmentations in the order they are applied (section 5.5).
 AUGMENTATIONS = ("flip", "rotation", "shear", "shift", "zoom")
@@ -45,7 +42,7 @@ BALANCE_METHODS = ("oversample", "undersample", "smote", "class-weight", "none")
 OPTIMIZERS = ("adam", "sgd")
 
 #: Defaults chosen so that 5-fold lipnet-4 on the 14,169-particle lamellarity
-#: set takes about 5 minutes on an idle 2-core CPU (docs/performance.md).
+#: set takes under 5 minutes on a 2-core CPU (measured: docs/performance.md).
 DEFAULT_EPOCHS = 8
 DEFAULT_PATIENCE = 3
 DEFAULT_BATCH_SIZE = 32
@@ -606,15 +603,39 @@ def train_fold(
 ):
     """Train one network on (x_fit, y_fit), early-stopped on (x_val, y_val).
 
+    Parameters
+    ----------
+    x_fit, x_val : float32 arrays, shape (n, H, W, 1)
+        Prepared images (:func:`prepare_images`); ``x_val`` may be empty,
+        which trains exactly ``epochs`` epochs.
+    y_fit, y_val : int arrays
+        Class indices.
+    model, n_classes, model_options, dtype_policy
+        Passed to :func:`models.build_lipnet`.
+    augment, fill_mode
+        Passed to :func:`build_augmentation`.
+    balance, samples_per_epoch
+        See :class:`EpochSampler`; ``smote`` first grows the fit part with
+        :func:`smote_pool`, ``class-weight`` weights the loss.
+    epochs, patience, batch_size, optimizer, learning_rate
+        As in :func:`run_cnn`; ``patience=None`` never stops early.
+    seed : int
+        Seeds Keras (weights, dropout, augmentation) and the sampler.
+    class_names : sequence of str
+        For error messages.
+    reporter : progress reporter, optional
+        Gets ``epoch(...)`` after every epoch.
+
     Returns
     -------
     net : keras.Model
         The network with the weights of its best epoch (no augmentation
-        layers).
+        layer).
     info : dict
         ``best_epoch``, ``epochs_run``, ``history`` (per-epoch lists),
         ``epoch_counts`` (class counts of the first epoch's draw), ``train_s``
-        and ``samples_per_s``.
+        (time in ``fit``, the validation passes included) and
+        ``samples_per_s``.
     """
     import keras
 
