@@ -207,8 +207,8 @@ def run_benchmark(
     timings = {}
     try:
         t0 = time.perf_counter()
-        reporter.stage("dataset")
-        dataset = resolve_dataset(data, problem, cache_dir=cache_dir, **(reader_options or {}))
+        dataset = resolve_dataset(data, problem, cache_dir=cache_dir, reporter=reporter,
+                                  **(reader_options or {}))
         full_size = len(dataset)
         if quick:
             dataset = quick_subset(dataset, seed)
