@@ -54,11 +54,14 @@ def format_mean_std(ms: MeanStd, n_folds: int | None = None, digits: int = 2) ->
 
 
 def format_param(value) -> str:
-    """A hyper-parameter for a table: powers of two as ``2^k`` (LIBSVM's
-    grid), other numbers with 4 significant digits, None as "—"."""
+    """A hyper-parameter for a table: integers (epochs) as they are, float
+    powers of two as ``2^k`` (LIBSVM's C and gamma grid), other numbers with 4
+    significant digits, None as "—"."""
     if value is None:
         return UNDEFINED
     if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
+        return str(value)
+    if isinstance(value, (int, np.integer)):
         return str(value)
     value = float(value)
     if math.isnan(value):

@@ -59,7 +59,7 @@ def test_format_mean_std(ms, n_folds, expected):
 @pytest.mark.parametrize(
     "value, expected",
     [(128.0, "2^7"), (2**-11, "2^-11"), (3.0, "3"), (0.8679, "0.8679"), (None, "—"),
-     ("coarse", "coarse")],
+     ("coarse", "coarse"), (8, "8"), (2, "2")],
 )
 def test_format_param_shows_powers_of_two(value, expected):
     assert format_param(value) == expected
