@@ -442,7 +442,8 @@ def _spread(per_repeat: list[dict], out: Path, fold_seed: int) -> dict:
                     m = s["models"].get(name)
                     if m is None:
                         continue
-                    entry = m["overall"][metric] if cls == "overall" else m["per_class"][cls][metric]
+                    entry = (m["overall"][metric] if cls == "overall"
+                             else m["per_class"][cls][metric])
                     if entry.get("mean") is not None:
                         values.append(entry["mean"])
                 v = np.array(values, dtype=np.float64)
@@ -526,6 +527,7 @@ def print_benchmark(summary: dict, console) -> None:
     from rich.table import Table
 
     from liposome_bench.display import confusion_table
+    from liposome_bench.report import format_p_value
     from liposome_bench.metrics import (
         CLASS_METRIC_LABELS,
         CLASS_METRICS,
@@ -582,7 +584,7 @@ def print_benchmark(summary: dict, console) -> None:
                           d["verdict"])
         test = comp["mcnemar"]
         table.add_row("McNemar", f"{test['only_b']} vs {test['only_a']}",
-                      f"p = {_fmt(test['p_value'])}", comp["verdict"])
+                      format_p_value(test["p_value"]), comp["verdict"])
         console.print(table)
     repeats = summary.get("repeats")
     if repeats:
@@ -598,10 +600,12 @@ def _fmt(value, digits=3, signed=False) -> str:
 
 def _rich_cells(entries, k) -> list[str]:
     means = [e.get("mean") for e in entries]
-    defined = [m for m in means if m is not None]
+    # Compare at the precision shown, so "1.00 *" never sits beside "1.00".
+    shown = [None if m is None else round(m, 2) for m in means]
+    defined = [m for m in shown if m is not None]
     top = max(defined) if len(defined) > 1 and len(set(defined)) > 1 else None
     cells = []
-    for e, mean in zip(entries, means):
+    for e, mean, rounded in zip(entries, means, shown):
         text = _fmt(mean, 2)
         if e.get("std") is not None:
             text += f" ± {_fmt(e['std'], 2)}"
@@ -610,6 +614,6 @@ def _rich_cells(entries, k) -> list[str]:
         ci = e.get("ci") or [None, None]
         if ci[0] is not None:
             text += f" [{_fmt(ci[0], 2)}, {_fmt(ci[1], 2)}]"
-        cells.append(f"[bold green]{text} *[/bold green]" if top is not None and mean == top
+        cells.append(f"[bold green]{text} *[/bold green]" if top is not None and rounded == top
                      else text)
     return cells

@@ -167,9 +167,11 @@ def _cell(entry: dict, bold: bool = False, k=None) -> str:
     return mean
 
 
-def _best(values: list) -> set[int]:
-    """Indices of the highest defined values, if they are not all equal."""
-    defined = [(i, v) for i, v in enumerate(values) if v is not None and not math.isnan(v)]
+def _best(values: list, digits: int = 3) -> set[int]:
+    """Indices of the highest defined values at the precision shown, if they
+    are not all equal."""
+    defined = [(i, round(v, digits)) for i, v in enumerate(values)
+               if v is not None and not math.isnan(v)]
     if len(defined) < 2:
         return set()
     top = max(v for _, v in defined)
@@ -274,7 +276,8 @@ def plot_confusion_heatmaps(summary: dict, path) -> Path:
     )
     for ax, name in zip(axes[0], models):
         matrix = np.array(
-            [[_nan(v) for v in row] for row in summary["models"][name]["confusion"]["normalised_mean"]]
+            [[_nan(v) for v in row]
+             for row in summary["models"][name]["confusion"]["normalised_mean"]]
         )
         ax.imshow(matrix, vmin=0, vmax=1, cmap="Blues")
         for i in range(len(classes)):
@@ -449,8 +452,8 @@ def _verdict_section(summary) -> list[str]:
         a, b = comp["model_a"], comp["model_b"]
         test = comp["mcnemar"]
         lines.append(
-            f"- **{b} vs {a}**: {comp['verdict']} overall (McNemar p = "
-            f"{_num(test['p_value'])}, on {comp['n_particles']} particles)."
+            f"- **{b} vs {a}**: {comp['verdict']} overall "
+            f"(McNemar {format_p_value(test['p_value'])}, on {comp['n_particles']} particles)."
         )
         for cls, d in comp["f1_difference"].items():
             lines.append(
@@ -461,6 +464,13 @@ def _verdict_section(summary) -> list[str]:
               f"{summary['comparisons'][0]['model_a']}; intervals are 95 % paired "
               "bootstrap intervals over particles.", ""]
     return lines
+
+
+def format_p_value(p) -> str:
+    """A p-value as "p = 0.012", or "p < 0.001" below that."""
+    if p is None:
+        return f"p = {UNDEFINED}"
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
 
 
 def _signed(value) -> str:
@@ -657,7 +667,7 @@ def _comparison_section(summary) -> list[str]:
                          f"[{_signed(d['ci'][0])}, {_signed(d['ci'][1])}]", d["verdict"]])
         rows.append([f"{comp['model_b']} − {comp['model_a']}", "all (McNemar)",
                      f"{test['only_b']} vs {test['only_a']}",
-                     f"p = {_num(test['p_value'])} ({test['method']})", comp["verdict"]])
+                     f"{format_p_value(test['p_value'])} ({test['method']})", comp["verdict"]])
     lines.append(_md_table(["comparison", "class", "F1 difference", "95 % interval", "verdict"],
                            rows, align=["---", "---", "---:", "---:", "---"]))
     lines += ["", "McNemar row: particles only the second model got right vs only the "
@@ -894,7 +904,8 @@ def tolerance_for(key: str, overrides: dict, default: float) -> float:
     return default if best is None else best[1]
 
 
-def compare_to_baseline(results_dir, baseline_path, tolerance: float = 0.02) -> list[BaselineChange]:
+def compare_to_baseline(results_dir, baseline_path,
+                        tolerance: float = 0.02) -> list[BaselineChange]:
     """Every baseline metric of every baseline model next to its measured value.
 
     Parameters
