@@ -46,6 +46,7 @@ import numpy as np
 
 from liposome_bench.dataset import atomic_write_json, atomic_write_text
 from liposome_bench.errors import ConfigError, ResultsError
+from liposome_bench.progress import NullReporter
 from liposome_bench.results import ResultsDir
 
 #: The thesis's pick per problem (section 9): LipNet-4 for lamellarity,
@@ -60,36 +61,18 @@ QUICK_EPOCHS = 2
 SUMMARY_KIND = "liposome-bench benchmark summary"
 
 
-class _KeepOpen:
-    """Forwards progress events to ``reporter`` but ignores ``close``, so the
-    one live display lasts the whole benchmark even though each stage closes
-    its reporter when it ends."""
+class _MessagesOnly(NullReporter):
+    """For the SVM while it runs beside the CNN: only its messages reach the
+    shared display (the live bar follows the CNN)."""
 
     def __init__(self, reporter):
         self._reporter = reporter
 
-    def __getattr__(self, name):
-        return getattr(self._reporter, name)
-
-    def close(self):
-        pass
-
-
-class _MessagesOnly(_KeepOpen):
-    """For the SVM while it runs beside the CNN: only its messages reach the
-    shared display (the live bar follows the CNN)."""
-
     def stage(self, name, total=None):
         self._reporter.message(f"{name}: started on the CPU")
 
-    def advance(self, n=1):
-        pass
-
-    def fold(self, fold, k):
-        pass
-
-    def epoch(self, epoch, epochs, **metrics):
-        pass
+    def message(self, text):
+        self._reporter.message(text)
 
 
 def default_out(problem: str, quick: bool = False) -> Path:
@@ -184,7 +167,6 @@ def run_benchmark(
     from liposome_bench.dataset import resolve_dataset
     from liposome_bench.folds import load_or_make_folds
     from liposome_bench.models import check_model_name
-    from liposome_bench.progress import NullReporter
 
     started = time.perf_counter()
     cnn_models = (list(DEFAULT_CNN.get(problem, ("lipnet-4",))) if cnn_models is None
@@ -203,70 +185,67 @@ def run_benchmark(
     cnn_options = dict(cnn_options or {})
     if quick:
         cnn_options.setdefault("epochs", QUICK_EPOCHS)
-    reporter = _KeepOpen(reporter or NullReporter())
+    reporter = reporter or NullReporter()
     timings = {}
-    try:
+    t0 = time.perf_counter()
+    dataset = resolve_dataset(data, problem, cache_dir=cache_dir, reporter=reporter,
+                              **(reader_options or {}))
+    full_size = len(dataset)
+    if quick:
+        dataset = quick_subset(dataset, seed)
+    timings["dataset_s"] = time.perf_counter() - t0
+    if dataset.synthetic:
+        reporter.message(
+            f"{problem}: built-in synthetic data ({len(dataset)} particles); "
+            "results on synthetic data are not the thesis's results."
+        )
+    settings = {
+        "problem": problem,
+        "data": None if data is None else str(data),
+        "out": str(out),
+        "cnn_models": cnn_models,
+        "quick": quick,
+        "repeats": repeats,
+        "folds": folds,
+        "fold_seed": fold_seed,
+        "seed": seed,
+        "jobs": jobs,
+        "svm_options": svm_options,
+        "cnn_options": cnn_options,
+        "n_resamples": n_resamples,
+    }
+    per_repeat = []
+    for r in range(repeats):
+        rdir = out if repeats == 1 else out / f"repeat-{r}"
         t0 = time.perf_counter()
-        dataset = resolve_dataset(data, problem, cache_dir=cache_dir, reporter=reporter,
-                                  **(reader_options or {}))
-        full_size = len(dataset)
-        if quick:
-            dataset = quick_subset(dataset, seed)
-        timings["dataset_s"] = time.perf_counter() - t0
-        if dataset.synthetic:
-            reporter.message(
-                f"{problem}: built-in synthetic data ({len(dataset)} particles); "
-                "results on synthetic data are not the thesis's results."
-            )
-        settings = {
-            "problem": problem,
-            "data": None if data is None else str(data),
-            "out": str(out),
-            "cnn_models": cnn_models,
-            "quick": quick,
-            "repeats": repeats,
-            "folds": folds,
-            "fold_seed": fold_seed,
-            "seed": seed,
-            "jobs": jobs,
-            "svm_options": svm_options,
-            "cnn_options": cnn_options,
-            "n_resamples": n_resamples,
-        }
-        per_repeat = []
-        for r in range(repeats):
-            rdir = out if repeats == 1 else out / f"repeat-{r}"
-            t0 = time.perf_counter()
-            fold_assignment = load_or_make_folds(dataset, folds, fold_seed + r)
-            stage_timings = {"folds_s": time.perf_counter() - t0}
-            if repeats > 1:
-                reporter.message(f"repeat {r + 1}/{repeats} (fold seed {fold_seed + r}) -> {rdir}")
-            stage_timings.update(
-                _run_models(dataset, fold_assignment, ResultsDir(rdir), cnn_models,
-                            svm_options, cnn_options, seed, jobs, reporter)
-            )
-            t0 = time.perf_counter()
-            reporter.stage("statistics")
-            summary = _summarise(rdir, dataset, fold_assignment, settings, seed, n_resamples,
-                                 command, full_size)
-            stage_timings["stats_s"] = time.perf_counter() - t0
-            summary["timings"] = stage_timings
-            per_repeat.append(summary)
-            if repeats > 1:
-                _write_outputs(rdir, summary, dataset, cnn_models)
-        summary = dict(per_repeat[0])
+        fold_assignment = load_or_make_folds(dataset, folds, fold_seed + r)
+        stage_timings = {"folds_s": time.perf_counter() - t0}
         if repeats > 1:
-            summary["repeats"] = _spread(per_repeat, out, fold_seed)
-        for one in per_repeat[1:]:
-            for key, value in one["timings"].items():
-                timings[key] = timings.get(key, 0.0) + value
-        summary["timings"] = {**timings, **{k: v + timings.get(k, 0.0)
-                                            for k, v in per_repeat[0]["timings"].items()}}
-        summary["timings"]["total_s"] = time.perf_counter() - started
-        _write_outputs(out, summary, dataset, cnn_models, repeats=repeats)
-        return summary
-    finally:
-        reporter._reporter.close()
+            reporter.message(f"repeat {r + 1}/{repeats} (fold seed {fold_seed + r}) -> {rdir}")
+        stage_timings.update(
+            _run_models(dataset, fold_assignment, ResultsDir(rdir), cnn_models,
+                        svm_options, cnn_options, seed, jobs, reporter)
+        )
+        t0 = time.perf_counter()
+        reporter.stage("statistics")
+        summary = _summarise(rdir, dataset, fold_assignment, settings, seed, n_resamples,
+                             command, full_size)
+        stage_timings["stats_s"] = time.perf_counter() - t0
+        summary["timings"] = stage_timings
+        per_repeat.append(summary)
+        if repeats > 1:
+            _write_outputs(rdir, summary, dataset, cnn_models)
+    summary = dict(per_repeat[0])
+    if repeats > 1:
+        summary["repeats"] = _spread(per_repeat, out, fold_seed)
+    for one in per_repeat[1:]:
+        for key, value in one["timings"].items():
+            timings[key] = timings.get(key, 0.0) + value
+    summary["timings"] = {**timings, **{k: v + timings.get(k, 0.0)
+                                        for k, v in per_repeat[0]["timings"].items()}}
+    summary["timings"]["total_s"] = time.perf_counter() - started
+    _write_outputs(out, summary, dataset, cnn_models, repeats=repeats)
+    return summary
 
 
 def _check_layout(out: Path, repeats: int) -> None:

@@ -6,6 +6,7 @@ Each command parses its options, calls one library function, and turns a
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import sys
@@ -41,6 +42,19 @@ class UserError(click.ClickException):
     """Printed as ``Error: <message>``; exit code 2, like click's usage errors."""
 
     exit_code = 2
+
+
+@contextlib.contextmanager
+def _live_reporter():
+    """One rich live display for a command's long work, closed however the
+    command ends (library functions report to it but never close it)."""
+    from liposome_bench.progress import RichReporter
+
+    reporter = RichReporter()
+    try:
+        yield reporter
+    finally:
+        reporter.close()
 
 
 # Shared options ------------------------------------------------------------
@@ -229,19 +243,15 @@ def generate_command(problem, n, seed, out, montage, difficulty, label_noise, do
     from rich.console import Console
     from rich.table import Table
 
-    from liposome_bench.progress import RichReporter
     from liposome_bench.synth import THESIS_COUNTS, generate_export
 
     if out is None:
         raise click.UsageError("Missing option '--out'.")
-    reporter = RichReporter()
-    try:
+    with _live_reporter() as reporter:
         dataset = generate_export(
             problem, out, n=n, seed=seed, montage=montage, difficulty=difficulty,
             label_noise=label_noise, dose=dose, pixel_size_nm=pixel_size_nm, reporter=reporter,
         )
-    finally:
-        reporter.close()
     counts, thesis = dataset.class_counts(), THESIS_COUNTS[problem]
     table = Table(title=f"{len(dataset)} synthetic {problem} particles in {out}")
     for column in ("class", "code", "particles", "share", "thesis"):
@@ -290,18 +300,14 @@ def dataset_info_command(path, problem, reader_options, cache_dir, as_json):
     import json
 
     from liposome_bench.dataset import describe_dataset, resolve_dataset
-    from liposome_bench.progress import RichReporter
 
     if path is None and problem is None:
         raise UserError(
             "Give a dataset PATH, or --problem to describe the built-in synthetic dataset."
         )
-    reporter = RichReporter()
-    try:
+    with _live_reporter() as reporter:
         dataset = resolve_dataset(path, problem, cache_dir=cache_dir, reporter=reporter,
                                   **reader_options)
-    finally:
-        reporter.close()
     info = describe_dataset(dataset)
     if as_json:
         click.echo(json.dumps(info, indent=2))
@@ -381,13 +387,9 @@ def dataset_check_command(path, problem, reader_options):
     Example: liposome-bench dataset check my-export
     """
     from liposome_bench.dataset import inspect_dataset
-    from liposome_bench.progress import RichReporter
 
-    reporter = RichReporter()
-    try:
+    with _live_reporter() as reporter:
         dataset, problems = inspect_dataset(path, problem, reporter=reporter, **reader_options)
-    finally:
-        reporter.close()
     for line in problems:
         click.echo(line)
     if problems:
@@ -442,17 +444,14 @@ def features_command(problem, data, reader_options, cache_dir, out, feature_set,
     from liposome_bench.dataset import resolve_dataset
     from liposome_bench.features import check_table_path, write_feature_table
     from liposome_bench.folds import load_or_make_folds
-    from liposome_bench.progress import RichReporter
 
     out = check_table_path(out)
-    dataset = resolve_dataset(data, problem, cache_dir=cache_dir, **reader_options)
-    folds = load_or_make_folds(dataset, k=k, seed=fold_seed)
-    reporter = RichReporter()
-    try:
+    with _live_reporter() as reporter:
+        dataset = resolve_dataset(data, problem, cache_dir=cache_dir, reporter=reporter,
+                                  **reader_options)
+        folds = load_or_make_folds(dataset, k=k, seed=fold_seed)
         table = write_feature_table(dataset, folds, out, feature_set=feature_set,
                                     source=source, reporter=reporter, jobs=jobs)
-    finally:
-        reporter.close()
     click.echo(
         f"Wrote {len(table)} particles x {table.shape[1] - 3} features "
         f"({feature_set}, {source}) to {out}."
@@ -527,18 +526,19 @@ def svm_command(problem, data, reader_options, cache_dir, feature_set, source, g
     from liposome_bench.display import fold_table, print_model_summary
     from liposome_bench.folds import load_or_make_folds
     from liposome_bench.metrics import summarise_folds
-    from liposome_bench.progress import RichReporter
     from liposome_bench.results import ResultsDir
     from liposome_bench.svm import check_svm_options, run_svm
 
     check_svm_options(grid=grid, C=C, gamma=gamma, jobs=jobs)
-    dataset = resolve_dataset(data, problem, cache_dir=cache_dir, **reader_options)
-    folds = load_or_make_folds(dataset, k=k, seed=fold_seed)
-    results = ResultsDir(out or f"results/svm-{dataset.problem.name}")
-    fold_results = run_svm(
-        dataset, folds, results, feature_set=feature_set, source=source, grid=grid,
-        C=C, gamma=gamma, jobs=jobs, seed=seed, reporter=RichReporter(),
-    )
+    with _live_reporter() as reporter:
+        dataset = resolve_dataset(data, problem, cache_dir=cache_dir, reporter=reporter,
+                                  **reader_options)
+        folds = load_or_make_folds(dataset, k=k, seed=fold_seed)
+        results = ResultsDir(out or f"results/svm-{dataset.problem.name}")
+        fold_results = run_svm(
+            dataset, folds, results, feature_set=feature_set, source=source, grid=grid,
+            C=C, gamma=gamma, jobs=jobs, seed=seed, reporter=reporter,
+        )
     console = Console()
     print_model_summary(
         console, "SVM (LIBSVM C-SVC, RBF)", summarise_folds(fold_results, dataset.problem.classes)
@@ -675,19 +675,21 @@ def cnn_command(problem, model, data, reader_options, cache_dir, input_mode, inp
     from liposome_bench.display import fold_table, print_model_summary
     from liposome_bench.folds import load_or_make_folds
     from liposome_bench.metrics import summarise_folds
-    from liposome_bench.progress import RichReporter
     from liposome_bench.results import ResultsDir
 
     augment = parse_augment(augment)
-    dataset = resolve_dataset(data, problem, cache_dir=cache_dir, **reader_options)
-    folds = load_or_make_folds(dataset, k=k, seed=fold_seed)
-    results = ResultsDir(out or f"results/cnn-{dataset.problem.name}")
-    fold_results = run_cnn(
-        dataset, folds, results, model=model, input_mode=input_mode, input_size=input_size,
-        augment=augment, balance=balance, epochs=epochs, patience=patience,
-        batch_size=batch_size, optimizer=optimizer, learning_rate=learning_rate, l2=l2,
-        mixed_precision=mixed_precision, seed=seed, reporter=RichReporter(),
-    )
+    with _live_reporter() as reporter:
+        dataset = resolve_dataset(data, problem, cache_dir=cache_dir, reporter=reporter,
+                                  **reader_options)
+        folds = load_or_make_folds(dataset, k=k, seed=fold_seed)
+        results = ResultsDir(out or f"results/cnn-{dataset.problem.name}")
+        fold_results = run_cnn(
+            dataset, folds, results, model=model, input_mode=input_mode,
+            input_size=input_size, augment=augment, balance=balance, epochs=epochs,
+            patience=patience, batch_size=batch_size, optimizer=optimizer,
+            learning_rate=learning_rate, l2=l2, mixed_precision=mixed_precision, seed=seed,
+            reporter=reporter,
+        )
     console = Console()
     print_model_summary(console, model, summarise_folds(fold_results, dataset.problem.classes))
     console.print(fold_table(fold_results, ("epochs", "epochs_run"),
@@ -773,14 +775,14 @@ def benchmark_command(problem, data, reader_options, cache_dir, cnn, quick, repe
     from rich.console import Console
 
     from liposome_bench.benchmark import print_benchmark, run_benchmark
-    from liposome_bench.progress import RichReporter
 
     cnn_models = [m.strip() for m in cnn.split(",") if m.strip()] if cnn else None
-    summary = run_benchmark(
-        problem, data, cnn_models=cnn_models, out=out, quick=quick, repeats=repeats,
-        folds=k, fold_seed=fold_seed, seed=seed, jobs=jobs, cache_dir=cache_dir,
-        reader_options=reader_options, reporter=RichReporter(), command=_command_line(),
-    )
+    with _live_reporter() as reporter:
+        summary = run_benchmark(
+            problem, data, cnn_models=cnn_models, out=out, quick=quick, repeats=repeats,
+            folds=k, fold_seed=fold_seed, seed=seed, jobs=jobs, cache_dir=cache_dir,
+            reader_options=reader_options, reporter=reporter, command=_command_line(),
+        )
     console = Console()
     print_benchmark(summary, console)
     where = summary["settings"]["out"]

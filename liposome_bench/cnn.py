@@ -874,47 +874,44 @@ def run_cnn(
     if not todo:
         return [done[f] for f in range(folds.k)]
 
-    try:
-        device, line = describe_device()
-        reporter.message(line)
-        dtype_policy = None
-        if mixed_precision:
-            dtype_policy = "mixed_float16" if device == "gpu" else "mixed_bfloat16"
-            reporter.message(f"Mixed precision: computing in {dtype_policy.split('_')[1]}.")
-        t0 = time.perf_counter()
-        images = prepare_images(
-            dataset, input_mode, size, keep_size=(model == "lipnet-fcn"), reporter=reporter
+    device, line = describe_device()
+    reporter.message(line)
+    dtype_policy = None
+    if mixed_precision:
+        dtype_policy = "mixed_float16" if device == "gpu" else "mixed_bfloat16"
+        reporter.message(f"Mixed precision: computing in {dtype_policy.split('_')[1]}.")
+    t0 = time.perf_counter()
+    images = prepare_images(
+        dataset, input_mode, size, keep_size=(model == "lipnet-fcn"), reporter=reporter
+    )
+    prepare_s = time.perf_counter() - t0
+    fill_mode = "constant" if input_mode == "masked" or model == "lipnet-fcn" else "nearest"
+    reporter.stage(model, total=folds.k)
+    reporter.advance(len(done))
+    for fold in todo:
+        reporter.fold(fold, folds.k)
+        result = _run_fold(
+            dataset, folds, fold, images, results,
+            model=model, seed=_fold_seed(seed, fold), device=device,
+            validation_fraction=validation_fraction, save_models=save_models,
+            timings={"prepare_s": round(prepare_s, 3)}, reporter=reporter,
+            train_options=dict(
+                model=model, n_classes=len(classes), augment=augment,
+                fill_mode=fill_mode, balance=balance, epochs=int(epochs),
+                patience=int(patience), batch_size=int(batch_size),
+                optimizer=optimizer, learning_rate=learning_rate,
+                samples_per_epoch=samples_per_epoch, model_options=model_options,
+                dtype_policy=dtype_policy, class_names=classes,
+            ),
         )
-        prepare_s = time.perf_counter() - t0
-        fill_mode = "constant" if input_mode == "masked" or model == "lipnet-fcn" else "nearest"
-        reporter.stage(model, total=folds.k)
-        reporter.advance(len(done))
-        for fold in todo:
-            reporter.fold(fold, folds.k)
-            result = _run_fold(
-                dataset, folds, fold, images, results,
-                model=model, seed=_fold_seed(seed, fold), device=device,
-                validation_fraction=validation_fraction, save_models=save_models,
-                timings={"prepare_s": round(prepare_s, 3)}, reporter=reporter,
-                train_options=dict(
-                    model=model, n_classes=len(classes), augment=augment,
-                    fill_mode=fill_mode, balance=balance, epochs=int(epochs),
-                    patience=int(patience), batch_size=int(batch_size),
-                    optimizer=optimizer, learning_rate=learning_rate,
-                    samples_per_epoch=samples_per_epoch, model_options=model_options,
-                    dtype_policy=dtype_policy, class_names=classes,
-                ),
-            )
-            results.save_fold(result, classes)
-            done[fold] = result
-            reporter.advance()
-            reporter.message(
-                f"{model} fold {fold + 1}/{folds.k}: best epoch {result.params['epochs']} "
-                f"of {result.params['epochs_run']}, train {result.timings['train_s']:.0f}s "
-                f"({result.timings['samples_per_s'] or 0:.0f} samples/s)"
-            )
-    finally:
-        reporter.close()
+        results.save_fold(result, classes)
+        done[fold] = result
+        reporter.advance()
+        reporter.message(
+            f"{model} fold {fold + 1}/{folds.k}: best epoch {result.params['epochs']} "
+            f"of {result.params['epochs_run']}, train {result.timings['train_s']:.0f}s "
+            f"({result.timings['samples_per_s'] or 0:.0f} samples/s)"
+        )
     return [done[f] for f in range(folds.k)]
 
 

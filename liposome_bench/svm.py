@@ -835,17 +835,14 @@ def run_svm(dataset, folds, results, *, feature_set="vironova", source="computed
             _report_fold(reporter, result, folds.k)
 
         reporter.stage("svm", total=len(todo))
-        try:
-            if n_workers == 1:
-                for f in todo:
-                    reporter.fold(f, folds.k)
-                    save(_fit_fold(**arguments(f)))
-            else:
-                runner = Parallel(n_jobs=n_workers, return_as="generator_unordered")
-                for out in runner(delayed(_fit_fold)(**arguments(f)) for f in todo):
-                    save(out)
-        finally:
-            reporter.close()
+        if n_workers == 1:
+            for f in todo:
+                reporter.fold(f, folds.k)
+                save(_fit_fold(**arguments(f)))
+        else:
+            runner = Parallel(n_jobs=n_workers, return_as="generator_unordered")
+            for out in runner(delayed(_fit_fold)(**arguments(f)) for f in todo):
+                save(out)
     return [done[f] for f in range(folds.k)]
 
 

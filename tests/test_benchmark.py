@@ -211,7 +211,7 @@ def test_with_a_gpu_the_svm_runs_beside_the_cnn(monkeypatch, tmp_path):
     monkeypatch.setattr(cnn, "run_cnn", fake_cnn)
     monkeypatch.setattr(benchmark, "_gpu_available", lambda: True)
     timings = benchmark._run_models(None, None, None, ["lipnet-4", "lipnet-2"], {}, {}, 0, 2,
-                                    benchmark._KeepOpen(NullReporter()))
+                                    NullReporter())
     assert seen == {"svm_waited": True, "svm_jobs": 2, "cnn": ["lipnet-4", "lipnet-2"]}
     assert set(timings) == {"svm_s", "lipnet-4_s", "lipnet-2_s"}
 
@@ -225,7 +225,7 @@ def test_without_a_gpu_models_run_one_after_the_other(monkeypatch):
     monkeypatch.setattr(cnn, "run_cnn", lambda *a, model, **k: order.append(model))
     monkeypatch.setattr(benchmark, "_gpu_available", lambda: False)
     benchmark._run_models(None, None, None, ["lipnet-4"], {}, {}, 0, 1,
-                          benchmark._KeepOpen(NullReporter()))
+                          NullReporter())
     assert order == ["svm", "lipnet-4"]
 
 
