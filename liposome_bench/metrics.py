@@ -27,6 +27,7 @@ folds skip NaN and record in how many folds the value was defined.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -50,19 +51,6 @@ OVERALL_METRIC_LABELS = {
     "macro_f1": "macro F1",
     "mcc": "MCC",
 }
-
-
-def _ratio(num: float, den: float) -> float:
-    """num / den, or NaN when den is 0 (the 0/0 convention of this module)."""
-    return float(num) / float(den) if den else math.nan
-
-
-def _thesis_f1(tpr: float, tnr: float) -> float:
-    if math.isnan(tpr) or math.isnan(tnr):
-        return math.nan
-    if tpr == 0 or tnr == 0:
-        return 0.0  # the limit of 2 / (1/TPR + 1/TNR)
-    return 2.0 / (1.0 / tpr + 1.0 / tnr)
 
 
 def _clean(value):
@@ -164,6 +152,69 @@ def normalise_rows(confusion: np.ndarray) -> np.ndarray:
         return np.where(sums > 0, confusion / np.where(sums > 0, sums, 1), np.nan)
 
 
+def _divide(num, den):
+    num = np.asarray(num, dtype=np.float64)
+    den = np.asarray(den, dtype=np.float64)
+    out = np.full(np.broadcast(num, den).shape, np.nan)
+    np.divide(num, den, out=out, where=den != 0)
+    return out
+
+
+def metric_arrays(cm) -> dict[str, np.ndarray]:
+    """Per-class and overall metrics of one or a stack of confusion matrices:
+    the one implementation of this module's formulas (``metrics_from_confusion``
+    for one matrix, ``stats`` for bootstrap stacks).
+
+    A metric whose denominator is zero (e.g. PPV of a class never predicted)
+    is NaN, not 0: the data say nothing about it.
+
+    Parameters
+    ----------
+    cm : array, shape (..., K, K)
+        Counts, rows true class, columns predicted class.
+
+    Returns
+    -------
+    dict
+        ``CLASS_METRICS`` names -> array (..., K); ``OVERALL_METRICS`` names
+        -> array (...).
+    """
+    cm = np.asarray(cm, dtype=np.float64)
+    tp = np.diagonal(cm, axis1=-2, axis2=-1)
+    true_count = cm.sum(axis=-1)
+    pred_count = cm.sum(axis=-2)
+    total = cm.sum(axis=(-2, -1))
+    fn = true_count - tp
+    fp = pred_count - tp
+    tn = total[..., None] - tp - fn - fp
+    out = {
+        "tpr": _divide(tp, tp + fn),
+        "tnr": _divide(tn, tn + fp),
+        "ppv": _divide(tp, tp + fp),
+        "npv": _divide(tn, tn + fn),
+        "f1": _divide(2 * tp, 2 * tp + fp + fn),
+    }
+    # Section 4.6: F1 = 2 / (1/TPR + 1/TNR) = 2 TPR TNR / (TPR + TNR); 0 when
+    # either rate is 0 (its limit), NaN when either is undefined.
+    tpr, tnr = out["tpr"], out["tnr"]
+    out["f1_thesis"] = np.where(
+        (tpr == 0) | (tnr == 0), 0.0, _divide(2 * tpr * tnr, tpr + tnr)
+    )
+    out["f1_thesis"][np.isnan(tpr) | np.isnan(tnr)] = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        out["accuracy"] = _divide(tp.sum(axis=-1), total)
+        out["balanced_accuracy"] = np.nanmean(tpr, axis=-1)
+        out["macro_f1"] = np.nanmean(out["f1"], axis=-1)
+    # Multi-class Matthews correlation (Gorodkin 2004); NaN when 0/0.
+    correct = tp.sum(axis=-1)
+    cov_tp = correct * total - (pred_count * true_count).sum(axis=-1)
+    cov_pp = total**2 - (pred_count**2).sum(axis=-1)
+    cov_tt = total**2 - (true_count**2).sum(axis=-1)
+    out["mcc"] = _divide(cov_tp, np.sqrt(np.maximum(cov_pp * cov_tt, 0.0)))
+    return out
+
+
 def metrics_from_confusion(confusion, classes) -> ModelMetrics:
     """All metrics of this module from a confusion matrix (rows true)."""
     confusion = np.asarray(confusion, dtype=np.int64)
@@ -174,58 +225,27 @@ def metrics_from_confusion(confusion, classes) -> ModelMetrics:
             f"confusion matrix is {confusion.shape[0]}x{confusion.shape[1]} "
             f"but there are {k} classes."
         )
+    values = metric_arrays(confusion)
     n = int(confusion.sum())
     per_class = []
     for i, name in enumerate(classes):
         tp = int(confusion[i, i])
         fn = int(confusion[i].sum()) - tp
         fp = int(confusion[:, i].sum()) - tp
-        tn = n - tp - fn - fp
-        tpr, tnr = _ratio(tp, tp + fn), _ratio(tn, tn + fp)
         per_class.append(
             ClassMetrics(
-                name=name,
-                support=tp + fn,
-                tp=tp,
-                fp=fp,
-                fn=fn,
-                tn=tn,
-                tpr=tpr,
-                tnr=tnr,
-                ppv=_ratio(tp, tp + fp),
-                npv=_ratio(tn, tn + fn),
-                f1=_ratio(2 * tp, 2 * tp + fp + fn),
-                f1_thesis=_thesis_f1(tpr, tnr),
+                name=name, support=tp + fn, tp=tp, fp=fp, fn=fn, tn=n - tp - fn - fp,
+                **{metric: float(values[metric][i]) for metric in CLASS_METRICS},
             )
         )
-    tprs = [c.tpr for c in per_class if c.support > 0]
-    f1s = [c.f1 for c in per_class if not math.isnan(c.f1)]
     return ModelMetrics(
         classes=classes,
         n=n,
         per_class=per_class,
-        accuracy=_ratio(np.trace(confusion), n),
-        balanced_accuracy=float(np.mean(tprs)) if tprs else math.nan,
-        macro_f1=float(np.mean(f1s)) if f1s else math.nan,
-        mcc=_mcc(confusion),
+        **{metric: float(values[metric]) for metric in OVERALL_METRICS},
         confusion=confusion,
         confusion_normalised=normalise_rows(confusion),
     )
-
-
-def _mcc(confusion: np.ndarray) -> float:
-    """Multi-class Matthews correlation (Gorodkin 2004), as scikit-learn
-    computes it, but NaN instead of 0 when it is 0/0."""
-    c = confusion.astype(np.float64)
-    t = c.sum(axis=1)  # true counts
-    p = c.sum(axis=0)  # predicted counts
-    s = c.sum()
-    correct = np.trace(c)
-    cov_ytyp = correct * s - t @ p
-    cov_ypyp = s * s - p @ p
-    cov_ytyt = s * s - t @ t
-    den = cov_ytyt * cov_ypyp
-    return float(cov_ytyp / math.sqrt(den)) if den > 0 else math.nan
 
 
 def compute_metrics(y_true, y_pred, classes) -> ModelMetrics:

@@ -34,11 +34,14 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-# Metric names and definitions are those of liposome_bench.metrics (``f1`` is
-# the usual F1, ``f1_thesis`` the section 4.6 variant 2 / (1/TPR + 1/TNR)).
-# This module recomputes them on stacks of confusion matrices, so that 1000
-# resamples cost one bincount; a test checks that the two agree.
-from liposome_bench.metrics import CLASS_METRICS, OVERALL_METRICS, summarise_folds
+# Metric definitions are liposome_bench.metrics's; ``metric_arrays`` computes
+# them on a stack of confusion matrices, so 1000 resamples cost one bincount.
+from liposome_bench.metrics import (
+    CLASS_METRICS,
+    OVERALL_METRICS,
+    metric_arrays,
+    summarise_folds,
+)
 
 #: Significance level of every verdict.
 ALPHA = 0.05
@@ -76,67 +79,6 @@ def confusion_counts(y_true, y_pred, n_classes: int, resamples=None) -> np.ndarr
     offsets = (np.arange(b, dtype=np.int64) * k * k)[:, None]
     flat = (codes[resamples] + offsets).ravel()
     return np.bincount(flat, minlength=b * k * k).reshape(b, k, k)
-
-
-def _divide(num, den):
-    num = np.asarray(num, dtype=np.float64)
-    den = np.asarray(den, dtype=np.float64)
-    out = np.full(np.broadcast(num, den).shape, np.nan)
-    np.divide(num, den, out=out, where=den != 0)
-    return out
-
-
-def metrics_from_confusion(cm) -> dict[str, np.ndarray]:
-    """Per-class and overall metrics of one or a stack of confusion matrices.
-
-    A metric whose denominator is zero (e.g. PPV of a class never predicted)
-    is NaN, not 0: the data say nothing about it.
-
-    Parameters
-    ----------
-    cm : array, shape (..., K, K)
-        Counts, rows true class, columns predicted class.
-
-    Returns
-    -------
-    dict
-        ``CLASS_METRICS`` names -> array (..., K); ``OVERALL_METRICS`` names
-        -> array (...).
-    """
-    cm = np.asarray(cm, dtype=np.float64)
-    tp = np.diagonal(cm, axis1=-2, axis2=-1)
-    true_count = cm.sum(axis=-1)
-    pred_count = cm.sum(axis=-2)
-    total = cm.sum(axis=(-2, -1))
-    fn = true_count - tp
-    fp = pred_count - tp
-    tn = total[..., None] - tp - fn - fp
-    out = {
-        "tpr": _divide(tp, tp + fn),
-        "tnr": _divide(tn, tn + fp),
-        "ppv": _divide(tp, tp + fp),
-        "npv": _divide(tn, tn + fn),
-        "f1": _divide(2 * tp, 2 * tp + fp + fn),
-    }
-    # Section 4.6: F1 = 2 / (1/TPR + 1/TNR) = 2 TPR TNR / (TPR + TNR); 0 when
-    # either rate is 0 (its limit), NaN when either is undefined.
-    tpr, tnr = out["tpr"], out["tnr"]
-    out["f1_thesis"] = np.where(
-        (tpr == 0) | (tnr == 0), 0.0, _divide(2 * tpr * tnr, tpr + tnr)
-    )
-    out["f1_thesis"][np.isnan(tpr) | np.isnan(tnr)] = np.nan
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        out["accuracy"] = _divide(tp.sum(axis=-1), total)
-        out["balanced_accuracy"] = np.nanmean(tpr, axis=-1)
-        out["macro_f1"] = np.nanmean(out["f1"], axis=-1)
-    # Multi-class Matthews correlation (Gorodkin 2004); NaN when 0/0.
-    correct = tp.sum(axis=-1)
-    cov_tp = correct * total - (pred_count * true_count).sum(axis=-1)
-    cov_pp = total**2 - (pred_count**2).sum(axis=-1)
-    cov_tt = total**2 - (true_count**2).sum(axis=-1)
-    out["mcc"] = _divide(cov_tp, np.sqrt(np.maximum(cov_pp * cov_tt, 0.0)))
-    return out
 
 
 # Resampling ------------------------------------------------------------------
@@ -178,7 +120,7 @@ def _resampled_metrics(y_true, preds, n_classes, n_resamples, seed):
         b = min(_CHUNK, n_resamples - done)
         idx = bootstrap_indices(y_true, b, rng)
         for store, y_pred in zip(collected, preds):
-            for name, values in metrics_from_confusion(
+            for name, values in metric_arrays(
                 confusion_counts(y_true, y_pred, n_classes, idx)
             ).items():
                 store.setdefault(name, []).append(values)
@@ -210,7 +152,7 @@ def bootstrap_metrics(
         metric name -> {"estimate": array, "ci": array (..., 2)}: per-class
         metrics have shape (K,) and (K, 2), overall metrics () and (2,).
     """
-    point = metrics_from_confusion(confusion_counts(y_true, y_pred, n_classes))
+    point = metric_arrays(confusion_counts(y_true, y_pred, n_classes))
     (resampled,) = _resampled_metrics(y_true, [y_pred], n_classes, n_resamples, seed)
     return {
         name: {"estimate": point[name], "ci": _percentile_interval(resampled[name], confidence)}
@@ -324,8 +266,8 @@ def compare_models(
     pred_b = np.asarray(pred_b)
     k = len(classes)
     test = mcnemar_test(pred_a == y_true, pred_b == y_true)
-    f1_a = metrics_from_confusion(confusion_counts(y_true, pred_a, k))["f1"]
-    f1_b = metrics_from_confusion(confusion_counts(y_true, pred_b, k))["f1"]
+    f1_a = metric_arrays(confusion_counts(y_true, pred_a, k))["f1"]
+    f1_b = metric_arrays(confusion_counts(y_true, pred_b, k))["f1"]
     res_a, res_b = _resampled_metrics(y_true, [pred_a, pred_b], k, n_resamples, seed)
     ci = _percentile_interval(res_b["f1"] - res_a["f1"], confidence)
     diffs = {}

@@ -36,7 +36,7 @@ def test_confusion_counts_of_resamples_match_one_by_one():
 def test_metrics_from_confusion_by_hand():
     # Class 0: TP 1, FN 1, FP 1, TN 2.
     cm = np.array([[1, 1, 0], [0, 2, 0], [1, 0, 0]])
-    m = stats.metrics_from_confusion(cm)
+    m = stats.metric_arrays(cm)
     assert m["tpr"][0] == pytest.approx(1 / 2)
     assert m["tnr"][0] == pytest.approx(2 / 3)
     assert m["ppv"][0] == pytest.approx(1 / 2)
@@ -53,7 +53,7 @@ def test_overall_metrics_agree_with_scikit_learn():
     from sklearn.metrics import balanced_accuracy_score, f1_score, matthews_corrcoef
 
     y, p = _noisy_predictions(400, 0.7, seed=1)
-    m = stats.metrics_from_confusion(stats.confusion_counts(y, p, 3))
+    m = stats.metric_arrays(stats.confusion_counts(y, p, 3))
     assert m["mcc"] == pytest.approx(matthews_corrcoef(y, p))
     assert m["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(y, p))
     assert m["macro_f1"] == pytest.approx(f1_score(y, p, average="macro"))
@@ -178,9 +178,9 @@ def _fold_results(y, pred, k, model="svm"):
 def test_summarise_model_reports_fold_spread_and_pooled_interval():
     y, p = _noisy_predictions(150, 0.7, seed=9)
     summary = stats.summarise_model(_fold_results(y, p, 5), CLASSES, n_resamples=300)
-    pooled = stats.metrics_from_confusion(stats.confusion_counts(y, p, 3))
+    pooled = stats.metric_arrays(stats.confusion_counts(y, p, 3))
     fold_f1 = [
-        stats.metrics_from_confusion(stats.confusion_counts(y[i::5], p[i::5], 3))["f1"][1]
+        stats.metric_arrays(stats.confusion_counts(y[i::5], p[i::5], 3))["f1"][1]
         for i in range(5)
     ]
     entry = summary["per_class"]["multilamellar"]["f1"]
@@ -202,7 +202,7 @@ def test_vectorised_metrics_agree_with_the_metrics_module(seed):
     n = int(rng.integers(3, 12))
     y = rng.choice(3, n, p=[0.7, 0.2, 0.1])
     p = rng.choice(3, n, p=[0.8, 0.1, 0.1])
-    ours = stats.metrics_from_confusion(stats.confusion_counts(y, p, 3))
+    ours = stats.metric_arrays(stats.confusion_counts(y, p, 3))
     theirs = compute_metrics(y, p, CLASSES)
     for name in stats.CLASS_METRICS:
         expected = [getattr(c, name) for c in theirs.per_class]
