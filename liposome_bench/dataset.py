@@ -1448,6 +1448,17 @@ def _reader_for(path: Path, masks_dir: str):
         raise DatasetError(f"{path} is not a dataset file. Expected {_ACCEPTED}.")
     if (path / EXPORT_JSON).is_file():
         return _read_export
+    # A folder beside its manifest or MRC stack is not a folder of class
+    # folders (its images/ would become a class): ask for the file instead.
+    dataset_files = sorted(
+        f.name for f in path.iterdir()
+        if f.is_file() and f.suffix.lower() in (".csv", *MRC_EXTENSIONS)
+    )
+    if dataset_files:
+        raise DatasetError(
+            f"{path} holds {', '.join(dataset_files)} but no {EXPORT_JSON}. "
+            f"Pass the manifest or stack file itself, e.g. {path / dataset_files[0]}."
+        )
     if _class_folders(path, masks_dir):
         return _read_folders
     raise DatasetError(

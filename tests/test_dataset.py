@@ -683,3 +683,17 @@ def test_atomic_write_gives_files_the_umask_mode(tmp_path):
     atomic_write_text(tmp_path / "a.txt", "x")
     assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o666 & ~_UMASK
     assert os.listdir(tmp_path) == ["a.txt"]
+
+
+def test_a_folder_holding_a_manifest_is_not_read_as_class_folders():
+    # Its images/ folder would otherwise become a class called "images".
+    from liposome_bench.dataset import load_dataset
+    from liposome_bench.errors import DatasetError
+
+    folder = FIXTURES / "broken" / "manifest-path-escape"
+    with pytest.raises(DatasetError) as err:
+        load_dataset(folder)
+    assert str(err.value) == (
+        f"{folder} holds manifest.csv but no particles.json. "
+        f"Pass the manifest or stack file itself, e.g. {folder / 'manifest.csv'}."
+    )
