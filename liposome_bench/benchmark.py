@@ -99,7 +99,7 @@ def quick_subset(dataset, seed: int = 0):
 
 
 def run_benchmark(
-    problem: str,
+    problem: str | None,
     data=None,
     *,
     cnn_models=None,
@@ -122,7 +122,9 @@ def run_benchmark(
 
     Parameters
     ----------
-    problem : {"lamellarity", "encapsulation"}
+    problem : {"lamellarity", "encapsulation"} or None
+        Picks the built-in dataset; with ``data`` it may be None, and the
+        problem (possibly a custom one) is inferred from the labels.
     data : path, optional
         A dataset (see ``dataset.load_dataset``); default the built-in one.
     cnn_models : sequence of str, optional
@@ -179,7 +181,7 @@ def run_benchmark(
         raise ConfigError(f"--repeats must be 1 or more; got {repeats}.")
     if jobs == 0 or jobs < -1:
         raise ConfigError(f"--jobs must be a positive number of workers or -1; got {jobs}.")
-    out = Path(out) if out is not None else default_out(problem, quick)
+    out = Path(out) if out is not None else default_out(problem or "custom", quick)
     _check_layout(out, repeats)
     svm_options = dict(svm_options or {})
     cnn_options = dict(cnn_options or {})
@@ -196,7 +198,7 @@ def run_benchmark(
     timings["dataset_s"] = time.perf_counter() - t0
     if dataset.synthetic:
         reporter.message(
-            f"{problem}: built-in synthetic data ({len(dataset)} particles); "
+            f"{dataset.problem.name}: synthetic data ({len(dataset)} particles); "
             "results on synthetic data are not the thesis's results."
         )
     settings = {
@@ -381,7 +383,9 @@ def library_versions() -> dict:
 
 def equivalent_command(settings: dict, out) -> str:
     """The ``liposome-bench benchmark`` command line that repeats a run."""
-    args = ["liposome-bench", "benchmark", "--problem", settings["problem"]]
+    args = ["liposome-bench", "benchmark"]
+    if settings["problem"] is not None:
+        args += ["--problem", settings["problem"]]
     if settings.get("data"):
         args += ["--data", settings["data"]]
     if settings["cnn_models"]:

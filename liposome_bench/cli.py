@@ -72,12 +72,17 @@ def data_option(func):
 
 
 def problem_option(required=True):
+    help_text = "Classification problem (thesis section 2)."
+    if not required:
+        help_text += (" Picks the built-in dataset; with --data it is inferred from "
+                      "the labels (other class sets are custom problems).")
+
     def decorate(func):
         return click.option(
             "--problem",
             type=click.Choice(PROBLEM_NAMES),
             required=required,
-            help="Classification problem (thesis section 2).",
+            help=help_text,
         )(func)
 
     return decorate
@@ -402,7 +407,7 @@ def dataset_check_command(path, problem, reader_options):
 # --- features (features) ----------------------------------------------------
 
 @cli.command("features")
-@problem_option()
+@problem_option(required=False)
 @data_option
 @reader_options
 @cache_option
@@ -460,7 +465,7 @@ def features_command(problem, data, reader_options, cache_dir, out, feature_set,
 # --- svm (svm) --------------------------------------------------------------
 
 @cli.command("svm")
-@problem_option()
+@problem_option(required=False)
 @data_option
 @reader_options
 @cache_option
@@ -559,7 +564,7 @@ CNN_MODEL_NAMES = ("lipnet-1", "lipnet-2", "lipnet-4", "lipnet-4c", "lipnet-6", 
 
 
 @cli.command("cnn")
-@problem_option()
+@problem_option(required=False)
 @click.option(
     "--model",
     type=click.Choice(CNN_MODEL_NAMES),
@@ -721,7 +726,7 @@ def _command_line():
 
 
 @cli.command("benchmark")
-@problem_option()
+@problem_option(required=False)
 @data_option
 @reader_options
 @cache_option
