@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from liposome_bench.dataset import atomic_write
 from liposome_bench.errors import ConfigError, DatasetError
 from liposome_bench.models import INPUT_SIZES, build_lipnet, check_model_name
 from liposome_bench.progress import NullReporter
@@ -989,11 +990,5 @@ def _check_training_classes(y_train, classes, fold):
 
 
 def _save_model(net, path: Path) -> None:
-    """Save ``net`` as a .keras file through a temporary file and a rename."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp.keras")
-    try:
-        net.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """Save ``net`` as a .keras file, atomically."""
+    atomic_write(path, net.save, suffix=".keras")

@@ -46,6 +46,7 @@ import re
 import shlex
 import struct
 import tempfile
+import uuid
 import warnings
 import zlib
 from dataclasses import dataclass, field
@@ -185,21 +186,30 @@ class Dataset:
         )
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename, so a
-    reader never sees a half-written file."""
+def atomic_write(path, write, *, suffix: str = ".tmp") -> Path:
+    """Write ``path`` whole or not at all: ``write(tmp)`` writes a new file at
+    a unique name beside it, which is then renamed onto ``path``; on any
+    failure the temporary file is removed and ``path`` is left as it was.
+
+    ``write`` creates the file itself, so it gets the user's usual (umask)
+    permissions. ``suffix`` ends the temporary name, for writers that choose
+    the format by extension (``.keras``, ``.png``).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}{suffix}")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        # mkstemp creates the file 0600; give it the mode a plain open() would.
-        os.chmod(tmp, 0o666 & ~_UMASK)
+        write(tmp)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+    return path
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (see ``atomic_write``)."""
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def _read_umask() -> int:
@@ -208,8 +218,8 @@ def _read_umask() -> int:
     return mask
 
 
-# Read once at import: os.umask can only be read by setting it, which would
-# race with threads writing files.
+# Read once at import (for mkdtemp's folders): os.umask can only be read by
+# setting it, which would race with threads writing files.
 _UMASK = _read_umask()
 
 

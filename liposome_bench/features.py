@@ -42,10 +42,10 @@ Example
 from __future__ import annotations
 
 import math
-import os
 
 import numpy as np
 
+from liposome_bench.dataset import atomic_write
 from liposome_bench.errors import ConfigError, DatasetError
 
 # Geometry of the outputs ---------------------------------------------------
@@ -800,29 +800,17 @@ def write_feature_table(dataset, folds, path, *, feature_set="vironova", source=
     DatasetError
         As for ``extract_features``.
     """
-    import tempfile
-
     path = check_table_path(path)
     X = extract_features(dataset, feature_set, source=source, reporter=reporter, jobs=jobs)
     table = X.reset_index()
     table["id"] = table["id"].astype(str)
     table.insert(1, "label", [p.label for p in dataset.particles])
     table.insert(2, "fold", np.asarray(folds.fold_of, dtype=np.int64))
-    tmp = None
+    write = table.to_parquet if path.suffix.lower() == ".parquet" else table.to_csv
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        if path.suffix.lower() == ".parquet":
-            table.to_parquet(tmp, index=False)
-        else:
-            table.to_csv(tmp, index=False)
-        os.replace(tmp, path)
+        atomic_write(path, lambda tmp: write(tmp, index=False))
     except OSError as exc:
         raise ConfigError(
             f"Cannot write {path} ({exc.strerror or exc}). Choose another --out."
         ) from None
-    finally:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
     return table

@@ -41,13 +41,12 @@ import fnmatch
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from liposome_bench.dataset import atomic_write_json, atomic_write_text
+from liposome_bench.dataset import atomic_write, atomic_write_json, atomic_write_text
 from liposome_bench.errors import ResultsError
 from liposome_bench.metrics import (
     CLASS_METRIC_LABELS,
@@ -201,16 +200,9 @@ def _matrix_table(matrix, classes, digits) -> str:
 # Plots -------------------------------------------------------------------------
 
 def _save_figure(fig, path: Path) -> None:
-    """Save a matplotlib figure as PNG through a temporary file and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Save a matplotlib figure as PNG, atomically."""
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, bbox_inches="tight"),
+                 suffix=".png")
 
 
 def _nan(value) -> float:

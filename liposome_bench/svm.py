@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-from liposome_bench.dataset import atomic_write_json, atomic_write_text
+from liposome_bench.dataset import atomic_write, atomic_write_json, atomic_write_text
 from liposome_bench.errors import ConfigError, DatasetError
 
 MODEL_NAME = "svm"
@@ -489,21 +489,13 @@ def _predict_libsvm(model, X, n_classes):
 
 
 def _save_libsvm_model(model, path: Path) -> None:
-    import uuid
-
     from libsvm.svm import libsvm
 
-    path = Path(path)
-    # LIBSVM creates the file itself (so it gets the user's umask, unlike a
-    # mkstemp file); a unique name beside the target, then a rename.
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
+    def write(tmp):
         if libsvm.svm_save_model(os.fsencode(tmp), model) != 0 or not tmp.is_file():
             raise OSError(f"LIBSVM could not write {path}")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+
+    atomic_write(path, write)
 
 
 def _load_libsvm_model(path: Path):

@@ -43,6 +43,7 @@ from scipy.special import ndtri
 from liposome_bench.dataset import (
     EXPORT_JSON,
     Dataset,
+    atomic_write,
     Particle,
     get_problem,
     write_export,
@@ -1227,17 +1228,7 @@ def write_montage(dataset: Dataset, path, per_class: int = 8, seed: int = 0) -> 
                 ax.axis("off")
         axes[ci, 0].set_ylabel(f"{classes[ci]}\n({counts[classes[ci]]})", rotation=0,
                                ha="right", va="center", fontsize=10)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # A temporary name beside it (created with the usual permissions), then a rename.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        fig.savefig(tmp, format="png")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
 
 
 def _as_uint8(image):

@@ -7,6 +7,7 @@ its one-line error.
 
 import json
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -697,3 +698,19 @@ def test_a_folder_holding_a_manifest_is_not_read_as_class_folders():
         f"{folder} holds manifest.csv but no particles.json. "
         f"Pass the manifest or stack file itself, e.g. {folder / 'manifest.csv'}."
     )
+
+
+def test_atomic_write_leaves_the_old_file_when_the_writer_fails(tmp_path):
+    from liposome_bench.dataset import atomic_write
+
+    target = tmp_path / "table.parquet"
+    target.write_text("old")
+
+    def failing(tmp):
+        tmp.write_text("half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        atomic_write(target, failing)
+    assert target.read_text() == "old"
+    assert os.listdir(tmp_path) == ["table.parquet"]
