@@ -53,18 +53,19 @@ OVERALL_METRIC_LABELS = {
 }
 
 
-def _clean(value):
-    """A JSON-safe copy: NaN becomes None, numpy scalars/arrays become Python."""
-    if isinstance(value, np.ndarray):
-        return _clean(value.tolist())
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
+def to_jsonable(value):
+    """A JSON-safe copy: numpy scalars and arrays become plain Python, dict
+    keys strings, and NaN (undefined, 0/0) or infinite floats None (null)."""
     if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return None if math.isnan(value) else float(value)
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return to_jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
     return value
 
 
@@ -86,7 +87,7 @@ class ClassMetrics:
     f1_thesis: float
 
     def to_dict(self) -> dict:
-        return _clean(dict(self.__dict__))
+        return to_jsonable(dict(self.__dict__))
 
 
 @dataclass
@@ -111,9 +112,9 @@ class ModelMetrics:
             "classes": list(self.classes),
             "n": int(self.n),
             "per_class": {c.name: c.to_dict() for c in self.per_class},
-            **{m: _clean(getattr(self, m)) for m in OVERALL_METRICS},
-            "confusion": _clean(self.confusion),
-            "confusion_normalised": _clean(self.confusion_normalised),
+            **{m: to_jsonable(getattr(self, m)) for m in OVERALL_METRICS},
+            "confusion": to_jsonable(self.confusion),
+            "confusion_normalised": to_jsonable(self.confusion_normalised),
         }
 
 
@@ -282,7 +283,7 @@ class MeanStd:
     n: int
 
     def to_dict(self) -> dict:
-        return _clean({"mean": self.mean, "std": self.std, "n": self.n})
+        return to_jsonable({"mean": self.mean, "std": self.std, "n": self.n})
 
 
 def _mean_std(values) -> MeanStd:
@@ -343,9 +344,9 @@ class FoldSummary:
                 for c, metrics in self.per_class.items()
             },
             "overall": {m: ms.to_dict() for m, ms in self.overall.items()},
-            "confusion_sum": _clean(self.confusion_sum),
-            "confusion_mean": _clean(self.confusion_mean),
-            "confusion_normalised_mean": _clean(self.confusion_normalised_mean),
+            "confusion_sum": to_jsonable(self.confusion_sum),
+            "confusion_mean": to_jsonable(self.confusion_mean),
+            "confusion_normalised_mean": to_jsonable(self.confusion_normalised_mean),
             "pooled": self.pooled.to_dict(),
             "per_fold": [m.to_dict() for m in self.per_fold],
         }

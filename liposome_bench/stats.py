@@ -41,6 +41,7 @@ from liposome_bench.metrics import (
     OVERALL_METRICS,
     metric_arrays,
     summarise_folds,
+    to_jsonable,
 )
 
 #: Significance level of every verdict.
@@ -236,7 +237,7 @@ class PairedComparison:
     f1_difference: dict
 
     def to_dict(self) -> dict:
-        return _jsonable(asdict(self))
+        return to_jsonable(asdict(self))
 
 
 def compare_models(
@@ -327,7 +328,7 @@ def summarise_model(fold_results, classes, *, n_resamples: int = 1000,
         name: _entry(over_folds.overall[name], boot[name]["estimate"], boot[name]["ci"])
         for name in OVERALL_METRICS
     }
-    return _jsonable(
+    return to_jsonable(
         {
             "folds": [int(f) for f in over_folds.folds],
             "n_particles": int(len(y_true)),
@@ -351,21 +352,6 @@ def _entry(mean_std, pooled, ci) -> dict:
         "pooled": float(pooled),
         "ci": [float(ci[0]), float(ci[1])],
     }
-
-
-def _jsonable(obj):
-    """Numpy scalars and arrays to plain Python, NaN to None (JSON null)."""
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not np.isfinite(obj):
-        return None
-    return obj
 
 
 def summarise_results(results, *, models=None, reference: str = "svm",
@@ -433,7 +419,7 @@ def summarise_results(results, *, models=None, reference: str = "svm",
         summary["device"] = sorted({r.device for r in folds})
         summary["params"] = [r.params for r in folds]
         summary["timings"] = [r.timings for r in folds]
-        models[name] = _jsonable(summary)
+        models[name] = to_jsonable(summary)
     if reference not in finished:
         reference = next(iter(finished))
     comparisons = []
