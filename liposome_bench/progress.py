@@ -59,7 +59,6 @@ class RichReporter(NullReporter):
             transient=False,
         )
         self._task = None
-        self._name = ""
         self._fold = ""
         self._started = False
 
@@ -72,7 +71,7 @@ class RichReporter(NullReporter):
         self._ensure_started()
         if self._task is not None:
             self._progress.stop_task(self._task)
-        self._name, self._fold = name, ""
+        self._fold = ""
         self._task = self._progress.add_task(name, total=total, detail="")
 
     def advance(self, n=1):
