@@ -127,14 +127,14 @@ def fold_seed_option(func):
     )(func)
 
 
-def out_option(default, help_text):
+def out_option(default, help_text, required=False):
+    # Click 8.3+ counts an explicit default=None as a value, which would
+    # satisfy required=True: pass a default only when there is one.
+    defaults = {} if default is None else {"default": default, "show_default": True}
+
     def decorate(func):
         return click.option(
-            "--out",
-            type=click.Path(),
-            default=default,
-            show_default=default is not None,
-            help=help_text,
+            "--out", type=click.Path(), required=required, help=help_text, **defaults
         )(func)
 
     return decorate
@@ -219,7 +219,8 @@ def cli(verbose):
               help="Number of particles, split in the thesis's class proportions "
               "(Tables 1-2). Default the thesis's size: 14169 or 24918.")
 @seed_option
-@out_option(None, "Folder to write the lab export into (must not exist, or be empty).")
+@out_option(None, "Folder to write the lab export into (must not exist, or be empty).",
+            required=True)
 @click.option("--montage", type=click.Path(dir_okay=False), default=None,
               help="Also write a PNG grid of examples per class.")
 @click.option("--difficulty", type=click.FloatRange(0, 1), default=0.5, show_default=True,
@@ -250,8 +251,6 @@ def generate_command(problem, n, seed, out, montage, difficulty, label_noise, do
 
     from liposome_bench.synth import THESIS_COUNTS, generate_export
 
-    if out is None:
-        raise click.UsageError("Missing option '--out'.")
     with _live_reporter() as reporter:
         dataset = generate_export(
             problem, out, n=n, seed=seed, montage=montage, difficulty=difficulty,
