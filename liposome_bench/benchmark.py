@@ -48,6 +48,7 @@ from liposome_bench.dataset import atomic_write_json, atomic_write_text
 from liposome_bench.errors import ConfigError, ResultsError
 from liposome_bench.progress import NullReporter
 from liposome_bench.results import ResultsDir
+from liposome_bench.settings import BenchmarkConfig, load_config
 
 #: The thesis's pick per problem (section 9): LipNet-4 for lamellarity,
 #: LipNet-2 for encapsulation.
@@ -112,6 +113,7 @@ def run_benchmark(
     jobs: int = 1,
     cache_dir=None,
     reader_options: dict | None = None,
+    config=None,
     svm_options: dict | None = None,
     cnn_options: dict | None = None,
     n_resamples: int = 1000,
@@ -146,9 +148,13 @@ def run_benchmark(
         Where the built-in dataset is generated.
     reader_options : dict, optional
         Passed to ``dataset.resolve_dataset``.
+    config : settings.BenchmarkConfig or path, optional
+        The SVM's and each CNN's settings (a ``BenchmarkConfig``, or a TOML
+        file read by ``settings.load_config``); default every model's
+        defaults.
     svm_options, cnn_options : dict, optional
-        Extra keyword arguments for ``run_svm`` / ``run_cnn`` (e.g.
-        ``{"grid": "full"}``, ``{"epochs": 30}``).
+        Single settings replacing the config's, for the SVM and for every
+        CNN (e.g. ``{"grid": "full"}``, ``{"epochs": 30}``).
     n_resamples : int
         Bootstrap resamples of every interval.
     reporter : progress.NullReporter, optional
@@ -183,10 +189,19 @@ def run_benchmark(
         raise ConfigError(f"--jobs must be a positive number of workers or -1; got {jobs}.")
     out = Path(out) if out is not None else default_out(problem or "custom", quick)
     _check_layout(out, repeats)
-    svm_options = dict(svm_options or {})
-    cnn_options = dict(cnn_options or {})
+    config_file = None
+    if config is None:
+        config = BenchmarkConfig()
+    elif not isinstance(config, BenchmarkConfig):
+        config_file = str(config)
+        config = load_config(config)
+    svm_options = {k: v for k, v in (svm_options or {}).items() if v is not None}
+    cnn_options = {k: v for k, v in (cnn_options or {}).items() if v is not None}
     if quick:
         cnn_options.setdefault("epochs", QUICK_EPOCHS)
+    # Every model's settings are validated before any work.
+    svm_settings = config.svm.replace(**svm_options)
+    cnn_settings = {name: config.cnn_settings(name, **cnn_options) for name in cnn_models}
     reporter = reporter or NullReporter()
     timings = {}
     t0 = time.perf_counter()
@@ -212,8 +227,11 @@ def run_benchmark(
         "fold_seed": fold_seed,
         "seed": seed,
         "jobs": jobs,
+        "config": config_file,
         "svm_options": svm_options,
         "cnn_options": cnn_options,
+        "svm": svm_settings.to_dict(),
+        "cnn": {name: s.to_dict() for name, s in cnn_settings.items()},
         "n_resamples": n_resamples,
     }
     per_repeat = []
@@ -225,8 +243,8 @@ def run_benchmark(
         if repeats > 1:
             reporter.message(f"repeat {r + 1}/{repeats} (fold seed {fold_seed + r}) -> {rdir}")
         stage_timings.update(
-            _run_models(dataset, fold_assignment, ResultsDir(rdir), cnn_models,
-                        svm_options, cnn_options, seed, jobs, reporter)
+            _run_models(dataset, fold_assignment, ResultsDir(rdir), svm_settings,
+                        cnn_settings, seed, jobs, reporter)
         )
         t0 = time.perf_counter()
         reporter.stage("statistics")
@@ -271,7 +289,7 @@ def _gpu_available() -> bool:
     return describe_device()[0] == "gpu"
 
 
-def _run_models(dataset, folds, results, cnn_models, svm_options, cnn_options, seed, jobs,
+def _run_models(dataset, folds, results, svm_settings, cnn_settings, seed, jobs,
                 reporter) -> dict:
     """Run the SVM and every CNN into ``results``; wall time of each."""
     from liposome_bench.cnn import run_cnn
@@ -281,18 +299,17 @@ def _run_models(dataset, folds, results, cnn_models, svm_options, cnn_options, s
 
     def svm(svm_reporter):
         t0 = time.perf_counter()
-        run_svm(dataset, folds, results, jobs=jobs, seed=seed, reporter=svm_reporter,
-                **svm_options)
+        run_svm(dataset, folds, results, svm_settings, jobs=jobs, seed=seed,
+                reporter=svm_reporter)
         timings["svm_s"] = time.perf_counter() - t0
 
     def cnns():
-        for name in cnn_models:
+        for name, settings in cnn_settings.items():
             t0 = time.perf_counter()
-            run_cnn(dataset, folds, results, model=name, seed=seed, reporter=reporter,
-                    **cnn_options)
+            run_cnn(dataset, folds, results, settings, seed=seed, reporter=reporter)
             timings[f"{name}_s"] = time.perf_counter() - t0
 
-    if cnn_models and _gpu_available():
+    if cnn_settings and _gpu_available():
         # CNN on the GPU while the SVM's grid uses the CPU cores.
         from joblib import Parallel, delayed
 
@@ -393,6 +410,8 @@ def equivalent_command(settings: dict, out) -> str:
     args += ["--out", str(out)]
     if settings.get("quick"):
         args.append("--quick")
+    if settings.get("config"):
+        args += ["--config", settings["config"]]
     args += ["--repeats", str(settings["repeats"]), "--folds", str(settings["folds"]),
              "--fold-seed", str(settings["fold_seed"]), "--seed", str(settings["seed"]),
              "--jobs", str(settings["jobs"])]

@@ -14,6 +14,7 @@ import sys
 import click
 
 from liposome_bench import __version__
+from liposome_bench import settings as _settings
 from liposome_bench.errors import LiposomeBenchError
 
 PROBLEM_NAMES = ("lamellarity", "encapsulation")
@@ -418,7 +419,7 @@ def dataset_check_command(path, problem, reader_options):
 )
 @click.option(
     "--feature-set",
-    type=click.Choice(["vironova", "all"]),
+    type=click.Choice(_settings.FEATURE_SETS),
     default="vironova",
     show_default=True,
     help="The lab's SVM inputs (area, circularity, moments, edge density "
@@ -426,7 +427,7 @@ def dataset_check_command(path, problem, reader_options):
 )
 @click.option(
     "--source",
-    type=click.Choice(["computed", "export"]),
+    type=click.Choice(_settings.FEATURE_SOURCES),
     default="computed",
     show_default=True,
     help="Compute features from the images, or use those stored in the lab export.",
@@ -470,7 +471,7 @@ def features_command(problem, data, reader_options, cache_dir, out, feature_set,
 @cache_option
 @click.option(
     "--feature-set",
-    type=click.Choice(["vironova", "all"]),
+    type=click.Choice(_settings.FEATURE_SETS),
     default="vironova",
     show_default=True,
     help="Features: the lab's set (area, circularity, moments, edge density "
@@ -478,14 +479,14 @@ def features_command(problem, data, reader_options, cache_dir, out, feature_set,
 )
 @click.option(
     "--source",
-    type=click.Choice(["computed", "export"]),
+    type=click.Choice(_settings.FEATURE_SOURCES),
     default="computed",
     show_default=True,
     help="Compute features from the images, or use those stored in the lab export.",
 )
 @click.option(
     "--grid",
-    type=click.Choice(["coarse", "full"]),
+    type=click.Choice(_settings.GRID_NAMES),
     default="coarse",
     show_default=True,
     help="C/gamma grid: coarse (16 points, 3 inner folds on a 2,000-particle "
@@ -533,16 +534,16 @@ def svm_command(problem, data, reader_options, cache_dir, feature_set, source, g
     from liposome_bench.results import ResultsDir
     from liposome_bench.svm import check_svm_options, run_svm
 
-    check_svm_options(grid=grid, C=C, gamma=gamma, jobs=jobs)
+    svm_settings = _settings.SVMSettings(feature_set=feature_set, source=source, grid=grid,
+                                         C=C, gamma=gamma)
+    check_svm_options(jobs=jobs)
     with _live_reporter() as reporter:
         dataset = resolve_dataset(data, problem, cache_dir=cache_dir, reporter=reporter,
                                   **reader_options)
         folds = load_or_make_folds(dataset, k=k, seed=fold_seed)
         results = ResultsDir(out or f"results/svm-{dataset.problem.name}")
-        fold_results = run_svm(
-            dataset, folds, results, feature_set=feature_set, source=source, grid=grid,
-            C=C, gamma=gamma, jobs=jobs, seed=seed, reporter=reporter,
-        )
+        fold_results = run_svm(dataset, folds, results, svm_settings, jobs=jobs, seed=seed,
+                               reporter=reporter)
     console = Console()
     print_model_summary(
         console, "SVM (LIBSVM C-SVC, RBF)", summarise_folds(fold_results, dataset.problem.classes)
@@ -559,14 +560,11 @@ def svm_command(problem, data, reader_options, cache_dir, feature_set, source, g
 
 # --- cnn (cnn) --------------------------------------------------------------
 
-CNN_MODEL_NAMES = ("lipnet-1", "lipnet-2", "lipnet-4", "lipnet-4c", "lipnet-6", "lipnet-fcn")
-
-
 @cli.command("cnn")
 @problem_option(required=False)
 @click.option(
     "--model",
-    type=click.Choice(CNN_MODEL_NAMES),
+    type=click.Choice(_settings.MODEL_NAMES),
     default="lipnet-4",
     show_default=True,
     help="LipNet architecture (thesis section 7; docs/models.md).",
@@ -576,7 +574,7 @@ CNN_MODEL_NAMES = ("lipnet-1", "lipnet-2", "lipnet-4", "lipnet-4c", "lipnet-6", 
 @cache_option
 @click.option(
     "--input-mode",
-    type=click.Choice(("surrounding", "cropped", "masked")),
+    type=click.Choice(_settings.INPUT_MODES),
     default="masked",
     show_default=True,
     help="Whole image with its surround, the particle's bounding box, or the "
@@ -598,7 +596,7 @@ CNN_MODEL_NAMES = ("lipnet-1", "lipnet-2", "lipnet-4", "lipnet-4c", "lipnet-6", 
 )
 @click.option(
     "--balance",
-    type=click.Choice(("oversample", "undersample", "smote", "class-weight", "none")),
+    type=click.Choice(_settings.BALANCE_METHODS),
     default="oversample",
     show_default=True,
     help="Class balancing of the training folds (section 4.8); test folds are "
@@ -607,7 +605,7 @@ CNN_MODEL_NAMES = ("lipnet-1", "lipnet-2", "lipnet-4", "lipnet-4c", "lipnet-6", 
 @click.option(
     "--epochs",
     type=click.IntRange(min=1),
-    default=8,
+    default=_settings.DEFAULT_EPOCHS,
     show_default=True,
     help="Maximum epochs per fold. An epoch is one class-balanced draw as large as "
     "the fit part (oversample, smote) or one pass over it (docs/cnn.md).",
@@ -615,7 +613,7 @@ CNN_MODEL_NAMES = ("lipnet-1", "lipnet-2", "lipnet-4", "lipnet-4c", "lipnet-6", 
 @click.option(
     "--patience",
     type=click.IntRange(min=1),
-    default=3,
+    default=_settings.DEFAULT_PATIENCE,
     show_default=True,
     help="Stop after this many epochs without a better validation loss "
     "(validation split carved from the training folds).",
@@ -623,13 +621,13 @@ CNN_MODEL_NAMES = ("lipnet-1", "lipnet-2", "lipnet-4", "lipnet-4c", "lipnet-6", 
 @click.option(
     "--batch-size",
     type=click.IntRange(min=1),
-    default=32,
+    default=_settings.DEFAULT_BATCH_SIZE,
     show_default=True,
     help="Images per training step (section 8.1).",
 )
 @click.option(
     "--optimizer",
-    type=click.Choice(("adam", "sgd")),
+    type=click.Choice(_settings.OPTIMIZERS),
     default="adam",
     show_default=True,
     help="Adam, or SGD with Nesterov momentum (section 4.5).",
@@ -674,26 +672,26 @@ def cnn_command(problem, model, data, reader_options, cache_dir, input_mode, inp
     """
     from rich.console import Console
 
-    from liposome_bench.cnn import parse_augment, run_cnn
+    from liposome_bench.cnn import run_cnn
     from liposome_bench.dataset import resolve_dataset
     from liposome_bench.display import fold_table, print_model_summary
     from liposome_bench.folds import load_or_make_folds
     from liposome_bench.metrics import summarise_folds
     from liposome_bench.results import ResultsDir
 
-    augment = parse_augment(augment)
+    cnn_settings = _settings.CNNSettings(
+        model=model, input_mode=input_mode, input_size=input_size, augment=augment,
+        balance=balance, epochs=epochs, patience=patience, batch_size=batch_size,
+        optimizer=optimizer, learning_rate=learning_rate, l2=l2,
+        mixed_precision=mixed_precision,
+    )
     with _live_reporter() as reporter:
         dataset = resolve_dataset(data, problem, cache_dir=cache_dir, reporter=reporter,
                                   **reader_options)
         folds = load_or_make_folds(dataset, k=k, seed=fold_seed)
         results = ResultsDir(out or f"results/cnn-{dataset.problem.name}")
-        fold_results = run_cnn(
-            dataset, folds, results, model=model, input_mode=input_mode,
-            input_size=input_size, augment=augment, balance=balance, epochs=epochs,
-            patience=patience, batch_size=batch_size, optimizer=optimizer,
-            learning_rate=learning_rate, l2=l2, mixed_precision=mixed_precision, seed=seed,
-            reporter=reporter,
-        )
+        fold_results = run_cnn(dataset, folds, results, cnn_settings, seed=seed,
+                               reporter=reporter)
     console = Console()
     print_model_summary(console, model, summarise_folds(fold_results, dataset.problem.classes))
     console.print(fold_table(fold_results, ("epochs", "epochs_run"),
@@ -752,6 +750,21 @@ def _command_line():
     help="Repeat the whole k-fold with fold seeds --fold-seed, --fold-seed+1, ... "
     "into RESULTS/repeat-<r>, for run-to-run spread.",
 )
+@click.option(
+    "--config",
+    "config",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="TOML file of model settings: an [svm] table (every `svm` option) and "
+    "[cnn] / [cnn.<model>] tables (every `cnn` option); docs/benchmark.md. "
+    "The flags below override it.",
+)
+@click.option("--epochs", type=click.IntRange(min=1), default=None,
+              help="Maximum epochs of every CNN (overrides --config).")
+@click.option("--input-mode", type=click.Choice(_settings.INPUT_MODES), default=None,
+              help="Input mode of every CNN (overrides --config).")
+@click.option("--grid", type=click.Choice(_settings.GRID_NAMES), default=None,
+              help="The SVM's C/gamma grid (overrides --config).")
 @folds_option
 @fold_seed_option
 @seed_option
@@ -759,8 +772,8 @@ def _command_line():
 @out_option(None, "Results folder. Default: results/benchmark-<problem> "
             "(results/benchmark-<problem>-quick with --quick).")
 @_fail_cleanly
-def benchmark_command(problem, data, reader_options, cache_dir, cnn, quick, repeats, k,
-                      fold_seed, seed, jobs, out):
+def benchmark_command(problem, data, reader_options, cache_dir, cnn, quick, repeats, config,
+                      epochs, input_mode, grid, k, fold_seed, seed, jobs, out):
     """Compare the LIBSVM baseline with LipNet CNN(s) on identical folds.
 
     Runs the SVM and each CNN on the dataset's stored stratified folds,
@@ -785,7 +798,9 @@ def benchmark_command(problem, data, reader_options, cache_dir, cnn, quick, repe
         summary = run_benchmark(
             problem, data, cnn_models=cnn_models, out=out, quick=quick, repeats=repeats,
             folds=k, fold_seed=fold_seed, seed=seed, jobs=jobs, cache_dir=cache_dir,
-            reader_options=reader_options, reporter=reporter, command=_command_line(),
+            reader_options=reader_options, config=config, svm_options={"grid": grid},
+            cnn_options={"epochs": epochs, "input_mode": input_mode},
+            reporter=reporter, command=_command_line(),
         )
     console = Console()
     print_benchmark(summary, console)

@@ -35,20 +35,20 @@ from liposome_bench.dataset import atomic_write
 from liposome_bench.errors import ConfigError, DatasetError
 from liposome_bench.models import INPUT_SIZES, build_lipnet, check_model_name
 from liposome_bench.progress import NullReporter
+from liposome_bench.settings import (  # noqa: F401  (re-exported: cnn.INPUT_MODES, ...)
+    AUGMENTATIONS,
+    BALANCE_METHODS,
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_EPOCHS,
+    DEFAULT_LEARNING_RATES,
+    DEFAULT_PATIENCE,
+    DEFAULT_VALIDATION_FRACTION,
+    INPUT_MODES,
+    OPTIMIZERS,
+    CNNSettings,
+    parse_augment,
+)
 
-INPUT_MODES = ("surrounding", "cropped", "masked")
-#: Augmentations in the order they are applied (section 5.5).
-AUGMENTATIONS = ("flip", "rotation", "shear", "shift", "zoom")
-BALANCE_METHODS = ("oversample", "undersample", "smote", "class-weight", "none")
-OPTIMIZERS = ("adam", "sgd")
-
-#: Defaults chosen so that 5-fold lipnet-4 on the 14,169-particle lamellarity
-#: set takes under 5 minutes on a 2-core CPU (measured: docs/performance.md).
-DEFAULT_EPOCHS = 8
-DEFAULT_PATIENCE = 3
-DEFAULT_BATCH_SIZE = 32
-DEFAULT_VALIDATION_FRACTION = 0.1
-DEFAULT_LEARNING_RATES = {"adam": 1e-3, "sgd": 1e-2}
 LABEL_SMOOTHING = 0.1  # section 5.2
 UNDERSAMPLE_DROP = 0.2  # section 4.8.2: 20 % of the majority class per epoch
 
@@ -61,41 +61,6 @@ KEEP_SIZE_QUANTILE = 95  # lipnet-fcn: this percentile of particles fills the ca
 
 
 # Options ----------------------------------------------------------------------
-
-def parse_augment(spec) -> tuple[str, ...]:
-    """The augmentations named by ``spec``, in the order they are applied.
-
-    Parameters
-    ----------
-    spec : str or sequence of str
-        ``"all"``, ``"none"``, or names from ``AUGMENTATIONS`` separated by
-        commas (``"rotation,shift"``), or a sequence of such names.
-
-    Returns
-    -------
-    tuple of str, a subset of ``AUGMENTATIONS`` in its order.
-
-    Raises
-    ------
-    ConfigError
-        If a name is unknown.
-    """
-    if spec is None:
-        return ()
-    parts = spec.split(",") if isinstance(spec, str) else list(spec)
-    names = [str(n).strip().lower() for n in parts if str(n).strip()]
-    if not names or names == ["none"]:
-        return ()
-    if names == ["all"]:
-        return AUGMENTATIONS
-    unknown = [n for n in names if n not in AUGMENTATIONS]
-    if unknown:
-        raise ConfigError(
-            f"Unknown augmentation {unknown[0]!r} in --augment {spec!r}; expected 'all', "
-            f"'none' or a comma-separated list of {', '.join(AUGMENTATIONS)}."
-        )
-    return tuple(a for a in AUGMENTATIONS if a in names)
-
 
 def _check_choice(value, choices, option):
     if value not in choices:
@@ -720,32 +685,9 @@ def _fold_seed(seed: int, fold: int) -> int:
     return int(np.random.SeedSequence((int(seed), int(fold))).generate_state(1)[0] % (2**31))
 
 
-def run_cnn(
-    dataset,
-    folds,
-    results,
-    *,
-    model: str = "lipnet-4",
-    input_mode: str = "masked",
-    augment="all",
-    balance: str = "oversample",
-    epochs: int = DEFAULT_EPOCHS,
-    patience: int = DEFAULT_PATIENCE,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    optimizer: str = "adam",
-    learning_rate: float | None = None,
-    l2: float = 0.0,
-    dense_units: int | None = None,
-    dropout=None,
-    validation_fraction: float = DEFAULT_VALIDATION_FRACTION,
-    input_size: int | None = None,
-    samples_per_epoch: int | None = None,
-    mixed_precision: bool = False,
-    save_models: bool = True,
-    seed: int = 0,
-    reporter=None,
-):
-    """Train and test ``model`` on every fold of ``folds``; save each fold.
+def run_cnn(dataset, folds, results, settings: CNNSettings | None = None, *, seed: int = 0,
+            save_models: bool = True, reporter=None, **options):
+    """Train and test one LipNet on every fold of ``folds``; save each fold.
 
     Folds already saved in ``results`` (by an interrupted run with the same
     settings) are loaded instead of retrained.
@@ -757,45 +699,18 @@ def run_cnn(
         The dataset's stored folds (``folds.load_or_make_folds``).
     results : ResultsDir
         Fold results go to ``<results>/<model>/``, models to its ``models/``.
-    model : str
-        A name from ``models.MODEL_NAMES``.
-    input_mode : {'surrounding', 'cropped', 'masked'}
-        See :func:`prepare_images`.
-    augment : str or sequence of str
-        See :func:`parse_augment`; ``"all"`` by default (section 5.5).
-    balance : {'oversample', 'undersample', 'smote', 'class-weight', 'none'}
-        Class balancing of the training part (section 4.8); see
-        :class:`EpochSampler`. Validation and test data are never resampled.
-    epochs : int
-        Maximum number of epochs; an epoch is one draw of
-        :class:`EpochSampler` (by default as many samples as the fit part).
-    patience : int
-        Epochs without improvement of the class-balanced validation loss
-        before training stops; the best epoch's weights are kept.
-    batch_size : int
-    optimizer : {'adam', 'sgd'}
-        Adam, or SGD with Nesterov momentum 0.9 (section 4.5).
-    learning_rate : float, optional
-        Default 1e-3 for Adam, 1e-2 for SGD.
-    l2, dense_units, dropout
-        Passed to :func:`models.build_lipnet` (None keeps its default).
-    validation_fraction : float
-        Share of the training folds held out, stratified, for early
-        stopping; 0 trains exactly ``epochs`` epochs.
-    input_size : int, optional
-        Image side in pixels; default ``models.INPUT_SIZES[model]``. Small
-        values (e.g. 16) make quick smoke runs.
-    samples_per_epoch : int, optional
-        Samples drawn per epoch instead of the fit part's size.
-    mixed_precision : bool
-        Compute in float16 on a GPU (bfloat16 on a CPU), keeping float32
-        weights and outputs.
-    save_models : bool
-        Save each fold's trained network as ``fold-<i>.keras``.
+    settings : settings.CNNSettings, optional
+        Model, input mode, augmentation, balancing, epochs, ... (default
+        ``CNNSettings()``; docs/cnn.md explains each).
     seed : int
         Seeds weights, dropout, augmentation, sampling and the validation
         split; fold ``i`` uses a seed derived from (seed, i).
+    save_models : bool
+        Save each fold's trained network as ``fold-<i>.keras``.
     reporter : progress reporter, optional
+    **options
+        Single settings to change (any ``CNNSettings`` field, e.g.
+        ``model="lipnet-2", epochs=20``).
 
     Returns
     -------
@@ -809,56 +724,30 @@ def run_cnn(
         If ``results`` holds results of another dataset, folds or settings.
     """
     reporter = reporter or NullReporter()
-    check_model_name(model)
-    _check_choice(input_mode, INPUT_MODES, "input mode")
-    _check_choice(balance, BALANCE_METHODS, "balancing method")
-    _check_choice(optimizer, OPTIMIZERS, "optimizer")
-    augment = parse_augment(augment)
-    for value, option, low in ((epochs, "--epochs", 1), (batch_size, "--batch-size", 1),
-                               (patience, "--patience", 1)):
-        if int(value) != value or value < low:
-            raise ConfigError(f"{option} must be an integer of at least {low}; got {value}.")
-    if not 0.0 <= validation_fraction < 1.0:
-        raise ConfigError(
-            f"The validation fraction must be in [0, 1); got {validation_fraction}."
-        )
-    if learning_rate is not None and not learning_rate > 0:
-        raise ConfigError(f"--learning-rate must be positive; got {learning_rate}.")
-    size = int(input_size or INPUT_SIZES[model])
-    model_options = {"l2": float(l2)}
-    if dense_units is not None:
-        model_options["dense_units"] = int(dense_units)
-    if dropout is not None:
-        model_options["dropout"] = dropout
-    if samples_per_epoch is not None and (
-        int(samples_per_epoch) != samples_per_epoch or samples_per_epoch < 1
-    ):
-        raise ConfigError(
-            f"samples_per_epoch must be a positive integer; got {samples_per_epoch}."
-        )
+    settings = make_cnn_settings(settings, **options)
+    model, input_mode, augment = settings.model, settings.input_mode, settings.augment
+    size = int(settings.input_size or INPUT_SIZES[model])
+    model_options = {"l2": float(settings.l2)}
+    if settings.dense_units is not None:
+        model_options["dense_units"] = int(settings.dense_units)
+    if settings.dropout is not None:
+        model_options["dropout"] = settings.dropout
     classes = list(dataset.problem.classes)
+    epochs, mixed_precision = settings.epochs, settings.mixed_precision
+    validation_fraction = settings.validation_fraction
 
-    settings = {
+    recorded = settings.to_dict()
+    del recorded["model"], recorded["l2"], recorded["dense_units"], recorded["dropout"]
+    settings_record = {
         "kind": "cnn",
-        "input_mode": input_mode,
+        **recorded,
         "input_size": size,
-        "augment": list(augment),
-        "balance": balance,
-        "epochs": int(epochs),
-        "patience": int(patience),
-        "batch_size": int(batch_size),
-        "optimizer": optimizer,
-        "learning_rate": learning_rate
-        if learning_rate is not None
-        else DEFAULT_LEARNING_RATES[optimizer],
+        "learning_rate": settings.resolved_learning_rate,
         "label_smoothing": LABEL_SMOOTHING,
-        "validation_fraction": validation_fraction,
-        "samples_per_epoch": samples_per_epoch,
         "model_options": model_options,
-        "mixed_precision": bool(mixed_precision),
         "seed": int(seed),
     }
-    results.prepare(dataset, folds, model, settings)
+    results.prepare(dataset, folds, model, settings_record)
 
     done = {}
     for fold in range(folds.k):
@@ -898,10 +787,10 @@ def run_cnn(
             timings={"prepare_s": round(prepare_s, 3)}, reporter=reporter,
             train_options=dict(
                 model=model, n_classes=len(classes), augment=augment,
-                fill_mode=fill_mode, balance=balance, epochs=int(epochs),
-                patience=int(patience), batch_size=int(batch_size),
-                optimizer=optimizer, learning_rate=learning_rate,
-                samples_per_epoch=samples_per_epoch, model_options=model_options,
+                fill_mode=fill_mode, balance=settings.balance, epochs=epochs,
+                patience=settings.patience, batch_size=settings.batch_size,
+                optimizer=settings.optimizer, learning_rate=settings.learning_rate,
+                samples_per_epoch=settings.samples_per_epoch, model_options=model_options,
                 dtype_policy=dtype_policy, class_names=classes,
             ),
         )
@@ -914,6 +803,24 @@ def run_cnn(
             f"({result.timings['samples_per_s'] or 0:.0f} samples/s)"
         )
     return [done[f] for f in range(folds.k)]
+
+
+def make_cnn_settings(settings: CNNSettings | None = None, **options) -> CNNSettings:
+    """``settings`` (default ``CNNSettings()``) with ``options`` replacing
+    single fields; an unknown option is a ConfigError naming the valid ones.
+
+    >>> make_cnn_settings(model="lipnet-2", epochs=3).epochs
+    3
+    """
+    if settings is None:
+        settings = CNNSettings()
+    elif not isinstance(settings, CNNSettings):
+        settings = CNNSettings.from_mapping(settings)
+    if not options:
+        return settings
+    merged = settings.to_dict()
+    merged.update(options)
+    return CNNSettings.from_mapping(merged)
 
 
 def _run_fold(dataset, folds, fold, images, results, *, model, seed, device,

@@ -40,7 +40,7 @@ from liposome_bench.errors import ConfigError
 # TF_CPP_MIN_LOG_LEVEL is respected.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-MODEL_NAMES = ("lipnet-1", "lipnet-2", "lipnet-4", "lipnet-4c", "lipnet-6", "lipnet-fcn")
+from liposome_bench.settings import MODEL_NAMES  # noqa: E402  (one list for every module)
 
 # Side of the square input each model is trained on. lipnet-fcn accepts any
 # size; 48 is the canvas its images are prepared on (see cnn.prepare_images).

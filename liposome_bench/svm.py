@@ -32,6 +32,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 
 from liposome_bench.dataset import atomic_write, atomic_write_json, atomic_write_text
 from liposome_bench.errors import ConfigError, DatasetError
+from liposome_bench.settings import SVMSettings
 
 MODEL_NAME = "svm"
 #: What the grid search maximises: macro F1 over the inner validation folds.
@@ -607,20 +608,31 @@ def search_grid(X, y, *, C_values, gamma_values, inner_folds=3, max_samples=None
 # Cross-validation run -----------------------------------------------------------
 
 
-def check_svm_options(*, grid: str = "coarse", C=None, gamma=None, jobs: int = 1) -> None:
-    """Raise ConfigError for an unknown grid, a non-positive C or gamma, or a
-    --jobs that is neither positive nor -1 (call before any long work)."""
+def check_svm_options(*, jobs: int = 1, **settings) -> None:
+    """Raise ConfigError for a --jobs that is neither positive nor -1, or
+    invalid settings (an unknown grid, a non-positive C or gamma): call
+    before any long work."""
     if jobs == 0 or jobs < -1:
         raise ConfigError(
             f"--jobs must be a positive number of workers or -1 (every core); got {jobs}."
         )
-    if grid not in GRIDS:
-        raise ConfigError(f"Unknown grid {grid!r}; expected one of {', '.join(GRIDS)}.")
-    for name, value in (("--C", C), ("--gamma", gamma)):
-        if value is not None and not (isinstance(value, (int, float)) and value > 0
-                                      and math.isfinite(value)):
-            raise ConfigError(f"{name} must be a positive number; got {value}. "
-                              "Omit it to choose it by grid search.")
+    make_svm_settings(**settings)
+
+
+def make_svm_settings(settings: SVMSettings | None = None, **options) -> SVMSettings:
+    """``settings`` (default ``SVMSettings()``) with ``options`` replacing
+    single fields; an unknown option is a ConfigError naming the valid ones.
+
+    >>> make_svm_settings(C=2.0).C
+    2.0
+    """
+    if settings is None:
+        settings = SVMSettings()
+    elif not isinstance(settings, SVMSettings):
+        settings = SVMSettings.from_mapping(settings)
+    if not options:
+        return settings
+    return SVMSettings.from_mapping({**settings.to_dict(), **options})
 
 
 def _feature_matrix(features, dataset, reporter):
@@ -723,8 +735,8 @@ def _fit_fold(X, y, train, test, *, fold, C, gamma, grid, seed, jobs, stem,
     }
 
 
-def run_svm(dataset, folds, results, *, feature_set="vironova", source="computed",
-            grid="coarse", C=None, gamma=None, jobs=1, seed=0, reporter=None):
+def run_svm(dataset, folds, results, settings: SVMSettings | None = None, *, jobs=1, seed=0,
+            reporter=None, **options):
     """Cross-validate the LIBSVM baseline on the dataset's stored folds.
 
     Features are extracted once; each fold not yet saved in ``results`` is
@@ -736,18 +748,16 @@ def run_svm(dataset, folds, results, *, feature_set="vironova", source="computed
     dataset : dataset.Dataset
     folds : folds.Folds
     results : results.ResultsDir
-    feature_set : {"vironova", "all"}
-    source : {"computed", "export"}
-        Compute features from the images, or use those in the lab export.
-    grid : {"coarse", "full"}
-        The C/gamma grid (see :data:`GRIDS`).
-    C, gamma : float, optional
-        Fix C and/or gamma instead of searching them.
+    settings : settings.SVMSettings, optional
+        Feature set, feature source, grid, fixed C/gamma (default
+        ``SVMSettings()``; docs/svm.md).
     jobs : int
         Parallel workers for folds and grid points (-1: every core).
     seed : int
         Seeds the grid search's subsample and inner folds.
     reporter : progress.NullReporter, optional
+    **options
+        Single settings to change (any ``SVMSettings`` field, e.g. ``C=1.0``).
 
     Returns
     -------
@@ -765,7 +775,10 @@ def run_svm(dataset, folds, results, *, feature_set="vironova", source="computed
     from liposome_bench.results import FoldResult
 
     reporter = reporter or NullReporter()
-    check_svm_options(grid=grid, C=C, gamma=gamma, jobs=jobs)
+    settings = make_svm_settings(settings, **options)
+    check_svm_options(jobs=jobs)
+    feature_set, source, grid = settings.feature_set, settings.source, settings.grid
+    C, gamma = settings.C, settings.gamma
     class_names = list(dataset.problem.classes)
     settings = {
         "feature_set": feature_set,

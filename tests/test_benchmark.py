@@ -36,6 +36,7 @@ import pytest
 
 from liposome_bench import benchmark, report
 from liposome_bench.errors import ResultsError
+from liposome_bench.settings import CNNSettings, SVMSettings
 
 CI_BASELINE = Path(__file__).resolve().parents[1] / "fixtures" / "ci-baseline.json"
 #: Per-metric tolerances stored in the CI baseline: none (see the module docstring).
@@ -203,15 +204,15 @@ def test_with_a_gpu_the_svm_runs_beside_the_cnn(monkeypatch, tmp_path):
         seen["svm_waited"] = cnn_started.wait(timeout=30)
         seen["svm_jobs"] = jobs
 
-    def fake_cnn(*args, model, reporter, **kwargs):
+    def fake_cnn(dataset, folds, results, settings, reporter, **kwargs):
         cnn_started.set()
-        seen.setdefault("cnn", []).append(model)
+        seen.setdefault("cnn", []).append(settings.model)
 
     monkeypatch.setattr(svm, "run_svm", fake_svm)
     monkeypatch.setattr(cnn, "run_cnn", fake_cnn)
     monkeypatch.setattr(benchmark, "_gpu_available", lambda: True)
-    timings = benchmark._run_models(None, None, None, ["lipnet-4", "lipnet-2"], {}, {}, 0, 2,
-                                    NullReporter())
+    cnns = {m: CNNSettings(model=m) for m in ("lipnet-4", "lipnet-2")}
+    timings = benchmark._run_models(None, None, None, SVMSettings(), cnns, 0, 2, NullReporter())
     assert seen == {"svm_waited": True, "svm_jobs": 2, "cnn": ["lipnet-4", "lipnet-2"]}
     assert set(timings) == {"svm_s", "lipnet-4_s", "lipnet-2_s"}
 
@@ -222,9 +223,9 @@ def test_without_a_gpu_models_run_one_after_the_other(monkeypatch):
 
     order = []
     monkeypatch.setattr(svm, "run_svm", lambda *a, **k: order.append("svm"))
-    monkeypatch.setattr(cnn, "run_cnn", lambda *a, model, **k: order.append(model))
+    monkeypatch.setattr(cnn, "run_cnn", lambda *a, **k: order.append(a[3].model))
     monkeypatch.setattr(benchmark, "_gpu_available", lambda: False)
-    benchmark._run_models(None, None, None, ["lipnet-4"], {}, {}, 0, 1,
+    benchmark._run_models(None, None, None, SVMSettings(), {"lipnet-4": CNNSettings()}, 0, 1,
                           NullReporter())
     assert order == ["svm", "lipnet-4"]
 

@@ -359,7 +359,7 @@ def test_other_settings_are_refused_for_the_same_folder(tiny_dataset, trained):
         ({"model": "lipnet-9"}, "Unknown model 'lipnet-9'"),
         ({"balance": "smoke"}, "Unknown balancing method 'smoke'; expected one of oversample"),
         ({"optimizer": "rmsprop"}, "Unknown optimizer 'rmsprop'; expected one of adam, sgd."),
-        ({"epochs": 0}, "--epochs must be an integer of at least 1; got 0."),
+        ({"epochs": 0}, "epochs (--epochs) must be an integer of at least 1; got 0."),
         ({"augment": "tilt"}, "Unknown augmentation 'tilt'"),
         ({"validation_fraction": 1.0}, "The validation fraction must be in [0, 1); got 1.0."),
     ],

@@ -1,6 +1,7 @@
 """The LIBSVM classifier: equivalence with scikit-learn's SVC, svm-scale
 scaling, class weights, model files read by LIBSVM, grid search and run_svm."""
 
+import re
 import json
 import shutil
 import subprocess
@@ -457,14 +458,14 @@ def test_features_with_nan_are_refused_and_empty_columns_dropped(tmp_path, small
 @pytest.mark.parametrize(
     "options, message",
     [
-        ({"grid": "huge"}, "Unknown grid 'huge'; expected one of full, coarse."),
-        ({"C": -1.0}, "--C must be a positive number; got -1.0."),
-        ({"gamma": 0.0}, "--gamma must be a positive number; got 0.0."),
+        ({"grid": "huge"}, "Unknown grid 'huge'; expected one of coarse, full."),
+        ({"C": -1.0}, "C (--C) must be a positive number; got -1.0."),
+        ({"gamma": 0.0}, "gamma (--gamma) must be a positive number; got 0.0."),
         ({"jobs": 0}, "--jobs must be a positive number of workers or -1"),
     ],
 )
 def test_bad_options_are_config_errors(tmp_path, small_dataset, options, message):
     folds = load_or_make_folds(small_dataset, k=3, seed=0)
-    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(".", r"\.")):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         run_svm(small_dataset, folds, ResultsDir(tmp_path / "r"), **options)
     assert not (tmp_path / "r").exists()  # refused before anything is written

@@ -1,0 +1,88 @@
+"""Settings: one validated shape for the SVM and every CNN, and the TOML config."""
+
+import dataclasses
+
+import pytest
+from click.testing import CliRunner
+
+from liposome_bench import settings as s
+from liposome_bench.cli import cli
+from liposome_bench.errors import ConfigError
+
+
+def test_cnn_settings_validate_and_round_trip():
+    cnn = s.CNNSettings(model="lipnet-2", augment="zoom,flip", epochs=12.0)
+    assert cnn.augment == ("flip", "zoom") and cnn.epochs == 12 and isinstance(cnn.epochs, int)
+    again = s.CNNSettings.from_mapping(cnn.to_dict())
+    assert again == cnn
+    assert cnn.replace(epochs=None, patience=5).patience == 5  # None keeps the value
+    with pytest.raises(ConfigError, match=r"^Unknown input mode 'whole'; expected one of "
+                                          r"surrounding, cropped, masked\.$"):
+        s.CNNSettings(input_mode="whole")
+    with pytest.raises(ConfigError, match=r"^unknown setting 'epoch'; valid settings are model, "):
+        s.CNNSettings.from_mapping({"epoch": 3})
+
+
+def test_svm_settings_and_grid_names_match_the_svm_module():
+    from liposome_bench.features import FEATURE_SETS
+    from liposome_bench.svm import GRIDS
+
+    assert set(s.GRID_NAMES) == set(GRIDS)
+    assert set(s.FEATURE_SETS) == set(FEATURE_SETS)
+    with pytest.raises(ConfigError, match=r"C \(--C\) must be a positive number; got 0"):
+        s.SVMSettings(C=0)
+
+
+def test_every_cli_option_of_svm_and_cnn_is_a_setting():
+    """benchmark --config covers every option of `svm` and `cnn` (issue 8)."""
+    run_options = {"problem", "data", "reader_options", "cache_dir", "k", "fold_seed", "seed",
+                   "jobs", "out", "images_dir", "masks_dir", "pixel_size_nm"}
+    for command, cls in (("svm", s.SVMSettings), ("cnn", s.CNNSettings)):
+        names = {p.name for p in cli.commands[command].params} - run_options
+        fields = {f.name for f in dataclasses.fields(cls)}
+        assert names <= fields, (command, names - fields)
+
+
+def test_load_config(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('[svm]\ngrid = "full"\nC = 4.0\n\n[cnn]\nepochs = 30\n\n'
+                    '[cnn.lipnet-4]\ninput-mode = "cropped"\npatience = 6\n')
+    config = s.load_config(path)
+    assert config.svm.grid == "full" and config.svm.C == 4.0
+    four = config.cnn_settings("lipnet-4")
+    assert (four.epochs, four.input_mode, four.patience) == (30, "cropped", 6)
+    two = config.cnn_settings("lipnet-2", epochs=3)
+    assert (two.model, two.epochs, two.input_mode) == ("lipnet-2", 3, "masked")
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("[svm\n", "is not valid TOML"),
+        ("[svn]\n", "unknown table [svn]"),
+        ("[cnn.lipnet-9]\nepochs = 3\n", "Unknown model in a [cnn.<model>] table 'lipnet-9'"),
+        ("[cnn.lipnet-4]\nepochs = 0\n", "[cnn.lipnet-4]: epochs (--epochs) must be an integer"),
+        ("[svm]\nkernel = 'linear'\n", "[svm]: unknown setting 'kernel'"),
+        ("[cnn]\nmodel = 'lipnet-2'\n", "[cnn] cannot set model"),
+    ],
+)
+def test_bad_config_files_name_file_and_key(tmp_path, text, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        s.load_config(path)
+    assert str(err.value).startswith(str(path)) and message in str(err.value)
+
+
+def test_benchmark_refuses_a_bad_config_before_any_work(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text("[cnn.lipnet-4]\nbalance = 'smote-ish'\n")
+    result = CliRunner().invoke(cli, ["benchmark", "--problem", "lamellarity", "--config",
+                                      str(path), "--out", str(tmp_path / "r"),
+                                      "--cache-dir", str(tmp_path / "cache")])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines()[-1] == (
+        f"Error: {path}: [cnn.lipnet-4]: Unknown balancing method 'smote-ish'; expected one "
+        "of oversample, undersample, smote, class-weight, none."
+    )
+    assert not (tmp_path / "cache").exists()
