@@ -119,7 +119,10 @@ class Particle:
 
     ``image`` is a 2-D array (uint8, uint16 or float32); ``mask`` a 2-D bool
     array of the same shape. ``features`` holds precomputed features from a
-    lab export (key -> value as in the JSON), or None.
+    lab export (key -> value as in the JSON), or None. ``meta`` holds the
+    particle's other keys as strings (a lab export's extra keys, a
+    manifest's extra columns, e.g. ``{"micrograph": "m0003"}``): what
+    ``--group-by`` groups folds by. Keys are lower-case.
     """
 
     id: str
@@ -130,6 +133,7 @@ class Particle:
     source: str = ""
     mask_derived: bool = False
     features: dict | None = None
+    meta: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -286,6 +290,8 @@ def write_export(dataset: Dataset, out_dir, *, extra: dict | None = None) -> Pat
                 obj["PixelSize"] = float(p.pixel_size_nm)
             if p.features:
                 obj.update(p.features)
+            for key, value in p.meta.items():
+                obj[key.capitalize() if key.isalpha() else key] = value
             if extra and p.id in extra:
                 obj.update(extra[p.id])
             objects.append(obj)
@@ -658,6 +664,7 @@ class _Entry:
     pixel_size_nm: float = float("nan")
     features: dict | None = None
     source: str = ""
+    meta: dict = field(default_factory=dict)
 
 
 class _Report:
@@ -881,7 +888,7 @@ def _read_entry(i: int, e: _Entry, report: _Report, pixel_size_nm) -> Particle |
     if e.id is None or e.label is None:
         return None
     px = float(pixel_size_nm) if pixel_size_nm is not None else e.pixel_size_nm
-    return Particle(e.id, e.label, image, mask, px, e.source, derived, e.features)
+    return Particle(e.id, e.label, image, mask, px, e.source, derived, e.features, e.meta)
 
 
 def _positive_number(value) -> float | None:
@@ -1079,7 +1086,27 @@ def _export_entry(i: int, obj, name: str, images_dir: str, image_root: Path,
             e.pixel_size_nm = px
     features = {k: obj[k] for k in EXPORT_FEATURE_KEYS if k in obj}
     e.features = features or None
+    e.meta = _meta_of(obj, EXPORT_KEYS | set(EXPORT_FEATURE_KEYS))
     return e
+
+
+#: Keys of a lab export particle object that are not features or metadata.
+EXPORT_KEYS = {"Id", "Class", "Label", "Image", "Bmp", "Mask", "PixelSize"}
+#: Manifest columns that are not metadata.
+MANIFEST_COLUMNS = {"image", "label", "mask", "id", "pixel_size_nm"}
+
+
+def _meta_of(record: dict, known) -> dict:
+    """A record's other scalar keys, lower-cased, values as strings (empty
+    values left out): the particle's metadata (micrograph, session, ...)."""
+    meta = {}
+    for key, value in record.items():
+        if key in known or value is None or isinstance(value, (dict, list)):
+            continue
+        text = str(value).strip()
+        if text:
+            meta[str(key).strip().lower()] = text
+    return meta
 
 
 def load_export(path, problem=None, *, images_dir=IMAGES_DIR, masks_dir=MASKS_DIR,
@@ -1198,6 +1225,7 @@ def _read_manifest(path, problem, *, pixel_size_nm=None, reporter=None, **_):
             else:
                 e.mask_path, e.mask_name = root / mask_rel, mask_rel
                 e.mask_field = "the mask column"
+        e.meta = _meta_of(row, MANIFEST_COLUMNS)
         if row.get("pixel_size_nm", ""):
             px = _positive_number(row["pixel_size_nm"])
             if px is None:

@@ -714,3 +714,27 @@ def test_atomic_write_leaves_the_old_file_when_the_writer_fails(tmp_path):
         atomic_write(target, failing)
     assert target.read_text() == "old"
     assert os.listdir(tmp_path) == ["table.parquet"]
+
+
+def test_extra_keys_and_columns_become_particle_metadata(tmp_path):
+    """A manifest's extra columns and a lab export's extra keys are kept as
+    lower-case string metadata (what --group-by groups by), and written back."""
+    from liposome_bench.dataset import load_manifest, write_export
+
+    src = load_dataset(FIXTURES / "manifest" / "manifest.csv")
+    rows = (FIXTURES / "manifest" / "manifest.csv").read_text().splitlines()
+    extra = [rows[0] + ",Micrograph,notes"] + [f"{r},mic-{i % 2},  " for i, r in
+                                               enumerate(rows[1:])]
+    (tmp_path / "m").mkdir()
+    for f in (FIXTURES / "manifest").rglob("*"):
+        if f.is_file():
+            target = tmp_path / "m" / f.relative_to(FIXTURES / "manifest")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(f.read_bytes())
+    (tmp_path / "m" / "manifest.csv").write_text("\n".join(extra) + "\n")
+    ds = load_manifest(tmp_path / "m" / "manifest.csv")
+    assert [p.meta for p in ds.particles[:2]] == [{"micrograph": "mic-0"},
+                                                  {"micrograph": "mic-1"}]
+    assert len(ds) == len(src)
+    back = load_dataset(write_export(ds, tmp_path / "export"))
+    assert [p.meta for p in back.particles] == [p.meta for p in ds.particles]
