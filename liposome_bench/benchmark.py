@@ -109,6 +109,7 @@ def run_benchmark(
     repeats: int = 1,
     folds: int = 5,
     fold_seed: int = 0,
+    group_by: str | None = None,
     seed: int = 0,
     jobs: int = 1,
     cache_dir=None,
@@ -140,6 +141,10 @@ def run_benchmark(
         Repeat the k-fold with this many fold seeds (see the module docstring).
     folds, fold_seed : int
         Number of folds and the seed of the (first) fold assignment.
+    group_by : str, optional
+        Keep particles sharing ``Particle.meta[group_by]`` (a micrograph,
+        session or grid id) in one fold, one inner grid-search fold and one
+        side of the CNN's validation split (``folds.load_or_make_folds``).
     seed : int
         Seed of every model and of the bootstrap.
     jobs : int
@@ -225,6 +230,7 @@ def run_benchmark(
         "repeats": repeats,
         "folds": folds,
         "fold_seed": fold_seed,
+        "group_by": group_by,
         "seed": seed,
         "jobs": jobs,
         "config": config_file,
@@ -238,7 +244,8 @@ def run_benchmark(
     for r in range(repeats):
         rdir = out if repeats == 1 else out / f"repeat-{r}"
         t0 = time.perf_counter()
-        fold_assignment = load_or_make_folds(dataset, folds, fold_seed + r)
+        fold_assignment = load_or_make_folds(dataset, folds, fold_seed + r, group_by,
+                                             reporter=reporter if r == 0 else None)
         stage_timings = {"folds_s": time.perf_counter() - t0}
         if repeats > 1:
             reporter.message(f"repeat {r + 1}/{repeats} (fold seed {fold_seed + r}) -> {rdir}")
@@ -352,11 +359,28 @@ def _summarise(rdir, dataset, folds, settings, seed, n_resamples, command, full_
                if settings["quick"] else {}),
         },
         "folds": {**(run.get("folds") or {}),
-                  "sizes": [int(np.count_nonzero(folds.fold_of == f)) for f in range(folds.k)]},
+                  "sizes": [int(np.count_nonzero(folds.fold_of == f)) for f in range(folds.k)],
+                  **_group_facts(dataset, folds)},
         "settings": {**settings, "models": run.get("models", {})},
     }
     summary.update(core)
     return summary
+
+
+def _group_facts(dataset, folds) -> dict:
+    """Groups per fold of grouped folds; the ungrouped-data warning otherwise."""
+    from liposome_bench.folds import ungrouped_warning
+
+    groups = getattr(folds, "groups", None)
+    if groups is None:
+        warning = ungrouped_warning(dataset, None)
+        return {"group_by": None, **({"warning": warning} if warning else {})}
+    return {
+        "group_by": folds.group_by,
+        "n_groups": int(len(np.unique(groups))),
+        "groups_per_fold": [int(len(np.unique(groups[folds.fold_of == f])))
+                            for f in range(folds.k)],
+    }
 
 
 def _cpu_count():
@@ -413,8 +437,10 @@ def equivalent_command(settings: dict, out) -> str:
     if settings.get("config"):
         args += ["--config", settings["config"]]
     args += ["--repeats", str(settings["repeats"]), "--folds", str(settings["folds"]),
-             "--fold-seed", str(settings["fold_seed"]), "--seed", str(settings["seed"]),
-             "--jobs", str(settings["jobs"])]
+             "--fold-seed", str(settings["fold_seed"])]
+    if settings.get("group_by"):
+        args += ["--group-by", settings["group_by"]]
+    args += ["--seed", str(settings["seed"]), "--jobs", str(settings["jobs"])]
     extra = {**settings.get("svm_options", {}), **settings.get("cnn_options", {})}
     if settings.get("quick"):
         extra.pop("epochs", None)

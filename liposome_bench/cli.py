@@ -128,6 +128,18 @@ def fold_seed_option(func):
     )(func)
 
 
+def group_by_option(func):
+    return click.option(
+        "--group-by",
+        "group_by",
+        default=None,
+        metavar="KEY",
+        help="Keep particles sharing this meta key (a manifest column or export key, "
+        "e.g. micrograph, session, grid) in one fold; the SVM's inner grid-search "
+        "folds and the CNN's validation split are grouped the same way.",
+    )(func)
+
+
 def out_option(default, help_text, required=False):
     # Click 8.3+ counts an explicit default=None as a value, which would
     # satisfy required=True: pass a default only when there is one.
@@ -313,7 +325,10 @@ def dataset_info_command(path, problem, reader_options, cache_dir, as_json):
     with _live_reporter() as reporter:
         dataset = resolve_dataset(path, problem, cache_dir=cache_dir, reporter=reporter,
                                   **reader_options)
+    from liposome_bench.folds import describe_groups
+
     info = describe_dataset(dataset)
+    info["groups"] = describe_groups(dataset)
     if as_json:
         click.echo(json.dumps(info, indent=2))
     else:
@@ -370,9 +385,17 @@ def _print_dataset_info(info):
         for f in info["folds"]:
             state = ("unreadable" if f.get("unreadable")
                      else "matches this dataset" if f["matches"] else "made for another dataset")
-            say(f"Folds: {f['file']} (k={f['k']}, seed {f['seed']}): {state}")
+            grouped = f", grouped by {f['group_by']}" if f.get("group_by") else ""
+            say(f"Folds: {f['file']} (k={f['k']}, seed {f['seed']}{grouped}): {state}",
+                markup=False)
     else:
         say("Folds: none stored yet (made and stored on first use)")
+    for key, g in (info.get("groups") or {}).items():
+        per_class = ", ".join(f"{c} {n}" for c, n in g["per_class"].items())
+        size = g["particles_per_group"]
+        say(f"Groups by {key}: {g['n_groups']} in all; holding each class: {per_class}; "
+            f"{size['min']}-{size['max']} particles per {key} (median {size['median']:g}). "
+            f"Group folds by it with --group-by {key}.", markup=False)
     for warning in info["warnings"]:
         say(f"Warning: {warning}", markup=False)
 
@@ -434,10 +457,11 @@ def dataset_check_command(path, problem, reader_options):
 )
 @folds_option
 @fold_seed_option
+@group_by_option
 @jobs_option
 @_fail_cleanly
 def features_command(problem, data, reader_options, cache_dir, out, feature_set, source, k,
-                     fold_seed, jobs):
+                     fold_seed, group_by, jobs):
     """Write the handcrafted features of every particle to a table.
 
     One row per particle: id, label, fold (of the dataset's stored folds)
@@ -454,7 +478,8 @@ def features_command(problem, data, reader_options, cache_dir, out, feature_set,
     with _live_reporter() as reporter:
         dataset = resolve_dataset(data, problem, cache_dir=cache_dir, reporter=reporter,
                                   **reader_options)
-        folds = load_or_make_folds(dataset, k=k, seed=fold_seed)
+        folds = load_or_make_folds(dataset, k=k, seed=fold_seed, group_by=group_by,
+                                   reporter=reporter)
         table = write_feature_table(dataset, folds, out, feature_set=feature_set,
                                     source=source, reporter=reporter, jobs=jobs)
     click.echo(
@@ -507,12 +532,13 @@ def features_command(problem, data, reader_options, cache_dir, out, feature_set,
 )
 @folds_option
 @fold_seed_option
+@group_by_option
 @jobs_option
 @seed_option
 @out_option(None, "Results folder. Default: results/svm-<problem>.")
 @_fail_cleanly
 def svm_command(problem, data, reader_options, cache_dir, feature_set, source, grid, C,
-                gamma, k, fold_seed, jobs, seed, out):
+                gamma, k, fold_seed, group_by, jobs, seed, out):
     """Cross-validate the lab's LIBSVM baseline on handcrafted features.
 
     C-SVC with an RBF kernel (one-vs-one), class weights inversely
@@ -540,7 +566,8 @@ def svm_command(problem, data, reader_options, cache_dir, feature_set, source, g
     with _live_reporter() as reporter:
         dataset = resolve_dataset(data, problem, cache_dir=cache_dir, reporter=reporter,
                                   **reader_options)
-        folds = load_or_make_folds(dataset, k=k, seed=fold_seed)
+        folds = load_or_make_folds(dataset, k=k, seed=fold_seed, group_by=group_by,
+                                   reporter=reporter)
         results = ResultsDir(out or f"results/svm-{dataset.problem.name}")
         fold_results = run_svm(dataset, folds, results, svm_settings, jobs=jobs, seed=seed,
                                reporter=reporter)
@@ -652,12 +679,13 @@ def svm_command(problem, data, reader_options, cache_dir, feature_set, source, g
 )
 @folds_option
 @fold_seed_option
+@group_by_option
 @seed_option
 @out_option(None, "Results folder. Default: results/cnn-<problem>.")
 @_fail_cleanly
 def cnn_command(problem, model, data, reader_options, cache_dir, input_mode, input_size,
                 augment, balance, epochs, patience, batch_size, optimizer, learning_rate,
-                l2, mixed_precision, k, fold_seed, seed, out):
+                l2, mixed_precision, k, fold_seed, group_by, seed, out):
     """Cross-validate a LipNet CNN on the particle images.
 
     Trains on the same stored folds as `svm`: each fold's training folds are
@@ -688,7 +716,8 @@ def cnn_command(problem, model, data, reader_options, cache_dir, input_mode, inp
     with _live_reporter() as reporter:
         dataset = resolve_dataset(data, problem, cache_dir=cache_dir, reporter=reporter,
                                   **reader_options)
-        folds = load_or_make_folds(dataset, k=k, seed=fold_seed)
+        folds = load_or_make_folds(dataset, k=k, seed=fold_seed, group_by=group_by,
+                                   reporter=reporter)
         results = ResultsDir(out or f"results/cnn-{dataset.problem.name}")
         fold_results = run_cnn(dataset, folds, results, cnn_settings, seed=seed,
                                reporter=reporter)
@@ -767,13 +796,14 @@ def _command_line():
               help="The SVM's C/gamma grid (overrides --config).")
 @folds_option
 @fold_seed_option
+@group_by_option
 @seed_option
 @jobs_option
 @out_option(None, "Results folder. Default: results/benchmark-<problem> "
             "(results/benchmark-<problem>-quick with --quick).")
 @_fail_cleanly
 def benchmark_command(problem, data, reader_options, cache_dir, cnn, quick, repeats, config,
-                      epochs, input_mode, grid, k, fold_seed, seed, jobs, out):
+                      epochs, input_mode, grid, k, fold_seed, group_by, seed, jobs, out):
     """Compare the LIBSVM baseline with LipNet CNN(s) on identical folds.
 
     Runs the SVM and each CNN on the dataset's stored stratified folds,
@@ -797,7 +827,8 @@ def benchmark_command(problem, data, reader_options, cache_dir, cnn, quick, repe
     with _live_reporter() as reporter:
         summary = run_benchmark(
             problem, data, cnn_models=cnn_models, out=out, quick=quick, repeats=repeats,
-            folds=k, fold_seed=fold_seed, seed=seed, jobs=jobs, cache_dir=cache_dir,
+            folds=k, fold_seed=fold_seed, group_by=group_by, seed=seed, jobs=jobs,
+            cache_dir=cache_dir,
             reader_options=reader_options, config=config, svm_options={"grid": grid},
             cnn_options={"epochs": epochs, "input_mode": input_mode},
             reporter=reporter, command=_command_line(),

@@ -342,13 +342,21 @@ def _random_affine_class():
 
 # Class balancing (section 4.8) --------------------------------------------------
 
-def split_validation(y, fraction: float, rng) -> tuple[np.ndarray, np.ndarray]:
+def split_validation(y, fraction: float, rng, groups=None) -> tuple[np.ndarray, np.ndarray]:
     """Stratified split of positions ``0..len(y)-1`` into (fit, validation).
 
     Each class gives ``round(fraction * count)`` particles to the validation
     part, at least one if it has two or more, and always keeps one for fitting.
+
+    With ``groups`` (the folds' grouping), whole groups go to one part: one
+    fold of a ``StratifiedGroupKFold`` into ``round(1 / fraction)`` folds
+    (fewer if there are fewer groups) is the validation part, so its share
+    is about ``fraction`` and its class shares as close to the data's as the
+    groups allow.
     """
     y = np.asarray(y)
+    if groups is not None and fraction > 0:
+        return _split_validation_grouped(y, fraction, rng, np.asarray(groups))
     fit, val = [], []
     for c in np.unique(y):
         members = rng.permutation(np.flatnonzero(y == c))
@@ -358,6 +366,22 @@ def split_validation(y, fraction: float, rng) -> tuple[np.ndarray, np.ndarray]:
         val.append(members[:n_val])
         fit.append(members[n_val:])
     return np.sort(np.concatenate(fit)), np.sort(np.concatenate(val))
+
+
+def _split_validation_grouped(y, fraction, rng, groups):
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    n_groups = len(np.unique(groups))
+    if n_groups < 2:
+        raise ConfigError(
+            "A grouped validation split needs at least 2 groups in the training folds; "
+            f"they hold {n_groups}. Use fewer --folds or another --group-by key."
+        )
+    n_splits = int(np.clip(round(1.0 / fraction), 2, n_groups))
+    splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True,
+                                    random_state=int(rng.integers(2**31)))
+    fit, val = next(splitter.split(np.zeros(len(y)), y, groups))
+    return np.sort(fit), np.sort(val)
 
 
 class EpochSampler:
@@ -835,7 +859,8 @@ def _run_fold(dataset, folds, fold, images, results, *, model, seed, device,
     train_idx, test_idx = folds.train_indices(fold), folds.test_indices(fold)
     _check_training_classes(y[train_idx], classes, fold)
     fit_pos, val_pos = split_validation(
-        y[train_idx], validation_fraction, np.random.default_rng(seed)
+        y[train_idx], validation_fraction, np.random.default_rng(seed),
+        groups=None if getattr(folds, "groups", None) is None else folds.groups[train_idx],
     )
     fit_idx, val_idx = train_idx[fit_pos], train_idx[val_pos]
     net, info = train_fold(
