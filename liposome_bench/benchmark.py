@@ -265,6 +265,7 @@ def run_benchmark(
     summary = dict(per_repeat[0])
     if repeats > 1:
         summary["repeats"] = _spread(per_repeat, out, fold_seed)
+        summary["verdict"] = _verdict_over_repeats(out, repeats, summary)
     for one in per_repeat[1:]:
         for key, value in one["timings"].items():
             timings[key] = timings.get(key, 0.0) + value
@@ -453,6 +454,20 @@ def equivalent_command(settings: dict, out) -> str:
     return text
 
 
+def _verdict_over_repeats(out: Path, repeats: int, summary: dict) -> dict:
+    """The headline verdict over the paired fold scores of every repeat."""
+    from liposome_bench import stats
+
+    models = list(summary["models"])
+    runs = {name: [ResultsDir(out / f"repeat-{r}").load_model(name) for r in range(repeats)]
+            for name in models}
+    return stats.headline_verdict(
+        runs, summary["reference"], summary["classes"], summary["dataset"]["n_particles"],
+        k=summary["folds"]["k"],
+        mcnemar={c["model_b"]: c["mcnemar"] for c in summary.get("comparisons", [])},
+    )
+
+
 def _spread(per_repeat: list[dict], out: Path, fold_seed: int) -> dict:
     """Mean, std, min and max over repeats of every model's fold-mean metrics."""
     from liposome_bench.metrics import CLASS_METRICS, OVERALL_METRICS
@@ -549,13 +564,16 @@ def _write_outputs(out: Path, summary: dict, dataset, cnn_models, repeats: int =
 
 def print_benchmark(summary: dict, console) -> None:
     """Print the side-by-side tables of a benchmark summary to a rich console:
-    per class, every metric of every model in adjacent columns (the higher
-    mean marked); overall metrics; each model's fold-averaged normalised
-    confusion matrix; the paired comparisons and their verdicts."""
+    per class, every metric of every model in adjacent columns; overall
+    metrics; each model's fold-averaged normalised confusion matrix; then the
+    headline verdict of each CNN against the SVM (per-class and macro F1,
+    corrected resampled t-test, Holm-adjusted; accuracy and McNemar as
+    secondary lines). A * marks a CNN's F1 or macro F1 only where it differs
+    from the SVM's significantly after the correction."""
     from rich.table import Table
 
-    from liposome_bench.display import confusion_table
-    from liposome_bench.report import format_p_value
+    from liposome_bench import stats
+    from liposome_bench.display import confusion_table, verdict_table
     from liposome_bench.metrics import (
         CLASS_METRIC_LABELS,
         CLASS_METRICS,
@@ -567,12 +585,17 @@ def print_benchmark(summary: dict, console) -> None:
     models = list(summary["models"])
     dataset = summary.get("dataset", {})
     k = (summary.get("folds") or {}).get("k", "?")
+    verdict = summary.get("verdict") or {}
+    significant = stats.significant_cells(verdict)
     if dataset.get("synthetic"):
         console.print("[yellow]Synthetic data: these are not the thesis's results.[/yellow]")
     console.print(
         f"Per class and model: mean ± std over {k} folds [95 % bootstrap interval over "
-        "particles]; * marks the higher mean; † a mean over fewer folds (undefined, 0/0, "
-        "in the others); — undefined. F1 (thesis) = 2/(1/TPR + 1/TNR), section 4.6."
+        "particles]; * marks a CNN whose F1 (macro F1) differs from the SVM's significantly "
+        f"({verdict.get('test', 'corrected resampled t-test')}, Holm-adjusted, on "
+        f"{verdict.get('n_scores', '?')} paired fold scores); † a mean over fewer folds "
+        "(undefined, 0/0, in the others); — undefined. F1 (thesis) = 2/(1/TPR + 1/TNR), "
+        "section 4.6."
     )
     for j, cls in enumerate(classes):
         support = summary["models"][models[0]].get("support") or [None] * len(classes)
@@ -582,7 +605,8 @@ def print_benchmark(summary: dict, console) -> None:
             table.add_column(name, justify="right")
         for metric in CLASS_METRICS:
             entries = [summary["models"][m]["per_class"][cls][metric] for m in models]
-            table.add_row(CLASS_METRIC_LABELS[metric], *_rich_cells(entries, k))
+            marks = [(m, cls, metric) in significant for m in models]
+            table.add_row(CLASS_METRIC_LABELS[metric], *_rich_cells(entries, k, marks))
         console.print(table)
     table = Table(title="overall")
     table.add_column("metric", style="bold")
@@ -590,7 +614,8 @@ def print_benchmark(summary: dict, console) -> None:
         table.add_column(name, justify="right")
     for metric in OVERALL_METRICS:
         entries = [summary["models"][m]["overall"][metric] for m in models]
-        table.add_row(OVERALL_METRIC_LABELS[metric], *_rich_cells(entries, k))
+        marks = [(m, "overall", metric) in significant for m in models]
+        table.add_row(OVERALL_METRIC_LABELS[metric], *_rich_cells(entries, k, marks))
     console.print(table)
     for name in models:
         console.print(confusion_table(
@@ -598,26 +623,16 @@ def print_benchmark(summary: dict, console) -> None:
             f"{name}: {k}-fold average normalised confusion matrix",
             caption="rows: true class (each row sums to 1); columns: predicted class",
         ))
-    for comp in summary.get("comparisons", []):
-        table = Table(title=f"paired: {comp['model_b']} − {comp['model_a']} "
-                            f"on {comp['n_particles']} particles")
-        table.add_column("class", style="bold")
-        table.add_column("F1 difference", justify="right")
-        table.add_column("95 % CI", justify="right")
-        table.add_column("verdict")
-        for cls in classes:
-            d = comp["f1_difference"][cls]
-            table.add_row(cls, _fmt(d["difference"], signed=True),
-                          f"[{_fmt(d['ci'][0], signed=True)}, {_fmt(d['ci'][1], signed=True)}]",
-                          d["verdict"])
-        test = comp["mcnemar"]
-        table.add_row("McNemar", f"{test['only_b']} vs {test['only_a']}",
-                      format_p_value(test["p_value"]), comp["verdict"])
-        console.print(table)
+    for comp in verdict.get("comparisons", []):
+        console.print(verdict_table(verdict, comp, classes))
     repeats = summary.get("repeats")
     if repeats:
-        console.print(f"{repeats['count']} repeats (fold seeds {repeats['fold_seeds']}); "
-                      "run-to-run spread in summary.json and the report.")
+        console.print(f"{repeats['count']} repeats (fold seeds {repeats['fold_seeds']}); the "
+                      "verdict uses the fold scores of all of them; run-to-run spread in "
+                      "summary.json and the report.")
+    warning = (summary.get("folds") or {}).get("warning")
+    if warning:
+        console.print(f"Warning: {warning}", markup=False)
 
 
 def _fmt(value, digits=3, signed=False) -> str:
@@ -626,14 +641,13 @@ def _fmt(value, digits=3, signed=False) -> str:
     return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
 
 
-def _rich_cells(entries, k) -> list[str]:
-    means = [e.get("mean") for e in entries]
-    # Compare at the precision shown, so "1.00 *" never sits beside "1.00".
-    shown = [None if m is None else round(m, 2) for m in means]
-    defined = [m for m in shown if m is not None]
-    top = max(defined) if len(defined) > 1 and len(set(defined)) > 1 else None
+def _rich_cells(entries, k, marks=None) -> list[str]:
+    """Cells of one metric row; ``marks[i]`` puts a * on model i's cell (a
+    significant difference from the reference, see stats.significant_cells)."""
+    marks = marks or [False] * len(entries)
     cells = []
-    for e, mean, rounded in zip(entries, means, shown):
+    for e, marked in zip(entries, marks):
+        mean = e.get("mean")
         text = _fmt(mean, 2)
         if e.get("std") is not None:
             text += f" ± {_fmt(e['std'], 2)}"
@@ -642,6 +656,5 @@ def _rich_cells(entries, k) -> list[str]:
         ci = e.get("ci") or [None, None]
         if ci[0] is not None:
             text += f" [{_fmt(ci[0], 2)}, {_fmt(ci[1], 2)}]"
-        cells.append(f"[bold green]{text} *[/bold green]" if top is not None and rounded == top
-                     else text)
+        cells.append(f"[bold green]{text} *[/bold green]" if marked else text)
     return cells

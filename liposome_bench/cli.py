@@ -806,13 +806,17 @@ def benchmark_command(problem, data, reader_options, cache_dir, cnn, quick, repe
                       epochs, input_mode, grid, k, fold_seed, group_by, seed, jobs, out):
     """Compare the LIBSVM baseline with LipNet CNN(s) on identical folds.
 
-    Runs the SVM and each CNN on the dataset's stored stratified folds,
-    then prints, per class, TPR / TNR / PPV / NPV / F1 of every model side by
-    side (mean ± std over folds, 95 % bootstrap interval over particles, the
-    higher mean marked), macro F1, balanced accuracy and MCC, each model's
-    fold-averaged normalised confusion matrix, and a paired test (McNemar;
-    bootstrap interval of the F1 difference) saying where the difference is
-    not significant. Writes summary.json and predictions.csv to --out.
+    Runs the SVM and each CNN on the dataset's stored stratified folds
+    (grouped with --group-by, e.g. by micrograph), then prints, per class,
+    TPR / TNR / PPV / NPV / F1 of every model side by side (mean ± std over
+    folds, 95 % bootstrap interval over particles), macro F1, balanced
+    accuracy and MCC, each model's fold-averaged normalised confusion
+    matrix, and the verdict: per class F1 and macro F1 of each CNN minus the
+    SVM over the paired fold scores of all --repeats x --folds, by the
+    corrected resampled t-test (Nadeau & Bengio 2003), Holm-adjusted; a *
+    marks only differences significant after that; accuracy and McNemar's
+    test are secondary lines (docs/benchmark.md). Writes summary.json and
+    predictions.csv to --out.
     With a GPU, the CNN trains on it while the SVM uses the CPU cores
     (--jobs workers); on a CPU-only machine they run one after the other.
     Re-running the same command resumes at the first unfinished fold.

@@ -782,7 +782,7 @@ def run_cnn(dataset, folds, results, settings: CNNSettings | None = None, *, see
     if done:
         reporter.message(
             f"{model}: {len(done)} of {folds.k} folds already saved in {results.path}; "
-            + (f"training folds {', '.join(str(f + 1) for f in todo)}."
+            + (f"training folds {', '.join(str(f) for f in todo)}."
                if todo else "nothing to train.")
         )
     if not todo:
@@ -822,7 +822,7 @@ def run_cnn(dataset, folds, results, settings: CNNSettings | None = None, *, see
         done[fold] = result
         reporter.advance()
         reporter.message(
-            f"{model} fold {fold + 1}/{folds.k}: best epoch {result.params['epochs']} "
+            f"{model} fold {fold} (of 0-{folds.k - 1}): best epoch {result.params['epochs']} "
             f"of {result.params['epochs_run']}, train {result.timings['train_s']:.0f}s "
             f"({result.timings['samples_per_s'] or 0:.0f} samples/s)"
         )
@@ -915,7 +915,7 @@ def _check_training_classes(y_train, classes, fold):
     counts = np.bincount(y_train, minlength=len(classes))
     if (counts > 0).sum() < 2:
         raise DatasetError(
-            f"Fold {fold + 1}'s training folds hold only class "
+            f"Fold {fold}'s training folds hold only class "
             f"{classes[int(np.argmax(counts))]!r}; a classifier needs at least 2 classes. "
             "Use a dataset with particles of more classes."
         )

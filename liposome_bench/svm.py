@@ -875,7 +875,7 @@ def _report_fold(reporter, result, k):
     score = params["grid_score"]
     score = params["grid_score"]
     reporter.message(
-        f"svm fold {result.fold + 1}/{k}: C={params['C']:g} gamma={params['gamma']:g}"
+        f"svm fold {result.fold} (of 0-{k - 1}): C={params['C']:g} gamma={params['gamma']:g}"
         + (f" (inner {GRID_SCORE} {score:.3f})" if score is not None else "")
         + f", fit {timings['fit_s']:.1f}s"
     )

@@ -236,3 +236,31 @@ def test_dataset_info_shows_groups_per_class(tmp_path):
     assert groups["n_groups"] == 12  # 45 particles, 4 per micrograph
     assert set(groups["per_class"]) == {"a", "b"}
     assert all(1 <= n <= 12 for n in groups["per_class"].values())
+
+
+def test_benchmark_group_by_keeps_micrographs_in_one_fold(tmp_path):
+    import pandas as pd
+
+    from liposome_bench import benchmark
+    from liposome_bench.dataset import load_dataset
+
+    dataset = grouped_dataset({"a": 40, "b": 20}, per_micrograph=3)
+    root = write_export(dataset, tmp_path / "export")
+    summary = benchmark.run_benchmark(
+        None, root, cnn_models=[], folds=3, group_by="micrograph", out=tmp_path / "out",
+        svm_options={"C": 1.0, "gamma": 0.01}, n_resamples=50,
+    )
+    folds = summary["folds"]
+    assert folds["group_by"] == "micrograph" and folds["n_groups"] == 20
+    assert sum(folds["groups_per_fold"]) == 20
+    assert "--group-by micrograph" in summary["equivalent_command"]
+    table = pd.read_csv(tmp_path / "out" / "predictions.csv", dtype={"id": str})
+    micrograph = {p.id: p.meta["micrograph"] for p in load_dataset(root).particles}
+    table["micrograph"] = table["id"].map(micrograph)
+    assert (table.groupby("micrograph")["fold"].nunique() == 1).all()
+    # The same folder refuses to resume with ungrouped folds.
+    from liposome_bench.errors import ResultsError
+
+    with pytest.raises(ResultsError, match="made with folds"):
+        benchmark.run_benchmark(None, root, cnn_models=[], folds=3, out=tmp_path / "out",
+                                svm_options={"C": 1.0, "gamma": 0.01}, n_resamples=50)
