@@ -623,6 +623,9 @@ def print_benchmark(summary: dict, console) -> None:
             f"{name}: {k}-fold average normalised confusion matrix",
             caption="rows: true class (each row sums to 1); columns: predicted class",
         ))
+    console.print(budget_table(summary))
+    for note in budget_notes(summary):
+        console.print(note, markup=False, soft_wrap=True)
     for comp in verdict.get("comparisons", []):
         console.print(verdict_table(verdict, comp, classes))
     repeats = summary.get("repeats")
@@ -633,6 +636,81 @@ def print_benchmark(summary: dict, console) -> None:
     warning = (summary.get("folds") or {}).get("warning")
     if warning:
         console.print(f"Warning: {warning}", markup=False)
+
+
+def _fold_budget(params: dict) -> str:
+    """One fold's training budget in words: a CNN's best epoch of those run,
+    an SVM's C and gamma with any grid extension."""
+    from liposome_bench.display import format_param
+
+    if "epochs_run" in params:
+        text = f"best {params.get('epochs')} of {params.get('epochs_run')}"
+        return text + (" LAST" if params.get("under_trained") else "")
+    if "C" in params:
+        text = f"{format_param(params.get('C'))}, {format_param(params.get('gamma'))}"
+        if params.get("grid_extended"):
+            text += " ext"
+        if params.get("grid_edge"):
+            text += " EDGE"
+        return text
+    return ""
+
+
+def budget_table(summary: dict):
+    """A rich table: per model and fold (numbered from 0, as in the fold
+    files), the CNN's best epoch of those run and the SVM's chosen C/gamma,
+    flagging possibly under-trained CNN folds and SVM grid edges."""
+    from rich.table import Table
+
+    k = (summary.get("folds") or {}).get("k", 0)
+    title = "training budgets per fold"
+    if summary.get("repeats"):
+        title += " (first repeat)"
+    table = Table(title=title, caption="CNN: best epoch of the epochs run (early stopping on "
+                  "the validation score); LAST: the best epoch was the last allowed, possibly "
+                  "under-trained. SVM: chosen C, gamma; ext: grid extended past an edge; "
+                  "EDGE: still on the edge at the extension limit.")
+    table.add_column("model", style="bold")
+    for f in range(k):
+        table.add_column(f"fold {f}")
+    for name, m in summary["models"].items():
+        table.add_row(name, *(_fold_budget(p) for p in (m.get("params") or [])))
+    return table
+
+
+def budget_notes(summary: dict) -> list[str]:
+    """Plain sentences on the training budgets: how many CNN folds stopped
+    early, which may be under-trained, where the SVM grid was extended or
+    still ends at the best point. Used on screen and in the report."""
+    notes = []
+    for name, m in summary["models"].items():
+        params = m.get("params") or []
+        if any("epochs_run" in p for p in params):
+            early = [i for i, p in enumerate(params) if p.get("stopped_early")]
+            under = [i for i, p in enumerate(params) if p.get("under_trained")]
+            most = max((p.get("max_epochs") or 0) for p in params)
+            notes.append(f"{name}: early stopping ended {len(early)} of {len(params)} folds "
+                         f"before the maximum of {most} epochs (best epochs "
+                         f"{', '.join(str(p.get('epochs')) for p in params)}).")
+            if under:
+                notes.append(
+                    f"{name}: fold(s) {', '.join(map(str, under))} had their best validation "
+                    f"macro F1 at the last allowed epoch: possibly under-trained. Raise --epochs "
+                    "(or epochs in --config) and compare.")
+        elif any("grid_extended" in p for p in params):
+            grown = [i for i, p in enumerate(params) if p.get("grid_extended")]
+            edge = [i for i, p in enumerate(params) if p.get("grid_edge")]
+            if grown:
+                notes.append(
+                    f"{name}: the best C/gamma lay on the grid's edge in fold(s) "
+                    f"{', '.join(map(str, grown))}; the grid was extended there ("
+                    + "; ".join(f"fold {i}: {', '.join(params[i]['grid_extended'])}"
+                                for i in grown) + ").")
+            if edge:
+                notes.append(
+                    f"{name}: in fold(s) {', '.join(map(str, edge))} the best point is still on "
+                    "the edge of the (extended) grid, at its limit (docs/svm.md).")
+    return notes
 
 
 def _fmt(value, digits=3, signed=False) -> str:

@@ -59,7 +59,9 @@ def format_param(value) -> str:
     significant digits, None as "—"."""
     if value is None:
         return UNDEFINED
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "no"
+    if not isinstance(value, (int, float, np.number)):
         return str(value)
     if isinstance(value, (int, np.integer)):
         return str(value)
