@@ -791,13 +791,13 @@ def benchmark_command(problem, data, reader_options, cache_dir, cnn, quick, repe
     """
     from rich.console import Console
 
-    from liposome_bench.benchmark import print_benchmark, run_benchmark
+    from liposome_bench.comparison import print_benchmark, run_benchmark
 
     cnn_models = [m.strip() for m in cnn.split(",") if m.strip()] if cnn else None
     with _live_reporter() as reporter:
         summary = run_benchmark(
             problem, data, cnn_models=cnn_models, out=out, quick=quick, repeats=repeats,
-            folds=k, fold_seed=fold_seed, seed=seed, jobs=jobs, cache_dir=cache_dir,
+            k=k, fold_seed=fold_seed, seed=seed, jobs=jobs, cache_dir=cache_dir,
             reader_options=reader_options, config=config, svm_options={"grid": grid},
             cnn_options={"epochs": epochs, "input_mode": input_mode},
             reporter=reporter, command=_command_line(),

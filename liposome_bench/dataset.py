@@ -155,6 +155,11 @@ class Dataset:
         return [p.id for p in self.particles]
 
     @property
+    def labels(self) -> list[str]:
+        """Every particle's class name, in order."""
+        return [p.label for p in self.particles]
+
+    @property
     def y(self) -> np.ndarray:
         """Labels as class indices into ``problem.classes``."""
         index = {c: i for i, c in enumerate(self.problem.classes)}
