@@ -404,6 +404,158 @@ def dataset_check_command(path, problem, reader_options):
         click.echo(f"Warning: {warning}")
 
 
+# --- dataset import (importers) ------------------------------------------------
+
+@dataset_group.group("import")
+def import_group():
+    """Make a particle dataset from annotated micrographs.
+
+    Cuts one crop per particle (its bounding box plus --surround px each
+    side) with its own mask, from COCO annotations (CVAT, Roboflow,
+    Labelbox) or instance label images (ilastik, Cellpose, CellProfiler),
+    and writes the lab export layout every command reads. Each particle
+    records its micrograph (for --group-by micrograph) and its box in it.
+    docs/data-formats.md ("From micrographs") describes both inputs.
+
+    Example: liposome-bench dataset import coco ann.json --images mics --out ds
+    """
+
+
+def import_options(func):
+    """--out, --surround, --drop-edge and --pixel-size of both imports."""
+    func = click.option(
+        "--pixel-size", "pixel_size_nm", type=click.FloatRange(min=0, min_open=True),
+        default=None,
+        help="nm/px of micrographs whose TIFF or MRC metadata gives none.",
+    )(func)
+    func = click.option(
+        "--drop-edge", is_flag=True,
+        help="Drop particles cut by the micrograph's edge (counted in the summary). "
+        "Default: keep them, flagged EdgeCut in particles.json.",
+    )(func)
+    func = click.option(
+        "--surround", type=click.IntRange(min=0), default=50, show_default=True,
+        help="Pixels of micrograph kept around each particle's bounding box "
+        "(thesis section 3: 50), less where the micrograph ends.",
+    )(func)
+    return out_option(None, "Export folder to write (must not exist, or be empty).",
+                      required=True)(func)
+
+
+@import_group.command("coco")
+@click.argument("annotations", type=click.Path(exists=True, dir_okay=False))
+@click.option("--images", "images_dir", required=True,
+              type=click.Path(exists=True, file_okay=False),
+              help="Folder of the micrographs; the annotations' file_name is relative to it.")
+@click.option("--classes", default=None, metavar="NAME=CODE[,...]",
+              help="Category names to lab export codes (3, 4, 5 lamellarity; 7, 8, 10 "
+              "encapsulation) or to class names, e.g. uni=3,multi=4,unsure=5. "
+              "Default: the category names are the classes.")
+@click.option("--box-masks", type=click.Choice(["box", "ellipse"]), default=None,
+              help="Mask of an annotation with only a box: the box itself, or the ellipse "
+              "inscribed in it. Without it, box-only annotations are refused.")
+@import_options
+@_fail_cleanly
+def import_coco_command(annotations, images_dir, classes, box_masks, out, surround,
+                        drop_edge, pixel_size_nm):
+    """Import particles annotated in a COCO JSON file (polygons, RLE, boxes).
+
+    Every inconsistent annotation (category not in categories, empty
+    polygon, missing image, annotation outside its image) is listed, one
+    per line, and nothing is written.
+
+    \b
+    Example: liposome-bench dataset import coco ann.json --images mics --out ds
+    """
+    from liposome_bench.importers import import_coco
+
+    _run_import(import_coco, annotations, images_dir, out, surround=surround,
+                classes=classes, box_masks=box_masks, drop_edge=drop_edge,
+                pixel_size_nm=pixel_size_nm)
+
+
+@import_group.command("labels")
+@click.option("--images", "images_dir", required=True,
+              type=click.Path(exists=True, file_okay=False),
+              help="Folder of the micrographs (TIFF, PNG, JPEG, BMP or MRC).")
+@click.option("--labels", "labels_dir", required=True,
+              type=click.Path(exists=True, file_okay=False),
+              help="Folder of the label images: same name as the micrograph (or ending "
+              "in _masks, _labels...), 8/16/32-bit TIFF or PNG, 0 = background.")
+@click.option("--classes", "classes_csv", required=True,
+              type=click.Path(exists=True, dir_okay=False),
+              help="CSV with columns micrograph, label, class: one row per particle.")
+@import_options
+@_fail_cleanly
+def import_labels_command(images_dir, labels_dir, classes_csv, out, surround, drop_edge,
+                          pixel_size_nm):
+    """Import particles from instance label images and a table of classes.
+
+    Each nonzero value of a micrograph's label image is one particle; the
+    CSV gives its class. A label without a row, a row without its label, a
+    missing label image or a size mismatch is listed, and nothing is written.
+
+    \b
+    Example: liposome-bench dataset import labels --images mics --labels seg --classes classes.csv --out ds
+    """
+    from liposome_bench.importers import import_labels
+
+    _run_import(import_labels, images_dir, labels_dir, classes_csv, out, surround=surround,
+                drop_edge=drop_edge, pixel_size_nm=pixel_size_nm)
+
+
+def _run_import(function, *args, **kwargs):
+    from liposome_bench.importers import ImportProblems
+
+    try:
+        with _live_reporter() as reporter:
+            result = function(*args, reporter=reporter, **kwargs)
+    except ImportProblems as exc:
+        for line in exc.problems:
+            click.echo(line)
+        raise UserError(f"{len(exc.problems)} problem(s) found; nothing was written.") from None
+    _print_import(result)
+
+
+def _print_import(result):
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    dataset = result.dataset
+    console.print(f"Wrote {len(dataset)} particles ({dataset.problem.name}) from "
+                  f"{len(result.micrographs)} micrographs to {result.out}", soft_wrap=True)
+    classes = Table()
+    classes.add_column("Class")
+    classes.add_column("Particles", justify="right")
+    for name, count in dataset.class_counts().items():
+        classes.add_row(name, str(count))
+    console.print(classes)
+    mics = Table(title="Per micrograph")
+    for column in ("Micrograph", "Size (px)", "nm/px (from)", "Particles", "Edge-cut",
+                   "Dropped"):
+        mics.add_column(column, justify="left" if column == "Micrograph" else "right")
+    short = {"TIFF metadata": "TIFF", "MRC header": "MRC"}
+    for m in result.micrographs:
+        px = (f"{m.pixel_size_nm:g} ({short.get(m.pixel_size_from, m.pixel_size_from)})"
+              if m.pixel_size_from != "unknown" else "unknown")
+        mics.add_row(m.micrograph, f"{m.width}x{m.height}", px, str(m.particles),
+                     str(m.edge_cut), str(m.dropped))
+    console.print(mics)
+    if result.dropped:
+        click.echo(f"Dropped {result.dropped} particle(s) cut by the micrograph's edge "
+                   "(--drop-edge).")
+    elif result.edge_cut:
+        click.echo(f"Kept {result.edge_cut} particle(s) cut by the micrograph's edge, flagged "
+                   "EdgeCut in particles.json (--drop-edge drops them).")
+    if result.skipped_crowd:
+        click.echo(f"Skipped {result.skipped_crowd} iscrowd annotation(s): they mark groups, "
+                   "not particles.")
+    for line in result.warnings:
+        click.echo(f"Warning: {line}")
+    click.echo(f"Next: liposome-bench dataset check {result.out}")
+
+
 # --- features (features) ----------------------------------------------------
 
 @cli.command("features")
