@@ -179,6 +179,23 @@ def reader_options(func):
     return wrapper
 
 
+def units_option(default="nm"):
+    """--units nm|px (the SVM's features; docs/features.md)."""
+    defaults = {"default": default, "show_default": True} if default else {"default": None}
+    help_text = ("Features in nm (needs the pixel size) or every length in pixels, with "
+                 "pixel-based windows: edge profile -52..+10 px, SNR band 8 px "
+                 "(docs/features.md).")
+    if not default:
+        help_text += " Default: nm, or [svm] units of --config."
+
+    def decorate(func):
+        return click.option(
+            "--units", type=click.Choice(_settings.FEATURE_UNITS), help=help_text, **defaults,
+        )(func)
+
+    return decorate
+
+
 def jobs_option(func):
     return click.option(
         "--jobs",
@@ -381,20 +398,26 @@ def _print_dataset_info(info):
 @click.argument("path", type=click.Path(exists=True))
 @problem_option(required=False)
 @reader_options
+@units_option()
 @_fail_cleanly
-def dataset_check_command(path, problem, reader_options):
+def dataset_check_command(path, problem, reader_options, units):
     """Validate a dataset and list every problem found, one per line.
 
     Checks every image and mask (missing, unreadable, truncated, too large,
-    mask shape, empty mask), class codes and labels, ids and paths. Exits
-    with code 2 if there is any problem.
+    mask shape, empty mask), class codes and labels, ids and paths, and
+    that every particle has the pixel size the default run's features (in
+    nm) need; with --units px none is needed. Exits with code 2 if there is
+    any problem.
 
     Example: liposome-bench dataset check my-export
     """
     from liposome_bench.dataset import inspect_dataset
+    from liposome_bench.features import pixel_size_problems
 
     with _live_reporter() as reporter:
         dataset, problems = inspect_dataset(path, problem, reporter=reporter, **reader_options)
+    if dataset is not None:
+        problems = pixel_size_problems(dataset, _settings.SVMSettings(units=units))
     for line in problems:
         click.echo(line)
     if problems:
@@ -584,12 +607,13 @@ def _print_import(result):
     show_default=True,
     help="Compute features from the images, or use those stored in the lab export.",
 )
+@units_option()
 @folds_option
 @fold_seed_option
 @jobs_option
 @_fail_cleanly
-def features_command(problem, data, reader_options, cache_dir, out, feature_set, source, k,
-                     fold_seed, jobs):
+def features_command(problem, data, reader_options, cache_dir, out, feature_set, source, units,
+                     k, fold_seed, jobs):
     """Write the handcrafted features of every particle to a table.
 
     One row per particle: id, label, fold (of the dataset's stored folds)
@@ -603,15 +627,16 @@ def features_command(problem, data, reader_options, cache_dir, out, feature_set,
     from liposome_bench.folds import load_or_make_folds
 
     out = check_table_path(out)
+    _settings.SVMSettings(feature_set=feature_set, source=source, units=units)  # fail early
     with _live_reporter() as reporter:
         dataset = resolve_dataset(data, problem, cache_dir=cache_dir, reporter=reporter,
                                   **reader_options)
         folds = load_or_make_folds(dataset, k=k, seed=fold_seed)
         table = write_feature_table(dataset, folds, out, feature_set=feature_set,
-                                    source=source, reporter=reporter, jobs=jobs)
+                                    source=source, reporter=reporter, jobs=jobs, units=units)
     click.echo(
         f"Wrote {len(table)} particles x {table.shape[1] - 3} features "
-        f"({feature_set}, {source}) to {out}."
+        f"({feature_set}, {source}{', in px' if units == 'px' else ''}) to {out}."
     )
 
 # --- svm (svm) --------------------------------------------------------------
@@ -657,6 +682,7 @@ def features_command(problem, data, reader_options, cache_dir, out, feature_set,
     default=None,
     help="Fix the RBF kernel's gamma instead of searching it.",
 )
+@units_option()
 @folds_option
 @fold_seed_option
 @jobs_option
@@ -664,7 +690,7 @@ def features_command(problem, data, reader_options, cache_dir, out, feature_set,
 @out_option(None, "Results folder. Default: results/svm-<problem>.")
 @_fail_cleanly
 def svm_command(problem, data, reader_options, cache_dir, feature_set, source, grid, C,
-                gamma, k, fold_seed, jobs, seed, out):
+                gamma, units, k, fold_seed, jobs, seed, out):
     """Cross-validate the lab's LIBSVM baseline on handcrafted features.
 
     C-SVC with an RBF kernel (one-vs-one), class weights inversely
@@ -687,7 +713,7 @@ def svm_command(problem, data, reader_options, cache_dir, feature_set, source, g
     from liposome_bench.svm import check_svm_options, run_svm
 
     svm_settings = _settings.SVMSettings(feature_set=feature_set, source=source, grid=grid,
-                                         C=C, gamma=gamma)
+                                         C=C, gamma=gamma, units=units)
     check_svm_options(jobs=jobs)
     with _live_reporter() as reporter:
         dataset = resolve_dataset(data, problem, cache_dir=cache_dir, reporter=reporter,
@@ -917,6 +943,7 @@ def _command_line():
               help="Input mode of every CNN (overrides --config).")
 @click.option("--grid", type=click.Choice(_settings.GRID_NAMES), default=None,
               help="The SVM's C/gamma grid (overrides --config).")
+@units_option(default=None)
 @folds_option
 @fold_seed_option
 @seed_option
@@ -925,7 +952,7 @@ def _command_line():
             "(results/benchmark-<problem>-quick with --quick).")
 @_fail_cleanly
 def benchmark_command(problem, data, reader_options, cache_dir, cnn, quick, repeats, config,
-                      epochs, input_mode, grid, k, fold_seed, seed, jobs, out):
+                      epochs, input_mode, grid, units, k, fold_seed, seed, jobs, out):
     """Compare the LIBSVM baseline with LipNet CNN(s) on identical folds.
 
     Runs the SVM and each CNN on the dataset's stored stratified folds,
@@ -950,7 +977,7 @@ def benchmark_command(problem, data, reader_options, cache_dir, cnn, quick, repe
         summary = run_benchmark(
             problem, data, cnn_models=cnn_models, out=out, quick=quick, repeats=repeats,
             folds=k, fold_seed=fold_seed, seed=seed, jobs=jobs, cache_dir=cache_dir,
-            reader_options=reader_options, config=config, svm_options={"grid": grid},
+            reader_options=reader_options, config=config, svm_options={"grid": grid, "units": units},
             cnn_options={"epochs": epochs, "input_mode": input_mode},
             reporter=reporter, command=_command_line(),
         )
