@@ -309,10 +309,16 @@ def dataset_group():
 @reader_options
 @cache_option
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("--input-mode", type=click.Choice(_settings.INPUT_MODES), default="masked",
+              show_default=True,
+              help="The CNN input mode you will run: 'surrounding' shows the CNN the "
+              "surround, so a short one is warned about.")
 @_fail_cleanly
-def dataset_info_command(path, problem, reader_options, cache_dir, as_json):
+def dataset_info_command(path, problem, reader_options, cache_dir, as_json, input_mode):
     """Show a dataset: class counts and shares (as the thesis's Tables 1-2),
-    image sizes overall and per class, pixel size, masks, stored folds.
+    image sizes overall and per class, particle sizes per class (nm, or px
+    without a pixel size), the surround of the crops, pixel size, masks,
+    stored folds.
 
     Without PATH, describes the built-in synthetic dataset of --problem
     (generated once into the cache).
@@ -321,7 +327,7 @@ def dataset_info_command(path, problem, reader_options, cache_dir, as_json):
     """
     import json
 
-    from liposome_bench.dataset import describe_dataset, resolve_dataset
+    from liposome_bench.dataset import describe_dataset, resolve_dataset, surround_warning
 
     if path is None and problem is None:
         raise UserError(
@@ -331,6 +337,9 @@ def dataset_info_command(path, problem, reader_options, cache_dir, as_json):
         dataset = resolve_dataset(path, problem, cache_dir=cache_dir, reporter=reporter,
                                   **reader_options)
     info = describe_dataset(dataset)
+    warning = surround_warning(info, input_mode)
+    if warning:
+        info["warnings"].append(warning)
     if as_json:
         click.echo(json.dumps(info, indent=2))
     else:
@@ -372,6 +381,7 @@ def _print_dataset_info(info):
             sizes.add_row(name, span(stats["width"]), span(stats["height"]),
                           style="bold" if name == "All" else None)
     console.print(sizes)
+    _print_particle_sizes(console, info)
     px = info["pixel_size_nm"]
     if px["min"] is None:
         say("Pixel size: unknown (pass --pixel-size)")
@@ -392,6 +402,29 @@ def _print_dataset_info(info):
         say("Folds: none stored yet (made and stored on first use)")
     for warning in info["warnings"]:
         say(f"Warning: {warning}", markup=False)
+
+
+def _print_particle_sizes(console, info):
+    """Particle sizes and surround per class (dataset info)."""
+    from rich.table import Table
+
+    size, surround = info.get("particle_size"), info.get("surround_px")
+    if not size or not surround:
+        return
+    table = Table(title=f"Particle size (equivalent diameter, {size['unit']}) and surround "
+                        "(px): min / median / max")
+    table.add_column("Class")
+    table.add_column(f"Diameter ({size['unit']})", justify="right")
+    table.add_column("Surround (px)", justify="right")
+
+    def span(stats):
+        return "-" if stats is None else (
+            f"{stats['min']:.3g} / {stats['median']:.3g} / {stats['max']:.3g}")
+
+    for name in size["per_class"]:
+        table.add_row(name, span(size["per_class"][name]), span(surround["per_class"][name]))
+    table.add_row("All", span(size["all"]), span(surround["all"]), style="bold")
+    console.print(table)
 
 
 @dataset_group.command("check")
