@@ -324,3 +324,16 @@ def test_missing_label_image_and_size_mismatch(tmp_path):
     with pytest.raises(ImportProblems, match=r"label image m03.tif is 10x10 px but its "
                                              r"micrograph m03.png is 360x270 px"):
         import_labels(root / "images", root / "labels", root / "classes.csv", tmp_path / "ds")
+
+
+def test_plot_micrograph_crops_writes_a_png(tmp_path):
+    from liposome_bench.plotting import plot_micrograph_crops
+
+    image = micrograph_pixels("m01.tif")
+    mask = np.zeros((30, 40), bool)
+    mask[5:20, 10:30] = True
+    path = plot_micrograph_crops(image, [
+        {"crop": [10, 20, 40, 30], "label": "unilamellar", "mask": mask},
+        {"crop": [0, 100, 30, 30], "label": "multilamellar", "edge_cut": True},
+    ], tmp_path / "m.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
