@@ -39,6 +39,8 @@ OPTIMIZERS = ("adam", "sgd")
 FEATURE_SETS = ("vironova", "all")
 FEATURE_SOURCES = ("computed", "export")
 GRID_NAMES = ("coarse", "full")
+#: Units of the SVM's features: nm (needs the pixel size) or px (docs/features.md).
+FEATURE_UNITS = ("nm", "px")
 
 #: Defaults chosen so that 5-fold lipnet-4 on the 14,169-particle lamellarity
 #: set takes under 5 minutes on a 2-core CPU (measured: docs/performance.md).
@@ -162,6 +164,9 @@ class SVMSettings(_Settings):
         The C/gamma grid searched on the training folds.
     C, gamma : float, optional
         Fix C and/or gamma instead of searching them.
+    units : {"nm", "px"}
+        Features in nm (needs every particle's pixel size) or every length
+        in pixels, with pixel-based windows (docs/features.md).
 
     Examples
     --------
@@ -174,11 +179,18 @@ class SVMSettings(_Settings):
     grid: str = "coarse"
     C: float | None = None
     gamma: float | None = None
+    units: str = "nm"
 
     def __post_init__(self):
         _choice(self.feature_set, FEATURE_SETS, "feature set")
         _choice(self.source, FEATURE_SOURCES, "feature source")
         _choice(self.grid, GRID_NAMES, "grid")
+        _choice(self.units, FEATURE_UNITS, "units (--units)")
+        if self.units == "px" and self.source == "export":
+            raise ConfigError(
+                "--units px computes the features from the images; the export's own "
+                "features are in nm. Use --source computed with --units px."
+            )
         _positive(self.C, "C (--C)")
         _positive(self.gamma, "gamma (--gamma)")
 

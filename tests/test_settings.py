@@ -86,3 +86,12 @@ def test_benchmark_refuses_a_bad_config_before_any_work(tmp_path):
         "of oversample, undersample, smote, class-weight, none."
     )
     assert not (tmp_path / "cache").exists()
+
+
+def test_svm_units_are_validated_and_recorded():
+    assert s.SVMSettings().units == "nm"
+    assert s.SVMSettings(units="px").to_dict()["units"] == "px"
+    with pytest.raises(ConfigError, match="Unknown units \\(--units\\) 'mm'; expected one of nm, px."):
+        s.SVMSettings(units="mm")
+    with pytest.raises(ConfigError, match="--units px computes the features from the images"):
+        s.SVMSettings(units="px", source="export")

@@ -478,3 +478,12 @@ def test_bad_options_are_config_errors(tmp_path, small_dataset, options, message
     with pytest.raises(ConfigError, match=re.escape(message)):
         run_svm(small_dataset, folds, ResultsDir(tmp_path / "r"), **options)
     assert not (tmp_path / "r").exists()  # refused before anything is written
+
+
+def test_run_svm_passes_units_to_the_features_and_records_them(tmp_path, small_dataset,
+                                                               fake_features):
+    folds = load_or_make_folds(small_dataset, k=3, seed=0)
+    results = ResultsDir(tmp_path / "res")
+    run_svm(small_dataset, folds, results, C=1.0, gamma=0.5, units="px")
+    assert fake_features[0][1]["units"] == "px"
+    assert results.read_run()["models"]["svm"]["units"] == "px"
