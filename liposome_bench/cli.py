@@ -128,6 +128,18 @@ def fold_seed_option(func):
     )(func)
 
 
+def group_by_option(func):
+    return click.option(
+        "--group-by",
+        "group_by",
+        default=None,
+        metavar="KEY",
+        help="Keep particles sharing this meta key (a manifest column or export key, "
+        "e.g. micrograph, session, grid) in one fold; the SVM's inner grid-search "
+        "folds and the CNN's validation split are grouped the same way.",
+    )(func)
+
+
 def out_option(default, help_text, required=False):
     # Click 8.3+ counts an explicit default=None as a value, which would
     # satisfy required=True: pass a default only when there is one.
@@ -336,10 +348,13 @@ def dataset_info_command(path, problem, reader_options, cache_dir, as_json, inpu
     with _live_reporter() as reporter:
         dataset = resolve_dataset(path, problem, cache_dir=cache_dir, reporter=reporter,
                                   **reader_options)
+    from liposome_bench.folds import describe_groups
+
     info = describe_dataset(dataset)
     warning = surround_warning(info, input_mode)
     if warning:
         info["warnings"].append(warning)
+    info["groups"] = describe_groups(dataset)
     if as_json:
         click.echo(json.dumps(info, indent=2))
     else:
@@ -397,9 +412,17 @@ def _print_dataset_info(info):
         for f in info["folds"]:
             state = ("unreadable" if f.get("unreadable")
                      else "matches this dataset" if f["matches"] else "made for another dataset")
-            say(f"Folds: {f['file']} (k={f['k']}, seed {f['seed']}): {state}")
+            grouped = f", grouped by {f['group_by']}" if f.get("group_by") else ""
+            say(f"Folds: {f['file']} (k={f['k']}, seed {f['seed']}{grouped}): {state}",
+                markup=False)
     else:
         say("Folds: none stored yet (made and stored on first use)")
+    for key, g in (info.get("groups") or {}).items():
+        per_class = ", ".join(f"{c} {n}" for c, n in g["per_class"].items())
+        size = g["particles_per_group"]
+        say(f"Groups by {key}: {g['n_groups']} in all; holding each class: {per_class}; "
+            f"{size['min']}-{size['max']} particles per {key} (median {size['median']:g}). "
+            f"Group folds by it with --group-by {key}.", markup=False)
     for warning in info["warnings"]:
         say(f"Warning: {warning}", markup=False)
 
@@ -643,10 +666,11 @@ def _print_import(result):
 @units_option()
 @folds_option
 @fold_seed_option
+@group_by_option
 @jobs_option
 @_fail_cleanly
 def features_command(problem, data, reader_options, cache_dir, out, feature_set, source, units,
-                     k, fold_seed, jobs):
+                     k, fold_seed, group_by, jobs):
     """Write the handcrafted features of every particle to a table.
 
     One row per particle: id, label, fold (of the dataset's stored folds)
@@ -664,7 +688,8 @@ def features_command(problem, data, reader_options, cache_dir, out, feature_set,
     with _live_reporter() as reporter:
         dataset = resolve_dataset(data, problem, cache_dir=cache_dir, reporter=reporter,
                                   **reader_options)
-        folds = load_or_make_folds(dataset, k=k, seed=fold_seed)
+        folds = load_or_make_folds(dataset, k=k, seed=fold_seed, group_by=group_by,
+                                   reporter=reporter)
         table = write_feature_table(dataset, folds, out, feature_set=feature_set,
                                     source=source, reporter=reporter, jobs=jobs, units=units)
     click.echo(
@@ -718,12 +743,13 @@ def features_command(problem, data, reader_options, cache_dir, out, feature_set,
 @units_option()
 @folds_option
 @fold_seed_option
+@group_by_option
 @jobs_option
 @seed_option
 @out_option(None, "Results folder. Default: results/svm-<problem>.")
 @_fail_cleanly
 def svm_command(problem, data, reader_options, cache_dir, feature_set, source, grid, C,
-                gamma, units, k, fold_seed, jobs, seed, out):
+                gamma, units, k, fold_seed, group_by, jobs, seed, out):
     """Cross-validate the lab's LIBSVM baseline on handcrafted features.
 
     C-SVC with an RBF kernel (one-vs-one), class weights inversely
@@ -751,7 +777,8 @@ def svm_command(problem, data, reader_options, cache_dir, feature_set, source, g
     with _live_reporter() as reporter:
         dataset = resolve_dataset(data, problem, cache_dir=cache_dir, reporter=reporter,
                                   **reader_options)
-        folds = load_or_make_folds(dataset, k=k, seed=fold_seed)
+        folds = load_or_make_folds(dataset, k=k, seed=fold_seed, group_by=group_by,
+                                   reporter=reporter)
         results = ResultsDir(out or f"results/svm-{dataset.problem.name}")
         fold_results = run_svm(dataset, folds, results, svm_settings, jobs=jobs, seed=seed,
                                reporter=reporter)
@@ -863,12 +890,13 @@ def svm_command(problem, data, reader_options, cache_dir, feature_set, source, g
 )
 @folds_option
 @fold_seed_option
+@group_by_option
 @seed_option
 @out_option(None, "Results folder. Default: results/cnn-<problem>.")
 @_fail_cleanly
 def cnn_command(problem, model, data, reader_options, cache_dir, input_mode, input_size,
                 augment, balance, epochs, patience, batch_size, optimizer, learning_rate,
-                l2, mixed_precision, k, fold_seed, seed, out):
+                l2, mixed_precision, k, fold_seed, group_by, seed, out):
     """Cross-validate a LipNet CNN on the particle images.
 
     Trains on the same stored folds as `svm`: each fold's training folds are
@@ -899,7 +927,8 @@ def cnn_command(problem, model, data, reader_options, cache_dir, input_mode, inp
     with _live_reporter() as reporter:
         dataset = resolve_dataset(data, problem, cache_dir=cache_dir, reporter=reporter,
                                   **reader_options)
-        folds = load_or_make_folds(dataset, k=k, seed=fold_seed)
+        folds = load_or_make_folds(dataset, k=k, seed=fold_seed, group_by=group_by,
+                                   reporter=reporter)
         results = ResultsDir(out or f"results/cnn-{dataset.problem.name}")
         fold_results = run_cnn(dataset, folds, results, cnn_settings, seed=seed,
                                reporter=reporter)
@@ -979,22 +1008,27 @@ def _command_line():
 @units_option(default=None)
 @folds_option
 @fold_seed_option
+@group_by_option
 @seed_option
 @jobs_option
 @out_option(None, "Results folder. Default: results/benchmark-<problem> "
             "(results/benchmark-<problem>-quick with --quick).")
 @_fail_cleanly
 def benchmark_command(problem, data, reader_options, cache_dir, cnn, quick, repeats, config,
-                      epochs, input_mode, grid, units, k, fold_seed, seed, jobs, out):
+                      epochs, input_mode, grid, units, k, fold_seed, group_by, seed, jobs, out):
     """Compare the LIBSVM baseline with LipNet CNN(s) on identical folds.
 
-    Runs the SVM and each CNN on the dataset's stored stratified folds,
-    then prints, per class, TPR / TNR / PPV / NPV / F1 of every model side by
-    side (mean ± std over folds, 95 % bootstrap interval over particles, the
-    higher mean marked), macro F1, balanced accuracy and MCC, each model's
-    fold-averaged normalised confusion matrix, and a paired test (McNemar;
-    bootstrap interval of the F1 difference) saying where the difference is
-    not significant. Writes summary.json and predictions.csv to --out.
+    Runs the SVM and each CNN on the dataset's stored stratified folds
+    (grouped with --group-by, e.g. by micrograph), then prints, per class,
+    TPR / TNR / PPV / NPV / F1 of every model side by side (mean ± std over
+    folds, 95 % bootstrap interval over particles), macro F1, balanced
+    accuracy and MCC, each model's fold-averaged normalised confusion
+    matrix, and the verdict: per class F1 and macro F1 of each CNN minus the
+    SVM over the paired fold scores of all --repeats x --folds, by the
+    corrected resampled t-test (Nadeau & Bengio 2003), Holm-adjusted; a *
+    marks only differences significant after that; accuracy and McNemar's
+    test are secondary lines (docs/benchmark.md). Writes summary.json and
+    predictions.csv to --out.
     With a GPU, the CNN trains on it while the SVM uses the CPU cores
     (--jobs workers); on a CPU-only machine they run one after the other.
     Re-running the same command resumes at the first unfinished fold.
@@ -1009,8 +1043,8 @@ def benchmark_command(problem, data, reader_options, cache_dir, cnn, quick, repe
     with _live_reporter() as reporter:
         summary = run_benchmark(
             problem, data, cnn_models=cnn_models, out=out, quick=quick, repeats=repeats,
-            k=k, fold_seed=fold_seed, seed=seed, jobs=jobs, cache_dir=cache_dir,
-            reader_options=reader_options, config=config,
+            k=k, fold_seed=fold_seed, group_by=group_by, seed=seed, jobs=jobs,
+            cache_dir=cache_dir, reader_options=reader_options, config=config,
             svm_options={"grid": grid, "units": units},
             cnn_options={"epochs": epochs, "input_mode": input_mode},
             reporter=reporter, command=_command_line(),

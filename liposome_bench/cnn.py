@@ -342,13 +342,21 @@ def _random_affine_class():
 
 # Class balancing (section 4.8) --------------------------------------------------
 
-def split_validation(y, fraction: float, rng) -> tuple[np.ndarray, np.ndarray]:
+def split_validation(y, fraction: float, rng, groups=None) -> tuple[np.ndarray, np.ndarray]:
     """Stratified split of positions ``0..len(y)-1`` into (fit, validation).
 
     Each class gives ``round(fraction * count)`` particles to the validation
     part, at least one if it has two or more, and always keeps one for fitting.
+
+    With ``groups`` (the folds' grouping), whole groups go to one part: one
+    fold of a ``StratifiedGroupKFold`` into ``round(1 / fraction)`` folds
+    (fewer if there are fewer groups) is the validation part, so its share
+    is about ``fraction`` and its class shares as close to the data's as the
+    groups allow.
     """
     y = np.asarray(y)
+    if groups is not None and fraction > 0:
+        return _split_validation_grouped(y, fraction, rng, np.asarray(groups))
     fit, val = [], []
     for c in np.unique(y):
         members = rng.permutation(np.flatnonzero(y == c))
@@ -358,6 +366,22 @@ def split_validation(y, fraction: float, rng) -> tuple[np.ndarray, np.ndarray]:
         val.append(members[:n_val])
         fit.append(members[n_val:])
     return np.sort(np.concatenate(fit)), np.sort(np.concatenate(val))
+
+
+def _split_validation_grouped(y, fraction, rng, groups):
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    n_groups = len(np.unique(groups))
+    if n_groups < 2:
+        raise ConfigError(
+            "A grouped validation split needs at least 2 groups in the training folds; "
+            f"they hold {n_groups}. Use fewer --folds or another --group-by key."
+        )
+    n_splits = int(np.clip(round(1.0 / fraction), 2, n_groups))
+    splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True,
+                                    random_state=int(rng.integers(2**31)))
+    fit, val = next(splitter.split(np.zeros(len(y)), y, groups))
+    return np.sort(fit), np.sort(val)
 
 
 class EpochSampler:
@@ -753,7 +777,7 @@ def run_cnn(dataset, folds, results, settings: CNNSettings | None = None, *, see
     if done:
         reporter.message(
             f"{model}: {len(done)} of {folds.k} folds already saved in {results.path}; "
-            + (f"training folds {', '.join(str(f + 1) for f in todo)}."
+            + (f"training folds {', '.join(str(f) for f in todo)}."
                if todo else "nothing to train.")
         )
     if not todo:
@@ -786,7 +810,7 @@ def run_cnn(dataset, folds, results, settings: CNNSettings | None = None, *, see
         done[fold] = result
         reporter.advance()
         reporter.message(
-            f"{model} fold {fold + 1}/{folds.k}: best epoch {result.params['epochs']} "
+            f"{model} fold {fold} (of 0-{folds.k - 1}): best epoch {result.params['epochs']} "
             f"of {result.params['epochs_run']}, train {result.timings['train_s']:.0f}s "
             f"({result.timings['samples_per_s'] or 0:.0f} samples/s)"
         )
@@ -855,7 +879,8 @@ def _run_fold(dataset, folds, fold, images, results, *, model, seed, device,
     train_idx, test_idx = folds.train_indices(fold), folds.test_indices(fold)
     _check_training_classes(y[train_idx], classes, fold)
     fit_pos, val_pos = split_validation(
-        y[train_idx], validation_fraction, np.random.default_rng(seed)
+        y[train_idx], validation_fraction, np.random.default_rng(seed),
+        groups=None if getattr(folds, "groups", None) is None else folds.groups[train_idx],
     )
     fit_idx, val_idx = train_idx[fit_pos], train_idx[val_pos]
     net, info = train_fold(
@@ -910,7 +935,7 @@ def _check_training_classes(y_train, classes, fold):
     counts = np.bincount(y_train, minlength=len(classes))
     if (counts > 0).sum() < 2:
         raise DatasetError(
-            f"Fold {fold + 1}'s training folds hold only class "
+            f"Fold {fold}'s training folds hold only class "
             f"{classes[int(np.argmax(counts))]!r}; a classifier needs at least 2 classes. "
             "Use a dataset with particles of more classes."
         )

@@ -110,6 +110,7 @@ def run_benchmark(
     k: int = 5,
     folds=None,
     fold_seed: int = 0,
+    group_by: str | None = None,
     seed: int = 0,
     jobs: int = 1,
     cache_dir=None,
@@ -145,6 +146,10 @@ def run_benchmark(
     folds : folds.Folds, optional
         Use these folds of the dataset (one repeat only) instead of the
         stored ``k``-fold assignment.
+    group_by : str, optional
+        Keep particles sharing ``Particle.meta[group_by]`` (a micrograph,
+        session or grid id) in one fold, one inner grid-search fold and one
+        side of the CNN's validation split (``folds.load_or_make_folds``).
     seed : int
         Seed of every model and of the bootstrap.
     jobs : int
@@ -238,6 +243,7 @@ def run_benchmark(
         "repeats": repeats,
         "folds": k if folds is None else folds.k,
         "fold_seed": fold_seed if folds is None else folds.seed,
+        "group_by": group_by if folds is None else folds.group_by,
         "seed": seed,
         "jobs": jobs,
         "config": config_file,
@@ -252,7 +258,8 @@ def run_benchmark(
         rdir = out if repeats == 1 else out / f"repeat-{r}"
         t0 = time.perf_counter()
         fold_assignment = (folds if folds is not None
-                           else load_or_make_folds(dataset, k, fold_seed + r))
+                           else load_or_make_folds(dataset, k, fold_seed + r, group_by,
+                                                   reporter=reporter if r == 0 else None))
         stage_timings = {"folds_s": time.perf_counter() - t0}
         if repeats > 1:
             reporter.message(f"repeat {r + 1}/{repeats} (fold seed {fold_seed + r}) -> {rdir}")
@@ -272,6 +279,7 @@ def run_benchmark(
     summary = dict(per_repeat[0])
     if repeats > 1:
         summary["repeats"] = _spread(per_repeat, out, fold_seed)
+        summary["verdict"] = _verdict_over_repeats(out, repeats, summary)
     for one in per_repeat[1:]:
         for key, value in one["timings"].items():
             timings[key] = timings.get(key, 0.0) + value
@@ -366,11 +374,28 @@ def _summarise(rdir, dataset, folds, settings, seed, n_resamples, command, full_
                if settings["quick"] else {}),
         },
         "folds": {**(run.get("folds") or {}),
-                  "sizes": [int(np.count_nonzero(folds.fold_of == f)) for f in range(folds.k)]},
+                  "sizes": [int(np.count_nonzero(folds.fold_of == f)) for f in range(folds.k)],
+                  **_group_facts(dataset, folds)},
         "settings": {**settings, "models": run.get("models", {})},
     }
     summary.update(core)
     return summary
+
+
+def _group_facts(dataset, folds) -> dict:
+    """Groups per fold of grouped folds; the ungrouped-data warning otherwise."""
+    from liposome_bench.folds import ungrouped_warning
+
+    groups = getattr(folds, "groups", None)
+    if groups is None:
+        warning = ungrouped_warning(dataset, None)
+        return {"group_by": None, **({"warning": warning} if warning else {})}
+    return {
+        "group_by": folds.group_by,
+        "n_groups": int(len(np.unique(groups))),
+        "groups_per_fold": [int(len(np.unique(groups[folds.fold_of == f])))
+                            for f in range(folds.k)],
+    }
 
 
 def _cpu_count():
@@ -427,8 +452,10 @@ def equivalent_command(settings: dict, out) -> str:
     if settings.get("config"):
         args += ["--config", settings["config"]]
     args += ["--repeats", str(settings["repeats"]), "--folds", str(settings["folds"]),
-             "--fold-seed", str(settings["fold_seed"]), "--seed", str(settings["seed"]),
-             "--jobs", str(settings["jobs"])]
+             "--fold-seed", str(settings["fold_seed"])]
+    if settings.get("group_by"):
+        args += ["--group-by", settings["group_by"]]
+    args += ["--seed", str(settings["seed"]), "--jobs", str(settings["jobs"])]
     extra = {**settings.get("svm_options", {}), **settings.get("cnn_options", {})}
     if settings.get("quick"):
         extra.pop("epochs", None)
@@ -439,6 +466,20 @@ def equivalent_command(settings: dict, out) -> str:
     if notes:
         text += "  # library options: " + ", ".join(notes)
     return text
+
+
+def _verdict_over_repeats(out: Path, repeats: int, summary: dict) -> dict:
+    """The headline verdict over the paired fold scores of every repeat."""
+    from liposome_bench import stats
+
+    models = list(summary["models"])
+    runs = {name: [ResultsDir(out / f"repeat-{r}").load_model(name) for r in range(repeats)]
+            for name in models}
+    return stats.headline_verdict(
+        runs, summary["reference"], summary["classes"], summary["dataset"]["n_particles"],
+        k=summary["folds"]["k"],
+        mcnemar={c["model_b"]: c["mcnemar"] for c in summary.get("comparisons", [])},
+    )
 
 
 def _spread(per_repeat: list[dict], out: Path, fold_seed: int) -> dict:
@@ -537,13 +578,16 @@ def _write_outputs(out: Path, summary: dict, dataset, cnn_models, repeats: int =
 
 def print_benchmark(summary: dict, console) -> None:
     """Print the side-by-side tables of a benchmark summary to a rich console:
-    per class, every metric of every model in adjacent columns (the higher
-    mean marked); overall metrics; each model's fold-averaged normalised
-    confusion matrix; the paired comparisons and their verdicts."""
+    per class, every metric of every model in adjacent columns; overall
+    metrics; each model's fold-averaged normalised confusion matrix; then the
+    headline verdict of each CNN against the SVM (per-class and macro F1,
+    corrected resampled t-test, Holm-adjusted; accuracy and McNemar as
+    secondary lines). A * marks a CNN's F1 or macro F1 only where it differs
+    from the SVM's significantly after the correction."""
     from rich.table import Table
 
-    from liposome_bench.display import confusion_table
-    from liposome_bench.report import format_p_value
+    from liposome_bench import stats
+    from liposome_bench.display import confusion_table, verdict_table
     from liposome_bench.metrics import (
         CLASS_METRIC_LABELS,
         CLASS_METRICS,
@@ -555,12 +599,17 @@ def print_benchmark(summary: dict, console) -> None:
     models = list(summary["models"])
     dataset = summary.get("dataset", {})
     k = (summary.get("folds") or {}).get("k", "?")
+    verdict = summary.get("verdict") or {}
+    significant = stats.significant_cells(verdict)
     if dataset.get("synthetic"):
         console.print("[yellow]Synthetic data: these are not the thesis's results.[/yellow]")
     console.print(
         f"Per class and model: mean ± std over {k} folds [95 % bootstrap interval over "
-        "particles]; * marks the higher mean; † a mean over fewer folds (undefined, 0/0, "
-        "in the others); — undefined. F1 (thesis) = 2/(1/TPR + 1/TNR), section 4.6."
+        "particles]; * marks a CNN whose F1 (macro F1) differs from the SVM's significantly "
+        f"({verdict.get('test', 'corrected resampled t-test')}, Holm-adjusted, on "
+        f"{verdict.get('n_scores', '?')} paired fold scores); † a mean over fewer folds "
+        "(undefined, 0/0, in the others); — undefined. F1 (thesis) = 2/(1/TPR + 1/TNR), "
+        "section 4.6."
     )
     for j, cls in enumerate(classes):
         support = summary["models"][models[0]].get("support") or [None] * len(classes)
@@ -570,7 +619,8 @@ def print_benchmark(summary: dict, console) -> None:
             table.add_column(name, justify="right")
         for metric in CLASS_METRICS:
             entries = [summary["models"][m]["per_class"][cls][metric] for m in models]
-            table.add_row(CLASS_METRIC_LABELS[metric], *_rich_cells(entries, k))
+            marks = [(m, cls, metric) in significant for m in models]
+            table.add_row(CLASS_METRIC_LABELS[metric], *_rich_cells(entries, k, marks))
         console.print(table)
     table = Table(title="overall")
     table.add_column("metric", style="bold")
@@ -578,7 +628,8 @@ def print_benchmark(summary: dict, console) -> None:
         table.add_column(name, justify="right")
     for metric in OVERALL_METRICS:
         entries = [summary["models"][m]["overall"][metric] for m in models]
-        table.add_row(OVERALL_METRIC_LABELS[metric], *_rich_cells(entries, k))
+        marks = [(m, "overall", metric) in significant for m in models]
+        table.add_row(OVERALL_METRIC_LABELS[metric], *_rich_cells(entries, k, marks))
     console.print(table)
     for name in models:
         console.print(confusion_table(
@@ -586,26 +637,16 @@ def print_benchmark(summary: dict, console) -> None:
             f"{name}: {k}-fold average normalised confusion matrix",
             caption="rows: true class (each row sums to 1); columns: predicted class",
         ))
-    for comp in summary.get("comparisons", []):
-        table = Table(title=f"paired: {comp['model_b']} − {comp['model_a']} "
-                            f"on {comp['n_particles']} particles")
-        table.add_column("class", style="bold")
-        table.add_column("F1 difference", justify="right")
-        table.add_column("95 % CI", justify="right")
-        table.add_column("verdict")
-        for cls in classes:
-            d = comp["f1_difference"][cls]
-            table.add_row(cls, _fmt(d["difference"], signed=True),
-                          f"[{_fmt(d['ci'][0], signed=True)}, {_fmt(d['ci'][1], signed=True)}]",
-                          d["verdict"])
-        test = comp["mcnemar"]
-        table.add_row("McNemar", f"{test['only_b']} vs {test['only_a']}",
-                      format_p_value(test["p_value"]), comp["verdict"])
-        console.print(table)
+    for comp in verdict.get("comparisons", []):
+        console.print(verdict_table(verdict, comp, classes))
     repeats = summary.get("repeats")
     if repeats:
-        console.print(f"{repeats['count']} repeats (fold seeds {repeats['fold_seeds']}); "
-                      "run-to-run spread in summary.json and the report.")
+        console.print(f"{repeats['count']} repeats (fold seeds {repeats['fold_seeds']}); the "
+                      "verdict uses the fold scores of all of them; run-to-run spread in "
+                      "summary.json and the report.")
+    warning = (summary.get("folds") or {}).get("warning")
+    if warning:
+        console.print(f"Warning: {warning}", markup=False)
 
 
 def _fmt(value, digits=3, signed=False) -> str:
@@ -614,14 +655,13 @@ def _fmt(value, digits=3, signed=False) -> str:
     return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
 
 
-def _rich_cells(entries, k) -> list[str]:
-    means = [e.get("mean") for e in entries]
-    # Compare at the precision shown, so "1.00 *" never sits beside "1.00".
-    shown = [None if m is None else round(m, 2) for m in means]
-    defined = [m for m in shown if m is not None]
-    top = max(defined) if len(defined) > 1 and len(set(defined)) > 1 else None
+def _rich_cells(entries, k, marks=None) -> list[str]:
+    """Cells of one metric row; ``marks[i]`` puts a * on model i's cell (a
+    significant difference from the reference, see stats.significant_cells)."""
+    marks = marks or [False] * len(entries)
     cells = []
-    for e, mean, rounded in zip(entries, means, shown):
+    for e, marked in zip(entries, marks):
+        mean = e.get("mean")
         text = _fmt(mean, 2)
         if e.get("std") is not None:
             text += f" ± {_fmt(e['std'], 2)}"
@@ -630,6 +670,5 @@ def _rich_cells(entries, k) -> list[str]:
         ci = e.get("ci") or [None, None]
         if ci[0] is not None:
             text += f" [{_fmt(ci[0], 2)}, {_fmt(ci[1], 2)}]"
-        cells.append(f"[bold green]{text} *[/bold green]" if top is not None and rounded == top
-                     else text)
+        cells.append(f"[bold green]{text} *[/bold green]" if marked else text)
     return cells

@@ -1613,6 +1613,8 @@ def _stored_folds(root, fingerprint: str) -> list[dict]:
             stored = json.loads(f.read_text(encoding="utf-8"))
             entry.update(k=int(stored["k"]), seed=int(stored["seed"]),
                          matches=stored.get("fingerprint") == fingerprint)
+            if stored.get("group_by"):
+                entry["group_by"] = str(stored["group_by"])
         except (OSError, ValueError, KeyError, TypeError):
             entry["unreadable"] = True
         found.append(entry)

@@ -130,6 +130,8 @@ class ResultsDir:
             "source": str(dataset.root) if dataset.root else dataset.description,
         }
         fold_info = {"k": folds.k, "seed": folds.seed} if folds is not None else None
+        if fold_info is not None and getattr(folds, "group_by", None):
+            fold_info["group_by"] = folds.group_by
         settings = json.loads(json.dumps(settings))  # normalise tuples etc.
         if run:
             old = run.get("dataset", {})

@@ -117,7 +117,9 @@ def test_tables_print_side_by_side(quick_run):
     text = console.export_text()
     for needle in ["unilamellar (24 particles)", "uncertain (9 particles)", "F1 (thesis)",
                    "balanced accuracy", "MCC", "normalised confusion matrix",
-                   "paired: lipnet-4 − svm on 45 particles", "McNemar"]:
+                   "verdict: lipnet-4 − svm, corrected resampled t-test",
+                   "on 3 paired fold scores", "F1 uncertain", "macro F1", "Holm p",
+                   "McNemar (secondary)", "from the 3 folds only"]:
         assert needle in text, needle
     header = next(line for line in text.splitlines() if "metric" in line and "svm" in line)
     assert header.index("svm") < header.index("lipnet-4")
