@@ -191,6 +191,23 @@ def reader_options(func):
     return wrapper
 
 
+def units_option(default="nm"):
+    """--units nm|px (the SVM's features; docs/features.md)."""
+    defaults = {"default": default, "show_default": True} if default else {"default": None}
+    help_text = ("Features in nm (needs the pixel size) or every length in pixels, with "
+                 "pixel-based windows: edge profile -52..+10 px, SNR band 8 px "
+                 "(docs/features.md).")
+    if not default:
+        help_text += " Default: nm, or [svm] units of --config."
+
+    def decorate(func):
+        return click.option(
+            "--units", type=click.Choice(_settings.FEATURE_UNITS), help=help_text, **defaults,
+        )(func)
+
+    return decorate
+
+
 def jobs_option(func):
     return click.option(
         "--jobs",
@@ -304,10 +321,16 @@ def dataset_group():
 @reader_options
 @cache_option
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("--input-mode", type=click.Choice(_settings.INPUT_MODES), default="masked",
+              show_default=True,
+              help="The CNN input mode you will run: 'surrounding' shows the CNN the "
+              "surround, so a short one is warned about.")
 @_fail_cleanly
-def dataset_info_command(path, problem, reader_options, cache_dir, as_json):
+def dataset_info_command(path, problem, reader_options, cache_dir, as_json, input_mode):
     """Show a dataset: class counts and shares (as the thesis's Tables 1-2),
-    image sizes overall and per class, pixel size, masks, stored folds.
+    image sizes overall and per class, particle sizes per class (nm, or px
+    without a pixel size), the surround of the crops, pixel size, masks,
+    stored folds.
 
     Without PATH, describes the built-in synthetic dataset of --problem
     (generated once into the cache).
@@ -316,7 +339,7 @@ def dataset_info_command(path, problem, reader_options, cache_dir, as_json):
     """
     import json
 
-    from liposome_bench.dataset import describe_dataset, resolve_dataset
+    from liposome_bench.dataset import describe_dataset, resolve_dataset, surround_warning
 
     if path is None and problem is None:
         raise UserError(
@@ -328,6 +351,9 @@ def dataset_info_command(path, problem, reader_options, cache_dir, as_json):
     from liposome_bench.folds import describe_groups
 
     info = describe_dataset(dataset)
+    warning = surround_warning(info, input_mode)
+    if warning:
+        info["warnings"].append(warning)
     info["groups"] = describe_groups(dataset)
     if as_json:
         click.echo(json.dumps(info, indent=2))
@@ -370,6 +396,7 @@ def _print_dataset_info(info):
             sizes.add_row(name, span(stats["width"]), span(stats["height"]),
                           style="bold" if name == "All" else None)
     console.print(sizes)
+    _print_particle_sizes(console, info)
     px = info["pixel_size_nm"]
     if px["min"] is None:
         say("Pixel size: unknown (pass --pixel-size)")
@@ -400,24 +427,53 @@ def _print_dataset_info(info):
         say(f"Warning: {warning}", markup=False)
 
 
+def _print_particle_sizes(console, info):
+    """Particle sizes and surround per class (dataset info)."""
+    from rich.table import Table
+
+    size, surround = info.get("particle_size"), info.get("surround_px")
+    if not size or not surround:
+        return
+    table = Table(title=f"Particle size (equivalent diameter, {size['unit']}) and surround "
+                        "(px): min / median / max")
+    table.add_column("Class")
+    table.add_column(f"Diameter ({size['unit']})", justify="right")
+    table.add_column("Surround (px)", justify="right")
+
+    def span(stats):
+        return "-" if stats is None else (
+            f"{stats['min']:.3g} / {stats['median']:.3g} / {stats['max']:.3g}")
+
+    for name in size["per_class"]:
+        table.add_row(name, span(size["per_class"][name]), span(surround["per_class"][name]))
+    table.add_row("All", span(size["all"]), span(surround["all"]), style="bold")
+    console.print(table)
+
+
 @dataset_group.command("check")
 @click.argument("path", type=click.Path(exists=True))
 @problem_option(required=False)
 @reader_options
+@units_option()
 @_fail_cleanly
-def dataset_check_command(path, problem, reader_options):
+def dataset_check_command(path, problem, reader_options, units):
     """Validate a dataset and list every problem found, one per line.
 
     Checks every image and mask (missing, unreadable, truncated, too large,
-    mask shape, empty mask), class codes and labels, ids and paths. Exits
-    with code 2 if there is any problem.
+    mask shape, empty mask), class codes and labels, ids and paths, and
+    that every particle has the pixel size the default run's features (in
+    nm) need; with --units px none is needed. Exits with code 2 if there is
+    any problem.
 
     Example: liposome-bench dataset check my-export
     """
     from liposome_bench.dataset import inspect_dataset
+    from liposome_bench.features import pixel_size_problems
 
     with _live_reporter() as reporter:
         dataset, problems = inspect_dataset(path, problem, reporter=reporter, **reader_options)
+    if dataset is not None:
+        problems = pixel_size_problems(dataset, _settings.SVMSettings(units=units))
     for line in problems:
         click.echo(line)
     if problems:
@@ -425,6 +481,158 @@ def dataset_check_command(path, problem, reader_options):
     click.echo(f"OK: {len(dataset)} particles ({dataset.problem.name}), no problems found.")
     for warning in dataset.warnings:
         click.echo(f"Warning: {warning}")
+
+
+# --- dataset import (importers) ------------------------------------------------
+
+@dataset_group.group("import")
+def import_group():
+    """Make a particle dataset from annotated micrographs.
+
+    Cuts one crop per particle (its bounding box plus --surround px each
+    side) with its own mask, from COCO annotations (CVAT, Roboflow,
+    Labelbox) or instance label images (ilastik, Cellpose, CellProfiler),
+    and writes the lab export layout every command reads. Each particle
+    records its micrograph (for --group-by micrograph) and its box in it.
+    docs/data-formats.md ("From micrographs") describes both inputs.
+
+    Example: liposome-bench dataset import coco ann.json --images mics --out ds
+    """
+
+
+def import_options(func):
+    """--out, --surround, --drop-edge and --pixel-size of both imports."""
+    func = click.option(
+        "--pixel-size", "pixel_size_nm", type=click.FloatRange(min=0, min_open=True),
+        default=None,
+        help="nm/px of micrographs whose TIFF or MRC metadata gives none.",
+    )(func)
+    func = click.option(
+        "--drop-edge", is_flag=True,
+        help="Drop particles cut by the micrograph's edge (counted in the summary). "
+        "Default: keep them, flagged EdgeCut in particles.json.",
+    )(func)
+    func = click.option(
+        "--surround", type=click.IntRange(min=0), default=50, show_default=True,
+        help="Pixels of micrograph kept around each particle's bounding box "
+        "(thesis section 3: 50), less where the micrograph ends.",
+    )(func)
+    return out_option(None, "Export folder to write (must not exist, or be empty).",
+                      required=True)(func)
+
+
+@import_group.command("coco")
+@click.argument("annotations", type=click.Path(exists=True, dir_okay=False))
+@click.option("--images", "images_dir", required=True,
+              type=click.Path(exists=True, file_okay=False),
+              help="Folder of the micrographs; the annotations' file_name is relative to it.")
+@click.option("--classes", default=None, metavar="NAME=CODE[,...]",
+              help="Category names to lab export codes (3, 4, 5 lamellarity; 7, 8, 10 "
+              "encapsulation) or to class names, e.g. uni=3,multi=4,unsure=5. "
+              "Default: the category names are the classes.")
+@click.option("--box-masks", type=click.Choice(["box", "ellipse"]), default=None,
+              help="Mask of an annotation with only a box: the box itself, or the ellipse "
+              "inscribed in it. Without it, box-only annotations are refused.")
+@import_options
+@_fail_cleanly
+def import_coco_command(annotations, images_dir, classes, box_masks, out, surround,
+                        drop_edge, pixel_size_nm):
+    """Import particles annotated in a COCO JSON file (polygons, RLE, boxes).
+
+    Every inconsistent annotation (category not in categories, empty
+    polygon, missing image, annotation outside its image) is listed, one
+    per line, and nothing is written.
+
+    \b
+    Example: liposome-bench dataset import coco ann.json --images mics --out ds
+    """
+    from liposome_bench.importers import import_coco
+
+    _run_import(import_coco, annotations, images_dir, out, surround=surround,
+                classes=classes, box_masks=box_masks, drop_edge=drop_edge,
+                pixel_size_nm=pixel_size_nm)
+
+
+@import_group.command("labels")
+@click.option("--images", "images_dir", required=True,
+              type=click.Path(exists=True, file_okay=False),
+              help="Folder of the micrographs (TIFF, PNG, JPEG, BMP or MRC).")
+@click.option("--labels", "labels_dir", required=True,
+              type=click.Path(exists=True, file_okay=False),
+              help="Folder of the label images: same name as the micrograph (or ending "
+              "in _masks, _labels...), 8/16/32-bit TIFF or PNG, 0 = background.")
+@click.option("--classes", "classes_csv", required=True,
+              type=click.Path(exists=True, dir_okay=False),
+              help="CSV with columns micrograph, label, class: one row per particle.")
+@import_options
+@_fail_cleanly
+def import_labels_command(images_dir, labels_dir, classes_csv, out, surround, drop_edge,
+                          pixel_size_nm):
+    """Import particles from instance label images and a table of classes.
+
+    Each nonzero value of a micrograph's label image is one particle; the
+    CSV gives its class. A label without a row, a row without its label, a
+    missing label image or a size mismatch is listed, and nothing is written.
+
+    \b
+    Example: liposome-bench dataset import labels --images mics --labels seg --classes classes.csv --out ds
+    """
+    from liposome_bench.importers import import_labels
+
+    _run_import(import_labels, images_dir, labels_dir, classes_csv, out, surround=surround,
+                drop_edge=drop_edge, pixel_size_nm=pixel_size_nm)
+
+
+def _run_import(function, *args, **kwargs):
+    from liposome_bench.importers import ImportProblems
+
+    try:
+        with _live_reporter() as reporter:
+            result = function(*args, reporter=reporter, **kwargs)
+    except ImportProblems as exc:
+        for line in exc.problems:
+            click.echo(line)
+        raise UserError(f"{len(exc.problems)} problem(s) found; nothing was written.") from None
+    _print_import(result)
+
+
+def _print_import(result):
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    dataset = result.dataset
+    console.print(f"Wrote {len(dataset)} particles ({dataset.problem.name}) from "
+                  f"{len(result.micrographs)} micrographs to {result.out}", soft_wrap=True)
+    classes = Table()
+    classes.add_column("Class")
+    classes.add_column("Particles", justify="right")
+    for name, count in dataset.class_counts().items():
+        classes.add_row(name, str(count))
+    console.print(classes)
+    mics = Table(title="Per micrograph")
+    for column in ("Micrograph", "Size (px)", "nm/px (from)", "Particles", "Edge-cut",
+                   "Dropped"):
+        mics.add_column(column, justify="left" if column == "Micrograph" else "right")
+    short = {"TIFF metadata": "TIFF", "MRC header": "MRC"}
+    for m in result.micrographs:
+        px = (f"{m.pixel_size_nm:g} ({short.get(m.pixel_size_from, m.pixel_size_from)})"
+              if m.pixel_size_from != "unknown" else "unknown")
+        mics.add_row(m.micrograph, f"{m.width}x{m.height}", px, str(m.particles),
+                     str(m.edge_cut), str(m.dropped))
+    console.print(mics)
+    if result.dropped:
+        click.echo(f"Dropped {result.dropped} particle(s) cut by the micrograph's edge "
+                   "(--drop-edge).")
+    elif result.edge_cut:
+        click.echo(f"Kept {result.edge_cut} particle(s) cut by the micrograph's edge, flagged "
+                   "EdgeCut in particles.json (--drop-edge drops them).")
+    if result.skipped_crowd:
+        click.echo(f"Skipped {result.skipped_crowd} iscrowd annotation(s): they mark groups, "
+                   "not particles.")
+    for line in result.warnings:
+        click.echo(f"Warning: {line}")
+    click.echo(f"Next: liposome-bench dataset check {result.out}")
 
 
 # --- features (features) ----------------------------------------------------
@@ -455,13 +663,14 @@ def dataset_check_command(path, problem, reader_options):
     show_default=True,
     help="Compute features from the images, or use those stored in the lab export.",
 )
+@units_option()
 @folds_option
 @fold_seed_option
 @group_by_option
 @jobs_option
 @_fail_cleanly
-def features_command(problem, data, reader_options, cache_dir, out, feature_set, source, k,
-                     fold_seed, group_by, jobs):
+def features_command(problem, data, reader_options, cache_dir, out, feature_set, source, units,
+                     k, fold_seed, group_by, jobs):
     """Write the handcrafted features of every particle to a table.
 
     One row per particle: id, label, fold (of the dataset's stored folds)
@@ -475,16 +684,17 @@ def features_command(problem, data, reader_options, cache_dir, out, feature_set,
     from liposome_bench.folds import load_or_make_folds
 
     out = check_table_path(out)
+    _settings.SVMSettings(feature_set=feature_set, source=source, units=units)  # fail early
     with _live_reporter() as reporter:
         dataset = resolve_dataset(data, problem, cache_dir=cache_dir, reporter=reporter,
                                   **reader_options)
         folds = load_or_make_folds(dataset, k=k, seed=fold_seed, group_by=group_by,
                                    reporter=reporter)
         table = write_feature_table(dataset, folds, out, feature_set=feature_set,
-                                    source=source, reporter=reporter, jobs=jobs)
+                                    source=source, reporter=reporter, jobs=jobs, units=units)
     click.echo(
         f"Wrote {len(table)} particles x {table.shape[1] - 3} features "
-        f"({feature_set}, {source}) to {out}."
+        f"({feature_set}, {source}{', in px' if units == 'px' else ''}) to {out}."
     )
 
 # --- svm (svm) --------------------------------------------------------------
@@ -532,6 +742,7 @@ def features_command(problem, data, reader_options, cache_dir, out, feature_set,
     default=None,
     help="Fix the RBF kernel's gamma instead of searching it.",
 )
+@units_option()
 @folds_option
 @fold_seed_option
 @group_by_option
@@ -540,7 +751,7 @@ def features_command(problem, data, reader_options, cache_dir, out, feature_set,
 @out_option(None, "Results folder. Default: results/svm-<problem>.")
 @_fail_cleanly
 def svm_command(problem, data, reader_options, cache_dir, feature_set, source, grid, C,
-                gamma, k, fold_seed, group_by, jobs, seed, out):
+                gamma, units, k, fold_seed, group_by, jobs, seed, out):
     """Cross-validate the lab's LIBSVM baseline on handcrafted features.
 
     C-SVC with an RBF kernel (one-vs-one), class weights inversely
@@ -563,7 +774,7 @@ def svm_command(problem, data, reader_options, cache_dir, feature_set, source, g
     from liposome_bench.svm import check_svm_options, run_svm
 
     svm_settings = _settings.SVMSettings(feature_set=feature_set, source=source, grid=grid,
-                                         C=C, gamma=gamma)
+                                         C=C, gamma=gamma, units=units)
     check_svm_options(jobs=jobs)
     with _live_reporter() as reporter:
         dataset = resolve_dataset(data, problem, cache_dir=cache_dir, reporter=reporter,
@@ -805,6 +1016,7 @@ def _command_line():
               help="Input mode of every CNN (overrides --config).")
 @click.option("--grid", type=click.Choice(_settings.GRID_NAMES), default=None,
               help="The SVM's C/gamma grid (overrides --config).")
+@units_option(default=None)
 @folds_option
 @fold_seed_option
 @group_by_option
@@ -814,7 +1026,7 @@ def _command_line():
             "(results/benchmark-<problem>-quick with --quick).")
 @_fail_cleanly
 def benchmark_command(problem, data, reader_options, cache_dir, cnn, quick, repeats, config,
-                      epochs, input_mode, grid, k, fold_seed, group_by, seed, jobs, out):
+                      epochs, input_mode, grid, units, k, fold_seed, group_by, seed, jobs, out):
     """Compare the LIBSVM baseline with LipNet CNN(s) on identical folds.
 
     Runs the SVM and each CNN on the dataset's stored stratified folds
@@ -836,15 +1048,15 @@ def benchmark_command(problem, data, reader_options, cache_dir, cnn, quick, repe
     """
     from rich.console import Console
 
-    from liposome_bench.benchmark import print_benchmark, run_benchmark
+    from liposome_bench.comparison import print_benchmark, run_benchmark
 
     cnn_models = [m.strip() for m in cnn.split(",") if m.strip()] if cnn else None
     with _live_reporter() as reporter:
         summary = run_benchmark(
             problem, data, cnn_models=cnn_models, out=out, quick=quick, repeats=repeats,
-            folds=k, fold_seed=fold_seed, group_by=group_by, seed=seed, jobs=jobs,
-            cache_dir=cache_dir,
-            reader_options=reader_options, config=config, svm_options={"grid": grid},
+            k=k, fold_seed=fold_seed, group_by=group_by, seed=seed, jobs=jobs,
+            cache_dir=cache_dir, reader_options=reader_options, config=config,
+            svm_options={"grid": grid, "units": units},
             cnn_options={"epochs": epochs, "input_mode": input_mode},
             reporter=reporter, command=_command_line(),
         )

@@ -774,15 +774,10 @@ def run_cnn(dataset, folds, results, settings: CNNSettings | None = None, *, see
     """
     reporter = reporter or NullReporter()
     settings = make_cnn_settings(settings, **options)
-    model, input_mode, augment = settings.model, settings.input_mode, settings.augment
+    model, input_mode = settings.model, settings.input_mode
     size = int(settings.input_size or INPUT_SIZES[model])
-    model_options = {"l2": float(settings.l2)}
-    if settings.dense_units is not None:
-        model_options["dense_units"] = int(settings.dense_units)
-    if settings.dropout is not None:
-        model_options["dropout"] = settings.dropout
+    model_options = _model_options(settings)
     classes = list(dataset.problem.classes)
-    epochs, mixed_precision = settings.epochs, settings.mixed_precision
     validation_fraction = settings.validation_fraction
 
     recorded = settings.to_dict()
@@ -815,16 +810,16 @@ def run_cnn(dataset, folds, results, settings: CNNSettings | None = None, *, see
 
     device, line = describe_device()
     reporter.message(line)
-    dtype_policy = None
-    if mixed_precision:
-        dtype_policy = "mixed_float16" if device == "gpu" else "mixed_bfloat16"
-        reporter.message(f"Mixed precision: computing in {dtype_policy.split('_')[1]}.")
+    options = train_options(settings, len(classes), device=device)
+    if options["dtype_policy"]:
+        reporter.message(
+            f"Mixed precision: computing in {options['dtype_policy'].split('_')[1]}."
+        )
     t0 = time.perf_counter()
     images = prepare_images(
         dataset, input_mode, size, keep_size=(model == "lipnet-fcn"), reporter=reporter
     )
     prepare_s = time.perf_counter() - t0
-    fill_mode = "constant" if input_mode == "masked" or model == "lipnet-fcn" else "nearest"
     reporter.stage(model, total=folds.k)
     reporter.advance(len(done))
     for fold in todo:
@@ -834,15 +829,7 @@ def run_cnn(dataset, folds, results, settings: CNNSettings | None = None, *, see
             model=model, seed=_fold_seed(seed, fold), device=device,
             validation_fraction=validation_fraction, save_models=save_models,
             timings={"prepare_s": round(prepare_s, 3)}, reporter=reporter,
-            train_options=dict(
-                model=model, n_classes=len(classes), augment=augment,
-                fill_mode=fill_mode, balance=settings.balance, epochs=epochs,
-                patience=settings.patience, early_stopping=settings.early_stopping,
-                batch_size=settings.batch_size,
-                optimizer=settings.optimizer, learning_rate=settings.learning_rate,
-                samples_per_epoch=settings.samples_per_epoch, model_options=model_options,
-                dtype_policy=dtype_policy, class_names=classes,
-            ),
+            train_options=dict(options, class_names=classes),
         )
         results.save_fold(result, classes)
         done[fold] = result
@@ -855,6 +842,39 @@ def run_cnn(dataset, folds, results, settings: CNNSettings | None = None, *, see
                if result.params["under_trained"] else "")
         )
     return [done[f] for f in range(folds.k)]
+
+
+def _model_options(settings: CNNSettings) -> dict:
+    """``models.build_lipnet`` keyword arguments set by ``settings``."""
+    model_options = {"l2": float(settings.l2)}
+    if settings.dense_units is not None:
+        model_options["dense_units"] = int(settings.dense_units)
+    if settings.dropout is not None:
+        model_options["dropout"] = settings.dropout
+    return model_options
+
+
+def train_options(settings: CNNSettings, n_classes: int, *, device: str | None = None) -> dict:
+    """The keyword arguments of :func:`train_fold` that ``settings`` decide
+    (everything but the data, the seed, the class names and the reporter).
+
+    ``device`` ("cpu" or "gpu") picks the mixed-precision type; it is asked
+    of the backend when needed and not given.
+    """
+    dtype_policy = None
+    if settings.mixed_precision:
+        device = device or describe_device()[0]
+        dtype_policy = "mixed_float16" if device == "gpu" else "mixed_bfloat16"
+    masked_canvas = settings.input_mode == "masked" or settings.model == "lipnet-fcn"
+    return dict(
+        model=settings.model, n_classes=n_classes, augment=settings.augment,
+        fill_mode="constant" if masked_canvas else "nearest", balance=settings.balance,
+        epochs=settings.epochs, patience=settings.patience,
+        early_stopping=settings.early_stopping, batch_size=settings.batch_size,
+        optimizer=settings.optimizer, learning_rate=settings.learning_rate,
+        samples_per_epoch=settings.samples_per_epoch, model_options=_model_options(settings),
+        dtype_policy=dtype_policy,
+    )
 
 
 def make_cnn_settings(settings: CNNSettings | None = None, **options) -> CNNSettings:

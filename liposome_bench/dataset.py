@@ -155,6 +155,11 @@ class Dataset:
         return [p.id for p in self.particles]
 
     @property
+    def labels(self) -> list[str]:
+        """Every particle's class name, in order."""
+        return [p.label for p in self.particles]
+
+    @property
     def y(self) -> np.ndarray:
         """Labels as class indices into ``problem.classes``."""
         index = {c: i for i, c in enumerate(self.problem.classes)}
@@ -1627,7 +1632,9 @@ def describe_dataset(dataset: Dataset) -> dict:
     {class: ...}}, each {"width": {min, median, max}, "height": ...} in px, or
     None for an empty class), ``pixel_size_nm`` ({min, median, max, unknown}),
     ``masks_derived`` (count), ``folds`` (stored fold files: file, k, seed,
-    matches), ``fingerprint``, ``synthetic`` and ``warnings``.
+    matches), ``fingerprint``, ``synthetic``, ``warnings``,
+    ``particle_size`` (see ``particle_sizes``) and ``surround_px`` (see
+    ``surrounds``).
     """
     n = len(dataset)
     counts = dataset.class_counts()
@@ -1668,4 +1675,85 @@ def describe_dataset(dataset: Dataset) -> dict:
         "fingerprint": fingerprint,
         "synthetic": dataset.synthetic,
         "warnings": list(dataset.warnings),
+        "particle_size": particle_sizes(dataset),
+        "surround_px": surrounds(dataset),
     }
+
+
+#: The surround of the lab export's crops (thesis section 3).
+THESIS_SURROUND_PX = 50
+#: ``dataset info`` warns when the median surround is below this (half the
+#: thesis's) and the CNN input mode shows the surround.
+LOW_SURROUND_PX = 25
+
+
+def _float_stats(values) -> dict | None:
+    values = np.asarray(values, dtype=np.float64)
+    if values.size == 0:
+        return None
+    return {"min": float(values.min()), "median": float(np.median(values)),
+            "max": float(values.max())}
+
+
+def _per_class(dataset: Dataset, values) -> dict:
+    values = np.asarray(values, dtype=np.float64)
+    labels = np.array([p.label for p in dataset.particles], dtype=object)
+    return {"all": _float_stats(values),
+            "per_class": {c: _float_stats(values[labels == c]) for c in dataset.problem.classes}}
+
+
+def particle_sizes(dataset: Dataset) -> dict:
+    """Particle size distribution: each mask's equivalent diameter (the
+    diameter of the disc of its area), in nm when every particle has a pixel
+    size, else in px.
+
+    Returns
+    -------
+    dict with ``unit`` ("nm" or "px"), ``all`` and ``per_class`` ({class:
+    {min, median, max} or None}).
+    """
+    area = np.array([np.count_nonzero(p.mask) for p in dataset.particles], dtype=np.float64)
+    diameter = 2.0 * np.sqrt(area / np.pi)
+    px = np.array([p.pixel_size_nm for p in dataset.particles], dtype=np.float64)
+    unit = "nm" if px.size and np.all(np.isfinite(px) & (px > 0)) else "px"
+    if unit == "nm":
+        diameter = diameter * px
+    return {"unit": unit, **_per_class(dataset, diameter)}
+
+
+def surrounds(dataset: Dataset) -> dict:
+    """The surround of each crop: the fewest pixels between the mask's
+    bounding box and the image's edge, over the four sides (50 in the lab
+    export, thesis section 3).
+
+    Returns
+    -------
+    dict with ``all`` and ``per_class`` ({min, median, max} px or None) and
+    ``below`` (particles with less than ``LOW_SURROUND_PX``).
+    """
+    values = []
+    for p in dataset.particles:
+        rows = np.flatnonzero(p.mask.any(axis=1))
+        cols = np.flatnonzero(p.mask.any(axis=0))
+        if rows.size == 0:
+            values.append(0)
+            continue
+        h, w = p.mask.shape
+        values.append(min(rows[0], cols[0], h - 1 - rows[-1], w - 1 - cols[-1]))
+    values = np.asarray(values, dtype=np.float64)
+    return {**_per_class(dataset, values), "below": int(np.sum(values < LOW_SURROUND_PX))}
+
+
+def surround_warning(info: dict, input_mode: str) -> str | None:
+    """A warning when the median surround (of ``describe_dataset``'s
+    ``info``) is far below the thesis's 50 px and ``input_mode`` shows the
+    surround to the CNN; None otherwise."""
+    stats = info.get("surround_px", {}).get("all")
+    if input_mode != "surrounding" or stats is None or stats["median"] >= LOW_SURROUND_PX:
+        return None
+    return (
+        f"the median surround is {stats['median']:g} px, far below the thesis's "
+        f"{THESIS_SURROUND_PX} px, and input mode 'surrounding' feeds it to the CNN: its "
+        "results are not comparable with the thesis's section 8.5. Re-import with "
+        f"--surround {THESIS_SURROUND_PX}, or use --input-mode cropped or masked."
+    )

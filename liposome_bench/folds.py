@@ -57,6 +57,34 @@ class Folds:
     def train_indices(self, fold: int) -> np.ndarray:
         return np.flatnonzero(self.fold_of != fold)
 
+    def get_n_splits(self, X=None, y=None, groups=None) -> int:
+        """The number of folds (scikit-learn's splitter API)."""
+        return self.k
+
+    def split(self, X=None, y=None, groups=None):
+        """Yield (train indices, test indices) of each stored fold, in fold
+        order: the stored folds as a scikit-learn splitter (``cv=folds``).
+
+        ``X`` and ``y`` must be aligned with the dataset the folds were made
+        for (one row per particle, in the dataset's order); ``groups`` is
+        accepted for the API and ignored, since the stored folds already
+        decide every particle's fold.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> folds = Folds(k=2, seed=0, fingerprint="", fold_of=np.array([0, 1, 0, 1]))
+        >>> [(tr.tolist(), te.tolist()) for tr, te in folds.split(np.zeros((4, 1)))]
+        [([1, 3], [0, 2]), ([0, 2], [1, 3])]
+        """
+        if X is not None and len(X) != len(self.fold_of):
+            raise FoldError(
+                f"These folds cover {len(self.fold_of)} particles but X has {len(X)} rows; "
+                "pass the rows of the dataset the folds were made for, in its order."
+            )
+        for fold in range(self.k):
+            yield self.train_indices(fold), self.test_indices(fold)
+
 
 def make_folds(y, class_names, k: int = 5, seed: int = 0, groups=None,
                group_by: str = "group") -> np.ndarray:

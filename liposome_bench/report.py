@@ -621,7 +621,7 @@ def _protocol_section(summary) -> list[str]:
         "variance) and are not corrected for multiple comparisons."
     )
     lines.append("")
-    from liposome_bench.benchmark import budget_notes
+    from liposome_bench.comparison import budget_notes
 
     notes = budget_notes(summary)
     if notes:

@@ -42,6 +42,8 @@ GRID_NAMES = ("coarse", "full")
 #: What CNN early stopping watches on the validation part: macro F1 (the
 #: score the SVM's grid search maximises) or the class-balanced loss.
 EARLY_STOPPING_METRICS = ("macro_f1", "loss")
+#: Units of the SVM's features: nm (needs the pixel size) or px (docs/features.md).
+FEATURE_UNITS = ("nm", "px")
 
 #: Early stopping decides how long a CNN trains: at most DEFAULT_EPOCHS,
 #: stopping after DEFAULT_PATIENCE epochs without a better validation macro
@@ -169,6 +171,9 @@ class SVMSettings(_Settings):
         The C/gamma grid searched on the training folds.
     C, gamma : float, optional
         Fix C and/or gamma instead of searching them.
+    units : {"nm", "px"}
+        Features in nm (needs every particle's pixel size) or every length
+        in pixels, with pixel-based windows (docs/features.md).
 
     Examples
     --------
@@ -181,11 +186,18 @@ class SVMSettings(_Settings):
     grid: str = "coarse"
     C: float | None = None
     gamma: float | None = None
+    units: str = "nm"
 
     def __post_init__(self):
         _choice(self.feature_set, FEATURE_SETS, "feature set")
         _choice(self.source, FEATURE_SOURCES, "feature source")
         _choice(self.grid, GRID_NAMES, "grid")
+        _choice(self.units, FEATURE_UNITS, "units (--units)")
+        if self.units == "px" and self.source == "export":
+            raise ConfigError(
+                "--units px computes the features from the images; the export's own "
+                "features are in nm. Use --source computed with --units px."
+            )
         _positive(self.C, "C (--C)")
         _positive(self.gamma, "gamma (--gamma)")
 

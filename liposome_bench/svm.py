@@ -861,6 +861,7 @@ def run_svm(dataset, folds, results, settings: SVMSettings | None = None, *, job
     settings = {
         "feature_set": feature_set,
         "source": source,
+        "units": settings.units,
         "grid": None if (C is not None and gamma is not None) else grid,
         "C": C,
         "gamma": gamma,
@@ -882,7 +883,7 @@ def run_svm(dataset, folds, results, settings: SVMSettings | None = None, *, job
     if todo:
         t0 = time.perf_counter()
         features = extract_features(dataset, feature_set, source=source, reporter=reporter,
-                                    jobs=jobs)
+                                    jobs=jobs, units=settings["units"])
         features_s = time.perf_counter() - t0
         X, feature_names, dropped = _feature_matrix(features, dataset, reporter)
         y = dataset.y

@@ -100,19 +100,38 @@ def test_check_lists_every_problem():
 
 
 @pytest.mark.parametrize(
-    "path, first",
+    "path, options, first",
     [
-        ("export", "OK: 21 particles (lamellarity), no problems found."),
-        ("bmp-concatenated", "OK: 4 particles (encapsulation), no problems found."),
-        ("manifest/manifest.csv", "OK: 6 particles (custom), no problems found."),
-        ("folders", "OK: 7 particles (encapsulation), no problems found."),
-        ("mrc/particles.mrcs", "OK: 6 particles (lamellarity), no problems found."),
+        ("export", [], "OK: 21 particles (lamellarity), no problems found."),
+        ("bmp-concatenated", [], "OK: 4 particles (encapsulation), no problems found."),
+        # These two lack pixel sizes, which the default (nm) features need.
+        ("manifest/manifest.csv", ["--units", "px"],
+         "OK: 6 particles (custom), no problems found."),
+        ("folders", ["--pixel-size", "0.8"],
+         "OK: 7 particles (encapsulation), no problems found."),
+        ("mrc/particles.mrcs", [], "OK: 6 particles (lamellarity), no problems found."),
     ],
 )
-def test_check_says_ok_with_the_particle_count(path, first):
-    result = run("dataset", "check", str(FIXTURES / path))
+def test_check_says_ok_with_the_particle_count(path, options, first):
+    result = run("dataset", "check", str(FIXTURES / path), *options)
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines()[0] == first
+
+
+@pytest.mark.parametrize("path, first_id, bad, n", [("folders", "empty-0", 7, 7),
+                                                    ("manifest/manifest.csv", "m5", 1, 6)])
+def test_check_fails_up_front_when_the_default_features_need_a_pixel_size(path, first_id, bad,
+                                                                          n):
+    path = str(FIXTURES / path)
+    result = run("dataset", "check", path)
+    assert result.exit_code == 2
+    assert result.stdout.splitlines() == [
+        f"{bad} of {n} particles have no pixel size (first: particle {first_id}); the vironova "
+        "features in nm that a default run computes need it (area_nm2, the edge profile's "
+        "-52..+10 nm window). Pass --pixel-size NM (nm/px) to every command, record PixelSize "
+        "in particles.json (pixel_size_nm in a manifest), or run with --units px."
+    ]
+    assert result.stderr.strip().splitlines()[-1] == f"Error: 1 problem(s) found in {path}."
 
 
 def test_check_shows_warnings_but_passes():

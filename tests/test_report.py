@@ -258,7 +258,7 @@ def test_missing_baseline_file_is_refused(results_folder, tmp_path):
 
 
 def test_budget_notes_flag_under_trained_folds_and_grid_edges(results_folder):
-    from liposome_bench.benchmark import budget_notes
+    from liposome_bench.comparison import budget_notes
 
     summary = report.load_summary(results_folder)
     summary["models"]["lipnet-4"]["params"] = [

@@ -107,7 +107,8 @@ def run_benchmark(
     out=None,
     quick: bool = False,
     repeats: int = 1,
-    folds: int = 5,
+    k: int = 5,
+    folds=None,
     fold_seed: int = 0,
     group_by: str | None = None,
     seed: int = 0,
@@ -128,8 +129,9 @@ def run_benchmark(
     problem : {"lamellarity", "encapsulation"} or None
         Picks the built-in dataset; with ``data`` it may be None, and the
         problem (possibly a custom one) is inferred from the labels.
-    data : path, optional
-        A dataset (see ``dataset.load_dataset``); default the built-in one.
+    data : path or dataset.Dataset, optional
+        A dataset folder or file (see ``dataset.load_dataset``) or a dataset
+        in memory; default the built-in one.
     cnn_models : sequence of str, optional
         CNNs to run; default (None) :data:`DEFAULT_CNN` of the problem; an
         empty sequence runs the SVM alone.
@@ -139,8 +141,11 @@ def run_benchmark(
         Smoke test: :func:`quick_subset` and ``QUICK_EPOCHS`` epochs.
     repeats : int
         Repeat the k-fold with this many fold seeds (see the module docstring).
-    folds, fold_seed : int
+    k, fold_seed : int
         Number of folds and the seed of the (first) fold assignment.
+    folds : folds.Folds, optional
+        Use these folds of the dataset (one repeat only) instead of the
+        stored ``k``-fold assignment.
     group_by : str, optional
         Keep particles sharing ``Particle.meta[group_by]`` (a micrograph,
         session or grid id) in one fold, one inner grid-search fold and one
@@ -177,7 +182,7 @@ def run_benchmark(
         On bad options, an unreadable dataset, or a results folder that
         belongs to another dataset or other settings.
     """
-    from liposome_bench.dataset import resolve_dataset
+    from liposome_bench.dataset import Dataset, resolve_dataset
     from liposome_bench.folds import load_or_make_folds
     from liposome_bench.models import check_model_name
 
@@ -210,8 +215,16 @@ def run_benchmark(
     reporter = reporter or NullReporter()
     timings = {}
     t0 = time.perf_counter()
-    dataset = resolve_dataset(data, problem, cache_dir=cache_dir, reporter=reporter,
-                              **(reader_options or {}))
+    if isinstance(data, Dataset):
+        dataset, data = data, None
+    else:
+        dataset = resolve_dataset(data, problem, cache_dir=cache_dir, reporter=reporter,
+                                  **(reader_options or {}))
+    if folds is not None and (repeats > 1 or quick):
+        raise ConfigError("Given folds are used once: pass them without --repeats or --quick.")
+    if folds is not None and folds.fingerprint != dataset.fingerprint():
+        raise ConfigError("The folds given were made for another dataset (fingerprint "
+                          f"{folds.fingerprint}); make them with make_folds(dataset).")
     full_size = len(dataset)
     if quick:
         dataset = quick_subset(dataset, seed)
@@ -228,9 +241,9 @@ def run_benchmark(
         "cnn_models": cnn_models,
         "quick": quick,
         "repeats": repeats,
-        "folds": folds,
-        "fold_seed": fold_seed,
-        "group_by": group_by,
+        "folds": k if folds is None else folds.k,
+        "fold_seed": fold_seed if folds is None else folds.seed,
+        "group_by": group_by if folds is None else folds.group_by,
         "seed": seed,
         "jobs": jobs,
         "config": config_file,
@@ -244,8 +257,9 @@ def run_benchmark(
     for r in range(repeats):
         rdir = out if repeats == 1 else out / f"repeat-{r}"
         t0 = time.perf_counter()
-        fold_assignment = load_or_make_folds(dataset, folds, fold_seed + r, group_by,
-                                             reporter=reporter if r == 0 else None)
+        fold_assignment = (folds if folds is not None
+                           else load_or_make_folds(dataset, k, fold_seed + r, group_by,
+                                                   reporter=reporter if r == 0 else None))
         stage_timings = {"folds_s": time.perf_counter() - t0}
         if repeats > 1:
             reporter.message(f"repeat {r + 1}/{repeats} (fold seed {fold_seed + r}) -> {rdir}")
