@@ -49,7 +49,7 @@ FEATURE_UNITS = ("nm", "px")
 #: stopping after DEFAULT_PATIENCE epochs without a better validation macro
 #: F1. The maximum is set high enough that a normal run stops early, and so
 #: that the default lamellarity benchmark fits in 10 minutes on a 2-core CPU
-#: (measured: docs/benchmark.md, docs/performance.md).
+#: (measured: docs/cnn.md "Default epochs and the time budget").
 DEFAULT_EPOCHS = 30
 DEFAULT_PATIENCE = 5
 DEFAULT_EARLY_STOPPING = "macro_f1"
