@@ -509,8 +509,10 @@ def _headline_lines(verdict: dict, classes) -> list[str]:
                 "",
             ]
     lines += [
-        f"Differences are the mean over paired fold scores of the second model minus the "
-        f"first; intervals and p-values from the {verdict['test']}, whose variance "
+        f"Differences are the first-named model minus the second (e.g. "
+        f"{verdict['comparisons'][0]['model_b']} − {verdict['comparisons'][0]['model_a']}), "
+        f"averaged over the paired fold scores; intervals and p-values from the "
+        f"{verdict['test']}, whose variance "
         "correction counts the overlap of the training sets. " + verdict.get("note", ""),
         "",
     ]
@@ -625,7 +627,9 @@ def _protocol_section(summary) -> list[str]:
 
     notes = budget_notes(summary)
     if notes:
-        lines += ["Training budgets:", ""] + [f"- {n}" for n in notes] + [""]
+        heading = "Training budgets (first repeat):" if summary.get("repeats") else \
+            "Training budgets:"
+        lines += [heading, ""] + [f"- {n}" for n in notes] + [""]
     for name, m in summary["models"].items():
         params = m.get("params") or []
         keys = [k for k in FOLD_PARAMS if any(k in p for p in params)]
