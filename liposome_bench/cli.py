@@ -29,6 +29,14 @@ def _fail_cleanly(func):
             return func(*args, **kwargs)
         except LiposomeBenchError as exc:
             raise UserError(str(exc)) from None
+        except OSError as exc:
+            # Last resort: commands check their outputs before any work
+            # (liposome_bench.outputs); an OS error nobody expected is still
+            # one line, with the traceback in the debug log.
+            from liposome_bench.outputs import describe_os_error
+
+            logging.getLogger(__name__).debug("OS error", exc_info=True)
+            raise UserError(describe_os_error(exc)) from None
         except KeyboardInterrupt:
             click.echo(
                 "Interrupted. Finished folds are saved; run the same command again to resume.",
@@ -103,7 +111,7 @@ def cache_option(func):
 
 def seed_option(func):
     return click.option(
-        "--seed", type=int, default=0, show_default=True, help="Random seed."
+        "--seed", type=int, default=0, show_default=True, help="Random seed (0 to 2**32 - 1)."
     )(func)
 
 
@@ -124,7 +132,7 @@ def fold_seed_option(func):
         type=int,
         default=0,
         show_default=True,
-        help="Seed of the stored fold assignment.",
+        help="Seed of the stored fold assignment (0 to 2**32 - 1).",
     )(func)
 
 
@@ -153,6 +161,16 @@ def out_option(default, help_text, required=False):
     return decorate
 
 
+def _finite_pixel_size(ctx, param, value):
+    """FloatRange lets nan and inf through (no comparison fails for nan)."""
+    import math
+
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a finite number of nm per pixel; "
+                                 "pass e.g. --pixel-size 0.84.", ctx, param)
+    return value
+
+
 def reader_options(func):
     """Add --images-dir, --masks-dir and --pixel-size, passed to the command
     as one ``reader_options`` dict for ``resolve_dataset(..., **reader_options)``."""
@@ -170,6 +188,7 @@ def reader_options(func):
         "--pixel-size",
         "pixel_size_nm",
         type=click.FloatRange(min=0, min_open=True),
+        callback=_finite_pixel_size,
         default=None,
         help="Pixel size in nm/px for every particle, overriding the data's "
         "own (PixelSize in a lab export, pixel_size_nm in a manifest, the MRC header).",
@@ -206,6 +225,13 @@ def units_option(default="nm"):
         )(func)
 
     return decorate
+def wait_option(func):
+    return click.option(
+        "--wait",
+        is_flag=True,
+        help="If another run is writing into the same --out, wait for it to finish "
+        "and then reuse its folds, instead of stopping with an error.",
+    )(func)
 
 
 def jobs_option(func):
@@ -279,9 +305,13 @@ def generate_command(problem, n, seed, out, montage, difficulty, label_noise, do
     from rich.console import Console
     from rich.table import Table
 
+    from liposome_bench.outputs import check_output_dir, check_output_file, writing
     from liposome_bench.synth import THESIS_COUNTS, generate_export
 
-    with _live_reporter() as reporter:
+    check_output_dir(out)
+    if montage is not None:
+        check_output_file(montage, "--montage")
+    with _live_reporter() as reporter, writing(out):
         dataset = generate_export(
             problem, out, n=n, seed=seed, montage=montage, difficulty=difficulty,
             label_noise=label_noise, dose=dose, pixel_size_nm=pixel_size_nm, reporter=reporter,
@@ -455,12 +485,23 @@ def _print_particle_sizes(console, info):
 @problem_option(required=False)
 @reader_options
 @units_option()
+@click.option(
+    "--folds",
+    "k",
+    type=click.IntRange(min=2),
+    default=5,
+    show_default=True,
+    help="The folds you will cross-validate with: a class with fewer particles is "
+    "a problem, as is a dataset of one class.",
+)
 @_fail_cleanly
-def dataset_check_command(path, problem, reader_options, units):
+def dataset_check_command(path, problem, reader_options, units, k):
     """Validate a dataset and list every problem found, one per line.
 
-    Checks every image and mask (missing, unreadable, truncated, too large,
-    mask shape, empty mask), class codes and labels, ids and paths, and
+    Checks every image and mask (missing, unreadable, truncated, too large or
+    too small, NaN or infinite pixels, mask shape, empty mask), class codes
+    and labels, ids and paths, that the class counts allow --folds-fold
+    cross-validation (at least 2 classes, each with --folds particles), and
     that every particle has the pixel size the default run's features (in
     nm) need; with --units px none is needed. Exits with code 2 if there is
     any problem.
@@ -471,7 +512,8 @@ def dataset_check_command(path, problem, reader_options, units):
     from liposome_bench.features import pixel_size_problems
 
     with _live_reporter() as reporter:
-        dataset, problems = inspect_dataset(path, problem, reporter=reporter, **reader_options)
+        dataset, problems = inspect_dataset(path, problem, reporter=reporter, folds=k,
+                                            **reader_options)
     if dataset is not None:
         problems = pixel_size_problems(dataset, _settings.SVMSettings(units=units))
     for line in problems:
@@ -682,8 +724,10 @@ def features_command(problem, data, reader_options, cache_dir, out, feature_set,
     from liposome_bench.dataset import resolve_dataset
     from liposome_bench.features import check_table_path, write_feature_table
     from liposome_bench.folds import load_or_make_folds
+    from liposome_bench.outputs import check_output_file
 
-    out = check_table_path(out)
+    _settings.check_seed(fold_seed, "--fold-seed")
+    out = check_output_file(check_table_path(out))
     _settings.SVMSettings(feature_set=feature_set, source=source, units=units)  # fail early
     with _live_reporter() as reporter:
         dataset = resolve_dataset(data, problem, cache_dir=cache_dir, reporter=reporter,
@@ -747,9 +791,10 @@ def features_command(problem, data, reader_options, cache_dir, out, feature_set,
 @jobs_option
 @seed_option
 @out_option(None, "Results folder. Default: results/svm-<problem>.")
+@wait_option
 @_fail_cleanly
 def svm_command(problem, data, reader_options, cache_dir, feature_set, source, grid, C,
-                gamma, units, k, fold_seed, group_by, jobs, seed, out):
+                gamma, units, k, fold_seed, group_by, jobs, seed, out, wait):
     """Cross-validate the lab's LIBSVM baseline on handcrafted features.
 
     C-SVC with an RBF kernel (one-vs-one), class weights inversely
@@ -764,24 +809,32 @@ def svm_command(problem, data, reader_options, cache_dir, feature_set, source, g
     """
     from rich.console import Console
 
-    from liposome_bench.dataset import resolve_dataset
+    from liposome_bench.dataset import check_trainable, resolve_dataset
     from liposome_bench.display import fold_table, print_model_summary
     from liposome_bench.folds import load_or_make_folds
     from liposome_bench.metrics import summarise_folds
+    from liposome_bench.outputs import check_output_dir, writing
     from liposome_bench.results import ResultsDir
     from liposome_bench.svm import check_svm_options, run_svm
 
     svm_settings = _settings.SVMSettings(feature_set=feature_set, source=source, grid=grid,
                                          C=C, gamma=gamma, units=units)
     check_svm_options(jobs=jobs)
+    _settings.check_seed(seed, "--seed")
+    _settings.check_seed(fold_seed, "--fold-seed")
+    if out is not None:
+        check_output_dir(out)
     with _live_reporter() as reporter:
         dataset = resolve_dataset(data, problem, cache_dir=cache_dir, reporter=reporter,
                                   **reader_options)
+        check_trainable(dataset)
         folds = load_or_make_folds(dataset, k=k, seed=fold_seed, group_by=group_by,
                                    reporter=reporter)
-        results = ResultsDir(out or f"results/svm-{dataset.problem.name}")
-        fold_results = run_svm(dataset, folds, results, svm_settings, jobs=jobs, seed=seed,
-                               reporter=reporter)
+        results = ResultsDir(check_output_dir(out or f"results/svm-{dataset.problem.name}"))
+        with writing(results.path), results.lock(wait=wait, reporter=reporter,
+                                                 command=_command_line()):
+            fold_results = run_svm(dataset, folds, results, svm_settings, jobs=jobs, seed=seed,
+                                   reporter=reporter)
     console = Console()
     print_model_summary(
         console, "SVM (LIBSVM C-SVC, RBF)", summarise_folds(fold_results, dataset.problem.classes)
@@ -893,10 +946,11 @@ def svm_command(problem, data, reader_options, cache_dir, feature_set, source, g
 @group_by_option
 @seed_option
 @out_option(None, "Results folder. Default: results/cnn-<problem>.")
+@wait_option
 @_fail_cleanly
 def cnn_command(problem, model, data, reader_options, cache_dir, input_mode, input_size,
                 augment, balance, epochs, patience, batch_size, optimizer, learning_rate,
-                l2, mixed_precision, k, fold_seed, group_by, seed, out):
+                l2, mixed_precision, k, fold_seed, group_by, seed, out, wait):
     """Cross-validate a LipNet CNN on the particle images.
 
     Trains on the same stored folds as `svm`: each fold's training folds are
@@ -912,10 +966,11 @@ def cnn_command(problem, model, data, reader_options, cache_dir, input_mode, inp
     from rich.console import Console
 
     from liposome_bench.cnn import run_cnn
-    from liposome_bench.dataset import resolve_dataset
+    from liposome_bench.dataset import check_trainable, resolve_dataset
     from liposome_bench.display import fold_table, print_model_summary
     from liposome_bench.folds import load_or_make_folds
     from liposome_bench.metrics import summarise_folds
+    from liposome_bench.outputs import check_output_dir, writing
     from liposome_bench.results import ResultsDir
 
     cnn_settings = _settings.CNNSettings(
@@ -924,14 +979,21 @@ def cnn_command(problem, model, data, reader_options, cache_dir, input_mode, inp
         optimizer=optimizer, learning_rate=learning_rate, l2=l2,
         mixed_precision=mixed_precision,
     )
+    _settings.check_seed(seed, "--seed")
+    _settings.check_seed(fold_seed, "--fold-seed")
+    if out is not None:
+        check_output_dir(out)
     with _live_reporter() as reporter:
         dataset = resolve_dataset(data, problem, cache_dir=cache_dir, reporter=reporter,
                                   **reader_options)
+        check_trainable(dataset)
         folds = load_or_make_folds(dataset, k=k, seed=fold_seed, group_by=group_by,
                                    reporter=reporter)
-        results = ResultsDir(out or f"results/cnn-{dataset.problem.name}")
-        fold_results = run_cnn(dataset, folds, results, cnn_settings, seed=seed,
-                               reporter=reporter)
+        results = ResultsDir(check_output_dir(out or f"results/cnn-{dataset.problem.name}"))
+        with writing(results.path), results.lock(wait=wait, reporter=reporter,
+                                                 command=_command_line()):
+            fold_results = run_cnn(dataset, folds, results, cnn_settings, seed=seed,
+                                   reporter=reporter)
     console = Console()
     print_model_summary(console, model, summarise_folds(fold_results, dataset.problem.classes))
     console.print(fold_table(fold_results, ("epochs", "epochs_run"),
@@ -1013,9 +1075,11 @@ def _command_line():
 @jobs_option
 @out_option(None, "Results folder. Default: results/benchmark-<problem> "
             "(results/benchmark-<problem>-quick with --quick).")
+@wait_option
 @_fail_cleanly
 def benchmark_command(problem, data, reader_options, cache_dir, cnn, quick, repeats, config,
-                      epochs, input_mode, grid, units, k, fold_seed, group_by, seed, jobs, out):
+                      epochs, input_mode, grid, units, k, fold_seed, group_by, seed, jobs, out,
+                      wait):
     """Compare the LIBSVM baseline with LipNet CNN(s) on identical folds.
 
     Runs the SVM and each CNN on the dataset's stored stratified folds
@@ -1047,7 +1111,7 @@ def benchmark_command(problem, data, reader_options, cache_dir, cnn, quick, repe
             cache_dir=cache_dir, reader_options=reader_options, config=config,
             svm_options={"grid": grid, "units": units},
             cnn_options={"epochs": epochs, "input_mode": input_mode},
-            reporter=reporter, command=_command_line(),
+            reporter=reporter, command=_command_line(), wait=wait,
         )
     console = Console()
     print_benchmark(summary, console)
@@ -1105,9 +1169,12 @@ def report_command(results, out, baseline, tolerance, write_baseline_to):
 
     Example: liposome-bench report results/benchmark-lamellarity
     """
+    from pathlib import Path
+
     from rich.console import Console
     from rich.table import Table
 
+    from liposome_bench.outputs import check_output_dir, check_output_file, writing
     from liposome_bench.report import (
         compare_to_baseline,
         read_baseline,
@@ -1117,11 +1184,19 @@ def report_command(results, out, baseline, tolerance, write_baseline_to):
 
     if baseline is not None:
         read_baseline(baseline)  # a bad baseline fails before any work
+    report_path = Path(out) if out is not None else Path(results) / "report.md"
+    check_output_file(report_path)
+    check_output_dir(report_path.parent / f"{report_path.stem}-figures")
+    if write_baseline_to:
+        check_output_file(write_baseline_to, "--write-baseline")
     console = Console()
-    path = render_report(results, out)
+    with writing(report_path):
+        path = render_report(results, report_path)
     click.echo(f"Report written to {path} (plots in {path.parent / (path.stem + '-figures')}).")
     if write_baseline_to:
-        click.echo(f"Baseline written to {write_baseline(results, write_baseline_to)}.")
+        with writing(write_baseline_to, "--write-baseline"):
+            written = write_baseline(results, write_baseline_to)
+        click.echo(f"Baseline written to {written}.")
     if baseline is None:
         return
     changes = compare_to_baseline(results, baseline, tolerance)

@@ -47,8 +47,9 @@ import numpy as np
 from liposome_bench.dataset import atomic_write_json, atomic_write_text
 from liposome_bench.errors import ConfigError, ResultsError
 from liposome_bench.progress import NullReporter
-from liposome_bench.results import ResultsDir
-from liposome_bench.settings import BenchmarkConfig, load_config
+from liposome_bench.outputs import check_output_dir, writing
+from liposome_bench.results import ResultsDir, fold_file_hashes, run_lock
+from liposome_bench.settings import BenchmarkConfig, check_seed, load_config
 
 #: The thesis's pick per problem (section 9): LipNet-4 for lamellarity,
 #: LipNet-2 for encapsulation.
@@ -121,6 +122,7 @@ def run_benchmark(
     n_resamples: int = 1000,
     reporter=None,
     command: str | None = None,
+    wait: bool = False,
 ) -> dict:
     """Run the SVM and the CNN(s) on identical folds and summarise them.
 
@@ -170,6 +172,9 @@ def run_benchmark(
     reporter : progress.NullReporter, optional
     command : str, optional
         The command line to record (the CLI passes its own).
+    wait : bool
+        If another run holds ``out``'s run lock (``results.run_lock``), wait
+        for it instead of raising ``ResultsError``.
 
     Returns
     -------
@@ -182,7 +187,7 @@ def run_benchmark(
         On bad options, an unreadable dataset, or a results folder that
         belongs to another dataset or other settings.
     """
-    from liposome_bench.dataset import Dataset, resolve_dataset
+    from liposome_bench.dataset import Dataset, check_trainable, resolve_dataset
     from liposome_bench.folds import load_or_make_folds
     from liposome_bench.models import check_model_name
 
@@ -197,7 +202,10 @@ def run_benchmark(
         raise ConfigError(f"--repeats must be 1 or more; got {repeats}.")
     if jobs == 0 or jobs < -1:
         raise ConfigError(f"--jobs must be a positive number of workers or -1; got {jobs}.")
+    check_seed(seed, "--seed")
+    check_seed(fold_seed, "--fold-seed")
     out = Path(out) if out is not None else default_out(problem or "custom", quick)
+    check_output_dir(out)
     _check_layout(out, repeats)
     config_file = None
     if config is None:
@@ -220,6 +228,7 @@ def run_benchmark(
     else:
         dataset = resolve_dataset(data, problem, cache_dir=cache_dir, reporter=reporter,
                                   **(reader_options or {}))
+    check_trainable(dataset)
     if folds is not None and (repeats > 1 or quick):
         raise ConfigError("Given folds are used once: pass them without --repeats or --quick.")
     if folds is not None and folds.fingerprint != dataset.fingerprint():
@@ -253,6 +262,19 @@ def run_benchmark(
         "cnn": {name: s.to_dict() for name, s in cnn_settings.items()},
         "n_resamples": n_resamples,
     }
+    with writing(out), run_lock(out, wait=wait, reporter=reporter, command=command):
+        return _run_repeats(dataset, settings, out, repeats, folds, fold_seed, seed, jobs,
+                            svm_settings, cnn_settings, cnn_models, n_resamples, command,
+                            full_size, timings, started, reporter)
+
+
+def _run_repeats(dataset, settings, out, repeats, folds, fold_seed, seed, jobs, svm_settings,
+                 cnn_settings, cnn_models, n_resamples, command, full_size, timings, started,
+                 reporter) -> dict:
+    """Every repeat's models and summary, then the top-level outputs."""
+    from liposome_bench.folds import load_or_make_folds
+
+    k, group_by = settings["folds"], settings["group_by"]
     per_repeat = []
     for r in range(repeats):
         rdir = out if repeats == 1 else out / f"repeat-{r}"
@@ -571,6 +593,8 @@ def _write_outputs(out: Path, summary: dict, dataset, cnn_models, repeats: int =
             parts.append(part)
         table = pd.concat(parts, ignore_index=True)
     atomic_write_text(out / "predictions.csv", table.to_csv(index=False))
+    # What the summary was computed from: the gate refuses it once they change.
+    summary["fold_files"] = fold_file_hashes(out)
     atomic_write_json(out / "summary.json", summary)
 
 

@@ -23,3 +23,8 @@ class ResultsError(LiposomeBenchError):
 
 class ConfigError(LiposomeBenchError):
     """An option value or combination of options is invalid."""
+
+
+class OutputError(LiposomeBenchError):
+    """An output path cannot be written: a file where a folder is needed,
+    permission denied, a read-only or full disk."""

@@ -97,12 +97,19 @@ def load_summary(results_dir) -> dict:
                 f"{path} is not valid JSON ({exc}). Re-run the benchmark with the same --out "
                 "to rewrite it."
             ) from None
+        except RecursionError:
+            raise ResultsError(
+                f"{path} nests too deeply to be a summary. Re-run the benchmark with the same "
+                "--out to rewrite it."
+            ) from None
         version = summary.get("schema_version") if isinstance(summary, dict) else None
         if not isinstance(version, int) or version > SUMMARY_SCHEMA_VERSION:
             raise ResultsError(
                 f"{path} has summary schema version {version!r}; this liposome-bench reads "
                 f"versions up to {SUMMARY_SCHEMA_VERSION}. Upgrade liposome-bench."
             )
+        _check_summary(summary, path)
+        check_fold_files(summary, results.path, path)
         return summary
     run = results.read_run()
     summary = stats.summarise_results(results)
@@ -116,6 +123,58 @@ def load_summary(results_dir) -> dict:
     return summary
 
 
+def _check_summary(summary: dict, path: Path) -> None:
+    """Refuse a summary.json lacking what the report and the gate read."""
+    models = summary.get("models")
+    classes = summary.get("classes")
+    ok = (isinstance(models, dict) and models and isinstance(classes, list)
+          and all(isinstance(m, dict) and isinstance(m.get("per_class"), dict)
+                  and isinstance(m.get("overall"), dict) for m in models.values()))
+    if not ok:
+        raise ResultsError(
+            f"{path} is not a benchmark summary (no \"classes\" list, or \"models\" without "
+            "per_class and overall metrics). Re-run the benchmark with the same --out to "
+            "rewrite it."
+        )
+
+
+def check_fold_files(summary: dict, results_dir, path=None) -> None:
+    """Refuse a summary whose fold files changed since it was written.
+
+    ``summary["fold_files"]`` (written by the benchmark) holds the SHA-256 of
+    every fold file it summarises; a summary without it (older versions) is
+    not checked.
+
+    Raises
+    ------
+    ResultsError
+        If a recorded fold file is missing or its content changed.
+    """
+    from liposome_bench.results import fold_file_hashes
+
+    recorded = summary.get("fold_files")
+    if recorded is None:
+        return
+    path = path or Path(results_dir) / SUMMARY_JSON
+    if not isinstance(recorded, dict):
+        raise ResultsError(f"{path}: \"fold_files\" is not an object of file hashes. Re-run "
+                           "the benchmark with the same --out to rewrite it.")
+    current = fold_file_hashes(results_dir)
+    changed = sorted(k for k in recorded if k in current and current[k] != recorded[k])
+    missing = sorted(k for k in recorded if k not in current)
+    if changed or missing:
+        parts = []
+        if changed:
+            parts.append(f"{len(changed)} changed (first: {changed[0]})")
+        if missing:
+            parts.append(f"{len(missing)} missing (first: {missing[0]})")
+        raise ResultsError(
+            f"{path} no longer matches the fold files it summarises: {', '.join(parts)} since "
+            "it was written. Re-run the same benchmark command with this --out to summarise "
+            "them again, or restore the files."
+        )
+
+
 def _histories(results_dir, model: str) -> list[tuple[int, dict]]:
     """(fold, history) of each finished fold of ``model`` that recorded one."""
     out = []
@@ -123,7 +182,7 @@ def _histories(results_dir, model: str) -> list[tuple[int, dict]]:
     for path in sorted(results.model_dir(model).glob("fold-*.json")):
         try:
             meta = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             continue  # a fold file we cannot read has no curve to draw
         history = meta.get("history")
         if isinstance(history, dict) and history:
@@ -942,9 +1001,10 @@ def read_baseline(path) -> dict:
             f"Baseline {path} does not exist. Write one with "
             "`liposome-bench report RESULTS --write-baseline FILE`."
         ) from None
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         raise ResultsError(
-            f"Baseline {path} is not valid JSON ({exc}). Rewrite it with --write-baseline."
+            f"Baseline {path} is not valid JSON ({type(exc).__name__}: {exc}). Rewrite it "
+            "with --write-baseline."
         ) from None
     if not isinstance(baseline, dict) or baseline.get("kind") != BASELINE_KIND:
         raise ResultsError(
@@ -968,7 +1028,34 @@ def read_baseline(path) -> dict:
         )
     if not isinstance(baseline.get("models"), dict):
         raise ResultsError(f"{path} has no \"models\" object. Rewrite it with --write-baseline.")
+    for model, values in baseline["models"].items():
+        bad = _bad_baseline_entry(model, values)
+        if bad:
+            raise ResultsError(f"{path}: {bad}. Rewrite it with --write-baseline.")
     return baseline
+
+
+def _bad_baseline_entry(model: str, values) -> str | None:
+    """What is wrong with one model's entry of a baseline, or None."""
+    shape = ('{"per_class": {class: {metric: value}}, "overall": {metric: value}}')
+    if not isinstance(values, dict):
+        return f"model {model!r} is {type(values).__name__}, expected {shape}"
+    per_class = values.get("per_class", {})
+    overall = values.get("overall", {})
+    if not isinstance(per_class, dict) or not isinstance(overall, dict) or not all(
+        isinstance(m, dict) for m in per_class.values()
+    ):
+        return f"model {model!r} is not {shape}"
+    groups = [(cls, metrics) for cls, metrics in per_class.items()] + [("overall", overall)]
+    for cls, metrics in groups:
+        for metric, value in metrics.items():
+            number = (value is None or (isinstance(value, (int, float))
+                                        and not isinstance(value, bool)
+                                        and math.isfinite(value)))
+            if not number:
+                return (f"{model}/{cls}/{metric} is {value!r}; expected a number (or null "
+                        "where the metric was undefined)")
+    return None
 
 
 def tolerance_for(key: str, overrides: dict, default: float) -> float:

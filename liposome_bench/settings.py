@@ -112,6 +112,26 @@ def _positive(value, option, *, optional=True, zero=False):
         raise ConfigError(f"{option} must be {kind}; got {value!r}.")
 
 
+#: Seeds go to NumPy, scikit-learn and Keras, which take 0 to 2**32 - 1.
+MAX_SEED = 2**32 - 1
+
+
+def check_seed(value, option: str = "--seed") -> int:
+    """Return ``value`` if it is a seed every library accepts (an integer from
+    0 to ``MAX_SEED``).
+
+    Raises
+    ------
+    ConfigError
+        Otherwise, naming ``option``.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SEED:
+        raise ConfigError(
+            f"{option} must be a whole number from 0 to {MAX_SEED} (2**32 - 1); got {value!r}."
+        )
+    return value
+
+
 class _Settings:
     """Shared by the settings dataclasses: dict round trip and replace."""
 
@@ -326,6 +346,9 @@ def load_config(path) -> BenchmarkConfig:
         raise ConfigError(f"{path} cannot be read ({exc}); pass a TOML settings file.") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML ({exc}).") from None
+    except RecursionError:
+        raise ConfigError(f"{path} nests arrays or tables too deeply to read; a settings "
+                          "file holds flat [svm], [cnn] and [cnn.<model>] tables.") from None
     unknown = [k for k in data if k not in ("svm", "cnn")]
     if unknown:
         raise ConfigError(
