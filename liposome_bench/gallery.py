@@ -638,6 +638,15 @@ class GalleryOutput:
     filter_images: list = field(default_factory=list)  # (caption, path)
 
 
+def _results_subset(dataset, preds: dict):
+    """The particles of ``dataset`` that the results hold (a ``--quick`` run
+    trained on a subsample): lipnet-fcn's input scale comes from them."""
+    if dataset is None:
+        return None
+    held = {pid for p in preds.values() for pid in p.ids}
+    return dataset.subset([i for i, p in enumerate(dataset.particles) if p.id in held])
+
+
 def render_galleries(results_dir, figures, *, size: int = GALLERY_SIZE, data=None,
                      saliency: bool = True, filters: bool = False,
                      max_saliency: int | None = None) -> GalleryOutput:
@@ -688,6 +697,7 @@ def render_galleries(results_dir, figures, *, size: int = GALLERY_SIZE, data=Non
     output.source, output.note = lookup.source, lookup.note
     if lookup.note:
         return output
+    whole = _results_subset(lookup.dataset, preds) if "lipnet-fcn" in preds else None
     views, cams = {}, {}
     budget = MAX_SALIENCY_PARTICLES if max_saliency is None else max_saliency
     for name, pred in preds.items():
@@ -697,7 +707,7 @@ def render_galleries(results_dir, figures, *, size: int = GALLERY_SIZE, data=Non
         if not ids:
             continue
         view = model_view(name, settings.get(name, {}), [lookup.particles[pid] for pid in ids],
-                          whole=lookup.dataset)
+                          whole=whole)
         views[name] = (view, {pid: k for k, pid in enumerate(ids)})
         if saliency and pred.is_cnn and budget > 0:
             chosen = ids[:budget]
@@ -834,21 +844,26 @@ def _featured(preds: dict, classes) -> dict:
     return out
 
 
-def _grid(maps: np.ndarray, columns: int, cell: int, colours, symmetric: bool) -> np.ndarray:
-    """Maps (n, h, w) as a grid of ``cell``-px squares (``columns`` wide), each
-    coloured on its own scale: [-max|m|, max|m|] if ``symmetric`` else [0, max]."""
+def _grid(maps: np.ndarray, columns: int, cell: int, colours, symmetric: bool,
+          shared: bool = False) -> np.ndarray:
+    """Maps (n, h, w) as a grid of ``cell``-px squares (``columns`` wide) on
+    gray, coloured on [-max|m|, max|m|] if ``symmetric`` else [0, max], the
+    maximum taken over all maps if ``shared``, else per map."""
     from PIL import Image
 
     n = len(maps)
     rows = -(-n // columns)
-    out = np.full((rows * (cell + 1) - 1, columns * (cell + 1) - 1, 3), 255, dtype=np.uint8)
+    gap = 2
+    out = np.full((rows * (cell + gap) - gap, columns * (cell + gap) - gap, 3), 150,
+                  dtype=np.uint8)
+    overall = float(np.abs(maps).max()) or 1.0
     for k, m in enumerate(maps):
-        peak = float(np.abs(m).max()) or 1.0
+        peak = overall if shared else (float(np.abs(m).max()) or 1.0)
         scaled = (m / peak + 1) / 2 if symmetric else np.clip(m / peak, 0, 1)
         rgb = (colours(scaled)[..., :3] * 255).astype(np.uint8)
         rgb = np.asarray(Image.fromarray(rgb).resize((cell, cell), Image.NEAREST))
         r, c = divmod(k, columns)
-        out[r * (cell + 1):r * (cell + 1) + cell, c * (cell + 1):c * (cell + 1) + cell] = rgb
+        out[r * (cell + gap):r * (cell + gap) + cell, c * (cell + gap):c * (cell + gap) + cell] = rgb
     return out
 
 
@@ -878,7 +893,7 @@ def render_filters(results_dir, preds: dict, classes, featured: dict, views: dic
             except ResultsError:
                 continue
             kernels = saliency.first_layer_filters(nets[fold])
-            tiles.append(([_grid(kernels, 16, 21, seismic, symmetric=True)],
+            tiles.append(([_grid(kernels, 16, 21, seismic, symmetric=True, shared=True)],
                           [f"fold {fold + 1}: {len(kernels)} filters of "
                            f"{kernels.shape[1]}x{kernels.shape[2]}"]))
         if not tiles:
@@ -898,7 +913,7 @@ def render_filters(results_dir, preds: dict, classes, featured: dict, views: dic
             row = index[pid]
             panels, names = [input_panel(view.windows[row], view.masks[row])], []
             for layer, maps in saliency.block_activations(net, view.inputs[row]).items():
-                panels.append(_grid(np.transpose(maps, (2, 0, 1)), 8, 23, viridis,
+                panels.append(_grid(np.transpose(maps, (2, 0, 1)), 8, 22, viridis,
                                     symmetric=False))
                 names.append(f"{layer} {maps.shape[0]}x{maps.shape[1]}")
             tiles.append((panels, [f"{cls}: particle {pid} ({_confidence_text(p, i)}, "
@@ -992,9 +1007,10 @@ def show_particle(results_dir, pid, out=None, *, data=None,
               ["image with surround", f"{raw.shape[1]}x{raw.shape[0]} px",
                f"true {label}"])]
     notes = []
+    whole = _results_subset(lookup.dataset, preds) if "lipnet-fcn" in preds else None
     for p in having:
         i = p.index()[pid]
-        view = model_view(p.name, settings.get(p.name, {}), [particle], whole=lookup.dataset)
+        view = model_view(p.name, settings.get(p.name, {}), [particle], whole=whole)
         panels = [input_panel(view.windows[0], view.masks[0])]
         if saliency and p.is_cnn:
             try:

@@ -220,3 +220,20 @@ def test_show_refuses_an_unknown_id(quick_run):
     result = CliRunner().invoke(cli, ["show", "no-such-id", "--results", str(out)])
     assert result.exit_code == 2
     assert result.output.startswith("Error: Particle no-such-id is not among the predictions")
+
+
+@pytest.mark.parametrize("model, mode", [("lipnet-4", "masked"), ("lipnet-4", "surrounding"),
+                                         ("lipnet-fcn", "cropped")])
+def test_tiles_are_the_network_inputs(tiny_dataset, model, mode):
+    from liposome_bench.cnn import prepare_images
+
+    size = 16
+    keep = model == "lipnet-fcn"
+    expected = prepare_images(tiny_dataset, mode, size, keep_size=keep)
+    rows = [3, 30, 44]
+    view = gallery.model_view(model, {"kind": "cnn", "input_mode": mode, "input_size": size},
+                              [tiny_dataset.particles[i] for i in rows], whole=tiny_dataset)
+    np.testing.assert_allclose(view.inputs, expected[rows], atol=1e-6)
+    for window, mask in zip(view.windows, view.masks):
+        assert window.shape == mask.shape == (size, size)
+        assert 0 < mask.sum() < size * size
