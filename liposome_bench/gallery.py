@@ -443,7 +443,10 @@ def model_view(model: str, settings: dict, particles: list, *, whole=None) -> Mo
     from liposome_bench.dataset import Dataset
     from liposome_bench.models import INPUT_SIZES
 
-    if settings.get("kind") != "cnn" and "input_mode" not in settings:
+    from liposome_bench.settings import MODEL_NAMES
+
+    cnn = settings.get("kind") == "cnn" or "input_mode" in settings or model in MODEL_NAMES
+    if not cnn:
         windows = [_window(p, "masked") for p in particles]
         masks = [_mask_window(p, "masked") for p in particles]
         return ModelView(windows, masks, None, "masked crop, full resolution")
@@ -515,7 +518,8 @@ def _panel(rgb: np.ndarray, mask: np.ndarray | None = None):
         image = Image.fromarray(rgb).resize(new, Image.BILINEAR)
     array = np.asarray(image).copy()
     if mask is not None:
-        scaled = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize(new, Image.NEAREST)) > 0
+        outline = Image.fromarray(mask.astype(np.uint8) * 255).resize(new, Image.NEAREST)
+        scaled = np.asarray(outline) > 0
         array[_outline(scaled)] = OUTLINE
     canvas = np.full((PANEL, PANEL, 3), 255, dtype=np.uint8)
     top, left = (PANEL - array.shape[0]) // 2, (PANEL - array.shape[1]) // 2
@@ -862,8 +866,8 @@ def _grid(maps: np.ndarray, columns: int, cell: int, colours, symmetric: bool,
         scaled = (m / peak + 1) / 2 if symmetric else np.clip(m / peak, 0, 1)
         rgb = (colours(scaled)[..., :3] * 255).astype(np.uint8)
         rgb = np.asarray(Image.fromarray(rgb).resize((cell, cell), Image.NEAREST))
-        r, c = divmod(k, columns)
-        out[r * (cell + gap):r * (cell + gap) + cell, c * (cell + gap):c * (cell + gap) + cell] = rgb
+        top, left = (k // columns) * (cell + gap), (k % columns) * (cell + gap)
+        out[top:top + cell, left:left + cell] = rgb
     return out
 
 
