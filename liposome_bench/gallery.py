@@ -30,6 +30,7 @@ SVM's masked crop at full resolution, with the mask outline in yellow.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -41,6 +42,8 @@ import numpy as np
 from liposome_bench.dataset import atomic_write
 from liposome_bench.errors import DatasetError, LiposomeBenchError, ResultsError
 from liposome_bench.results import ResultsDir
+
+log = logging.getLogger(__name__)
 
 #: Particles per gallery unless ``--gallery-size`` says otherwise.
 GALLERY_SIZE = 16
@@ -294,10 +297,10 @@ def _candidates(results_dir, data=None) -> list[tuple[Path, str]]:
     if recorded:
         found.append((Path(recorded), "the benchmark's --data"))
     source = str(dataset.get("source") or "")
-    if source:
+    if source.startswith("quick subsample") and " of " in source:  # "... of PATH"
+        found.append((Path(source.rsplit(" of ", 1)[1]), "run.json, the --quick run's dataset"))
+    elif source:
         found.append((Path(source), "run.json"))
-        if " of " in source:  # "quick subsample (...) of PATH"
-            found.append((Path(source.rsplit(" of ", 1)[1]), "run.json (quick subsample)"))
     if dataset.get("synthetic") and dataset.get("problem") in ("lamellarity", "encapsulation"):
         from liposome_bench.synth import GENERATOR_VERSION, default_cache_dir
 
@@ -700,6 +703,7 @@ def render_galleries(results_dir, figures, *, size: int = GALLERY_SIZE, data=Non
                             whole="lipnet-fcn" in preds)
     output.source, output.note = lookup.source, lookup.note
     if lookup.note:
+        log.warning("No particle galleries in the report: %s", lookup.note)
         return output
     whole = _results_subset(lookup.dataset, preds) if "lipnet-fcn" in preds else None
     views, cams = {}, {}
@@ -721,6 +725,7 @@ def render_galleries(results_dir, figures, *, size: int = GALLERY_SIZE, data=Non
                                         view.inputs[:len(chosen)])
             except LiposomeBenchError as exc:
                 output.saliency_notes.append(f"{name}: no saliency maps ({exc})")
+                log.warning("%s", output.saliency_notes[-1])
                 continue
             cams[name] = dict(zip(chosen, maps))
             budget -= len(chosen)

@@ -237,3 +237,16 @@ def test_tiles_are_the_network_inputs(tiny_dataset, model, mode):
     for window, mask in zip(view.windows, view.masks):
         assert window.shape == mask.shape == (size, size)
         assert 0 < mask.sum() < size * size
+
+
+def test_report_command_draws_from_a_moved_dataset(fixed, tmp_path):
+    dataset, path = fixed
+    export = write_export(dataset, tmp_path / "moved")
+    result = CliRunner().invoke(cli, ["report", str(path), "--data", str(export),
+                                      "--gallery-size", "2"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    text = (path / "report.md").read_text()
+    assert "report-figures/galleries/errors-svm-unilamellar-as-multilamellar.png" in text
+    assert "**No galleries.**" not in text
+    result = CliRunner().invoke(cli, ["report", str(path), "--gallery-size", "0"])
+    assert result.exit_code == 0 and "## Particle galleries" not in (path / "report.md").read_text()
