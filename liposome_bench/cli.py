@@ -1155,14 +1155,39 @@ def benchmark_command(problem, data, reader_options, cache_dir, cnn, quick, repe
     default=None,
     help="Write a baseline file from RESULTS (for a later --baseline).",
 )
+@click.option(
+    "--gallery-size",
+    type=click.IntRange(min=0),
+    default=16,
+    show_default=True,
+    help="Particles per gallery (each model's errors per confusion cell, the SVM-CNN "
+    "disagreements, the least confident correct predictions of rare classes); 0 "
+    "leaves the galleries out.",
+)
+@click.option(
+    "--filters",
+    is_flag=True,
+    help="Also draw each CNN fold's first-layer filters and the activation maps of "
+    "each convolutional block for one particle per class.",
+)
+@click.option(
+    "--data",
+    type=click.Path(exists=True),
+    default=None,
+    help="The dataset the results were run on, if it is no longer where run.json "
+    "recorded it (the galleries draw its particles).",
+)
 @_fail_cleanly
-def report_command(results, out, baseline, tolerance, write_baseline_to):
+def report_command(results, out, baseline, tolerance, write_baseline_to, gallery_size,
+                   filters, data):
     """Write a markdown report with plots from a results folder.
 
     Reads saved results only (nothing is retrained): dataset summary, the
     protocol run, side-by-side metric tables with intervals and the paired
     test, confusion matrices, per-class metric bars, confusion heatmaps, CNN
-    training curves and the command that reproduces the run. With
+    training curves, galleries of the particles each model got wrong (with
+    Grad-CAM saliency beside each CNN input) and the command that reproduces
+    the run. With
     --baseline it is also a regression gate: it prints what moved and exits
     with status 1 naming each metric that fell by more than the tolerance
     (status 2 is bad input).
@@ -1191,7 +1216,8 @@ def report_command(results, out, baseline, tolerance, write_baseline_to):
         check_output_file(write_baseline_to, "--write-baseline")
     console = Console()
     with writing(report_path):
-        path = render_report(results, report_path)
+        path = render_report(results, report_path, gallery_size=gallery_size, filters=filters,
+                             data=data)
     click.echo(f"Report written to {path} (plots in {path.parent / (path.stem + '-figures')}).")
     if write_baseline_to:
         with writing(write_baseline_to, "--write-baseline"):
@@ -1231,6 +1257,54 @@ def report_command(results, out, baseline, tolerance, write_baseline_to):
         sys.exit(EXIT_REGRESSION)
     click.echo(f"No metric fell by more than its tolerance below {baseline} "
                f"({len(changes)} checked).")
+
+
+@cli.command("show")
+@click.argument("particle_id", metavar="ID")
+@click.option("--results", "results", type=click.Path(exists=True, file_okay=False),
+              required=True, help="A results folder (the --out of benchmark, svm or cnn).")
+@click.option("--out", type=click.Path(file_okay=False), default=".", show_default=True,
+              help="Folder for the image particle-<ID>.png.")
+@click.option(
+    "--data",
+    type=click.Path(exists=True),
+    default=None,
+    help="The dataset the results were run on, if it is no longer where run.json "
+    "recorded it.",
+)
+@_fail_cleanly
+def show_command(particle_id, results, out, data):
+    """Show one particle across models: why was it called what it was called?
+
+    Prints the particle's true class and, for every model, its test fold,
+    predicted class, confidence (a CNN's probability, the SVM's margin) and
+    scores; writes particle-<ID>.png: the particle with its mask, each
+    model's view of it, and the Grad-CAM saliency map of each CNN's
+    prediction (computed with the network of the particle's test fold).
+
+    Example: liposome-bench show 540017 --results results/benchmark-lamellarity
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from liposome_bench.gallery import show_particle
+
+    report = show_particle(results, particle_id, out, data=data)
+    table = Table(title=f"particle {report.id}: true class {report.label}")
+    for name in ("model", "fold", "predicted", "", "confidence", "scores"):
+        table.add_column(name)
+    for row in report.rows:
+        form = "+.3f" if row["kind"] == "decision" else ".3f"
+        scores = "\n".join(f"{k.replace('_vs_', ' vs ')} {'—' if v is None else format(v, form)}"
+                            for k, v in row["scores"].items())
+        table.add_row(row["model"], str(row["fold"]), row["predicted"],
+                      "right" if row["correct"] else "[bold red]wrong[/bold red]",
+                      row["confidence"], scores)
+    Console().print(table)
+    if report.note:
+        click.echo(f"Note: {report.note}")
+    if report.image is not None:
+        click.echo(f"Image written to {report.image} (particles read from {report.source}).")
 
 
 def main():

@@ -397,7 +397,8 @@ def plot_training_curves(histories: dict, path) -> Path | None:
 
 # The report --------------------------------------------------------------------
 
-def render_report(results_dir, out=None) -> Path:
+def render_report(results_dir, out=None, *, gallery_size: int = 16, filters: bool = False,
+                  data=None) -> Path:
     """Write a markdown report of a results folder, with PNG plots beside it.
 
     Parameters
@@ -407,6 +408,13 @@ def render_report(results_dir, out=None) -> Path:
     out : path, optional
         The markdown file; default ``results_dir/report.md``. Plots go to
         the folder ``<out stem>-figures`` beside it.
+    gallery_size : int
+        Particles per gallery (``gallery.render_galleries``); 0 leaves the
+        galleries out.
+    filters : bool
+        Also draw each CNN's first-layer filters and block activations.
+    data : path, optional
+        The dataset, if it is no longer where the results recorded it.
 
     Returns
     -------
@@ -432,7 +440,14 @@ def render_report(results_dir, out=None) -> Path:
         "confusion": plot_confusion_heatmaps(summary, figures / "confusion.png"),
         "curves": plot_training_curves(histories, figures / "training.png"),
     }
-    text = format_report(summary, images={k: _relative(v, out.parent) for k, v in images.items()})
+    galleries = None
+    if gallery_size > 0:
+        from liposome_bench.gallery import gallery_section, render_galleries
+
+        drawn = render_galleries(detail, figures, size=gallery_size, data=data, filters=filters)
+        galleries = gallery_section(drawn, lambda p: _relative(p, out.parent))
+    text = format_report(summary, images={k: _relative(v, out.parent) for k, v in images.items()},
+                         galleries=galleries)
     atomic_write_text(out, text)
     return out
 
@@ -443,9 +458,10 @@ def _relative(path, start) -> str | None:
     return Path(os.path.relpath(path, start)).as_posix()
 
 
-def format_report(summary: dict, images: dict | None = None) -> str:
+def format_report(summary: dict, images: dict | None = None, galleries=None) -> str:
     """The markdown text of a report on ``summary`` (see :func:`load_summary`);
-    ``images`` maps "bars", "confusion", "curves" to relative PNG paths."""
+    ``images`` maps "bars", "confusion", "curves" to relative PNG paths;
+    ``galleries`` are the lines of the particle galleries' section."""
     images = images or {}
     dataset = summary.get("dataset", {})
     problem = dataset.get("problem", "?")
@@ -470,6 +486,7 @@ def format_report(summary: dict, images: dict | None = None) -> str:
     parts += _metric_section(summary, images.get("bars"))
     parts += _comparison_section(summary)
     parts += _confusion_section(summary, images.get("confusion"))
+    parts += galleries or []
     if images.get("curves"):
         parts += ["## CNN training curves", "",
                   f"![training curves]({images['curves']})", ""]
