@@ -23,3 +23,7 @@ class ResultsError(LiposomeBenchError):
 
 class ConfigError(LiposomeBenchError):
     """An option value or combination of options is invalid."""
+
+
+class BundleError(LiposomeBenchError):
+    """A model bundle is missing, damaged, too new, or made for other data."""
