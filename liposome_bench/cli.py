@@ -1305,6 +1305,225 @@ def show_command(particle_id, results, out, data):
         click.echo(f"Note: {report.note}")
     if report.image is not None:
         click.echo(f"Image written to {report.image} (particles read from {report.source}).")
+# --- train, predict, export (deploy, export) ------------------------------------
+
+@cli.command("train")
+@click.option("--model", "model", required=True,
+              type=click.Choice(("svm",) + _settings.MODEL_NAMES),
+              help="The model to train: the SVM or a LipNet.")
+@click.option("--from-results", "from_results", type=click.Path(exists=True, file_okay=False),
+              default=None,
+              help="A finished benchmark, svm or cnn results folder: its settings, dataset "
+              "and cross-validation are used (no new cross-validation).")
+@problem_option(required=False)
+@data_option
+@reader_options
+@cache_option
+@click.option("--config", "config", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="TOML settings file ([svm], [cnn], [cnn.<model>] tables), as for benchmark.")
+@click.option("--epochs", type=click.IntRange(min=1), default=None,
+              help="Maximum epochs per cross-validation fold (CNN; overrides --config).")
+@click.option("--input-mode", type=click.Choice(_settings.INPUT_MODES), default=None,
+              help="CNN input mode (overrides --config).")
+@click.option("--input-size", type=click.IntRange(min=4), default=None,
+              help="CNN input side in px (overrides --config).")
+@click.option("--grid", type=click.Choice(_settings.GRID_NAMES), default=None,
+              help="The SVM's C/gamma grid (overrides --config).")
+@click.option("--feature-set", type=click.Choice(_settings.FEATURE_SETS), default=None,
+              help="The SVM's feature set (overrides --config).")
+@click.option("--cv-out", type=click.Path(file_okay=False), default=None,
+              help="Results folder of the cross-validation run first (without "
+              "--from-results). Default: MODEL_DIR-cv.")
+@folds_option
+@fold_seed_option
+@seed_option
+@jobs_option
+@out_option(None, "The model bundle folder to write (a bundle there is replaced).",
+            required=True)
+@_fail_cleanly
+def train_command(model, from_results, problem, data, reader_options, cache_dir, config, epochs,
+                  input_mode, input_size, grid, feature_set, cv_out, k, fold_seed, seed, jobs,
+                  out):
+    """Train one final model on all particles and write a model bundle.
+
+    Hyperparameters come from cross-validation on the same data only: the
+    SVM's C and gamma from the grid search on all particles, the CNN's epoch
+    count from the median best epoch of the folds' early stopping. With
+    --from-results the finished run's settings, dataset and out-of-fold
+    predictions are used; otherwise the cross-validation runs first (into
+    --cv-out). The bundle holds the model (.keras, or LIBSVM .model + .range),
+    the model card model.json and the out-of-fold predictions that
+    `predict --target-precision` uses (docs/deploy.md).
+
+    \b
+    Example: liposome-bench train --from-results results/benchmark-lamellarity --model lipnet-4 --out m
+    """
+    from liposome_bench.deploy import train_from_results, train_model
+
+    with _live_reporter() as reporter:
+        if from_results is not None:
+            given = {"--config": config, "--epochs": epochs, "--input-mode": input_mode,
+                     "--input-size": input_size, "--grid": grid, "--feature-set": feature_set,
+                     "--cv-out": cv_out}
+            clash = [name for name, value in given.items() if value is not None]
+            if clash:
+                raise UserError(f"{clash[0]} cannot be combined with --from-results: the "
+                                "run's settings are used. Drop it, or train without "
+                                "--from-results.")
+            card = train_from_results(from_results, model, out, data=data, problem=problem,
+                                      cache_dir=cache_dir, reader_options=reader_options,
+                                      jobs=jobs, reporter=reporter, command=_command_line())
+        else:
+            if data is None and problem is None:
+                raise UserError("Give --data, --problem (the built-in dataset) or "
+                                "--from-results RESULTS.")
+            options = ({"grid": grid, "feature_set": feature_set} if model == "svm" else
+                       {"epochs": epochs, "input_mode": input_mode, "input_size": input_size})
+            card = train_model(model, out, data=data, problem=problem, cache_dir=cache_dir,
+                               reader_options=reader_options, config=config, options=options,
+                               folds=k, fold_seed=fold_seed, seed=seed, jobs=jobs,
+                               cv_out=cv_out, reporter=reporter, command=_command_line())
+    _print_card(card, out)
+
+
+def _print_card(card, out):
+    hp = card["training"]["hyperparameters"]
+    overall = card["cross_validation"]["overall"]
+    chosen = (f"C={hp['C']:g}, gamma={hp['gamma']:g}" if card["family"] == "svm"
+              else f"{hp['epochs']} epochs (fold best epochs {hp['fold_best_epochs']})")
+    data = card["training"]["dataset"]
+    click.echo(f"{card['model']} trained on all {data['n_particles']} particles "
+               f"({card['problem']['name']}): {chosen}, chosen by {hp['chosen_by']}.")
+
+    def metric(name):
+        m = overall.get(name) or {}
+        ci = m.get("ci") or [None, None]
+        if m.get("pooled") is None:
+            return f"{name} -"
+        return f"{name} {m['pooled']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
+
+    click.echo("Cross-validated (out-of-fold, 95 % bootstrap interval): "
+               + ", ".join(metric(n) for n in ("macro_f1", "balanced_accuracy", "mcc")
+                           if n in overall)
+               + (" (synthetic data)" if data.get("synthetic") else ""))
+    click.echo(f"Model bundle in {out}: model.json (model card), "
+               + ", ".join(card["files"].values()) + ", cv-predictions.csv.")
+
+
+@cli.command("predict")
+@click.argument("model_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--data", "data", required=True,
+              type=click.Path(exists=True, dir_okay=True, file_okay=True),
+              help="Particles to classify, with or without labels: a lab export (Class "
+              "optional), a manifest .csv (label column optional), an .mrcs stack, a folder "
+              "of class folders or a plain folder of images.")
+@reader_options
+@click.option("--min-confidence", type=click.FloatRange(0, 1), default=None,
+              help="Abstain where the predicted class's probability is below this.")
+@click.option("--target-precision", "target_precision", multiple=True, metavar="CLASS=P",
+              help="Abstain on CLASS below the confidence at which its cross-validated "
+              "predictions reach precision P (repeatable), e.g. uncertain=0.9.")
+@click.option("--problem", type=click.Choice(PROBLEM_NAMES), default=None,
+              help="Refuse the bundle unless it was trained for this problem.")
+@click.option("--input-size", type=click.IntRange(min=4), default=None,
+              help="Refuse the bundle unless its CNN takes this input size.")
+@click.option("--feature-set", type=click.Choice(_settings.FEATURE_SETS), default=None,
+              help="Refuse the bundle unless its SVM uses this feature set.")
+@jobs_option
+@out_option("predictions.csv", "CSV file to write.")
+@_fail_cleanly
+def predict_command(model_dir, data, reader_options, min_confidence, target_precision,
+                    problem, input_size, feature_set, jobs, out):
+    """Classify particles with a model bundle, abstaining when unsure.
+
+    Writes one row per particle: id, (label,) predicted class, the
+    probability of each class, the confidence (probability of the predicted
+    class) and abstained. When the particles have labels, prints the
+    per-class metrics of the predictions (all, and those kept).
+
+    \b
+    Example: liposome-bench predict m --data new-particles --target-precision uncertain=0.9 --out p.csv
+    """
+    from liposome_bench.deploy import predict, write_predictions
+
+    with _live_reporter() as reporter:
+        result = predict(model_dir, data, min_confidence=min_confidence,
+                         target_precision=target_precision, problem=problem,
+                         input_size=input_size, feature_set=feature_set,
+                         reader_options=reader_options, jobs=jobs, reporter=reporter)
+        path = write_predictions(result, out)
+    _print_predictions(result, path)
+
+
+def _print_predictions(result, path):
+    import numpy as np
+    from rich.console import Console
+
+    console = Console()
+    n, kept = len(result.y_pred), int((~result.abstained).sum())
+    for name, t in result.thresholds.items():
+        if t["threshold"] is None:
+            click.echo(f"{name}: no confidence threshold reaches precision {t['target']:g} in "
+                       f"the cross-validated predictions; every {name} prediction abstains.")
+        else:
+            click.echo(
+                f"{name}: precision {t['target']:g} needs confidence >= {t['threshold']:.4f}; "
+                f"in cross-validation that kept {t['kept']} of {t['predicted']} {name} "
+                f"predictions ({100 * t['class_coverage']:.1f} %; precision "
+                f"{t['precision']:.3f}), coverage {100 * t['coverage']:.1f} % of all particles.")
+    click.echo(f"{n} particles: {kept} classified, {n - kept} abstained "
+               f"(coverage {100 * kept / max(n, 1):.1f} %).")
+    labelled = [i for i, p in enumerate(result.dataset.particles) if p.label is not None]
+    if labelled:
+        from liposome_bench.display import print_model_summary
+        from liposome_bench.metrics import summarise_folds
+        from liposome_bench.results import FoldResult
+
+        classes = list(result.dataset.problem.classes)
+        index = {c: i for i, c in enumerate(classes)}
+        y_true = np.array([index[result.dataset.particles[i].label] for i in labelled])
+        sel = np.asarray(labelled)
+
+        def summary(keep):
+            fold = FoldResult("predict", 0, [str(i) for i in sel[keep]], y_true[keep],
+                              result.y_pred[sel][keep], result.probabilities[sel][keep],
+                              classes, "probability")
+            return summarise_folds([fold], classes)
+
+        if len(labelled) < n:
+            click.echo(f"{len(labelled)} of {n} particles have labels; metrics are on those.")
+        print_model_summary(console, f"all {len(labelled)} labelled particles",
+                            summary(np.ones(len(sel), bool)))
+        keep = ~result.abstained[sel]
+        if keep.any() and not keep.all():
+            print_model_summary(console, f"{int(keep.sum())} kept (not abstained)",
+                                summary(keep))
+    click.echo(f"Predictions in {path}")
+
+
+@cli.command("export")
+@click.argument("model_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--format", "fmt", type=click.Choice(("onnx",)), default="onnx", show_default=True,
+              help="Export format.")
+@out_option(None, "File to write, e.g. model.onnx.", required=True)
+@_fail_cleanly
+def export_command(model_dir, fmt, out):
+    """Export a model bundle to ONNX for other software (C#, C++, ...).
+
+    A CNN becomes its network with softmax output: input "image", float32
+    (batch, size, size, 1), prepared as the model card's input.preprocessing
+    says. The SVM becomes its svm-scale scaling, the RBF one-vs-one decision
+    values, LIBSVM's vote and the calibrated probabilities, in float64:
+    input "features" (batch, n_features) in the card's feature order.
+    docs/deploy.md shows how to run it from C#.
+
+    \b
+    Example: liposome-bench export m --format onnx --out m.onnx
+    """
+    from liposome_bench.export import export_onnx
+
+    path = export_onnx(model_dir, out)
+    click.echo(f"ONNX model written to {path}.")
 
 
 def main():

@@ -73,7 +73,8 @@ def _check_choice(value, choices, option):
 # Input images -----------------------------------------------------------------
 
 def prepare_images(
-    dataset, mode: str = "masked", size: int = 28, *, keep_size: bool = False, reporter=None
+    dataset, mode: str = "masked", size: int = 28, *, keep_size: bool = False, reporter=None,
+    scale: float | None = None,
 ) -> np.ndarray:
     """The particles as square network inputs (thesis section 8.5).
 
@@ -106,6 +107,10 @@ def prepare_images(
         larger windows are shrunk to fit. Relative particle size is kept.
         The factor depends on the particles' geometry only, not their labels.
     reporter : progress reporter, optional
+    scale : float, optional
+        With ``keep_size``: this factor instead of the dataset's own (a
+        trained lipnet-fcn's, so new particles are scaled as its training
+        particles were).
 
     Returns
     -------
@@ -126,8 +131,9 @@ def prepare_images(
     size = int(size)
     reporter = reporter or NullReporter()
     windows = [_window(p, mode) for p in dataset.particles]
-    scale = None
-    if keep_size and windows:
+    if not keep_size:
+        scale = None
+    elif scale is None and windows:
         sides = np.array([w.shape[0] for w in windows], dtype=np.float64)
         scale = size / np.percentile(sides, KEEP_SIZE_QUANTILE)
     out = np.zeros((len(windows), size, size, 1), dtype=np.float32)

@@ -128,7 +128,7 @@ class Particle:
     """
 
     id: str
-    label: str
+    label: str | None  # None: an unlabelled particle (read with labels="optional")
     image: np.ndarray
     mask: np.ndarray
     pixel_size_nm: float = float("nan")
@@ -151,6 +151,12 @@ class Dataset:
 
     def __len__(self) -> int:
         return len(self.particles)
+
+    @property
+    def labelled(self) -> bool:
+        """Whether every particle has a label (readers called with
+        ``labels="optional"`` may return unlabelled particles)."""
+        return all(p.label is not None for p in self.particles)
 
     @property
     def ids(self) -> list[str]:
@@ -742,6 +748,7 @@ class _Entry:
     features: dict | None = None
     source: str = ""
     meta: dict = field(default_factory=dict)
+    unlabelled: bool = False  # no label given, and labels="optional"
 
 
 class _Report:
@@ -988,7 +995,7 @@ def _read_entry(i: int, e: _Entry, report: _Report, pixel_size_nm) -> Particle |
             report.add(i, f"{e.mask_name} is empty (no particle pixels). "
                           "Redraw the mask, or delete it to have it derived.")
             return None
-    if e.id is None or e.label is None:
+    if e.id is None or (e.label is None and not e.unlabelled):
         return None
     px = float(pixel_size_nm) if pixel_size_nm is not None else e.pixel_size_nm
     return Particle(e.id, e.label, image, mask, px, e.source, derived, e.features, e.meta)
@@ -1040,7 +1047,7 @@ def _no_particles(source: str) -> DatasetError:
 # Lab export --------------------------------------------------------------------------
 
 def _read_export(path, problem, *, images_dir=IMAGES_DIR, masks_dir=MASKS_DIR,
-                 pixel_size_nm=None, reporter=None):
+                 pixel_size_nm=None, reporter=None, labels="required"):
     path = Path(path)
     json_path = path / EXPORT_JSON if path.is_dir() else path
     root = json_path.parent
@@ -1073,7 +1080,8 @@ def _read_export(path, problem, *, images_dir=IMAGES_DIR, masks_dir=MASKS_DIR,
     report = _Report()
     entries = []
     for i, obj in enumerate(objects):
-        entries.append(_export_entry(i, obj, name, images_dir, image_root, report))
+        entries.append(_export_entry(i, obj, name, images_dir, image_root, report,
+                                     optional=_labels_optional(labels)))
     problem = _as_problem(problem)
     if problem is None and meta.get("problem") in PROBLEMS:
         problem = PROBLEMS[meta["problem"]]
@@ -1161,7 +1169,7 @@ def _read_export_meta(root: Path) -> dict:
 
 
 def _export_entry(i: int, obj, name: str, images_dir: str, image_root: Path,
-                  report: _Report) -> _Entry:
+                  report: _Report, optional: bool = False) -> _Entry:
     number = i + 1
     short = f"object {number}"
     if not isinstance(obj, dict):
@@ -1195,6 +1203,8 @@ def _export_entry(i: int, obj, name: str, images_dir: str, image_root: Path,
             e.code = code
     elif isinstance(obj.get("Label"), str) and obj["Label"].strip():
         e.raw_label = obj["Label"]
+    elif optional and obj.get("Label") is None:
+        e.unlabelled = True
     else:
         report.add(i, f"{e.where}: no \"Class\" code. Add it (3, 4, 5 for lamellarity; "
                       "7, 8, 10 for encapsulation).")
@@ -1369,11 +1379,12 @@ def _check_header(path: Path, header: list[str]) -> None:
             )
 
 
-def _read_manifest(path, problem, *, pixel_size_nm=None, reporter=None, **_):
+def _read_manifest(path, problem, *, pixel_size_nm=None, reporter=None, labels="required", **_):
+    optional = _labels_optional(labels)
     path = Path(path)
     root, name = path.parent, path.name
     header, rows = _read_csv(path)
-    missing = [c for c in ("image", "label") if c not in header]
+    missing = [c for c in ("image",) + (() if optional else ("label",)) if c not in header]
     if missing:
         raise DatasetError(
             f"{name} has no {' or '.join(repr(c) for c in missing)} column (columns: "
@@ -1401,6 +1412,8 @@ def _read_manifest(path, problem, *, pixel_size_nm=None, reporter=None, **_):
         e.id = pid or None
         if row.get("label"):
             e.raw_label = row["label"]
+        elif optional:
+            e.unlabelled = True
         else:
             report.add(i, f"{where}: no label. Give the particle's class in the label column.")
         mask_value = row.get("mask", "")
@@ -1469,18 +1482,30 @@ def _class_folders(root: Path, masks_dir: str) -> list[Path]:
     )
 
 
-def _read_folders(path, problem, *, masks_dir=MASKS_DIR, pixel_size_nm=None, reporter=None, **_):
+def _read_folders(path, problem, *, masks_dir=MASKS_DIR, pixel_size_nm=None, reporter=None,
+                  labels="required", **_):
+    optional = _labels_optional(labels)
     root = Path(path)
     report = _Report()
     entries: list[_Entry] = []
-    for f in sorted(root.iterdir()):
-        if f.is_file() and not f.name.startswith(".") and f.suffix.lower() in IMAGE_EXTENSIONS:
-            e = _Entry(f.name, f.name)
-            report.add(len(entries), f"{f.name} is not inside a class folder. "
-                                     "Move it into the folder of its class.")
-            entries.append(e)
     mask_root = root / masks_dir
     mask_index = _index_masks(mask_root) if mask_root.is_dir() else None
+    for f in sorted(root.iterdir()):
+        if f.is_file() and not f.name.startswith(".") and f.suffix.lower() in IMAGE_EXTENSIONS:
+            i = len(entries)
+            if optional:
+                # A plain folder of images: unlabelled particles.
+                e = _Entry(f.name, f.name, id=f.stem, source=f.name, unlabelled=True,
+                           image_path=f, image_name=f.name)
+                if mask_index is not None:
+                    _find_mask(e, mask_index, masks_dir, f.stem, report, i)
+                    if e.mask_path is None:
+                        report.unmasked.append(f.name)
+            else:
+                e = _Entry(f.name, f.name)
+                report.add(i, f"{f.name} is not inside a class folder. "
+                              "Move it into the folder of its class.")
+            entries.append(e)
     empty = []
     seen: dict[str, str] = {}
 
@@ -1516,7 +1541,7 @@ def _read_folders(path, problem, *, masks_dir=MASKS_DIR, pixel_size_nm=None, rep
                     if e.mask_path is None:
                         report.unmasked.append(rel)
             entries.append(e)
-    if not any(e.raw_label for e in entries):
+    if not any(e.raw_label or e.unlabelled for e in entries):
         raise _no_particles(f"{root} (a folder of class folders)")
     problem = _choose_problem(_as_problem(problem), entries, str(root))
     _assign_labels(entries, problem, report, "class folder")
@@ -1563,7 +1588,7 @@ def load_folders(path, problem=None, *, masks_dir=MASKS_DIR, pixel_size_nm=None,
 
 # MRC particle stacks -----------------------------------------------------------------
 
-def _read_mrc(path, problem, *, pixel_size_nm=None, reporter=None, **_):
+def _read_mrc(path, problem, *, pixel_size_nm=None, reporter=None, labels="required", **_):
     import mrcfile
 
     path = Path(path)
@@ -1582,14 +1607,18 @@ def _read_mrc(path, problem, *, pixel_size_nm=None, reporter=None, **_):
         _check_side(nx, ny, f"{name} (each slice)")
     except _Bad as bad:
         raise DatasetError(str(bad)) from None
-    if not sidecar.is_file():
+    optional = _labels_optional(labels)
+    if not sidecar.is_file() and optional:
+        header, rows = ["id"], [(n + 1, {}) for n in range(nz)]  # unlabelled slices 1..nz
+    elif not sidecar.is_file():
         raise DatasetError(
             f"{name} needs its labels in {sidecar.name} beside it: a CSV with a label column "
             "(and optionally id), one row per slice in slice order. Write it; see "
             "docs/data-formats.md."
         )
-    header, rows = _read_csv(sidecar)
-    if "label" not in header:
+    else:
+        header, rows = _read_csv(sidecar)
+    if "label" not in header and not optional:
         raise DatasetError(
             f"{sidecar.name} has no 'label' column (columns: {', '.join(header) or 'none'}). "
             "Expected columns label and optionally id, one row per slice."
@@ -1622,6 +1651,8 @@ def _read_mrc(path, problem, *, pixel_size_nm=None, reporter=None, **_):
                    pixel_size_nm=px, source=f"{name}[{number}]")
         if row.get("label"):
             e.raw_label = row["label"]
+        elif optional:
+            e.unlabelled = True
         else:
             report.add(i, f"{sidecar.name}, line {line}: no label. Give slice {number}'s class "
                           "in the label column.")
@@ -1673,7 +1704,19 @@ _ACCEPTED = (
 )
 
 
-def _reader_for(path: Path, masks_dir: str):
+def _labels_optional(labels: str) -> bool:
+    """``labels``: "required" (training, cross-validation) or "optional"
+    (``predict``: particles without a label are read as unlabelled)."""
+    if labels not in LABEL_POLICIES:
+        raise ValueError(f"labels must be one of {', '.join(LABEL_POLICIES)}; got {labels!r}.")
+    return labels == "optional"
+
+
+#: What a reader's ``labels`` argument accepts.
+LABEL_POLICIES = ("required", "optional")
+
+
+def _reader_for(path: Path, masks_dir: str, labels: str = "required"):
     if not path.exists():
         raise DatasetError(f"{path} does not exist. Expected {_ACCEPTED}.")
     if path.is_file():
@@ -1716,13 +1759,17 @@ def _reader_for(path: Path, masks_dir: str):
         )
     if _class_folders(path, masks_dir):
         return _read_folders
+    if _labels_optional(labels) and any(
+        f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS for f in path.iterdir()
+    ):
+        return _read_folders  # a plain folder of unlabelled images
     raise DatasetError(
         f"{path} holds neither {EXPORT_JSON} nor class folders. Expected {_ACCEPTED}."
     )
 
 
 def load_dataset(path, problem=None, *, images_dir=IMAGES_DIR, masks_dir=MASKS_DIR,
-                 pixel_size_nm=None, reporter=None) -> Dataset:
+                 pixel_size_nm=None, reporter=None, labels="required") -> Dataset:
     """Read the dataset at ``path`` with the reader its kind needs.
 
     An export folder (holding particles.json) or a ``.json`` file goes to
@@ -1739,6 +1786,11 @@ def load_dataset(path, problem=None, *, images_dir=IMAGES_DIR, masks_dir=MASKS_D
     pixel_size_nm : float, optional
         Overrides every particle's pixel size.
     reporter : progress reporter, optional
+    labels : {"required", "optional"}
+        "optional" (``predict``) reads particles without a label as
+        unlabelled (``Particle.label`` None): a lab export without ``Class``,
+        a manifest without a ``label`` column or cell, an MRC stack without
+        its CSV, a plain folder of images. Training needs "required".
 
     Returns
     -------
@@ -1750,9 +1802,9 @@ def load_dataset(path, problem=None, *, images_dir=IMAGES_DIR, masks_dir=MASKS_D
         If ``path`` is not a dataset, or on the first problem found in it.
     """
     path = Path(path)
-    reader = _reader_for(path, masks_dir)
+    reader = _reader_for(path, masks_dir, labels)
     read = reader(path, problem, images_dir=images_dir, masks_dir=masks_dir,
-                  pixel_size_nm=pixel_size_nm, reporter=reporter)
+                  pixel_size_nm=pixel_size_nm, reporter=reporter, labels=labels)
     return _finish(read, path, problem, images_dir, masks_dir, pixel_size_nm)
 
 

@@ -28,3 +28,5 @@ class ConfigError(LiposomeBenchError):
 class OutputError(LiposomeBenchError):
     """An output path cannot be written: a file where a folder is needed,
     permission denied, a read-only or full disk."""
+class BundleError(LiposomeBenchError):
+    """A model bundle is missing, damaged, too new, or made for other data."""
