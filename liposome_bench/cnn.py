@@ -686,7 +686,7 @@ def _fold_seed(seed: int, fold: int) -> int:
 
 
 def run_cnn(dataset, folds, results, settings: CNNSettings | None = None, *, seed: int = 0,
-            save_models: bool = True, reporter=None, **options):
+            save_models: bool = True, reporter=None, only_folds=None, **options):
     """Train and test one LipNet on every fold of ``folds``; save each fold.
 
     Folds already saved in ``results`` (by an interrupted run with the same
@@ -708,13 +708,17 @@ def run_cnn(dataset, folds, results, settings: CNNSettings | None = None, *, see
     save_models : bool
         Save each fold's trained network as ``fold-<i>.keras``.
     reporter : progress reporter, optional
+    only_folds : iterable of int, optional
+        Train only these folds (``sweep`` runs one fold per task); each fold
+        gets the same seed as in a run of all folds.
     **options
         Single settings to change (any ``CNNSettings`` field, e.g.
         ``model="lipnet-2", epochs=20``).
 
     Returns
     -------
-    list of results.FoldResult, one per fold, in fold order.
+    list of results.FoldResult, one per fold, in fold order (with
+    ``only_folds``: those folds only).
 
     Raises
     ------
@@ -749,12 +753,13 @@ def run_cnn(dataset, folds, results, settings: CNNSettings | None = None, *, see
     }
     results.prepare(dataset, folds, model, settings_record)
 
+    wanted = range(folds.k) if only_folds is None else sorted(set(only_folds))
     done = {}
-    for fold in range(folds.k):
+    for fold in wanted:
         saved = results.load_fold(model, fold, classes)
         if saved is not None:
             done[fold] = saved
-    todo = [f for f in range(folds.k) if f not in done]
+    todo = [f for f in wanted if f not in done]
     if done:
         reporter.message(
             f"{model}: {len(done)} of {folds.k} folds already saved in {results.path}; "
@@ -762,7 +767,7 @@ def run_cnn(dataset, folds, results, settings: CNNSettings | None = None, *, see
                if todo else "nothing to train.")
         )
     if not todo:
-        return [done[f] for f in range(folds.k)]
+        return [done[f] for f in wanted]
 
     device, line = describe_device()
     reporter.message(line)
@@ -802,7 +807,7 @@ def run_cnn(dataset, folds, results, settings: CNNSettings | None = None, *, see
             f"of {result.params['epochs_run']}, train {result.timings['train_s']:.0f}s "
             f"({result.timings['samples_per_s'] or 0:.0f} samples/s)"
         )
-    return [done[f] for f in range(folds.k)]
+    return [done[f] for f in wanted]
 
 
 def make_cnn_settings(settings: CNNSettings | None = None, **options) -> CNNSettings:

@@ -23,3 +23,7 @@ class ResultsError(LiposomeBenchError):
 
 class ConfigError(LiposomeBenchError):
     """An option value or combination of options is invalid."""
+
+
+class SweepError(LiposomeBenchError):
+    """Tasks of a sweep failed with user errors (each reported once)."""

@@ -465,3 +465,65 @@ def _predictions_by_id(fold_results) -> dict:
         for r in fold_results
         for pid, t, p in zip(r.ids, r.y_true, r.y_pred)
     }
+
+
+# Comparisons over repeated cross-validation folds -----------------------------
+# Minimal implementations with the signatures agreed for issue 8 (TEAM.md),
+# added by the sweep (issue 15) because issue 8's were not on main yet; the
+# merge keeps issue 8's versions.
+
+def corrected_resampled_ttest(differences, n_train, n_test) -> dict:
+    """Nadeau & Bengio's (2003) corrected resampled t-test.
+
+    The folds of a cross-validation share training particles, so their score
+    differences are correlated and the plain paired t-test is too liberal;
+    the variance is inflated by ``1/n + n_test/n_train``.
+
+    Parameters
+    ----------
+    differences : array of float, shape (n,)
+        Paired per-fold score differences (B - A) over repeats x folds;
+        NaN entries (undefined scores) are dropped.
+    n_train, n_test : float
+        Particles in a training and in a test fold (means over folds).
+
+    Returns
+    -------
+    dict
+        ``mean`` (mean difference), ``t``, ``df`` (n - 1), ``p`` (two-sided)
+        and ``n`` (differences used); ``t`` and ``p`` are NaN with fewer than
+        2 differences.
+    """
+    from scipy.stats import t as t_dist
+
+    d = np.asarray(differences, dtype=np.float64)
+    d = d[~np.isnan(d)]
+    n = int(d.size)
+    mean = float(d.mean()) if n else float("nan")
+    if n < 2:
+        return {"mean": mean, "t": float("nan"), "df": max(n - 1, 0), "p": float("nan"),
+                "n": n}
+    variance = float(d.var(ddof=1)) * (1.0 / n + float(n_test) / float(n_train))
+    if variance == 0.0:
+        t = 0.0 if mean == 0.0 else float(np.copysign(np.inf, mean))
+    else:
+        t = mean / np.sqrt(variance)
+    p = float(2.0 * t_dist.sf(abs(t), n - 1))
+    return {"mean": mean, "t": float(t), "df": n - 1, "p": p, "n": n}
+
+
+def holm(p_values) -> np.ndarray:
+    """Holm's step-down adjustment of ``p_values`` (family-wise error rate),
+    returned in input order; NaN stays NaN and does not count."""
+    p = np.asarray(p_values, dtype=np.float64)
+    adjusted = np.full(p.shape, np.nan)
+    valid = np.flatnonzero(~np.isnan(p))
+    if valid.size == 0:
+        return adjusted
+    order = valid[np.argsort(p[valid], kind="stable")]
+    m = order.size
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        adjusted[i] = running
+    return adjusted
