@@ -608,6 +608,7 @@ def train_fold(
     reporter = reporter or NullReporter()
     keras.backend.clear_session()
     keras.utils.set_random_seed(seed)
+    _seed_keras_default_seeds(seed)
     rng = np.random.default_rng(seed)
     x_pool, y_pool = x_fit, y_fit
     if balance == "smote":
@@ -677,6 +678,26 @@ def train_fold(
         "train_s": train_s,
         "samples_per_s": seen / train_s if train_s > 0 else None,
     }
+
+
+def _seed_keras_default_seeds(seed: int) -> None:
+    """Give Keras a private Python RNG, seeded with ``seed``, for the seeds of
+    layers and initializers made without one.
+
+    Keras draws those from Python's global ``random``, which other threads of
+    the process also draw from: a Dask worker's communication thread did
+    (``distributed.protocol.compression``), so the same fold trained with
+    other initial weights now and then. A private ``random.Random(seed)``
+    gives the same sequence as ``random.seed(seed)`` without the race.
+    """
+    import random
+
+    try:
+        from keras.src.random import seed_generator
+    except ImportError:  # another Keras layout: keep its global-random seeds
+        return
+    if hasattr(seed_generator, "python_random"):
+        seed_generator.python_random = random.Random(seed)
 
 
 def _fold_seed(seed: int, fold: int) -> int:

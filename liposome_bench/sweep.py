@@ -210,10 +210,14 @@ def _parse_sweep(path: Path, data: dict) -> SweepConfig:
         if kind not in data:
             continue
         table = _table(data[kind], f"[{kind}]")
-        sub = table.pop("grid", None)
-        if sub is not None and kind == "svm":
+        sub = None
+        if kind == "cnn":
+            sub = table.pop("grid", None)
+        elif isinstance(table.get("grid"), list) and any(isinstance(t, dict)
+                                                         for t in table["grid"]):
+            # [svm] grid is the SVM's C/gamma grid setting, not sub-grids.
             raise ConfigError("[[svm.grid]] tables are not supported; put the SVM's axes "
-                              "in [svm].")
+                              "in [svm] (grid = [\"coarse\", \"full\"] is an axis).")
         if sub is None:
             sub_tables = [{}]
         elif isinstance(sub, list) and sub and all(isinstance(t, dict) for t in sub):
@@ -518,12 +522,12 @@ def load_task_dataset(source: DatasetSource):
         dataset = resolve_dataset(None, source.problem)
     else:
         raise DatasetError(
-            f"Worker {_worker_name()} cannot read the dataset at {source.root}. Give every "
-            "worker the dataset at the same path (a shared or copied folder)."
+            f"A worker cannot read the dataset at {source.root}. Give every worker the "
+            "dataset at the same path (a shared or copied folder)."
         )
     if dataset.fingerprint() != source.fingerprint:
         raise DatasetError(
-            f"Worker {_worker_name()} read another dataset at {source.root} (fingerprint "
+            f"A worker read another dataset at {source.root} (fingerprint "
             f"{dataset.fingerprint()}, the client's {source.fingerprint}). Give every "
             "worker the same copy."
         )
@@ -640,8 +644,11 @@ def start_local_cluster(n_workers: int | None = None, dashboard_address=":8787")
     # Dask's INFO lines (workers starting and closing) only with --verbose.
     quiet = logging.getLogger().getEffectiveLevel() > logging.DEBUG
     threads = str(shape["threads"])
+    # Each worker gets its share of the cores, so workers do not oversubscribe
+    # them. (TensorFlow's thread counts change a CNN's float round-off, ~1e-7
+    # in probabilities, not its predictions.)
     env = {"OMP_NUM_THREADS": threads, "TF_NUM_INTRAOP_THREADS": threads,
-           "TF_NUM_INTEROP_THREADS": str(min(2, shape["threads"])),
+           "TF_NUM_INTEROP_THREADS": threads,
            "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
     # Workers must be able to start processes of their own (joblib's loky in
     # the SVM's grid search), so they are not daemons.
@@ -789,8 +796,8 @@ def run_sweep(config: SweepConfig, dataset, folds, out, *, seed: int = 0,
                 first = outcome.error not in run.errors
                 run.errors.setdefault(outcome.error, []).append((outcome.cell, outcome.fold))
                 if first:
-                    reporter.message(f"{outcome.cell} fold {outcome.fold + 1}: "
-                                     f"{outcome.error}")
+                    reporter.message(f"{outcome.cell} fold {outcome.fold + 1} (worker "
+                                     f"{outcome.worker}): {outcome.error}")
                 continue
             results = ResultsDir(cell_dir(out, outcome.cell))
             model = outcome.result.model
