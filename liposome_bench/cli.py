@@ -868,6 +868,8 @@ def report_command(results, out, baseline, tolerance, write_baseline_to):
         write_baseline,
     )
 
+    if _report_sweep(results, out, baseline, write_baseline_to):
+        return
     if baseline is not None:
         read_baseline(baseline)  # a bad baseline fails before any work
     console = Console()
@@ -912,6 +914,21 @@ def report_command(results, out, baseline, tolerance, write_baseline_to):
 
 
 # --- sweep ------------------------------------------------------------------
+
+def _report_sweep(results, out, baseline, write_baseline_to) -> bool:
+    """``report`` on a sweep folder: the sweep's report (True), else False."""
+    from liposome_bench.sweep import is_sweep_folder, render_sweep_report
+
+    if not is_sweep_folder(results):
+        return False
+    if baseline is not None or write_baseline_to is not None:
+        raise UserError(f"{results} is a sweep folder; --baseline and --write-baseline work "
+                        "on a benchmark results folder (or one cell: RESULTS/cells/<cell>).")
+    path = render_sweep_report(results, out)
+    click.echo(f"Report written to {path} (figures in "
+               f"{path.parent / (path.stem + '-figures')}).")
+    return True
+
 
 @cli.command("sweep")
 @click.argument("config", type=click.Path(exists=True, dir_okay=False))
@@ -1024,7 +1041,7 @@ def _print_sweep_plan(console, config, plan, n_particles):
     table.add_column("grid(s)")
     for axis in axes:
         table.add_column(axis)
-    table.add_column("folds done", justify="right")
+    table.add_column("done", justify="right")
     for cell in config.cells:
         values = cell.settings.to_dict()
         grids = [g.name for g in config.grids if cell.id in g.cells]

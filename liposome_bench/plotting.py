@@ -28,7 +28,11 @@ def _save(fig, path: Path) -> Path:
 
 
 def _level_label(value) -> str:
+    from liposome_bench.settings import AUGMENTATIONS
+
     if isinstance(value, (list, tuple)):
+        if tuple(value) == AUGMENTATIONS:
+            return "all"
         return ",".join(str(v) for v in value) or "none"
     return str(value)
 

@@ -79,10 +79,12 @@ TASK_RETRIES = 2
 CORES_PER_CPU_WORKER = 4
 #: For --dry-run's estimate when no fold has been measured yet: lipnet-4 at
 #: 28x28 px trains ~1,400 samples per CPU-second (docs/performance.md, 2-core
-#: Xeon, TensorFlow CPU); an SVM fold with the coarse grid on the 14,169
-#: particle set takes ~6 s (docs/benchmark.md). Rough, CPU only.
+#: Xeon, TensorFlow CPU); the SVM with the coarse grid took 58.9 s for 5
+#: folds of the 14,169-particle set, features included (docs/benchmark.md).
+#: The full grid was never timed (docs/svm.md: expect hours), so it is not
+#: estimated. Rough, CPU only.
 ASSUMED_SAMPLES_PER_CPU_S = 1400.0
-ASSUMED_SVM_FOLD_S = {"coarse": 6.0, "full": 60.0}
+ASSUMED_SVM_FOLD_S = {"coarse": 58.9 / 5}
 ASSUMED_SVM_PARTICLES = 14169
 
 
@@ -152,7 +154,11 @@ class SweepConfig:
 
 
 def _level_text(value) -> str:
+    from liposome_bench.settings import AUGMENTATIONS
+
     if isinstance(value, (list, tuple)):
+        if tuple(value) == AUGMENTATIONS:
+            return "all"
         return ",".join(str(v) for v in value) or "none"
     return str(value)
 
@@ -324,7 +330,7 @@ def estimate_seconds(plan: SweepPlan, n_particles: int) -> tuple[float, str]:
     from liposome_bench.models import INPUT_SIZES
 
     measured = _measured_rates(plan)
-    total, used_measured, used_assumed = 0.0, set(), False
+    total, used_measured, used_assumed, unknown = 0.0, set(), False, 0
     k = plan.k
     n_train = n_particles * (k - 1) / k
     for cell_id, _fold in plan.tasks:
@@ -343,19 +349,24 @@ def estimate_seconds(plan: SweepPlan, n_particles: int) -> tuple[float, str]:
             total += samples / rate
         else:
             seconds = measured.get("svm")
-            if seconds is None:
-                seconds = ASSUMED_SVM_FOLD_S.get(s.grid, 60.0) * n_particles \
-                    / ASSUMED_SVM_PARTICLES
+            if seconds is not None:
+                used_measured.add("svm")
+            elif s.grid in ASSUMED_SVM_FOLD_S or (s.C is not None and s.gamma is not None):
+                seconds = ASSUMED_SVM_FOLD_S["coarse"] * n_particles / ASSUMED_SVM_PARTICLES
                 used_assumed = True
             else:
-                used_measured.add("svm")
+                unknown += 1
+                continue
             total += seconds
     how = []
+    if unknown:
+        how.append(f"not counted: {unknown} SVM task(s) with the full grid, never timed "
+                   "(docs/svm.md: expect hours each)")
     if used_measured:
         how.append(f"measured speed of finished folds ({', '.join(sorted(used_measured))})")
     if used_assumed:
-        how.append("assumed CPU speeds from docs/performance.md (every epoch run, no "
-                    "early stop)")
+        how.append("CPU speeds measured in docs/performance.md and docs/benchmark.md, "
+                   "every epoch run (no early stop)")
     return total, "; ".join(how) or "nothing left to run"
 
 
@@ -729,7 +740,6 @@ def run_sweep(config: SweepConfig, dataset, folds, out, *, seed: int = 0,
     from distributed import Client, as_completed
 
     from liposome_bench.progress import NullReporter
-    from liposome_bench.results import ResultsDir
 
     reporter = reporter or NullReporter()
     started = time.perf_counter()
@@ -788,7 +798,6 @@ def run_sweep(config: SweepConfig, dataset, folds, out, *, seed: int = 0,
                 pure=False, retries=TASK_RETRIES,
             ))
         reporter.stage("sweep", total=len(futures))
-        classes = list(dataset.problem.classes)
         for future in as_completed(futures):
             outcome = future.result()
             reporter.advance()
@@ -799,12 +808,7 @@ def run_sweep(config: SweepConfig, dataset, folds, out, *, seed: int = 0,
                     reporter.message(f"{outcome.cell} fold {outcome.fold + 1} (worker "
                                      f"{outcome.worker}): {outcome.error}")
                 continue
-            results = ResultsDir(cell_dir(out, outcome.cell))
-            model = outcome.result.model
-            if not results.fold_json(model, outcome.fold).exists():
-                # The worker could not write here (no shared file system).
-                results.prepare(dataset, folds, model, outcome.record)
-                results.save_fold(outcome.result, classes)
+            save_outcome(out, dataset, folds, outcome)
             run.ran.append((outcome.cell, outcome.fold))
             reporter.message(f"{outcome.cell} fold {outcome.fold + 1}/{folds.k} done on "
                              f"worker {outcome.worker} in {outcome.seconds:.0f} s.")
@@ -822,6 +826,21 @@ def run_sweep(config: SweepConfig, dataset, folds, out, *, seed: int = 0,
             f"{where[0][1] + 1}: {message}); the others are saved in {out}."
         )
     return run
+
+
+def save_outcome(out, dataset, folds, outcome: TaskOutcome) -> bool:
+    """Write a task's fold into the sweep folder unless its worker already
+    did (workers without the client's file system send it back instead).
+    Returns whether it was written here."""
+    from liposome_bench.results import ResultsDir
+
+    results = ResultsDir(cell_dir(out, outcome.cell))
+    model = outcome.result.model
+    if results.fold_json(model, outcome.fold).exists():
+        return False
+    results.prepare(dataset, folds, model, outcome.record)
+    results.save_fold(outcome.result, list(dataset.problem.classes))
+    return True
 
 
 def _dashboard(client) -> str:

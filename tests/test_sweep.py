@@ -337,3 +337,26 @@ def test_a_user_error_in_a_task_is_reported_once_and_not_retried(dask_cluster, s
     reported = [line for line in messages.lines if "read another dataset" in line]
     assert len(reported) == 1
     assert time.monotonic() - started < 60
+
+
+def test_a_worker_without_the_shared_folder_sends_the_fold_back(tmp_path, sweep_data):
+    """The SVM as a task, on a worker that cannot write into the sweep folder:
+    the fold comes back in the outcome and the client writes it."""
+    from liposome_bench.results import ResultsDir
+    from liposome_bench.settings import SVMSettings
+
+    root, _config, dataset, folds = sweep_data
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    settings = SVMSettings(C=1.0, gamma=0.1)
+    cell = sweep.Cell("svm", settings)
+    outcome = sweep.run_task(dataset, "svm", settings.to_dict(), cell.id, 1, folds.fold_of,
+                             folds.k, folds.seed, folds.fingerprint, str(blocker / "out"), 0,
+                             False, 1)
+    assert outcome.error is None and not outcome.wrote
+    assert outcome.result.fold == 1 and outcome.record["C"] == 1.0
+    out = tmp_path / "sweep"
+    assert sweep.save_outcome(out, dataset, folds, outcome)
+    saved = ResultsDir(sweep.cell_dir(out, cell.id)).load_fold("svm", 1, dataset.problem.classes)
+    np.testing.assert_array_equal(saved.y_pred, outcome.result.y_pred)
+    assert not sweep.save_outcome(out, dataset, folds, outcome)  # already there: kept
