@@ -1207,6 +1207,8 @@ def report_command(results, out, baseline, tolerance, write_baseline_to, gallery
         write_baseline,
     )
 
+    if _report_sweep(results, out, baseline, write_baseline_to):
+        return
     if baseline is not None:
         read_baseline(baseline)  # a bad baseline fails before any work
     report_path = Path(out) if out is not None else Path(results) / "report.md"
@@ -1524,6 +1526,182 @@ def export_command(model_dir, fmt, out):
 
     path = export_onnx(model_dir, out)
     click.echo(f"ONNX model written to {path}.")
+
+
+# --- sweep ------------------------------------------------------------------
+
+def _report_sweep(results, out, baseline, write_baseline_to) -> bool:
+    """``report`` on a sweep folder: the sweep's report (True), else False."""
+    from liposome_bench.sweep import is_sweep_folder, render_sweep_report
+
+    if not is_sweep_folder(results):
+        return False
+    if baseline is not None or write_baseline_to is not None:
+        raise UserError(f"{results} is a sweep folder; --baseline and --write-baseline work "
+                        "on a benchmark results folder (or one cell: RESULTS/cells/<cell>).")
+    path = render_sweep_report(results, out)
+    click.echo(f"Report written to {path} (figures in "
+               f"{path.parent / (path.stem + '-figures')}).")
+    return True
+
+
+@cli.command("sweep")
+@click.argument("config", type=click.Path(exists=True, dir_okay=False))
+@problem_option(required=False)
+@data_option
+@reader_options
+@cache_option
+@out_option(None, "Sweep folder. Default: results/sweep-<problem>-<config name>.")
+@click.option(
+    "--scheduler",
+    default="local",
+    show_default=True,
+    metavar="local|tcp://HOST:PORT",
+    help="'local': a Dask cluster on this machine (one worker per GPU, else one "
+    "per 4 cores); or the address of a running Dask scheduler (docs/sweep.md).",
+)
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Workers of the local cluster (default: sized to the machine).")
+@click.option("--dry-run", is_flag=True,
+              help="Print the cells, the task count and an estimated time; run nothing.")
+@click.option("--save-models", is_flag=True,
+              help="Keep each fold's trained CNN (.keras) in the cell's folder.")
+@click.option(
+    "--metrics",
+    default="f1",
+    show_default=True,
+    metavar="METRIC[,METRIC...]",
+    help="Metrics of the table: per class tpr, tnr, ppv, npv, f1, f1_thesis; "
+    "overall accuracy, balanced_accuracy, macro_f1, mcc.",
+)
+@click.option("--folds", "k", type=click.IntRange(min=2), default=None,
+              help="Number of stratified folds (default: [sweep] folds, else 5).")
+@click.option("--fold-seed", type=int, default=None,
+              help="Seed of the stored fold assignment (default: [sweep] fold_seed, else 0).")
+@click.option("--seed", type=int, default=None,
+              help="Random seed of every cell (default: [sweep] seed, else 0).")
+@_fail_cleanly
+def sweep_command(config, problem, data, reader_options, cache_dir, out, scheduler, workers,
+                  dry_run, save_models, metrics, k, fold_seed, seed):
+    """Run a grid of CNN (and SVM) settings on Dask, every cell on the same folds.
+
+    CONFIG is a TOML file whose lists are axes (model = ["lipnet-2",
+    "lipnet-4"], input_mode = [...], augment = [...], balance = [...]) and
+    whose scalars are fixed; benchmarks/thesis_grid.toml is the thesis's grid.
+    Every cell is checked before any work and named by a hash of its settings;
+    each (cell, fold) is one Dask task. Re-running skips finished folds, and a
+    changed CONFIG runs only its new cells. Prints per-class F1 per cell and
+    paired comparisons (corrected resampled t-test, Holm); `report OUT` draws
+    the figures.
+
+    Example: liposome-bench sweep benchmarks/thesis_grid.toml --problem lamellarity --dry-run
+    """
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from liposome_bench import sweep as _sweep
+    from liposome_bench.dataset import resolve_dataset
+    from liposome_bench.metrics import CLASS_METRICS, OVERALL_METRICS
+
+    chosen = [m.strip() for m in metrics.split(",") if m.strip()]
+    known = (*CLASS_METRICS, *OVERALL_METRICS)
+    bad = [m for m in chosen if m not in known]
+    if bad or not chosen:
+        raise UserError(f"Unknown metric {bad[0] if bad else metrics!r} in --metrics; "
+                        f"expected names from {', '.join(known)}.")
+    plan_config = _sweep.load_sweep(config)
+    k = k or plan_config.folds or 5
+    fold_seed = fold_seed if fold_seed is not None else (plan_config.fold_seed or 0)
+    seed = seed if seed is not None else (plan_config.seed or 0)
+    console = Console()
+    with _live_reporter() as reporter:
+        dataset = resolve_dataset(data, problem, cache_dir=cache_dir, reporter=reporter,
+                                  **reader_options)
+        out = Path(out or f"results/sweep-{dataset.problem.name}-{Path(config).stem}")
+        if dry_run:
+            reporter.close()
+            _print_sweep_plan(console, plan_config, _sweep.plan_sweep(plan_config, out, k),
+                              len(dataset))
+            return
+        from liposome_bench.folds import load_or_make_folds
+
+        folds = load_or_make_folds(dataset, k=k, seed=fold_seed)
+        source = _sweep.DatasetSource(
+            root=str(dataset.root) if dataset.root else None,
+            problem=dataset.problem.name if dataset.problem.codes is not None else None,
+            builtin=data is None, reader_options=reader_options,
+            fingerprint=folds.fingerprint,
+        ) if dataset.root else None
+        run = _sweep.run_sweep(plan_config, dataset, folds, out, seed=seed,
+                               scheduler=scheduler, n_workers=workers,
+                               save_models=save_models, source=source, reporter=reporter)
+    summary = _sweep.summarise_sweep(out, metrics=chosen)
+    table_csv, comparisons_csv = _sweep.write_sweep_tables(out, summary)
+    _print_sweep_summary(console, summary, chosen)
+    click.echo(f"Ran {len(run.ran)} task(s), {run.skipped} already finished, in "
+               f"{run.seconds:.0f} s. Tables: {table_csv}, {comparisons_csv}. "
+               f"Figures: liposome-bench report {out}")
+
+
+def _print_sweep_plan(console, config, plan, n_particles):
+    from rich.table import Table
+
+    from liposome_bench import sweep as _sweep
+
+    axes = list(config.axes)
+    table = Table(title=f"{len(config.cells)} cells x {plan.k} folds = {plan.total} tasks "
+                        f"({len(plan.tasks)} to run)")
+    table.add_column("cell", style="bold")
+    table.add_column("grid(s)")
+    for axis in axes:
+        table.add_column(axis)
+    table.add_column("done", justify="right")
+    for cell in config.cells:
+        values = cell.settings.to_dict()
+        grids = [g.name for g in config.grids if cell.id in g.cells]
+        table.add_row(cell.id, ", ".join(grids),
+                      *[_sweep._level_text(values[a]) if a in values else "" for a in axes],
+                      f"{len(plan.done.get(cell.id, ()))}/{plan.k}")
+    console.print(table)
+    seconds, how = _sweep.estimate_seconds(plan, n_particles)
+    shape = _sweep.local_cluster_shape()
+    console.print(
+        f"Estimated {_sweep.format_duration(seconds)} of CPU time for {len(plan.tasks)} "
+        f"task(s) on {n_particles} particles ({how}); about "
+        f"{_sweep.format_duration(seconds / shape['cores'])} on this machine's "
+        f"{shape['cores']} core(s) if they are used fully. Nothing was run.",
+        soft_wrap=True,
+    )
+
+
+def _print_sweep_summary(console, summary, metrics):
+    from rich.table import Table
+
+    from liposome_bench import sweep as _sweep
+
+    if summary.get("synthetic"):
+        console.print("[yellow]Synthetic data: these are not the thesis's results.[/yellow]")
+    for metric in metrics:
+        wide = _sweep.pivot_table(summary, metric)
+        if wide.empty:
+            continue
+        table = Table(title=f"{metric}: mean ± std over folds")
+        for column in wide.columns:
+            table.add_column(str(column))
+        for row in wide.itertuples(index=False):
+            table.add_row(*[str(v) for v in row])
+        console.print(table)
+    if summary["comparisons"]:
+        table = Table(title="paired comparisons on shared folds: F1 difference (b − a), "
+                            "corrected resampled t-test, Holm-adjusted p")
+        for name in ("axis", "a", "b", "class", "difference", "p (Holm)", "verdict"):
+            table.add_column(name)
+        for c in summary["comparisons"]:
+            p = c["p_holm"]
+            table.add_row(c["axis"], c["a"], c["b"], c["class"], f"{c['mean_difference']:+.3f}",
+                          "—" if p != p else f"{p:.3g}", c["verdict"])
+        console.print(table)
 
 
 def main():

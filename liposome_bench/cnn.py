@@ -638,6 +638,7 @@ def train_fold(
     reporter = reporter or NullReporter()
     keras.backend.clear_session()
     keras.utils.set_random_seed(seed)
+    _seed_keras_default_seeds(seed)
     rng = np.random.default_rng(seed)
     x_pool, y_pool = x_fit, y_fit
     if balance == "smote":
@@ -709,6 +710,26 @@ def train_fold(
     }
 
 
+def _seed_keras_default_seeds(seed: int) -> None:
+    """Give Keras a private Python RNG, seeded with ``seed``, for the seeds of
+    layers and initializers made without one.
+
+    Keras draws those from Python's global ``random``, which other threads of
+    the process also draw from: a Dask worker's communication thread did
+    (``distributed.protocol.compression``), so the same fold trained with
+    other initial weights now and then. A private ``random.Random(seed)``
+    gives the same sequence as ``random.seed(seed)`` without the race.
+    """
+    import random
+
+    try:
+        from keras.src.random import seed_generator
+    except ImportError:  # another Keras layout: keep its global-random seeds
+        return
+    if hasattr(seed_generator, "python_random"):
+        seed_generator.python_random = random.Random(seed)
+
+
 def _fold_seed(seed: int, fold: int) -> int:
     """An independent seed per fold, so a resumed run trains each remaining
     fold exactly as an uninterrupted one would."""
@@ -716,7 +737,7 @@ def _fold_seed(seed: int, fold: int) -> int:
 
 
 def run_cnn(dataset, folds, results, settings: CNNSettings | None = None, *, seed: int = 0,
-            save_models: bool = True, reporter=None, **options):
+            save_models: bool = True, reporter=None, only_folds=None, **options):
     """Train and test one LipNet on every fold of ``folds``; save each fold.
 
     Folds already saved in ``results`` (by an interrupted run with the same
@@ -738,13 +759,17 @@ def run_cnn(dataset, folds, results, settings: CNNSettings | None = None, *, see
     save_models : bool
         Save each fold's trained network as ``fold-<i>.keras``.
     reporter : progress reporter, optional
+    only_folds : iterable of int, optional
+        Train only these folds (``sweep`` runs one fold per task); each fold
+        gets the same seed as in a run of all folds.
     **options
         Single settings to change (any ``CNNSettings`` field, e.g.
         ``model="lipnet-2", epochs=20``).
 
     Returns
     -------
-    list of results.FoldResult, one per fold, in fold order.
+    list of results.FoldResult, one per fold, in fold order (with
+    ``only_folds``: those folds only).
 
     Raises
     ------
@@ -774,12 +799,13 @@ def run_cnn(dataset, folds, results, settings: CNNSettings | None = None, *, see
     }
     results.prepare(dataset, folds, model, settings_record)
 
+    wanted = range(folds.k) if only_folds is None else sorted(set(only_folds))
     done = {}
-    for fold in range(folds.k):
+    for fold in wanted:
         saved = results.load_fold(model, fold, classes)
         if saved is not None:
             done[fold] = saved
-    todo = [f for f in range(folds.k) if f not in done]
+    todo = [f for f in wanted if f not in done]
     if done:
         reporter.message(
             f"{model}: {len(done)} of {folds.k} folds already saved in {results.path}; "
@@ -787,7 +813,7 @@ def run_cnn(dataset, folds, results, settings: CNNSettings | None = None, *, see
                if todo else "nothing to train.")
         )
     if not todo:
-        return [done[f] for f in range(folds.k)]
+        return [done[f] for f in wanted]
 
     device, line = describe_device()
     reporter.message(line)
@@ -820,7 +846,7 @@ def run_cnn(dataset, folds, results, settings: CNNSettings | None = None, *, see
             f"of {result.params['epochs_run']}, train {result.timings['train_s']:.0f}s "
             f"({result.timings['samples_per_s'] or 0:.0f} samples/s)"
         )
-    return [done[f] for f in range(folds.k)]
+    return [done[f] for f in wanted]
 
 
 def _model_options(settings: CNNSettings) -> dict:

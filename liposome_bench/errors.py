@@ -30,3 +30,5 @@ class OutputError(LiposomeBenchError):
     permission denied, a read-only or full disk."""
 class BundleError(LiposomeBenchError):
     """A model bundle is missing, damaged, too new, or made for other data."""
+class SweepError(LiposomeBenchError):
+    """Tasks of a sweep failed with user errors (each reported once)."""
