@@ -369,7 +369,8 @@ def dataset_info_command(path, problem, reader_options, cache_dir, as_json, inpu
     """
     import json
 
-    from liposome_bench.dataset import describe_dataset, resolve_dataset, surround_warning
+    from liposome_bench.dataset import describe_dataset, surround_warning
+    from liposome_bench.sources import resolve_dataset
 
     if path is None and problem is None:
         raise UserError(
@@ -721,7 +722,7 @@ def features_command(problem, data, reader_options, cache_dir, out, feature_set,
 
     Example: liposome-bench features --problem lamellarity --out features.parquet
     """
-    from liposome_bench.dataset import resolve_dataset
+    from liposome_bench.sources import resolve_dataset
     from liposome_bench.features import check_table_path, write_feature_table
     from liposome_bench.folds import load_or_make_folds
     from liposome_bench.outputs import check_output_file
@@ -809,7 +810,8 @@ def svm_command(problem, data, reader_options, cache_dir, feature_set, source, g
     """
     from rich.console import Console
 
-    from liposome_bench.dataset import check_trainable, resolve_dataset
+    from liposome_bench.dataset import check_trainable
+    from liposome_bench.sources import resolve_dataset
     from liposome_bench.display import fold_table, print_model_summary
     from liposome_bench.folds import load_or_make_folds
     from liposome_bench.metrics import summarise_folds
@@ -966,7 +968,8 @@ def cnn_command(problem, model, data, reader_options, cache_dir, input_mode, inp
     from rich.console import Console
 
     from liposome_bench.cnn import run_cnn
-    from liposome_bench.dataset import check_trainable, resolve_dataset
+    from liposome_bench.dataset import check_trainable
+    from liposome_bench.sources import resolve_dataset
     from liposome_bench.display import fold_table, print_model_summary
     from liposome_bench.folds import load_or_make_folds
     from liposome_bench.metrics import summarise_folds
@@ -1101,7 +1104,8 @@ def benchmark_command(problem, data, reader_options, cache_dir, cnn, quick, repe
     """
     from rich.console import Console
 
-    from liposome_bench.comparison import print_benchmark, run_benchmark
+    from liposome_bench.comparison import run_benchmark
+    from liposome_bench.display import print_benchmark
 
     cnn_models = [m.strip() for m in cnn.split(",") if m.strip()] if cnn else None
     with _live_reporter() as reporter:
@@ -1601,7 +1605,7 @@ def sweep_command(config, problem, data, reader_options, cache_dir, out, schedul
     from rich.console import Console
 
     from liposome_bench import sweep as _sweep
-    from liposome_bench.dataset import resolve_dataset
+    from liposome_bench.sources import resolve_dataset
     from liposome_bench.metrics import CLASS_METRICS, OVERALL_METRICS
 
     chosen = [m.strip() for m in metrics.split(",") if m.strip()]

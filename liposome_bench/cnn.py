@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from liposome_bench.dataset import atomic_write
+from liposome_bench.io import atomic_write
 from liposome_bench.errors import ConfigError, DatasetError
 from liposome_bench.models import INPUT_SIZES, build_lipnet, check_model_name
 from liposome_bench.progress import NullReporter

@@ -44,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-from liposome_bench.dataset import atomic_write_json, atomic_write_text
+from liposome_bench.io import atomic_write_json, atomic_write_text
 from liposome_bench.errors import ConfigError, ResultsError
 from liposome_bench.progress import NullReporter
 from liposome_bench.outputs import check_output_dir, writing
@@ -159,7 +159,7 @@ def run_benchmark(
     cache_dir : path, optional
         Where the built-in dataset is generated.
     reader_options : dict, optional
-        Passed to ``dataset.resolve_dataset``.
+        Passed to ``sources.resolve_dataset``.
     config : settings.BenchmarkConfig or path, optional
         The SVM's and each CNN's settings (a ``BenchmarkConfig``, or a TOML
         file read by ``settings.load_config``); default every model's
@@ -187,7 +187,8 @@ def run_benchmark(
         On bad options, an unreadable dataset, or a results folder that
         belongs to another dataset or other settings.
     """
-    from liposome_bench.dataset import Dataset, check_trainable, resolve_dataset
+    from liposome_bench.dataset import Dataset, check_trainable
+    from liposome_bench.sources import resolve_dataset
     from liposome_bench.folds import load_or_make_folds
     from liposome_bench.models import check_model_name
 
@@ -369,7 +370,7 @@ def _run_models(dataset, folds, results, svm_settings, cnn_settings, seed, jobs,
 
 def _summarise(rdir, dataset, folds, settings, seed, n_resamples, command, full_size) -> dict:
     from liposome_bench import __version__, stats
-    from liposome_bench.report import SUMMARY_SCHEMA_VERSION
+    from liposome_bench.results import SUMMARY_SCHEMA_VERSION
 
     results = ResultsDir(rdir)
     run = results.read_run()

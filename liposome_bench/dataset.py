@@ -48,7 +48,6 @@ import shlex
 import stat
 import struct
 import tempfile
-import uuid
 import warnings
 import zlib
 from dataclasses import dataclass, field
@@ -57,6 +56,7 @@ from pathlib import Path
 import numpy as np
 
 from liposome_bench.errors import DatasetError
+from liposome_bench.io import UMASK
 
 EXPORT_JSON = "particles.json"
 IMAGES_DIR = "images"
@@ -203,47 +203,6 @@ class Dataset:
         )
 
 
-def atomic_write(path, write, *, suffix: str = ".tmp") -> Path:
-    """Write ``path`` whole or not at all: ``write(tmp)`` writes a new file at
-    a unique name beside it, which is then renamed onto ``path``; on any
-    failure the temporary file is removed and ``path`` is left as it was.
-
-    ``write`` creates the file itself, so it gets the user's usual (umask)
-    permissions. ``suffix`` ends the temporary name, for writers that choose
-    the format by extension (``.keras``, ``.png``).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}{suffix}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (see ``atomic_write``)."""
-    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
-
-
-def _read_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-# Read once at import (for mkdtemp's folders): os.umask can only be read by
-# setting it, which would race with threads writing files.
-_UMASK = _read_umask()
-
-
-def atomic_write_json(path: Path, obj) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
-
-
 # Lab export: writer ------------------------------------------------------------
 
 def write_export(dataset: Dataset, out_dir, *, extra: dict | None = None) -> Path:
@@ -284,7 +243,7 @@ def write_export(dataset: Dataset, out_dir, *, extra: dict | None = None) -> Pat
         )
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp"))
-    os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes it 0700
+    os.chmod(tmp, 0o777 & ~UMASK)  # mkdtemp makes it 0700
     try:
         (tmp / IMAGES_DIR).mkdir()
         (tmp / MASKS_DIR).mkdir()
@@ -385,20 +344,6 @@ def parse_export_json(text: str, path) -> list[dict]:
         else:
             objects.append(value)
     return objects
-
-
-def resolve_dataset(data, problem: str | None, *, cache_dir=None, reporter=None,
-                    **reader_options) -> Dataset:
-    """The dataset a command works on: ``data`` if given, else the built-in
-    synthetic dataset of ``problem`` (generated once into the cache, with
-    progress shown through ``reporter``)."""
-    if data is None:
-        from liposome_bench.synth import default_dataset_path
-
-        if problem is None:
-            raise DatasetError("Without --data, --problem is needed to pick the built-in dataset.")
-        data = default_dataset_path(problem, cache_dir, reporter=reporter)
-    return load_dataset(data, problem, reporter=reporter, **reader_options)
 
 
 # Reading images ------------------------------------------------------------------

@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from liposome_bench.dataset import atomic_write_json, atomic_write_text
+from liposome_bench.io import atomic_write_json, atomic_write_text
 from liposome_bench.errors import BundleError, ConfigError, DatasetError, ResultsError
 from liposome_bench.progress import NullReporter
 
@@ -85,7 +85,7 @@ def train_from_results(results, model: str, out, *, data=None, problem=None, cac
         built-in set; a ``--quick`` run's subsample is drawn again). Its
         fingerprint must be the run's.
     problem, cache_dir, reader_options
-        As for ``dataset.resolve_dataset``.
+        As for ``sources.resolve_dataset``.
     jobs : int
         SVM workers (features, grid search).
     n_resamples : int
@@ -138,7 +138,7 @@ def train_model(model: str, out, *, data=None, problem=None, cache_dir=None,
     :func:`train_from_results`.
     """
     from liposome_bench.cnn import run_cnn
-    from liposome_bench.dataset import resolve_dataset
+    from liposome_bench.sources import resolve_dataset
     from liposome_bench.folds import load_or_make_folds
     from liposome_bench.results import ResultsDir
     from liposome_bench.settings import BenchmarkConfig, load_config
@@ -205,7 +205,8 @@ def _read_summary(results_dir) -> dict:
 def _dataset_of_run(run, summary, data, problem, cache_dir, reader_options, reporter):
     """The dataset a results folder was made from, checked by fingerprint."""
     from liposome_bench.benchmark import quick_subset
-    from liposome_bench.dataset import PROBLEMS, resolve_dataset
+    from liposome_bench.dataset import PROBLEMS
+    from liposome_bench.sources import resolve_dataset
 
     recorded = run.get("dataset", {})
     settings = summary.get("settings", {})

@@ -27,7 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from liposome_bench.dataset import Dataset, atomic_write_json
+from liposome_bench.dataset import Dataset
+from liposome_bench.io import atomic_write_json
 from liposome_bench.errors import FoldError
 
 FOLDS_DIR = "folds"

@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from liposome_bench.dataset import atomic_write
+from liposome_bench.io import atomic_write
 from liposome_bench.errors import DatasetError, LiposomeBenchError, ResultsError
 from liposome_bench.results import ResultsDir
 

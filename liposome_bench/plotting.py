@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from liposome_bench.dataset import atomic_write
+from liposome_bench.io import atomic_write
 
 
 def _pyplot():

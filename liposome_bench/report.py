@@ -46,7 +46,7 @@ from pathlib import Path
 
 import numpy as np
 
-from liposome_bench.dataset import atomic_write, atomic_write_json, atomic_write_text
+from liposome_bench.io import atomic_write, atomic_write_json, atomic_write_text
 from liposome_bench.errors import ResultsError
 from liposome_bench.metrics import (
     CLASS_METRIC_LABELS,

@@ -37,7 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
-from liposome_bench.dataset import Dataset, atomic_write_json, atomic_write_text, check_trainable
+from liposome_bench.dataset import Dataset, check_trainable
+from liposome_bench.io import atomic_write_json, atomic_write_text
 from liposome_bench.errors import ResultsError
 
 SCHEMA_VERSION = 1

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-from liposome_bench.dataset import atomic_write, atomic_write_json, atomic_write_text
+from liposome_bench.io import atomic_write, atomic_write_json, atomic_write_text
 from liposome_bench.errors import ConfigError, DatasetError
 from liposome_bench.settings import SVMSettings
 
