@@ -916,7 +916,8 @@ def svm_command(problem, data, reader_options, cache_dir, feature_set, source, g
     type=click.IntRange(min=1),
     default=_settings.DEFAULT_BATCH_SIZE,
     show_default=True,
-    help="Images per training step (section 8.1).",
+    help="Images per training step (the thesis used 32, section 8.1; 128 trains "
+    "about twice as fast on a CPU, docs/performance.md).",
 )
 @click.option(
     "--optimizer",
@@ -929,7 +930,23 @@ def svm_command(problem, data, reader_options, cache_dir, feature_set, source, g
     "--learning-rate",
     type=click.FloatRange(min=0, min_open=True),
     default=None,
-    help="Learning rate (constant). Default: 1e-3 for adam, 1e-2 for sgd.",
+    help="Learning rate after the warm-up. Default: 1e-3 for adam, 1e-2 for sgd at "
+    "batch size 32, times sqrt(batch size / 32).",
+)
+@click.option(
+    "--warmup-epochs",
+    type=click.FloatRange(min=0),
+    default=_settings.DEFAULT_WARMUP_EPOCHS,
+    show_default=True,
+    help="Epochs over which the learning rate rises linearly from a tenth of its value.",
+)
+@click.option(
+    "--lr-schedule",
+    type=click.Choice(_settings.LR_SCHEDULES),
+    default="constant",
+    show_default=True,
+    help="After the warm-up: a constant learning rate, or a cosine decay to 0 at "
+    "--epochs.",
 )
 @click.option(
     "--l2",
@@ -939,9 +956,11 @@ def svm_command(problem, data, reader_options, cache_dir, feature_set, source, g
     help="L2 weight decay on the dense/classifier layers (section 5.1).",
 )
 @click.option(
-    "--mixed-precision",
-    is_flag=True,
-    help="Compute in float16 on a GPU (bfloat16 on a CPU); weights stay float32.",
+    "--mixed-precision/--no-mixed-precision",
+    default=None,
+    help="Compute in float16 on a GPU (bfloat16 on a CPU); weights stay float32. "
+    "Default: bfloat16 on a CPU with native bfloat16 (AVX512-BF16 or AMX), else "
+    "float32.",
 )
 @folds_option
 @fold_seed_option
@@ -952,7 +971,8 @@ def svm_command(problem, data, reader_options, cache_dir, feature_set, source, g
 @_fail_cleanly
 def cnn_command(problem, model, data, reader_options, cache_dir, input_mode, input_size,
                 augment, balance, epochs, patience, batch_size, optimizer, learning_rate,
-                l2, mixed_precision, k, fold_seed, group_by, seed, out, wait):
+                warmup_epochs, lr_schedule, l2, mixed_precision, k, fold_seed, group_by, seed,
+                out, wait):
     """Cross-validate a LipNet CNN on the particle images.
 
     Trains on the same stored folds as `svm`: each fold's training folds are
@@ -979,14 +999,15 @@ def cnn_command(problem, model, data, reader_options, cache_dir, input_mode, inp
     cnn_settings = _settings.CNNSettings(
         model=model, input_mode=input_mode, input_size=input_size, augment=augment,
         balance=balance, epochs=epochs, patience=patience, batch_size=batch_size,
-        optimizer=optimizer, learning_rate=learning_rate, l2=l2,
-        mixed_precision=mixed_precision,
+        optimizer=optimizer, learning_rate=learning_rate, warmup_epochs=warmup_epochs,
+        lr_schedule=lr_schedule, l2=l2, mixed_precision=mixed_precision,
     )
     _settings.check_seed(seed, "--seed")
     _settings.check_seed(fold_seed, "--fold-seed")
     if out is not None:
         check_output_dir(out)
     with _live_reporter() as reporter:
+        _announce_device(reporter)
         dataset = resolve_dataset(data, problem, cache_dir=cache_dir, reporter=reporter,
                                   **reader_options)
         check_trainable(dataset)
@@ -1015,6 +1036,14 @@ def cnn_command(problem, model, data, reader_options, cache_dir, input_mode, inp
 #: Exit status of ``report --baseline`` when a metric fell below the baseline
 #: (bad input exits with 2, like every command).
 EXIT_REGRESSION = 1
+
+
+def _announce_device(reporter):
+    """First line of cnn and benchmark: the CPU (model, AVX-512/AMX or AVX2)
+    or GPU and the Keras backend the CNN will train with."""
+    from liposome_bench.cnn import describe_device
+
+    reporter.message(describe_device()[1])
 
 
 def _command_line():
@@ -1109,6 +1138,8 @@ def benchmark_command(problem, data, reader_options, cache_dir, cnn, quick, repe
 
     cnn_models = [m.strip() for m in cnn.split(",") if m.strip()] if cnn else None
     with _live_reporter() as reporter:
+        if cnn_models is None or cnn_models:
+            _announce_device(reporter)
         summary = run_benchmark(
             problem, data, cnn_models=cnn_models, out=out, quick=quick, repeats=repeats,
             k=k, fold_seed=fold_seed, group_by=group_by, seed=seed, jobs=jobs,

@@ -44,10 +44,10 @@ from pathlib import Path
 
 import numpy as np
 
-from liposome_bench.io import atomic_write_json, atomic_write_text
 from liposome_bench.errors import ConfigError, ResultsError
-from liposome_bench.progress import NullReporter
+from liposome_bench.io import atomic_write_json, atomic_write_text
 from liposome_bench.outputs import check_output_dir, writing
+from liposome_bench.progress import NullReporter
 from liposome_bench.results import ResultsDir, fold_file_hashes, run_lock
 from liposome_bench.settings import BenchmarkConfig, check_seed, load_config
 
@@ -597,103 +597,3 @@ def _write_outputs(out: Path, summary: dict, dataset, cnn_models, repeats: int =
     # What the summary was computed from: the gate refuses it once they change.
     summary["fold_files"] = fold_file_hashes(out)
     atomic_write_json(out / "summary.json", summary)
-
-
-# Tables for the terminal ------------------------------------------------------
-
-def print_benchmark(summary: dict, console) -> None:
-    """Print the side-by-side tables of a benchmark summary to a rich console:
-    per class, every metric of every model in adjacent columns; overall
-    metrics; each model's fold-averaged normalised confusion matrix; then the
-    headline verdict of each CNN against the SVM (per-class and macro F1,
-    corrected resampled t-test, Holm-adjusted; accuracy and McNemar as
-    secondary lines). A * marks a CNN's F1 or macro F1 only where it differs
-    from the SVM's significantly after the correction."""
-    from rich.table import Table
-
-    from liposome_bench import stats
-    from liposome_bench.display import confusion_table, verdict_table
-    from liposome_bench.metrics import (
-        CLASS_METRIC_LABELS,
-        CLASS_METRICS,
-        OVERALL_METRIC_LABELS,
-        OVERALL_METRICS,
-    )
-
-    classes = summary["classes"]
-    models = list(summary["models"])
-    dataset = summary.get("dataset", {})
-    k = (summary.get("folds") or {}).get("k", "?")
-    verdict = summary.get("verdict") or {}
-    significant = stats.significant_cells(verdict)
-    if dataset.get("synthetic"):
-        console.print("[yellow]Synthetic data: these are not the thesis's results.[/yellow]")
-    console.print(
-        f"Per class and model: mean ± std over {k} folds [95 % bootstrap interval over "
-        "particles]; * marks a CNN whose F1 (macro F1) differs from the SVM's significantly "
-        f"({verdict.get('test', 'corrected resampled t-test')}, Holm-adjusted, on "
-        f"{verdict.get('n_scores', '?')} paired fold scores); † a mean over fewer folds "
-        "(undefined, 0/0, in the others); — undefined. F1 (thesis) = 2/(1/TPR + 1/TNR), "
-        "section 4.6."
-    )
-    for j, cls in enumerate(classes):
-        support = summary["models"][models[0]].get("support") or [None] * len(classes)
-        table = Table(title=f"{cls} ({support[j]} particles)")
-        table.add_column("metric", style="bold")
-        for name in models:
-            table.add_column(name, justify="right")
-        for metric in CLASS_METRICS:
-            entries = [summary["models"][m]["per_class"][cls][metric] for m in models]
-            marks = [(m, cls, metric) in significant for m in models]
-            table.add_row(CLASS_METRIC_LABELS[metric], *_rich_cells(entries, k, marks))
-        console.print(table)
-    table = Table(title="overall")
-    table.add_column("metric", style="bold")
-    for name in models:
-        table.add_column(name, justify="right")
-    for metric in OVERALL_METRICS:
-        entries = [summary["models"][m]["overall"][metric] for m in models]
-        marks = [(m, "overall", metric) in significant for m in models]
-        table.add_row(OVERALL_METRIC_LABELS[metric], *_rich_cells(entries, k, marks))
-    console.print(table)
-    for name in models:
-        console.print(confusion_table(
-            summary["models"][name]["confusion"]["normalised_mean"] or [], classes,
-            f"{name}: {k}-fold average normalised confusion matrix",
-            caption="rows: true class (each row sums to 1); columns: predicted class",
-        ))
-    for comp in verdict.get("comparisons", []):
-        console.print(verdict_table(verdict, comp, classes))
-    repeats = summary.get("repeats")
-    if repeats:
-        console.print(f"{repeats['count']} repeats (fold seeds {repeats['fold_seeds']}); the "
-                      "verdict uses the fold scores of all of them; run-to-run spread in "
-                      "summary.json and the report.")
-    warning = (summary.get("folds") or {}).get("warning")
-    if warning:
-        console.print(f"Warning: {warning}", markup=False)
-
-
-def _fmt(value, digits=3, signed=False) -> str:
-    if value is None:
-        return "—"
-    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
-
-
-def _rich_cells(entries, k, marks=None) -> list[str]:
-    """Cells of one metric row; ``marks[i]`` puts a * on model i's cell (a
-    significant difference from the reference, see stats.significant_cells)."""
-    marks = marks or [False] * len(entries)
-    cells = []
-    for e, marked in zip(entries, marks):
-        mean = e.get("mean")
-        text = _fmt(mean, 2)
-        if e.get("std") is not None:
-            text += f" ± {_fmt(e['std'], 2)}"
-        if mean is not None and isinstance(k, int) and e.get("n_folds", k) < k:
-            text += "†"
-        ci = e.get("ci") or [None, None]
-        if ci[0] is not None:
-            text += f" [{_fmt(ci[0], 2)}, {_fmt(ci[1], 2)}]"
-        cells.append(f"[bold green]{text} *[/bold green]" if marked else text)
-    return cells

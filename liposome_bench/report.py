@@ -54,10 +54,9 @@ from liposome_bench.metrics import (
     OVERALL_METRIC_LABELS,
     OVERALL_METRICS,
 )
-from liposome_bench.results import ResultsDir
+from liposome_bench.results import SUMMARY_SCHEMA_VERSION, ResultsDir
 
 SUMMARY_JSON = "summary.json"
-SUMMARY_SCHEMA_VERSION = 1
 BASELINE_SCHEMA_VERSION = 1
 BASELINE_KIND = "liposome-bench baseline"
 #: The per-class metrics drawn as bars (thesis figure 22).

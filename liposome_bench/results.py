@@ -41,6 +41,8 @@ from liposome_bench.dataset import Dataset, check_trainable
 from liposome_bench.io import atomic_write_json, atomic_write_text
 from liposome_bench.errors import ResultsError
 
+#: Version of summary.json's layout (written by comparison, read by report).
+SUMMARY_SCHEMA_VERSION = 1
 SCHEMA_VERSION = 1
 RUN_JSON = "run.json"
 LOCK_FILE = ".run.lock"
