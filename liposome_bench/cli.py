@@ -1740,6 +1740,9 @@ def _print_sweep_summary(console, summary, metrics):
 
 
 def main():
+    from liposome_bench.models import quiet_tensorflow
+
+    quiet_tensorflow()
     cli(prog_name="liposome-bench")
 
 

@@ -537,6 +537,9 @@ def list_devices_quietly():
     import sys
     import tempfile
 
+    from liposome_bench.models import quiet_tensorflow
+
+    quiet_tensorflow()
     if not sys.platform.startswith("linux"):
         import keras
 
