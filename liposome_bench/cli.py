@@ -770,7 +770,9 @@ def features_command(problem, data, reader_options, cache_dir, out, feature_set,
     default="coarse",
     show_default=True,
     help="C/gamma grid: coarse (16 points, 3 inner folds on a 2,000-particle "
-    "subsample) or full (LIBSVM grid.py's 110 points, 5 inner folds; slow).",
+    "subsample keeping at least 250 of each class) or full (LIBSVM grid.py's 110 "
+    "points, 5 inner folds; slow). Extended past an edge holding the best point "
+    "(docs/svm.md).",
 )
 @click.option(
     "--C",
@@ -908,8 +910,16 @@ def svm_command(problem, data, reader_options, cache_dir, feature_set, source, g
     type=click.IntRange(min=1),
     default=_settings.DEFAULT_PATIENCE,
     show_default=True,
-    help="Stop after this many epochs without a better validation loss "
-    "(validation split carved from the training folds).",
+    help="Stop after this many epochs without a better validation score "
+    "(--early-stopping; validation split carved from the training folds).",
+)
+@click.option(
+    "--early-stopping",
+    type=click.Choice(_settings.EARLY_STOPPING_METRICS),
+    default=_settings.DEFAULT_EARLY_STOPPING,
+    show_default=True,
+    help="Validation score early stopping watches: macro F1 (what the SVM's grid "
+    "search maximises) or the class-balanced loss.",
 )
 @click.option(
     "--batch-size",
@@ -970,9 +980,9 @@ def svm_command(problem, data, reader_options, cache_dir, feature_set, source, g
 @wait_option
 @_fail_cleanly
 def cnn_command(problem, model, data, reader_options, cache_dir, input_mode, input_size,
-                augment, balance, epochs, patience, batch_size, optimizer, learning_rate,
-                warmup_epochs, lr_schedule, l2, mixed_precision, k, fold_seed, group_by, seed,
-                out, wait):
+                augment, balance, epochs, patience, early_stopping, batch_size, optimizer,
+                learning_rate, warmup_epochs, lr_schedule, l2, mixed_precision, k, fold_seed,
+                group_by, seed, out, wait):
     """Cross-validate a LipNet CNN on the particle images.
 
     Trains on the same stored folds as `svm`: each fold's training folds are
@@ -998,9 +1008,10 @@ def cnn_command(problem, model, data, reader_options, cache_dir, input_mode, inp
 
     cnn_settings = _settings.CNNSettings(
         model=model, input_mode=input_mode, input_size=input_size, augment=augment,
-        balance=balance, epochs=epochs, patience=patience, batch_size=batch_size,
-        optimizer=optimizer, learning_rate=learning_rate, warmup_epochs=warmup_epochs,
-        lr_schedule=lr_schedule, l2=l2, mixed_precision=mixed_precision,
+        balance=balance, epochs=epochs, patience=patience, early_stopping=early_stopping,
+        batch_size=batch_size, optimizer=optimizer, learning_rate=learning_rate,
+        warmup_epochs=warmup_epochs, lr_schedule=lr_schedule, l2=l2,
+        mixed_precision=mixed_precision,
     )
     _settings.check_seed(seed, "--seed")
     _settings.check_seed(fold_seed, "--fold-seed")
@@ -1020,7 +1031,7 @@ def cnn_command(problem, model, data, reader_options, cache_dir, input_mode, inp
                                    reporter=reporter)
     console = Console()
     print_model_summary(console, model, summarise_folds(fold_results, dataset.problem.classes))
-    console.print(fold_table(fold_results, ("epochs", "epochs_run"),
+    console.print(fold_table(fold_results, ("epochs", "epochs_run", "under_trained"),
                              ("train_s", "predict_s"), title=f"{model}: folds"))
     console.print(f"Results in {results.path / model}", soft_wrap=True)
     console.print(

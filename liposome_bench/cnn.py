@@ -14,8 +14,11 @@ thesis section 8.1):
    (``augment``, section 5.5) that is part of the Keras training model, so it
    runs on the same device as the network and does nothing at inference;
 4. the loss is cross-entropy with label smoothing 0.1 (section 5.2); training
-   stops when the class-balanced validation loss has not improved for
-   ``patience`` epochs, and the weights of the best epoch are kept (5.4);
+   stops when the validation macro F1 (the score the SVM's grid search
+   maximises; ``early_stopping="loss"``: the class-balanced validation loss)
+   has not improved for ``patience`` epochs, and the weights of the best
+   epoch are kept (5.4); a fold whose best epoch is its last is flagged as
+   possibly under-trained;
 5. the model predicts class probabilities for the test fold, which are saved
    with the fold's training curve, timings and the model (``.keras``).
 
@@ -603,18 +606,36 @@ def _validation_metrics(probabilities, y, n_classes):
     }
 
 
-def _make_monitor_callback(net, x_val, y_val, n_classes, patience, epochs, reporter):
+def monitor_key(record: dict, epoch: int, metric: str = "macro_f1") -> tuple:
+    """The early-stopping ranking of one epoch's validation ``record``:
+    smaller is better. "macro_f1": higher macro F1 first, then lower loss;
+    "loss": lower loss. Without validation scores, later epochs rank better
+    (the last one is kept)."""
+    if "val_loss" not in record:
+        return (-epoch,)
+    if metric == "loss":
+        return (record["val_loss"],)
+    return (-record["val_macro_f1"], record["val_loss"])
+
+
+def _make_monitor_callback(net, x_val, y_val, n_classes, patience, epochs, reporter,
+                           metric: str = "macro_f1"):
     """A Keras callback that, at the end of each epoch, scores the
     validation part, reports progress, keeps the best weights and says when
     ``patience`` epochs have passed without improvement. It keeps its state
-    across the one-epoch ``fit`` calls of a fold."""
+    across the one-epoch ``fit`` calls of a fold.
+
+    ``metric="macro_f1"``: an epoch improves on the best when its validation
+    macro F1 is higher, or equal with a lower validation loss (macro F1 on a
+    small validation part moves in steps, and ties are common); "loss": when
+    its class-balanced validation loss is lower."""
     import keras
 
     class EpochMonitor(keras.callbacks.Callback):
         def __init__(self):
             super().__init__()
             self.history: dict[str, list[float]] = {}
-            self.best_loss = np.inf
+            self.best_key = None
             self.best_epoch = 0
             self.best_weights = None
             self.wait = 0
@@ -631,9 +652,9 @@ def _make_monitor_callback(net, x_val, y_val, n_classes, patience, epochs, repor
                 record.update(_validation_metrics(p, y_val, n_classes))
             for key, value in record.items():
                 self.history.setdefault(key, []).append(value)
-            monitored = record.get("val_loss", -epoch)  # no validation: keep the last
-            if monitored < self.best_loss:
-                self.best_loss, self.best_epoch, self.wait = monitored, epoch + 1, 0
+            key = monitor_key(record, epoch, metric)
+            if self.best_key is None or key < self.best_key:
+                self.best_key, self.best_epoch, self.wait = key, epoch + 1, 0
                 self.best_weights = net.get_weights()
             else:
                 self.wait += 1
@@ -642,7 +663,7 @@ def _make_monitor_callback(net, x_val, y_val, n_classes, patience, epochs, repor
                 epochs,
                 loss=record["loss"],
                 val_loss=record.get("val_loss"),
-                val_bacc=record.get("val_balanced_accuracy"),
+                val_f1=record.get("val_macro_f1"),
             )
 
     return EpochMonitor()
@@ -661,6 +682,7 @@ def train_fold(
     balance: str = "oversample",
     epochs: int = DEFAULT_EPOCHS,
     patience: int | None = DEFAULT_PATIENCE,
+    early_stopping: str = "macro_f1",
     batch_size: int = DEFAULT_BATCH_SIZE,
     optimizer: str = "adam",
     learning_rate: float | None = None,
@@ -699,6 +721,9 @@ def train_fold(
         over ``warmup_epochs`` epochs, then stays (``"constant"``) or decays
         along a cosine to 0 at ``epochs`` (``"cosine"``); see
         :func:`make_learning_rate`.
+    early_stopping : {"macro_f1", "loss"}
+        The validation score patience counts on (see
+        :func:`_make_monitor_callback`).
     seed : int
         Seeds Keras (weights, dropout, augmentation) and the sampler.
     class_names : sequence of str
@@ -761,7 +786,7 @@ def train_fold(
     )
     monitor = _make_monitor_callback(
         net, x_val, np.asarray(y_val), n_classes, patience if len(x_val) else None,
-        epochs, reporter,
+        epochs, reporter, metric=early_stopping,
     )
     onehot = np.eye(n_classes, dtype=np.float32)
     epoch_counts = None
@@ -967,6 +992,8 @@ def run_cnn(dataset, folds, results, settings: CNNSettings | None = None, *, see
             f"{model} fold {fold} (of 0-{folds.k - 1}): best epoch {result.params['epochs']} "
             f"of {result.params['epochs_run']}, train {result.timings['train_s']:.0f}s "
             f"({result.timings['samples_per_s'] or 0:.0f} samples/s)"
+            + ("; best epoch is the last: possibly under-trained (raise --epochs)"
+               if result.params["under_trained"] else "")
         )
     return [done[f] for f in wanted]
 
@@ -995,7 +1022,8 @@ def train_options(settings: CNNSettings, classes, dtype_policy=None) -> dict:
     return dict(
         model=model, n_classes=len(classes), augment=settings.augment,
         fill_mode=fill_mode, balance=settings.balance, epochs=settings.epochs,
-        patience=settings.patience, batch_size=settings.batch_size,
+        patience=settings.patience, early_stopping=settings.early_stopping,
+        batch_size=settings.batch_size,
         optimizer=settings.optimizer, learning_rate=settings.resolved_learning_rate,
         warmup_epochs=settings.warmup_epochs, lr_schedule=settings.lr_schedule,
         samples_per_epoch=settings.samples_per_epoch, model_options=_model_options(settings),
@@ -1086,6 +1114,10 @@ def _run_fold(dataset, folds, fold, images, results, *, model, seed, device,
             "epochs_run": info["epochs_run"],
             "max_epochs": epochs,
             "stopped_early": info["epochs_run"] < epochs,
+            # The best epoch was the last one trained: the validation score was
+            # still improving when the epoch budget ran out.
+            "under_trained": bool(info["best_epoch"] == info["epochs_run"] == epochs
+                                  and len(val_idx) > 0),
             "n_fit": len(fit_idx),
             "n_validation": len(val_idx),
             "n_test": len(test_idx),

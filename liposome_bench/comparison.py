@@ -597,3 +597,38 @@ def _write_outputs(out: Path, summary: dict, dataset, cnn_models, repeats: int =
     # What the summary was computed from: the gate refuses it once they change.
     summary["fold_files"] = fold_file_hashes(out)
     atomic_write_json(out / "summary.json", summary)
+
+
+def budget_notes(summary: dict) -> list[str]:
+    """Plain sentences on the training budgets: how many CNN folds stopped
+    early, which may be under-trained, where the SVM grid was extended or
+    still ends at the best point. Used on screen and in the report."""
+    notes = []
+    for name, m in summary["models"].items():
+        params = m.get("params") or []
+        if any("epochs_run" in p for p in params):
+            early = [i for i, p in enumerate(params) if p.get("stopped_early")]
+            under = [i for i, p in enumerate(params) if p.get("under_trained")]
+            most = max((p.get("max_epochs") or 0) for p in params)
+            notes.append(f"{name}: early stopping ended {len(early)} of {len(params)} folds "
+                         f"before the maximum of {most} epochs (best epochs "
+                         f"{', '.join(str(p.get('epochs')) for p in params)}).")
+            if under:
+                notes.append(
+                    f"{name}: fold(s) {', '.join(map(str, under))} had their best validation "
+                    f"macro F1 at the last allowed epoch: possibly under-trained. Raise --epochs "
+                    "(or epochs in --config) and compare.")
+        elif any("grid_extended" in p for p in params):
+            grown = [i for i, p in enumerate(params) if p.get("grid_extended")]
+            edge = [i for i, p in enumerate(params) if p.get("grid_edge")]
+            if grown:
+                notes.append(
+                    f"{name}: the best C/gamma lay on the grid's edge in fold(s) "
+                    f"{', '.join(map(str, grown))}; the grid was extended there ("
+                    + "; ".join(f"fold {i}: {', '.join(params[i]['grid_extended'])}"
+                                for i in grown) + ").")
+            if edge:
+                notes.append(
+                    f"{name}: in fold(s) {', '.join(map(str, edge))} the best point is still on "
+                    "the edge of the (extended) grid, at its limit (docs/svm.md).")
+    return notes

@@ -204,7 +204,7 @@ def _read_summary(results_dir) -> dict:
 
 def _dataset_of_run(run, summary, data, problem, cache_dir, reader_options, reporter):
     """The dataset a results folder was made from, checked by fingerprint."""
-    from liposome_bench.benchmark import quick_subset
+    from liposome_bench.comparison import quick_subset
     from liposome_bench.dataset import PROBLEMS
     from liposome_bench.sources import resolve_dataset
 
@@ -250,7 +250,7 @@ def _train_final(dataset, results_dir, model, out, *, jobs, n_resamples, reporte
                  command) -> dict:
     from liposome_bench import __version__, stats
     from liposome_bench.abstention import out_of_fold
-    from liposome_bench.benchmark import library_versions
+    from liposome_bench.comparison import library_versions
 
     out = Path(out)
     _check_out(out)

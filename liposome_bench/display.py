@@ -59,7 +59,9 @@ def format_param(value) -> str:
     significant digits, None as "—"."""
     if value is None:
         return UNDEFINED
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "no"
+    if not isinstance(value, (int, float, np.number)):
         return str(value)
     if isinstance(value, (int, np.integer)):
         return str(value)
@@ -304,6 +306,11 @@ def print_benchmark(summary: dict, console) -> None:
             f"{name}: {k}-fold average normalised confusion matrix",
             caption="rows: true class (each row sums to 1); columns: predicted class",
         ))
+    from liposome_bench.comparison import budget_notes
+
+    console.print(budget_table(summary))
+    for note in budget_notes(summary):
+        console.print(note, markup=False, soft_wrap=True)
     for comp in verdict.get("comparisons", []):
         console.print(verdict_table(verdict, comp, classes))
     repeats = summary.get("repeats")
@@ -314,6 +321,44 @@ def print_benchmark(summary: dict, console) -> None:
     warning = (summary.get("folds") or {}).get("warning")
     if warning:
         console.print(f"Warning: {warning}", markup=False)
+
+
+def _fold_budget(params: dict) -> str:
+    """One fold's training budget in words: a CNN's best epoch of those run,
+    an SVM's C and gamma with any grid extension."""
+    if "epochs_run" in params:
+        text = f"best {params.get('epochs')} of {params.get('epochs_run')}"
+        return text + (" LAST" if params.get("under_trained") else "")
+    if "C" in params:
+        text = f"{format_param(params.get('C'))}, {format_param(params.get('gamma'))}"
+        if params.get("grid_extended"):
+            text += " ext"
+        if params.get("grid_edge"):
+            text += " EDGE"
+        return text
+    return ""
+
+
+def budget_table(summary: dict):
+    """A rich table: per model and fold (numbered from 0, as in the fold
+    files), the CNN's best epoch of those run and the SVM's chosen C/gamma,
+    flagging possibly under-trained CNN folds and SVM grid edges."""
+    from rich.table import Table
+
+    k = (summary.get("folds") or {}).get("k", 0)
+    title = "training budgets per fold"
+    if summary.get("repeats"):
+        title += " (first repeat)"
+    table = Table(title=title, caption="CNN: best epoch of the epochs run (early stopping on "
+                  "the validation score); LAST: the best epoch was the last allowed, possibly "
+                  "under-trained. SVM: chosen C, gamma; ext: grid extended past an edge; "
+                  "EDGE: still on the edge at the extension limit.")
+    table.add_column("model", style="bold")
+    for f in range(k):
+        table.add_column(f"fold {f}")
+    for name, m in summary["models"].items():
+        table.add_row(name, *(_fold_budget(p) for p in (m.get("params") or [])))
+    return table
 
 
 def _fmt(value, digits=3, signed=False) -> str:

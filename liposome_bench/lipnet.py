@@ -29,6 +29,7 @@ from liposome_bench.settings import (
     AUGMENTATIONS,
     DEFAULT_BATCH_SIZE,
     DEFAULT_EPOCHS,
+    DEFAULT_EARLY_STOPPING,
     DEFAULT_PATIENCE,
     DEFAULT_VALIDATION_FRACTION,
     DEFAULT_WARMUP_EPOCHS,
@@ -42,8 +43,8 @@ class LipNetClassifier(ClassifierMixin, BaseEstimator):
     Parameters
     ----------
     model, input_mode, input_size, augment, balance, epochs, patience,
-    batch_size, optimizer, learning_rate, warmup_epochs, lr_schedule, l2,
-    dense_units, dropout,
+    early_stopping, batch_size, optimizer, learning_rate, warmup_epochs, lr_schedule,
+    l2, dense_units, dropout,
     validation_fraction, samples_per_epoch, mixed_precision
         As in :class:`settings.CNNSettings` (docs/cnn.md); validated in
         ``fit``.
@@ -81,6 +82,7 @@ class LipNetClassifier(ClassifierMixin, BaseEstimator):
         balance="oversample",
         epochs=DEFAULT_EPOCHS,
         patience=DEFAULT_PATIENCE,
+        early_stopping=DEFAULT_EARLY_STOPPING,
         batch_size=DEFAULT_BATCH_SIZE,
         optimizer="adam",
         learning_rate=None,
@@ -101,6 +103,7 @@ class LipNetClassifier(ClassifierMixin, BaseEstimator):
         self.balance = balance
         self.epochs = epochs
         self.patience = patience
+        self.early_stopping = early_stopping
         self.batch_size = batch_size
         self.optimizer = optimizer
         self.learning_rate = learning_rate

@@ -696,6 +696,11 @@ def _protocol_section(summary) -> list[str]:
         "variance) and are not corrected for multiple comparisons."
     )
     lines.append("")
+    from liposome_bench.comparison import budget_notes
+
+    notes = budget_notes(summary)
+    if notes:
+        lines += ["Training budgets:", ""] + [f"- {n}" for n in notes] + [""]
     for name, m in summary["models"].items():
         params = m.get("params") or []
         keys = [k for k in FOLD_PARAMS if any(k in p for p in params)]
@@ -711,8 +716,9 @@ def _protocol_section(summary) -> list[str]:
 
 
 #: Per-fold choices worth a column in the report, where a model records them.
-FOLD_PARAMS = ("C", "gamma", "grid_score", "epochs", "epochs_run", "stopped_early", "n_fit",
-               "n_validation", "n_test")
+FOLD_PARAMS = ("C", "gamma", "grid_score", "grid_extended", "grid_edge", "epochs",
+               "epochs_run", "stopped_early", "under_trained", "n_fit", "n_validation",
+               "n_test")
 
 
 def _describe_settings(s: dict) -> str:
@@ -725,7 +731,8 @@ def _describe_settings(s: dict) -> str:
         ]
         if s.get("validation_fraction"):
             parts.append(
-                f"early stopping (patience {s.get('patience')}) on a "
+                f"early stopping on the validation {s.get('early_stopping', 'loss')} "
+                f"(patience {s.get('patience')}) on a "
                 f"{100 * s['validation_fraction']:.0f} % validation split carved from the "
                 f"training folds, at most {s.get('epochs')} epochs"
             )

@@ -452,3 +452,49 @@ def test_device_line_names_the_cpu_or_gpu():
         assert describe_cpu() in line and "Keras backend" in line
     else:
         assert line.startswith("Training on GPU")
+
+
+# Early stopping on validation macro F1 (issue 8) ---------------------------------
+
+def test_monitor_ranks_epochs_by_macro_f1_then_loss():
+    a = {"val_loss": 0.50, "val_macro_f1": 0.70}
+    higher_f1_worse_loss = {"val_loss": 0.60, "val_macro_f1": 0.75}
+    same_f1_better_loss = {"val_loss": 0.40, "val_macro_f1": 0.70}
+    key = cnn.monitor_key
+    assert key(higher_f1_worse_loss, 1) < key(a, 0)
+    assert key(same_f1_better_loss, 1) < key(a, 0)
+    # On the loss, the ranking follows the loss alone.
+    assert key(a, 0, "loss") < key(higher_f1_worse_loss, 1, "loss")
+    # Without validation, the later epoch ranks better (the last is kept).
+    assert key({"loss": 1.0}, 3) < key({"loss": 0.5}, 2)
+
+
+def test_default_budget_stops_on_macro_f1():
+    from liposome_bench.settings import CNNSettings
+
+    s = CNNSettings()
+    assert s.early_stopping == "macro_f1" and s.epochs > 3 * s.patience
+    with pytest.raises(ConfigError, match="Unknown early-stopping metric 'auc'"):
+        CNNSettings(early_stopping="auc")
+
+
+@pytest.mark.parametrize("best, run, expected", [(6, 6, True), (3, 6, False), (2, 4, False)])
+def test_fold_whose_best_epoch_is_the_last_is_flagged(monkeypatch, tmp_path, tiny_dataset,
+                                                      best, run, expected):
+    from liposome_bench.folds import load_or_make_folds
+    from liposome_bench.results import ResultsDir
+
+    class Net:
+        def predict(self, x, **kwargs):
+            return np.full((len(x), 3), 1 / 3)
+
+    def fake_train(x_fit, y_fit, x_val, y_val, **kwargs):
+        return Net(), {"best_epoch": best, "epochs_run": run, "history": {},
+                       "epoch_counts": [1, 1, 1], "train_s": 0.0, "samples_per_s": None}
+
+    monkeypatch.setattr(cnn, "train_fold", fake_train)
+    folds = load_or_make_folds(tiny_dataset, k=3)
+    out = cnn.run_cnn(tiny_dataset, folds, ResultsDir(tmp_path / "r"), model="lipnet-1",
+                      epochs=6, save_models=False)
+    assert all(r.params["under_trained"] is expected for r in out)
+    assert all(r.params["stopped_early"] is (run < 6) for r in out)
