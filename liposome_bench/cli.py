@@ -428,8 +428,8 @@ def dataset_check_command(path, problem, reader_options, k):
 
     Checks every image and mask (missing, unreadable, truncated, too large or
     too small, NaN or infinite pixels, mask shape, empty mask), class codes
-    and labels, ids and paths, and that the class counts allow --folds-fold
-    cross-validation (at least 2 classes, each with --folds particles).
+    and labels, ids and paths, and that the class counts allow cross-validation
+    with --folds folds (at least 2 classes, each with --folds particles).
     Exits with code 2 if there is any problem.
 
     Example: liposome-bench dataset check my-export
