@@ -501,8 +501,8 @@ def dataset_check_command(path, problem, reader_options, units, k):
 
     Checks every image and mask (missing, unreadable, truncated, too large or
     too small, NaN or infinite pixels, mask shape, empty mask), class codes
-    and labels, ids and paths, that the class counts allow --folds-fold
-    cross-validation (at least 2 classes, each with --folds particles), and
+    and labels, ids and paths, that the class counts allow cross-validation
+    with --folds folds (at least 2 classes, each with --folds particles), and
     that every particle has the pixel size the default run's features (in
     nm) need; with --units px none is needed. Exits with code 2 if there is
     any problem.

@@ -420,6 +420,8 @@ def _what_is(path: Path) -> str:
     readable file it should be."""
     try:
         st = os.stat(path)
+    except ValueError:  # an embedded NUL character
+        return "not a valid path (it holds a NUL character)"
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             return "a symbolic link loop (links pointing at each other)"
@@ -447,6 +449,7 @@ def _what_is(path: Path) -> str:
 def _not_a_file(where: str, kind: str, name: str, path: Path, field_name: str) -> str:
     """The problem line for an image or mask path that is not a regular file."""
     what = _what_is(path)
+    name = name if name.isprintable() else repr(name)
     if not field_name:  # a file found in a folder, named by its path alone
         return f"{name} is {what}, not an image file. Replace it with the image file, or remove it."
     if what == "missing":
@@ -1123,10 +1126,14 @@ def _export_entry(i: int, obj, name: str, images_dir: str, image_root: Path,
                       f"got {type(obj).__name__}. Fix or remove it.")
         return e
     pid = obj.get("Id")
-    if isinstance(pid, bool) or not isinstance(pid, (int, str)) or str(pid).strip() == "":
+    if (isinstance(pid, bool) or not isinstance(pid, (int, str)) or str(pid).strip() == ""
+            or _has_line_break(str(pid))):
         e = _Entry(f"{name}, {short}", short)
         if "Id" not in obj:
             report.add(i, f"{e.where}: no \"Id\". Give every particle its own Id.")
+        elif isinstance(pid, str) and pid.strip():
+            report.add(i, f"{e.where}: Id {pid!r} holds a line break. Give every particle "
+                          "an Id on one line.")
         else:
             report.add(i, f"{e.where}: Id {pid!r} is not an integer or a string. "
                           "Give every particle its own Id.")
@@ -1146,6 +1153,9 @@ def _export_entry(i: int, obj, name: str, images_dir: str, image_root: Path,
                           "(3, 4, 5 for lamellarity; 7, 8, 10 for encapsulation).")
         else:
             e.code = code
+    elif isinstance(obj.get("Label"), str) and _has_line_break(obj["Label"]):
+        report.add(i, f"{e.where}: Label {obj['Label']!r} holds a line break. Write the "
+                      "class name on one line.")
     elif isinstance(obj.get("Label"), str) and obj["Label"].strip():
         e.raw_label = obj["Label"]
     elif optional and obj.get("Label") is None:
@@ -1159,7 +1169,7 @@ def _export_entry(i: int, obj, name: str, images_dir: str, image_root: Path,
     if value is None or (isinstance(value, str) and not value.strip()):
         report.add(i, f"{e.where}: no \"Image\" (or \"Bmp\") file name. "
                       "Add the name of its image file.")
-    elif not isinstance(value, str):
+    elif not isinstance(value, str) or _has_line_break(value):
         report.add(i, f"{e.where}: {key} {value!r} is not a file name. "
                       "Give the name of its image file.")
     else:
@@ -1298,13 +1308,23 @@ def _read_csv(path: Path) -> tuple[list[str], list[tuple[int, dict]]]:
     return header, rows
 
 
+#: What str.splitlines splits at: none of it belongs in an id, label or path
+#: (and a message quoting it would not be one line).
+_LINE_BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
+
+
+def _has_line_break(text: str) -> bool:
+    return any(c in text for c in _LINE_BREAKS)
+
+
 def _check_record(path: Path, cells: list[str], line: int) -> None:
     """One CSV record is one line: a line break inside a quoted cell is a
     stray quote, not a particle's value."""
-    if any("\n" in c or "\r" in c for c in cells):
+    if any(_has_line_break(c) for c in cells):
         raise DatasetError(
-            f"{path}, line {line}: a quoted cell runs over several lines; expected one line "
-            "per record. Remove the line break or the stray quote (\")."
+            f"{path}, line {line}: a cell holds a line break (a quoted cell running over "
+            "several lines, or a control character); expected one line per record. Remove "
+            "the line break or the stray quote (\")."
         )
 
 
