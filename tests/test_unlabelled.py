@@ -15,8 +15,9 @@ from liposome_bench.errors import DatasetError
 def test_export_without_class(tiny_export_copy):
     path = tiny_export_copy / "particles.json"
     objects = json.loads(path.read_text())
-    for obj in objects[:5]:
+    for obj in objects[:4]:
         del obj["Class"]
+    objects[4]["Class"] = None  # a null Class is unlabelled too
     path.write_text(json.dumps(objects))
     with pytest.raises(DatasetError, match='no "Class" code'):
         load_dataset(tiny_export_copy)
