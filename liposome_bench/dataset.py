@@ -1142,7 +1142,7 @@ def _export_entry(i: int, obj, name: str, images_dir: str, image_root: Path,
         e = _Entry(f"{name}, {short} (Id {pid})", short, id=pid)
     e.source = f"{name}#{number}"
     # Class code (preset problems) or Label (custom problems, as write_export writes them)
-    if "Class" in obj:
+    if "Class" in obj and not (optional and obj["Class"] in (None, "")):
         code = obj["Class"]
         if isinstance(code, str) and code.strip().lstrip("-").isdigit():
             code = int(code)
@@ -1158,8 +1158,8 @@ def _export_entry(i: int, obj, name: str, images_dir: str, image_root: Path,
                       "class name on one line.")
     elif isinstance(obj.get("Label"), str) and obj["Label"].strip():
         e.raw_label = obj["Label"]
-    elif optional and obj.get("Label") is None:
-        e.unlabelled = True
+    elif optional and obj.get("Label") in (None, ""):
+        e.unlabelled = True  # no Class (or a null one) and no Label
     else:
         report.add(i, f"{e.where}: no \"Class\" code. Add it (3, 4, 5 for lamellarity; "
                       "7, 8, 10 for encapsulation).")

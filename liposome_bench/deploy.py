@@ -175,6 +175,11 @@ def _results_dir(path):
     from liposome_bench.results import ResultsDir
 
     path = Path(path)
+    if not (path / "run.json").is_file() and (path / "repeat-0" / "run.json").is_file():
+        raise ResultsError(
+            f"{path} holds a run with --repeats; pass one repeat's folder, e.g. "
+            f"--from-results {path / 'repeat-0'}."
+        )
     if not (path / "run.json").is_file():
         raise ResultsError(
             f"{path} is not a results folder (no run.json). Pass the --out folder of a "
@@ -755,8 +760,9 @@ def read_particles(bundle: Bundle, data, *, problem=None, reader_options=None, r
         check_bundle(bundle, problem=problem)
     dataset = load_dataset(data, None, reporter=reporter, labels="optional",
                            **(reader_options or {}))
-    has_labels = any(p.label is not None for p in dataset.particles)
-    if has_labels:
+    labels = {p.label for p in dataset.particles if p.label is not None}
+    if labels and not labels <= set(bundle.classes):
+        # Labels of classes the model does not know: another problem's data.
         check_bundle(bundle, classes=dataset.problem.classes)
     dataset.problem = bundle.problem()
     return dataset

@@ -438,6 +438,7 @@ def render_report(results_dir, out=None, *, gallery_size: int = 16, filters: boo
         "bars": plot_metric_bars(summary, figures / "metrics.png"),
         "confusion": plot_confusion_heatmaps(summary, figures / "confusion.png"),
         "curves": plot_training_curves(histories, figures / "training.png"),
+        "coverage": _coverage_figure(detail, summary, figures / "coverage.png"),
     }
     galleries = None
     if gallery_size > 0:
@@ -489,6 +490,7 @@ def format_report(summary: dict, images: dict | None = None, galleries=None) -> 
     if images.get("curves"):
         parts += ["## CNN training curves", "",
                   f"![training curves]({images['curves']})", ""]
+    parts += _abstention_section(summary, images.get("coverage"))
     parts += _repeats_section(summary)
     parts += _environment_section(summary)
     if summary.get("incomplete"):
@@ -510,6 +512,40 @@ def _title(dataset: dict) -> str:
     classes = dataset.get("classes") or []
     kinds = f" ({', '.join(classes)})" if classes else ""
     return f"{name or 'unnamed dataset'}, {problem} problem{kinds}"
+#: Coverages at which the report tabulates the accuracy of the kept predictions.
+COVERAGE_POINTS = (1.0, 0.9, 0.8, 0.5)
+
+
+def _coverage_figure(detail, summary, path) -> Path | None:
+    """Coverage curves of every model (plotting.plot_coverage_curves); their
+    accuracy at COVERAGE_POINTS goes into ``summary["abstention"]``."""
+    from liposome_bench.abstention import accuracy_at_coverage, coverage_curves_of_results
+    from liposome_bench.plotting import plot_coverage_curves
+
+    curves = coverage_curves_of_results(detail, list(summary["models"]), summary["classes"])
+    summary["abstention"] = {name: {c: accuracy_at_coverage(curve, c) for c in COVERAGE_POINTS}
+                             for name, curve in curves.items()}
+    return plot_coverage_curves(curves, summary["classes"], path,
+                                title="Abstaining below a confidence threshold")
+
+
+def _abstention_section(summary, image) -> list[str]:
+    table = summary.get("abstention")
+    if not table:
+        return []
+    rows = [[name] + [_num(acc) for acc in values.values()] for name, values in table.items()]
+    lines = [
+        "## Abstention: coverage against accuracy", "",
+        "Each model abstains on the particles whose predicted class has a probability below a "
+        "threshold; raising it keeps fewer particles (coverage) and, if the probabilities "
+        "rank errors well, more of them right. Out-of-fold predictions; the SVM's "
+        "decision values are calibrated to probabilities on the other folds only.", "",
+        _md_table(["model"] + [f"accuracy at {100 * c:.0f} % coverage" for c in COVERAGE_POINTS],
+                  rows), "",
+    ]
+    if image:
+        lines += [f"![coverage curves]({image})", ""]
+    return lines
 
 
 def _verdict_section(summary) -> list[str]:
