@@ -1080,12 +1080,14 @@ def _print_sweep_summary(console, summary, metrics):
     if summary["comparisons"]:
         table = Table(title="paired comparisons on shared folds: F1 difference (b − a), "
                             "corrected resampled t-test, Holm-adjusted p")
-        for name in ("axis", "a", "b", "class", "difference", "p (Holm)", "verdict"):
+        for name in ("axis", "where", "a", "b", "class", "difference", "p (Holm)",
+                     "verdict"):
             table.add_column(name)
         for c in summary["comparisons"]:
             p = c["p_holm"]
-            table.add_row(c["axis"], c["a"], c["b"], c["class"], f"{c['mean_difference']:+.3f}",
-                          "—" if p != p else f"{p:.3g}", c["verdict"])
+            table.add_row(c["axis"], c["where"], c["a"], c["b"], c["class"],
+                          f"{c['mean_difference']:+.3f}", "—" if p != p else f"{p:.3g}",
+                          c["verdict"])
         console.print(table)
 
 

@@ -693,6 +693,34 @@ class SweepRun:
     workers: int = 0
 
 
+def _quiet_dask_logs(func):
+    """Dask's INFO and WARNING lines (workers starting, closing, restarting)
+    only when the root logger shows DEBUG (``liposome-bench -v``)."""
+    import functools
+    import logging
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        import distributed  # noqa: F401  (configures its loggers on import)
+
+        if logging.getLogger().getEffectiveLevel() <= logging.DEBUG:
+            return func(*args, **kwargs)
+        names = ["distributed"] + [n for n in logging.root.manager.loggerDict
+                                   if n.startswith("distributed.")]
+        loggers = [logging.getLogger(n) for n in names]
+        old = [lg.level for lg in loggers]
+        for lg in loggers:
+            lg.setLevel(logging.ERROR)
+        try:
+            return func(*args, **kwargs)
+        finally:
+            for lg, level in zip(loggers, old):
+                lg.setLevel(level)
+
+    return wrapper
+
+
+@_quiet_dask_logs
 def run_sweep(config: SweepConfig, dataset, folds, out, *, seed: int = 0,
               scheduler: str = "local", n_workers: int | None = None,
               save_models: bool = False, source: DatasetSource | None = None,
@@ -911,7 +939,7 @@ def summarise_sweep(out, metrics=("f1",)) -> dict:
                     "n_folds": int(defined.size),
                 })
     comparisons = []
-    for a, b, axis in _comparison_pairs(sweep):
+    for a, b, axis, where in _comparison_pairs(sweep):
         shared = sorted(set(per_fold[a]) & set(per_fold[b]))
         if len(shared) < 2:
             continue
@@ -920,7 +948,7 @@ def summarise_sweep(out, metrics=("f1",)) -> dict:
                      for f in shared]
             test = corrected_resampled_ttest(diffs, n_train=n * (k - 1) / k, n_test=n / k)
             comparisons.append({
-                "axis": axis, "cell_a": a, "cell_b": b,
+                "axis": axis, "where": where, "cell_a": a, "cell_b": b,
                 "a": _describe_cell(sweep, a, axis), "b": _describe_cell(sweep, b, axis),
                 "class": cls, "metric": "f1", "mean_difference": test["mean"],
                 "t": test["t"], "df": test["df"], "p": test["p"], "n_folds": test["n"],
@@ -952,10 +980,12 @@ def _describe_cell(sweep, cell_id, axis) -> str:
 
 
 def _comparison_pairs(sweep) -> list:
-    """(cell a, cell b, axis): per grid, cells differing in exactly that
-    axis; and each SVM cell against each CNN cell."""
+    """(cell a, cell b, axis, where): per grid, cells differing in exactly
+    that axis (``where`` names the grid's other axes' shared levels); and each
+    SVM cell against each CNN cell (``where`` names the CNN's levels)."""
     pairs, seen = [], set()
     cells = sweep["cells"]
+    all_axes = list(sweep.get("axes", {}))
     for grid in sweep.get("grids", []):
         ids = grid["cells"]
         for axis in grid["axes"]:
@@ -964,10 +994,16 @@ def _comparison_pairs(sweep) -> list:
                 differing = [key for key in sa if sa[key] != sb.get(key)]
                 if differing == [axis] and (a, b) not in seen:
                     seen.add((a, b))
-                    pairs.append((a, b, axis))
+                    where = ", ".join(f"{o}={_level_text(sa[o])}" for o in grid["axes"]
+                                      if o != axis)
+                    pairs.append((a, b, axis, where))
     svm = [c for c, info in cells.items() if info["kind"] == "svm"]
     cnn = [c for c, info in cells.items() if info["kind"] == "cnn"]
-    pairs.extend((a, b, "svm vs cnn") for a in svm for b in cnn)
+    for a in svm:
+        for b in cnn:
+            sb = cells[b]["settings"]
+            where = ", ".join(f"{o}={_level_text(sb[o])}" for o in all_axes if o in sb)
+            pairs.append((a, b, "svm vs cnn", where))
     return pairs
 
 
@@ -978,7 +1014,7 @@ def write_sweep_tables(out, summary: dict) -> tuple[Path, Path]:
     out = Path(out)
     table = pd.DataFrame(summary["table"])
     comparisons = pd.DataFrame(summary["comparisons"], columns=[
-        "axis", "cell_a", "cell_b", "a", "b", "class", "metric", "mean_difference", "t",
+        "axis", "where", "cell_a", "cell_b", "a", "b", "class", "metric", "mean_difference", "t",
         "df", "p", "p_holm", "n_folds", "verdict"])
     atomic_write_text(out / TABLE_CSV, table.to_csv(index=False))
     atomic_write_text(out / COMPARISONS_CSV, comparisons.to_csv(index=False))
@@ -1012,7 +1048,7 @@ def render_sweep_report(out, report_path=None) -> Path:
     """``report.md`` for a sweep folder: the per-class F1 table, the paired
     comparisons, and per grid and axis a figure of per-class F1 by level
     (thesis Figures 17-21)."""
-    from liposome_bench.plotting import plot_axis_f1
+    from liposome_bench.plotting import plot_axis_f1, plot_cells_f1
 
     out = Path(out)
     summary = summarise_sweep(out)
@@ -1032,6 +1068,10 @@ def render_sweep_report(out, report_path=None) -> Path:
     if not wide.empty:
         lines += [_markdown(wide), ""]
     lines += ["## Figures", ""]
+    overview = plot_cells_f1(per_fold, sweep, figures / "cells.png")
+    if overview is not None:
+        lines += [f"![F1 of every cell]({overview.relative_to(report_path.parent).as_posix()})",
+                  ""]
     for grid in sweep.get("grids", []):
         for axis in grid["axes"]:
             path = figures / f"{grid['name']}-{axis}.png"
@@ -1045,7 +1085,7 @@ def render_sweep_report(out, report_path=None) -> Path:
         import pandas as pd
 
         frame = pd.DataFrame(summary["comparisons"])[
-            ["axis", "a", "b", "class", "mean_difference", "p", "p_holm", "verdict"]]
+            ["axis", "where", "a", "b", "class", "mean_difference", "p", "p_holm", "verdict"]]
         frame["mean_difference"] = frame["mean_difference"].map(lambda v: f"{v:+.3f}")
         for col in ("p", "p_holm"):
             frame[col] = frame[col].map(lambda v: "—" if v != v else f"{v:.3g}")
