@@ -29,6 +29,14 @@ def _fail_cleanly(func):
             return func(*args, **kwargs)
         except LiposomeBenchError as exc:
             raise UserError(str(exc)) from None
+        except OSError as exc:
+            # Last resort: commands check their outputs before any work
+            # (liposome_bench.outputs); an OS error nobody expected is still
+            # one line, with the traceback in the debug log.
+            from liposome_bench.outputs import describe_os_error
+
+            logging.getLogger(__name__).debug("OS error", exc_info=True)
+            raise UserError(describe_os_error(exc)) from None
         except KeyboardInterrupt:
             click.echo(
                 "Interrupted. Finished folds are saved; run the same command again to resume.",
@@ -103,7 +111,7 @@ def cache_option(func):
 
 def seed_option(func):
     return click.option(
-        "--seed", type=int, default=0, show_default=True, help="Random seed."
+        "--seed", type=int, default=0, show_default=True, help="Random seed (0 to 2**32 - 1)."
     )(func)
 
 
@@ -124,7 +132,19 @@ def fold_seed_option(func):
         type=int,
         default=0,
         show_default=True,
-        help="Seed of the stored fold assignment.",
+        help="Seed of the stored fold assignment (0 to 2**32 - 1).",
+    )(func)
+
+
+def group_by_option(func):
+    return click.option(
+        "--group-by",
+        "group_by",
+        default=None,
+        metavar="KEY",
+        help="Keep particles sharing this meta key (a manifest column or export key, "
+        "e.g. micrograph, session, grid) in one fold; the SVM's inner grid-search "
+        "folds and the CNN's validation split are grouped the same way.",
     )(func)
 
 
@@ -139,6 +159,16 @@ def out_option(default, help_text, required=False):
         )(func)
 
     return decorate
+
+
+def _finite_pixel_size(ctx, param, value):
+    """FloatRange lets nan and inf through (no comparison fails for nan)."""
+    import math
+
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a finite number of nm per pixel; "
+                                 "pass e.g. --pixel-size 0.84.", ctx, param)
+    return value
 
 
 def reader_options(func):
@@ -158,6 +188,7 @@ def reader_options(func):
         "--pixel-size",
         "pixel_size_nm",
         type=click.FloatRange(min=0, min_open=True),
+        callback=_finite_pixel_size,
         default=None,
         help="Pixel size in nm/px for every particle, overriding the data's "
         "own (PixelSize in a lab export, pixel_size_nm in a manifest, the MRC header).",
@@ -177,6 +208,30 @@ def reader_options(func):
         "('.' for images beside it).",
     )(wrapper)
     return wrapper
+
+
+def units_option(default="nm"):
+    """--units nm|px (the SVM's features; docs/features.md)."""
+    defaults = {"default": default, "show_default": True} if default else {"default": None}
+    help_text = ("Features in nm (needs the pixel size) or every length in pixels, with "
+                 "pixel-based windows: edge profile -52..+10 px, SNR band 8 px "
+                 "(docs/features.md).")
+    if not default:
+        help_text += " Default: nm, or [svm] units of --config."
+
+    def decorate(func):
+        return click.option(
+            "--units", type=click.Choice(_settings.FEATURE_UNITS), help=help_text, **defaults,
+        )(func)
+
+    return decorate
+def wait_option(func):
+    return click.option(
+        "--wait",
+        is_flag=True,
+        help="If another run is writing into the same --out, wait for it to finish "
+        "and then reuse its folds, instead of stopping with an error.",
+    )(func)
 
 
 def jobs_option(func):
@@ -250,9 +305,13 @@ def generate_command(problem, n, seed, out, montage, difficulty, label_noise, do
     from rich.console import Console
     from rich.table import Table
 
+    from liposome_bench.outputs import check_output_dir, check_output_file, writing
     from liposome_bench.synth import THESIS_COUNTS, generate_export
 
-    with _live_reporter() as reporter:
+    check_output_dir(out)
+    if montage is not None:
+        check_output_file(montage, "--montage")
+    with _live_reporter() as reporter, writing(out):
         dataset = generate_export(
             problem, out, n=n, seed=seed, montage=montage, difficulty=difficulty,
             label_noise=label_noise, dose=dose, pixel_size_nm=pixel_size_nm, reporter=reporter,
@@ -292,10 +351,16 @@ def dataset_group():
 @reader_options
 @cache_option
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("--input-mode", type=click.Choice(_settings.INPUT_MODES), default="masked",
+              show_default=True,
+              help="The CNN input mode you will run: 'surrounding' shows the CNN the "
+              "surround, so a short one is warned about.")
 @_fail_cleanly
-def dataset_info_command(path, problem, reader_options, cache_dir, as_json):
+def dataset_info_command(path, problem, reader_options, cache_dir, as_json, input_mode):
     """Show a dataset: class counts and shares (as the thesis's Tables 1-2),
-    image sizes overall and per class, pixel size, masks, stored folds.
+    image sizes overall and per class, particle sizes per class (nm, or px
+    without a pixel size), the surround of the crops, pixel size, masks,
+    stored folds.
 
     Without PATH, describes the built-in synthetic dataset of --problem
     (generated once into the cache).
@@ -304,7 +369,7 @@ def dataset_info_command(path, problem, reader_options, cache_dir, as_json):
     """
     import json
 
-    from liposome_bench.dataset import describe_dataset, resolve_dataset
+    from liposome_bench.dataset import describe_dataset, resolve_dataset, surround_warning
 
     if path is None and problem is None:
         raise UserError(
@@ -313,7 +378,13 @@ def dataset_info_command(path, problem, reader_options, cache_dir, as_json):
     with _live_reporter() as reporter:
         dataset = resolve_dataset(path, problem, cache_dir=cache_dir, reporter=reporter,
                                   **reader_options)
+    from liposome_bench.folds import describe_groups
+
     info = describe_dataset(dataset)
+    warning = surround_warning(info, input_mode)
+    if warning:
+        info["warnings"].append(warning)
+    info["groups"] = describe_groups(dataset)
     if as_json:
         click.echo(json.dumps(info, indent=2))
     else:
@@ -355,6 +426,7 @@ def _print_dataset_info(info):
             sizes.add_row(name, span(stats["width"]), span(stats["height"]),
                           style="bold" if name == "All" else None)
     console.print(sizes)
+    _print_particle_sizes(console, info)
     px = info["pixel_size_nm"]
     if px["min"] is None:
         say("Pixel size: unknown (pass --pixel-size)")
@@ -370,31 +442,80 @@ def _print_dataset_info(info):
         for f in info["folds"]:
             state = ("unreadable" if f.get("unreadable")
                      else "matches this dataset" if f["matches"] else "made for another dataset")
-            say(f"Folds: {f['file']} (k={f['k']}, seed {f['seed']}): {state}")
+            grouped = f", grouped by {f['group_by']}" if f.get("group_by") else ""
+            say(f"Folds: {f['file']} (k={f['k']}, seed {f['seed']}{grouped}): {state}",
+                markup=False)
     else:
         say("Folds: none stored yet (made and stored on first use)")
+    for key, g in (info.get("groups") or {}).items():
+        per_class = ", ".join(f"{c} {n}" for c, n in g["per_class"].items())
+        size = g["particles_per_group"]
+        say(f"Groups by {key}: {g['n_groups']} in all; holding each class: {per_class}; "
+            f"{size['min']}-{size['max']} particles per {key} (median {size['median']:g}). "
+            f"Group folds by it with --group-by {key}.", markup=False)
     for warning in info["warnings"]:
         say(f"Warning: {warning}", markup=False)
+
+
+def _print_particle_sizes(console, info):
+    """Particle sizes and surround per class (dataset info)."""
+    from rich.table import Table
+
+    size, surround = info.get("particle_size"), info.get("surround_px")
+    if not size or not surround:
+        return
+    table = Table(title=f"Particle size (equivalent diameter, {size['unit']}) and surround "
+                        "(px): min / median / max")
+    table.add_column("Class")
+    table.add_column(f"Diameter ({size['unit']})", justify="right")
+    table.add_column("Surround (px)", justify="right")
+
+    def span(stats):
+        return "-" if stats is None else (
+            f"{stats['min']:.3g} / {stats['median']:.3g} / {stats['max']:.3g}")
+
+    for name in size["per_class"]:
+        table.add_row(name, span(size["per_class"][name]), span(surround["per_class"][name]))
+    table.add_row("All", span(size["all"]), span(surround["all"]), style="bold")
+    console.print(table)
 
 
 @dataset_group.command("check")
 @click.argument("path", type=click.Path(exists=True))
 @problem_option(required=False)
 @reader_options
+@units_option()
+@click.option(
+    "--folds",
+    "k",
+    type=click.IntRange(min=2),
+    default=5,
+    show_default=True,
+    help="The folds you will cross-validate with: a class with fewer particles is "
+    "a problem, as is a dataset of one class.",
+)
 @_fail_cleanly
-def dataset_check_command(path, problem, reader_options):
+def dataset_check_command(path, problem, reader_options, units, k):
     """Validate a dataset and list every problem found, one per line.
 
-    Checks every image and mask (missing, unreadable, truncated, too large,
-    mask shape, empty mask), class codes and labels, ids and paths. Exits
-    with code 2 if there is any problem.
+    Checks every image and mask (missing, unreadable, truncated, too large or
+    too small, NaN or infinite pixels, mask shape, empty mask), class codes
+    and labels, ids and paths, that the class counts allow --folds-fold
+    cross-validation (at least 2 classes, each with --folds particles), and
+    that every particle has the pixel size the default run's features (in
+    nm) need; with --units px none is needed. Exits with code 2 if there is
+    any problem.
 
     Example: liposome-bench dataset check my-export
     """
     from liposome_bench.dataset import inspect_dataset
+    from liposome_bench.features import pixel_size_problems
 
     with _live_reporter() as reporter:
-        dataset, problems = inspect_dataset(path, problem, reporter=reporter, **reader_options)
+        dataset, problems = inspect_dataset(path, problem, reporter=reporter, folds=k,
+                                            **reader_options)
+    if dataset is not None:
+        problems = pixel_size_problems(dataset, _settings.SVMSettings(units=units))
     for line in problems:
         click.echo(line)
     if problems:
@@ -402,6 +523,158 @@ def dataset_check_command(path, problem, reader_options):
     click.echo(f"OK: {len(dataset)} particles ({dataset.problem.name}), no problems found.")
     for warning in dataset.warnings:
         click.echo(f"Warning: {warning}")
+
+
+# --- dataset import (importers) ------------------------------------------------
+
+@dataset_group.group("import")
+def import_group():
+    """Make a particle dataset from annotated micrographs.
+
+    Cuts one crop per particle (its bounding box plus --surround px each
+    side) with its own mask, from COCO annotations (CVAT, Roboflow,
+    Labelbox) or instance label images (ilastik, Cellpose, CellProfiler),
+    and writes the lab export layout every command reads. Each particle
+    records its micrograph (for --group-by micrograph) and its box in it.
+    docs/data-formats.md ("From micrographs") describes both inputs.
+
+    Example: liposome-bench dataset import coco ann.json --images mics --out ds
+    """
+
+
+def import_options(func):
+    """--out, --surround, --drop-edge and --pixel-size of both imports."""
+    func = click.option(
+        "--pixel-size", "pixel_size_nm", type=click.FloatRange(min=0, min_open=True),
+        default=None,
+        help="nm/px of micrographs whose TIFF or MRC metadata gives none.",
+    )(func)
+    func = click.option(
+        "--drop-edge", is_flag=True,
+        help="Drop particles cut by the micrograph's edge (counted in the summary). "
+        "Default: keep them, flagged EdgeCut in particles.json.",
+    )(func)
+    func = click.option(
+        "--surround", type=click.IntRange(min=0), default=50, show_default=True,
+        help="Pixels of micrograph kept around each particle's bounding box "
+        "(thesis section 3: 50), less where the micrograph ends.",
+    )(func)
+    return out_option(None, "Export folder to write (must not exist, or be empty).",
+                      required=True)(func)
+
+
+@import_group.command("coco")
+@click.argument("annotations", type=click.Path(exists=True, dir_okay=False))
+@click.option("--images", "images_dir", required=True,
+              type=click.Path(exists=True, file_okay=False),
+              help="Folder of the micrographs; the annotations' file_name is relative to it.")
+@click.option("--classes", default=None, metavar="NAME=CODE[,...]",
+              help="Category names to lab export codes (3, 4, 5 lamellarity; 7, 8, 10 "
+              "encapsulation) or to class names, e.g. uni=3,multi=4,unsure=5. "
+              "Default: the category names are the classes.")
+@click.option("--box-masks", type=click.Choice(["box", "ellipse"]), default=None,
+              help="Mask of an annotation with only a box: the box itself, or the ellipse "
+              "inscribed in it. Without it, box-only annotations are refused.")
+@import_options
+@_fail_cleanly
+def import_coco_command(annotations, images_dir, classes, box_masks, out, surround,
+                        drop_edge, pixel_size_nm):
+    """Import particles annotated in a COCO JSON file (polygons, RLE, boxes).
+
+    Every inconsistent annotation (category not in categories, empty
+    polygon, missing image, annotation outside its image) is listed, one
+    per line, and nothing is written.
+
+    \b
+    Example: liposome-bench dataset import coco ann.json --images mics --out ds
+    """
+    from liposome_bench.importers import import_coco
+
+    _run_import(import_coco, annotations, images_dir, out, surround=surround,
+                classes=classes, box_masks=box_masks, drop_edge=drop_edge,
+                pixel_size_nm=pixel_size_nm)
+
+
+@import_group.command("labels")
+@click.option("--images", "images_dir", required=True,
+              type=click.Path(exists=True, file_okay=False),
+              help="Folder of the micrographs (TIFF, PNG, JPEG, BMP or MRC).")
+@click.option("--labels", "labels_dir", required=True,
+              type=click.Path(exists=True, file_okay=False),
+              help="Folder of the label images: same name as the micrograph (or ending "
+              "in _masks, _labels...), 8/16/32-bit TIFF or PNG, 0 = background.")
+@click.option("--classes", "classes_csv", required=True,
+              type=click.Path(exists=True, dir_okay=False),
+              help="CSV with columns micrograph, label, class: one row per particle.")
+@import_options
+@_fail_cleanly
+def import_labels_command(images_dir, labels_dir, classes_csv, out, surround, drop_edge,
+                          pixel_size_nm):
+    """Import particles from instance label images and a table of classes.
+
+    Each nonzero value of a micrograph's label image is one particle; the
+    CSV gives its class. A label without a row, a row without its label, a
+    missing label image or a size mismatch is listed, and nothing is written.
+
+    \b
+    Example: liposome-bench dataset import labels --images mics --labels seg --classes classes.csv --out ds
+    """
+    from liposome_bench.importers import import_labels
+
+    _run_import(import_labels, images_dir, labels_dir, classes_csv, out, surround=surround,
+                drop_edge=drop_edge, pixel_size_nm=pixel_size_nm)
+
+
+def _run_import(function, *args, **kwargs):
+    from liposome_bench.importers import ImportProblems
+
+    try:
+        with _live_reporter() as reporter:
+            result = function(*args, reporter=reporter, **kwargs)
+    except ImportProblems as exc:
+        for line in exc.problems:
+            click.echo(line)
+        raise UserError(f"{len(exc.problems)} problem(s) found; nothing was written.") from None
+    _print_import(result)
+
+
+def _print_import(result):
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    dataset = result.dataset
+    console.print(f"Wrote {len(dataset)} particles ({dataset.problem.name}) from "
+                  f"{len(result.micrographs)} micrographs to {result.out}", soft_wrap=True)
+    classes = Table()
+    classes.add_column("Class")
+    classes.add_column("Particles", justify="right")
+    for name, count in dataset.class_counts().items():
+        classes.add_row(name, str(count))
+    console.print(classes)
+    mics = Table(title="Per micrograph")
+    for column in ("Micrograph", "Size (px)", "nm/px (from)", "Particles", "Edge-cut",
+                   "Dropped"):
+        mics.add_column(column, justify="left" if column == "Micrograph" else "right")
+    short = {"TIFF metadata": "TIFF", "MRC header": "MRC"}
+    for m in result.micrographs:
+        px = (f"{m.pixel_size_nm:g} ({short.get(m.pixel_size_from, m.pixel_size_from)})"
+              if m.pixel_size_from != "unknown" else "unknown")
+        mics.add_row(m.micrograph, f"{m.width}x{m.height}", px, str(m.particles),
+                     str(m.edge_cut), str(m.dropped))
+    console.print(mics)
+    if result.dropped:
+        click.echo(f"Dropped {result.dropped} particle(s) cut by the micrograph's edge "
+                   "(--drop-edge).")
+    elif result.edge_cut:
+        click.echo(f"Kept {result.edge_cut} particle(s) cut by the micrograph's edge, flagged "
+                   "EdgeCut in particles.json (--drop-edge drops them).")
+    if result.skipped_crowd:
+        click.echo(f"Skipped {result.skipped_crowd} iscrowd annotation(s): they mark groups, "
+                   "not particles.")
+    for line in result.warnings:
+        click.echo(f"Warning: {line}")
+    click.echo(f"Next: liposome-bench dataset check {result.out}")
 
 
 # --- features (features) ----------------------------------------------------
@@ -432,12 +705,14 @@ def dataset_check_command(path, problem, reader_options):
     show_default=True,
     help="Compute features from the images, or use those stored in the lab export.",
 )
+@units_option()
 @folds_option
 @fold_seed_option
+@group_by_option
 @jobs_option
 @_fail_cleanly
-def features_command(problem, data, reader_options, cache_dir, out, feature_set, source, k,
-                     fold_seed, jobs):
+def features_command(problem, data, reader_options, cache_dir, out, feature_set, source, units,
+                     k, fold_seed, group_by, jobs):
     """Write the handcrafted features of every particle to a table.
 
     One row per particle: id, label, fold (of the dataset's stored folds)
@@ -449,17 +724,21 @@ def features_command(problem, data, reader_options, cache_dir, out, feature_set,
     from liposome_bench.dataset import resolve_dataset
     from liposome_bench.features import check_table_path, write_feature_table
     from liposome_bench.folds import load_or_make_folds
+    from liposome_bench.outputs import check_output_file
 
-    out = check_table_path(out)
+    _settings.check_seed(fold_seed, "--fold-seed")
+    out = check_output_file(check_table_path(out))
+    _settings.SVMSettings(feature_set=feature_set, source=source, units=units)  # fail early
     with _live_reporter() as reporter:
         dataset = resolve_dataset(data, problem, cache_dir=cache_dir, reporter=reporter,
                                   **reader_options)
-        folds = load_or_make_folds(dataset, k=k, seed=fold_seed)
+        folds = load_or_make_folds(dataset, k=k, seed=fold_seed, group_by=group_by,
+                                   reporter=reporter)
         table = write_feature_table(dataset, folds, out, feature_set=feature_set,
-                                    source=source, reporter=reporter, jobs=jobs)
+                                    source=source, reporter=reporter, jobs=jobs, units=units)
     click.echo(
         f"Wrote {len(table)} particles x {table.shape[1] - 3} features "
-        f"({feature_set}, {source}) to {out}."
+        f"({feature_set}, {source}{', in px' if units == 'px' else ''}) to {out}."
     )
 
 # --- svm (svm) --------------------------------------------------------------
@@ -505,14 +784,17 @@ def features_command(problem, data, reader_options, cache_dir, out, feature_set,
     default=None,
     help="Fix the RBF kernel's gamma instead of searching it.",
 )
+@units_option()
 @folds_option
 @fold_seed_option
+@group_by_option
 @jobs_option
 @seed_option
 @out_option(None, "Results folder. Default: results/svm-<problem>.")
+@wait_option
 @_fail_cleanly
 def svm_command(problem, data, reader_options, cache_dir, feature_set, source, grid, C,
-                gamma, k, fold_seed, jobs, seed, out):
+                gamma, units, k, fold_seed, group_by, jobs, seed, out, wait):
     """Cross-validate the lab's LIBSVM baseline on handcrafted features.
 
     C-SVC with an RBF kernel (one-vs-one), class weights inversely
@@ -527,23 +809,32 @@ def svm_command(problem, data, reader_options, cache_dir, feature_set, source, g
     """
     from rich.console import Console
 
-    from liposome_bench.dataset import resolve_dataset
+    from liposome_bench.dataset import check_trainable, resolve_dataset
     from liposome_bench.display import fold_table, print_model_summary
     from liposome_bench.folds import load_or_make_folds
     from liposome_bench.metrics import summarise_folds
+    from liposome_bench.outputs import check_output_dir, writing
     from liposome_bench.results import ResultsDir
     from liposome_bench.svm import check_svm_options, run_svm
 
     svm_settings = _settings.SVMSettings(feature_set=feature_set, source=source, grid=grid,
-                                         C=C, gamma=gamma)
+                                         C=C, gamma=gamma, units=units)
     check_svm_options(jobs=jobs)
+    _settings.check_seed(seed, "--seed")
+    _settings.check_seed(fold_seed, "--fold-seed")
+    if out is not None:
+        check_output_dir(out)
     with _live_reporter() as reporter:
         dataset = resolve_dataset(data, problem, cache_dir=cache_dir, reporter=reporter,
                                   **reader_options)
-        folds = load_or_make_folds(dataset, k=k, seed=fold_seed)
-        results = ResultsDir(out or f"results/svm-{dataset.problem.name}")
-        fold_results = run_svm(dataset, folds, results, svm_settings, jobs=jobs, seed=seed,
-                               reporter=reporter)
+        check_trainable(dataset)
+        folds = load_or_make_folds(dataset, k=k, seed=fold_seed, group_by=group_by,
+                                   reporter=reporter)
+        results = ResultsDir(check_output_dir(out or f"results/svm-{dataset.problem.name}"))
+        with writing(results.path), results.lock(wait=wait, reporter=reporter,
+                                                 command=_command_line()):
+            fold_results = run_svm(dataset, folds, results, svm_settings, jobs=jobs, seed=seed,
+                                   reporter=reporter)
     console = Console()
     print_model_summary(
         console, "SVM (LIBSVM C-SVC, RBF)", summarise_folds(fold_results, dataset.problem.classes)
@@ -652,12 +943,14 @@ def svm_command(problem, data, reader_options, cache_dir, feature_set, source, g
 )
 @folds_option
 @fold_seed_option
+@group_by_option
 @seed_option
 @out_option(None, "Results folder. Default: results/cnn-<problem>.")
+@wait_option
 @_fail_cleanly
 def cnn_command(problem, model, data, reader_options, cache_dir, input_mode, input_size,
                 augment, balance, epochs, patience, batch_size, optimizer, learning_rate,
-                l2, mixed_precision, k, fold_seed, seed, out):
+                l2, mixed_precision, k, fold_seed, group_by, seed, out, wait):
     """Cross-validate a LipNet CNN on the particle images.
 
     Trains on the same stored folds as `svm`: each fold's training folds are
@@ -673,10 +966,11 @@ def cnn_command(problem, model, data, reader_options, cache_dir, input_mode, inp
     from rich.console import Console
 
     from liposome_bench.cnn import run_cnn
-    from liposome_bench.dataset import resolve_dataset
+    from liposome_bench.dataset import check_trainable, resolve_dataset
     from liposome_bench.display import fold_table, print_model_summary
     from liposome_bench.folds import load_or_make_folds
     from liposome_bench.metrics import summarise_folds
+    from liposome_bench.outputs import check_output_dir, writing
     from liposome_bench.results import ResultsDir
 
     cnn_settings = _settings.CNNSettings(
@@ -685,13 +979,21 @@ def cnn_command(problem, model, data, reader_options, cache_dir, input_mode, inp
         optimizer=optimizer, learning_rate=learning_rate, l2=l2,
         mixed_precision=mixed_precision,
     )
+    _settings.check_seed(seed, "--seed")
+    _settings.check_seed(fold_seed, "--fold-seed")
+    if out is not None:
+        check_output_dir(out)
     with _live_reporter() as reporter:
         dataset = resolve_dataset(data, problem, cache_dir=cache_dir, reporter=reporter,
                                   **reader_options)
-        folds = load_or_make_folds(dataset, k=k, seed=fold_seed)
-        results = ResultsDir(out or f"results/cnn-{dataset.problem.name}")
-        fold_results = run_cnn(dataset, folds, results, cnn_settings, seed=seed,
-                               reporter=reporter)
+        check_trainable(dataset)
+        folds = load_or_make_folds(dataset, k=k, seed=fold_seed, group_by=group_by,
+                                   reporter=reporter)
+        results = ResultsDir(check_output_dir(out or f"results/cnn-{dataset.problem.name}"))
+        with writing(results.path), results.lock(wait=wait, reporter=reporter,
+                                                 command=_command_line()):
+            fold_results = run_cnn(dataset, folds, results, cnn_settings, seed=seed,
+                                   reporter=reporter)
     console = Console()
     print_model_summary(console, model, summarise_folds(fold_results, dataset.problem.classes))
     console.print(fold_table(fold_results, ("epochs", "epochs_run"),
@@ -765,24 +1067,32 @@ def _command_line():
               help="Input mode of every CNN (overrides --config).")
 @click.option("--grid", type=click.Choice(_settings.GRID_NAMES), default=None,
               help="The SVM's C/gamma grid (overrides --config).")
+@units_option(default=None)
 @folds_option
 @fold_seed_option
+@group_by_option
 @seed_option
 @jobs_option
 @out_option(None, "Results folder. Default: results/benchmark-<problem> "
             "(results/benchmark-<problem>-quick with --quick).")
+@wait_option
 @_fail_cleanly
 def benchmark_command(problem, data, reader_options, cache_dir, cnn, quick, repeats, config,
-                      epochs, input_mode, grid, k, fold_seed, seed, jobs, out):
+                      epochs, input_mode, grid, units, k, fold_seed, group_by, seed, jobs, out,
+                      wait):
     """Compare the LIBSVM baseline with LipNet CNN(s) on identical folds.
 
-    Runs the SVM and each CNN on the dataset's stored stratified folds,
-    then prints, per class, TPR / TNR / PPV / NPV / F1 of every model side by
-    side (mean ± std over folds, 95 % bootstrap interval over particles, the
-    higher mean marked), macro F1, balanced accuracy and MCC, each model's
-    fold-averaged normalised confusion matrix, and a paired test (McNemar;
-    bootstrap interval of the F1 difference) saying where the difference is
-    not significant. Writes summary.json and predictions.csv to --out.
+    Runs the SVM and each CNN on the dataset's stored stratified folds
+    (grouped with --group-by, e.g. by micrograph), then prints, per class,
+    TPR / TNR / PPV / NPV / F1 of every model side by side (mean ± std over
+    folds, 95 % bootstrap interval over particles), macro F1, balanced
+    accuracy and MCC, each model's fold-averaged normalised confusion
+    matrix, and the verdict: per class F1 and macro F1 of each CNN minus the
+    SVM over the paired fold scores of all --repeats x --folds, by the
+    corrected resampled t-test (Nadeau & Bengio 2003), Holm-adjusted; a *
+    marks only differences significant after that; accuracy and McNemar's
+    test are secondary lines (docs/benchmark.md). Writes summary.json and
+    predictions.csv to --out.
     With a GPU, the CNN trains on it while the SVM uses the CPU cores
     (--jobs workers); on a CPU-only machine they run one after the other.
     Re-running the same command resumes at the first unfinished fold.
@@ -791,16 +1101,17 @@ def benchmark_command(problem, data, reader_options, cache_dir, cnn, quick, repe
     """
     from rich.console import Console
 
-    from liposome_bench.benchmark import print_benchmark, run_benchmark
+    from liposome_bench.comparison import print_benchmark, run_benchmark
 
     cnn_models = [m.strip() for m in cnn.split(",") if m.strip()] if cnn else None
     with _live_reporter() as reporter:
         summary = run_benchmark(
             problem, data, cnn_models=cnn_models, out=out, quick=quick, repeats=repeats,
-            folds=k, fold_seed=fold_seed, seed=seed, jobs=jobs, cache_dir=cache_dir,
-            reader_options=reader_options, config=config, svm_options={"grid": grid},
+            k=k, fold_seed=fold_seed, group_by=group_by, seed=seed, jobs=jobs,
+            cache_dir=cache_dir, reader_options=reader_options, config=config,
+            svm_options={"grid": grid, "units": units},
             cnn_options={"epochs": epochs, "input_mode": input_mode},
-            reporter=reporter, command=_command_line(),
+            reporter=reporter, command=_command_line(), wait=wait,
         )
     console = Console()
     print_benchmark(summary, console)
@@ -844,23 +1155,51 @@ def benchmark_command(problem, data, reader_options, cache_dir, cnn, quick, repe
     default=None,
     help="Write a baseline file from RESULTS (for a later --baseline).",
 )
+@click.option(
+    "--gallery-size",
+    type=click.IntRange(min=0),
+    default=16,
+    show_default=True,
+    help="Particles per gallery (each model's errors per confusion cell, the SVM-CNN "
+    "disagreements, the least confident correct predictions of rare classes); 0 "
+    "leaves the galleries out.",
+)
+@click.option(
+    "--filters",
+    is_flag=True,
+    help="Also draw each CNN fold's first-layer filters and the activation maps of "
+    "each convolutional block for one particle per class.",
+)
+@click.option(
+    "--data",
+    type=click.Path(exists=True),
+    default=None,
+    help="The dataset the results were run on, if it is no longer where run.json "
+    "recorded it (the galleries draw its particles).",
+)
 @_fail_cleanly
-def report_command(results, out, baseline, tolerance, write_baseline_to):
+def report_command(results, out, baseline, tolerance, write_baseline_to, gallery_size,
+                   filters, data):
     """Write a markdown report with plots from a results folder.
 
     Reads saved results only (nothing is retrained): dataset summary, the
     protocol run, side-by-side metric tables with intervals and the paired
     test, confusion matrices, per-class metric bars, confusion heatmaps, CNN
-    training curves and the command that reproduces the run. With
+    training curves, galleries of the particles each model got wrong (with
+    Grad-CAM saliency beside each CNN input) and the command that reproduces
+    the run. With
     --baseline it is also a regression gate: it prints what moved and exits
     with status 1 naming each metric that fell by more than the tolerance
     (status 2 is bad input).
 
     Example: liposome-bench report results/benchmark-lamellarity
     """
+    from pathlib import Path
+
     from rich.console import Console
     from rich.table import Table
 
+    from liposome_bench.outputs import check_output_dir, check_output_file, writing
     from liposome_bench.report import (
         compare_to_baseline,
         read_baseline,
@@ -872,11 +1211,20 @@ def report_command(results, out, baseline, tolerance, write_baseline_to):
         return
     if baseline is not None:
         read_baseline(baseline)  # a bad baseline fails before any work
+    report_path = Path(out) if out is not None else Path(results) / "report.md"
+    check_output_file(report_path)
+    check_output_dir(report_path.parent / f"{report_path.stem}-figures")
+    if write_baseline_to:
+        check_output_file(write_baseline_to, "--write-baseline")
     console = Console()
-    path = render_report(results, out)
+    with writing(report_path):
+        path = render_report(results, report_path, gallery_size=gallery_size, filters=filters,
+                             data=data)
     click.echo(f"Report written to {path} (plots in {path.parent / (path.stem + '-figures')}).")
     if write_baseline_to:
-        click.echo(f"Baseline written to {write_baseline(results, write_baseline_to)}.")
+        with writing(write_baseline_to, "--write-baseline"):
+            written = write_baseline(results, write_baseline_to)
+        click.echo(f"Baseline written to {written}.")
     if baseline is None:
         return
     changes = compare_to_baseline(results, baseline, tolerance)
@@ -911,6 +1259,273 @@ def report_command(results, out, baseline, tolerance, write_baseline_to):
         sys.exit(EXIT_REGRESSION)
     click.echo(f"No metric fell by more than its tolerance below {baseline} "
                f"({len(changes)} checked).")
+
+
+@cli.command("show")
+@click.argument("particle_id", metavar="ID")
+@click.option("--results", "results", type=click.Path(exists=True, file_okay=False),
+              required=True, help="A results folder (the --out of benchmark, svm or cnn).")
+@click.option("--out", type=click.Path(file_okay=False), default=".", show_default=True,
+              help="Folder for the image particle-<ID>.png.")
+@click.option(
+    "--data",
+    type=click.Path(exists=True),
+    default=None,
+    help="The dataset the results were run on, if it is no longer where run.json "
+    "recorded it.",
+)
+@_fail_cleanly
+def show_command(particle_id, results, out, data):
+    """Show one particle across models: why was it called what it was called?
+
+    Prints the particle's true class and, for every model, its test fold,
+    predicted class, confidence (a CNN's probability, the SVM's margin) and
+    scores; writes particle-<ID>.png: the particle with its mask, each
+    model's view of it, and the Grad-CAM saliency map of each CNN's
+    prediction (computed with the network of the particle's test fold).
+
+    Example: liposome-bench show 540017 --results results/benchmark-lamellarity
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from liposome_bench.gallery import show_particle
+
+    report = show_particle(results, particle_id, out, data=data)
+    table = Table(title=f"particle {report.id}: true class {report.label}")
+    for name in ("model", "fold", "predicted", "", "confidence", "scores"):
+        table.add_column(name)
+    for row in report.rows:
+        form = "+.3f" if row["kind"] == "decision" else ".3f"
+        scores = "\n".join(f"{k.replace('_vs_', ' vs ')} {'—' if v is None else format(v, form)}"
+                            for k, v in row["scores"].items())
+        table.add_row(row["model"], str(row["fold"]), row["predicted"],
+                      "right" if row["correct"] else "[bold red]wrong[/bold red]",
+                      row["confidence"], scores)
+    Console().print(table)
+    if report.note:
+        click.echo(f"Note: {report.note}")
+    if report.image is not None:
+        click.echo(f"Image written to {report.image} (particles read from {report.source}).")
+# --- train, predict, export (deploy, export) ------------------------------------
+
+@cli.command("train")
+@click.option("--model", "model", required=True,
+              type=click.Choice(("svm",) + _settings.MODEL_NAMES),
+              help="The model to train: the SVM or a LipNet.")
+@click.option("--from-results", "from_results", type=click.Path(exists=True, file_okay=False),
+              default=None,
+              help="A finished benchmark, svm or cnn results folder: its settings, dataset "
+              "and cross-validation are used (no new cross-validation).")
+@problem_option(required=False)
+@data_option
+@reader_options
+@cache_option
+@click.option("--config", "config", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="TOML settings file ([svm], [cnn], [cnn.<model>] tables), as for benchmark.")
+@click.option("--epochs", type=click.IntRange(min=1), default=None,
+              help="Maximum epochs per cross-validation fold (CNN; overrides --config).")
+@click.option("--input-mode", type=click.Choice(_settings.INPUT_MODES), default=None,
+              help="CNN input mode (overrides --config).")
+@click.option("--input-size", type=click.IntRange(min=4), default=None,
+              help="CNN input side in px (overrides --config).")
+@click.option("--grid", type=click.Choice(_settings.GRID_NAMES), default=None,
+              help="The SVM's C/gamma grid (overrides --config).")
+@click.option("--feature-set", type=click.Choice(_settings.FEATURE_SETS), default=None,
+              help="The SVM's feature set (overrides --config).")
+@click.option("--cv-out", type=click.Path(file_okay=False), default=None,
+              help="Results folder of the cross-validation run first (without "
+              "--from-results). Default: MODEL_DIR-cv.")
+@folds_option
+@fold_seed_option
+@seed_option
+@jobs_option
+@out_option(None, "The model bundle folder to write (a bundle there is replaced).",
+            required=True)
+@_fail_cleanly
+def train_command(model, from_results, problem, data, reader_options, cache_dir, config, epochs,
+                  input_mode, input_size, grid, feature_set, cv_out, k, fold_seed, seed, jobs,
+                  out):
+    """Train one final model on all particles and write a model bundle.
+
+    Hyperparameters come from cross-validation on the same data only: the
+    SVM's C and gamma from the grid search on all particles, the CNN's epoch
+    count from the median best epoch of the folds' early stopping. With
+    --from-results the finished run's settings, dataset and out-of-fold
+    predictions are used; otherwise the cross-validation runs first (into
+    --cv-out). The bundle holds the model (.keras, or LIBSVM .model + .range),
+    the model card model.json and the out-of-fold predictions that
+    `predict --target-precision` uses (docs/deploy.md).
+
+    \b
+    Example: liposome-bench train --from-results results/benchmark-lamellarity --model lipnet-4 --out m
+    """
+    from liposome_bench.deploy import train_from_results, train_model
+
+    with _live_reporter() as reporter:
+        if from_results is not None:
+            given = {"--config": config, "--epochs": epochs, "--input-mode": input_mode,
+                     "--input-size": input_size, "--grid": grid, "--feature-set": feature_set,
+                     "--cv-out": cv_out}
+            clash = [name for name, value in given.items() if value is not None]
+            if clash:
+                raise UserError(f"{clash[0]} cannot be combined with --from-results: the "
+                                "run's settings are used. Drop it, or train without "
+                                "--from-results.")
+            card = train_from_results(from_results, model, out, data=data, problem=problem,
+                                      cache_dir=cache_dir, reader_options=reader_options,
+                                      jobs=jobs, reporter=reporter, command=_command_line())
+        else:
+            if data is None and problem is None:
+                raise UserError("Give --data, --problem (the built-in dataset) or "
+                                "--from-results RESULTS.")
+            options = ({"grid": grid, "feature_set": feature_set} if model == "svm" else
+                       {"epochs": epochs, "input_mode": input_mode, "input_size": input_size})
+            card = train_model(model, out, data=data, problem=problem, cache_dir=cache_dir,
+                               reader_options=reader_options, config=config, options=options,
+                               folds=k, fold_seed=fold_seed, seed=seed, jobs=jobs,
+                               cv_out=cv_out, reporter=reporter, command=_command_line())
+    _print_card(card, out)
+
+
+def _print_card(card, out):
+    hp = card["training"]["hyperparameters"]
+    overall = card["cross_validation"]["overall"]
+    chosen = (f"C={hp['C']:g}, gamma={hp['gamma']:g}" if card["family"] == "svm"
+              else f"{hp['epochs']} epochs (fold best epochs {hp['fold_best_epochs']})")
+    data = card["training"]["dataset"]
+    click.echo(f"{card['model']} trained on all {data['n_particles']} particles "
+               f"({card['problem']['name']}): {chosen}, chosen by {hp['chosen_by']}.")
+
+    def metric(name):
+        m = overall.get(name) or {}
+        ci = m.get("ci") or [None, None]
+        if m.get("pooled") is None:
+            return f"{name} -"
+        return f"{name} {m['pooled']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
+
+    click.echo("Cross-validated (out-of-fold, 95 % bootstrap interval): "
+               + ", ".join(metric(n) for n in ("macro_f1", "balanced_accuracy", "mcc")
+                           if n in overall)
+               + (" (synthetic data)" if data.get("synthetic") else ""))
+    click.echo(f"Model bundle in {out}: model.json (model card), "
+               + ", ".join(card["files"].values()) + ", cv-predictions.csv.")
+
+
+@cli.command("predict")
+@click.argument("model_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--data", "data", required=True,
+              type=click.Path(exists=True, dir_okay=True, file_okay=True),
+              help="Particles to classify, with or without labels: a lab export (Class "
+              "optional), a manifest .csv (label column optional), an .mrcs stack, a folder "
+              "of class folders or a plain folder of images.")
+@reader_options
+@click.option("--min-confidence", type=click.FloatRange(0, 1), default=None,
+              help="Abstain where the predicted class's probability is below this.")
+@click.option("--target-precision", "target_precision", multiple=True, metavar="CLASS=P",
+              help="Abstain on CLASS below the confidence at which its cross-validated "
+              "predictions reach precision P (repeatable), e.g. uncertain=0.9.")
+@click.option("--problem", type=click.Choice(PROBLEM_NAMES), default=None,
+              help="Refuse the bundle unless it was trained for this problem.")
+@click.option("--input-size", type=click.IntRange(min=4), default=None,
+              help="Refuse the bundle unless its CNN takes this input size.")
+@click.option("--feature-set", type=click.Choice(_settings.FEATURE_SETS), default=None,
+              help="Refuse the bundle unless its SVM uses this feature set.")
+@jobs_option
+@out_option("predictions.csv", "CSV file to write.")
+@_fail_cleanly
+def predict_command(model_dir, data, reader_options, min_confidence, target_precision,
+                    problem, input_size, feature_set, jobs, out):
+    """Classify particles with a model bundle, abstaining when unsure.
+
+    Writes one row per particle: id, (label,) predicted class, the
+    probability of each class, the confidence (probability of the predicted
+    class) and abstained. When the particles have labels, prints the
+    per-class metrics of the predictions (all, and those kept).
+
+    \b
+    Example: liposome-bench predict m --data new-particles --target-precision uncertain=0.9 --out p.csv
+    """
+    from liposome_bench.deploy import predict, write_predictions
+
+    with _live_reporter() as reporter:
+        result = predict(model_dir, data, min_confidence=min_confidence,
+                         target_precision=target_precision, problem=problem,
+                         input_size=input_size, feature_set=feature_set,
+                         reader_options=reader_options, jobs=jobs, reporter=reporter)
+        path = write_predictions(result, out)
+    _print_predictions(result, path)
+
+
+def _print_predictions(result, path):
+    import numpy as np
+    from rich.console import Console
+
+    console = Console()
+    n, kept = len(result.y_pred), int((~result.abstained).sum())
+    for name, t in result.thresholds.items():
+        if t["threshold"] is None:
+            click.echo(f"{name}: no confidence threshold reaches precision {t['target']:g} in "
+                       f"the cross-validated predictions; every {name} prediction abstains.")
+        else:
+            click.echo(
+                f"{name}: precision {t['target']:g} needs confidence >= {t['threshold']:.4f}; "
+                f"in cross-validation that kept {t['kept']} of {t['predicted']} {name} "
+                f"predictions ({100 * t['class_coverage']:.1f} %; precision "
+                f"{t['precision']:.3f}), coverage {100 * t['coverage']:.1f} % of all particles.")
+    click.echo(f"{n} particles: {kept} classified, {n - kept} abstained "
+               f"(coverage {100 * kept / max(n, 1):.1f} %).")
+    labelled = [i for i, p in enumerate(result.dataset.particles) if p.label is not None]
+    if labelled:
+        from liposome_bench.display import print_model_summary
+        from liposome_bench.metrics import summarise_folds
+        from liposome_bench.results import FoldResult
+
+        classes = list(result.dataset.problem.classes)
+        index = {c: i for i, c in enumerate(classes)}
+        y_true = np.array([index[result.dataset.particles[i].label] for i in labelled])
+        sel = np.asarray(labelled)
+
+        def summary(keep):
+            fold = FoldResult("predict", 0, [str(i) for i in sel[keep]], y_true[keep],
+                              result.y_pred[sel][keep], result.probabilities[sel][keep],
+                              classes, "probability")
+            return summarise_folds([fold], classes)
+
+        if len(labelled) < n:
+            click.echo(f"{len(labelled)} of {n} particles have labels; metrics are on those.")
+        print_model_summary(console, f"all {len(labelled)} labelled particles",
+                            summary(np.ones(len(sel), bool)))
+        keep = ~result.abstained[sel]
+        if keep.any() and not keep.all():
+            print_model_summary(console, f"{int(keep.sum())} kept (not abstained)",
+                                summary(keep))
+    click.echo(f"Predictions in {path}")
+
+
+@cli.command("export")
+@click.argument("model_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--format", "fmt", type=click.Choice(("onnx",)), default="onnx", show_default=True,
+              help="Export format.")
+@out_option(None, "File to write, e.g. model.onnx.", required=True)
+@_fail_cleanly
+def export_command(model_dir, fmt, out):
+    """Export a model bundle to ONNX for other software (C#, C++, ...).
+
+    A CNN becomes its network with softmax output: input "image", float32
+    (batch, size, size, 1), prepared as the model card's input.preprocessing
+    says. The SVM becomes its svm-scale scaling, the RBF one-vs-one decision
+    values, LIBSVM's vote and the calibrated probabilities, in float64:
+    input "features" (batch, n_features) in the card's feature order.
+    docs/deploy.md shows how to run it from C#.
+
+    \b
+    Example: liposome-bench export m --format onnx --out m.onnx
+    """
+    from liposome_bench.export import export_onnx
+
+    path = export_onnx(model_dir, out)
+    click.echo(f"ONNX model written to {path}.")
 
 
 # --- sweep ------------------------------------------------------------------

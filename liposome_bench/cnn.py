@@ -73,7 +73,8 @@ def _check_choice(value, choices, option):
 # Input images -----------------------------------------------------------------
 
 def prepare_images(
-    dataset, mode: str = "masked", size: int = 28, *, keep_size: bool = False, reporter=None
+    dataset, mode: str = "masked", size: int = 28, *, keep_size: bool = False, reporter=None,
+    scale: float | None = None,
 ) -> np.ndarray:
     """The particles as square network inputs (thesis section 8.5).
 
@@ -106,6 +107,10 @@ def prepare_images(
         larger windows are shrunk to fit. Relative particle size is kept.
         The factor depends on the particles' geometry only, not their labels.
     reporter : progress reporter, optional
+    scale : float, optional
+        With ``keep_size``: this factor instead of the dataset's own (a
+        trained lipnet-fcn's, so new particles are scaled as its training
+        particles were).
 
     Returns
     -------
@@ -126,8 +131,9 @@ def prepare_images(
     size = int(size)
     reporter = reporter or NullReporter()
     windows = [_window(p, mode) for p in dataset.particles]
-    scale = None
-    if keep_size and windows:
+    if not keep_size:
+        scale = None
+    elif scale is None and windows:
         sides = np.array([w.shape[0] for w in windows], dtype=np.float64)
         scale = size / np.percentile(sides, KEEP_SIZE_QUANTILE)
     out = np.zeros((len(windows), size, size, 1), dtype=np.float32)
@@ -342,13 +348,21 @@ def _random_affine_class():
 
 # Class balancing (section 4.8) --------------------------------------------------
 
-def split_validation(y, fraction: float, rng) -> tuple[np.ndarray, np.ndarray]:
+def split_validation(y, fraction: float, rng, groups=None) -> tuple[np.ndarray, np.ndarray]:
     """Stratified split of positions ``0..len(y)-1`` into (fit, validation).
 
     Each class gives ``round(fraction * count)`` particles to the validation
     part, at least one if it has two or more, and always keeps one for fitting.
+
+    With ``groups`` (the folds' grouping), whole groups go to one part: one
+    fold of a ``StratifiedGroupKFold`` into ``round(1 / fraction)`` folds
+    (fewer if there are fewer groups) is the validation part, so its share
+    is about ``fraction`` and its class shares as close to the data's as the
+    groups allow.
     """
     y = np.asarray(y)
+    if groups is not None and fraction > 0:
+        return _split_validation_grouped(y, fraction, rng, np.asarray(groups))
     fit, val = [], []
     for c in np.unique(y):
         members = rng.permutation(np.flatnonzero(y == c))
@@ -358,6 +372,22 @@ def split_validation(y, fraction: float, rng) -> tuple[np.ndarray, np.ndarray]:
         val.append(members[:n_val])
         fit.append(members[n_val:])
     return np.sort(np.concatenate(fit)), np.sort(np.concatenate(val))
+
+
+def _split_validation_grouped(y, fraction, rng, groups):
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    n_groups = len(np.unique(groups))
+    if n_groups < 2:
+        raise ConfigError(
+            "A grouped validation split needs at least 2 groups in the training folds; "
+            f"they hold {n_groups}. Use fewer --folds or another --group-by key."
+        )
+    n_splits = int(np.clip(round(1.0 / fraction), 2, n_groups))
+    splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True,
+                                    random_state=int(rng.integers(2**31)))
+    fit, val = next(splitter.split(np.zeros(len(y)), y, groups))
+    return np.sort(fit), np.sort(val)
 
 
 class EpochSampler:
@@ -750,15 +780,10 @@ def run_cnn(dataset, folds, results, settings: CNNSettings | None = None, *, see
     """
     reporter = reporter or NullReporter()
     settings = make_cnn_settings(settings, **options)
-    model, input_mode, augment = settings.model, settings.input_mode, settings.augment
+    model, input_mode = settings.model, settings.input_mode
     size = int(settings.input_size or INPUT_SIZES[model])
-    model_options = {"l2": float(settings.l2)}
-    if settings.dense_units is not None:
-        model_options["dense_units"] = int(settings.dense_units)
-    if settings.dropout is not None:
-        model_options["dropout"] = settings.dropout
+    model_options = _model_options(settings)
     classes = list(dataset.problem.classes)
-    epochs, mixed_precision = settings.epochs, settings.mixed_precision
     validation_fraction = settings.validation_fraction
 
     recorded = settings.to_dict()
@@ -784,7 +809,7 @@ def run_cnn(dataset, folds, results, settings: CNNSettings | None = None, *, see
     if done:
         reporter.message(
             f"{model}: {len(done)} of {folds.k} folds already saved in {results.path}; "
-            + (f"training folds {', '.join(str(f + 1) for f in todo)}."
+            + (f"training folds {', '.join(str(f) for f in todo)}."
                if todo else "nothing to train.")
         )
     if not todo:
@@ -792,16 +817,16 @@ def run_cnn(dataset, folds, results, settings: CNNSettings | None = None, *, see
 
     device, line = describe_device()
     reporter.message(line)
-    dtype_policy = None
-    if mixed_precision:
-        dtype_policy = "mixed_float16" if device == "gpu" else "mixed_bfloat16"
-        reporter.message(f"Mixed precision: computing in {dtype_policy.split('_')[1]}.")
+    options = train_options(settings, len(classes), device=device)
+    if options["dtype_policy"]:
+        reporter.message(
+            f"Mixed precision: computing in {options['dtype_policy'].split('_')[1]}."
+        )
     t0 = time.perf_counter()
     images = prepare_images(
         dataset, input_mode, size, keep_size=(model == "lipnet-fcn"), reporter=reporter
     )
     prepare_s = time.perf_counter() - t0
-    fill_mode = "constant" if input_mode == "masked" or model == "lipnet-fcn" else "nearest"
     reporter.stage(model, total=folds.k)
     reporter.advance(len(done))
     for fold in todo:
@@ -811,24 +836,49 @@ def run_cnn(dataset, folds, results, settings: CNNSettings | None = None, *, see
             model=model, seed=_fold_seed(seed, fold), device=device,
             validation_fraction=validation_fraction, save_models=save_models,
             timings={"prepare_s": round(prepare_s, 3)}, reporter=reporter,
-            train_options=dict(
-                model=model, n_classes=len(classes), augment=augment,
-                fill_mode=fill_mode, balance=settings.balance, epochs=epochs,
-                patience=settings.patience, batch_size=settings.batch_size,
-                optimizer=settings.optimizer, learning_rate=settings.learning_rate,
-                samples_per_epoch=settings.samples_per_epoch, model_options=model_options,
-                dtype_policy=dtype_policy, class_names=classes,
-            ),
+            train_options=dict(options, class_names=classes),
         )
         results.save_fold(result, classes)
         done[fold] = result
         reporter.advance()
         reporter.message(
-            f"{model} fold {fold + 1}/{folds.k}: best epoch {result.params['epochs']} "
+            f"{model} fold {fold} (of 0-{folds.k - 1}): best epoch {result.params['epochs']} "
             f"of {result.params['epochs_run']}, train {result.timings['train_s']:.0f}s "
             f"({result.timings['samples_per_s'] or 0:.0f} samples/s)"
         )
     return [done[f] for f in wanted]
+
+
+def _model_options(settings: CNNSettings) -> dict:
+    """``models.build_lipnet`` keyword arguments set by ``settings``."""
+    model_options = {"l2": float(settings.l2)}
+    if settings.dense_units is not None:
+        model_options["dense_units"] = int(settings.dense_units)
+    if settings.dropout is not None:
+        model_options["dropout"] = settings.dropout
+    return model_options
+
+
+def train_options(settings: CNNSettings, n_classes: int, *, device: str | None = None) -> dict:
+    """The keyword arguments of :func:`train_fold` that ``settings`` decide
+    (everything but the data, the seed, the class names and the reporter).
+
+    ``device`` ("cpu" or "gpu") picks the mixed-precision type; it is asked
+    of the backend when needed and not given.
+    """
+    dtype_policy = None
+    if settings.mixed_precision:
+        device = device or describe_device()[0]
+        dtype_policy = "mixed_float16" if device == "gpu" else "mixed_bfloat16"
+    masked_canvas = settings.input_mode == "masked" or settings.model == "lipnet-fcn"
+    return dict(
+        model=settings.model, n_classes=n_classes, augment=settings.augment,
+        fill_mode="constant" if masked_canvas else "nearest", balance=settings.balance,
+        epochs=settings.epochs, patience=settings.patience, batch_size=settings.batch_size,
+        optimizer=settings.optimizer, learning_rate=settings.learning_rate,
+        samples_per_epoch=settings.samples_per_epoch, model_options=_model_options(settings),
+        dtype_policy=dtype_policy,
+    )
 
 
 def make_cnn_settings(settings: CNNSettings | None = None, **options) -> CNNSettings:
@@ -861,7 +911,8 @@ def _run_fold(dataset, folds, fold, images, results, *, model, seed, device,
     train_idx, test_idx = folds.train_indices(fold), folds.test_indices(fold)
     _check_training_classes(y[train_idx], classes, fold)
     fit_pos, val_pos = split_validation(
-        y[train_idx], validation_fraction, np.random.default_rng(seed)
+        y[train_idx], validation_fraction, np.random.default_rng(seed),
+        groups=None if getattr(folds, "groups", None) is None else folds.groups[train_idx],
     )
     fit_idx, val_idx = train_idx[fit_pos], train_idx[val_pos]
     net, info = train_fold(
@@ -916,7 +967,7 @@ def _check_training_classes(y_train, classes, fold):
     counts = np.bincount(y_train, minlength=len(classes))
     if (counts > 0).sum() < 2:
         raise DatasetError(
-            f"Fold {fold + 1}'s training folds hold only class "
+            f"Fold {fold}'s training folds hold only class "
             f"{classes[int(np.argmax(counts))]!r}; a classifier needs at least 2 classes. "
             "Use a dataset with particles of more classes."
         )

@@ -169,7 +169,7 @@ def fold_table(fold_results, params=(), timings=(), title: str | None = None) ->
         table.add_column(t, justify="right")
     for r in fold_results:
         table.add_row(
-            str(r.fold + 1),
+            str(r.fold),
             str(len(r.ids)),
             *(format_param(r.params.get(p)) for p in params),
             *(
@@ -187,3 +187,56 @@ def print_model_summary(console, name: str, summary: FoldSummary) -> None:
     console.print(class_metric_table(summary, f"{name}: per-class metrics (one-vs-rest)"))
     console.print(overall_metric_table(summary, f"{name}: overall"))
     console.print(normalised_confusion_table(summary))
+
+
+def _signed(value, digits: int = 3) -> str:
+    return UNDEFINED if value is None else f"{value:+.{digits}f}"
+
+
+def _p(value) -> str:
+    if value is None:
+        return UNDEFINED
+    return "< 0.001" if value < 0.001 else f"{value:.3f}"
+
+
+def verdict_table(verdict: dict, comparison: dict, classes) -> Table:
+    """The headline verdict of one comparison (``stats.headline_verdict``):
+    per class F1 and macro F1 differences (B − A, mean over the paired fold
+    scores) with the corrected t-test's interval, p and Holm-adjusted p;
+    accuracy and McNemar's test as secondary rows."""
+    a, b = comparison["model_a"], comparison["model_b"]
+    n = comparison["n_scores"]
+    repeats, k = verdict.get("repeats", 1), verdict.get("k", "?")
+    table = Table(
+        title=f"verdict: {b} − {a}, {verdict['test']}, on {n} paired fold scores "
+              f"({repeats} repeat{'s' if repeats != 1 else ''} x {k} folds)",
+        caption=(f"Holm-adjusted across the per-class and macro F1 rows; * significant at "
+                 f"{verdict.get('alpha', 0.05)} after adjustment. {verdict.get('note', '')} "
+                 f"McNemar: particles only {b} got right vs only {a}, on the pooled "
+                 "predictions of one repeat (training variance ignored)."),
+    )
+    for name, justify in (("score", "left"), ("difference", "right"), ("95 % CI", "right"),
+                          ("p", "right"), ("Holm p", "right"), ("verdict", "left")):
+        table.add_column(name, justify=justify, style="bold" if name == "score" else None)
+
+    def row(label, e, adjusted=True):
+        ci = e.get("ci") or [None, None]
+        star = " *" if e.get("significant") else ""
+        table.add_row(label, _signed(e.get("difference")) + star,
+                      f"[{_signed(ci[0])}, {_signed(ci[1])}]", _p(e.get("p")),
+                      _p(e.get("p_holm")) if adjusted else "(not adjusted)", e["verdict"])
+
+    for cls in classes:
+        row(f"F1 {cls}", comparison["per_class"][cls])
+    row("macro F1", comparison["macro_f1"])
+    row("accuracy (secondary)", comparison["accuracy"], adjusted=False)
+    test = comparison.get("mcnemar")
+    if test:
+        alpha = verdict.get("alpha", 0.05)
+        if test["p_value"] < alpha and test["only_a"] != test["only_b"]:
+            said = f"{b if test['only_b'] > test['only_a'] else a} more often correct"
+        else:
+            said = "no significant difference"
+        table.add_row("McNemar (secondary)", f"{test['only_b']} vs {test['only_a']}", "",
+                      _p(test["p_value"]), "(not adjusted)", said)
+    return table

@@ -73,6 +73,30 @@ SNR_BAND_NM = 8.0
 
 SOURCES = ("computed", "export")
 
+UNITS = ("nm", "px")
+"""``nm``: lengths in nm from each particle's pixel size (the default, as
+the lab's software); ``px``: every length in pixels, no pixel size needed."""
+
+EDP_GRID_PX = np.linspace(-52.0, 10.0, PROFILE_POINTS)
+"""With ``units="px"``: signed distances (px) from the membrane at which the
+edge density profile is sampled, 2 px apart: the nm window's numbers read in
+pixels (what the nm features give at 1 nm/px)."""
+
+SNR_BAND_PX = 8.0
+"""With ``units="px"``: half-width (px) of the band around the membrane used
+for SignalToNoise."""
+
+# With units="px" these columns are renamed (or merged with the px column
+# they then equal), so that no column name claims nm.
+_PX_NAMES = {
+    "area_nm2": "area_px",
+    "perimeter_nm": "perimeter_px",
+    "length_nm": "diameter_px",
+    "max_width_nm": "max_width_px",
+}
+# ... and computed as these columns of ALL_COLUMNS at 1 "nm" per pixel.
+_PX_SOURCE = {"max_width_px": "max_width_nm"}
+
 # Columns -------------------------------------------------------------------
 
 SCALAR_COLUMNS = (
@@ -221,6 +245,24 @@ def radial_grid(profile) -> np.ndarray:
     ``PROFILE_POINTS`` points from 0 to the profile's largest distance."""
     far = float(np.max(np.asarray(profile, dtype=np.float64)[:, 1]))
     return np.linspace(0.0, far, PROFILE_POINTS)
+
+
+def feature_columns(feature_set: str, units: str = "nm") -> tuple[str, ...]:
+    """The columns ``extract_features`` returns for ``feature_set`` in
+    ``units``: ``FEATURE_SETS[feature_set]`` in nm; in px, the nm columns
+    renamed to their px twins (``area_nm2`` -> ``area_px``, ``perimeter_nm``
+    -> ``perimeter_px``, ``length_nm`` -> ``diameter_px``, ``max_width_nm``
+    -> ``max_width_px``), each once."""
+    columns = _columns_of(feature_set)
+    _check_units(units)
+    if units == "nm":
+        return columns
+    return tuple(dict.fromkeys(_PX_NAMES.get(c, c) for c in columns))
+
+
+def _check_units(units: str) -> None:
+    if units not in UNITS:
+        raise ConfigError(f"Unknown units {units!r}; expected one of {', '.join(UNITS)}.")
 
 
 def _columns_of(feature_set: str) -> tuple[str, ...]:
@@ -634,7 +676,7 @@ CHUNK = 64
 
 
 def extract_features(dataset, feature_set="vironova", *, source="computed", reporter=None,
-                     jobs=1):
+                     jobs=1, units="nm"):
     """One row of features per particle, in dataset order.
 
     Parameters
@@ -651,11 +693,16 @@ def extract_features(dataset, feature_set="vironova", *, source="computed", repo
     jobs : int
         Parallel workers (joblib processes) for ``computed``; -1 uses
         every core.
+    units : {"nm", "px"}
+        ``nm`` needs every particle's pixel size; ``px`` computes every
+        length in pixels, with the edge profile at ``EDP_GRID_PX`` and the
+        SignalToNoise band at ``SNR_BAND_PX`` (``computed`` only).
 
     Returns
     -------
     pandas.DataFrame
-        Float columns ``FEATURE_SETS[feature_set]``, indexed by particle id.
+        Float columns ``feature_columns(feature_set, units)``, indexed by
+        particle id.
 
     Raises
     ------
@@ -669,16 +716,21 @@ def extract_features(dataset, feature_set="vironova", *, source="computed", repo
 
     from liposome_bench.progress import NullReporter
 
-    columns = _columns_of(feature_set)
+    columns = feature_columns(feature_set, units)
     if source not in SOURCES:
         raise ConfigError(f"Unknown feature source {source!r}; expected one of {', '.join(SOURCES)}.")
+    if units == "px" and source == "export":
+        raise ConfigError(
+            "--units px computes the features from the images; the export's own features "
+            "are in nm. Use --source computed with --units px."
+        )
     if jobs == 0 or jobs < -1:
         raise ConfigError(
             f"--jobs must be a positive number of workers or -1 (every core); got {jobs}."
         )
     reporter = reporter or NullReporter()
     particles = dataset.particles
-    if source == "computed":
+    if source == "computed" and units == "nm":
         _check_pixel_sizes(particles)
     reporter.stage("features", total=len(particles))
     X = np.empty((len(particles), len(columns)))
@@ -686,22 +738,69 @@ def extract_features(dataset, feature_set="vironova", *, source="computed", repo
     if source == "export":
         blocks = (_export_chunk(particles[s:s + CHUNK], feature_set) for s in starts)
     else:
-        work = [[(p.id, p.image, p.mask, p.pixel_size_nm) for p in particles[s:s + CHUNK]]
-                for s in starts]
+        # In px every length is measured at 1 "nm" per pixel: the nm windows
+        # become EDP_GRID_PX and SNR_BAND_PX, the nm columns px columns.
+        work = [[(p.id, p.image, p.mask, p.pixel_size_nm if units == "nm" else 1.0)
+                 for p in particles[s:s + CHUNK]] for s in starts]
         if jobs == 1 or len(work) <= 1:
-            blocks = (_computed_chunk(w, feature_set) for w in work)
+            blocks = (_computed_chunk(w, feature_set, units) for w in work)
         else:
             from joblib import Parallel, delayed
 
             blocks = Parallel(n_jobs=jobs, return_as="generator")(
-                delayed(_computed_chunk)(w, feature_set) for w in work
+                delayed(_computed_chunk)(w, feature_set, units) for w in work
             )
     for start, block in zip(starts, blocks):
         X[start:start + len(block)] = block
         reporter.advance(len(block))
     table = pd.DataFrame(X, columns=list(columns), index=pd.Index(dataset.ids, name="id"))
-    table.attrs.update(feature_set=feature_set, source=source)
+    table.attrs.update(feature_set=feature_set, source=source, units=units)
     return table
+
+
+def pixel_size_problems(dataset, settings=None) -> list[str]:
+    """Problems a run with the SVM ``settings`` (default: the default run's)
+    would meet for lack of pixel sizes: what ``dataset check`` reports up
+    front, instead of ``svm`` or ``benchmark`` failing later.
+
+    Parameters
+    ----------
+    dataset : Dataset
+    settings : settings.SVMSettings, optional
+
+    Returns
+    -------
+    list of str
+        One line with the count, the first particle and the fixes; empty
+        when the features need no pixel size (``units="px"``, or the
+        ``vironova`` set read from the export) or every particle has one.
+    """
+    from liposome_bench.settings import SVMSettings
+
+    settings = settings or SVMSettings()
+    if settings.units == "px":
+        return []
+    if settings.source == "export":
+        needs = [c for c in FEATURE_SETS[settings.feature_set] if c in _PX_FROM_NM]
+        if not needs:
+            return []
+    else:
+        needs = [c for c in FEATURE_SETS[settings.feature_set]
+                 if c.endswith(("_nm", "_nm2")) or c in _EDGE_COLUMNS]
+    bad = [p for p in dataset.particles
+           if not (math.isfinite(p.pixel_size_nm) and p.pixel_size_nm > 0)]
+    if not bad:
+        return []
+    shown = [c for c in needs if not c.startswith("edp_")]
+    if any(c.startswith("edp_") for c in needs):
+        shown.append("the edge profile's -52..+10 nm window")
+    return [
+        f"{len(bad)} of {len(dataset)} particles have no pixel size (first: particle "
+        f"{bad[0].id}); the {settings.feature_set} features in nm that a default run "
+        f"computes need it ({', '.join(shown)}). Pass --pixel-size NM (nm/px) to every "
+        "command, record PixelSize in particles.json (pixel_size_nm in a manifest), or run "
+        "with --units px."
+    ]
 
 
 def _check_pixel_sizes(particles) -> None:
@@ -713,14 +812,14 @@ def _check_pixel_sizes(particles) -> None:
                 else f"has pixel size {first.pixel_size_nm} nm/px")
         raise DatasetError(
             f"Particle {first.id} {what} ({len(bad)} of {len(particles)} particles); "
-            "the features in nm need a positive pixel size. Pass --pixel-size NM, or record "
-            "PixelSize in particles.json (pixel_size_nm in a manifest)."
+            "the features in nm need a positive pixel size. Pass --pixel-size NM, record "
+            "PixelSize in particles.json (pixel_size_nm in a manifest), or use --units px."
         )
 
 
-def _computed_chunk(work, feature_set: str) -> np.ndarray:
+def _computed_chunk(work, feature_set: str, units: str = "nm") -> np.ndarray:
     """Features of (id, image, mask, pixel size) tuples; runs in a worker."""
-    columns = FEATURE_SETS[feature_set]
+    columns = [_PX_SOURCE.get(c, c) for c in feature_columns(feature_set, units)]
     wanted = set(columns)
     take = np.array([_COLUMN_INDEX[c] for c in columns])
     block = np.empty((len(work), len(columns)))
@@ -771,7 +870,7 @@ def check_table_path(path):
 
 
 def write_feature_table(dataset, folds, path, *, feature_set="vironova", source="computed",
-                        reporter=None, jobs=1):
+                        reporter=None, jobs=1, units="nm"):
     """Extract features and write one row per particle: id, label, fold and
     the feature columns, as Parquet or CSV by ``path``'s extension.
 
@@ -785,7 +884,7 @@ def write_feature_table(dataset, folds, path, *, feature_set="vironova", source=
         Fold of every particle (``folds.load_or_make_folds``).
     path : path
         Ends in ``.parquet`` or ``.csv``.
-    feature_set, source, reporter, jobs
+    feature_set, source, reporter, jobs, units
         As for ``extract_features``.
 
     Returns
@@ -801,7 +900,8 @@ def write_feature_table(dataset, folds, path, *, feature_set="vironova", source=
         As for ``extract_features``.
     """
     path = check_table_path(path)
-    X = extract_features(dataset, feature_set, source=source, reporter=reporter, jobs=jobs)
+    X = extract_features(dataset, feature_set, source=source, reporter=reporter, jobs=jobs,
+                         units=units)
     table = X.reset_index()
     table["id"] = table["id"].astype(str)
     table.insert(1, "label", [p.label for p in dataset.particles])

@@ -79,7 +79,8 @@ class RichReporter(NullReporter):
             self._progress.advance(self._task, n)
 
     def fold(self, fold, k):
-        self._fold = f"fold {fold + 1}/{k}"
+        # Fold numbers as in the files (fold-0.json ...): 0-based.
+        self._fold = f"fold {fold} (of 0-{k - 1})"
         if self._task is not None:
             self._progress.update(self._task, detail=self._fold)
 

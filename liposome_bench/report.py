@@ -97,12 +97,19 @@ def load_summary(results_dir) -> dict:
                 f"{path} is not valid JSON ({exc}). Re-run the benchmark with the same --out "
                 "to rewrite it."
             ) from None
+        except RecursionError:
+            raise ResultsError(
+                f"{path} nests too deeply to be a summary. Re-run the benchmark with the same "
+                "--out to rewrite it."
+            ) from None
         version = summary.get("schema_version") if isinstance(summary, dict) else None
         if not isinstance(version, int) or version > SUMMARY_SCHEMA_VERSION:
             raise ResultsError(
                 f"{path} has summary schema version {version!r}; this liposome-bench reads "
                 f"versions up to {SUMMARY_SCHEMA_VERSION}. Upgrade liposome-bench."
             )
+        _check_summary(summary, path)
+        check_fold_files(summary, results.path, path)
         return summary
     run = results.read_run()
     summary = stats.summarise_results(results)
@@ -116,6 +123,58 @@ def load_summary(results_dir) -> dict:
     return summary
 
 
+def _check_summary(summary: dict, path: Path) -> None:
+    """Refuse a summary.json lacking what the report and the gate read."""
+    models = summary.get("models")
+    classes = summary.get("classes")
+    ok = (isinstance(models, dict) and models and isinstance(classes, list)
+          and all(isinstance(m, dict) and isinstance(m.get("per_class"), dict)
+                  and isinstance(m.get("overall"), dict) for m in models.values()))
+    if not ok:
+        raise ResultsError(
+            f"{path} is not a benchmark summary (no \"classes\" list, or \"models\" without "
+            "per_class and overall metrics). Re-run the benchmark with the same --out to "
+            "rewrite it."
+        )
+
+
+def check_fold_files(summary: dict, results_dir, path=None) -> None:
+    """Refuse a summary whose fold files changed since it was written.
+
+    ``summary["fold_files"]`` (written by the benchmark) holds the SHA-256 of
+    every fold file it summarises; a summary without it (older versions) is
+    not checked.
+
+    Raises
+    ------
+    ResultsError
+        If a recorded fold file is missing or its content changed.
+    """
+    from liposome_bench.results import fold_file_hashes
+
+    recorded = summary.get("fold_files")
+    if recorded is None:
+        return
+    path = path or Path(results_dir) / SUMMARY_JSON
+    if not isinstance(recorded, dict):
+        raise ResultsError(f"{path}: \"fold_files\" is not an object of file hashes. Re-run "
+                           "the benchmark with the same --out to rewrite it.")
+    current = fold_file_hashes(results_dir)
+    changed = sorted(k for k in recorded if k in current and current[k] != recorded[k])
+    missing = sorted(k for k in recorded if k not in current)
+    if changed or missing:
+        parts = []
+        if changed:
+            parts.append(f"{len(changed)} changed (first: {changed[0]})")
+        if missing:
+            parts.append(f"{len(missing)} missing (first: {missing[0]})")
+        raise ResultsError(
+            f"{path} no longer matches the fold files it summarises: {', '.join(parts)} since "
+            "it was written. Re-run the same benchmark command with this --out to summarise "
+            "them again, or restore the files."
+        )
+
+
 def _histories(results_dir, model: str) -> list[tuple[int, dict]]:
     """(fold, history) of each finished fold of ``model`` that recorded one."""
     out = []
@@ -123,7 +182,7 @@ def _histories(results_dir, model: str) -> list[tuple[int, dict]]:
     for path in sorted(results.model_dir(model).glob("fold-*.json")):
         try:
             meta = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             continue  # a fold file we cannot read has no curve to draw
         history = meta.get("history")
         if isinstance(history, dict) and history:
@@ -153,7 +212,7 @@ def _cell(entry: dict, bold: bool = False, k=None) -> str:
     summary; a † when the mean is over fewer than ``k`` folds."""
     mean = _num(entry.get("mean"))
     if bold and mean != UNDEFINED:
-        mean = f"**{mean}**"
+        mean = f"**{mean}** *"
     if entry.get("std") is not None:
         mean += f" ± {_num(entry['std'], 2)}"
     if isinstance(k, int) and entry.get("mean") is not None and entry.get("n_folds", k) < k:
@@ -164,18 +223,6 @@ def _cell(entry: dict, bold: bool = False, k=None) -> str:
         if low is not None and high is not None:
             mean += f" [{_num(low, 2)}, {_num(high, 2)}]"
     return mean
-
-
-def _best(values: list, digits: int = 3) -> set[int]:
-    """Indices of the highest defined values at the precision shown, if they
-    are not all equal."""
-    defined = [(i, round(v, digits)) for i, v in enumerate(values)
-               if v is not None and not math.isnan(v)]
-    if len(defined) < 2:
-        return set()
-    top = max(v for _, v in defined)
-    best = {i for i, v in defined if v == top}
-    return set() if len(best) == len(defined) else best
 
 
 def _md_table(headers, rows, align=None) -> str:
@@ -333,7 +380,7 @@ def plot_training_curves(histories: dict, path) -> Path | None:
                 if isinstance(values, list) and values:
                     epochs = np.arange(1, len(values) + 1)
                     ax.plot(epochs, [_nan(v) for v in values], style, color=colours(fold % 10),
-                            label=f"fold {fold + 1}{' val' if key.startswith('val_') else ''}")
+                            label=f"fold {fold}{' val' if key.startswith('val_') else ''}")
         ax.set_title(f"{model}: {quantity}")
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -350,7 +397,8 @@ def plot_training_curves(histories: dict, path) -> Path | None:
 
 # The report --------------------------------------------------------------------
 
-def render_report(results_dir, out=None) -> Path:
+def render_report(results_dir, out=None, *, gallery_size: int = 16, filters: bool = False,
+                  data=None) -> Path:
     """Write a markdown report of a results folder, with PNG plots beside it.
 
     Parameters
@@ -360,6 +408,13 @@ def render_report(results_dir, out=None) -> Path:
     out : path, optional
         The markdown file; default ``results_dir/report.md``. Plots go to
         the folder ``<out stem>-figures`` beside it.
+    gallery_size : int
+        Particles per gallery (``gallery.render_galleries``); 0 leaves the
+        galleries out.
+    filters : bool
+        Also draw each CNN's first-layer filters and block activations.
+    data : path, optional
+        The dataset, if it is no longer where the results recorded it.
 
     Returns
     -------
@@ -385,7 +440,14 @@ def render_report(results_dir, out=None) -> Path:
         "confusion": plot_confusion_heatmaps(summary, figures / "confusion.png"),
         "curves": plot_training_curves(histories, figures / "training.png"),
     }
-    text = format_report(summary, images={k: _relative(v, out.parent) for k, v in images.items()})
+    galleries = None
+    if gallery_size > 0:
+        from liposome_bench.gallery import gallery_section, render_galleries
+
+        drawn = render_galleries(detail, figures, size=gallery_size, data=data, filters=filters)
+        galleries = gallery_section(drawn, lambda p: _relative(p, out.parent))
+    text = format_report(summary, images={k: _relative(v, out.parent) for k, v in images.items()},
+                         galleries=galleries)
     atomic_write_text(out, text)
     return out
 
@@ -396,13 +458,14 @@ def _relative(path, start) -> str | None:
     return Path(os.path.relpath(path, start)).as_posix()
 
 
-def format_report(summary: dict, images: dict | None = None) -> str:
+def format_report(summary: dict, images: dict | None = None, galleries=None) -> str:
     """The markdown text of a report on ``summary`` (see :func:`load_summary`);
-    ``images`` maps "bars", "confusion", "curves" to relative PNG paths."""
+    ``images`` maps "bars", "confusion", "curves" to relative PNG paths;
+    ``galleries`` are the lines of the particle galleries' section."""
     images = images or {}
     dataset = summary.get("dataset", {})
     problem = dataset.get("problem", "?")
-    parts = [f"# liposome-bench report: {problem}", ""]
+    parts = [f"# liposome-bench report: {_title(dataset)}", ""]
     if dataset.get("synthetic"):
         parts += [
             "> **Synthetic data.** These results come from liposome-bench's built-in "
@@ -423,6 +486,7 @@ def format_report(summary: dict, images: dict | None = None) -> str:
     parts += _metric_section(summary, images.get("bars"))
     parts += _comparison_section(summary)
     parts += _confusion_section(summary, images.get("confusion"))
+    parts += galleries or []
     if images.get("curves"):
         parts += ["## CNN training curves", "",
                   f"![training curves]({images['curves']})", ""]
@@ -436,10 +500,26 @@ def format_report(summary: dict, images: dict | None = None) -> str:
     return "\n".join(parts).rstrip() + "\n"
 
 
+def _title(dataset: dict) -> str:
+    """The problem; a custom problem (classes read from the labels) with the
+    dataset's name, since "custom" alone says nothing."""
+    problem = dataset.get("problem", "?")
+    if problem in ("lamellarity", "encapsulation"):
+        return problem
+    source = dataset.get("source") or dataset.get("subsample") or ""
+    name = Path(str(source)).name if source else ""
+    classes = dataset.get("classes") or []
+    kinds = f" ({', '.join(classes)})" if classes else ""
+    return f"{name or 'unnamed dataset'}, {problem} problem{kinds}"
+
+
 def _verdict_section(summary) -> list[str]:
     lines = ["## Verdict", ""]
     if not summary.get("comparisons"):
         return lines + ["Only one model was run; there is nothing to compare.", ""]
+    verdict = summary.get("verdict")
+    if verdict and verdict.get("comparisons"):
+        return lines + _headline_lines(verdict, summary["classes"])
     for comp in summary["comparisons"]:
         a, b = comp["model_a"], comp["model_b"]
         test = comp["mcnemar"]
@@ -455,6 +535,61 @@ def _verdict_section(summary) -> list[str]:
     lines += ["", "Differences are " f"{summary['comparisons'][0]['model_b']} minus "
               f"{summary['comparisons'][0]['model_a']}; intervals are 95 % paired "
               "bootstrap intervals over particles.", ""]
+    return lines
+
+
+def _headline_lines(verdict: dict, classes) -> list[str]:
+    """The headline verdict (``stats.headline_verdict``) as markdown."""
+    lines = []
+    for comp in verdict["comparisons"]:
+        a, b = comp["model_a"], comp["model_b"]
+        lines += [
+            f"**{b} vs {a}**: {verdict['test']} on {comp['n_scores']} paired fold scores "
+            f"({verdict['repeats']} repeat{'s' if verdict['repeats'] != 1 else ''} x "
+            f"{verdict['k']} folds); p-values Holm-adjusted across the per-class and macro "
+            f"F1 rows. * significant at {verdict['alpha']} after adjustment.",
+            "",
+        ]
+        rows = []
+
+        def row(label, e, adjusted=True):
+            ci = e.get("ci") or [None, None]
+            star = " *" if e.get("significant") else ""
+            rows.append([label, _signed(e.get("difference")) + star,
+                         f"[{_signed(ci[0])}, {_signed(ci[1])}]",
+                         format_p_value(e.get("p")),
+                         format_p_value(e.get("p_holm")) if adjusted else "not adjusted",
+                         e["verdict"]])
+
+        for cls in classes:
+            row(f"F1 {cls}", comp["per_class"][cls])
+        row("**macro F1**", comp["macro_f1"])
+        row("accuracy (secondary)", comp["accuracy"], adjusted=False)
+        test = comp.get("mcnemar")
+        if test:
+            rows.append(["McNemar (secondary)", f"{test['only_b']} vs {test['only_a']}", "",
+                         format_p_value(test["p_value"]), "not adjusted",
+                         "see note"])
+        lines.append(_md_table(
+            ["score", f"{b} − {a} (mean)", "95 % interval", "p", "Holm p", "verdict"], rows,
+            align=["---", "---:", "---:", "---:", "---:", "---"]))
+        lines.append("")
+        if test:
+            lines += [
+                f"McNemar row: {test['only_b']} particles only {b} got right, "
+                f"{test['only_a']} only {a} got right ({test['method']}, "
+                f"{format_p_value(test['p_value'])}), on the pooled out-of-fold predictions "
+                "of the first repeat. It holds the trained models fixed and ignores training "
+                "variance (Dietterich 1998), and counts mostly the largest class: a "
+                "secondary line, not the verdict.",
+                "",
+            ]
+    lines += [
+        f"Differences are the mean over paired fold scores of the second model minus the "
+        f"first; intervals and p-values from the {verdict['test']}, whose variance "
+        "correction counts the overlap of the training sets. " + verdict.get("note", ""),
+        "",
+    ]
     return lines
 
 
@@ -505,8 +640,8 @@ def _dataset_section(summary) -> list[str]:
         lines.append("")
     px = dataset.get("pixel_size_nm") or {}
     if px.get("median") is not None:
-        lines.append(f"Pixel size: median {px['median']:.3g} nm (range {px['min']:.3g}-"
-                     f"{px['max']:.3g})" + (f"; unknown for {px['unknown']} particles"
+        lines.append(f"Pixel size: median {px['median']:.3g} nm/px (range {px['min']:.3g}-"
+                     f"{px['max']:.3g} nm/px)" + (f"; unknown for {px['unknown']} particles"
                                             if px.get("unknown") else "") + ".")
         lines.append("")
     if dataset.get("warnings"):
@@ -522,8 +657,19 @@ def _protocol_section(summary) -> list[str]:
     lines.append(
         f"- {folds.get('k', '?')}-fold stratified cross-validation (fold seed "
         f"{folds.get('seed', '?')}); every model is trained and tested on the same folds "
-        "(thesis section 8.1); test folds are never resampled."
+        "(thesis section 8.1); test folds are never resampled. Folds are numbered from 0, "
+        "as in the fold files."
     )
+    if folds.get("group_by"):
+        lines.append(
+            f"- Grouped by {folds['group_by']}: every {folds['group_by']} lies in one fold"
+            + (f" ({folds['n_groups']} in all, {', '.join(map(str, folds['groups_per_fold']))}"
+               " per fold)" if folds.get("groups_per_fold") else "")
+            + "; the SVM's inner grid-search folds and the CNN's validation split are "
+            "grouped the same way."
+        )
+    elif folds.get("warning"):
+        lines.append(f"- **Not grouped.** {folds['warning']}")
     for name, s in model_settings.items():
         plain = _describe_settings(s)
         shown = ", ".join(f"{k} = `{_short(v)}`" for k, v in s.items())
@@ -536,11 +682,19 @@ def _protocol_section(summary) -> list[str]:
             f"seed {boot.get('seed')}), {100 * boot.get('confidence', 0.95):.0f} % level, "
             "not corrected for multiple comparisons."
         )
+    verdict = summary.get("verdict") or {}
+    if verdict:
+        lines.append(
+            f"- Verdict: per class F1 and macro F1, {verdict['test']} over "
+            f"{verdict['n_scores']} paired fold scores ({verdict['repeats']} repeat(s) x "
+            f"{verdict['k']} folds), {verdict['correction']}; significant where the adjusted "
+            f"p < {verdict['alpha']}. {verdict.get('note', '')}"
+        )
     lines.append(
-        "- Paired test: McNemar's test on per-particle correctness (exact binomial below "
-        "25 discordant particles), and the paired bootstrap interval of each class's F1 "
-        "difference. \"No significant difference\" where p >= 0.05 or the interval "
-        "includes 0."
+        "- Secondary: McNemar's test on per-particle correctness (exact binomial below "
+        "25 discordant particles) and paired bootstrap intervals of each class's F1 "
+        "difference over particles; both hold the trained models fixed (no training "
+        "variance) and are not corrected for multiple comparisons."
     )
     lines.append("")
     for name, m in summary["models"].items():
@@ -551,7 +705,7 @@ def _protocol_section(summary) -> list[str]:
             lines.append("")
             lines.append(_md_table(
                 ["fold", *keys],
-                [[i + 1, *(_short(p.get(k)) for k in keys)] for i, p in enumerate(params)],
+                [[i, *(_short(p.get(k)) for k in keys)] for i, p in enumerate(params)],
             ))
             lines.append("")
     return lines
@@ -605,11 +759,16 @@ def _metric_section(summary, bars) -> list[str]:
     classes = summary["classes"]
     models = list(summary["models"])
     k = (summary.get("folds") or {}).get("k")
+    from liposome_bench.stats import significant_cells
+
+    significant = significant_cells(summary.get("verdict") or {})
     lines = ["## Per-class metrics, side by side", ""]
     lines.append(
         "Each cell: mean ± standard deviation over folds; then the estimate from all "
         "out-of-fold predictions pooled (the bars in the figure) with its 95 % bootstrap "
-        "interval over particles. The higher mean is in bold; † marks a mean over fewer "
+        "interval over particles. Bold with * marks a CNN whose F1 (macro F1) differs from "
+        "the SVM's significantly after Holm's adjustment (see Verdict); no other cell is "
+        "marked. † marks a mean over fewer "
         "folds (the value was undefined, 0/0, in the others). F1 = 2·PPV·TPR/(PPV+TPR); "
         f"F1 (thesis) = 2/(1/TPR + 1/TNR), section 4.6. {UNDEFINED}: undefined."
     )
@@ -624,7 +783,7 @@ def _metric_section(summary, bars) -> list[str]:
         rows = []
         for metric in CLASS_METRICS:
             entries = [summary["models"][m]["per_class"][cls][metric] for m in models]
-            best = _best([e.get("mean") for e in entries])
+            best = {i for i, m in enumerate(models) if (m, cls, metric) in significant}
             rows.append([CLASS_METRIC_LABELS[metric],
                          *(_cell(e, i in best, k) for i, e in enumerate(entries))])
         lines.append(_md_table(["metric", *models], rows))
@@ -634,7 +793,7 @@ def _metric_section(summary, bars) -> list[str]:
     rows = []
     for metric in OVERALL_METRICS:
         entries = [summary["models"][m]["overall"][metric] for m in models]
-        best = _best([e.get("mean") for e in entries])
+        best = {i for i, m in enumerate(models) if (m, "overall", metric) in significant}
         rows.append([OVERALL_METRIC_LABELS[metric],
                      *(_cell(e, i in best, k) for i, e in enumerate(entries))])
     lines.append(_md_table(["metric", *models], rows))
@@ -648,7 +807,10 @@ def _comparison_section(summary) -> list[str]:
     if not summary.get("comparisons"):
         return []
     classes = summary["classes"]
-    lines = ["## Paired comparison", ""]
+    lines = ["## Paired comparison over particles (secondary)", "",
+             "Bootstrap intervals over particles and McNemar's test, on the pooled "
+             "out-of-fold predictions of one run: they hold the trained models fixed, so "
+             "they ignore training variance and are not the verdict.", ""]
     rows = []
     for comp in summary["comparisons"]:
         test = comp["mcnemar"]
@@ -662,8 +824,9 @@ def _comparison_section(summary) -> list[str]:
                      f"{format_p_value(test['p_value'])} ({test['method']})", comp["verdict"]])
     lines.append(_md_table(["comparison", "class", "F1 difference", "95 % interval", "verdict"],
                            rows, align=["---", "---", "---:", "---:", "---"]))
-    lines += ["", "McNemar row: particles only the second model got right vs only the "
-              "first; the other particles were right or wrong for both.", ""]
+    lines += ["", "McNemar rows of \"B − A\": the first count is the particles only B "
+              "(the first-named model, e.g. the CNN) got right, the second those only A "
+              "got right; the other particles were right or wrong for both.", ""]
     return lines
 
 
@@ -855,9 +1018,10 @@ def read_baseline(path) -> dict:
             f"Baseline {path} does not exist. Write one with "
             "`liposome-bench report RESULTS --write-baseline FILE`."
         ) from None
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         raise ResultsError(
-            f"Baseline {path} is not valid JSON ({exc}). Rewrite it with --write-baseline."
+            f"Baseline {path} is not valid JSON ({type(exc).__name__}: {exc}). Rewrite it "
+            "with --write-baseline."
         ) from None
     if not isinstance(baseline, dict) or baseline.get("kind") != BASELINE_KIND:
         raise ResultsError(
@@ -881,7 +1045,34 @@ def read_baseline(path) -> dict:
         )
     if not isinstance(baseline.get("models"), dict):
         raise ResultsError(f"{path} has no \"models\" object. Rewrite it with --write-baseline.")
+    for model, values in baseline["models"].items():
+        bad = _bad_baseline_entry(model, values)
+        if bad:
+            raise ResultsError(f"{path}: {bad}. Rewrite it with --write-baseline.")
     return baseline
+
+
+def _bad_baseline_entry(model: str, values) -> str | None:
+    """What is wrong with one model's entry of a baseline, or None."""
+    shape = ('{"per_class": {class: {metric: value}}, "overall": {metric: value}}')
+    if not isinstance(values, dict):
+        return f"model {model!r} is {type(values).__name__}, expected {shape}"
+    per_class = values.get("per_class", {})
+    overall = values.get("overall", {})
+    if not isinstance(per_class, dict) or not isinstance(overall, dict) or not all(
+        isinstance(m, dict) for m in per_class.values()
+    ):
+        return f"model {model!r} is not {shape}"
+    groups = [(cls, metrics) for cls, metrics in per_class.items()] + [("overall", overall)]
+    for cls, metrics in groups:
+        for metric, value in metrics.items():
+            number = (value is None or (isinstance(value, (int, float))
+                                        and not isinstance(value, bool)
+                                        and math.isfinite(value)))
+            if not number:
+                return (f"{model}/{cls}/{metric} is {value!r}; expected a number (or null "
+                        "where the metric was undefined)")
+    return None
 
 
 def tolerance_for(key: str, overrides: dict, default: float) -> float:

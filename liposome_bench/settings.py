@@ -39,6 +39,8 @@ OPTIMIZERS = ("adam", "sgd")
 FEATURE_SETS = ("vironova", "all")
 FEATURE_SOURCES = ("computed", "export")
 GRID_NAMES = ("coarse", "full")
+#: Units of the SVM's features: nm (needs the pixel size) or px (docs/features.md).
+FEATURE_UNITS = ("nm", "px")
 
 #: Defaults chosen so that 5-fold lipnet-4 on the 14,169-particle lamellarity
 #: set takes under 5 minutes on a 2-core CPU (measured: docs/performance.md).
@@ -110,6 +112,26 @@ def _positive(value, option, *, optional=True, zero=False):
         raise ConfigError(f"{option} must be {kind}; got {value!r}.")
 
 
+#: Seeds go to NumPy, scikit-learn and Keras, which take 0 to 2**32 - 1.
+MAX_SEED = 2**32 - 1
+
+
+def check_seed(value, option: str = "--seed") -> int:
+    """Return ``value`` if it is a seed every library accepts (an integer from
+    0 to ``MAX_SEED``).
+
+    Raises
+    ------
+    ConfigError
+        Otherwise, naming ``option``.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SEED:
+        raise ConfigError(
+            f"{option} must be a whole number from 0 to {MAX_SEED} (2**32 - 1); got {value!r}."
+        )
+    return value
+
+
 class _Settings:
     """Shared by the settings dataclasses: dict round trip and replace."""
 
@@ -162,6 +184,9 @@ class SVMSettings(_Settings):
         The C/gamma grid searched on the training folds.
     C, gamma : float, optional
         Fix C and/or gamma instead of searching them.
+    units : {"nm", "px"}
+        Features in nm (needs every particle's pixel size) or every length
+        in pixels, with pixel-based windows (docs/features.md).
 
     Examples
     --------
@@ -174,11 +199,18 @@ class SVMSettings(_Settings):
     grid: str = "coarse"
     C: float | None = None
     gamma: float | None = None
+    units: str = "nm"
 
     def __post_init__(self):
         _choice(self.feature_set, FEATURE_SETS, "feature set")
         _choice(self.source, FEATURE_SOURCES, "feature source")
         _choice(self.grid, GRID_NAMES, "grid")
+        _choice(self.units, FEATURE_UNITS, "units (--units)")
+        if self.units == "px" and self.source == "export":
+            raise ConfigError(
+                "--units px computes the features from the images; the export's own "
+                "features are in nm. Use --source computed with --units px."
+            )
         _positive(self.C, "C (--C)")
         _positive(self.gamma, "gamma (--gamma)")
 
@@ -314,6 +346,9 @@ def load_config(path) -> BenchmarkConfig:
         raise ConfigError(f"{path} cannot be read ({exc}); pass a TOML settings file.") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML ({exc}).") from None
+    except RecursionError:
+        raise ConfigError(f"{path} nests arrays or tables too deeply to read; a settings "
+                          "file holds flat [svm], [cnn] and [cnn.<model>] tables.") from None
     unknown = [k for k in data if k not in ("svm", "cnn")]
     if unknown:
         raise ConfigError(

@@ -16,11 +16,17 @@ module adds the missing uncertainty:
   ``EXACT_BELOW`` discordant particles, the continuity-corrected chi-square
   otherwise) and the paired bootstrap interval of the per-class F1
   difference (both models resampled with the same particles);
-* a verdict: "no significant difference" where the interval includes 0 or
-  McNemar's p >= ``ALPHA``.
+* the headline verdict (:func:`headline_verdict`): per class F1 and macro F1
+  of each model minus the reference (the SVM), compared over the paired
+  per-fold scores of all repeats x folds by the corrected resampled t-test
+  of Nadeau & Bengio (2003), which counts the variance that comes from
+  training on different data (the bootstrap and McNemar's test above hold
+  the trained models fixed and ignore it; Dietterich 1998); the p-values of
+  each comparison's per-class and macro F1 tests are Holm-adjusted (Holm
+  1979). Accuracy (same t-test) and McNemar's test are secondary lines.
 
-Intervals are percentile intervals and are not corrected for the number of
-classes and metrics looked at.
+Bootstrap intervals are percentile intervals and are not corrected for the
+number of classes and metrics looked at; the headline verdict is.
 
 Everything is vectorised over resamples: a resample is reduced to its
 confusion matrix with one ``bincount``, and the metrics are computed on a
@@ -46,6 +52,9 @@ from liposome_bench.metrics import (
 
 #: Significance level of every verdict.
 ALPHA = 0.05
+#: The headline test, as tables and reports name it.
+TTEST_NAME = "corrected resampled t-test (Nadeau & Bengio 2003)"
+CORRECTION_NAME = "Holm (1979)"
 #: McNemar's test is exact (binomial) below this many discordant particles.
 EXACT_BELOW = 25
 NO_DIFFERENCE = "no significant difference"
@@ -443,10 +452,16 @@ def summarise_results(results, *, models=None, reference: str = "svm",
                 seed=seed,
             ).to_dict()
         )
+    verdict = headline_verdict(
+        {name: [folds] for name, folds in finished.items()}, reference, classes,
+        int(run["dataset"].get("n_particles") or len(ref)), k=k,
+        mcnemar={c["model_b"]: c["mcnemar"] for c in comparisons},
+    )
     return {
         "classes": classes,
         "reference": reference,
         "models": models,
+        "verdict": verdict,
         "comparisons": comparisons,
         "incomplete": incomplete,
         "bootstrap": {
@@ -467,63 +482,247 @@ def _predictions_by_id(fold_results) -> dict:
     }
 
 
-# Comparisons over repeated cross-validation folds -----------------------------
-# Minimal implementations with the signatures agreed for issue 8 (TEAM.md),
-# added by the sweep (issue 15) because issue 8's were not on main yet; the
-# merge keeps issue 8's versions.
+# Headline verdict: tests over fold scores -------------------------------------
 
 def corrected_resampled_ttest(differences, n_train, n_test) -> dict:
-    """Nadeau & Bengio's (2003) corrected resampled t-test.
+    """Nadeau & Bengio's (2003) corrected resampled t-test on paired scores.
 
-    The folds of a cross-validation share training particles, so their score
-    differences are correlated and the plain paired t-test is too liberal;
-    the variance is inflated by ``1/n + n_test/n_train``.
+    The ``n`` differences d_j (model B's score minus model A's on the same
+    training/test split j, over repeats x folds) are not independent: the
+    training sets overlap, so the plain t-test's variance s^2 / n is far too
+    small. The correction replaces 1/n by (1/n + n_test/n_train)::
+
+        t = mean(d) / sqrt((1/n + n_test/n_train) * s^2),   s^2 = var(d, ddof=1)
+
+    on n - 1 degrees of freedom, two-sided.
 
     Parameters
     ----------
     differences : array of float, shape (n,)
-        Paired per-fold score differences (B - A) over repeats x folds;
-        NaN entries (undefined scores) are dropped.
+        Paired per-split score differences; NaN entries (a score undefined
+        in that split) are left out.
     n_train, n_test : float
-        Particles in a training and in a test fold (means over folds).
+        Training and test set sizes of a split (their means, if they vary).
 
     Returns
     -------
     dict
-        ``mean`` (mean difference), ``t``, ``df`` (n - 1), ``p`` (two-sided)
-        and ``n`` (differences used); ``t`` and ``p`` are NaN with fewer than
-        2 differences.
+        "mean", "t", "df", "p" and "n" (the differences used). With fewer
+        than 2 differences t and p are NaN; with zero variance t is 0 and p
+        1 when the mean is 0, else t is +-inf and p 0.
     """
-    from scipy.stats import t as t_dist
+    from scipy.stats import t as student_t
 
     d = np.asarray(differences, dtype=np.float64)
-    d = d[~np.isnan(d)]
+    d = d[np.isfinite(d)]
     n = int(d.size)
     mean = float(d.mean()) if n else float("nan")
     if n < 2:
         return {"mean": mean, "t": float("nan"), "df": max(n - 1, 0), "p": float("nan"),
                 "n": n}
-    variance = float(d.var(ddof=1)) * (1.0 / n + float(n_test) / float(n_train))
-    if variance == 0.0:
-        t = 0.0 if mean == 0.0 else float(np.copysign(np.inf, mean))
+    # Identical differences have variance 0 exactly (not a rounding residue).
+    variance = 0.0 if np.ptp(d) == 0 else float(d.var(ddof=1))
+    scale = (1.0 / n + float(n_test) / float(n_train)) * variance
+    if scale <= 0.0:
+        t_value = 0.0 if mean == 0.0 else float(np.copysign(np.inf, mean))
+        p = 1.0 if mean == 0.0 else 0.0
     else:
-        t = mean / np.sqrt(variance)
-    p = float(2.0 * t_dist.sf(abs(t), n - 1))
-    return {"mean": mean, "t": float(t), "df": n - 1, "p": p, "n": n}
+        t_value = mean / np.sqrt(scale)
+        p = float(2.0 * student_t.sf(abs(t_value), n - 1))
+    return {"mean": mean, "t": float(t_value), "df": n - 1, "p": min(p, 1.0), "n": n}
+
+
+def corrected_interval(test: dict, n_train, n_test, differences,
+                       confidence: float = 0.95) -> list[float]:
+    """The confidence interval of the mean difference that matches
+    :func:`corrected_resampled_ttest`: mean +- t_(df) * corrected SE."""
+    from scipy.stats import t as student_t
+
+    d = np.asarray(differences, dtype=np.float64)
+    d = d[np.isfinite(d)]
+    if d.size < 2:
+        return [float("nan"), float("nan")]
+    se = np.sqrt((1.0 / d.size + float(n_test) / float(n_train)) * d.var(ddof=1))
+    half = float(student_t.ppf(0.5 + confidence / 2.0, d.size - 1) * se)
+    return [test["mean"] - half, test["mean"] + half]
 
 
 def holm(p_values) -> np.ndarray:
-    """Holm's step-down adjustment of ``p_values`` (family-wise error rate),
-    returned in input order; NaN stays NaN and does not count."""
+    """Holm's (1979) step-down adjusted p-values, in input order.
+
+    The m p-values sorted ascending, p_(1) <= ... <= p_(m), are adjusted to
+    max over j <= i of min(1, (m - j + 1) p_(j)); a hypothesis is rejected at
+    level alpha when its adjusted p-value is below alpha. This controls the
+    chance of any false "significant" among the m at alpha. NaN p-values are
+    not part of the family and stay NaN.
+    """
     p = np.asarray(p_values, dtype=np.float64)
-    adjusted = np.full(p.shape, np.nan)
-    valid = np.flatnonzero(~np.isnan(p))
-    if valid.size == 0:
-        return adjusted
-    order = valid[np.argsort(p[valid], kind="stable")]
-    m = order.size
-    running = 0.0
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, (m - rank) * p[i]))
-        adjusted[i] = running
-    return adjusted
+    out = np.full(p.shape, np.nan)
+    finite = np.flatnonzero(np.isfinite(p))
+    m = finite.size
+    if m == 0:
+        return out
+    order = finite[np.argsort(p[finite], kind="stable")]
+    adjusted = np.minimum(1.0, (m - np.arange(m)) * p[order])
+    out[order] = np.maximum.accumulate(adjusted)
+    return out
+
+
+def fold_scores(fold_results, n_classes: int) -> dict:
+    """Per-fold scores of one model's folds: "f1" (k, K), "macro_f1",
+    "accuracy" and "n_test" (k,), in the order given."""
+    stack = np.stack([
+        confusion_counts(r.y_true, r.y_pred, n_classes) for r in fold_results
+    ]) if fold_results else np.zeros((0, n_classes, n_classes))
+    values = metric_arrays(stack)
+    return {
+        "f1": values["f1"],
+        "macro_f1": values["macro_f1"],
+        "accuracy": values["accuracy"],
+        "n_test": np.array([len(r.y_true) for r in fold_results], dtype=np.float64),
+    }
+
+
+def _verdict_word(mean, p_adjusted, name_a, name_b, alpha=ALPHA) -> str:
+    if not (np.isfinite(p_adjusted) and p_adjusted < alpha) or mean == 0:
+        return NO_DIFFERENCE
+    return f"{name_b} better" if mean > 0 else f"{name_a} better"
+
+
+def compare_fold_scores(runs_a, runs_b, classes, n_particles: int, *, name_a="A",
+                        name_b="B", alpha: float = ALPHA) -> dict:
+    """Model B against model A over paired fold scores (the headline verdict).
+
+    Parameters
+    ----------
+    runs_a, runs_b : list of list of FoldResult
+        Per repeat, each model's folds, in fold order (the same folds).
+    classes : sequence of str
+    n_particles : int
+        Particles of the dataset (a fold's training size is this minus its
+        test fold).
+    name_a, name_b : str
+    alpha : float
+
+    Returns
+    -------
+    dict (JSON-ready)
+        "model_a", "model_b", "n_scores", "n_train", "n_test" (mean sizes),
+        "per_class": class -> entry, "macro_f1": entry (both Holm-adjusted
+        together), "accuracy": entry (secondary, unadjusted: "p_holm" None).
+        An entry: "difference" (mean of B - A), "ci" (95 % corrected), "t",
+        "df", "p", "p_holm", "n", "significant", "verdict".
+    """
+    k = len(classes)
+    diffs = {"f1": [], "macro_f1": [], "accuracy": []}
+    n_test = []
+    for folds_a, folds_b in zip(runs_a, runs_b):
+        by_fold_b = {r.fold: r for r in folds_b}
+        paired = [(r, by_fold_b[r.fold]) for r in folds_a if r.fold in by_fold_b]
+        sa = fold_scores([a for a, _ in paired], k)
+        sb = fold_scores([b for _, b in paired], k)
+        for key in diffs:
+            diffs[key].append(sb[key] - sa[key])
+        n_test.append(sa["n_test"])
+    f1 = np.concatenate(diffs["f1"], axis=0) if diffs["f1"] else np.zeros((0, k))
+    macro = np.concatenate(diffs["macro_f1"]) if diffs["macro_f1"] else np.zeros(0)
+    accuracy = np.concatenate(diffs["accuracy"]) if diffs["accuracy"] else np.zeros(0)
+    sizes = np.concatenate(n_test) if n_test else np.zeros(0)
+    mean_test = float(sizes.mean()) if sizes.size else float("nan")
+    mean_train = float(n_particles - mean_test)
+
+    def entry(d):
+        test = corrected_resampled_ttest(d, mean_train, mean_test)
+        test["ci"] = corrected_interval(test, mean_train, mean_test, d)
+        return test
+
+    per_class = {cls: entry(f1[:, j]) for j, cls in enumerate(classes)}
+    macro_entry = entry(macro)
+    family = [*per_class.values(), macro_entry]
+    for e, adjusted in zip(family, holm([e["p"] for e in family])):
+        e["p_holm"] = float(adjusted)
+        e["significant"] = bool(np.isfinite(adjusted) and adjusted < alpha and e["mean"] != 0)
+        e["verdict"] = _verdict_word(e["mean"], adjusted, name_a, name_b, alpha)
+    acc = entry(accuracy)
+    acc["p_holm"] = None
+    acc["significant"] = bool(np.isfinite(acc["p"]) and acc["p"] < alpha and acc["mean"] != 0)
+    acc["verdict"] = _verdict_word(acc["mean"], acc["p"], name_a, name_b, alpha)
+    for e in [*family, acc]:
+        e["difference"] = e.pop("mean")
+    return to_jsonable({
+        "model_a": name_a,
+        "model_b": name_b,
+        "n_scores": int(len(macro)),
+        "n_train": mean_train,
+        "n_test": mean_test,
+        "per_class": per_class,
+        "macro_f1": macro_entry,
+        "accuracy": acc,
+    })
+
+
+def headline_verdict(runs: dict, reference: str, classes, n_particles: int, *, k: int,
+                     mcnemar: dict | None = None, alpha: float = ALPHA) -> dict:
+    """The headline verdict of every model against ``reference``.
+
+    Parameters
+    ----------
+    runs : dict
+        model -> list (one per repeat) of its finished folds.
+    reference : str
+        The model every other one is compared with (the SVM).
+    classes : sequence of str
+    n_particles : int
+    k : int
+        Folds per repeat.
+    mcnemar : dict, optional
+        model -> McNemar result (dict) against the reference on the first
+        repeat, shown as a secondary line.
+    alpha : float
+
+    Returns
+    -------
+    dict (JSON-ready)
+        "test", "correction", "alpha", "repeats", "k", "n_scores", "note"
+        (what the training variance rests on) and "comparisons" (a list of
+        :func:`compare_fold_scores` results, each with "mcnemar").
+    """
+    repeats = len(runs.get(reference, []))
+    comparisons = []
+    for name, model_runs in runs.items():
+        if name == reference:
+            continue
+        comp = compare_fold_scores(runs[reference], model_runs, classes, n_particles,
+                                   name_a=reference, name_b=name, alpha=alpha)
+        comp["mcnemar"] = (mcnemar or {}).get(name)
+        comparisons.append(comp)
+    if repeats <= 1:
+        note = (f"One repeat: the t-test's training variance comes from the {k} folds "
+                "only; --repeats 3 or more gives it more fold scores.")
+    else:
+        note = (f"{repeats} repeats x {k} folds = {repeats * k} paired fold scores per "
+                "test; the variance correction counts the overlap of their training sets.")
+    return {
+        "test": TTEST_NAME,
+        "correction": (f"{CORRECTION_NAME} across the per-class F1 and macro F1 tests of "
+                       "each comparison"),
+        "alpha": alpha,
+        "repeats": repeats,
+        "k": k,
+        "n_scores": repeats * k,
+        "note": note,
+        "comparisons": comparisons,
+    }
+
+
+def significant_cells(verdict: dict) -> set:
+    """(model, class or "overall", metric) of every CNN score that differs
+    from the reference's significantly after Holm's adjustment."""
+    marked = set()
+    for comp in verdict.get("comparisons", []):
+        for cls, e in comp["per_class"].items():
+            if e.get("significant"):
+                marked.add((comp["model_b"], cls, "f1"))
+        if comp["macro_f1"].get("significant"):
+            marked.add((comp["model_b"], "overall", "macro_f1"))
+    return marked

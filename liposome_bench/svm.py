@@ -533,8 +533,12 @@ def stratified_subsample(y, max_samples, *, min_per_class=MIN_PER_CLASS, seed=0)
 
 
 def search_grid(X, y, *, C_values, gamma_values, inner_folds=3, max_samples=None,
-                seed=0, jobs=1, class_weight="balanced"):
+                seed=0, jobs=1, class_weight="balanced", groups=None):
     """Choose C and gamma by stratified inner cross-validation on (X, y).
+
+    With ``groups`` (the outer folds' grouping, e.g. micrographs) the inner
+    folds are grouped too (``StratifiedGroupKFold``), so no group is in both
+    the fitting and the scoring part of an inner fold.
 
     Each grid point is scored by macro F1 over the inner validation folds
     (``sklearn`` scorer ``f1_macro``); ties go to the smaller C, then the
@@ -553,6 +557,8 @@ def search_grid(X, y, *, C_values, gamma_values, inner_folds=3, max_samples=None
         Seeds the subsample and the inner fold assignment.
     jobs : int
         Grid points x inner folds run in parallel (joblib).
+    groups : array, shape (n_samples,), optional
+        Group of each training particle.
 
     Returns
     -------
@@ -566,11 +572,14 @@ def search_grid(X, y, *, C_values, gamma_values, inner_folds=3, max_samples=None
     ConfigError
         If a class has fewer than 2 training particles.
     """
-    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+    from sklearn.model_selection import GridSearchCV
+
+    from liposome_bench.folds import inner_splitter
 
     y = np.asarray(y)
     keep = stratified_subsample(y, max_samples, seed=seed)
     Xs, ys = np.asarray(X)[keep], y[keep]
+    gs = None if groups is None else np.asarray(groups)[keep]
     counts = np.unique(ys, return_counts=True)[1]
     n_splits = int(min(inner_folds, counts.min()))
     if n_splits < 2:
@@ -578,16 +587,25 @@ def search_grid(X, y, *, C_values, gamma_values, inner_folds=3, max_samples=None
             "The C/gamma grid search needs at least 2 training particles of each class; "
             f"one class has {int(counts.min())}. Fix both with --C and --gamma."
         )
+    if gs is not None:
+        n_groups = len(np.unique(gs))
+        if n_groups < 2:
+            raise ConfigError(
+                "The grouped C/gamma grid search needs at least 2 groups in the training "
+                f"folds; they hold {n_groups}. Fix both with --C and --gamma, or use fewer "
+                "--folds."
+            )
+        n_splits = min(n_splits, n_groups)
     search = GridSearchCV(
         LibSVMClassifier(class_weight=class_weight),
         {"C": list(C_values), "gamma": list(gamma_values)},
         scoring="f1_macro",
-        cv=StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed),
+        cv=inner_splitter(ys, gs, n_splits, seed),
         n_jobs=jobs,
         refit=False,
         error_score="raise",
     )
-    search.fit(Xs, ys)
+    search.fit(Xs, ys, groups=gs)
     res = search.cv_results_
     table = [
         {"C": float(p["C"]), "gamma": float(p["gamma"]), "score": float(m), "std": float(s)}
@@ -671,7 +689,7 @@ def _feature_matrix(features, dataset, reporter):
 
 
 def _fit_fold(X, y, train, test, *, fold, C, gamma, grid, seed, jobs, stem,
-              feature_names, class_names):
+              feature_names, class_names, groups=None):
     """Grid search, fit and predict one fold; save its model. Runs in a worker."""
     spec = GRIDS[grid]
     timings = {}
@@ -688,6 +706,7 @@ def _fit_fold(X, y, train, test, *, fold, C, gamma, grid, seed, jobs, stem,
             max_samples=spec["max_samples"],
             seed=seed + 1000 * fold,
             jobs=jobs,
+            groups=None if groups is None else groups[train],
         )
     timings["grid_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
@@ -786,6 +805,7 @@ def run_svm(dataset, folds, results, settings: SVMSettings | None = None, *, job
     settings = {
         "feature_set": feature_set,
         "source": source,
+        "units": settings.units,
         "grid": None if (C is not None and gamma is not None) else grid,
         "C": C,
         "gamma": gamma,
@@ -805,7 +825,7 @@ def run_svm(dataset, folds, results, settings: SVMSettings | None = None, *, job
     if todo:
         t0 = time.perf_counter()
         features = extract_features(dataset, feature_set, source=source, reporter=reporter,
-                                    jobs=jobs)
+                                    jobs=jobs, units=settings["units"])
         features_s = time.perf_counter() - t0
         X, feature_names, dropped = _feature_matrix(features, dataset, reporter)
         y = dataset.y
@@ -819,7 +839,7 @@ def run_svm(dataset, folds, results, settings: SVMSettings | None = None, *, job
                 X=X, y=y, train=folds.train_indices(f), test=folds.test_indices(f),
                 fold=f, C=C, gamma=gamma, grid=grid, seed=seed, jobs=inner_jobs,
                 stem=models_dir / f"fold-{f}", feature_names=feature_names,
-                class_names=class_names,
+                class_names=class_names, groups=getattr(folds, "groups", None),
             )
 
         def save(out):
@@ -860,7 +880,7 @@ def _report_fold(reporter, result, k):
     score = params["grid_score"]
     score = params["grid_score"]
     reporter.message(
-        f"svm fold {result.fold + 1}/{k}: C={params['C']:g} gamma={params['gamma']:g}"
+        f"svm fold {result.fold} (of 0-{k - 1}): C={params['C']:g} gamma={params['gamma']:g}"
         + (f" (inner {GRID_SCORE} {score:.3f})" if score is not None else "")
         + f", fit {timings['fit_s']:.1f}s"
     )

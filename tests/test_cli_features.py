@@ -109,11 +109,25 @@ def test_missing_pixel_size_is_an_error_that_pixel_size_fixes(tmp_path, tiny_dat
     assert result.exit_code == 2
     assert result.output.strip().splitlines()[-1] == (
         f"Error: Particle {tiny_dataset.ids[0]} has no pixel size (45 of 45 particles); the "
-        "features in nm need a positive pixel size. Pass --pixel-size NM, or record PixelSize "
-        "in particles.json (pixel_size_nm in a manifest)."
+        "features in nm need a positive pixel size. Pass --pixel-size NM, record PixelSize "
+        "in particles.json (pixel_size_nm in a manifest), or use --units px."
     )
     assert not out.exists()
     result = run("--data", export, "--problem", "lamellarity", "--out", out, "--folds", 3,
                  "--pixel-size", 1.6)
     assert result.exit_code == 0, result.output
     assert len(read_table(out)) == 45
+
+
+def test_units_px_needs_no_pixel_size(tmp_path, tiny_dataset):
+    unknown = Dataset(tiny_dataset.problem, [
+        dataclasses.replace(p, pixel_size_nm=float("nan")) for p in tiny_dataset.particles
+    ])
+    export = write_export(unknown, tmp_path / "export")
+    out = tmp_path / "f.csv"
+    result = run("--data", export, "--out", out, "--folds", 3, "--units", "px")
+    assert result.exit_code == 0, result.output
+    assert result.output.strip().splitlines()[-1] == (
+        f"Wrote 45 particles x 70 features (vironova, computed, in px) to {out}.")
+    table = read_table(out)
+    assert "area_px" in table.columns and "area_nm2" not in table.columns

@@ -342,8 +342,8 @@ def test_missing_pixel_size_is_an_error_with_a_fix():
         extract_features(ds)
     assert str(exc.value) == (
         "Particle p0 has no pixel size (6 of 6 particles); the features in nm need a "
-        "positive pixel size. Pass --pixel-size NM, or record PixelSize in particles.json "
-        "(pixel_size_nm in a manifest)."
+        "positive pixel size. Pass --pixel-size NM, record PixelSize in particles.json "
+        "(pixel_size_nm in a manifest), or use --units px."
     )
 
 
@@ -425,3 +425,57 @@ def test_mismatched_mask_shape():
     ds.particles[1].mask = ds.particles[1].mask[:-1]
     with pytest.raises(DatasetError, match=r"^Particle p1: cannot compute features: the image is "):
         extract_features(ds)
+
+
+# Units: px ----------------------------------------------------------------------
+
+def test_px_columns_rename_the_nm_columns():
+    from liposome_bench.features import feature_columns
+
+    vironova = feature_columns("vironova", "px")
+    assert vironova[:2] == ("area_px", "circularity") and len(vironova) == 70
+    everything = feature_columns("all", "px")
+    assert not [c for c in everything if "nm" in c]
+    assert everything[:6] == ("area_px", "perimeter_px", "circularity", "diameter_px",
+                              "max_width_px", "mu20")
+    assert len(everything) == 109 - 3  # area_nm2, perimeter_nm, length_nm merged
+    assert feature_columns("all") == FEATURE_SETS["all"]
+
+
+@pytest.mark.parametrize("feature_set", list(FEATURE_SETS))
+def test_px_features_need_no_pixel_size_and_are_the_nm_features_at_1_nm_per_px(feature_set):
+    from liposome_bench.features import feature_columns
+
+    unknown = small_dataset(pixel_size=float("nan"))
+    X = extract_features(unknown, feature_set, units="px")
+    assert list(X.columns) == list(feature_columns(feature_set, "px"))
+    assert np.isfinite(X.to_numpy()).all()
+    assert X.attrs["units"] == "px"
+    at_one = extract_features(small_dataset(pixel_size=1.0), "all")
+    for column in X.columns:
+        source = {"max_width_px": "max_width_nm"}.get(column, column)
+        assert X[column].tolist() == pytest.approx(at_one[source].tolist()), column
+    # ... whatever the particles' pixel size says.
+    at_two = extract_features(small_dataset(pixel_size=2.0), feature_set, units="px")
+    assert np.array_equal(at_two.to_numpy(), X.to_numpy())
+
+
+def test_px_edge_profile_window_is_in_pixels():
+    from liposome_bench.features import EDP_GRID_PX
+
+    # At 4 nm/px the nm window (-52..+10 nm) spans 15.5 px, the px window
+    # 62 px: the two profiles differ.
+    ds = small_dataset(n=1, pixel_size=4.0)
+    px = extract_features(ds, "vironova", units="px")
+    nm = extract_features(ds, "vironova")
+    edp = [f"edp_{i:02d}" for i in range(32)]
+    assert EDP_GRID_PX[26] == 0.0 and EDP_GRID_PX[1] - EDP_GRID_PX[0] == 2.0
+    assert not np.allclose(px[edp].to_numpy(), nm[edp].to_numpy())
+
+
+def test_px_with_exported_features_is_refused():
+    ds = small_dataset()
+    with pytest.raises(ConfigError, match="--units px computes the features from the images"):
+        extract_features(ds, "vironova", source="export", units="px")
+    with pytest.raises(ConfigError, match="Unknown units 'mm'"):
+        extract_features(ds, "vironova", units="mm")

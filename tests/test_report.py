@@ -94,16 +94,56 @@ def test_report_has_every_section_and_plots(results_folder, tmp_path):
     assert not list((tmp_path / "out").glob(".*tmp*")), "temporary files left behind"
 
 
-def test_report_marks_the_better_model(results_folder):
+def test_report_marks_only_significant_differences(results_folder):
+    summary = report.load_summary(results_folder)
+    comp = summary["verdict"]["comparisons"][0]
+    for e in comp["per_class"].values():
+        e["significant"] = False
+    comp["macro_f1"]["significant"] = False
+    text = report.format_report(summary)
+    table_rows = [line for line in text.splitlines() if line.startswith("| F1 |")
+                  or line.startswith("| TPR |")]
+    assert table_rows and not any("**" in line for line in table_rows)
+    # A significant uncertain-class F1 difference marks the CNN's F1 cell only.
+    comp["per_class"]["uncertain"]["significant"] = True
+    text = report.format_report(summary)
+    section = text[text.index("### uncertain"):text.index("### Overall")]
+    (f1_row,) = [line for line in section.splitlines() if line.startswith("| F1 |")]
+    svm_cell, cnn_cell = f1_row.split("|")[2:4]
+    assert cnn_cell.strip().startswith("**") and "** *" in cnn_cell
+    assert "**" not in svm_cell
+    assert not any(line.startswith("| TPR |") and "**" in line for line in section.splitlines())
+
+
+def test_report_verdict_names_the_test_and_the_fold_scores(results_folder):
     summary = report.load_summary(results_folder)
     text = report.format_report(summary)
-    svm = summary["models"]["svm"]["per_class"]["unilamellar"]["tpr"]["mean"]
-    cnn = summary["models"]["lipnet-4"]["per_class"]["unilamellar"]["tpr"]["mean"]
-    (row,) = [line for line in text.splitlines() if line.startswith("| TPR |")][:1]
-    cells = row.split("|")[2:4]
-    better = 0 if svm > cnn else 1
-    assert cells[better].strip().startswith("**")
-    assert not cells[1 - better].strip().startswith("**")
+    verdict = text[text.index("## Verdict"):text.index("## Dataset")]
+    assert "corrected resampled t-test (Nadeau & Bengio 2003) on 3 paired fold scores" in verdict
+    assert "One repeat: the t-test's training variance comes from the 3 folds only" in verdict
+    assert "| F1 uncertain |" in verdict and "| **macro F1** |" in verdict
+    assert "| accuracy (secondary) |" in verdict and "| McNemar (secondary) |" in verdict
+    test = summary["comparisons"][0]["mcnemar"]
+    assert (f"McNemar row: {test['only_b']} particles only lipnet-4 got right, "
+            f"{test['only_a']} only svm got right") in verdict
+
+
+def test_report_title_of_a_custom_problem_names_the_dataset(results_folder):
+    summary = report.load_summary(results_folder)
+    summary["dataset"].update(problem="custom", source="/data/lab-2024/crops",
+                              classes=["small", "large"])
+    assert report.format_report(summary).startswith(
+        "# liposome-bench report: crops, custom problem (small, large)\n")
+
+
+def test_report_pixel_size_and_fold_numbers(results_folder):
+    summary = report.load_summary(results_folder)
+    summary["dataset"]["pixel_size_nm"] = {"min": 1.2, "median": 1.6, "max": 2.0, "unknown": 0}
+    text = report.format_report(summary)
+    assert "Pixel size: median 1.6 nm/px (range 1.2-2 nm/px)." in text
+    # Fold numbers start at 0, as in the fold files (fold-0.json).
+    chosen = text[text.index("Chosen per fold, svm:"):]
+    assert "\n| 0 | 2 | 0.125 |" in chosen
 
 
 def test_report_without_cnn_history_has_no_curves(tmp_path):

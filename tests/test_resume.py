@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 from conftest import TINY_COUNTS
-from test_benchmark import QUICK_FOLDS, run_quick_once
+from test_comparison import QUICK_FOLDS, run_quick_once
 
-from liposome_bench import benchmark
+from liposome_bench import comparison
 from liposome_bench.cli import cli
 from liposome_bench.errors import ResultsError
 
@@ -22,7 +22,7 @@ CNN = "lipnet-4"
 
 @pytest.fixture
 def quick_run(tmp_path_factory, tiny_export):
-    """The uninterrupted run (shared with test_benchmark.py)."""
+    """The uninterrupted run (shared with test_comparison.py)."""
     return run_quick_once(tmp_path_factory.getbasetemp(), tiny_export)
 
 
@@ -68,7 +68,7 @@ def test_killed_benchmark_resumes_to_identical_predictions(quick_run, tiny_expor
     assert f"{CNN}: " in resumed.stderr and "already saved" in resumed.stderr
     assert "svm: 3 of 3 folds already in" in resumed.stderr
     # The command's own output: the side-by-side tables and where results went.
-    for needle in ("uncertain (9 particles)", "paired: lipnet-4 − svm on 45 particles",
+    for needle in ("uncertain (9 particles)", "verdict: lipnet-4 − svm",
                    f"Results in {out}: summary.json, predictions.csv"):
         assert needle in resumed.stdout, needle
     # The finished fold was read back, not trained again.
@@ -93,7 +93,7 @@ def test_results_of_another_dataset_are_refused(quick_run, other_export):
     path, other = other_export
     before = (out / "run.json").read_bytes()
     with pytest.raises(ResultsError) as caught:
-        benchmark.run_benchmark("lamellarity", path, quick=True, folds=QUICK_FOLDS, out=out)
+        comparison.run_benchmark("lamellarity", path, quick=True, k=QUICK_FOLDS, out=out)
     assert str(caught.value) == (
         f"{out} holds results for another dataset (fingerprint "
         f"{summary['dataset']['fingerprint']}, this one {other.fingerprint()}). "
@@ -119,7 +119,7 @@ def test_results_of_other_settings_are_refused(quick_run, tiny_export):
 def test_other_folds_are_refused(quick_run, tiny_export):
     out, _ = quick_run
     with pytest.raises(ResultsError) as caught:
-        benchmark.run_benchmark("lamellarity", tiny_export, quick=True, folds=QUICK_FOLDS,
+        comparison.run_benchmark("lamellarity", tiny_export, quick=True, k=QUICK_FOLDS,
                                 fold_seed=5, out=out)
     assert str(caught.value) == (
         f"{out} holds results made with folds {{'k': 3, 'seed': 0}}, not "

@@ -35,8 +35,8 @@ def test_svm_settings_and_grid_names_match_the_svm_module():
 
 def test_every_cli_option_of_svm_and_cnn_is_a_setting():
     """benchmark --config covers every option of `svm` and `cnn` (issue 8)."""
-    run_options = {"problem", "data", "reader_options", "cache_dir", "k", "fold_seed", "seed",
-                   "jobs", "out", "images_dir", "masks_dir", "pixel_size_nm"}
+    run_options = {"problem", "data", "reader_options", "cache_dir", "k", "fold_seed", "group_by",
+                   "seed", "jobs", "out", "wait", "images_dir", "masks_dir", "pixel_size_nm"}
     for command, cls in (("svm", s.SVMSettings), ("cnn", s.CNNSettings)):
         names = {p.name for p in cli.commands[command].params} - run_options
         fields = {f.name for f in dataclasses.fields(cls)}
@@ -86,3 +86,12 @@ def test_benchmark_refuses_a_bad_config_before_any_work(tmp_path):
         "of oversample, undersample, smote, class-weight, none."
     )
     assert not (tmp_path / "cache").exists()
+
+
+def test_svm_units_are_validated_and_recorded():
+    assert s.SVMSettings().units == "nm"
+    assert s.SVMSettings(units="px").to_dict()["units"] == "px"
+    with pytest.raises(ConfigError, match="Unknown units \\(--units\\) 'mm'; expected one of nm, px."):
+        s.SVMSettings(units="mm")
+    with pytest.raises(ConfigError, match="--units px computes the features from the images"):
+        s.SVMSettings(units="px", source="export")

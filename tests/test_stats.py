@@ -209,3 +209,116 @@ def test_vectorised_metrics_agree_with_the_metrics_module(seed):
         assert np.allclose(ours[name], expected, equal_nan=True), name
     for name in stats.OVERALL_METRICS:
         assert np.allclose(ours[name], getattr(theirs, name), equal_nan=True), name
+
+
+# Headline verdict: corrected resampled t-test, Holm ----------------------------
+
+def test_corrected_resampled_ttest_by_hand():
+    from scipy.stats import t as student_t
+
+    d = [0.1, 0.2, 0.0, 0.3, 0.1]
+    out = stats.corrected_resampled_ttest(d, n_train=80, n_test=20)
+    # mean 0.14; sample variance 0.052 / 4 = 0.013; correction 1/5 + 20/80 = 0.45
+    t = 0.14 / math.sqrt(0.45 * 0.013)
+    assert out["mean"] == pytest.approx(0.14)
+    assert out["t"] == pytest.approx(t) and out["t"] == pytest.approx(1.830417, abs=1e-5)
+    assert out["df"] == 4 and out["n"] == 5
+    assert out["p"] == pytest.approx(2 * student_t.sf(t, 4))
+    # The correction makes it more cautious than the naive paired t-test.
+    naive = 0.14 / math.sqrt(0.013 / 5)
+    assert out["p"] > 2 * student_t.sf(naive, 4)
+
+
+def test_corrected_ttest_edge_cases():
+    nan = stats.corrected_resampled_ttest([0.2], 80, 20)
+    assert nan["n"] == 1 and math.isnan(nan["p"]) and math.isnan(nan["t"])
+    same = stats.corrected_resampled_ttest([0.0, 0.0, 0.0], 80, 20)
+    assert same["t"] == 0.0 and same["p"] == 1.0
+    constant = stats.corrected_resampled_ttest([0.1, 0.1, 0.1, float("nan")], 80, 20)
+    assert constant["n"] == 3 and constant["p"] == 0.0 and constant["t"] == math.inf
+
+
+@pytest.mark.parametrize(
+    "p, adjusted",
+    [
+        # sorted 0.01 (x4), 0.03 (x3), 0.04 (x2 = 0.08, raised to 0.09), 0.2 (x1)
+        ([0.01, 0.04, 0.03, 0.2], [0.04, 0.09, 0.09, 0.2]),
+        ([0.6, 0.7], [1.0, 1.0]),
+        ([float("nan"), 0.02, 0.5], [float("nan"), 0.04, 0.5]),
+        ([0.05], [0.05]),
+    ],
+)
+def test_holm_by_hand(p, adjusted):
+    np.testing.assert_allclose(stats.holm(p), adjusted, equal_nan=True)
+
+
+class _Fold:
+    def __init__(self, fold, y_true, y_pred):
+        self.fold, self.y_true, self.y_pred = fold, np.array(y_true), np.array(y_pred)
+
+
+def test_compare_fold_scores_by_hand():
+    # Fold 0: A's F1 (0.8, 2/3), B's (1, 1); fold 1: A's (1, 1), B's (0, 6/7).
+    a = [_Fold(0, [0, 0, 1, 1], [0, 0, 1, 0]), _Fold(1, [0, 1, 1, 1], [0, 1, 1, 1])]
+    b = [_Fold(0, [0, 0, 1, 1], [0, 0, 1, 1]), _Fold(1, [0, 1, 1, 1], [1, 1, 1, 1])]
+    out = stats.compare_fold_scores([a], [b], ["x", "y"], n_particles=8,
+                                    name_a="svm", name_b="cnn")
+    assert out["n_scores"] == 2 and out["n_train"] == 4 and out["n_test"] == 4
+    x = out["per_class"]["x"]
+    # differences 0.2 and -1.0: mean -0.4, variance 0.72, correction 1/2 + 4/4
+    assert x["difference"] == pytest.approx(-0.4)
+    assert x["t"] == pytest.approx(-0.4 / math.sqrt(1.5 * 0.72))
+    y = out["per_class"]["y"]
+    assert y["difference"] == pytest.approx((1 / 3 - 1 / 7) / 2)
+    macro = out["macro_f1"]
+    assert macro["difference"] == pytest.approx(((1 - 11 / 15) + (3 / 7 - 1)) / 2)
+    assert out["accuracy"]["difference"] == pytest.approx(((1 - 0.75) + (0.75 - 1)) / 2)
+    # Holm over the two classes and macro F1, in that order.
+    family = [x["p"], y["p"], macro["p"]]
+    np.testing.assert_allclose([x["p_holm"], y["p_holm"], macro["p_holm"]],
+                               stats.holm(family))
+    assert out["accuracy"]["p_holm"] is None
+    assert not any(e["significant"] for e in (x, y, macro))
+    assert x["verdict"] == stats.NO_DIFFERENCE
+    # The interval matches the test: it holds 0 when p > 0.05.
+    assert x["ci"][0] < 0 < x["ci"][1]
+
+
+def test_consistent_difference_is_significant_after_holm_and_names_the_winner():
+    rng = np.random.default_rng(0)
+    runs_a, runs_b = [], []
+    for repeat in range(3):
+        fa, fb = [], []
+        for fold in range(5):
+            y = np.repeat([0, 1], [40, 40])
+            good = y.copy()
+            bad = y.copy()
+            bad[rng.choice(80, 16, replace=False)] ^= 1
+            fa.append(_Fold(fold, y, bad))
+            fb.append(_Fold(fold, y, good))
+        runs_a.append(fa)
+        runs_b.append(fb)
+    out = stats.compare_fold_scores(runs_a, runs_b, ["x", "y"], n_particles=400,
+                                    name_a="svm", name_b="cnn")
+    assert out["n_scores"] == 15
+    for e in (*out["per_class"].values(), out["macro_f1"]):
+        assert e["significant"] and e["verdict"] == "cnn better"
+        assert e["p_holm"] >= e["p"]
+    # Swapping the models swaps the winner.
+    swapped = stats.compare_fold_scores(runs_b, runs_a, ["x", "y"], n_particles=400,
+                                        name_a="cnn", name_b="svm")
+    assert swapped["macro_f1"]["verdict"] == "cnn better"
+    assert swapped["macro_f1"]["difference"] == pytest.approx(-out["macro_f1"]["difference"])
+
+
+def test_headline_verdict_says_what_the_variance_rests_on():
+    a = [_Fold(f, [0, 1, 1], [0, 1, 0]) for f in range(3)]
+    b = [_Fold(f, [0, 1, 1], [0, 1, 1]) for f in range(3)]
+    one = stats.headline_verdict({"svm": [a], "cnn": [b]}, "svm", ["x", "y"], 9, k=3)
+    assert one["n_scores"] == 3 and one["repeats"] == 1
+    assert "from the 3 folds only" in one["note"]
+    assert one["test"] == stats.TTEST_NAME
+    three = stats.headline_verdict({"svm": [a] * 3, "cnn": [b] * 3}, "svm", ["x", "y"], 9,
+                                   k=3)
+    assert three["n_scores"] == 9 and three["comparisons"][0]["n_scores"] == 9
+    assert "3 repeats x 3 folds = 9" in three["note"]

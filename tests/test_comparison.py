@@ -5,7 +5,7 @@ The CI benchmark is the ``--quick`` benchmark of the tiny synthetic dataset
 (45 particles, 3 folds; SVM with the coarse grid, lipnet-4 for 2 epochs),
 seeded, on the CPU. To rewrite the baseline after an intended change:
 
-    LIPOSOME_BENCH_WRITE_CI_BASELINE=1 python -m pytest tests/test_benchmark.py -k ci_baseline
+    LIPOSOME_BENCH_WRITE_CI_BASELINE=1 python -m pytest tests/test_comparison.py -k ci_baseline
 
 Tolerance: the default absolute 0.02 for every metric of both models, no
 overrides. It is honest for run-to-run CPU variation because that variation
@@ -34,7 +34,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from liposome_bench import benchmark, report
+from liposome_bench import comparison
+from liposome_bench import report
 from liposome_bench.errors import ResultsError
 from liposome_bench.settings import CNNSettings, SVMSettings
 
@@ -51,8 +52,8 @@ def run_quick_once(base: Path, tiny_export):
     session and shared with test_resume.py."""
     if "summary" not in _QUICK:
         out = base / "quick-run"
-        _QUICK["summary"] = benchmark.run_benchmark(
-            "lamellarity", tiny_export, quick=True, folds=QUICK_FOLDS, out=out
+        _QUICK["summary"] = comparison.run_benchmark(
+            "lamellarity", tiny_export, quick=True, k=QUICK_FOLDS, out=out
         )
         _QUICK["out"] = out
     return _QUICK["out"], _QUICK["summary"]
@@ -67,7 +68,7 @@ def test_quick_run_writes_a_complete_summary(quick_run, tiny_dataset):
     out, summary = quick_run
     on_disk = json.loads((out / "summary.json").read_text())
     assert on_disk["schema_version"] == report.SUMMARY_SCHEMA_VERSION
-    assert on_disk["kind"] == benchmark.SUMMARY_KIND
+    assert on_disk["kind"] == comparison.SUMMARY_KIND
     assert list(on_disk["models"]) == ["svm", "lipnet-4"]
     assert on_disk["dataset"]["fingerprint"] == tiny_dataset.fingerprint()
     assert on_disk["dataset"]["class_counts"] == tiny_dataset.class_counts()
@@ -75,7 +76,7 @@ def test_quick_run_writes_a_complete_summary(quick_run, tiny_dataset):
     assert on_disk["folds"]["k"] == QUICK_FOLDS
     assert sum(on_disk["folds"]["sizes"]) == len(tiny_dataset)
     assert on_disk["settings"]["quick"] is True
-    assert on_disk["settings"]["models"]["lipnet-4"]["epochs"] == benchmark.QUICK_EPOCHS
+    assert on_disk["settings"]["models"]["lipnet-4"]["epochs"] == comparison.QUICK_EPOCHS
     assert on_disk["settings"]["models"]["svm"]["grid"] == "coarse"
     for key in ("numpy", "scikit-learn", "libsvm-official", "keras", "keras backend"):
         assert key in on_disk["versions"], key
@@ -112,11 +113,13 @@ def test_tables_print_side_by_side(quick_run):
 
     _, summary = quick_run
     console = Console(record=True, width=200)
-    benchmark.print_benchmark(summary, console)
+    comparison.print_benchmark(summary, console)
     text = console.export_text()
     for needle in ["unilamellar (24 particles)", "uncertain (9 particles)", "F1 (thesis)",
                    "balanced accuracy", "MCC", "normalised confusion matrix",
-                   "paired: lipnet-4 − svm on 45 particles", "McNemar"]:
+                   "verdict: lipnet-4 − svm, corrected resampled t-test",
+                   "on 3 paired fold scores", "F1 uncertain", "macro F1", "Holm p",
+                   "McNemar (secondary)", "from the 3 folds only"]:
         assert needle in text, needle
     header = next(line for line in text.splitlines() if "metric" in line and "svm" in line)
     assert header.index("svm") < header.index("lipnet-4")
@@ -136,7 +139,7 @@ def test_ci_baseline(quick_run):
     assert baseline["source"]["fingerprint"] == summary["dataset"]["fingerprint"], (
         "The tiny test dataset changed (synthetic generator?), so the committed CI baseline "
         "no longer applies. Check the change is intended, then rewrite it with "
-        "LIPOSOME_BENCH_WRITE_CI_BASELINE=1 python -m pytest tests/test_benchmark.py -k ci_baseline"
+        "LIPOSOME_BENCH_WRITE_CI_BASELINE=1 python -m pytest tests/test_comparison.py -k ci_baseline"
     )
     regressions = report.check_baseline(out, CI_BASELINE)
     assert not regressions, "\n".join(r.describe() for r in regressions)
@@ -167,8 +170,8 @@ def test_report_of_the_quick_run(quick_run, tmp_path):
 
 def test_repeats_write_one_folder_per_fold_seed(tmp_path, tiny_export):
     out = tmp_path / "rep"
-    summary = benchmark.run_benchmark(
-        "lamellarity", tiny_export, cnn_models=[], quick=True, folds=QUICK_FOLDS,
+    summary = comparison.run_benchmark(
+        "lamellarity", tiny_export, cnn_models=[], quick=True, k=QUICK_FOLDS,
         repeats=2, out=out, svm_options={"C": 8.0, "gamma": 0.0078125}, n_resamples=100,
     )
     assert summary["repeats"]["fold_seeds"] == [0, 1]
@@ -187,8 +190,8 @@ def test_repeats_write_one_folder_per_fold_seed(tmp_path, tiny_export):
     assert "## Run-to-run spread" in text
     # A single run may not go into a folder of repeated runs.
     with pytest.raises(ResultsError, match="holds a run with --repeats"):
-        benchmark.run_benchmark("lamellarity", tiny_export, cnn_models=[], quick=True,
-                                folds=QUICK_FOLDS, out=out)
+        comparison.run_benchmark("lamellarity", tiny_export, cnn_models=[], quick=True,
+                                k=QUICK_FOLDS, out=out)
 
 
 def test_with_a_gpu_the_svm_runs_beside_the_cnn(monkeypatch, tmp_path):
@@ -210,9 +213,9 @@ def test_with_a_gpu_the_svm_runs_beside_the_cnn(monkeypatch, tmp_path):
 
     monkeypatch.setattr(svm, "run_svm", fake_svm)
     monkeypatch.setattr(cnn, "run_cnn", fake_cnn)
-    monkeypatch.setattr(benchmark, "_gpu_available", lambda: True)
+    monkeypatch.setattr(comparison, "_gpu_available", lambda: True)
     cnns = {m: CNNSettings(model=m) for m in ("lipnet-4", "lipnet-2")}
-    timings = benchmark._run_models(None, None, None, SVMSettings(), cnns, 0, 2, NullReporter())
+    timings = comparison._run_models(None, None, None, SVMSettings(), cnns, 0, 2, NullReporter())
     assert seen == {"svm_waited": True, "svm_jobs": 2, "cnn": ["lipnet-4", "lipnet-2"]}
     assert set(timings) == {"svm_s", "lipnet-4_s", "lipnet-2_s"}
 
@@ -224,8 +227,8 @@ def test_without_a_gpu_models_run_one_after_the_other(monkeypatch):
     order = []
     monkeypatch.setattr(svm, "run_svm", lambda *a, **k: order.append("svm"))
     monkeypatch.setattr(cnn, "run_cnn", lambda *a, **k: order.append(a[3].model))
-    monkeypatch.setattr(benchmark, "_gpu_available", lambda: False)
-    benchmark._run_models(None, None, None, SVMSettings(), {"lipnet-4": CNNSettings()}, 0, 1,
+    monkeypatch.setattr(comparison, "_gpu_available", lambda: False)
+    comparison._run_models(None, None, None, SVMSettings(), {"lipnet-4": CNNSettings()}, 0, 1,
                           NullReporter())
     assert order == ["svm", "lipnet-4"]
 
@@ -237,9 +240,9 @@ def test_quick_subset_is_stratified_and_kept_in_memory(tiny_dataset):
                   synthetic=True)
     for i, p in enumerate(big.particles):
         big.particles[i] = type(p)(**{**p.__dict__, "id": f"{i}"})
-    subset = benchmark.quick_subset(big, seed=0)
+    subset = comparison.quick_subset(big, seed=0)
     assert subset.root is None  # its folds are never stored beside the full dataset's
     counts = subset.class_counts()
-    assert sum(counts.values()) <= benchmark.QUICK_PARTICLES + len(counts)
-    assert min(counts.values()) >= benchmark.QUICK_MIN_PER_CLASS
+    assert sum(counts.values()) <= comparison.QUICK_PARTICLES + len(counts)
+    assert min(counts.values()) >= comparison.QUICK_MIN_PER_CLASS
     assert subset.fingerprint() != big.fingerprint()

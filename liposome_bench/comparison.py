@@ -47,8 +47,9 @@ import numpy as np
 from liposome_bench.dataset import atomic_write_json, atomic_write_text
 from liposome_bench.errors import ConfigError, ResultsError
 from liposome_bench.progress import NullReporter
-from liposome_bench.results import ResultsDir
-from liposome_bench.settings import BenchmarkConfig, load_config
+from liposome_bench.outputs import check_output_dir, writing
+from liposome_bench.results import ResultsDir, fold_file_hashes, run_lock
+from liposome_bench.settings import BenchmarkConfig, check_seed, load_config
 
 #: The thesis's pick per problem (section 9): LipNet-4 for lamellarity,
 #: LipNet-2 for encapsulation.
@@ -107,8 +108,10 @@ def run_benchmark(
     out=None,
     quick: bool = False,
     repeats: int = 1,
-    folds: int = 5,
+    k: int = 5,
+    folds=None,
     fold_seed: int = 0,
+    group_by: str | None = None,
     seed: int = 0,
     jobs: int = 1,
     cache_dir=None,
@@ -119,6 +122,7 @@ def run_benchmark(
     n_resamples: int = 1000,
     reporter=None,
     command: str | None = None,
+    wait: bool = False,
 ) -> dict:
     """Run the SVM and the CNN(s) on identical folds and summarise them.
 
@@ -127,8 +131,9 @@ def run_benchmark(
     problem : {"lamellarity", "encapsulation"} or None
         Picks the built-in dataset; with ``data`` it may be None, and the
         problem (possibly a custom one) is inferred from the labels.
-    data : path, optional
-        A dataset (see ``dataset.load_dataset``); default the built-in one.
+    data : path or dataset.Dataset, optional
+        A dataset folder or file (see ``dataset.load_dataset``) or a dataset
+        in memory; default the built-in one.
     cnn_models : sequence of str, optional
         CNNs to run; default (None) :data:`DEFAULT_CNN` of the problem; an
         empty sequence runs the SVM alone.
@@ -138,8 +143,15 @@ def run_benchmark(
         Smoke test: :func:`quick_subset` and ``QUICK_EPOCHS`` epochs.
     repeats : int
         Repeat the k-fold with this many fold seeds (see the module docstring).
-    folds, fold_seed : int
+    k, fold_seed : int
         Number of folds and the seed of the (first) fold assignment.
+    folds : folds.Folds, optional
+        Use these folds of the dataset (one repeat only) instead of the
+        stored ``k``-fold assignment.
+    group_by : str, optional
+        Keep particles sharing ``Particle.meta[group_by]`` (a micrograph,
+        session or grid id) in one fold, one inner grid-search fold and one
+        side of the CNN's validation split (``folds.load_or_make_folds``).
     seed : int
         Seed of every model and of the bootstrap.
     jobs : int
@@ -160,6 +172,9 @@ def run_benchmark(
     reporter : progress.NullReporter, optional
     command : str, optional
         The command line to record (the CLI passes its own).
+    wait : bool
+        If another run holds ``out``'s run lock (``results.run_lock``), wait
+        for it instead of raising ``ResultsError``.
 
     Returns
     -------
@@ -172,7 +187,7 @@ def run_benchmark(
         On bad options, an unreadable dataset, or a results folder that
         belongs to another dataset or other settings.
     """
-    from liposome_bench.dataset import resolve_dataset
+    from liposome_bench.dataset import Dataset, check_trainable, resolve_dataset
     from liposome_bench.folds import load_or_make_folds
     from liposome_bench.models import check_model_name
 
@@ -187,7 +202,10 @@ def run_benchmark(
         raise ConfigError(f"--repeats must be 1 or more; got {repeats}.")
     if jobs == 0 or jobs < -1:
         raise ConfigError(f"--jobs must be a positive number of workers or -1; got {jobs}.")
+    check_seed(seed, "--seed")
+    check_seed(fold_seed, "--fold-seed")
     out = Path(out) if out is not None else default_out(problem or "custom", quick)
+    check_output_dir(out)
     _check_layout(out, repeats)
     config_file = None
     if config is None:
@@ -205,8 +223,17 @@ def run_benchmark(
     reporter = reporter or NullReporter()
     timings = {}
     t0 = time.perf_counter()
-    dataset = resolve_dataset(data, problem, cache_dir=cache_dir, reporter=reporter,
-                              **(reader_options or {}))
+    if isinstance(data, Dataset):
+        dataset, data = data, None
+    else:
+        dataset = resolve_dataset(data, problem, cache_dir=cache_dir, reporter=reporter,
+                                  **(reader_options or {}))
+    check_trainable(dataset)
+    if folds is not None and (repeats > 1 or quick):
+        raise ConfigError("Given folds are used once: pass them without --repeats or --quick.")
+    if folds is not None and folds.fingerprint != dataset.fingerprint():
+        raise ConfigError("The folds given were made for another dataset (fingerprint "
+                          f"{folds.fingerprint}); make them with make_folds(dataset).")
     full_size = len(dataset)
     if quick:
         dataset = quick_subset(dataset, seed)
@@ -223,8 +250,9 @@ def run_benchmark(
         "cnn_models": cnn_models,
         "quick": quick,
         "repeats": repeats,
-        "folds": folds,
-        "fold_seed": fold_seed,
+        "folds": k if folds is None else folds.k,
+        "fold_seed": fold_seed if folds is None else folds.seed,
+        "group_by": group_by if folds is None else folds.group_by,
         "seed": seed,
         "jobs": jobs,
         "config": config_file,
@@ -234,11 +262,26 @@ def run_benchmark(
         "cnn": {name: s.to_dict() for name, s in cnn_settings.items()},
         "n_resamples": n_resamples,
     }
+    with writing(out), run_lock(out, wait=wait, reporter=reporter, command=command):
+        return _run_repeats(dataset, settings, out, repeats, folds, fold_seed, seed, jobs,
+                            svm_settings, cnn_settings, cnn_models, n_resamples, command,
+                            full_size, timings, started, reporter)
+
+
+def _run_repeats(dataset, settings, out, repeats, folds, fold_seed, seed, jobs, svm_settings,
+                 cnn_settings, cnn_models, n_resamples, command, full_size, timings, started,
+                 reporter) -> dict:
+    """Every repeat's models and summary, then the top-level outputs."""
+    from liposome_bench.folds import load_or_make_folds
+
+    k, group_by = settings["folds"], settings["group_by"]
     per_repeat = []
     for r in range(repeats):
         rdir = out if repeats == 1 else out / f"repeat-{r}"
         t0 = time.perf_counter()
-        fold_assignment = load_or_make_folds(dataset, folds, fold_seed + r)
+        fold_assignment = (folds if folds is not None
+                           else load_or_make_folds(dataset, k, fold_seed + r, group_by,
+                                                   reporter=reporter if r == 0 else None))
         stage_timings = {"folds_s": time.perf_counter() - t0}
         if repeats > 1:
             reporter.message(f"repeat {r + 1}/{repeats} (fold seed {fold_seed + r}) -> {rdir}")
@@ -258,6 +301,7 @@ def run_benchmark(
     summary = dict(per_repeat[0])
     if repeats > 1:
         summary["repeats"] = _spread(per_repeat, out, fold_seed)
+        summary["verdict"] = _verdict_over_repeats(out, repeats, summary)
     for one in per_repeat[1:]:
         for key, value in one["timings"].items():
             timings[key] = timings.get(key, 0.0) + value
@@ -352,11 +396,28 @@ def _summarise(rdir, dataset, folds, settings, seed, n_resamples, command, full_
                if settings["quick"] else {}),
         },
         "folds": {**(run.get("folds") or {}),
-                  "sizes": [int(np.count_nonzero(folds.fold_of == f)) for f in range(folds.k)]},
+                  "sizes": [int(np.count_nonzero(folds.fold_of == f)) for f in range(folds.k)],
+                  **_group_facts(dataset, folds)},
         "settings": {**settings, "models": run.get("models", {})},
     }
     summary.update(core)
     return summary
+
+
+def _group_facts(dataset, folds) -> dict:
+    """Groups per fold of grouped folds; the ungrouped-data warning otherwise."""
+    from liposome_bench.folds import ungrouped_warning
+
+    groups = getattr(folds, "groups", None)
+    if groups is None:
+        warning = ungrouped_warning(dataset, None)
+        return {"group_by": None, **({"warning": warning} if warning else {})}
+    return {
+        "group_by": folds.group_by,
+        "n_groups": int(len(np.unique(groups))),
+        "groups_per_fold": [int(len(np.unique(groups[folds.fold_of == f])))
+                            for f in range(folds.k)],
+    }
 
 
 def _cpu_count():
@@ -413,8 +474,10 @@ def equivalent_command(settings: dict, out) -> str:
     if settings.get("config"):
         args += ["--config", settings["config"]]
     args += ["--repeats", str(settings["repeats"]), "--folds", str(settings["folds"]),
-             "--fold-seed", str(settings["fold_seed"]), "--seed", str(settings["seed"]),
-             "--jobs", str(settings["jobs"])]
+             "--fold-seed", str(settings["fold_seed"])]
+    if settings.get("group_by"):
+        args += ["--group-by", settings["group_by"]]
+    args += ["--seed", str(settings["seed"]), "--jobs", str(settings["jobs"])]
     extra = {**settings.get("svm_options", {}), **settings.get("cnn_options", {})}
     if settings.get("quick"):
         extra.pop("epochs", None)
@@ -425,6 +488,20 @@ def equivalent_command(settings: dict, out) -> str:
     if notes:
         text += "  # library options: " + ", ".join(notes)
     return text
+
+
+def _verdict_over_repeats(out: Path, repeats: int, summary: dict) -> dict:
+    """The headline verdict over the paired fold scores of every repeat."""
+    from liposome_bench import stats
+
+    models = list(summary["models"])
+    runs = {name: [ResultsDir(out / f"repeat-{r}").load_model(name) for r in range(repeats)]
+            for name in models}
+    return stats.headline_verdict(
+        runs, summary["reference"], summary["classes"], summary["dataset"]["n_particles"],
+        k=summary["folds"]["k"],
+        mcnemar={c["model_b"]: c["mcnemar"] for c in summary.get("comparisons", [])},
+    )
 
 
 def _spread(per_repeat: list[dict], out: Path, fold_seed: int) -> dict:
@@ -516,6 +593,8 @@ def _write_outputs(out: Path, summary: dict, dataset, cnn_models, repeats: int =
             parts.append(part)
         table = pd.concat(parts, ignore_index=True)
     atomic_write_text(out / "predictions.csv", table.to_csv(index=False))
+    # What the summary was computed from: the gate refuses it once they change.
+    summary["fold_files"] = fold_file_hashes(out)
     atomic_write_json(out / "summary.json", summary)
 
 
@@ -523,13 +602,16 @@ def _write_outputs(out: Path, summary: dict, dataset, cnn_models, repeats: int =
 
 def print_benchmark(summary: dict, console) -> None:
     """Print the side-by-side tables of a benchmark summary to a rich console:
-    per class, every metric of every model in adjacent columns (the higher
-    mean marked); overall metrics; each model's fold-averaged normalised
-    confusion matrix; the paired comparisons and their verdicts."""
+    per class, every metric of every model in adjacent columns; overall
+    metrics; each model's fold-averaged normalised confusion matrix; then the
+    headline verdict of each CNN against the SVM (per-class and macro F1,
+    corrected resampled t-test, Holm-adjusted; accuracy and McNemar as
+    secondary lines). A * marks a CNN's F1 or macro F1 only where it differs
+    from the SVM's significantly after the correction."""
     from rich.table import Table
 
-    from liposome_bench.display import confusion_table
-    from liposome_bench.report import format_p_value
+    from liposome_bench import stats
+    from liposome_bench.display import confusion_table, verdict_table
     from liposome_bench.metrics import (
         CLASS_METRIC_LABELS,
         CLASS_METRICS,
@@ -541,12 +623,17 @@ def print_benchmark(summary: dict, console) -> None:
     models = list(summary["models"])
     dataset = summary.get("dataset", {})
     k = (summary.get("folds") or {}).get("k", "?")
+    verdict = summary.get("verdict") or {}
+    significant = stats.significant_cells(verdict)
     if dataset.get("synthetic"):
         console.print("[yellow]Synthetic data: these are not the thesis's results.[/yellow]")
     console.print(
         f"Per class and model: mean ± std over {k} folds [95 % bootstrap interval over "
-        "particles]; * marks the higher mean; † a mean over fewer folds (undefined, 0/0, "
-        "in the others); — undefined. F1 (thesis) = 2/(1/TPR + 1/TNR), section 4.6."
+        "particles]; * marks a CNN whose F1 (macro F1) differs from the SVM's significantly "
+        f"({verdict.get('test', 'corrected resampled t-test')}, Holm-adjusted, on "
+        f"{verdict.get('n_scores', '?')} paired fold scores); † a mean over fewer folds "
+        "(undefined, 0/0, in the others); — undefined. F1 (thesis) = 2/(1/TPR + 1/TNR), "
+        "section 4.6."
     )
     for j, cls in enumerate(classes):
         support = summary["models"][models[0]].get("support") or [None] * len(classes)
@@ -556,7 +643,8 @@ def print_benchmark(summary: dict, console) -> None:
             table.add_column(name, justify="right")
         for metric in CLASS_METRICS:
             entries = [summary["models"][m]["per_class"][cls][metric] for m in models]
-            table.add_row(CLASS_METRIC_LABELS[metric], *_rich_cells(entries, k))
+            marks = [(m, cls, metric) in significant for m in models]
+            table.add_row(CLASS_METRIC_LABELS[metric], *_rich_cells(entries, k, marks))
         console.print(table)
     table = Table(title="overall")
     table.add_column("metric", style="bold")
@@ -564,7 +652,8 @@ def print_benchmark(summary: dict, console) -> None:
         table.add_column(name, justify="right")
     for metric in OVERALL_METRICS:
         entries = [summary["models"][m]["overall"][metric] for m in models]
-        table.add_row(OVERALL_METRIC_LABELS[metric], *_rich_cells(entries, k))
+        marks = [(m, "overall", metric) in significant for m in models]
+        table.add_row(OVERALL_METRIC_LABELS[metric], *_rich_cells(entries, k, marks))
     console.print(table)
     for name in models:
         console.print(confusion_table(
@@ -572,26 +661,16 @@ def print_benchmark(summary: dict, console) -> None:
             f"{name}: {k}-fold average normalised confusion matrix",
             caption="rows: true class (each row sums to 1); columns: predicted class",
         ))
-    for comp in summary.get("comparisons", []):
-        table = Table(title=f"paired: {comp['model_b']} − {comp['model_a']} "
-                            f"on {comp['n_particles']} particles")
-        table.add_column("class", style="bold")
-        table.add_column("F1 difference", justify="right")
-        table.add_column("95 % CI", justify="right")
-        table.add_column("verdict")
-        for cls in classes:
-            d = comp["f1_difference"][cls]
-            table.add_row(cls, _fmt(d["difference"], signed=True),
-                          f"[{_fmt(d['ci'][0], signed=True)}, {_fmt(d['ci'][1], signed=True)}]",
-                          d["verdict"])
-        test = comp["mcnemar"]
-        table.add_row("McNemar", f"{test['only_b']} vs {test['only_a']}",
-                      format_p_value(test["p_value"]), comp["verdict"])
-        console.print(table)
+    for comp in verdict.get("comparisons", []):
+        console.print(verdict_table(verdict, comp, classes))
     repeats = summary.get("repeats")
     if repeats:
-        console.print(f"{repeats['count']} repeats (fold seeds {repeats['fold_seeds']}); "
-                      "run-to-run spread in summary.json and the report.")
+        console.print(f"{repeats['count']} repeats (fold seeds {repeats['fold_seeds']}); the "
+                      "verdict uses the fold scores of all of them; run-to-run spread in "
+                      "summary.json and the report.")
+    warning = (summary.get("folds") or {}).get("warning")
+    if warning:
+        console.print(f"Warning: {warning}", markup=False)
 
 
 def _fmt(value, digits=3, signed=False) -> str:
@@ -600,14 +679,13 @@ def _fmt(value, digits=3, signed=False) -> str:
     return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
 
 
-def _rich_cells(entries, k) -> list[str]:
-    means = [e.get("mean") for e in entries]
-    # Compare at the precision shown, so "1.00 *" never sits beside "1.00".
-    shown = [None if m is None else round(m, 2) for m in means]
-    defined = [m for m in shown if m is not None]
-    top = max(defined) if len(defined) > 1 and len(set(defined)) > 1 else None
+def _rich_cells(entries, k, marks=None) -> list[str]:
+    """Cells of one metric row; ``marks[i]`` puts a * on model i's cell (a
+    significant difference from the reference, see stats.significant_cells)."""
+    marks = marks or [False] * len(entries)
     cells = []
-    for e, mean, rounded in zip(entries, means, shown):
+    for e, marked in zip(entries, marks):
+        mean = e.get("mean")
         text = _fmt(mean, 2)
         if e.get("std") is not None:
             text += f" ± {_fmt(e['std'], 2)}"
@@ -616,6 +694,5 @@ def _rich_cells(entries, k) -> list[str]:
         ci = e.get("ci") or [None, None]
         if ci[0] is not None:
             text += f" [{_fmt(ci[0], 2)}, {_fmt(ci[1], 2)}]"
-        cells.append(f"[bold green]{text} *[/bold green]" if top is not None and rounded == top
-                     else text)
+        cells.append(f"[bold green]{text} *[/bold green]" if marked else text)
     return cells
