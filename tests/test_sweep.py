@@ -351,9 +351,8 @@ def test_a_worker_without_the_shared_folder_sends_the_fold_back(tmp_path, sweep_
     blocker.write_text("")
     settings = SVMSettings(C=1.0, gamma=0.1)
     cell = sweep.Cell("svm", settings)
-    outcome = sweep.run_task(dataset, "svm", settings.to_dict(), cell.id, 1, folds.fold_of,
-                             folds.k, folds.seed, folds.fingerprint, str(blocker / "out"), 0,
-                             False, 1)
+    outcome = sweep.run_task(dataset, "svm", settings.to_dict(), cell.id, 1, folds,
+                             str(blocker / "out"), 0, False, 1)
     assert outcome.error is None and not outcome.wrote
     assert outcome.result.fold == 1 and outcome.record["C"] == 1.0
     out = tmp_path / "sweep"
