@@ -1626,9 +1626,12 @@ def _report_sweep(results, out, baseline, write_baseline_to) -> bool:
               help="Seed of the stored fold assignment (default: [sweep] fold_seed, else 0).")
 @click.option("--seed", type=int, default=None,
               help="Random seed of every cell (default: [sweep] seed, else 0).")
+@group_by_option
+@click.option("--wait", is_flag=True,
+              help="If another run is writing into --out, wait for it instead of stopping.")
 @_fail_cleanly
 def sweep_command(config, problem, data, reader_options, cache_dir, out, scheduler, workers,
-                  dry_run, save_models, metrics, k, fold_seed, seed):
+                  dry_run, save_models, metrics, k, fold_seed, seed, group_by, wait):
     """Run a grid of CNN (and SVM) settings on Dask, every cell on the same folds.
 
     CONFIG is a TOML file whose lists are axes (model = ["lipnet-2",
@@ -1660,11 +1663,16 @@ def sweep_command(config, problem, data, reader_options, cache_dir, out, schedul
     k = k or plan_config.folds or 5
     fold_seed = fold_seed if fold_seed is not None else (plan_config.fold_seed or 0)
     seed = seed if seed is not None else (plan_config.seed or 0)
+    group_by = group_by or plan_config.group_by
     console = Console()
     with _live_reporter() as reporter:
         dataset = resolve_dataset(data, problem, cache_dir=cache_dir, reporter=reporter,
                                   **reader_options)
         out = Path(out or f"results/sweep-{dataset.problem.name}-{Path(config).stem}")
+        if not dry_run:
+            from liposome_bench.outputs import check_output_dir
+
+            check_output_dir(out)
         if dry_run:
             reporter.close()
             _print_sweep_plan(console, plan_config, _sweep.plan_sweep(plan_config, out, k),
@@ -1672,7 +1680,8 @@ def sweep_command(config, problem, data, reader_options, cache_dir, out, schedul
             return
         from liposome_bench.folds import load_or_make_folds
 
-        folds = load_or_make_folds(dataset, k=k, seed=fold_seed)
+        folds = load_or_make_folds(dataset, k=k, seed=fold_seed, group_by=group_by,
+                                   reporter=reporter)
         source = _sweep.DatasetSource(
             root=str(dataset.root) if dataset.root else None,
             problem=dataset.problem.name if dataset.problem.codes is not None else None,
@@ -1681,7 +1690,8 @@ def sweep_command(config, problem, data, reader_options, cache_dir, out, schedul
         ) if dataset.root else None
         run = _sweep.run_sweep(plan_config, dataset, folds, out, seed=seed,
                                scheduler=scheduler, n_workers=workers,
-                               save_models=save_models, source=source, reporter=reporter)
+                               save_models=save_models, source=source, reporter=reporter,
+                               wait=wait)
     summary = _sweep.summarise_sweep(out, metrics=chosen)
     table_csv, comparisons_csv = _sweep.write_sweep_tables(out, summary)
     _print_sweep_summary(console, summary, chosen)
@@ -1741,12 +1751,14 @@ def _print_sweep_summary(console, summary, metrics):
     if summary["comparisons"]:
         table = Table(title="paired comparisons on shared folds: F1 difference (b − a), "
                             "corrected resampled t-test, Holm-adjusted p")
-        for name in ("axis", "a", "b", "class", "difference", "p (Holm)", "verdict"):
+        for name in ("axis", "where", "a", "b", "class", "difference", "p (Holm)",
+                     "verdict"):
             table.add_column(name)
         for c in summary["comparisons"]:
             p = c["p_holm"]
-            table.add_row(c["axis"], c["a"], c["b"], c["class"], f"{c['mean_difference']:+.3f}",
-                          "—" if p != p else f"{p:.3g}", c["verdict"])
+            table.add_row(c["axis"], c["where"], c["a"], c["b"], c["class"],
+                          f"{c['mean_difference']:+.3f}", "—" if p != p else f"{p:.3g}",
+                          c["verdict"])
         console.print(table)
 
 

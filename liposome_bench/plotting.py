@@ -155,7 +155,7 @@ def plot_axis_f1(per_fold: dict, sweep: dict, grid: dict, axis: str, path) -> Pa
     ax.set_ylabel("F1 (mean ± sd over folds)")
     ax.set_xlabel(axis)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize="small", loc="lower right")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
     others = [a for a in grid["axes"] if a != axis]
     title = f"{sweep['dataset']['problem']} — {grid['name']}: F1 per class by {axis}"
     if others:
@@ -212,3 +212,53 @@ def plot_coverage_curves(curves: dict, classes, path, *, title: str = "") -> Pat
     out = _save(fig, path)
     plt.close(fig)
     return out
+
+
+def plot_cells_f1(per_fold: dict, sweep: dict, path) -> Path | None:
+    """Per-class F1 of every cell of a sweep (the SVM beside the CNNs, as in
+    thesis Figure 22), mean ± sd over folds; cells without a finished fold
+    are left out.
+
+    Parameters
+    ----------
+    per_fold : dict
+        cell id -> array (n_folds, n_classes) of per-fold F1.
+    sweep : dict
+        The sweep folder's sweep.json.
+    path : path
+        PNG to write.
+
+    Returns
+    -------
+    Path, or None when no cell has a finished fold.
+    """
+    classes = sweep["dataset"]["classes"]
+    cells = [c for c in sweep["cells"] if len(per_fold.get(c, ()))]
+    if not cells:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.45 * len(cells) * len(classes)), 4.0),
+                           layout="constrained")
+    width = 0.8 / len(classes)
+    x = np.arange(len(cells))
+    colours = plt.get_cmap("tab10")
+    for j, cls in enumerate(classes):
+        values = [per_fold[c][:, j][~np.isnan(per_fold[c][:, j])] for c in cells]
+        means = [v.mean() if v.size else np.nan for v in values]
+        stds = [v.std(ddof=1) if v.size > 1 else 0.0 for v in values]
+        pos = x - 0.4 + width * (j + 0.5)
+        ax.bar(pos, np.nan_to_num(means), width, label=cls, color=colours(j))
+        ax.errorbar(pos, means, yerr=stds, fmt="none", ecolor="black", elinewidth=0.8,
+                    capsize=2)
+    ax.set_xticks(x, cells, rotation=45, ha="right", fontsize="small")
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("F1 (mean ± sd over folds)")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    title = f"{sweep['dataset']['problem']}: F1 per class of every cell"
+    if sweep["dataset"].get("synthetic"):
+        title += " (synthetic data)"
+    ax.set_title(title, fontsize="medium")
+    path = _save(fig, path)
+    plt.close(fig)
+    return path

@@ -4,7 +4,7 @@ A sweep file (TOML) declares settings of :class:`~liposome_bench.settings.CNNSet
 and, optionally, :class:`~liposome_bench.settings.SVMSettings`. A key whose
 value is a list is an *axis*: every level is tried. A scalar is fixed::
 
-    [sweep]                       # optional: folds, fold_seed, seed
+    [sweep]                       # optional: folds, fold_seed, seed, group_by
     folds = 5
 
     [cnn]                         # every CNN cell; lists are axes
@@ -69,7 +69,7 @@ TABLE_CSV = "sweep-table.csv"
 COMPARISONS_CSV = "sweep-comparisons.csv"
 #: Tables of a sweep file, and the keys of its [sweep] table.
 SWEEP_TABLES = ("sweep", "cnn", "svm")
-SWEEP_KEYS = ("folds", "fold_seed", "seed")
+SWEEP_KEYS = ("folds", "fold_seed", "seed", "group_by")
 #: How many times Dask re-runs a task that raised an unexpected exception
 #: (a user error is never re-run); a task whose worker died is re-run by the
 #: scheduler (distributed.scheduler.allowed-failures, default 3).
@@ -138,6 +138,7 @@ class SweepConfig:
     folds: int | None = None
     fold_seed: int | None = None
     seed: int | None = None
+    group_by: str | None = None
 
     @property
     def axes(self) -> dict:
@@ -203,7 +204,11 @@ def _parse_sweep(path: Path, data: dict) -> SweepConfig:
     bad = [k for k in run if k not in SWEEP_KEYS]
     if bad:
         raise ConfigError(f"[sweep]: unknown key {bad[0]!r}; expected {', '.join(SWEEP_KEYS)}.")
-    for key in SWEEP_KEYS:
+    if run.get("group_by") is not None and not (isinstance(run["group_by"], str)
+                                                and run["group_by"].strip()):
+        raise ConfigError(f"[sweep]: group_by must be a meta key such as \"micrograph\"; "
+                          f"got {run['group_by']!r}.")
+    for key in ("folds", "fold_seed", "seed"):
         value = run.get(key)
         low = 2 if key == "folds" else 0
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)
@@ -243,7 +248,7 @@ def _parse_sweep(path: Path, data: dict) -> SweepConfig:
             grids.append(grid)
     return SweepConfig(path=path, cells=tuple(cells.values()), grids=tuple(grids),
                        folds=run.get("folds"), fold_seed=run.get("fold_seed"),
-                       seed=run.get("seed"))
+                       seed=run.get("seed"), group_by=run.get("group_by"))
 
 
 def _table(value, where):
@@ -436,7 +441,8 @@ def write_sweep_json(config: SweepConfig, out, dataset, folds, seed: int) -> dic
         "tool_version": __version__,
         "config": str(config.path),
         "dataset": _dataset_record(dataset, folds),
-        "folds": {"k": folds.k, "seed": folds.seed},
+        "folds": {"k": folds.k, "seed": folds.seed,
+                  "group_by": getattr(folds, "group_by", None)},
         "seed": int(seed),
         "axes": config.axes,
         "grids": [{"name": g.name, "kind": g.kind, "axes": g.axes, "cells": list(g.cells)}
@@ -451,6 +457,8 @@ def write_sweep_json(config: SweepConfig, out, dataset, folds, seed: int) -> dic
             mine = record[key]["fingerprint"] if key == "dataset" else record[key]
             theirs = (old.get(key) or {}).get("fingerprint") if key == "dataset" \
                 else old.get(key)
+            if key == "folds" and isinstance(theirs, dict):
+                theirs = {"group_by": None, **theirs}
             if mine != theirs:
                 raise ResultsError(
                     f"{out} holds a sweep of {label} ({key}: {theirs}, now {mine}). "
@@ -557,9 +565,8 @@ def _worker_name() -> str:
         return "local"
 
 
-def run_task(source, cell_kind: str, settings: dict, cell_id: str, fold: int, fold_of,
-             k: int, fold_seed: int, fingerprint: str, out: str, seed: int,
-             save_models: bool, jobs: int) -> TaskOutcome:
+def run_task(source, cell_kind: str, settings: dict, cell_id: str, fold: int, folds,
+             out: str, seed: int, save_models: bool, jobs: int) -> TaskOutcome:
     """Run one (cell, fold) on a worker and write it into ``out`` when the
     worker can; the outcome also carries the fold back to the client.
 
@@ -568,7 +575,6 @@ def run_task(source, cell_kind: str, settings: dict, cell_id: str, fold: int, fo
     """
     import tempfile
 
-    from liposome_bench.folds import Folds
     from liposome_bench.results import ResultsDir
 
     started = time.perf_counter()
@@ -576,7 +582,6 @@ def run_task(source, cell_kind: str, settings: dict, cell_id: str, fold: int, fo
     try:
         dataset = source if not isinstance(source, DatasetSource) \
             else load_task_dataset(source)
-        folds = Folds(k, fold_seed, fingerprint, np.asarray(fold_of, dtype=np.int64))
         target = cell_dir(out, cell_id)
         try:
             target.mkdir(parents=True, exist_ok=True)
@@ -694,10 +699,37 @@ class SweepRun:
     workers: int = 0
 
 
+def _quiet_dask_logs(func):
+    """Dask's INFO and WARNING lines (workers starting, closing, restarting)
+    only when the root logger shows DEBUG (``liposome-bench -v``)."""
+    import functools
+    import logging
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        import distributed  # noqa: F401  (configures its loggers on import)
+
+        if logging.getLogger().getEffectiveLevel() <= logging.DEBUG:
+            return func(*args, **kwargs)
+        names = ["distributed"] + [n for n in logging.root.manager.loggerDict
+                                   if n.startswith("distributed.")]
+        loggers = [logging.getLogger(n) for n in names]
+        old = [lg.level for lg in loggers]
+        for lg in loggers:
+            lg.setLevel(logging.ERROR)
+        try:
+            return func(*args, **kwargs)
+        finally:
+            for lg, level in zip(loggers, old):
+                lg.setLevel(level)
+
+    return wrapper
+
+
 def run_sweep(config: SweepConfig, dataset, folds, out, *, seed: int = 0,
               scheduler: str = "local", n_workers: int | None = None,
               save_models: bool = False, source: DatasetSource | None = None,
-              reporter=None) -> SweepRun:
+              reporter=None, wait: bool = False) -> SweepRun:
     """Run every unfinished (cell, fold) of ``config`` on Dask into ``out``.
 
     Parameters
@@ -736,15 +768,25 @@ def run_sweep(config: SweepConfig, dataset, folds, out, *, seed: int = 0,
     SweepError
         If a task failed with a user error (after the other tasks finished).
     ResultsError
-        If ``out`` holds another sweep.
+        If ``out`` holds another sweep, or another run holds its run lock
+        (``results.run_lock``) and ``wait`` is False.
     """
-    from distributed import Client, as_completed
-
     from liposome_bench.progress import NullReporter
+    from liposome_bench.results import run_lock
 
     reporter = reporter or NullReporter()
+    with run_lock(out, wait=wait, reporter=reporter, command="sweep"):
+        return _run_sweep(config, dataset, folds, Path(out), seed=seed, scheduler=scheduler,
+                          n_workers=n_workers, save_models=save_models, source=source,
+                          reporter=reporter)
+
+
+@_quiet_dask_logs
+def _run_sweep(config, dataset, folds, out, *, seed, scheduler, n_workers, save_models,
+               source, reporter) -> SweepRun:
+    from distributed import Client, as_completed
+
     started = time.perf_counter()
-    out = Path(out)
     write_sweep_json(config, out, dataset, folds, seed)
     plan = plan_sweep(config, out, folds.k)
     run = SweepRun(out=out, skipped=plan.total - len(plan.tasks))
@@ -785,17 +827,20 @@ def run_sweep(config: SweepConfig, dataset, folds, out, *, seed: int = 0,
         else:
             data_arg = source
         if not isinstance(data_arg, DatasetSource):
-            data_arg = client.scatter(dataset, broadcast=True)
+            data_arg = client.submit(_identity, dataset, pure=False)
         run.workers = len(client.scheduler_info().get("workers", {}))
         jobs = max(1, shape["threads"]) if cluster is not None else -1
         token = uuid.uuid4().hex[:8]
+        # The folds (and an in-memory dataset) go to the cluster once, as a
+        # task rather than scattered data: if every worker holding them dies,
+        # the scheduler makes them again.
+        folds_arg = client.submit(_identity, dataclasses.replace(folds, path=None), pure=False)
         futures = []
         for cell_id, fold in plan.tasks:
             cell = config.cell(cell_id)
             futures.append(client.submit(
                 run_task, data_arg, cell.kind, cell.settings.to_dict(), cell_id, fold,
-                folds.fold_of, folds.k, folds.seed, folds.fingerprint, str(out), seed,
-                save_models, jobs, key=f"sweep-{cell_id}-fold{fold}-{token}",
+                folds_arg, str(out), seed, save_models, jobs, key=f"sweep-{cell_id}-fold{fold}-{token}",
                 pure=False, retries=TASK_RETRIES,
             ))
         reporter.stage("sweep", total=len(futures))
@@ -842,6 +887,10 @@ def save_outcome(out, dataset, folds, outcome: TaskOutcome) -> bool:
     results.prepare(dataset, folds, model, outcome.record)
     results.save_fold(outcome.result, list(dataset.problem.classes))
     return True
+
+
+def _identity(value):
+    return value
 
 
 def _dashboard(client) -> str:
@@ -912,7 +961,7 @@ def summarise_sweep(out, metrics=("f1",)) -> dict:
                     "n_folds": int(defined.size),
                 })
     comparisons = []
-    for a, b, axis in _comparison_pairs(sweep):
+    for a, b, axis, where in _comparison_pairs(sweep):
         shared = sorted(set(per_fold[a]) & set(per_fold[b]))
         if len(shared) < 2:
             continue
@@ -921,7 +970,7 @@ def summarise_sweep(out, metrics=("f1",)) -> dict:
                      for f in shared]
             test = corrected_resampled_ttest(diffs, n_train=n * (k - 1) / k, n_test=n / k)
             comparisons.append({
-                "axis": axis, "cell_a": a, "cell_b": b,
+                "axis": axis, "where": where, "cell_a": a, "cell_b": b,
                 "a": _describe_cell(sweep, a, axis), "b": _describe_cell(sweep, b, axis),
                 "class": cls, "metric": "f1", "mean_difference": test["mean"],
                 "t": test["t"], "df": test["df"], "p": test["p"], "n_folds": test["n"],
@@ -953,10 +1002,12 @@ def _describe_cell(sweep, cell_id, axis) -> str:
 
 
 def _comparison_pairs(sweep) -> list:
-    """(cell a, cell b, axis): per grid, cells differing in exactly that
-    axis; and each SVM cell against each CNN cell."""
+    """(cell a, cell b, axis, where): per grid, cells differing in exactly
+    that axis (``where`` names the grid's other axes' shared levels); and each
+    SVM cell against each CNN cell (``where`` names the CNN's levels)."""
     pairs, seen = [], set()
     cells = sweep["cells"]
+    all_axes = list(sweep.get("axes", {}))
     for grid in sweep.get("grids", []):
         ids = grid["cells"]
         for axis in grid["axes"]:
@@ -965,10 +1016,16 @@ def _comparison_pairs(sweep) -> list:
                 differing = [key for key in sa if sa[key] != sb.get(key)]
                 if differing == [axis] and (a, b) not in seen:
                     seen.add((a, b))
-                    pairs.append((a, b, axis))
+                    where = ", ".join(f"{o}={_level_text(sa[o])}" for o in grid["axes"]
+                                      if o != axis)
+                    pairs.append((a, b, axis, where))
     svm = [c for c, info in cells.items() if info["kind"] == "svm"]
     cnn = [c for c, info in cells.items() if info["kind"] == "cnn"]
-    pairs.extend((a, b, "svm vs cnn") for a in svm for b in cnn)
+    for a in svm:
+        for b in cnn:
+            sb = cells[b]["settings"]
+            where = ", ".join(f"{o}={_level_text(sb[o])}" for o in all_axes if o in sb)
+            pairs.append((a, b, "svm vs cnn", where))
     return pairs
 
 
@@ -979,7 +1036,7 @@ def write_sweep_tables(out, summary: dict) -> tuple[Path, Path]:
     out = Path(out)
     table = pd.DataFrame(summary["table"])
     comparisons = pd.DataFrame(summary["comparisons"], columns=[
-        "axis", "cell_a", "cell_b", "a", "b", "class", "metric", "mean_difference", "t",
+        "axis", "where", "cell_a", "cell_b", "a", "b", "class", "metric", "mean_difference", "t",
         "df", "p", "p_holm", "n_folds", "verdict"])
     atomic_write_text(out / TABLE_CSV, table.to_csv(index=False))
     atomic_write_text(out / COMPARISONS_CSV, comparisons.to_csv(index=False))
@@ -1013,7 +1070,7 @@ def render_sweep_report(out, report_path=None) -> Path:
     """``report.md`` for a sweep folder: the per-class F1 table, the paired
     comparisons, and per grid and axis a figure of per-class F1 by level
     (thesis Figures 17-21)."""
-    from liposome_bench.plotting import plot_axis_f1
+    from liposome_bench.plotting import plot_axis_f1, plot_cells_f1
 
     out = Path(out)
     summary = summarise_sweep(out)
@@ -1033,6 +1090,10 @@ def render_sweep_report(out, report_path=None) -> Path:
     if not wide.empty:
         lines += [_markdown(wide), ""]
     lines += ["## Figures", ""]
+    overview = plot_cells_f1(per_fold, sweep, figures / "cells.png")
+    if overview is not None:
+        lines += [f"![F1 of every cell]({overview.relative_to(report_path.parent).as_posix()})",
+                  ""]
     for grid in sweep.get("grids", []):
         for axis in grid["axes"]:
             path = figures / f"{grid['name']}-{axis}.png"
@@ -1046,7 +1107,7 @@ def render_sweep_report(out, report_path=None) -> Path:
         import pandas as pd
 
         frame = pd.DataFrame(summary["comparisons"])[
-            ["axis", "a", "b", "class", "mean_difference", "p", "p_holm", "verdict"]]
+            ["axis", "where", "a", "b", "class", "mean_difference", "p", "p_holm", "verdict"]]
         frame["mean_difference"] = frame["mean_difference"].map(lambda v: f"{v:+.3f}")
         for col in ("p", "p_holm"):
             frame[col] = frame[col].map(lambda v: "—" if v != v else f"{v:.3g}")

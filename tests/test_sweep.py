@@ -252,8 +252,8 @@ def test_dask_sweep_equals_a_serial_run(dask_cluster, sweep_data, serial_run):
     rows = [r for r in summary["table"] if r["metric"] == "f1"]
     assert len(rows) == 2 * 3 and all(r["n_folds"] <= 2 for r in rows)
     assert {r["class"] for r in summary["table"] if r["metric"] == "macro_f1"} == {"overall"}
-    pairs = {(c["a"], c["b"], c["axis"]) for c in summary["comparisons"]}
-    assert pairs == {("lipnet-1", "lipnet-2", "model")}
+    pairs = {(c["a"], c["b"], c["axis"], c["where"]) for c in summary["comparisons"]}
+    assert pairs == {("lipnet-1", "lipnet-2", "model", "")}
     for c in summary["comparisons"]:
         assert c["n_folds"] <= 2 and c["p_holm"] >= c["p"] or np.isnan(c["p"])
     report = sweep.render_sweep_report(out)
@@ -261,6 +261,7 @@ def test_dask_sweep_equals_a_serial_run(dask_cluster, sweep_data, serial_run):
     assert "Synthetic data" in text and "## Paired comparisons" in text
     figure = out / "report-figures" / "cnn-model.png"
     assert figure.stat().st_size > 1000 and "report-figures/cnn-model.png" in text
+    assert (out / "report-figures" / "cells.png").exists() and "report-figures/cells.png" in text
     assert (out / sweep.TABLE_CSV).exists() and (out / sweep.COMPARISONS_CSV).exists()
 
 
@@ -350,9 +351,8 @@ def test_a_worker_without_the_shared_folder_sends_the_fold_back(tmp_path, sweep_
     blocker.write_text("")
     settings = SVMSettings(C=1.0, gamma=0.1)
     cell = sweep.Cell("svm", settings)
-    outcome = sweep.run_task(dataset, "svm", settings.to_dict(), cell.id, 1, folds.fold_of,
-                             folds.k, folds.seed, folds.fingerprint, str(blocker / "out"), 0,
-                             False, 1)
+    outcome = sweep.run_task(dataset, "svm", settings.to_dict(), cell.id, 1, folds,
+                             str(blocker / "out"), 0, False, 1)
     assert outcome.error is None and not outcome.wrote
     assert outcome.result.fold == 1 and outcome.record["C"] == 1.0
     out = tmp_path / "sweep"
