@@ -854,7 +854,7 @@ def _featured(preds: dict, classes) -> dict:
 
 
 def _grid(maps: np.ndarray, columns: int, cell: int, colours, symmetric: bool,
-          shared: bool = False) -> np.ndarray:
+          shared: bool = False, gap: int = 2, ground: int = 150) -> np.ndarray:
     """Maps (n, h, w) as a grid of ``cell``-px squares (``columns`` wide) on
     gray, coloured on [-max|m|, max|m|] if ``symmetric`` else [0, max], the
     maximum taken over all maps if ``shared``, else per map."""
@@ -862,8 +862,7 @@ def _grid(maps: np.ndarray, columns: int, cell: int, colours, symmetric: bool,
 
     n = len(maps)
     rows = -(-n // columns)
-    gap = 2
-    out = np.full((rows * (cell + gap) - gap, columns * (cell + gap) - gap, 3), 150,
+    out = np.full((rows * (cell + gap) - gap, columns * (cell + gap) - gap, 3), ground,
                   dtype=np.uint8)
     overall = float(np.abs(maps).max()) or 1.0
     for k, m in enumerate(maps):
@@ -902,7 +901,8 @@ def render_filters(results_dir, preds: dict, classes, featured: dict, views: dic
             except ResultsError:
                 continue
             kernels = saliency.first_layer_filters(nets[fold])
-            tiles.append(([_grid(kernels, 16, 21, seismic, symmetric=True, shared=True)],
+            tiles.append(([_grid(kernels, 16, 21, seismic, symmetric=True, shared=True,
+                                  gap=3, ground=40)],
                           [f"fold {fold + 1}: {len(kernels)} filters of "
                            f"{kernels.shape[1]}x{kernels.shape[2]}"]))
         if not tiles:
