@@ -707,7 +707,8 @@ def render_galleries(results_dir, figures, *, size: int = GALLERY_SIZE, data=Non
         return output
     whole = _results_subset(lookup.dataset, preds) if "lipnet-fcn" in preds else None
     views, cams = {}, {}
-    budget = MAX_SALIENCY_PARTICLES if max_saliency is None else max_saliency
+    limit = MAX_SALIENCY_PARTICLES if max_saliency is None else max_saliency
+    budget = limit
     for name, pred in preds.items():
         ids = list(dict.fromkeys(pid for g in galleries if g.model == name for pid in g.ids))
         if name in featured:
@@ -717,7 +718,10 @@ def render_galleries(results_dir, figures, *, size: int = GALLERY_SIZE, data=Non
         view = model_view(name, settings.get(name, {}), [lookup.particles[pid] for pid in ids],
                           whole=whole)
         views[name] = (view, {pid: k for k, pid in enumerate(ids)})
-        if saliency and pred.is_cnn and budget > 0:
+        if saliency and pred.is_cnn and budget <= 0:
+            output.saliency_notes.append(
+                f"{name}: no saliency maps (at most {limit} per report, all used)")
+        elif saliency and pred.is_cnn:
             chosen = ids[:budget]
             where = pred.index()
             try:
@@ -733,9 +737,11 @@ def render_galleries(results_dir, figures, *, size: int = GALLERY_SIZE, data=Non
             if len(chosen) < len(ids):
                 output.saliency_notes.append(
                     f"{name}: saliency for the first {len(chosen)} of {len(ids)} particles "
-                    f"(at most {MAX_SALIENCY_PARTICLES} per report)")
+                    f"(at most {limit} per report)")
+    stale = set((figures / "galleries").glob("*.png"))
     for g in galleries:
         path = figures / "galleries" / f"{g.key}.png"
+        stale.discard(path)
         tiles = [_tile(k, pid, g, preds, classes, views, cams) for k, pid in enumerate(g.ids)]
         shown = f"{len(g.ids)} of {g.total}" if g.total > len(g.ids) else f"{g.total}"
         double = any(len(t[0]) > 1 for t in tiles)
@@ -745,6 +751,9 @@ def render_galleries(results_dir, figures, *, size: int = GALLERY_SIZE, data=Non
     if filters:
         output.filter_images = render_filters(results_dir, preds, classes, featured, views,
                                               figures)
+        stale -= {path for _, path in output.filter_images}
+    for path in stale:  # galleries of an earlier report of these results, now empty
+        path.unlink(missing_ok=True)
     return output
 
 
