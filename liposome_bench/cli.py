@@ -969,8 +969,8 @@ def svm_command(problem, data, reader_options, cache_dir, feature_set, source, g
     "--mixed-precision/--no-mixed-precision",
     default=None,
     help="Compute in float16 on a GPU (bfloat16 on a CPU); weights stay float32. "
-    "Default: bfloat16 on a CPU with native bfloat16 (AVX512-BF16 or AMX), else "
-    "float32.",
+    "Default: bfloat16 with TensorFlow on a CPU with native bfloat16 (AVX512-BF16 "
+    "or AMX), else float32.",
 )
 @folds_option
 @fold_seed_option

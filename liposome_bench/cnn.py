@@ -1031,22 +1031,27 @@ def train_options(settings: CNNSettings, classes, dtype_policy=None) -> dict:
     )
 
 
-def resolve_dtype_policy(mixed_precision, device: str):
+def resolve_dtype_policy(mixed_precision, device: str, backend: str | None = None):
     """The Keras dtype policy for ``mixed_precision`` (True, False or None:
     automatic) on ``device`` ("cpu" or "gpu"): ``"mixed_float16"`` on a GPU,
     ``"mixed_bfloat16"`` on a CPU, or None (float32).
 
-    Automatic is bfloat16 on a CPU that multiplies bfloat16 natively
-    (``machine.native_bfloat16``: AVX512-BF16 or AMX), where it trains
-    lipnet-4 about 1.7 times faster per CPU second than float32 with the same
-    validation scores (docs/performance.md); float32 elsewhere, since
-    bfloat16 is emulated, and slower, on AVX2-only CPUs, and GPUs were not
-    measured.
+    Automatic is bfloat16 with the TensorFlow backend on a CPU that
+    multiplies bfloat16 natively (``machine.native_bfloat16``: AVX512-BF16
+    or AMX), where it trains lipnet-4 about 1.7 times faster per CPU second
+    than float32 with the same validation scores (docs/performance.md);
+    float32 elsewhere: bfloat16 is emulated, and slower, on AVX2-only CPUs,
+    JAX on the CPU was not faster with it, and GPUs were not measured.
+    ``backend`` defaults to Keras' backend.
     """
     from liposome_bench.machine import native_bfloat16
 
     if mixed_precision is None:
-        mixed_precision = device == "cpu" and native_bfloat16()
+        if backend is None:
+            import keras
+
+            backend = keras.backend.backend()
+        mixed_precision = device == "cpu" and backend == "tensorflow" and native_bfloat16()
     if not mixed_precision:
         return None
     return "mixed_float16" if device == "gpu" else "mixed_bfloat16"

@@ -283,9 +283,9 @@ class CNNSettings(_Settings):
         Samples drawn per epoch instead of the fit part's size.
     mixed_precision : bool or None
         True: float16 compute on a GPU, bfloat16 on a CPU; False: float32.
-        None (default): bfloat16 on a CPU that multiplies bfloat16 natively
-        (AVX512-BF16 or AMX, ``machine.native_bfloat16``), float32 otherwise
-        (GPUs included).
+        None (default): bfloat16 with the TensorFlow backend on a CPU that
+        multiplies bfloat16 natively (AVX512-BF16 or AMX,
+        ``machine.native_bfloat16``), float32 otherwise (GPUs included).
 
     Examples
     --------

@@ -419,11 +419,12 @@ def test_automatic_precision_is_bfloat16_only_on_a_cpu_with_native_bfloat16(monk
     from liposome_bench import machine
 
     monkeypatch.setattr(machine, "native_bfloat16", lambda info=None: True)
-    assert cnn.resolve_dtype_policy(None, "cpu") == "mixed_bfloat16"
-    assert cnn.resolve_dtype_policy(None, "gpu") is None
+    assert cnn.resolve_dtype_policy(None, "cpu", "tensorflow") == "mixed_bfloat16"
+    assert cnn.resolve_dtype_policy(None, "cpu", "jax") is None  # measured: not faster
+    assert cnn.resolve_dtype_policy(None, "gpu", "tensorflow") is None
     assert cnn.resolve_dtype_policy(False, "cpu") is None
     monkeypatch.setattr(machine, "native_bfloat16", lambda info=None: False)
-    assert cnn.resolve_dtype_policy(None, "cpu") is None
+    assert cnn.resolve_dtype_policy(None, "cpu", "tensorflow") is None
     assert cnn.resolve_dtype_policy(True, "cpu") == "mixed_bfloat16"
     assert cnn.resolve_dtype_policy(True, "gpu") == "mixed_float16"
 
