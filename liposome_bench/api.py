@@ -7,7 +7,7 @@ returned as an object instead of a results folder.
     >>> r.table()                                                     # doctest: +SKIP
 
 Everything here calls the same library functions as the command line
-(``benchmark.run_benchmark``), so the numbers are the CLI's on the same data,
+(``comparison.run_benchmark``), so the numbers are the CLI's on the same data,
 folds and seeds.
 """
 
@@ -128,7 +128,7 @@ def benchmark(dataset, models=None, *, k: int = 5, folds=None, seed: int = 0,
     folds : folds.Folds, optional
         Folds to use (``make_folds``); they must belong to ``dataset``.
     seed, fold_seed, repeats, config, jobs, reporter
-        As for ``benchmark.run_benchmark`` (``config``: a
+        As for ``comparison.run_benchmark`` (``config``: a
         ``settings.BenchmarkConfig`` or a TOML path).
     out : path, optional
         Keep the results folder there (summary.json, predictions.csv, fold

@@ -29,6 +29,14 @@ def _fail_cleanly(func):
             return func(*args, **kwargs)
         except LiposomeBenchError as exc:
             raise UserError(str(exc)) from None
+        except OSError as exc:
+            # Last resort: commands check their outputs before any work
+            # (liposome_bench.outputs); an OS error nobody expected is still
+            # one line, with the traceback in the debug log.
+            from liposome_bench.outputs import describe_os_error
+
+            logging.getLogger(__name__).debug("OS error", exc_info=True)
+            raise UserError(describe_os_error(exc)) from None
         except KeyboardInterrupt:
             click.echo(
                 "Interrupted. Finished folds are saved; run the same command again to resume.",
@@ -103,7 +111,7 @@ def cache_option(func):
 
 def seed_option(func):
     return click.option(
-        "--seed", type=int, default=0, show_default=True, help="Random seed."
+        "--seed", type=int, default=0, show_default=True, help="Random seed (0 to 2**32 - 1)."
     )(func)
 
 
@@ -124,7 +132,7 @@ def fold_seed_option(func):
         type=int,
         default=0,
         show_default=True,
-        help="Seed of the stored fold assignment.",
+        help="Seed of the stored fold assignment (0 to 2**32 - 1).",
     )(func)
 
 
@@ -153,6 +161,16 @@ def out_option(default, help_text, required=False):
     return decorate
 
 
+def _finite_pixel_size(ctx, param, value):
+    """FloatRange lets nan and inf through (no comparison fails for nan)."""
+    import math
+
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a finite number of nm per pixel; "
+                                 "pass e.g. --pixel-size 0.84.", ctx, param)
+    return value
+
+
 def reader_options(func):
     """Add --images-dir, --masks-dir and --pixel-size, passed to the command
     as one ``reader_options`` dict for ``resolve_dataset(..., **reader_options)``."""
@@ -170,6 +188,7 @@ def reader_options(func):
         "--pixel-size",
         "pixel_size_nm",
         type=click.FloatRange(min=0, min_open=True),
+        callback=_finite_pixel_size,
         default=None,
         help="Pixel size in nm/px for every particle, overriding the data's "
         "own (PixelSize in a lab export, pixel_size_nm in a manifest, the MRC header).",
@@ -206,6 +225,13 @@ def units_option(default="nm"):
         )(func)
 
     return decorate
+def wait_option(func):
+    return click.option(
+        "--wait",
+        is_flag=True,
+        help="If another run is writing into the same --out, wait for it to finish "
+        "and then reuse its folds, instead of stopping with an error.",
+    )(func)
 
 
 def jobs_option(func):
@@ -279,9 +305,13 @@ def generate_command(problem, n, seed, out, montage, difficulty, label_noise, do
     from rich.console import Console
     from rich.table import Table
 
+    from liposome_bench.outputs import check_output_dir, check_output_file, writing
     from liposome_bench.synth import THESIS_COUNTS, generate_export
 
-    with _live_reporter() as reporter:
+    check_output_dir(out)
+    if montage is not None:
+        check_output_file(montage, "--montage")
+    with _live_reporter() as reporter, writing(out):
         dataset = generate_export(
             problem, out, n=n, seed=seed, montage=montage, difficulty=difficulty,
             label_noise=label_noise, dose=dose, pixel_size_nm=pixel_size_nm, reporter=reporter,
@@ -339,7 +369,8 @@ def dataset_info_command(path, problem, reader_options, cache_dir, as_json, inpu
     """
     import json
 
-    from liposome_bench.dataset import describe_dataset, resolve_dataset, surround_warning
+    from liposome_bench.dataset import describe_dataset, surround_warning
+    from liposome_bench.sources import resolve_dataset
 
     if path is None and problem is None:
         raise UserError(
@@ -455,12 +486,23 @@ def _print_particle_sizes(console, info):
 @problem_option(required=False)
 @reader_options
 @units_option()
+@click.option(
+    "--folds",
+    "k",
+    type=click.IntRange(min=2),
+    default=5,
+    show_default=True,
+    help="The folds you will cross-validate with: a class with fewer particles is "
+    "a problem, as is a dataset of one class.",
+)
 @_fail_cleanly
-def dataset_check_command(path, problem, reader_options, units):
+def dataset_check_command(path, problem, reader_options, units, k):
     """Validate a dataset and list every problem found, one per line.
 
-    Checks every image and mask (missing, unreadable, truncated, too large,
-    mask shape, empty mask), class codes and labels, ids and paths, and
+    Checks every image and mask (missing, unreadable, truncated, too large or
+    too small, NaN or infinite pixels, mask shape, empty mask), class codes
+    and labels, ids and paths, that the class counts allow cross-validation
+    with --folds folds (at least 2 classes, each with --folds particles), and
     that every particle has the pixel size the default run's features (in
     nm) need; with --units px none is needed. Exits with code 2 if there is
     any problem.
@@ -471,7 +513,8 @@ def dataset_check_command(path, problem, reader_options, units):
     from liposome_bench.features import pixel_size_problems
 
     with _live_reporter() as reporter:
-        dataset, problems = inspect_dataset(path, problem, reporter=reporter, **reader_options)
+        dataset, problems = inspect_dataset(path, problem, reporter=reporter, folds=k,
+                                            **reader_options)
     if dataset is not None:
         problems = pixel_size_problems(dataset, _settings.SVMSettings(units=units))
     for line in problems:
@@ -679,11 +722,13 @@ def features_command(problem, data, reader_options, cache_dir, out, feature_set,
 
     Example: liposome-bench features --problem lamellarity --out features.parquet
     """
-    from liposome_bench.dataset import resolve_dataset
+    from liposome_bench.sources import resolve_dataset
     from liposome_bench.features import check_table_path, write_feature_table
     from liposome_bench.folds import load_or_make_folds
+    from liposome_bench.outputs import check_output_file
 
-    out = check_table_path(out)
+    _settings.check_seed(fold_seed, "--fold-seed")
+    out = check_output_file(check_table_path(out))
     _settings.SVMSettings(feature_set=feature_set, source=source, units=units)  # fail early
     with _live_reporter() as reporter:
         dataset = resolve_dataset(data, problem, cache_dir=cache_dir, reporter=reporter,
@@ -749,9 +794,10 @@ def features_command(problem, data, reader_options, cache_dir, out, feature_set,
 @jobs_option
 @seed_option
 @out_option(None, "Results folder. Default: results/svm-<problem>.")
+@wait_option
 @_fail_cleanly
 def svm_command(problem, data, reader_options, cache_dir, feature_set, source, grid, C,
-                gamma, units, k, fold_seed, group_by, jobs, seed, out):
+                gamma, units, k, fold_seed, group_by, jobs, seed, out, wait):
     """Cross-validate the lab's LIBSVM baseline on handcrafted features.
 
     C-SVC with an RBF kernel (one-vs-one), class weights inversely
@@ -766,24 +812,33 @@ def svm_command(problem, data, reader_options, cache_dir, feature_set, source, g
     """
     from rich.console import Console
 
-    from liposome_bench.dataset import resolve_dataset
+    from liposome_bench.dataset import check_trainable
+    from liposome_bench.sources import resolve_dataset
     from liposome_bench.display import fold_table, print_model_summary
     from liposome_bench.folds import load_or_make_folds
     from liposome_bench.metrics import summarise_folds
+    from liposome_bench.outputs import check_output_dir, writing
     from liposome_bench.results import ResultsDir
     from liposome_bench.svm import check_svm_options, run_svm
 
     svm_settings = _settings.SVMSettings(feature_set=feature_set, source=source, grid=grid,
                                          C=C, gamma=gamma, units=units)
     check_svm_options(jobs=jobs)
+    _settings.check_seed(seed, "--seed")
+    _settings.check_seed(fold_seed, "--fold-seed")
+    if out is not None:
+        check_output_dir(out)
     with _live_reporter() as reporter:
         dataset = resolve_dataset(data, problem, cache_dir=cache_dir, reporter=reporter,
                                   **reader_options)
+        check_trainable(dataset)
         folds = load_or_make_folds(dataset, k=k, seed=fold_seed, group_by=group_by,
                                    reporter=reporter)
-        results = ResultsDir(out or f"results/svm-{dataset.problem.name}")
-        fold_results = run_svm(dataset, folds, results, svm_settings, jobs=jobs, seed=seed,
-                               reporter=reporter)
+        results = ResultsDir(check_output_dir(out or f"results/svm-{dataset.problem.name}"))
+        with writing(results.path), results.lock(wait=wait, reporter=reporter,
+                                                 command=_command_line()):
+            fold_results = run_svm(dataset, folds, results, svm_settings, jobs=jobs, seed=seed,
+                                   reporter=reporter)
     console = Console()
     print_model_summary(
         console, "SVM (LIBSVM C-SVC, RBF)", summarise_folds(fold_results, dataset.problem.classes)
@@ -871,7 +926,8 @@ def svm_command(problem, data, reader_options, cache_dir, feature_set, source, g
     type=click.IntRange(min=1),
     default=_settings.DEFAULT_BATCH_SIZE,
     show_default=True,
-    help="Images per training step (section 8.1).",
+    help="Images per training step (the thesis used 32, section 8.1; 128 trains "
+    "about twice as fast on a CPU, docs/performance.md).",
 )
 @click.option(
     "--optimizer",
@@ -884,7 +940,23 @@ def svm_command(problem, data, reader_options, cache_dir, feature_set, source, g
     "--learning-rate",
     type=click.FloatRange(min=0, min_open=True),
     default=None,
-    help="Learning rate (constant). Default: 1e-3 for adam, 1e-2 for sgd.",
+    help="Learning rate after the warm-up. Default: 1e-3 for adam, 1e-2 for sgd at "
+    "batch size 32, times sqrt(batch size / 32).",
+)
+@click.option(
+    "--warmup-epochs",
+    type=click.FloatRange(min=0),
+    default=_settings.DEFAULT_WARMUP_EPOCHS,
+    show_default=True,
+    help="Epochs over which the learning rate rises linearly from a tenth of its value.",
+)
+@click.option(
+    "--lr-schedule",
+    type=click.Choice(_settings.LR_SCHEDULES),
+    default="constant",
+    show_default=True,
+    help="After the warm-up: a constant learning rate, or a cosine decay to 0 at "
+    "--epochs.",
 )
 @click.option(
     "--l2",
@@ -894,19 +966,23 @@ def svm_command(problem, data, reader_options, cache_dir, feature_set, source, g
     help="L2 weight decay on the dense/classifier layers (section 5.1).",
 )
 @click.option(
-    "--mixed-precision",
-    is_flag=True,
-    help="Compute in float16 on a GPU (bfloat16 on a CPU); weights stay float32.",
+    "--mixed-precision/--no-mixed-precision",
+    default=None,
+    help="Compute in float16 on a GPU (bfloat16 on a CPU); weights stay float32. "
+    "Default: bfloat16 with TensorFlow on a CPU with native bfloat16 (AVX512-BF16 "
+    "or AMX), else float32.",
 )
 @folds_option
 @fold_seed_option
 @group_by_option
 @seed_option
 @out_option(None, "Results folder. Default: results/cnn-<problem>.")
+@wait_option
 @_fail_cleanly
 def cnn_command(problem, model, data, reader_options, cache_dir, input_mode, input_size,
                 augment, balance, epochs, patience, early_stopping, batch_size, optimizer,
-                learning_rate, l2, mixed_precision, k, fold_seed, group_by, seed, out):
+                learning_rate, warmup_epochs, lr_schedule, l2, mixed_precision, k, fold_seed,
+                group_by, seed, out, wait):
     """Cross-validate a LipNet CNN on the particle images.
 
     Trains on the same stored folds as `svm`: each fold's training folds are
@@ -922,27 +998,37 @@ def cnn_command(problem, model, data, reader_options, cache_dir, input_mode, inp
     from rich.console import Console
 
     from liposome_bench.cnn import run_cnn
-    from liposome_bench.dataset import resolve_dataset
+    from liposome_bench.dataset import check_trainable
+    from liposome_bench.sources import resolve_dataset
     from liposome_bench.display import fold_table, print_model_summary
     from liposome_bench.folds import load_or_make_folds
     from liposome_bench.metrics import summarise_folds
+    from liposome_bench.outputs import check_output_dir, writing
     from liposome_bench.results import ResultsDir
 
     cnn_settings = _settings.CNNSettings(
         model=model, input_mode=input_mode, input_size=input_size, augment=augment,
         balance=balance, epochs=epochs, patience=patience, early_stopping=early_stopping,
-        batch_size=batch_size,
-        optimizer=optimizer, learning_rate=learning_rate, l2=l2,
+        batch_size=batch_size, optimizer=optimizer, learning_rate=learning_rate,
+        warmup_epochs=warmup_epochs, lr_schedule=lr_schedule, l2=l2,
         mixed_precision=mixed_precision,
     )
+    _settings.check_seed(seed, "--seed")
+    _settings.check_seed(fold_seed, "--fold-seed")
+    if out is not None:
+        check_output_dir(out)
     with _live_reporter() as reporter:
+        _announce_device(reporter)
         dataset = resolve_dataset(data, problem, cache_dir=cache_dir, reporter=reporter,
                                   **reader_options)
+        check_trainable(dataset)
         folds = load_or_make_folds(dataset, k=k, seed=fold_seed, group_by=group_by,
                                    reporter=reporter)
-        results = ResultsDir(out or f"results/cnn-{dataset.problem.name}")
-        fold_results = run_cnn(dataset, folds, results, cnn_settings, seed=seed,
-                               reporter=reporter)
+        results = ResultsDir(check_output_dir(out or f"results/cnn-{dataset.problem.name}"))
+        with writing(results.path), results.lock(wait=wait, reporter=reporter,
+                                                 command=_command_line()):
+            fold_results = run_cnn(dataset, folds, results, cnn_settings, seed=seed,
+                                   reporter=reporter)
     console = Console()
     print_model_summary(console, model, summarise_folds(fold_results, dataset.problem.classes))
     console.print(fold_table(fold_results, ("epochs", "epochs_run", "under_trained"),
@@ -961,6 +1047,14 @@ def cnn_command(problem, model, data, reader_options, cache_dir, input_mode, inp
 #: Exit status of ``report --baseline`` when a metric fell below the baseline
 #: (bad input exits with 2, like every command).
 EXIT_REGRESSION = 1
+
+
+def _announce_device(reporter):
+    """First line of cnn and benchmark: the CPU (model, AVX-512/AMX or AVX2)
+    or GPU and the Keras backend the CNN will train with."""
+    from liposome_bench.cnn import describe_device
+
+    reporter.message(describe_device()[1])
 
 
 def _command_line():
@@ -1024,9 +1118,11 @@ def _command_line():
 @jobs_option
 @out_option(None, "Results folder. Default: results/benchmark-<problem> "
             "(results/benchmark-<problem>-quick with --quick).")
+@wait_option
 @_fail_cleanly
 def benchmark_command(problem, data, reader_options, cache_dir, cnn, quick, repeats, config,
-                      epochs, input_mode, grid, units, k, fold_seed, group_by, seed, jobs, out):
+                      epochs, input_mode, grid, units, k, fold_seed, group_by, seed, jobs, out,
+                      wait):
     """Compare the LIBSVM baseline with LipNet CNN(s) on identical folds.
 
     Runs the SVM and each CNN on the dataset's stored stratified folds
@@ -1048,17 +1144,20 @@ def benchmark_command(problem, data, reader_options, cache_dir, cnn, quick, repe
     """
     from rich.console import Console
 
-    from liposome_bench.comparison import print_benchmark, run_benchmark
+    from liposome_bench.comparison import run_benchmark
+    from liposome_bench.display import print_benchmark
 
     cnn_models = [m.strip() for m in cnn.split(",") if m.strip()] if cnn else None
     with _live_reporter() as reporter:
+        if cnn_models is None or cnn_models:
+            _announce_device(reporter)
         summary = run_benchmark(
             problem, data, cnn_models=cnn_models, out=out, quick=quick, repeats=repeats,
             k=k, fold_seed=fold_seed, group_by=group_by, seed=seed, jobs=jobs,
             cache_dir=cache_dir, reader_options=reader_options, config=config,
             svm_options={"grid": grid, "units": units},
             cnn_options={"epochs": epochs, "input_mode": input_mode},
-            reporter=reporter, command=_command_line(),
+            reporter=reporter, command=_command_line(), wait=wait,
         )
     console = Console()
     print_benchmark(summary, console)
@@ -1102,23 +1201,51 @@ def benchmark_command(problem, data, reader_options, cache_dir, cnn, quick, repe
     default=None,
     help="Write a baseline file from RESULTS (for a later --baseline).",
 )
+@click.option(
+    "--gallery-size",
+    type=click.IntRange(min=0),
+    default=16,
+    show_default=True,
+    help="Particles per gallery (each model's errors per confusion cell, the SVM-CNN "
+    "disagreements, the least confident correct predictions of rare classes); 0 "
+    "leaves the galleries out.",
+)
+@click.option(
+    "--filters",
+    is_flag=True,
+    help="Also draw each CNN fold's first-layer filters and the activation maps of "
+    "each convolutional block for one particle per class.",
+)
+@click.option(
+    "--data",
+    type=click.Path(exists=True),
+    default=None,
+    help="The dataset the results were run on, if it is no longer where run.json "
+    "recorded it (the galleries draw its particles).",
+)
 @_fail_cleanly
-def report_command(results, out, baseline, tolerance, write_baseline_to):
+def report_command(results, out, baseline, tolerance, write_baseline_to, gallery_size,
+                   filters, data):
     """Write a markdown report with plots from a results folder.
 
     Reads saved results only (nothing is retrained): dataset summary, the
     protocol run, side-by-side metric tables with intervals and the paired
     test, confusion matrices, per-class metric bars, confusion heatmaps, CNN
-    training curves and the command that reproduces the run. With
+    training curves, galleries of the particles each model got wrong (with
+    Grad-CAM saliency beside each CNN input) and the command that reproduces
+    the run. With
     --baseline it is also a regression gate: it prints what moved and exits
     with status 1 naming each metric that fell by more than the tolerance
     (status 2 is bad input).
 
     Example: liposome-bench report results/benchmark-lamellarity
     """
+    from pathlib import Path
+
     from rich.console import Console
     from rich.table import Table
 
+    from liposome_bench.outputs import check_output_dir, check_output_file, writing
     from liposome_bench.report import (
         compare_to_baseline,
         read_baseline,
@@ -1126,13 +1253,24 @@ def report_command(results, out, baseline, tolerance, write_baseline_to):
         write_baseline,
     )
 
+    if _report_sweep(results, out, baseline, write_baseline_to):
+        return
     if baseline is not None:
         read_baseline(baseline)  # a bad baseline fails before any work
+    report_path = Path(out) if out is not None else Path(results) / "report.md"
+    check_output_file(report_path)
+    check_output_dir(report_path.parent / f"{report_path.stem}-figures")
+    if write_baseline_to:
+        check_output_file(write_baseline_to, "--write-baseline")
     console = Console()
-    path = render_report(results, out)
+    with writing(report_path):
+        path = render_report(results, report_path, gallery_size=gallery_size, filters=filters,
+                             data=data)
     click.echo(f"Report written to {path} (plots in {path.parent / (path.stem + '-figures')}).")
     if write_baseline_to:
-        click.echo(f"Baseline written to {write_baseline(results, write_baseline_to)}.")
+        with writing(write_baseline_to, "--write-baseline"):
+            written = write_baseline(results, write_baseline_to)
+        click.echo(f"Baseline written to {written}.")
     if baseline is None:
         return
     changes = compare_to_baseline(results, baseline, tolerance)
@@ -1169,7 +1307,465 @@ def report_command(results, out, baseline, tolerance, write_baseline_to):
                f"({len(changes)} checked).")
 
 
+@cli.command("show")
+@click.argument("particle_id", metavar="ID")
+@click.option("--results", "results", type=click.Path(exists=True, file_okay=False),
+              required=True, help="A results folder (the --out of benchmark, svm or cnn).")
+@click.option("--out", type=click.Path(file_okay=False), default=".", show_default=True,
+              help="Folder for the image particle-<ID>.png.")
+@click.option(
+    "--data",
+    type=click.Path(exists=True),
+    default=None,
+    help="The dataset the results were run on, if it is no longer where run.json "
+    "recorded it.",
+)
+@_fail_cleanly
+def show_command(particle_id, results, out, data):
+    """Show one particle across models: why was it called what it was called?
+
+    Prints the particle's true class and, for every model, its test fold,
+    predicted class, confidence (a CNN's probability, the SVM's margin) and
+    scores; writes particle-<ID>.png: the particle with its mask, each
+    model's view of it, and the Grad-CAM saliency map of each CNN's
+    prediction (computed with the network of the particle's test fold).
+
+    Example: liposome-bench show 540017 --results results/benchmark-lamellarity
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from liposome_bench.gallery import show_particle
+
+    report = show_particle(results, particle_id, out, data=data)
+    table = Table(title=f"particle {report.id}: true class {report.label}")
+    for name in ("model", "fold", "predicted", "", "confidence", "scores"):
+        table.add_column(name)
+    for row in report.rows:
+        form = "+.3f" if row["kind"] == "decision" else ".3f"
+        scores = "\n".join(f"{k.replace('_vs_', ' vs ')} {'—' if v is None else format(v, form)}"
+                            for k, v in row["scores"].items())
+        table.add_row(row["model"], str(row["fold"]), row["predicted"],
+                      "right" if row["correct"] else "[bold red]wrong[/bold red]",
+                      row["confidence"], scores)
+    Console().print(table)
+    if report.note:
+        click.echo(f"Note: {report.note}")
+    if report.image is not None:
+        click.echo(f"Image written to {report.image} (particles read from {report.source}).")
+# --- train, predict, export (deploy, export) ------------------------------------
+
+@cli.command("train")
+@click.option("--model", "model", required=True,
+              type=click.Choice(("svm",) + _settings.MODEL_NAMES),
+              help="The model to train: the SVM or a LipNet.")
+@click.option("--from-results", "from_results", type=click.Path(exists=True, file_okay=False),
+              default=None,
+              help="A finished benchmark, svm or cnn results folder: its settings, dataset "
+              "and cross-validation are used (no new cross-validation).")
+@problem_option(required=False)
+@data_option
+@reader_options
+@cache_option
+@click.option("--config", "config", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="TOML settings file ([svm], [cnn], [cnn.<model>] tables), as for benchmark.")
+@click.option("--epochs", type=click.IntRange(min=1), default=None,
+              help="Maximum epochs per cross-validation fold (CNN; overrides --config).")
+@click.option("--input-mode", type=click.Choice(_settings.INPUT_MODES), default=None,
+              help="CNN input mode (overrides --config).")
+@click.option("--input-size", type=click.IntRange(min=4), default=None,
+              help="CNN input side in px (overrides --config).")
+@click.option("--grid", type=click.Choice(_settings.GRID_NAMES), default=None,
+              help="The SVM's C/gamma grid (overrides --config).")
+@click.option("--feature-set", type=click.Choice(_settings.FEATURE_SETS), default=None,
+              help="The SVM's feature set (overrides --config).")
+@click.option("--cv-out", type=click.Path(file_okay=False), default=None,
+              help="Results folder of the cross-validation run first (without "
+              "--from-results). Default: MODEL_DIR-cv.")
+@folds_option
+@fold_seed_option
+@seed_option
+@jobs_option
+@out_option(None, "The model bundle folder to write (a bundle there is replaced).",
+            required=True)
+@_fail_cleanly
+def train_command(model, from_results, problem, data, reader_options, cache_dir, config, epochs,
+                  input_mode, input_size, grid, feature_set, cv_out, k, fold_seed, seed, jobs,
+                  out):
+    """Train one final model on all particles and write a model bundle.
+
+    Hyperparameters come from cross-validation on the same data only: the
+    SVM's C and gamma from the grid search on all particles, the CNN's epoch
+    count from the median best epoch of the folds' early stopping. With
+    --from-results the finished run's settings, dataset and out-of-fold
+    predictions are used; otherwise the cross-validation runs first (into
+    --cv-out). The bundle holds the model (.keras, or LIBSVM .model + .range),
+    the model card model.json and the out-of-fold predictions that
+    `predict --target-precision` uses (docs/deploy.md).
+
+    \b
+    Example: liposome-bench train --from-results results/benchmark-lamellarity --model lipnet-4 --out m
+    """
+    from liposome_bench.deploy import train_from_results, train_model
+
+    with _live_reporter() as reporter:
+        if from_results is not None:
+            given = {"--config": config, "--epochs": epochs, "--input-mode": input_mode,
+                     "--input-size": input_size, "--grid": grid, "--feature-set": feature_set,
+                     "--cv-out": cv_out}
+            clash = [name for name, value in given.items() if value is not None]
+            if clash:
+                raise UserError(f"{clash[0]} cannot be combined with --from-results: the "
+                                "run's settings are used. Drop it, or train without "
+                                "--from-results.")
+            card = train_from_results(from_results, model, out, data=data, problem=problem,
+                                      cache_dir=cache_dir, reader_options=reader_options,
+                                      jobs=jobs, reporter=reporter, command=_command_line())
+        else:
+            if data is None and problem is None:
+                raise UserError("Give --data, --problem (the built-in dataset) or "
+                                "--from-results RESULTS.")
+            options = ({"grid": grid, "feature_set": feature_set} if model == "svm" else
+                       {"epochs": epochs, "input_mode": input_mode, "input_size": input_size})
+            card = train_model(model, out, data=data, problem=problem, cache_dir=cache_dir,
+                               reader_options=reader_options, config=config, options=options,
+                               folds=k, fold_seed=fold_seed, seed=seed, jobs=jobs,
+                               cv_out=cv_out, reporter=reporter, command=_command_line())
+    _print_card(card, out)
+
+
+def _print_card(card, out):
+    hp = card["training"]["hyperparameters"]
+    overall = card["cross_validation"]["overall"]
+    chosen = (f"C={hp['C']:g}, gamma={hp['gamma']:g}" if card["family"] == "svm"
+              else f"{hp['epochs']} epochs (fold best epochs {hp['fold_best_epochs']})")
+    data = card["training"]["dataset"]
+    click.echo(f"{card['model']} trained on all {data['n_particles']} particles "
+               f"({card['problem']['name']}): {chosen}, chosen by {hp['chosen_by']}.")
+
+    def metric(name):
+        m = overall.get(name) or {}
+        ci = m.get("ci") or [None, None]
+        if m.get("pooled") is None:
+            return f"{name} -"
+        return f"{name} {m['pooled']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
+
+    click.echo("Cross-validated (out-of-fold, 95 % bootstrap interval): "
+               + ", ".join(metric(n) for n in ("macro_f1", "balanced_accuracy", "mcc")
+                           if n in overall)
+               + (" (synthetic data)" if data.get("synthetic") else ""))
+    click.echo(f"Model bundle in {out}: model.json (model card), "
+               + ", ".join(card["files"].values()) + ", cv-predictions.csv.")
+
+
+@cli.command("predict")
+@click.argument("model_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--data", "data", required=True,
+              type=click.Path(exists=True, dir_okay=True, file_okay=True),
+              help="Particles to classify, with or without labels: a lab export (Class "
+              "optional), a manifest .csv (label column optional), an .mrcs stack, a folder "
+              "of class folders or a plain folder of images.")
+@reader_options
+@click.option("--min-confidence", type=click.FloatRange(0, 1), default=None,
+              help="Abstain where the predicted class's probability is below this.")
+@click.option("--target-precision", "target_precision", multiple=True, metavar="CLASS=P",
+              help="Abstain on CLASS below the confidence at which its cross-validated "
+              "predictions reach precision P (repeatable), e.g. uncertain=0.9.")
+@click.option("--problem", type=click.Choice(PROBLEM_NAMES), default=None,
+              help="Refuse the bundle unless it was trained for this problem.")
+@click.option("--input-size", type=click.IntRange(min=4), default=None,
+              help="Refuse the bundle unless its CNN takes this input size.")
+@click.option("--feature-set", type=click.Choice(_settings.FEATURE_SETS), default=None,
+              help="Refuse the bundle unless its SVM uses this feature set.")
+@jobs_option
+@out_option("predictions.csv", "CSV file to write.")
+@_fail_cleanly
+def predict_command(model_dir, data, reader_options, min_confidence, target_precision,
+                    problem, input_size, feature_set, jobs, out):
+    """Classify particles with a model bundle, abstaining when unsure.
+
+    Writes one row per particle: id, (label,) predicted class, the
+    probability of each class, the confidence (probability of the predicted
+    class) and abstained. When the particles have labels, prints the
+    per-class metrics of the predictions (all, and those kept).
+
+    \b
+    Example: liposome-bench predict m --data new-particles --target-precision uncertain=0.9 --out p.csv
+    """
+    from liposome_bench.deploy import predict, write_predictions
+
+    with _live_reporter() as reporter:
+        result = predict(model_dir, data, min_confidence=min_confidence,
+                         target_precision=target_precision, problem=problem,
+                         input_size=input_size, feature_set=feature_set,
+                         reader_options=reader_options, jobs=jobs, reporter=reporter)
+        path = write_predictions(result, out)
+    _print_predictions(result, path)
+
+
+def _print_predictions(result, path):
+    import numpy as np
+    from rich.console import Console
+
+    console = Console()
+    n, kept = len(result.y_pred), int((~result.abstained).sum())
+    for name, t in result.thresholds.items():
+        if t["threshold"] is None:
+            click.echo(f"{name}: no confidence threshold reaches precision {t['target']:g} in "
+                       f"the cross-validated predictions; every {name} prediction abstains.")
+        else:
+            click.echo(
+                f"{name}: precision {t['target']:g} needs confidence >= {t['threshold']:.4f}; "
+                f"in cross-validation that kept {t['kept']} of {t['predicted']} {name} "
+                f"predictions ({100 * t['class_coverage']:.1f} %; precision "
+                f"{t['precision']:.3f}), coverage {100 * t['coverage']:.1f} % of all particles.")
+    click.echo(f"{n} particles: {kept} classified, {n - kept} abstained "
+               f"(coverage {100 * kept / max(n, 1):.1f} %).")
+    labelled = [i for i, p in enumerate(result.dataset.particles) if p.label is not None]
+    if labelled:
+        from liposome_bench.display import print_model_summary
+        from liposome_bench.metrics import summarise_folds
+        from liposome_bench.results import FoldResult
+
+        classes = list(result.dataset.problem.classes)
+        index = {c: i for i, c in enumerate(classes)}
+        y_true = np.array([index[result.dataset.particles[i].label] for i in labelled])
+        sel = np.asarray(labelled)
+
+        def summary(keep):
+            fold = FoldResult("predict", 0, [str(i) for i in sel[keep]], y_true[keep],
+                              result.y_pred[sel][keep], result.probabilities[sel][keep],
+                              classes, "probability")
+            return summarise_folds([fold], classes)
+
+        if len(labelled) < n:
+            click.echo(f"{len(labelled)} of {n} particles have labels; metrics are on those.")
+        print_model_summary(console, f"all {len(labelled)} labelled particles",
+                            summary(np.ones(len(sel), bool)))
+        keep = ~result.abstained[sel]
+        if keep.any() and not keep.all():
+            print_model_summary(console, f"{int(keep.sum())} kept (not abstained)",
+                                summary(keep))
+    click.echo(f"Predictions in {path}")
+
+
+@cli.command("export")
+@click.argument("model_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--format", "fmt", type=click.Choice(("onnx",)), default="onnx", show_default=True,
+              help="Export format.")
+@out_option(None, "File to write, e.g. model.onnx.", required=True)
+@_fail_cleanly
+def export_command(model_dir, fmt, out):
+    """Export a model bundle to ONNX for other software (C#, C++, ...).
+
+    A CNN becomes its network with softmax output: input "image", float32
+    (batch, size, size, 1), prepared as the model card's input.preprocessing
+    says. The SVM becomes its svm-scale scaling, the RBF one-vs-one decision
+    values, LIBSVM's vote and the calibrated probabilities, in float64:
+    input "features" (batch, n_features) in the card's feature order.
+    docs/deploy.md shows how to run it from C#.
+
+    \b
+    Example: liposome-bench export m --format onnx --out m.onnx
+    """
+    from liposome_bench.export import export_onnx
+
+    path = export_onnx(model_dir, out)
+    click.echo(f"ONNX model written to {path}.")
+
+
+# --- sweep ------------------------------------------------------------------
+
+def _report_sweep(results, out, baseline, write_baseline_to) -> bool:
+    """``report`` on a sweep folder: the sweep's report (True), else False."""
+    from liposome_bench.sweep import is_sweep_folder, render_sweep_report
+
+    if not is_sweep_folder(results):
+        return False
+    if baseline is not None or write_baseline_to is not None:
+        raise UserError(f"{results} is a sweep folder; --baseline and --write-baseline work "
+                        "on a benchmark results folder (or one cell: RESULTS/cells/<cell>).")
+    path = render_sweep_report(results, out)
+    click.echo(f"Report written to {path} (figures in "
+               f"{path.parent / (path.stem + '-figures')}).")
+    return True
+
+
+@cli.command("sweep")
+@click.argument("config", type=click.Path(exists=True, dir_okay=False))
+@problem_option(required=False)
+@data_option
+@reader_options
+@cache_option
+@out_option(None, "Sweep folder. Default: results/sweep-<problem>-<config name>.")
+@click.option(
+    "--scheduler",
+    default="local",
+    show_default=True,
+    metavar="local|tcp://HOST:PORT",
+    help="'local': a Dask cluster on this machine (one worker per GPU, else one "
+    "per 4 cores); or the address of a running Dask scheduler (docs/sweep.md).",
+)
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Workers of the local cluster (default: sized to the machine).")
+@click.option("--dry-run", is_flag=True,
+              help="Print the cells, the task count and an estimated time; run nothing.")
+@click.option("--save-models", is_flag=True,
+              help="Keep each fold's trained CNN (.keras) in the cell's folder.")
+@click.option(
+    "--metrics",
+    default="f1",
+    show_default=True,
+    metavar="METRIC[,METRIC...]",
+    help="Metrics of the table: per class tpr, tnr, ppv, npv, f1, f1_thesis; "
+    "overall accuracy, balanced_accuracy, macro_f1, mcc.",
+)
+@click.option("--folds", "k", type=click.IntRange(min=2), default=None,
+              help="Number of stratified folds (default: [sweep] folds, else 5).")
+@click.option("--fold-seed", type=int, default=None,
+              help="Seed of the stored fold assignment (default: [sweep] fold_seed, else 0).")
+@click.option("--seed", type=int, default=None,
+              help="Random seed of every cell (default: [sweep] seed, else 0).")
+@group_by_option
+@click.option("--wait", is_flag=True,
+              help="If another run is writing into --out, wait for it instead of stopping.")
+@_fail_cleanly
+def sweep_command(config, problem, data, reader_options, cache_dir, out, scheduler, workers,
+                  dry_run, save_models, metrics, k, fold_seed, seed, group_by, wait):
+    """Run a grid of CNN (and SVM) settings on Dask, every cell on the same folds.
+
+    CONFIG is a TOML file whose lists are axes (model = ["lipnet-2",
+    "lipnet-4"], input_mode = [...], augment = [...], balance = [...]) and
+    whose scalars are fixed; benchmarks/thesis_grid.toml is the thesis's grid.
+    Every cell is checked before any work and named by a hash of its settings;
+    each (cell, fold) is one Dask task. Re-running skips finished folds, and a
+    changed CONFIG runs only its new cells. Prints per-class F1 per cell and
+    paired comparisons (corrected resampled t-test, Holm); `report OUT` draws
+    the figures.
+
+    Example: liposome-bench sweep benchmarks/thesis_grid.toml --problem lamellarity --dry-run
+    """
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from liposome_bench import sweep as _sweep
+    from liposome_bench.sources import resolve_dataset
+    from liposome_bench.metrics import CLASS_METRICS, OVERALL_METRICS
+
+    chosen = [m.strip() for m in metrics.split(",") if m.strip()]
+    known = (*CLASS_METRICS, *OVERALL_METRICS)
+    bad = [m for m in chosen if m not in known]
+    if bad or not chosen:
+        raise UserError(f"Unknown metric {bad[0] if bad else metrics!r} in --metrics; "
+                        f"expected names from {', '.join(known)}.")
+    plan_config = _sweep.load_sweep(config)
+    k = k or plan_config.folds or 5
+    fold_seed = fold_seed if fold_seed is not None else (plan_config.fold_seed or 0)
+    seed = seed if seed is not None else (plan_config.seed or 0)
+    group_by = group_by or plan_config.group_by
+    console = Console()
+    with _live_reporter() as reporter:
+        dataset = resolve_dataset(data, problem, cache_dir=cache_dir, reporter=reporter,
+                                  **reader_options)
+        out = Path(out or f"results/sweep-{dataset.problem.name}-{Path(config).stem}")
+        if not dry_run:
+            from liposome_bench.outputs import check_output_dir
+
+            check_output_dir(out)
+        if dry_run:
+            reporter.close()
+            _print_sweep_plan(console, plan_config, _sweep.plan_sweep(plan_config, out, k),
+                              len(dataset))
+            return
+        from liposome_bench.folds import load_or_make_folds
+
+        folds = load_or_make_folds(dataset, k=k, seed=fold_seed, group_by=group_by,
+                                   reporter=reporter)
+        source = _sweep.DatasetSource(
+            root=str(dataset.root) if dataset.root else None,
+            problem=dataset.problem.name if dataset.problem.codes is not None else None,
+            builtin=data is None, reader_options=reader_options,
+            fingerprint=folds.fingerprint,
+        ) if dataset.root else None
+        run = _sweep.run_sweep(plan_config, dataset, folds, out, seed=seed,
+                               scheduler=scheduler, n_workers=workers,
+                               save_models=save_models, source=source, reporter=reporter,
+                               wait=wait)
+    summary = _sweep.summarise_sweep(out, metrics=chosen)
+    table_csv, comparisons_csv = _sweep.write_sweep_tables(out, summary)
+    _print_sweep_summary(console, summary, chosen)
+    click.echo(f"Ran {len(run.ran)} task(s), {run.skipped} already finished, in "
+               f"{run.seconds:.0f} s. Tables: {table_csv}, {comparisons_csv}. "
+               f"Figures: liposome-bench report {out}")
+
+
+def _print_sweep_plan(console, config, plan, n_particles):
+    from rich.table import Table
+
+    from liposome_bench import sweep as _sweep
+
+    axes = list(config.axes)
+    table = Table(title=f"{len(config.cells)} cells x {plan.k} folds = {plan.total} tasks "
+                        f"({len(plan.tasks)} to run)")
+    table.add_column("cell", style="bold")
+    table.add_column("grid(s)")
+    for axis in axes:
+        table.add_column(axis)
+    table.add_column("done", justify="right")
+    for cell in config.cells:
+        values = cell.settings.to_dict()
+        grids = [g.name for g in config.grids if cell.id in g.cells]
+        table.add_row(cell.id, ", ".join(grids),
+                      *[_sweep._level_text(values[a]) if a in values else "" for a in axes],
+                      f"{len(plan.done.get(cell.id, ()))}/{plan.k}")
+    console.print(table)
+    seconds, how = _sweep.estimate_seconds(plan, n_particles)
+    shape = _sweep.local_cluster_shape()
+    console.print(
+        f"Estimated {_sweep.format_duration(seconds)} of CPU time for {len(plan.tasks)} "
+        f"task(s) on {n_particles} particles ({how}); about "
+        f"{_sweep.format_duration(seconds / shape['cores'])} on this machine's "
+        f"{shape['cores']} core(s) if they are used fully. Nothing was run.",
+        soft_wrap=True,
+    )
+
+
+def _print_sweep_summary(console, summary, metrics):
+    from rich.table import Table
+
+    from liposome_bench import sweep as _sweep
+
+    if summary.get("synthetic"):
+        console.print("[yellow]Synthetic data: these are not the thesis's results.[/yellow]")
+    for metric in metrics:
+        wide = _sweep.pivot_table(summary, metric)
+        if wide.empty:
+            continue
+        table = Table(title=f"{metric}: mean ± std over folds")
+        for column in wide.columns:
+            table.add_column(str(column))
+        for row in wide.itertuples(index=False):
+            table.add_row(*[str(v) for v in row])
+        console.print(table)
+    if summary["comparisons"]:
+        table = Table(title="paired comparisons on shared folds: F1 difference (b − a), "
+                            "corrected resampled t-test, Holm-adjusted p")
+        for name in ("axis", "where", "a", "b", "class", "difference", "p (Holm)",
+                     "verdict"):
+            table.add_column(name)
+        for c in summary["comparisons"]:
+            p = c["p_holm"]
+            table.add_row(c["axis"], c["where"], c["a"], c["b"], c["class"],
+                          f"{c['mean_difference']:+.3f}", "—" if p != p else f"{p:.3g}",
+                          c["verdict"])
+        console.print(table)
+
+
 def main():
+    from liposome_bench.models import quiet_tensorflow
+
+    quiet_tensorflow()
     cli(prog_name="liposome-bench")
 
 

@@ -44,11 +44,12 @@ from pathlib import Path
 
 import numpy as np
 
-from liposome_bench.dataset import atomic_write_json, atomic_write_text
 from liposome_bench.errors import ConfigError, ResultsError
+from liposome_bench.io import atomic_write_json, atomic_write_text
+from liposome_bench.outputs import check_output_dir, writing
 from liposome_bench.progress import NullReporter
-from liposome_bench.results import ResultsDir
-from liposome_bench.settings import BenchmarkConfig, load_config
+from liposome_bench.results import ResultsDir, fold_file_hashes, run_lock
+from liposome_bench.settings import BenchmarkConfig, check_seed, load_config
 
 #: The thesis's pick per problem (section 9): LipNet-4 for lamellarity,
 #: LipNet-2 for encapsulation.
@@ -121,6 +122,7 @@ def run_benchmark(
     n_resamples: int = 1000,
     reporter=None,
     command: str | None = None,
+    wait: bool = False,
 ) -> dict:
     """Run the SVM and the CNN(s) on identical folds and summarise them.
 
@@ -157,7 +159,7 @@ def run_benchmark(
     cache_dir : path, optional
         Where the built-in dataset is generated.
     reader_options : dict, optional
-        Passed to ``dataset.resolve_dataset``.
+        Passed to ``sources.resolve_dataset``.
     config : settings.BenchmarkConfig or path, optional
         The SVM's and each CNN's settings (a ``BenchmarkConfig``, or a TOML
         file read by ``settings.load_config``); default every model's
@@ -170,6 +172,9 @@ def run_benchmark(
     reporter : progress.NullReporter, optional
     command : str, optional
         The command line to record (the CLI passes its own).
+    wait : bool
+        If another run holds ``out``'s run lock (``results.run_lock``), wait
+        for it instead of raising ``ResultsError``.
 
     Returns
     -------
@@ -182,7 +187,8 @@ def run_benchmark(
         On bad options, an unreadable dataset, or a results folder that
         belongs to another dataset or other settings.
     """
-    from liposome_bench.dataset import Dataset, resolve_dataset
+    from liposome_bench.dataset import Dataset, check_trainable
+    from liposome_bench.sources import resolve_dataset
     from liposome_bench.folds import load_or_make_folds
     from liposome_bench.models import check_model_name
 
@@ -197,7 +203,10 @@ def run_benchmark(
         raise ConfigError(f"--repeats must be 1 or more; got {repeats}.")
     if jobs == 0 or jobs < -1:
         raise ConfigError(f"--jobs must be a positive number of workers or -1; got {jobs}.")
+    check_seed(seed, "--seed")
+    check_seed(fold_seed, "--fold-seed")
     out = Path(out) if out is not None else default_out(problem or "custom", quick)
+    check_output_dir(out)
     _check_layout(out, repeats)
     config_file = None
     if config is None:
@@ -220,6 +229,7 @@ def run_benchmark(
     else:
         dataset = resolve_dataset(data, problem, cache_dir=cache_dir, reporter=reporter,
                                   **(reader_options or {}))
+    check_trainable(dataset)
     if folds is not None and (repeats > 1 or quick):
         raise ConfigError("Given folds are used once: pass them without --repeats or --quick.")
     if folds is not None and folds.fingerprint != dataset.fingerprint():
@@ -253,6 +263,19 @@ def run_benchmark(
         "cnn": {name: s.to_dict() for name, s in cnn_settings.items()},
         "n_resamples": n_resamples,
     }
+    with writing(out), run_lock(out, wait=wait, reporter=reporter, command=command):
+        return _run_repeats(dataset, settings, out, repeats, folds, fold_seed, seed, jobs,
+                            svm_settings, cnn_settings, cnn_models, n_resamples, command,
+                            full_size, timings, started, reporter)
+
+
+def _run_repeats(dataset, settings, out, repeats, folds, fold_seed, seed, jobs, svm_settings,
+                 cnn_settings, cnn_models, n_resamples, command, full_size, timings, started,
+                 reporter) -> dict:
+    """Every repeat's models and summary, then the top-level outputs."""
+    from liposome_bench.folds import load_or_make_folds
+
+    k, group_by = settings["folds"], settings["group_by"]
     per_repeat = []
     for r in range(repeats):
         rdir = out if repeats == 1 else out / f"repeat-{r}"
@@ -347,7 +370,7 @@ def _run_models(dataset, folds, results, svm_settings, cnn_settings, seed, jobs,
 
 def _summarise(rdir, dataset, folds, settings, seed, n_resamples, command, full_size) -> dict:
     from liposome_bench import __version__, stats
-    from liposome_bench.report import SUMMARY_SCHEMA_VERSION
+    from liposome_bench.results import SUMMARY_SCHEMA_VERSION
 
     results = ResultsDir(rdir)
     run = results.read_run()
@@ -571,125 +594,9 @@ def _write_outputs(out: Path, summary: dict, dataset, cnn_models, repeats: int =
             parts.append(part)
         table = pd.concat(parts, ignore_index=True)
     atomic_write_text(out / "predictions.csv", table.to_csv(index=False))
+    # What the summary was computed from: the gate refuses it once they change.
+    summary["fold_files"] = fold_file_hashes(out)
     atomic_write_json(out / "summary.json", summary)
-
-
-# Tables for the terminal ------------------------------------------------------
-
-def print_benchmark(summary: dict, console) -> None:
-    """Print the side-by-side tables of a benchmark summary to a rich console:
-    per class, every metric of every model in adjacent columns; overall
-    metrics; each model's fold-averaged normalised confusion matrix; then the
-    headline verdict of each CNN against the SVM (per-class and macro F1,
-    corrected resampled t-test, Holm-adjusted; accuracy and McNemar as
-    secondary lines). A * marks a CNN's F1 or macro F1 only where it differs
-    from the SVM's significantly after the correction."""
-    from rich.table import Table
-
-    from liposome_bench import stats
-    from liposome_bench.display import confusion_table, verdict_table
-    from liposome_bench.metrics import (
-        CLASS_METRIC_LABELS,
-        CLASS_METRICS,
-        OVERALL_METRIC_LABELS,
-        OVERALL_METRICS,
-    )
-
-    classes = summary["classes"]
-    models = list(summary["models"])
-    dataset = summary.get("dataset", {})
-    k = (summary.get("folds") or {}).get("k", "?")
-    verdict = summary.get("verdict") or {}
-    significant = stats.significant_cells(verdict)
-    if dataset.get("synthetic"):
-        console.print("[yellow]Synthetic data: these are not the thesis's results.[/yellow]")
-    console.print(
-        f"Per class and model: mean ± std over {k} folds [95 % bootstrap interval over "
-        "particles]; * marks a CNN whose F1 (macro F1) differs from the SVM's significantly "
-        f"({verdict.get('test', 'corrected resampled t-test')}, Holm-adjusted, on "
-        f"{verdict.get('n_scores', '?')} paired fold scores); † a mean over fewer folds "
-        "(undefined, 0/0, in the others); — undefined. F1 (thesis) = 2/(1/TPR + 1/TNR), "
-        "section 4.6."
-    )
-    for j, cls in enumerate(classes):
-        support = summary["models"][models[0]].get("support") or [None] * len(classes)
-        table = Table(title=f"{cls} ({support[j]} particles)")
-        table.add_column("metric", style="bold")
-        for name in models:
-            table.add_column(name, justify="right")
-        for metric in CLASS_METRICS:
-            entries = [summary["models"][m]["per_class"][cls][metric] for m in models]
-            marks = [(m, cls, metric) in significant for m in models]
-            table.add_row(CLASS_METRIC_LABELS[metric], *_rich_cells(entries, k, marks))
-        console.print(table)
-    table = Table(title="overall")
-    table.add_column("metric", style="bold")
-    for name in models:
-        table.add_column(name, justify="right")
-    for metric in OVERALL_METRICS:
-        entries = [summary["models"][m]["overall"][metric] for m in models]
-        marks = [(m, "overall", metric) in significant for m in models]
-        table.add_row(OVERALL_METRIC_LABELS[metric], *_rich_cells(entries, k, marks))
-    console.print(table)
-    for name in models:
-        console.print(confusion_table(
-            summary["models"][name]["confusion"]["normalised_mean"] or [], classes,
-            f"{name}: {k}-fold average normalised confusion matrix",
-            caption="rows: true class (each row sums to 1); columns: predicted class",
-        ))
-    console.print(budget_table(summary))
-    for note in budget_notes(summary):
-        console.print(note, markup=False, soft_wrap=True)
-    for comp in verdict.get("comparisons", []):
-        console.print(verdict_table(verdict, comp, classes))
-    repeats = summary.get("repeats")
-    if repeats:
-        console.print(f"{repeats['count']} repeats (fold seeds {repeats['fold_seeds']}); the "
-                      "verdict uses the fold scores of all of them; run-to-run spread in "
-                      "summary.json and the report.")
-    warning = (summary.get("folds") or {}).get("warning")
-    if warning:
-        console.print(f"Warning: {warning}", markup=False)
-
-
-def _fold_budget(params: dict) -> str:
-    """One fold's training budget in words: a CNN's best epoch of those run,
-    an SVM's C and gamma with any grid extension."""
-    from liposome_bench.display import format_param
-
-    if "epochs_run" in params:
-        text = f"best {params.get('epochs')} of {params.get('epochs_run')}"
-        return text + (" LAST" if params.get("under_trained") else "")
-    if "C" in params:
-        text = f"{format_param(params.get('C'))}, {format_param(params.get('gamma'))}"
-        if params.get("grid_extended"):
-            text += " ext"
-        if params.get("grid_edge"):
-            text += " EDGE"
-        return text
-    return ""
-
-
-def budget_table(summary: dict):
-    """A rich table: per model and fold (numbered from 0, as in the fold
-    files), the CNN's best epoch of those run and the SVM's chosen C/gamma,
-    flagging possibly under-trained CNN folds and SVM grid edges."""
-    from rich.table import Table
-
-    k = (summary.get("folds") or {}).get("k", 0)
-    title = "training budgets per fold"
-    if summary.get("repeats"):
-        title += " (first repeat)"
-    table = Table(title=title, caption="CNN: best epoch of the epochs run (early stopping on "
-                  "the validation score); LAST: the best epoch was the last allowed, possibly "
-                  "under-trained. SVM: chosen C, gamma; ext: grid extended past an edge; "
-                  "EDGE: still on the edge at the extension limit.")
-    table.add_column("model", style="bold")
-    for f in range(k):
-        table.add_column(f"fold {f}")
-    for name, m in summary["models"].items():
-        table.add_row(name, *(_fold_budget(p) for p in (m.get("params") or [])))
-    return table
 
 
 def budget_notes(summary: dict) -> list[str]:
@@ -725,28 +632,3 @@ def budget_notes(summary: dict) -> list[str]:
                     f"{name}: in fold(s) {', '.join(map(str, edge))} the best point is still on "
                     "the edge of the (extended) grid, at its limit (docs/svm.md).")
     return notes
-
-
-def _fmt(value, digits=3, signed=False) -> str:
-    if value is None:
-        return "—"
-    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
-
-
-def _rich_cells(entries, k, marks=None) -> list[str]:
-    """Cells of one metric row; ``marks[i]`` puts a * on model i's cell (a
-    significant difference from the reference, see stats.significant_cells)."""
-    marks = marks or [False] * len(entries)
-    cells = []
-    for e, marked in zip(entries, marks):
-        mean = e.get("mean")
-        text = _fmt(mean, 2)
-        if e.get("std") is not None:
-            text += f" ± {_fmt(e['std'], 2)}"
-        if mean is not None and isinstance(k, int) and e.get("n_folds", k) < k:
-            text += "†"
-        ci = e.get("ci") or [None, None]
-        if ci[0] is not None:
-            text += f" [{_fmt(ci[0], 2)}, {_fmt(ci[1], 2)}]"
-        cells.append(f"[bold green]{text} *[/bold green]" if marked else text)
-    return cells

@@ -36,6 +36,7 @@ Where no mask is given one is derived (``derive_mask``) and
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import io
 import json
@@ -44,9 +45,9 @@ import os
 import posixpath
 import re
 import shlex
+import stat
 import struct
 import tempfile
-import uuid
 import warnings
 import zlib
 from dataclasses import dataclass, field
@@ -55,6 +56,7 @@ from pathlib import Path
 import numpy as np
 
 from liposome_bench.errors import DatasetError
+from liposome_bench.io import UMASK
 
 EXPORT_JSON = "particles.json"
 IMAGES_DIR = "images"
@@ -126,7 +128,7 @@ class Particle:
     """
 
     id: str
-    label: str
+    label: str | None  # None: an unlabelled particle (read with labels="optional")
     image: np.ndarray
     mask: np.ndarray
     pixel_size_nm: float = float("nan")
@@ -149,6 +151,12 @@ class Dataset:
 
     def __len__(self) -> int:
         return len(self.particles)
+
+    @property
+    def labelled(self) -> bool:
+        """Whether every particle has a label (readers called with
+        ``labels="optional"`` may return unlabelled particles)."""
+        return all(p.label is not None for p in self.particles)
 
     @property
     def ids(self) -> list[str]:
@@ -195,47 +203,6 @@ class Dataset:
         )
 
 
-def atomic_write(path, write, *, suffix: str = ".tmp") -> Path:
-    """Write ``path`` whole or not at all: ``write(tmp)`` writes a new file at
-    a unique name beside it, which is then renamed onto ``path``; on any
-    failure the temporary file is removed and ``path`` is left as it was.
-
-    ``write`` creates the file itself, so it gets the user's usual (umask)
-    permissions. ``suffix`` ends the temporary name, for writers that choose
-    the format by extension (``.keras``, ``.png``).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}{suffix}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (see ``atomic_write``)."""
-    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
-
-
-def _read_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-# Read once at import (for mkdtemp's folders): os.umask can only be read by
-# setting it, which would race with threads writing files.
-_UMASK = _read_umask()
-
-
-def atomic_write_json(path: Path, obj) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
-
-
 # Lab export: writer ------------------------------------------------------------
 
 def write_export(dataset: Dataset, out_dir, *, extra: dict | None = None) -> Path:
@@ -276,7 +243,7 @@ def write_export(dataset: Dataset, out_dir, *, extra: dict | None = None) -> Pat
         )
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp"))
-    os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes it 0700
+    os.chmod(tmp, 0o777 & ~UMASK)  # mkdtemp makes it 0700
     try:
         (tmp / IMAGES_DIR).mkdir()
         (tmp / MASKS_DIR).mkdir()
@@ -360,6 +327,12 @@ def parse_export_json(text: str, path) -> list[dict]:
             break
         try:
             value, pos = decoder.raw_decode(text, pos)
+        except RecursionError:
+            raise DatasetError(
+                f"{path}: its JSON nests lists or objects too deeply to read (thousands of "
+                "levels). Expected a list of particle objects or objects one after another; "
+                "fix or re-export the file."
+            ) from None
         except json.JSONDecodeError as exc:
             raise DatasetError(
                 f"{path}: not valid JSON at line {exc.lineno}, column {exc.colno} "
@@ -373,20 +346,6 @@ def parse_export_json(text: str, path) -> list[dict]:
     return objects
 
 
-def resolve_dataset(data, problem: str | None, *, cache_dir=None, reporter=None,
-                    **reader_options) -> Dataset:
-    """The dataset a command works on: ``data`` if given, else the built-in
-    synthetic dataset of ``problem`` (generated once into the cache, with
-    progress shown through ``reporter``)."""
-    if data is None:
-        from liposome_bench.synth import default_dataset_path
-
-        if problem is None:
-            raise DatasetError("Without --data, --problem is needed to pick the built-in dataset.")
-        data = default_dataset_path(problem, cache_dir, reporter=reporter)
-    return load_dataset(data, problem, reporter=reporter, **reader_options)
-
-
 # Reading images ------------------------------------------------------------------
 
 #: File name endings read as images (case-insensitive).
@@ -395,6 +354,11 @@ IMAGE_EXTENSIONS = (".png", ".bmp", ".tif", ".tiff", ".jpg", ".jpeg")
 #: from its header, before its pixels are decoded. A particle image with its
 #: 50 px surround is a few hundred pixels a side (thesis section 3, Figure 3).
 MAX_IMAGE_SIDE = 4096
+#: The smallest particle image accepted, in px a side: a particle of a few
+#: pixels plus some surround. Below this, mask derivation (smoothing, closing)
+#: and the shape features have nothing to measure; the lab export's images
+#: (particle plus 50 px surround, thesis section 3) are far larger.
+MIN_IMAGE_SIDE = 16
 #: Precomputed features of the lab export (thesis section 3), kept as-is in
 #: ``Particle.features``.
 EXPORT_FEATURE_KEYS = (
@@ -443,6 +407,68 @@ def _check_side(width: int, height: int, name: str) -> None:
         )
     if width < 1 or height < 1:
         raise _Bad(f"{name} is {width}x{height} px. Replace it with a valid image file.")
+    if width < MIN_IMAGE_SIDE or height < MIN_IMAGE_SIDE:
+        raise _Bad(
+            f"{name} is {width}x{height} px, under the {MIN_IMAGE_SIDE} px a side a particle "
+            "image needs (the particle and its surround). Replace it with the particle's "
+            "full image."
+        )
+
+
+def _what_is(path: Path) -> str:
+    """What ``path`` is, for a message about something that is not the
+    readable file it should be."""
+    try:
+        st = os.stat(path)
+    except ValueError:  # an embedded NUL character
+        return "not a valid path (it holds a NUL character)"
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "a symbolic link loop (links pointing at each other)"
+        if os.path.islink(path):
+            try:
+                target = os.readlink(path)
+            except OSError:
+                target = "?"
+            return f"a symbolic link to {target}, which does not exist"
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            return "not readable (permission denied)"
+        return "missing"
+    if stat.S_ISREG(st.st_mode):
+        return "a file"
+    if stat.S_ISDIR(st.st_mode):
+        return "a folder"
+    link = f" (a link to {os.path.realpath(path)})" if os.path.islink(path) else ""
+    if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+        return f"a device{link}"
+    if stat.S_ISFIFO(st.st_mode):
+        return f"a named pipe{link}"
+    return f"a special file{link}"
+
+
+def _not_a_file(where: str, kind: str, name: str, path: Path, field_name: str) -> str:
+    """The problem line for an image or mask path that is not a regular file."""
+    what = _what_is(path)
+    name = name if name.isprintable() else repr(name)
+    if not field_name:  # a file found in a folder, named by its path alone
+        return f"{name} is {what}, not an image file. Replace it with the image file, or remove it."
+    if what == "missing":
+        return f"{where}: {kind} {name} does not exist. Add the file or correct {field_name}."
+    return (f"{where}: {kind} {name} is {what}, not an image file. Put the {kind} file "
+            f"there or correct {field_name}.")
+
+
+def _check_pixels(image: np.ndarray, name: str) -> None:
+    """Refuse NaN or infinite intensities (float TIFF and MRC images), which
+    every later step (normalisation, features, training) would spread."""
+    if image.dtype.kind != "f":
+        return
+    bad = int(image.size - np.count_nonzero(np.isfinite(image)))
+    if bad:
+        raise _Bad(
+            f"{name} has {bad} of {image.size} pixels NaN or infinite; expected finite "
+            "intensities. Re-export the image with those pixels filled in."
+        )
 
 
 def _unreadable(name: str) -> _Bad:
@@ -670,6 +696,7 @@ class _Entry:
     features: dict | None = None
     source: str = ""
     meta: dict = field(default_factory=dict)
+    unlabelled: bool = False  # no label given, and labels="optional"
 
 
 class _Report:
@@ -732,12 +759,28 @@ def _display(folder: str, rel: str) -> str:
     return rel if folder in ("", ".") else f"{folder}/{rel}"
 
 
+def _walk(folder: Path, seen: dict[str, str], on_repeat=None):
+    """``os.walk`` that follows symbolic links to folders (as the docs
+    promise), sorted, skipping hidden entries, and entering each real folder
+    once: a link back to a folder already read (a loop, or a second way to
+    the same files) is passed to ``on_repeat(path, first)`` instead."""
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen and seen[real] != dirpath:
+            dirnames[:] = []
+            if on_repeat is not None:
+                on_repeat(Path(dirpath), seen[real])
+            continue
+        seen[real] = dirpath
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        yield dirpath, dirnames, [f for f in sorted(filenames) if not f.startswith(".")]
+
+
 def _index_masks(mask_root: Path) -> dict[str, list[Path]]:
     """Mask files under ``mask_root`` keyed by their relative path without
     extension ("sub/540017")."""
     index: dict[str, list[Path]] = {}
-    for dirpath, dirnames, filenames in os.walk(mask_root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+    for dirpath, dirnames, filenames in _walk(mask_root, {}):
         for fname in sorted(filenames):
             if fname.startswith(".") or Path(fname).suffix.lower() not in IMAGE_EXTENSIONS:
                 continue
@@ -834,6 +877,11 @@ def _read_entries(entries: list[_Entry], report: _Report, pixel_size_nm, reporte
     """Read and check every entry's image and mask; return the particles."""
     from liposome_bench.progress import NullReporter
 
+    if pixel_size_nm is not None and _positive_number(pixel_size_nm) is None:
+        raise DatasetError(
+            f"--pixel-size {pixel_size_nm!r} is not a positive number of nm per pixel. "
+            "Pass the pixel size, e.g. --pixel-size 0.84, or leave it out."
+        )
     reporter = reporter or NullReporter()
     reporter.stage(stage, total=len(entries))
     particles = []
@@ -852,8 +900,8 @@ def _read_entry(i: int, e: _Entry, report: _Report, pixel_size_nm) -> Particle |
         if e.image_path is None:
             return None  # its path was refused already
         if not e.image_path.is_file():
-            report.add(i, f"{e.where}: image {e.image_name} does not exist. "
-                          f"Add the file or correct {e.image_field}.")
+            report.add(i, _not_a_file(e.where, "image", e.image_name, e.image_path,
+                                      e.image_field))
             return None
         try:
             image, colour = _read_image(e.image_path, e.image_name)
@@ -863,6 +911,12 @@ def _read_entry(i: int, e: _Entry, report: _Report, pixel_size_nm) -> Particle |
         if colour:
             report.colour.append(e.image_name)
             log.info("%s: colour image converted to grayscale", e.image_name)
+    try:
+        _check_side(image.shape[1], image.shape[0], e.image_name)
+        _check_pixels(image, e.image_name)
+    except _Bad as bad:
+        report.add(i, str(bad))
+        return None
     height, width = image.shape
     derived = e.mask_path is None
     if derived:
@@ -873,8 +927,7 @@ def _read_entry(i: int, e: _Entry, report: _Report, pixel_size_nm) -> Particle |
             return None
     else:
         if not e.mask_path.is_file():
-            report.add(i, f"{e.where}: mask {e.mask_name} does not exist. "
-                          f"Add the file or correct {e.mask_field}.")
+            report.add(i, _not_a_file(e.where, "mask", e.mask_name, e.mask_path, e.mask_field))
             return None
         try:
             mask_image, _ = _read_image(e.mask_path, e.mask_name)
@@ -890,7 +943,7 @@ def _read_entry(i: int, e: _Entry, report: _Report, pixel_size_nm) -> Particle |
             report.add(i, f"{e.mask_name} is empty (no particle pixels). "
                           "Redraw the mask, or delete it to have it derived.")
             return None
-    if e.id is None or e.label is None:
+    if e.id is None or (e.label is None and not e.unlabelled):
         return None
     px = float(pixel_size_nm) if pixel_size_nm is not None else e.pixel_size_nm
     return Particle(e.id, e.label, image, mask, px, e.source, derived, e.features, e.meta)
@@ -942,7 +995,7 @@ def _no_particles(source: str) -> DatasetError:
 # Lab export --------------------------------------------------------------------------
 
 def _read_export(path, problem, *, images_dir=IMAGES_DIR, masks_dir=MASKS_DIR,
-                 pixel_size_nm=None, reporter=None):
+                 pixel_size_nm=None, reporter=None, labels="required"):
     path = Path(path)
     json_path = path / EXPORT_JSON if path.is_dir() else path
     root = json_path.parent
@@ -975,7 +1028,8 @@ def _read_export(path, problem, *, images_dir=IMAGES_DIR, masks_dir=MASKS_DIR,
     report = _Report()
     entries = []
     for i, obj in enumerate(objects):
-        entries.append(_export_entry(i, obj, name, images_dir, image_root, report))
+        entries.append(_export_entry(i, obj, name, images_dir, image_root, report,
+                                     optional=_labels_optional(labels)))
     problem = _as_problem(problem)
     if problem is None and meta.get("problem") in PROBLEMS:
         problem = PROBLEMS[meta["problem"]]
@@ -989,6 +1043,7 @@ def _read_export(path, problem, *, images_dir=IMAGES_DIR, masks_dir=MASKS_DIR,
             _find_mask(e, mask_index, masks_dir, posixpath.splitext(e.image_rel)[0], report, i)
             if e.mask_path is None:
                 report.unmasked.append(e.image_name)
+    _suggest_images_dir(entries, root, image_root, images_dir, mask_root, name)
     particles = _read_entries(entries, report, pixel_size_nm, reporter, f"reading {name}")
     if mask_index is None:
         report.warnings.append(
@@ -1003,6 +1058,40 @@ def _read_export(path, problem, *, images_dir=IMAGES_DIR, masks_dir=MASKS_DIR,
     return dataset, report
 
 
+def _suggest_images_dir(entries, root: Path, image_root: Path, images_dir: str,
+                        mask_root: Path, name: str) -> None:
+    """When images are missing from the images folder but every one of them
+    is in one other folder under the export (``images/particles/``, or
+    beside the JSON), say which ``--images-dir`` reads them."""
+    missing = [e for e in entries
+               if e.image_path is not None and not os.path.lexists(e.image_path)]
+    if not missing:
+        return
+    skip = {os.path.realpath(image_root), os.path.realpath(mask_root)}
+    found = None
+    for dirpath, dirnames, _ in os.walk(root):
+        here = Path(dirpath)
+        depth = len(here.relative_to(root).parts)
+        dirnames[:] = sorted(
+            d for d in dirnames
+            if not d.startswith(".") and d != FOLDS_DIR and depth < 3
+            and os.path.realpath(here / d) != os.path.realpath(mask_root)
+        )
+        if os.path.realpath(here) in skip or not (here / missing[0].image_rel).is_file():
+            continue
+        if all((here / e.image_rel).is_file() for e in missing):
+            found = here
+            break
+    if found is None:
+        return
+    option = found.relative_to(root).as_posix() or "."
+    raise DatasetError(
+        f"{name}: {len(missing)} of {len(entries)} images are not in {_folder(images_dir)} "
+        f"(first: {missing[0].image_name}), but all of them are in {_folder(option)}. "
+        f"Pass --images-dir {shlex.quote(option)}."
+    )
+
+
 def _read_export_meta(root: Path) -> dict:
     """The export's dataset.json (written by ``write_export``), or {}."""
     path = root / META_JSON
@@ -1010,12 +1099,14 @@ def _read_export_meta(root: Path) -> dict:
         return {}
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
-        ok = isinstance(meta, dict) and (
+        ok = isinstance(meta, dict) and all(
+            isinstance(meta.get(key, ""), str) for key in ("problem", "description")
+        ) and isinstance(meta.get("synthetic", False), bool) and (
             "classes" not in meta
             or (isinstance(meta["classes"], list)
                 and all(isinstance(c, str) for c in meta["classes"]))
         )
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         ok = False
     if not ok:
         raise DatasetError(
@@ -1026,7 +1117,7 @@ def _read_export_meta(root: Path) -> dict:
 
 
 def _export_entry(i: int, obj, name: str, images_dir: str, image_root: Path,
-                  report: _Report) -> _Entry:
+                  report: _Report, optional: bool = False) -> _Entry:
     number = i + 1
     short = f"object {number}"
     if not isinstance(obj, dict):
@@ -1035,10 +1126,14 @@ def _export_entry(i: int, obj, name: str, images_dir: str, image_root: Path,
                       f"got {type(obj).__name__}. Fix or remove it.")
         return e
     pid = obj.get("Id")
-    if isinstance(pid, bool) or not isinstance(pid, (int, str)) or str(pid).strip() == "":
+    if (isinstance(pid, bool) or not isinstance(pid, (int, str)) or str(pid).strip() == ""
+            or _has_line_break(str(pid))):
         e = _Entry(f"{name}, {short}", short)
         if "Id" not in obj:
             report.add(i, f"{e.where}: no \"Id\". Give every particle its own Id.")
+        elif isinstance(pid, str) and pid.strip():
+            report.add(i, f"{e.where}: Id {pid!r} holds a line break. Give every particle "
+                          "an Id on one line.")
         else:
             report.add(i, f"{e.where}: Id {pid!r} is not an integer or a string. "
                           "Give every particle its own Id.")
@@ -1047,7 +1142,7 @@ def _export_entry(i: int, obj, name: str, images_dir: str, image_root: Path,
         e = _Entry(f"{name}, {short} (Id {pid})", short, id=pid)
     e.source = f"{name}#{number}"
     # Class code (preset problems) or Label (custom problems, as write_export writes them)
-    if "Class" in obj:
+    if "Class" in obj and not (optional and obj["Class"] in (None, "")):
         code = obj["Class"]
         if isinstance(code, str) and code.strip().lstrip("-").isdigit():
             code = int(code)
@@ -1058,8 +1153,13 @@ def _export_entry(i: int, obj, name: str, images_dir: str, image_root: Path,
                           "(3, 4, 5 for lamellarity; 7, 8, 10 for encapsulation).")
         else:
             e.code = code
+    elif isinstance(obj.get("Label"), str) and _has_line_break(obj["Label"]):
+        report.add(i, f"{e.where}: Label {obj['Label']!r} holds a line break. Write the "
+                      "class name on one line.")
     elif isinstance(obj.get("Label"), str) and obj["Label"].strip():
         e.raw_label = obj["Label"]
+    elif optional and obj.get("Label") in (None, ""):
+        e.unlabelled = True  # no Class (or a null one) and no Label
     else:
         report.add(i, f"{e.where}: no \"Class\" code. Add it (3, 4, 5 for lamellarity; "
                       "7, 8, 10 for encapsulation).")
@@ -1069,7 +1169,7 @@ def _export_entry(i: int, obj, name: str, images_dir: str, image_root: Path,
     if value is None or (isinstance(value, str) and not value.strip()):
         report.add(i, f"{e.where}: no \"Image\" (or \"Bmp\") file name. "
                       "Add the name of its image file.")
-    elif not isinstance(value, str):
+    elif not isinstance(value, str) or _has_line_break(value):
         report.add(i, f"{e.where}: {key} {value!r} is not a file name. "
                       "Give the name of its image file.")
     else:
@@ -1167,30 +1267,89 @@ def _read_csv(path: Path) -> tuple[list[str], list[tuple[int, dict]]]:
         raise DatasetError(
             f"{path}: cannot be read ({exc.strerror}). Check that it is a readable file."
         ) from None
-    reader = csv.reader(io.StringIO(text))
+    # strict: an unterminated quote is an error, not the rest of the file
+    # swallowed into one cell.
+    reader = csv.reader(io.StringIO(text), strict=True)
+    start = 1  # the line the current record starts on
     try:
         header = next(reader, None)
         if header is None:
             return [], []
+        _check_record(path, header, start)
         header = [h.strip().lower() for h in header]
+        _check_header(path, header)
         rows = []
-        for cells in reader:
+        while True:
+            start = reader.line_num + 1
+            cells = next(reader, None)
+            if cells is None:
+                break
             if not any(c.strip() for c in cells):
                 continue
+            _check_record(path, cells, start)
+            extra = [c for c in cells[len(header):] if c.strip()]
+            if extra:
+                raise DatasetError(
+                    f"{path}, line {start}: {len(cells)} cells but the header names "
+                    f"{len(header)} columns. Quote a cell that holds a comma, or name the "
+                    "extra column in the header."
+                )
             row = {h: (c.strip() if c else "") for h, c in zip(header, cells)}
             rows.append((reader.line_num, row))
     except csv.Error as exc:
+        if "unexpected end of data" in str(exc):
+            raise DatasetError(
+                f"{path}, line {start}: a quote (\") opened in this record is never closed, "
+                "so the rest of the file would be one cell. Close the quote or remove it."
+            ) from None
         raise DatasetError(
-            f"{path}, line {reader.line_num}: not valid CSV ({exc}). Fix the file."
+            f"{path}, line {start}: not valid CSV ({exc}). Fix the file."
         ) from None
     return header, rows
 
 
-def _read_manifest(path, problem, *, pixel_size_nm=None, reporter=None, **_):
+#: What str.splitlines splits at: none of it belongs in an id, label or path
+#: (and a message quoting it would not be one line).
+_LINE_BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
+
+
+def _has_line_break(text: str) -> bool:
+    return any(c in text for c in _LINE_BREAKS)
+
+
+def _check_record(path: Path, cells: list[str], line: int) -> None:
+    """One CSV record is one line: a line break inside a quoted cell is a
+    stray quote, not a particle's value."""
+    if any(_has_line_break(c) for c in cells):
+        raise DatasetError(
+            f"{path}, line {line}: a cell holds a line break (a quoted cell running over "
+            "several lines, or a control character); expected one line per record. Remove "
+            "the line break or the stray quote (\")."
+        )
+
+
+def _check_header(path: Path, header: list[str]) -> None:
+    """Refuse a column named twice: every row would take one of the two
+    values silently."""
+    seen: dict[str, list[int]] = {}
+    for number, name in enumerate(header, start=1):
+        if name:
+            seen.setdefault(name, []).append(number)
+    for name, numbers in seen.items():
+        if len(numbers) > 1:
+            raise DatasetError(
+                f"{path}: the column {name!r} appears {len(numbers)} times in the header "
+                f"(columns {', '.join(map(str, numbers))}). Keep one of them, or rename "
+                "the others."
+            )
+
+
+def _read_manifest(path, problem, *, pixel_size_nm=None, reporter=None, labels="required", **_):
+    optional = _labels_optional(labels)
     path = Path(path)
     root, name = path.parent, path.name
     header, rows = _read_csv(path)
-    missing = [c for c in ("image", "label") if c not in header]
+    missing = [c for c in ("image",) + (() if optional else ("label",)) if c not in header]
     if missing:
         raise DatasetError(
             f"{name} has no {' or '.join(repr(c) for c in missing)} column (columns: "
@@ -1218,6 +1377,8 @@ def _read_manifest(path, problem, *, pixel_size_nm=None, reporter=None, **_):
         e.id = pid or None
         if row.get("label"):
             e.raw_label = row["label"]
+        elif optional:
+            e.unlabelled = True
         else:
             report.add(i, f"{where}: no label. Give the particle's class in the label column.")
         mask_value = row.get("mask", "")
@@ -1286,24 +1447,46 @@ def _class_folders(root: Path, masks_dir: str) -> list[Path]:
     )
 
 
-def _read_folders(path, problem, *, masks_dir=MASKS_DIR, pixel_size_nm=None, reporter=None, **_):
+def _read_folders(path, problem, *, masks_dir=MASKS_DIR, pixel_size_nm=None, reporter=None,
+                  labels="required", **_):
+    optional = _labels_optional(labels)
     root = Path(path)
     report = _Report()
     entries: list[_Entry] = []
-    for f in sorted(root.iterdir()):
-        if f.is_file() and not f.name.startswith(".") and f.suffix.lower() in IMAGE_EXTENSIONS:
-            e = _Entry(f.name, f.name)
-            report.add(len(entries), f"{f.name} is not inside a class folder. "
-                                     "Move it into the folder of its class.")
-            entries.append(e)
     mask_root = root / masks_dir
     mask_index = _index_masks(mask_root) if mask_root.is_dir() else None
+    for f in sorted(root.iterdir()):
+        if f.is_file() and not f.name.startswith(".") and f.suffix.lower() in IMAGE_EXTENSIONS:
+            i = len(entries)
+            if optional:
+                # A plain folder of images: unlabelled particles.
+                e = _Entry(f.name, f.name, id=f.stem, source=f.name, unlabelled=True,
+                           image_path=f, image_name=f.name)
+                if mask_index is not None:
+                    _find_mask(e, mask_index, masks_dir, f.stem, report, i)
+                    if e.mask_path is None:
+                        report.unmasked.append(f.name)
+            else:
+                e = _Entry(f.name, f.name)
+                report.add(i, f"{f.name} is not inside a class folder. "
+                              "Move it into the folder of its class.")
+            entries.append(e)
     empty = []
-    for folder in _class_folders(root, masks_dir):
+    seen: dict[str, str] = {}
+
+    def repeated(path: Path, first: str) -> None:
+        report.add(len(entries), f"{path.relative_to(root).as_posix()}/ leads back to "
+                                 f"{Path(first).relative_to(root).as_posix()}/, which is "
+                                 "read already (a symbolic link loop or a second link to "
+                                 "it). Remove the link.")
+
+    folders = _class_folders(root, masks_dir)
+    # A link from one class folder into another is a repeat, not more particles.
+    seen.update({os.path.realpath(folder): str(folder) for folder in folders})
+    for folder in folders:
         files = []
-        for dirpath, dirnames, filenames in os.walk(folder):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            files += [Path(dirpath) / f for f in sorted(filenames) if not f.startswith(".")]
+        for dirpath, dirnames, filenames in _walk(folder, seen, repeated):
+            files += [Path(dirpath) / f for f in filenames]
         if not files:
             empty.append(folder.name)
             continue
@@ -1311,7 +1494,10 @@ def _read_folders(path, problem, *, masks_dir=MASKS_DIR, pixel_size_nm=None, rep
             rel = f.relative_to(root).as_posix()
             e = _Entry(rel, rel, id=f.stem, raw_label=folder.name, source=rel)
             i = len(entries)
-            if f.suffix.lower() not in IMAGE_EXTENSIONS:
+            if f.suffix.lower() not in IMAGE_EXTENSIONS and not f.is_file():
+                report.add(i, f"{rel} is {_what_is(f)}, not an image file. Remove it from the "
+                              "class folder.")
+            elif f.suffix.lower() not in IMAGE_EXTENSIONS:
                 report.add(i, f"{rel} is not a {_FORMATS} image. Move it out of the class folder.")
             else:
                 e.image_path, e.image_name = f, rel
@@ -1320,7 +1506,7 @@ def _read_folders(path, problem, *, masks_dir=MASKS_DIR, pixel_size_nm=None, rep
                     if e.mask_path is None:
                         report.unmasked.append(rel)
             entries.append(e)
-    if not any(e.raw_label for e in entries):
+    if not any(e.raw_label or e.unlabelled for e in entries):
         raise _no_particles(f"{root} (a folder of class folders)")
     problem = _choose_problem(_as_problem(problem), entries, str(root))
     _assign_labels(entries, problem, report, "class folder")
@@ -1367,7 +1553,7 @@ def load_folders(path, problem=None, *, masks_dir=MASKS_DIR, pixel_size_nm=None,
 
 # MRC particle stacks -----------------------------------------------------------------
 
-def _read_mrc(path, problem, *, pixel_size_nm=None, reporter=None, **_):
+def _read_mrc(path, problem, *, pixel_size_nm=None, reporter=None, labels="required", **_):
     import mrcfile
 
     path = Path(path)
@@ -1386,14 +1572,18 @@ def _read_mrc(path, problem, *, pixel_size_nm=None, reporter=None, **_):
         _check_side(nx, ny, f"{name} (each slice)")
     except _Bad as bad:
         raise DatasetError(str(bad)) from None
-    if not sidecar.is_file():
+    optional = _labels_optional(labels)
+    if not sidecar.is_file() and optional:
+        header, rows = ["id"], [(n + 1, {}) for n in range(nz)]  # unlabelled slices 1..nz
+    elif not sidecar.is_file():
         raise DatasetError(
             f"{name} needs its labels in {sidecar.name} beside it: a CSV with a label column "
             "(and optionally id), one row per slice in slice order. Write it; see "
             "docs/data-formats.md."
         )
-    header, rows = _read_csv(sidecar)
-    if "label" not in header:
+    else:
+        header, rows = _read_csv(sidecar)
+    if "label" not in header and not optional:
         raise DatasetError(
             f"{sidecar.name} has no 'label' column (columns: {', '.join(header) or 'none'}). "
             "Expected columns label and optionally id, one row per slice."
@@ -1426,6 +1616,8 @@ def _read_mrc(path, problem, *, pixel_size_nm=None, reporter=None, **_):
                    pixel_size_nm=px, source=f"{name}[{number}]")
         if row.get("label"):
             e.raw_label = row["label"]
+        elif optional:
+            e.unlabelled = True
         else:
             report.add(i, f"{sidecar.name}, line {line}: no label. Give slice {number}'s class "
                           "in the label column.")
@@ -1477,7 +1669,19 @@ _ACCEPTED = (
 )
 
 
-def _reader_for(path: Path, masks_dir: str):
+def _labels_optional(labels: str) -> bool:
+    """``labels``: "required" (training, cross-validation) or "optional"
+    (``predict``: particles without a label are read as unlabelled)."""
+    if labels not in LABEL_POLICIES:
+        raise ValueError(f"labels must be one of {', '.join(LABEL_POLICIES)}; got {labels!r}.")
+    return labels == "optional"
+
+
+#: What a reader's ``labels`` argument accepts.
+LABEL_POLICIES = ("required", "optional")
+
+
+def _reader_for(path: Path, masks_dir: str, labels: str = "required"):
     if not path.exists():
         raise DatasetError(f"{path} does not exist. Expected {_ACCEPTED}.")
     if path.is_file():
@@ -1489,8 +1693,24 @@ def _reader_for(path: Path, masks_dir: str):
         if suffix in MRC_EXTENSIONS:
             return _read_mrc
         raise DatasetError(f"{path} is not a dataset file. Expected {_ACCEPTED}.")
-    if (path / EXPORT_JSON).is_file():
+    if not path.is_dir():
+        raise DatasetError(
+            f"{path} is {_what_is(path)}, not a dataset file or folder. Expected {_ACCEPTED}."
+        )
+    if path.suffix.lower() in (".json", ".csv", *MRC_EXTENSIONS):
+        raise DatasetError(
+            f"{path} is a folder, not a {path.suffix} file. Pass the {path.suffix} file itself, "
+            f"or the folder holding it."
+        )
+    export_json = path / EXPORT_JSON
+    if export_json.is_file():
         return _read_export
+    if export_json.exists() or export_json.is_symlink():
+        raise DatasetError(
+            f"{export_json} is {_what_is(export_json)}, not the export's JSON file. "
+            f"Replace it with the particles JSON file, or rename it if the folder is not "
+            "a lab export."
+        )
     # A folder beside its manifest or MRC stack is not a folder of class
     # folders (its images/ would become a class): ask for the file instead.
     dataset_files = sorted(
@@ -1504,13 +1724,17 @@ def _reader_for(path: Path, masks_dir: str):
         )
     if _class_folders(path, masks_dir):
         return _read_folders
+    if _labels_optional(labels) and any(
+        f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS for f in path.iterdir()
+    ):
+        return _read_folders  # a plain folder of unlabelled images
     raise DatasetError(
         f"{path} holds neither {EXPORT_JSON} nor class folders. Expected {_ACCEPTED}."
     )
 
 
 def load_dataset(path, problem=None, *, images_dir=IMAGES_DIR, masks_dir=MASKS_DIR,
-                 pixel_size_nm=None, reporter=None) -> Dataset:
+                 pixel_size_nm=None, reporter=None, labels="required") -> Dataset:
     """Read the dataset at ``path`` with the reader its kind needs.
 
     An export folder (holding particles.json) or a ``.json`` file goes to
@@ -1527,6 +1751,11 @@ def load_dataset(path, problem=None, *, images_dir=IMAGES_DIR, masks_dir=MASKS_D
     pixel_size_nm : float, optional
         Overrides every particle's pixel size.
     reporter : progress reporter, optional
+    labels : {"required", "optional"}
+        "optional" (``predict``) reads particles without a label as
+        unlabelled (``Particle.label`` None): a lab export without ``Class``,
+        a manifest without a ``label`` column or cell, an MRC stack without
+        its CSV, a plain folder of images. Training needs "required".
 
     Returns
     -------
@@ -1538,19 +1767,57 @@ def load_dataset(path, problem=None, *, images_dir=IMAGES_DIR, masks_dir=MASKS_D
         If ``path`` is not a dataset, or on the first problem found in it.
     """
     path = Path(path)
-    reader = _reader_for(path, masks_dir)
+    reader = _reader_for(path, masks_dir, labels)
     read = reader(path, problem, images_dir=images_dir, masks_dir=masks_dir,
-                  pixel_size_nm=pixel_size_nm, reporter=reporter)
+                  pixel_size_nm=pixel_size_nm, reporter=reporter, labels=labels)
     return _finish(read, path, problem, images_dir, masks_dir, pixel_size_nm)
 
 
+def class_count_problems(dataset: Dataset, folds: int | None = 5) -> list[str]:
+    """Class counts that make cross-validation impossible, one line each:
+    fewer than two classes with particles, or (with ``folds``) a class with
+    fewer particles than folds (each fold needs one of every class)."""
+    counts = {c: n for c, n in dataset.class_counts().items() if n}
+    where = dataset.root.name if dataset.root is not None else dataset.description
+    lines = []
+    if len(counts) < 2:
+        only = ", ".join(f"{c!r} ({n})" for c, n in counts.items()) or "none"
+        lines.append(
+            f"{where}: every particle is of one class ({only}); a classifier needs particles "
+            "of at least 2 classes. Add particles of the other classes."
+        )
+    for name, count in counts.items():
+        if folds and count < folds:
+            fix = (f"Use --folds {count}, or add particles of that class." if count >= 2
+                   else "Add particles of that class, or remove it.")
+            lines.append(f"{where}: {folds} folds need at least {folds} particles per class; "
+                         f"{name!r} has {count}. {fix}")
+    return lines
+
+
+def check_trainable(dataset: Dataset) -> None:
+    """Refuse a dataset no classifier can be trained on (fewer than two
+    classes with particles) before any work.
+
+    Raises
+    ------
+    DatasetError
+    """
+    problems = class_count_problems(dataset, folds=None)
+    if problems:
+        raise DatasetError(problems[0])
+
+
 def inspect_dataset(path, problem=None, *, images_dir=IMAGES_DIR, masks_dir=MASKS_DIR,
-                    pixel_size_nm=None, reporter=None) -> tuple[Dataset | None, list[str]]:
+                    pixel_size_nm=None, reporter=None,
+                    folds: int | None = None) -> tuple[Dataset | None, list[str]]:
     """Read the dataset at ``path`` and collect every problem in it.
 
     Takes the same arguments as ``load_dataset``. A problem that stops
     reading altogether (no such file, JSON that cannot be parsed) is the only
-    line.
+    line. With ``folds`` (``dataset check`` passes 5, the default of every
+    command), class counts that make ``folds``-fold cross-validation
+    impossible are problems too (``class_count_problems``).
 
     Returns
     -------
@@ -1568,6 +1835,8 @@ def inspect_dataset(path, problem=None, *, images_dir=IMAGES_DIR, masks_dir=MASK
     except DatasetError as exc:
         return None, [str(exc)]
     problems = report.problems
+    if not problems and folds is not None:
+        problems = class_count_problems(dataset, folds)
     if problems:
         return None, problems
     dataset.warnings = list(report.warnings)
@@ -1575,12 +1844,14 @@ def inspect_dataset(path, problem=None, *, images_dir=IMAGES_DIR, masks_dir=MASK
 
 
 def check_dataset(path, problem=None, *, images_dir=IMAGES_DIR, masks_dir=MASKS_DIR,
-                  pixel_size_nm=None, reporter=None) -> list[str]:
+                  pixel_size_nm=None, reporter=None, folds: int | None = None) -> list[str]:
     """Every problem in the dataset at ``path``, one line each.
 
     Takes the same arguments as ``load_dataset``. A problem that stops
     reading altogether (no such file, JSON that cannot be parsed) is the only
-    line. Warnings (colour images converted, derived masks) are not problems:
+    line. With ``folds``, class counts that make ``folds``-fold
+    cross-validation impossible are problems too (``class_count_problems``).
+    Warnings (colour images converted, derived masks) are not problems:
     they are logged.
 
     Returns
@@ -1590,7 +1861,7 @@ def check_dataset(path, problem=None, *, images_dir=IMAGES_DIR, masks_dir=MASKS_
     """
     dataset, problems = inspect_dataset(path, problem, images_dir=images_dir,
                                         masks_dir=masks_dir, pixel_size_nm=pixel_size_nm,
-                                        reporter=reporter)
+                                        reporter=reporter, folds=folds)
     for warning in dataset.warnings if dataset is not None else ():
         log.warning("%s", warning)
     return problems
@@ -1615,7 +1886,7 @@ def _stored_folds(root, fingerprint: str) -> list[dict]:
                          matches=stored.get("fingerprint") == fingerprint)
             if stored.get("group_by"):
                 entry["group_by"] = str(stored["group_by"])
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, RecursionError):
             entry["unreadable"] = True
         found.append(entry)
     return found

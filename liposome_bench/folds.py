@@ -27,7 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from liposome_bench.dataset import Dataset, atomic_write_json
+from liposome_bench.dataset import Dataset
+from liposome_bench.io import atomic_write_json
 from liposome_bench.errors import FoldError
 
 FOLDS_DIR = "folds"
@@ -321,10 +322,29 @@ def _read_folds(path: Path, dataset: Dataset, fingerprint: str,
     try:
         stored = json.loads(path.read_text(encoding="utf-8"))
         k, seed, assigned = int(stored["k"]), int(stored["seed"]), stored["folds"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
         raise FoldError(
             f"{path} is not a folds file ({exc}). Delete it to make new folds."
         ) from None
+    if not isinstance(assigned, dict) or not all(
+        isinstance(f, int) and not isinstance(f, bool) for f in assigned.values()
+    ):
+        raise FoldError(
+            f"{path} is not a folds file (\"folds\" must map particle ids to fold numbers). "
+            "Delete it to make new folds."
+        )
+    if stored.get("fingerprint") == fingerprint and set(assigned) != set(dataset.ids):
+        lacking = [pid for pid in dataset.ids if pid not in assigned]
+        unknown = sorted(set(assigned) - set(dataset.ids))
+        parts = []
+        if lacking:
+            parts.append(f"lacks {len(lacking)} particle(s) of this dataset (first: {lacking[0]})")
+        if unknown:
+            parts.append(f"holds {len(unknown)} id(s) not in it (first: {unknown[0]})")
+        raise FoldError(
+            f"{path} was edited: it {' and '.join(parts)}, although its fingerprint is this "
+            "dataset's. Delete it to make new folds for this dataset."
+        )
     stored_key = stored.get("group_by")
     if stored_key != group_by:
         made = f"grouped by {stored_key!r}" if stored_key else "without grouping"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from liposome_bench.dataset import atomic_write
+from liposome_bench.io import atomic_write
 
 
 def _pyplot():
@@ -85,3 +85,180 @@ def plot_micrograph_crops(image, particles, path, *, classes=None, title=None) -
         return _save(fig, path)
     finally:
         plt.close(fig)
+def _level_label(value) -> str:
+    from liposome_bench.settings import AUGMENTATIONS
+
+    if isinstance(value, (list, tuple)):
+        if tuple(value) == AUGMENTATIONS:
+            return "all"
+        return ",".join(str(v) for v in value) or "none"
+    return str(value)
+
+
+def plot_axis_f1(per_fold: dict, sweep: dict, grid: dict, axis: str, path) -> Path | None:
+    """Per-class F1 by the levels of one axis of a sweep grid, as grouped
+    bars (thesis Figures 17-21): one group per level, one bar per class;
+    bar height the mean over folds (and over the grid's other axes, which
+    the title names), whiskers the standard deviation.
+
+    Parameters
+    ----------
+    per_fold : dict
+        cell id -> array (n_folds, n_classes) of per-fold F1.
+    sweep : dict
+        The sweep folder's sweep.json.
+    grid : dict
+        One of ``sweep["grids"]``.
+    axis : str
+        One of the grid's axes.
+    path : path
+        PNG to write.
+
+    Returns
+    -------
+    Path, or None when no cell of the grid has a finished fold.
+    """
+    classes = sweep["dataset"]["classes"]
+    cells = sweep["cells"]
+    levels = []
+    values: dict = {}
+    for cell_id in grid["cells"]:
+        level = _level_label(cells[cell_id]["settings"].get(axis))
+        if level not in levels:
+            levels.append(level)
+        folds = per_fold.get(cell_id)
+        if folds is not None and len(folds):
+            values.setdefault(level, []).append(folds)
+    if not values:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(4.5, 1.1 * len(levels) * len(classes) / 2), 3.6),
+                           layout="constrained")
+    width = 0.8 / len(classes)
+    x = np.arange(len(levels))
+    colours = plt.get_cmap("tab10")
+    for j, cls in enumerate(classes):
+        means, stds = [], []
+        for level in levels:
+            stack = np.concatenate(values[level], axis=0)[:, j] if level in values \
+                else np.array([np.nan])
+            defined = stack[~np.isnan(stack)]
+            means.append(defined.mean() if defined.size else np.nan)
+            stds.append(defined.std(ddof=1) if defined.size > 1 else 0.0)
+        pos = x - 0.4 + width * (j + 0.5)
+        ax.bar(pos, np.nan_to_num(means), width, label=cls, color=colours(j))
+        ax.errorbar(pos, means, yerr=stds, fmt="none", ecolor="black", elinewidth=0.8,
+                    capsize=2)
+    ax.set_xticks(x, levels, rotation=20 if max(len(v) for v in levels) > 10 else 0,
+                  ha="right" if max(len(v) for v in levels) > 10 else "center")
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("F1 (mean ± sd over folds)")
+    ax.set_xlabel(axis)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    others = [a for a in grid["axes"] if a != axis]
+    title = f"{sweep['dataset']['problem']} — {grid['name']}: F1 per class by {axis}"
+    if others:
+        title += f"\n(averaged over {', '.join(others)})"
+    if sweep["dataset"].get("synthetic"):
+        title += "\nsynthetic data"
+    ax.set_title(title, fontsize="medium")
+    path = _save(fig, path)
+    plt.close(fig)
+    return path
+
+
+def plot_coverage_curves(curves: dict, classes, path, *, title: str = "") -> Path | None:
+    """Abstention: accuracy, and each class's precision, of the predictions
+    kept against coverage (the share of particles not abstained), one line
+    per model.
+
+    Parameters
+    ----------
+    curves : dict
+        Model name -> :func:`abstention.coverage_curve` result.
+    classes : sequence of str
+    path : path of the PNG
+    title : str
+
+    Returns
+    -------
+    Path, or None when there is no curve.
+    """
+    if not curves:
+        return None
+    plt = _pyplot()
+
+    panels = ["accuracy", *[f"precision: {c}" for c in classes]]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.4), sharex=True,
+                             squeeze=False, layout="constrained")
+    colours = plt.get_cmap("tab10")
+    for m, (name, curve) in enumerate(curves.items()):
+        coverage = np.asarray(curve["coverage"], dtype=np.float64)
+        series = [curve["accuracy"], *curve["precision"]]
+        for ax, values in zip(axes[0], series):
+            ax.plot(coverage, np.asarray(values, dtype=np.float64), color=colours(m),
+                    label=name, drawstyle="steps-post", linewidth=1.4)
+    for ax, panel in zip(axes[0], panels):
+        ax.set_title(panel)
+        ax.set_xlim(1.0, 0.0)  # from keeping everything to abstaining on most
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_xlabel("coverage (share not abstained)")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("of the predictions kept")
+    axes[0][0].legend(loc="lower left", fontsize="small")
+    if title:
+        fig.suptitle(title)
+    out = _save(fig, path)
+    plt.close(fig)
+    return out
+
+
+def plot_cells_f1(per_fold: dict, sweep: dict, path) -> Path | None:
+    """Per-class F1 of every cell of a sweep (the SVM beside the CNNs, as in
+    thesis Figure 22), mean ± sd over folds; cells without a finished fold
+    are left out.
+
+    Parameters
+    ----------
+    per_fold : dict
+        cell id -> array (n_folds, n_classes) of per-fold F1.
+    sweep : dict
+        The sweep folder's sweep.json.
+    path : path
+        PNG to write.
+
+    Returns
+    -------
+    Path, or None when no cell has a finished fold.
+    """
+    classes = sweep["dataset"]["classes"]
+    cells = [c for c in sweep["cells"] if len(per_fold.get(c, ()))]
+    if not cells:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.45 * len(cells) * len(classes)), 4.0),
+                           layout="constrained")
+    width = 0.8 / len(classes)
+    x = np.arange(len(cells))
+    colours = plt.get_cmap("tab10")
+    for j, cls in enumerate(classes):
+        values = [per_fold[c][:, j][~np.isnan(per_fold[c][:, j])] for c in cells]
+        means = [v.mean() if v.size else np.nan for v in values]
+        stds = [v.std(ddof=1) if v.size > 1 else 0.0 for v in values]
+        pos = x - 0.4 + width * (j + 0.5)
+        ax.bar(pos, np.nan_to_num(means), width, label=cls, color=colours(j))
+        ax.errorbar(pos, means, yerr=stds, fmt="none", ecolor="black", elinewidth=0.8,
+                    capsize=2)
+    ax.set_xticks(x, cells, rotation=45, ha="right", fontsize="small")
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("F1 (mean ± sd over folds)")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    title = f"{sweep['dataset']['problem']}: F1 per class of every cell"
+    if sweep["dataset"].get("synthetic"):
+        title += " (synthetic data)"
+    ax.set_title(title, fontsize="medium")
+    path = _save(fig, path)
+    plt.close(fig)
+    return path

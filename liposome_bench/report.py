@@ -46,7 +46,7 @@ from pathlib import Path
 
 import numpy as np
 
-from liposome_bench.dataset import atomic_write, atomic_write_json, atomic_write_text
+from liposome_bench.io import atomic_write, atomic_write_json, atomic_write_text
 from liposome_bench.errors import ResultsError
 from liposome_bench.metrics import (
     CLASS_METRIC_LABELS,
@@ -54,10 +54,9 @@ from liposome_bench.metrics import (
     OVERALL_METRIC_LABELS,
     OVERALL_METRICS,
 )
-from liposome_bench.results import ResultsDir
+from liposome_bench.results import SUMMARY_SCHEMA_VERSION, ResultsDir
 
 SUMMARY_JSON = "summary.json"
-SUMMARY_SCHEMA_VERSION = 1
 BASELINE_SCHEMA_VERSION = 1
 BASELINE_KIND = "liposome-bench baseline"
 #: The per-class metrics drawn as bars (thesis figure 22).
@@ -97,12 +96,19 @@ def load_summary(results_dir) -> dict:
                 f"{path} is not valid JSON ({exc}). Re-run the benchmark with the same --out "
                 "to rewrite it."
             ) from None
+        except RecursionError:
+            raise ResultsError(
+                f"{path} nests too deeply to be a summary. Re-run the benchmark with the same "
+                "--out to rewrite it."
+            ) from None
         version = summary.get("schema_version") if isinstance(summary, dict) else None
         if not isinstance(version, int) or version > SUMMARY_SCHEMA_VERSION:
             raise ResultsError(
                 f"{path} has summary schema version {version!r}; this liposome-bench reads "
                 f"versions up to {SUMMARY_SCHEMA_VERSION}. Upgrade liposome-bench."
             )
+        _check_summary(summary, path)
+        check_fold_files(summary, results.path, path)
         return summary
     run = results.read_run()
     summary = stats.summarise_results(results)
@@ -116,6 +122,58 @@ def load_summary(results_dir) -> dict:
     return summary
 
 
+def _check_summary(summary: dict, path: Path) -> None:
+    """Refuse a summary.json lacking what the report and the gate read."""
+    models = summary.get("models")
+    classes = summary.get("classes")
+    ok = (isinstance(models, dict) and models and isinstance(classes, list)
+          and all(isinstance(m, dict) and isinstance(m.get("per_class"), dict)
+                  and isinstance(m.get("overall"), dict) for m in models.values()))
+    if not ok:
+        raise ResultsError(
+            f"{path} is not a benchmark summary (no \"classes\" list, or \"models\" without "
+            "per_class and overall metrics). Re-run the benchmark with the same --out to "
+            "rewrite it."
+        )
+
+
+def check_fold_files(summary: dict, results_dir, path=None) -> None:
+    """Refuse a summary whose fold files changed since it was written.
+
+    ``summary["fold_files"]`` (written by the benchmark) holds the SHA-256 of
+    every fold file it summarises; a summary without it (older versions) is
+    not checked.
+
+    Raises
+    ------
+    ResultsError
+        If a recorded fold file is missing or its content changed.
+    """
+    from liposome_bench.results import fold_file_hashes
+
+    recorded = summary.get("fold_files")
+    if recorded is None:
+        return
+    path = path or Path(results_dir) / SUMMARY_JSON
+    if not isinstance(recorded, dict):
+        raise ResultsError(f"{path}: \"fold_files\" is not an object of file hashes. Re-run "
+                           "the benchmark with the same --out to rewrite it.")
+    current = fold_file_hashes(results_dir)
+    changed = sorted(k for k in recorded if k in current and current[k] != recorded[k])
+    missing = sorted(k for k in recorded if k not in current)
+    if changed or missing:
+        parts = []
+        if changed:
+            parts.append(f"{len(changed)} changed (first: {changed[0]})")
+        if missing:
+            parts.append(f"{len(missing)} missing (first: {missing[0]})")
+        raise ResultsError(
+            f"{path} no longer matches the fold files it summarises: {', '.join(parts)} since "
+            "it was written. Re-run the same benchmark command with this --out to summarise "
+            "them again, or restore the files."
+        )
+
+
 def _histories(results_dir, model: str) -> list[tuple[int, dict]]:
     """(fold, history) of each finished fold of ``model`` that recorded one."""
     out = []
@@ -123,7 +181,7 @@ def _histories(results_dir, model: str) -> list[tuple[int, dict]]:
     for path in sorted(results.model_dir(model).glob("fold-*.json")):
         try:
             meta = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             continue  # a fold file we cannot read has no curve to draw
         history = meta.get("history")
         if isinstance(history, dict) and history:
@@ -338,7 +396,8 @@ def plot_training_curves(histories: dict, path) -> Path | None:
 
 # The report --------------------------------------------------------------------
 
-def render_report(results_dir, out=None) -> Path:
+def render_report(results_dir, out=None, *, gallery_size: int = 16, filters: bool = False,
+                  data=None) -> Path:
     """Write a markdown report of a results folder, with PNG plots beside it.
 
     Parameters
@@ -348,6 +407,13 @@ def render_report(results_dir, out=None) -> Path:
     out : path, optional
         The markdown file; default ``results_dir/report.md``. Plots go to
         the folder ``<out stem>-figures`` beside it.
+    gallery_size : int
+        Particles per gallery (``gallery.render_galleries``); 0 leaves the
+        galleries out.
+    filters : bool
+        Also draw each CNN's first-layer filters and block activations.
+    data : path, optional
+        The dataset, if it is no longer where the results recorded it.
 
     Returns
     -------
@@ -372,8 +438,16 @@ def render_report(results_dir, out=None) -> Path:
         "bars": plot_metric_bars(summary, figures / "metrics.png"),
         "confusion": plot_confusion_heatmaps(summary, figures / "confusion.png"),
         "curves": plot_training_curves(histories, figures / "training.png"),
+        "coverage": _coverage_figure(detail, summary, figures / "coverage.png"),
     }
-    text = format_report(summary, images={k: _relative(v, out.parent) for k, v in images.items()})
+    galleries = None
+    if gallery_size > 0:
+        from liposome_bench.gallery import gallery_section, render_galleries
+
+        drawn = render_galleries(detail, figures, size=gallery_size, data=data, filters=filters)
+        galleries = gallery_section(drawn, lambda p: _relative(p, out.parent))
+    text = format_report(summary, images={k: _relative(v, out.parent) for k, v in images.items()},
+                         galleries=galleries)
     atomic_write_text(out, text)
     return out
 
@@ -384,9 +458,10 @@ def _relative(path, start) -> str | None:
     return Path(os.path.relpath(path, start)).as_posix()
 
 
-def format_report(summary: dict, images: dict | None = None) -> str:
+def format_report(summary: dict, images: dict | None = None, galleries=None) -> str:
     """The markdown text of a report on ``summary`` (see :func:`load_summary`);
-    ``images`` maps "bars", "confusion", "curves" to relative PNG paths."""
+    ``images`` maps "bars", "confusion", "curves" to relative PNG paths;
+    ``galleries`` are the lines of the particle galleries' section."""
     images = images or {}
     dataset = summary.get("dataset", {})
     problem = dataset.get("problem", "?")
@@ -411,9 +486,11 @@ def format_report(summary: dict, images: dict | None = None) -> str:
     parts += _metric_section(summary, images.get("bars"))
     parts += _comparison_section(summary)
     parts += _confusion_section(summary, images.get("confusion"))
+    parts += galleries or []
     if images.get("curves"):
         parts += ["## CNN training curves", "",
                   f"![training curves]({images['curves']})", ""]
+    parts += _abstention_section(summary, images.get("coverage"))
     parts += _repeats_section(summary)
     parts += _environment_section(summary)
     if summary.get("incomplete"):
@@ -435,6 +512,40 @@ def _title(dataset: dict) -> str:
     classes = dataset.get("classes") or []
     kinds = f" ({', '.join(classes)})" if classes else ""
     return f"{name or 'unnamed dataset'}, {problem} problem{kinds}"
+#: Coverages at which the report tabulates the accuracy of the kept predictions.
+COVERAGE_POINTS = (1.0, 0.9, 0.8, 0.5)
+
+
+def _coverage_figure(detail, summary, path) -> Path | None:
+    """Coverage curves of every model (plotting.plot_coverage_curves); their
+    accuracy at COVERAGE_POINTS goes into ``summary["abstention"]``."""
+    from liposome_bench.abstention import accuracy_at_coverage, coverage_curves_of_results
+    from liposome_bench.plotting import plot_coverage_curves
+
+    curves = coverage_curves_of_results(detail, list(summary["models"]), summary["classes"])
+    summary["abstention"] = {name: {c: accuracy_at_coverage(curve, c) for c in COVERAGE_POINTS}
+                             for name, curve in curves.items()}
+    return plot_coverage_curves(curves, summary["classes"], path,
+                                title="Abstaining below a confidence threshold")
+
+
+def _abstention_section(summary, image) -> list[str]:
+    table = summary.get("abstention")
+    if not table:
+        return []
+    rows = [[name] + [_num(acc) for acc in values.values()] for name, values in table.items()]
+    lines = [
+        "## Abstention: coverage against accuracy", "",
+        "Each model abstains on the particles whose predicted class has a probability below a "
+        "threshold; raising it keeps fewer particles (coverage) and, if the probabilities "
+        "rank errors well, more of them right. Out-of-fold predictions; the SVM's "
+        "decision values are calibrated to probabilities on the other folds only.", "",
+        _md_table(["model"] + [f"accuracy at {100 * c:.0f} % coverage" for c in COVERAGE_POINTS],
+                  rows), "",
+    ]
+    if image:
+        lines += [f"![coverage curves]({image})", ""]
+    return lines
 
 
 def _verdict_section(summary) -> list[str]:
@@ -953,9 +1064,10 @@ def read_baseline(path) -> dict:
             f"Baseline {path} does not exist. Write one with "
             "`liposome-bench report RESULTS --write-baseline FILE`."
         ) from None
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         raise ResultsError(
-            f"Baseline {path} is not valid JSON ({exc}). Rewrite it with --write-baseline."
+            f"Baseline {path} is not valid JSON ({type(exc).__name__}: {exc}). Rewrite it "
+            "with --write-baseline."
         ) from None
     if not isinstance(baseline, dict) or baseline.get("kind") != BASELINE_KIND:
         raise ResultsError(
@@ -979,7 +1091,34 @@ def read_baseline(path) -> dict:
         )
     if not isinstance(baseline.get("models"), dict):
         raise ResultsError(f"{path} has no \"models\" object. Rewrite it with --write-baseline.")
+    for model, values in baseline["models"].items():
+        bad = _bad_baseline_entry(model, values)
+        if bad:
+            raise ResultsError(f"{path}: {bad}. Rewrite it with --write-baseline.")
     return baseline
+
+
+def _bad_baseline_entry(model: str, values) -> str | None:
+    """What is wrong with one model's entry of a baseline, or None."""
+    shape = ('{"per_class": {class: {metric: value}}, "overall": {metric: value}}')
+    if not isinstance(values, dict):
+        return f"model {model!r} is {type(values).__name__}, expected {shape}"
+    per_class = values.get("per_class", {})
+    overall = values.get("overall", {})
+    if not isinstance(per_class, dict) or not isinstance(overall, dict) or not all(
+        isinstance(m, dict) for m in per_class.values()
+    ):
+        return f"model {model!r} is not {shape}"
+    groups = [(cls, metrics) for cls, metrics in per_class.items()] + [("overall", overall)]
+    for cls, metrics in groups:
+        for metric, value in metrics.items():
+            number = (value is None or (isinstance(value, (int, float))
+                                        and not isinstance(value, bool)
+                                        and math.isfinite(value)))
+            if not number:
+                return (f"{model}/{cls}/{metric} is {value!r}; expected a number (or null "
+                        "where the metric was undefined)")
+    return None
 
 
 def tolerance_for(key: str, overrides: dict, default: float) -> float:

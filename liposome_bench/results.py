@@ -22,16 +22,27 @@ model is refused rather than mixed in.
 from __future__ import annotations
 
 import contextlib
+import datetime as _dt
+import errno
+import hashlib
 import json
+import os
+import shlex
+import socket
+import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from liposome_bench.dataset import Dataset, atomic_write_json, atomic_write_text
+from liposome_bench.dataset import Dataset, check_trainable
+from liposome_bench.io import atomic_write_json, atomic_write_text
 from liposome_bench.errors import ResultsError
 
+#: Version of summary.json's layout (written by comparison, read by report).
+SUMMARY_SCHEMA_VERSION = 1
 SCHEMA_VERSION = 1
 RUN_JSON = "run.json"
 LOCK_FILE = ".run.lock"
@@ -40,6 +51,198 @@ LOCK_FILE = ".run.lock"
 # beside the CNN in two threads): run.json's read-modify-write is serialised
 # by a lock per process and a file lock between processes.
 _THREAD_LOCK = threading.Lock()
+
+
+RUN_LOCK_FILE = ".busy.lock"
+
+
+def _open_lock(path: Path) -> int:
+    return os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+
+
+def _read_holder(path: Path) -> dict:
+    """Who holds (or last held) a run lock: what its file says, or {}."""
+    try:
+        holder = json.loads(path.read_text(encoding="utf-8") or "{}")
+    except (OSError, ValueError, RecursionError):
+        return {}
+    return holder if isinstance(holder, dict) else {}
+
+
+def _describe_holder(holder: dict) -> str:
+    if not holder:
+        return "another liposome-bench run"
+    parts = [f"pid {holder.get('pid', '?')}"]
+    if holder.get("host") and holder.get("host") != socket.gethostname():
+        parts[0] += f" on {holder['host']}"
+    if holder.get("command"):
+        parts.append(f"`{holder['command']}`")
+    if holder.get("started"):
+        parts.append(f"started {holder['started']}")
+    return "another liposome-bench run (" + ", ".join(parts) + ")"
+
+
+def _pid_alive(pid) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def _this_holder(command: str | None) -> dict:
+    if command is None:
+        argv0 = os.path.basename(sys.argv[0]) if sys.argv else ""
+        command = (shlex.join(["liposome-bench", *sys.argv[1:]])
+                   if argv0 in ("liposome-bench", "__main__.py") else f"python ({argv0 or '?'})")
+    return {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "command": command,
+        "started": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+    }
+
+
+# Folders this process holds the run lock of (resolved path -> depth), so the
+# benchmark can hold its folder's lock while run_svm / run_cnn work in it.
+_HELD: dict[str, int] = {}
+_HELD_GUARD = threading.Lock()
+
+
+@contextlib.contextmanager
+def run_lock(folder, *, wait: bool = False, reporter=None, command: str | None = None):
+    """Hold the advisory run lock of a results folder for a whole run.
+
+    A second run into the same folder either refuses at once with one line
+    (``wait=False``) or waits until the first has finished (``wait=True``),
+    then resumes from its saved folds, so no fold is computed twice. The
+    lock is ``fcntl.flock`` on ``RESULTS/.busy.lock``: the kernel releases it
+    when its process ends, so a run killed without cleaning up leaves no
+    lock behind; the file then still names the dead run, which the next run
+    reports as a stale lock and clears. Where ``flock`` is unavailable
+    (Windows, some network file systems) the lock is the file itself,
+    created exclusively, and a lock naming a process that no longer runs on
+    this host is stale and removed. Re-entrant within one process.
+
+    Raises
+    ------
+    ResultsError
+        If another run holds the lock and ``wait`` is False.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    key = str(folder.resolve())
+    with _HELD_GUARD:
+        nested = key in _HELD
+        if nested:
+            _HELD[key] += 1
+    if nested:
+        try:
+            yield
+        finally:
+            with _HELD_GUARD:
+                _HELD[key] -= 1
+        return
+    from liposome_bench.progress import NullReporter
+
+    reporter = reporter or NullReporter()
+    path = folder / RUN_LOCK_FILE
+    release = _acquire(path, folder, wait, reporter, _this_holder(command))
+    with _HELD_GUARD:
+        _HELD[key] = 1
+    try:
+        yield
+    finally:
+        with _HELD_GUARD:
+            del _HELD[key]
+        release()
+
+
+def _busy(folder: Path, holder: dict) -> ResultsError:
+    return ResultsError(
+        f"{folder} is in use by {_describe_holder(holder)}. Wait for it to finish, pass "
+        "--wait to start when it has (finished folds are then reused), or use another --out."
+    )
+
+
+def _stale_note(reporter, folder: Path, holder: dict) -> None:
+    reporter.message(
+        f"{folder}: cleared a stale lock left by {_describe_holder(holder)}, which "
+        "ended without releasing it; its finished folds are kept."
+    )
+
+
+def _acquire(path: Path, folder: Path, wait: bool, reporter, me: dict):
+    """Take the lock at ``path``; return the function that releases it."""
+    try:
+        import fcntl
+    except ImportError:
+        fcntl = None
+    if fcntl is not None:
+        fd = _open_lock(path)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _read_holder(path)
+                if not wait:
+                    raise _busy(folder, holder) from None
+                reporter.message(f"{folder} is in use by {_describe_holder(holder)}; "
+                                 "waiting for it to finish (--wait).")
+                fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+            return _acquire_file(path, folder, wait, reporter, me)
+        except BaseException:
+            os.close(fd)
+            raise
+        previous = _read_holder(path)
+        if previous and previous.get("pid") != me["pid"]:
+            _stale_note(reporter, folder, previous)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps(me) + "\n").encode(), 0)
+
+        def release():
+            try:
+                os.ftruncate(fd, 0)  # an empty file: nobody holds it
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                os.close(fd)
+
+        return release
+    return _acquire_file(path, folder, wait, reporter, me)
+
+
+def _acquire_file(path: Path, folder: Path, wait: bool, reporter, me: dict):
+    """The lock as an exclusively created file holding its owner (no flock)."""
+    announced = False
+    while True:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            holder = _read_holder(path)
+            same_host = holder.get("host") in (None, socket.gethostname())
+            if not holder or (same_host and not _pid_alive(holder.get("pid"))):
+                _stale_note(reporter, folder, holder)
+                path.unlink(missing_ok=True)
+                continue
+            if not wait:
+                raise _busy(folder, holder) from None
+            if not announced:
+                reporter.message(f"{folder} is in use by {_describe_holder(holder)}; "
+                                 "waiting for it to finish (--wait).")
+                announced = True
+            time.sleep(1.0)
+            continue
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(json.dumps(me) + "\n")
+        return lambda: path.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
@@ -56,6 +259,43 @@ def _locked(folder: Path):
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _run_json_problem(run) -> str | None:
+    """What is wrong with a parsed run.json, or None."""
+    if not isinstance(run, dict):
+        return f"expected a JSON object, got {type(run).__name__}"
+    dataset = run.get("dataset")
+    if not isinstance(dataset, dict):
+        return 'no "dataset" object'
+    classes = dataset.get("classes")
+    if (not isinstance(classes, list) or len(classes) < 2
+            or not all(isinstance(c, str) for c in classes)):
+        return 'its "dataset" has no list of class names ("classes")'
+    folds = run.get("folds")
+    if folds is not None and not (
+        isinstance(folds, dict) and isinstance(folds.get("k"), int)
+        and not isinstance(folds.get("k"), bool) and folds["k"] >= 2
+    ):
+        return '"folds" is not {"k": <folds>, "seed": <seed>}'
+    if not isinstance(run.get("models", {}), dict):
+        return '"models" is not an object'
+    return None
+
+
+def fold_file_hashes(folder) -> dict[str, str]:
+    """SHA-256 of every fold file (``<model>/fold-<i>.json`` and ``.csv``, also
+    under ``repeat-<r>/``) of a results folder, keyed by relative path:
+    recorded in summary.json so that a summary whose fold files changed
+    since is refused (``report.load_summary``)."""
+    root = Path(folder)
+    hashes = {}
+    for path in sorted(root.rglob("fold-*")):
+        rel = path.relative_to(root)
+        if (path.suffix in (".json", ".csv") and path.is_file() and "models" not in rel.parts
+                and not any(part.startswith(".") for part in rel.parts)):
+            hashes[rel.as_posix()] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return hashes
 
 
 @dataclass
@@ -87,6 +327,10 @@ class ResultsDir:
     def __init__(self, path):
         self.path = Path(path)
 
+    def lock(self, *, wait: bool = False, reporter=None, command: str | None = None):
+        """The folder's run lock, held for a whole run (see ``run_lock``)."""
+        return run_lock(self.path, wait=wait, reporter=reporter, command=command)
+
     def model_dir(self, model: str) -> Path:
         return self.path / model
 
@@ -96,16 +340,30 @@ class ResultsDir:
         return d
 
     def read_run(self) -> dict:
-        """The folder's run.json, or ``{}`` if there is none yet."""
+        """The folder's run.json, or ``{}`` if there is none yet.
+
+        Raises
+        ------
+        ResultsError
+            If run.json is not valid JSON or lacks what every reader relies on
+            (a dataset with its class names, folds, models).
+        """
         path = self.path / RUN_JSON
         if not path.exists():
             return {}
         try:
-            return json.loads(path.read_text(encoding="utf-8"))
-        except ValueError as exc:
+            run = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError, RecursionError) as exc:
             raise ResultsError(
                 f"{path} is not valid JSON ({exc}). Delete the folder or use another --out."
             ) from None
+        problem = _run_json_problem(run)
+        if problem:
+            raise ResultsError(
+                f"{path} is not a run.json written by liposome-bench: {problem}. Delete the "
+                "folder (or that file) and run again, or use another --out."
+            )
+        return run
 
     def prepare(self, dataset: Dataset, folds, model: str, settings: dict) -> None:
         """Record that ``model`` with ``settings`` runs on ``dataset``/``folds``.
@@ -116,6 +374,11 @@ class ResultsDir:
             If the folder holds results of another dataset, other folds, or
             this model with other settings.
         """
+        from liposome_bench.settings import check_seed
+
+        if isinstance(settings, dict) and "seed" in settings:
+            check_seed(settings["seed"], "seed")
+        check_trainable(dataset)
         with _locked(self.path):
             self._prepare(dataset, folds, model, settings)
 
@@ -226,11 +489,25 @@ class ResultsDir:
             table = pd.read_csv(path.with_suffix(".csv"), dtype={"id": str})
             columns = ["id", "label", "predicted"] + [f"score_{n}" for n in score_names]
             missing = [c for c in columns if c not in table.columns]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
             raise ResultsError(f"{path} or its .csv cannot be read ({exc}). {fix}") from None
         if missing:
             raise ResultsError(
                 f"{path.with_suffix('.csv')} lacks column(s) {', '.join(missing)}. {fix}"
+            )
+        csv_path = path.with_suffix(".csv")
+        if "fold" in table.columns:
+            other = sorted({str(f) for f in table["fold"].tolist()} - {str(fold)})
+            if other:
+                raise ResultsError(
+                    f"{csv_path} holds rows of fold(s) {', '.join(other)} besides fold {fold} "
+                    f"(another fold's file appended?). {fix}"
+                )
+        duplicated = table["id"][table["id"].duplicated()].tolist()
+        if duplicated:
+            raise ResultsError(
+                f"{csv_path} lists particle {duplicated[0]} more than once "
+                f"({len(duplicated)} repeated row(s)). {fix}"
             )
         index = {c: i for i, c in enumerate(class_names)}
         unknown = sorted(set(table["label"]).union(table["predicted"]) - set(index))
@@ -271,8 +548,29 @@ class ResultsDir:
                 for p in self.model_dir(model).glob("fold-*.json")
                 if p.stem.split("-", 1)[1].isdigit()
             )
-        found = [self.load_fold(model, f, classes) for f in numbers]
-        return [r for r in found if r is not None]
+        found = [r for r in (self.load_fold(model, f, classes) for f in numbers)
+                 if r is not None]
+        # Every particle is tested in exactly one fold.
+        first: dict[str, int] = {}
+        for r in found:
+            for pid in r.ids:
+                if pid in first:
+                    raise ResultsError(
+                        f"{self.model_dir(model)}: particle {pid} is in the test rows of "
+                        f"fold-{first[pid]}.csv and fold-{r.fold}.csv; each particle belongs "
+                        f"to one fold. Delete {self.fold_json(model, r.fold)} to run that "
+                        "fold again."
+                    )
+                first[pid] = r.fold
+        n = run["dataset"].get("n_particles")
+        if run.get("folds") and len(found) == run["folds"]["k"] and isinstance(n, int) \
+                and len(first) != n:
+            raise ResultsError(
+                f"{self.model_dir(model)}: its {len(found)} folds test {len(first)} particles "
+                f"but run.json says the dataset has {n}. Delete {self.model_dir(model)} to run "
+                "it again."
+            )
+        return found
 
     def model_names(self) -> list[str]:
         return list(self.read_run().get("models", {}))

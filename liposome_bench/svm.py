@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-from liposome_bench.dataset import atomic_write, atomic_write_json, atomic_write_text
+from liposome_bench.io import atomic_write, atomic_write_json, atomic_write_text
 from liposome_bench.errors import ConfigError, DatasetError
 from liposome_bench.settings import SVMSettings
 
@@ -814,7 +814,7 @@ def _fit_fold(X, y, train, test, *, fold, C, gamma, grid, seed, jobs, stem,
 
 
 def run_svm(dataset, folds, results, settings: SVMSettings | None = None, *, jobs=1, seed=0,
-            reporter=None, **options):
+            reporter=None, only_folds=None, **options):
     """Cross-validate the LIBSVM baseline on the dataset's stored folds.
 
     Features are extracted once; each fold not yet saved in ``results`` is
@@ -834,13 +834,16 @@ def run_svm(dataset, folds, results, settings: SVMSettings | None = None, *, job
     seed : int
         Seeds the grid search's subsample and inner folds.
     reporter : progress.NullReporter, optional
+    only_folds : iterable of int, optional
+        Run only these folds (``sweep`` runs one fold per task).
     **options
         Single settings to change (any ``SVMSettings`` field, e.g. ``C=1.0``).
 
     Returns
     -------
     list of results.FoldResult
-        Every fold, in fold order (resumed ones read back from ``results``).
+        Every fold (with ``only_folds``: those folds), in fold order
+        (resumed ones read back from ``results``).
 
     Raises
     ------
@@ -874,11 +877,12 @@ def run_svm(dataset, folds, results, settings: SVMSettings | None = None, *, job
         "scaling": "svm-scale [-1, 1] on the training folds",
     }
     results.prepare(dataset, folds, MODEL_NAME, settings)
-    done = {f: results.load_fold(MODEL_NAME, f, class_names) for f in range(folds.k)}
+    wanted = range(folds.k) if only_folds is None else sorted(set(only_folds))
+    done = {f: results.load_fold(MODEL_NAME, f, class_names) for f in wanted}
     todo = [f for f, r in done.items() if r is None]
-    if len(todo) < folds.k:
+    if len(todo) < len(done):
         reporter.message(
-            f"svm: {folds.k - len(todo)} of {folds.k} folds already in {results.path}; resuming."
+            f"svm: {len(done) - len(todo)} of {folds.k} folds already in {results.path}; resuming."
         )
     if todo:
         t0 = time.perf_counter()
@@ -930,7 +934,7 @@ def run_svm(dataset, folds, results, settings: SVMSettings | None = None, *, job
             runner = Parallel(n_jobs=n_workers, return_as="generator_unordered")
             for out in runner(delayed(_fit_fold)(**arguments(f)) for f in todo):
                 save(out)
-    return [done[f] for f in range(folds.k)]
+    return [done[f] for f in wanted]
 
 
 def _report_fold(reporter, result, k):

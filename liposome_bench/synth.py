@@ -40,14 +40,8 @@ import numpy as np
 import scipy.fft
 from scipy.special import ndtri
 
-from liposome_bench.dataset import (
-    EXPORT_JSON,
-    Dataset,
-    atomic_write,
-    Particle,
-    get_problem,
-    write_export,
-)
+from liposome_bench.dataset import EXPORT_JSON, Dataset, Particle, get_problem, write_export
+from liposome_bench.io import atomic_write
 from liposome_bench.errors import ConfigError, DatasetError
 from liposome_bench.progress import NullReporter
 

@@ -4,6 +4,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -102,14 +103,13 @@ def test_check_lists_every_problem():
 @pytest.mark.parametrize(
     "path, options, first",
     [
-        ("export", [], "OK: 21 particles (lamellarity), no problems found."),
-        ("bmp-concatenated", [], "OK: 4 particles (encapsulation), no problems found."),
+        ("export", ["--folds", "5"], "OK: 21 particles (lamellarity), no problems found."),
         # These two lack pixel sizes, which the default (nm) features need.
-        ("manifest/manifest.csv", ["--units", "px"],
+        ("manifest/manifest.csv", ["--units", "px", "--folds", "3"],
          "OK: 6 particles (custom), no problems found."),
-        ("folders", ["--pixel-size", "0.8"],
+        ("folders", ["--pixel-size", "0.8", "--folds", "3"],
          "OK: 7 particles (encapsulation), no problems found."),
-        ("mrc/particles.mrcs", [], "OK: 6 particles (lamellarity), no problems found."),
+        ("mrc/particles.mrcs", ["--folds", "3"], "OK: 6 particles (lamellarity), no problems found."),
     ],
 )
 def test_check_says_ok_with_the_particle_count(path, options, first):
@@ -123,7 +123,7 @@ def test_check_says_ok_with_the_particle_count(path, options, first):
 def test_check_fails_up_front_when_the_default_features_need_a_pixel_size(path, first_id, bad,
                                                                           n):
     path = str(FIXTURES / path)
-    result = run("dataset", "check", path)
+    result = run("dataset", "check", path, "--folds", "3")
     assert result.exit_code == 2
     assert result.stdout.splitlines() == [
         f"{bad} of {n} particles have no pixel size (first: particle {first_id}); the vironova "
@@ -134,12 +134,47 @@ def test_check_fails_up_front_when_the_default_features_need_a_pixel_size(path, 
     assert result.stderr.strip().splitlines()[-1] == f"Error: 1 problem(s) found in {path}."
 
 
-def test_check_shows_warnings_but_passes():
-    result = run("dataset", "check", str(BROKEN / "colour-image"))
-    assert result.exit_code == 0
+def test_check_refuses_class_counts_too_small_for_the_folds():
+    # 2 full, 1 empty, 1 uncertain: no 5-fold (or 2-fold) cross-validation.
+    path = str(FIXTURES / "bmp-concatenated")
+    result = run("dataset", "check", path)
+    assert result.exit_code == 2
     assert result.stdout.splitlines() == [
-        "OK: 3 particles (lamellarity), no problems found.",
-        "Warning: 1 colour image(s) converted to grayscale (first: images/540002.png).",
+        "bmp-concatenated: 5 folds need at least 5 particles per class; 'full' has 2. "
+        "Use --folds 2, or add particles of that class.",
+        "bmp-concatenated: 5 folds need at least 5 particles per class; 'empty' has 1. "
+        "Add particles of that class, or remove it.",
+        "bmp-concatenated: 5 folds need at least 5 particles per class; 'uncertain' has 1. "
+        "Add particles of that class, or remove it.",
+    ]
+    assert result.stderr.strip().splitlines()[-1] == f"Error: 3 problem(s) found in {path}."
+
+
+def test_check_refuses_a_single_class(tmp_path):
+    root = tmp_path / "one"
+    shutil.copytree(FIXTURES / "folders" / "full", root / "full")
+    result = run("dataset", "check", str(root), "--folds", "2")
+    assert result.exit_code == 2
+    assert result.stdout.splitlines() == [
+        "one: every particle is of one class ('full' (4)); a classifier needs particles of "
+        "at least 2 classes. Add particles of the other classes."
+    ]
+
+
+def test_check_shows_warnings_but_passes(tmp_path):
+    from PIL import Image
+
+    root = shutil.copytree(FIXTURES / "export", tmp_path / "d")
+    image = root / "images" / json.loads((root / "particles.json").read_text())[1]["Image"]
+    gray = np.array(Image.open(image)).astype(np.float64)
+    rgb = np.stack([gray, gray * 0.8, gray * 0.5], axis=-1).astype(np.uint8)
+    Image.fromarray(rgb, "RGB").save(image)
+    result = run("dataset", "check", str(root))
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [
+        "OK: 21 particles (lamellarity), no problems found.",
+        "Warning: 1 colour image(s) converted to grayscale "
+        f"(first: images/{image.name}).",
     ]
 
 

@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from liposome_bench import comparison
+from liposome_bench import comparison, display
 from liposome_bench import report
 from liposome_bench.errors import ResultsError
 from liposome_bench.settings import CNNSettings, SVMSettings
@@ -113,7 +113,7 @@ def test_tables_print_side_by_side(quick_run):
 
     _, summary = quick_run
     console = Console(record=True, width=200)
-    comparison.print_benchmark(summary, console)
+    display.print_benchmark(summary, console)
     text = console.export_text()
     for needle in ["unilamellar (24 particles)", "uncertain (9 particles)", "F1 (thesis)",
                    "balanced accuracy", "MCC", "normalised confusion matrix",

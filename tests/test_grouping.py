@@ -26,7 +26,7 @@ def grouped_dataset(counts, per_micrograph=4, seed=0, key="micrograph"):
     order = rng.permutation(len(labels))
     particles = []
     for position, i in enumerate(order):
-        image = rng.integers(0, 255, (12, 12), dtype=np.uint8)
+        image = rng.integers(0, 255, (16, 16), dtype=np.uint8)
         meta = {key: f"m{position // per_micrograph:03d}", "operator": "x"}
         particles.append(Particle(f"p{i:04d}", labels[i], image, image > 128,
                                   pixel_size_nm=1.0, meta=meta))
@@ -241,12 +241,12 @@ def test_dataset_info_shows_groups_per_class(tmp_path):
 def test_benchmark_group_by_keeps_micrographs_in_one_fold(tmp_path):
     import pandas as pd
 
-    from liposome_bench import comparison as benchmark
+    from liposome_bench import comparison
     from liposome_bench.dataset import load_dataset
 
     dataset = grouped_dataset({"a": 40, "b": 20}, per_micrograph=3)
     root = write_export(dataset, tmp_path / "export")
-    summary = benchmark.run_benchmark(
+    summary = comparison.run_benchmark(
         None, root, cnn_models=[], k=3, group_by="micrograph", out=tmp_path / "out",
         svm_options={"C": 1.0, "gamma": 0.01}, n_resamples=50,
     )
@@ -262,5 +262,5 @@ def test_benchmark_group_by_keeps_micrographs_in_one_fold(tmp_path):
     from liposome_bench.errors import ResultsError
 
     with pytest.raises(ResultsError, match="made with folds"):
-        benchmark.run_benchmark(None, root, cnn_models=[], k=3, out=tmp_path / "out",
+        comparison.run_benchmark(None, root, cnn_models=[], k=3, out=tmp_path / "out",
                                 svm_options={"C": 1.0, "gamma": 0.01}, n_resamples=50)

@@ -68,7 +68,7 @@ def test_killed_benchmark_resumes_to_identical_predictions(quick_run, tiny_expor
     assert f"{CNN}: " in resumed.stderr and "already saved" in resumed.stderr
     assert "svm: 3 of 3 folds already in" in resumed.stderr
     # The command's own output: the side-by-side tables and where results went.
-    for needle in ("uncertain (9 particles)", "paired: lipnet-4 − svm on 45 particles",
+    for needle in ("uncertain (9 particles)", "verdict: lipnet-4 − svm",
                    f"Results in {out}: summary.json, predictions.csv"):
         assert needle in resumed.stdout, needle
     # The finished fold was read back, not trained again.

@@ -1,0 +1,186 @@
+"""Output paths: checked before any work, and OS errors while writing turned
+into one line naming the path and the fix.
+
+Every command that writes (``features``, ``svm``, ``cnn``, ``benchmark``,
+``report --out`` / ``--write-baseline``, ``generate`` / ``--montage``) calls
+``check_output_dir`` or ``check_output_file`` on its output before reading
+any data, and does its writing inside ``writing(path)``. What they catch:
+
+- the output (or a folder above it) exists as a file where a folder is needed,
+  or is a folder where a file is needed;
+- the folder cannot be written (permission denied, read-only file system);
+- the disk fills up (or a quota is reached) while writing.
+
+Each becomes an ``OutputError`` (exit code 2 on the command line) saying
+which path, what is wrong with it, and what to do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import tempfile
+from pathlib import Path
+
+from liposome_bench.errors import OutputError
+
+_NO_SPACE = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+_NO_PERMISSION = {errno.EACCES, errno.EPERM}
+
+
+def _blocking_file(path: Path) -> Path | None:
+    """The nearest of ``path``'s parent folders that exists as a non-folder,
+    if any (what makes ``path`` impossible to create)."""
+    for parent in path.parents:
+        if parent.exists():
+            return None if parent.is_dir() else parent
+        if parent.is_symlink():  # a dangling link cannot hold anything either
+            return parent
+    return None
+
+
+def _existing_folder(path: Path) -> Path:
+    """The deepest existing folder at or above ``path``."""
+    for candidate in (path, *path.parents):
+        if candidate.is_dir():
+            return candidate
+    return Path(".")
+
+
+def _probe(folder: Path) -> None:
+    """Create and remove a file in ``folder``: the only reliable test that it
+    can be written (``os.access`` is wrong for root and for read-only mounts)."""
+    with tempfile.TemporaryFile(dir=folder, prefix=".liposome-bench-probe-"):
+        pass
+
+
+def output_error(exc: OSError, path, option: str = "--out") -> OutputError:
+    """One line for an OS error raised while writing ``path`` (given as
+    ``option``): what went wrong, and the fix."""
+    path = Path(path)
+    code = exc.errno
+    where = f"{option} {path}"
+    blocker = _blocking_file(path)
+    if blocker is not None or code == errno.ENOTDIR:
+        blocker = blocker or path
+        return OutputError(
+            f"{where}: {blocker} is a file, not a folder, so nothing can be written "
+            f"under it. Choose another {option}, or move {blocker} away."
+        )
+    if code == errno.EEXIST and path.exists() and not path.is_dir():
+        return OutputError(
+            f"{where} is a file; a folder is expected here. Choose another {option}, "
+            f"or move {path} away."
+        )
+    if code == errno.EISDIR:
+        return OutputError(
+            f"{where} is a folder; a file name is expected here. Choose another {option}, "
+            f"e.g. {path / 'out'}."
+        )
+    folder = _existing_folder(path if path.is_dir() else path.parent)
+    if code in _NO_PERMISSION:
+        return OutputError(
+            f"{where}: permission denied writing in {folder}. Choose a folder you can "
+            f"write to, or fix its permissions."
+        )
+    if code == errno.EROFS:
+        return OutputError(
+            f"{where}: {folder} is on a read-only file system. Choose a folder on a "
+            "writable disk."
+        )
+    if code in _NO_SPACE:
+        return OutputError(
+            f"{where}: no space left on the disk of {folder} (or its quota is used up); "
+            f"nothing half-written was kept. Free some space, or choose another {option} "
+            "on another disk."
+        )
+    return OutputError(
+        f"{where}: cannot be written ({exc.strerror or exc}). Choose another {option}."
+    )
+
+
+def check_output_dir(path, option: str = "--out") -> Path:
+    """Check that the folder ``path`` can be created (or exists) and written,
+    before any work; nothing is created.
+
+    Returns
+    -------
+    Path
+
+    Raises
+    ------
+    OutputError
+        If ``path`` or a folder above it is a file, or the nearest existing
+        folder cannot be written.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OutputError(
+            f"{option} {path} is a file; a folder is expected here. Choose another "
+            f"{option}, or move {path} away."
+        )
+    blocker = _blocking_file(path)
+    if blocker is not None:
+        raise output_error(OSError(errno.ENOTDIR, "Not a directory"), path, option)
+    try:
+        _probe(_existing_folder(path))
+    except OSError as exc:
+        raise output_error(exc, path, option) from None
+    return path
+
+
+def check_output_file(path, option: str = "--out") -> Path:
+    """Check that the file ``path`` can be written, before any work: it is not
+    a folder, no folder above it is a file, and its nearest existing folder
+    can be written. Nothing is created.
+
+    Raises
+    ------
+    OutputError
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise output_error(OSError(errno.EISDIR, "Is a directory"), path, option)
+    blocker = _blocking_file(path)
+    if blocker is not None:
+        raise output_error(OSError(errno.ENOTDIR, "Not a directory"), path, option)
+    try:
+        _probe(_existing_folder(path.parent))
+    except OSError as exc:
+        raise output_error(exc, path, option) from None
+    return path
+
+
+@contextlib.contextmanager
+def writing(path, option: str = "--out"):
+    """Turn an ``OSError`` raised inside the block into an ``OutputError``
+    about ``path`` when it concerns ``path`` (its file name lies under it, or
+    the error names no file: a failed write, a full disk)."""
+    path = Path(path)
+    try:
+        yield path
+    except OSError as exc:
+        if exc.filename is not None and not _under(exc.filename, path):
+            raise
+        raise output_error(exc, path, option) from None
+
+
+def _under(name, path: Path) -> bool:
+    try:
+        name = Path(os.path.abspath(os.fsdecode(name)))
+    except (TypeError, ValueError):
+        return False
+    base = Path(os.path.abspath(path))
+    return name == base or base in name.parents or name.parent == base.parent
+
+
+def describe_os_error(exc: OSError) -> str:
+    """One line for an OS error no command expected (the CLI's last resort):
+    the file it names, what the system said, and where to look."""
+    name = exc.filename if exc.filename is not None else "a file"
+    code = errno.errorcode.get(exc.errno, "") if exc.errno is not None else ""
+    what = exc.strerror or str(exc) or type(exc).__name__
+    return (f"{os.fsdecode(name) if isinstance(name, bytes) else name}: {what}"
+            f"{f' ({code})' if code else ''}. Check that path (its permissions, free space, "
+            "and that it is the file or folder you meant); run with -v for details.")

@@ -1,0 +1,1140 @@
+"""The thesis's experiment grid in one command: ``liposome-bench sweep``.
+
+A sweep file (TOML) declares settings of :class:`~liposome_bench.settings.CNNSettings`
+and, optionally, :class:`~liposome_bench.settings.SVMSettings`. A key whose
+value is a list is an *axis*: every level is tried. A scalar is fixed::
+
+    [sweep]                       # optional: folds, fold_seed, seed, group_by
+    folds = 5
+
+    [cnn]                         # every CNN cell; lists are axes
+    epochs = 8
+    model = ["lipnet-2", "lipnet-4"]
+    input_mode = ["surrounding", "cropped", "masked"]
+
+    [[cnn.grid]]                  # optional sub-grids, each crossed with [cnn]
+    name = "augmentation"
+    augment = ["none", "rotation", "all"]
+
+    [svm]                         # optional: SVM cells (lists are axes too)
+    feature_set = ["vironova", "all"]
+
+Without ``[[cnn.grid]]`` tables the CNN cells are the product of ``[cnn]``'s
+axes; with them, each grid's cells are the product of its own axes and
+``[cnn]``'s, and a grid's scalars override ``[cnn]``'s. A setting that is
+itself a list is written as a string (``augment = "flip,rotation"``) or, as
+one level of an axis, as a list in the list (``dropout = [[0.25, 0.5]]``).
+
+Every cell is validated by the settings classes before any work. A cell is
+named by a hash of its settings (``lipnet-4-3fa9c2d1``), so a re-run finds
+its finished folds, and a changed file runs only its new cells. Every cell
+runs on the dataset's stored folds. Each (cell, fold) is one task on
+dask.distributed (docs/sweep.md): a local cluster sized to the machine, or an
+existing one (``tcp://host:8786``).
+
+Layout of the sweep folder::
+
+    OUT/sweep.json                    the cells, axes, grids, dataset, folds
+    OUT/cells/<cell>/                 one results folder per cell (run.json,
+                                      <model>/fold-<i>.json/.csv: results.py)
+    OUT/sweep-table.csv               per cell and class: metric mean, std
+    OUT/sweep-comparisons.csv         paired comparisons on shared folds
+    OUT/report.md, report-figures/    ``liposome-bench report OUT``
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+import math
+import os
+import time
+import tomllib
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from liposome_bench.io import atomic_write_json, atomic_write_text
+from liposome_bench.errors import ConfigError, LiposomeBenchError, ResultsError, SweepError
+from liposome_bench.settings import CNNSettings, SVMSettings
+
+SWEEP_JSON = "sweep.json"
+SWEEP_SCHEMA_VERSION = 1
+CELLS_DIR = "cells"
+TABLE_CSV = "sweep-table.csv"
+COMPARISONS_CSV = "sweep-comparisons.csv"
+#: Tables of a sweep file, and the keys of its [sweep] table.
+SWEEP_TABLES = ("sweep", "cnn", "svm")
+SWEEP_KEYS = ("folds", "fold_seed", "seed", "group_by")
+#: How many times Dask re-runs a task that raised an unexpected exception
+#: (a user error is never re-run); a task whose worker died is re-run by the
+#: scheduler (distributed.scheduler.allowed-failures, default 3).
+TASK_RETRIES = 2
+#: CPU cores given to each worker of the default local cluster on a machine
+#: without a GPU: a small LipNet does not use more than a few cores well.
+CORES_PER_CPU_WORKER = 4
+#: For --dry-run's estimate when no fold has been measured yet: lipnet-4 at
+#: 28x28 px trains ~1,400 samples per CPU-second (docs/performance.md, 2-core
+#: Xeon, TensorFlow CPU); the SVM with the coarse grid took 58.9 s for 5
+#: folds of the 14,169-particle set, features included (docs/benchmark.md).
+#: The full grid was never timed (docs/svm.md: expect hours), so it is not
+#: estimated. Rough, CPU only.
+ASSUMED_SAMPLES_PER_CPU_S = 1400.0
+ASSUMED_SVM_FOLD_S = {"coarse": 58.9 / 5}
+ASSUMED_SVM_PARTICLES = 14169
+
+
+# Cells -------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Cell:
+    """One combination of settings: a CNN or the SVM, run on every fold."""
+
+    kind: str  # "cnn" or "svm"
+    settings: CNNSettings | SVMSettings
+    levels: dict = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def model(self) -> str:
+        return self.settings.model if self.kind == "cnn" else "svm"
+
+    @property
+    def id(self) -> str:
+        """``<model>-<8 hex>``: a SHA-256 of the kind and every setting, so
+        the same settings get the same name on every machine and run."""
+        canonical = json.dumps({"kind": self.kind, "settings": self.settings.to_dict()},
+                               sort_keys=True, separators=(",", ":"))
+        return f"{self.model}-{hashlib.sha256(canonical.encode()).hexdigest()[:8]}"
+
+    def describe(self, axes=None) -> str:
+        """``model=lipnet-4, input_mode=masked`` over ``axes`` (default: the
+        levels that made the cell)."""
+        names = axes if axes is not None else list(self.levels)
+        values = self.settings.to_dict()
+        return ", ".join(f"{n}={_level_text(values.get(n))}" for n in names) or self.model
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A named product of axes; its cells are compared along each axis."""
+
+    name: str
+    kind: str
+    axes: dict  # setting name -> list of levels (as written)
+    cells: tuple  # cell ids, in product order
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """A parsed sweep file: its cells (unique, in file order) and grids."""
+
+    path: Path
+    cells: tuple
+    grids: tuple
+    folds: int | None = None
+    fold_seed: int | None = None
+    seed: int | None = None
+    group_by: str | None = None
+
+    @property
+    def axes(self) -> dict:
+        """Every axis name -> its levels, over all grids."""
+        out: dict = {}
+        for grid in self.grids:
+            for name, levels in grid.axes.items():
+                known = out.setdefault(name, [])
+                known.extend(v for v in levels if v not in known)
+        return out
+
+    def cell(self, cell_id: str) -> Cell:
+        return next(c for c in self.cells if c.id == cell_id)
+
+
+def _level_text(value) -> str:
+    from liposome_bench.settings import AUGMENTATIONS
+
+    if isinstance(value, (list, tuple)):
+        if tuple(value) == AUGMENTATIONS:
+            return "all"
+        return ",".join(str(v) for v in value) or "none"
+    return str(value)
+
+
+def load_sweep(path) -> SweepConfig:
+    """Read and validate a sweep file: every cell is made, and so checked,
+    by :class:`CNNSettings` / :class:`SVMSettings` before any work.
+
+    Raises
+    ------
+    ConfigError
+        If the file is missing or not TOML, has an unknown table or key, an
+        empty axis, or a cell with an invalid setting; the message names the
+        file, the table and the key.
+    """
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path} does not exist; pass a sweep file (TOML, docs/sweep.md).") \
+            from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path} cannot be read ({exc}); pass a sweep file (TOML).") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML ({exc}).") from None
+    try:
+        return _parse_sweep(path, data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def _parse_sweep(path: Path, data: dict) -> SweepConfig:
+    unknown = [k for k in data if k not in SWEEP_TABLES]
+    if unknown:
+        raise ConfigError(
+            f"unknown table or key {unknown[0]!r}; a sweep file holds [sweep], [cnn] "
+            "(with optional [[cnn.grid]] tables) and [svm]."
+        )
+    if "cnn" not in data and "svm" not in data:
+        raise ConfigError("no [cnn] or [svm] table, so there is nothing to run.")
+    run = _table(data.get("sweep", {}), "[sweep]")
+    bad = [k for k in run if k not in SWEEP_KEYS]
+    if bad:
+        raise ConfigError(f"[sweep]: unknown key {bad[0]!r}; expected {', '.join(SWEEP_KEYS)}.")
+    if run.get("group_by") is not None and not (isinstance(run["group_by"], str)
+                                                and run["group_by"].strip()):
+        raise ConfigError(f"[sweep]: group_by must be a meta key such as \"micrograph\"; "
+                          f"got {run['group_by']!r}.")
+    for key in ("folds", "fold_seed", "seed"):
+        value = run.get(key)
+        low = 2 if key == "folds" else 0
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or value < low):
+            raise ConfigError(f"[sweep]: {key} must be an integer of at least {low}; "
+                              f"got {value!r}.")
+    cells: dict[str, Cell] = {}
+    grids = []
+    for kind, cls in (("cnn", CNNSettings), ("svm", SVMSettings)):
+        if kind not in data:
+            continue
+        table = _table(data[kind], f"[{kind}]")
+        sub = None
+        if kind == "cnn":
+            sub = table.pop("grid", None)
+        elif isinstance(table.get("grid"), list) and any(isinstance(t, dict)
+                                                         for t in table["grid"]):
+            # [svm] grid is the SVM's C/gamma grid setting, not sub-grids.
+            raise ConfigError("[[svm.grid]] tables are not supported; put the SVM's axes "
+                              "in [svm] (grid = [\"coarse\", \"full\"] is an axis).")
+        if sub is None:
+            sub_tables = [{}]
+        elif isinstance(sub, list) and sub and all(isinstance(t, dict) for t in sub):
+            sub_tables = sub
+        else:
+            raise ConfigError(f"[{kind}] grid must be [[{kind}.grid]] tables; got {sub!r}.")
+        for number, extra in enumerate(sub_tables, 1):
+            extra = dict(extra)
+            name = extra.pop("name", None)
+            where = f"[[{kind}.grid]] {name or number}" if sub is not None else f"[{kind}]"
+            if name is not None and not isinstance(name, str):
+                raise ConfigError(f"{where}: name must be a string; got {name!r}.")
+            if name is None:
+                name = kind if sub is None else f"{kind}-grid-{number}"
+            merged = {**table, **extra}
+            grid = _expand(kind, cls, name, merged, where, cells)
+            grids.append(grid)
+    return SweepConfig(path=path, cells=tuple(cells.values()), grids=tuple(grids),
+                       folds=run.get("folds"), fold_seed=run.get("fold_seed"),
+                       seed=run.get("seed"), group_by=run.get("group_by"))
+
+
+def _table(value, where):
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where} must be a table of settings; got {value!r}.")
+    return {str(k).replace("-", "_"): v for k, v in value.items()}
+
+
+def _expand(kind, cls, name, table, where, cells) -> Grid:
+    """The cells of one grid (added to ``cells`` when new)."""
+    valid = [f.name for f in dataclasses.fields(cls)]
+    unknown = [k for k in table if k not in valid]
+    if unknown:
+        raise ConfigError(f"{where}: unknown setting {unknown[0]!r}; valid settings are "
+                          f"{', '.join(valid)}.")
+    axes = {k: v for k, v in table.items() if isinstance(v, list)}
+    for key, levels in axes.items():
+        if not levels:
+            raise ConfigError(f"{where}: axis {key} is an empty list; give at least one "
+                              "level or remove it.")
+    fixed = {k: v for k, v in table.items() if k not in axes}
+    if kind == "cnn" and "model" not in table:
+        fixed["model"] = CNNSettings().model
+    ids = []
+    names = list(axes)
+    for combination in itertools.product(*(axes[n] for n in names)):
+        levels = dict(zip(names, combination))
+        settings = cls.from_mapping(
+            {**fixed, **levels},
+            where=f"{where} ({', '.join(f'{k}={_level_text(v)}' for k, v in levels.items())})"
+            if levels else where,
+        )
+        cell = Cell(kind, settings, levels)
+        if cell.id not in cells:
+            cells[cell.id] = cell
+        if cell.id not in ids:
+            ids.append(cell.id)
+    return Grid(name=name, kind=kind, axes=axes, cells=tuple(ids))
+
+
+# The plan: which (cell, fold) tasks remain -------------------------------------
+
+@dataclass
+class SweepPlan:
+    """What a sweep into ``out`` has to do."""
+
+    config: SweepConfig
+    out: Path
+    k: int
+    done: dict  # cell id -> set of finished folds
+    tasks: list  # (cell id, fold) still to run
+
+    @property
+    def total(self) -> int:
+        return len(self.config.cells) * self.k
+
+
+def cell_dir(out, cell_id: str) -> Path:
+    return Path(out) / CELLS_DIR / cell_id
+
+
+def plan_sweep(config: SweepConfig, out, k: int) -> SweepPlan:
+    """The (cell, fold) pairs of ``config`` not yet finished in ``out``."""
+    from liposome_bench.results import ResultsDir
+
+    done, tasks = {}, []
+    for cell in config.cells:
+        results = ResultsDir(cell_dir(out, cell.id))
+        finished = {f for f in range(k) if results.fold_json(cell.model, f).exists()}
+        done[cell.id] = finished
+        tasks.extend((cell.id, f) for f in range(k) if f not in finished)
+    return SweepPlan(config, Path(out), k, done, tasks)
+
+
+def estimate_seconds(plan: SweepPlan, n_particles: int) -> tuple[float, str]:
+    """Rough CPU-seconds of the remaining tasks, and how they were estimated.
+
+    A CNN task costs ``epochs x fit particles`` samples (every epoch run: an
+    upper bound, early stopping shortens it) at a rate measured from the
+    sweep's finished folds of the same model, else at
+    :data:`ASSUMED_SAMPLES_PER_CPU_S` scaled by the input area. An SVM task
+    costs its measured fold time, else :data:`ASSUMED_SVM_FOLD_S`.
+    """
+    from liposome_bench.models import INPUT_SIZES
+
+    measured = _measured_rates(plan)
+    total, used_measured, used_assumed, unknown = 0.0, set(), False, 0
+    k = plan.k
+    n_train = n_particles * (k - 1) / k
+    for cell_id, _fold in plan.tasks:
+        cell = plan.config.cell(cell_id)
+        s = cell.settings
+        if cell.kind == "cnn":
+            n_fit = n_train * (1.0 - s.validation_fraction)
+            samples = s.epochs * (s.samples_per_epoch or n_fit)
+            rate = measured.get(cell.model)
+            if rate is None:
+                size = s.input_size or INPUT_SIZES[s.model]
+                rate = ASSUMED_SAMPLES_PER_CPU_S * (28.0 / size) ** 2
+                used_assumed = True
+            else:
+                used_measured.add(cell.model)
+            total += samples / rate
+        else:
+            seconds = measured.get("svm")
+            if seconds is not None:
+                used_measured.add("svm")
+            elif s.grid in ASSUMED_SVM_FOLD_S or (s.C is not None and s.gamma is not None):
+                seconds = ASSUMED_SVM_FOLD_S["coarse"] * n_particles / ASSUMED_SVM_PARTICLES
+                used_assumed = True
+            else:
+                unknown += 1
+                continue
+            total += seconds
+    how = []
+    if unknown:
+        how.append(f"not counted: {unknown} SVM task(s) with the full grid, never timed "
+                   "(docs/svm.md: expect hours each)")
+    if used_measured:
+        how.append(f"measured speed of finished folds ({', '.join(sorted(used_measured))})")
+    if used_assumed:
+        how.append("CPU speeds measured in docs/performance.md and docs/benchmark.md, "
+                   "every epoch run (no early stop)")
+    return total, "; ".join(how) or "nothing left to run"
+
+
+def _measured_rates(plan: SweepPlan) -> dict:
+    """Median samples per second per CNN model, and median SVM fold seconds,
+    from the folds already finished in the sweep folder."""
+    rates: dict = {}
+    for cell in plan.config.cells:
+        folder = cell_dir(plan.out, cell.id) / cell.model
+        for f in plan.done.get(cell.id, ()):
+            try:
+                meta = json.loads((folder / f"fold-{f}.json").read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            timings, params = meta.get("timings") or {}, meta.get("params") or {}
+            if cell.kind == "cnn":
+                seconds = timings.get("train_s")
+                samples = (params.get("epochs_run") or 0) * (params.get("n_fit") or 0)
+                if seconds and samples:
+                    rates.setdefault(cell.model, []).append(samples / seconds)
+            else:
+                seconds = sum(v for k, v in timings.items()
+                              if k.endswith("_s") and isinstance(v, (int, float)))
+                if seconds:
+                    rates.setdefault("svm", []).append(seconds)
+    return {k: float(np.median(v)) for k, v in rates.items()}
+
+
+def format_duration(seconds: float) -> str:
+    seconds = max(0.0, float(seconds))
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 48 * 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
+# The sweep folder ------------------------------------------------------------------
+
+def _dataset_record(dataset, folds) -> dict:
+    return {
+        "problem": dataset.problem.name,
+        "classes": list(dataset.problem.classes),
+        "fingerprint": folds.fingerprint,
+        "n_particles": len(dataset),
+        "synthetic": dataset.synthetic,
+        "source": str(dataset.root) if dataset.root else dataset.description,
+    }
+
+
+def write_sweep_json(config: SweepConfig, out, dataset, folds, seed: int) -> dict:
+    """Record the sweep (cells, grids, dataset, folds) in ``out/sweep.json``.
+
+    Raises
+    ------
+    ResultsError
+        If ``out`` holds a sweep of another dataset, other folds or seed.
+    """
+    from liposome_bench import __version__
+
+    out = Path(out)
+    record = {
+        "schema_version": SWEEP_SCHEMA_VERSION,
+        "kind": "sweep",
+        "tool_version": __version__,
+        "config": str(config.path),
+        "dataset": _dataset_record(dataset, folds),
+        "folds": {"k": folds.k, "seed": folds.seed,
+                  "group_by": getattr(folds, "group_by", None)},
+        "seed": int(seed),
+        "axes": config.axes,
+        "grids": [{"name": g.name, "kind": g.kind, "axes": g.axes, "cells": list(g.cells)}
+                  for g in config.grids],
+        "cells": {c.id: {"kind": c.kind, "model": c.model, "settings": c.settings.to_dict()}
+                  for c in config.cells},
+    }
+    old = read_sweep_json(out, missing_ok=True)
+    if old:
+        for key, label in (("dataset", "another dataset"), ("folds", "other folds"),
+                           ("seed", "another --seed")):
+            mine = record[key]["fingerprint"] if key == "dataset" else record[key]
+            theirs = (old.get(key) or {}).get("fingerprint") if key == "dataset" \
+                else old.get(key)
+            if key == "folds" and isinstance(theirs, dict):
+                theirs = {"group_by": None, **theirs}
+            if mine != theirs:
+                raise ResultsError(
+                    f"{out} holds a sweep of {label} ({key}: {theirs}, now {mine}). "
+                    "Use another --out, or the same data, folds and seed."
+                )
+    elif out.exists() and any(out.iterdir()):
+        if (out / "run.json").exists():
+            raise ResultsError(f"{out} is a results folder of `benchmark`/`cnn`/`svm`, not a "
+                               "sweep. Use another --out.")
+    atomic_write_json(out / SWEEP_JSON, json.loads(json.dumps(record)))
+    return record
+
+
+def read_sweep_json(out, *, missing_ok: bool = False) -> dict:
+    path = Path(out) / SWEEP_JSON
+    if not path.exists():
+        if missing_ok:
+            return {}
+        raise ResultsError(f"{out} is not a sweep folder (no {SWEEP_JSON}). Run "
+                           "`liposome-bench sweep CONFIG.toml --out` first.")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise ResultsError(f"{path} is not valid JSON ({exc}). Run the sweep again to "
+                           "rewrite it.") from None
+
+
+def is_sweep_folder(path) -> bool:
+    return (Path(path) / SWEEP_JSON).is_file()
+
+
+# Tasks: what a Dask worker runs -----------------------------------------------------
+
+@dataclass(frozen=True)
+class DatasetSource:
+    """How a worker gets the dataset: read ``root`` (a shared or copied
+    path) or, for the built-in data, generate it into its own cache."""
+
+    root: str | None
+    problem: str | None
+    builtin: bool
+    reader_options: dict
+    fingerprint: str
+
+
+@dataclass
+class TaskOutcome:
+    """What a (cell, fold) task sends back to the client."""
+
+    cell: str
+    fold: int
+    result: object = None  # results.FoldResult
+    record: dict | None = None  # the cell's settings as run.json records them
+    error: str | None = None  # a LiposomeBenchError's one-line message
+    worker: str = ""
+    seconds: float = 0.0
+    wrote: bool = False  # the worker wrote the fold into the sweep folder
+
+
+_DATASETS: dict = {}  # per worker process: fingerprint -> Dataset
+
+
+def load_task_dataset(source: DatasetSource):
+    """The dataset on a worker (read once per worker process).
+
+    Raises
+    ------
+    DatasetError
+        If the worker cannot read it, or reads a dataset with another
+        fingerprint.
+    """
+    from liposome_bench.dataset import load_dataset
+    from liposome_bench.sources import resolve_dataset
+    from liposome_bench.errors import DatasetError
+
+    if source.fingerprint in _DATASETS:
+        return _DATASETS[source.fingerprint]
+    if source.root and Path(source.root).exists():
+        dataset = load_dataset(source.root, source.problem, **source.reader_options)
+    elif source.builtin:
+        dataset = resolve_dataset(None, source.problem)
+    else:
+        raise DatasetError(
+            f"A worker cannot read the dataset at {source.root}. Give every worker the "
+            "dataset at the same path (a shared or copied folder)."
+        )
+    if dataset.fingerprint() != source.fingerprint:
+        raise DatasetError(
+            f"A worker read another dataset at {source.root} (fingerprint "
+            f"{dataset.fingerprint()}, the client's {source.fingerprint}). Give every "
+            "worker the same copy."
+        )
+    _DATASETS.clear()  # one dataset per worker process at a time
+    _DATASETS[source.fingerprint] = dataset
+    return dataset
+
+
+def _worker_name() -> str:
+    try:
+        from distributed import get_worker
+
+        return str(get_worker().name)
+    except (ImportError, ValueError):
+        return "local"
+
+
+def run_task(source, cell_kind: str, settings: dict, cell_id: str, fold: int, folds,
+             out: str, seed: int, save_models: bool, jobs: int) -> TaskOutcome:
+    """Run one (cell, fold) on a worker and write it into ``out`` when the
+    worker can; the outcome also carries the fold back to the client.
+
+    A :class:`LiposomeBenchError` is returned as ``error`` (a user mistake:
+    retrying cannot help); any other exception propagates, and Dask retries.
+    """
+    import tempfile
+
+    from liposome_bench.results import ResultsDir
+
+    started = time.perf_counter()
+    outcome = TaskOutcome(cell=cell_id, fold=fold, worker=_worker_name())
+    try:
+        dataset = source if not isinstance(source, DatasetSource) \
+            else load_task_dataset(source)
+        target = cell_dir(out, cell_id)
+        try:
+            target.mkdir(parents=True, exist_ok=True)
+            probe = target / f".probe-{uuid.uuid4().hex}"
+            probe.touch()
+            probe.unlink()
+            outcome.wrote = True
+        except OSError:  # no shared file system: the client writes the fold
+            target = Path(tempfile.mkdtemp(prefix="liposome-sweep-")) / cell_id
+        results = ResultsDir(target)
+        if cell_kind == "cnn":
+            from liposome_bench.cnn import run_cnn
+
+            (result,) = run_cnn(dataset, folds, results, CNNSettings.from_mapping(settings),
+                                seed=seed, save_models=save_models, only_folds=[fold])
+        else:
+            from liposome_bench.svm import run_svm
+
+            (result,) = run_svm(dataset, folds, results, SVMSettings.from_mapping(settings),
+                                jobs=jobs, seed=seed, only_folds=[fold])
+        outcome.result = result
+        outcome.record = results.read_run()["models"][result.model]
+    except LiposomeBenchError as exc:
+        outcome.error = str(exc)
+    outcome.seconds = time.perf_counter() - started
+    return outcome
+
+
+# Running ------------------------------------------------------------------------------
+
+def count_gpus() -> int:
+    """GPUs of this machine per ``nvidia-smi -L`` (0 without it), limited to
+    CUDA_VISIBLE_DEVICES when set. Nothing heavy is imported."""
+    import shutil
+    import subprocess
+
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return len([v for v in visible.split(",") if v.strip() and v.strip() != "-1"])
+    if shutil.which("nvidia-smi") is None:
+        return 0
+    try:
+        listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True,
+                                 timeout=20, check=False).stdout
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    return sum(1 for line in listing.splitlines() if line.startswith("GPU "))
+
+
+def _cpu_count() -> int:
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def local_cluster_shape(n_workers: int | None = None) -> dict:
+    """Workers and threads of the default local cluster: one worker per GPU
+    when there are GPUs, else one per :data:`CORES_PER_CPU_WORKER` cores;
+    each runs one task at a time with its share of the cores."""
+    cores = _cpu_count()
+    gpus = count_gpus()
+    if n_workers is None:
+        n_workers = gpus if gpus else max(1, cores // CORES_PER_CPU_WORKER)
+    return {"n_workers": int(n_workers), "gpus": gpus,
+            "threads": max(1, cores // max(1, int(n_workers))), "cores": cores}
+
+
+def start_local_cluster(n_workers: int | None = None, dashboard_address=":8787"):
+    """A ``distributed.LocalCluster`` shaped by :func:`local_cluster_shape`;
+    worker ``i`` sees only GPU ``i`` (CUDA_VISIBLE_DEVICES)."""
+    import logging
+
+    import dask
+    from distributed import LocalCluster
+
+    shape = local_cluster_shape(n_workers)
+    # Dask's INFO lines (workers starting and closing) only with --verbose.
+    quiet = logging.getLogger().getEffectiveLevel() > logging.DEBUG
+    threads = str(shape["threads"])
+    # Each worker gets its share of the cores, so workers do not oversubscribe
+    # them. (TensorFlow's thread counts change a CNN's float round-off, ~1e-7
+    # in probabilities, not its predictions.)
+    env = {"OMP_NUM_THREADS": threads, "TF_NUM_INTRAOP_THREADS": threads,
+           "TF_NUM_INTEROP_THREADS": threads,
+           "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+    # Workers must be able to start processes of their own (joblib's loky in
+    # the SVM's grid search), so they are not daemons.
+    with dask.config.set({"distributed.worker.daemon": False}):
+        cluster = LocalCluster(
+            n_workers=0 if shape["gpus"] else shape["n_workers"], threads_per_worker=1,
+            processes=True, dashboard_address=dashboard_address, env=env,
+            silence_logs=logging.ERROR if quiet else False,
+        )
+        if shape["gpus"]:
+            for i in range(shape["n_workers"]):
+                spec = {"cls": cluster.new_spec["cls"],
+                        "options": {**cluster.new_spec["options"],
+                                    "env": {**env, "CUDA_VISIBLE_DEVICES": str(i)},
+                                    "name": f"gpu-{i}"}}
+                cluster.worker_spec[f"gpu-{i}"] = spec
+            cluster.scale(shape["n_workers"])
+    return cluster, shape
+
+
+@dataclass
+class SweepRun:
+    """What :func:`run_sweep` did."""
+
+    out: Path
+    ran: list = field(default_factory=list)  # (cell, fold) run now
+    skipped: int = 0  # finished before
+    errors: dict = field(default_factory=dict)  # message -> [(cell, fold)]
+    seconds: float = 0.0
+    dashboard: str | None = None
+    workers: int = 0
+
+
+def _quiet_dask_logs(func):
+    """Dask's INFO and WARNING lines (workers starting, closing, restarting)
+    only when the root logger shows DEBUG (``liposome-bench -v``)."""
+    import functools
+    import logging
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        import distributed  # noqa: F401  (configures its loggers on import)
+
+        if logging.getLogger().getEffectiveLevel() <= logging.DEBUG:
+            return func(*args, **kwargs)
+        names = ["distributed"] + [n for n in logging.root.manager.loggerDict
+                                   if n.startswith("distributed.")]
+        loggers = [logging.getLogger(n) for n in names]
+        old = [lg.level for lg in loggers]
+        for lg in loggers:
+            lg.setLevel(logging.ERROR)
+        try:
+            return func(*args, **kwargs)
+        finally:
+            for lg, level in zip(loggers, old):
+                lg.setLevel(level)
+
+    return wrapper
+
+
+def run_sweep(config: SweepConfig, dataset, folds, out, *, seed: int = 0,
+              scheduler: str = "local", n_workers: int | None = None,
+              save_models: bool = False, source: DatasetSource | None = None,
+              reporter=None, wait: bool = False) -> SweepRun:
+    """Run every unfinished (cell, fold) of ``config`` on Dask into ``out``.
+
+    Parameters
+    ----------
+    config : SweepConfig
+    dataset : Dataset
+        Read on the client, to check it and make the folds. Workers read it
+        from ``source`` (default: ``dataset.root``), or get it from the
+        client when it has no folder.
+    folds : folds.Folds
+        The dataset's stored folds; every cell runs on them.
+    out : path
+        The sweep folder.
+    seed : int
+        As ``--seed`` of ``cnn`` / ``svm``; fold ``i`` of every cell gets the
+        seed a plain ``cnn`` run gives it.
+    scheduler : str
+        ``"local"``: a LocalCluster sized to this machine
+        (:func:`local_cluster_shape`); ``"tcp://host:port"``: an existing
+        Dask scheduler.
+    n_workers : int, optional
+        Workers of the local cluster (default: by the machine).
+    save_models : bool
+        Keep each fold's trained CNN (``.keras``).
+    source : DatasetSource, optional
+    reporter : progress reporter, optional
+        Gets the dashboard address, one line per finished task, and each
+        user error once.
+
+    Returns
+    -------
+    SweepRun
+
+    Raises
+    ------
+    SweepError
+        If a task failed with a user error (after the other tasks finished).
+    ResultsError
+        If ``out`` holds another sweep, or another run holds its run lock
+        (``results.run_lock``) and ``wait`` is False.
+    """
+    from liposome_bench.progress import NullReporter
+    from liposome_bench.results import run_lock
+
+    reporter = reporter or NullReporter()
+    with run_lock(out, wait=wait, reporter=reporter, command="sweep"):
+        return _run_sweep(config, dataset, folds, Path(out), seed=seed, scheduler=scheduler,
+                          n_workers=n_workers, save_models=save_models, source=source,
+                          reporter=reporter)
+
+
+@_quiet_dask_logs
+def _run_sweep(config, dataset, folds, out, *, seed, scheduler, n_workers, save_models,
+               source, reporter) -> SweepRun:
+    from distributed import Client, as_completed
+
+    started = time.perf_counter()
+    write_sweep_json(config, out, dataset, folds, seed)
+    plan = plan_sweep(config, out, folds.k)
+    run = SweepRun(out=out, skipped=plan.total - len(plan.tasks))
+    if run.skipped:
+        reporter.message(f"{run.skipped} of {plan.total} (cell, fold) tasks already "
+                         f"finished in {out}; running {len(plan.tasks)}.")
+    if not plan.tasks:
+        return run
+    cluster = None
+    if scheduler == "local":
+        cluster, shape = start_local_cluster(n_workers)
+        address = cluster
+        reporter.message(
+            f"Local Dask cluster: {shape['n_workers']} worker(s) x {shape['threads']} "
+            f"core(s)" + (f", one GPU each" if shape["gpus"] else ", no GPU") + "."
+        )
+    elif isinstance(scheduler, str) and scheduler.startswith(("tcp://", "tls://", "ucx://",
+                                                              "inproc://")):
+        address = scheduler
+    else:
+        raise ConfigError(f"Unknown --scheduler {scheduler!r}; expected 'local' or a "
+                          "scheduler address such as tcp://host:8786.")
+    client = None
+    try:
+        try:
+            client = Client(address, timeout="30s")
+        except (OSError, TimeoutError) as exc:
+            raise ConfigError(f"Cannot reach the Dask scheduler at {scheduler} ({exc}). "
+                              "Start it (`dask scheduler`) or use --scheduler local.") \
+                from None
+        run.dashboard = _dashboard(client)
+        reporter.message(f"Dask dashboard: {run.dashboard}")
+        if source is None:
+            data_arg = dataset if dataset.root is None else DatasetSource(
+                root=str(dataset.root), problem=dataset.problem.name
+                if dataset.problem.codes is not None else None,
+                builtin=False, reader_options={}, fingerprint=folds.fingerprint)
+        else:
+            data_arg = source
+        if not isinstance(data_arg, DatasetSource):
+            data_arg = client.submit(_identity, dataset, pure=False)
+        run.workers = len(client.scheduler_info().get("workers", {}))
+        jobs = max(1, shape["threads"]) if cluster is not None else -1
+        token = uuid.uuid4().hex[:8]
+        # The folds (and an in-memory dataset) go to the cluster once, as a
+        # task rather than scattered data: if every worker holding them dies,
+        # the scheduler makes them again.
+        folds_arg = client.submit(_identity, dataclasses.replace(folds, path=None), pure=False)
+        futures = []
+        for cell_id, fold in plan.tasks:
+            cell = config.cell(cell_id)
+            futures.append(client.submit(
+                run_task, data_arg, cell.kind, cell.settings.to_dict(), cell_id, fold,
+                folds_arg, str(out), seed, save_models, jobs, key=f"sweep-{cell_id}-fold{fold}-{token}",
+                pure=False, retries=TASK_RETRIES,
+            ))
+        reporter.stage("sweep", total=len(futures))
+        for future in as_completed(futures):
+            outcome = future.result()
+            reporter.advance()
+            if outcome.error is not None:
+                first = outcome.error not in run.errors
+                run.errors.setdefault(outcome.error, []).append((outcome.cell, outcome.fold))
+                if first:
+                    reporter.message(f"{outcome.cell} fold {outcome.fold + 1} (worker "
+                                     f"{outcome.worker}): {outcome.error}")
+                continue
+            save_outcome(out, dataset, folds, outcome)
+            run.ran.append((outcome.cell, outcome.fold))
+            reporter.message(f"{outcome.cell} fold {outcome.fold + 1}/{folds.k} done on "
+                             f"worker {outcome.worker} in {outcome.seconds:.0f} s.")
+    finally:
+        if client is not None:
+            client.close()
+        if cluster is not None:
+            cluster.close()
+    run.seconds = time.perf_counter() - started
+    if run.errors:
+        failed = sum(len(v) for v in run.errors.values())
+        message, where = next(iter(run.errors.items()))
+        raise SweepError(
+            f"{failed} of {len(plan.tasks)} tasks failed (first: {where[0][0]} fold "
+            f"{where[0][1] + 1}: {message}); the others are saved in {out}."
+        )
+    return run
+
+
+def save_outcome(out, dataset, folds, outcome: TaskOutcome) -> bool:
+    """Write a task's fold into the sweep folder unless its worker already
+    did (workers without the client's file system send it back instead).
+    Returns whether it was written here."""
+    from liposome_bench.results import ResultsDir
+
+    results = ResultsDir(cell_dir(out, outcome.cell))
+    model = outcome.result.model
+    if results.fold_json(model, outcome.fold).exists():
+        return False
+    results.prepare(dataset, folds, model, outcome.record)
+    results.save_fold(outcome.result, list(dataset.problem.classes))
+    return True
+
+
+def _identity(value):
+    return value
+
+
+def _dashboard(client) -> str:
+    try:
+        import bokeh  # noqa: F401  (the dashboard needs it)
+    except ImportError:
+        return "not available (pip install bokeh to watch the tasks)"
+    return client.dashboard_link
+
+
+# Results: the table and the paired comparisons ----------------------------------------
+
+def load_cell_folds(out, cell_id: str, model: str, classes) -> list:
+    """Every finished fold of one cell, in fold order."""
+    from liposome_bench.results import ResultsDir
+
+    results = ResultsDir(cell_dir(out, cell_id))
+    if not results.read_run():
+        return []
+    return results.load_model(model)
+
+
+def summarise_sweep(out, metrics=("f1",)) -> dict:
+    """Per cell, class and metric the mean and std over folds, and paired
+    comparisons of cells on their shared folds.
+
+    Cells are compared where a grid varies one axis with the others equal
+    (``masked`` against ``surrounding`` at the same model, ...), and every
+    SVM cell against every CNN cell. For each class, the per-fold
+    differences of F1 go to :func:`stats.corrected_resampled_ttest` (folds
+    share training particles); the p-values of all comparisons are adjusted
+    together with :func:`stats.holm`.
+
+    Returns
+    -------
+    dict with ``table`` (rows: cell, model, axes..., class, metric, mean,
+    std, n_folds), ``comparisons`` (rows) and ``classes``.
+    """
+    from liposome_bench.metrics import OVERALL_METRICS, compute_metrics
+    from liposome_bench.stats import corrected_resampled_ttest, holm
+
+    sweep = read_sweep_json(out)
+    classes = sweep["dataset"]["classes"]
+    k = sweep["folds"]["k"]
+    n = sweep["dataset"]["n_particles"]
+    axes = list(sweep.get("axes", {}))
+    per_fold: dict = {}  # cell -> fold -> ModelMetrics
+    for cell_id, info in sweep["cells"].items():
+        folds = load_cell_folds(out, cell_id, info["model"], classes)
+        per_fold[cell_id] = {r.fold: compute_metrics(r.y_true, r.y_pred, classes)
+                             for r in folds}
+    table = []
+    for cell_id, info in sweep["cells"].items():
+        settings = info["settings"]
+        for metric in metrics:
+            overall = metric in OVERALL_METRICS
+            for j, cls in enumerate(["overall"] if overall else classes):
+                values = np.array([getattr(m, metric) if overall
+                                   else getattr(m.per_class[j], metric)
+                                   for m in per_fold[cell_id].values()], dtype=np.float64)
+                defined = values[~np.isnan(values)]
+                table.append({
+                    "cell": cell_id, "model": info["model"],
+                    **{a: _level_text(settings[a]) if a in settings else "" for a in axes},
+                    "class": cls, "metric": metric,
+                    "mean": float(defined.mean()) if defined.size else math.nan,
+                    "std": float(defined.std(ddof=1)) if defined.size > 1 else math.nan,
+                    "n_folds": int(defined.size),
+                })
+    comparisons = []
+    for a, b, axis, where in _comparison_pairs(sweep):
+        shared = sorted(set(per_fold[a]) & set(per_fold[b]))
+        if len(shared) < 2:
+            continue
+        for j, cls in enumerate(classes):
+            diffs = [per_fold[b][f].per_class[j].f1 - per_fold[a][f].per_class[j].f1
+                     for f in shared]
+            test = corrected_resampled_ttest(diffs, n_train=n * (k - 1) / k, n_test=n / k)
+            comparisons.append({
+                "axis": axis, "where": where, "cell_a": a, "cell_b": b,
+                "a": _describe_cell(sweep, a, axis), "b": _describe_cell(sweep, b, axis),
+                "class": cls, "metric": "f1", "mean_difference": test["mean"],
+                "t": test["t"], "df": test["df"], "p": test["p"], "n_folds": test["n"],
+            })
+    adjusted = holm([c["p"] for c in comparisons])
+    for c, p in zip(comparisons, adjusted):
+        c["p_holm"] = float(p)
+        c["verdict"] = _verdict(c)
+    return {"classes": classes, "axes": axes, "table": table, "comparisons": comparisons,
+            "folds": k, "n_particles": n, "synthetic": sweep["dataset"].get("synthetic"),
+            "problem": sweep["dataset"]["problem"]}
+
+
+def _verdict(c) -> str:
+    from liposome_bench.stats import ALPHA, NO_DIFFERENCE
+
+    p = c["p_holm"]
+    if p is None or math.isnan(p) or p >= ALPHA:
+        return NO_DIFFERENCE
+    better = c["b"] if c["mean_difference"] > 0 else c["a"]
+    return f"{better} better"
+
+
+def _describe_cell(sweep, cell_id, axis) -> str:
+    info = sweep["cells"][cell_id]
+    if axis == "svm vs cnn":
+        return cell_id
+    return _level_text(info["settings"].get(axis))
+
+
+def _comparison_pairs(sweep) -> list:
+    """(cell a, cell b, axis, where): per grid, cells differing in exactly
+    that axis (``where`` names the grid's other axes' shared levels); and each
+    SVM cell against each CNN cell (``where`` names the CNN's levels)."""
+    pairs, seen = [], set()
+    cells = sweep["cells"]
+    all_axes = list(sweep.get("axes", {}))
+    for grid in sweep.get("grids", []):
+        ids = grid["cells"]
+        for axis in grid["axes"]:
+            for a, b in itertools.combinations(ids, 2):
+                sa, sb = cells[a]["settings"], cells[b]["settings"]
+                differing = [key for key in sa if sa[key] != sb.get(key)]
+                if differing == [axis] and (a, b) not in seen:
+                    seen.add((a, b))
+                    where = ", ".join(f"{o}={_level_text(sa[o])}" for o in grid["axes"]
+                                      if o != axis)
+                    pairs.append((a, b, axis, where))
+    svm = [c for c, info in cells.items() if info["kind"] == "svm"]
+    cnn = [c for c, info in cells.items() if info["kind"] == "cnn"]
+    for a in svm:
+        for b in cnn:
+            sb = cells[b]["settings"]
+            where = ", ".join(f"{o}={_level_text(sb[o])}" for o in all_axes if o in sb)
+            pairs.append((a, b, "svm vs cnn", where))
+    return pairs
+
+
+def write_sweep_tables(out, summary: dict) -> tuple[Path, Path]:
+    """``sweep-table.csv`` and ``sweep-comparisons.csv``, atomically."""
+    import pandas as pd
+
+    out = Path(out)
+    table = pd.DataFrame(summary["table"])
+    comparisons = pd.DataFrame(summary["comparisons"], columns=[
+        "axis", "where", "cell_a", "cell_b", "a", "b", "class", "metric", "mean_difference", "t",
+        "df", "p", "p_holm", "n_folds", "verdict"])
+    atomic_write_text(out / TABLE_CSV, table.to_csv(index=False))
+    atomic_write_text(out / COMPARISONS_CSV, comparisons.to_csv(index=False))
+    return out / TABLE_CSV, out / COMPARISONS_CSV
+
+
+def pivot_table(summary: dict, metric: str = "f1"):
+    """One row per cell (model, axes, folds finished), one column per class
+    (or ``overall``): ``mean ± std`` over folds."""
+    import pandas as pd
+
+    rows = [r for r in summary["table"] if r["metric"] == metric]
+    if not rows:
+        return pd.DataFrame()
+    axes = [a for a in summary["axes"] if a != "model"]
+    wide: dict = {}
+    for r in rows:
+        entry = wide.setdefault(r["cell"], {"cell": r["cell"], "model": r["model"],
+                                            **{a: r.get(a, "") for a in axes},
+                                            "folds": 0})
+        entry["folds"] = max(entry["folds"], r["n_folds"])
+        m, s = r["mean"], r["std"]
+        entry[r["class"]] = ("—" if math.isnan(m)
+                             else f"{m:.2f}" if math.isnan(s) else f"{m:.2f} ± {s:.2f}")
+    return pd.DataFrame(list(wide.values()))
+
+
+# Report ------------------------------------------------------------------------------
+
+def render_sweep_report(out, report_path=None) -> Path:
+    """``report.md`` for a sweep folder: the per-class F1 table, the paired
+    comparisons, and per grid and axis a figure of per-class F1 by level
+    (thesis Figures 17-21)."""
+    from liposome_bench.plotting import plot_axis_f1, plot_cells_f1
+
+    out = Path(out)
+    summary = summarise_sweep(out)
+    write_sweep_tables(out, summary)
+    report_path = Path(report_path) if report_path else out / "report.md"
+    figures = report_path.parent / f"{report_path.stem}-figures"
+    sweep = read_sweep_json(out)
+    per_fold = _per_fold_f1(out, sweep)
+    lines = [f"# Sweep: {summary['problem']}", ""]
+    if summary.get("synthetic"):
+        lines += ["**Synthetic data: these are not the thesis's results.**", ""]
+    lines += [f"{len(sweep['cells'])} cells x {summary['folds']} folds on "
+              f"{summary['n_particles']} particles (folds seed {sweep['folds']['seed']}, "
+              f"seed {sweep['seed']}); config `{sweep['config']}`.", "",
+              "## Per-class F1 (mean ± std over folds)", ""]
+    wide = pivot_table(summary)
+    if not wide.empty:
+        lines += [_markdown(wide), ""]
+    lines += ["## Figures", ""]
+    overview = plot_cells_f1(per_fold, sweep, figures / "cells.png")
+    if overview is not None:
+        lines += [f"![F1 of every cell]({overview.relative_to(report_path.parent).as_posix()})",
+                  ""]
+    for grid in sweep.get("grids", []):
+        for axis in grid["axes"]:
+            path = figures / f"{grid['name']}-{axis}.png"
+            if plot_axis_f1(per_fold, sweep, grid, axis, path) is not None:
+                lines += [f"![{grid['name']}: F1 by {axis}]"
+                          f"({path.relative_to(report_path.parent).as_posix()})", ""]
+    lines += ["## Paired comparisons on shared folds", "",
+              "Per-fold F1 differences (b − a), Nadeau & Bengio's corrected resampled "
+              "t-test; p adjusted over all rows with Holm's method.", ""]
+    if summary["comparisons"]:
+        import pandas as pd
+
+        frame = pd.DataFrame(summary["comparisons"])[
+            ["axis", "where", "a", "b", "class", "mean_difference", "p", "p_holm", "verdict"]]
+        frame["mean_difference"] = frame["mean_difference"].map(lambda v: f"{v:+.3f}")
+        for col in ("p", "p_holm"):
+            frame[col] = frame[col].map(lambda v: "—" if v != v else f"{v:.3g}")
+        lines += [_markdown(frame), ""]
+    else:
+        lines += ["No pair of cells shares at least 2 finished folds.", ""]
+    atomic_write_text(report_path, "\n".join(lines) + "\n")
+    return report_path
+
+
+def _markdown(frame) -> str:
+    headers = [str(c) for c in frame.columns]
+    rows = [["" if v is None else str(v) for v in row] for row in frame.itertuples(index=False)]
+    out = ["| " + " | ".join(headers) + " |", "| " + " | ".join("---" for _ in headers) + " |"]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def _per_fold_f1(out, sweep) -> dict:
+    """cell -> array (n_folds, n_classes) of per-fold F1."""
+    from liposome_bench.metrics import compute_metrics
+
+    classes = sweep["dataset"]["classes"]
+    values = {}
+    for cell_id, info in sweep["cells"].items():
+        folds = load_cell_folds(out, cell_id, info["model"], classes)
+        values[cell_id] = np.array(
+            [[m.f1 for m in compute_metrics(r.y_true, r.y_pred, classes).per_class]
+             for r in folds], dtype=np.float64).reshape(len(folds), len(classes))
+    return values
