@@ -116,10 +116,10 @@ AMBIGUITY = {
     },
     "encapsulation": {
         ("full", "empty"): 0.0,
-        ("full", "uncertain"): 0.007,
+        ("full", "uncertain"): 0.07,
         ("empty", "full"): 0.0,
-        ("empty", "uncertain"): 0.035,
-        ("uncertain", "empty"): 0.0,
+        ("empty", "uncertain"): 0.053,
+        ("uncertain", "empty"): 0.037,
         ("uncertain", "full"): 0.0,
     },
 }
@@ -777,7 +777,7 @@ def _draw_full(s, rng, idx, spacing, d):
             continue
         # Smaller, fainter crystals are likelier when harder.
         length = rng.uniform(0.55 - 0.3 * d, 1.2, size=len(j))
-        dens = rng.uniform(2.8, 4.2, size=len(j)) * (1 - 0.45 * d * rng.random(len(j)))
+        dens = rng.uniform(3.5, 5.0, size=len(j)) * (1 - 0.45 * d * rng.random(len(j)))
         _add_crystal(s, rng, j, 0, length=length, dens=dens, deform=h == 0, host=h)
         second = j[rng.random(len(j)) < 0.25]
         if len(second):
@@ -800,7 +800,7 @@ def _draw_empty(s, rng, idx, spacing, d):
 
 def _draw_encapsulation_uncertain(s, rng, idx, spacing, d):
     m = len(idx)
-    kind = rng.choice(4, size=m, p=[0.25, 0.15, 0.3, 0.3])  # faint, partial, overlap, ice
+    kind = rng.choice(4, size=m, p=[0.08, 0.07, 0.42, 0.43])  # faint, partial, overlap, ice
     sh = s.shells
     # Faint: a crystal, or an amorphous cloud, at a fraction of full density.
     faint = idx[kind == 0]
