@@ -87,7 +87,7 @@ DIAMETER_CLIP_NM = (48.0, 176.0)
 DIAMETERS_NM = {
     "lamellarity": {
         "unilamellar": (86.0, 0.30),
-        "multilamellar": (112.0, 0.26),
+        "multilamellar": (116.0, 0.22),
         "uncertain": (98.0, 0.30),
     },
     "encapsulation": {
@@ -118,8 +118,8 @@ AMBIGUITY = {
         ("full", "empty"): 0.0,
         ("full", "uncertain"): 0.07,
         ("empty", "full"): 0.0,
-        ("empty", "uncertain"): 0.053,
-        ("uncertain", "empty"): 0.037,
+        ("empty", "uncertain"): 0.08,
+        ("uncertain", "empty"): 0.06,
         ("uncertain", "full"): 0.0,
     },
 }
