@@ -52,7 +52,7 @@ def realism_panels():
     enc, e, elabels, eappearance, eborderline = generate_with_scenes("encapsulation", 3000, 0)
     ne = s.neighbours
     touching = ((ne["dens"][:, 0] > 0) & (ne["dist"][:, 0] - ne["r"][:, 0] - s.extent < -3.0)
-                & (ne["r"][:, 0] > 40) & (s.contrast > np.median(s.contrast)))
+                & (ne["r"][:, 0] > 40) & (s.extent < 55) & (s.contrast > np.median(s.contrast)))
     classes = lam.problem.classes
     ec = enc.problem.classes
     mic = s.micrograph
