@@ -21,6 +21,15 @@ they differ in real micrographs:
    crystals are nearly opaque dark blobs; neighbouring vesicles crowd the
    50 px surround; the electrons arrive as shot noise at a given dose
    (e-/A^2, detective quantum efficiency 0.15).
+4. **What makes real data hard** (version 2): annotator ambiguity
+   (borderline particles that look like another class with a trace of
+   their own, :data:`AMBIGUITY`), touching neighbours, masks that are off by
+   a pixel or two or merged with a neighbour, particles cut by the
+   micrograph's edge, textured ice, and imaging conditions shared by the
+   particles of one micrograph (``Particle.meta["micrograph"]``).
+
+At the default difficulty 0.5 the lab's SVM gives about the thesis's
+Tables 7 and 8 on this data (``benchmarks/calibrate_synth.py``).
 
 Particles are rendered in batches of similar size with numpy and scipy.fft,
 so the full encapsulation set (24,918 particles) takes about a minute on two
