@@ -24,6 +24,14 @@ def _pyplot():
     return plt
 
 
+def colormap(name: str):
+    """A matplotlib colormap by name (values in [0, 1] -> RGBA), for images
+    drawn without a figure (galleries)."""
+    import matplotlib
+
+    return matplotlib.colormaps[name]
+
+
 def _save(fig, path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -406,3 +414,31 @@ def plot_training_curves(histories: dict, path) -> Path | None:
 
 
 # The report --------------------------------------------------------------------
+
+
+def plot_montage(rows, labels, path, *, per_class: int) -> Path:
+    """A grid of 8-bit particle images, one row per class (``synth.write_montage``):
+    ``rows[i]`` the images of row i, all of one size, ``labels[i]`` its label."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    H, W = next(im.shape for row in rows for im in row)
+    cell = 1.35
+    fig = Figure(figsize=(cell * per_class + 1.6, cell * len(rows) * H / W + 0.2), dpi=110)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(len(rows), per_class, squeeze=False)
+    fig.subplots_adjust(left=1.5 / (cell * per_class + 1.6), right=0.995, top=0.99,
+                        bottom=0.01, wspace=0.04, hspace=0.04)
+    for ci, row in enumerate(rows):
+        for j in range(per_class):
+            ax = axes[ci, j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            if j < len(row):
+                ax.imshow(row[j], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+            else:
+                ax.axis("off")
+        axes[ci, 0].set_ylabel(labels[ci], rotation=0, ha="right", va="center", fontsize=10)
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))

@@ -50,7 +50,6 @@ import scipy.fft
 from scipy.special import ndtri
 
 from liposome_bench.dataset import EXPORT_JSON, Dataset, Particle, get_problem, write_export
-from liposome_bench.io import atomic_write
 from liposome_bench.errors import ConfigError, DatasetError
 from liposome_bench.progress import NullReporter
 
@@ -1457,9 +1456,6 @@ def write_montage(dataset: Dataset, path, per_class: int = 8, seed: int = 0) -> 
     ConfigError
         If ``per_class`` is below 1 or the data set is empty.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     if per_class < 1:
         raise ConfigError(f"per_class must be at least 1; got {per_class}.")
     if len(dataset) == 0:
@@ -1477,27 +1473,11 @@ def write_montage(dataset: Dataset, path, per_class: int = 8, seed: int = 0) -> 
     W = max(im.shape[1] for im in shown)
     counts = dataset.class_counts()
 
-    cell = 1.35
-    fig = Figure(figsize=(cell * per_class + 1.6, cell * len(classes) * H / W + 0.2), dpi=110)
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(len(classes), per_class, squeeze=False)
-    fig.subplots_adjust(left=1.5 / (cell * per_class + 1.6), right=0.995, top=0.99,
-                        bottom=0.01, wspace=0.04, hspace=0.04)
-    for ci, row in enumerate(chosen):
-        for j in range(per_class):
-            ax = axes[ci, j]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            for spine in ax.spines.values():
-                spine.set_visible(False)
-            if j < len(row):
-                ax.imshow(_pad_to(_as_uint8(dataset.particles[row[j]].image), H, W), cmap="gray",
-                          vmin=0, vmax=255, interpolation="nearest")
-            else:
-                ax.axis("off")
-        axes[ci, 0].set_ylabel(f"{classes[ci]}\n({counts[classes[ci]]})", rotation=0,
-                               ha="right", va="center", fontsize=10)
-    return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+    from liposome_bench.plotting import plot_montage
+
+    rows = [[_pad_to(_as_uint8(dataset.particles[i].image), H, W) for i in row] for row in chosen]
+    labels = [f"{name}\n({counts[name]})" for name in classes]
+    return plot_montage(rows, labels, path, per_class=per_class)
 
 
 def _as_uint8(image):
