@@ -380,13 +380,14 @@ def dataset_info_command(path, problem, reader_options, cache_dir, as_json, inpu
     with _live_reporter() as reporter:
         dataset = resolve_dataset(path, problem, cache_dir=cache_dir, reporter=reporter,
                                   **reader_options)
-    from liposome_bench.folds import describe_groups
+    from liposome_bench.folds import describe_groups, describe_stored_folds
 
     info = describe_dataset(dataset)
     warning = surround_warning(info, input_mode)
     if warning:
         info["warnings"].append(warning)
     info["groups"] = describe_groups(dataset)
+    info["folds"] = describe_stored_folds(dataset)
     if as_json:
         click.echo(json.dumps(info, indent=2))
     else:
