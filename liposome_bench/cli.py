@@ -281,7 +281,8 @@ def cli(verbose):
               help="Also write a PNG grid of examples per class.")
 @click.option("--difficulty", type=click.FloatRange(0, 1), default=0.5, show_default=True,
               help="0 easy to 1 hard: lower contrast, more blur, ice and crowding, "
-              "more borderline particles.")
+              "more borderline particles and mask errors. 0.5 is calibrated so the "
+              "lab's SVM gives about the thesis's Tables 7-8.")
 @click.option("--label-noise", type=click.FloatRange(0, 0.9), default=0.0, show_default=True,
               help="Fraction of particles whose image shows another class than their label.")
 @click.option("--dose", type=click.FloatRange(min=0, min_open=True), default=10.0,
@@ -379,13 +380,14 @@ def dataset_info_command(path, problem, reader_options, cache_dir, as_json, inpu
     with _live_reporter() as reporter:
         dataset = resolve_dataset(path, problem, cache_dir=cache_dir, reporter=reporter,
                                   **reader_options)
-    from liposome_bench.folds import describe_groups
+    from liposome_bench.folds import describe_groups, describe_stored_folds
 
     info = describe_dataset(dataset)
     warning = surround_warning(info, input_mode)
     if warning:
         info["warnings"].append(warning)
     info["groups"] = describe_groups(dataset)
+    info["folds"] = describe_stored_folds(dataset)
     if as_json:
         click.echo(json.dumps(info, indent=2))
     else:

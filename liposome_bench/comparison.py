@@ -188,9 +188,8 @@ def run_benchmark(
         belongs to another dataset or other settings.
     """
     from liposome_bench.dataset import Dataset, check_trainable
-    from liposome_bench.sources import resolve_dataset
-    from liposome_bench.folds import load_or_make_folds
     from liposome_bench.models import check_model_name
+    from liposome_bench.sources import resolve_dataset
 
     started = time.perf_counter()
     cnn_models = (list(DEFAULT_CNN.get(problem, ("lipnet-4",))) if cnn_models is None

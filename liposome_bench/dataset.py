@@ -375,6 +375,8 @@ EXPORT_FEATURE_KEYS = (
     "EdgeDensityProfile",
 )
 MRC_EXTENSIONS = (".mrc", ".mrcs")
+#: The folder beside a dataset where ``folds`` stores its fold files (not a
+#: class folder).
 FOLDS_DIR = "folds"
 
 # What image decoders raise on a corrupt or truncated file.
@@ -1874,24 +1876,6 @@ def _size_stats(values) -> dict | None:
     return {"min": int(values.min()), "median": float(np.median(values)), "max": int(values.max())}
 
 
-def _stored_folds(root, fingerprint: str) -> list[dict]:
-    if root is None or not (Path(root) / FOLDS_DIR).is_dir():
-        return []
-    found = []
-    for f in sorted((Path(root) / FOLDS_DIR).glob("*.json")):
-        entry = {"file": f"{FOLDS_DIR}/{f.name}", "k": None, "seed": None, "matches": False}
-        try:
-            stored = json.loads(f.read_text(encoding="utf-8"))
-            entry.update(k=int(stored["k"]), seed=int(stored["seed"]),
-                         matches=stored.get("fingerprint") == fingerprint)
-            if stored.get("group_by"):
-                entry["group_by"] = str(stored["group_by"])
-        except (OSError, ValueError, KeyError, TypeError, RecursionError):
-            entry["unreadable"] = True
-        found.append(entry)
-    return found
-
-
 def describe_dataset(dataset: Dataset) -> dict:
     """Summary of a dataset, as ``dataset info`` prints it.
 
@@ -1902,8 +1886,7 @@ def describe_dataset(dataset: Dataset) -> dict:
     class order; thesis Tables 1-2), ``image_size`` ({"all": ..., "per_class":
     {class: ...}}, each {"width": {min, median, max}, "height": ...} in px, or
     None for an empty class), ``pixel_size_nm`` ({min, median, max, unknown}),
-    ``masks_derived`` (count), ``folds`` (stored fold files: file, k, seed,
-    matches), ``fingerprint``, ``synthetic``, ``warnings``,
+    ``masks_derived`` (count), ``fingerprint``, ``synthetic``, ``warnings``,
     ``particle_size`` (see ``particle_sizes``) and ``surround_px`` (see
     ``surrounds``).
     """
@@ -1942,7 +1925,6 @@ def describe_dataset(dataset: Dataset) -> dict:
             "unknown": int(n - known.size),
         },
         "masks_derived": int(sum(p.mask_derived for p in dataset.particles)),
-        "folds": _stored_folds(dataset.root, fingerprint),
         "fingerprint": fingerprint,
         "synthetic": dataset.synthetic,
         "warnings": list(dataset.warnings),

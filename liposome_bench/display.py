@@ -13,6 +13,7 @@ import numpy as np
 from rich.table import Table
 
 from liposome_bench.metrics import (
+    UNDEFINED,
     CLASS_METRIC_LABELS,
     CLASS_METRICS,
     OVERALL_METRIC_LABELS,
@@ -21,7 +22,6 @@ from liposome_bench.metrics import (
     MeanStd,
 )
 
-UNDEFINED = "—"
 #: Marks a mean taken over fewer folds than were run (the value was 0/0 in
 #: the others, e.g. PPV of a class a fold never predicted).
 FEWER_FOLDS = "†"

@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
+from liposome_bench.plotting import colormap
 from liposome_bench.io import atomic_write
 from liposome_bench.errors import DatasetError, LiposomeBenchError, ResultsError
 from liposome_bench.results import ResultsDir
@@ -530,12 +531,6 @@ def _panel(rgb: np.ndarray, mask: np.ndarray | None = None):
     return canvas
 
 
-def _colormap(name: str):
-    import matplotlib
-
-    return matplotlib.colormaps[name]
-
-
 def input_panel(window, mask) -> np.ndarray:
     """The particle as the model saw it, with its mask outline."""
     return _panel(np.repeat(_to_gray(window)[..., None], 3, axis=2), mask)
@@ -545,7 +540,7 @@ def saliency_panel(window, cam) -> np.ndarray:
     """The input in gray under the saliency map in colour (jet), more opaque
     where the map is high."""
     gray = _to_gray(window).astype(np.float32)[..., None] / 255.0
-    heat = _colormap("jet")(np.clip(cam, 0, 1))[..., :3]
+    heat = colormap("jet")(np.clip(cam, 0, 1))[..., :3]
     alpha = 0.25 + 0.5 * np.clip(cam, 0, 1)[..., None]
     rgb = (1 - alpha) * gray + alpha * heat
     return _panel((rgb * 255).astype(np.uint8))
@@ -898,7 +893,7 @@ def render_filters(results_dir, preds: dict, classes, featured: dict, views: dic
 
     figures = Path(figures) / "galleries"
     made = []
-    seismic, viridis = _colormap("seismic"), _colormap("viridis")
+    seismic, viridis = colormap("seismic"), colormap("viridis")
     for name, p in preds.items():
         if not p.is_cnn:
             continue

@@ -44,15 +44,20 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 
-from liposome_bench.io import atomic_write, atomic_write_json, atomic_write_text
+from liposome_bench.io import atomic_write_json, atomic_write_text
 from liposome_bench.errors import ResultsError
 from liposome_bench.metrics import (
+    UNDEFINED,
     CLASS_METRIC_LABELS,
     CLASS_METRICS,
     OVERALL_METRIC_LABELS,
     OVERALL_METRICS,
+)
+from liposome_bench.plotting import (
+    plot_confusion_heatmaps,
+    plot_metric_bars,
+    plot_training_curves,
 )
 from liposome_bench.results import SUMMARY_SCHEMA_VERSION, ResultsDir
 
@@ -60,8 +65,6 @@ SUMMARY_JSON = "summary.json"
 BASELINE_SCHEMA_VERSION = 1
 BASELINE_KIND = "liposome-bench baseline"
 #: The per-class metrics drawn as bars (thesis figure 22).
-BAR_METRICS = ("tpr", "tnr", "ppv", "npv", "f1")
-UNDEFINED = "—"
 
 
 # Reading a results folder ----------------------------------------------------
@@ -242,159 +245,6 @@ def _matrix_table(matrix, classes, digits) -> str:
         rows.append([name, *cells])
     return _md_table(["true \\ predicted", *classes], rows)
 
-
-# Plots -------------------------------------------------------------------------
-
-def _save_figure(fig, path: Path) -> None:
-    """Save a matplotlib figure as PNG, atomically."""
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, bbox_inches="tight"),
-                 suffix=".png")
-
-
-def _nan(value) -> float:
-    return float("nan") if value is None else float(value)
-
-
-def plot_metric_bars(summary: dict, path) -> Path:
-    """Per-class TPR, TNR, PPV, NPV and F1 of every model as grouped bars
-    (like thesis figure 22): bar height is the estimate from all out-of-fold
-    predictions pooled, whiskers its 95 % bootstrap interval over particles."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    classes = summary["classes"]
-    models = list(summary["models"])
-    fig, axes = plt.subplots(
-        1, len(classes), figsize=(4.2 * len(classes), 3.8), sharey=True, squeeze=False,
-        layout="constrained",
-    )
-    width = 0.8 / max(len(models), 1)
-    x = np.arange(len(BAR_METRICS))
-    colours = plt.get_cmap("tab10")
-    for ax, cls in zip(axes[0], classes):
-        for m, name in enumerate(models):
-            entries = summary["models"][name]["per_class"][cls]
-            pooled = np.array([_nan(entries[k].get("pooled")) for k in BAR_METRICS])
-            ci = np.array([[_nan(v) for v in (entries[k].get("ci") or [None, None])]
-                           for k in BAR_METRICS])
-            lower = np.clip(pooled - ci[:, 0], 0, None)
-            upper = np.clip(ci[:, 1] - pooled, 0, None)
-            pos = x - 0.4 + width * (m + 0.5)
-            ax.bar(pos, np.nan_to_num(pooled), width, label=name, color=colours(m))
-            ax.errorbar(pos, pooled, yerr=[lower, upper], fmt="none", ecolor="black",
-                        elinewidth=0.8, capsize=2)
-        ax.set_title(cls)
-        ax.set_xticks(x, [CLASS_METRIC_LABELS[k] for k in BAR_METRICS])
-        ax.set_ylim(0, 1.05)
-        ax.grid(axis="y", alpha=0.3)
-    axes[0][0].set_ylabel("pooled out-of-fold estimate\n(95 % CI over particles)")
-    axes[0][-1].legend(loc="lower right", fontsize="small")
-    fig.suptitle(f"{summary.get('dataset', {}).get('problem', '')}: per-class metrics")
-    path = Path(path)
-    _save_figure(fig, path)
-    plt.close(fig)
-    return path
-
-
-def plot_confusion_heatmaps(summary: dict, path) -> Path:
-    """Fold-averaged row-normalised confusion matrix of every model, as
-    annotated heatmaps side by side."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    classes = summary["classes"]
-    models = list(summary["models"])
-    fig, axes = plt.subplots(
-        1, len(models), figsize=(3.4 * len(models) + 1.2, 3.8), squeeze=False,
-        layout="constrained",
-    )
-    for ax, name in zip(axes[0], models):
-        matrix = np.array(
-            [[_nan(v) for v in row]
-             for row in summary["models"][name]["confusion"]["normalised_mean"]]
-        )
-        ax.imshow(matrix, vmin=0, vmax=1, cmap="Blues")
-        for i in range(len(classes)):
-            for j in range(len(classes)):
-                value = matrix[i, j]
-                ax.text(j, i, UNDEFINED if np.isnan(value) else f"{value:.2f}",
-                        ha="center", va="center",
-                        color="white" if value > 0.6 else "black", fontsize=9)
-        ax.set_xticks(range(len(classes)), classes, rotation=30, ha="right")
-        ax.set_yticks(range(len(classes)), classes if ax is axes[0][0] else [])
-        ax.set_xlabel("predicted")
-        ax.set_title(name)
-    axes[0][0].set_ylabel("true")
-    fig.suptitle("fold-averaged normalised confusion matrices")
-    path = Path(path)
-    _save_figure(fig, path)
-    plt.close(fig)
-    return path
-
-
-def plot_training_curves(histories: dict, path) -> Path | None:
-    """Training and validation curves of every CNN fold: one panel per
-    recorded quantity (``loss`` with ``val_loss``, ...), one line per fold.
-
-    Parameters
-    ----------
-    histories : dict
-        model -> list of (fold, history dict name -> list of per-epoch values).
-    path : path of the PNG.
-
-    Returns
-    -------
-    The path written, or None if no model recorded a history.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
-
-    panels = []  # (model, quantity)
-    for model, folds in histories.items():
-        names = []
-        for _, history in folds:
-            for n in history:
-                base = n.removeprefix("val_")
-                if base not in names:
-                    names.append(base)
-        panels += [(model, n) for n in names]
-    if not panels:
-        return None
-    cols = min(len(panels), 3)
-    rows = math.ceil(len(panels) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False,
-                             layout="constrained")
-    colours = plt.get_cmap("tab10")
-    for ax, (model, quantity) in zip(axes.ravel(), panels):
-        for fold, history in histories[model]:
-            for key, style in ((quantity, "-"), (f"val_{quantity}", "--")):
-                values = history.get(key)
-                if isinstance(values, list) and values:
-                    epochs = np.arange(1, len(values) + 1)
-                    ax.plot(epochs, [_nan(v) for v in values], style, color=colours(fold % 10),
-                            label=f"fold {fold}{' val' if key.startswith('val_') else ''}")
-        ax.set_title(f"{model}: {quantity}")
-        ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.grid(alpha=0.3)
-    for ax in axes.ravel()[len(panels):]:
-        ax.set_visible(False)
-    axes.ravel()[0].legend(fontsize="x-small", ncol=2)
-    fig.suptitle("CNN training (solid) and validation (dashed) curves")
-    path = Path(path)
-    _save_figure(fig, path)
-    plt.close(fig)
-    return path
-
-
-# The report --------------------------------------------------------------------
 
 def render_report(results_dir, out=None, *, gallery_size: int = 16, filters: bool = False,
                   data=None) -> Path:

@@ -96,3 +96,9 @@ def test_architecture_doc_names_real_modules_and_functions():
     on_disk = {p.stem for p in PACKAGE.glob("*.py")} - {"__init__", "__main__"}
     assert on_disk <= documented, f"modules missing from docs/architecture.md: " \
                                   f"{sorted(on_disk - documented)}"
+
+
+def test_matplotlib_is_used_by_the_plotting_module_only():
+    users = sorted(p.name for p in PACKAGE.glob("*.py")
+                   if p.stem != "plotting" and "matplotlib" in p.read_text(encoding="utf-8"))
+    assert users == []

@@ -641,7 +641,7 @@ def test_derive_mask_of_a_flat_image_is_empty_and_reported(tmp_path):
 # Description ---------------------------------------------------------------------------
 
 def test_describe_dataset_counts_sizes_and_folds(tmp_path):
-    from liposome_bench.folds import load_or_make_folds
+    from liposome_bench.folds import describe_stored_folds, load_or_make_folds
 
     root = shutil.copytree(FIXTURES / "export", tmp_path / "d")
     dataset = load_dataset(root)
@@ -659,9 +659,9 @@ def test_describe_dataset_counts_sizes_and_folds(tmp_path):
     assert info["image_size"]["all"]["height"]["max"] == max(heights)
     assert info["masks_derived"] == 0
     assert info["fingerprint"] == dataset.fingerprint()
-    assert info["folds"] == []
+    assert describe_stored_folds(dataset) == []
     load_or_make_folds(dataset, k=3, seed=1)
-    assert describe_dataset(dataset)["folds"] == [
+    assert describe_stored_folds(dataset) == [
         {"file": "folds/k3-seed1.json", "k": 3, "seed": 1, "matches": True}
     ]
     json.dumps(describe_dataset(dataset))  # serialisable for --json

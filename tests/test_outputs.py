@@ -143,12 +143,12 @@ def test_writing_leaves_errors_about_other_paths_alone(tmp_path):
 
 
 def test_an_unexpected_os_error_is_still_one_line(monkeypatch, tmp_path):
-    from liposome_bench import dataset
+    from liposome_bench import sources
 
     def broken(*args, **kwargs):
         raise OSError(errno.EIO, "Input/output error", "/dev/sdz1")
 
-    monkeypatch.setattr(dataset, "load_dataset", broken)
+    monkeypatch.setattr(sources, "load_dataset", broken)
     assert error_line(run("dataset", "info", EXPORT)) == (
         "Error: /dev/sdz1: Input/output error (EIO). Check that path (its permissions, free "
         "space, and that it is the file or folder you meant); run with -v for details."

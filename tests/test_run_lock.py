@@ -4,6 +4,7 @@ by a killed run is detected as stale and cleared."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -52,7 +53,8 @@ def test_a_second_run_into_a_busy_folder_refuses_with_one_line(tmp_path):
     folder = tmp_path / "results"
     other = hold_lock(folder, 30)
     try:
-        result = CliRunner().invoke(cli, ["svm", "--data", str(FIXTURES / "export"), "--C", "1",
+        data = shutil.copytree(FIXTURES / "export", tmp_path / "export")  # folds go there
+        result = CliRunner().invoke(cli, ["svm", "--data", str(data), "--C", "1",
                                           "--gamma", "1", "--out", str(folder)])
         assert result.exit_code == 2, result.output
         line = result.stderr.strip().splitlines()[-1]
