@@ -107,7 +107,13 @@ def main():
               f"({info['samples_per_s'] or 0:.0f} samples/s); best validation macro F1 "
               f"{max(f1):.4f} at epoch {int(np.argmax(f1)) + 1}; kept epoch "
               f"{info['best_epoch']} (macro F1 {f1[info['best_epoch'] - 1]:.4f})", flush=True)
-    best_long = max(runs["long"]["history"]["val_macro_f1"])
+    long_f1 = runs["long"]["history"]["val_macro_f1"]
+    best_long = max(long_f1)
+    print(f"long run, validation macro F1 per epoch: {' '.join(f'{v:.3f}' for v in long_f1)}")
+    within = [i + 1 for i, v in enumerate(long_f1) if v >= best_long - args.tolerance]
+    print(f"long run: first epoch within {args.tolerance} of its best: {within[0]} "
+          f"({within[0] * runs['long']['wall_s'] / len(long_f1):.0f} s of training at this "
+          "run's pace)")
     kept = runs["defaults"]["history"]["val_macro_f1"][runs["defaults"]["best_epoch"] - 1]
     gap = best_long - kept
     ok = gap <= args.tolerance

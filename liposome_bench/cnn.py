@@ -1105,6 +1105,7 @@ def _run_fold(dataset, folds, fold, images, results, *, model, seed, device,
         return dict(zip(classes, np.bincount(y[idx], minlength=len(classes)).tolist()))
 
     epochs = train_options["epochs"]
+    precision = (train_options["dtype_policy"] or "float32").replace("mixed_", "")
     return FoldResult(
         model=model,
         fold=fold,
@@ -1139,7 +1140,7 @@ def _run_fold(dataset, folds, fold, images, results, *, model, seed, device,
             samples_per_s=round(info["samples_per_s"], 1) if info["samples_per_s"] else None,
         ),
         history=info["history"],
-        device=f"{device} ({keras.backend.backend()}, {train_options['dtype_policy'] or 'float32'})".replace("mixed_", ""),
+        device=f"{device} ({keras.backend.backend()}, {precision})",
     )
 
 

@@ -52,8 +52,11 @@ def run_quick_once(base: Path, tiny_export):
     session and shared with test_resume.py."""
     if "summary" not in _QUICK:
         out = base / "quick-run"
+        # float32 everywhere: the automatic bfloat16 of CPUs with native
+        # bfloat16 would make the CI baseline depend on the CPU.
         _QUICK["summary"] = comparison.run_benchmark(
-            "lamellarity", tiny_export, quick=True, k=QUICK_FOLDS, out=out
+            "lamellarity", tiny_export, quick=True, k=QUICK_FOLDS, out=out,
+            cnn_options={"mixed_precision": False},
         )
         _QUICK["out"] = out
     return _QUICK["out"], _QUICK["summary"]
