@@ -17,6 +17,16 @@ FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 EXPORT = FIXTURES / "export"
 
 
+
+@pytest.fixture(autouse=True)
+def _fixtures_stay_unchanged():
+    """These tests pass fixtures/export itself where a command must stop
+    before reading it: nothing may be written beside it (its folds)."""
+    before = (FIXTURES / "export" / "folds").exists()
+    yield
+    assert (FIXTURES / "export" / "folds").exists() == before, "a test wrote into fixtures/"
+
+
 def run(*args):
     return CliRunner().invoke(cli, [str(a) for a in args])
 
@@ -160,3 +170,14 @@ def test_checks_create_nothing(tmp_path):
     assert outputs.check_output_dir(target) == target
     assert outputs.check_output_file(target / "x.json") == target / "x.json"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_writing_claims_the_temporary_file_beside_the_output(tmp_path):
+    out = tmp_path / "report.md"
+    with pytest.raises(OutputError, match=r"permission denied writing in"):
+        with outputs.writing(out):
+            raise PermissionError(errno.EACCES, "Permission denied",
+                                  str(tmp_path / ".report.md.1234.tmp"))
+    with pytest.raises(PermissionError):  # a file read beside it is not the output
+        with outputs.writing(out):
+            raise PermissionError(errno.EACCES, "Permission denied", str(tmp_path / "run.json"))

@@ -26,6 +26,16 @@ FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 ROOT = Path(__file__).resolve().parent.parent
 
 
+
+@pytest.fixture(autouse=True)
+def _fixtures_stay_unchanged():
+    """These tests pass fixtures/export itself where a command must stop
+    before reading it: nothing may be written beside it (its folds)."""
+    before = (FIXTURES / "export" / "folds").exists()
+    yield
+    assert (FIXTURES / "export" / "folds").exists() == before, "a test wrote into fixtures/"
+
+
 class Messages(NullReporter):
     def __init__(self):
         self.lines = []
@@ -50,10 +60,12 @@ def hold_lock(folder: Path, seconds: float) -> subprocess.Popen:
 
 
 def test_a_second_run_into_a_busy_folder_refuses_with_one_line(tmp_path):
+    import shutil
+
+    data = shutil.copytree(FIXTURES / "export", tmp_path / "d")  # its folds are written
     folder = tmp_path / "results"
     other = hold_lock(folder, 30)
     try:
-        data = shutil.copytree(FIXTURES / "export", tmp_path / "export")  # folds go there
         result = CliRunner().invoke(cli, ["svm", "--data", str(data), "--C", "1",
                                           "--gamma", "1", "--out", str(folder)])
         assert result.exit_code == 2, result.output
