@@ -30,7 +30,7 @@ def tiny_run(tmp_path_factory, tiny_export):
     folds = load_or_make_folds(dataset, k=3, seed=0)
     results = ResultsDir(root / "results")
     run_svm(dataset, folds, results)
-    run_cnn(dataset, folds, results, model="lipnet-1", epochs=2, input_size=16,
+    run_cnn(dataset, folds, results, model="lipnet-1", epochs=1, input_size=16,
             augment="none", save_models=False)
     return {"root": root, "data": data, "results": results.path, "dataset": dataset}
 
