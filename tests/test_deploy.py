@@ -30,7 +30,7 @@ def tiny_run(tmp_path_factory, tiny_export):
     folds = load_or_make_folds(dataset, k=3, seed=0)
     results = ResultsDir(root / "results")
     run_svm(dataset, folds, results)
-    run_cnn(dataset, folds, results, model="lipnet-1", epochs=2, input_size=16,
+    run_cnn(dataset, folds, results, model="lipnet-1", epochs=1, input_size=16,
             augment="none", save_models=False)
     return {"root": root, "data": data, "results": results.path, "dataset": dataset}
 
@@ -419,3 +419,12 @@ def test_cli_predict_with_a_newer_bundle_is_one_error_line(svm_bundle, unlabelle
     assert result.output.strip().splitlines()[-1].startswith(
         f"Error: {copy} is a model bundle of schema version 7;")
     assert not (tmp_path / "p.csv").exists()
+
+
+def test_labelled_data_of_some_classes_only_is_accepted(svm_bundle, tiny_run, tmp_path):
+    data = shutil.copytree(tiny_run["data"], tmp_path / "uni")
+    objects = [o for o in json.loads((data / "particles.json").read_text()) if o["Class"] == 3]
+    (data / "particles.json").write_text(json.dumps(objects[:6]))
+    shutil.rmtree(data / "folds", ignore_errors=True)
+    result = deploy.predict(svm_bundle, data)
+    assert list(result.table["label"]) == ["unilamellar"] * 6
