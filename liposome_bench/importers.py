@@ -689,7 +689,10 @@ def import_coco(annotations, images_dir, out, *, surround=DEFAULT_SURROUND_PX, c
         reporter.advance()
     if problems:
         raise ImportProblems(problems)
-    used = [categories[c] for c in categories]
+    # Categories with particles, in category order (an unused "background"
+    # category must not turn a preset's class names into a custom problem).
+    labelled = {categories[a["category_id"]] for anns in per_image.values() for a in anns}
+    used = [name_ for name_ in categories.values() if name_ in labelled]
     if class_map:
         ordered = [names[c] for c in used if c in names]
         problem = preset or _problem_of(list(dict.fromkeys(ordered)))

@@ -163,6 +163,15 @@ def test_classes_map_category_names_to_codes(tmp_path):
         str(e["annotation"]): e["class"] for e in TRUTH}
 
 
+def test_an_unused_category_does_not_make_the_problem_custom(tmp_path):
+    coco = json.loads((MICS / "coco.json").read_text())
+    coco["categories"].append({"id": 4, "name": "background"})
+    path = tmp_path / "extra.json"
+    path.write_text(json.dumps(coco))
+    import_coco(path, MICS / "images", tmp_path / "ds")
+    assert load_dataset(tmp_path / "ds").problem.name == "lamellarity"
+
+
 def test_custom_categories_make_a_custom_problem(tmp_path):
     coco = json.loads((MICS / "coco.json").read_text())
     for c in coco["categories"]:
