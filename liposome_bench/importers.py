@@ -889,6 +889,11 @@ def read_label_image(path) -> np.ndarray:
             with tifffile.TiffFile(path) as tif:
                 page = tif.pages[0]
                 _check_micrograph_side(int(page.imagewidth), int(page.imagelength), path.name)
+                if len(tif.pages) > 1:
+                    raise DatasetError(
+                        f"{path.name} holds {len(tif.pages)} images; expected one label image "
+                        "per micrograph. Split it, one file per micrograph."
+                    )
                 array = page.asarray()
         else:
             with warnings.catch_warnings():

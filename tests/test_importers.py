@@ -346,3 +346,11 @@ def test_plot_micrograph_crops_writes_a_png(tmp_path):
         {"crop": [0, 100, 30, 30], "label": "multilamellar", "edge_cut": True},
     ], tmp_path / "m.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_label_image_with_several_pages_is_refused(tmp_path):
+    from liposome_bench.importers import read_label_image
+
+    tifffile.imwrite(tmp_path / "two.tif", np.zeros((2, 8, 8), np.uint16))
+    with pytest.raises(DatasetError, match="two.tif holds 2 images; expected one label image"):
+        read_label_image(tmp_path / "two.tif")
