@@ -725,6 +725,26 @@ def _quiet_dask_logs(func):
     return wrapper
 
 
+SCHEDULER_PREFIXES = ("tcp://", "tls://", "ucx://", "inproc://")
+#: How long to try to reach a scheduler (Dask's default).
+CONNECT_TIMEOUT = "30s"
+
+
+def check_scheduler(scheduler) -> str:
+    """``scheduler`` if it is ``"local"`` or a Dask scheduler address.
+
+    Raises
+    ------
+    ConfigError
+        Otherwise, naming what is expected.
+    """
+    if scheduler == "local" or (isinstance(scheduler, str)
+                                and scheduler.startswith(SCHEDULER_PREFIXES)):
+        return scheduler
+    raise ConfigError(f"Unknown --scheduler {scheduler!r}; expected 'local' or a scheduler "
+                      "address such as tcp://host:8786.")
+
+
 def run_sweep(config: SweepConfig, dataset, folds, out, *, seed: int = 0,
               scheduler: str = "local", n_workers: int | None = None,
               save_models: bool = False, source: DatasetSource | None = None,
@@ -774,6 +794,7 @@ def run_sweep(config: SweepConfig, dataset, folds, out, *, seed: int = 0,
     from liposome_bench.results import run_lock
 
     reporter = reporter or NullReporter()
+    check_scheduler(scheduler)
     with run_lock(out, wait=wait, reporter=reporter, command="sweep"):
         return _run_sweep(config, dataset, folds, Path(out), seed=seed, scheduler=scheduler,
                           n_workers=n_workers, save_models=save_models, source=source,
@@ -802,16 +823,12 @@ def _run_sweep(config, dataset, folds, out, *, seed, scheduler, n_workers, save_
             f"Local Dask cluster: {shape['n_workers']} worker(s) x {shape['threads']} "
             f"core(s)" + (f", one GPU each" if shape["gpus"] else ", no GPU") + "."
         )
-    elif isinstance(scheduler, str) and scheduler.startswith(("tcp://", "tls://", "ucx://",
-                                                              "inproc://")):
-        address = scheduler
     else:
-        raise ConfigError(f"Unknown --scheduler {scheduler!r}; expected 'local' or a "
-                          "scheduler address such as tcp://host:8786.")
+        address = check_scheduler(scheduler)
     client = None
     try:
         try:
-            client = Client(address, timeout="30s")
+            client = Client(address, timeout=CONNECT_TIMEOUT)
         except (OSError, TimeoutError) as exc:
             raise ConfigError(f"Cannot reach the Dask scheduler at {scheduler} ({exc}). "
                               "Start it (`dask scheduler`) or use --scheduler local.") \
@@ -828,6 +845,10 @@ def _run_sweep(config, dataset, folds, out, *, seed, scheduler, n_workers, save_
         if not isinstance(data_arg, DatasetSource):
             data_arg = client.submit(_identity, dataset, pure=False)
         run.workers = len(client.scheduler_info().get("workers", {}))
+        if cluster is None:
+            reporter.message(f"Dask scheduler {scheduler}: {run.workers} worker(s) now"
+                             + ("; the tasks wait until workers join." if not run.workers
+                                else "."))
         jobs = max(1, shape["threads"]) if cluster is not None else -1
         token = uuid.uuid4().hex[:8]
         # The folds (and an in-memory dataset) go to the cluster once, as a

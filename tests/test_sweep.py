@@ -157,6 +157,21 @@ def test_plan_skips_finished_folds_and_dry_run_lists_cells(tmp_path, tiny_export
     assert not (out / "sweep.json").exists()
 
 
+def test_cli_refuses_an_unknown_scheduler_and_an_unreachable_one(tmp_path, tiny_export_copy,
+                                                                  monkeypatch):
+    monkeypatch.setattr(sweep, "CONNECT_TIMEOUT", "2s")
+    path = _write(tmp_path, TINY_SWEEP)
+    result = CliRunner().invoke(cli, ["sweep", str(path), "--data", str(tiny_export_copy),
+                                      "--scheduler", "slurm"])
+    assert result.exit_code == 2
+    assert result.output.startswith("Error: Unknown --scheduler 'slurm'; expected 'local' or")
+    result = CliRunner().invoke(cli, ["sweep", str(path), "--data", str(tiny_export_copy),
+                                      "--out", str(tmp_path / "out"),
+                                      "--scheduler", "tcp://127.0.0.1:9"])
+    assert result.exit_code == 2, result.output
+    assert "Error: Cannot reach the Dask scheduler at tcp://127.0.0.1:9" in result.output
+
+
 def test_cli_refuses_a_bad_sweep_file(tmp_path, tiny_export_copy):
     path = _write(tmp_path, "[cnn]\nmodel = ['lipnet-9']\n")
     result = CliRunner().invoke(cli, ["sweep", str(path), "--data", str(tiny_export_copy),
