@@ -611,23 +611,31 @@ def run_task(source, cell_kind: str, settings: dict, cell_id: str, fold: int, fo
 
 # Running ------------------------------------------------------------------------------
 
-def count_gpus() -> int:
-    """GPUs of this machine per ``nvidia-smi -L`` (0 without it), limited to
-    CUDA_VISIBLE_DEVICES when set. Nothing heavy is imported."""
+def gpu_ids() -> list[str]:
+    """This machine's GPUs: the ids in CUDA_VISIBLE_DEVICES when it is set,
+    else one per GPU that ``nvidia-smi -L`` lists (none without it).
+    Nothing heavy is imported."""
     import shutil
     import subprocess
 
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None:
-        return len([v for v in visible.split(",") if v.strip() and v.strip() != "-1"])
+        ids = [v.strip() for v in visible.split(",") if v.strip()]
+        return [] if not ids or ids[0] == "-1" else ids
     if shutil.which("nvidia-smi") is None:
-        return 0
+        return []
     try:
         listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True,
                                  timeout=20, check=False).stdout
     except (OSError, subprocess.SubprocessError):
-        return 0
-    return sum(1 for line in listing.splitlines() if line.startswith("GPU "))
+        return []
+    return [str(i) for i, line in enumerate(line for line in listing.splitlines()
+                                            if line.startswith("GPU "))]
+
+
+def count_gpus() -> int:
+    """How many GPUs :func:`gpu_ids` finds."""
+    return len(gpu_ids())
 
 
 def _cpu_count() -> int:
@@ -650,13 +658,15 @@ def local_cluster_shape(n_workers: int | None = None) -> dict:
 
 def start_local_cluster(n_workers: int | None = None, dashboard_address=":8787"):
     """A ``distributed.LocalCluster`` shaped by :func:`local_cluster_shape`;
-    worker ``i`` sees only GPU ``i`` (CUDA_VISIBLE_DEVICES)."""
+    with GPUs, worker ``i`` sees only the ``i``-th of :func:`gpu_ids`
+    (CUDA_VISIBLE_DEVICES)."""
     import logging
 
     import dask
     from distributed import LocalCluster
 
     shape = local_cluster_shape(n_workers)
+    gpus = gpu_ids()
     # Dask's INFO lines (workers starting and closing) only with --verbose.
     quiet = logging.getLogger().getEffectiveLevel() > logging.DEBUG
     threads = str(shape["threads"])
@@ -676,11 +686,12 @@ def start_local_cluster(n_workers: int | None = None, dashboard_address=":8787")
         )
         if shape["gpus"]:
             for i in range(shape["n_workers"]):
+                device = gpus[i % len(gpus)]
                 spec = {"cls": cluster.new_spec["cls"],
                         "options": {**cluster.new_spec["options"],
-                                    "env": {**env, "CUDA_VISIBLE_DEVICES": str(i)},
-                                    "name": f"gpu-{i}"}}
-                cluster.worker_spec[f"gpu-{i}"] = spec
+                                    "env": {**env, "CUDA_VISIBLE_DEVICES": device},
+                                    "name": f"gpu-{device}"}}
+                cluster.worker_spec[f"gpu-{device}-{i}"] = spec
             cluster.scale(shape["n_workers"])
     return cluster, shape
 

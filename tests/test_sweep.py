@@ -375,3 +375,16 @@ def test_a_worker_without_the_shared_folder_sends_the_fold_back(tmp_path, sweep_
     saved = ResultsDir(sweep.cell_dir(out, cell.id)).load_fold("svm", 1, dataset.problem.classes)
     np.testing.assert_array_equal(saved.y_pred, outcome.result.y_pred)
     assert not sweep.save_outcome(out, dataset, folds, outcome)  # already there: kept
+
+
+@pytest.mark.parametrize("visible, ids", [("2,3", ["2", "3"]), ("-1", []), ("", []),
+                                          ("0", ["0"])])
+def test_local_cluster_has_one_worker_per_visible_gpu(monkeypatch, visible, ids):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    assert sweep.gpu_ids() == ids
+    shape = sweep.local_cluster_shape()
+    if ids:
+        assert shape["n_workers"] == len(ids) and shape["gpus"] == len(ids)
+    else:
+        assert shape["gpus"] == 0
+        assert shape["n_workers"] == max(1, shape["cores"] // sweep.CORES_PER_CPU_WORKER)
