@@ -1662,6 +1662,7 @@ def sweep_command(config, problem, data, reader_options, cache_dir, out, schedul
         raise UserError(f"Unknown metric {bad[0] if bad else metrics!r} in --metrics; "
                         f"expected names from {', '.join(known)}.")
     plan_config = _sweep.load_sweep(config)
+    _sweep.check_scheduler(scheduler)
     k = k or plan_config.folds or 5
     fold_seed = fold_seed if fold_seed is not None else (plan_config.fold_seed or 0)
     seed = seed if seed is not None else (plan_config.seed or 0)

@@ -612,23 +612,31 @@ def run_task(source, cell_kind: str, settings: dict, cell_id: str, fold: int, fo
 
 # Running ------------------------------------------------------------------------------
 
-def count_gpus() -> int:
-    """GPUs of this machine per ``nvidia-smi -L`` (0 without it), limited to
-    CUDA_VISIBLE_DEVICES when set. Nothing heavy is imported."""
+def gpu_ids() -> list[str]:
+    """This machine's GPUs: the ids in CUDA_VISIBLE_DEVICES when it is set,
+    else one per GPU that ``nvidia-smi -L`` lists (none without it).
+    Nothing heavy is imported."""
     import shutil
     import subprocess
 
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None:
-        return len([v for v in visible.split(",") if v.strip() and v.strip() != "-1"])
+        ids = [v.strip() for v in visible.split(",") if v.strip()]
+        return [] if not ids or ids[0] == "-1" else ids
     if shutil.which("nvidia-smi") is None:
-        return 0
+        return []
     try:
         listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True,
                                  timeout=20, check=False).stdout
     except (OSError, subprocess.SubprocessError):
-        return 0
-    return sum(1 for line in listing.splitlines() if line.startswith("GPU "))
+        return []
+    return [str(i) for i, line in enumerate(line for line in listing.splitlines()
+                                            if line.startswith("GPU "))]
+
+
+def count_gpus() -> int:
+    """How many GPUs :func:`gpu_ids` finds."""
+    return len(gpu_ids())
 
 
 def _cpu_count() -> int:
@@ -651,13 +659,15 @@ def local_cluster_shape(n_workers: int | None = None) -> dict:
 
 def start_local_cluster(n_workers: int | None = None, dashboard_address=":8787"):
     """A ``distributed.LocalCluster`` shaped by :func:`local_cluster_shape`;
-    worker ``i`` sees only GPU ``i`` (CUDA_VISIBLE_DEVICES)."""
+    with GPUs, worker ``i`` sees only the ``i``-th of :func:`gpu_ids`
+    (CUDA_VISIBLE_DEVICES)."""
     import logging
 
     import dask
     from distributed import LocalCluster
 
     shape = local_cluster_shape(n_workers)
+    gpus = gpu_ids()
     # Dask's INFO lines (workers starting and closing) only with --verbose.
     quiet = logging.getLogger().getEffectiveLevel() > logging.DEBUG
     threads = str(shape["threads"])
@@ -677,11 +687,12 @@ def start_local_cluster(n_workers: int | None = None, dashboard_address=":8787")
         )
         if shape["gpus"]:
             for i in range(shape["n_workers"]):
+                device = gpus[i % len(gpus)]
                 spec = {"cls": cluster.new_spec["cls"],
                         "options": {**cluster.new_spec["options"],
-                                    "env": {**env, "CUDA_VISIBLE_DEVICES": str(i)},
-                                    "name": f"gpu-{i}"}}
-                cluster.worker_spec[f"gpu-{i}"] = spec
+                                    "env": {**env, "CUDA_VISIBLE_DEVICES": device},
+                                    "name": f"gpu-{device}"}}
+                cluster.worker_spec[f"gpu-{device}-{i}"] = spec
             cluster.scale(shape["n_workers"])
     return cluster, shape
 
@@ -724,6 +735,26 @@ def _quiet_dask_logs(func):
                 lg.setLevel(level)
 
     return wrapper
+
+
+SCHEDULER_PREFIXES = ("tcp://", "tls://", "ucx://", "inproc://")
+#: How long to try to reach a scheduler (Dask's default).
+CONNECT_TIMEOUT = "30s"
+
+
+def check_scheduler(scheduler) -> str:
+    """``scheduler`` if it is ``"local"`` or a Dask scheduler address.
+
+    Raises
+    ------
+    ConfigError
+        Otherwise, naming what is expected.
+    """
+    if scheduler == "local" or (isinstance(scheduler, str)
+                                and scheduler.startswith(SCHEDULER_PREFIXES)):
+        return scheduler
+    raise ConfigError(f"Unknown --scheduler {scheduler!r}; expected 'local' or a scheduler "
+                      "address such as tcp://host:8786.")
 
 
 def run_sweep(config: SweepConfig, dataset, folds, out, *, seed: int = 0,
@@ -775,6 +806,7 @@ def run_sweep(config: SweepConfig, dataset, folds, out, *, seed: int = 0,
     from liposome_bench.results import run_lock
 
     reporter = reporter or NullReporter()
+    check_scheduler(scheduler)
     with run_lock(out, wait=wait, reporter=reporter, command="sweep"):
         return _run_sweep(config, dataset, folds, Path(out), seed=seed, scheduler=scheduler,
                           n_workers=n_workers, save_models=save_models, source=source,
@@ -803,16 +835,12 @@ def _run_sweep(config, dataset, folds, out, *, seed, scheduler, n_workers, save_
             f"Local Dask cluster: {shape['n_workers']} worker(s) x {shape['threads']} "
             f"core(s)" + (f", one GPU each" if shape["gpus"] else ", no GPU") + "."
         )
-    elif isinstance(scheduler, str) and scheduler.startswith(("tcp://", "tls://", "ucx://",
-                                                              "inproc://")):
-        address = scheduler
     else:
-        raise ConfigError(f"Unknown --scheduler {scheduler!r}; expected 'local' or a "
-                          "scheduler address such as tcp://host:8786.")
+        address = check_scheduler(scheduler)
     client = None
     try:
         try:
-            client = Client(address, timeout="30s")
+            client = Client(address, timeout=CONNECT_TIMEOUT)
         except (OSError, TimeoutError) as exc:
             raise ConfigError(f"Cannot reach the Dask scheduler at {scheduler} ({exc}). "
                               "Start it (`dask scheduler`) or use --scheduler local.") \
@@ -829,6 +857,10 @@ def _run_sweep(config, dataset, folds, out, *, seed, scheduler, n_workers, save_
         if not isinstance(data_arg, DatasetSource):
             data_arg = client.submit(_identity, dataset, pure=False)
         run.workers = len(client.scheduler_info().get("workers", {}))
+        if cluster is None:
+            reporter.message(f"Dask scheduler {scheduler}: {run.workers} worker(s) now"
+                             + ("; the tasks wait until workers join." if not run.workers
+                                else "."))
         jobs = max(1, shape["threads"]) if cluster is not None else -1
         token = uuid.uuid4().hex[:8]
         # The folds (and an in-memory dataset) go to the cluster once, as a

@@ -157,6 +157,21 @@ def test_plan_skips_finished_folds_and_dry_run_lists_cells(tmp_path, tiny_export
     assert not (out / "sweep.json").exists()
 
 
+def test_cli_refuses_an_unknown_scheduler_and_an_unreachable_one(tmp_path, tiny_export_copy,
+                                                                  monkeypatch):
+    monkeypatch.setattr(sweep, "CONNECT_TIMEOUT", "2s")
+    path = _write(tmp_path, TINY_SWEEP)
+    result = CliRunner().invoke(cli, ["sweep", str(path), "--data", str(tiny_export_copy),
+                                      "--scheduler", "slurm"])
+    assert result.exit_code == 2
+    assert result.output.startswith("Error: Unknown --scheduler 'slurm'; expected 'local' or")
+    result = CliRunner().invoke(cli, ["sweep", str(path), "--data", str(tiny_export_copy),
+                                      "--out", str(tmp_path / "out"),
+                                      "--scheduler", "tcp://127.0.0.1:9"])
+    assert result.exit_code == 2, result.output
+    assert "Error: Cannot reach the Dask scheduler at tcp://127.0.0.1:9" in result.output
+
+
 def test_cli_refuses_a_bad_sweep_file(tmp_path, tiny_export_copy):
     path = _write(tmp_path, "[cnn]\nmodel = ['lipnet-9']\n")
     result = CliRunner().invoke(cli, ["sweep", str(path), "--data", str(tiny_export_copy),
@@ -360,3 +375,16 @@ def test_a_worker_without_the_shared_folder_sends_the_fold_back(tmp_path, sweep_
     saved = ResultsDir(sweep.cell_dir(out, cell.id)).load_fold("svm", 1, dataset.problem.classes)
     np.testing.assert_array_equal(saved.y_pred, outcome.result.y_pred)
     assert not sweep.save_outcome(out, dataset, folds, outcome)  # already there: kept
+
+
+@pytest.mark.parametrize("visible, ids", [("2,3", ["2", "3"]), ("-1", []), ("", []),
+                                          ("0", ["0"])])
+def test_local_cluster_has_one_worker_per_visible_gpu(monkeypatch, visible, ids):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    assert sweep.gpu_ids() == ids
+    shape = sweep.local_cluster_shape()
+    if ids:
+        assert shape["n_workers"] == len(ids) and shape["gpus"] == len(ids)
+    else:
+        assert shape["gpus"] == 0
+        assert shape["n_workers"] == max(1, shape["cores"] // sweep.CORES_PER_CPU_WORKER)
