@@ -755,7 +755,7 @@ def _draw_multilamellar(s, rng, idx, spacing, d):
 def _draw_lamellarity_uncertain(s, rng, idx, spacing, d):
     m = len(idx)
     faint = 0.08 * d
-    kind = rng.choice(3, size=m, p=[0.58 - faint / 2, 0.42 - faint / 2, faint])  # overlap, ice, faint
+    kind = rng.choice(3, size=m, p=[0.4 - faint / 2, 0.6 - faint / 2, faint])  # overlap, ice, faint
     multi = rng.random(m) < np.where(kind == 1, 0.5, 0.3)
     j = idx[(kind == 0)]
     _add_partner(s, rng, j)
