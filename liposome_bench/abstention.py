@@ -199,3 +199,34 @@ def threshold_for_precision(y_true, y_pred, confidence, cls: int, target: float)
     return {**reached, "predicted": n_pred,
             "class_coverage": reached["kept"] / n_pred,
             "coverage": float((len(y_pred) - dropped) / max(len(y_pred), 1))}
+
+
+def coverage_curves_of_results(results_dir, models, classes) -> dict:
+    """The coverage curve of every model with all folds finished in a
+    results folder, from its out-of-fold predictions (SVM: cross-fitted
+    calibrated probabilities)."""
+    from liposome_bench.errors import ResultsError
+    from liposome_bench.results import ResultsDir
+
+    results = ResultsDir(results_dir)
+    curves = {}
+    for name in models:
+        try:
+            folds = results.load_model(name)
+        except ResultsError:
+            continue
+        if not folds:
+            continue
+        oof = out_of_fold(folds, len(classes))
+        confidence = confidence_of(oof["probabilities"], oof["y_pred"])
+        curves[name] = coverage_curve(oof["y_true"], oof["y_pred"], confidence, len(classes))
+    return curves
+
+
+def accuracy_at_coverage(curve: dict, coverage: float) -> float | None:
+    """Accuracy of the kept predictions at the highest threshold that still
+    keeps at least ``coverage`` of the particles."""
+    covered = [i for i, c in enumerate(curve["coverage"]) if c >= coverage - 1e-12]
+    if not covered:
+        return None
+    return curve["accuracy"][covered[-1]]

@@ -281,7 +281,8 @@ def cli(verbose):
               help="Also write a PNG grid of examples per class.")
 @click.option("--difficulty", type=click.FloatRange(0, 1), default=0.5, show_default=True,
               help="0 easy to 1 hard: lower contrast, more blur, ice and crowding, "
-              "more borderline particles.")
+              "more borderline particles and mask errors. 0.5 is calibrated so the "
+              "lab's SVM gives about the thesis's Tables 7-8.")
 @click.option("--label-noise", type=click.FloatRange(0, 0.9), default=0.0, show_default=True,
               help="Fraction of particles whose image shows another class than their label.")
 @click.option("--dose", type=click.FloatRange(min=0, min_open=True), default=10.0,
@@ -369,7 +370,8 @@ def dataset_info_command(path, problem, reader_options, cache_dir, as_json, inpu
     """
     import json
 
-    from liposome_bench.dataset import describe_dataset, resolve_dataset, surround_warning
+    from liposome_bench.dataset import describe_dataset, surround_warning
+    from liposome_bench.sources import resolve_dataset
 
     if path is None and problem is None:
         raise UserError(
@@ -378,13 +380,14 @@ def dataset_info_command(path, problem, reader_options, cache_dir, as_json, inpu
     with _live_reporter() as reporter:
         dataset = resolve_dataset(path, problem, cache_dir=cache_dir, reporter=reporter,
                                   **reader_options)
-    from liposome_bench.folds import describe_groups
+    from liposome_bench.folds import describe_groups, describe_stored_folds
 
     info = describe_dataset(dataset)
     warning = surround_warning(info, input_mode)
     if warning:
         info["warnings"].append(warning)
     info["groups"] = describe_groups(dataset)
+    info["folds"] = describe_stored_folds(dataset)
     if as_json:
         click.echo(json.dumps(info, indent=2))
     else:
@@ -500,8 +503,8 @@ def dataset_check_command(path, problem, reader_options, units, k):
 
     Checks every image and mask (missing, unreadable, truncated, too large or
     too small, NaN or infinite pixels, mask shape, empty mask), class codes
-    and labels, ids and paths, that the class counts allow --folds-fold
-    cross-validation (at least 2 classes, each with --folds particles), and
+    and labels, ids and paths, that the class counts allow cross-validation
+    with --folds folds (at least 2 classes, each with --folds particles), and
     that every particle has the pixel size the default run's features (in
     nm) need; with --units px none is needed. Exits with code 2 if there is
     any problem.
@@ -721,7 +724,7 @@ def features_command(problem, data, reader_options, cache_dir, out, feature_set,
 
     Example: liposome-bench features --problem lamellarity --out features.parquet
     """
-    from liposome_bench.dataset import resolve_dataset
+    from liposome_bench.sources import resolve_dataset
     from liposome_bench.features import check_table_path, write_feature_table
     from liposome_bench.folds import load_or_make_folds
     from liposome_bench.outputs import check_output_file
@@ -769,7 +772,9 @@ def features_command(problem, data, reader_options, cache_dir, out, feature_set,
     default="coarse",
     show_default=True,
     help="C/gamma grid: coarse (16 points, 3 inner folds on a 2,000-particle "
-    "subsample) or full (LIBSVM grid.py's 110 points, 5 inner folds; slow).",
+    "subsample keeping at least 250 of each class) or full (LIBSVM grid.py's 110 "
+    "points, 5 inner folds; slow). Extended past an edge holding the best point "
+    "(docs/svm.md).",
 )
 @click.option(
     "--C",
@@ -809,7 +814,8 @@ def svm_command(problem, data, reader_options, cache_dir, feature_set, source, g
     """
     from rich.console import Console
 
-    from liposome_bench.dataset import check_trainable, resolve_dataset
+    from liposome_bench.dataset import check_trainable
+    from liposome_bench.sources import resolve_dataset
     from liposome_bench.display import fold_table, print_model_summary
     from liposome_bench.folds import load_or_make_folds
     from liposome_bench.metrics import summarise_folds
@@ -906,15 +912,24 @@ def svm_command(problem, data, reader_options, cache_dir, feature_set, source, g
     type=click.IntRange(min=1),
     default=_settings.DEFAULT_PATIENCE,
     show_default=True,
-    help="Stop after this many epochs without a better validation loss "
-    "(validation split carved from the training folds).",
+    help="Stop after this many epochs without a better validation score "
+    "(--early-stopping; validation split carved from the training folds).",
+)
+@click.option(
+    "--early-stopping",
+    type=click.Choice(_settings.EARLY_STOPPING_METRICS),
+    default=_settings.DEFAULT_EARLY_STOPPING,
+    show_default=True,
+    help="Validation score early stopping watches: macro F1 (what the SVM's grid "
+    "search maximises) or the class-balanced loss.",
 )
 @click.option(
     "--batch-size",
     type=click.IntRange(min=1),
     default=_settings.DEFAULT_BATCH_SIZE,
     show_default=True,
-    help="Images per training step (section 8.1).",
+    help="Images per training step (the thesis used 32, section 8.1; 128 trains "
+    "about twice as fast on a CPU, docs/performance.md).",
 )
 @click.option(
     "--optimizer",
@@ -927,7 +942,23 @@ def svm_command(problem, data, reader_options, cache_dir, feature_set, source, g
     "--learning-rate",
     type=click.FloatRange(min=0, min_open=True),
     default=None,
-    help="Learning rate (constant). Default: 1e-3 for adam, 1e-2 for sgd.",
+    help="Learning rate after the warm-up. Default: 1e-3 for adam, 1e-2 for sgd at "
+    "batch size 32, times sqrt(batch size / 32).",
+)
+@click.option(
+    "--warmup-epochs",
+    type=click.FloatRange(min=0),
+    default=_settings.DEFAULT_WARMUP_EPOCHS,
+    show_default=True,
+    help="Epochs over which the learning rate rises linearly from a tenth of its value.",
+)
+@click.option(
+    "--lr-schedule",
+    type=click.Choice(_settings.LR_SCHEDULES),
+    default="constant",
+    show_default=True,
+    help="After the warm-up: a constant learning rate, or a cosine decay to 0 at "
+    "--epochs.",
 )
 @click.option(
     "--l2",
@@ -937,9 +968,11 @@ def svm_command(problem, data, reader_options, cache_dir, feature_set, source, g
     help="L2 weight decay on the dense/classifier layers (section 5.1).",
 )
 @click.option(
-    "--mixed-precision",
-    is_flag=True,
-    help="Compute in float16 on a GPU (bfloat16 on a CPU); weights stay float32.",
+    "--mixed-precision/--no-mixed-precision",
+    default=None,
+    help="Compute in float16 on a GPU (bfloat16 on a CPU); weights stay float32. "
+    "Default: bfloat16 with TensorFlow on a CPU with native bfloat16 (AVX512-BF16 "
+    "or AMX), else float32.",
 )
 @folds_option
 @fold_seed_option
@@ -949,8 +982,9 @@ def svm_command(problem, data, reader_options, cache_dir, feature_set, source, g
 @wait_option
 @_fail_cleanly
 def cnn_command(problem, model, data, reader_options, cache_dir, input_mode, input_size,
-                augment, balance, epochs, patience, batch_size, optimizer, learning_rate,
-                l2, mixed_precision, k, fold_seed, group_by, seed, out, wait):
+                augment, balance, epochs, patience, early_stopping, batch_size, optimizer,
+                learning_rate, warmup_epochs, lr_schedule, l2, mixed_precision, k, fold_seed,
+                group_by, seed, out, wait):
     """Cross-validate a LipNet CNN on the particle images.
 
     Trains on the same stored folds as `svm`: each fold's training folds are
@@ -966,7 +1000,8 @@ def cnn_command(problem, model, data, reader_options, cache_dir, input_mode, inp
     from rich.console import Console
 
     from liposome_bench.cnn import run_cnn
-    from liposome_bench.dataset import check_trainable, resolve_dataset
+    from liposome_bench.dataset import check_trainable
+    from liposome_bench.sources import resolve_dataset
     from liposome_bench.display import fold_table, print_model_summary
     from liposome_bench.folds import load_or_make_folds
     from liposome_bench.metrics import summarise_folds
@@ -975,8 +1010,9 @@ def cnn_command(problem, model, data, reader_options, cache_dir, input_mode, inp
 
     cnn_settings = _settings.CNNSettings(
         model=model, input_mode=input_mode, input_size=input_size, augment=augment,
-        balance=balance, epochs=epochs, patience=patience, batch_size=batch_size,
-        optimizer=optimizer, learning_rate=learning_rate, l2=l2,
+        balance=balance, epochs=epochs, patience=patience, early_stopping=early_stopping,
+        batch_size=batch_size, optimizer=optimizer, learning_rate=learning_rate,
+        warmup_epochs=warmup_epochs, lr_schedule=lr_schedule, l2=l2,
         mixed_precision=mixed_precision,
     )
     _settings.check_seed(seed, "--seed")
@@ -984,6 +1020,7 @@ def cnn_command(problem, model, data, reader_options, cache_dir, input_mode, inp
     if out is not None:
         check_output_dir(out)
     with _live_reporter() as reporter:
+        _announce_device(reporter)
         dataset = resolve_dataset(data, problem, cache_dir=cache_dir, reporter=reporter,
                                   **reader_options)
         check_trainable(dataset)
@@ -996,7 +1033,7 @@ def cnn_command(problem, model, data, reader_options, cache_dir, input_mode, inp
                                    reporter=reporter)
     console = Console()
     print_model_summary(console, model, summarise_folds(fold_results, dataset.problem.classes))
-    console.print(fold_table(fold_results, ("epochs", "epochs_run"),
+    console.print(fold_table(fold_results, ("epochs", "epochs_run", "under_trained"),
                              ("train_s", "predict_s"), title=f"{model}: folds"))
     console.print(f"Results in {results.path / model}", soft_wrap=True)
     console.print(
@@ -1012,6 +1049,14 @@ def cnn_command(problem, model, data, reader_options, cache_dir, input_mode, inp
 #: Exit status of ``report --baseline`` when a metric fell below the baseline
 #: (bad input exits with 2, like every command).
 EXIT_REGRESSION = 1
+
+
+def _announce_device(reporter):
+    """First line of cnn and benchmark: the CPU (model, AVX-512/AMX or AVX2)
+    or GPU and the Keras backend the CNN will train with."""
+    from liposome_bench.cnn import describe_device
+
+    reporter.message(describe_device()[1])
 
 
 def _command_line():
@@ -1101,10 +1146,13 @@ def benchmark_command(problem, data, reader_options, cache_dir, cnn, quick, repe
     """
     from rich.console import Console
 
-    from liposome_bench.comparison import print_benchmark, run_benchmark
+    from liposome_bench.comparison import run_benchmark
+    from liposome_bench.display import print_benchmark
 
     cnn_models = [m.strip() for m in cnn.split(",") if m.strip()] if cnn else None
     with _live_reporter() as reporter:
+        if cnn_models is None or cnn_models:
+            _announce_device(reporter)
         summary = run_benchmark(
             problem, data, cnn_models=cnn_models, out=out, quick=quick, repeats=repeats,
             k=k, fold_seed=fold_seed, group_by=group_by, seed=seed, jobs=jobs,
@@ -1604,7 +1652,7 @@ def sweep_command(config, problem, data, reader_options, cache_dir, out, schedul
     from rich.console import Console
 
     from liposome_bench import sweep as _sweep
-    from liposome_bench.dataset import resolve_dataset
+    from liposome_bench.sources import resolve_dataset
     from liposome_bench.metrics import CLASS_METRICS, OVERALL_METRICS
 
     chosen = [m.strip() for m in metrics.split(",") if m.strip()]
@@ -1718,6 +1766,9 @@ def _print_sweep_summary(console, summary, metrics):
 
 
 def main():
+    from liposome_bench.models import quiet_tensorflow
+
+    quiet_tensorflow()
     cli(prog_name="liposome-bench")
 
 

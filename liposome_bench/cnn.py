@@ -14,8 +14,11 @@ thesis section 8.1):
    (``augment``, section 5.5) that is part of the Keras training model, so it
    runs on the same device as the network and does nothing at inference;
 4. the loss is cross-entropy with label smoothing 0.1 (section 5.2); training
-   stops when the class-balanced validation loss has not improved for
-   ``patience`` epochs, and the weights of the best epoch are kept (5.4);
+   stops when the validation macro F1 (the score the SVM's grid search
+   maximises; ``early_stopping="loss"``: the class-balanced validation loss)
+   has not improved for ``patience`` epochs, and the weights of the best
+   epoch are kept (5.4); a fold whose best epoch is its last is flagged as
+   possibly under-trained;
 5. the model predicts class probabilities for the test fold, which are saved
    with the fold's training curve, timings and the model (``.keras``).
 
@@ -31,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from liposome_bench.dataset import atomic_write
+from liposome_bench.io import atomic_write
 from liposome_bench.errors import ConfigError, DatasetError
 from liposome_bench.models import INPUT_SIZES, build_lipnet, check_model_name
 from liposome_bench.progress import NullReporter
@@ -43,10 +46,12 @@ from liposome_bench.settings import (  # noqa: F401  (re-exported: cnn.INPUT_MOD
     DEFAULT_LEARNING_RATES,
     DEFAULT_PATIENCE,
     DEFAULT_VALIDATION_FRACTION,
+    DEFAULT_WARMUP_EPOCHS,
     INPUT_MODES,
     OPTIMIZERS,
     CNNSettings,
     parse_augment,
+    scaled_learning_rate,
 )
 
 LABEL_SMOOTHING = 0.1  # section 5.2
@@ -485,14 +490,17 @@ def smote_pool(x, y, seed: int, class_names=()):
 # Devices ----------------------------------------------------------------------
 
 def describe_device() -> tuple[str, str]:
-    """("gpu" or "cpu", a line saying what the Keras backend will use)."""
+    """("gpu" or "cpu", a line saying what the Keras backend will train on:
+    the GPUs, or the CPU by model and instruction sets)."""
+    from liposome_bench.machine import describe_cpu
+
+    try:
+        devices = [str(d) for d in list_devices_quietly()]
+    except (NotImplementedError, AttributeError, RuntimeError, ValueError):
+        devices = []
     import keras
 
     backend = keras.backend.backend()
-    try:
-        devices = [str(d) for d in keras.distribution.list_devices()]
-    except (NotImplementedError, AttributeError, RuntimeError, ValueError):
-        devices = []
     gpus = [d for d in devices if d.lower().startswith(("gpu", "cuda"))]
     if not gpus and backend == "torch":
         import torch
@@ -502,9 +510,78 @@ def describe_device() -> tuple[str, str]:
     if gpus:
         return "gpu", f"Training on GPU ({', '.join(gpus)}) with the {backend} backend."
     return "cpu", (
-        f"Training on CPU ({os.cpu_count()} cores) with the {backend} backend; "
+        f"Training on CPU: {describe_cpu()}; Keras backend {backend}; "
         "no GPU is visible to it."
     )
+
+
+#: What TensorFlow logs when it finds the CUDA libraries but no GPU
+#: (``cuda_platform.cc``); on a machine without an NVIDIA device it is noise.
+_NO_GPU_NOISE = ("failed call to cuInit",)
+#: TensorFlow 2.21 logs its start-up INFO lines before it reads
+#: TF_CPP_MIN_LOG_LEVEL ("I0000 ..." lines after this one).
+_EARLY_INFO = "WARNING: All log messages before absl::InitializeLog() is called"
+
+
+def list_devices_quietly():
+    """Import Keras and return ``keras.distribution.list_devices()`` (which
+    starts the backend's devices) without the backend's start-up noise on
+    stderr.
+
+    Dropped: TensorFlow's ``failed call to cuInit`` error, only when Linux
+    shows no NVIDIA device (no ``/dev/nvidia*``: on a GPU machine a failing
+    ``cuInit`` is a real error and is printed); and, when
+    ``TF_CPP_MIN_LOG_LEVEL`` asks for no INFO lines (liposome-bench sets 2
+    unless it is set), the INFO lines TensorFlow 2.21 prints before reading
+    that variable. Every other line written to stderr meanwhile (warnings,
+    errors) is passed on unchanged.
+    """
+    import glob
+    import sys
+    import tempfile
+
+    from liposome_bench.models import quiet_tensorflow
+
+    quiet_tensorflow()
+    if not sys.platform.startswith("linux"):
+        import keras
+
+        return keras.distribution.list_devices()
+    no_gpu = not glob.glob("/dev/nvidia*")
+    quiet_info = os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0").strip() not in ("", "0")
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import keras
+
+            devices = keras.distribution.list_devices()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        captured.seek(0)
+        text = captured.read().decode("utf-8", errors="replace")
+    kept = filter_backend_noise(text, no_gpu=no_gpu, quiet_info=quiet_info)
+    if kept:
+        sys.stderr.write(kept)
+        sys.stderr.flush()
+    return devices
+
+
+def filter_backend_noise(text: str, *, no_gpu: bool, quiet_info: bool) -> str:
+    """``text`` (what the backend wrote to stderr while starting) without the
+    lines :func:`list_devices_quietly` drops: ``failed call to cuInit`` when
+    ``no_gpu``; TensorFlow's early INFO lines (``I0000 ...`` and the absl
+    notice before them) when ``quiet_info``. Every other line is kept."""
+    kept = []
+    for line in text.splitlines(keepends=True):
+        if no_gpu and any(noise in line for noise in _NO_GPU_NOISE):
+            continue
+        if quiet_info and (line.startswith(_EARLY_INFO) or line.startswith("I0000 ")):
+            continue
+        kept.append(line)
+    return "".join(kept)
 
 
 # Training ---------------------------------------------------------------------
@@ -529,18 +606,36 @@ def _validation_metrics(probabilities, y, n_classes):
     }
 
 
-def _make_monitor_callback(net, x_val, y_val, n_classes, patience, epochs, reporter):
+def monitor_key(record: dict, epoch: int, metric: str = "macro_f1") -> tuple:
+    """The early-stopping ranking of one epoch's validation ``record``:
+    smaller is better. "macro_f1": higher macro F1 first, then lower loss;
+    "loss": lower loss. Without validation scores, later epochs rank better
+    (the last one is kept)."""
+    if "val_loss" not in record:
+        return (-epoch,)
+    if metric == "loss":
+        return (record["val_loss"],)
+    return (-record["val_macro_f1"], record["val_loss"])
+
+
+def _make_monitor_callback(net, x_val, y_val, n_classes, patience, epochs, reporter,
+                           metric: str = "macro_f1"):
     """A Keras callback that, at the end of each epoch, scores the
     validation part, reports progress, keeps the best weights and says when
     ``patience`` epochs have passed without improvement. It keeps its state
-    across the one-epoch ``fit`` calls of a fold."""
+    across the one-epoch ``fit`` calls of a fold.
+
+    ``metric="macro_f1"``: an epoch improves on the best when its validation
+    macro F1 is higher, or equal with a lower validation loss (macro F1 on a
+    small validation part moves in steps, and ties are common); "loss": when
+    its class-balanced validation loss is lower."""
     import keras
 
     class EpochMonitor(keras.callbacks.Callback):
         def __init__(self):
             super().__init__()
             self.history: dict[str, list[float]] = {}
-            self.best_loss = np.inf
+            self.best_key = None
             self.best_epoch = 0
             self.best_weights = None
             self.wait = 0
@@ -557,9 +652,9 @@ def _make_monitor_callback(net, x_val, y_val, n_classes, patience, epochs, repor
                 record.update(_validation_metrics(p, y_val, n_classes))
             for key, value in record.items():
                 self.history.setdefault(key, []).append(value)
-            monitored = record.get("val_loss", -epoch)  # no validation: keep the last
-            if monitored < self.best_loss:
-                self.best_loss, self.best_epoch, self.wait = monitored, epoch + 1, 0
+            key = monitor_key(record, epoch, metric)
+            if self.best_key is None or key < self.best_key:
+                self.best_key, self.best_epoch, self.wait = key, epoch + 1, 0
                 self.best_weights = net.get_weights()
             else:
                 self.wait += 1
@@ -568,7 +663,7 @@ def _make_monitor_callback(net, x_val, y_val, n_classes, patience, epochs, repor
                 epochs,
                 loss=record["loss"],
                 val_loss=record.get("val_loss"),
-                val_bacc=record.get("val_balanced_accuracy"),
+                val_f1=record.get("val_macro_f1"),
             )
 
     return EpochMonitor()
@@ -587,9 +682,12 @@ def train_fold(
     balance: str = "oversample",
     epochs: int = DEFAULT_EPOCHS,
     patience: int | None = DEFAULT_PATIENCE,
+    early_stopping: str = "macro_f1",
     batch_size: int = DEFAULT_BATCH_SIZE,
     optimizer: str = "adam",
     learning_rate: float | None = None,
+    warmup_epochs: float = DEFAULT_WARMUP_EPOCHS,
+    lr_schedule: str = "constant",
     samples_per_epoch: int | None = None,
     model_options: dict | None = None,
     dtype_policy=None,
@@ -613,8 +711,19 @@ def train_fold(
     balance, samples_per_epoch
         See :class:`EpochSampler`; ``smote`` first grows the fit part with
         :func:`smote_pool`, ``class-weight`` weights the loss.
-    epochs, patience, batch_size, optimizer, learning_rate
+    epochs, patience, batch_size, optimizer
         As in :func:`run_cnn`; ``patience=None`` never stops early.
+    learning_rate : float, optional
+        Default: the optimizer's rate scaled to ``batch_size``
+        (``settings.scaled_learning_rate``).
+    warmup_epochs, lr_schedule
+        The learning rate rises linearly from a tenth of ``learning_rate``
+        over ``warmup_epochs`` epochs, then stays (``"constant"``) or decays
+        along a cosine to 0 at ``epochs`` (``"cosine"``); see
+        :func:`make_learning_rate`.
+    early_stopping : {"macro_f1", "loss"}
+        The validation score patience counts on (see
+        :func:`_make_monitor_callback`).
     seed : int
         Seeds Keras (weights, dropout, augmentation) and the sampler.
     class_names : sequence of str
@@ -659,7 +768,12 @@ def train_fold(
     augmentation = build_augmentation(augment, fill_mode=fill_mode, seed=seed)
     x = augmentation(inputs) if augmentation is not None else inputs
     trainer = keras.Model(inputs, net(x), name=f"{model}_training")
-    lr = learning_rate if learning_rate is not None else DEFAULT_LEARNING_RATES[optimizer]
+    lr = (learning_rate if learning_rate is not None
+          else scaled_learning_rate(optimizer, batch_size))
+    sampler = EpochSampler(y_pool, balance, rng, samples_per_epoch)
+    first_draw = sampler.draw()
+    steps_per_epoch = -(-len(first_draw) // batch_size)
+    lr = make_learning_rate(lr, steps_per_epoch, epochs, warmup_epochs, lr_schedule)
     if optimizer == "sgd":
         opt = keras.optimizers.SGD(learning_rate=lr, momentum=0.9, nesterov=True)
     else:
@@ -672,14 +786,13 @@ def train_fold(
     )
     monitor = _make_monitor_callback(
         net, x_val, np.asarray(y_val), n_classes, patience if len(x_val) else None,
-        epochs, reporter,
+        epochs, reporter, metric=early_stopping,
     )
     onehot = np.eye(n_classes, dtype=np.float32)
-    sampler = EpochSampler(y_pool, balance, rng, samples_per_epoch)
     epoch_counts = None
     seen, train_s = 0, 0.0
     for epoch in range(epochs):
-        idx = sampler.draw()
+        idx = first_draw if epoch == 0 else sampler.draw()
         if epoch_counts is None:
             epoch_counts = np.bincount(y_pool[idx], minlength=n_classes).tolist()
         start = time.perf_counter()
@@ -728,6 +841,36 @@ def _seed_keras_default_seeds(seed: int) -> None:
         return
     if hasattr(seed_generator, "python_random"):
         seed_generator.python_random = random.Random(seed)
+def make_learning_rate(learning_rate: float, steps_per_epoch: int, epochs: int,
+                       warmup_epochs: float = DEFAULT_WARMUP_EPOCHS,
+                       schedule: str = "constant"):
+    """The learning rate of one fold's training, per optimizer step.
+
+    Rises linearly from ``learning_rate / 10`` to ``learning_rate`` over the
+    first ``warmup_epochs`` epochs, then stays there (``"constant"``) or
+    follows a cosine down to 0 at the end of epoch ``epochs`` (``"cosine"``).
+
+    Returns
+    -------
+    float or keras.optimizers.schedules.LearningRateSchedule
+        A plain float when the rate is constant throughout.
+    """
+    import keras
+
+    _check_choice(schedule, ("constant", "cosine"), "learning-rate schedule")
+    warmup_steps = int(round(max(0.0, warmup_epochs) * steps_per_epoch))
+    total_steps = max(1, int(epochs) * int(steps_per_epoch))
+    warmup_steps = min(warmup_steps, total_steps)
+    if warmup_steps == 0 and schedule == "constant":
+        return float(learning_rate)
+    cosine = schedule == "cosine"
+    return keras.optimizers.schedules.CosineDecay(
+        learning_rate / 10.0 if warmup_steps else learning_rate,
+        decay_steps=max(1, total_steps - warmup_steps) if cosine else 1,
+        alpha=0.0 if cosine else 1.0,  # alpha 1: no decay after the warm-up
+        warmup_target=learning_rate if warmup_steps else None,
+        warmup_steps=warmup_steps,
+    )
 
 
 def _fold_seed(seed: int, fold: int) -> int:
@@ -784,6 +927,7 @@ def run_cnn(dataset, folds, results, settings: CNNSettings | None = None, *, see
     size = int(settings.input_size or INPUT_SIZES[model])
     model_options = _model_options(settings)
     classes = list(dataset.problem.classes)
+    mixed_precision = settings.mixed_precision
     validation_fraction = settings.validation_fraction
 
     recorded = settings.to_dict()
@@ -817,11 +961,14 @@ def run_cnn(dataset, folds, results, settings: CNNSettings | None = None, *, see
 
     device, line = describe_device()
     reporter.message(line)
-    options = train_options(settings, len(classes), device=device)
-    if options["dtype_policy"]:
-        reporter.message(
-            f"Mixed precision: computing in {options['dtype_policy'].split('_')[1]}."
-        )
+    dtype_policy = resolve_dtype_policy(mixed_precision, device)
+    reporter.message(
+        f"{model}: batch {settings.batch_size}, learning rate "
+        f"{settings.resolved_learning_rate:g} ({settings.lr_schedule}, "
+        f"{settings.warmup_epochs:g} warm-up epochs), "
+        + (f"computing in {dtype_policy.split('_')[1]} (mixed precision)."
+           if dtype_policy else "computing in float32.")
+    )
     t0 = time.perf_counter()
     images = prepare_images(
         dataset, input_mode, size, keep_size=(model == "lipnet-fcn"), reporter=reporter
@@ -836,7 +983,7 @@ def run_cnn(dataset, folds, results, settings: CNNSettings | None = None, *, see
             model=model, seed=_fold_seed(seed, fold), device=device,
             validation_fraction=validation_fraction, save_models=save_models,
             timings={"prepare_s": round(prepare_s, 3)}, reporter=reporter,
-            train_options=dict(options, class_names=classes),
+            train_options=train_options(settings, classes, dtype_policy),
         )
         results.save_fold(result, classes)
         done[fold] = result
@@ -845,12 +992,14 @@ def run_cnn(dataset, folds, results, settings: CNNSettings | None = None, *, see
             f"{model} fold {fold} (of 0-{folds.k - 1}): best epoch {result.params['epochs']} "
             f"of {result.params['epochs_run']}, train {result.timings['train_s']:.0f}s "
             f"({result.timings['samples_per_s'] or 0:.0f} samples/s)"
+            + ("; best epoch is the last: possibly under-trained (raise --epochs)"
+               if result.params["under_trained"] else "")
         )
     return [done[f] for f in wanted]
 
 
 def _model_options(settings: CNNSettings) -> dict:
-    """``models.build_lipnet`` keyword arguments set by ``settings``."""
+    """The ``build_lipnet`` options of ``settings``."""
     model_options = {"l2": float(settings.l2)}
     if settings.dense_units is not None:
         model_options["dense_units"] = int(settings.dense_units)
@@ -859,26 +1008,53 @@ def _model_options(settings: CNNSettings) -> dict:
     return model_options
 
 
-def train_options(settings: CNNSettings, n_classes: int, *, device: str | None = None) -> dict:
-    """The keyword arguments of :func:`train_fold` that ``settings`` decide
-    (everything but the data, the seed, the class names and the reporter).
+def train_options(settings: CNNSettings, classes, dtype_policy=None) -> dict:
+    """The keyword arguments of :func:`train_fold` (all but the data, seed and
+    reporter) that ``run_cnn`` uses for ``settings``: so a benchmark trains
+    exactly as ``run_cnn`` would.
 
-    ``device`` ("cpu" or "gpu") picks the mixed-precision type; it is asked
-    of the backend when needed and not given.
+    >>> train_options(CNNSettings(), ["a", "b"])["batch_size"] == CNNSettings().batch_size
+    True
     """
-    dtype_policy = None
-    if settings.mixed_precision:
-        device = device or describe_device()[0]
-        dtype_policy = "mixed_float16" if device == "gpu" else "mixed_bfloat16"
-    masked_canvas = settings.input_mode == "masked" or settings.model == "lipnet-fcn"
+    model = settings.model
+    fill_mode = ("constant" if settings.input_mode == "masked" or model == "lipnet-fcn"
+                 else "nearest")
     return dict(
-        model=settings.model, n_classes=n_classes, augment=settings.augment,
-        fill_mode="constant" if masked_canvas else "nearest", balance=settings.balance,
-        epochs=settings.epochs, patience=settings.patience, batch_size=settings.batch_size,
-        optimizer=settings.optimizer, learning_rate=settings.learning_rate,
+        model=model, n_classes=len(classes), augment=settings.augment,
+        fill_mode=fill_mode, balance=settings.balance, epochs=settings.epochs,
+        patience=settings.patience, early_stopping=settings.early_stopping,
+        batch_size=settings.batch_size,
+        optimizer=settings.optimizer, learning_rate=settings.resolved_learning_rate,
+        warmup_epochs=settings.warmup_epochs, lr_schedule=settings.lr_schedule,
         samples_per_epoch=settings.samples_per_epoch, model_options=_model_options(settings),
-        dtype_policy=dtype_policy,
+        dtype_policy=dtype_policy, class_names=list(classes),
     )
+
+
+def resolve_dtype_policy(mixed_precision, device: str, backend: str | None = None):
+    """The Keras dtype policy for ``mixed_precision`` (True, False or None:
+    automatic) on ``device`` ("cpu" or "gpu"): ``"mixed_float16"`` on a GPU,
+    ``"mixed_bfloat16"`` on a CPU, or None (float32).
+
+    Automatic is bfloat16 with the TensorFlow backend on a CPU that
+    multiplies bfloat16 natively (``machine.native_bfloat16``: AVX512-BF16
+    or AMX), where it trains lipnet-4 about 1.7 times faster per CPU second
+    than float32 with the same validation scores (docs/performance.md);
+    float32 elsewhere: bfloat16 is emulated, and slower, on AVX2-only CPUs,
+    JAX on the CPU was not faster with it, and GPUs were not measured.
+    ``backend`` defaults to Keras' backend.
+    """
+    from liposome_bench.machine import native_bfloat16
+
+    if mixed_precision is None:
+        if backend is None:
+            import keras
+
+            backend = keras.backend.backend()
+        mixed_precision = device == "cpu" and backend == "tensorflow" and native_bfloat16()
+    if not mixed_precision:
+        return None
+    return "mixed_float16" if device == "gpu" else "mixed_bfloat16"
 
 
 def make_cnn_settings(settings: CNNSettings | None = None, **options) -> CNNSettings:
@@ -929,6 +1105,7 @@ def _run_fold(dataset, folds, fold, images, results, *, model, seed, device,
         return dict(zip(classes, np.bincount(y[idx], minlength=len(classes)).tolist()))
 
     epochs = train_options["epochs"]
+    precision = (train_options["dtype_policy"] or "float32").replace("mixed_", "")
     return FoldResult(
         model=model,
         fold=fold,
@@ -943,6 +1120,10 @@ def _run_fold(dataset, folds, fold, images, results, *, model, seed, device,
             "epochs_run": info["epochs_run"],
             "max_epochs": epochs,
             "stopped_early": info["epochs_run"] < epochs,
+            # The best epoch was the last one trained: the validation score was
+            # still improving when the epoch budget ran out.
+            "under_trained": bool(info["best_epoch"] == info["epochs_run"] == epochs
+                                  and len(val_idx) > 0),
             "n_fit": len(fit_idx),
             "n_validation": len(val_idx),
             "n_test": len(test_idx),
@@ -959,7 +1140,7 @@ def _run_fold(dataset, folds, fold, images, results, *, model, seed, device,
             samples_per_s=round(info["samples_per_s"], 1) if info["samples_per_s"] else None,
         ),
         history=info["history"],
-        device=f"{device} ({keras.backend.backend()})",
+        device=f"{device} ({keras.backend.backend()}, {precision})",
     )
 
 

@@ -44,10 +44,10 @@ from pathlib import Path
 
 import numpy as np
 
-from liposome_bench.dataset import atomic_write_json, atomic_write_text
 from liposome_bench.errors import ConfigError, ResultsError
-from liposome_bench.progress import NullReporter
+from liposome_bench.io import atomic_write_json, atomic_write_text
 from liposome_bench.outputs import check_output_dir, writing
+from liposome_bench.progress import NullReporter
 from liposome_bench.results import ResultsDir, fold_file_hashes, run_lock
 from liposome_bench.settings import BenchmarkConfig, check_seed, load_config
 
@@ -159,7 +159,7 @@ def run_benchmark(
     cache_dir : path, optional
         Where the built-in dataset is generated.
     reader_options : dict, optional
-        Passed to ``dataset.resolve_dataset``.
+        Passed to ``sources.resolve_dataset``.
     config : settings.BenchmarkConfig or path, optional
         The SVM's and each CNN's settings (a ``BenchmarkConfig``, or a TOML
         file read by ``settings.load_config``); default every model's
@@ -187,9 +187,9 @@ def run_benchmark(
         On bad options, an unreadable dataset, or a results folder that
         belongs to another dataset or other settings.
     """
-    from liposome_bench.dataset import Dataset, check_trainable, resolve_dataset
-    from liposome_bench.folds import load_or_make_folds
+    from liposome_bench.dataset import Dataset, check_trainable
     from liposome_bench.models import check_model_name
+    from liposome_bench.sources import resolve_dataset
 
     started = time.perf_counter()
     cnn_models = (list(DEFAULT_CNN.get(problem, ("lipnet-4",))) if cnn_models is None
@@ -369,7 +369,7 @@ def _run_models(dataset, folds, results, svm_settings, cnn_settings, seed, jobs,
 
 def _summarise(rdir, dataset, folds, settings, seed, n_resamples, command, full_size) -> dict:
     from liposome_bench import __version__, stats
-    from liposome_bench.report import SUMMARY_SCHEMA_VERSION
+    from liposome_bench.results import SUMMARY_SCHEMA_VERSION
 
     results = ResultsDir(rdir)
     run = results.read_run()
@@ -598,101 +598,36 @@ def _write_outputs(out: Path, summary: dict, dataset, cnn_models, repeats: int =
     atomic_write_json(out / "summary.json", summary)
 
 
-# Tables for the terminal ------------------------------------------------------
-
-def print_benchmark(summary: dict, console) -> None:
-    """Print the side-by-side tables of a benchmark summary to a rich console:
-    per class, every metric of every model in adjacent columns; overall
-    metrics; each model's fold-averaged normalised confusion matrix; then the
-    headline verdict of each CNN against the SVM (per-class and macro F1,
-    corrected resampled t-test, Holm-adjusted; accuracy and McNemar as
-    secondary lines). A * marks a CNN's F1 or macro F1 only where it differs
-    from the SVM's significantly after the correction."""
-    from rich.table import Table
-
-    from liposome_bench import stats
-    from liposome_bench.display import confusion_table, verdict_table
-    from liposome_bench.metrics import (
-        CLASS_METRIC_LABELS,
-        CLASS_METRICS,
-        OVERALL_METRIC_LABELS,
-        OVERALL_METRICS,
-    )
-
-    classes = summary["classes"]
-    models = list(summary["models"])
-    dataset = summary.get("dataset", {})
-    k = (summary.get("folds") or {}).get("k", "?")
-    verdict = summary.get("verdict") or {}
-    significant = stats.significant_cells(verdict)
-    if dataset.get("synthetic"):
-        console.print("[yellow]Synthetic data: these are not the thesis's results.[/yellow]")
-    console.print(
-        f"Per class and model: mean ± std over {k} folds [95 % bootstrap interval over "
-        "particles]; * marks a CNN whose F1 (macro F1) differs from the SVM's significantly "
-        f"({verdict.get('test', 'corrected resampled t-test')}, Holm-adjusted, on "
-        f"{verdict.get('n_scores', '?')} paired fold scores); † a mean over fewer folds "
-        "(undefined, 0/0, in the others); — undefined. F1 (thesis) = 2/(1/TPR + 1/TNR), "
-        "section 4.6."
-    )
-    for j, cls in enumerate(classes):
-        support = summary["models"][models[0]].get("support") or [None] * len(classes)
-        table = Table(title=f"{cls} ({support[j]} particles)")
-        table.add_column("metric", style="bold")
-        for name in models:
-            table.add_column(name, justify="right")
-        for metric in CLASS_METRICS:
-            entries = [summary["models"][m]["per_class"][cls][metric] for m in models]
-            marks = [(m, cls, metric) in significant for m in models]
-            table.add_row(CLASS_METRIC_LABELS[metric], *_rich_cells(entries, k, marks))
-        console.print(table)
-    table = Table(title="overall")
-    table.add_column("metric", style="bold")
-    for name in models:
-        table.add_column(name, justify="right")
-    for metric in OVERALL_METRICS:
-        entries = [summary["models"][m]["overall"][metric] for m in models]
-        marks = [(m, "overall", metric) in significant for m in models]
-        table.add_row(OVERALL_METRIC_LABELS[metric], *_rich_cells(entries, k, marks))
-    console.print(table)
-    for name in models:
-        console.print(confusion_table(
-            summary["models"][name]["confusion"]["normalised_mean"] or [], classes,
-            f"{name}: {k}-fold average normalised confusion matrix",
-            caption="rows: true class (each row sums to 1); columns: predicted class",
-        ))
-    for comp in verdict.get("comparisons", []):
-        console.print(verdict_table(verdict, comp, classes))
-    repeats = summary.get("repeats")
-    if repeats:
-        console.print(f"{repeats['count']} repeats (fold seeds {repeats['fold_seeds']}); the "
-                      "verdict uses the fold scores of all of them; run-to-run spread in "
-                      "summary.json and the report.")
-    warning = (summary.get("folds") or {}).get("warning")
-    if warning:
-        console.print(f"Warning: {warning}", markup=False)
-
-
-def _fmt(value, digits=3, signed=False) -> str:
-    if value is None:
-        return "—"
-    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
-
-
-def _rich_cells(entries, k, marks=None) -> list[str]:
-    """Cells of one metric row; ``marks[i]`` puts a * on model i's cell (a
-    significant difference from the reference, see stats.significant_cells)."""
-    marks = marks or [False] * len(entries)
-    cells = []
-    for e, marked in zip(entries, marks):
-        mean = e.get("mean")
-        text = _fmt(mean, 2)
-        if e.get("std") is not None:
-            text += f" ± {_fmt(e['std'], 2)}"
-        if mean is not None and isinstance(k, int) and e.get("n_folds", k) < k:
-            text += "†"
-        ci = e.get("ci") or [None, None]
-        if ci[0] is not None:
-            text += f" [{_fmt(ci[0], 2)}, {_fmt(ci[1], 2)}]"
-        cells.append(f"[bold green]{text} *[/bold green]" if marked else text)
-    return cells
+def budget_notes(summary: dict) -> list[str]:
+    """Plain sentences on the training budgets: how many CNN folds stopped
+    early, which may be under-trained, where the SVM grid was extended or
+    still ends at the best point. Used on screen and in the report."""
+    notes = []
+    for name, m in summary["models"].items():
+        params = m.get("params") or []
+        if any("epochs_run" in p for p in params):
+            early = [i for i, p in enumerate(params) if p.get("stopped_early")]
+            under = [i for i, p in enumerate(params) if p.get("under_trained")]
+            most = max((p.get("max_epochs") or 0) for p in params)
+            notes.append(f"{name}: early stopping ended {len(early)} of {len(params)} folds "
+                         f"before the maximum of {most} epochs (best epochs "
+                         f"{', '.join(str(p.get('epochs')) for p in params)}).")
+            if under:
+                notes.append(
+                    f"{name}: fold(s) {', '.join(map(str, under))} had their best validation "
+                    f"macro F1 at the last allowed epoch: possibly under-trained. Raise --epochs "
+                    "(or epochs in --config) and compare.")
+        elif any("grid_extended" in p for p in params):
+            grown = [i for i, p in enumerate(params) if p.get("grid_extended")]
+            edge = [i for i, p in enumerate(params) if p.get("grid_edge")]
+            if grown:
+                notes.append(
+                    f"{name}: the best C/gamma lay on the grid's edge in fold(s) "
+                    f"{', '.join(map(str, grown))}; the grid was extended there ("
+                    + "; ".join(f"fold {i}: {', '.join(params[i]['grid_extended'])}"
+                                for i in grown) + ").")
+            if edge:
+                notes.append(
+                    f"{name}: in fold(s) {', '.join(map(str, edge))} the best point is still on "
+                    "the edge of the (extended) grid, at its limit (docs/svm.md).")
+    return notes

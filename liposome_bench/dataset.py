@@ -48,7 +48,6 @@ import shlex
 import stat
 import struct
 import tempfile
-import uuid
 import warnings
 import zlib
 from dataclasses import dataclass, field
@@ -57,6 +56,7 @@ from pathlib import Path
 import numpy as np
 
 from liposome_bench.errors import DatasetError
+from liposome_bench.io import UMASK
 
 EXPORT_JSON = "particles.json"
 IMAGES_DIR = "images"
@@ -203,47 +203,6 @@ class Dataset:
         )
 
 
-def atomic_write(path, write, *, suffix: str = ".tmp") -> Path:
-    """Write ``path`` whole or not at all: ``write(tmp)`` writes a new file at
-    a unique name beside it, which is then renamed onto ``path``; on any
-    failure the temporary file is removed and ``path`` is left as it was.
-
-    ``write`` creates the file itself, so it gets the user's usual (umask)
-    permissions. ``suffix`` ends the temporary name, for writers that choose
-    the format by extension (``.keras``, ``.png``).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}{suffix}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (see ``atomic_write``)."""
-    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
-
-
-def _read_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-# Read once at import (for mkdtemp's folders): os.umask can only be read by
-# setting it, which would race with threads writing files.
-_UMASK = _read_umask()
-
-
-def atomic_write_json(path: Path, obj) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
-
-
 # Lab export: writer ------------------------------------------------------------
 
 def write_export(dataset: Dataset, out_dir, *, extra: dict | None = None) -> Path:
@@ -284,7 +243,7 @@ def write_export(dataset: Dataset, out_dir, *, extra: dict | None = None) -> Pat
         )
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp"))
-    os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes it 0700
+    os.chmod(tmp, 0o777 & ~UMASK)  # mkdtemp makes it 0700
     try:
         (tmp / IMAGES_DIR).mkdir()
         (tmp / MASKS_DIR).mkdir()
@@ -387,20 +346,6 @@ def parse_export_json(text: str, path) -> list[dict]:
     return objects
 
 
-def resolve_dataset(data, problem: str | None, *, cache_dir=None, reporter=None,
-                    **reader_options) -> Dataset:
-    """The dataset a command works on: ``data`` if given, else the built-in
-    synthetic dataset of ``problem`` (generated once into the cache, with
-    progress shown through ``reporter``)."""
-    if data is None:
-        from liposome_bench.synth import default_dataset_path
-
-        if problem is None:
-            raise DatasetError("Without --data, --problem is needed to pick the built-in dataset.")
-        data = default_dataset_path(problem, cache_dir, reporter=reporter)
-    return load_dataset(data, problem, reporter=reporter, **reader_options)
-
-
 # Reading images ------------------------------------------------------------------
 
 #: File name endings read as images (case-insensitive).
@@ -430,6 +375,8 @@ EXPORT_FEATURE_KEYS = (
     "EdgeDensityProfile",
 )
 MRC_EXTENSIONS = (".mrc", ".mrcs")
+#: The folder beside a dataset where ``folds`` stores its fold files (not a
+#: class folder).
 FOLDS_DIR = "folds"
 
 # What image decoders raise on a corrupt or truncated file.
@@ -475,6 +422,8 @@ def _what_is(path: Path) -> str:
     readable file it should be."""
     try:
         st = os.stat(path)
+    except ValueError:  # an embedded NUL character
+        return "not a valid path (it holds a NUL character)"
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             return "a symbolic link loop (links pointing at each other)"
@@ -502,6 +451,7 @@ def _what_is(path: Path) -> str:
 def _not_a_file(where: str, kind: str, name: str, path: Path, field_name: str) -> str:
     """The problem line for an image or mask path that is not a regular file."""
     what = _what_is(path)
+    name = name if name.isprintable() else repr(name)
     if not field_name:  # a file found in a folder, named by its path alone
         return f"{name} is {what}, not an image file. Replace it with the image file, or remove it."
     if what == "missing":
@@ -1178,10 +1128,14 @@ def _export_entry(i: int, obj, name: str, images_dir: str, image_root: Path,
                       f"got {type(obj).__name__}. Fix or remove it.")
         return e
     pid = obj.get("Id")
-    if isinstance(pid, bool) or not isinstance(pid, (int, str)) or str(pid).strip() == "":
+    if (isinstance(pid, bool) or not isinstance(pid, (int, str)) or str(pid).strip() == ""
+            or _has_line_break(str(pid))):
         e = _Entry(f"{name}, {short}", short)
         if "Id" not in obj:
             report.add(i, f"{e.where}: no \"Id\". Give every particle its own Id.")
+        elif isinstance(pid, str) and pid.strip():
+            report.add(i, f"{e.where}: Id {pid!r} holds a line break. Give every particle "
+                          "an Id on one line.")
         else:
             report.add(i, f"{e.where}: Id {pid!r} is not an integer or a string. "
                           "Give every particle its own Id.")
@@ -1190,7 +1144,7 @@ def _export_entry(i: int, obj, name: str, images_dir: str, image_root: Path,
         e = _Entry(f"{name}, {short} (Id {pid})", short, id=pid)
     e.source = f"{name}#{number}"
     # Class code (preset problems) or Label (custom problems, as write_export writes them)
-    if "Class" in obj:
+    if "Class" in obj and not (optional and obj["Class"] in (None, "")):
         code = obj["Class"]
         if isinstance(code, str) and code.strip().lstrip("-").isdigit():
             code = int(code)
@@ -1201,10 +1155,13 @@ def _export_entry(i: int, obj, name: str, images_dir: str, image_root: Path,
                           "(3, 4, 5 for lamellarity; 7, 8, 10 for encapsulation).")
         else:
             e.code = code
+    elif isinstance(obj.get("Label"), str) and _has_line_break(obj["Label"]):
+        report.add(i, f"{e.where}: Label {obj['Label']!r} holds a line break. Write the "
+                      "class name on one line.")
     elif isinstance(obj.get("Label"), str) and obj["Label"].strip():
         e.raw_label = obj["Label"]
-    elif optional and obj.get("Label") is None:
-        e.unlabelled = True
+    elif optional and obj.get("Label") in (None, ""):
+        e.unlabelled = True  # no Class (or a null one) and no Label
     else:
         report.add(i, f"{e.where}: no \"Class\" code. Add it (3, 4, 5 for lamellarity; "
                       "7, 8, 10 for encapsulation).")
@@ -1214,7 +1171,7 @@ def _export_entry(i: int, obj, name: str, images_dir: str, image_root: Path,
     if value is None or (isinstance(value, str) and not value.strip()):
         report.add(i, f"{e.where}: no \"Image\" (or \"Bmp\") file name. "
                       "Add the name of its image file.")
-    elif not isinstance(value, str):
+    elif not isinstance(value, str) or _has_line_break(value):
         report.add(i, f"{e.where}: {key} {value!r} is not a file name. "
                       "Give the name of its image file.")
     else:
@@ -1353,13 +1310,23 @@ def _read_csv(path: Path) -> tuple[list[str], list[tuple[int, dict]]]:
     return header, rows
 
 
+#: What str.splitlines splits at: none of it belongs in an id, label or path
+#: (and a message quoting it would not be one line).
+_LINE_BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
+
+
+def _has_line_break(text: str) -> bool:
+    return any(c in text for c in _LINE_BREAKS)
+
+
 def _check_record(path: Path, cells: list[str], line: int) -> None:
     """One CSV record is one line: a line break inside a quoted cell is a
     stray quote, not a particle's value."""
-    if any("\n" in c or "\r" in c for c in cells):
+    if any(_has_line_break(c) for c in cells):
         raise DatasetError(
-            f"{path}, line {line}: a quoted cell runs over several lines; expected one line "
-            "per record. Remove the line break or the stray quote (\")."
+            f"{path}, line {line}: a cell holds a line break (a quoted cell running over "
+            "several lines, or a control character); expected one line per record. Remove "
+            "the line break or the stray quote (\")."
         )
 
 
@@ -1909,24 +1876,6 @@ def _size_stats(values) -> dict | None:
     return {"min": int(values.min()), "median": float(np.median(values)), "max": int(values.max())}
 
 
-def _stored_folds(root, fingerprint: str) -> list[dict]:
-    if root is None or not (Path(root) / FOLDS_DIR).is_dir():
-        return []
-    found = []
-    for f in sorted((Path(root) / FOLDS_DIR).glob("*.json")):
-        entry = {"file": f"{FOLDS_DIR}/{f.name}", "k": None, "seed": None, "matches": False}
-        try:
-            stored = json.loads(f.read_text(encoding="utf-8"))
-            entry.update(k=int(stored["k"]), seed=int(stored["seed"]),
-                         matches=stored.get("fingerprint") == fingerprint)
-            if stored.get("group_by"):
-                entry["group_by"] = str(stored["group_by"])
-        except (OSError, ValueError, KeyError, TypeError, RecursionError):
-            entry["unreadable"] = True
-        found.append(entry)
-    return found
-
-
 def describe_dataset(dataset: Dataset) -> dict:
     """Summary of a dataset, as ``dataset info`` prints it.
 
@@ -1937,8 +1886,7 @@ def describe_dataset(dataset: Dataset) -> dict:
     class order; thesis Tables 1-2), ``image_size`` ({"all": ..., "per_class":
     {class: ...}}, each {"width": {min, median, max}, "height": ...} in px, or
     None for an empty class), ``pixel_size_nm`` ({min, median, max, unknown}),
-    ``masks_derived`` (count), ``folds`` (stored fold files: file, k, seed,
-    matches), ``fingerprint``, ``synthetic``, ``warnings``,
+    ``masks_derived`` (count), ``fingerprint``, ``synthetic``, ``warnings``,
     ``particle_size`` (see ``particle_sizes``) and ``surround_px`` (see
     ``surrounds``).
     """
@@ -1977,7 +1925,6 @@ def describe_dataset(dataset: Dataset) -> dict:
             "unknown": int(n - known.size),
         },
         "masks_derived": int(sum(p.mask_derived for p in dataset.particles)),
-        "folds": _stored_folds(dataset.root, fingerprint),
         "fingerprint": fingerprint,
         "synthetic": dataset.synthetic,
         "warnings": list(dataset.warnings),

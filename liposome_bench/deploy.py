@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from liposome_bench.dataset import atomic_write_json, atomic_write_text
+from liposome_bench.io import atomic_write_json, atomic_write_text
 from liposome_bench.errors import BundleError, ConfigError, DatasetError, ResultsError
 from liposome_bench.progress import NullReporter
 
@@ -85,7 +85,7 @@ def train_from_results(results, model: str, out, *, data=None, problem=None, cac
         built-in set; a ``--quick`` run's subsample is drawn again). Its
         fingerprint must be the run's.
     problem, cache_dir, reader_options
-        As for ``dataset.resolve_dataset``.
+        As for ``sources.resolve_dataset``.
     jobs : int
         SVM workers (features, grid search).
     n_resamples : int
@@ -138,7 +138,7 @@ def train_model(model: str, out, *, data=None, problem=None, cache_dir=None,
     :func:`train_from_results`.
     """
     from liposome_bench.cnn import run_cnn
-    from liposome_bench.dataset import resolve_dataset
+    from liposome_bench.sources import resolve_dataset
     from liposome_bench.folds import load_or_make_folds
     from liposome_bench.results import ResultsDir
     from liposome_bench.settings import BenchmarkConfig, load_config
@@ -175,6 +175,11 @@ def _results_dir(path):
     from liposome_bench.results import ResultsDir
 
     path = Path(path)
+    if not (path / "run.json").is_file() and (path / "repeat-0" / "run.json").is_file():
+        raise ResultsError(
+            f"{path} holds a run with --repeats; pass one repeat's folder, e.g. "
+            f"--from-results {path / 'repeat-0'}."
+        )
     if not (path / "run.json").is_file():
         raise ResultsError(
             f"{path} is not a results folder (no run.json). Pass the --out folder of a "
@@ -204,8 +209,9 @@ def _read_summary(results_dir) -> dict:
 
 def _dataset_of_run(run, summary, data, problem, cache_dir, reader_options, reporter):
     """The dataset a results folder was made from, checked by fingerprint."""
-    from liposome_bench.benchmark import quick_subset
-    from liposome_bench.dataset import PROBLEMS, resolve_dataset
+    from liposome_bench.comparison import quick_subset
+    from liposome_bench.dataset import PROBLEMS
+    from liposome_bench.sources import resolve_dataset
 
     recorded = run.get("dataset", {})
     settings = summary.get("settings", {})
@@ -249,7 +255,7 @@ def _train_final(dataset, results_dir, model, out, *, jobs, n_resamples, reporte
                  command) -> dict:
     from liposome_bench import __version__, stats
     from liposome_bench.abstention import out_of_fold
-    from liposome_bench.benchmark import library_versions
+    from liposome_bench.comparison import library_versions
 
     out = Path(out)
     _check_out(out)
@@ -754,8 +760,9 @@ def read_particles(bundle: Bundle, data, *, problem=None, reader_options=None, r
         check_bundle(bundle, problem=problem)
     dataset = load_dataset(data, None, reporter=reporter, labels="optional",
                            **(reader_options or {}))
-    has_labels = any(p.label is not None for p in dataset.particles)
-    if has_labels:
+    labels = {p.label for p in dataset.particles if p.label is not None}
+    if labels and not labels <= set(bundle.classes):
+        # Labels of classes the model does not know: another problem's data.
         check_bundle(bundle, classes=dataset.problem.classes)
     dataset.problem = bundle.problem()
     return dataset

@@ -13,6 +13,7 @@ import numpy as np
 from rich.table import Table
 
 from liposome_bench.metrics import (
+    UNDEFINED,
     CLASS_METRIC_LABELS,
     CLASS_METRICS,
     OVERALL_METRIC_LABELS,
@@ -21,7 +22,6 @@ from liposome_bench.metrics import (
     MeanStd,
 )
 
-UNDEFINED = "—"
 #: Marks a mean taken over fewer folds than were run (the value was 0/0 in
 #: the others, e.g. PPV of a class a fold never predicted).
 FEWER_FOLDS = "†"
@@ -59,7 +59,9 @@ def format_param(value) -> str:
     significant digits, None as "—"."""
     if value is None:
         return UNDEFINED
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "no"
+    if not isinstance(value, (int, float, np.number)):
         return str(value)
     if isinstance(value, (int, np.integer)):
         return str(value)
@@ -240,3 +242,145 @@ def verdict_table(verdict: dict, comparison: dict, classes) -> Table:
         table.add_row("McNemar (secondary)", f"{test['only_b']} vs {test['only_a']}", "",
                       _p(test["p_value"]), "(not adjusted)", said)
     return table
+
+
+# The benchmark's tables (liposome-bench benchmark) ------------------------------------------------------
+
+def print_benchmark(summary: dict, console) -> None:
+    """Print the side-by-side tables of a benchmark summary to a rich console:
+    per class, every metric of every model in adjacent columns; overall
+    metrics; each model's fold-averaged normalised confusion matrix; then the
+    headline verdict of each CNN against the SVM (per-class and macro F1,
+    corrected resampled t-test, Holm-adjusted; accuracy and McNemar as
+    secondary lines). A * marks a CNN's F1 or macro F1 only where it differs
+    from the SVM's significantly after the correction."""
+    from rich.table import Table
+
+    from liposome_bench import stats
+    from liposome_bench.metrics import (
+        CLASS_METRIC_LABELS,
+        CLASS_METRICS,
+        OVERALL_METRIC_LABELS,
+        OVERALL_METRICS,
+    )
+
+    classes = summary["classes"]
+    models = list(summary["models"])
+    dataset = summary.get("dataset", {})
+    k = (summary.get("folds") or {}).get("k", "?")
+    verdict = summary.get("verdict") or {}
+    significant = stats.significant_cells(verdict)
+    if dataset.get("synthetic"):
+        console.print("[yellow]Synthetic data: these are not the thesis's results.[/yellow]")
+    console.print(
+        f"Per class and model: mean ± std over {k} folds [95 % bootstrap interval over "
+        "particles]; * marks a CNN whose F1 (macro F1) differs from the SVM's significantly "
+        f"({verdict.get('test', 'corrected resampled t-test')}, Holm-adjusted, on "
+        f"{verdict.get('n_scores', '?')} paired fold scores); † a mean over fewer folds "
+        "(undefined, 0/0, in the others); — undefined. F1 (thesis) = 2/(1/TPR + 1/TNR), "
+        "section 4.6."
+    )
+    for j, cls in enumerate(classes):
+        support = summary["models"][models[0]].get("support") or [None] * len(classes)
+        table = Table(title=f"{cls} ({support[j]} particles)")
+        table.add_column("metric", style="bold")
+        for name in models:
+            table.add_column(name, justify="right")
+        for metric in CLASS_METRICS:
+            entries = [summary["models"][m]["per_class"][cls][metric] for m in models]
+            marks = [(m, cls, metric) in significant for m in models]
+            table.add_row(CLASS_METRIC_LABELS[metric], *_rich_cells(entries, k, marks))
+        console.print(table)
+    table = Table(title="overall")
+    table.add_column("metric", style="bold")
+    for name in models:
+        table.add_column(name, justify="right")
+    for metric in OVERALL_METRICS:
+        entries = [summary["models"][m]["overall"][metric] for m in models]
+        marks = [(m, "overall", metric) in significant for m in models]
+        table.add_row(OVERALL_METRIC_LABELS[metric], *_rich_cells(entries, k, marks))
+    console.print(table)
+    for name in models:
+        console.print(confusion_table(
+            summary["models"][name]["confusion"]["normalised_mean"] or [], classes,
+            f"{name}: {k}-fold average normalised confusion matrix",
+            caption="rows: true class (each row sums to 1); columns: predicted class",
+        ))
+    from liposome_bench.comparison import budget_notes
+
+    console.print(budget_table(summary))
+    for note in budget_notes(summary):
+        console.print(note, markup=False, soft_wrap=True)
+    for comp in verdict.get("comparisons", []):
+        console.print(verdict_table(verdict, comp, classes))
+    repeats = summary.get("repeats")
+    if repeats:
+        console.print(f"{repeats['count']} repeats (fold seeds {repeats['fold_seeds']}); the "
+                      "verdict uses the fold scores of all of them; run-to-run spread in "
+                      "summary.json and the report.")
+    warning = (summary.get("folds") or {}).get("warning")
+    if warning:
+        console.print(f"Warning: {warning}", markup=False)
+
+
+def _fold_budget(params: dict) -> str:
+    """One fold's training budget in words: a CNN's best epoch of those run,
+    an SVM's C and gamma with any grid extension."""
+    if "epochs_run" in params:
+        text = f"best {params.get('epochs')} of {params.get('epochs_run')}"
+        return text + (" LAST" if params.get("under_trained") else "")
+    if "C" in params:
+        text = f"{format_param(params.get('C'))}, {format_param(params.get('gamma'))}"
+        if params.get("grid_extended"):
+            text += " ext"
+        if params.get("grid_edge"):
+            text += " EDGE"
+        return text
+    return ""
+
+
+def budget_table(summary: dict):
+    """A rich table: per model and fold (numbered from 0, as in the fold
+    files), the CNN's best epoch of those run and the SVM's chosen C/gamma,
+    flagging possibly under-trained CNN folds and SVM grid edges."""
+    from rich.table import Table
+
+    k = (summary.get("folds") or {}).get("k", 0)
+    title = "training budgets per fold"
+    if summary.get("repeats"):
+        title += " (first repeat)"
+    table = Table(title=title, caption="CNN: best epoch of the epochs run (early stopping on "
+                  "the validation score); LAST: the best epoch was the last allowed, possibly "
+                  "under-trained. SVM: chosen C, gamma; ext: grid extended past an edge; "
+                  "EDGE: still on the edge at the extension limit.")
+    table.add_column("model", style="bold")
+    for f in range(k):
+        table.add_column(f"fold {f}")
+    for name, m in summary["models"].items():
+        table.add_row(name, *(_fold_budget(p) for p in (m.get("params") or [])))
+    return table
+
+
+def _fmt(value, digits=3, signed=False) -> str:
+    if value is None:
+        return "—"
+    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
+
+
+def _rich_cells(entries, k, marks=None) -> list[str]:
+    """Cells of one metric row; ``marks[i]`` puts a * on model i's cell (a
+    significant difference from the reference, see stats.significant_cells)."""
+    marks = marks or [False] * len(entries)
+    cells = []
+    for e, marked in zip(entries, marks):
+        mean = e.get("mean")
+        text = _fmt(mean, 2)
+        if e.get("std") is not None:
+            text += f" ± {_fmt(e['std'], 2)}"
+        if mean is not None and isinstance(k, int) and e.get("n_folds", k) < k:
+            text += "†"
+        ci = e.get("ci") or [None, None]
+        if ci[0] is not None:
+            text += f" [{_fmt(ci[0], 2)}, {_fmt(ci[1], 2)}]"
+        cells.append(f"[bold green]{text} *[/bold green]" if marked else text)
+    return cells

@@ -45,7 +45,7 @@ import math
 
 import numpy as np
 
-from liposome_bench.dataset import atomic_write
+from liposome_bench.io import atomic_write
 from liposome_bench.errors import ConfigError, DatasetError
 
 # Geometry of the outputs ---------------------------------------------------

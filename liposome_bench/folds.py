@@ -27,10 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
-from liposome_bench.dataset import Dataset, atomic_write_json
+from liposome_bench.dataset import FOLDS_DIR, Dataset
+from liposome_bench.io import atomic_write_json
 from liposome_bench.errors import FoldError
 
-FOLDS_DIR = "folds"
 #: Meta keys that name a shared acquisition unit; data holding one while its
 #: folds are not grouped gets a warning (:func:`ungrouped_warning`).
 GROUP_LIKE_KEYS = ("micrograph", "session", "grid", "image", "exposure", "movie", "stack",
@@ -386,3 +386,24 @@ def _k_seed_of(path: Path) -> tuple[int, int]:
     k5-seed0-by-micrograph.json."""
     k, rest = path.stem.split("-seed", 1)
     return int(k[1:]), int(rest.split("-by-", 1)[0])
+
+
+def describe_stored_folds(dataset: Dataset) -> list[dict]:
+    """The fold files stored beside ``dataset``: file, k, seed, group key,
+    and whether each matches the dataset (``dataset info``)."""
+    root, fingerprint = dataset.root, dataset.fingerprint()
+    if root is None or not (Path(root) / FOLDS_DIR).is_dir():
+        return []
+    found = []
+    for f in sorted((Path(root) / FOLDS_DIR).glob("*.json")):
+        entry = {"file": f"{FOLDS_DIR}/{f.name}", "k": None, "seed": None, "matches": False}
+        try:
+            stored = json.loads(f.read_text(encoding="utf-8"))
+            entry.update(k=int(stored["k"]), seed=int(stored["seed"]),
+                         matches=stored.get("fingerprint") == fingerprint)
+            if stored.get("group_by"):
+                entry["group_by"] = str(stored["group_by"])
+        except (OSError, ValueError, KeyError, TypeError, RecursionError):
+            entry["unreadable"] = True
+        found.append(entry)
+    return found

@@ -39,7 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
-from liposome_bench.dataset import atomic_write
+from liposome_bench.plotting import colormap
+from liposome_bench.io import atomic_write
 from liposome_bench.errors import DatasetError, LiposomeBenchError, ResultsError
 from liposome_bench.results import ResultsDir
 
@@ -530,12 +531,6 @@ def _panel(rgb: np.ndarray, mask: np.ndarray | None = None):
     return canvas
 
 
-def _colormap(name: str):
-    import matplotlib
-
-    return matplotlib.colormaps[name]
-
-
 def input_panel(window, mask) -> np.ndarray:
     """The particle as the model saw it, with its mask outline."""
     return _panel(np.repeat(_to_gray(window)[..., None], 3, axis=2), mask)
@@ -545,7 +540,7 @@ def saliency_panel(window, cam) -> np.ndarray:
     """The input in gray under the saliency map in colour (jet), more opaque
     where the map is high."""
     gray = _to_gray(window).astype(np.float32)[..., None] / 255.0
-    heat = _colormap("jet")(np.clip(cam, 0, 1))[..., :3]
+    heat = colormap("jet")(np.clip(cam, 0, 1))[..., :3]
     alpha = 0.25 + 0.5 * np.clip(cam, 0, 1)[..., None]
     rgb = (1 - alpha) * gray + alpha * heat
     return _panel((rgb * 255).astype(np.uint8))
@@ -707,7 +702,8 @@ def render_galleries(results_dir, figures, *, size: int = GALLERY_SIZE, data=Non
         return output
     whole = _results_subset(lookup.dataset, preds) if "lipnet-fcn" in preds else None
     views, cams = {}, {}
-    budget = MAX_SALIENCY_PARTICLES if max_saliency is None else max_saliency
+    limit = MAX_SALIENCY_PARTICLES if max_saliency is None else max_saliency
+    budget = limit
     for name, pred in preds.items():
         ids = list(dict.fromkeys(pid for g in galleries if g.model == name for pid in g.ids))
         if name in featured:
@@ -717,7 +713,10 @@ def render_galleries(results_dir, figures, *, size: int = GALLERY_SIZE, data=Non
         view = model_view(name, settings.get(name, {}), [lookup.particles[pid] for pid in ids],
                           whole=whole)
         views[name] = (view, {pid: k for k, pid in enumerate(ids)})
-        if saliency and pred.is_cnn and budget > 0:
+        if saliency and pred.is_cnn and budget <= 0:
+            output.saliency_notes.append(
+                f"{name}: no saliency maps (at most {limit} per report, all used)")
+        elif saliency and pred.is_cnn:
             chosen = ids[:budget]
             where = pred.index()
             try:
@@ -733,9 +732,11 @@ def render_galleries(results_dir, figures, *, size: int = GALLERY_SIZE, data=Non
             if len(chosen) < len(ids):
                 output.saliency_notes.append(
                     f"{name}: saliency for the first {len(chosen)} of {len(ids)} particles "
-                    f"(at most {MAX_SALIENCY_PARTICLES} per report)")
+                    f"(at most {limit} per report)")
+    stale = set((figures / "galleries").glob("*.png"))
     for g in galleries:
         path = figures / "galleries" / f"{g.key}.png"
+        stale.discard(path)
         tiles = [_tile(k, pid, g, preds, classes, views, cams) for k, pid in enumerate(g.ids)]
         shown = f"{len(g.ids)} of {g.total}" if g.total > len(g.ids) else f"{g.total}"
         double = any(len(t[0]) > 1 for t in tiles)
@@ -745,6 +746,9 @@ def render_galleries(results_dir, figures, *, size: int = GALLERY_SIZE, data=Non
     if filters:
         output.filter_images = render_filters(results_dir, preds, classes, featured, views,
                                               figures)
+        stale -= {path for _, path in output.filter_images}
+    for path in stale:  # galleries of an earlier report of these results, now empty
+        path.unlink(missing_ok=True)
     return output
 
 
@@ -854,7 +858,7 @@ def _featured(preds: dict, classes) -> dict:
 
 
 def _grid(maps: np.ndarray, columns: int, cell: int, colours, symmetric: bool,
-          shared: bool = False) -> np.ndarray:
+          shared: bool = False, gap: int = 2, ground: int = 150) -> np.ndarray:
     """Maps (n, h, w) as a grid of ``cell``-px squares (``columns`` wide) on
     gray, coloured on [-max|m|, max|m|] if ``symmetric`` else [0, max], the
     maximum taken over all maps if ``shared``, else per map."""
@@ -862,8 +866,7 @@ def _grid(maps: np.ndarray, columns: int, cell: int, colours, symmetric: bool,
 
     n = len(maps)
     rows = -(-n // columns)
-    gap = 2
-    out = np.full((rows * (cell + gap) - gap, columns * (cell + gap) - gap, 3), 150,
+    out = np.full((rows * (cell + gap) - gap, columns * (cell + gap) - gap, 3), ground,
                   dtype=np.uint8)
     overall = float(np.abs(maps).max()) or 1.0
     for k, m in enumerate(maps):
@@ -890,7 +893,7 @@ def render_filters(results_dir, preds: dict, classes, featured: dict, views: dic
 
     figures = Path(figures) / "galleries"
     made = []
-    seismic, viridis = _colormap("seismic"), _colormap("viridis")
+    seismic, viridis = colormap("seismic"), colormap("viridis")
     for name, p in preds.items():
         if not p.is_cnn:
             continue
@@ -902,7 +905,8 @@ def render_filters(results_dir, preds: dict, classes, featured: dict, views: dic
             except ResultsError:
                 continue
             kernels = saliency.first_layer_filters(nets[fold])
-            tiles.append(([_grid(kernels, 16, 21, seismic, symmetric=True, shared=True)],
+            tiles.append(([_grid(kernels, 16, 21, seismic, symmetric=True, shared=True,
+                                  gap=3, ground=40)],
                           [f"fold {fold + 1}: {len(kernels)} filters of "
                            f"{kernels.shape[1]}x{kernels.shape[2]}"]))
         if not tiles:

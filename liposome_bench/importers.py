@@ -689,7 +689,10 @@ def import_coco(annotations, images_dir, out, *, surround=DEFAULT_SURROUND_PX, c
         reporter.advance()
     if problems:
         raise ImportProblems(problems)
-    used = [categories[c] for c in categories]
+    # Categories with particles, in category order (an unused "background"
+    # category must not turn a preset's class names into a custom problem).
+    labelled = {categories[a["category_id"]] for anns in per_image.values() for a in anns}
+    used = [name_ for name_ in categories.values() if name_ in labelled]
     if class_map:
         ordered = [names[c] for c in used if c in names]
         problem = preset or _problem_of(list(dict.fromkeys(ordered)))
@@ -886,6 +889,11 @@ def read_label_image(path) -> np.ndarray:
             with tifffile.TiffFile(path) as tif:
                 page = tif.pages[0]
                 _check_micrograph_side(int(page.imagewidth), int(page.imagelength), path.name)
+                if len(tif.pages) > 1:
+                    raise DatasetError(
+                        f"{path.name} holds {len(tif.pages)} images; expected one label image "
+                        "per micrograph. Split it, one file per micrograph."
+                    )
                 array = page.asarray()
         else:
             with warnings.catch_warnings():

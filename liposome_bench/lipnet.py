@@ -29,8 +29,10 @@ from liposome_bench.settings import (
     AUGMENTATIONS,
     DEFAULT_BATCH_SIZE,
     DEFAULT_EPOCHS,
+    DEFAULT_EARLY_STOPPING,
     DEFAULT_PATIENCE,
     DEFAULT_VALIDATION_FRACTION,
+    DEFAULT_WARMUP_EPOCHS,
     CNNSettings,
 )
 
@@ -41,7 +43,8 @@ class LipNetClassifier(ClassifierMixin, BaseEstimator):
     Parameters
     ----------
     model, input_mode, input_size, augment, balance, epochs, patience,
-    batch_size, optimizer, learning_rate, l2, dense_units, dropout,
+    early_stopping, batch_size, optimizer, learning_rate, warmup_epochs, lr_schedule,
+    l2, dense_units, dropout,
     validation_fraction, samples_per_epoch, mixed_precision
         As in :class:`settings.CNNSettings` (docs/cnn.md); validated in
         ``fit``.
@@ -79,15 +82,18 @@ class LipNetClassifier(ClassifierMixin, BaseEstimator):
         balance="oversample",
         epochs=DEFAULT_EPOCHS,
         patience=DEFAULT_PATIENCE,
+        early_stopping=DEFAULT_EARLY_STOPPING,
         batch_size=DEFAULT_BATCH_SIZE,
         optimizer="adam",
         learning_rate=None,
+        warmup_epochs=DEFAULT_WARMUP_EPOCHS,
+        lr_schedule="constant",
         l2=0.0,
         dense_units=None,
         dropout=None,
         validation_fraction=DEFAULT_VALIDATION_FRACTION,
         samples_per_epoch=None,
-        mixed_precision=False,
+        mixed_precision=None,
         random_state=0,
     ):
         self.model = model
@@ -97,9 +103,12 @@ class LipNetClassifier(ClassifierMixin, BaseEstimator):
         self.balance = balance
         self.epochs = epochs
         self.patience = patience
+        self.early_stopping = early_stopping
         self.batch_size = batch_size
         self.optimizer = optimizer
         self.learning_rate = learning_rate
+        self.warmup_epochs = warmup_epochs
+        self.lr_schedule = lr_schedule
         self.l2 = l2
         self.dense_units = dense_units
         self.dropout = dropout
@@ -163,10 +172,12 @@ class LipNetClassifier(ClassifierMixin, BaseEstimator):
         fit_pos, val_pos = cnn.split_validation(
             y_index, settings.validation_fraction, np.random.default_rng(seed)
         )
+        dtype_policy = cnn.resolve_dtype_policy(settings.mixed_precision,
+                                                cnn.describe_device()[0])
+        options = cnn.train_options(settings, [str(c) for c in self.classes_], dtype_policy)
         net, info = cnn.train_fold(
             images[fit_pos], y_index[fit_pos], images[val_pos], y_index[val_pos],
-            seed=seed, class_names=[str(c) for c in self.classes_],
-            **cnn.train_options(settings, len(self.classes_)),
+            seed=seed, **options,
         )
         self.model_ = net
         self.history_ = info["history"]

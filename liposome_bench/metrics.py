@@ -35,6 +35,9 @@ import numpy as np
 #: Per-class metric names, in table order.
 CLASS_METRICS = ("tpr", "tnr", "ppv", "npv", "f1", "f1_thesis")
 #: Column headings for :data:`CLASS_METRICS`.
+#: How an undefined value (0/0) is shown in tables, reports and figures.
+UNDEFINED = "—"
+
 CLASS_METRIC_LABELS = {
     "tpr": "TPR",
     "tnr": "TNR",

@@ -35,10 +35,13 @@ import os
 
 from liposome_bench.errors import ConfigError
 
-# Keeps most of TensorFlow's C++ start-up lines (CPU feature notes) off every
-# command's stderr (TF 2.21 still prints its oneDNN line); an explicit
-# TF_CPP_MIN_LOG_LEVEL is respected.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def quiet_tensorflow() -> None:
+    """Keep most of TensorFlow's C++ start-up lines (CPU feature notes) off
+    stderr: sets ``TF_CPP_MIN_LOG_LEVEL=2`` unless it is set. Called before
+    Keras is first imported (never at module import, which changes nothing)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from liposome_bench.settings import MODEL_NAMES  # noqa: E402  (one list for every module)
 
@@ -122,6 +125,7 @@ def build_lipnet(
     ConfigError
         If ``name``, ``input_shape``, ``n_classes`` or a rate is invalid.
     """
+    quiet_tensorflow()
     import keras
     from keras import layers
 

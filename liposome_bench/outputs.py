@@ -172,7 +172,10 @@ def _under(name, path: Path) -> bool:
     except (TypeError, ValueError):
         return False
     base = Path(os.path.abspath(path))
-    return name == base or base in name.parents or name.parent == base.parent
+    # ... or the temporary file or folder an atomic write makes beside it
+    # (".<name>.<random>.tmp", see dataset.atomic_write and write_export).
+    temporary = name.parent == base.parent and name.name.startswith(f".{base.name}.")
+    return name == base or base in name.parents or temporary
 
 
 def describe_os_error(exc: OSError) -> str:

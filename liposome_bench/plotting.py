@@ -3,11 +3,16 @@ restructured). Every function saves a PNG atomically and returns its path."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
 
-from liposome_bench.dataset import atomic_write
+from liposome_bench.io import atomic_write
+from liposome_bench.metrics import CLASS_METRIC_LABELS, UNDEFINED
+
+#: The per-class metrics of the report's bar chart (thesis figure 22).
+BAR_METRICS = ("tpr", "tnr", "ppv", "npv", "f1")
 
 
 def _pyplot():
@@ -17,6 +22,14 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def colormap(name: str):
+    """A matplotlib colormap by name (values in [0, 1] -> RGBA), for images
+    drawn without a figure (galleries)."""
+    import matplotlib
+
+    return matplotlib.colormaps[name]
 
 
 def _save(fig, path: Path) -> Path:
@@ -168,6 +181,52 @@ def plot_axis_f1(per_fold: dict, sweep: dict, grid: dict, axis: str, path) -> Pa
     return path
 
 
+def plot_coverage_curves(curves: dict, classes, path, *, title: str = "") -> Path | None:
+    """Abstention: accuracy, and each class's precision, of the predictions
+    kept against coverage (the share of particles not abstained), one line
+    per model.
+
+    Parameters
+    ----------
+    curves : dict
+        Model name -> :func:`abstention.coverage_curve` result.
+    classes : sequence of str
+    path : path of the PNG
+    title : str
+
+    Returns
+    -------
+    Path, or None when there is no curve.
+    """
+    if not curves:
+        return None
+    plt = _pyplot()
+
+    panels = ["accuracy", *[f"precision: {c}" for c in classes]]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.4), sharex=True,
+                             squeeze=False, layout="constrained")
+    colours = plt.get_cmap("tab10")
+    for m, (name, curve) in enumerate(curves.items()):
+        coverage = np.asarray(curve["coverage"], dtype=np.float64)
+        series = [curve["accuracy"], *curve["precision"]]
+        for ax, values in zip(axes[0], series):
+            ax.plot(coverage, np.asarray(values, dtype=np.float64), color=colours(m),
+                    label=name, drawstyle="steps-post", linewidth=1.4)
+    for ax, panel in zip(axes[0], panels):
+        ax.set_title(panel)
+        ax.set_xlim(1.0, 0.0)  # from keeping everything to abstaining on most
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_xlabel("coverage (share not abstained)")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("of the predictions kept")
+    axes[0][0].legend(loc="lower left", fontsize="small")
+    if title:
+        fig.suptitle(title)
+    out = _save(fig, path)
+    plt.close(fig)
+    return out
+
+
 def plot_cells_f1(per_fold: dict, sweep: dict, path) -> Path | None:
     """Per-class F1 of every cell of a sweep (the SVM beside the CNNs, as in
     thesis Figure 22), mean ± sd over folds; cells without a finished fold
@@ -216,3 +275,170 @@ def plot_cells_f1(per_fold: dict, sweep: dict, path) -> Path | None:
     path = _save(fig, path)
     plt.close(fig)
     return path
+
+
+# Report figures (liposome-bench report) ---------------------------------------
+
+def _nan(value) -> float:
+    return float("nan") if value is None else float(value)
+
+
+def plot_metric_bars(summary: dict, path) -> Path:
+    """Per-class TPR, TNR, PPV, NPV and F1 of every model as grouped bars
+    (like thesis figure 22): bar height is the estimate from all out-of-fold
+    predictions pooled, whiskers its 95 % bootstrap interval over particles."""
+    plt = _pyplot()
+
+    classes = summary["classes"]
+    models = list(summary["models"])
+    fig, axes = plt.subplots(
+        1, len(classes), figsize=(4.2 * len(classes), 3.8), sharey=True, squeeze=False,
+        layout="constrained",
+    )
+    width = 0.8 / max(len(models), 1)
+    x = np.arange(len(BAR_METRICS))
+    colours = plt.get_cmap("tab10")
+    for ax, cls in zip(axes[0], classes):
+        for m, name in enumerate(models):
+            entries = summary["models"][name]["per_class"][cls]
+            pooled = np.array([_nan(entries[k].get("pooled")) for k in BAR_METRICS])
+            ci = np.array([[_nan(v) for v in (entries[k].get("ci") or [None, None])]
+                           for k in BAR_METRICS])
+            lower = np.clip(pooled - ci[:, 0], 0, None)
+            upper = np.clip(ci[:, 1] - pooled, 0, None)
+            pos = x - 0.4 + width * (m + 0.5)
+            ax.bar(pos, np.nan_to_num(pooled), width, label=name, color=colours(m))
+            ax.errorbar(pos, pooled, yerr=[lower, upper], fmt="none", ecolor="black",
+                        elinewidth=0.8, capsize=2)
+        ax.set_title(cls)
+        ax.set_xticks(x, [CLASS_METRIC_LABELS[k] for k in BAR_METRICS])
+        ax.set_ylim(0, 1.05)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0][0].set_ylabel("pooled out-of-fold estimate\n(95 % CI over particles)")
+    axes[0][-1].legend(loc="lower right", fontsize="small")
+    fig.suptitle(f"{summary.get('dataset', {}).get('problem', '')}: per-class metrics")
+    path = Path(path)
+    _save(fig, path)
+    plt.close(fig)
+    return path
+
+
+def plot_confusion_heatmaps(summary: dict, path) -> Path:
+    """Fold-averaged row-normalised confusion matrix of every model, as
+    annotated heatmaps side by side."""
+    plt = _pyplot()
+
+    classes = summary["classes"]
+    models = list(summary["models"])
+    fig, axes = plt.subplots(
+        1, len(models), figsize=(3.4 * len(models) + 1.2, 3.8), squeeze=False,
+        layout="constrained",
+    )
+    for ax, name in zip(axes[0], models):
+        matrix = np.array(
+            [[_nan(v) for v in row]
+             for row in summary["models"][name]["confusion"]["normalised_mean"]]
+        )
+        ax.imshow(matrix, vmin=0, vmax=1, cmap="Blues")
+        for i in range(len(classes)):
+            for j in range(len(classes)):
+                value = matrix[i, j]
+                ax.text(j, i, UNDEFINED if np.isnan(value) else f"{value:.2f}",
+                        ha="center", va="center",
+                        color="white" if value > 0.6 else "black", fontsize=9)
+        ax.set_xticks(range(len(classes)), classes, rotation=30, ha="right")
+        ax.set_yticks(range(len(classes)), classes if ax is axes[0][0] else [])
+        ax.set_xlabel("predicted")
+        ax.set_title(name)
+    axes[0][0].set_ylabel("true")
+    fig.suptitle("fold-averaged normalised confusion matrices")
+    path = Path(path)
+    _save(fig, path)
+    plt.close(fig)
+    return path
+
+
+def plot_training_curves(histories: dict, path) -> Path | None:
+    """Training and validation curves of every CNN fold: one panel per
+    recorded quantity (``loss`` with ``val_loss``, ...), one line per fold.
+
+    Parameters
+    ----------
+    histories : dict
+        model -> list of (fold, history dict name -> list of per-epoch values).
+    path : path of the PNG.
+
+    Returns
+    -------
+    The path written, or None if no model recorded a history.
+    """
+    plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
+    panels = []  # (model, quantity)
+    for model, folds in histories.items():
+        names = []
+        for _, history in folds:
+            for n in history:
+                base = n.removeprefix("val_")
+                if base not in names:
+                    names.append(base)
+        panels += [(model, n) for n in names]
+    if not panels:
+        return None
+    cols = min(len(panels), 3)
+    rows = math.ceil(len(panels) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False,
+                             layout="constrained")
+    colours = plt.get_cmap("tab10")
+    for ax, (model, quantity) in zip(axes.ravel(), panels):
+        for fold, history in histories[model]:
+            for key, style in ((quantity, "-"), (f"val_{quantity}", "--")):
+                values = history.get(key)
+                if isinstance(values, list) and values:
+                    epochs = np.arange(1, len(values) + 1)
+                    ax.plot(epochs, [_nan(v) for v in values], style, color=colours(fold % 10),
+                            label=f"fold {fold}{' val' if key.startswith('val_') else ''}")
+        ax.set_title(f"{model}: {quantity}")
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    for ax in axes.ravel()[len(panels):]:
+        ax.set_visible(False)
+    axes.ravel()[0].legend(fontsize="x-small", ncol=2)
+    fig.suptitle("CNN training (solid) and validation (dashed) curves")
+    path = Path(path)
+    _save(fig, path)
+    plt.close(fig)
+    return path
+
+
+# The report --------------------------------------------------------------------
+
+
+def plot_montage(rows, labels, path, *, per_class: int) -> Path:
+    """A grid of 8-bit particle images, one row per class (``synth.write_montage``):
+    ``rows[i]`` the images of row i, all of one size, ``labels[i]`` its label."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    H, W = next(im.shape for row in rows for im in row)
+    cell = 1.35
+    fig = Figure(figsize=(cell * per_class + 1.6, cell * len(rows) * H / W + 0.2), dpi=110)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(len(rows), per_class, squeeze=False)
+    fig.subplots_adjust(left=1.5 / (cell * per_class + 1.6), right=0.995, top=0.99,
+                        bottom=0.01, wspace=0.04, hspace=0.04)
+    for ci, row in enumerate(rows):
+        for j in range(per_class):
+            ax = axes[ci, j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            if j < len(row):
+                ax.imshow(row[j], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+            else:
+                ax.axis("off")
+        axes[ci, 0].set_ylabel(labels[ci], rotation=0, ha="right", va="center", fontsize=10)
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))

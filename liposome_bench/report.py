@@ -44,25 +44,27 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 
-from liposome_bench.dataset import atomic_write, atomic_write_json, atomic_write_text
+from liposome_bench.io import atomic_write_json, atomic_write_text
 from liposome_bench.errors import ResultsError
 from liposome_bench.metrics import (
+    UNDEFINED,
     CLASS_METRIC_LABELS,
     CLASS_METRICS,
     OVERALL_METRIC_LABELS,
     OVERALL_METRICS,
 )
-from liposome_bench.results import ResultsDir
+from liposome_bench.plotting import (
+    plot_confusion_heatmaps,
+    plot_metric_bars,
+    plot_training_curves,
+)
+from liposome_bench.results import SUMMARY_SCHEMA_VERSION, ResultsDir
 
 SUMMARY_JSON = "summary.json"
-SUMMARY_SCHEMA_VERSION = 1
 BASELINE_SCHEMA_VERSION = 1
 BASELINE_KIND = "liposome-bench baseline"
 #: The per-class metrics drawn as bars (thesis figure 22).
-BAR_METRICS = ("tpr", "tnr", "ppv", "npv", "f1")
-UNDEFINED = "—"
 
 
 # Reading a results folder ----------------------------------------------------
@@ -244,159 +246,6 @@ def _matrix_table(matrix, classes, digits) -> str:
     return _md_table(["true \\ predicted", *classes], rows)
 
 
-# Plots -------------------------------------------------------------------------
-
-def _save_figure(fig, path: Path) -> None:
-    """Save a matplotlib figure as PNG, atomically."""
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, bbox_inches="tight"),
-                 suffix=".png")
-
-
-def _nan(value) -> float:
-    return float("nan") if value is None else float(value)
-
-
-def plot_metric_bars(summary: dict, path) -> Path:
-    """Per-class TPR, TNR, PPV, NPV and F1 of every model as grouped bars
-    (like thesis figure 22): bar height is the estimate from all out-of-fold
-    predictions pooled, whiskers its 95 % bootstrap interval over particles."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    classes = summary["classes"]
-    models = list(summary["models"])
-    fig, axes = plt.subplots(
-        1, len(classes), figsize=(4.2 * len(classes), 3.8), sharey=True, squeeze=False,
-        layout="constrained",
-    )
-    width = 0.8 / max(len(models), 1)
-    x = np.arange(len(BAR_METRICS))
-    colours = plt.get_cmap("tab10")
-    for ax, cls in zip(axes[0], classes):
-        for m, name in enumerate(models):
-            entries = summary["models"][name]["per_class"][cls]
-            pooled = np.array([_nan(entries[k].get("pooled")) for k in BAR_METRICS])
-            ci = np.array([[_nan(v) for v in (entries[k].get("ci") or [None, None])]
-                           for k in BAR_METRICS])
-            lower = np.clip(pooled - ci[:, 0], 0, None)
-            upper = np.clip(ci[:, 1] - pooled, 0, None)
-            pos = x - 0.4 + width * (m + 0.5)
-            ax.bar(pos, np.nan_to_num(pooled), width, label=name, color=colours(m))
-            ax.errorbar(pos, pooled, yerr=[lower, upper], fmt="none", ecolor="black",
-                        elinewidth=0.8, capsize=2)
-        ax.set_title(cls)
-        ax.set_xticks(x, [CLASS_METRIC_LABELS[k] for k in BAR_METRICS])
-        ax.set_ylim(0, 1.05)
-        ax.grid(axis="y", alpha=0.3)
-    axes[0][0].set_ylabel("pooled out-of-fold estimate\n(95 % CI over particles)")
-    axes[0][-1].legend(loc="lower right", fontsize="small")
-    fig.suptitle(f"{summary.get('dataset', {}).get('problem', '')}: per-class metrics")
-    path = Path(path)
-    _save_figure(fig, path)
-    plt.close(fig)
-    return path
-
-
-def plot_confusion_heatmaps(summary: dict, path) -> Path:
-    """Fold-averaged row-normalised confusion matrix of every model, as
-    annotated heatmaps side by side."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    classes = summary["classes"]
-    models = list(summary["models"])
-    fig, axes = plt.subplots(
-        1, len(models), figsize=(3.4 * len(models) + 1.2, 3.8), squeeze=False,
-        layout="constrained",
-    )
-    for ax, name in zip(axes[0], models):
-        matrix = np.array(
-            [[_nan(v) for v in row]
-             for row in summary["models"][name]["confusion"]["normalised_mean"]]
-        )
-        ax.imshow(matrix, vmin=0, vmax=1, cmap="Blues")
-        for i in range(len(classes)):
-            for j in range(len(classes)):
-                value = matrix[i, j]
-                ax.text(j, i, UNDEFINED if np.isnan(value) else f"{value:.2f}",
-                        ha="center", va="center",
-                        color="white" if value > 0.6 else "black", fontsize=9)
-        ax.set_xticks(range(len(classes)), classes, rotation=30, ha="right")
-        ax.set_yticks(range(len(classes)), classes if ax is axes[0][0] else [])
-        ax.set_xlabel("predicted")
-        ax.set_title(name)
-    axes[0][0].set_ylabel("true")
-    fig.suptitle("fold-averaged normalised confusion matrices")
-    path = Path(path)
-    _save_figure(fig, path)
-    plt.close(fig)
-    return path
-
-
-def plot_training_curves(histories: dict, path) -> Path | None:
-    """Training and validation curves of every CNN fold: one panel per
-    recorded quantity (``loss`` with ``val_loss``, ...), one line per fold.
-
-    Parameters
-    ----------
-    histories : dict
-        model -> list of (fold, history dict name -> list of per-epoch values).
-    path : path of the PNG.
-
-    Returns
-    -------
-    The path written, or None if no model recorded a history.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
-
-    panels = []  # (model, quantity)
-    for model, folds in histories.items():
-        names = []
-        for _, history in folds:
-            for n in history:
-                base = n.removeprefix("val_")
-                if base not in names:
-                    names.append(base)
-        panels += [(model, n) for n in names]
-    if not panels:
-        return None
-    cols = min(len(panels), 3)
-    rows = math.ceil(len(panels) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False,
-                             layout="constrained")
-    colours = plt.get_cmap("tab10")
-    for ax, (model, quantity) in zip(axes.ravel(), panels):
-        for fold, history in histories[model]:
-            for key, style in ((quantity, "-"), (f"val_{quantity}", "--")):
-                values = history.get(key)
-                if isinstance(values, list) and values:
-                    epochs = np.arange(1, len(values) + 1)
-                    ax.plot(epochs, [_nan(v) for v in values], style, color=colours(fold % 10),
-                            label=f"fold {fold}{' val' if key.startswith('val_') else ''}")
-        ax.set_title(f"{model}: {quantity}")
-        ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.grid(alpha=0.3)
-    for ax in axes.ravel()[len(panels):]:
-        ax.set_visible(False)
-    axes.ravel()[0].legend(fontsize="x-small", ncol=2)
-    fig.suptitle("CNN training (solid) and validation (dashed) curves")
-    path = Path(path)
-    _save_figure(fig, path)
-    plt.close(fig)
-    return path
-
-
-# The report --------------------------------------------------------------------
-
 def render_report(results_dir, out=None, *, gallery_size: int = 16, filters: bool = False,
                   data=None) -> Path:
     """Write a markdown report of a results folder, with PNG plots beside it.
@@ -439,6 +288,7 @@ def render_report(results_dir, out=None, *, gallery_size: int = 16, filters: boo
         "bars": plot_metric_bars(summary, figures / "metrics.png"),
         "confusion": plot_confusion_heatmaps(summary, figures / "confusion.png"),
         "curves": plot_training_curves(histories, figures / "training.png"),
+        "coverage": _coverage_figure(detail, summary, figures / "coverage.png"),
     }
     galleries = None
     if gallery_size > 0:
@@ -490,6 +340,7 @@ def format_report(summary: dict, images: dict | None = None, galleries=None) -> 
     if images.get("curves"):
         parts += ["## CNN training curves", "",
                   f"![training curves]({images['curves']})", ""]
+    parts += _abstention_section(summary, images.get("coverage"))
     parts += _repeats_section(summary)
     parts += _environment_section(summary)
     if summary.get("incomplete"):
@@ -511,6 +362,40 @@ def _title(dataset: dict) -> str:
     classes = dataset.get("classes") or []
     kinds = f" ({', '.join(classes)})" if classes else ""
     return f"{name or 'unnamed dataset'}, {problem} problem{kinds}"
+#: Coverages at which the report tabulates the accuracy of the kept predictions.
+COVERAGE_POINTS = (1.0, 0.9, 0.8, 0.5)
+
+
+def _coverage_figure(detail, summary, path) -> Path | None:
+    """Coverage curves of every model (plotting.plot_coverage_curves); their
+    accuracy at COVERAGE_POINTS goes into ``summary["abstention"]``."""
+    from liposome_bench.abstention import accuracy_at_coverage, coverage_curves_of_results
+    from liposome_bench.plotting import plot_coverage_curves
+
+    curves = coverage_curves_of_results(detail, list(summary["models"]), summary["classes"])
+    summary["abstention"] = {name: {c: accuracy_at_coverage(curve, c) for c in COVERAGE_POINTS}
+                             for name, curve in curves.items()}
+    return plot_coverage_curves(curves, summary["classes"], path,
+                                title="Abstaining below a confidence threshold")
+
+
+def _abstention_section(summary, image) -> list[str]:
+    table = summary.get("abstention")
+    if not table:
+        return []
+    rows = [[name] + [_num(acc) for acc in values.values()] for name, values in table.items()]
+    lines = [
+        "## Abstention: coverage against accuracy", "",
+        "Each model abstains on the particles whose predicted class has a probability below a "
+        "threshold; raising it keeps fewer particles (coverage) and, if the probabilities "
+        "rank errors well, more of them right. Out-of-fold predictions; the SVM's "
+        "decision values are calibrated to probabilities on the other folds only.", "",
+        _md_table(["model"] + [f"accuracy at {100 * c:.0f} % coverage" for c in COVERAGE_POINTS],
+                  rows), "",
+    ]
+    if image:
+        lines += [f"![coverage curves]({image})", ""]
+    return lines
 
 
 def _verdict_section(summary) -> list[str]:
@@ -585,8 +470,10 @@ def _headline_lines(verdict: dict, classes) -> list[str]:
                 "",
             ]
     lines += [
-        f"Differences are the mean over paired fold scores of the second model minus the "
-        f"first; intervals and p-values from the {verdict['test']}, whose variance "
+        f"Differences are the first-named model minus the second (e.g. "
+        f"{verdict['comparisons'][0]['model_b']} − {verdict['comparisons'][0]['model_a']}), "
+        f"averaged over the paired fold scores; intervals and p-values from the "
+        f"{verdict['test']}, whose variance "
         "correction counts the overlap of the training sets. " + verdict.get("note", ""),
         "",
     ]
@@ -697,6 +584,13 @@ def _protocol_section(summary) -> list[str]:
         "variance) and are not corrected for multiple comparisons."
     )
     lines.append("")
+    from liposome_bench.comparison import budget_notes
+
+    notes = budget_notes(summary)
+    if notes:
+        heading = "Training budgets (first repeat):" if summary.get("repeats") else \
+            "Training budgets:"
+        lines += [heading, ""] + [f"- {n}" for n in notes] + [""]
     for name, m in summary["models"].items():
         params = m.get("params") or []
         keys = [k for k in FOLD_PARAMS if any(k in p for p in params)]
@@ -712,8 +606,9 @@ def _protocol_section(summary) -> list[str]:
 
 
 #: Per-fold choices worth a column in the report, where a model records them.
-FOLD_PARAMS = ("C", "gamma", "grid_score", "epochs", "epochs_run", "stopped_early", "n_fit",
-               "n_validation", "n_test")
+FOLD_PARAMS = ("C", "gamma", "grid_score", "grid_extended", "grid_edge", "epochs",
+               "epochs_run", "stopped_early", "under_trained", "n_fit", "n_validation",
+               "n_test")
 
 
 def _describe_settings(s: dict) -> str:
@@ -726,7 +621,8 @@ def _describe_settings(s: dict) -> str:
         ]
         if s.get("validation_fraction"):
             parts.append(
-                f"early stopping (patience {s.get('patience')}) on a "
+                f"early stopping on the validation {s.get('early_stopping', 'loss')} "
+                f"(patience {s.get('patience')}) on a "
                 f"{100 * s['validation_fraction']:.0f} % validation split carved from the "
                 f"training folds, at most {s.get('epochs')} epochs"
             )

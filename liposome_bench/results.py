@@ -37,9 +37,12 @@ from pathlib import Path
 
 import numpy as np
 
-from liposome_bench.dataset import Dataset, atomic_write_json, atomic_write_text, check_trainable
+from liposome_bench.dataset import Dataset, check_trainable
+from liposome_bench.io import atomic_write_json, atomic_write_text
 from liposome_bench.errors import ResultsError
 
+#: Version of summary.json's layout (written by comparison, read by report).
+SUMMARY_SCHEMA_VERSION = 1
 SCHEMA_VERSION = 1
 RUN_JSON = "run.json"
 LOCK_FILE = ".run.lock"
@@ -258,13 +261,17 @@ def _locked(folder: Path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _run_json_problem(run) -> str | None:
-    """What is wrong with a parsed run.json, or None."""
+def _run_json_problem(run, strict: bool = True) -> str | None:
+    """What is wrong with a parsed run.json, or None. Not ``strict``: only
+    what ``prepare`` needs to compare it with a new run (the dataset's
+    fingerprint), so that another dataset's folder is named as such."""
     if not isinstance(run, dict):
         return f"expected a JSON object, got {type(run).__name__}"
     dataset = run.get("dataset")
     if not isinstance(dataset, dict):
         return 'no "dataset" object'
+    if not strict:
+        return None
     classes = dataset.get("classes")
     if (not isinstance(classes, list) or len(classes) < 2
             or not all(isinstance(c, str) for c in classes)):
@@ -336,14 +343,15 @@ class ResultsDir:
         d.mkdir(parents=True, exist_ok=True)
         return d
 
-    def read_run(self) -> dict:
+    def read_run(self, *, strict: bool = True) -> dict:
         """The folder's run.json, or ``{}`` if there is none yet.
 
         Raises
         ------
         ResultsError
             If run.json is not valid JSON or lacks what every reader relies on
-            (a dataset with its class names, folds, models).
+            (a dataset with its class names, folds, models; with ``strict``
+            False only a dataset object).
         """
         path = self.path / RUN_JSON
         if not path.exists():
@@ -354,7 +362,7 @@ class ResultsDir:
             raise ResultsError(
                 f"{path} is not valid JSON ({exc}). Delete the folder or use another --out."
             ) from None
-        problem = _run_json_problem(run)
+        problem = _run_json_problem(run, strict)
         if problem:
             raise ResultsError(
                 f"{path} is not a run.json written by liposome-bench: {problem}. Delete the "
@@ -380,7 +388,7 @@ class ResultsDir:
             self._prepare(dataset, folds, model, settings)
 
     def _prepare(self, dataset: Dataset, folds, model: str, settings: dict) -> None:
-        run = self.read_run()
+        run = self.read_run(strict=False)
         data = {
             "problem": dataset.problem.name,
             "classes": list(dataset.problem.classes),
@@ -401,6 +409,7 @@ class ResultsDir:
                     f"{old.get('fingerprint')}, this one {data['fingerprint']}). "
                     "Use another --out or delete that folder."
                 )
+            self.read_run()  # the same dataset: the rest must be well-formed too
             if run.get("folds") != fold_info:
                 raise ResultsError(
                     f"{self.path} holds results made with folds {run.get('folds')}, "

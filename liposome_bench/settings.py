@@ -39,16 +39,45 @@ OPTIMIZERS = ("adam", "sgd")
 FEATURE_SETS = ("vironova", "all")
 FEATURE_SOURCES = ("computed", "export")
 GRID_NAMES = ("coarse", "full")
+#: What CNN early stopping watches on the validation part: macro F1 (the
+#: score the SVM's grid search maximises) or the class-balanced loss.
+EARLY_STOPPING_METRICS = ("macro_f1", "loss")
 #: Units of the SVM's features: nm (needs the pixel size) or px (docs/features.md).
 FEATURE_UNITS = ("nm", "px")
 
-#: Defaults chosen so that 5-fold lipnet-4 on the 14,169-particle lamellarity
-#: set takes under 5 minutes on a 2-core CPU (measured: docs/performance.md).
-DEFAULT_EPOCHS = 8
-DEFAULT_PATIENCE = 3
-DEFAULT_BATCH_SIZE = 32
+#: Early stopping decides how long a CNN trains: at most DEFAULT_EPOCHS,
+#: stopping after DEFAULT_PATIENCE epochs without a better validation macro
+#: F1. The maximum is set high enough that a normal run stops early, and so
+#: that the default lamellarity benchmark fits in 10 minutes on a 2-core CPU
+#: (measured: docs/cnn.md "Default epochs and the time budget").
+DEFAULT_EPOCHS = 30
+DEFAULT_PATIENCE = 5
+DEFAULT_EARLY_STOPPING = "macro_f1"
+#: 128 images per step: on a 2-core CPU about twice the images per second of
+#: the thesis's 32 (section 8.1), with the learning rate scaled to match
+#: (docs/performance.md has the measurements).
+DEFAULT_BATCH_SIZE = 128
+#: The batch size the optimizers' learning rates below are for (the thesis's).
+REFERENCE_BATCH_SIZE = 32
+#: Epochs of linear learning-rate warm-up, from a tenth of the rate: larger
+#: batches take larger steps, which the first epoch's random weights do not
+#: tolerate.
+DEFAULT_WARMUP_EPOCHS = 1.0
 DEFAULT_VALIDATION_FRACTION = 0.1
 DEFAULT_LEARNING_RATES = {"adam": 1e-3, "sgd": 1e-2}
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def scaled_learning_rate(optimizer: str, batch_size: int) -> float:
+    """The default learning rate of ``optimizer`` at ``batch_size``: the rate
+    for batch size 32 (:data:`DEFAULT_LEARNING_RATES`) times
+    sqrt(batch_size / 32).
+
+    >>> scaled_learning_rate("adam", 32), scaled_learning_rate("adam", 128)
+    (0.001, 0.002)
+    """
+    factor = math.sqrt(batch_size / REFERENCE_BATCH_SIZE)
+    return float(round(DEFAULT_LEARNING_RATES[optimizer] * factor, 12))
 
 
 def parse_augment(spec) -> tuple[str, ...]:
@@ -233,17 +262,30 @@ class CNNSettings(_Settings):
         Class balancing of the fit part (section 4.8).
     epochs, patience, batch_size : int
         Maximum epochs, early-stopping patience, images per step.
+    early_stopping : {"macro_f1", "loss"}
+        What patience counts on: the validation macro F1 (the SVM's grid
+        score; ties broken by a lower loss) or the class-balanced
+        validation loss.
     optimizer : {"adam", "sgd"}
     learning_rate : float, optional
-        Default :data:`DEFAULT_LEARNING_RATES` of the optimizer.
+        Default :data:`DEFAULT_LEARNING_RATES` of the optimizer at batch size
+        32, times sqrt(batch_size / 32) (see ``resolved_learning_rate``).
+    warmup_epochs : float
+        Epochs of linear warm-up from a tenth of the learning rate (0: none).
+    lr_schedule : {"constant", "cosine"}
+        After the warm-up: the rate stays constant, or follows a cosine
+        decay to 0 at ``epochs``.
     l2, dense_units, dropout
         Passed to ``models.build_lipnet`` (None keeps its default).
     validation_fraction : float
         Share of the training folds held out for early stopping.
     samples_per_epoch : int, optional
         Samples drawn per epoch instead of the fit part's size.
-    mixed_precision : bool
-        float16 on a GPU, bfloat16 on a CPU.
+    mixed_precision : bool or None
+        True: float16 compute on a GPU, bfloat16 on a CPU; False: float32.
+        None (default): bfloat16 with the TensorFlow backend on a CPU that
+        multiplies bfloat16 natively (AVX512-BF16 or AMX,
+        ``machine.native_bfloat16``), float32 otherwise (GPUs included).
 
     Examples
     --------
@@ -261,21 +303,26 @@ class CNNSettings(_Settings):
     balance: str = "oversample"
     epochs: int = DEFAULT_EPOCHS
     patience: int = DEFAULT_PATIENCE
+    early_stopping: str = DEFAULT_EARLY_STOPPING
     batch_size: int = DEFAULT_BATCH_SIZE
     optimizer: str = "adam"
     learning_rate: float | None = None
+    warmup_epochs: float = DEFAULT_WARMUP_EPOCHS
+    lr_schedule: str = "constant"
     l2: float = 0.0
     dense_units: int | None = None
     dropout: float | tuple | None = None
     validation_fraction: float = DEFAULT_VALIDATION_FRACTION
     samples_per_epoch: int | None = None
-    mixed_precision: bool = False
+    mixed_precision: bool | None = None
 
     def __post_init__(self):
         _choice(self.model, MODEL_NAMES, "model")
         _choice(self.input_mode, INPUT_MODES, "input mode")
         _choice(self.balance, BALANCE_METHODS, "balancing method")
         _choice(self.optimizer, OPTIMIZERS, "optimizer")
+        _choice(self.lr_schedule, LR_SCHEDULES, "learning-rate schedule")
+        _choice(self.early_stopping, EARLY_STOPPING_METRICS, "early-stopping metric")
         object.__setattr__(self, "augment", parse_augment(self.augment))
         _integer(self.input_size, "input_size (--input-size)", 4, optional=True)
         _integer(self.epochs, "epochs (--epochs)", 1)
@@ -285,6 +332,8 @@ class CNNSettings(_Settings):
         _integer(self.samples_per_epoch, "samples_per_epoch", 1, optional=True)
         _positive(self.learning_rate, "learning_rate (--learning-rate)")
         _positive(self.l2, "l2 (--l2)", optional=False, zero=True)
+        _positive(self.warmup_epochs, "warmup_epochs (--warmup-epochs)", optional=False,
+                  zero=True)
         if not (isinstance(self.validation_fraction, (int, float))
                 and 0.0 <= self.validation_fraction < 1.0):
             raise ConfigError(
@@ -292,9 +341,10 @@ class CNNSettings(_Settings):
             )
         if isinstance(self.dropout, list):
             object.__setattr__(self, "dropout", tuple(self.dropout))
-        if not isinstance(self.mixed_precision, bool):
+        if self.mixed_precision is not None and not isinstance(self.mixed_precision, bool):
             raise ConfigError(
-                f"mixed_precision must be true or false; got {self.mixed_precision!r}."
+                f"mixed_precision must be true, false or unset (automatic); got "
+                f"{self.mixed_precision!r}."
             )
         for name in ("input_size", "epochs", "patience", "batch_size", "dense_units",
                      "samples_per_epoch"):
@@ -304,10 +354,17 @@ class CNNSettings(_Settings):
 
     @property
     def resolved_learning_rate(self) -> float:
-        """The learning rate used: the setting, or the optimizer's default."""
+        """The learning rate used: the setting, or the optimizer's default for
+        batch size 32 scaled by sqrt(batch_size / 32) (the square-root rule
+        that keeps the gradient noise per sample about constant; measured
+        against linear scaling in docs/performance.md).
+
+        >>> CNNSettings(batch_size=128).resolved_learning_rate
+        0.002
+        """
         if self.learning_rate is not None:
             return float(self.learning_rate)
-        return DEFAULT_LEARNING_RATES[self.optimizer]
+        return scaled_learning_rate(self.optimizer, self.batch_size)
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,7 @@ from liposome_bench.metrics import (
 ALPHA = 0.05
 #: The headline test, as tables and reports name it.
 TTEST_NAME = "corrected resampled t-test (Nadeau & Bengio 2003)"
+FIVE_BY_TWO_NAME = "5x2cv paired t-test (Dietterich 1998)"
 CORRECTION_NAME = "Holm (1979)"
 #: McNemar's test is exact (binomial) below this many discordant particles.
 EXACT_BELOW = 25
@@ -547,6 +548,41 @@ def corrected_interval(test: dict, n_train, n_test, differences,
     return [test["mean"] - half, test["mean"] + half]
 
 
+def dietterich_5x2cv_ttest(differences) -> dict:
+    """Dietterich's (1998) 5x2cv paired t-test.
+
+    ``differences`` has shape (5, 2): repeat i of 2-fold cross-validation
+    (each half trains on the other), fold j. With p_i the mean of repeat i's
+    two differences and s_i^2 = sum_j (d_ij - p_i)^2::
+
+        t = d_11 / sqrt(mean_i s_i^2),   5 degrees of freedom, two-sided.
+
+    Returns
+    -------
+    dict
+        "mean" (of all 10 differences, for display), "t", "df" (5), "p",
+        "n" (10); t and p are NaN when a difference is undefined, and with
+        zero variance t is 0 and p 1 when d_11 is 0, else t is +-inf and p 0.
+    """
+    from scipy.stats import t as student_t
+
+    d = np.asarray(differences, dtype=np.float64)
+    if d.shape != (5, 2):
+        raise ValueError(f"5x2cv needs differences of shape (5, 2); got {d.shape}.")
+    mean = float(np.nanmean(d)) if np.isfinite(d).any() else float("nan")
+    out = {"mean": mean, "t": float("nan"), "df": 5, "p": float("nan"), "n": 10}
+    if not np.isfinite(d).all():
+        return out
+    variance = float(((d - d.mean(axis=1, keepdims=True)) ** 2).sum(axis=1).mean())
+    if variance <= 0.0:
+        out["t"] = 0.0 if d[0, 0] == 0 else float(np.copysign(np.inf, d[0, 0]))
+        out["p"] = 1.0 if d[0, 0] == 0 else 0.0
+        return out
+    out["t"] = float(d[0, 0] / np.sqrt(variance))
+    out["p"] = float(min(1.0, 2.0 * student_t.sf(abs(out["t"]), 5)))
+    return out
+
+
 def holm(p_values) -> np.ndarray:
     """Holm's (1979) step-down adjusted p-values, in input order.
 
@@ -590,7 +626,7 @@ def _verdict_word(mean, p_adjusted, name_a, name_b, alpha=ALPHA) -> str:
 
 
 def compare_fold_scores(runs_a, runs_b, classes, n_particles: int, *, name_a="A",
-                        name_b="B", alpha: float = ALPHA) -> dict:
+                        name_b="B", alpha: float = ALPHA, test: str = "corrected") -> dict:
     """Model B against model A over paired fold scores (the headline verdict).
 
     Parameters
@@ -603,6 +639,9 @@ def compare_fold_scores(runs_a, runs_b, classes, n_particles: int, *, name_a="A"
         test fold).
     name_a, name_b : str
     alpha : float
+    test : {"corrected", "5x2cv"}
+        The corrected resampled t-test, or Dietterich's 5x2cv test (needs
+        exactly 5 repeats of 2 folds; its entries have no interval).
 
     Returns
     -------
@@ -632,9 +671,13 @@ def compare_fold_scores(runs_a, runs_b, classes, n_particles: int, *, name_a="A"
     mean_train = float(n_particles - mean_test)
 
     def entry(d):
-        test = corrected_resampled_ttest(d, mean_train, mean_test)
-        test["ci"] = corrected_interval(test, mean_train, mean_test, d)
-        return test
+        if test == "5x2cv":
+            out = dietterich_5x2cv_ttest(np.asarray(d).reshape(5, 2))
+            out["ci"] = [None, None]
+            return out
+        out = corrected_resampled_ttest(d, mean_train, mean_test)
+        out["ci"] = corrected_interval(out, mean_train, mean_test, d)
+        return out
 
     per_class = {cls: entry(f1[:, j]) for j, cls in enumerate(classes)}
     macro_entry = entry(macro)
@@ -688,22 +731,29 @@ def headline_verdict(runs: dict, reference: str, classes, n_particles: int, *, k
         :func:`compare_fold_scores` results, each with "mcnemar").
     """
     repeats = len(runs.get(reference, []))
+    # 5 repeats of 2 folds is Dietterich's 5x2cv design: use his test.
+    five_by_two = repeats == 5 and k == 2 and all(
+        len(folds) == 2 for model_runs in runs.values() for folds in model_runs)
     comparisons = []
     for name, model_runs in runs.items():
         if name == reference:
             continue
         comp = compare_fold_scores(runs[reference], model_runs, classes, n_particles,
-                                   name_a=reference, name_b=name, alpha=alpha)
+                                   name_a=reference, name_b=name, alpha=alpha,
+                                   test="5x2cv" if five_by_two else "corrected")
         comp["mcnemar"] = (mcnemar or {}).get(name)
         comparisons.append(comp)
-    if repeats <= 1:
+    if five_by_two:
+        note = ("5 repeats x 2 folds: Dietterich's 5x2cv test (the first fold's difference "
+                "over the variance within each repeat, 5 degrees of freedom); no interval.")
+    elif repeats <= 1:
         note = (f"One repeat: the t-test's training variance comes from the {k} folds "
                 "only; --repeats 3 or more gives it more fold scores.")
     else:
         note = (f"{repeats} repeats x {k} folds = {repeats * k} paired fold scores per "
                 "test; the variance correction counts the overlap of their training sets.")
     return {
-        "test": TTEST_NAME,
+        "test": FIVE_BY_TWO_NAME if five_by_two else TTEST_NAME,
         "correction": (f"{CORRECTION_NAME} across the per-class F1 and macro F1 tests of "
                        "each comparison"),
         "alpha": alpha,

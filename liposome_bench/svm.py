@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-from liposome_bench.dataset import atomic_write, atomic_write_json, atomic_write_text
+from liposome_bench.io import atomic_write, atomic_write_json, atomic_write_text
 from liposome_bench.errors import ConfigError, DatasetError
 from liposome_bench.settings import SVMSettings
 
@@ -66,8 +66,17 @@ GRIDS = {
     },
 }
 #: In a subsampled grid search every class keeps at least this many training
-#: particles (or all it has), so the 0.6 % minority is not reduced to a few.
-MIN_PER_CLASS = 60
+#: particles (or all it has), so the 0.6 % minority is not reduced to a few:
+#: on the built-in lamellarity set (about 68 uncertain particles in the
+#: training folds) the search sees every uncertain particle.
+MIN_PER_CLASS = 250
+#: When the best C or gamma lies on the edge of the grid, the grid is
+#: extended past that edge, one grid step at a time (the grid's own ratio,
+#: 2^4 for coarse, 2^2 for full), while the best stays on the edge, at most
+#: EXTEND_STEPS times and never beyond EXTEND_LIMITS (LIBSVM grid.py's range
+#: widened by 2^4 on each side).
+EXTEND_STEPS = 3
+EXTEND_LIMITS = {"C": (2.0**-9, 2.0**19), "gamma": (2.0**-19, 2.0**7)}
 
 
 # The estimator ----------------------------------------------------------------
@@ -533,8 +542,14 @@ def stratified_subsample(y, max_samples, *, min_per_class=MIN_PER_CLASS, seed=0)
 
 
 def search_grid(X, y, *, C_values, gamma_values, inner_folds=3, max_samples=None,
-                seed=0, jobs=1, class_weight="balanced", groups=None):
+                seed=0, jobs=1, class_weight="balanced", groups=None, extend=True):
     """Choose C and gamma by stratified inner cross-validation on (X, y).
+
+    When the best C or gamma lies on the edge of its values (and more than
+    one value was searched), the grid is extended past that edge by one grid
+    step and the new points scored on the same inner folds, repeatedly, at
+    most ``EXTEND_STEPS`` times per direction and within ``EXTEND_LIMITS``
+    (``extend=False``: never). The extensions made are returned in ``best``.
 
     With ``groups`` (the outer folds' grouping, e.g. micrographs) the inner
     folds are grouped too (``StratifiedGroupKFold``), so no group is in both
@@ -563,7 +578,10 @@ def search_grid(X, y, *, C_values, gamma_values, inner_folds=3, max_samples=None
     Returns
     -------
     best : dict
-        "C", "gamma", "score" (mean inner macro F1), "n_samples", "inner_folds".
+        "C", "gamma", "score" (mean inner macro F1), "n_samples",
+        "inner_folds", "extended" (list of "gamma down to 2^-15"-like
+        strings) and "edge" (the parameters whose best value still lies on
+        an edge of the searched values: at a limit, or not extended).
     table : list of dict
         Every grid point: "C", "gamma", "score", "std".
 
@@ -596,30 +614,68 @@ def search_grid(X, y, *, C_values, gamma_values, inner_folds=3, max_samples=None
                 "--folds."
             )
         n_splits = min(n_splits, n_groups)
-    search = GridSearchCV(
-        LibSVMClassifier(class_weight=class_weight),
-        {"C": list(C_values), "gamma": list(gamma_values)},
-        scoring="f1_macro",
-        cv=inner_splitter(ys, gs, n_splits, seed),
-        n_jobs=jobs,
-        refit=False,
-        error_score="raise",
-    )
-    search.fit(Xs, ys, groups=gs)
-    res = search.cv_results_
-    table = [
-        {"C": float(p["C"]), "gamma": float(p["gamma"]), "score": float(m), "std": float(s)}
-        for p, m, s in zip(res["params"], res["mean_test_score"], res["std_test_score"])
-    ]
-    best_score = max(row["score"] for row in table)
-    best = min(
-        (row for row in table if row["score"] == best_score),
-        key=lambda row: (row["C"], row["gamma"]),
-    )
+    cv = inner_splitter(ys, gs, n_splits, seed)
+
+    def evaluate(param_grid):
+        search = GridSearchCV(
+            LibSVMClassifier(class_weight=class_weight), param_grid, scoring="f1_macro",
+            cv=cv, n_jobs=jobs, refit=False, error_score="raise",
+        )
+        search.fit(Xs, ys, groups=gs)
+        res = search.cv_results_
+        return [
+            {"C": float(p["C"]), "gamma": float(p["gamma"]), "score": float(m),
+             "std": float(s)}
+            for p, m, s in zip(res["params"], res["mean_test_score"], res["std_test_score"])
+        ]
+
+    values = {"C": sorted(float(c) for c in C_values),
+              "gamma": sorted(float(g) for g in gamma_values)}
+    table = evaluate({"C": values["C"], "gamma": values["gamma"]})
+    extended, steps = [], {"C": 0, "gamma": 0}
+    while True:
+        best = _best_row(table)
+        new = {}
+        for name in ("C", "gamma"):
+            grid = values[name]
+            if not extend or len(grid) < 2 or steps[name] >= EXTEND_STEPS:
+                continue
+            low, high = EXTEND_LIMITS[name]
+            if best[name] == grid[-1] and grid[-1] * (grid[-1] / grid[-2]) <= high * (1 + 1e-9):
+                new[name] = grid[-1] * (grid[-1] / grid[-2])
+            elif best[name] == grid[0] and grid[0] / (grid[1] / grid[0]) >= low * (1 - 1e-9):
+                new[name] = grid[0] / (grid[1] / grid[0])
+        if not new:
+            break
+        param_grid = []
+        for name, value in new.items():
+            other = "gamma" if name == "C" else "C"
+            param_grid.append({name: [value], other: values[other]})
+            steps[name] += 1
+            direction = "up" if value > values[name][-1] else "down"
+            extended.append(f"{name} {direction} to 2^{math.log2(value):g}")
+        if len(new) == 2:  # the new corner point
+            param_grid.append({"C": [new["C"]], "gamma": [new["gamma"]]})
+        table += evaluate(param_grid)
+        for name, value in new.items():
+            values[name] = sorted(values[name] + [value])
+    best = _best_row(table)
+    edge = [name for name in ("C", "gamma")
+            if len(values[name]) > 1 and best[name] in (values[name][0], values[name][-1])]
     return (
         {"C": best["C"], "gamma": best["gamma"], "score": best["score"],
-         "n_samples": int(len(ys)), "inner_folds": n_splits},
+         "n_samples": int(len(ys)), "inner_folds": n_splits, "extended": extended,
+         "edge": edge},
         table,
+    )
+
+
+def _best_row(table):
+    """The best grid point; ties go to the smaller C, then the smaller gamma."""
+    best_score = max(row["score"] for row in table)
+    return min(
+        (row for row in table if row["score"] == best_score),
+        key=lambda row: (row["C"], row["gamma"]),
     )
 
 
@@ -696,7 +752,8 @@ def _fit_fold(X, y, train, test, *, fold, C, gamma, grid, seed, jobs, stem,
     cpu0 = time.process_time()
     t0 = time.perf_counter()
     table = []
-    best = {"C": C, "gamma": gamma, "score": None, "n_samples": None, "inner_folds": None}
+    best = {"C": C, "gamma": gamma, "score": None, "n_samples": None, "inner_folds": None,
+            "extended": [], "edge": []}
     if C is None or gamma is None:
         best, table = search_grid(
             X[train], y[train],
@@ -742,6 +799,8 @@ def _fit_fold(X, y, train, test, *, fold, C, gamma, grid, seed, jobs, stem,
             "grid": grid if table else None,
             "grid_samples": best["n_samples"],
             "inner_folds": best["inner_folds"],
+            "grid_extended": best["extended"],
+            "grid_edge": best["edge"],
             "grid_results": table,
             "class_weight": {class_names[c]: float(w)
                              for c, w in zip(est.classes_, est.class_weight_)},
@@ -811,6 +870,9 @@ def run_svm(dataset, folds, results, settings: SVMSettings | None = None, *, job
         "gamma": gamma,
         "seed": seed,
         "grid_score": GRID_SCORE,
+        "grid_min_per_class": MIN_PER_CLASS,
+        "grid_extension": {"steps": EXTEND_STEPS,
+                           "limits": {k: list(v) for k, v in EXTEND_LIMITS.items()}},
         "class_weight": "balanced",
         "scaling": "svm-scale [-1, 1] on the training folds",
     }
@@ -878,9 +940,12 @@ def run_svm(dataset, folds, results, settings: SVMSettings | None = None, *, job
 def _report_fold(reporter, result, k):
     params, timings = result.params, result.timings
     score = params["grid_score"]
-    score = params["grid_score"]
     reporter.message(
         f"svm fold {result.fold} (of 0-{k - 1}): C={params['C']:g} gamma={params['gamma']:g}"
         + (f" (inner {GRID_SCORE} {score:.3f})" if score is not None else "")
+        + (f"; grid extended: {', '.join(params['grid_extended'])}"
+           if params.get("grid_extended") else "")
+        + (f"; {' and '.join(params['grid_edge'])} still on the grid's edge"
+           if params.get("grid_edge") else "")
         + f", fit {timings['fit_s']:.1f}s"
     )

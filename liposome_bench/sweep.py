@@ -58,7 +58,7 @@ from pathlib import Path
 
 import numpy as np
 
-from liposome_bench.dataset import atomic_write_json, atomic_write_text
+from liposome_bench.io import atomic_write_json, atomic_write_text
 from liposome_bench.errors import ConfigError, LiposomeBenchError, ResultsError, SweepError
 from liposome_bench.settings import CNNSettings, SVMSettings
 
@@ -530,7 +530,8 @@ def load_task_dataset(source: DatasetSource):
         If the worker cannot read it, or reads a dataset with another
         fingerprint.
     """
-    from liposome_bench.dataset import load_dataset, resolve_dataset
+    from liposome_bench.dataset import load_dataset
+    from liposome_bench.sources import resolve_dataset
     from liposome_bench.errors import DatasetError
 
     if source.fingerprint in _DATASETS:

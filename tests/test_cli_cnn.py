@@ -19,6 +19,9 @@ def test_trains_and_prints_the_tables(tmp_path, tiny_export_copy, tiny_dataset):
                  "--input-size", 16, "--folds", 3, "--augment", "rotation,shift",
                  "--out", out)
     assert result.exit_code == 0, result.output
+    # First line: the device, by CPU model and instruction sets (or GPU), and backend.
+    assert result.output.startswith("Training on ")
+    assert "failed call to cuInit" not in result.output
     assert "lipnet-4: per-class metrics (one-vs-rest)" in result.output
     assert "normalised confusion matrix" in result.output
     assert "lipnet-4: folds" in result.output

@@ -381,3 +381,121 @@ def test_mixed_precision_keeps_float32_outputs(tiny_dataset):
     assert net.get_layer("block1_conv1").kernel.dtype == "float32"
     p = net.predict(x[36:], verbose=0)
     assert p.dtype == np.float32 and np.isfinite(info["history"]["val_loss"][0])
+
+
+# Training speed: schedule, precision, quiet start ------------------------------------
+
+def test_learning_rate_warms_up_then_stays_or_decays():
+    import keras
+
+    constant = cnn.make_learning_rate(2e-3, 10, 5, warmup_epochs=0)
+    assert constant == 2e-3
+    warm = cnn.make_learning_rate(2e-3, 10, 5, warmup_epochs=1)
+    rates = [float(keras.ops.convert_to_numpy(warm(step))) for step in (0, 5, 10, 30, 49)]
+    assert rates[0] == pytest.approx(2e-4) and rates[1] == pytest.approx(1.1e-3)
+    assert rates[2:] == pytest.approx([2e-3] * 3)
+    cosine = cnn.make_learning_rate(2e-3, 10, 5, warmup_epochs=1, schedule="cosine")
+    rates = [float(keras.ops.convert_to_numpy(cosine(step))) for step in (10, 30, 50)]
+    assert rates == pytest.approx([2e-3, 1e-3, 0.0], abs=1e-9)
+
+
+@pytest.mark.parametrize("dtype_policy", [None, "mixed_bfloat16"])
+def test_default_training_path_is_deterministic(tiny_dataset, dtype_policy):
+    """Batch 128, warm-up, augmentation and balancing, float32 or bfloat16:
+    the same seed gives the same network on the CPU."""
+    x = cnn.prepare_images(tiny_dataset, "masked", 12)
+    y = tiny_dataset.y
+    runs = [
+        cnn.train_fold(x[:36], y[:36], x[36:], y[36:], model="lipnet-4", n_classes=3,
+                       augment="all", epochs=1, dtype_policy=dtype_policy, seed=3)
+        for _ in range(2)
+    ]
+    p = [net.predict(x[36:], verbose=0) for net, _ in runs]
+    np.testing.assert_array_equal(p[0], p[1])
+    assert runs[0][1]["history"] == runs[1][1]["history"]
+
+
+def test_automatic_precision_is_bfloat16_only_on_a_cpu_with_native_bfloat16(monkeypatch):
+    from liposome_bench import machine
+
+    monkeypatch.setattr(machine, "native_bfloat16", lambda info=None: True)
+    assert cnn.resolve_dtype_policy(None, "cpu", "tensorflow") == "mixed_bfloat16"
+    assert cnn.resolve_dtype_policy(None, "cpu", "jax") is None  # measured: not faster
+    assert cnn.resolve_dtype_policy(None, "gpu", "tensorflow") is None
+    assert cnn.resolve_dtype_policy(False, "cpu") is None
+    monkeypatch.setattr(machine, "native_bfloat16", lambda info=None: False)
+    assert cnn.resolve_dtype_policy(None, "cpu", "tensorflow") is None
+    assert cnn.resolve_dtype_policy(True, "cpu") == "mixed_bfloat16"
+    assert cnn.resolve_dtype_policy(True, "gpu") == "mixed_float16"
+
+
+def test_backend_noise_filter_drops_only_the_known_lines():
+    text = (
+        "WARNING: All log messages before absl::InitializeLog() is called are written to "
+        "STDERR\n"
+        "I0000 00:00:17.2 port.cc:153] oneDNN custom operations are on.\n"
+        "E0000 00:00:17.3 cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error\n"
+        "E0000 00:00:17.4 something.cc:1] a real error\n"
+    )
+    kept = cnn.filter_backend_noise(text, no_gpu=True, quiet_info=True)
+    assert kept == "E0000 00:00:17.4 something.cc:1] a real error\n"
+    # On a machine with an NVIDIA device a failing cuInit is a real error.
+    assert "failed call to cuInit" in cnn.filter_backend_noise(text, no_gpu=False,
+                                                               quiet_info=True)
+    assert cnn.filter_backend_noise(text, no_gpu=False, quiet_info=False) == text
+
+
+def test_device_line_names_the_cpu_or_gpu():
+    from liposome_bench.machine import describe_cpu
+
+    device, line = cnn.describe_device()
+    if device == "cpu":
+        assert describe_cpu() in line and "Keras backend" in line
+    else:
+        assert line.startswith("Training on GPU")
+
+
+# Early stopping on validation macro F1 (issue 8) ---------------------------------
+
+def test_monitor_ranks_epochs_by_macro_f1_then_loss():
+    a = {"val_loss": 0.50, "val_macro_f1": 0.70}
+    higher_f1_worse_loss = {"val_loss": 0.60, "val_macro_f1": 0.75}
+    same_f1_better_loss = {"val_loss": 0.40, "val_macro_f1": 0.70}
+    key = cnn.monitor_key
+    assert key(higher_f1_worse_loss, 1) < key(a, 0)
+    assert key(same_f1_better_loss, 1) < key(a, 0)
+    # On the loss, the ranking follows the loss alone.
+    assert key(a, 0, "loss") < key(higher_f1_worse_loss, 1, "loss")
+    # Without validation, the later epoch ranks better (the last is kept).
+    assert key({"loss": 1.0}, 3) < key({"loss": 0.5}, 2)
+
+
+def test_default_budget_stops_on_macro_f1():
+    from liposome_bench.settings import CNNSettings
+
+    s = CNNSettings()
+    assert s.early_stopping == "macro_f1" and s.epochs > 3 * s.patience
+    with pytest.raises(ConfigError, match="Unknown early-stopping metric 'auc'"):
+        CNNSettings(early_stopping="auc")
+
+
+@pytest.mark.parametrize("best, run, expected", [(6, 6, True), (3, 6, False), (2, 4, False)])
+def test_fold_whose_best_epoch_is_the_last_is_flagged(monkeypatch, tmp_path, tiny_dataset,
+                                                      best, run, expected):
+    from liposome_bench.folds import load_or_make_folds
+    from liposome_bench.results import ResultsDir
+
+    class Net:
+        def predict(self, x, **kwargs):
+            return np.full((len(x), 3), 1 / 3)
+
+    def fake_train(x_fit, y_fit, x_val, y_val, **kwargs):
+        return Net(), {"best_epoch": best, "epochs_run": run, "history": {},
+                       "epoch_counts": [1, 1, 1], "train_s": 0.0, "samples_per_s": None}
+
+    monkeypatch.setattr(cnn, "train_fold", fake_train)
+    folds = load_or_make_folds(tiny_dataset, k=3)
+    out = cnn.run_cnn(tiny_dataset, folds, ResultsDir(tmp_path / "r"), model="lipnet-1",
+                      epochs=6, save_models=False)
+    assert all(r.params["under_trained"] is expected for r in out)
+    assert all(r.params["stopped_early"] is (run < 6) for r in out)

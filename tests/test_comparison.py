@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from liposome_bench import comparison
+from liposome_bench import comparison, display
 from liposome_bench import report
 from liposome_bench.errors import ResultsError
 from liposome_bench.settings import CNNSettings, SVMSettings
@@ -52,8 +52,11 @@ def run_quick_once(base: Path, tiny_export):
     session and shared with test_resume.py."""
     if "summary" not in _QUICK:
         out = base / "quick-run"
+        # float32 everywhere: the automatic bfloat16 of CPUs with native
+        # bfloat16 would make the CI baseline depend on the CPU.
         _QUICK["summary"] = comparison.run_benchmark(
-            "lamellarity", tiny_export, quick=True, k=QUICK_FOLDS, out=out
+            "lamellarity", tiny_export, quick=True, k=QUICK_FOLDS, out=out,
+            cnn_options={"mixed_precision": False},
         )
         _QUICK["out"] = out
     return _QUICK["out"], _QUICK["summary"]
@@ -113,7 +116,7 @@ def test_tables_print_side_by_side(quick_run):
 
     _, summary = quick_run
     console = Console(record=True, width=200)
-    comparison.print_benchmark(summary, console)
+    display.print_benchmark(summary, console)
     text = console.export_text()
     for needle in ["unilamellar (24 particles)", "uncertain (9 particles)", "F1 (thesis)",
                    "balanced accuracy", "MCC", "normalised confusion matrix",
@@ -246,3 +249,42 @@ def test_quick_subset_is_stratified_and_kept_in_memory(tiny_dataset):
     assert sum(counts.values()) <= comparison.QUICK_PARTICLES + len(counts)
     assert min(counts.values()) >= comparison.QUICK_MIN_PER_CLASS
     assert subset.fingerprint() != big.fingerprint()
+
+
+def test_repeated_verdict_rests_on_every_repeats_fold_scores(monkeypatch, tmp_path,
+                                                            tiny_export):
+    """With --repeats the headline verdict pairs the fold scores of all
+    repeats (the CNN is a stand-in that predicts every particle right)."""
+    from liposome_bench import cnn
+    from liposome_bench.results import FoldResult
+
+    def perfect_cnn(dataset, folds, results, settings, *, seed, reporter, **kwargs):
+        classes = list(dataset.problem.classes)
+        results.prepare(dataset, folds, settings.model, {"stand-in": True})
+        for f in range(folds.k):
+            test = folds.test_indices(f)
+            y = dataset.y[test]
+            results.save_fold(FoldResult(
+                settings.model, f, [dataset.ids[i] for i in test], y, y,
+                np.eye(len(classes))[y], classes, "probability",
+                {"epochs": 3, "epochs_run": 8, "max_epochs": 30, "stopped_early": True,
+                 "under_trained": False}, {}), classes)
+
+    monkeypatch.setattr(cnn, "run_cnn", perfect_cnn)
+    summary = comparison.run_benchmark(
+        "lamellarity", tiny_export, cnn_models=["lipnet-1"], quick=True, k=QUICK_FOLDS,
+        repeats=2, out=tmp_path / "rep", svm_options={"C": 8.0, "gamma": 0.0078125},
+        n_resamples=50,
+    )
+    verdict = summary["verdict"]
+    assert verdict["repeats"] == 2 and verdict["n_scores"] == 2 * QUICK_FOLDS
+    (comp,) = verdict["comparisons"]
+    assert comp["n_scores"] == 2 * QUICK_FOLDS
+    assert "2 repeats x 3 folds = 6 paired fold scores" in verdict["note"]
+    # Each repeat's own summary rests on its own folds only.
+    one = json.loads((tmp_path / "rep" / "repeat-1" / "summary.json").read_text())
+    assert one["verdict"]["n_scores"] == QUICK_FOLDS
+    # The perfect stand-in is never worse than the SVM.
+    assert comp["macro_f1"]["difference"] >= 0
+    assert all(e["verdict"] in ("no significant difference", "lipnet-1 better")
+               for e in comp["per_class"].values())

@@ -641,7 +641,7 @@ def test_derive_mask_of_a_flat_image_is_empty_and_reported(tmp_path):
 # Description ---------------------------------------------------------------------------
 
 def test_describe_dataset_counts_sizes_and_folds(tmp_path):
-    from liposome_bench.folds import load_or_make_folds
+    from liposome_bench.folds import describe_stored_folds, load_or_make_folds
 
     root = shutil.copytree(FIXTURES / "export", tmp_path / "d")
     dataset = load_dataset(root)
@@ -659,9 +659,9 @@ def test_describe_dataset_counts_sizes_and_folds(tmp_path):
     assert info["image_size"]["all"]["height"]["max"] == max(heights)
     assert info["masks_derived"] == 0
     assert info["fingerprint"] == dataset.fingerprint()
-    assert info["folds"] == []
+    assert describe_stored_folds(dataset) == []
     load_or_make_folds(dataset, k=3, seed=1)
-    assert describe_dataset(dataset)["folds"] == [
+    assert describe_stored_folds(dataset) == [
         {"file": "folds/k3-seed1.json", "k": 3, "seed": 1, "matches": True}
     ]
     json.dumps(describe_dataset(dataset))  # serialisable for --json
@@ -672,18 +672,6 @@ def test_describe_dataset_empty_class_has_no_sizes():
     assert info["image_size"]["per_class"]["uncertain"] is None
     assert info["pixel_size_nm"] == {"min": None, "median": None, "max": None, "unknown": 7}
     assert info["masks_derived"] == 7
-
-
-def test_atomic_write_gives_files_the_umask_mode(tmp_path):
-    # mkstemp makes 0600 files; results and exports must be readable by the
-    # group/others like any file the user writes.
-    import os
-
-    from liposome_bench.dataset import _UMASK, atomic_write_text
-
-    atomic_write_text(tmp_path / "a.txt", "x")
-    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o666 & ~_UMASK
-    assert os.listdir(tmp_path) == ["a.txt"]
 
 
 def test_a_folder_holding_a_manifest_is_not_read_as_class_folders():
@@ -698,22 +686,6 @@ def test_a_folder_holding_a_manifest_is_not_read_as_class_folders():
         f"{folder} holds manifest.csv but no particles.json. "
         f"Pass the manifest or stack file itself, e.g. {folder / 'manifest.csv'}."
     )
-
-
-def test_atomic_write_leaves_the_old_file_when_the_writer_fails(tmp_path):
-    from liposome_bench.dataset import atomic_write
-
-    target = tmp_path / "table.parquet"
-    target.write_text("old")
-
-    def failing(tmp):
-        tmp.write_text("half")
-        raise OSError("disk full")
-
-    with pytest.raises(OSError):
-        atomic_write(target, failing)
-    assert target.read_text() == "old"
-    assert os.listdir(tmp_path) == ["table.parquet"]
 
 
 def test_extra_keys_and_columns_become_particle_metadata(tmp_path):

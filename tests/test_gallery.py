@@ -250,3 +250,16 @@ def test_report_command_draws_from_a_moved_dataset(fixed, tmp_path):
     assert "**No galleries.**" not in text
     result = CliRunner().invoke(cli, ["report", str(path), "--gallery-size", "0"])
     assert result.exit_code == 0 and "## Particle galleries" not in (path / "report.md").read_text()
+
+
+def test_saliency_is_capped_and_the_report_says_so(quick_run, tmp_path):
+    out, _ = quick_run
+    drawn = gallery.render_galleries(out, tmp_path / "figures", size=4, max_saliency=3)
+    assert drawn.saliency_count == 3
+    assert any("saliency for the first 3 of" in n for n in drawn.saliency_notes)
+    first = drawn.galleries[0][1]
+    # A later report with smaller galleries leaves no stale gallery behind.
+    kept = gallery.render_galleries(out, tmp_path / "figures", size=1, saliency=False)
+    assert sorted((tmp_path / "figures" / "galleries").glob("*.png")) == sorted(
+        p for _, p in kept.galleries)
+    assert first.is_file()

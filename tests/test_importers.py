@@ -163,6 +163,15 @@ def test_classes_map_category_names_to_codes(tmp_path):
         str(e["annotation"]): e["class"] for e in TRUTH}
 
 
+def test_an_unused_category_does_not_make_the_problem_custom(tmp_path):
+    coco = json.loads((MICS / "coco.json").read_text())
+    coco["categories"].append({"id": 4, "name": "background"})
+    path = tmp_path / "extra.json"
+    path.write_text(json.dumps(coco))
+    import_coco(path, MICS / "images", tmp_path / "ds")
+    assert load_dataset(tmp_path / "ds").problem.name == "lamellarity"
+
+
 def test_custom_categories_make_a_custom_problem(tmp_path):
     coco = json.loads((MICS / "coco.json").read_text())
     for c in coco["categories"]:
@@ -337,3 +346,11 @@ def test_plot_micrograph_crops_writes_a_png(tmp_path):
         {"crop": [0, 100, 30, 30], "label": "multilamellar", "edge_cut": True},
     ], tmp_path / "m.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_label_image_with_several_pages_is_refused(tmp_path):
+    from liposome_bench.importers import read_label_image
+
+    tifffile.imwrite(tmp_path / "two.tif", np.zeros((2, 8, 8), np.uint16))
+    with pytest.raises(DatasetError, match="two.tif holds 2 images; expected one label image"):
+        read_label_image(tmp_path / "two.tif")

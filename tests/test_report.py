@@ -255,3 +255,34 @@ def test_bad_baseline_files_are_refused(results_folder, tmp_path, content, messa
 def test_missing_baseline_file_is_refused(results_folder, tmp_path):
     with pytest.raises(ResultsError, match="does not exist"):
         report.check_baseline(results_folder, tmp_path / "nope.json")
+
+
+def test_budget_notes_flag_under_trained_folds_and_grid_edges(results_folder):
+    from liposome_bench.comparison import budget_notes
+
+    summary = report.load_summary(results_folder)
+    summary["models"]["lipnet-4"]["params"] = [
+        {"epochs": 7, "epochs_run": 12, "max_epochs": 30, "stopped_early": True,
+         "under_trained": False},
+        {"epochs": 30, "epochs_run": 30, "max_epochs": 30, "stopped_early": False,
+         "under_trained": True},
+        {"epochs": 9, "epochs_run": 14, "max_epochs": 30, "stopped_early": True,
+         "under_trained": False},
+    ]
+    summary["models"]["svm"]["params"] = [
+        {"C": 8.0, "gamma": 2.0**-15, "grid_extended": ["gamma down to 2^-15"], "grid_edge": []},
+        {"C": 8.0, "gamma": 2.0**-7, "grid_extended": [], "grid_edge": []},
+        {"C": 2.0**19, "gamma": 2.0**-7, "grid_extended": ["C up to 2^15", "C up to 2^19"],
+         "grid_edge": ["C"]},
+    ]
+    notes = budget_notes(summary)
+    assert ("lipnet-4: early stopping ended 2 of 3 folds before the maximum of 30 epochs "
+            "(best epochs 7, 30, 9).") in notes
+    assert any(n.startswith("lipnet-4: fold(s) 1 had their best validation macro F1 at the "
+                            "last allowed epoch: possibly under-trained.") for n in notes)
+    assert any("fold(s) 0, 2; the grid was extended there (fold 0: gamma down to 2^-15; "
+               "fold 2: C up to 2^15, C up to 2^19)" in n for n in notes)
+    assert any(n.startswith("svm: in fold(s) 2 the best point is still on the edge")
+               for n in notes)
+    text = report.format_report(summary)
+    assert "possibly under-trained" in text and "| under_trained |" in text

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -27,9 +28,12 @@ def quick_run(tmp_path_factory, tiny_export):
 
 
 def _command(data, out, *extra):
+    # float32, as the reference run (run_quick_once), on any CPU.
+    config = Path(out).parent / "float32.toml"
+    config.write_text("[cnn]\nmixed_precision = false\n")
     return [sys.executable, "-m", "liposome_bench", "benchmark", "--problem", "lamellarity",
             "--data", str(data), "--quick", "--folds", str(QUICK_FOLDS), "--out", str(out),
-            *extra]
+            "--config", str(config), *extra]
 
 
 def _environment():

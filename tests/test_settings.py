@@ -95,3 +95,28 @@ def test_svm_units_are_validated_and_recorded():
         s.SVMSettings(units="mm")
     with pytest.raises(ConfigError, match="--units px computes the features from the images"):
         s.SVMSettings(units="px", source="export")
+
+
+def test_learning_rate_scales_with_the_square_root_of_the_batch_size():
+    assert s.CNNSettings(batch_size=32).resolved_learning_rate == 1e-3
+    assert s.CNNSettings(batch_size=128).resolved_learning_rate == 2e-3
+    assert s.CNNSettings(batch_size=8, optimizer="sgd").resolved_learning_rate == 5e-3
+    assert s.CNNSettings(batch_size=128, learning_rate=1e-4).resolved_learning_rate == 1e-4
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("lr_schedule", "step", "Unknown learning-rate schedule 'step'; expected one of "
+                                "constant, cosine."),
+        ("warmup_epochs", -1, "warmup_epochs (--warmup-epochs) must be a number of at "
+                              "least 0; got -1."),
+        ("mixed_precision", "yes", "mixed_precision must be true, false or unset "
+                                   "(automatic); got 'yes'."),
+    ],
+)
+def test_training_schedule_settings_are_validated(field, value, message):
+    with pytest.raises(ConfigError) as err:
+        s.CNNSettings(**{field: value})
+    assert str(err.value) == message
+    assert s.CNNSettings().mixed_precision is None  # automatic by default

@@ -322,3 +322,32 @@ def test_headline_verdict_says_what_the_variance_rests_on():
                                    k=3)
     assert three["n_scores"] == 9 and three["comparisons"][0]["n_scores"] == 9
     assert "3 repeats x 3 folds = 9" in three["note"]
+
+
+def test_dietterich_5x2cv_by_hand():
+    from scipy.stats import t as student_t
+
+    d = [[0.10, 0.06], [0.02, 0.04], [0.05, 0.05], [0.08, 0.00], [0.03, 0.07]]
+    out = stats.dietterich_5x2cv_ttest(d)
+    # s_i^2: 0.0008, 0.0002, 0, 0.0032, 0.0008; mean 0.001; t = 0.10 / sqrt(0.001)
+    assert out["t"] == pytest.approx(0.10 / math.sqrt(0.001))
+    assert out["df"] == 5 and out["n"] == 10
+    assert out["p"] == pytest.approx(2 * student_t.sf(0.10 / math.sqrt(0.001), 5))
+    assert out["mean"] == pytest.approx(0.05)
+    with pytest.raises(ValueError, match=r"shape \(5, 2\)"):
+        stats.dietterich_5x2cv_ttest([0.1, 0.2])
+
+
+def test_five_repeats_of_two_folds_use_the_5x2cv_test():
+    def run(preds):
+        return [_Fold(f, [0, 0, 1, 1], p) for f, p in enumerate(preds)]
+
+    svm = [run([[0, 1, 1, 1], [0, 0, 1, 0]])] * 5
+    cnn = [run([[0, 0, 1, 1], [0, 0, 1, 1]])] * 5
+    verdict = stats.headline_verdict({"svm": svm, "cnn": cnn}, "svm", ["x", "y"], 8, k=2)
+    assert verdict["test"] == stats.FIVE_BY_TWO_NAME
+    assert "5x2cv" in verdict["note"]
+    macro = verdict["comparisons"][0]["macro_f1"]
+    assert macro["df"] == 5 and macro["ci"] == [None, None]
+    three = stats.headline_verdict({"svm": svm[:3], "cnn": cnn[:3]}, "svm", ["x", "y"], 8, k=2)
+    assert three["test"] == stats.TTEST_NAME

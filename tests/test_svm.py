@@ -228,13 +228,43 @@ def test_load_refuses_a_missing_model(tmp_path):
 
 def test_grid_search_returns_the_best_point_with_ties_to_smaller_values():
     X, y = _data(300)
-    best, table = search_grid(X, y, C_values=[1.0, 16.0], gamma_values=[0.01, 1.0], seed=0)
-    assert len(table) == 4
+    best, table = search_grid(X, y, C_values=[1.0, 16.0], gamma_values=[0.01, 1.0], seed=0,
+                              extend=False)
+    assert len(table) == 4 and best["extended"] == []
     top = max(row["score"] for row in table)
     assert best["score"] == top
     tied = [row for row in table if row["score"] == top]
     assert (best["C"], best["gamma"]) == min((r["C"], r["gamma"]) for r in tied)
     assert best["inner_folds"] == 3 and best["n_samples"] == 300
+
+
+@pytest.mark.parametrize(
+    "gammas, extended, edge, best_gamma",
+    [
+        # best on the upper edge: one step up (the grid's ratio, 2^2), then interior
+        ([2.0**-3, 2.0**-1], ["gamma up to 2^1"], [], 0.5),
+        # best on the lower edge: at most EXTEND_STEPS steps down, then still an edge
+        ([2.0**5, 2.0**7], ["gamma down to 2^3", "gamma down to 2^1", "gamma down to 2^-1"],
+         ["gamma"], 0.5),
+    ],
+)
+def test_grid_is_extended_past_an_edge_holding_the_best(gammas, extended, edge, best_gamma):
+    X, y = _data(300)
+    best, table = search_grid(X, y, C_values=[1.0], gamma_values=gammas, seed=0)
+    assert best["extended"] == extended and best["edge"] == edge
+    assert best["gamma"] == best_gamma
+    assert len(table) == len(gammas) + len(extended)  # one new point per step (C fixed)
+    low, high = svm_module.EXTEND_LIMITS["gamma"]
+    assert all(low <= row["gamma"] <= high for row in table)
+    assert best["score"] == max(row["score"] for row in table)
+
+
+def test_grid_extension_stops_at_the_limit():
+    X, y = _data(300)
+    low = svm_module.EXTEND_LIMITS["gamma"][0]
+    best, table = search_grid(X, y, C_values=[1.0], gamma_values=[low, 4 * low], seed=0)
+    assert all(row["gamma"] >= low for row in table)
+    assert not any("down" in e for e in best["extended"])
 
 
 def test_grid_search_score_is_macro_f1_of_inner_folds():
@@ -364,10 +394,19 @@ def test_grid_search_sees_only_the_training_folds(tmp_path, small_dataset, fake_
     assert len(seen) == 3
     for f, rows in enumerate(seen):
         assert rows == set(folds.train_indices(f).tolist())
+    import math
+
     for r in out:
-        assert r.params["C"] in small_grid["C"] and r.params["gamma"] in small_grid["gamma"]
+        extra = {name: {2.0 ** float(e.split("2^")[1]) for e in r.params["grid_extended"]
+                        if e.startswith(name + " ")} for name in ("C", "gamma")}
+        assert r.params["C"] in set(small_grid["C"]) | extra["C"]
+        assert r.params["gamma"] in set(small_grid["gamma"]) | extra["gamma"]
         assert r.params["grid_score"] == max(p["score"] for p in r.params["grid_results"])
-        assert len(r.params["grid_results"]) == 4
+        points = {(p["C"], p["gamma"]) for p in r.params["grid_results"]}
+        assert {(c, g) for c in small_grid["C"] for g in small_grid["gamma"]} <= points
+        n_c = len(small_grid["C"]) + len(extra["C"])
+        n_g = len(small_grid["gamma"]) + len(extra["gamma"])
+        assert len(points) == n_c * n_g and not math.isnan(r.params["grid_score"])
 
 
 def test_fixing_c_searches_only_gamma(tmp_path, small_dataset, fake_features, small_grid):
@@ -375,7 +414,9 @@ def test_fixing_c_searches_only_gamma(tmp_path, small_dataset, fake_features, sm
     out = run_svm(small_dataset, folds, ResultsDir(tmp_path / "r"), C=2.0)
     for r in out:
         assert {p["C"] for p in r.params["grid_results"]} == {2.0}
-        assert len(r.params["grid_results"]) == len(small_grid["gamma"])
+        assert len(r.params["grid_results"]) == (len(small_grid["gamma"])
+                                                 + len(r.params["grid_extended"]))
+        assert all(e.startswith("gamma ") for e in r.params["grid_extended"])
 
 
 def test_run_svm_resumes_and_refuses_other_settings(tmp_path, small_dataset, fake_features,

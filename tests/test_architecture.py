@@ -1,0 +1,104 @@
+"""The package's structure (issue 14): no import cycle between its modules,
+no environment changes on import, and docs/architecture.md names real code."""
+
+import ast
+import importlib
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "liposome_bench"
+
+
+def import_graph() -> dict[str, set[str]]:
+    """module -> the package modules it imports, at module level or inside
+    functions alike."""
+    modules = {p.stem for p in PACKAGE.glob("*.py")}
+    graph = {}
+    for path in PACKAGE.glob("*.py"):
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                if node.module.startswith("liposome_bench."):
+                    deps.add(node.module.split(".")[1])
+                elif node.module == "liposome_bench":
+                    deps.update(a.name for a in node.names if a.name in modules)
+            elif isinstance(node, ast.Import):
+                deps.update(a.name.split(".")[1] for a in node.names
+                            if a.name.startswith("liposome_bench."))
+        graph[path.stem] = (deps & modules) - {path.stem}
+    return graph
+
+
+def find_cycle(graph):
+    """One import cycle as a list of modules, or None."""
+    state = {}
+
+    def visit(node, trail):
+        state[node] = "open"
+        for dep in sorted(graph[node]):
+            if state.get(dep) == "open":
+                return trail[trail.index(dep):] + [dep]
+            if dep not in state:
+                found = visit(dep, trail + [dep])
+                if found:
+                    return found
+        state[node] = "done"
+        return None
+
+    for start in sorted(graph):
+        if start not in state:
+            found = visit(start, [start])
+            if found:
+                return found
+    return None
+
+
+def test_the_import_graph_has_no_cycle():
+    graph = import_graph()
+    assert "dataset" in graph and "synth" in graph
+    assert find_cycle(graph) is None, " -> ".join(find_cycle(graph))
+
+
+def test_find_cycle_finds_one():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_importing_modules_leaves_the_environment_alone():
+    names = sorted(p.stem for p in PACKAGE.glob("*.py") if p.stem not in ("__main__",))
+    # scikit-learn sets KMP_* variables when imported: imported first, its
+    # changes are not counted as ours.
+    code = ("import os, importlib, sklearn; os.environ.pop('TF_CPP_MIN_LOG_LEVEL', None); "
+            "before = dict(os.environ); "
+            f"[importlib.import_module('liposome_bench.' + m) for m in {names!r} "
+            "if m != '__init__']; "
+            "print(sorted(set(os.environ.items()) ^ set(before.items())))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=ROOT).stdout.strip()
+    assert out == "[]"
+
+
+def test_architecture_doc_names_real_modules_and_functions():
+    text = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    rows = [line for line in text.splitlines()
+            if line.startswith("| `") and not line.startswith("| `module")]
+    documented = set()
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        module = cells[0].strip("`")
+        documented.add(module)
+        mod = importlib.import_module(f"liposome_bench.{module}")
+        for name in re.findall(r"`([A-Za-z_][A-Za-z0-9_]*)(?:[(.`])", cells[1]):
+            assert hasattr(mod, name), f"docs/architecture.md: {module}.{name} does not exist"
+    on_disk = {p.stem for p in PACKAGE.glob("*.py")} - {"__init__", "__main__"}
+    assert on_disk <= documented, f"modules missing from docs/architecture.md: " \
+                                  f"{sorted(on_disk - documented)}"
+
+
+def test_matplotlib_is_used_by_the_plotting_module_only():
+    users = sorted(p.name for p in PACKAGE.glob("*.py")
+                   if p.stem != "plotting" and "matplotlib" in p.read_text(encoding="utf-8"))
+    assert users == []

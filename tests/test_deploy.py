@@ -1,0 +1,430 @@
+"""train / predict / export: model bundles made from a finished tiny run."""
+
+import json
+import shutil
+import subprocess
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from liposome_bench import abstention, deploy
+from liposome_bench.errors import BundleError, DatasetError
+
+SVM_PREDICT = shutil.which("svm-predict")
+SVM_SCALE = shutil.which("svm-scale")
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, tiny_export):
+    """An SVM and a one-epoch lipnet-1 cross-validated on 3 folds of the tiny export."""
+    from liposome_bench.cnn import run_cnn
+    from liposome_bench.dataset import load_dataset
+    from liposome_bench.folds import load_or_make_folds
+    from liposome_bench.results import ResultsDir
+    from liposome_bench.svm import run_svm
+
+    root = tmp_path_factory.mktemp("deploy")
+    data = shutil.copytree(tiny_export, root / "data")
+    dataset = load_dataset(data)
+    folds = load_or_make_folds(dataset, k=3, seed=0)
+    results = ResultsDir(root / "results")
+    run_svm(dataset, folds, results)
+    run_cnn(dataset, folds, results, model="lipnet-1", epochs=1, input_size=16,
+            augment="none", save_models=False)
+    return {"root": root, "data": data, "results": results.path, "dataset": dataset}
+
+
+@pytest.fixture(scope="module")
+def svm_bundle(tiny_run):
+    out = tiny_run["root"] / "m-svm"
+    deploy.train_from_results(tiny_run["results"], "svm", out, data=tiny_run["data"])
+    return out
+
+
+@pytest.fixture(scope="module")
+def cnn_bundle(tiny_run):
+    out = tiny_run["root"] / "m-cnn"
+    deploy.train_from_results(tiny_run["results"], "lipnet-1", out, data=tiny_run["data"])
+    return out
+
+
+@pytest.fixture(scope="module")
+def unlabelled(tiny_run):
+    """The tiny export with every Class removed."""
+    out = shutil.copytree(tiny_run["data"], tiny_run["root"] / "unlabelled")
+    path = out / "particles.json"
+    objects = json.loads(path.read_text())
+    for obj in objects:
+        obj.pop("Class", None)
+        obj.pop("Label", None)
+    path.write_text(json.dumps(objects))
+    shutil.rmtree(out / "folds", ignore_errors=True)
+    return out
+
+
+# The bundle ------------------------------------------------------------------------------
+
+
+def test_svm_card_records_what_the_final_model_is(svm_bundle, tiny_run):
+    card = json.loads((svm_bundle / "model.json").read_text())
+    dataset = tiny_run["dataset"]
+    assert card["schema_version"] == deploy.BUNDLE_SCHEMA_VERSION
+    assert card["problem"]["classes"] == ["unilamellar", "multilamellar", "uncertain"]
+    assert card["training"]["dataset"]["fingerprint"] == dataset.fingerprint()
+    assert card["training"]["dataset"]["n_particles"] == len(dataset) == 45
+    assert card["input"]["feature_set"] == "vironova" and len(card["input"]["features"]) > 10
+    hp = card["training"]["hyperparameters"]
+    # The grid search ran on all 45 particles (no test fold left out).
+    assert "45 of the 45" in hp["chosen_by"]
+    svm_json = json.loads((svm_bundle / "svm.json").read_text())
+    assert svm_json["params"]["C"] == hp["C"] and svm_json["gamma"] == hp["gamma"]
+    assert sum(hp["n_support"]) <= 45
+    overall = card["cross_validation"]["overall"]["macro_f1"]
+    assert overall["ci"][0] <= overall["pooled"] <= overall["ci"][1]
+    assert "scikit-learn" in card["versions"] and card["pixel_size"]["training_nm"]["median"] > 0
+    assert sorted(p.name for p in svm_bundle.iterdir()) == [
+        "cv-predictions.csv", "model.json", "svm.json", "svm.model", "svm.range"]
+
+
+def test_cnn_epochs_are_the_median_best_epoch_of_the_folds(cnn_bundle, tiny_run):
+    card = json.loads((cnn_bundle / "model.json").read_text())
+    best = [json.loads((tiny_run["results"] / "lipnet-1" / f"fold-{f}.json").read_text())
+            ["params"]["epochs"] for f in range(3)]
+    hp = card["training"]["hyperparameters"]
+    assert hp["fold_best_epochs"] == best
+    assert hp["epochs"] == int(round(float(np.median(best)))) == hp["epochs_run"]
+    assert card["input"]["size"] == 16 and card["input"]["mode"] == "masked"
+    assert "standardised" in card["input"]["preprocessing"]
+    assert (cnn_bundle / "model.keras").is_file()
+
+
+def test_cv_predictions_are_the_runs_out_of_fold_predictions(svm_bundle, tiny_run):
+    table = pd.read_csv(svm_bundle / "cv-predictions.csv", dtype={"id": str})
+    folds = pd.concat(pd.read_csv(tiny_run["results"] / "svm" / f"fold-{f}.csv",
+                                  dtype={"id": str}) for f in range(3))
+    assert list(table["id"]) == list(folds["id"])
+    assert list(table["predicted"]) == list(folds["predicted"])
+    p = table[["p_unilamellar", "p_multilamellar", "p_uncertain"]].to_numpy()
+    np.testing.assert_allclose(p.sum(axis=1), 1.0)
+
+
+def test_a_folder_that_is_not_a_bundle_is_not_replaced(tiny_run, tmp_path):
+    out = tmp_path / "precious"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    with pytest.raises(BundleError, match="not a model bundle"):
+        deploy.train_from_results(tiny_run["results"], "svm", out, data=tiny_run["data"])
+    assert (out / "notes.txt").read_text() == "keep me"
+
+
+def test_other_data_than_the_runs_is_refused(tiny_run, unlabelled, tmp_path):
+    from liposome_bench.synth import generate_export
+
+    generate_export("lamellarity", tmp_path / "other", n=60, seed=7)
+    with pytest.raises(DatasetError, match="not the dataset the results were made from"):
+        deploy.train_from_results(tiny_run["results"], "svm", tmp_path / "m",
+                                  data=tmp_path / "other")
+
+
+def test_a_model_not_in_the_run_is_refused(tiny_run, tmp_path):
+    with pytest.raises(Exception, match="holds no lipnet-4 results"):
+        deploy.train_from_results(tiny_run["results"], "lipnet-4", tmp_path / "m",
+                                  data=tiny_run["data"])
+
+
+# Safety ------------------------------------------------------------------------------------
+
+
+def test_newer_schema_is_refused_with_its_version(svm_bundle, tmp_path):
+    copy = shutil.copytree(svm_bundle, tmp_path / "b")
+    card = json.loads((copy / "model.json").read_text())
+    card["schema_version"] = 99
+    (copy / "model.json").write_text(json.dumps(card))
+    with pytest.raises(BundleError, match="schema version 99; .* reads up to version 1"):
+        deploy.load_bundle(copy)
+
+
+@pytest.mark.parametrize("expect, message", [
+    ({"problem": "encapsulation"}, "trained for lamellarity .*, not encapsulation"),
+    ({"feature_set": "all"}, "uses feature set vironova, not all"),
+    ({"input_size": 28}, "is an SVM on features, not a CNN"),
+    ({"classes": ["full", "empty", "uncertain"]}, "the data's classes are full, empty"),
+])
+def test_a_bundle_for_other_data_is_refused_in_one_line(svm_bundle, expect, message):
+    bundle = deploy.load_bundle(svm_bundle)
+    with pytest.raises(BundleError, match=message) as info:
+        deploy.check_bundle(bundle, **expect)
+    assert "\n" not in str(info.value)
+
+
+def test_cnn_bundle_for_another_input_size_is_refused(cnn_bundle):
+    with pytest.raises(BundleError, match="takes 16x16 px inputs, not 28x28"):
+        deploy.check_bundle(deploy.load_bundle(cnn_bundle), input_size=28)
+
+
+def test_keras_model_is_loaded_with_safe_mode(cnn_bundle, monkeypatch):
+    import keras
+
+    seen = {}
+    real = keras.models.load_model
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(keras.models, "load_model", spy)
+    deploy.load_keras_model(deploy.load_bundle(cnn_bundle))
+    assert seen.get("safe_mode") is True
+
+
+def test_bundle_files_hold_no_pickle(svm_bundle, cnn_bundle):
+    for bundle in (svm_bundle, cnn_bundle):
+        for path in bundle.iterdir():
+            assert not path.read_bytes().startswith(b"\x80"), path
+
+
+def test_encapsulation_labels_are_refused_by_a_lamellarity_bundle(svm_bundle, tmp_path):
+    from liposome_bench.synth import generate_export
+
+    generate_export("encapsulation", tmp_path / "enc", n=40, seed=3)
+    with pytest.raises(BundleError, match="the data's classes are full, empty, uncertain"):
+        deploy.predict(svm_bundle, tmp_path / "enc")
+
+
+# Predicting ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("which", ["svm", "cnn"])
+def test_predict_unlabelled_particles_as_the_labelled_ones(which, svm_bundle, cnn_bundle,
+                                                          unlabelled, tiny_run):
+    bundle = svm_bundle if which == "svm" else cnn_bundle
+    blind = deploy.predict(bundle, unlabelled)
+    seen = deploy.predict(bundle, tiny_run["data"])
+    assert len(blind.table) == 45 and "label" not in blind.table
+    assert list(seen.table["label"]) == [p.label for p in tiny_run["dataset"].particles]
+    np.testing.assert_allclose(blind.probabilities, seen.probabilities)
+    assert list(blind.table.columns) == ["id", "predicted", "p_unilamellar", "p_multilamellar",
+                                         "p_uncertain", "confidence", "abstained"]
+    np.testing.assert_allclose(blind.probabilities.sum(axis=1), 1.0, atol=1e-5)
+    assert not blind.abstained.any()
+
+
+def test_min_confidence_abstains_below_it(svm_bundle, unlabelled):
+    result = deploy.predict(svm_bundle, unlabelled, min_confidence=0.9)
+    confidence = result.table["confidence"].to_numpy()
+    assert list(result.abstained) == list(confidence < 0.9)
+    assert result.abstained.any() or (confidence >= 0.9).all()
+
+
+def test_target_precision_uses_the_cv_predictions_threshold(cnn_bundle, unlabelled):
+    result = deploy.predict(cnn_bundle, unlabelled, target_precision=["unilamellar=0.9"])
+    cv = pd.read_csv(cnn_bundle / "cv-predictions.csv")
+    classes = ["unilamellar", "multilamellar", "uncertain"]
+    p = cv[[f"p_{c}" for c in classes]].to_numpy()
+    y_pred = cv["predicted"].map(classes.index).to_numpy()
+    y_true = cv["label"].map(classes.index).to_numpy()
+    expected = abstention.threshold_for_precision(
+        y_true, y_pred, p[np.arange(len(p)), y_pred], 0, 0.9)
+    found = result.thresholds["unilamellar"]
+    assert found["threshold"] == expected["threshold"] and found["target"] == 0.9
+    limit = np.inf if expected["threshold"] is None else expected["threshold"]
+    conf = result.table["confidence"].to_numpy()
+    assert list(result.abstained) == list((result.y_pred == 0) & (conf < limit))
+
+
+def test_bad_target_precision_is_one_line(svm_bundle, unlabelled):
+    from liposome_bench.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="'ghost' is not a class of this model"):
+        deploy.predict(svm_bundle, unlabelled, target_precision=["ghost=0.9"])
+    with pytest.raises(ConfigError, match="expected CLASS=P"):
+        deploy.predict(svm_bundle, unlabelled, target_precision=["uncertain"])
+
+
+# Abstention maths ----------------------------------------------------------------------------
+
+
+def test_threshold_for_precision_keeps_the_most_predictions_that_reach_it():
+    # class 0 predictions by falling confidence: right, right, wrong, right, wrong
+    y_pred = np.array([0, 0, 0, 0, 0, 1])
+    y_true = np.array([0, 0, 1, 0, 1, 1])
+    conf = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.99])
+    found = abstention.threshold_for_precision(y_true, y_pred, conf, 0, 0.75)
+    assert found["threshold"] == 0.6 and found["kept"] == 4 and found["precision"] == 0.75
+    assert found["coverage"] == pytest.approx(5 / 6)
+    none = abstention.threshold_for_precision(y_true, y_pred, conf * 0 + 0.5, 0, 0.9)
+    assert none["threshold"] is None
+
+
+def test_coverage_curve_accuracy_rises_as_uncertain_ones_are_dropped():
+    y_true = np.array([0, 0, 1, 1])
+    y_pred = np.array([0, 1, 1, 0])
+    conf = np.array([0.9, 0.6, 0.8, 0.55])
+    curve = abstention.coverage_curve(y_true, y_pred, conf, 2)
+    assert curve["coverage"] == [1.0, 0.75, 0.5, 0.25]
+    assert curve["accuracy"] == [0.5, 2 / 3, 1.0, 1.0]
+    assert curve["precision"][0] == [0.5, 1.0, 1.0, 1.0]
+    assert curve["precision"][1][:3] == [0.5, 0.5, 1.0] and np.isnan(curve["precision"][1][3])
+
+
+def test_svm_calibration_is_cross_fitted(tiny_run):
+    """Fold i's probabilities do not depend on fold i's labels."""
+    from liposome_bench.results import ResultsDir
+
+    folds = ResultsDir(tiny_run["results"]).load_model("svm")
+    before = abstention.out_of_fold(folds, 3)["probabilities"]
+    folds[0].y_true = (folds[0].y_true + 1) % 3  # scramble fold 0's labels
+    after = abstention.out_of_fold(folds, 3)["probabilities"]
+    n0 = len(folds[0].ids)
+    np.testing.assert_allclose(after[:n0], before[:n0])
+    assert not np.allclose(after[n0:], before[n0:])
+
+
+# Export ----------------------------------------------------------------------------------------
+
+
+def test_svm_onnx_matches_the_tool(svm_bundle, unlabelled, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    from liposome_bench.export import export_onnx
+    from liposome_bench.features import extract_features
+
+    path = export_onnx(svm_bundle, tmp_path / "svm.onnx")
+    bundle = deploy.load_bundle(svm_bundle)
+    clf = deploy.load_svm(bundle)
+    result = deploy.predict(svm_bundle, unlabelled)
+    X = extract_features(result.dataset, "vironova")[bundle.card["input"]["features"]]
+    labels, values = clf._predict_raw(X.to_numpy())
+    session = ort.InferenceSession(str(path))
+    label, decision, probabilities = session.run(None, {"features": X.to_numpy()})
+    assert list(label) == list(result.y_pred)
+    np.testing.assert_allclose(decision, values, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(probabilities, result.probabilities, atol=1e-6, rtol=0)
+
+
+def test_cnn_onnx_matches_the_tool(cnn_bundle, unlabelled, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("tf2onnx")
+    from liposome_bench.cnn import prepare_images
+    from liposome_bench.export import export_onnx
+
+    path = export_onnx(cnn_bundle, tmp_path / "cnn.onnx")
+    result = deploy.predict(cnn_bundle, unlabelled)
+    images = prepare_images(result.dataset, "masked", 16)
+    session = ort.InferenceSession(str(path))
+    assert [o.name for o in session.get_outputs()] == ["probabilities"]
+    (probabilities,) = session.run(None, {session.get_inputs()[0].name: images})
+    assert list(probabilities.argmax(axis=1)) == list(result.y_pred)
+    np.testing.assert_allclose(probabilities, result.probabilities, atol=1e-4, rtol=0)
+
+
+@pytest.mark.skipif(SVM_PREDICT is None or SVM_SCALE is None,
+                    reason="LIBSVM's svm-predict/svm-scale are not installed "
+                    "(Debian/Ubuntu: apt-get install libsvm-tools)")
+def test_bundle_files_work_with_svm_scale_and_svm_predict(svm_bundle, unlabelled, tmp_path):
+    from sklearn.datasets import dump_svmlight_file
+
+    from liposome_bench.features import extract_features
+
+    bundle = deploy.load_bundle(svm_bundle)
+    result = deploy.predict(svm_bundle, unlabelled)
+    X = extract_features(result.dataset, "vironova")[bundle.card["input"]["features"]]
+    dump_svmlight_file(X.to_numpy(), np.zeros(len(X)), str(tmp_path / "raw.txt"),
+                       zero_based=False)
+    scaled = subprocess.run([SVM_SCALE, "-r", str(svm_bundle / "svm.range"),
+                             str(tmp_path / "raw.txt")], capture_output=True, text=True,
+                            check=True).stdout
+    (tmp_path / "scaled.txt").write_text(scaled)
+    subprocess.run([SVM_PREDICT, str(tmp_path / "scaled.txt"), str(svm_bundle / "svm.model"),
+                    str(tmp_path / "out.txt")], capture_output=True, check=True)
+    predicted = [int(float(v)) for v in (tmp_path / "out.txt").read_text().split()]
+    # svm-scale prints 6 significant digits: allow a particle on a boundary to differ.
+    agree = np.mean(np.array(predicted) == result.y_pred)
+    assert agree >= 0.97, agree
+
+
+# Report and command line -----------------------------------------------------------------------
+
+
+def test_report_shows_coverage_curves_of_every_model(tiny_run, tmp_path):
+    from liposome_bench.report import render_report
+
+    path = render_report(tiny_run["results"], tmp_path / "report.md")
+    text = path.read_text()
+    assert "## Abstention: coverage against accuracy" in text
+    row = next(line for line in text.splitlines() if line.startswith("| svm |"))
+    assert len(row.split("|")) == 7  # model + 4 coverages
+    assert "![coverage curves](report-figures/coverage.png)" in text
+    assert (tmp_path / "report-figures" / "coverage.png").stat().st_size > 1000
+    assert "| lipnet-1 |" in text
+
+
+def _cli(*args):
+    from click.testing import CliRunner
+
+    from liposome_bench.cli import cli
+
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def test_cli_train_predict_export_as_a_user(tiny_run, unlabelled, tmp_path):
+    out = tmp_path / "m"
+    result = _cli("train", "--from-results", tiny_run["results"], "--model", "svm",
+                  "--data", tiny_run["data"], "--out", out)
+    assert result.exit_code == 0, result.output
+    assert "svm trained on all 45 particles (lamellarity): C=" in result.output
+    assert "(synthetic data)" in result.output
+    result = _cli("predict", out, "--data", unlabelled, "--target-precision",
+                  "unilamellar=0.8", "--out", tmp_path / "p.csv")
+    assert result.exit_code == 0, result.output
+    assert "unilamellar: precision 0.8 needs confidence >=" in result.output
+    assert "45 particles:" in result.output and "per-class metrics" not in result.output
+    table = pd.read_csv(tmp_path / "p.csv")
+    assert len(table) == 45 and "abstained" in table
+    result = _cli("predict", out, "--data", tiny_run["data"], "--out", tmp_path / "q.csv")
+    assert result.exit_code == 0 and "per-class metrics" in result.output
+    pytest.importorskip("onnx")
+    result = _cli("export", out, "--format", "onnx", "--out", tmp_path / "m.onnx")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "m.onnx").stat().st_size > 1000
+
+
+def test_cli_train_cross_validates_first_without_results(tiny_export_copy, tmp_path):
+    out = tmp_path / "m"
+    result = _cli("train", "--model", "svm", "--data", tiny_export_copy, "--folds", 3,
+                  "--grid", "coarse", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "m-cv" / "svm" / "fold-2.json").is_file()
+    card = json.loads((out / "model.json").read_text())
+    assert card["training"]["results"] == str(tmp_path / "m-cv")
+
+
+@pytest.mark.parametrize("args, line", [
+    (("--config", "x.toml"), "Error: Invalid value for '--config'"),
+    (("--grid", "full"), "Error: --grid cannot be combined with --from-results"),
+])
+def test_cli_train_refuses_settings_beside_from_results(tiny_run, tmp_path, args, line):
+    result = _cli("train", "--from-results", tiny_run["results"], "--model", "svm",
+                  *args, "--out", tmp_path / "m")
+    assert result.exit_code == 2 and line in result.output
+
+
+def test_cli_predict_with_a_newer_bundle_is_one_error_line(svm_bundle, unlabelled, tmp_path):
+    copy = shutil.copytree(svm_bundle, tmp_path / "b")
+    card = json.loads((copy / "model.json").read_text())
+    card["schema_version"] = 7
+    (copy / "model.json").write_text(json.dumps(card))
+    result = _cli("predict", copy, "--data", unlabelled, "--out", tmp_path / "p.csv")
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines()[-1].startswith(
+        f"Error: {copy} is a model bundle of schema version 7;")
+    assert not (tmp_path / "p.csv").exists()
+
+
+def test_labelled_data_of_some_classes_only_is_accepted(svm_bundle, tiny_run, tmp_path):
+    data = shutil.copytree(tiny_run["data"], tmp_path / "uni")
+    objects = [o for o in json.loads((data / "particles.json").read_text()) if o["Class"] == 3]
+    (data / "particles.json").write_text(json.dumps(objects[:6]))
+    shutil.rmtree(data / "folds", ignore_errors=True)
+    result = deploy.predict(svm_bundle, data)
+    assert list(result.table["label"]) == ["unilamellar"] * 6

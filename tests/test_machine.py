@@ -1,0 +1,29 @@
+"""Naming the CPU: model and vector instruction sets, for every timing."""
+
+import pytest
+
+from liposome_bench import machine
+
+
+@pytest.mark.parametrize(
+    "flags, expected, bf16",
+    [
+        ({"avx2", "avx512f", "avx512_bf16"}, "AVX-512 with BF16, no AMX", True),
+        ({"avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16"},
+         "AVX-512 with BF16, AMX", True),
+        ({"avx2", "avx512f"}, "AVX-512, no AMX", False),
+        ({"avx2", "fma"}, "AVX2 only (no AVX-512, no AMX)", False),
+        ({"sse4_2"}, "no AVX2", False),
+        (set(), "instruction sets unknown", False),
+    ],
+)
+def test_describe_cpu_names_the_vector_units(flags, expected, bf16):
+    info = {"model": "Some CPU", "family": None, "cores": 2, "flags": frozenset(flags)}
+    assert machine.describe_cpu(info) == f"Some CPU, 2 cores, {expected}"
+    assert machine.native_bfloat16(info) is bf16
+
+
+def test_this_machine_is_described():
+    info = machine.cpu_info()
+    line = machine.describe_cpu()
+    assert line.startswith(info["model"]) and f"{info['cores']} cores" in line
