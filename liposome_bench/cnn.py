@@ -162,28 +162,40 @@ def prepare_images(
     return out
 
 
+def window_box(particle, mode: str) -> tuple[int, int, int]:
+    """(top, left, side) of the particle's square window in its image: the
+    whole image (``surrounding``) or the square around its mask's bounding
+    box (``cropped``, ``masked``); it may reach past the image's border."""
+    mask = np.asarray(particle.mask, dtype=bool)
+    h, w = mask.shape
+    if mode == "surrounding":
+        side = max(h, w)
+        return (h - side) // 2, (w - side) // 2, side
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        raise DatasetError(
+            f"Particle {particle.id}: its mask is empty, so it cannot be cropped. "
+            "Fix the mask or use --input-mode surrounding."
+        )
+    bh, bw = rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1
+    side = max(bh, bw)
+    return rows[0] - (side - bh) // 2, cols[0] - (side - bw) // 2, side
+
+
+def mask_window(particle, mode: str) -> np.ndarray:
+    """The particle's mask cut to its square window (:func:`window_box`)."""
+    top, left, side = window_box(particle, mode)
+    return _cut(np.asarray(particle.mask, dtype=bool), top, left, side, pad_mode="constant")
+
+
 def _window(particle, mode: str) -> np.ndarray:
     """The particle's square window, standardised, as float32."""
     image = np.asarray(particle.image, dtype=np.float32)
-    mask = np.asarray(particle.mask, dtype=bool)
-    h, w = image.shape
-    if mode == "surrounding":
-        side = max(h, w)
-        top, left = (h - side) // 2, (w - side) // 2
-    else:
-        rows = np.flatnonzero(mask.any(axis=1))
-        cols = np.flatnonzero(mask.any(axis=0))
-        if rows.size == 0:
-            raise DatasetError(
-                f"Particle {particle.id}: its mask is empty, so it cannot be cropped. "
-                "Fix the mask or use --input-mode surrounding."
-            )
-        bh, bw = rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1
-        side = max(bh, bw)
-        top, left = rows[0] - (side - bh) // 2, cols[0] - (side - bw) // 2
+    top, left, side = window_box(particle, mode)
     window = _cut(image, top, left, side)
     if mode == "masked":
-        inside = _cut(mask, top, left, side, pad_mode="constant")
+        inside = mask_window(particle, mode)
         values = window[inside]
         window = (window - values.mean()) / _spread(values)
         window[~inside] = 0.0

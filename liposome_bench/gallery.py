@@ -404,24 +404,6 @@ class ModelView:
     caption: str = ""
 
 
-def _mask_window(particle, mode: str) -> np.ndarray:
-    """The particle's mask cut to the same square window as ``cnn._window``."""
-    from liposome_bench.cnn import _cut
-
-    mask = np.asarray(particle.mask, dtype=bool)
-    h, w = mask.shape
-    if mode == "surrounding":
-        side = max(h, w)
-        top, left = (h - side) // 2, (w - side) // 2
-    else:
-        rows = np.flatnonzero(mask.any(axis=1))
-        cols = np.flatnonzero(mask.any(axis=0))
-        bh, bw = rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1
-        side = max(bh, bw)
-        top, left = rows[0] - (side - bh) // 2, cols[0] - (side - bw) // 2
-    return _cut(mask, top, left, side, pad_mode="constant")
-
-
 def _fit_mask(window: np.ndarray, size: int, side: int) -> np.ndarray:
     """A mask window resized like ``cnn.prepare_images`` resizes its image
     window (to ``side``, centred on a ``size`` canvas)."""
@@ -443,7 +425,7 @@ def model_view(model: str, settings: dict, particles: list, *, whole=None) -> Mo
     ``whole``, the whole dataset (as in training). The SVM: the masked crop
     at full resolution, standardised as the CNNs' masked mode.
     """
-    from liposome_bench.cnn import KEEP_SIZE_QUANTILE, _window, prepare_images
+    from liposome_bench.cnn import KEEP_SIZE_QUANTILE, _window, mask_window, prepare_images
     from liposome_bench.dataset import Dataset
     from liposome_bench.models import INPUT_SIZES
 
@@ -452,7 +434,7 @@ def model_view(model: str, settings: dict, particles: list, *, whole=None) -> Mo
     cnn = settings.get("kind") == "cnn" or "input_mode" in settings or model in MODEL_NAMES
     if not cnn:
         windows = [_window(p, "masked") for p in particles]
-        masks = [_mask_window(p, "masked") for p in particles]
+        masks = [mask_window(p, "masked") for p in particles]
         return ModelView(windows, masks, None, "masked crop, full resolution")
     mode = settings.get("input_mode", "masked")
     size = int(settings.get("input_size") or INPUT_SIZES.get(model, 28))
@@ -466,7 +448,7 @@ def model_view(model: str, settings: dict, particles: list, *, whole=None) -> Mo
         index = {p.id: i for i, p in enumerate(whole.particles)}
         inputs = prepare_images(whole, mode, size, keep_size=True)
         inputs = inputs[[index[p.id] for p in particles]]
-        sides = np.array([_mask_window(p, mode).shape[0] if mode != "surrounding"
+        sides = np.array([mask_window(p, mode).shape[0] if mode != "surrounding"
                           else max(p.image.shape) for p in whole.particles], dtype=np.float64)
         scale = size / np.percentile(sides, KEEP_SIZE_QUANTILE)
     else:
@@ -475,7 +457,7 @@ def model_view(model: str, settings: dict, particles: list, *, whole=None) -> Mo
         scale = None
     masks = []
     for p in particles:
-        window = _mask_window(p, mode)
+        window = mask_window(p, mode)
         side = size if scale is None else int(np.clip(round(window.shape[0] * scale), 1, size))
         masks.append(_fit_mask(window, size, side))
     return ModelView([x[..., 0] for x in inputs], masks, inputs,
