@@ -15,6 +15,7 @@ import click
 
 from liposome_bench import __version__
 from liposome_bench import settings as _settings
+from liposome_bench import display as _display
 from liposome_bench.errors import LiposomeBenchError
 
 PROBLEM_NAMES = ("lamellarity", "encapsulation")
@@ -303,9 +304,6 @@ def generate_command(problem, n, seed, out, montage, difficulty, label_noise, do
     \b
     Example: liposome-bench generate --problem encapsulation --n 3000 --seed 1 --out d
     """
-    from rich.console import Console
-    from rich.table import Table
-
     from liposome_bench.outputs import check_output_dir, check_output_file, writing
     from liposome_bench.synth import THESIS_COUNTS, generate_export
 
@@ -317,20 +315,8 @@ def generate_command(problem, n, seed, out, montage, difficulty, label_noise, do
             problem, out, n=n, seed=seed, montage=montage, difficulty=difficulty,
             label_noise=label_noise, dose=dose, pixel_size_nm=pixel_size_nm, reporter=reporter,
         )
-    counts, thesis = dataset.class_counts(), THESIS_COUNTS[problem]
-    table = Table(title=f"{len(dataset)} synthetic {problem} particles in {out}")
-    for column in ("class", "code", "particles", "share", "thesis"):
-        table.add_column(column, justify="left" if column == "class" else "right")
-    for name in dataset.problem.classes:
-        table.add_row(
-            name, str(dataset.problem.code_of(name)), str(counts[name]),
-            f"{100 * counts[name] / len(dataset):.2f}%",
-            f"{100 * thesis[name] / sum(thesis.values()):.2f}%",
-        )
-    console = Console()
-    console.print(table)
-    if montage is not None:
-        console.print(f"Montage: {montage}")
+    _display.print_generated(dataset, out, THESIS_COUNTS[problem], montage)
+
 
 # --- dataset (dataset) ------------------------------------------------------
 
@@ -391,96 +377,7 @@ def dataset_info_command(path, problem, reader_options, cache_dir, as_json, inpu
     if as_json:
         click.echo(json.dumps(info, indent=2))
     else:
-        _print_dataset_info(info)
-
-
-def _print_dataset_info(info):
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
-
-    console = Console()
-    say = functools.partial(console.print, soft_wrap=True)
-    n = info["n_particles"]
-    say(f"[bold]{escape(info['root'] or '(in memory)')}[/bold]: {escape(info['description'])}")
-    say(f"Problem {info['problem']}, {n} particles, fingerprint {info['fingerprint']}")
-    classes = Table(title="Classes")
-    classes.add_column("Class")
-    classes.add_column("Particles", justify="right")
-    classes.add_column("Share", justify="right")
-    # Largest class first, as in the thesis's Tables 1 and 2.
-    for row in sorted(info["class_counts"], key=lambda r: -r["count"]):
-        classes.add_row(row["class"], str(row["count"]), f"{row['percent']:.2f}%")
-    classes.add_row("Total", str(n), "100.00%" if n else "-", style="bold")
-    console.print(classes)
-    sizes = Table(title="Image size (px): min / median / max")
-    sizes.add_column("Class")
-    sizes.add_column("Width", justify="right")
-    sizes.add_column("Height", justify="right")
-
-    def span(stats):
-        return f"{stats['min']} / {stats['median']:g} / {stats['max']}"
-
-    per_class = [(c, s) for c, s in info["image_size"]["per_class"].items()]
-    for name, stats in per_class + [("All", info["image_size"]["all"])]:
-        if stats is None:
-            sizes.add_row(name, "-", "-")
-        else:
-            sizes.add_row(name, span(stats["width"]), span(stats["height"]),
-                          style="bold" if name == "All" else None)
-    console.print(sizes)
-    _print_particle_sizes(console, info)
-    px = info["pixel_size_nm"]
-    if px["min"] is None:
-        say("Pixel size: unknown (pass --pixel-size)")
-    elif px["min"] == px["max"]:
-        say(f"Pixel size: {px['min']:g} nm/px"
-                      + (f"; unknown for {px['unknown']}" if px["unknown"] else ""))
-    else:
-        say(f"Pixel size: {px['min']:g}-{px['max']:g} nm/px, median {px['median']:g}"
-                      + (f"; unknown for {px['unknown']}" if px["unknown"] else ""))
-    derived = info["masks_derived"]
-    say(f"Masks: {n - derived} from files, {derived} derived from the image")
-    if info["folds"]:
-        for f in info["folds"]:
-            state = ("unreadable" if f.get("unreadable")
-                     else "matches this dataset" if f["matches"] else "made for another dataset")
-            grouped = f", grouped by {f['group_by']}" if f.get("group_by") else ""
-            say(f"Folds: {f['file']} (k={f['k']}, seed {f['seed']}{grouped}): {state}",
-                markup=False)
-    else:
-        say("Folds: none stored yet (made and stored on first use)")
-    for key, g in (info.get("groups") or {}).items():
-        per_class = ", ".join(f"{c} {n}" for c, n in g["per_class"].items())
-        size = g["particles_per_group"]
-        say(f"Groups by {key}: {g['n_groups']} in all; holding each class: {per_class}; "
-            f"{size['min']}-{size['max']} particles per {key} (median {size['median']:g}). "
-            f"Group folds by it with --group-by {key}.", markup=False)
-    for warning in info["warnings"]:
-        say(f"Warning: {warning}", markup=False)
-
-
-def _print_particle_sizes(console, info):
-    """Particle sizes and surround per class (dataset info)."""
-    from rich.table import Table
-
-    size, surround = info.get("particle_size"), info.get("surround_px")
-    if not size or not surround:
-        return
-    table = Table(title=f"Particle size (equivalent diameter, {size['unit']}) and surround "
-                        "(px): min / median / max")
-    table.add_column("Class")
-    table.add_column(f"Diameter ({size['unit']})", justify="right")
-    table.add_column("Surround (px)", justify="right")
-
-    def span(stats):
-        return "-" if stats is None else (
-            f"{stats['min']:.3g} / {stats['median']:.3g} / {stats['max']:.3g}")
-
-    for name in size["per_class"]:
-        table.add_row(name, span(size["per_class"][name]), span(surround["per_class"][name]))
-    table.add_row("All", span(size["all"]), span(surround["all"]), style="bold")
-    console.print(table)
+        _display.print_dataset_info(info)
 
 
 @dataset_group.command("check")
@@ -638,46 +535,7 @@ def _run_import(function, *args, **kwargs):
         for line in exc.problems:
             click.echo(line)
         raise UserError(f"{len(exc.problems)} problem(s) found; nothing was written.") from None
-    _print_import(result)
-
-
-def _print_import(result):
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console()
-    dataset = result.dataset
-    console.print(f"Wrote {len(dataset)} particles ({dataset.problem.name}) from "
-                  f"{len(result.micrographs)} micrographs to {result.out}", soft_wrap=True)
-    classes = Table()
-    classes.add_column("Class")
-    classes.add_column("Particles", justify="right")
-    for name, count in dataset.class_counts().items():
-        classes.add_row(name, str(count))
-    console.print(classes)
-    mics = Table(title="Per micrograph")
-    for column in ("Micrograph", "Size (px)", "nm/px (from)", "Particles", "Edge-cut",
-                   "Dropped"):
-        mics.add_column(column, justify="left" if column == "Micrograph" else "right")
-    short = {"TIFF metadata": "TIFF", "MRC header": "MRC"}
-    for m in result.micrographs:
-        px = (f"{m.pixel_size_nm:g} ({short.get(m.pixel_size_from, m.pixel_size_from)})"
-              if m.pixel_size_from != "unknown" else "unknown")
-        mics.add_row(m.micrograph, f"{m.width}x{m.height}", px, str(m.particles),
-                     str(m.edge_cut), str(m.dropped))
-    console.print(mics)
-    if result.dropped:
-        click.echo(f"Dropped {result.dropped} particle(s) cut by the micrograph's edge "
-                   "(--drop-edge).")
-    elif result.edge_cut:
-        click.echo(f"Kept {result.edge_cut} particle(s) cut by the micrograph's edge, flagged "
-                   "EdgeCut in particles.json (--drop-edge drops them).")
-    if result.skipped_crowd:
-        click.echo(f"Skipped {result.skipped_crowd} iscrowd annotation(s): they mark groups, "
-                   "not particles.")
-    for line in result.warnings:
-        click.echo(f"Warning: {line}")
-    click.echo(f"Next: liposome-bench dataset check {result.out}")
+    _display.print_import(result)
 
 
 # --- features (features) ----------------------------------------------------
@@ -1245,7 +1103,6 @@ def report_command(results, out, baseline, tolerance, write_baseline_to, gallery
     from pathlib import Path
 
     from rich.console import Console
-    from rich.table import Table
 
     from liposome_bench.outputs import check_output_dir, check_output_file, writing
     from liposome_bench.report import (
@@ -1264,7 +1121,6 @@ def report_command(results, out, baseline, tolerance, write_baseline_to, gallery
     check_output_dir(report_path.parent / f"{report_path.stem}-figures")
     if write_baseline_to:
         check_output_file(write_baseline_to, "--write-baseline")
-    console = Console()
     with writing(report_path):
         path = render_report(results, report_path, gallery_size=gallery_size, filters=filters,
                              data=data)
@@ -1276,26 +1132,7 @@ def report_command(results, out, baseline, tolerance, write_baseline_to, gallery
     if baseline is None:
         return
     changes = compare_to_baseline(results, baseline, tolerance)
-    moved = [c for c in changes if c.regressed or c.delta is None or abs(c.delta) >= 0.0005]
-    table = Table(title=f"against baseline {baseline}: {len(moved)} of {len(changes)} "
-                        "metrics moved")
-    for name in ("model", "class", "metric", "baseline", "measured", "change", "tolerance",
-                 "status"):
-        table.add_column(name, justify="right" if name in ("baseline", "measured", "change",
-                                                           "tolerance") else "left")
-    for c in moved:
-        status = ("[bold red]REGRESSED[/bold red]" if c.regressed
-                  else "not checked" if c.baseline is None
-                  else "up" if c.delta is not None and c.delta > 0 else "down, within tolerance")
-        table.add_row(
-            c.model, c.cls, c.metric,
-            "—" if c.baseline is None else f"{c.baseline:.3f}",
-            "—" if c.measured is None else f"{c.measured:.3f}",
-            "—" if c.delta is None else f"{c.delta:+.3f}",
-            f"{c.tolerance:g}", status,
-        )
-    if moved:
-        console.print(table)
+    _display.print_baseline_changes(Console(), changes, baseline)
     regressions = [c for c in changes if c.regressed]
     if regressions:
         for c in regressions:
@@ -1335,22 +1172,11 @@ def show_command(particle_id, results, out, data):
     Example: liposome-bench show 540017 --results results/benchmark-lamellarity
     """
     from rich.console import Console
-    from rich.table import Table
 
     from liposome_bench.gallery import show_particle
 
     report = show_particle(results, particle_id, out, data=data)
-    table = Table(title=f"particle {report.id}: true class {report.label}")
-    for name in ("model", "fold", "predicted", "", "confidence", "scores"):
-        table.add_column(name)
-    for row in report.rows:
-        form = "+.3f" if row["kind"] == "decision" else ".3f"
-        scores = "\n".join(f"{k.replace('_vs_', ' vs ')} {'—' if v is None else format(v, form)}"
-                            for k, v in row["scores"].items())
-        table.add_row(row["model"], str(row["fold"]), row["predicted"],
-                      "right" if row["correct"] else "[bold red]wrong[/bold red]",
-                      row["confidence"], scores)
-    Console().print(table)
+    _display.print_particle_report(Console(), report)
     if report.note:
         click.echo(f"Note: {report.note}")
     if report.image is not None:
@@ -1678,7 +1504,7 @@ def sweep_command(config, problem, data, reader_options, cache_dir, out, schedul
             check_output_dir(out)
         if dry_run:
             reporter.close()
-            _print_sweep_plan(console, plan_config, _sweep.plan_sweep(plan_config, out, k),
+            _display.print_sweep_plan(console, plan_config, _sweep.plan_sweep(plan_config, out, k),
                               len(dataset))
             return
         from liposome_bench.folds import load_or_make_folds
@@ -1697,72 +1523,10 @@ def sweep_command(config, problem, data, reader_options, cache_dir, out, schedul
                                wait=wait)
     summary = _sweep.summarise_sweep(out, metrics=chosen)
     table_csv, comparisons_csv = _sweep.write_sweep_tables(out, summary)
-    _print_sweep_summary(console, summary, chosen)
+    _display.print_sweep_summary(console, summary, chosen)
     click.echo(f"Ran {len(run.ran)} task(s), {run.skipped} already finished, in "
                f"{run.seconds:.0f} s. Tables: {table_csv}, {comparisons_csv}. "
                f"Figures: liposome-bench report {out}")
-
-
-def _print_sweep_plan(console, config, plan, n_particles):
-    from rich.table import Table
-
-    from liposome_bench import sweep as _sweep
-
-    axes = list(config.axes)
-    table = Table(title=f"{len(config.cells)} cells x {plan.k} folds = {plan.total} tasks "
-                        f"({len(plan.tasks)} to run)")
-    table.add_column("cell", style="bold")
-    table.add_column("grid(s)")
-    for axis in axes:
-        table.add_column(axis)
-    table.add_column("done", justify="right")
-    for cell in config.cells:
-        values = cell.settings.to_dict()
-        grids = [g.name for g in config.grids if cell.id in g.cells]
-        table.add_row(cell.id, ", ".join(grids),
-                      *[_sweep._level_text(values[a]) if a in values else "" for a in axes],
-                      f"{len(plan.done.get(cell.id, ()))}/{plan.k}")
-    console.print(table)
-    seconds, how = _sweep.estimate_seconds(plan, n_particles)
-    shape = _sweep.local_cluster_shape()
-    console.print(
-        f"Estimated {_sweep.format_duration(seconds)} of CPU time for {len(plan.tasks)} "
-        f"task(s) on {n_particles} particles ({how}); about "
-        f"{_sweep.format_duration(seconds / shape['cores'])} on this machine's "
-        f"{shape['cores']} core(s) if they are used fully. Nothing was run.",
-        soft_wrap=True,
-    )
-
-
-def _print_sweep_summary(console, summary, metrics):
-    from rich.table import Table
-
-    from liposome_bench import sweep as _sweep
-
-    if summary.get("synthetic"):
-        console.print("[yellow]Synthetic data: these are not the thesis's results.[/yellow]")
-    for metric in metrics:
-        wide = _sweep.pivot_table(summary, metric)
-        if wide.empty:
-            continue
-        table = Table(title=f"{metric}: mean ± std over folds")
-        for column in wide.columns:
-            table.add_column(str(column))
-        for row in wide.itertuples(index=False):
-            table.add_row(*[str(v) for v in row])
-        console.print(table)
-    if summary["comparisons"]:
-        table = Table(title="paired comparisons on shared folds: F1 difference (b − a), "
-                            "corrected resampled t-test, Holm-adjusted p")
-        for name in ("axis", "where", "a", "b", "class", "difference", "p (Holm)",
-                     "verdict"):
-            table.add_column(name)
-        for c in summary["comparisons"]:
-            p = c["p_holm"]
-            table.add_row(c["axis"], c["where"], c["a"], c["b"], c["class"],
-                          f"{c['mean_difference']:+.3f}", "—" if p != p else f"{p:.3g}",
-                          c["verdict"])
-        console.print(table)
 
 
 def main():

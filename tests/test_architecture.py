@@ -102,3 +102,9 @@ def test_matplotlib_is_used_by_the_plotting_module_only():
     users = sorted(p.name for p in PACKAGE.glob("*.py")
                    if p.stem != "plotting" and "matplotlib" in p.read_text(encoding="utf-8"))
     assert users == []
+
+
+def test_rich_tables_are_built_by_the_display_module_only():
+    users = sorted(p.name for p in PACKAGE.glob("*.py")
+                   if p.stem != "display" and "rich.table" in p.read_text(encoding="utf-8"))
+    assert users == []
