@@ -1259,31 +1259,7 @@ def train_command(model, from_results, problem, data, reader_options, cache_dir,
                                reader_options=reader_options, config=config, options=options,
                                folds=k, fold_seed=fold_seed, seed=seed, jobs=jobs,
                                cv_out=cv_out, reporter=reporter, command=_command_line())
-    _print_card(card, out)
-
-
-def _print_card(card, out):
-    hp = card["training"]["hyperparameters"]
-    overall = card["cross_validation"]["overall"]
-    chosen = (f"C={hp['C']:g}, gamma={hp['gamma']:g}" if card["family"] == "svm"
-              else f"{hp['epochs']} epochs (fold best epochs {hp['fold_best_epochs']})")
-    data = card["training"]["dataset"]
-    click.echo(f"{card['model']} trained on all {data['n_particles']} particles "
-               f"({card['problem']['name']}): {chosen}, chosen by {hp['chosen_by']}.")
-
-    def metric(name):
-        m = overall.get(name) or {}
-        ci = m.get("ci") or [None, None]
-        if m.get("pooled") is None:
-            return f"{name} -"
-        return f"{name} {m['pooled']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
-
-    click.echo("Cross-validated (out-of-fold, 95 % bootstrap interval): "
-               + ", ".join(metric(n) for n in ("macro_f1", "balanced_accuracy", "mcc")
-                           if n in overall)
-               + (" (synthetic data)" if data.get("synthetic") else ""))
-    click.echo(f"Model bundle in {out}: model.json (model card), "
-               + ", ".join(card["files"].values()) + ", cv-predictions.csv.")
+    _display.print_card(card, out)
 
 
 @cli.command("predict")
@@ -1328,53 +1304,7 @@ def predict_command(model_dir, data, reader_options, min_confidence, target_prec
                          input_size=input_size, feature_set=feature_set,
                          reader_options=reader_options, jobs=jobs, reporter=reporter)
         path = write_predictions(result, out)
-    _print_predictions(result, path)
-
-
-def _print_predictions(result, path):
-    import numpy as np
-    from rich.console import Console
-
-    console = Console()
-    n, kept = len(result.y_pred), int((~result.abstained).sum())
-    for name, t in result.thresholds.items():
-        if t["threshold"] is None:
-            click.echo(f"{name}: no confidence threshold reaches precision {t['target']:g} in "
-                       f"the cross-validated predictions; every {name} prediction abstains.")
-        else:
-            click.echo(
-                f"{name}: precision {t['target']:g} needs confidence >= {t['threshold']:.4f}; "
-                f"in cross-validation that kept {t['kept']} of {t['predicted']} {name} "
-                f"predictions ({100 * t['class_coverage']:.1f} %; precision "
-                f"{t['precision']:.3f}), coverage {100 * t['coverage']:.1f} % of all particles.")
-    click.echo(f"{n} particles: {kept} classified, {n - kept} abstained "
-               f"(coverage {100 * kept / max(n, 1):.1f} %).")
-    labelled = [i for i, p in enumerate(result.dataset.particles) if p.label is not None]
-    if labelled:
-        from liposome_bench.display import print_model_summary
-        from liposome_bench.metrics import summarise_folds
-        from liposome_bench.results import FoldResult
-
-        classes = list(result.dataset.problem.classes)
-        index = {c: i for i, c in enumerate(classes)}
-        y_true = np.array([index[result.dataset.particles[i].label] for i in labelled])
-        sel = np.asarray(labelled)
-
-        def summary(keep):
-            fold = FoldResult("predict", 0, [str(i) for i in sel[keep]], y_true[keep],
-                              result.y_pred[sel][keep], result.probabilities[sel][keep],
-                              classes, "probability")
-            return summarise_folds([fold], classes)
-
-        if len(labelled) < n:
-            click.echo(f"{len(labelled)} of {n} particles have labels; metrics are on those.")
-        print_model_summary(console, f"all {len(labelled)} labelled particles",
-                            summary(np.ones(len(sel), bool)))
-        keep = ~result.abstained[sel]
-        if keep.any() and not keep.all():
-            print_model_summary(console, f"{int(keep.sum())} kept (not abstained)",
-                                summary(keep))
-    click.echo(f"Predictions in {path}")
+    _display.print_predictions(result, path)
 
 
 @cli.command("export")

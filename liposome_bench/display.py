@@ -637,3 +637,82 @@ def print_particle_report(console, report) -> None:
                       "right" if row["correct"] else "[bold red]wrong[/bold red]",
                       row["confidence"], scores)
     console.print(table)
+
+
+# Commands' other tables (dataset, import, sweep, deploy) ------------------------
+
+def print_card(card, out, console=None):
+    """``train``'s summary of the model card it wrote."""
+    from rich.console import Console
+
+    console = console or Console()
+
+    def say(text):
+        console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+    hp = card["training"]["hyperparameters"]
+    overall = card["cross_validation"]["overall"]
+    chosen = (f"C={hp['C']:g}, gamma={hp['gamma']:g}" if card["family"] == "svm"
+              else f"{hp['epochs']} epochs (fold best epochs {hp['fold_best_epochs']})")
+    data = card["training"]["dataset"]
+    say(f"{card['model']} trained on all {data['n_particles']} particles "
+        f"({card['problem']['name']}): {chosen}, chosen by {hp['chosen_by']}.")
+
+    def metric(name):
+        m = overall.get(name) or {}
+        ci = m.get("ci") or [None, None]
+        if m.get("pooled") is None:
+            return f"{name} -"
+        return f"{name} {m['pooled']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
+
+    say("Cross-validated (out-of-fold, 95 % bootstrap interval): "
+        + ", ".join(metric(n) for n in ("macro_f1", "balanced_accuracy", "mcc")
+                    if n in overall)
+        + (" (synthetic data)" if data.get("synthetic") else ""))
+    say(f"Model bundle in {out}: model.json (model card), "
+        + ", ".join(card["files"].values()) + ", cv-predictions.csv.")
+
+
+def print_predictions(result, path):
+    import numpy as np
+    from rich.console import Console
+
+    console = Console()
+    n, kept = len(result.y_pred), int((~result.abstained).sum())
+    for name, t in result.thresholds.items():
+        if t["threshold"] is None:
+            console.print(f"{name}: no confidence threshold reaches precision {t['target']:g} in "
+                       f"the cross-validated predictions; every {name} prediction abstains.", markup=False, highlight=False, soft_wrap=True)
+        else:
+            console.print(
+                f"{name}: precision {t['target']:g} needs confidence >= {t['threshold']:.4f}; "
+                f"in cross-validation that kept {t['kept']} of {t['predicted']} {name} "
+                f"predictions ({100 * t['class_coverage']:.1f} %; precision "
+                f"{t['precision']:.3f}), coverage {100 * t['coverage']:.1f} % of all particles.", markup=False, highlight=False, soft_wrap=True)
+    console.print(f"{n} particles: {kept} classified, {n - kept} abstained "
+               f"(coverage {100 * kept / max(n, 1):.1f} %).", markup=False, highlight=False, soft_wrap=True)
+    labelled = [i for i, p in enumerate(result.dataset.particles) if p.label is not None]
+    if labelled:
+        from liposome_bench.metrics import summarise_folds
+        from liposome_bench.results import FoldResult
+
+        classes = list(result.dataset.problem.classes)
+        index = {c: i for i, c in enumerate(classes)}
+        y_true = np.array([index[result.dataset.particles[i].label] for i in labelled])
+        sel = np.asarray(labelled)
+
+        def summary(keep):
+            fold = FoldResult("predict", 0, [str(i) for i in sel[keep]], y_true[keep],
+                              result.y_pred[sel][keep], result.probabilities[sel][keep],
+                              classes, "probability")
+            return summarise_folds([fold], classes)
+
+        if len(labelled) < n:
+            console.print(f"{len(labelled)} of {n} particles have labels; metrics are on those.", markup=False, highlight=False, soft_wrap=True)
+        print_model_summary(console, f"all {len(labelled)} labelled particles",
+                            summary(np.ones(len(sel), bool)))
+        keep = ~result.abstained[sel]
+        if keep.any() and not keep.all():
+            print_model_summary(console, f"{int(keep.sum())} kept (not abstained)",
+                                summary(keep))
+    console.print(f"Predictions in {path}", markup=False, highlight=False, soft_wrap=True)
