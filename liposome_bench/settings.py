@@ -53,8 +53,9 @@ FEATURE_UNITS = ("nm", "px")
 DEFAULT_EPOCHS = 30
 DEFAULT_PATIENCE = 5
 DEFAULT_EARLY_STOPPING = "macro_f1"
-#: 128 images per step: on a 2-core CPU about twice the images per second of
-#: the thesis's 32 (section 8.1), with the learning rate scaled to match
+#: 128 images per step (the thesis used 32, section 8.1): with bfloat16 on a
+#: CPU that has it natively, 1.65-1.75 times the images per CPU second of
+#: plain ``fit`` at 32, with the learning rate scaled to match
 #: (docs/performance.md has the measurements).
 DEFAULT_BATCH_SIZE = 128
 #: The batch size the optimizers' learning rates below are for (the thesis's).
