@@ -87,16 +87,25 @@ class BenchmarkResult:
                              for model, entry in self.summary["models"].items()}).T
 
     def verdict(self):
-        """The paired comparisons of the SVM with each CNN, one row per
-        comparison and class, as the CLI's verdict lines."""
+        """The headline verdict, as the CLI prints it: per comparison of a
+        CNN with the SVM, one row per class F1 and one for macro F1, with the
+        mean difference (CNN minus SVM), its corrected interval, the
+        corrected resampled t-test's p, the Holm-adjusted p and the verdict
+        (docs/benchmark.md)."""
         import pandas as pd
 
         rows = []
-        for comparison in self.summary.get("comparisons", []):
-            pair = {k: v for k, v in comparison.items() if not isinstance(v, (dict, list))}
-            for cls, entry in (comparison.get("f1_difference") or {}).items():
-                rows.append({**pair, "class": cls,
-                             **{k: v for k, v in entry.items() if not isinstance(v, list)}})
+        for comparison in (self.summary.get("verdict") or {}).get("comparisons", []):
+            entries = [*comparison["per_class"].items(), ("macro F1", comparison["macro_f1"])]
+            for name, entry in entries:
+                ci = entry.get("ci") or [None, None]
+                rows.append({
+                    "model_a": comparison["model_a"], "model_b": comparison["model_b"],
+                    "class": name, "difference": entry.get("difference"),
+                    "ci_low": ci[0], "ci_high": ci[1], "p": entry.get("p"),
+                    "p_holm": entry.get("p_holm"), "verdict": entry.get("verdict"),
+                    "n_scores": comparison.get("n_scores"),
+                })
         return pd.DataFrame(rows)
 
     def to_frame(self):

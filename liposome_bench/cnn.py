@@ -535,6 +535,20 @@ _NO_GPU_NOISE = ("failed call to cuInit",)
 _EARLY_INFO = "WARNING: All log messages before absl::InitializeLog() is called"
 
 
+def import_keras():
+    """Import Keras, its backend started through :func:`list_devices_quietly`
+    (once per process), so that its start-up noise stays off stderr."""
+    global _DEVICES
+    if _DEVICES is None:
+        _DEVICES = list_devices_quietly()
+    import keras
+
+    return keras
+
+
+_DEVICES = None
+
+
 def list_devices_quietly():
     """Import Keras and return ``keras.distribution.list_devices()`` (which
     starts the backend's devices) without the backend's start-up noise on

@@ -42,6 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
+from liposome_bench.cnn import import_keras
 from liposome_bench.io import atomic_write_json, atomic_write_text
 from liposome_bench.errors import BundleError, ConfigError, DatasetError, ResultsError
 from liposome_bench.progress import NullReporter
@@ -637,7 +638,7 @@ def check_bundle(bundle: Bundle, *, problem=None, classes=None, input_size=None,
 def load_keras_model(bundle: Bundle):
     """The bundle's network, loaded with Keras' safe_mode on (no Python code
     from the file is run), checked against the card's input size."""
-    import keras
+    keras = import_keras()
 
     net = keras.models.load_model(bundle.path / KERAS_FILE, compile=False, safe_mode=True)
     shape = tuple(net.input_shape[1:3])

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from liposome_bench.cnn import import_keras
 from liposome_bench.errors import ConfigError, ResultsError
 
 #: At most this many particles get a saliency map per report (issue 16: "at
@@ -37,7 +38,7 @@ def gradient(function, x):
     ConfigError
         On another Keras backend.
     """
-    import keras
+    keras = import_keras()
 
     backend = keras.backend.backend()
     if backend == "tensorflow":
@@ -61,7 +62,7 @@ def gradient(function, x):
 
 def conv_layers(net) -> list:
     """The network's 2-D convolution layers, input to output."""
-    import keras
+    keras = import_keras()
 
     return [layer for layer in net.layers if isinstance(layer, keras.layers.Conv2D)]
 
@@ -116,7 +117,7 @@ def grad_cam(net, images, classes=None, *, layer: str | None = None,
         Each map rectified and divided by its maximum (values in [0, 1]); an
         all-zero map means no location raised the class score.
     """
-    import keras
+    keras = import_keras()
     from keras import ops
 
     images = np.asarray(images, dtype=np.float32)
@@ -191,7 +192,7 @@ def block_activations(net, image) -> dict:
         layer name -> float32 array (h, w, filters), in network order
         (``block1_conv2``, ``block2_conv2``, ... for LipNet-4).
     """
-    import keras
+    keras = import_keras()
     from keras import ops
 
     layers = _chain(net)
@@ -228,7 +229,7 @@ def load_fold_model(results_dir, model: str, fold: int):
             f"{path} does not exist, so {model}'s fold {fold + 1} has no saved network "
             "(was it run with save_models=False?). Re-run that model to save it."
         )
-    import keras
+    keras = import_keras()
 
     try:
         return keras.saving.load_model(path, compile=False)

@@ -422,6 +422,7 @@ def load_config(path) -> BenchmarkConfig:
         defaults = {k: v for k, v in cnn_table.items() if not isinstance(v, dict)}
         for name in per_model:
             _choice(name, MODEL_NAMES, "model in a [cnn.<model>] table")
+        CNNSettings.from_mapping({**defaults, "model": MODEL_NAMES[0]}, where="[cnn]")
         if "model" in defaults:
             raise ConfigError("[cnn] cannot set model; name the model in a [cnn.<model>] "
                               "table, or choose models with --cnn.")

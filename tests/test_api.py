@@ -48,13 +48,18 @@ def test_notebook_example_matches_the_cli(notebook_run, tmp_path):
     assert list(table.index.get_level_values("model").unique()) == ["svm", "lipnet-1"]
     assert list(table.columns[:5]) == ["tpr", "tnr", "ppv", "npv", "f1"]
     assert r.out is None and len(r.to_frame()) == len(ds)
-    assert set(r.verdict()["class"]) == set(ds.problem.classes)
+    verdict = r.verdict()
+    assert list(verdict["class"]) == [*ds.problem.classes, "macro F1"]
 
     data = write_export(ds, tmp_path / "ds")
     result = CliRunner().invoke(cli, ["benchmark", "--data", str(data), "--cnn", "lipnet-1",
                                       "--folds", "3", "--out", str(tmp_path / "cli")])
     assert result.exit_code == 0, result.output
     summary = json.loads((tmp_path / "cli" / "summary.json").read_text())
+    headline = summary["verdict"]["comparisons"][0]
+    assert list(verdict["verdict"][:-1]) == [headline["per_class"][c]["verdict"]
+                                             for c in ds.problem.classes]
+    assert verdict["verdict"].iloc[-1] == headline["macro_f1"]["verdict"]
     for model, entry in summary["models"].items():
         for cls, metrics in entry["per_class"].items():
             for name, value in metrics.items():

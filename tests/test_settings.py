@@ -120,3 +120,10 @@ def test_training_schedule_settings_are_validated(field, value, message):
         s.CNNSettings(**{field: value})
     assert str(err.value) == message
     assert s.CNNSettings().mixed_precision is None  # automatic by default
+
+
+def test_a_bad_value_in_the_cnn_table_names_that_table(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("[cnn]\nepochs = 0\n")
+    with pytest.raises(ConfigError, match=r"\[cnn\]: epochs \(--epochs\) must be an integer"):
+        s.load_config(path)
