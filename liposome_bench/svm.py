@@ -603,14 +603,16 @@ def search_grid(X, y, *, C_values, gamma_values, inner_folds=3, max_samples=None
     if n_splits < 2:
         raise ConfigError(
             "The C/gamma grid search needs at least 2 training particles of each class; "
-            f"one class has {int(counts.min())}. Fix both with --C and --gamma."
+            f"one class has {int(counts.min())}. Fix both (svm --C and --gamma, or C and "
+            "gamma in the [svm] table of --config)."
         )
     if gs is not None:
         n_groups = len(np.unique(gs))
         if n_groups < 2:
             raise ConfigError(
                 "The grouped C/gamma grid search needs at least 2 groups in the training "
-                f"folds; they hold {n_groups}. Fix both with --C and --gamma, or use fewer "
+                f"folds; they hold {n_groups}. Fix both (svm --C and --gamma, or [svm] C and "
+                "gamma in --config), or use fewer "
                 "--folds."
             )
         n_splits = min(n_splits, n_groups)
