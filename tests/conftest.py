@@ -2,6 +2,7 @@
 isolated cache so no test touches the user's ~/.cache."""
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -23,6 +24,20 @@ def _isolated_cache(tmp_path_factory):
         os.environ.pop("LIPOSOME_BENCH_CACHE", None)
     else:
         os.environ["LIPOSOME_BENCH_CACHE"] = old
+
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+
+
+@pytest.fixture(autouse=True)
+def _fixtures_stay_unchanged():
+    """No test may write into the committed fixtures: commands run on a
+    fixture folder itself (to test errors before any work) must not leave
+    fold files beside it."""
+    before = sorted(str(p.relative_to(FIXTURES)) for p in FIXTURES.glob("*/folds"))
+    yield
+    after = sorted(str(p.relative_to(FIXTURES)) for p in FIXTURES.glob("*/folds"))
+    assert after == before, "a test wrote folds into fixtures/"
 
 
 @pytest.fixture(scope="session")

@@ -4,11 +4,9 @@ by a killed run is detected as stale and cleared."""
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from pathlib import Path
 
@@ -25,15 +23,6 @@ pytest.importorskip("fcntl")
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 ROOT = Path(__file__).resolve().parent.parent
 
-
-
-@pytest.fixture(autouse=True)
-def _fixtures_stay_unchanged():
-    """These tests pass fixtures/export itself where a command must stop
-    before reading it: nothing may be written beside it (its folds)."""
-    before = (FIXTURES / "export" / "folds").exists()
-    yield
-    assert (FIXTURES / "export" / "folds").exists() == before, "a test wrote into fixtures/"
 
 
 class Messages(NullReporter):
