@@ -733,7 +733,7 @@ class _Report:
         if unknown:
             self.warnings.append(
                 f"{unknown} particle(s) have no pixel size; pass --pixel-size "
-                "(nm/px) for features measured in nm."
+                "(nm/px) for features measured in nm, or run with --units px."
             )
 
 
