@@ -11,7 +11,7 @@ Importing this package is cheap: every name below is imported on first use,
 and nothing here imports TensorFlow or Keras.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from liposome_bench.errors import LiposomeBenchError  # noqa: E402
 
