@@ -206,6 +206,18 @@ def _read_pil_micrograph(path: Path) -> np.ndarray:
     return image
 
 
+def _single_page(tif, path: Path, expected: str, fix: str):
+    """The only page of an open TIFF, its size checked; a stack of several
+    images is a one-line error saying what was ``expected`` and the ``fix``."""
+    page = tif.pages[0]
+    _check_micrograph_side(int(page.imagewidth), int(page.imagelength), path.name)
+    if len(tif.pages) > 1:
+        raise DatasetError(
+            f"{path.name} holds {len(tif.pages)} images; expected {expected}. {fix}"
+        )
+    return page
+
+
 def _read_tiff_micrograph(path: Path) -> tuple[np.ndarray, float]:
     import tifffile
 
@@ -213,13 +225,8 @@ def _read_tiff_micrograph(path: Path) -> tuple[np.ndarray, float]:
 
     try:
         with tifffile.TiffFile(path) as tif:
-            page = tif.pages[0]
-            _check_micrograph_side(int(page.imagewidth), int(page.imagelength), path.name)
-            if len(tif.pages) > 1:
-                raise DatasetError(
-                    f"{path.name} holds {len(tif.pages)} images; expected one micrograph per "
-                    "file. Save the frames' sum, or split the stack."
-                )
+            page = _single_page(tif, path, "one micrograph per file",
+                                "Save the frames' sum, or split the stack.")
             array = page.asarray()
             planar = getattr(page, "planarconfig", 1) == 2
             px = _tiff_pixel_size(page, tif.imagej_metadata or {})
@@ -887,14 +894,8 @@ def read_label_image(path) -> np.ndarray:
     try:
         if path.suffix.lower() in (".tif", ".tiff"):
             with tifffile.TiffFile(path) as tif:
-                page = tif.pages[0]
-                _check_micrograph_side(int(page.imagewidth), int(page.imagelength), path.name)
-                if len(tif.pages) > 1:
-                    raise DatasetError(
-                        f"{path.name} holds {len(tif.pages)} images; expected one label image "
-                        "per micrograph. Split it, one file per micrograph."
-                    )
-                array = page.asarray()
+                array = _single_page(tif, path, "one label image per micrograph",
+                                     "Split it, one file per micrograph.").asarray()
         else:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
