@@ -15,6 +15,7 @@ from rich.table import Table
 
 from liposome_bench.metrics import (
     UNDEFINED,
+    format_signed as _signed,
     CLASS_METRIC_LABELS,
     CLASS_METRICS,
     OVERALL_METRIC_LABELS,
@@ -190,10 +191,6 @@ def print_model_summary(console, name: str, summary: FoldSummary) -> None:
     console.print(class_metric_table(summary, f"{name}: per-class metrics (one-vs-rest)"))
     console.print(overall_metric_table(summary, f"{name}: overall"))
     console.print(normalised_confusion_table(summary))
-
-
-def _signed(value, digits: int = 3) -> str:
-    return UNDEFINED if value is None else f"{value:+.{digits}f}"
 
 
 def _p(value) -> str:

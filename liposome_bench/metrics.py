@@ -38,6 +38,11 @@ CLASS_METRICS = ("tpr", "tnr", "ppv", "npv", "f1", "f1_thesis")
 #: How an undefined value (0/0) is shown in tables, reports and figures.
 UNDEFINED = "—"
 
+
+def format_signed(value, digits: int = 3) -> str:
+    """A difference with its sign ("+0.012"), or UNDEFINED for None."""
+    return UNDEFINED if value is None else f"{value:+.{digits}f}"
+
 CLASS_METRIC_LABELS = {
     "tpr": "TPR",
     "tnr": "TNR",

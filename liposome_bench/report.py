@@ -49,6 +49,7 @@ from liposome_bench.io import atomic_write_json, atomic_write_text
 from liposome_bench.errors import ResultsError
 from liposome_bench.metrics import (
     UNDEFINED,
+    format_signed as _signed,
     CLASS_METRIC_LABELS,
     CLASS_METRICS,
     OVERALL_METRIC_LABELS,
@@ -314,7 +315,6 @@ def format_report(summary: dict, images: dict | None = None, galleries=None) -> 
     ``galleries`` are the lines of the particle galleries' section."""
     images = images or {}
     dataset = summary.get("dataset", {})
-    problem = dataset.get("problem", "?")
     parts = [f"# liposome-bench report: {_title(dataset)}", ""]
     if dataset.get("synthetic"):
         parts += [
@@ -485,12 +485,6 @@ def format_p_value(p) -> str:
     if p is None:
         return f"p = {UNDEFINED}"
     return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
-
-
-def _signed(value) -> str:
-    if value is None:
-        return UNDEFINED
-    return f"{value:+.3f}"
 
 
 def _dataset_section(summary) -> list[str]:
