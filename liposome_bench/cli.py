@@ -15,7 +15,6 @@ import click
 
 from liposome_bench import __version__
 from liposome_bench import settings as _settings
-from liposome_bench import display as _display
 from liposome_bench.errors import LiposomeBenchError
 
 PROBLEM_NAMES = ("lamellarity", "encapsulation")
@@ -46,6 +45,14 @@ def _fail_cleanly(func):
             sys.exit(130)
 
     return wrapper
+
+
+def _display():
+    """The display module, imported on first use (it brings numpy and rich,
+    which ``--help`` does not need)."""
+    from liposome_bench import display
+
+    return display
 
 
 class UserError(click.ClickException):
@@ -315,7 +322,7 @@ def generate_command(problem, n, seed, out, montage, difficulty, label_noise, do
             problem, out, n=n, seed=seed, montage=montage, difficulty=difficulty,
             label_noise=label_noise, dose=dose, pixel_size_nm=pixel_size_nm, reporter=reporter,
         )
-    _display.print_generated(dataset, out, THESIS_COUNTS[problem], montage)
+    _display().print_generated(dataset, out, THESIS_COUNTS[problem], montage)
 
 
 # --- dataset (dataset) ------------------------------------------------------
@@ -377,7 +384,7 @@ def dataset_info_command(path, problem, reader_options, cache_dir, as_json, inpu
     if as_json:
         click.echo(json.dumps(info, indent=2))
     else:
-        _display.print_dataset_info(info)
+        _display().print_dataset_info(info)
 
 
 @dataset_group.command("check")
@@ -535,7 +542,7 @@ def _run_import(function, *args, **kwargs):
         for line in exc.problems:
             click.echo(line)
         raise UserError(f"{len(exc.problems)} problem(s) found; nothing was written.") from None
-    _display.print_import(result)
+    _display().print_import(result)
 
 
 # --- features (features) ----------------------------------------------------
@@ -1132,7 +1139,7 @@ def report_command(results, out, baseline, tolerance, write_baseline_to, gallery
     if baseline is None:
         return
     changes = compare_to_baseline(results, baseline, tolerance)
-    _display.print_baseline_changes(Console(), changes, baseline)
+    _display().print_baseline_changes(Console(), changes, baseline)
     regressions = [c for c in changes if c.regressed]
     if regressions:
         for c in regressions:
@@ -1176,7 +1183,7 @@ def show_command(particle_id, results, out, data):
     from liposome_bench.gallery import show_particle
 
     report = show_particle(results, particle_id, out, data=data)
-    _display.print_particle_report(Console(), report)
+    _display().print_particle_report(Console(), report)
     if report.note:
         click.echo(f"Note: {report.note}")
     if report.image is not None:
@@ -1259,7 +1266,7 @@ def train_command(model, from_results, problem, data, reader_options, cache_dir,
                                reader_options=reader_options, config=config, options=options,
                                folds=k, fold_seed=fold_seed, seed=seed, jobs=jobs,
                                cv_out=cv_out, reporter=reporter, command=_command_line())
-    _display.print_card(card, out)
+    _display().print_card(card, out)
 
 
 @cli.command("predict")
@@ -1304,7 +1311,7 @@ def predict_command(model_dir, data, reader_options, min_confidence, target_prec
                          input_size=input_size, feature_set=feature_set,
                          reader_options=reader_options, jobs=jobs, reporter=reporter)
         path = write_predictions(result, out)
-    _display.print_predictions(result, path)
+    _display().print_predictions(result, path)
 
 
 @cli.command("export")
@@ -1434,7 +1441,7 @@ def sweep_command(config, problem, data, reader_options, cache_dir, out, schedul
             check_output_dir(out)
         if dry_run:
             reporter.close()
-            _display.print_sweep_plan(console, plan_config, _sweep.plan_sweep(plan_config, out, k),
+            _display().print_sweep_plan(console, plan_config, _sweep.plan_sweep(plan_config, out, k),
                               len(dataset))
             return
         from liposome_bench.folds import load_or_make_folds
@@ -1453,7 +1460,7 @@ def sweep_command(config, problem, data, reader_options, cache_dir, out, schedul
                                wait=wait)
     summary = _sweep.summarise_sweep(out, metrics=chosen)
     table_csv, comparisons_csv = _sweep.write_sweep_tables(out, summary)
-    _display.print_sweep_summary(console, summary, chosen)
+    _display().print_sweep_summary(console, summary, chosen)
     click.echo(f"Ran {len(run.ran)} task(s), {run.skipped} already finished, in "
                f"{run.seconds:.0f} s. Tables: {table_csv}, {comparisons_csv}. "
                f"Figures: liposome-bench report {out}")
