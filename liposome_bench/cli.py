@@ -826,6 +826,15 @@ def svm_command(problem, data, reader_options, cache_dir, feature_set, source, g
     "--epochs.",
 )
 @click.option(
+    "--weight-averaging",
+    type=click.FloatRange(min=0, max=1, max_open=True),
+    default=_settings.DEFAULT_WEIGHT_AVERAGING,
+    show_default=True,
+    metavar="MOMENTUM",
+    help="Score, keep and save each epoch with an exponential moving average of the "
+    "weights (this momentum per step; 0: the raw weights).",
+)
+@click.option(
     "--l2",
     type=click.FloatRange(min=0),
     default=0.0,
@@ -848,8 +857,8 @@ def svm_command(problem, data, reader_options, cache_dir, feature_set, source, g
 @_fail_cleanly
 def cnn_command(problem, model, data, reader_options, cache_dir, input_mode, input_size,
                 augment, balance, epochs, patience, early_stopping, batch_size, optimizer,
-                learning_rate, warmup_epochs, lr_schedule, l2, mixed_precision, k, fold_seed,
-                group_by, seed, out, wait):
+                learning_rate, warmup_epochs, lr_schedule, weight_averaging, l2,
+                mixed_precision, k, fold_seed, group_by, seed, out, wait):
     """Cross-validate a LipNet CNN on the particle images.
 
     Trains on the same stored folds as `svm`: each fold's training folds are
@@ -877,8 +886,8 @@ def cnn_command(problem, model, data, reader_options, cache_dir, input_mode, inp
         model=model, input_mode=input_mode, input_size=input_size, augment=augment,
         balance=balance, epochs=epochs, patience=patience, early_stopping=early_stopping,
         batch_size=batch_size, optimizer=optimizer, learning_rate=learning_rate,
-        warmup_epochs=warmup_epochs, lr_schedule=lr_schedule, l2=l2,
-        mixed_precision=mixed_precision,
+        warmup_epochs=warmup_epochs, lr_schedule=lr_schedule,
+        weight_averaging=weight_averaging, l2=l2, mixed_precision=mixed_precision,
     )
     _settings.check_seed(seed, "--seed")
     _settings.check_seed(fold_seed, "--fold-seed")

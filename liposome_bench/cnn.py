@@ -645,7 +645,7 @@ def monitor_key(record: dict, epoch: int, metric: str = "macro_f1") -> tuple:
 
 
 def _make_monitor_callback(net, x_val, y_val, n_classes, patience, epochs, reporter,
-                           metric: str = "macro_f1"):
+                           metric: str = "macro_f1", averaged: bool = False):
     """A Keras callback that, at the end of each epoch, scores the
     validation part, reports progress, keeps the best weights and says when
     ``patience`` epochs have passed without improvement. It keeps its state
@@ -654,7 +654,13 @@ def _make_monitor_callback(net, x_val, y_val, n_classes, patience, epochs, repor
     ``metric="macro_f1"``: an epoch improves on the best when its validation
     macro F1 is higher, or equal with a lower validation loss (macro F1 on a
     small validation part moves in steps, and ties are common); "loss": when
-    its class-balanced validation loss is lower."""
+    its class-balanced validation loss is lower.
+
+    ``averaged``: the optimizer keeps an exponential moving average of the
+    weights (``use_ema``), which Keras writes into the network when a
+    ``fit`` call ends. The epoch is then scored (and kept) with those
+    averaged weights, after which training resumes from the raw weights,
+    saved when the epoch ended."""
     import keras
 
     class EpochMonitor(keras.callbacks.Callback):
@@ -665,6 +671,7 @@ def _make_monitor_callback(net, x_val, y_val, n_classes, patience, epochs, repor
             self.best_epoch = 0
             self.best_weights = None
             self.wait = 0
+            self._epoch = None
 
         @property
         def should_stop(self):
@@ -672,7 +679,17 @@ def _make_monitor_callback(net, x_val, y_val, n_classes, patience, epochs, repor
 
         def on_epoch_end(self, epoch, logs=None):
             logs = dict(logs or {})
-            record = {"loss": float(logs.get("loss", np.nan))}
+            self._epoch = (epoch, float(logs.get("loss", np.nan)),
+                           net.get_weights() if averaged else None)
+
+        def on_train_end(self, logs=None):
+            # Called after Keras' finalize_variable_values: with ``averaged``
+            # the network holds the moving average now.
+            if self._epoch is None:
+                return
+            epoch, loss, raw = self._epoch
+            self._epoch = None
+            record = {"loss": loss}
             if len(x_val):
                 p = net.predict(x_val, batch_size=256, verbose=0)
                 record.update(_validation_metrics(p, y_val, n_classes))
@@ -684,6 +701,8 @@ def _make_monitor_callback(net, x_val, y_val, n_classes, patience, epochs, repor
                 self.best_weights = net.get_weights()
             else:
                 self.wait += 1
+            if raw is not None:
+                net.set_weights(raw)
             reporter.epoch(
                 epoch + 1,
                 epochs,
@@ -714,6 +733,7 @@ def train_fold(
     learning_rate: float | None = None,
     warmup_epochs: float = DEFAULT_WARMUP_EPOCHS,
     lr_schedule: str = "constant",
+    weight_averaging: float = 0.0,
     samples_per_epoch: int | None = None,
     model_options: dict | None = None,
     dtype_policy=None,
@@ -747,6 +767,11 @@ def train_fold(
         over ``warmup_epochs`` epochs, then stays (``"constant"``) or decays
         along a cosine to 0 at ``epochs`` (``"cosine"``); see
         :func:`make_learning_rate`.
+    weight_averaging : float
+        Momentum of an exponential moving average of the weights, updated
+        after every optimizer step (Keras' ``use_ema``); each epoch is
+        scored, kept and returned with the averaged weights. 0 turns it
+        off.
     early_stopping : {"macro_f1", "loss"}
         The validation score patience counts on (see
         :func:`_make_monitor_callback`).
@@ -800,10 +825,12 @@ def train_fold(
     first_draw = sampler.draw()
     steps_per_epoch = -(-len(first_draw) // batch_size)
     lr = make_learning_rate(lr, steps_per_epoch, epochs, warmup_epochs, lr_schedule)
+    averaging = ({"use_ema": True, "ema_momentum": float(weight_averaging)}
+                 if weight_averaging > 0 else {})
     if optimizer == "sgd":
-        opt = keras.optimizers.SGD(learning_rate=lr, momentum=0.9, nesterov=True)
+        opt = keras.optimizers.SGD(learning_rate=lr, momentum=0.9, nesterov=True, **averaging)
     else:
-        opt = keras.optimizers.Adam(learning_rate=lr)
+        opt = keras.optimizers.Adam(learning_rate=lr, **averaging)
     if dtype_policy == "mixed_float16":
         opt = keras.optimizers.LossScaleOptimizer(opt)
     trainer.compile(
@@ -812,7 +839,7 @@ def train_fold(
     )
     monitor = _make_monitor_callback(
         net, x_val, np.asarray(y_val), n_classes, patience if len(x_val) else None,
-        epochs, reporter, metric=early_stopping,
+        epochs, reporter, metric=early_stopping, averaged=bool(averaging),
     )
     onehot = np.eye(n_classes, dtype=np.float32)
     epoch_counts = None
@@ -991,7 +1018,9 @@ def run_cnn(dataset, folds, results, settings: CNNSettings | None = None, *, see
     reporter.message(
         f"{model}: batch {settings.batch_size}, learning rate "
         f"{settings.resolved_learning_rate:g} ({settings.lr_schedule}, "
-        f"{settings.warmup_epochs:g} warm-up epochs), "
+        f"{settings.warmup_epochs:g} warm-up epochs"
+        + (f", weights averaged with momentum {settings.weight_averaging:g}"
+           if settings.weight_averaging else "") + "), "
         + (f"computing in {dtype_policy.split('_')[1]} (mixed precision)."
            if dtype_policy else "computing in float32.")
     )
@@ -1052,6 +1081,7 @@ def train_options(settings: CNNSettings, classes, dtype_policy=None) -> dict:
         batch_size=settings.batch_size,
         optimizer=settings.optimizer, learning_rate=settings.resolved_learning_rate,
         warmup_epochs=settings.warmup_epochs, lr_schedule=settings.lr_schedule,
+        weight_averaging=settings.weight_averaging,
         samples_per_epoch=settings.samples_per_epoch, model_options=_model_options(settings),
         dtype_policy=dtype_policy, class_names=list(classes),
     )

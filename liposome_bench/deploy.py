@@ -482,6 +482,8 @@ def _train_cnn(dataset, model, settings, fold_results, staging, reporter) -> dic
         balance=settings["balance"], epochs=epochs, patience=None,
         batch_size=int(settings["batch_size"]), optimizer=settings["optimizer"],
         learning_rate=settings.get("learning_rate"),
+        # runs saved before weight averaging existed trained without it
+        weight_averaging=float(settings.get("weight_averaging") or 0.0),
         samples_per_epoch=settings.get("samples_per_epoch"),
         model_options=settings.get("model_options") or {}, dtype_policy=dtype_policy,
         seed=int(settings.get("seed", 0)), class_names=list(dataset.problem.classes),

@@ -33,6 +33,7 @@ from liposome_bench.settings import (
     DEFAULT_PATIENCE,
     DEFAULT_VALIDATION_FRACTION,
     DEFAULT_WARMUP_EPOCHS,
+    DEFAULT_WEIGHT_AVERAGING,
     CNNSettings,
 )
 
@@ -44,7 +45,7 @@ class LipNetClassifier(ClassifierMixin, BaseEstimator):
     ----------
     model, input_mode, input_size, augment, balance, epochs, patience,
     early_stopping, batch_size, optimizer, learning_rate, warmup_epochs, lr_schedule,
-    l2, dense_units, dropout,
+    weight_averaging, l2, dense_units, dropout,
     validation_fraction, samples_per_epoch, mixed_precision
         As in :class:`settings.CNNSettings` (docs/cnn.md); validated in
         ``fit``.
@@ -88,6 +89,7 @@ class LipNetClassifier(ClassifierMixin, BaseEstimator):
         learning_rate=None,
         warmup_epochs=DEFAULT_WARMUP_EPOCHS,
         lr_schedule="constant",
+        weight_averaging=DEFAULT_WEIGHT_AVERAGING,
         l2=0.0,
         dense_units=None,
         dropout=None,
@@ -109,6 +111,7 @@ class LipNetClassifier(ClassifierMixin, BaseEstimator):
         self.learning_rate = learning_rate
         self.warmup_epochs = warmup_epochs
         self.lr_schedule = lr_schedule
+        self.weight_averaging = weight_averaging
         self.l2 = l2
         self.dense_units = dense_units
         self.dropout = dropout

@@ -64,6 +64,12 @@ REFERENCE_BATCH_SIZE = 32
 #: batches take larger steps, which the first epoch's random weights do not
 #: tolerate.
 DEFAULT_WARMUP_EPOCHS = 1.0
+#: Momentum of the exponential moving average of the CNN's weights that each
+#: epoch is scored and kept with (0: the raw weights). 0.99 averages over
+#: about the last 100 optimizer steps, a little more than one epoch of the
+#: built-in lamellarity set at batch 128; docs/performance.md says what it
+#: did to the validation scores and the convergence check.
+DEFAULT_WEIGHT_AVERAGING = 0.99
 DEFAULT_VALIDATION_FRACTION = 0.1
 DEFAULT_LEARNING_RATES = {"adam": 1e-3, "sgd": 1e-2}
 LR_SCHEDULES = ("constant", "cosine")
@@ -276,6 +282,11 @@ class CNNSettings(_Settings):
     lr_schedule : {"constant", "cosine"}
         After the warm-up: the rate stays constant, or follows a cosine
         decay to 0 at ``epochs``.
+    weight_averaging : float
+        Momentum in [0, 1) of an exponential moving average of the weights,
+        updated after every optimizer step; every epoch is scored, kept and
+        returned with the averaged weights (training continues from the raw
+        ones). 0 turns it off.
     l2, dense_units, dropout
         Passed to ``models.build_lipnet`` (None keeps its default).
     validation_fraction : float
@@ -310,6 +321,7 @@ class CNNSettings(_Settings):
     learning_rate: float | None = None
     warmup_epochs: float = DEFAULT_WARMUP_EPOCHS
     lr_schedule: str = "constant"
+    weight_averaging: float = DEFAULT_WEIGHT_AVERAGING
     l2: float = 0.0
     dense_units: int | None = None
     dropout: float | tuple | None = None
@@ -339,6 +351,13 @@ class CNNSettings(_Settings):
                 and 0.0 <= self.validation_fraction < 1.0):
             raise ConfigError(
                 f"The validation fraction must be in [0, 1); got {self.validation_fraction!r}."
+            )
+        if not (isinstance(self.weight_averaging, (int, float))
+                and not isinstance(self.weight_averaging, bool)
+                and 0.0 <= self.weight_averaging < 1.0):
+            raise ConfigError(
+                f"weight_averaging (--weight-averaging) must be a momentum in [0, 1), "
+                f"0 for none; got {self.weight_averaging!r}."
             )
         if isinstance(self.dropout, list):
             object.__setattr__(self, "dropout", tuple(self.dropout))

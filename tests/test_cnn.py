@@ -499,3 +499,27 @@ def test_fold_whose_best_epoch_is_the_last_is_flagged(monkeypatch, tmp_path, tin
                       epochs=6, save_models=False)
     assert all(r.params["under_trained"] is expected for r in out)
     assert all(r.params["stopped_early"] is (run < 6) for r in out)
+
+
+def test_weight_averaging_scores_and_keeps_the_averaged_weights(tiny_dataset):
+    """Each epoch is scored with the moving average of the weights, that is
+    what is kept and returned, and training resumes from the raw weights."""
+    x = cnn.prepare_images(tiny_dataset, "masked", 12)
+    y = tiny_dataset.y
+    args = (x[:36], y[:36], x[36:], y[36:])
+    options = dict(model="lipnet-1", n_classes=3, augment="none", batch_size=8,
+                   patience=None, early_stopping="loss", seed=0)
+    raw1, _ = cnn.train_fold(*args, epochs=1, **options)
+    avg1, info1 = cnn.train_fold(*args, epochs=1, weight_averaging=0.5, **options)
+    avg2, info2 = cnn.train_fold(*args, epochs=2, weight_averaging=0.5, **options)
+    _, raw_info2 = cnn.train_fold(*args, epochs=2, **options)
+    # the returned network is the one the kept epoch was scored with
+    for net, info in ((avg1, info1), (avg2, info2)):
+        p = net.predict(x[36:], verbose=0)
+        kept = info["best_epoch"] - 1
+        assert cnn._validation_metrics(p, y[36:], 3)["val_loss"] == pytest.approx(
+            info["history"]["val_loss"][kept], rel=1e-5)
+    # averaged weights differ from the raw ones after the same steps
+    assert not np.allclose(avg1.get_weights()[0], raw1.get_weights()[0])
+    # epoch 2 starts from the raw weights: its training loss is the raw run's
+    assert info2["history"]["loss"] == pytest.approx(raw_info2["history"]["loss"], rel=1e-5)
