@@ -11,9 +11,9 @@ on the same number of samples per epoch, in this process:
   library's defaults, the code ``run_cnn`` runs for every fold: a
   class-balanced oversampled draw per epoch, all five random augmentations in
   the training model, the default batch size with its scaled learning rate
-  and warm-up, and the default precision (bfloat16 on a CPU that has it
-  natively). Its per-epoch validation pass is left out, as the baseline has
-  none.
+  and warm-up, the default precision (bfloat16 on a CPU that has it
+  natively) and the default weight averaging. Its per-epoch validation pass
+  is left out, as the baseline has none.
 
 Throughput is samples per second over epochs 2..E (epoch 1 includes tracing
 and compilation), in wall time and in this process's CPU time. Runs
@@ -21,6 +21,15 @@ alternate (baseline, ours, baseline, ours...) and the best of ``--repeats``
 of each is reported, since other processes on a shared machine only slow a
 run down. Images are random (throughput does not depend on their content).
 Target: a wall-time ratio of at least 2.0.
+
+**Ceiling.** Then the CPU's float32 matrix-multiply speed is measured on the
+shape of lipnet-4's largest convolution (as the matrix product a
+convolution becomes) and divided by lipnet-4's FLOPs per training sample:
+about the samples/s float32 training would reach on this CPU if all of it
+ran at that speed (in practice pooling, dropout, augmentation and the
+optimizer add time), and that rough ceiling as a multiple of the baseline.
+Where it is near or under 2, the target is out of reach in float32
+(docs/performance.md).
 
 **Score** (skip with ``--no-score``). Faster training must not train worse:
 on fold 1 of the built-in lamellarity set (5 folds, fold seed 0; its
@@ -112,7 +121,10 @@ def ours(x, y, x_val, y_val, epochs, seed, reporter, **options):
     ``options``)."""
     from liposome_bench.cnn import describe_device, resolve_dtype_policy, train_fold
 
+    from liposome_bench.settings import CNNSettings
+
     options.setdefault("dtype_policy", resolve_dtype_policy(None, describe_device()[0]))
+    options.setdefault("weight_averaging", CNNSettings().weight_averaging)
     return train_fold(
         x, y, x_val, y_val, model="lipnet-4", n_classes=3, augment="all",
         balance="oversample", epochs=epochs, patience=None,
@@ -141,7 +153,51 @@ def measure_throughput(args):
     print(f"liposome-bench         {mine[0]:16.0f}   {mine[1]:22.0f}")
     print(f"ratio                  {mine[0] / base[0]:16.2f}   {mine[1] / base[1]:22.2f}"
           "   (target >= 2.0 wall)")
-    return mine[0] / base[0]
+    return base[0]
+
+
+def training_flops(model) -> float:
+    """Floating-point operations of one training sample through ``model``:
+    multiply-adds of its convolutions and dense layers (2 FLOPs each) in the
+    forward pass, times 3 (the backward pass computes gradients of the
+    inputs and of the weights, each as costly as the forward pass)."""
+    import keras
+
+    flops = 0.0
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Conv2D):
+            h, w, c_out = layer.output.shape[1:]
+            kh, kw, c_in, _ = layer.kernel.shape
+            flops += 2.0 * h * w * kh * kw * c_in * c_out
+        elif isinstance(layer, keras.layers.Dense):
+            flops += 2.0 * np.prod(layer.kernel.shape)
+    return 3 * flops
+
+
+def measure_ceiling(baseline_rate: float) -> None:
+    """The CPU's float32 matrix-multiply speed on lipnet-4's largest
+    convolution, as the im2col product (batch x 28 x 28 positions) x (3 x 3 x
+    32) x 32 at batch 128, and the samples/s it would allow if all of
+    training ran at that speed: a rough ceiling for float32 training on
+    this CPU (NumPy's BLAS stands in for the framework's kernels)."""
+    from liposome_bench.models import build_lipnet
+
+    flops = training_flops(build_lipnet("lipnet-4", (28, 28, 1), 3))
+    rng = np.random.default_rng(0)
+    a = rng.random((128 * 28 * 28, 288), dtype=np.float32)
+    b = rng.random((288, 32), dtype=np.float32)
+    a @ b
+    best = np.inf
+    for _ in range(5):
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    gflops = 2.0 * a.shape[0] * 288 * 32 / best / 1e9
+    ceiling = gflops * 1e9 / flops
+    print(f"ceiling: lipnet-4 costs {flops / 1e6:.1f} MFLOP per training sample; float32 "
+          f"matrix products of its largest convolution's shape run at {gflops:.0f} GFLOP/s "
+          f"(NumPy, all cores); all of training at that speed would be about {ceiling:.0f} "
+          f"samples/s: {ceiling / baseline_rate:.2f} times the baseline.")
 
 
 def measure_score(args):
@@ -232,7 +288,8 @@ def main():
           f"{args.repeats}. Baseline: batch {BASELINE_BATCH}, float32, no augmentation. "
           f"Ours: batch {defaults.batch_size}, learning rate "
           f"{defaults.resolved_learning_rate:g}, {policy}, all augmentations, oversampled.")
-    measure_throughput(args)
+    base = measure_throughput(args)
+    measure_ceiling(base)
     if not args.no_score:
         measure_score(args)
     print(f"load average at the end {', '.join(f'{v:.1f}' for v in os.getloadavg())}")

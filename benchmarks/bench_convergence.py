@@ -93,8 +93,8 @@ def main():
           f"{args.fold}/5: {len(fit)} fit, {len(val)} validation images "
           f"{np.bincount(dataset.y[val], minlength=len(classes)).tolist()}")
     shown = {k: v for k, v in defaults.to_dict().items()
-             if k in ("epochs", "patience", "batch_size", "lr_schedule", "warmup_epochs",
-                      "mixed_precision")}
+             if k in ("epochs", "patience", "early_stopping", "batch_size", "lr_schedule",
+                      "warmup_epochs", "weight_averaging", "mixed_precision")}
     print(f"library defaults now: {shown}, learning rate "
           f"{defaults.resolved_learning_rate:g}")
 
