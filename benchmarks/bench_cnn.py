@@ -120,7 +120,6 @@ def ours(x, y, x_val, y_val, epochs, seed, reporter, **options):
     """liposome-bench's training path with the library's defaults (or
     ``options``)."""
     from liposome_bench.cnn import describe_device, resolve_dtype_policy, train_fold
-
     from liposome_bench.settings import CNNSettings
 
     options.setdefault("dtype_policy", resolve_dtype_policy(None, describe_device()[0]))
@@ -156,43 +155,48 @@ def measure_throughput(args):
     return base[0]
 
 
-def training_flops(model) -> float:
-    """Floating-point operations of one training sample through ``model``:
-    multiply-adds of its convolutions and dense layers (2 FLOPs each) in the
-    forward pass, times 3 (the backward pass computes gradients of the
-    inputs and of the weights, each as costly as the forward pass)."""
+def matrix_products(model) -> list:
+    """(rows, inner, columns) of the matrix product each convolution and
+    dense layer of ``model`` computes for one sample: a convolution as its
+    im2col product (output positions) x (kernel height x width x input
+    channels) x (output channels)."""
     import keras
 
-    flops = 0.0
+    shapes = []
     for layer in model.layers:
         if isinstance(layer, keras.layers.Conv2D):
             h, w, c_out = layer.output.shape[1:]
             kh, kw, c_in, _ = layer.kernel.shape
-            flops += 2.0 * h * w * kh * kw * c_in * c_out
+            shapes.append((h * w, kh * kw * c_in, c_out))
         elif isinstance(layer, keras.layers.Dense):
-            flops += 2.0 * np.prod(layer.kernel.shape)
-    return 3 * flops
+            shapes.append((1, *layer.kernel.shape))
+    return shapes
 
 
-def measure_ceiling(baseline_rate: float) -> None:
+def measure_ceiling(baseline_rate: float, batch: int = 128) -> None:
     """The CPU's float32 matrix-multiply speed on lipnet-4's largest
-    convolution, as the im2col product (batch x 28 x 28 positions) x (3 x 3 x
-    32) x 32 at batch 128, and the samples/s it would allow if all of
-    training ran at that speed: a rough ceiling for float32 training on
-    this CPU (NumPy's BLAS stands in for the framework's kernels)."""
+    product (its 28 px, 32-channel 3x3 convolution, for ``batch`` samples)
+    and the samples/s it would allow if all of training ran at that speed:
+    a rough ceiling for float32 training on this CPU (NumPy's BLAS stands in
+    for the framework's kernels). A training sample costs 3 times its
+    forward pass's multiply-adds x 2 FLOPs (the backward pass computes
+    gradients of the inputs and of the weights, each as costly as the
+    forward pass)."""
     from liposome_bench.models import build_lipnet
 
-    flops = training_flops(build_lipnet("lipnet-4", (28, 28, 1), 3))
+    shapes = matrix_products(build_lipnet("lipnet-4", (28, 28, 1), 3))
+    flops = 3 * sum(2.0 * m * k * n for m, k, n in shapes)
+    m, k, n = max(shapes, key=np.prod)
     rng = np.random.default_rng(0)
-    a = rng.random((128 * 28 * 28, 288), dtype=np.float32)
-    b = rng.random((288, 32), dtype=np.float32)
+    a = rng.random((batch * m, k), dtype=np.float32)
+    b = rng.random((k, n), dtype=np.float32)
     a @ b
     best = np.inf
     for _ in range(5):
         t0 = time.perf_counter()
         a @ b
         best = min(best, time.perf_counter() - t0)
-    gflops = 2.0 * a.shape[0] * 288 * 32 / best / 1e9
+    gflops = 2.0 * batch * m * k * n / best / 1e9
     ceiling = gflops * 1e9 / flops
     print(f"ceiling: lipnet-4 costs {flops / 1e6:.1f} MFLOP per training sample; float32 "
           f"matrix products of its largest convolution's shape run at {gflops:.0f} GFLOP/s "
