@@ -129,23 +129,115 @@ def _choice(value, choices, label):
         )
 
 
-def _integer(value, option, low, *, optional=False):
-    if value is None and optional:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (
-        int(value) != value or value < low
-    ):
-        raise ConfigError(f"{option} must be an integer of at least {low}; got {value!r}.")
+def setting(default, help: str, *, kind: str, choices=None, low=None, high=None,
+            low_open: bool = False, high_open: bool = False, flag: str | None = None,
+            label: str | None = None, cli: bool = True):
+    """A settings field with everything the entry points derive from it.
+
+    The metadata is the one declaration of a setting: ``__post_init__``
+    validates against it, ``cli.settings_options`` makes the click option
+    from it (flag, type, range, default and help), and ``LipNetClassifier``'s
+    parameters are checked against the fields by a test.
+
+    Parameters
+    ----------
+    default
+        The default value (None: unset, resolved at run time).
+    help : str
+        The ``--help`` text.
+    kind : {"int", "float", "choice", "bool", "augment", "dropout"}
+    choices : tuple of str, optional
+        For ``kind="choice"``.
+    low, high : float, optional
+        Range of a number; ``low_open`` / ``high_open`` exclude the ends.
+    flag : str, optional
+        The command-line flag (default ``--`` + the name with dashes).
+    label : str, optional
+        What a choice is called in errors ("input mode"; default the name).
+    cli : bool
+        Whether commands offer it as an option (dropout's tuple is
+        config-only).
+    """
+    metadata = {"help": help, "kind": kind, "choices": choices, "low": low, "high": high,
+                "low_open": low_open, "high_open": high_open, "flag": flag, "cli": cli,
+                "label": label}
+    if isinstance(default, tuple):
+        return field(default_factory=lambda: default, metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
-def _positive(value, option, *, optional=True, zero=False):
-    if value is None and optional:
-        return
+def flag_of(f: dataclasses.Field) -> str:
+    """The command-line flag of settings field ``f`` (``--input-mode``)."""
+    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+
+
+def _check_number(value, meta, label, integer: bool):
+    """``value`` as an int or float within the field's range, or a ConfigError."""
+    low, high = meta["low"], meta["high"]
+    if integer:
+        expected = f"an integer of at least {low:g}" if low is not None else "an integer"
+    elif low == 0 and meta["low_open"] and high is None:
+        expected = "a positive number"
+    elif high is None:
+        expected = f"a number of at least {low:g}" if low is not None else "a number"
+    else:
+        expected = (f"a number in {'(' if meta['low_open'] else '['}{low:g}, {high:g}"
+                    f"{')' if meta['high_open'] else ']'}")
     ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
-          and math.isfinite(value) and (value >= 0 if zero else value > 0))
+          and math.isfinite(value) and (not integer or int(value) == value))
+    if ok:
+        if low is not None and (value <= low if meta["low_open"] else value < low):
+            ok = False
+        if high is not None and (value >= high if meta["high_open"] else value > high):
+            ok = False
     if not ok:
-        kind = "a number of at least 0" if zero else "a positive number"
-        raise ConfigError(f"{option} must be {kind}; got {value!r}.")
+        raise ConfigError(f"{label} must be {expected}; got {value!r}.")
+    return int(value) if integer else value
+
+
+def check_field(f: dataclasses.Field, value):
+    """``value`` checked (and normalised) against settings field ``f``'s
+    declaration: type (no bool for a number), finiteness, range, choices.
+
+    Raises
+    ------
+    ConfigError
+        Naming the setting and its flag, what was expected and what came.
+    """
+    meta = f.metadata
+    label = f"{f.name} ({flag_of(f)})" if meta.get("cli", True) else f.name
+    kind = meta["kind"]
+    if value is None and f.default is None:
+        return None
+    if kind == "choice":
+        if not isinstance(value, str) or value not in meta["choices"]:
+            raise ConfigError(f"Unknown {meta['label'] or f.name.replace('_', ' ')} {value!r}; "
+                              "expected one of "
+                              f"{', '.join(meta['choices'])}.")
+        return value
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise ConfigError(f"{f.name} must be true, false"
+                              + (" or unset (automatic)" if f.default is None else "")
+                              + f"; got {value!r}.")
+        return value
+    if kind in ("int", "float"):
+        return _check_number(value, meta, label, kind == "int")
+    if kind == "augment":
+        if not (isinstance(value, str) or (isinstance(value, (list, tuple))
+                                           and all(isinstance(v, str) for v in value))):
+            raise ConfigError(f"{label} must be 'all', 'none' or a comma-separated list of "
+                              f"{', '.join(AUGMENTATIONS)}; got {value!r}.")
+        return parse_augment(value)
+    if kind == "dropout":
+        values = value if isinstance(value, (list, tuple)) else [value]
+        if not values:
+            raise ConfigError(f"{label} must be a rate in [0, 1) or a list of rates; "
+                              f"got {value!r}.")
+        rates = [_check_number(v, {**meta, "low": 0.0, "high": 1.0, "low_open": False,
+                                   "high_open": True}, label, False) for v in values]
+        return tuple(rates) if isinstance(value, (list, tuple)) else rates[0]
+    raise AssertionError(f"unknown settings kind {kind!r}")  # a programming error
 
 
 #: Seeds go to NumPy, scikit-learn and Keras, which take 0 to 2**32 - 1.
@@ -169,7 +261,16 @@ def check_seed(value, option: str = "--seed") -> int:
 
 
 class _Settings:
-    """Shared by the settings dataclasses: dict round trip and replace."""
+    """Shared by the settings dataclasses: validation from the fields'
+    declarations, dict round trip, replace and make."""
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            object.__setattr__(self, f.name, check_field(f, getattr(self, f.name)))
+        self._check_together()
+
+    def _check_together(self):
+        """Rules between settings (none by default)."""
 
     def to_dict(self) -> dict:
         """Plain JSON-safe values (tuples become lists)."""
@@ -199,6 +300,23 @@ class _Settings:
         except ConfigError as exc:
             raise ConfigError(f"{prefix}{exc}") from None
 
+    @classmethod
+    def make(cls, settings=None, **options):
+        """``settings`` (default: the defaults; a mapping is read with
+        ``from_mapping``) with ``options`` replacing single fields; an
+        unknown option is a ConfigError naming the valid ones.
+
+        >>> CNNSettings.make(model="lipnet-2", epochs=3).epochs
+        3
+        """
+        if settings is None:
+            settings = cls()
+        elif not isinstance(settings, cls):
+            settings = cls.from_mapping(settings)
+        if not options:
+            return settings
+        return cls.from_mapping({**settings.to_dict(), **options})
+
     def replace(self, **changes):
         """A copy with ``changes`` (validated again); ``None`` values are
         ignored, so CLI options left unset keep these settings."""
@@ -208,21 +326,8 @@ class _Settings:
 
 @dataclass(frozen=True)
 class SVMSettings(_Settings):
-    """Settings of the LIBSVM baseline (``svm``; docs/svm.md).
-
-    Parameters
-    ----------
-    feature_set : {"vironova", "all"}
-        The lab's features (section 8.4) or every feature.
-    source : {"computed", "export"}
-        Compute features from the images, or use the lab export's.
-    grid : {"coarse", "full"}
-        The C/gamma grid searched on the training folds.
-    C, gamma : float, optional
-        Fix C and/or gamma instead of searching them.
-    units : {"nm", "px"}
-        Features in nm (needs every particle's pixel size) or every length
-        in pixels, with pixel-based windows (docs/features.md).
+    """Settings of the LIBSVM baseline (``svm``; docs/svm.md). Each field's
+    declaration (help, range, flag) is in its ``setting(...)``.
 
     Examples
     --------
@@ -230,74 +335,46 @@ class SVMSettings(_Settings):
     'full'
     """
 
-    feature_set: str = "vironova"
-    source: str = "computed"
-    grid: str = "coarse"
-    C: float | None = None
-    gamma: float | None = None
-    units: str = "nm"
+    feature_set: str = setting(
+        "vironova", "Features: the lab's set (area, circularity, moments, edge density "
+        "profile, histogram; thesis section 4.1) or every feature.",
+        kind="choice", choices=FEATURE_SETS,
+        label="feature set")
+    source: str = setting(
+        "computed", "Compute features from the images, or use those stored in the lab "
+        "export.", kind="choice", choices=FEATURE_SOURCES,
+        label="feature source")
+    grid: str = setting(
+        "coarse", "C/gamma grid: coarse (16 points, 3 inner folds on a 2,000-particle "
+        "subsample keeping at least 250 of each class) or full (LIBSVM grid.py's 110 "
+        "points, 5 inner folds; slow). Extended past an edge holding the best point "
+        "(docs/svm.md).", kind="choice", choices=GRID_NAMES)
+    C: float | None = setting(
+        None, "Fix the SVM's C instead of searching it.", kind="float", low=0,
+        low_open=True, flag="--C")
+    gamma: float | None = setting(
+        None, "Fix the RBF kernel's gamma instead of searching it.", kind="float", low=0,
+        low_open=True)
+    units: str = setting(
+        "nm", "Features in nm (needs the pixel size) or every length in pixels, with "
+        "pixel-based windows: edge profile -52..+10 px, SNR band 8 px (docs/features.md).",
+        kind="choice", choices=FEATURE_UNITS,
+        label="units (--units)")
 
-    def __post_init__(self):
-        _choice(self.feature_set, FEATURE_SETS, "feature set")
-        _choice(self.source, FEATURE_SOURCES, "feature source")
-        _choice(self.grid, GRID_NAMES, "grid")
-        _choice(self.units, FEATURE_UNITS, "units (--units)")
+    def _check_together(self):
         if self.units == "px" and self.source == "export":
             raise ConfigError(
                 "--units px computes the features from the images; the export's own "
                 "features are in nm. Use --source computed with --units px."
             )
-        _positive(self.C, "C (--C)")
-        _positive(self.gamma, "gamma (--gamma)")
 
 
 @dataclass(frozen=True)
 class CNNSettings(_Settings):
-    """Settings of one LipNet's training (``cnn``; docs/cnn.md).
-
-    Parameters
-    ----------
-    model : str
-        A name from :data:`MODEL_NAMES`.
-    input_mode : {"surrounding", "cropped", "masked"}
-        Section 8.5's image modes.
-    input_size : int, optional
-        Image side in pixels; default the model's own.
-    augment : str or sequence of str
-        See :func:`parse_augment`; stored as a tuple.
-    balance : str
-        Class balancing of the fit part (section 4.8).
-    epochs, patience, batch_size : int
-        Maximum epochs, early-stopping patience, images per step.
-    early_stopping : {"macro_f1", "loss"}
-        What patience counts on: the validation macro F1 (the SVM's grid
-        score; ties broken by a lower loss) or the class-balanced
-        validation loss.
-    optimizer : {"adam", "sgd"}
-    learning_rate : float, optional
-        Default :data:`DEFAULT_LEARNING_RATES` of the optimizer at batch size
-        32, times sqrt(batch_size / 32) (see ``resolved_learning_rate``).
-    warmup_epochs : float
-        Epochs of linear warm-up from a tenth of the learning rate (0: none).
-    lr_schedule : {"constant", "cosine"}
-        After the warm-up: the rate stays constant, or follows a cosine
-        decay to 0 at ``epochs``.
-    weight_averaging : float
-        Momentum in [0, 1) of an exponential moving average of the weights,
-        updated after every optimizer step; every epoch is scored, kept and
-        returned with the averaged weights (training continues from the raw
-        ones). 0 turns it off.
-    l2, dense_units, dropout
-        Passed to ``models.build_lipnet`` (None keeps its default).
-    validation_fraction : float
-        Share of the training folds held out for early stopping.
-    samples_per_epoch : int, optional
-        Samples drawn per epoch instead of the fit part's size.
-    mixed_precision : bool or None
-        True: float16 compute on a GPU, bfloat16 on a CPU; False: float32.
-        None (default): bfloat16 with the TensorFlow backend on a CPU that
-        multiplies bfloat16 natively (AVX512-BF16 or AMX,
-        ``machine.native_bfloat16``), float32 otherwise (GPUs included).
+    """Settings of one LipNet's training (``cnn``; docs/cnn.md). Each field's
+    declaration (help, range, flag) is in its ``setting(...)``; the
+    learning rate, when unset, is :attr:`resolved_learning_rate`, and
+    ``mixed_precision`` unset is resolved by ``cnn.resolve_dtype_policy``.
 
     Examples
     --------
@@ -308,69 +385,76 @@ class CNNSettings(_Settings):
     20
     """
 
-    model: str = "lipnet-4"
-    input_mode: str = "masked"
-    input_size: int | None = None
-    augment: tuple = field(default=AUGMENTATIONS)
-    balance: str = "oversample"
-    epochs: int = DEFAULT_EPOCHS
-    patience: int = DEFAULT_PATIENCE
-    early_stopping: str = DEFAULT_EARLY_STOPPING
-    batch_size: int = DEFAULT_BATCH_SIZE
-    optimizer: str = "adam"
-    learning_rate: float | None = None
-    warmup_epochs: float = DEFAULT_WARMUP_EPOCHS
-    lr_schedule: str = "constant"
-    weight_averaging: float = DEFAULT_WEIGHT_AVERAGING
-    l2: float = 0.0
-    dense_units: int | None = None
-    dropout: float | tuple | None = None
-    validation_fraction: float = DEFAULT_VALIDATION_FRACTION
-    samples_per_epoch: int | None = None
-    mixed_precision: bool | None = None
-
-    def __post_init__(self):
-        _choice(self.model, MODEL_NAMES, "model")
-        _choice(self.input_mode, INPUT_MODES, "input mode")
-        _choice(self.balance, BALANCE_METHODS, "balancing method")
-        _choice(self.optimizer, OPTIMIZERS, "optimizer")
-        _choice(self.lr_schedule, LR_SCHEDULES, "learning-rate schedule")
-        _choice(self.early_stopping, EARLY_STOPPING_METRICS, "early-stopping metric")
-        object.__setattr__(self, "augment", parse_augment(self.augment))
-        _integer(self.input_size, "input_size (--input-size)", 4, optional=True)
-        _integer(self.epochs, "epochs (--epochs)", 1)
-        _integer(self.patience, "patience (--patience)", 1)
-        _integer(self.batch_size, "batch_size (--batch-size)", 1)
-        _integer(self.dense_units, "dense_units", 1, optional=True)
-        _integer(self.samples_per_epoch, "samples_per_epoch", 1, optional=True)
-        _positive(self.learning_rate, "learning_rate (--learning-rate)")
-        _positive(self.l2, "l2 (--l2)", optional=False, zero=True)
-        _positive(self.warmup_epochs, "warmup_epochs (--warmup-epochs)", optional=False,
-                  zero=True)
-        if not (isinstance(self.validation_fraction, (int, float))
-                and 0.0 <= self.validation_fraction < 1.0):
-            raise ConfigError(
-                f"The validation fraction must be in [0, 1); got {self.validation_fraction!r}."
-            )
-        if not (isinstance(self.weight_averaging, (int, float))
-                and not isinstance(self.weight_averaging, bool)
-                and 0.0 <= self.weight_averaging < 1.0):
-            raise ConfigError(
-                f"weight_averaging (--weight-averaging) must be a momentum in [0, 1), "
-                f"0 for none; got {self.weight_averaging!r}."
-            )
-        if isinstance(self.dropout, list):
-            object.__setattr__(self, "dropout", tuple(self.dropout))
-        if self.mixed_precision is not None and not isinstance(self.mixed_precision, bool):
-            raise ConfigError(
-                f"mixed_precision must be true, false or unset (automatic); got "
-                f"{self.mixed_precision!r}."
-            )
-        for name in ("input_size", "epochs", "patience", "batch_size", "dense_units",
-                     "samples_per_epoch"):
-            value = getattr(self, name)
-            if value is not None:
-                object.__setattr__(self, name, int(value))
+    model: str = setting(
+        "lipnet-4", "LipNet architecture (thesis section 7; docs/models.md).",
+        kind="choice", choices=MODEL_NAMES)
+    input_mode: str = setting(
+        "masked", "Whole image with its surround, the particle's bounding box, or the "
+        "box with everything outside the mask set to background (section 8.5).",
+        kind="choice", choices=INPUT_MODES)
+    input_size: int | None = setting(
+        None, "Image side in pixels. Default: the model's (28; 32 for lipnet-6; a 48 px "
+        "canvas for lipnet-fcn).", kind="int", low=4)
+    augment: tuple = setting(
+        AUGMENTATIONS, "Random augmentation while training: all, none, or a "
+        "comma-separated list of rotation, shear, shift, zoom, flip (section 5.5).",
+        kind="augment")
+    balance: str = setting(
+        "oversample", "Class balancing of the training folds (section 4.8); test folds "
+        "are never resampled.", kind="choice", choices=BALANCE_METHODS,
+        label="balancing method")
+    epochs: int = setting(
+        DEFAULT_EPOCHS, "Maximum epochs per fold. An epoch is one class-balanced draw as "
+        "large as the fit part (oversample, smote) or one pass over it (docs/cnn.md).",
+        kind="int", low=1)
+    patience: int = setting(
+        DEFAULT_PATIENCE, "Stop after this many epochs without a better validation score "
+        "(--early-stopping; validation split carved from the training folds).",
+        kind="int", low=1)
+    early_stopping: str = setting(
+        DEFAULT_EARLY_STOPPING, "Validation score early stopping watches: macro F1 (what "
+        "the SVM's grid search maximises; ties broken by a lower loss) or the "
+        "class-balanced loss.", kind="choice", choices=EARLY_STOPPING_METRICS,
+        label="early-stopping metric")
+    batch_size: int = setting(
+        DEFAULT_BATCH_SIZE, "Images per training step (the thesis used 32, section 8.1; "
+        "128 trains about twice as fast on a CPU, docs/performance.md).", kind="int", low=1)
+    optimizer: str = setting(
+        "adam", "Adam, or SGD with Nesterov momentum (section 4.5).", kind="choice",
+        choices=OPTIMIZERS)
+    learning_rate: float | None = setting(
+        None, "Learning rate after the warm-up. Default: 1e-3 for adam, 1e-2 for sgd at "
+        "batch size 32, times sqrt(batch size / 32).", kind="float", low=0, low_open=True)
+    warmup_epochs: float = setting(
+        DEFAULT_WARMUP_EPOCHS, "Epochs over which the learning rate rises linearly from a "
+        "tenth of its value (0: none).", kind="float", low=0)
+    lr_schedule: str = setting(
+        "constant", "After the warm-up: a constant learning rate, or a cosine decay to 0 "
+        "at --epochs.", kind="choice", choices=LR_SCHEDULES,
+        label="learning-rate schedule")
+    weight_averaging: float = setting(
+        DEFAULT_WEIGHT_AVERAGING, "Score, keep and save each epoch with an exponential "
+        "moving average of the weights (this momentum per step; 0: the raw weights).",
+        kind="float", low=0, high=1, high_open=True)
+    l2: float = setting(
+        0.0, "L2 weight decay on the dense/classifier layers (section 5.1).", kind="float",
+        low=0)
+    dense_units: int | None = setting(
+        None, "Units of the dense layer(s). Default: the model's (docs/models.md).",
+        kind="int", low=1)
+    dropout: float | tuple | None = setting(
+        None, "Dropout rate(s) of the model's dropout layers, in [0, 1).",
+        kind="dropout", cli=False)
+    validation_fraction: float = setting(
+        DEFAULT_VALIDATION_FRACTION, "Share of the training folds held out (stratified, "
+        "grouped with the folds) for early stopping.", kind="float", low=0, high=1,
+        high_open=True)
+    samples_per_epoch: int | None = setting(
+        None, "Samples drawn per epoch. Default: the fit part's size.", kind="int", low=1)
+    mixed_precision: bool | None = setting(
+        None, "Compute in float16 on a GPU (bfloat16 on a CPU); weights stay float32. "
+        "Default: bfloat16 with TensorFlow on a CPU with native bfloat16 (AVX512-BF16 or "
+        "AMX), else float32.", kind="bool")
 
     @property
     def resolved_learning_rate(self) -> float:

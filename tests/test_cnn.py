@@ -361,7 +361,7 @@ def test_other_settings_are_refused_for_the_same_folder(tiny_dataset, trained):
         ({"optimizer": "rmsprop"}, "Unknown optimizer 'rmsprop'; expected one of adam, sgd."),
         ({"epochs": 0}, "epochs (--epochs) must be an integer of at least 1; got 0."),
         ({"augment": "tilt"}, "Unknown augmentation 'tilt'"),
-        ({"validation_fraction": 1.0}, "The validation fraction must be in [0, 1); got 1.0."),
+        ({"validation_fraction": 1.0}, "validation_fraction (--validation-fraction) must be a number in [0, 1); got 1.0."),
     ],
 )
 def test_bad_options_fail_before_training(tiny_dataset, tmp_path, kwargs, message):

@@ -127,3 +127,41 @@ def test_a_bad_value_in_the_cnn_table_names_that_table(tmp_path):
     path.write_text("[cnn]\nepochs = 0\n")
     with pytest.raises(ConfigError, match=r"\[cnn\]: epochs \(--epochs\) must be an integer"):
         s.load_config(path)
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ("epochs = nan", "[cnn]: epochs (--epochs) must be an integer of at least 1; got nan."),
+        ("epochs = inf", "[cnn]: epochs (--epochs) must be an integer of at least 1; got inf."),
+        ("patience = nan", "[cnn]: patience (--patience) must be an integer of at least 1; "
+                           "got nan."),
+        ("epochs = true", "[cnn]: epochs (--epochs) must be an integer of at least 1; got True."),
+        ("dropout = 'high'", "[cnn]: dropout must be a number in [0, 1); got 'high'."),
+        ("dropout = 1.5", "[cnn]: dropout must be a number in [0, 1); got 1.5."),
+        ("dropout = -0.5", "[cnn]: dropout must be a number in [0, 1); got -0.5."),
+        ("augment = 3", "[cnn]: augment (--augment) must be 'all', 'none' or a comma-separated"),
+        ("validation_fraction = true", "[cnn]: validation_fraction (--validation-fraction) "
+                                       "must be a number in [0, 1); got True."),
+        ("learning_rate = -inf", "[cnn]: learning_rate (--learning-rate) must be a positive "
+                                 "number; got -inf."),
+    ],
+)
+def test_settings_files_are_finite_and_typed(tmp_path, table, message):
+    """Issue 26: every setting from TOML is checked through its declaration
+    (finite, in range, the right type, no bool for a number), naming the table."""
+    path = tmp_path / "s.toml"
+    path.write_text(f"[cnn]\n{table}\n")
+    with pytest.raises(ConfigError) as err:
+        s.load_config(path)
+    assert str(err.value).startswith(f"{path}: {message}")
+
+
+def test_every_setting_is_declared_with_help_and_kind():
+    import dataclasses
+
+    for cls in (s.CNNSettings, s.SVMSettings):
+        for f in dataclasses.fields(cls):
+            assert f.metadata["help"] and f.metadata["kind"], f.name
+            assert s.check_field(f, f.default() if callable(f.default) else
+                                 getattr(cls(), f.name)) == getattr(cls(), f.name)
