@@ -218,6 +218,58 @@ def reader_options(func):
     return wrapper
 
 
+def settings_options(cls, names=None, *, override: bool = False):
+    """Click options made from settings fields' declarations
+    (``settings.setting``): flag, type, range, choices, default and help.
+
+    Parameters
+    ----------
+    cls : settings.CNNSettings or settings.SVMSettings
+    names : sequence of str, optional
+        The fields to offer (default: every field declared for the CLI).
+    override : bool
+        Options default to None (unset), so they override a ``--config``
+        file instead of carrying the declared default.
+    """
+    import dataclasses
+
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.metadata.get("cli", True)}
+    chosen = [fields[n] for n in (names or fields)]
+
+    def option_for(f):
+        meta = f.metadata
+        kind = meta["kind"]
+        declared = (",".join(f.default_factory()) if f.default is dataclasses.MISSING
+                    else f.default)
+        if kind == "augment" and declared == ",".join(_settings.AUGMENTATIONS):
+            declared = "all"
+        help_text = meta["help"] + (" Overrides --config." if override else "")
+        kwargs = {"default": None if override else declared,
+                  "show_default": not override and declared is not None,
+                  "help": help_text}
+        flag = _settings.flag_of(f)
+        if kind == "bool":
+            no_flag = "--no-" + flag[2:]
+            return click.option(f"{flag}/{no_flag}", f.name, default=None,
+                                help=help_text)
+        if kind == "choice":
+            kwargs["type"] = click.Choice(meta["choices"])
+        elif kind in ("int", "float"):
+            number = click.IntRange if kind == "int" else click.FloatRange
+            kwargs["type"] = number(min=meta["low"], max=meta["high"],
+                                    **({} if kind == "int" else
+                                       {"min_open": meta["low_open"],
+                                        "max_open": meta["high_open"]}))
+        return click.option(flag, f.name, **kwargs)
+
+    def decorate(func):
+        for f in reversed(chosen):
+            func = option_for(f)(func)
+        return func
+
+    return decorate
+
+
 def units_option(default="nm"):
     """--units nm|px (the SVM's features; docs/features.md)."""
     defaults = {"default": default, "show_default": True} if default else {"default": None}
@@ -616,45 +668,7 @@ def features_command(problem, data, reader_options, cache_dir, out, feature_set,
 @data_option
 @reader_options
 @cache_option
-@click.option(
-    "--feature-set",
-    type=click.Choice(_settings.FEATURE_SETS),
-    default="vironova",
-    show_default=True,
-    help="Features: the lab's set (area, circularity, moments, edge density "
-    "profile, histogram; thesis section 4.1) or every feature.",
-)
-@click.option(
-    "--source",
-    type=click.Choice(_settings.FEATURE_SOURCES),
-    default="computed",
-    show_default=True,
-    help="Compute features from the images, or use those stored in the lab export.",
-)
-@click.option(
-    "--grid",
-    type=click.Choice(_settings.GRID_NAMES),
-    default="coarse",
-    show_default=True,
-    help="C/gamma grid: coarse (16 points, 3 inner folds on a 2,000-particle "
-    "subsample keeping at least 250 of each class) or full (LIBSVM grid.py's 110 "
-    "points, 5 inner folds; slow). Extended past an edge holding the best point "
-    "(docs/svm.md).",
-)
-@click.option(
-    "--C",
-    "C",
-    type=click.FloatRange(min=0, min_open=True),
-    default=None,
-    help="Fix the SVM's C instead of searching it.",
-)
-@click.option(
-    "--gamma",
-    type=click.FloatRange(min=0, min_open=True),
-    default=None,
-    help="Fix the RBF kernel's gamma instead of searching it.",
-)
-@units_option()
+@settings_options(_settings.SVMSettings)
 @folds_option
 @fold_seed_option
 @group_by_option
@@ -663,8 +677,8 @@ def features_command(problem, data, reader_options, cache_dir, out, feature_set,
 @out_option(None, "Results folder. Default: results/svm-<problem>.")
 @wait_option
 @_fail_cleanly
-def svm_command(problem, data, reader_options, cache_dir, feature_set, source, grid, C,
-                gamma, units, k, fold_seed, group_by, jobs, seed, out, wait):
+def svm_command(problem, data, reader_options, cache_dir, k, fold_seed, group_by, jobs, seed,
+                out, wait, **settings):
     """Cross-validate the lab's LIBSVM baseline on handcrafted features.
 
     C-SVC with an RBF kernel (one-vs-one), class weights inversely
@@ -688,8 +702,7 @@ def svm_command(problem, data, reader_options, cache_dir, feature_set, source, g
     from liposome_bench.results import ResultsDir
     from liposome_bench.svm import check_svm_options, run_svm
 
-    svm_settings = _settings.SVMSettings(feature_set=feature_set, source=source, grid=grid,
-                                         C=C, gamma=gamma, units=units)
+    svm_settings = _settings.SVMSettings(**settings)
     check_svm_options(jobs=jobs)
     _settings.check_seed(seed, "--seed")
     _settings.check_seed(fold_seed, "--fold-seed")
@@ -724,130 +737,10 @@ def svm_command(problem, data, reader_options, cache_dir, feature_set, source, g
 
 @cli.command("cnn")
 @problem_option(required=False)
-@click.option(
-    "--model",
-    type=click.Choice(_settings.MODEL_NAMES),
-    default="lipnet-4",
-    show_default=True,
-    help="LipNet architecture (thesis section 7; docs/models.md).",
-)
 @data_option
 @reader_options
 @cache_option
-@click.option(
-    "--input-mode",
-    type=click.Choice(_settings.INPUT_MODES),
-    default="masked",
-    show_default=True,
-    help="Whole image with its surround, the particle's bounding box, or the "
-    "box with everything outside the mask set to background (section 8.5).",
-)
-@click.option(
-    "--input-size",
-    type=click.IntRange(min=4),
-    default=None,
-    help="Image side in pixels. Default: the model's (28; 32 for lipnet-6; a "
-    "48 px canvas for lipnet-fcn).",
-)
-@click.option(
-    "--augment",
-    default="all",
-    show_default=True,
-    help="Random augmentation while training: all, none, or a comma-separated "
-    "list of rotation, shear, shift, zoom, flip (section 5.5).",
-)
-@click.option(
-    "--balance",
-    type=click.Choice(_settings.BALANCE_METHODS),
-    default="oversample",
-    show_default=True,
-    help="Class balancing of the training folds (section 4.8); test folds are "
-    "never resampled.",
-)
-@click.option(
-    "--epochs",
-    type=click.IntRange(min=1),
-    default=_settings.DEFAULT_EPOCHS,
-    show_default=True,
-    help="Maximum epochs per fold. An epoch is one class-balanced draw as large as "
-    "the fit part (oversample, smote) or one pass over it (docs/cnn.md).",
-)
-@click.option(
-    "--patience",
-    type=click.IntRange(min=1),
-    default=_settings.DEFAULT_PATIENCE,
-    show_default=True,
-    help="Stop after this many epochs without a better validation score "
-    "(--early-stopping; validation split carved from the training folds).",
-)
-@click.option(
-    "--early-stopping",
-    type=click.Choice(_settings.EARLY_STOPPING_METRICS),
-    default=_settings.DEFAULT_EARLY_STOPPING,
-    show_default=True,
-    help="Validation score early stopping watches: macro F1 (what the SVM's grid "
-    "search maximises) or the class-balanced loss.",
-)
-@click.option(
-    "--batch-size",
-    type=click.IntRange(min=1),
-    default=_settings.DEFAULT_BATCH_SIZE,
-    show_default=True,
-    help="Images per training step (the thesis used 32, section 8.1; 128 trains "
-    "about twice as fast on a CPU, docs/performance.md).",
-)
-@click.option(
-    "--optimizer",
-    type=click.Choice(_settings.OPTIMIZERS),
-    default="adam",
-    show_default=True,
-    help="Adam, or SGD with Nesterov momentum (section 4.5).",
-)
-@click.option(
-    "--learning-rate",
-    type=click.FloatRange(min=0, min_open=True),
-    default=None,
-    help="Learning rate after the warm-up. Default: 1e-3 for adam, 1e-2 for sgd at "
-    "batch size 32, times sqrt(batch size / 32).",
-)
-@click.option(
-    "--warmup-epochs",
-    type=click.FloatRange(min=0),
-    default=_settings.DEFAULT_WARMUP_EPOCHS,
-    show_default=True,
-    help="Epochs over which the learning rate rises linearly from a tenth of its value.",
-)
-@click.option(
-    "--lr-schedule",
-    type=click.Choice(_settings.LR_SCHEDULES),
-    default="constant",
-    show_default=True,
-    help="After the warm-up: a constant learning rate, or a cosine decay to 0 at "
-    "--epochs.",
-)
-@click.option(
-    "--weight-averaging",
-    type=click.FloatRange(min=0, max=1, max_open=True),
-    default=_settings.DEFAULT_WEIGHT_AVERAGING,
-    show_default=True,
-    metavar="MOMENTUM",
-    help="Score, keep and save each epoch with an exponential moving average of the "
-    "weights (this momentum per step; 0: the raw weights).",
-)
-@click.option(
-    "--l2",
-    type=click.FloatRange(min=0),
-    default=0.0,
-    show_default=True,
-    help="L2 weight decay on the dense/classifier layers (section 5.1).",
-)
-@click.option(
-    "--mixed-precision/--no-mixed-precision",
-    default=None,
-    help="Compute in float16 on a GPU (bfloat16 on a CPU); weights stay float32. "
-    "Default: bfloat16 with TensorFlow on a CPU with native bfloat16 (AVX512-BF16 "
-    "or AMX), else float32.",
-)
+@settings_options(_settings.CNNSettings)
 @folds_option
 @fold_seed_option
 @group_by_option
@@ -855,10 +748,8 @@ def svm_command(problem, data, reader_options, cache_dir, feature_set, source, g
 @out_option(None, "Results folder. Default: results/cnn-<problem>.")
 @wait_option
 @_fail_cleanly
-def cnn_command(problem, model, data, reader_options, cache_dir, input_mode, input_size,
-                augment, balance, epochs, patience, early_stopping, batch_size, optimizer,
-                learning_rate, warmup_epochs, lr_schedule, weight_averaging, l2,
-                mixed_precision, k, fold_seed, group_by, seed, out, wait):
+def cnn_command(problem, data, reader_options, cache_dir, k, fold_seed, group_by, seed, out,
+                wait, **settings):
     """Cross-validate a LipNet CNN on the particle images.
 
     Trains on the same stored folds as `svm`: each fold's training folds are
@@ -882,13 +773,9 @@ def cnn_command(problem, model, data, reader_options, cache_dir, input_mode, inp
     from liposome_bench.outputs import check_output_dir, writing
     from liposome_bench.results import ResultsDir
 
-    cnn_settings = _settings.CNNSettings(
-        model=model, input_mode=input_mode, input_size=input_size, augment=augment,
-        balance=balance, epochs=epochs, patience=patience, early_stopping=early_stopping,
-        batch_size=batch_size, optimizer=optimizer, learning_rate=learning_rate,
-        warmup_epochs=warmup_epochs, lr_schedule=lr_schedule,
-        weight_averaging=weight_averaging, l2=l2, mixed_precision=mixed_precision,
-    )
+    cnn_settings = _settings.CNNSettings.make(
+        **{k: v for k, v in settings.items() if v is not None})
+    model = cnn_settings.model
     _settings.check_seed(seed, "--seed")
     _settings.check_seed(fold_seed, "--fold-seed")
     if out is not None:
