@@ -122,13 +122,13 @@ def ours(x, y, x_val, y_val, epochs, seed, reporter, **options):
     from liposome_bench.cnn import describe_device, resolve_dtype_policy, train_fold
     from liposome_bench.settings import CNNSettings
 
-    options.setdefault("dtype_policy", resolve_dtype_policy(None, describe_device()[0]))
-    options.setdefault("weight_averaging", CNNSettings().weight_averaging)
-    return train_fold(
-        x, y, x_val, y_val, model="lipnet-4", n_classes=3, augment="all",
-        balance="oversample", epochs=epochs, patience=None,
-        samples_per_epoch=len(x), seed=seed, reporter=reporter, **options,
-    )
+    dtype_policy = options.pop("dtype_policy",
+                               resolve_dtype_policy(None, describe_device()[0]))
+    settings = CNNSettings(model="lipnet-4", augment="all", balance="oversample",
+                           epochs=epochs, patience=10**9, samples_per_epoch=len(x),
+                           **options)
+    return train_fold(x, y, x_val, y_val, settings, n_classes=3, dtype_policy=dtype_policy,
+                      seed=seed, reporter=reporter)
 
 
 def measure_throughput(args):

@@ -1,7 +1,7 @@
 """Do the default CNN settings train lipnet-4 to convergence?
 
 Trains lipnet-4 on one fold of the built-in lamellarity set twice, exactly as
-``run_cnn`` would (``cnn.train_options``: same input, augmentation,
+``run_cnn`` would (``cnn.train_fold`` with the same ``CNNSettings``: same input, augmentation,
 balancing, batch size, learning rate, precision and validation split):
 
 1. **long**: 60 epochs (``--long-epochs``), no early stopping; records the
@@ -37,7 +37,7 @@ import numpy as np
 
 
 def train(images, y, fit, val, settings, classes, device, seed, label):
-    from liposome_bench.cnn import resolve_dtype_policy, train_fold, train_options
+    from liposome_bench.cnn import resolve_dtype_policy, train_fold
     from liposome_bench.progress import NullReporter
 
     class Progress(NullReporter):
@@ -45,11 +45,11 @@ def train(images, y, fit, val, settings, classes, device, seed, label):
             shown = "  ".join(f"{k} {v:.3f}" for k, v in metrics.items() if v is not None)
             print(f"  {label} epoch {epoch}/{epochs}  {shown}", flush=True)
 
-    options = train_options(settings, classes,
-                            resolve_dtype_policy(settings.mixed_precision, device))
+    policy = resolve_dtype_policy(settings.mixed_precision, device)
     t0 = time.perf_counter()
-    _, info = train_fold(images[fit], y[fit], images[val], y[val], seed=seed,
-                         reporter=Progress(), **options)
+    _, info = train_fold(images[fit], y[fit], images[val], y[val], settings,
+                         n_classes=len(classes), dtype_policy=policy, seed=seed,
+                         class_names=list(classes), reporter=Progress())
     info["wall_s"] = time.perf_counter() - t0
     return info
 

@@ -719,23 +719,9 @@ def train_fold(
     y_fit,
     x_val,
     y_val,
+    settings: CNNSettings,
     *,
-    model: str,
     n_classes: int,
-    augment=(),
-    fill_mode: str = "constant",
-    balance: str = "oversample",
-    epochs: int = DEFAULT_EPOCHS,
-    patience: int | None = DEFAULT_PATIENCE,
-    early_stopping: str = "macro_f1",
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    optimizer: str = "adam",
-    learning_rate: float | None = None,
-    warmup_epochs: float = DEFAULT_WARMUP_EPOCHS,
-    lr_schedule: str = "constant",
-    weight_averaging: float = 0.0,
-    samples_per_epoch: int | None = None,
-    model_options: dict | None = None,
     dtype_policy=None,
     seed: int = 0,
     class_names=(),
@@ -750,31 +736,16 @@ def train_fold(
         which trains exactly ``epochs`` epochs.
     y_fit, y_val : int arrays
         Class indices.
-    model, n_classes, model_options, dtype_policy
-        Passed to :func:`models.build_lipnet`.
-    augment, fill_mode
-        Passed to :func:`build_augmentation`.
-    balance, samples_per_epoch
-        See :class:`EpochSampler`; ``smote`` first grows the fit part with
-        :func:`smote_pool`, ``class-weight`` weights the loss.
-    epochs, patience, batch_size, optimizer
-        As in :func:`run_cnn`; ``patience=None`` never stops early.
-    learning_rate : float, optional
-        Default: the optimizer's rate scaled to ``batch_size``
-        (``settings.scaled_learning_rate``).
-    warmup_epochs, lr_schedule
-        The learning rate rises linearly from a tenth of ``learning_rate``
-        over ``warmup_epochs`` epochs, then stays (``"constant"``) or decays
-        along a cosine to 0 at ``epochs`` (``"cosine"``); see
-        :func:`make_learning_rate`.
-    weight_averaging : float
-        Momentum of an exponential moving average of the weights, updated
-        after every optimizer step (Keras' ``use_ema``); each epoch is
-        scored, kept and returned with the averaged weights. 0 turns it
-        off.
-    early_stopping : {"macro_f1", "loss"}
-        The validation score patience counts on (see
-        :func:`_make_monitor_callback`).
+    settings : settings.CNNSettings
+        Everything about the training (model, augmentation, balancing,
+        epochs, patience, early-stopping metric, batch size, optimizer,
+        learning rate and its warm-up and schedule, weight averaging, model
+        options); the same object cross-validation, ``LipNetClassifier`` and
+        deployment pass, so they cannot drift apart. ``x_val`` empty trains
+        exactly ``settings.epochs`` epochs.
+    n_classes, dtype_policy
+        Passed to :func:`models.build_lipnet` (``dtype_policy`` from
+        :func:`resolve_dtype_policy`).
     seed : int
         Seeds Keras (weights, dropout, augmentation) and the sampler.
     class_names : sequence of str
@@ -796,6 +767,10 @@ def train_fold(
     import keras
 
     reporter = reporter or NullReporter()
+    model, balance, epochs = settings.model, settings.balance, settings.epochs
+    batch_size, optimizer = settings.batch_size, settings.optimizer
+    samples_per_epoch, weight_averaging = settings.samples_per_epoch, settings.weight_averaging
+    fill_mode = fill_mode_of(settings)
     keras.backend.clear_session()
     keras.utils.set_random_seed(seed)
     _seed_keras_default_seeds(seed)
@@ -813,18 +788,18 @@ def train_fold(
         None if model == "lipnet-fcn" else image_shape,
         n_classes,
         dtype=dtype_policy,
-        **(model_options or {}),
+        **_model_options(settings),
     )
     inputs = keras.Input(shape=image_shape, name="image")
-    augmentation = build_augmentation(augment, fill_mode=fill_mode, seed=seed)
+    augmentation = build_augmentation(settings.augment, fill_mode=fill_mode, seed=seed)
     x = augmentation(inputs) if augmentation is not None else inputs
     trainer = keras.Model(inputs, net(x), name=f"{model}_training")
-    lr = (learning_rate if learning_rate is not None
-          else scaled_learning_rate(optimizer, batch_size))
+    lr = settings.resolved_learning_rate
     sampler = EpochSampler(y_pool, balance, rng, samples_per_epoch)
     first_draw = sampler.draw()
     steps_per_epoch = -(-len(first_draw) // batch_size)
-    lr = make_learning_rate(lr, steps_per_epoch, epochs, warmup_epochs, lr_schedule)
+    lr = make_learning_rate(lr, steps_per_epoch, epochs, settings.warmup_epochs,
+                            settings.lr_schedule)
     averaging = ({"use_ema": True, "ema_momentum": float(weight_averaging)}
                  if weight_averaging > 0 else {})
     if optimizer == "sgd":
@@ -838,8 +813,8 @@ def train_fold(
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=LABEL_SMOOTHING),
     )
     monitor = _make_monitor_callback(
-        net, x_val, np.asarray(y_val), n_classes, patience if len(x_val) else None,
-        epochs, reporter, metric=early_stopping, averaged=bool(averaging),
+        net, x_val, np.asarray(y_val), n_classes, settings.patience if len(x_val) else None,
+        epochs, reporter, metric=settings.early_stopping, averaged=bool(averaging),
     )
     onehot = np.eye(n_classes, dtype=np.float32)
     epoch_counts = None
@@ -1038,7 +1013,7 @@ def run_cnn(dataset, folds, results, settings: CNNSettings | None = None, *, see
             model=model, seed=_fold_seed(seed, fold), device=device,
             validation_fraction=validation_fraction, save_models=save_models,
             timings={"prepare_s": round(prepare_s, 3)}, reporter=reporter,
-            train_options=train_options(settings, classes, dtype_policy),
+            settings=settings, dtype_policy=dtype_policy,
         )
         results.save_fold(result, classes)
         done[fold] = result
@@ -1063,28 +1038,45 @@ def _model_options(settings: CNNSettings) -> dict:
     return model_options
 
 
-def train_options(settings: CNNSettings, classes, dtype_policy=None) -> dict:
-    """The keyword arguments of :func:`train_fold` (all but the data, seed and
-    reporter) that ``run_cnn`` uses for ``settings``: so a benchmark trains
-    exactly as ``run_cnn`` would.
+def fill_mode_of(settings: CNNSettings) -> str:
+    """How augmentation fills pixels moved in from outside the image: 0 for
+    masked inputs and lipnet-fcn's canvas, the nearest edge pixel otherwise.
 
-    >>> train_options(CNNSettings(), ["a", "b"])["batch_size"] == CNNSettings().batch_size
-    True
+    >>> fill_mode_of(CNNSettings()), fill_mode_of(CNNSettings(input_mode="cropped"))
+    ('constant', 'nearest')
     """
-    model = settings.model
-    fill_mode = ("constant" if settings.input_mode == "masked" or model == "lipnet-fcn"
-                 else "nearest")
-    return dict(
-        model=model, n_classes=len(classes), augment=settings.augment,
-        fill_mode=fill_mode, balance=settings.balance, epochs=settings.epochs,
-        patience=settings.patience, early_stopping=settings.early_stopping,
-        batch_size=settings.batch_size,
-        optimizer=settings.optimizer, learning_rate=settings.resolved_learning_rate,
-        warmup_epochs=settings.warmup_epochs, lr_schedule=settings.lr_schedule,
-        weight_averaging=settings.weight_averaging,
-        samples_per_epoch=settings.samples_per_epoch, model_options=_model_options(settings),
-        dtype_policy=dtype_policy, class_names=list(classes),
-    )
+    masked = settings.input_mode == "masked" or settings.model == "lipnet-fcn"
+    return "constant" if masked else "nearest"
+
+
+def as_float32(net, settings: CNNSettings, n_classes: int):
+    """``net`` rebuilt with float32 compute and the same weights.
+
+    Mixed precision keeps the weights in float32 and only computes in
+    bfloat16 / float16, so this changes no weight; it makes a bundle that
+    every consumer runs (onnxruntime refuses bfloat16 convolutions).
+    """
+    image_shape = tuple(net.input_shape[1:])
+    plain = build_lipnet(settings.model, None if settings.model == "lipnet-fcn" else image_shape,
+                         n_classes, dtype=None, **_model_options(settings))
+    plain.set_weights(net.get_weights())
+    return plain
+
+
+def settings_from_record(record: dict, model: str) -> CNNSettings:
+    """The :class:`CNNSettings` a run recorded in its ``run.json`` (see
+    ``run_cnn``): the fields it stores, with ``model_options`` back as
+    ``l2``, ``dense_units`` and ``dropout``. Deployment trains with these,
+    so the final network is trained as the cross-validated ones were.
+    """
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(CNNSettings)}
+    values = {k: v for k, v in record.items() if k in names}
+    options = record.get("model_options") or {}
+    values.update({k: options[k] for k in ("l2", "dense_units", "dropout") if k in options})
+    values["model"] = model
+    return CNNSettings.from_mapping(values, where=f"the recorded settings of {model}")
 
 
 def resolve_dtype_policy(mixed_precision, device: str, backend: str | None = None):
@@ -1114,25 +1106,12 @@ def resolve_dtype_policy(mixed_precision, device: str, backend: str | None = Non
 
 
 def make_cnn_settings(settings: CNNSettings | None = None, **options) -> CNNSettings:
-    """``settings`` (default ``CNNSettings()``) with ``options`` replacing
-    single fields; an unknown option is a ConfigError naming the valid ones.
-
-    >>> make_cnn_settings(model="lipnet-2", epochs=3).epochs
-    3
-    """
-    if settings is None:
-        settings = CNNSettings()
-    elif not isinstance(settings, CNNSettings):
-        settings = CNNSettings.from_mapping(settings)
-    if not options:
-        return settings
-    merged = settings.to_dict()
-    merged.update(options)
-    return CNNSettings.from_mapping(merged)
+    """``CNNSettings.make`` (kept for callers of 0.2.0)."""
+    return CNNSettings.make(settings, **options)
 
 
 def _run_fold(dataset, folds, fold, images, results, *, model, seed, device,
-              validation_fraction, save_models, timings, reporter, train_options):
+              validation_fraction, save_models, timings, reporter, settings, dtype_policy):
     """Train on fold ``fold``'s training folds, predict its test fold."""
     import keras
 
@@ -1149,7 +1128,8 @@ def _run_fold(dataset, folds, fold, images, results, *, model, seed, device,
     fit_idx, val_idx = train_idx[fit_pos], train_idx[val_pos]
     net, info = train_fold(
         images[fit_idx], y[fit_idx], images[val_idx], y[val_idx],
-        seed=seed, reporter=reporter, **train_options,
+        settings, n_classes=len(classes), dtype_policy=dtype_policy, seed=seed,
+        class_names=classes, reporter=reporter,
     )
     t0 = time.perf_counter()
     scores = np.asarray(net.predict(images[test_idx], batch_size=256, verbose=0), np.float64)
@@ -1160,8 +1140,8 @@ def _run_fold(dataset, folds, fold, images, results, *, model, seed, device,
     def counts(idx):
         return dict(zip(classes, np.bincount(y[idx], minlength=len(classes)).tolist()))
 
-    epochs = train_options["epochs"]
-    precision = (train_options["dtype_policy"] or "float32").replace("mixed_", "")
+    epochs = settings.epochs
+    precision = (dtype_policy or "float32").replace("mixed_", "")
     return FoldResult(
         model=model,
         fold=fold,

@@ -457,38 +457,42 @@ def fcn_scale(dataset, mode: str, size: int) -> float:
 
 
 def _train_cnn(dataset, model, settings, fold_results, staging, reporter) -> dict:
-    from liposome_bench.cnn import _save_model, prepare_images, train_fold
+    from liposome_bench.cnn import (
+        _save_model,
+        as_float32,
+        describe_device,
+        prepare_images,
+        resolve_dtype_policy,
+        settings_from_record,
+        train_fold,
+    )
 
     best_epochs = [int(r.params["epochs"]) for r in fold_results]
     epochs = max(1, int(round(float(np.median(best_epochs)))))
-    mode, size = settings["input_mode"], int(settings["input_size"])
+    # The cross-validation's own settings object, so the final network trains
+    # through the same path (schedule, warm-up, weight averaging, precision
+    # policy, balancing, augmentation); only the epochs and the validation
+    # part (none: all particles train) differ. Runs saved before weight
+    # averaging existed trained without it.
+    record = {"weight_averaging": 0.0, **settings}
+    cv_settings = settings_from_record(record, model)
+    final_settings = cv_settings.replace(epochs=epochs)
+    mode, size = cv_settings.input_mode, int(settings["input_size"])
     keep_size = model == "lipnet-fcn"
     scale = fcn_scale(dataset, mode, size) if keep_size else None
     images = prepare_images(dataset, mode, size, keep_size=keep_size, scale=scale,
                             reporter=reporter)
-    fill_mode = "constant" if mode == "masked" or keep_size else "nearest"
-    dtype_policy = None
-    if settings.get("mixed_precision"):
-        from liposome_bench.cnn import describe_device
-
-        device = describe_device()[0]
-        dtype_policy = "mixed_float16" if device == "gpu" else "mixed_bfloat16"
+    dtype_policy = resolve_dtype_policy(cv_settings.mixed_precision, describe_device()[0])
     reporter.stage(f"{model}: final training on all {len(dataset)} particles, {epochs} epochs")
     y = dataset.y
     empty = images[:0]
     net, info = train_fold(
-        images, y, empty, y[:0], model=model, n_classes=len(dataset.problem.classes),
-        augment=tuple(settings.get("augment", ())), fill_mode=fill_mode,
-        balance=settings["balance"], epochs=epochs, patience=None,
-        batch_size=int(settings["batch_size"]), optimizer=settings["optimizer"],
-        learning_rate=settings.get("learning_rate"),
-        # runs saved before weight averaging existed trained without it
-        weight_averaging=float(settings.get("weight_averaging") or 0.0),
-        samples_per_epoch=settings.get("samples_per_epoch"),
-        model_options=settings.get("model_options") or {}, dtype_policy=dtype_policy,
-        seed=int(settings.get("seed", 0)), class_names=list(dataset.problem.classes),
-        reporter=reporter,
+        images, y, empty, y[:0], final_settings, n_classes=len(dataset.problem.classes),
+        dtype_policy=dtype_policy, seed=int(settings.get("seed", 0)),
+        class_names=list(dataset.problem.classes), reporter=reporter,
     )
+    if dtype_policy is not None:  # trained as cross-validated, saved to run anywhere
+        net = as_float32(net, final_settings, len(dataset.problem.classes))
     _save_model(net, staging / KERAS_FILE)
     what = CNN_PREPROCESSING[mode]
     mask_note = (", pixels outside the mask set to 0" if mode == "masked" else "")
@@ -527,6 +531,18 @@ def _train_cnn(dataset, model, settings, fold_results, staging, reporter) -> dic
                          "(validation part of the training folds)",
             "fold_best_epochs": best_epochs,
             "epochs_run": info["epochs_run"],
+            "trained_as_cross_validated": {
+                "same": "every CNN setting of the run (cnn.settings_from_record): schedule, "
+                        "warm-up, weight averaging, balancing, augmentation, optimizer, "
+                        "learning rate, model options, and the precision policy "
+                        f"({(dtype_policy or 'float32').replace('mixed_', '')} here; the "
+                        "bundle's network computes in float32 with the same weights, "
+                        "which mixed precision keeps in float32)",
+                "differs": {"epochs": f"{epochs} (median best epoch) instead of at most "
+                                      f"{cv_settings.epochs} with early stopping",
+                            "validation_part": "none: all particles train, since the epoch "
+                                               "count is already chosen"},
+            },
         },
     }
 

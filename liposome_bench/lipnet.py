@@ -177,10 +177,10 @@ class LipNetClassifier(ClassifierMixin, BaseEstimator):
         )
         dtype_policy = cnn.resolve_dtype_policy(settings.mixed_precision,
                                                 cnn.describe_device()[0])
-        options = cnn.train_options(settings, [str(c) for c in self.classes_], dtype_policy)
         net, info = cnn.train_fold(
-            images[fit_pos], y_index[fit_pos], images[val_pos], y_index[val_pos],
-            seed=seed, **options,
+            images[fit_pos], y_index[fit_pos], images[val_pos], y_index[val_pos], settings,
+            n_classes=len(self.classes_), dtype_policy=dtype_policy, seed=seed,
+            class_names=[str(c) for c in self.classes_],
         )
         self.model_ = net
         self.history_ = info["history"]

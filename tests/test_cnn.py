@@ -14,6 +14,18 @@ from liposome_bench.results import ResultsDir
 
 QUICK = {"epochs": 1, "input_size": 16}
 
+def train(x_fit, y_fit, x_val, y_val, *, n_classes=3, dtype_policy=None, seed=0,
+          class_names=(), reporter=None, **fields):
+    """cnn.train_fold with the CNNSettings made from ``fields`` (weights not
+    averaged unless asked; ``patience=None``: never stop early)."""
+    fields.setdefault("weight_averaging", 0.0)
+    if "patience" in fields and fields["patience"] is None:
+        fields["patience"] = 10**9
+    return cnn.train_fold(x_fit, y_fit, x_val, y_val, cnn.CNNSettings(**fields),
+                          n_classes=n_classes, dtype_policy=dtype_policy, seed=seed,
+                          class_names=class_names, reporter=reporter)
+
+
 
 # Options ------------------------------------------------------------------------
 
@@ -251,7 +263,7 @@ def test_validation_split_is_stratified_and_disjoint():
 def test_train_fold_with_each_balancing_method(balance, tiny_dataset):
     x = cnn.prepare_images(tiny_dataset, "masked", 12)
     y = tiny_dataset.y
-    net, info = cnn.train_fold(
+    net, info = train(
         x[:36], y[:36], x[36:], y[36:], model="lipnet-1", n_classes=3, augment="none",
         balance=balance, epochs=1, seed=0,
     )
@@ -266,7 +278,7 @@ def test_train_fold_with_each_balancing_method(balance, tiny_dataset):
 def test_fcn_trains_on_a_canvas_and_predicts_any_size(tiny_dataset):
     x = cnn.prepare_images(tiny_dataset, "masked", 24, keep_size=True)
     y = tiny_dataset.y
-    net, info = cnn.train_fold(x[:36], y[:36], x[36:], y[36:], model="lipnet-fcn",
+    net, info = train(x[:36], y[:36], x[36:], y[36:], model="lipnet-fcn",
                                n_classes=3, augment="rotation", epochs=1, seed=0)
     assert net.predict(np.zeros((2, 40, 40, 1), "float32"), verbose=0).shape == (2, 3)
 
@@ -375,7 +387,7 @@ def test_bad_options_fail_before_training(tiny_dataset, tmp_path, kwargs, messag
 def test_mixed_precision_keeps_float32_outputs(tiny_dataset):
     x = cnn.prepare_images(tiny_dataset, "masked", 12)
     y = tiny_dataset.y
-    net, info = cnn.train_fold(x[:36], y[:36], x[36:], y[36:], model="lipnet-4", n_classes=3,
+    net, info = train(x[:36], y[:36], x[36:], y[36:], model="lipnet-4", n_classes=3,
                                epochs=1, dtype_policy="mixed_bfloat16", seed=0)
     assert net.get_layer("block1_conv1").compute_dtype == "bfloat16"
     assert net.get_layer("block1_conv1").kernel.dtype == "float32"
@@ -406,7 +418,7 @@ def test_default_training_path_is_deterministic(tiny_dataset, dtype_policy):
     x = cnn.prepare_images(tiny_dataset, "masked", 12)
     y = tiny_dataset.y
     runs = [
-        cnn.train_fold(x[:36], y[:36], x[36:], y[36:], model="lipnet-4", n_classes=3,
+        train(x[:36], y[:36], x[36:], y[36:], model="lipnet-4", n_classes=3,
                        augment="all", epochs=1, dtype_policy=dtype_policy, seed=3)
         for _ in range(2)
     ]
@@ -489,7 +501,7 @@ def test_fold_whose_best_epoch_is_the_last_is_flagged(monkeypatch, tmp_path, tin
         def predict(self, x, **kwargs):
             return np.full((len(x), 3), 1 / 3)
 
-    def fake_train(x_fit, y_fit, x_val, y_val, **kwargs):
+    def fake_train(x_fit, y_fit, x_val, y_val, settings, **kwargs):
         return Net(), {"best_epoch": best, "epochs_run": run, "history": {},
                        "epoch_counts": [1, 1, 1], "train_s": 0.0, "samples_per_s": None}
 
@@ -509,10 +521,10 @@ def test_weight_averaging_scores_and_keeps_the_averaged_weights(tiny_dataset):
     args = (x[:36], y[:36], x[36:], y[36:])
     options = dict(model="lipnet-1", n_classes=3, augment="none", batch_size=8,
                    patience=None, early_stopping="loss", seed=0)
-    raw1, _ = cnn.train_fold(*args, epochs=1, **options)
-    avg1, info1 = cnn.train_fold(*args, epochs=1, weight_averaging=0.5, **options)
-    avg2, info2 = cnn.train_fold(*args, epochs=2, weight_averaging=0.5, **options)
-    _, raw_info2 = cnn.train_fold(*args, epochs=2, **options)
+    raw1, _ = train(*args, epochs=1, **options)
+    avg1, info1 = train(*args, epochs=1, weight_averaging=0.5, **options)
+    avg2, info2 = train(*args, epochs=2, weight_averaging=0.5, **options)
+    _, raw_info2 = train(*args, epochs=2, **options)
     # the returned network is the one the kept epoch was scored with
     for net, info in ((avg1, info1), (avg2, info2)):
         p = net.predict(x[36:], verbose=0)

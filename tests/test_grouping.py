@@ -186,7 +186,7 @@ def test_run_cnn_validation_split_is_grouped(monkeypatch, tmp_path):
         def predict(self, x, **kwargs):
             return np.full((len(x), 2), 0.5)
 
-    def fake_train(x_fit, y_fit, x_val, y_val, **kwargs):
+    def fake_train(x_fit, y_fit, x_val, y_val, settings, **kwargs):
         return Net(), {"best_epoch": 1, "epochs_run": 1, "history": {},
                        "epoch_counts": [1, 1], "train_s": 0.0, "samples_per_s": None}
 
