@@ -428,3 +428,47 @@ def test_labelled_data_of_some_classes_only_is_accepted(svm_bundle, tiny_run, tm
     shutil.rmtree(data / "folds", ignore_errors=True)
     result = deploy.predict(svm_bundle, data)
     assert list(result.table["label"]) == ["unilamellar"] * 6
+
+
+def test_final_cnn_trains_with_the_cross_validated_settings(tiny_export, tmp_path,
+                                                           monkeypatch):
+    """Issue 22 item 1 / issue 21 step 1: the final training receives the run's
+    own CNNSettings (cosine schedule, two warm-up epochs, weight averaging,
+    balancing, precision policy); only the epochs differ."""
+    import dataclasses
+
+    from liposome_bench import cnn
+    from liposome_bench.dataset import load_dataset
+    from liposome_bench.folds import load_or_make_folds
+    from liposome_bench.results import ResultsDir
+    from liposome_bench.settings import CNNSettings
+
+    data = shutil.copytree(tiny_export, tmp_path / "data")
+    dataset = load_dataset(data)
+    folds = load_or_make_folds(dataset, k=3, seed=0)
+    results = ResultsDir(tmp_path / "results")
+    cv = CNNSettings(model="lipnet-1", epochs=2, input_size=16, augment="flip",
+                     lr_schedule="cosine", warmup_epochs=2, weight_averaging=0.5,
+                     balance="undersample", mixed_precision=False, l2=1e-4)
+    run_cnn_calls, final_calls = [], []
+    real = cnn.train_fold
+
+    def spy(x_fit, y_fit, x_val, y_val, settings, **kwargs):
+        (run_cnn_calls if len(x_val) else final_calls).append((settings, kwargs))
+        return real(x_fit, y_fit, x_val, y_val, settings, **kwargs)
+
+    monkeypatch.setattr(cnn, "train_fold", spy)
+    cnn.run_cnn(dataset, folds, results, cv, save_models=False)
+    deploy.train_from_results(results.path, "lipnet-1", tmp_path / "m", data=data)
+    assert len(run_cnn_calls) == 3 and len(final_calls) == 1
+    cv_used, cv_kwargs = run_cnn_calls[0]
+    final, final_kwargs = final_calls[0]
+    assert cv_used == cv
+    assert final.lr_schedule == "cosine" and final.warmup_epochs == 2
+    # everything else is the same (the record keeps the resolved learning rate)
+    assert final.resolved_learning_rate == cv.resolved_learning_rate
+    assert dataclasses.replace(final, epochs=cv.epochs, learning_rate=None) == cv
+    assert final_kwargs["dtype_policy"] == cv_kwargs["dtype_policy"]
+    card = json.loads((tmp_path / "m" / "model.json").read_text())
+    differs = card["training"]["hyperparameters"]["trained_as_cross_validated"]["differs"]
+    assert "epochs" in differs
