@@ -165,3 +165,28 @@ def test_every_setting_is_declared_with_help_and_kind():
             assert f.metadata["help"] and f.metadata["kind"], f.name
             assert s.check_field(f, f.default() if callable(f.default) else
                                  getattr(cls(), f.name)) == getattr(cls(), f.name)
+
+
+def test_cli_and_estimator_offer_every_declared_setting():
+    """One declaration: the `cnn` / `svm` options and LipNetClassifier's
+    parameters are the settings fields, with the declared defaults."""
+    import dataclasses
+    import inspect
+
+    from liposome_bench.cli import cli
+    from liposome_bench.lipnet import LipNetClassifier
+
+    for command, cls in (("cnn", s.CNNSettings), ("svm", s.SVMSettings)):
+        params = {p.name: p for p in cli.commands[command].params}
+        for f in dataclasses.fields(cls):
+            if not f.metadata["cli"]:
+                continue
+            assert f.name in params, (command, f.name)
+            assert s.flag_of(f) in params[f.name].opts
+            assert params[f.name].help.startswith(f.metadata["help"])
+    signature = inspect.signature(LipNetClassifier.__init__).parameters
+    defaults = s.CNNSettings()
+    for f in dataclasses.fields(s.CNNSettings):
+        assert signature[f.name].default == getattr(defaults, f.name), f.name
+    assert set(signature) - {"self"} == {f.name for f in dataclasses.fields(s.CNNSettings)} | {
+        "random_state"}
