@@ -1318,7 +1318,7 @@ def predict_command(model_dir, data, reader_options, min_confidence, target_prec
         result = predict(model_dir, data, min_confidence=min_confidence,
                          target_precision=target_precision, problem=problem,
                          input_size=input_size, feature_set=feature_set,
-                         reader_options=reader_options, jobs=jobs, reporter=reporter)
+                         reader_options=reader_options, jobs=jobs, reporter=reporter, out=out)
         path = write_predictions(result, out)
     _display().print_predictions(result, path)
 

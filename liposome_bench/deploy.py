@@ -55,6 +55,7 @@ import numpy as np
 from liposome_bench.cnn import import_keras
 from liposome_bench.io import atomic_write_json, atomic_write_text
 from liposome_bench.errors import BundleError, ConfigError, DatasetError, ResultsError
+from liposome_bench.outputs import check_apart
 from liposome_bench.progress import NullReporter
 
 BUNDLE_SCHEMA_VERSION = 2
@@ -115,6 +116,8 @@ def train_from_results(results, model: str, out, *, data=None, problem=None, cac
     ResultsError, DatasetError, BundleError, ConfigError
     """
     reporter = reporter or NullReporter()
+    check_apart(out, {"the results folder": results, "the dataset": data})
+    _check_out(out, model)
     results_dir = _results_dir(results)
     run = results_dir.read_run()
     _check_model_in(run, results_dir, model)
@@ -157,6 +160,7 @@ def train_model(model: str, out, *, data=None, problem=None, cache_dir=None,
 
     reporter = reporter or NullReporter()
     options = {k: v for k, v in (options or {}).items() if v is not None}
+    config_path = None if isinstance(config, BenchmarkConfig) else config
     if config is None:
         config = BenchmarkConfig()
     elif not isinstance(config, BenchmarkConfig):
@@ -165,11 +169,14 @@ def train_model(model: str, out, *, data=None, problem=None, cache_dir=None,
         settings = config.svm.replace(**options)
     else:
         settings = config.cnn_settings(model, **options)
-    _check_out(out)
+    cv_out = Path(cv_out) if cv_out is not None else Path(f"{Path(out)}-cv")
+    inputs = {"the dataset": data, "the settings file": config_path}
+    check_apart(out, {**inputs, "the cross-validation folder (--cv-out)": cv_out})
+    check_apart(cv_out, inputs, "--cv-out")
+    _check_out(out, model)
     dataset = resolve_dataset(data, problem, cache_dir=cache_dir, reporter=reporter,
                               **(reader_options or {}))
     fold_assignment = load_or_make_folds(dataset, k=folds, seed=fold_seed)
-    cv_out = Path(cv_out) if cv_out is not None else Path(f"{Path(out)}-cv")
     results_dir = ResultsDir(cv_out)
     reporter.message(f"{model}: cross-validating on {folds} folds into {cv_out}")
     if model == "svm":
@@ -252,13 +259,40 @@ def _dataset_of_run(run, summary, data, problem, cache_dir, reader_options, repo
     return dataset
 
 
-def _check_out(out) -> None:
+def _check_out(out, model: str) -> None:
+    """Refuse an ``--out`` that is not empty unless it is a bundle of the
+    same model holding only bundle files: replacing it must never delete a
+    file that ``train`` did not write."""
     out = Path(out)
-    if out.exists() and (not out.is_dir() or (any(out.iterdir())
-                                              and not (out / CARD).is_file())):
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise BundleError(f"{out} exists and is not a model bundle; it would be replaced. "
+                          "Pass a new folder to --out.")
+    entries = sorted(p.name for p in out.iterdir())
+    if not entries:
+        return
+    try:
+        card = json.loads((out / CARD).read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        card = None
+    if not isinstance(card, dict) or card.get("kind") != BUNDLE_KIND:
         raise BundleError(
             f"{out} exists and is not a model bundle; it would be replaced. "
             "Pass a new folder to --out."
+        )
+    if card.get("model") != model:
+        raise BundleError(
+            f"{out} holds a bundle of {card.get('model')!r}, not {model}; it would be "
+            f"replaced. Pass a new folder to --out, or remove {out} yourself."
+        )
+    ours = {CARD, CV_PREDICTIONS, *_EXPECTED_FILES["svm" if model == "svm" else "cnn"].values()}
+    foreign = [name for name in entries if name not in ours]
+    if foreign:
+        more = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
+        raise BundleError(
+            f"{out} holds {foreign[0]}{more}, which train did not write; replacing the bundle "
+            "would delete it. Move it away, or pass a new folder to --out."
         )
 
 
@@ -269,7 +303,7 @@ def _train_final(dataset, results_dir, model, out, *, jobs, n_resamples, reporte
     from liposome_bench.comparison import library_versions
 
     out = Path(out)
-    _check_out(out)
+    _check_out(out, model)
     run = results_dir.read_run()
     _check_model_in(run, results_dir, model)
     classes = list(run["dataset"]["classes"])
@@ -1128,7 +1162,7 @@ def read_particles(bundle: Bundle, data, *, problem=None, reader_options=None, r
 
 def predict(bundle_path, data, *, min_confidence: float | None = None, target_precision=(),
             problem=None, input_size=None, input_mode=None, feature_set=None,
-            reader_options=None, jobs: int = 1, reporter=None) -> Predictions:
+            reader_options=None, jobs: int = 1, reporter=None, out=None) -> Predictions:
     """Classify the particles of ``data`` with a bundle, abstaining when unsure.
 
     Parameters
@@ -1148,6 +1182,10 @@ def predict(bundle_path, data, *, min_confidence: float | None = None, target_pr
     reader_options : dict, optional
     jobs : int
     reporter : progress reporter, optional
+    out : path, optional
+        Where the caller will write the predictions: checked, before any
+        work, not to be the bundle or the data, nor inside them
+        (``outputs.check_apart``). Nothing is written here.
 
     Returns
     -------
@@ -1159,6 +1197,8 @@ def predict(bundle_path, data, *, min_confidence: float | None = None, target_pr
 
     if min_confidence is not None and not 0 <= min_confidence <= 1:
         raise ConfigError(f"--min-confidence must be in [0, 1]; got {min_confidence}.")
+    if out is not None:
+        check_apart(out, {"the model bundle": bundle_path, "the data": data})
     bundle = load_bundle(bundle_path)
     check_bundle(bundle, problem=problem, input_size=input_size, input_mode=input_mode,
                  feature_set=feature_set)

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from liposome_bench import abstention, deploy
-from liposome_bench.errors import BundleError, DatasetError
+from liposome_bench.errors import BundleError, DatasetError, OutputError
 
 SVM_PREDICT = shutil.which("svm-predict")
 SVM_SCALE = shutil.which("svm-scale")
@@ -622,3 +622,61 @@ def test_cli_refuses_an_edited_bundle_in_one_line(svm_bundle, unlabelled, tmp_pa
     assert len([line for line in lines if line.startswith("Error:")]) == 1
     assert re.search(message, lines[-1]), lines[-1]
     assert not (tmp_path / "p.csv").exists()
+
+
+# Outputs never overwrite inputs (issue 26) -----------------------------------------------
+
+
+@pytest.mark.parametrize("where", ["card", "symlink to card", "symlinked folder"])
+@pytest.mark.parametrize("command", ["predict", "export"])
+def test_cli_never_writes_onto_the_bundle(svm_bundle, unlabelled, tmp_path, command, where):
+    copy = shutil.copytree(svm_bundle, tmp_path / "b")
+    before = {p.name: p.read_bytes() for p in copy.iterdir()}
+    if where == "card":
+        out = copy / "model.json"
+    elif where == "symlink to card":
+        out = tmp_path / "out.csv"
+        out.symlink_to(copy / "model.json")
+    else:
+        (tmp_path / "alias").symlink_to(copy)
+        out = tmp_path / "alias" / "svm.range"
+    args = ["--data", unlabelled] if command == "predict" else []
+    result = _cli(command, copy, *args, "--out", out)
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().splitlines()[-1].startswith(f"Error: --out {out} ")
+    assert "the model bundle" in result.output
+    assert {p.name: p.read_bytes() for p in copy.iterdir()} == before
+
+
+def test_cli_predict_never_writes_into_the_data(svm_bundle, unlabelled, tmp_path):
+    result = _cli("predict", svm_bundle, "--data", unlabelled, "--out",
+                  unlabelled / "particles.json")
+    assert result.exit_code == 2
+    assert "lies inside the data" in result.output
+
+
+def test_train_into_another_models_bundle_deletes_nothing(tiny_run, svm_bundle, tmp_path):
+    other = shutil.copytree(svm_bundle, tmp_path / "other")
+    with pytest.raises(BundleError, match="holds a bundle of 'svm', not lipnet-1"):
+        deploy.train_from_results(tiny_run["results"], "lipnet-1", other, data=tiny_run["data"])
+    (other / "data.csv").write_text("mine")
+    with pytest.raises(BundleError, match="holds data.csv, which train did not write"):
+        deploy.train_from_results(tiny_run["results"], "svm", other, data=tiny_run["data"])
+    assert (other / "data.csv").read_text() == "mine"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_train_replaces_a_bundle_of_the_same_model(tiny_run, svm_bundle, tmp_path):
+    same = shutil.copytree(svm_bundle, tmp_path / "same")
+    deploy.train_from_results(tiny_run["results"], "svm", same, data=tiny_run["data"])
+    assert deploy.load_bundle(same).model == "svm"
+
+
+def test_train_out_onto_its_inputs_is_refused(tiny_run, tmp_path):
+    link = tmp_path / "results-link"
+    link.symlink_to(tiny_run["results"])
+    for out in (tiny_run["results"], link, tiny_run["data"] / "bundle"):
+        with pytest.raises(OutputError, match="an input of this command"):
+            deploy.train_from_results(tiny_run["results"], "svm", out, data=tiny_run["data"])
+    with pytest.raises(OutputError, match="--out .* is the cross-validation folder"):
+        deploy.train_model("svm", tmp_path / "m", data=tiny_run["data"], cv_out=tmp_path / "m")
