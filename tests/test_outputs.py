@@ -201,7 +201,7 @@ def test_check_apart_refuses_an_output_on_an_input(tmp_path, out, relation):
 
 
 def test_check_apart_follows_symlinks(tmp_path):
-    bundle, data = _inputs(tmp_path)
+    bundle, _data = _inputs(tmp_path)
     (tmp_path / "link-to-card").symlink_to(bundle / "model.json")
     (tmp_path / "link-dir").symlink_to(bundle)
     for out in (tmp_path / "link-to-card", tmp_path / "link-dir" / "p.csv"):
