@@ -1380,6 +1380,9 @@ def _report_sweep(results, out, baseline, write_baseline_to) -> bool:
     help="'local': a Dask cluster on this machine (one worker per GPU, else one "
     "per 4 cores); or the address of a running Dask scheduler (docs/sweep.md).",
 )
+@click.option("--connect-timeout", type=click.FloatRange(min=0, min_open=True), default=10.0,
+              show_default=True,
+              help="Seconds to try to reach a --scheduler address, before anything is written.")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Workers of the local cluster (default: sized to the machine).")
 @click.option("--dry-run", is_flag=True,
@@ -1404,8 +1407,9 @@ def _report_sweep(results, out, baseline, write_baseline_to) -> bool:
 @click.option("--wait", is_flag=True,
               help="If another run is writing into --out, wait for it instead of stopping.")
 @_fail_cleanly
-def sweep_command(config, problem, data, reader_options, cache_dir, out, scheduler, workers,
-                  dry_run, save_models, metrics, k, fold_seed, seed, group_by, wait):
+def sweep_command(config, problem, data, reader_options, cache_dir, out, scheduler,
+                  connect_timeout, workers, dry_run, save_models, metrics, k, fold_seed, seed,
+                  group_by, wait):
     """Run a grid of CNN (and SVM) settings on Dask, every cell on the same folds.
 
     CONFIG is a TOML file whose lists are axes (model = ["lipnet-2",
@@ -1466,7 +1470,7 @@ def sweep_command(config, problem, data, reader_options, cache_dir, out, schedul
         run = _sweep.run_sweep(plan_config, dataset, folds, out, seed=seed,
                                scheduler=scheduler, n_workers=workers,
                                save_models=save_models, source=source, reporter=reporter,
-                               wait=wait)
+                               wait=wait, connect_timeout=connect_timeout)
     summary = _sweep.summarise_sweep(out, metrics=chosen)
     table_csv, comparisons_csv = _sweep.write_sweep_tables(out, summary)
     _display().print_sweep_summary(console, summary, chosen)
