@@ -20,13 +20,61 @@ from liposome_bench.errors import LiposomeBenchError
 PROBLEM_NAMES = ("lamellarity", "encapsulation")
 
 
+#: What an interrupted command keeps, by command (default: nothing half-written).
+_KEPT = {
+    "benchmark_command": "Finished folds are saved; run the same command again to resume.",
+    "svm_command": "Finished folds are saved; run the same command again to resume.",
+    "cnn_command": "Finished folds are saved; run the same command again to resume.",
+    "sweep_command": "Finished (cell, fold) tasks are saved; run the same command again to "
+                     "resume.",
+    "train_command": "Finished cross-validation folds are saved; no bundle was written (a "
+                     "bundle already at --out is unchanged). Run the same command again to "
+                     "resume.",
+    "import_coco_command": "Nothing was written (the export appears whole or not at all); "
+                           "run the command again.",
+    "import_labels_command": "Nothing was written (the export appears whole or not at all); "
+                             "run the command again.",
+    "generate_command": "Nothing half-written was kept; run the command again.",
+    "predict_command": "No predictions were written; run the command again.",
+    "export_command": "No ONNX file was written; run the command again.",
+}
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (kill, systemd, batch schedulers), handled as Ctrl-C."""
+
+
+def _raise_terminated(signum, frame):
+    raise _Terminated()
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """While a command runs, SIGTERM raises ``KeyboardInterrupt`` as Ctrl-C
+    does, so the same clean-up runs (only in the main thread, where Python
+    delivers signals)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _fail_cleanly(func):
-    """Turn user mistakes into ``Error: <one line>`` and exit code 2."""
+    """Turn user mistakes into ``Error: <one line>`` and exit code 2; Ctrl-C
+    and SIGTERM into one line saying what was kept (exit 130 and 143)."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         try:
-            return func(*args, **kwargs)
+            with _sigterm_as_interrupt():
+                return func(*args, **kwargs)
         except LiposomeBenchError as exc:
             raise UserError(str(exc)) from None
         except OSError as exc:
@@ -37,12 +85,12 @@ def _fail_cleanly(func):
 
             logging.getLogger(__name__).debug("OS error", exc_info=True)
             raise UserError(describe_os_error(exc)) from None
-        except KeyboardInterrupt:
-            click.echo(
-                "Interrupted. Finished folds are saved; run the same command again to resume.",
-                err=True,
-            )
-            sys.exit(130)
+        except KeyboardInterrupt as exc:
+            what = "Terminated" if isinstance(exc, _Terminated) else "Interrupted"
+            kept = _KEPT.get(func.__name__, "Files written so far are whole (none is "
+                                            "half-written); run the command again.")
+            click.echo(f"{what}. {kept}", err=True)
+            sys.exit(143 if isinstance(exc, _Terminated) else 130)
 
     return wrapper
 

@@ -53,7 +53,12 @@ from pathlib import Path
 import numpy as np
 
 from liposome_bench.cnn import import_keras
-from liposome_bench.io import atomic_write_json, atomic_write_text
+from liposome_bench.io import (
+    atomic_write_json,
+    atomic_write_text,
+    clean_stale_staging,
+    make_staging,
+)
 from liposome_bench.errors import BundleError, ConfigError, DatasetError, ResultsError
 from liposome_bench.outputs import check_apart
 from liposome_bench.progress import NullReporter
@@ -323,8 +328,8 @@ def _train_final(dataset, results_dir, model, out, *, jobs, n_resamples, reporte
     oof = out_of_fold(fold_results, len(classes))
     cv = stats.summarise_model(fold_results, classes, n_resamples=n_resamples,
                                seed=int(settings.get("seed", 0)))
-    staging = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
-    staging.mkdir(parents=True)
+    clean_stale_staging(out)  # what a killed run left (io.clean_stale_staging)
+    staging = make_staging(out)
     try:
         t0 = time.perf_counter()
         if model == "svm":
