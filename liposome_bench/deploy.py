@@ -745,7 +745,8 @@ def card_problems(card: dict) -> list[str]:
 
     Checked: the model and family (and that they agree), the problem's name
     and class list (at least two distinct names; a built-in problem's name
-    with its own classes), the input of the family (feature set and feature
+    with its own classes, and a built-in problem's classes under its own
+    name only), the input of the family (feature set and feature
     names; or the input mode, size and scale), the SVM's calibration (a
     finite n_classes x n_pairs matrix and n_classes intercepts), the file
     names of the family, and a sha256 for each of them and for
@@ -799,6 +800,11 @@ def card_problems(card: dict) -> list[str]:
         problems.append(f"problem.name is {name!r}, whose classes are "
                         f"{', '.join(PROBLEMS[name].classes)}, but problem.classes is "
                         f"{', '.join(classes)}")
+    builtin = [n for n, known in PROBLEMS.items() if list(known.classes) == classes]
+    if classes and builtin and name != builtin[0]:
+        # The built-in problem's classes under another name: a renamed problem.
+        problems.append(f"problem.name is {name!r} but problem.classes are those of "
+                        f"the built-in problem {builtin[0]!r}")
     if family == "svm":
         need("input.feature_set", lambda v: v in FEATURE_SETS,
              f"one of {', '.join(FEATURE_SETS)}")

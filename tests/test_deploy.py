@@ -496,6 +496,9 @@ def _edit_range(card, folder):
     (_two_classes, "probabilities.calibration.coef is .*; a 2 x 1 matrix of finite numbers"),
     (_problem, "problem.name is 'encapsulation', whose classes are full, empty, uncertain"),
     (_family, "family is 'cnn' but model is 'svm'"),
+    (lambda card, folder: card["problem"].update(name="mine"),
+     "problem.name is 'mine' but problem.classes are those of the built-in problem "
+     "'lamellarity'"),
     (_nan_calibration, "probabilities.calibration.coef is .*; a 3 x 3 matrix of finite"),
     (_missing_input, "input.feature_set is missing"),
     (_outside, "files.libsvm_model is '../elsewhere/svm.model', which is not a file inside"),
