@@ -99,8 +99,9 @@ def check_coco(data: dict, name: str) -> list[str]:
             add(f"{where}: id {_short(cid)} is not an integer or a string. Give each category "
                 "its own id.")
             continue
-        if not isinstance(cname, str) or not cname.strip():
-            add(f"{where}: name {_short(cname)} is not a non-empty string. Name the category.")
+        if not isinstance(cname, str) or not cname.strip() or not cname.isprintable():
+            add(f"{where}: name {_short(cname)} is not a non-empty string on one line. Name "
+                "the category.")
             continue
         if cid in category_ids:
             add(f"{where}: id {cid!r} is used twice ({category_ids[cid]!r} and {cname!r}). Give "

@@ -381,6 +381,7 @@ def _train_final(dataset, results_dir, model, out, *, jobs, n_resamples, reporte
             "command": command,
             "sha256": {name: file_sha256(staging / name) for name in listed},
         }
+        card["contract_sha256"] = contract_sha256(card)
         atomic_write_json(staging / CARD, card)
         _install(staging, out)
     finally:
@@ -614,6 +615,20 @@ class Bundle:
         return custom_problem(self.classes)
 
 
+#: The card entries that decide what a bundle predicts; ``contract_sha256``
+#: covers them, so an edit of any of them (a calibration coefficient, a
+#: feature name, the problem) is refused even where no model file tells.
+CONTRACT_KEYS = ("model", "family", "problem", "input", "probabilities", "files")
+
+
+def contract_sha256(card: dict) -> str:
+    """The sha256 of the card's :data:`CONTRACT_KEYS` entries as canonical
+    JSON (sorted keys, no spaces), as hex."""
+    text = json.dumps({k: card.get(k) for k in CONTRACT_KEYS}, sort_keys=True,
+                      separators=(",", ":"), allow_nan=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 def file_sha256(path) -> str:
     """The sha256 of a file's bytes, as hex (what ``sha256sum`` prints)."""
     digest = hashlib.sha256()
@@ -663,12 +678,12 @@ def load_bundle(path) -> Bundle:
     if (not isinstance(version, int) or isinstance(version, bool)
             or version > BUNDLE_SCHEMA_VERSION):
         raise BundleError(
-            f"{path} is a model bundle of schema version {version}; this liposome-bench "
+            f"{path} is a model bundle of schema version {version!r}; this liposome-bench "
             f"({__version__}) reads up to version {BUNDLE_SCHEMA_VERSION}. Upgrade liposome-bench."
         )
     if version < BUNDLE_SCHEMA_VERSION:
         raise BundleError(
-            f"{path} is a model bundle of schema version {version}, which records no file "
+            f"{path} is a model bundle of schema version {version!r}, which records no file "
             f"hashes, so it cannot be verified; this liposome-bench reads version "
             f"{BUNDLE_SCHEMA_VERSION}. Train it again with `liposome-bench train "
             "--from-results RESULTS --model MODEL`."
@@ -682,6 +697,12 @@ def load_bundle(path) -> Bundle:
     _check_hashes(path, card)
     bundle = Bundle(path, card)
     _check_against_files(bundle)
+    if card["contract_sha256"] != contract_sha256(card):
+        raise BundleError(
+            f"{card_path}: its {', '.join(CONTRACT_KEYS)} entries changed since the bundle "
+            f"was trained (contract_sha256 differs). Restore the card, or train the bundle "
+            "again."
+        )
     return bundle
 
 
@@ -713,8 +734,9 @@ def _check_paths(path: Path, card) -> None:
         if not isinstance(name, str):
             continue  # the schema check names it
         target = path / name
-        outside = (name in ("", ".", "..") or Path(name).is_absolute() or "/" in name
-                   or "\\" in name or target.resolve().parent != root)
+        outside = (name in ("", ".", "..") or not name.isprintable()
+                   or Path(name).is_absolute() or "/" in name or "\\" in name
+                   or target.resolve().parent != root)
         if outside:
             raise BundleError(
                 f"{path / CARD}: {where} is {name!r}, which is not a file inside the bundle "
@@ -727,6 +749,11 @@ _EXPECTED_FILES = {
             "scaling_json": f"{SVM_STEM}.json"},
     "cnn": {"keras_model": KERAS_FILE},
 }
+
+
+def _printable_name(value) -> bool:
+    """A non-empty name that prints on one line (no control characters)."""
+    return isinstance(value, str) and value.strip() != "" and value.isprintable()
 
 
 def _finite_number(value) -> bool:
@@ -787,21 +814,22 @@ def card_problems(card: dict) -> list[str]:
     if family_ok and model_ok and (card["model"] == "svm") != (family == "svm"):
         problems.append(f"family is {family!r} but model is {card['model']!r}; an svm model "
                         "is of family 'svm', a LipNet of family 'cnn'")
-    need("problem.name", lambda v: isinstance(v, str) and v != "", "a problem name")
+    need("problem.name", _printable_name, "a problem name")
     classes_ok = need(
         "problem.classes",
-        lambda v: (isinstance(v, list) and len(v) >= 2 and all(isinstance(c, str) and c
-                                                                for c in v)
+        lambda v: (isinstance(v, list) and len(v) >= 2 and all(map(_printable_name, v))
                    and len(set(v)) == len(v)),
-        "a list of at least 2 distinct class names")
+        "a list of at least 2 distinct class names (printable, on one line)")
     classes = card["problem"]["classes"] if classes_ok else None
     name = get("problem.name")
+    if not isinstance(name, str):
+        name = None  # named above; not a key of PROBLEMS
     if classes and name in PROBLEMS and list(PROBLEMS[name].classes) != classes:
         problems.append(f"problem.name is {name!r}, whose classes are "
                         f"{', '.join(PROBLEMS[name].classes)}, but problem.classes is "
                         f"{', '.join(classes)}")
     builtin = [n for n, known in PROBLEMS.items() if list(known.classes) == classes]
-    if classes and builtin and name != builtin[0]:
+    if classes and builtin and name is not None and name != builtin[0]:
         # The built-in problem's classes under another name: a renamed problem.
         problems.append(f"problem.name is {name!r} but problem.classes are those of "
                         f"the built-in problem {builtin[0]!r}")
@@ -810,7 +838,7 @@ def card_problems(card: dict) -> list[str]:
              f"one of {', '.join(FEATURE_SETS)}")
         need("input.feature_source", lambda v: isinstance(v, str), "a string")
         need("input.features",
-             lambda v: isinstance(v, list) and v and all(isinstance(f, str) for f in v),
+             lambda v: isinstance(v, list) and v and all(map(_printable_name, v)),
              "a list of feature names")
         if classes:
             k = len(classes)
@@ -834,6 +862,8 @@ def card_problems(card: dict) -> list[str]:
              ", ".join(f"{k}: {v}" for k, v in expected.items()))
         need("cross_validation.predictions", lambda v: v == CV_PREDICTIONS,
              repr(CV_PREDICTIONS))
+        need("contract_sha256", lambda v: isinstance(v, str) and len(v) == 64
+             and all(c in "0123456789abcdef" for c in v), "a hex sha256")
         names = sorted({*expected.values(), CV_PREDICTIONS})
         need("sha256",
              lambda v: (isinstance(v, dict) and sorted(v) == names

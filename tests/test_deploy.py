@@ -442,6 +442,7 @@ def _edited(bundle, tmp_path, edit=None, *, reseal=False, name="b"):
         edit(card, copy)
     if reseal:
         card["sha256"] = {n: deploy.file_sha256(copy / n) for n in card["sha256"]}
+        card["contract_sha256"] = deploy.contract_sha256(card)
     (copy / "model.json").write_text(json.dumps(card))
     return copy
 
@@ -591,6 +592,15 @@ def test_cnn_output_width_is_checked_against_the_card(cnn_bundle, tmp_path):
 def test_cnn_swapped_classes_are_refused(cnn_bundle, tmp_path):
     copy = _edited(cnn_bundle, tmp_path, _swap_custom)
     with pytest.raises(BundleError, match="lists the classes multilamellar, unilamellar"):
+        deploy.load_bundle(copy)
+
+
+def test_a_finite_calibration_edit_is_refused_by_the_contract_hash(svm_bundle, tmp_path):
+    def zero(card, folder):
+        card["probabilities"]["calibration"]["intercept"] = [0, 0, 0]
+
+    copy = _edited(svm_bundle, tmp_path, zero)
+    with pytest.raises(BundleError, match="probabilities, files entries changed since"):
         deploy.load_bundle(copy)
 
 
