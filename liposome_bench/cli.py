@@ -20,13 +20,61 @@ from liposome_bench.errors import LiposomeBenchError
 PROBLEM_NAMES = ("lamellarity", "encapsulation")
 
 
+#: What an interrupted command keeps, by command (default: nothing half-written).
+_KEPT = {
+    "benchmark_command": "Finished folds are saved; run the same command again to resume.",
+    "svm_command": "Finished folds are saved; run the same command again to resume.",
+    "cnn_command": "Finished folds are saved; run the same command again to resume.",
+    "sweep_command": "Finished (cell, fold) tasks are saved; run the same command again to "
+                     "resume.",
+    "train_command": "Finished cross-validation folds are saved; no bundle was written (a "
+                     "bundle already at --out is unchanged). Run the same command again to "
+                     "resume.",
+    "import_coco_command": "Nothing was written (the export appears whole or not at all); "
+                           "run the command again.",
+    "import_labels_command": "Nothing was written (the export appears whole or not at all); "
+                             "run the command again.",
+    "generate_command": "Nothing half-written was kept; run the command again.",
+    "predict_command": "No predictions were written; run the command again.",
+    "export_command": "No ONNX file was written; run the command again.",
+}
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (kill, systemd, batch schedulers), handled as Ctrl-C."""
+
+
+def _raise_terminated(signum, frame):
+    raise _Terminated()
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """While a command runs, SIGTERM raises ``KeyboardInterrupt`` as Ctrl-C
+    does, so the same clean-up runs (only in the main thread, where Python
+    delivers signals)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _fail_cleanly(func):
-    """Turn user mistakes into ``Error: <one line>`` and exit code 2."""
+    """Turn user mistakes into ``Error: <one line>`` and exit code 2; Ctrl-C
+    and SIGTERM into one line saying what was kept (exit 130 and 143)."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         try:
-            return func(*args, **kwargs)
+            with _sigterm_as_interrupt():
+                return func(*args, **kwargs)
         except LiposomeBenchError as exc:
             raise UserError(str(exc)) from None
         except OSError as exc:
@@ -37,12 +85,12 @@ def _fail_cleanly(func):
 
             logging.getLogger(__name__).debug("OS error", exc_info=True)
             raise UserError(describe_os_error(exc)) from None
-        except KeyboardInterrupt:
-            click.echo(
-                "Interrupted. Finished folds are saved; run the same command again to resume.",
-                err=True,
-            )
-            sys.exit(130)
+        except KeyboardInterrupt as exc:
+            what = "Terminated" if isinstance(exc, _Terminated) else "Interrupted"
+            kept = _KEPT.get(func.__name__, "Files written so far are whole (none is "
+                                            "half-written); run the command again.")
+            click.echo(f"{what}. {kept}", err=True)
+            sys.exit(143 if isinstance(exc, _Terminated) else 130)
 
     return wrapper
 
@@ -1205,7 +1253,7 @@ def predict_command(model_dir, data, reader_options, min_confidence, target_prec
         result = predict(model_dir, data, min_confidence=min_confidence,
                          target_precision=target_precision, problem=problem,
                          input_size=input_size, feature_set=feature_set,
-                         reader_options=reader_options, jobs=jobs, reporter=reporter)
+                         reader_options=reader_options, jobs=jobs, reporter=reporter, out=out)
         path = write_predictions(result, out)
     _display().print_predictions(result, path)
 
@@ -1267,6 +1315,9 @@ def _report_sweep(results, out, baseline, write_baseline_to) -> bool:
     help="'local': a Dask cluster on this machine (one worker per GPU, else one "
     "per 4 cores); or the address of a running Dask scheduler (docs/sweep.md).",
 )
+@click.option("--connect-timeout", type=click.FloatRange(min=0, min_open=True), default=10.0,
+              show_default=True,
+              help="Seconds to try to reach a --scheduler address, before anything is written.")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Workers of the local cluster (default: sized to the machine).")
 @click.option("--dry-run", is_flag=True,
@@ -1291,8 +1342,9 @@ def _report_sweep(results, out, baseline, write_baseline_to) -> bool:
 @click.option("--wait", is_flag=True,
               help="If another run is writing into --out, wait for it instead of stopping.")
 @_fail_cleanly
-def sweep_command(config, problem, data, reader_options, cache_dir, out, scheduler, workers,
-                  dry_run, save_models, metrics, k, fold_seed, seed, group_by, wait):
+def sweep_command(config, problem, data, reader_options, cache_dir, out, scheduler,
+                  connect_timeout, workers, dry_run, save_models, metrics, k, fold_seed, seed,
+                  group_by, wait):
     """Run a grid of CNN (and SVM) settings on Dask, every cell on the same folds.
 
     CONFIG is a TOML file whose lists are axes (model = ["lipnet-2",
@@ -1353,7 +1405,7 @@ def sweep_command(config, problem, data, reader_options, cache_dir, out, schedul
         run = _sweep.run_sweep(plan_config, dataset, folds, out, seed=seed,
                                scheduler=scheduler, n_workers=workers,
                                save_models=save_models, source=source, reporter=reporter,
-                               wait=wait)
+                               wait=wait, connect_timeout=connect_timeout)
     summary = _sweep.summarise_sweep(out, metrics=chosen)
     table_csv, comparisons_csv = _sweep.write_sweep_tables(out, summary)
     _display().print_sweep_summary(console, summary, chosen)

@@ -56,7 +56,7 @@ from pathlib import Path
 import numpy as np
 
 from liposome_bench.errors import DatasetError
-from liposome_bench.io import UMASK
+from liposome_bench.io import UMASK, clean_stale_staging, staging_prefix
 
 EXPORT_JSON = "particles.json"
 IMAGES_DIR = "images"
@@ -242,7 +242,8 @@ def write_export(dataset: Dataset, out_dir, *, extra: dict | None = None) -> Pat
             f"{out_dir} already exists and is not empty. Choose another --out or delete it."
         )
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp"))
+    clean_stale_staging(out_dir)  # what a killed run left (io.clean_stale_staging)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=staging_prefix(out_dir)))
     os.chmod(tmp, 0o777 & ~UMASK)  # mkdtemp makes it 0700
     try:
         (tmp / IMAGES_DIR).mkdir()

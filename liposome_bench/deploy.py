@@ -6,6 +6,7 @@ A model bundle is a folder::
 
     MODEL_DIR/
       model.json          the model card (schema ``BUNDLE_SCHEMA_VERSION``):
+                          the sha256 of every other file of the bundle,
                           problem and classes, input, feature set, pixel-size
                           policy, training data fingerprint and size,
                           cross-validated metrics with intervals,
@@ -23,6 +24,13 @@ A model bundle is a folder::
 Nothing is pickled. The bundle is written to a temporary folder beside
 MODEL_DIR and renamed into place, so it is whole or absent.
 
+A bundle verifies itself when it is read (:func:`load_bundle`): the card is
+checked against its schema, every file it lists must lie inside the folder
+and match its recorded sha256, and the classes, problem and family must
+agree with the model files (the LIBSVM header, svm.json, the CNN's output
+layer, cv-predictions.csv's columns). docs/deploy.md says how to check one
+by hand.
+
 Hyperparameters come from cross-validation on the training dataset only:
 the SVM's C and gamma from the grid search on all particles (the
 cross-validation's own grid and inner folds), the CNN's epoch count from its
@@ -32,7 +40,9 @@ folds' early stopping (the median best epoch). docs/deploy.md has the details.
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
+import math
 import os
 import shutil
 import time
@@ -43,11 +53,17 @@ from pathlib import Path
 import numpy as np
 
 from liposome_bench.cnn import import_keras
-from liposome_bench.io import atomic_write_json, atomic_write_text
+from liposome_bench.io import (
+    atomic_write_json,
+    atomic_write_text,
+    clean_stale_staging,
+    make_staging,
+)
 from liposome_bench.errors import BundleError, ConfigError, DatasetError, ResultsError
+from liposome_bench.outputs import check_apart
 from liposome_bench.progress import NullReporter
 
-BUNDLE_SCHEMA_VERSION = 1
+BUNDLE_SCHEMA_VERSION = 2
 BUNDLE_KIND = "liposome-bench model bundle"
 CARD = "model.json"
 KERAS_FILE = "model.keras"
@@ -105,6 +121,8 @@ def train_from_results(results, model: str, out, *, data=None, problem=None, cac
     ResultsError, DatasetError, BundleError, ConfigError
     """
     reporter = reporter or NullReporter()
+    check_apart(out, {"the results folder": results, "the dataset": data})
+    _check_out(out, model)
     results_dir = _results_dir(results)
     run = results_dir.read_run()
     _check_model_in(run, results_dir, model)
@@ -147,6 +165,7 @@ def train_model(model: str, out, *, data=None, problem=None, cache_dir=None,
 
     reporter = reporter or NullReporter()
     options = {k: v for k, v in (options or {}).items() if v is not None}
+    config_path = None if isinstance(config, BenchmarkConfig) else config
     if config is None:
         config = BenchmarkConfig()
     elif not isinstance(config, BenchmarkConfig):
@@ -155,11 +174,14 @@ def train_model(model: str, out, *, data=None, problem=None, cache_dir=None,
         settings = config.svm.replace(**options)
     else:
         settings = config.cnn_settings(model, **options)
-    _check_out(out)
+    cv_out = Path(cv_out) if cv_out is not None else Path(f"{Path(out)}-cv")
+    inputs = {"the dataset": data, "the settings file": config_path}
+    check_apart(out, {**inputs, "the cross-validation folder (--cv-out)": cv_out})
+    check_apart(cv_out, inputs, "--cv-out")
+    _check_out(out, model)
     dataset = resolve_dataset(data, problem, cache_dir=cache_dir, reporter=reporter,
                               **(reader_options or {}))
     fold_assignment = load_or_make_folds(dataset, k=folds, seed=fold_seed)
-    cv_out = Path(cv_out) if cv_out is not None else Path(f"{Path(out)}-cv")
     results_dir = ResultsDir(cv_out)
     reporter.message(f"{model}: cross-validating on {folds} folds into {cv_out}")
     if model == "svm":
@@ -242,13 +264,40 @@ def _dataset_of_run(run, summary, data, problem, cache_dir, reader_options, repo
     return dataset
 
 
-def _check_out(out) -> None:
+def _check_out(out, model: str) -> None:
+    """Refuse an ``--out`` that is not empty unless it is a bundle of the
+    same model holding only bundle files: replacing it must never delete a
+    file that ``train`` did not write."""
     out = Path(out)
-    if out.exists() and (not out.is_dir() or (any(out.iterdir())
-                                              and not (out / CARD).is_file())):
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise BundleError(f"{out} exists and is not a model bundle; it would be replaced. "
+                          "Pass a new folder to --out.")
+    entries = sorted(p.name for p in out.iterdir())
+    if not entries:
+        return
+    try:
+        card = json.loads((out / CARD).read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        card = None
+    if not isinstance(card, dict) or card.get("kind") != BUNDLE_KIND:
         raise BundleError(
             f"{out} exists and is not a model bundle; it would be replaced. "
             "Pass a new folder to --out."
+        )
+    if card.get("model") != model:
+        raise BundleError(
+            f"{out} holds a bundle of {card.get('model')!r}, not {model}; it would be "
+            f"replaced. Pass a new folder to --out, or remove {out} yourself."
+        )
+    ours = {CARD, CV_PREDICTIONS, *_EXPECTED_FILES["svm" if model == "svm" else "cnn"].values()}
+    foreign = [name for name in entries if name not in ours]
+    if foreign:
+        more = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
+        raise BundleError(
+            f"{out} holds {foreign[0]}{more}, which train did not write; replacing the bundle "
+            "would delete it. Move it away, or pass a new folder to --out."
         )
 
 
@@ -259,7 +308,7 @@ def _train_final(dataset, results_dir, model, out, *, jobs, n_resamples, reporte
     from liposome_bench.comparison import library_versions
 
     out = Path(out)
-    _check_out(out)
+    _check_out(out, model)
     run = results_dir.read_run()
     _check_model_in(run, results_dir, model)
     classes = list(run["dataset"]["classes"])
@@ -279,8 +328,8 @@ def _train_final(dataset, results_dir, model, out, *, jobs, n_resamples, reporte
     oof = out_of_fold(fold_results, len(classes))
     cv = stats.summarise_model(fold_results, classes, n_resamples=n_resamples,
                                seed=int(settings.get("seed", 0)))
-    staging = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
-    staging.mkdir(parents=True)
+    clean_stale_staging(out)  # what a killed run left (io.clean_stale_staging)
+    staging = make_staging(out)
     try:
         t0 = time.perf_counter()
         if model == "svm":
@@ -289,6 +338,7 @@ def _train_final(dataset, results_dir, model, out, *, jobs, n_resamples, reporte
             part = _train_cnn(dataset, model, settings, fold_results, staging, reporter)
         train_s = time.perf_counter() - t0
         _write_cv_predictions(staging / CV_PREDICTIONS, oof, classes)
+        listed = sorted({*part["card"]["files"].values(), CV_PREDICTIONS})
         card = {
             "schema_version": BUNDLE_SCHEMA_VERSION,
             "kind": BUNDLE_KIND,
@@ -329,7 +379,9 @@ def _train_final(dataset, results_dir, model, out, *, jobs, n_resamples, reporte
             "versions": library_versions(),
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "command": command,
+            "sha256": {name: file_sha256(staging / name) for name in listed},
         }
+        card["contract_sha256"] = contract_sha256(card)
         atomic_write_json(staging / CARD, card)
         _install(staging, out)
     finally:
@@ -579,14 +631,48 @@ class Bundle:
         return custom_problem(self.classes)
 
 
+#: The card entries that decide what a bundle predicts; ``contract_sha256``
+#: covers them, so an edit of any of them (a calibration coefficient, a
+#: feature name, the problem) is refused even where no model file tells.
+CONTRACT_KEYS = ("model", "family", "problem", "input", "probabilities", "files")
+
+
+def contract_sha256(card: dict) -> str:
+    """The sha256 of the card's :data:`CONTRACT_KEYS` entries as canonical
+    JSON (sorted keys, no spaces), as hex."""
+    text = json.dumps({k: card.get(k) for k in CONTRACT_KEYS}, sort_keys=True,
+                      separators=(",", ":"), allow_nan=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def file_sha256(path) -> str:
+    """The sha256 of a file's bytes, as hex (what ``sha256sum`` prints)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def load_bundle(path) -> Bundle:
-    """Read and check a model bundle's card (JSON only; nothing is unpickled).
+    """Read a model bundle and verify it (JSON and text only; nothing is
+    unpickled and no model is loaded).
+
+    The card must pass its schema (:func:`card_problems`); every file it
+    lists must lie inside the bundle folder (symlinks followed) and match
+    its recorded sha256; and the class list must agree with the model files
+    (the LIBSVM header's ``nr_class`` and ``label``, read before LIBSVM
+    sees the file, svm.json's class names, cv-predictions.csv's columns).
+    A CNN's output layer is checked when it is loaded
+    (:func:`load_keras_model`).
 
     Raises
     ------
     BundleError
-        If the folder or its files are missing, the card is not a bundle's,
-        or its schema is newer than this liposome-bench reads.
+        One line: the folder or a file is missing, the card is not a
+        bundle's or fails the schema, a file leaves the folder or changed
+        since training, the classes disagree with a model file, or the
+        schema is not the one this liposome-bench reads.
     """
     from liposome_bench import __version__
 
@@ -598,23 +684,348 @@ def load_bundle(path) -> Bundle:
         )
     try:
         card = json.loads(card_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise BundleError(f"{card_path} cannot be read ({exc}). Train the bundle again.") from None
+    except (OSError, ValueError, RecursionError) as exc:
+        raise BundleError(f"{card_path} cannot be read ({_one_line(exc)}). "
+                          "Train the bundle again.") from None
     if not isinstance(card, dict) or card.get("kind") != BUNDLE_KIND:
         raise BundleError(f"{card_path} is not a liposome-bench model card. "
                           "Make a bundle with `liposome-bench train`.")
     version = card.get("schema_version")
-    if not isinstance(version, int) or version > BUNDLE_SCHEMA_VERSION:
+    if (not isinstance(version, int) or isinstance(version, bool)
+            or version > BUNDLE_SCHEMA_VERSION):
         raise BundleError(
-            f"{path} is a model bundle of schema version {version}; this liposome-bench "
+            f"{path} is a model bundle of schema version {version!r}; this liposome-bench "
             f"({__version__}) reads up to version {BUNDLE_SCHEMA_VERSION}. Upgrade liposome-bench."
         )
+    if version < BUNDLE_SCHEMA_VERSION:
+        raise BundleError(
+            f"{path} is a model bundle of schema version {version!r}, which records no file "
+            f"hashes, so it cannot be verified; this liposome-bench reads version "
+            f"{BUNDLE_SCHEMA_VERSION}. Train it again with `liposome-bench train "
+            "--from-results RESULTS --model MODEL`."
+        )
+    _check_paths(path, card)
+    problems = card_problems(card)
+    if problems:
+        more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
+        raise BundleError(f"{card_path} fails the model-card schema: {problems[0]}{more}. "
+                          "Train the bundle again.")
+    _check_hashes(path, card)
     bundle = Bundle(path, card)
-    files = card.get("files", {})
-    for name in files.values():
-        if not (path / name).is_file():
-            raise BundleError(f"{path} lacks {name}, part of the bundle. Train the bundle again.")
+    _check_against_files(bundle)
+    if card["contract_sha256"] != contract_sha256(card):
+        raise BundleError(
+            f"{card_path}: its {', '.join(CONTRACT_KEYS)} entries changed since the bundle "
+            f"was trained (contract_sha256 differs). Restore the card, or train the bundle "
+            "again."
+        )
     return bundle
+
+
+def _one_line(exc) -> str:
+    text = " ".join(str(exc).split())
+    return text[:200] + ("..." if len(text) > 200 else "")
+
+
+def _listed_files(card) -> dict:
+    """Every file name the card refers to: {where in the card: name}."""
+    listed = {}
+    files = card.get("files")
+    if isinstance(files, dict):
+        listed.update({f"files.{key}": value for key, value in files.items()})
+    cv = card.get("cross_validation")
+    if isinstance(cv, dict) and "predictions" in cv:
+        listed["cross_validation.predictions"] = cv["predictions"]
+    hashes = card.get("sha256")
+    if isinstance(hashes, dict):
+        listed.update({f"sha256 key {key!r}": key for key in hashes})
+    return listed
+
+
+def _check_paths(path: Path, card) -> None:
+    """Refuse a card that lists a file outside the bundle folder (an
+    absolute path, ``..``, a subfolder, or a symlink leading out)."""
+    root = path.resolve()
+    for where, name in _listed_files(card).items():
+        if not isinstance(name, str):
+            continue  # the schema check names it
+        target = path / name
+        outside = (name in ("", ".", "..") or not name.isprintable()
+                   or Path(name).is_absolute() or "/" in name or "\\" in name
+                   or target.resolve().parent != root)
+        if outside:
+            raise BundleError(
+                f"{path / CARD}: {where} is {name!r}, which is not a file inside the bundle "
+                f"folder {path}; a bundle only refers to its own files. Train the bundle again."
+            )
+
+
+_EXPECTED_FILES = {
+    "svm": {"libsvm_model": f"{SVM_STEM}.model", "svm_scale_range": f"{SVM_STEM}.range",
+            "scaling_json": f"{SVM_STEM}.json"},
+    "cnn": {"keras_model": KERAS_FILE},
+}
+
+
+def _printable_name(value) -> bool:
+    """A non-empty name that prints on one line (no control characters)."""
+    return isinstance(value, str) and value.strip() != "" and value.isprintable()
+
+
+def _finite_number(value) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value))
+
+
+def _matrix(value, rows: int, cols: int) -> bool:
+    return (isinstance(value, list) and len(value) == rows
+            and all(isinstance(r, list) and len(r) == cols and all(map(_finite_number, r))
+                    for r in value))
+
+
+def card_problems(card: dict) -> list[str]:
+    """Every way ``card`` (a parsed model.json) breaks the bundle schema.
+
+    Checked: the model and family (and that they agree), the problem's name
+    and class list (at least two distinct names; a built-in problem's name
+    with its own classes, and a built-in problem's classes under its own
+    name only), the input of the family (feature set and feature
+    names; or the input mode, size and scale), the SVM's calibration (a
+    finite n_classes x n_pairs matrix and n_classes intercepts), the file
+    names of the family, and a sha256 for each of them and for
+    cv-predictions.csv.
+
+    Returns
+    -------
+    list of str
+        One entry per problem, each naming the card key; empty if none.
+    """
+    from liposome_bench.dataset import PROBLEMS
+    from liposome_bench.settings import FEATURE_SETS, INPUT_MODES, MODEL_NAMES
+
+    problems = []
+
+    def get(dotted):
+        value = card
+        for key in dotted.split("."):
+            if not isinstance(value, dict) or key not in value:
+                return _MISSING
+            value = value[key]
+        return value
+
+    def need(dotted, ok, expected):
+        value = get(dotted)
+        if value is _MISSING:
+            problems.append(f"{dotted} is missing ({expected} expected)")
+            return False
+        if not ok(value):
+            problems.append(f"{dotted} is {_short(value)}; {expected} expected")
+            return False
+        return True
+
+    family_ok = need("family", lambda v: v in ("svm", "cnn"), "'svm' or 'cnn'")
+    model_ok = need("model", lambda v: v in ("svm",) + MODEL_NAMES,
+                    f"one of svm, {', '.join(MODEL_NAMES)}")
+    family = card["family"] if family_ok else None
+    if family_ok and model_ok and (card["model"] == "svm") != (family == "svm"):
+        problems.append(f"family is {family!r} but model is {card['model']!r}; an svm model "
+                        "is of family 'svm', a LipNet of family 'cnn'")
+    need("problem.name", _printable_name, "a problem name")
+    classes_ok = need(
+        "problem.classes",
+        lambda v: (isinstance(v, list) and len(v) >= 2 and all(map(_printable_name, v))
+                   and len(set(v)) == len(v)),
+        "a list of at least 2 distinct class names (printable, on one line)")
+    classes = card["problem"]["classes"] if classes_ok else None
+    name = get("problem.name")
+    if not isinstance(name, str):
+        name = None  # named above; not a key of PROBLEMS
+    if classes and name in PROBLEMS and list(PROBLEMS[name].classes) != classes:
+        problems.append(f"problem.name is {name!r}, whose classes are "
+                        f"{', '.join(PROBLEMS[name].classes)}, but problem.classes is "
+                        f"{', '.join(classes)}")
+    builtin = [n for n, known in PROBLEMS.items() if list(known.classes) == classes]
+    if classes and builtin and name is not None and name != builtin[0]:
+        # The built-in problem's classes under another name: a renamed problem.
+        problems.append(f"problem.name is {name!r} but problem.classes are those of "
+                        f"the built-in problem {builtin[0]!r}")
+    if family == "svm":
+        need("input.feature_set", lambda v: v in FEATURE_SETS,
+             f"one of {', '.join(FEATURE_SETS)}")
+        need("input.feature_source", lambda v: isinstance(v, str), "a string")
+        need("input.features",
+             lambda v: isinstance(v, list) and v and all(map(_printable_name, v)),
+             "a list of feature names")
+        if classes:
+            k = len(classes)
+            pairs = k * (k - 1) // 2
+            need("probabilities.calibration.coef", lambda v: _matrix(v, k, pairs),
+                 f"a {k} x {pairs} matrix of finite numbers")
+            need("probabilities.calibration.intercept",
+                 lambda v: isinstance(v, list) and len(v) == k and all(map(_finite_number, v)),
+                 f"{k} finite numbers")
+    elif family == "cnn":
+        need("input.mode", lambda v: v in INPUT_MODES, f"one of {', '.join(INPUT_MODES)}")
+        need("input.size", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 4,
+             "an integer of at least 4")
+        need("input.keep_size_scale", lambda v: v is None or (_finite_number(v) and v > 0),
+             "null or a positive finite number")
+    need("pixel_size.training_nm.median", lambda v: v is None or (_finite_number(v) and v > 0),
+         "null or a positive finite number")
+    if family is not None:
+        expected = _EXPECTED_FILES[family]
+        need("files", lambda v: v == expected,
+             ", ".join(f"{k}: {v}" for k, v in expected.items()))
+        need("cross_validation.predictions", lambda v: v == CV_PREDICTIONS,
+             repr(CV_PREDICTIONS))
+        need("contract_sha256", lambda v: isinstance(v, str) and len(v) == 64
+             and all(c in "0123456789abcdef" for c in v), "a hex sha256")
+        names = sorted({*expected.values(), CV_PREDICTIONS})
+        need("sha256",
+             lambda v: (isinstance(v, dict) and sorted(v) == names
+                        and all(isinstance(h, str) and len(h) == 64
+                                and all(c in "0123456789abcdef" for c in h)
+                                for h in v.values())),
+             f"a hex sha256 for each of {', '.join(names)}")
+    return problems
+
+
+_MISSING = object()
+
+
+def _short(value) -> str:
+    text = json.dumps(value, allow_nan=True, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _check_hashes(path: Path, card) -> None:
+    for name, expected in card["sha256"].items():
+        target = path / name
+        if not target.is_file():
+            raise BundleError(f"{path} lacks {name}, part of the bundle. Train the bundle again.")
+        actual = file_sha256(target)
+        if actual != expected:
+            raise BundleError(
+                f"{target} changed since the bundle was trained (sha256 {actual[:12]}..., the "
+                f"card's {expected[:12]}...). Restore the bundle's own file, or train it again."
+            )
+
+
+def read_libsvm_header(path) -> dict:
+    """The header of a LIBSVM model file, checked before LIBSVM's loader
+    (which crashes the interpreter on a truncated file) reads it.
+
+    Checks that it is an RBF C-SVC model with ``nr_class`` classes, as many
+    labels, ``nr_sv`` and ``rho`` entries, and exactly ``total_sv`` support
+    vector lines of numbers after ``SV``.
+
+    Returns
+    -------
+    dict
+        "nr_class" (int), "labels" (list of int), "total_sv" (int).
+
+    Raises
+    ------
+    BundleError
+        One line naming the file and what is wrong.
+    """
+    path = Path(path)
+
+    def bad(what):
+        return BundleError(f"{path} is not a whole LIBSVM model file ({what}). "
+                           "Train the bundle again.")
+
+    try:
+        lines = path.read_text(encoding="ascii").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise bad(_one_line(exc)) from None
+    header, i = {}, 0
+    while i < len(lines) and lines[i].strip() != "SV":
+        key, _, value = lines[i].partition(" ")
+        header[key] = value.split()
+        i += 1
+    if i == len(lines):
+        raise bad("no SV line")
+    if header.get("svm_type") != ["c_svc"] or header.get("kernel_type") != ["rbf"]:
+        raise bad("not an RBF C-SVC model")
+    try:
+        k = int(header["nr_class"][0])
+        total = int(header["total_sv"][0])
+        labels = [int(v) for v in header["label"]]
+        n_sv = [int(v) for v in header["nr_sv"]]
+        rho = [float(v) for v in header["rho"]]
+        float(header["gamma"][0])
+    except (KeyError, IndexError, ValueError) as exc:
+        raise bad(f"header entry {_one_line(exc)} missing or not a number") from None
+    if (k < 2 or len(labels) != k or len(n_sv) != k or sum(n_sv) != total
+            or min(n_sv) < 0 or len(rho) != k * (k - 1) // 2):
+        raise bad(f"nr_class {k}, {len(labels)} labels, nr_sv {n_sv} summing to total_sv "
+                  f"{total}? {len(rho)} rho values")
+    rows = lines[i + 1:]
+    if len(rows) != total:
+        raise bad(f"{len(rows)} support vector lines, total_sv {total}")
+    for row_number, row in enumerate(rows, start=i + 2):
+        parts = row.split()
+        try:
+            [float(v) for v in parts[:k - 1]]
+            for part in parts[k - 1:]:
+                index, value = part.split(":")
+                if int(index) < 1:
+                    raise ValueError(index)
+                float(value)
+        except ValueError:
+            raise bad(f"line {row_number} is not a support vector") from None
+        if len(parts) < k - 1:
+            raise bad(f"line {row_number} is not a support vector")
+    return {"nr_class": k, "labels": labels, "total_sv": total}
+
+
+def _check_against_files(bundle: Bundle) -> None:
+    """The card's classes against the model files (read as text)."""
+    import csv
+
+    classes = bundle.classes
+    cv_path = bundle.path / CV_PREDICTIONS
+    try:
+        with open(cv_path, newline="", encoding="utf-8") as handle:
+            columns = next(csv.reader(handle), [])
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise BundleError(f"{cv_path} cannot be read ({_one_line(exc)}). "
+                          "Train the bundle again.") from None
+    found = [c[2:] for c in columns if c.startswith("p_")]
+    if found != classes:
+        raise BundleError(
+            f"{bundle.path / CARD} lists the classes {', '.join(classes)} but the model's "
+            f"cross-validated predictions ({CV_PREDICTIONS}) are of {', '.join(found)}. "
+            "Restore the card's class list, or train the bundle again."
+        )
+    if not bundle.is_svm:
+        return
+    header = read_libsvm_header(bundle.path / f"{SVM_STEM}.model")
+    k = len(classes)
+    if header["nr_class"] != k or header["labels"] != list(range(k)):
+        raise BundleError(
+            f"{bundle.path / CARD} lists {k} classes but {SVM_STEM}.model has nr_class "
+            f"{header['nr_class']} and labels {' '.join(map(str, header['labels']))} "
+            f"(expected 0..{k - 1}). Train the bundle again."
+        )
+    json_path = bundle.path / f"{SVM_STEM}.json"
+    try:
+        meta = json.loads(json_path.read_text("utf-8"))
+        names = meta["class_names"]
+        features = meta["feature_names"]
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
+        raise BundleError(f"{json_path} cannot be read ({_one_line(exc)}). "
+                          "Train the bundle again.") from None
+    if names != classes:
+        raise BundleError(
+            f"{bundle.path / CARD} lists the classes {', '.join(classes)} but {SVM_STEM}.json "
+            f"has {', '.join(map(str, names))}. Restore the card's class list, or train the "
+            "bundle again."
+        )
+    if features != bundle.card["input"]["features"]:
+        raise BundleError(f"{bundle.path}: {SVM_STEM}.json's features differ from the card's. "
+                          "Train the bundle again.")
 
 
 def check_bundle(bundle: Bundle, *, problem=None, classes=None, input_size=None,
@@ -655,35 +1066,54 @@ def check_bundle(bundle: Bundle, *, problem=None, classes=None, input_size=None,
 
 def load_keras_model(bundle: Bundle):
     """The bundle's network, loaded with Keras' safe_mode on (no Python code
-    from the file is run), checked against the card's input size."""
+    from the file is run), checked against the card's input size and class
+    count (the output layer's width).
+
+    Raises
+    ------
+    BundleError
+        One line naming the file when Keras cannot load it or it disagrees
+        with the card.
+    """
     keras = import_keras()
 
-    net = keras.models.load_model(bundle.path / KERAS_FILE, compile=False, safe_mode=True)
+    path = bundle.path / KERAS_FILE
+    try:
+        net = keras.models.load_model(path, compile=False, safe_mode=True)
+    except Exception as exc:  # noqa: BLE001 - Keras raises many kinds; all mean "not loadable"
+        raise BundleError(f"{path} cannot be loaded by Keras ({type(exc).__name__}: "
+                          f"{_one_line(exc)}). Train the bundle again.") from None
     shape = tuple(net.input_shape[1:3])
     size = int(bundle.card["input"]["size"])
     if bundle.model != "lipnet-fcn" and shape != (size, size):
         raise BundleError(
-            f"{bundle.path / KERAS_FILE} takes {shape[0]}x{shape[1]} px inputs but its card "
+            f"{path} takes {shape[0]}x{shape[1]} px inputs but its card "
             f"says {size}x{size}. Train the bundle again."
+        )
+    width = net.output_shape[-1]
+    if width != len(bundle.classes):
+        raise BundleError(
+            f"{path} has {width} outputs but its card lists {len(bundle.classes)} classes "
+            f"({', '.join(bundle.classes)}). Restore the card's class list, or train the "
+            "bundle again."
         )
     return net
 
 
 def load_svm(bundle: Bundle):
-    """The bundle's LibSVMClassifier (from LIBSVM's model file and JSON),
-    checked against the card's feature list."""
+    """The bundle's LibSVMClassifier (from LIBSVM's model file and JSON).
+
+    The files were verified by :func:`load_bundle` (hashes, LIBSVM header,
+    features and classes), so LIBSVM's loader only sees a whole model file.
+    """
     from liposome_bench.svm import LibSVMClassifier
 
+    read_libsvm_header(bundle.path / f"{SVM_STEM}.model")
     try:
-        clf = LibSVMClassifier.load(bundle.path / SVM_STEM)
-        names = json.loads((bundle.path / f"{SVM_STEM}.json").read_text("utf-8"))["feature_names"]
-    except (ValueError, OSError, KeyError) as exc:
-        raise BundleError(f"{bundle.path}: the SVM files cannot be read ({exc}). "
+        return LibSVMClassifier.load(bundle.path / SVM_STEM)
+    except (ValueError, OSError, KeyError, TypeError) as exc:
+        raise BundleError(f"{bundle.path}: the SVM files cannot be read ({_one_line(exc)}). "
                           "Train the bundle again.") from None
-    if names != bundle.card["input"]["features"]:
-        raise BundleError(f"{bundle.path}: {SVM_STEM}.json's features differ from the card's. "
-                          "Train the bundle again.")
-    return clf
 
 
 def read_cv_predictions(bundle: Bundle) -> dict:
@@ -789,7 +1219,7 @@ def read_particles(bundle: Bundle, data, *, problem=None, reader_options=None, r
 
 def predict(bundle_path, data, *, min_confidence: float | None = None, target_precision=(),
             problem=None, input_size=None, input_mode=None, feature_set=None,
-            reader_options=None, jobs: int = 1, reporter=None) -> Predictions:
+            reader_options=None, jobs: int = 1, reporter=None, out=None) -> Predictions:
     """Classify the particles of ``data`` with a bundle, abstaining when unsure.
 
     Parameters
@@ -809,6 +1239,10 @@ def predict(bundle_path, data, *, min_confidence: float | None = None, target_pr
     reader_options : dict, optional
     jobs : int
     reporter : progress reporter, optional
+    out : path, optional
+        Where the caller will write the predictions: checked, before any
+        work, not to be the bundle or the data, nor inside them
+        (``outputs.check_apart``). Nothing is written here.
 
     Returns
     -------
@@ -820,6 +1254,8 @@ def predict(bundle_path, data, *, min_confidence: float | None = None, target_pr
 
     if min_confidence is not None and not 0 <= min_confidence <= 1:
         raise ConfigError(f"--min-confidence must be in [0, 1]; got {min_confidence}.")
+    if out is not None:
+        check_apart(out, {"the model bundle": bundle_path, "the data": data})
     bundle = load_bundle(bundle_path)
     check_bundle(bundle, problem=problem, input_size=input_size, input_mode=input_mode,
                  feature_set=feature_set)

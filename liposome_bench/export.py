@@ -34,6 +34,7 @@ import numpy as np
 
 from liposome_bench.deploy import KERAS_FILE, SVM_STEM, load_bundle
 from liposome_bench.errors import BundleError, ConfigError
+from liposome_bench.outputs import check_apart
 
 #: ONNX opset of the SVM graph (Softmax over one axis, ReduceSum with axes input).
 SVM_OPSET = 17
@@ -71,7 +72,10 @@ def export_onnx(bundle_path, out) -> Path:
         If the bundle cannot be read.
     ConfigError
         If ``out`` is a folder, or onnx / tf2onnx is missing.
+    OutputError
+        If ``out`` is in the bundle folder (symlinks followed).
     """
+    check_apart(out, {"the model bundle": bundle_path})
     bundle = load_bundle(bundle_path)
     out = Path(out)
     if out.is_dir():

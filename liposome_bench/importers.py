@@ -45,6 +45,7 @@ from liposome_bench.dataset import (
     custom_problem,
     write_export,
 )
+from liposome_bench.annotations import check_coco, check_micrograph_pixels
 from liposome_bench.errors import ConfigError, DatasetError
 
 log = logging.getLogger(__name__)
@@ -159,6 +160,7 @@ def read_micrograph(path) -> tuple[np.ndarray, float, str]:
         source = "TIFF metadata" if np.isfinite(px) else ""
     else:
         image = _read_pil_micrograph(path)
+    check_micrograph_pixels(image, path.name)
     if image.dtype not in (np.uint8, np.uint16):
         image = ds._gray_dtype(image)
         if image.dtype == np.float32:
@@ -495,6 +497,9 @@ def _load_coco(path: Path) -> dict:
             f"{path.name}: not valid JSON at line {exc.lineno}, column {exc.colno} ({exc.msg}). "
             "Re-export the COCO annotations."
         ) from None
+    except RecursionError:
+        raise DatasetError(f"{path.name}: nested too deeply to be COCO annotations. "
+                           "Re-export the COCO annotations.") from None
     lists = ("images", "annotations", "categories")
     if not isinstance(data, dict) or any(not isinstance(data.get(k), list) for k in lists):
         raise DatasetError(
@@ -572,7 +577,9 @@ def import_coco(annotations, images_dir, out, *, surround=DEFAULT_SURROUND_PX, c
     names, preset = _class_problem(class_map) if class_map else ({}, None)
     data = _load_coco(annotations)
     name = annotations.name
-    problems: list[str] = []
+    problems: list[str] = check_coco(data, name)  # the whole file, before any work
+    if problems:
+        raise ImportProblems(problems)
 
     categories: dict = {}
     for c in data["categories"]:

@@ -13,6 +13,10 @@ any data, and does its writing inside ``writing(path)``. What they catch:
 
 Each becomes an ``OutputError`` (exit code 2 on the command line) saying
 which path, what is wrong with it, and what to do.
+
+``check_apart`` refuses an output that is one of the command's inputs, lies
+inside an input folder, or holds one (``train``, ``predict``, ``export``;
+symlinks followed), so no command writes onto what it reads.
 """
 
 from __future__ import annotations
@@ -187,3 +191,57 @@ def describe_os_error(exc: OSError) -> str:
     return (f"{os.fsdecode(name) if isinstance(name, bytes) else name}: {what}"
             f"{f' ({code})' if code else ''}. Check that path (its permissions, free space, "
             "and that it is the file or folder you meant); run with -v for details.")
+
+
+def _resolved(path) -> Path:
+    """``path`` made absolute with every symlink followed (also those of
+    folders above a path that does not exist yet)."""
+    return Path(os.path.abspath(os.fsdecode(path))).resolve(strict=False)
+
+
+def check_apart(out, inputs: dict, option: str = "--out") -> Path:
+    """Refuse an output that would write onto, into or over one of the
+    command's inputs, before any work; symlinks are followed.
+
+    Parameters
+    ----------
+    out : path
+        The file or folder the command writes.
+    inputs : dict
+        {what the input is (e.g. "the model bundle", "--data"): path}; None
+        paths are skipped.
+    option : str
+        The output's option name, for the message.
+
+    Returns
+    -------
+    Path
+        ``out`` resolved.
+
+    Raises
+    ------
+    OutputError
+        If ``out`` is an input, lies inside an input folder, or is a folder
+        holding an input (replacing it would delete the input).
+    """
+    target = _resolved(out)
+    for what, path in inputs.items():
+        if path is None:
+            continue
+        source = _resolved(path)
+        via = "" if (Path(os.path.abspath(out)) == target
+                     and Path(os.path.abspath(path)) == source) else (
+            f" (following symlinks, {target} and {source})")
+        if target == source:
+            relation = "is"
+        elif source in target.parents:
+            relation = "lies inside"
+        elif target in source.parents:
+            relation = "is a folder holding"
+        else:
+            continue
+        raise OutputError(
+            f"{option} {out} {relation} {what} {path}{via}, an input of this command; "
+            f"writing there could overwrite it. Choose an {option} outside the inputs."
+        )
+    return target

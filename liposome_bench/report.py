@@ -54,6 +54,7 @@ from liposome_bench.metrics import (
     CLASS_METRICS,
     OVERALL_METRIC_LABELS,
     OVERALL_METRICS,
+    summarise_folds,
 )
 from liposome_bench.plotting import (
     plot_confusion_heatmaps,
@@ -113,6 +114,7 @@ def load_summary(results_dir) -> dict:
             )
         _check_summary(summary, path)
         check_fold_files(summary, results.path, path)
+        check_summary_metrics(summary, results.path, path)
         return summary
     run = results.read_run()
     summary = stats.summarise_results(results)
@@ -176,6 +178,57 @@ def check_fold_files(summary: dict, results_dir, path=None) -> None:
             "it was written. Re-run the same benchmark command with this --out to summarise "
             "them again, or restore the files."
         )
+
+
+def check_summary_metrics(summary: dict, results_dir, path=None) -> None:
+    """Refuse a summary.json whose metrics are not those of its fold files.
+
+    Every model's per-class and overall means over folds (what the report
+    shows and the gate compares) are recomputed from the fold files (the
+    out-of-fold predictions, themselves checked against the summary's
+    ``fold_files`` hashes) and must agree to 1e-9.
+
+    Raises
+    ------
+    ResultsError
+        Naming the first metric that differs, or the model whose fold files
+        cannot be read.
+    """
+    path = path or Path(results_dir) / SUMMARY_JSON
+    detail = _detail_dir(results_dir, summary)
+    results = ResultsDir(detail)
+    classes = [str(c) for c in summary["classes"]]
+    for model, recorded in summary["models"].items():
+        try:
+            folds = results.load_model(model)
+            computed = summarise_folds(folds, classes)
+        except (ResultsError, ValueError, IndexError, KeyError) as exc:
+            raise ResultsError(
+                f"{path}: the fold files of {model} in {detail} cannot be summarised again "
+                f"({exc}). Re-run the benchmark with the same --out to rewrite the summary."
+            ) from None
+        pairs = [(f"{cls}/{metric}", recorded["per_class"].get(cls), metric,
+                  computed.per_class[cls][metric].mean)
+                 for cls in classes for metric in CLASS_METRICS]
+        pairs += [(f"overall/{metric}", recorded["overall"], metric,
+                   computed.overall[metric].mean) for metric in OVERALL_METRICS]
+        for key, group, metric, value in pairs:
+            entry = group.get(metric) if isinstance(group, dict) else None
+            mean = entry.get("mean") if isinstance(entry, dict) else entry
+            if not _same_value(mean, value):
+                raise ResultsError(
+                    f"{path}: {model}/{key} is {mean!r} but its fold files give "
+                    f"{_num(value, 6) if math.isfinite(value) else None}; the summary was "
+                    "edited or belongs to other results. Re-run the benchmark with the same "
+                    "--out to rewrite it."
+                )
+
+
+def _same_value(recorded, computed: float) -> bool:
+    if not math.isfinite(computed):
+        return recorded is None or (isinstance(recorded, float) and math.isnan(recorded))
+    return (isinstance(recorded, (int, float)) and not isinstance(recorded, bool)
+            and math.isfinite(recorded) and abs(recorded - computed) <= 1e-9)
 
 
 def _histories(results_dir, model: str) -> list[tuple[int, dict]]:
@@ -868,8 +921,15 @@ def write_baseline(results_dir, path, *, overrides: dict | None = None) -> Path:
     Returns
     -------
     Path written.
+
+    Raises
+    ------
+    ResultsError
+        If the folder is unreadable (its summary or run.json) or incomplete:
+        a model of its run.json without every fold finished.
     """
     summary = load_summary(results_dir)
+    _check_complete(summary, results_dir)
     dataset = summary.get("dataset", {})
     baseline = {
         "schema_version": BASELINE_SCHEMA_VERSION,
@@ -890,6 +950,32 @@ def write_baseline(results_dir, path, *, overrides: dict | None = None) -> Path:
     path = Path(path)
     atomic_write_json(path, baseline)
     return path
+
+
+def _check_complete(summary: dict, results_dir) -> None:
+    """Refuse to write a baseline of some models only: every model of the
+    run (run.json) must be in the summary with every fold finished."""
+    detail = ResultsDir(_detail_dir(results_dir, summary))
+    run = detail.read_run()
+    if not run:
+        raise ResultsError(f"{detail.path} has no run.json, so what the run holds cannot be "
+                           "checked. Pass the --out folder of a benchmark, svm or cnn run.")
+    models = run.get("models") if isinstance(run.get("models"), dict) else {}
+    k = (run.get("folds") or {}).get("k") if isinstance(run.get("folds"), dict) else None
+    missing = []
+    for model in models:
+        if model not in summary["models"]:
+            finished = len(detail.load_model(model))
+            missing.append(f"{model} ({finished} of {k} folds finished)")
+    incomplete = summary.get("incomplete") or {}
+    missing += [f"{m} ({len(f)} of {k} folds finished)" for m, f in incomplete.items()
+                if not any(x.startswith(f"{m} (") for x in missing)]
+    if missing:
+        raise ResultsError(
+            f"{detail.path} is incomplete: {', '.join(missing)}; a baseline of the other "
+            "models would not gate it. Finish the run (the same command again), then write "
+            "the baseline."
+        )
 
 
 def read_baseline(path) -> dict:

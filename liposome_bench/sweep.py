@@ -54,6 +54,7 @@ import time
 import tomllib
 import uuid
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -102,10 +103,11 @@ class Cell:
     def model(self) -> str:
         return self.settings.model if self.kind == "cnn" else "svm"
 
-    @property
+    @cached_property
     def id(self) -> str:
         """``<model>-<8 hex>``: a SHA-256 of the kind and every setting, so
-        the same settings get the same name on every machine and run."""
+        the same settings get the same name on every machine and run
+        (computed once per cell: a 10,000-cell sweep looks ids up often)."""
         canonical = json.dumps({"kind": self.kind, "settings": self.settings.to_dict()},
                                sort_keys=True, separators=(",", ":"))
         return f"{self.model}-{hashlib.sha256(canonical.encode()).hexdigest()[:8]}"
@@ -150,8 +152,13 @@ class SweepConfig:
                 known.extend(v for v in levels if v not in known)
         return out
 
+    @cached_property
+    def _cells_by_id(self) -> dict:
+        return {c.id: c for c in self.cells}
+
     def cell(self, cell_id: str) -> Cell:
-        return next(c for c in self.cells if c.id == cell_id)
+        """The cell named ``cell_id`` (a dictionary lookup)."""
+        return self._cells_by_id[cell_id]
 
 
 def _level_text(value) -> str:
@@ -269,6 +276,12 @@ def _expand(kind, cls, name, table, where, cells) -> Grid:
         if not levels:
             raise ConfigError(f"{where}: axis {key} is an empty list; give at least one "
                               "level or remove it.")
+    for key, value in table.items():
+        for level in (value if isinstance(value, list) else [value]):
+            if isinstance(level, float) and not math.isfinite(level):
+                what = f"axis {key} has the level" if key in axes else f"{key} is"
+                raise ConfigError(f"{where}: {what} {level}; settings are finite numbers. "
+                                  "Give a number, or remove it.")
     fixed = {k: v for k, v in table.items() if k not in axes}
     if kind == "cnn" and "model" not in table:
         fixed["model"] = CNNSettings().model
@@ -737,30 +750,100 @@ def _quiet_dask_logs(func):
     return wrapper
 
 
-SCHEDULER_PREFIXES = ("tcp://", "tls://", "ucx://", "inproc://")
-#: How long to try to reach a scheduler (Dask's default).
-CONNECT_TIMEOUT = "30s"
+#: The --scheduler forms the sweep accepts (docs/sweep.md): Dask's tls://
+#: needs certificates and ucx:// a UCX build, neither of which the sweep sets up.
+SCHEDULER_FORMS = "'local' or tcp://HOST:PORT with PORT in 1-65535 (e.g. tcp://10.0.0.5:8786)"
+#: Seconds to try to reach a scheduler (``--connect-timeout``).
+CONNECT_TIMEOUT_S = 10.0
 
 
 def check_scheduler(scheduler) -> str:
-    """``scheduler`` if it is ``"local"`` or a Dask scheduler address.
+    """``scheduler`` if it is ``"local"`` or a ``tcp://HOST:PORT`` address
+    (IPv6 hosts in brackets), checked without connecting.
 
     Raises
     ------
     ConfigError
-        Otherwise, naming what is expected.
+        Otherwise: one line naming the accepted forms.
     """
-    if scheduler == "local" or (isinstance(scheduler, str)
-                                and scheduler.startswith(SCHEDULER_PREFIXES)):
-        return scheduler
-    raise ConfigError(f"Unknown --scheduler {scheduler!r}; expected 'local' or a scheduler "
-                      "address such as tcp://host:8786.")
+    parse_scheduler(scheduler)
+    return scheduler
+
+
+def parse_scheduler(scheduler) -> tuple[str, int] | None:
+    """None for ``"local"``, else the (host, port) of a ``tcp://HOST:PORT``
+    address.
+
+    Raises
+    ------
+    ConfigError
+        If ``scheduler`` is neither (another protocol, no port, a port that
+        is not a number in 1-65535, no host).
+    """
+    if scheduler == "local":
+        return None
+    text = scheduler if isinstance(scheduler, str) else repr(scheduler)
+
+    def bad(why):
+        return ConfigError(f"--scheduler {text!r}: {why}; expected {SCHEDULER_FORMS}.")
+
+    if not isinstance(scheduler, str):
+        raise bad("not an address")
+    protocol, sep, rest = scheduler.partition("://")
+    if not sep:
+        raise bad("no protocol")
+    if protocol != "tcp":
+        raise bad(f"protocol {protocol}:// is not supported")
+    if rest.startswith("["):
+        host, close, tail = rest[1:].partition("]")
+        if not close or not tail.startswith(":"):
+            raise bad("an IPv6 host needs [HOST]:PORT")
+        port_text = tail[1:]
+    else:
+        host, colon, port_text = rest.rpartition(":")
+        if not colon:
+            raise bad("no port")
+    if not host or any(c in host for c in "/?#@ "):
+        raise bad("no host")
+    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise bad(f"port {port_text!r} is not a number in 1-65535")
+    return host, int(port_text)
+
+
+def probe_scheduler(scheduler, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+    """Open (and close) a TCP connection to the scheduler within
+    ``timeout_s`` seconds; nothing for ``"local"``.
+
+    Raises
+    ------
+    ConfigError
+        If the address is not accepted, or nothing answers there in time.
+    """
+    import socket
+
+    if not (isinstance(timeout_s, (int, float)) and not isinstance(timeout_s, bool)
+            and math.isfinite(timeout_s) and timeout_s > 0):
+        raise ConfigError(f"--connect-timeout must be a positive number of seconds; "
+                          f"got {timeout_s!r}.")
+    address = parse_scheduler(scheduler)
+    if address is None:
+        return
+    try:
+        with socket.create_connection(address, timeout=timeout_s):
+            pass
+    except (OSError, ValueError) as exc:
+        raise ConfigError(
+            f"Cannot reach the Dask scheduler at {scheduler} within {timeout_s:g} s "
+            f"({getattr(exc, 'strerror', None) or exc}); nothing was written. Start it "
+            "(`dask scheduler`), check the address, or use --scheduler local."
+        ) from None
 
 
 def run_sweep(config: SweepConfig, dataset, folds, out, *, seed: int = 0,
               scheduler: str = "local", n_workers: int | None = None,
               save_models: bool = False, source: DatasetSource | None = None,
-              reporter=None, wait: bool = False) -> SweepRun:
+              reporter=None, wait: bool = False,
+              connect_timeout: float = CONNECT_TIMEOUT_S) -> SweepRun:
     """Run every unfinished (cell, fold) of ``config`` on Dask into ``out``.
 
     Parameters
@@ -789,6 +872,11 @@ def run_sweep(config: SweepConfig, dataset, folds, out, *, seed: int = 0,
     reporter : progress reporter, optional
         Gets the dashboard address, one line per finished task, and each
         user error once.
+    wait : bool
+        Wait for another run holding ``out``'s run lock.
+    connect_timeout : float
+        Seconds to try to reach a remote scheduler; when tasks remain, it is
+        tried (a TCP connection) before ``out`` is created.
 
     Returns
     -------
@@ -807,15 +895,17 @@ def run_sweep(config: SweepConfig, dataset, folds, out, *, seed: int = 0,
 
     reporter = reporter or NullReporter()
     check_scheduler(scheduler)
+    if plan_sweep(config, out, folds.k).tasks:  # a finished sweep contacts no scheduler
+        probe_scheduler(scheduler, connect_timeout)  # before anything is written
     with run_lock(out, wait=wait, reporter=reporter, command="sweep"):
         return _run_sweep(config, dataset, folds, Path(out), seed=seed, scheduler=scheduler,
                           n_workers=n_workers, save_models=save_models, source=source,
-                          reporter=reporter)
+                          reporter=reporter, connect_timeout=connect_timeout)
 
 
 @_quiet_dask_logs
 def _run_sweep(config, dataset, folds, out, *, seed, scheduler, n_workers, save_models,
-               source, reporter) -> SweepRun:
+               source, reporter, connect_timeout) -> SweepRun:
     from distributed import Client, as_completed
 
     started = time.perf_counter()
@@ -840,7 +930,7 @@ def _run_sweep(config, dataset, folds, out, *, seed, scheduler, n_workers, save_
     client = None
     try:
         try:
-            client = Client(address, timeout=CONNECT_TIMEOUT)
+            client = Client(address, timeout=f"{connect_timeout}s")
         except (OSError, TimeoutError) as exc:
             raise ConfigError(f"Cannot reach the Dask scheduler at {scheduler} ({exc}). "
                               "Start it (`dask scheduler`) or use --scheduler local.") \

@@ -5,6 +5,11 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# The fuzz suite's longer hunt (tests/test_fuzz.py):
+#   pytest -m fuzz --hypothesis-profile=long
+settings.register_profile("long", max_examples=2000, deadline=None)
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

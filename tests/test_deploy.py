@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from liposome_bench import abstention, deploy
-from liposome_bench.errors import BundleError, DatasetError
+from liposome_bench.errors import BundleError, DatasetError, OutputError
 
 SVM_PREDICT = shutil.which("svm-predict")
 SVM_SCALE = shutil.which("svm-scale")
@@ -141,7 +141,7 @@ def test_newer_schema_is_refused_with_its_version(svm_bundle, tmp_path):
     card = json.loads((copy / "model.json").read_text())
     card["schema_version"] = 99
     (copy / "model.json").write_text(json.dumps(card))
-    with pytest.raises(BundleError, match="schema version 99; .* reads up to version 1"):
+    with pytest.raises(BundleError, match="schema version 99; .* reads up to version 2"):
         deploy.load_bundle(copy)
 
 
@@ -472,3 +472,267 @@ def test_final_cnn_trains_with_the_cross_validated_settings(tiny_export, tmp_pat
     card = json.loads((tmp_path / "m" / "model.json").read_text())
     differs = card["training"]["hyperparameters"]["trained_as_cross_validated"]["differs"]
     assert "epochs" in differs
+
+# A bundle verifies itself (issue 26) -------------------------------------------------------
+
+
+def _edited(bundle, tmp_path, edit=None, *, reseal=False, name="b"):
+    """A copy of ``bundle`` with ``edit(card, folder)`` applied; with ``reseal`` the
+    card's sha256 entries are recomputed afterwards (an editor who knows the format)."""
+    copy = shutil.copytree(bundle, tmp_path / name)
+    card = json.loads((copy / "model.json").read_text())
+    if edit is not None:
+        edit(card, copy)
+    if reseal:
+        card["sha256"] = {n: deploy.file_sha256(copy / n) for n in card["sha256"]}
+        card["contract_sha256"] = deploy.contract_sha256(card)
+    (copy / "model.json").write_text(json.dumps(card))
+    return copy
+
+
+def _swap_classes(card, folder):
+    classes = card["problem"]["classes"]
+    classes[0], classes[1] = classes[1], classes[0]
+
+
+def _swap_custom(card, folder):
+    # A problem name that is not built in, so only the model files can tell.
+    card["problem"]["name"] = "mine"
+    _swap_classes(card, folder)
+
+
+def _two_classes(card, folder):
+    card["problem"]["name"] = "mine"
+    card["problem"]["classes"] = ["unilamellar", "multilamellar"]
+
+
+def _problem(card, folder):
+    card["problem"]["name"] = "encapsulation"
+
+
+def _family(card, folder):
+    card["family"] = "cnn" if card["family"] == "svm" else "svm"
+
+
+def _nan_calibration(card, folder):
+    card["probabilities"]["calibration"]["coef"][0][0] = float("nan")
+
+
+def _missing_input(card, folder):
+    del card["input"]
+
+
+def _outside(card, folder):
+    key = next(iter(card["files"]))
+    card["files"][key] = "../elsewhere/" + card["files"][key]
+
+
+def _edit_range(card, folder):
+    with open(folder / "svm.range", "a") as handle:
+        handle.write("99 0 1\n")
+
+
+@pytest.mark.parametrize("edit, message", [
+    (_swap_classes, ("problem.name is 'lamellarity', whose classes are unilamellar, "
+                     "multilamellar, uncertain, but problem.classes is multilamellar")),
+    (_swap_custom, ("lists the classes multilamellar, unilamellar, uncertain but the model's "
+                    "cross-validated predictions")),
+    (_two_classes, "probabilities.calibration.coef is .*; a 2 x 1 matrix of finite numbers"),
+    (_problem, "problem.name is 'encapsulation', whose classes are full, empty, uncertain"),
+    (_family, "family is 'cnn' but model is 'svm'"),
+    (lambda card, folder: card["problem"].update(name="mine"),
+     "problem.name is 'mine' but problem.classes are those of the built-in problem "
+     "'lamellarity'"),
+    (_nan_calibration, "probabilities.calibration.coef is .*; a 3 x 3 matrix of finite"),
+    (_missing_input, "input.feature_set is missing"),
+    (_outside, "files.libsvm_model is '../elsewhere/svm.model', which is not a file inside"),
+    (_edit_range, "svm.range changed since the bundle was trained"),
+])
+def test_an_edited_svm_bundle_is_refused_in_one_line(svm_bundle, tmp_path, edit, message):
+    copy = _edited(svm_bundle, tmp_path, edit)
+    with pytest.raises(BundleError, match=message) as info:
+        deploy.load_bundle(copy)
+    assert "\n" not in str(info.value)
+
+
+def test_svm_classes_are_checked_against_svm_json_and_the_libsvm_header(svm_bundle, tmp_path):
+    # An editor who also rewrites cv-predictions.csv and the hashes: svm.json disagrees.
+    def swap_everywhere(card, folder):
+        _swap_custom(card, folder)
+        table = pd.read_csv(folder / "cv-predictions.csv", dtype={"id": str})
+        table = table.rename(columns={"p_unilamellar": "p_multilamellar",
+                                      "p_multilamellar": "p_unilamellar"})
+        table = table[["id", "label", "fold", "predicted", "p_multilamellar", "p_unilamellar",
+                       "p_uncertain"]]
+        table.to_csv(folder / "cv-predictions.csv", index=False)
+
+    copy = _edited(svm_bundle, tmp_path, swap_everywhere, reseal=True)
+    with pytest.raises(BundleError, match="but svm.json has unilamellar, multilamellar"):
+        deploy.load_bundle(copy)
+
+    def three_labels(card, folder):
+        text = (folder / "svm.model").read_text()
+        (folder / "svm.model").write_text(text.replace("\nlabel 0 1 2\n", "\nlabel 0 2 1\n"))
+
+    copy = _edited(svm_bundle, tmp_path, three_labels, reseal=True, name="c")
+    with pytest.raises(BundleError, match=r"svm.model has nr_class 3 and labels 0 2 1"):
+        deploy.load_bundle(copy)
+
+
+@pytest.mark.parametrize("cut", [0.05, 0.3, 0.7, "last line"])
+def test_a_truncated_libsvm_file_is_refused_before_libsvm_reads_it(svm_bundle, tmp_path, cut):
+    def truncate(card, folder):
+        data = (folder / "svm.model").read_bytes()
+        end = (data.rindex(b"\n", 0, len(data) - 1) + 1 if cut == "last line"
+               else int(len(data) * cut))
+        (folder / "svm.model").write_bytes(data[:end])
+
+    copy = _edited(svm_bundle, tmp_path, truncate, reseal=True)
+    with pytest.raises(BundleError, match="svm.model is not a whole LIBSVM model file"):
+        deploy.load_bundle(copy)
+    # Without the hashes rewritten, the changed file is named first.
+    copy = _edited(svm_bundle, tmp_path, truncate, name="c")
+    with pytest.raises(BundleError, match="svm.model changed since the bundle was trained"):
+        deploy.load_bundle(copy)
+
+
+def test_a_file_symlinked_out_of_the_bundle_is_refused(svm_bundle, tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+
+    def link(card, folder):
+        shutil.move(folder / "svm.model", elsewhere / "svm.model")
+        (folder / "svm.model").symlink_to(elsewhere / "svm.model")
+
+    copy = _edited(svm_bundle, tmp_path, link)
+    # Same bytes, so the hash matches: the path check refuses it.
+    with pytest.raises(BundleError, match="'svm.model', which is not a file inside the bundle"):
+        deploy.load_bundle(copy)
+
+
+def test_a_garbage_keras_file_is_one_line_naming_it(cnn_bundle, tmp_path):
+    def garbage(card, folder):
+        (folder / "model.keras").write_bytes(b"PK\x03\x04 not really a zip")
+
+    copy = _edited(cnn_bundle, tmp_path, garbage, reseal=True)
+    bundle = deploy.load_bundle(copy)
+    with pytest.raises(BundleError, match=r"model.keras cannot be loaded by Keras") as info:
+        deploy.load_keras_model(bundle)
+    assert "\n" not in str(info.value)
+
+
+def test_cnn_output_width_is_checked_against_the_card(cnn_bundle, tmp_path):
+    def two(card, folder):
+        _two_classes(card, folder)
+        table = pd.read_csv(folder / "cv-predictions.csv", dtype={"id": str})
+        table.drop(columns=["p_uncertain"]).to_csv(folder / "cv-predictions.csv", index=False)
+
+    copy = _edited(cnn_bundle, tmp_path, two, reseal=True)
+    with pytest.raises(BundleError, match="model.keras has 3 outputs but its card lists 2"):
+        deploy.load_keras_model(deploy.load_bundle(copy))
+
+
+def test_cnn_swapped_classes_are_refused(cnn_bundle, tmp_path):
+    copy = _edited(cnn_bundle, tmp_path, _swap_custom)
+    with pytest.raises(BundleError, match="lists the classes multilamellar, unilamellar"):
+        deploy.load_bundle(copy)
+
+
+def test_a_finite_calibration_edit_is_refused_by_the_contract_hash(svm_bundle, tmp_path):
+    def zero(card, folder):
+        card["probabilities"]["calibration"]["intercept"] = [0, 0, 0]
+
+    copy = _edited(svm_bundle, tmp_path, zero)
+    with pytest.raises(BundleError, match="probabilities, files entries changed since"):
+        deploy.load_bundle(copy)
+
+
+def test_card_records_a_sha256_of_every_file(svm_bundle, cnn_bundle):
+    import hashlib
+
+    for bundle in (svm_bundle, cnn_bundle):
+        card = json.loads((bundle / "model.json").read_text())
+        listed = set(card["files"].values()) | {"cv-predictions.csv"}
+        assert set(card["sha256"]) == listed
+        for name, digest in card["sha256"].items():
+            assert hashlib.sha256((bundle / name).read_bytes()).hexdigest() == digest
+        assert deploy.card_problems(card) == []
+
+
+@pytest.mark.parametrize("command", ["predict", "export"])
+@pytest.mark.parametrize("edit, message", [
+    (_swap_custom, "lists the classes multilamellar, unilamellar, uncertain"),
+    (_edit_range, "svm.range changed since the bundle was trained"),
+    (_family, "fails the model-card schema: family is 'cnn' but model is 'svm'"),
+])
+def test_cli_refuses_an_edited_bundle_in_one_line(svm_bundle, unlabelled, tmp_path, command,
+                                                 edit, message):
+    import re
+
+    copy = _edited(svm_bundle, tmp_path, edit)
+    args = (["--data", unlabelled, "--out", tmp_path / "p.csv"] if command == "predict"
+            else ["--out", tmp_path / "p.csv"])
+    result = _cli(command, copy, *args)
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len([line for line in lines if line.startswith("Error:")]) == 1
+    assert re.search(message, lines[-1]), lines[-1]
+    assert not (tmp_path / "p.csv").exists()
+
+
+# Outputs never overwrite inputs (issue 26) -----------------------------------------------
+
+
+@pytest.mark.parametrize("where", ["card", "symlink to card", "symlinked folder"])
+@pytest.mark.parametrize("command", ["predict", "export"])
+def test_cli_never_writes_onto_the_bundle(svm_bundle, unlabelled, tmp_path, command, where):
+    copy = shutil.copytree(svm_bundle, tmp_path / "b")
+    before = {p.name: p.read_bytes() for p in copy.iterdir()}
+    if where == "card":
+        out = copy / "model.json"
+    elif where == "symlink to card":
+        out = tmp_path / "out.csv"
+        out.symlink_to(copy / "model.json")
+    else:
+        (tmp_path / "alias").symlink_to(copy)
+        out = tmp_path / "alias" / "svm.range"
+    args = ["--data", unlabelled] if command == "predict" else []
+    result = _cli(command, copy, *args, "--out", out)
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().splitlines()[-1].startswith(f"Error: --out {out} ")
+    assert "the model bundle" in result.output
+    assert {p.name: p.read_bytes() for p in copy.iterdir()} == before
+
+
+def test_cli_predict_never_writes_into_the_data(svm_bundle, unlabelled, tmp_path):
+    result = _cli("predict", svm_bundle, "--data", unlabelled, "--out",
+                  unlabelled / "particles.json")
+    assert result.exit_code == 2
+    assert "lies inside the data" in result.output
+
+
+def test_train_into_another_models_bundle_deletes_nothing(tiny_run, svm_bundle, tmp_path):
+    other = shutil.copytree(svm_bundle, tmp_path / "other")
+    with pytest.raises(BundleError, match="holds a bundle of 'svm', not lipnet-1"):
+        deploy.train_from_results(tiny_run["results"], "lipnet-1", other, data=tiny_run["data"])
+    (other / "data.csv").write_text("mine")
+    with pytest.raises(BundleError, match="holds data.csv, which train did not write"):
+        deploy.train_from_results(tiny_run["results"], "svm", other, data=tiny_run["data"])
+    assert (other / "data.csv").read_text() == "mine"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_train_replaces_a_bundle_of_the_same_model(tiny_run, svm_bundle, tmp_path):
+    same = shutil.copytree(svm_bundle, tmp_path / "same")
+    deploy.train_from_results(tiny_run["results"], "svm", same, data=tiny_run["data"])
+    assert deploy.load_bundle(same).model == "svm"
+
+
+def test_train_out_onto_its_inputs_is_refused(tiny_run, tmp_path):
+    link = tmp_path / "results-link"
+    link.symlink_to(tiny_run["results"])
+    for out in (tiny_run["results"], link, tiny_run["data"] / "bundle"):
+        with pytest.raises(OutputError, match="an input of this command"):
+            deploy.train_from_results(tiny_run["results"], "svm", out, data=tiny_run["data"])
+    with pytest.raises(OutputError, match="--out .* is the cross-validation folder"):
+        deploy.train_model("svm", tmp_path / "m", data=tiny_run["data"], cv_out=tmp_path / "m")

@@ -172,3 +172,45 @@ def test_writing_claims_the_temporary_file_beside_the_output(tmp_path):
     with pytest.raises(PermissionError):  # a file read beside it is not the output
         with outputs.writing(out):
             raise PermissionError(errno.EACCES, "Permission denied", str(tmp_path / "run.json"))
+
+
+# Outputs never overwrite inputs (issue 26) -----------------------------------------------
+
+
+def _inputs(tmp_path):
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "model.json").write_text("{}")
+    data = tmp_path / "data.csv"
+    data.write_text("id\n")
+    return bundle, data
+
+
+@pytest.mark.parametrize("out, relation", [
+    ("bundle", "is the model bundle"),
+    ("bundle/model.json", "lies inside the model bundle"),
+    ("data.csv", "is the data"),
+    (".", "is a folder holding the model bundle"),
+])
+def test_check_apart_refuses_an_output_on_an_input(tmp_path, out, relation):
+    bundle, data = _inputs(tmp_path)
+    with pytest.raises(OutputError, match=relation) as info:
+        outputs.check_apart(tmp_path / out, {"the model bundle": bundle, "the data": data})
+    assert "\n" not in str(info.value)
+    assert (bundle / "model.json").read_text() == "{}"
+
+
+def test_check_apart_follows_symlinks(tmp_path):
+    bundle, _data = _inputs(tmp_path)
+    (tmp_path / "link-to-card").symlink_to(bundle / "model.json")
+    (tmp_path / "link-dir").symlink_to(bundle)
+    for out in (tmp_path / "link-to-card", tmp_path / "link-dir" / "p.csv"):
+        with pytest.raises(OutputError, match="following symlinks"):
+            outputs.check_apart(out, {"the model bundle": bundle, "the data": None})
+
+
+def test_check_apart_accepts_a_sibling(tmp_path):
+    bundle, data = _inputs(tmp_path)
+    # A name that starts like an input is not inside it.
+    assert outputs.check_apart(tmp_path / "bundle-cv", {"b": bundle, "d": data}) == (
+        tmp_path / "bundle-cv").resolve()

@@ -5,8 +5,10 @@ import json
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
 from liposome_bench import report
+from liposome_bench.cli import cli
 from liposome_bench.dataset import LAMELLARITY, Dataset, Particle
 from liposome_bench.errors import ResultsError
 from liposome_bench.folds import Folds, make_folds
@@ -286,3 +288,64 @@ def test_budget_notes_flag_under_trained_folds_and_grid_edges(results_folder):
                for n in notes)
     text = report.format_report(summary)
     assert "possibly under-trained" in text and "| under_trained |" in text
+
+
+# The gate checks its inputs (issue 26) ------------------------------------------------------
+
+
+def _write_summary(results_folder):
+    """summary.json as the benchmark writes it: the folder's summary and its fold hashes."""
+    from liposome_bench.results import SUMMARY_SCHEMA_VERSION, fold_file_hashes
+
+    summary = report.load_summary(results_folder)
+    summary["schema_version"] = SUMMARY_SCHEMA_VERSION
+    summary["fold_files"] = fold_file_hashes(results_folder)
+    path = results_folder / "summary.json"
+    path.write_text(json.dumps(summary))
+    return path
+
+
+def test_an_intact_summary_passes_its_own_gate(results_folder, tmp_path):
+    _write_summary(results_folder)
+    baseline = report.write_baseline(results_folder, tmp_path / "baseline.json")
+    assert report.check_baseline(results_folder, baseline) == []
+
+
+@pytest.mark.parametrize("edit, key", [
+    (lambda m: m["per_class"]["uncertain"]["f1"].update(mean=0.99), "svm/uncertain/f1"),
+    (lambda m: m["overall"]["macro_f1"].update(mean=m["overall"]["macro_f1"]["mean"] + 1e-6),
+     "svm/overall/macro_f1"),
+    (lambda m: m["overall"]["accuracy"].update(mean="0.9"), "svm/overall/accuracy"),
+])
+def test_a_summary_edited_by_hand_is_refused_by_report_and_the_gate(results_folder, tmp_path,
+                                                                    edit, key):
+    baseline = report.write_baseline(results_folder, tmp_path / "baseline.json")
+    path = _write_summary(results_folder)
+    summary = json.loads(path.read_text())
+    edit(summary["models"]["svm"])
+    path.write_text(json.dumps(summary))
+    with pytest.raises(ResultsError, match=f"summary.json: {key} is .* but its fold files give"):
+        report.check_baseline(results_folder, baseline)
+    result = CliRunner().invoke(cli, ["report", str(results_folder), "--baseline",
+                                      str(baseline), "--out", str(tmp_path / "r.md")])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines()[-1].startswith(f"Error: {path}: {key} is ")
+
+
+def test_write_baseline_refuses_a_folder_missing_a_models_folds(results_folder, tmp_path):
+    for suffix in ("json", "csv"):
+        (results_folder / "lipnet-4" / f"fold-2.{suffix}").unlink()
+    out = tmp_path / "baseline.json"
+    result = CliRunner().invoke(cli, ["report", str(results_folder), "--write-baseline",
+                                      str(out), "--out", str(tmp_path / "r.md")])
+    assert result.exit_code == 2, result.output
+    assert "is incomplete: lipnet-4 (2 of 3 folds finished)" in result.output
+    assert not out.exists()
+
+
+def test_write_baseline_refuses_a_garbage_run_json(results_folder, tmp_path):
+    _write_summary(results_folder)
+    (results_folder / "run.json").write_text("{garbage")
+    with pytest.raises(ResultsError, match="run.json"):
+        report.write_baseline(results_folder, tmp_path / "baseline.json")
+    assert not (tmp_path / "baseline.json").exists()

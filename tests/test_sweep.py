@@ -157,19 +157,107 @@ def test_plan_skips_finished_folds_and_dry_run_lists_cells(tmp_path, tiny_export
     assert not (out / "sweep.json").exists()
 
 
-def test_cli_refuses_an_unknown_scheduler_and_an_unreachable_one(tmp_path, tiny_export_copy,
-                                                                  monkeypatch):
-    monkeypatch.setattr(sweep, "CONNECT_TIMEOUT", "2s")
+@pytest.mark.parametrize("address, why", [
+    ("slurm", "no protocol"),
+    ("tcp://host:abc", "port 'abc' is not a number in 1-65535"),
+    ("tcp://host:70000", "port '70000' is not a number in 1-65535"),
+    ("tcp://host:0", "port '0' is not a number in 1-65535"),
+    ("tcp://host", "no port"),
+    ("tcp://:8786", "no host"),
+    ("ucx://host:8786", "protocol ucx:// is not supported"),
+    ("tls://host:8786", "protocol tls:// is not supported"),
+    ("tcp://[::1]8786", "an IPv6 host needs [HOST]:PORT"),
+])
+def test_cli_refuses_a_scheduler_address_before_any_work(tmp_path, tiny_export_copy,
+                                                         address, why):
     path = _write(tmp_path, TINY_SWEEP)
+    out = tmp_path / "out"
     result = CliRunner().invoke(cli, ["sweep", str(path), "--data", str(tiny_export_copy),
-                                      "--scheduler", "slurm"])
-    assert result.exit_code == 2
-    assert result.output.startswith("Error: Unknown --scheduler 'slurm'; expected 'local' or")
-    result = CliRunner().invoke(cli, ["sweep", str(path), "--data", str(tiny_export_copy),
-                                      "--out", str(tmp_path / "out"),
-                                      "--scheduler", "tcp://127.0.0.1:9"])
+                                      "--out", str(out), "--scheduler", address])
     assert result.exit_code == 2, result.output
-    assert "Error: Cannot reach the Dask scheduler at tcp://127.0.0.1:9" in result.output
+    assert result.output.strip().splitlines() == [
+        f"Error: --scheduler {address!r}: {why}; expected {sweep.SCHEDULER_FORMS}."]
+    assert not out.exists()
+
+
+def test_scheduler_addresses_that_are_accepted():
+    assert sweep.parse_scheduler("local") is None
+    assert sweep.parse_scheduler("tcp://10.0.0.5:8786") == ("10.0.0.5", 8786)
+    assert sweep.parse_scheduler("tcp://[::1]:8786") == ("::1", 8786)
+
+
+def test_cli_refuses_an_unreachable_scheduler_within_the_timeout(tmp_path, tiny_export_copy):
+    import socket
+    import time
+
+    # A port that nothing listens on: bind one, then close it.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    path = _write(tmp_path, TINY_SWEEP)
+    out = tmp_path / "out"
+    started = time.perf_counter()
+    result = CliRunner().invoke(cli, ["sweep", str(path), "--data", str(tiny_export_copy),
+                                      "--out", str(out), "--scheduler",
+                                      f"tcp://127.0.0.1:{port}", "--connect-timeout", "2"])
+    assert time.perf_counter() - started < 20
+    assert result.exit_code == 2, result.output
+    assert (f"Error: Cannot reach the Dask scheduler at tcp://127.0.0.1:{port} within 2 s"
+            in result.output)
+    assert not out.exists()  # no half-made results folder
+
+
+def test_probe_times_out_on_a_silent_address(monkeypatch):
+    import socket
+
+    seen = {}
+
+    def fake(address, timeout):
+        seen.update(address=address, timeout=timeout)
+        raise TimeoutError("timed out")
+
+    monkeypatch.setattr(socket, "create_connection", fake)
+    with pytest.raises(ConfigError, match="within 0.5 s \\(timed out\\)"):
+        sweep.probe_scheduler("tcp://192.0.2.1:8786", 0.5)
+    assert seen == {"address": ("192.0.2.1", 8786), "timeout": 0.5}
+
+
+def test_a_10000_cell_lookup_is_a_dictionary(tmp_path, monkeypatch):
+    levels = ", ".join(f"{0.001 * (i + 1):.4f}" for i in range(100))
+    epochs = ", ".join(str(i + 1) for i in range(100))
+    path = _write(tmp_path, f"[cnn]\nmodel = 'lipnet-1'\nlearning_rate = [{levels}]\n"
+                            f"epochs = [{epochs}]\n")
+    config = sweep.load_sweep(path)
+    assert len(config.cells) == 10_000
+    plan = sweep.plan_sweep(config, tmp_path / "out", 2)
+    # Every task's cell found without hashing any cell's settings again.
+    calls = []
+    real = sweep.hashlib.sha256
+    monkeypatch.setattr(sweep.hashlib, "sha256", lambda *a: calls.append(1) or real(*a))
+    found = [config.cell(cell_id) for cell_id, _fold in plan.tasks]
+    assert calls == [] and len(found) == 20_000
+    assert found[-1] is config.cells[-1]
+
+
+@pytest.mark.parametrize("text, line", [
+    ("[sweep]\nfold_seed = -1\n[cnn]\nmodel = 'lipnet-1'\n",
+     "[sweep]: fold_seed must be an integer of at least 0; got -1."),
+    ("[cnn]\nmodel = 'lipnet-1'\nepochs = [nan, 3]\n",
+     "[cnn]: axis epochs has the level nan; settings are finite numbers."),
+    ("[cnn]\nmodel = 'lipnet-1'\nepochs = [3, inf]\n",
+     "[cnn]: axis epochs has the level inf; settings are finite numbers."),
+    ("[cnn]\nmodel = 'lipnet-1'\nlearning_rate = -inf\n",
+     "[cnn]: learning_rate is -inf; settings are finite numbers."),
+])
+def test_cli_refuses_non_finite_levels_and_a_negative_fold_seed(tmp_path, tiny_export_copy,
+                                                                 text, line):
+    path = _write(tmp_path, text)
+    result = CliRunner().invoke(cli, ["sweep", str(path), "--data", str(tiny_export_copy),
+                                      "--dry-run"])
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().splitlines() == [f"Error: {path}: {line} Give a number, or "
+                                                  "remove it." if "finite" in line
+                                                  else f"Error: {path}: {line}"]
 
 
 def test_cli_refuses_a_bad_sweep_file(tmp_path, tiny_export_copy):
