@@ -137,7 +137,7 @@ def subsample_training(folds: Folds, y, classes, *, fraction: float | None = Non
         short = [j for j in range(len(classes)) if counts[j] > 0 and targets[j] < 1]
         if short:
             j = short[0]
-            size = f"{fraction:g} of the training folds" if fraction is not None \
+            size = f"{fraction:.0%} of the training folds" if fraction is not None \
                 else f"{per_class} per class"
             raise CurveError(
                 f"At {size}, class {classes[j]!r} keeps no training particle in fold {fold} "
