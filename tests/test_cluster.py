@@ -116,11 +116,11 @@ def _executing(client, prefix):
     return [(a, k) for a, keys in running.items() for k in keys if k.startswith(prefix)]
 
 
-def _assert_fold_equal(path, reference):
+def _assert_fold_equal(path, reference, classes):
     table = pd.read_csv(path, dtype={"id": str})
     assert table["id"].tolist() == reference.ids
     np.testing.assert_array_equal(table["predicted"].to_numpy(),
-                                  np.array(list(reference.score_names))[reference.y_pred])
+                                  np.array(list(classes))[reference.y_pred])
     scores = table[[f"score_{n}" for n in reference.score_names]].to_numpy()
     # Same seeds, the same network; only thread counts change round-off.
     np.testing.assert_allclose(scores, reference.scores, atol=1e-5, rtol=0)
@@ -145,15 +145,17 @@ def test_sweep_and_curve_on_a_real_cluster_survive_a_killed_worker(real_cluster,
     result = _cli("sweep", config_path, "--data", export, "--out", root / "sweep",
                   "--scheduler", real_cluster)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "Dask scheduler " + real_cluster + ": 2 worker(s) now." in result.stdout
+    said = " ".join((result.stdout + result.stderr).split())
+    assert f"Dask scheduler {real_cluster}: 2 worker(s) now." in said
     config = sweep.load_sweep(config_path)
     dataset = load_dataset(export)
     folds2 = load_or_make_folds(dataset, k=2, seed=0)
     (cell,) = config.cells
+    classes = list(dataset.problem.classes)
     for reference in run_cnn(dataset, folds2, ResultsDir(root / "ref-sweep"), cell.settings,
                              seed=0, save_models=False):
         _assert_fold_equal(sweep.cell_dir(root / "sweep", cell.id) / cell.model
-                           / f"fold-{reference.fold}.csv", reference)
+                           / f"fold-{reference.fold}.csv", reference, classes)
 
     # A reduced curve through --scheduler; one worker process dies mid-task.
     out = root / "curve"
@@ -204,7 +206,7 @@ def test_sweep_and_curve_on_a_real_cluster_survive_a_killed_worker(real_cluster,
                                                           jobs=1, seed=0))
             for reference in references:
                 _assert_fold_equal(sweep.cell_dir(out, task_id) / c.model
-                                   / f"fold-{reference.fold}.csv", reference)
+                                   / f"fold-{reference.fold}.csv", reference, classes)
     assert time.monotonic() - started < 120
 
 
