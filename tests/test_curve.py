@@ -171,3 +171,31 @@ def test_curve_runs_on_dask_resumes_and_renders(tmp_path, tiny_export_copy):
     text = (out / "report.md").read_text()
     assert "## Answer" in text and "Synthetic data" in text
     assert (out / "report-figures" / "curves.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--fractions", "0,1"], "Error: --fractions are shares of the training folds in (0, 1]; "
+                             "got 0. Use --per-class for counts."),
+    (["--fractions", "0.5", "--per-class", "5"], "Error: Give --fractions or --per-class, "
+                                                 "not both."),
+    (["--scheduler", "slurm"], "Error: Unknown --scheduler 'slurm'; expected 'local' or a "
+                               "scheduler address such as tcp://host:8786."),
+])
+def test_cli_refuses_bad_options_with_one_line(tiny_export_copy, tmp_path, args, message):
+    result = CliRunner().invoke(cli, ["curve", "--data", str(tiny_export_copy), "--out",
+                                      str(tmp_path / "o"), *args])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines()[-1] == message
+
+
+def test_cli_dry_run_lists_tasks_and_runs_nothing(tiny_export_copy, tmp_path):
+    out = tmp_path / "o"
+    result = CliRunner().invoke(cli, ["curve", "--data", str(tiny_export_copy), "--out",
+                                      str(out), "--folds", "3", "--fractions", "0.07,0.5,1",
+                                      "--cnn", "lipnet-1,lipnet-2", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "2 sizes x 1 repeat(s) x 3 models x 3 folds = 18 tasks (18 to run)" in text
+    assert "Point f0.07 skipped: At 7% of the training folds" in text
+    assert "Estimated" in text and "Nothing was run." in text
+    assert not out.exists() or not (out / curve.CURVE_JSON).exists()
