@@ -591,7 +591,11 @@ def crossing(fit_a: dict, fit_b: dict) -> float:
     dc = fit_a["c"] - fit_b["c"]
     if not np.isfinite(dc) or dc == 0:
         return math.nan
-    return float(math.exp((fit_a["log_b"] - fit_b["log_b"]) / dc))
+    log_n = (fit_a["log_b"] - fit_b["log_b"]) / dc
+    if not np.isfinite(log_n):
+        return math.nan
+    # Nearly parallel curves cross absurdly far out (or near 0): beyond floats.
+    return math.inf if log_n > 700 else 0.0 if log_n < -700 else float(math.exp(log_n))
 
 
 def _ahead_crossing(fit_a, fit_b, n_max) -> float:

@@ -114,6 +114,8 @@ def test_power_law_fit_and_crossing_are_recovered():
     expected = 3.0 ** 5  # 0.5 n^-0.1 = 1.5 n^-0.3
     assert curve.crossing(fit_s, fit_c) == pytest.approx(expected)
     np.testing.assert_allclose(curve.predict_power_law(fit_c, n), cnn)
+    # Nearly parallel lines cross beyond any float (found by the quick run).
+    assert curve.crossing({"log_b": 0.0, "c": 0.1}, {"log_b": 10.0, "c": 0.1 + 1e-5}) == np.inf
     rng = np.random.default_rng(0)
     noise = rng.normal(0, 0.005, (4, 5))
     est = curve.crossing_estimate(n, svm[:, None] + noise, cnn[:, None] - noise, n_boot=200)
@@ -166,6 +168,7 @@ def test_curve_runs_on_dask_resumes_and_renders(tmp_path, tiny_export_copy):
     again = CliRunner().invoke(cli, args + ["--scheduler", "tcp://127.0.0.1:1"])
     # Only the failed SVM tasks of f0.2 remain; they need the (unreachable) cluster.
     assert again.exit_code == 2 and "Cannot reach the Dask scheduler" in again.output
+    assert "15 of 18 tasks already finished" in " ".join(again.output.split())
     report = CliRunner().invoke(cli, ["report", str(out)])
     assert report.exit_code == 0, report.output
     text = (out / "report.md").read_text()
