@@ -755,6 +755,13 @@ def summarise_curve(out, *, n_boot: int = BOOTSTRAPS) -> dict:
                         "sd_a": [_mean_sd(s)["sd"] for s in sa],
                         "sd_b": [_mean_sd(s)["sd"] for s in sb], **est,
                         "verdict_at_largest": v["verdict"]}
+                # A fitted exponent <= 0 is an error that does not fall with
+                # more data: not a learning curve, so nothing is extrapolated.
+                item["not_learning"] = [item[f"model_{side}"] for side in ("a", "b")
+                                        if not est[f"fit_{side}"]["c"] > 0]
+                if item["not_learning"]:
+                    item.update(crossing=math.inf, crossing_raw=math.nan, low=math.nan,
+                                high=math.nan)
                 item["line"] = summary_line(item)
                 crossings.append(item)
                 lines.append(item["line"])
@@ -796,6 +803,10 @@ def summary_line(item: dict) -> str:
             + f" (F1 {item['model_a']} {fa:.2f} vs {item['model_b']} {fb:.2f}; "
             f"{item['verdict_at_largest']})")
     x = item["crossing"]
+    if item.get("not_learning"):
+        return head + (f"; the fitted F1 of {' and '.join(item['not_learning'])} does not "
+                       "rise with more data here (exponent <= 0), so no crossing is "
+                       "extrapolated.")
     if not np.isfinite(x):
         raw = item.get("crossing_raw", math.inf)
         if np.isfinite(raw) and raw > n_max:

@@ -129,6 +129,8 @@ def test_power_law_fit_and_crossing_are_recovered():
                            "lipnet-4 0.62; no significant difference); the fitted curves "
                            "cross near 2")
     assert "beyond 2x the data this extrapolation is a guess" in line
+    assert "no crossing is extrapolated" in curve.summary_line(
+        {**item, "not_learning": ["svm"]})
     # Nearly parallel curves far apart: no crossing within 10x.
     flat = 1 - 0.9 * n ** -0.11
     far = curve.crossing_estimate(n, svm[:, None] + noise, flat[:, None] + noise, n_boot=50)
