@@ -179,12 +179,12 @@ def test_curve_runs_on_dask_resumes_and_renders(tmp_path, tiny_export_copy):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--fractions", "0,1"], "Error: --fractions are shares of the training folds in (0, 1]; "
-                             "got 0. Use --per-class for counts."),
-    (["--fractions", "0.5", "--per-class", "5"], "Error: Give --fractions or --per-class, "
-                                                 "not both."),
-    (["--scheduler", "slurm"], "Error: Unknown --scheduler 'slurm'; expected 'local' or a "
-                               "scheduler address such as tcp://host:8786."),
+    (["--fractions", "0,1"], ("Error: --fractions are shares of the training folds in (0, 1]; "
+                             "got 0. Use --per-class for counts.")),
+    (["--fractions", "0.5", "--per-class", "5"], ("Error: Give --fractions or --per-class, "
+                                                 "not both.")),
+    (["--scheduler", "slurm"], ("Error: Unknown --scheduler 'slurm'; expected 'local' or a "
+                               "scheduler address such as tcp://host:8786.")),
 ])
 def test_cli_refuses_bad_options_with_one_line(tiny_export_copy, tmp_path, args, message):
     result = CliRunner().invoke(cli, ["curve", "--data", str(tiny_export_copy), "--out",
