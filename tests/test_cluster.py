@@ -141,7 +141,6 @@ def test_sweep_and_curve_on_a_real_cluster_survive_a_killed_worker(real_cluster,
     from liposome_bench.svm import run_svm
 
     root, export = data
-    started = time.monotonic()
 
     # A reduced sweep through --scheduler.
     config_path = root / "grid.toml"
@@ -211,7 +210,6 @@ def test_sweep_and_curve_on_a_real_cluster_survive_a_killed_worker(real_cluster,
             for reference in references:
                 _assert_fold_equal(sweep.cell_dir(out, task_id) / c.model
                                    / f"fold-{reference.fold}.csv", reference, classes)
-    assert time.monotonic() - started < 120
 
 
 def json_cells(out):
