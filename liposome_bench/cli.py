@@ -1063,7 +1063,8 @@ def report_command(results, out, baseline, tolerance, write_baseline_to, gallery
         write_baseline,
     )
 
-    if _report_sweep(results, out, baseline, write_baseline_to):
+    if (_report_curve(results, out, baseline, write_baseline_to)
+            or _report_sweep(results, out, baseline, write_baseline_to)):
         return
     if baseline is not None:
         read_baseline(baseline)  # a bad baseline fails before any work
@@ -1411,6 +1412,134 @@ def sweep_command(config, problem, data, reader_options, cache_dir, out, schedul
     _display().print_sweep_summary(console, summary, chosen)
     click.echo(f"Ran {len(run.ran)} task(s), {run.skipped} already finished, in "
                f"{run.seconds:.0f} s. Tables: {table_csv}, {comparisons_csv}. "
+               f"Figures: liposome-bench report {out}")
+
+
+# --- curve ------------------------------------------------------------------
+
+def dask_options(func):
+    """--scheduler and --workers of the commands that run on Dask."""
+    func = click.option("--workers", type=click.IntRange(min=1), default=None,
+                        help="Workers of the local cluster (default: sized to the "
+                        "machine).")(func)
+    return click.option(
+        "--scheduler",
+        default="local",
+        show_default=True,
+        metavar="local|tcp://HOST:PORT",
+        help="'local': a Dask cluster on this machine; or the address of a running "
+        "Dask scheduler (docs/sweep.md; SLURM: docs/curve.md).",
+    )(func)
+
+
+def _report_curve(results, out, baseline, write_baseline_to) -> bool:
+    """``report`` on a curve folder: the curve's report (True), else False."""
+    from liposome_bench.curve import is_curve_folder, render_curve_report
+
+    if not is_curve_folder(results):
+        return False
+    if baseline is not None or write_baseline_to is not None:
+        raise UserError(f"{results} is a curve folder; --baseline and --write-baseline work "
+                        "on a benchmark results folder.")
+    path = render_curve_report(results, out)
+    click.echo(f"Report written to {path} (figures in "
+               f"{path.parent / (path.stem + '-figures')}).")
+    return True
+
+
+@cli.command("curve")
+@problem_option(required=False)
+@data_option
+@reader_options
+@cache_option
+@click.option("--cnn", default=None, metavar="MODEL[,MODEL...]",
+              help="CNN(s) to compare with the SVM, comma-separated. Default: the "
+              "benchmark's pick (lipnet-4 for lamellarity, lipnet-2 for encapsulation).")
+@click.option("--fractions", default=None, metavar="F[,F...]",
+              help="Shares of each training fold to train on, in (0, 1]. Default: "
+              "0.1,0.25,0.5,1.")
+@click.option("--per-class", "per_class", default=None, metavar="N[,N...]",
+              help="Training particles per class instead of --fractions.")
+@click.option("--repeats", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Independent subsamples per size (more paired fold scores).")
+@click.option("--quick", is_flag=True,
+              help="Smoke run: the benchmark's ~120-particle quick subsample, sizes 0.5 "
+              "and 1, 2 CNN epochs; its own folder.")
+@click.option("--epochs", type=click.IntRange(min=1), default=None,
+              help="Maximum epochs of every CNN (early stopping still applies).")
+@click.option("--dry-run", is_flag=True,
+              help="Print the tasks and an estimated time; run nothing.")
+@folds_option
+@fold_seed_option
+@group_by_option
+@seed_option
+@dask_options
+@out_option(None, "Curve folder. Default: results/curve-<problem> (-quick with --quick).")
+@wait_option
+@_fail_cleanly
+def curve_command(problem, data, reader_options, cache_dir, cnn, fractions, per_class, repeats,
+                  quick, epochs, dry_run, k, fold_seed, group_by, seed, scheduler, workers,
+                  out, wait):
+    """Learning curves: SVM and CNN(s) trained on growing shares of each
+    training fold, all tested on the same test folds.
+
+    At each size: per-class and macro F1 of each model over folds and the
+    paired verdict (corrected resampled t-test, Holm). Per class: a power law
+    of the error fitted per model and where the SVM's and CNN's curves cross,
+    with a bootstrap interval (docs/curve.md). Each (size, repeat, model,
+    fold) is one Dask task; a re-run skips finished ones. `report OUT` draws
+    the curves.
+
+    Example: liposome-bench curve --problem lamellarity --quick
+    """
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from liposome_bench import curve as _curve
+    from liposome_bench.comparison import DEFAULT_CNN, QUICK_PARTICLES, quick_subset
+    from liposome_bench.folds import load_or_make_folds
+    from liposome_bench.settings import CNNSettings
+    from liposome_bench.sources import resolve_dataset
+    from liposome_bench.sweep import DatasetSource, check_scheduler
+
+    check_scheduler(scheduler)
+    if quick and fractions is None and per_class is None:
+        fractions = ",".join(f"{f:g}" for f in _curve.QUICK_FRACTIONS)
+    points = _curve.parse_points(fractions, per_class)
+    console = Console()
+    with _live_reporter() as reporter:
+        dataset = resolve_dataset(data, problem, cache_dir=cache_dir, reporter=reporter,
+                                  **reader_options)
+        name = dataset.problem.name
+        models = ([m.strip() for m in cnn.split(",") if m.strip()] if cnn
+                  else list(DEFAULT_CNN.get(name, ("lipnet-4",))))
+        settings = CNNSettings()
+        if epochs or quick:
+            settings = settings.replace(epochs=epochs or _curve.QUICK_EPOCHS)
+        cells = _curve.model_cells(models, settings)
+        if quick and len(dataset) > QUICK_PARTICLES:
+            dataset = quick_subset(dataset, seed=seed)
+        out = Path(out or f"results/curve-{name}{'-quick' if quick else ''}")
+        folds = load_or_make_folds(dataset, k=k, seed=fold_seed, group_by=group_by,
+                                   reporter=reporter)
+        plan = _curve.plan_curve(folds, dataset.y, list(dataset.problem.classes), out, cells,
+                                 points, repeats=repeats, seed=seed)
+        if dry_run:
+            reporter.close()
+            _display().print_curve_plan(console, plan, _curve.estimate_seconds(plan),
+                                        len(dataset))
+            return
+        source = DatasetSource(
+            root=str(dataset.root), problem=name if dataset.problem.codes is not None
+            else None, builtin=data is None, reader_options=reader_options,
+            fingerprint=folds.fingerprint) if dataset.root else None
+        run = _curve.run_curve(plan, dataset, folds, seed=seed, scheduler=scheduler,
+                               n_workers=workers, source=source, reporter=reporter, wait=wait)
+    summary = _curve.summarise_curve(out)
+    _display().print_curve_summary(console, summary)
+    click.echo(f"Ran {run.ran} task(s), {run.skipped} already finished, in "
+               f"{run.seconds:.0f} s. Summary: {out / _curve.SUMMARY_JSON}. "
                f"Figures: liposome-bench report {out}")
 
 

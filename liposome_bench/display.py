@@ -713,3 +713,63 @@ def print_predictions(result, path):
             print_model_summary(console, f"{int(keep.sum())} kept (not abstained)",
                                 summary(keep))
     console.print(f"Predictions in {path}", markup=False, highlight=False, soft_wrap=True)
+
+
+def print_curve_plan(console, plan, seconds, n_particles):
+    """``curve --dry-run``: the tasks per point and model, and a time estimate."""
+    from rich.table import Table
+
+    from liposome_bench.sweep import format_duration, local_cluster_shape
+
+    table = Table(title=f"{len(plan.points)} sizes x {plan.repeats} repeat(s) x "
+                        f"{len(plan.cells)} models x {plan.k} folds = {plan.total} tasks "
+                        f"({len(plan.tasks)} to run)")
+    for name in ("point", "size", "repeat", "model", "training particles (mean)", "to run"):
+        table.add_column(name)
+    for point in plan.points:
+        for r in range(plan.repeats):
+            sub = plan.subsamples[(point.label, r)]
+            n_train = sum(len(sub.train_indices(f)) for f in range(plan.k)) / plan.k
+            for cell in plan.cells:
+                todo = sum(1 for t in plan.tasks if t.point == point and t.repeat == r
+                           and t.cell.id == cell.id)
+                table.add_row(point.label, point.describe(), str(r), cell.id,
+                              f"{n_train:.0f}", f"{todo}/{plan.k}")
+    console.print(table)
+    for label, message in plan.skipped.items():
+        console.print(f"Point {label} skipped: {message}", soft_wrap=True)
+    cores = local_cluster_shape()["cores"]
+    console.print(
+        f"Estimated {format_duration(seconds)} of CPU time for {len(plan.tasks)} task(s) on "
+        f"{n_particles} particles (CNN: maximum epochs x fit particles at the assumed "
+        f"rate; SVM: scaled from the measured full-data fold), about "
+        f"{format_duration(seconds / cores)} on this machine's {cores} core(s). Rough, CPU "
+        "only. Nothing was run.", soft_wrap=True)
+
+
+def print_curve_summary(console, summary):
+    """``curve``'s result: F1 per point and model, then the answer lines."""
+    from rich.table import Table
+
+    if summary.get("synthetic"):
+        console.print("[yellow]Synthetic data: these are not the thesis's results.[/yellow]")
+    classes = summary["classes"]
+    table = Table(title="F1 per training size (mean ± sd over folds)")
+    for name in ("point", "training particles", "model", *classes, "macro F1"):
+        table.add_column(name)
+
+    def cell(entry):
+        m, s = entry["mean"], entry["sd"]
+        if m is None:
+            return "—"
+        return f"{m:.2f}" if s is None else f"{m:.2f} ± {s:.2f}"
+
+    for p in summary["points"]:
+        for m in p["models"].values():
+            table.add_row(p["label"], f"{p['n_train']:.0f}", m["model"],
+                          *[cell(m["f1"][c]) for c in classes], cell(m["macro_f1"]))
+    console.print(table)
+    for label, message in summary.get("skipped", {}).items():
+        console.print(f"Point {label} skipped: {message}", soft_wrap=True)
+    for line in summary["lines"]:
+        console.print(line, soft_wrap=True, markup=False)

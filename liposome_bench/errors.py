@@ -32,3 +32,7 @@ class BundleError(LiposomeBenchError):
     """A model bundle is missing, damaged, too new, or made for other data."""
 class SweepError(LiposomeBenchError):
     """Tasks of a sweep failed with user errors (each reported once)."""
+
+
+class CurveError(LiposomeBenchError):
+    """A learning curve that cannot be made (a training size too small for a class)."""

@@ -442,3 +442,77 @@ def plot_montage(rows, labels, path, *, per_class: int) -> Path:
                 ax.axis("off")
         axes[ci, 0].set_ylabel(labels[ci], rotation=0, ha="right", va="center", fontsize=10)
     return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+
+
+def plot_learning_curves(summary: dict, path) -> Path | None:
+    """F1 against training particles (log x) from a ``curve`` summary: one
+    panel per class and one for macro F1; each model's mean over folds with
+    whiskers of ± one standard deviation, its fitted power law
+    ``1 - F1 = b n^-c`` (dashed, extended to the crossing or 3x the data),
+    and the crossing with its bootstrap interval (shaded; drawn only up to
+    10x the data).
+
+    Parameters
+    ----------
+    summary : dict
+        ``curve.summarise_curve``'s result.
+    path : path
+        PNG to write.
+
+    Returns
+    -------
+    Path, or None when no crossing entry (no point with both models) exists.
+    """
+    items = summary.get("crossings", [])
+    if not items:
+        return None
+    panels = list(dict.fromkeys(item["class"] for item in items))
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 3.3),
+                             layout="constrained", squeeze=False)
+    colours = plt.get_cmap("tab10")
+    models = list(dict.fromkeys([i["model_a"] for i in items] + [i["model_b"] for i in items]))
+    for ax, cls in zip(axes[0], panels):
+        drawn = set()
+        for item in (i for i in items if i["class"] == cls):
+            n = np.asarray(item["n"], dtype=np.float64)
+            n_max = float(n.max())
+            crossing = item.get("crossing")
+            reach = max(3 * n_max, 1.3 * crossing) if crossing else 3 * n_max
+            grid = np.geomspace(max(n.min() * 0.8, 1), min(reach, 10 * n_max), 100)
+            for side in ("a", "b"):
+                model, cell = item[f"model_{side}"], item[f"cell_{side}"]
+                colour = colours(models.index(model))
+                fit = item[f"fit_{side}"]
+                if fit.get("c") is not None and fit.get("log_b") is not None:
+                    ax.plot(grid, 1 - np.exp(fit["log_b"] - fit["c"] * np.log(grid)), "--",
+                            color=colour, lw=1)
+                if cell in drawn:
+                    continue
+                drawn.add(cell)
+                sd = np.array([_nan(v) for v in item[f"sd_{side}"]])
+                ax.errorbar(n, item[f"f1_{side}"], yerr=np.nan_to_num(sd), fmt="o-",
+                            color=colour, capsize=2, label=model, ms=4)
+            if crossing:
+                ax.axvline(crossing, color="grey", lw=0.8)
+                low, high = item.get("low"), item.get("high")
+                if low is not None:
+                    ax.axvspan(low, high if high is not None else 10 * n_max, color="grey",
+                               alpha=0.15)
+            ax.axvspan(2 * n_max, grid.max() * 1.05, color="orange", alpha=0.06, lw=0)
+        ax.set_xscale("log")
+        ax.set_ylim(0, 1.02)
+        ax.set_title(cls, fontsize="medium")
+        ax.set_xlabel("training particles" + (" (all classes)" if cls == "macro F1"
+                                               else f" of {cls}"))
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("F1 (mean ± sd over folds)")
+    axes[0][-1].legend(fontsize="small", loc="lower right")
+    title = (f"{summary['problem']}: learning curves; dashed: fitted power law, "
+             "grey: crossing (bootstrap 95 %), orange: beyond 2x the data (a guess)")
+    if summary.get("synthetic"):
+        title += " — synthetic data"
+    fig.suptitle(title, fontsize="small")
+    path = _save(fig, path)
+    plt.close(fig)
+    return path
