@@ -44,6 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
+from liposome_bench import stats
 from liposome_bench.errors import ConfigError, ResultsError
 from liposome_bench.io import atomic_write_json, atomic_write_text
 from liposome_bench.outputs import check_output_dir, writing
@@ -308,6 +309,11 @@ def _run_repeats(dataset, settings, out, repeats, folds, fold_seed, seed, jobs, 
     summary["timings"] = {**timings, **{k: v + timings.get(k, 0.0)
                                         for k, v in per_repeat[0]["timings"].items()}}
     summary["timings"]["total_s"] = time.perf_counter() - started
+    verdict = summary.get("verdict") or {}
+    for comp in verdict.get("comparisons", []):
+        comp["repeats_suggestion"] = stats.repeats_suggestion(
+            comp, verdict.get("repeats", repeats), verdict.get("k", k),
+            summary["timings"]["total_s"], verdict.get("alpha", stats.ALPHA))
     _write_outputs(out, summary, dataset, cnn_models, repeats=repeats)
     return summary
 

@@ -13,6 +13,7 @@ import math
 import numpy as np
 from rich.table import Table
 
+from liposome_bench import stats
 from liposome_bench.metrics import (
     UNDEFINED,
     format_signed as _signed,
@@ -215,7 +216,8 @@ def verdict_table(verdict: dict, comparison: dict, classes) -> Table:
                  f"McNemar: particles only {b} got right vs only {a}, on the pooled "
                  "predictions of one repeat (training variance ignored)."),
     )
-    for name, justify in (("score", "left"), ("difference", "right"), ("95 % CI", "right"),
+    for name, justify in (("score", "left"), ("difference", "right"),
+                          ("interval (Holm-matched)", "right"),
                           ("p", "right"), ("Holm p", "right"), ("verdict", "left")):
         table.add_column(name, justify=justify, style="bold" if name == "score" else None)
 
@@ -224,7 +226,8 @@ def verdict_table(verdict: dict, comparison: dict, classes) -> Table:
         star = " *" if e.get("significant") else ""
         table.add_row(label, _signed(e.get("difference")) + star,
                       f"[{_signed(ci[0])}, {_signed(ci[1])}]", _p(e.get("p")),
-                      _p(e.get("p_holm")) if adjusted else "(not adjusted)", e["verdict"])
+                      _p(e.get("p_holm")) if adjusted else "(not adjusted)",
+                      stats.verdict_text(e) if adjusted else e["verdict"])
 
     for cls in classes:
         row(f"F1 {cls}", comparison["per_class"][cls])
@@ -311,6 +314,9 @@ def print_benchmark(summary: dict, console) -> None:
         console.print(note, markup=False, soft_wrap=True)
     for comp in verdict.get("comparisons", []):
         console.print(verdict_table(verdict, comp, classes))
+        advice = stats.suggestion_text(comp.get("repeats_suggestion"))
+        if advice:
+            console.print(f"Power: {advice}", soft_wrap=True)
     repeats = summary.get("repeats")
     if repeats:
         console.print(f"{repeats['count']} repeats (fold seeds {repeats['fold_seeds']}); the "

@@ -47,6 +47,7 @@ from pathlib import Path
 
 from liposome_bench.io import atomic_write_json, atomic_write_text
 from liposome_bench.errors import ResultsError
+from liposome_bench.stats import suggestion_text, verdict_text
 from liposome_bench.metrics import (
     UNDEFINED,
     format_signed as _signed,
@@ -497,7 +498,7 @@ def _headline_lines(verdict: dict, classes) -> list[str]:
                          f"[{_signed(ci[0])}, {_signed(ci[1])}]",
                          format_p_value(e.get("p")),
                          format_p_value(e.get("p_holm")) if adjusted else "not adjusted",
-                         e["verdict"]])
+                         verdict_text(e) if adjusted else e["verdict"]])
 
         for cls in classes:
             row(f"F1 {cls}", comp["per_class"][cls])
@@ -509,9 +510,13 @@ def _headline_lines(verdict: dict, classes) -> list[str]:
                          format_p_value(test["p_value"]), "not adjusted",
                          "see note"])
         lines.append(_md_table(
-            ["score", f"{b} − {a} (mean)", "95 % interval", "p", "Holm p", "verdict"], rows,
+            ["score", f"{b} − {a} (mean)", "interval (Holm-matched)", "p", "Holm p",
+             "verdict"], rows,
             align=["---", "---:", "---:", "---:", "---:", "---"]))
         lines.append("")
+        advice = suggestion_text(comp.get("repeats_suggestion"))
+        if advice:
+            lines += [f"Power: {advice}", ""]
         if test:
             lines += [
                 f"McNemar row: {test['only_b']} particles only {b} got right, "

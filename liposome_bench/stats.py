@@ -583,6 +583,75 @@ def dietterich_5x2cv_ttest(differences) -> dict:
     return out
 
 
+def detectable_difference(differences, n_train, n_test, level: float,
+                          n_scores: int | None = None) -> float | None:
+    """The smallest mean difference the corrected resampled t-test could call
+    significant at ``level`` (two-sided): t_(1 - level/2, n - 1) times the
+    corrected standard error, from the observed variance of ``differences``.
+
+    With ``n_scores`` it is the same for a run with that many fold scores and
+    the same variance (what more ``--repeats`` would detect); the overlap
+    term n_test / n_train does not shrink with repeats, so the gain flattens.
+
+    Returns None with fewer than 2 finite differences.
+    """
+    from scipy.stats import t as student_t
+
+    d = np.asarray(differences, dtype=np.float64)
+    d = d[np.isfinite(d)]
+    if d.size < 2:
+        return None
+    n = int(n_scores or d.size)
+    se = np.sqrt((1.0 / n + float(n_test) / float(n_train)) * d.var(ddof=1))
+    return float(student_t.ppf(1.0 - level / 2.0, n - 1) * se)
+
+
+def repeats_suggestion(comparison: dict, repeats: int, k: int, total_s: float | None,
+                       alpha: float = ALPHA) -> dict | None:
+    """What ``--repeats R`` (R = 3, or 2 more than now) would detect on macro
+    F1, at its Holm rank, with this run's variance, and about how long it
+    would take from this run's own wall time (repeats cost alike)."""
+    entry = comparison.get("macro_f1") or {}
+    if entry.get("detectable") is None or not entry.get("holm_rank"):
+        return None
+    target = 3 if repeats < 3 else repeats + 2
+    m = len(comparison.get("per_class", {})) + 1
+    level = alpha / (m - entry["holm_rank"] + 1)
+    # recover the variance from this run's detectable difference
+    from scipy.stats import t as student_t
+
+    n = repeats * k
+    scale_now = 1.0 / n + comparison["n_test"] / comparison["n_train"]
+    sd = entry["detectable"] / (student_t.ppf(1 - level / 2, n - 1) * np.sqrt(scale_now))
+    n_new = target * k
+    scale_new = 1.0 / n_new + comparison["n_test"] / comparison["n_train"]
+    detect = float(student_t.ppf(1 - level / 2, n_new - 1) * np.sqrt(scale_new) * sd)
+    return {"repeats": target, "detectable": detect,
+            "estimated_s": None if not total_s else float(total_s * target / max(repeats, 1))}
+
+
+def verdict_text(entry: dict) -> str:
+    """An entry's verdict as display and report print it: on a "no
+    significant difference" row, also the smallest difference this run
+    could have detected at its Holm rank."""
+    said = entry["verdict"]
+    if said == NO_DIFFERENCE and entry.get("detectable") is not None:
+        said += f"; cannot tell differences smaller than ±{entry['detectable']:.2f}"
+    return said
+
+
+def suggestion_text(suggestion: dict | None) -> str | None:
+    """:func:`repeats_suggestion` as one sentence, or None."""
+    if not suggestion:
+        return None
+    when = ""
+    if suggestion.get("estimated_s"):
+        when = f" would take about {suggestion['estimated_s'] / 60:.0f} min here and"
+    return (f"`--repeats {suggestion['repeats']}`{when} detect macro F1 differences of about "
+            f"±{suggestion['detectable']:.2f} (this run's variance; the training-set "
+            "overlap term does not shrink with repeats).")
+
+
 def holm(p_values) -> np.ndarray:
     """Holm's (1979) step-down adjusted p-values, in input order.
 
@@ -682,10 +751,26 @@ def compare_fold_scores(runs_a, runs_b, classes, n_particles: int, *, name_a="A"
     per_class = {cls: entry(f1[:, j]) for j, cls in enumerate(classes)}
     macro_entry = entry(macro)
     family = [*per_class.values(), macro_entry]
-    for e, adjusted in zip(family, holm([e["p"] for e in family])):
+    columns = [*(f1[:, j] for j in range(k)), macro]
+    p_values = [e["p"] for e in family]
+    order = np.argsort([p if np.isfinite(p) else np.inf for p in p_values], kind="stable")
+    ranks = np.empty(len(family), dtype=int)
+    ranks[order] = np.arange(len(family))
+    for e, adjusted, d, rank in zip(family, holm(p_values), columns, ranks):
         e["p_holm"] = float(adjusted)
         e["significant"] = bool(np.isfinite(adjusted) and adjusted < alpha and e["mean"] != 0)
         e["verdict"] = _verdict_word(e["mean"], adjusted, name_a, name_b, alpha)
+        if test == "corrected":
+            # The interval printed beside the Holm verdict: at the level
+            # alpha * p / p_holm it excludes 0 exactly when p_holm < alpha.
+            e["ci_unadjusted"] = e["ci"]
+            level = (alpha * e["p"] / adjusted
+                     if np.isfinite(adjusted) and adjusted > 0 and e["p"] > 0 else alpha)
+            e["ci"] = corrected_interval(e, mean_train, mean_test, d, 1.0 - level)
+            e["ci_level"] = float(1.0 - level)
+            e["holm_rank"] = int(rank) + 1
+            e["detectable"] = detectable_difference(
+                d, mean_train, mean_test, alpha / (len(family) - int(rank)))
     acc = entry(accuracy)
     acc["p_holm"] = None
     acc["significant"] = bool(np.isfinite(acc["p"]) and acc["p"] < alpha and acc["mean"] != 0)

@@ -351,3 +351,61 @@ def test_five_repeats_of_two_folds_use_the_5x2cv_test():
     assert macro["df"] == 5 and macro["ci"] == [None, None]
     three = stats.headline_verdict({"svm": svm[:3], "cnn": cnn[:3]}, "svm", ["x", "y"], 8, k=2)
     assert three["test"] == stats.TTEST_NAME
+
+
+_OUTCOMES = set()
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_interval_beside_a_holm_verdict_matches_it(seed, outcomes=_OUTCOMES):
+    """Issue 25: an interval never excludes 0 on a row whose Holm-adjusted
+    verdict is "no significant difference", and always does on a significant
+    row; each no-difference row states the smallest detectable difference."""
+    rng = np.random.default_rng(seed)
+    runs_a, runs_b = [], []
+    for repeat in range(2):
+        fa, fb = [], []
+        for fold in range(5):
+            y = np.repeat([0, 1, 2], [40, 30, 10])
+            pa, pb = y.copy(), y.copy()
+            bad = rng.choice(80, rng.integers(8, 20), replace=False)
+            pa[bad] = (y[bad] + 1) % 3
+            bad = rng.choice(80, rng.integers(2, 14), replace=False)
+            pb[bad] = (y[bad] + 1) % 3
+            fa.append(_Fold(fold, y, pa))
+            fb.append(_Fold(fold, y, pb))
+        runs_a.append(fa)
+        runs_b.append(fb)
+    out = stats.compare_fold_scores(runs_a, runs_b, ["x", "y", "z"], n_particles=400,
+                                    name_a="svm", name_b="cnn")
+    for e in (*out["per_class"].values(), out["macro_f1"]):
+        low, high = e["ci"]
+        excludes_zero = low > 0 or high < 0
+        assert excludes_zero == e["significant"], e
+        # the Holm-matched interval is never narrower than the unadjusted 95 % one
+        assert high - low >= e["ci_unadjusted"][1] - e["ci_unadjusted"][0] - 1e-12
+        if not e["significant"]:
+            assert e["detectable"] > 0
+            assert "cannot tell differences smaller than ±" in stats.verdict_text(e)
+    outcomes.update(e["significant"] for e in (*out["per_class"].values(), out["macro_f1"]))
+    advice = stats.repeats_suggestion(out, 2, 5, 600.0)
+    assert advice["repeats"] == 3 and advice["estimated_s"] == pytest.approx(900.0)
+    assert advice["detectable"] < out["macro_f1"]["detectable"]
+
+
+def test_detectable_difference_by_hand():
+    from scipy.stats import t as student_t
+
+    d = np.array([0.1, -0.05, 0.02, 0.07, 0.0])
+    se = math.sqrt((1 / 5 + 100 / 400) * d.var(ddof=1))
+    assert stats.detectable_difference(d, 400, 100, 0.05) == pytest.approx(
+        student_t.ppf(0.975, 4) * se)
+
+
+def test_the_interval_cases_held_both_verdicts():
+    """The seeds above give significant rows and rows whose unadjusted 95 %
+    interval excludes 0 while Holm says no difference (the case the
+    Holm-matched interval exists for)."""
+    for seed in range(12):
+        test_interval_beside_a_holm_verdict_matches_it(seed)
+    assert _OUTCOMES == {True, False}
