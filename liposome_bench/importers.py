@@ -38,6 +38,7 @@ import numpy as np
 
 from liposome_bench.dataset import (
     IMAGE_EXTENSIONS,
+    MIN_IMAGE_SIDE,
     PROBLEMS,
     Dataset,
     Particle,
@@ -94,6 +95,8 @@ class MicrographSummary:
     particles: int = 0
     edge_cut: int = 0  # kept and flagged
     dropped: int = 0  # edge-cut and dropped (drop_edge)
+    widened: int = 0  # crop widened to the readers' MIN_IMAGE_SIDE
+    too_small: int = 0  # dropped: the micrograph is under MIN_IMAGE_SIDE a side
 
 
 @dataclass
@@ -117,6 +120,14 @@ class ImportResult:
     @property
     def dropped(self) -> int:
         return sum(m.dropped for m in self.micrographs)
+
+    @property
+    def widened(self) -> int:
+        return sum(m.widened for m in self.micrographs)
+
+    @property
+    def too_small(self) -> int:
+        return sum(m.too_small for m in self.micrographs)
 
 
 # Reading micrographs --------------------------------------------------------
@@ -331,12 +342,27 @@ def _trim(mask: np.ndarray, x0: int = 0, y0: int = 0) -> tuple[np.ndarray, int, 
     return np.ascontiguousarray(mask[r0:r1, c0:c1]), x0 + int(c0), y0 + int(r0)
 
 
+def _widen(lo: int, hi: int, size: int) -> tuple[int, int]:
+    """``[lo, hi)`` grown about its middle to at least ``MIN_IMAGE_SIDE``,
+    shifted to stay inside ``[0, size)`` (``size >= MIN_IMAGE_SIDE``)."""
+    need = MIN_IMAGE_SIDE - (hi - lo)
+    if need <= 0:
+        return lo, hi
+    lo = max(lo - (need + 1) // 2, 0)
+    hi = min(lo + MIN_IMAGE_SIDE, size)
+    return max(hi - MIN_IMAGE_SIDE, 0), hi
+
+
 def _cut_particles(micrograph_id: str, image: np.ndarray, instances: list[_Instance],
                    pixel_size_nm: float, source: str, surround: int, drop_edge: bool,
                    summary: MicrographSummary, extra: dict) -> list[Particle]:
     """One particle per instance: the crop of ``image`` around its mask's
     bounding box with ``surround`` px each side (clipped at the edge), and
-    the mask inside that crop."""
+    the mask inside that crop. A crop under the readers' ``MIN_IMAGE_SIDE``
+    (a small particle at an edge or corner) is widened inside the
+    micrograph and counted in ``summary.widened``; on a micrograph under
+    ``MIN_IMAGE_SIDE`` a side no crop can be, so its particles are dropped
+    and counted in ``summary.too_small``."""
     height, width = image.shape
     particles = []
     for inst in instances:
@@ -348,6 +374,14 @@ def _cut_particles(micrograph_id: str, image: np.ndarray, instances: list[_Insta
             continue
         cx0, cy0 = max(inst.x0 - surround, 0), max(inst.y0 - surround, 0)
         cx1, cy1 = min(x1 + surround, width), min(y1 + surround, height)
+        if width < MIN_IMAGE_SIDE or height < MIN_IMAGE_SIDE:
+            # No crop of this micrograph reaches the readers' minimum.
+            summary.too_small += 1
+            continue
+        if cx1 - cx0 < MIN_IMAGE_SIDE or cy1 - cy0 < MIN_IMAGE_SIDE:
+            cx0, cx1 = _widen(cx0, cx1, width)
+            cy0, cy1 = _widen(cy0, cy1, height)
+            summary.widened += 1
         crop = image[cy0:cy1, cx0:cx1].copy()
         mask = np.zeros(crop.shape, dtype=bool)
         mask[inst.y0 - cy0:inst.y0 - cy0 + h, inst.x0 - cx0:inst.x0 - cx0 + w] = inst.box
@@ -392,7 +426,9 @@ def _finish_import(particles, problem, out, extra, micrographs, description,
         raise DatasetError(
             "No particles to write: "
             + ("every annotated particle is cut by the micrograph's edge and --drop-edge "
-               "drops them." if any(m.dropped for m in micrographs)
+               "drops them, or is on a micrograph under "
+               f"{MIN_IMAGE_SIDE} px a side." if any(m.dropped or m.too_small
+                                                     for m in micrographs)
                else "the annotations hold none.")
             + " Check the inputs."
         )

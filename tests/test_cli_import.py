@@ -73,3 +73,59 @@ def test_import_labels(tmp_path):
     # 2 uncertain particles among the 15: checked for 2-fold cross-validation.
     result = run("dataset", "check", tmp_path / "ds", "--pixel-size", "2.5", "--folds", "2")
     assert result.exit_code == 0, result.output
+
+
+def _edge_coco(tmp_path):
+    """A 64x64 micrograph with a 4x4 particle touching each edge and each
+    corner, five inside, and a 40x12 micrograph (under the readers'
+    16 px a side) with one particle: issue 23, item 1."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    images = tmp_path / "imgs"
+    images.mkdir()
+    anns, aid = [], 100
+    # 4 corners, 4 edges, and 5 inside (5 folds need 5 particles a class).
+    spots = [(x, y) for x in (0, 30, 60) for y in (0, 30, 60)] + [
+        (15, 15), (45, 15), (15, 45), (45, 45)]
+    for name, (w, h), where in (("big.png", (64, 64), spots), ("thin.png", (40, 12), [(18, 4)])):
+        pixels = rng.integers(90, 110, (h, w)).astype(np.uint8)
+        for x, y in where:
+            pixels[y:y + 4, x:x + 4] = 200
+        Image.fromarray(pixels).save(images / name)
+        for x, y in where:
+            aid += 1
+            anns.append({"id": aid, "image_id": 1 if name == "big.png" else 2,
+                         "category_id": 1 + aid % 2, "bbox": [x, y, 4, 4], "area": 16,
+                         "iscrowd": 0,
+                         "segmentation": [[x, y, x + 4, y, x + 4, y + 4, x, y + 4]]})
+    coco = {"images": [{"id": 1, "file_name": "big.png", "width": 64, "height": 64},
+                       {"id": 2, "file_name": "thin.png", "width": 40, "height": 12}],
+            "annotations": anns,
+            "categories": [{"id": 1, "name": "unilamellar"}, {"id": 2, "name": "multilamellar"}]}
+    path = tmp_path / "edges.json"
+    path.write_text(json.dumps(coco))
+    return path, images
+
+
+def test_import_never_writes_a_particle_the_readers_refuse(tmp_path):
+    coco, images = _edge_coco(tmp_path)
+    result = run("dataset", "import", "coco", coco, "--images", images, "--out",
+                 tmp_path / "ds", "--surround", "10", "--pixel-size", "1")
+    assert result.exit_code == 0, result.output
+    out = " ".join(result.stdout.split())
+    # Corners give 4+10 = 14 px, edges 4+2*10 = 24 x 14: 8 crops widened.
+    assert "Widened 8 crop(s) to the 16 px a side the readers need" in out
+    assert "Dropped 1 particle(s) on micrographs under 16 px a side" in out
+    assert "Wrote 13 particles" in out
+    objects = json.loads((tmp_path / "ds" / "particles.json").read_text())
+    crops = [o["Crop"] for o in objects]
+    assert all(w >= 16 and h >= 16 for _, _, w, h in crops), crops
+    assert all(0 <= x and x + w <= 64 and 0 <= y and y + h <= 64 for x, y, w, h in crops)
+    for o in objects:  # the particle's box stays inside its widened crop
+        bx, by, bw, bh = o["BBox"]
+        cx, cy, cw, ch = o["Crop"]
+        assert cx <= bx and bx + bw <= cx + cw and cy <= by and by + bh <= cy + ch
+    check = run("dataset", "check", tmp_path / "ds")
+    assert check.exit_code == 0, check.output
