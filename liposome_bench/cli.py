@@ -471,10 +471,13 @@ def import_options(func):
 
 
 @import_group.command("coco")
-@click.argument("annotations", type=click.Path(exists=True, dir_okay=False))
-@click.option("--images", "images_dir", required=True,
+@click.argument("annotations", nargs=-1, required=True,
+                type=click.Path(exists=True, dir_okay=False))
+@click.option("--images", "images_dir", multiple=True,
               type=click.Path(exists=True, file_okay=False),
-              help="Folder of the micrographs; the annotations' file_name is relative to it.")
+              help="Folder of the micrographs; the annotations' file_name is relative to it. "
+              "With several COCO files, once per file in the same order, or once for all. "
+              "Default: each COCO file's own folder.")
 @click.option("--classes", default=None, metavar="NAME=CODE[,...]",
               help="Category names to lab export codes (3, 4, 5 lamellarity; 7, 8, 10 "
               "encapsulation) or to class names, e.g. uni=3,multi=4,unsure=5. "
@@ -492,11 +495,20 @@ def import_coco_command(annotations, images_dir, classes, box_masks, out, surrou
     polygon, missing image, annotation outside its image) is listed, one
     per line, and nothing is written.
 
+    Several files (a Roboflow export's train, valid and test) make one
+    dataset; each particle records its file and split (Split in
+    particles.json), and ids are prefixed with the split to stay unique.
+
     \b
     Example: liposome-bench dataset import coco ann.json --images mics --out ds
+    Example: liposome-bench dataset import coco train/_annotations.coco.json valid/_annotations.coco.json --out ds
     """
     from liposome_bench.importers import import_coco
 
+    if len(annotations) == 1:
+        annotations = annotations[0]
+    images_dir = (None if not images_dir else images_dir[0] if len(images_dir) == 1
+                  else list(images_dir))
     _run_import(import_coco, annotations, images_dir, out, surround=surround,
                 classes=classes, box_masks=box_masks, drop_edge=drop_edge,
                 pixel_size_nm=pixel_size_nm)

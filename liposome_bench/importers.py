@@ -544,23 +544,43 @@ def _number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+#: Folder names that say which split a COCO file is (Roboflow's
+#: train/valid/test/_annotations.coco.json).
+SPLIT_FOLDERS = ("train", "training", "valid", "val", "validation", "test", "testing")
+
+
+def coco_split(path) -> str:
+    """The split a COCO file is: its folder's name when that is one of
+    ``SPLIT_FOLDERS`` (Roboflow's layout), else the file's stem."""
+    path = Path(path)
+    folder = path.resolve().parent.name
+    return folder if folder.lower() in SPLIT_FOLDERS else path.name.split(".")[0]
+
+
 def import_coco(annotations, images_dir, out, *, surround=DEFAULT_SURROUND_PX, classes=None,
                 box_masks=None, drop_edge=False, pixel_size_nm=None,
-                reporter=None) -> ImportResult:
+                reporter=None, _parts=False) -> ImportResult:
     """Cut the particles annotated in a COCO file out of their micrographs
     and write them as a lab export.
 
     Parameters
     ----------
-    annotations : path
+    annotations : path or list of paths
         COCO JSON: ``images`` (id, file_name, width, height), ``categories``
         (id, name) and ``annotations`` (id, image_id, category_id and a
         ``segmentation``: polygons, or RLE with ``counts`` as a list or a
         compressed string; or only a ``bbox`` [x, y, width, height]).
         ``iscrowd`` annotations cover groups, not particles: they are skipped
-        and counted.
-    images_dir : path
-        Folder of the micrographs; ``file_name`` is relative to it.
+        and counted. Several files (a Roboflow export's train, valid and
+        test) make one dataset: each particle's id and micrograph are
+        prefixed with its file's split (``coco_split``) so they stay
+        unique, and it records its COCO file's name and split
+        (``meta["annotations"]``, ``meta["split"]``; ``Annotations`` and
+        ``Split`` in particles.json).
+    images_dir : path or list of paths, optional
+        Folder of the micrographs; ``file_name`` is relative to it. With
+        several files, one folder per file, or one for all; None: each COCO
+        file's own folder.
     out : path
         The export folder to write (must not exist, or be empty).
     surround : int
@@ -596,6 +616,12 @@ def import_coco(annotations, images_dir, out, *, surround=DEFAULT_SURROUND_PX, c
     from liposome_bench.progress import NullReporter
 
     reporter = reporter or NullReporter()
+    if not isinstance(annotations, (str, os.PathLike)):
+        return _import_coco_files(list(annotations), images_dir, out, surround=surround,
+                                  classes=classes, box_masks=box_masks, drop_edge=drop_edge,
+                                  pixel_size_nm=pixel_size_nm, reporter=reporter)
+    if images_dir is None:
+        images_dir = Path(annotations).parent
     annotations, images_dir = Path(annotations), Path(images_dir)
     _check_options(surround, pixel_size_nm)
     if box_masks is not None and box_masks not in BOX_MASKS:
@@ -603,7 +629,7 @@ def import_coco(annotations, images_dir, out, *, surround=DEFAULT_SURROUND_PX, c
     if not images_dir.is_dir():
         raise DatasetError(f"--images {images_dir} is not a folder. Pass the folder of the "
                            "micrographs the annotations name.")
-    out = _check_out(out)
+    out = None if _parts else _check_out(out)
     class_map = parse_class_map(classes)
     names, preset = _class_problem(class_map) if class_map else ({}, None)
     data = _load_coco(annotations)
@@ -741,6 +767,8 @@ def import_coco(annotations, images_dir, out, *, surround=DEFAULT_SURROUND_PX, c
         problem = preset or _problem_of(list(dict.fromkeys(ordered)))
     else:
         problem = _problem_of(list(dict.fromkeys(used)))
+    if _parts:
+        return particles, extra, summaries, problem, skipped_crowd, notes
     description = f"imported from COCO {name} ({len(summaries)} micrographs)"
     return _finish_import(particles, problem, out, extra, summaries, description,
                           skipped_crowd, notes)
@@ -748,6 +776,52 @@ def import_coco(annotations, images_dir, out, *, surround=DEFAULT_SURROUND_PX, c
 
 class _Outside(Exception):
     """An annotation that does not fit its image."""
+
+
+def _import_coco_files(files, images_dirs, out, *, reporter, **options) -> ImportResult:
+    """Several COCO files as one dataset (see ``import_coco``)."""
+    if not files:
+        raise ConfigError("No COCO file given. Pass one or more annotation files.")
+    if len(files) == 1:
+        one = images_dirs[0] if isinstance(images_dirs, (list, tuple)) else images_dirs
+        return import_coco(files[0], one, out, reporter=reporter, **options)
+    if images_dirs is None or isinstance(images_dirs, (str, os.PathLike)):
+        images_dirs = [images_dirs] * len(files)
+    images_dirs = list(images_dirs)
+    if len(images_dirs) != len(files):
+        raise ConfigError(f"{len(files)} COCO files but {len(images_dirs)} --images folders. "
+                          "Give one --images per file, in the same order, or none.")
+    splits = [coco_split(f) for f in files]
+    if len(set(splits)) != len(splits):
+        splits = [f"{s}{k + 1}" for k, s in enumerate(splits)]
+    out = _check_out(out)
+    particles, extra, summaries, notes, problems, skipped, classes = [], {}, [], [], [], 0, []
+    for path, folder, split in zip(files, images_dirs, splits):
+        try:
+            got = import_coco(path, folder, None, reporter=reporter, _parts=True, **options)
+        except ImportProblems as exc:
+            problems += exc.problems
+            continue
+        parts, more, mics, problem, crowd, lines = got
+        for p in parts:
+            old_id = p.id
+            p.id = _safe_id(f"{split}-{old_id}")
+            p.meta["micrograph"] = f"{split}/{p.meta['micrograph']}"
+            p.meta["annotations"], p.meta["split"] = Path(path).name, split
+            extra[p.id] = more[old_id]
+        for m in mics:
+            m.micrograph = f"{split}/{m.micrograph}"
+        particles += parts
+        summaries += mics
+        notes += lines
+        skipped += crowd
+        classes += [c for c in problem.classes if c not in classes]
+    if problems:
+        raise ImportProblems(problems)
+    problem = _problem_of(classes)
+    description = (f"imported from COCO {', '.join(Path(f).name for f in files)} "
+                   f"({len(summaries)} micrographs)")
+    return _finish_import(particles, problem, out, extra, summaries, description, skipped, notes)
 
 
 def _kind(ann) -> str:

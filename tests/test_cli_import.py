@@ -129,3 +129,44 @@ def test_import_never_writes_a_particle_the_readers_refuse(tmp_path):
         assert cx <= bx and bx + bw <= cx + cw and cy <= by and by + bh <= cy + ch
     check = run("dataset", "check", tmp_path / "ds")
     assert check.exit_code == 0, check.output
+
+
+def test_import_coco_several_files_each_with_its_own_images_folder(tmp_path):
+    """Issue 23, item 2: a Roboflow-like export (train/ and valid/, each with
+    its COCO file and its images), annotation ids reused across the two."""
+    import shutil
+
+    coco = json.loads((MICS / "coco.json").read_text())
+    first_image = coco["images"][0]["id"]
+    for split, keep in (("train", lambda i: i != first_image),
+                        ("valid", lambda i: i == first_image)):
+        folder = tmp_path / split
+        folder.mkdir()
+        images = [im for im in coco["images"] if keep(im["id"])]
+        anns = [dict(a, id=k + 1) for k, a in enumerate(
+            a for a in coco["annotations"] if keep(a["image_id"]))]
+        for im in images:
+            shutil.copy(MICS / "images" / im["file_name"], folder / im["file_name"])
+        (folder / "_annotations.coco.json").write_text(
+            json.dumps(dict(coco, images=images, annotations=anns)))
+    result = run("dataset", "import", "coco", tmp_path / "train" / "_annotations.coco.json",
+                 tmp_path / "valid" / "_annotations.coco.json", "--out", tmp_path / "ds",
+                 "--pixel-size", "2.5")
+    assert result.exit_code == 0, result.output
+    assert "Wrote 15 particles (lamellarity) from 3 micrographs" in result.stdout
+    objects = json.loads((tmp_path / "ds" / "particles.json").read_text())
+    ids = [o["Id"] for o in objects]
+    assert len(set(ids)) == len(ids) == 15
+    assert {o["Split"] for o in objects} == {"train", "valid"}
+    assert {o["Split"] for o in objects if o["Micrograph"].endswith("m01")} == {"valid"}
+    assert all(o["Micrograph"].startswith(o["Split"] + "/") for o in objects)
+    assert {o["Annotations"] for o in objects} == {"_annotations.coco.json"}
+    check = run("dataset", "check", tmp_path / "ds", "--folds", "2")  # 2 'uncertain'
+    assert check.exit_code == 0, check.output
+    # One --images per file is checked against the number of files.
+    bad = run("dataset", "import", "coco", tmp_path / "train" / "_annotations.coco.json",
+              tmp_path / "valid" / "_annotations.coco.json", "--images", tmp_path / "train",
+              "--images", tmp_path / "train", "--images", tmp_path / "valid",
+              "--out", tmp_path / "d2")
+    assert bad.exit_code == 2
+    assert "2 COCO files but 3 --images folders" in bad.output
