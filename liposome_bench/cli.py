@@ -450,7 +450,13 @@ def import_group():
 
 
 def import_options(func):
-    """--out, --surround, --drop-edge and --pixel-size of both imports."""
+    """--out, --surround, --drop-edge, --pixel-size and --group-pattern of both imports."""
+    func = click.option(
+        "--group-pattern", default=None, metavar="REGEX",
+        help="Regular expression whose first group in the micrograph's file name is the "
+        "particle's group (for --group-by group). Roboflow: '^(.*)_(?:jpg|png)\\.rf\\.'; "
+        "CVAT frames: '^(.*)_frame_\\d+'.",
+    )(func)
     func = click.option(
         "--pixel-size", "pixel_size_nm", type=click.FloatRange(min=0, min_open=True),
         default=None,
@@ -488,7 +494,7 @@ def import_options(func):
 @import_options
 @_fail_cleanly
 def import_coco_command(annotations, images_dir, classes, box_masks, out, surround,
-                        drop_edge, pixel_size_nm):
+                        drop_edge, pixel_size_nm, group_pattern):
     """Import particles annotated in a COCO JSON file (polygons, RLE, boxes).
 
     Every inconsistent annotation (category not in categories, empty
@@ -511,7 +517,7 @@ def import_coco_command(annotations, images_dir, classes, box_masks, out, surrou
                   else list(images_dir))
     _run_import(import_coco, annotations, images_dir, out, surround=surround,
                 classes=classes, box_masks=box_masks, drop_edge=drop_edge,
-                pixel_size_nm=pixel_size_nm)
+                pixel_size_nm=pixel_size_nm, group_pattern=group_pattern)
 
 
 @import_group.command("labels")
@@ -528,7 +534,7 @@ def import_coco_command(annotations, images_dir, classes, box_masks, out, surrou
 @import_options
 @_fail_cleanly
 def import_labels_command(images_dir, labels_dir, classes_csv, out, surround, drop_edge,
-                          pixel_size_nm):
+                          pixel_size_nm, group_pattern):
     """Import particles from instance label images and a table of classes.
 
     Each nonzero value of a micrograph's label image is one particle; the
@@ -541,7 +547,7 @@ def import_labels_command(images_dir, labels_dir, classes_csv, out, surround, dr
     from liposome_bench.importers import import_labels
 
     _run_import(import_labels, images_dir, labels_dir, classes_csv, out, surround=surround,
-                drop_edge=drop_edge, pixel_size_nm=pixel_size_nm)
+                drop_edge=drop_edge, pixel_size_nm=pixel_size_nm, group_pattern=group_pattern)
 
 
 def _run_import(function, *args, **kwargs):

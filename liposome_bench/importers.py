@@ -420,8 +420,61 @@ def _problem_of(labels: list[str]) -> Problem:
     return custom_problem(labels)
 
 
+#: Group keys from Roboflow's file names ("m01_jpg.rf.3f2a....jpg": the
+#: source image "m01", shared by its augmented copies).
+ROBOFLOW_GROUP_PATTERN = r"^(.*)_(?:jpg|png)\.rf\."
+#: Group keys from CVAT frame names of a video or series ("s12_frame_000031.png": "s12").
+CVAT_GROUP_PATTERN = r"^(.*)_frame_\d+"
+
+
+def compile_group_pattern(pattern):
+    """``pattern`` compiled; it must have a capture group (the group key).
+
+    Raises
+    ------
+    ConfigError
+        On a pattern that is not a regular expression or has no group.
+    """
+    try:
+        regex = re.compile(pattern)
+    except re.error as exc:
+        raise ConfigError(f"--group-pattern {pattern!r} is not a regular expression ({exc}). "
+                          "Fix it, e.g. '^(.*)_(?:jpg|png)\\.rf\\.' for Roboflow.") from None
+    if regex.groups < 1:
+        raise ConfigError(f"--group-pattern {pattern!r} has no capture group; the first group "
+                          "is the group key. Put ( ) around the part naming the source.")
+    return regex
+
+
+def group_key(pattern, file_name: str) -> str | None:
+    """The first capture group of ``pattern`` in ``file_name``'s base name
+    (``re.search``), or None when it does not match or captures nothing."""
+    regex = pattern if isinstance(pattern, re.Pattern) else compile_group_pattern(pattern)
+    found = regex.search(Path(str(file_name)).name)
+    return found.group(1) if found and found.group(1) else None
+
+
+def _set_groups(particles, pattern) -> None:
+    """``meta["group"]`` of each particle from its micrograph's file name."""
+    regex = compile_group_pattern(pattern)
+    missed = []
+    for p in particles:
+        key = group_key(regex, p.source)
+        if key is None:
+            missed.append(Path(p.source).name)
+        else:
+            p.meta["group"] = key
+    if missed:
+        names = sorted(set(missed))
+        raise DatasetError(
+            f"--group-pattern {pattern!r} does not match micrograph {names[0]!r}"
+            + (f" (and {len(names) - 1} more)" if len(names) > 1 else "")
+            + ". Fix the pattern so its first group captures every file's source."
+        )
+
+
 def _finish_import(particles, problem, out, extra, micrographs, description,
-                   skipped_crowd=0, notes=()) -> ImportResult:
+                   skipped_crowd=0, notes=(), group_pattern=None) -> ImportResult:
     if not particles:
         raise DatasetError(
             "No particles to write: "
@@ -432,6 +485,8 @@ def _finish_import(particles, problem, out, extra, micrographs, description,
                else "the annotations hold none.")
             + " Check the inputs."
         )
+    if group_pattern is not None:
+        _set_groups(particles, group_pattern)
     preset = problem.name in PROBLEMS
     for p in particles:
         if preset:
@@ -559,7 +614,7 @@ def coco_split(path) -> str:
 
 def import_coco(annotations, images_dir, out, *, surround=DEFAULT_SURROUND_PX, classes=None,
                 box_masks=None, drop_edge=False, pixel_size_nm=None,
-                reporter=None, _parts=False) -> ImportResult:
+                reporter=None, group_pattern=None, _parts=False) -> ImportResult:
     """Cut the particles annotated in a COCO file out of their micrographs
     and write them as a lab export.
 
@@ -598,6 +653,10 @@ def import_coco(annotations, images_dir, out, *, surround=DEFAULT_SURROUND_PX, c
     pixel_size_nm : float, optional
         nm/px of micrographs whose TIFF or MRC metadata gives none.
     reporter : progress reporter, optional
+    group_pattern : str, optional
+        Regular expression; its first capture group in the micrograph's
+        file name is the particle's ``meta["group"]`` (for ``--group-by
+        group``): ``ROBOFLOW_GROUP_PATTERN``, ``CVAT_GROUP_PATTERN``.
 
     Returns
     -------
@@ -616,10 +675,13 @@ def import_coco(annotations, images_dir, out, *, surround=DEFAULT_SURROUND_PX, c
     from liposome_bench.progress import NullReporter
 
     reporter = reporter or NullReporter()
+    if group_pattern is not None:
+        compile_group_pattern(group_pattern)  # fail early
     if not isinstance(annotations, (str, os.PathLike)):
         return _import_coco_files(list(annotations), images_dir, out, surround=surround,
                                   classes=classes, box_masks=box_masks, drop_edge=drop_edge,
-                                  pixel_size_nm=pixel_size_nm, reporter=reporter)
+                                  pixel_size_nm=pixel_size_nm, reporter=reporter,
+                                  group_pattern=group_pattern)
     if images_dir is None:
         images_dir = Path(annotations).parent
     annotations, images_dir = Path(annotations), Path(images_dir)
@@ -771,20 +833,22 @@ def import_coco(annotations, images_dir, out, *, surround=DEFAULT_SURROUND_PX, c
         return particles, extra, summaries, problem, skipped_crowd, notes
     description = f"imported from COCO {name} ({len(summaries)} micrographs)"
     return _finish_import(particles, problem, out, extra, summaries, description,
-                          skipped_crowd, notes)
+                          skipped_crowd, notes, group_pattern)
 
 
 class _Outside(Exception):
     """An annotation that does not fit its image."""
 
 
-def _import_coco_files(files, images_dirs, out, *, reporter, **options) -> ImportResult:
+def _import_coco_files(files, images_dirs, out, *, reporter, group_pattern=None,
+                       **options) -> ImportResult:
     """Several COCO files as one dataset (see ``import_coco``)."""
     if not files:
         raise ConfigError("No COCO file given. Pass one or more annotation files.")
     if len(files) == 1:
         one = images_dirs[0] if isinstance(images_dirs, (list, tuple)) else images_dirs
-        return import_coco(files[0], one, out, reporter=reporter, **options)
+        return import_coco(files[0], one, out, reporter=reporter, group_pattern=group_pattern,
+                           **options)
     if images_dirs is None or isinstance(images_dirs, (str, os.PathLike)):
         images_dirs = [images_dirs] * len(files)
     images_dirs = list(images_dirs)
@@ -821,7 +885,8 @@ def _import_coco_files(files, images_dirs, out, *, reporter, **options) -> Impor
     problem = _problem_of(classes)
     description = (f"imported from COCO {', '.join(Path(f).name for f in files)} "
                    f"({len(summaries)} micrographs)")
-    return _finish_import(particles, problem, out, extra, summaries, description, skipped, notes)
+    return _finish_import(particles, problem, out, extra, summaries, description, skipped, notes,
+                          group_pattern)
 
 
 def _kind(ann) -> str:
@@ -1080,7 +1145,8 @@ def _read_class_table(path: Path):
 
 
 def import_labels(images_dir, labels_dir, classes_csv, out, *, surround=DEFAULT_SURROUND_PX,
-                  drop_edge=False, pixel_size_nm=None, reporter=None) -> ImportResult:
+                  drop_edge=False, pixel_size_nm=None, reporter=None,
+                  group_pattern=None) -> ImportResult:
     """Cut the particles of instance label images out of their micrographs
     and write them as a lab export.
 
@@ -1098,7 +1164,7 @@ def import_labels(images_dir, labels_dir, classes_csv, out, *, surround=DEFAULT_
     classes_csv : path
         Columns ``micrograph`` (its id, or its file name), ``label`` (the
         value in the label image) and ``class``: one row per particle.
-    out, surround, drop_edge, pixel_size_nm, reporter
+    out, surround, drop_edge, pixel_size_nm, reporter, group_pattern
         As for :func:`import_coco`.
 
     Returns
@@ -1118,6 +1184,8 @@ def import_labels(images_dir, labels_dir, classes_csv, out, *, surround=DEFAULT_
     reporter = reporter or NullReporter()
     images_dir, labels_dir, classes_csv = Path(images_dir), Path(labels_dir), Path(classes_csv)
     _check_options(surround, pixel_size_nm)
+    if group_pattern is not None:
+        compile_group_pattern(group_pattern)  # fail early
     for option, folder in (("--images", images_dir), ("--labels", labels_dir)):
         if not folder.is_dir():
             raise DatasetError(f"{option} {folder} is not a folder.")
@@ -1225,4 +1293,5 @@ def import_labels(images_dir, labels_dir, classes_csv, out, *, surround=DEFAULT_
         raise ImportProblems(problems)
     problem = _problem_of(sorted(dict.fromkeys(class_order)))
     description = f"imported from label images {labels_dir.name} ({len(summaries)} micrographs)"
-    return _finish_import(particles, problem, out, extra, summaries, description, 0, notes)
+    return _finish_import(particles, problem, out, extra, summaries, description, 0, notes,
+                          group_pattern)

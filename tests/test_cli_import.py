@@ -170,3 +170,51 @@ def test_import_coco_several_files_each_with_its_own_images_folder(tmp_path):
               "--out", tmp_path / "d2")
     assert bad.exit_code == 2
     assert "2 COCO files but 3 --images folders" in bad.output
+
+
+def test_group_pattern_gives_one_group_per_roboflow_source_and_folds_keep_it(tmp_path):
+    """Issue 23, item 3: Roboflow names its augmented copies of a source
+    image SOURCE_jpg.rf.HASH; --group-pattern makes SOURCE the group."""
+    import shutil
+
+    from liposome_bench.dataset import load_dataset
+    from liposome_bench.folds import load_or_make_folds
+    from liposome_bench.importers import ROBOFLOW_GROUP_PATTERN
+
+    coco = json.loads((MICS / "coco.json").read_text())
+    images, anns, folder = [], [], tmp_path / "mics"
+    folder.mkdir()
+    for copy in ("a1b2", "c3d4"):
+        for im in coco["images"]:
+            stem, ext = im["file_name"].rsplit(".", 1)
+            name = f"{stem}_jpg.rf.{copy}.{ext}"
+            shutil.copy(MICS / "images" / im["file_name"], folder / name)
+            new = dict(im, id=len(images) + 1, file_name=name)
+            images.append(new)
+            anns += [dict(a, id=len(anns) + 1 + k, image_id=new["id"]) for k, a in enumerate(
+                a for a in coco["annotations"] if a["image_id"] == im["id"])]
+    (tmp_path / "rf.json").write_text(json.dumps(dict(coco, images=images, annotations=anns)))
+    result = run("dataset", "import", "coco", tmp_path / "rf.json", "--images", folder,
+                 "--out", tmp_path / "ds", "--pixel-size", "2.5",
+                 "--group-pattern", ROBOFLOW_GROUP_PATTERN)
+    assert result.exit_code == 0, result.output
+    dataset = load_dataset(tmp_path / "ds")
+    assert len(dataset) == 30
+    groups = {p.meta["group"] for p in dataset.particles}
+    assert groups == {"m01", "m02", "m03"}
+    folds = load_or_make_folds(dataset, k=2, seed=0, group_by="group")
+    for key in groups:
+        assert len({f for f, p in zip(folds.fold_of, dataset.particles)
+                    if p.meta["group"] == key}) == 1
+    assert len(set(folds.fold_of)) == 2
+    info = run("dataset", "info", tmp_path / "ds")
+    assert info.exit_code == 0, info.output
+    assert "Groups by group: 3 in all" in " ".join(info.stdout.split())
+    # A pattern without a group, or one that misses a file, is refused.
+    bad = run("dataset", "import", "coco", tmp_path / "rf.json", "--images", folder,
+              "--out", tmp_path / "d2", "--group-pattern", r"\.rf\.")
+    assert bad.exit_code == 2 and "has no capture group" in bad.output
+    bad = run("dataset", "import", "coco", tmp_path / "rf.json", "--images", folder,
+              "--out", tmp_path / "d3", "--group-pattern", r"^(x\d+)_")
+    assert bad.exit_code == 2 and "does not match micrograph" in bad.output
+    assert not (tmp_path / "d3").exists()
