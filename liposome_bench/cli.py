@@ -180,17 +180,26 @@ def _finite_pixel_size(ctx, param, value):
 
 
 def reader_options(func):
-    """Add --images-dir, --masks-dir and --pixel-size, passed to the command
+    """Add --images-dir, --masks-dir, --pixel-size and --group-pattern, passed to the command
     as one ``reader_options`` dict for ``resolve_dataset(..., **reader_options)``."""
 
     @functools.wraps(func)
-    def wrapper(*args, images_dir, masks_dir, pixel_size_nm, **kwargs):
+    def wrapper(*args, images_dir, masks_dir, pixel_size_nm, group_pattern, **kwargs):
         kwargs["reader_options"] = {
             "images_dir": images_dir,
             "masks_dir": masks_dir,
             "pixel_size_nm": pixel_size_nm,
         }
+        if group_pattern is not None:
+            kwargs["reader_options"]["group_pattern"] = group_pattern
         return func(*args, **kwargs)
+
+    wrapper = click.option(
+        "--group-pattern", default=None, metavar="REGEX",
+        help="Set each particle's group (for --group-by group) to the first capture group "
+        "of its micrograph's file name (its Micrograph, else its image file), e.g. "
+        "Roboflow's '^(.*)_(?:jpg|png)\\.rf\\.'.",
+    )(wrapper)
 
     wrapper = click.option(
         "--pixel-size",

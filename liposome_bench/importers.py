@@ -37,13 +37,17 @@ from pathlib import Path
 import numpy as np
 
 from liposome_bench.dataset import (
+    CVAT_GROUP_PATTERN,  # noqa: F401  (documented here, beside the importers)
     IMAGE_EXTENSIONS,
     MIN_IMAGE_SIDE,
     PROBLEMS,
+    ROBOFLOW_GROUP_PATTERN,  # noqa: F401
     Dataset,
     Particle,
     Problem,
+    compile_group_pattern,
     custom_problem,
+    set_groups,
     write_export,
 )
 from liposome_bench.errors import ConfigError, DatasetError
@@ -420,59 +424,6 @@ def _problem_of(labels: list[str]) -> Problem:
     return custom_problem(labels)
 
 
-#: Group keys from Roboflow's file names ("m01_jpg.rf.3f2a....jpg": the
-#: source image "m01", shared by its augmented copies).
-ROBOFLOW_GROUP_PATTERN = r"^(.*)_(?:jpg|png)\.rf\."
-#: Group keys from CVAT frame names of a video or series ("s12_frame_000031.png": "s12").
-CVAT_GROUP_PATTERN = r"^(.*)_frame_\d+"
-
-
-def compile_group_pattern(pattern):
-    """``pattern`` compiled; it must have a capture group (the group key).
-
-    Raises
-    ------
-    ConfigError
-        On a pattern that is not a regular expression or has no group.
-    """
-    try:
-        regex = re.compile(pattern)
-    except re.error as exc:
-        raise ConfigError(f"--group-pattern {pattern!r} is not a regular expression ({exc}). "
-                          "Fix it, e.g. '^(.*)_(?:jpg|png)\\.rf\\.' for Roboflow.") from None
-    if regex.groups < 1:
-        raise ConfigError(f"--group-pattern {pattern!r} has no capture group; the first group "
-                          "is the group key. Put ( ) around the part naming the source.")
-    return regex
-
-
-def group_key(pattern, file_name: str) -> str | None:
-    """The first capture group of ``pattern`` in ``file_name``'s base name
-    (``re.search``), or None when it does not match or captures nothing."""
-    regex = pattern if isinstance(pattern, re.Pattern) else compile_group_pattern(pattern)
-    found = regex.search(Path(str(file_name)).name)
-    return found.group(1) if found and found.group(1) else None
-
-
-def _set_groups(particles, pattern) -> None:
-    """``meta["group"]`` of each particle from its micrograph's file name."""
-    regex = compile_group_pattern(pattern)
-    missed = []
-    for p in particles:
-        key = group_key(regex, p.source)
-        if key is None:
-            missed.append(Path(p.source).name)
-        else:
-            p.meta["group"] = key
-    if missed:
-        names = sorted(set(missed))
-        raise DatasetError(
-            f"--group-pattern {pattern!r} does not match micrograph {names[0]!r}"
-            + (f" (and {len(names) - 1} more)" if len(names) > 1 else "")
-            + ". Fix the pattern so its first group captures every file's source."
-        )
-
-
 def _finish_import(particles, problem, out, extra, micrographs, description,
                    skipped_crowd=0, notes=(), group_pattern=None) -> ImportResult:
     if not particles:
@@ -486,7 +437,7 @@ def _finish_import(particles, problem, out, extra, micrographs, description,
             + " Check the inputs."
         )
     if group_pattern is not None:
-        _set_groups(particles, group_pattern)
+        set_groups(particles, group_pattern)
     preset = problem.name in PROBLEMS
     for p in particles:
         if preset:

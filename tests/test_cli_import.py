@@ -210,6 +210,20 @@ def test_group_pattern_gives_one_group_per_roboflow_source_and_folds_keep_it(tmp
     info = run("dataset", "info", tmp_path / "ds")
     assert info.exit_code == 0, info.output
     assert "Groups by group: 3 in all" in " ".join(info.stdout.split())
+    # The readers take the same pattern: an import without it, read with it.
+    plain = run("dataset", "import", "coco", tmp_path / "rf.json", "--images", folder,
+                "--out", tmp_path / "plain", "--pixel-size", "2.5")
+    assert plain.exit_code == 0, plain.output
+    assert "group" not in load_dataset(tmp_path / "plain").particles[0].meta
+    read = load_dataset(tmp_path / "plain", group_pattern=ROBOFLOW_GROUP_PATTERN)
+    assert [p.meta["group"] for p in read.particles] == [
+        p.meta["group"] for p in dataset.particles]
+    info = run("dataset", "info", tmp_path / "plain", "--group-pattern", ROBOFLOW_GROUP_PATTERN)
+    assert info.exit_code == 0, info.output
+    assert "Groups by group: 3 in all" in " ".join(info.stdout.split())
+    check = run("dataset", "check", tmp_path / "plain", "--folds", "2", "--group-pattern",
+                r"^(nope)")
+    assert check.exit_code == 2 and "does not match micrograph" in check.output
     # A pattern without a group, or one that misses a file, is refused.
     bad = run("dataset", "import", "coco", tmp_path / "rf.json", "--images", folder,
               "--out", tmp_path / "d2", "--group-pattern", r"\.rf\.")
