@@ -729,12 +729,10 @@ class _Report:
                 f"{len(self.unmasked)} particle(s) have no mask file; their masks were "
                 f"derived from the image (first: {self.unmasked[0]})."
             )
-        unknown = sum(1 for p in particles if not np.isfinite(p.pixel_size_nm))
-        if unknown:
-            self.warnings.append(
-                f"{unknown} particle(s) have no pixel size; pass --pixel-size "
-                "(nm/px) for features measured in nm, or run with --units px."
-            )
+        # No warning for particles without a pixel size: a run that needs
+        # one (features in nm) refuses them with the fix
+        # (features.pixel_size_problems), and one in px (cnn, --units px) does
+        # not need it (issue 23, item 8).
 
 
 def _check_path(value: str) -> str | None:

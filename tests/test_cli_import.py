@@ -232,3 +232,23 @@ def test_group_pattern_gives_one_group_per_roboflow_source_and_folds_keep_it(tmp
               "--out", tmp_path / "d3", "--group-pattern", r"^(x\d+)_")
     assert bad.exit_code == 2 and "does not match micrograph" in bad.output
     assert not (tmp_path / "d3").exists()
+
+
+def test_no_pixel_size_warning_where_it_does_not_apply(tmp_path):
+    """Issue 23, item 8: with --units px no pixel size is needed, so
+    nothing is said about it; in nm it is one problem line, not also a
+    warning."""
+    coco = json.loads((MICS / "coco.json").read_text())
+    png = [im for im in coco["images"] if im["file_name"].endswith(".png")]
+    coco = dict(coco, images=png, annotations=[
+        a for a in coco["annotations"] if a["image_id"] == png[0]["id"]])
+    (tmp_path / "png.json").write_text(json.dumps(coco))
+    result = run("dataset", "import", "coco", tmp_path / "png.json", "--images",
+                 MICS / "images", "--out", tmp_path / "ds")
+    assert result.exit_code == 0, result.output
+    px = run("dataset", "check", tmp_path / "ds", "--folds", "2", "--units", "px")
+    assert px.exit_code == 0, px.output
+    assert "pixel size" not in px.output
+    nm = run("dataset", "check", tmp_path / "ds", "--folds", "2")
+    assert nm.exit_code == 2
+    assert nm.output.count("no pixel size") == 1, nm.output
