@@ -646,10 +646,10 @@ def features_command(problem, data, reader_options, cache_dir, out, feature_set,
 @click.option(
     "--feature-set",
     type=click.Choice(_settings.FEATURE_SETS),
-    default="vironova",
-    show_default=True,
+    default=None,
     help="Features: the lab's set (area, circularity, moments, edge density "
-    "profile, histogram; thesis section 4.1) or every feature.",
+    "profile, histogram; thesis section 4.1) or every feature. Default: vironova "
+    "for lamellarity and encapsulation, all for a custom problem.",
 )
 @click.option(
     "--source",
@@ -713,10 +713,10 @@ def svm_command(problem, data, reader_options, cache_dir, feature_set, source, g
     from liposome_bench.metrics import summarise_folds
     from liposome_bench.outputs import check_output_dir, writing
     from liposome_bench.results import ResultsDir
-    from liposome_bench.svm import check_svm_options, run_svm
+    from liposome_bench.svm import check_svm_options, default_feature_set, run_svm
 
-    svm_settings = _settings.SVMSettings(feature_set=feature_set, source=source, grid=grid,
-                                         C=C, gamma=gamma, units=units)
+    svm_settings = _settings.SVMSettings(feature_set=feature_set or "vironova", source=source,
+                                         grid=grid, C=C, gamma=gamma, units=units)
     check_svm_options(jobs=jobs)
     _settings.check_seed(seed, "--seed")
     _settings.check_seed(fold_seed, "--fold-seed")
@@ -726,6 +726,8 @@ def svm_command(problem, data, reader_options, cache_dir, feature_set, source, g
         dataset = resolve_dataset(data, problem, cache_dir=cache_dir, reporter=reporter,
                                   **reader_options)
         check_trainable(dataset)
+        if feature_set is None:
+            svm_settings = svm_settings.replace(feature_set=default_feature_set(dataset.problem))
         folds = load_or_make_folds(dataset, k=k, seed=fold_seed, group_by=group_by,
                                    reporter=reporter)
         results = ResultsDir(check_output_dir(out or f"results/svm-{dataset.problem.name}"))

@@ -49,7 +49,7 @@ from liposome_bench.io import atomic_write_json, atomic_write_text
 from liposome_bench.outputs import check_output_dir, writing
 from liposome_bench.progress import NullReporter
 from liposome_bench.results import ResultsDir, fold_file_hashes, run_lock
-from liposome_bench.settings import BenchmarkConfig, check_seed, load_config
+from liposome_bench.settings import BenchmarkConfig, SVMSettings, check_seed, load_config
 
 #: The thesis's pick per problem (section 9): LipNet-4 for lamellarity,
 #: LipNet-2 for encapsulation.
@@ -229,6 +229,12 @@ def run_benchmark(
         dataset = resolve_dataset(data, problem, cache_dir=cache_dir, reporter=reporter,
                                   **(reader_options or {}))
     check_trainable(dataset)
+    if config_file is None and "feature_set" not in svm_options and config.svm == SVMSettings():
+        # No feature set chosen: the problem's default (all features on a
+        # custom problem; svm.default_feature_set).
+        from liposome_bench.svm import default_feature_set
+
+        svm_settings = svm_settings.replace(feature_set=default_feature_set(dataset.problem))
     if folds is not None and (repeats > 1 or quick):
         raise ConfigError("Given folds are used once: pass them without --repeats or --quick.")
     if folds is not None and folds.fingerprint != dataset.fingerprint():

@@ -288,3 +288,22 @@ def test_repeated_verdict_rests_on_every_repeats_fold_scores(monkeypatch, tmp_pa
     assert comp["macro_f1"]["difference"] >= 0
     assert all(e["verdict"] in ("no significant difference", "lipnet-1 better")
                for e in comp["per_class"].values())
+
+
+def test_benchmark_svm_uses_all_features_on_a_custom_problem(tmp_path, tiny_dataset):
+    """Issue 23, item 6: without --config or a chosen feature set, a custom
+    problem's SVM gets every feature; a lamellarity run keeps vironova."""
+    import copy
+
+    from liposome_bench.dataset import Dataset, custom_problem, write_export
+
+    particles = copy.deepcopy(tiny_dataset.particles)
+    for p in particles:
+        p.label = {"unilamellar": "a", "multilamellar": "b", "uncertain": "c"}[p.label]
+    custom = write_export(Dataset(custom_problem(["a", "b", "c"]), particles), tmp_path / "ds")
+    summary = comparison.run_benchmark(
+        None, custom, cnn_models=[], quick=True, k=QUICK_FOLDS, out=tmp_path / "run",
+        svm_options={"C": 8.0, "gamma": 0.0078125}, n_resamples=100,
+    )
+    fold = json.loads((tmp_path / "run" / "svm" / "fold-0.json").read_text())
+    assert fold["params"]["feature_set"] == "all", summary.keys()
