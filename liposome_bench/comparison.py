@@ -407,7 +407,42 @@ def _summarise(rdir, dataset, folds, settings, seed, n_resamples, command, full_
         "settings": {**settings, "models": run.get("models", {})},
     }
     summary.update(core)
+    summary["by_size_quartile"] = _size_quartiles(results, dataset, list(core["models"]))
     return summary
+
+
+def particle_sizes(dataset) -> tuple[np.ndarray, str]:
+    """Each particle's mask area: in nm^2 when every particle has a pixel
+    size, else in px; with the unit's name."""
+    px = np.array([p.pixel_size_nm for p in dataset.particles], dtype=float)
+    area = np.array([float(np.count_nonzero(p.mask)) for p in dataset.particles])
+    if len(px) and np.all(np.isfinite(px)):
+        return area * px ** 2, "nm^2"
+    return area, "px"
+
+
+def _size_quartiles(results, dataset, models) -> dict:
+    """Metrics by quartile of particle size (mask area) for every model,
+    on quartile edges of the whole dataset's sizes."""
+    from liposome_bench.metrics import metrics_by_size_quartile, to_jsonable
+
+    sizes, unit = particle_sizes(dataset)
+    edges = np.quantile(sizes, [0.25, 0.5, 0.75])
+    size_of = dict(zip(dataset.ids, sizes))
+    out = {"size": f"mask area ({unit})", "edges": [float(e) for e in edges], "models": {}}
+    classes = list(dataset.problem.classes)
+    for name in models:
+        folds = results.load_model(name)
+        if not folds:
+            continue
+        ids = [i for f in folds for i in f.ids]
+        if any(i not in size_of for i in ids):
+            continue
+        y_true = np.concatenate([f.y_true for f in folds])
+        y_pred = np.concatenate([f.y_pred for f in folds])
+        out["models"][name] = to_jsonable(metrics_by_size_quartile(
+            [size_of[i] for i in ids], y_true, y_pred, classes, edges))
+    return out
 
 
 def _group_facts(dataset, folds) -> dict:
