@@ -559,6 +559,39 @@ def import_labels_command(images_dir, labels_dir, classes_csv, out, surround, dr
                 drop_edge=drop_edge, pixel_size_nm=pixel_size_nm, group_pattern=group_pattern)
 
 
+@import_group.command("star")
+@click.argument("star", type=click.Path(exists=True, dir_okay=False))
+@click.option("--images", "images_dir", required=True,
+              type=click.Path(exists=True, file_okay=False),
+              help="Folder of the micrographs; rlnMicrographName is relative to it (else its "
+              "base name is looked up there).")
+@click.option("--diameter", "diameter_px", required=True,
+              type=click.FloatRange(min=0, min_open=True),
+              help="Particle diameter in px: each picked coordinate gets a disk mask this wide.")
+@click.option("--classes", default=None, metavar="NUMBER=CODE[,...]",
+              help="rlnClassNumber values to lab export codes or class names, e.g. "
+              "1=unilamellar,2=multilamellar. Default: the numbers are the classes.")
+@import_options
+@_fail_cleanly
+def import_star_command(star, images_dir, diameter_px, classes, out, surround, drop_edge,
+                        pixel_size_nm, group_pattern):
+    """Import particles picked in RELION (a particles STAR file).
+
+    Each row (rlnMicrographName, rlnCoordinateX/Y, rlnClassNumber) is one
+    particle with a disk mask of --diameter px. The pixel size comes from the
+    micrograph's metadata, else the optics table's rlnMicrographPixelSize,
+    else --pixel-size.
+
+    \b
+    Example: liposome-bench dataset import star particles.star --images mics --diameter 60 --out ds
+    """
+    from liposome_bench.importers import import_star
+
+    _run_import(import_star, star, images_dir, out, diameter_px=diameter_px, surround=surround,
+                classes=classes, drop_edge=drop_edge, pixel_size_nm=pixel_size_nm,
+                group_pattern=group_pattern)
+
+
 def _run_import(function, *args, **kwargs):
     from liposome_bench.importers import ImportProblems
 

@@ -1246,3 +1246,169 @@ def import_labels(images_dir, labels_dir, classes_csv, out, *, surround=DEFAULT_
     description = f"imported from label images {labels_dir.name} ({len(summaries)} micrographs)"
     return _finish_import(particles, problem, out, extra, summaries, description, 0, notes,
                           group_pattern)
+
+
+# RELION STAR ----------------------------------------------------------------
+
+#: Columns a RELION particles table needs for ``import_star``.
+STAR_COLUMNS = ("rlnMicrographName", "rlnCoordinateX", "rlnCoordinateY", "rlnClassNumber")
+
+
+def _star_tables(path: Path):
+    """The particles table and the optics table (or None) of a STAR file."""
+    import starfile
+
+    try:
+        blocks = starfile.read(path, always_dict=True)
+    except (OSError, ValueError, KeyError, IndexError, TypeError, EOFError) as exc:
+        log.debug("%s: %s", path, exc)
+        raise DatasetError(f"{path.name} cannot be read as a STAR file ({exc}). "
+                           "Export the particles from RELION again.") from None
+    tables = [t for t in blocks.values() if hasattr(t, "columns")]
+    particles = [t for t in tables if "rlnCoordinateX" in t.columns]
+    if not particles:
+        raise DatasetError(f"{path.name} has no table with rlnCoordinateX: expected a RELION "
+                           "particles (or coordinates) STAR file.")
+    table = particles[0]
+    missing = [c for c in STAR_COLUMNS if c not in table.columns]
+    if missing:
+        raise DatasetError(f"{path.name}'s particles table lacks {', '.join(missing)}. "
+                           "Export the particles with their micrograph, coordinates and class.")
+    optics = [t for t in tables if "rlnOpticsGroup" in t.columns and t is not table]
+    return table, (optics[0] if optics else None)
+
+
+def _star_pixel_size_nm(optics) -> float:
+    """The optics table's micrograph pixel size (Angstrom) in nm, or NaN."""
+    if optics is None:
+        return float("nan")
+    for column in ("rlnMicrographPixelSize", "rlnMicrographOriginalPixelSize",
+                   "rlnImagePixelSize"):
+        if column in optics.columns and len(optics):
+            value = float(optics[column].iloc[0])
+            if math.isfinite(value) and value > 0:
+                return value / 10.0
+    return float("nan")
+
+
+def _disk(x: float, y: float, diameter: float, width: int, height: int):
+    """A disk of ``diameter`` px centred at (x, y), trimmed to its box."""
+    r = diameter / 2.0
+    x0, y0 = max(math.floor(x - r), 0), max(math.floor(y - r), 0)
+    x1, y1 = min(math.ceil(x + r), width), min(math.ceil(y + r), height)
+    if x1 <= x0 or y1 <= y0:
+        return None
+    yy, xx = np.mgrid[y0:y1, x0:x1]
+    mask = (xx + 0.5 - x) ** 2 + (yy + 0.5 - y) ** 2 <= r * r
+    return _trim(mask, x0, y0)
+
+
+def import_star(star, images_dir, out, *, diameter_px, surround=DEFAULT_SURROUND_PX,
+                classes=None, drop_edge=False, pixel_size_nm=None, reporter=None,
+                group_pattern=None) -> ImportResult:
+    """Cut the particles of a RELION STAR file out of their micrographs and
+    write them as a lab export.
+
+    Parameters
+    ----------
+    star : path
+        STAR file with a particles table (``rlnMicrographName``,
+        ``rlnCoordinateX``, ``rlnCoordinateY`` in px, ``rlnClassNumber``)
+        and optionally an optics table (``rlnMicrographPixelSize`` in
+        Angstrom).
+    images_dir : path
+        Folder of the micrographs; ``rlnMicrographName`` is relative to it
+        (else its base name is looked up there).
+    out : path
+    diameter_px : float
+        Particles are picked as points: each gets a disk mask of this
+        diameter (px) at its coordinate.
+    surround, classes, drop_edge, reporter, group_pattern
+        As for :func:`import_coco`; ``classes`` maps class numbers
+        (``1=unilamellar,2=multilamellar``). Default: the class numbers are
+        the class names.
+    pixel_size_nm : float, optional
+        nm/px where neither the micrograph's metadata nor the optics table
+        gives one. A micrograph's own metadata wins over the optics table.
+
+    Returns
+    -------
+    ImportResult
+    """
+    from liposome_bench.dataset import _check_path
+    from liposome_bench.progress import NullReporter
+
+    reporter = reporter or NullReporter()
+    star, images_dir = Path(star), Path(images_dir)
+    _check_options(surround, pixel_size_nm)
+    if group_pattern is not None:
+        compile_group_pattern(group_pattern)
+    if not (isinstance(diameter_px, (int, float)) and math.isfinite(diameter_px)
+            and diameter_px > 0):
+        raise ConfigError(f"--diameter must be a positive number of px; got {diameter_px!r}.")
+    if not images_dir.is_dir():
+        raise DatasetError(f"--images {images_dir} is not a folder. Pass the folder of the "
+                           "micrographs the STAR file names.")
+    out = _check_out(out)
+    class_map = parse_class_map(classes)
+    names, preset = _class_problem(class_map) if class_map else ({}, None)
+    table, optics = _star_tables(star)
+    star_px = _star_pixel_size_nm(optics)
+    given = pixel_size_nm if pixel_size_nm is not None else (
+        star_px if math.isfinite(star_px) else None)
+    problems, files = [], {}
+    for name in dict.fromkeys(str(v) for v in table["rlnMicrographName"]):
+        rel = _check_path(name)
+        if rel is not None and (images_dir / rel).is_file():
+            files[name] = rel
+        elif (images_dir / Path(name).name).is_file():
+            files[name] = Path(name).name
+        else:
+            problems.append(f"{star.name}: micrograph {name} is not in {images_dir}. Add it, "
+                            "or pass the folder holding it as --images.")
+    labels = []
+    for k, value in enumerate(table["rlnClassNumber"]):
+        label = str(int(value)) if isinstance(value, (int, float, np.number)) and float(
+            value).is_integer() else str(value)
+        if class_map and label not in class_map:
+            problems.append(f"{star.name}, particle {k + 1}: class {label} has no class in "
+                            f"--classes. Add {label}=CODE (or =NAME) to --classes.")
+        labels.append(label)
+    if problems:
+        raise ImportProblems(problems)
+    reporter.stage("import star", total=len(files))
+    particles, extra, summaries, notes = [], {}, [], []
+    for name, rel in files.items():
+        image, px, source = read_micrograph(images_dir / rel)
+        height, width = image.shape
+        mid = os.path.splitext(rel)[0]
+        px, px_from = _pixel_size(px, source, given, rel, notes)
+        if px_from == "--pixel-size" and pixel_size_nm is None:
+            px_from = "STAR optics"
+        summary = MicrographSummary(mid, rel, width, height, px, px_from)
+        summaries.append(summary)
+        instances = []
+        rows = np.flatnonzero(table["rlnMicrographName"].astype(str).to_numpy() == name)
+        for k in rows:
+            x, y = float(table["rlnCoordinateX"].iloc[k]), float(table["rlnCoordinateY"].iloc[k])
+            trimmed = _disk(x, y, float(diameter_px), width, height)
+            if trimmed is None:
+                problems.append(f"{star.name}, particle {k + 1}: ({x:g}, {y:g}) is outside "
+                                f"{rel} ({width}x{height} px). Correct its coordinates.")
+                continue
+            label = labels[k]
+            label = names.get(label, label) if class_map else label
+            instances.append(_Instance(_safe_id(f"{mid}-{k + 1}"), label, *trimmed,
+                                       extra={"StarRow": int(k + 1)}))
+        particles += _cut_particles(mid, image, instances, px, rel, surround, drop_edge,
+                                    summary, extra)
+        reporter.advance()
+    if problems:
+        raise ImportProblems(problems)
+    if class_map:
+        problem = preset or _problem_of(list(dict.fromkeys(names[c] for c in dict.fromkeys(labels))))
+    else:
+        problem = _problem_of(list(dict.fromkeys(labels)))
+    description = f"imported from STAR {star.name} ({len(summaries)} micrographs)"
+    return _finish_import(particles, problem, out, extra, summaries, description, 0, notes,
+                          group_pattern)

@@ -252,3 +252,39 @@ def test_no_pixel_size_warning_where_it_does_not_apply(tmp_path):
     nm = run("dataset", "check", tmp_path / "ds", "--folds", "2")
     assert nm.exit_code == 2
     assert nm.output.count("no pixel size") == 1, nm.output
+
+
+def test_import_star_pixel_size_and_class_counts(tmp_path):
+    """Issue 23, item 5: a RELION particles STAR file (written here with
+    starfile) at the fixture's particles' box centres."""
+    import pandas as pd
+    import pytest
+
+    starfile = pytest.importorskip("starfile")
+    coco = json.loads((MICS / "coco.json").read_text())
+    files = {im["id"]: im["file_name"] for im in coco["images"]}
+    rows = [{"rlnMicrographName": f"mics/{files[a['image_id']]}",
+             "rlnCoordinateX": a["bbox"][0] + a["bbox"][2] / 2,
+             "rlnCoordinateY": a["bbox"][1] + a["bbox"][3] / 2,
+             "rlnClassNumber": a["category_id"], "rlnOpticsGroup": 1}
+            for a in coco["annotations"] if not a.get("iscrowd")]
+    optics = pd.DataFrame({"rlnOpticsGroupName": ["opticsGroup1"], "rlnOpticsGroup": [1],
+                           "rlnMicrographPixelSize": [30.0]})  # Angstrom: 3 nm/px
+    starfile.write({"optics": optics, "particles": pd.DataFrame(rows)}, tmp_path / "p.star")
+    names = {c["id"]: c["name"] for c in coco["categories"]}
+    result = run("dataset", "import", "star", tmp_path / "p.star", "--images",
+                 MICS / "images", "--diameter", 30, "--out", tmp_path / "ds", "--classes",
+                 ",".join(f"{k}={v}" for k, v in names.items()))
+    assert result.exit_code == 0, result.output
+    from liposome_bench.dataset import load_dataset
+
+    dataset = load_dataset(tmp_path / "ds")
+    expected = {}
+    for r in rows:
+        expected[names[r["rlnClassNumber"]]] = expected.get(names[r["rlnClassNumber"]], 0) + 1
+    assert {c: n for c, n in dataset.class_counts().items() if n} == expected
+    px = {p.meta["micrograph"]: p.pixel_size_nm for p in dataset.particles}
+    assert px["m03"] == pytest.approx(3.0)  # PNG: the optics table's 30 A
+    assert px["m01"] == pytest.approx(2.5) and px["m02"] == pytest.approx(2.5)  # own metadata
+    out = " ".join(result.stdout.split())
+    assert "3 (STAR optics)" in out
