@@ -228,17 +228,26 @@ def _finite_pixel_size(ctx, param, value):
 
 
 def reader_options(func):
-    """Add --images-dir, --masks-dir and --pixel-size, passed to the command
+    """Add --images-dir, --masks-dir, --pixel-size and --group-pattern, passed to the command
     as one ``reader_options`` dict for ``resolve_dataset(..., **reader_options)``."""
 
     @functools.wraps(func)
-    def wrapper(*args, images_dir, masks_dir, pixel_size_nm, **kwargs):
+    def wrapper(*args, images_dir, masks_dir, pixel_size_nm, group_pattern, **kwargs):
         kwargs["reader_options"] = {
             "images_dir": images_dir,
             "masks_dir": masks_dir,
             "pixel_size_nm": pixel_size_nm,
         }
+        if group_pattern is not None:
+            kwargs["reader_options"]["group_pattern"] = group_pattern
         return func(*args, **kwargs)
+
+    wrapper = click.option(
+        "--group-pattern", default=None, metavar="REGEX",
+        help="Set each particle's group (for --group-by group) to the first capture group "
+        "of its micrograph's file name (its Micrograph, else its image file), e.g. "
+        "Roboflow's '^(.*)_(?:jpg|png)\\.rf\\.'.",
+    )(wrapper)
 
     wrapper = click.option(
         "--pixel-size",
@@ -266,7 +275,7 @@ def reader_options(func):
     return wrapper
 
 
-def settings_options(cls, names=None, *, override: bool = False):
+def settings_options(cls, names=None, *, override: bool = False, unset=None):
     """Click options made from settings fields' declarations
     (``settings.setting``): flag, type, range, choices, default and help.
 
@@ -278,6 +287,9 @@ def settings_options(cls, names=None, *, override: bool = False):
     override : bool
         Options default to None (unset), so they override a ``--config``
         file instead of carrying the declared default.
+    unset : dict, optional
+        name -> help sentence: these options default to None, resolved by
+        the command (the sentence says how).
     """
     import dataclasses
 
@@ -292,8 +304,11 @@ def settings_options(cls, names=None, *, override: bool = False):
         if kind == "augment" and declared == ",".join(_settings.AUGMENTATIONS):
             declared = "all"
         help_text = meta["help"] + (" Overrides --config." if override else "")
-        kwargs = {"default": None if override else declared,
-                  "show_default": not override and declared is not None,
+        resolved_later = f.name in (unset or {})
+        if resolved_later:
+            help_text += " " + unset[f.name]
+        kwargs = {"default": None if override or resolved_later else declared,
+                  "show_default": not (override or resolved_later) and declared is not None,
                   "help": help_text}
         flag = _settings.flag_of(f)
         if kind == "bool":
@@ -550,7 +565,13 @@ def import_group():
 
 
 def import_options(func):
-    """--out, --surround, --drop-edge and --pixel-size of both imports."""
+    """--out, --surround, --drop-edge, --pixel-size and --group-pattern of both imports."""
+    func = click.option(
+        "--group-pattern", default=None, metavar="REGEX",
+        help="Regular expression whose first group in the micrograph's file name is the "
+        "particle's group (for --group-by group). Roboflow: '^(.*)_(?:jpg|png)\\.rf\\.'; "
+        "CVAT frames: '^(.*)_frame_\\d+'.",
+    )(func)
     func = click.option(
         "--pixel-size", "pixel_size_nm", type=click.FloatRange(min=0, min_open=True),
         default=None,
@@ -571,10 +592,13 @@ def import_options(func):
 
 
 @import_group.command("coco")
-@click.argument("annotations", type=click.Path(exists=True, dir_okay=False))
-@click.option("--images", "images_dir", required=True,
+@click.argument("annotations", nargs=-1, required=True,
+                type=click.Path(exists=True, dir_okay=False))
+@click.option("--images", "images_dir", multiple=True,
               type=click.Path(exists=True, file_okay=False),
-              help="Folder of the micrographs; the annotations' file_name is relative to it.")
+              help="Folder of the micrographs; the annotations' file_name is relative to it. "
+              "With several COCO files, once per file in the same order, or once for all. "
+              "Default: each COCO file's own folder.")
 @click.option("--classes", default=None, metavar="NAME=CODE[,...]",
               help="Category names to lab export codes (3, 4, 5 lamellarity; 7, 8, 10 "
               "encapsulation) or to class names, e.g. uni=3,multi=4,unsure=5. "
@@ -585,21 +609,30 @@ def import_options(func):
 @import_options
 @_fail_cleanly
 def import_coco_command(annotations, images_dir, classes, box_masks, out, surround,
-                        drop_edge, pixel_size_nm):
+                        drop_edge, pixel_size_nm, group_pattern):
     """Import particles annotated in a COCO JSON file (polygons, RLE, boxes).
 
     Every inconsistent annotation (category not in categories, empty
     polygon, missing image, annotation outside its image) is listed, one
     per line, and nothing is written.
 
+    Several files (a Roboflow export's train, valid and test) make one
+    dataset; each particle records its file and split (Split in
+    particles.json), and ids are prefixed with the split to stay unique.
+
     \b
     Example: liposome-bench dataset import coco ann.json --images mics --out ds
+    Example: liposome-bench dataset import coco train/_annotations.coco.json valid/_annotations.coco.json --out ds
     """
     from liposome_bench.importers import import_coco
 
+    if len(annotations) == 1:
+        annotations = annotations[0]
+    images_dir = (None if not images_dir else images_dir[0] if len(images_dir) == 1
+                  else list(images_dir))
     _run_import(import_coco, annotations, images_dir, out, surround=surround,
                 classes=classes, box_masks=box_masks, drop_edge=drop_edge,
-                pixel_size_nm=pixel_size_nm)
+                pixel_size_nm=pixel_size_nm, group_pattern=group_pattern)
 
 
 @import_group.command("labels")
@@ -616,7 +649,7 @@ def import_coco_command(annotations, images_dir, classes, box_masks, out, surrou
 @import_options
 @_fail_cleanly
 def import_labels_command(images_dir, labels_dir, classes_csv, out, surround, drop_edge,
-                          pixel_size_nm):
+                          pixel_size_nm, group_pattern):
     """Import particles from instance label images and a table of classes.
 
     Each nonzero value of a micrograph's label image is one particle; the
@@ -629,7 +662,40 @@ def import_labels_command(images_dir, labels_dir, classes_csv, out, surround, dr
     from liposome_bench.importers import import_labels
 
     _run_import(import_labels, images_dir, labels_dir, classes_csv, out, surround=surround,
-                drop_edge=drop_edge, pixel_size_nm=pixel_size_nm)
+                drop_edge=drop_edge, pixel_size_nm=pixel_size_nm, group_pattern=group_pattern)
+
+
+@import_group.command("star")
+@click.argument("star", type=click.Path(exists=True, dir_okay=False))
+@click.option("--images", "images_dir", required=True,
+              type=click.Path(exists=True, file_okay=False),
+              help="Folder of the micrographs; rlnMicrographName is relative to it (else its "
+              "base name is looked up there).")
+@click.option("--diameter", "diameter_px", required=True,
+              type=click.FloatRange(min=0, min_open=True),
+              help="Particle diameter in px: each picked coordinate gets a disk mask this wide.")
+@click.option("--classes", default=None, metavar="NUMBER=CODE[,...]",
+              help="rlnClassNumber values to lab export codes or class names, e.g. "
+              "1=unilamellar,2=multilamellar. Default: the numbers are the classes.")
+@import_options
+@_fail_cleanly
+def import_star_command(star, images_dir, diameter_px, classes, out, surround, drop_edge,
+                        pixel_size_nm, group_pattern):
+    """Import particles picked in RELION (a particles STAR file).
+
+    Each row (rlnMicrographName, rlnCoordinateX/Y, rlnClassNumber) is one
+    particle with a disk mask of --diameter px. The pixel size comes from the
+    micrograph's metadata, else the optics table's rlnMicrographPixelSize,
+    else --pixel-size.
+
+    \b
+    Example: liposome-bench dataset import star particles.star --images mics --diameter 60 --out ds
+    """
+    from liposome_bench.importers import import_star
+
+    _run_import(import_star, star, images_dir, out, diameter_px=diameter_px, surround=surround,
+                classes=classes, drop_edge=drop_edge, pixel_size_nm=pixel_size_nm,
+                group_pattern=group_pattern)
 
 
 def _run_import(function, *args, **kwargs):
@@ -716,7 +782,9 @@ def features_command(problem, data, reader_options, cache_dir, out, feature_set,
 @data_option
 @reader_options
 @cache_option
-@settings_options(_settings.SVMSettings)
+@settings_options(_settings.SVMSettings, unset={
+    "feature_set": "Default: vironova for lamellarity and encapsulation, all for a custom "
+                   "problem."})
 @folds_option
 @fold_seed_option
 @group_by_option
@@ -748,9 +816,10 @@ def svm_command(problem, data, reader_options, cache_dir, k, fold_seed, group_by
     from liposome_bench.metrics import summarise_folds
     from liposome_bench.outputs import check_output_dir, writing
     from liposome_bench.results import ResultsDir
-    from liposome_bench.svm import check_svm_options, run_svm
+    from liposome_bench.svm import check_svm_options, default_feature_set, run_svm
 
-    svm_settings = _settings.SVMSettings(**settings)
+    feature_set = settings.pop("feature_set")
+    svm_settings = _settings.SVMSettings(feature_set=feature_set or "vironova", **settings)
     check_svm_options(jobs=jobs)
     _settings.check_seed(seed, "--seed")
     _settings.check_seed(fold_seed, "--fold-seed")
@@ -760,6 +829,8 @@ def svm_command(problem, data, reader_options, cache_dir, k, fold_seed, group_by
         dataset = resolve_dataset(data, problem, cache_dir=cache_dir, reporter=reporter,
                                   **reader_options)
         check_trainable(dataset)
+        if feature_set is None:
+            svm_settings = svm_settings.replace(feature_set=default_feature_set(dataset.problem))
         folds = load_or_make_folds(dataset, k=k, seed=fold_seed, group_by=group_by,
                                    reporter=reporter)
         results = ResultsDir(check_output_dir(out or f"results/svm-{dataset.problem.name}"))

@@ -50,7 +50,7 @@ from liposome_bench.io import atomic_write_json, atomic_write_text
 from liposome_bench.outputs import check_output_dir, writing
 from liposome_bench.progress import NullReporter
 from liposome_bench.results import ResultsDir, fold_file_hashes, run_lock
-from liposome_bench.settings import BenchmarkConfig, check_seed, load_config
+from liposome_bench.settings import BenchmarkConfig, SVMSettings, check_seed, load_config
 
 #: The thesis's pick per problem (section 9): LipNet-4 for lamellarity,
 #: LipNet-2 for encapsulation.
@@ -230,6 +230,12 @@ def run_benchmark(
         dataset = resolve_dataset(data, problem, cache_dir=cache_dir, reporter=reporter,
                                   **(reader_options or {}))
     check_trainable(dataset)
+    if config_file is None and "feature_set" not in svm_options and config.svm == SVMSettings():
+        # No feature set chosen: the problem's default (all features on a
+        # custom problem; svm.default_feature_set).
+        from liposome_bench.svm import default_feature_set
+
+        svm_settings = svm_settings.replace(feature_set=default_feature_set(dataset.problem))
     if folds is not None and (repeats > 1 or quick):
         raise ConfigError("Given folds are used once: pass them without --repeats or --quick.")
     if folds is not None and folds.fingerprint != dataset.fingerprint():
@@ -407,7 +413,42 @@ def _summarise(rdir, dataset, folds, settings, seed, n_resamples, command, full_
         "settings": {**settings, "models": run.get("models", {})},
     }
     summary.update(core)
+    summary["by_size_quartile"] = _size_quartiles(results, dataset, list(core["models"]))
     return summary
+
+
+def particle_sizes(dataset) -> tuple[np.ndarray, str]:
+    """Each particle's mask area: in nm^2 when every particle has a pixel
+    size, else in px; with the unit's name."""
+    px = np.array([p.pixel_size_nm for p in dataset.particles], dtype=float)
+    area = np.array([float(np.count_nonzero(p.mask)) for p in dataset.particles])
+    if len(px) and np.all(np.isfinite(px)):
+        return area * px ** 2, "nm^2"
+    return area, "px"
+
+
+def _size_quartiles(results, dataset, models) -> dict:
+    """Metrics by quartile of particle size (mask area) for every model,
+    on quartile edges of the whole dataset's sizes."""
+    from liposome_bench.metrics import metrics_by_size_quartile, to_jsonable
+
+    sizes, unit = particle_sizes(dataset)
+    edges = np.quantile(sizes, [0.25, 0.5, 0.75])
+    size_of = dict(zip(dataset.ids, sizes))
+    out = {"size": f"mask area ({unit})", "edges": [float(e) for e in edges], "models": {}}
+    classes = list(dataset.problem.classes)
+    for name in models:
+        folds = results.load_model(name)
+        if not folds:
+            continue
+        ids = [i for f in folds for i in f.ids]
+        if any(i not in size_of for i in ids):
+            continue
+        y_true = np.concatenate([f.y_true for f in folds])
+        y_pred = np.concatenate([f.y_pred for f in folds])
+        out["models"][name] = to_jsonable(metrics_by_size_quartile(
+            [size_of[i] for i in ids], y_true, y_pred, classes, edges))
+    return out
 
 
 def _group_facts(dataset, folds) -> dict:

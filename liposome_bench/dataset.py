@@ -55,7 +55,7 @@ from pathlib import Path
 
 import numpy as np
 
-from liposome_bench.errors import DatasetError
+from liposome_bench.errors import ConfigError, DatasetError
 from liposome_bench.io import UMASK, clean_stale_staging, staging_prefix
 
 EXPORT_JSON = "particles.json"
@@ -730,12 +730,10 @@ class _Report:
                 f"{len(self.unmasked)} particle(s) have no mask file; their masks were "
                 f"derived from the image (first: {self.unmasked[0]})."
             )
-        unknown = sum(1 for p in particles if not np.isfinite(p.pixel_size_nm))
-        if unknown:
-            self.warnings.append(
-                f"{unknown} particle(s) have no pixel size; pass --pixel-size "
-                "(nm/px) for features measured in nm, or run with --units px."
-            )
+        # No warning for particles without a pixel size: a run that needs
+        # one (features in nm) refuses them with the fix
+        # (features.pixel_size_problems), and one in px (cnn, --units px) does
+        # not need it (issue 23, item 8).
 
 
 def _check_path(value: str) -> str | None:
@@ -1736,8 +1734,73 @@ def _reader_for(path: Path, masks_dir: str, labels: str = "required"):
     )
 
 
+#: Group keys from Roboflow's file names ("m01_jpg.rf.3f2a....jpg": the
+#: source image "m01", shared by its augmented copies).
+ROBOFLOW_GROUP_PATTERN = r"^(.*)_(?:jpg|png)\.rf\."
+#: Group keys from CVAT frame names of a video or series ("s12_frame_000031.png": "s12").
+CVAT_GROUP_PATTERN = r"^(.*)_frame_\d+"
+
+
+def compile_group_pattern(pattern):
+    """``pattern`` compiled; it must have a capture group (the group key).
+
+    Raises
+    ------
+    ConfigError
+        On a pattern that is not a regular expression or has no group.
+    """
+    try:
+        regex = re.compile(pattern)
+    except re.error as exc:
+        raise ConfigError(f"--group-pattern {pattern!r} is not a regular expression ({exc}). "
+                          "Fix it, e.g. '^(.*)_(?:jpg|png)\\.rf\\.' for Roboflow.") from None
+    if regex.groups < 1:
+        raise ConfigError(f"--group-pattern {pattern!r} has no capture group; the first group "
+                          "is the group key. Put ( ) around the part naming the source.")
+    return regex
+
+
+def group_key(pattern, file_name: str) -> str | None:
+    """The first capture group of ``pattern`` in ``file_name``'s base name
+    (``re.search``), or None when it does not match or captures nothing."""
+    regex = pattern if isinstance(pattern, re.Pattern) else compile_group_pattern(pattern)
+    found = regex.search(Path(str(file_name)).name)
+    return found.group(1) if found and found.group(1) else None
+
+
+def set_groups(particles, pattern) -> None:
+    """Set each particle's ``meta["group"]`` to ``group_key(pattern, NAME)``
+    of its micrograph's file name (``meta["micrograph"]``, else its image's
+    ``source``).
+
+    Raises
+    ------
+    ConfigError
+        On a bad pattern (see ``compile_group_pattern``).
+    DatasetError
+        When the pattern does not match some particle's name.
+    """
+    regex = compile_group_pattern(pattern)
+    missed = []
+    for p in particles:
+        name = p.meta.get("micrograph") or p.source
+        key = group_key(regex, name)
+        if key is None:
+            missed.append(Path(str(name)).name)
+        else:
+            p.meta["group"] = key
+    if missed:
+        names = sorted(set(missed))
+        raise DatasetError(
+            f"--group-pattern {pattern!r} does not match micrograph {names[0]!r}"
+            + (f" (and {len(names) - 1} more)" if len(names) > 1 else "")
+            + ". Fix the pattern so its first group captures every file's source."
+        )
+
+
 def load_dataset(path, problem=None, *, images_dir=IMAGES_DIR, masks_dir=MASKS_DIR,
-                 pixel_size_nm=None, reporter=None, labels="required") -> Dataset:
+                 pixel_size_nm=None, reporter=None, labels="required",
+                 group_pattern=None) -> Dataset:
     """Read the dataset at ``path`` with the reader its kind needs.
 
     An export folder (holding particles.json) or a ``.json`` file goes to
@@ -1759,6 +1822,9 @@ def load_dataset(path, problem=None, *, images_dir=IMAGES_DIR, masks_dir=MASKS_D
         unlabelled (``Particle.label`` None): a lab export without ``Class``,
         a manifest without a ``label`` column or cell, an MRC stack without
         its CSV, a plain folder of images. Training needs "required".
+    group_pattern : str, optional
+        Sets every particle's ``meta["group"]`` from its micrograph's file
+        name (``set_groups``), for ``--group-by group``.
 
     Returns
     -------
@@ -1771,9 +1837,14 @@ def load_dataset(path, problem=None, *, images_dir=IMAGES_DIR, masks_dir=MASKS_D
     """
     path = Path(path)
     reader = _reader_for(path, masks_dir, labels)
+    if group_pattern is not None:
+        compile_group_pattern(group_pattern)  # fail before reading
     read = reader(path, problem, images_dir=images_dir, masks_dir=masks_dir,
                   pixel_size_nm=pixel_size_nm, reporter=reporter, labels=labels)
-    return _finish(read, path, problem, images_dir, masks_dir, pixel_size_nm)
+    dataset = _finish(read, path, problem, images_dir, masks_dir, pixel_size_nm)
+    if group_pattern is not None:
+        set_groups(dataset.particles, group_pattern)
+    return dataset
 
 
 def class_count_problems(dataset: Dataset, folds: int | None = 5) -> list[str]:
@@ -1812,8 +1883,8 @@ def check_trainable(dataset: Dataset) -> None:
 
 
 def inspect_dataset(path, problem=None, *, images_dir=IMAGES_DIR, masks_dir=MASKS_DIR,
-                    pixel_size_nm=None, reporter=None,
-                    folds: int | None = None) -> tuple[Dataset | None, list[str]]:
+                    pixel_size_nm=None, reporter=None, folds: int | None = None,
+                    group_pattern=None) -> tuple[Dataset | None, list[str]]:
     """Read the dataset at ``path`` and collect every problem in it.
 
     Takes the same arguments as ``load_dataset``. A problem that stops
@@ -1840,6 +1911,11 @@ def inspect_dataset(path, problem=None, *, images_dir=IMAGES_DIR, masks_dir=MASK
     problems = report.problems
     if not problems and folds is not None:
         problems = class_count_problems(dataset, folds)
+    if not problems and group_pattern is not None:
+        try:
+            set_groups(dataset.particles, group_pattern)
+        except (ConfigError, DatasetError) as exc:
+            problems = [str(exc)]
     if problems:
         return None, problems
     dataset.warnings = list(report.warnings)

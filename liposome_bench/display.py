@@ -485,6 +485,8 @@ def print_import(result):
     from rich.console import Console
     from rich.table import Table
 
+    from liposome_bench.dataset import MIN_IMAGE_SIDE
+
     console = Console()
     dataset = result.dataset
     console.print(f"Wrote {len(dataset)} particles ({dataset.problem.name}) from "
@@ -512,6 +514,14 @@ def print_import(result):
     elif result.edge_cut:
         console.print(f"Kept {result.edge_cut} particle(s) cut by the micrograph's edge, flagged "
                    "EdgeCut in particles.json (--drop-edge drops them).", markup=False, highlight=False, soft_wrap=True)
+    if result.widened:
+        console.print(f"Widened {result.widened} crop(s) to the {MIN_IMAGE_SIDE} px a side the "
+                      "readers need (small particles at the micrograph's edge).",
+                      markup=False, highlight=False, soft_wrap=True)
+    if result.too_small:
+        console.print(f"Dropped {result.too_small} particle(s) on micrographs under "
+                      f"{MIN_IMAGE_SIDE} px a side: no crop there reaches the {MIN_IMAGE_SIDE} "
+                      "px the readers need.", markup=False, highlight=False, soft_wrap=True)
     if result.skipped_crowd:
         console.print(f"Skipped {result.skipped_crowd} iscrowd annotation(s): they mark groups, "
                    "not particles.", markup=False, highlight=False, soft_wrap=True)

@@ -34,7 +34,7 @@ from liposome_bench.errors import FoldError
 #: Meta keys that name a shared acquisition unit; data holding one while its
 #: folds are not grouped gets a warning (:func:`ungrouped_warning`).
 GROUP_LIKE_KEYS = ("micrograph", "session", "grid", "image", "exposure", "movie", "stack",
-                   "acquisition", "tile")
+                   "acquisition", "tile", "group")
 
 
 @dataclass

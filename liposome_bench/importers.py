@@ -37,12 +37,17 @@ from pathlib import Path
 import numpy as np
 
 from liposome_bench.dataset import (
+    CVAT_GROUP_PATTERN,  # noqa: F401  (documented here, beside the importers)
     IMAGE_EXTENSIONS,
+    MIN_IMAGE_SIDE,
     PROBLEMS,
+    ROBOFLOW_GROUP_PATTERN,  # noqa: F401
     Dataset,
     Particle,
     Problem,
+    compile_group_pattern,
     custom_problem,
+    set_groups,
     write_export,
 )
 from liposome_bench.annotations import check_coco, check_micrograph_pixels
@@ -95,6 +100,8 @@ class MicrographSummary:
     particles: int = 0
     edge_cut: int = 0  # kept and flagged
     dropped: int = 0  # edge-cut and dropped (drop_edge)
+    widened: int = 0  # crop widened to the readers' MIN_IMAGE_SIDE
+    too_small: int = 0  # dropped: the micrograph is under MIN_IMAGE_SIDE a side
 
 
 @dataclass
@@ -118,6 +125,14 @@ class ImportResult:
     @property
     def dropped(self) -> int:
         return sum(m.dropped for m in self.micrographs)
+
+    @property
+    def widened(self) -> int:
+        return sum(m.widened for m in self.micrographs)
+
+    @property
+    def too_small(self) -> int:
+        return sum(m.too_small for m in self.micrographs)
 
 
 # Reading micrographs --------------------------------------------------------
@@ -333,12 +348,27 @@ def _trim(mask: np.ndarray, x0: int = 0, y0: int = 0) -> tuple[np.ndarray, int, 
     return np.ascontiguousarray(mask[r0:r1, c0:c1]), x0 + int(c0), y0 + int(r0)
 
 
+def _widen(lo: int, hi: int, size: int) -> tuple[int, int]:
+    """``[lo, hi)`` grown about its middle to at least ``MIN_IMAGE_SIDE``,
+    shifted to stay inside ``[0, size)`` (``size >= MIN_IMAGE_SIDE``)."""
+    need = MIN_IMAGE_SIDE - (hi - lo)
+    if need <= 0:
+        return lo, hi
+    lo = max(lo - (need + 1) // 2, 0)
+    hi = min(lo + MIN_IMAGE_SIDE, size)
+    return max(hi - MIN_IMAGE_SIDE, 0), hi
+
+
 def _cut_particles(micrograph_id: str, image: np.ndarray, instances: list[_Instance],
                    pixel_size_nm: float, source: str, surround: int, drop_edge: bool,
                    summary: MicrographSummary, extra: dict) -> list[Particle]:
     """One particle per instance: the crop of ``image`` around its mask's
     bounding box with ``surround`` px each side (clipped at the edge), and
-    the mask inside that crop."""
+    the mask inside that crop. A crop under the readers' ``MIN_IMAGE_SIDE``
+    (a small particle at an edge or corner) is widened inside the
+    micrograph and counted in ``summary.widened``; on a micrograph under
+    ``MIN_IMAGE_SIDE`` a side no crop can be, so its particles are dropped
+    and counted in ``summary.too_small``."""
     height, width = image.shape
     particles = []
     for inst in instances:
@@ -350,6 +380,14 @@ def _cut_particles(micrograph_id: str, image: np.ndarray, instances: list[_Insta
             continue
         cx0, cy0 = max(inst.x0 - surround, 0), max(inst.y0 - surround, 0)
         cx1, cy1 = min(x1 + surround, width), min(y1 + surround, height)
+        if width < MIN_IMAGE_SIDE or height < MIN_IMAGE_SIDE:
+            # No crop of this micrograph reaches the readers' minimum.
+            summary.too_small += 1
+            continue
+        if cx1 - cx0 < MIN_IMAGE_SIDE or cy1 - cy0 < MIN_IMAGE_SIDE:
+            cx0, cx1 = _widen(cx0, cx1, width)
+            cy0, cy1 = _widen(cy0, cy1, height)
+            summary.widened += 1
         crop = image[cy0:cy1, cx0:cx1].copy()
         mask = np.zeros(crop.shape, dtype=bool)
         mask[inst.y0 - cy0:inst.y0 - cy0 + h, inst.x0 - cx0:inst.x0 - cx0 + w] = inst.box
@@ -389,15 +427,19 @@ def _problem_of(labels: list[str]) -> Problem:
 
 
 def _finish_import(particles, problem, out, extra, micrographs, description,
-                   skipped_crowd=0, notes=()) -> ImportResult:
+                   skipped_crowd=0, notes=(), group_pattern=None) -> ImportResult:
     if not particles:
         raise DatasetError(
             "No particles to write: "
             + ("every annotated particle is cut by the micrograph's edge and --drop-edge "
-               "drops them." if any(m.dropped for m in micrographs)
+               "drops them, or is on a micrograph under "
+               f"{MIN_IMAGE_SIDE} px a side." if any(m.dropped or m.too_small
+                                                     for m in micrographs)
                else "the annotations hold none.")
             + " Check the inputs."
         )
+    if group_pattern is not None:
+        set_groups(particles, group_pattern)
     preset = problem.name in PROBLEMS
     for p in particles:
         if preset:
@@ -513,23 +555,43 @@ def _number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+#: Folder names that say which split a COCO file is (Roboflow's
+#: train/valid/test/_annotations.coco.json).
+SPLIT_FOLDERS = ("train", "training", "valid", "val", "validation", "test", "testing")
+
+
+def coco_split(path) -> str:
+    """The split a COCO file is: its folder's name when that is one of
+    ``SPLIT_FOLDERS`` (Roboflow's layout), else the file's stem."""
+    path = Path(path)
+    folder = path.resolve().parent.name
+    return folder if folder.lower() in SPLIT_FOLDERS else path.name.split(".")[0]
+
+
 def import_coco(annotations, images_dir, out, *, surround=DEFAULT_SURROUND_PX, classes=None,
                 box_masks=None, drop_edge=False, pixel_size_nm=None,
-                reporter=None) -> ImportResult:
+                reporter=None, group_pattern=None, _parts=False) -> ImportResult:
     """Cut the particles annotated in a COCO file out of their micrographs
     and write them as a lab export.
 
     Parameters
     ----------
-    annotations : path
+    annotations : path or list of paths
         COCO JSON: ``images`` (id, file_name, width, height), ``categories``
         (id, name) and ``annotations`` (id, image_id, category_id and a
         ``segmentation``: polygons, or RLE with ``counts`` as a list or a
         compressed string; or only a ``bbox`` [x, y, width, height]).
         ``iscrowd`` annotations cover groups, not particles: they are skipped
-        and counted.
-    images_dir : path
-        Folder of the micrographs; ``file_name`` is relative to it.
+        and counted. Several files (a Roboflow export's train, valid and
+        test) make one dataset: each particle's id and micrograph are
+        prefixed with its file's split (``coco_split``) so they stay
+        unique, and it records its COCO file's name and split
+        (``meta["annotations"]``, ``meta["split"]``; ``Annotations`` and
+        ``Split`` in particles.json).
+    images_dir : path or list of paths, optional
+        Folder of the micrographs; ``file_name`` is relative to it. With
+        several files, one folder per file, or one for all; None: each COCO
+        file's own folder.
     out : path
         The export folder to write (must not exist, or be empty).
     surround : int
@@ -547,6 +609,10 @@ def import_coco(annotations, images_dir, out, *, surround=DEFAULT_SURROUND_PX, c
     pixel_size_nm : float, optional
         nm/px of micrographs whose TIFF or MRC metadata gives none.
     reporter : progress reporter, optional
+    group_pattern : str, optional
+        Regular expression; its first capture group in the micrograph's
+        file name is the particle's ``meta["group"]`` (for ``--group-by
+        group``): ``ROBOFLOW_GROUP_PATTERN``, ``CVAT_GROUP_PATTERN``.
 
     Returns
     -------
@@ -565,6 +631,15 @@ def import_coco(annotations, images_dir, out, *, surround=DEFAULT_SURROUND_PX, c
     from liposome_bench.progress import NullReporter
 
     reporter = reporter or NullReporter()
+    if group_pattern is not None:
+        compile_group_pattern(group_pattern)  # fail early
+    if not isinstance(annotations, (str, os.PathLike)):
+        return _import_coco_files(list(annotations), images_dir, out, surround=surround,
+                                  classes=classes, box_masks=box_masks, drop_edge=drop_edge,
+                                  pixel_size_nm=pixel_size_nm, reporter=reporter,
+                                  group_pattern=group_pattern)
+    if images_dir is None:
+        images_dir = Path(annotations).parent
     annotations, images_dir = Path(annotations), Path(images_dir)
     _check_options(surround, pixel_size_nm)
     if box_masks is not None and box_masks not in BOX_MASKS:
@@ -572,7 +647,7 @@ def import_coco(annotations, images_dir, out, *, surround=DEFAULT_SURROUND_PX, c
     if not images_dir.is_dir():
         raise DatasetError(f"--images {images_dir} is not a folder. Pass the folder of the "
                            "micrographs the annotations name.")
-    out = _check_out(out)
+    out = None if _parts else _check_out(out)
     class_map = parse_class_map(classes)
     names, preset = _class_problem(class_map) if class_map else ({}, None)
     data = _load_coco(annotations)
@@ -712,13 +787,64 @@ def import_coco(annotations, images_dir, out, *, surround=DEFAULT_SURROUND_PX, c
         problem = preset or _problem_of(list(dict.fromkeys(ordered)))
     else:
         problem = _problem_of(list(dict.fromkeys(used)))
+    if _parts:
+        return particles, extra, summaries, problem, skipped_crowd, notes
     description = f"imported from COCO {name} ({len(summaries)} micrographs)"
     return _finish_import(particles, problem, out, extra, summaries, description,
-                          skipped_crowd, notes)
+                          skipped_crowd, notes, group_pattern)
 
 
 class _Outside(Exception):
     """An annotation that does not fit its image."""
+
+
+def _import_coco_files(files, images_dirs, out, *, reporter, group_pattern=None,
+                       **options) -> ImportResult:
+    """Several COCO files as one dataset (see ``import_coco``)."""
+    if not files:
+        raise ConfigError("No COCO file given. Pass one or more annotation files.")
+    if len(files) == 1:
+        one = images_dirs[0] if isinstance(images_dirs, (list, tuple)) else images_dirs
+        return import_coco(files[0], one, out, reporter=reporter, group_pattern=group_pattern,
+                           **options)
+    if images_dirs is None or isinstance(images_dirs, (str, os.PathLike)):
+        images_dirs = [images_dirs] * len(files)
+    images_dirs = list(images_dirs)
+    if len(images_dirs) != len(files):
+        raise ConfigError(f"{len(files)} COCO files but {len(images_dirs)} --images folders. "
+                          "Give one --images per file, in the same order, or none.")
+    splits = [coco_split(f) for f in files]
+    if len(set(splits)) != len(splits):
+        splits = [f"{s}{k + 1}" for k, s in enumerate(splits)]
+    out = _check_out(out)
+    particles, extra, summaries, notes, problems, skipped, classes = [], {}, [], [], [], 0, []
+    for path, folder, split in zip(files, images_dirs, splits):
+        try:
+            got = import_coco(path, folder, None, reporter=reporter, _parts=True, **options)
+        except ImportProblems as exc:
+            problems += exc.problems
+            continue
+        parts, more, mics, problem, crowd, lines = got
+        for p in parts:
+            old_id = p.id
+            p.id = _safe_id(f"{split}-{old_id}")
+            p.meta["micrograph"] = f"{split}/{p.meta['micrograph']}"
+            p.meta["annotations"], p.meta["split"] = Path(path).name, split
+            extra[p.id] = more[old_id]
+        for m in mics:
+            m.micrograph = f"{split}/{m.micrograph}"
+        particles += parts
+        summaries += mics
+        notes += lines
+        skipped += crowd
+        classes += [c for c in problem.classes if c not in classes]
+    if problems:
+        raise ImportProblems(problems)
+    problem = _problem_of(classes)
+    description = (f"imported from COCO {', '.join(Path(f).name for f in files)} "
+                   f"({len(summaries)} micrographs)")
+    return _finish_import(particles, problem, out, extra, summaries, description, skipped, notes,
+                          group_pattern)
 
 
 def _kind(ann) -> str:
@@ -977,7 +1103,8 @@ def _read_class_table(path: Path):
 
 
 def import_labels(images_dir, labels_dir, classes_csv, out, *, surround=DEFAULT_SURROUND_PX,
-                  drop_edge=False, pixel_size_nm=None, reporter=None) -> ImportResult:
+                  drop_edge=False, pixel_size_nm=None, reporter=None,
+                  group_pattern=None) -> ImportResult:
     """Cut the particles of instance label images out of their micrographs
     and write them as a lab export.
 
@@ -995,7 +1122,7 @@ def import_labels(images_dir, labels_dir, classes_csv, out, *, surround=DEFAULT_
     classes_csv : path
         Columns ``micrograph`` (its id, or its file name), ``label`` (the
         value in the label image) and ``class``: one row per particle.
-    out, surround, drop_edge, pixel_size_nm, reporter
+    out, surround, drop_edge, pixel_size_nm, reporter, group_pattern
         As for :func:`import_coco`.
 
     Returns
@@ -1015,6 +1142,8 @@ def import_labels(images_dir, labels_dir, classes_csv, out, *, surround=DEFAULT_
     reporter = reporter or NullReporter()
     images_dir, labels_dir, classes_csv = Path(images_dir), Path(labels_dir), Path(classes_csv)
     _check_options(surround, pixel_size_nm)
+    if group_pattern is not None:
+        compile_group_pattern(group_pattern)  # fail early
     for option, folder in (("--images", images_dir), ("--labels", labels_dir)):
         if not folder.is_dir():
             raise DatasetError(f"{option} {folder} is not a folder.")
@@ -1122,4 +1251,171 @@ def import_labels(images_dir, labels_dir, classes_csv, out, *, surround=DEFAULT_
         raise ImportProblems(problems)
     problem = _problem_of(sorted(dict.fromkeys(class_order)))
     description = f"imported from label images {labels_dir.name} ({len(summaries)} micrographs)"
-    return _finish_import(particles, problem, out, extra, summaries, description, 0, notes)
+    return _finish_import(particles, problem, out, extra, summaries, description, 0, notes,
+                          group_pattern)
+
+
+# RELION STAR ----------------------------------------------------------------
+
+#: Columns a RELION particles table needs for ``import_star``.
+STAR_COLUMNS = ("rlnMicrographName", "rlnCoordinateX", "rlnCoordinateY", "rlnClassNumber")
+
+
+def _star_tables(path: Path):
+    """The particles table and the optics table (or None) of a STAR file."""
+    import starfile
+
+    try:
+        blocks = starfile.read(path, always_dict=True)
+    except (OSError, ValueError, KeyError, IndexError, TypeError, EOFError) as exc:
+        log.debug("%s: %s", path, exc)
+        raise DatasetError(f"{path.name} cannot be read as a STAR file ({exc}). "
+                           "Export the particles from RELION again.") from None
+    tables = [t for t in blocks.values() if hasattr(t, "columns")]
+    particles = [t for t in tables if "rlnCoordinateX" in t.columns]
+    if not particles:
+        raise DatasetError(f"{path.name} has no table with rlnCoordinateX: expected a RELION "
+                           "particles (or coordinates) STAR file.")
+    table = particles[0]
+    missing = [c for c in STAR_COLUMNS if c not in table.columns]
+    if missing:
+        raise DatasetError(f"{path.name}'s particles table lacks {', '.join(missing)}. "
+                           "Export the particles with their micrograph, coordinates and class.")
+    optics = [t for t in tables if "rlnOpticsGroup" in t.columns and t is not table]
+    return table, (optics[0] if optics else None)
+
+
+def _star_pixel_size_nm(optics) -> float:
+    """The optics table's micrograph pixel size (Angstrom) in nm, or NaN."""
+    if optics is None:
+        return float("nan")
+    for column in ("rlnMicrographPixelSize", "rlnMicrographOriginalPixelSize",
+                   "rlnImagePixelSize"):
+        if column in optics.columns and len(optics):
+            value = float(optics[column].iloc[0])
+            if math.isfinite(value) and value > 0:
+                return value / 10.0
+    return float("nan")
+
+
+def _disk(x: float, y: float, diameter: float, width: int, height: int):
+    """A disk of ``diameter`` px centred at (x, y), trimmed to its box."""
+    r = diameter / 2.0
+    x0, y0 = max(math.floor(x - r), 0), max(math.floor(y - r), 0)
+    x1, y1 = min(math.ceil(x + r), width), min(math.ceil(y + r), height)
+    if x1 <= x0 or y1 <= y0:
+        return None
+    yy, xx = np.mgrid[y0:y1, x0:x1]
+    mask = (xx + 0.5 - x) ** 2 + (yy + 0.5 - y) ** 2 <= r * r
+    return _trim(mask, x0, y0)
+
+
+def import_star(star, images_dir, out, *, diameter_px, surround=DEFAULT_SURROUND_PX,
+                classes=None, drop_edge=False, pixel_size_nm=None, reporter=None,
+                group_pattern=None) -> ImportResult:
+    """Cut the particles of a RELION STAR file out of their micrographs and
+    write them as a lab export.
+
+    Parameters
+    ----------
+    star : path
+        STAR file with a particles table (``rlnMicrographName``,
+        ``rlnCoordinateX``, ``rlnCoordinateY`` in px, ``rlnClassNumber``)
+        and optionally an optics table (``rlnMicrographPixelSize`` in
+        Angstrom).
+    images_dir : path
+        Folder of the micrographs; ``rlnMicrographName`` is relative to it
+        (else its base name is looked up there).
+    out : path
+    diameter_px : float
+        Particles are picked as points: each gets a disk mask of this
+        diameter (px) at its coordinate.
+    surround, classes, drop_edge, reporter, group_pattern
+        As for :func:`import_coco`; ``classes`` maps class numbers
+        (``1=unilamellar,2=multilamellar``). Default: the class numbers are
+        the class names.
+    pixel_size_nm : float, optional
+        nm/px where neither the micrograph's metadata nor the optics table
+        gives one. A micrograph's own metadata wins over the optics table.
+
+    Returns
+    -------
+    ImportResult
+    """
+    from liposome_bench.dataset import _check_path
+    from liposome_bench.progress import NullReporter
+
+    reporter = reporter or NullReporter()
+    star, images_dir = Path(star), Path(images_dir)
+    _check_options(surround, pixel_size_nm)
+    if group_pattern is not None:
+        compile_group_pattern(group_pattern)
+    if not (isinstance(diameter_px, (int, float)) and math.isfinite(diameter_px)
+            and diameter_px > 0):
+        raise ConfigError(f"--diameter must be a positive number of px; got {diameter_px!r}.")
+    if not images_dir.is_dir():
+        raise DatasetError(f"--images {images_dir} is not a folder. Pass the folder of the "
+                           "micrographs the STAR file names.")
+    out = _check_out(out)
+    class_map = parse_class_map(classes)
+    names, preset = _class_problem(class_map) if class_map else ({}, None)
+    table, optics = _star_tables(star)
+    star_px = _star_pixel_size_nm(optics)
+    given = pixel_size_nm if pixel_size_nm is not None else (
+        star_px if math.isfinite(star_px) else None)
+    problems, files = [], {}
+    for name in dict.fromkeys(str(v) for v in table["rlnMicrographName"]):
+        rel = _check_path(name)
+        if rel is not None and (images_dir / rel).is_file():
+            files[name] = rel
+        elif (images_dir / Path(name).name).is_file():
+            files[name] = Path(name).name
+        else:
+            problems.append(f"{star.name}: micrograph {name} is not in {images_dir}. Add it, "
+                            "or pass the folder holding it as --images.")
+    labels = []
+    for k, value in enumerate(table["rlnClassNumber"]):
+        label = str(int(value)) if isinstance(value, (int, float, np.number)) and float(
+            value).is_integer() else str(value)
+        if class_map and label not in class_map:
+            problems.append(f"{star.name}, particle {k + 1}: class {label} has no class in "
+                            f"--classes. Add {label}=CODE (or =NAME) to --classes.")
+        labels.append(label)
+    if problems:
+        raise ImportProblems(problems)
+    reporter.stage("import star", total=len(files))
+    particles, extra, summaries, notes = [], {}, [], []
+    for name, rel in files.items():
+        image, px, source = read_micrograph(images_dir / rel)
+        height, width = image.shape
+        mid = os.path.splitext(rel)[0]
+        px, px_from = _pixel_size(px, source, given, rel, notes)
+        if px_from == "--pixel-size" and pixel_size_nm is None:
+            px_from = "STAR optics"
+        summary = MicrographSummary(mid, rel, width, height, px, px_from)
+        summaries.append(summary)
+        instances = []
+        rows = np.flatnonzero(table["rlnMicrographName"].astype(str).to_numpy() == name)
+        for k in rows:
+            x, y = float(table["rlnCoordinateX"].iloc[k]), float(table["rlnCoordinateY"].iloc[k])
+            trimmed = _disk(x, y, float(diameter_px), width, height)
+            if trimmed is None:
+                problems.append(f"{star.name}, particle {k + 1}: ({x:g}, {y:g}) is outside "
+                                f"{rel} ({width}x{height} px). Correct its coordinates.")
+                continue
+            label = labels[k]
+            label = names.get(label, label) if class_map else label
+            instances.append(_Instance(_safe_id(f"{mid}-{k + 1}"), label, *trimmed,
+                                       extra={"StarRow": int(k + 1)}))
+        particles += _cut_particles(mid, image, instances, px, rel, surround, drop_edge,
+                                    summary, extra)
+        reporter.advance()
+    if problems:
+        raise ImportProblems(problems)
+    if class_map:
+        problem = preset or _problem_of(list(dict.fromkeys(names[c] for c in dict.fromkeys(labels))))
+    else:
+        problem = _problem_of(list(dict.fromkeys(labels)))
+    description = f"imported from STAR {star.name} ({len(summaries)} micrographs)"
+    return _finish_import(particles, problem, out, extra, summaries, description, 0, notes,
+                          group_pattern)

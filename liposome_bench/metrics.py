@@ -418,3 +418,46 @@ def summarise_folds(fold_results, classes) -> FoldSummary:
         pooled=pooled,
         support=[int(s) for s in stack.sum(axis=(0, 2))],
     )
+
+
+def metrics_by_size_quartile(sizes, y_true, y_pred, classes, edges=None) -> list[dict]:
+    """Accuracy, balanced accuracy and macro F1 within each quartile of
+    particle size.
+
+    Parameters
+    ----------
+    sizes : array of float, shape (n,)
+        Each particle's size (any unit; only its order matters).
+    y_true, y_pred : array of int, shape (n,)
+    classes : sequence of str
+    edges : sequence of 3 float, optional
+        Quartile boundaries; default: ``np.quantile(sizes, [.25, .5, .75])``
+        (pass the whole dataset's so every model shares them).
+
+    Returns
+    -------
+    list of 4 dicts
+        ``quartile`` (1-4), ``size_min``, ``size_max`` (of the particles in
+        it; None when empty), ``n``, ``accuracy``, ``balanced_accuracy``,
+        ``macro_f1`` (NaN when empty). A particle on a boundary goes to the
+        lower quartile.
+    """
+    sizes = np.asarray(sizes, dtype=float)
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    if edges is None:
+        edges = np.quantile(sizes, [0.25, 0.5, 0.75])
+    which = np.searchsorted(np.asarray(edges, dtype=float), sizes, side="left")
+    out = []
+    for q in range(4):
+        keep = which == q
+        row = {"quartile": q + 1, "n": int(keep.sum()),
+               "size_min": float(sizes[keep].min()) if keep.any() else None,
+               "size_max": float(sizes[keep].max()) if keep.any() else None}
+        if keep.any():
+            m = compute_metrics(y_true[keep], y_pred[keep], classes)
+            row.update(accuracy=float(m.accuracy), balanced_accuracy=float(m.balanced_accuracy),
+                       macro_f1=float(m.macro_f1))
+        else:
+            row.update(accuracy=math.nan, balanced_accuracy=math.nan, macro_f1=math.nan)
+        out.append(row)
+    return out

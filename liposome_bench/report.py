@@ -388,6 +388,7 @@ def format_report(summary: dict, images: dict | None = None, galleries=None) -> 
     parts += _dataset_section(summary)
     parts += _protocol_section(summary)
     parts += _metric_section(summary, images.get("bars"))
+    parts += _size_quartile_section(summary)
     parts += _comparison_section(summary)
     parts += _confusion_section(summary, images.get("confusion"))
     parts += galleries or []
@@ -749,6 +750,36 @@ def _metric_section(summary, bars) -> list[str]:
     if bars:
         lines += [f"![per-class metrics]({bars})", ""]
     return lines
+
+
+def _size_quartile_section(summary) -> list[str]:
+    """Macro F1 and accuracy of every model within each quartile of
+    particle size (``summary["by_size_quartile"]``)."""
+    by = summary.get("by_size_quartile") or {}
+    models = list(by.get("models") or {})
+    if not models:
+        return []
+
+    def num(value, fmt=".3f"):
+        return UNDEFINED if value is None or math.isnan(value) else format(value, fmt)
+
+    first = by["models"][models[0]]
+    rows = []
+    for q, row in enumerate(first):
+        span = (f"{num(row['size_min'], '.4g')}–{num(row['size_max'], '.4g')}"
+                if row["size_min"] is not None else UNDEFINED)
+        cells = []
+        for m in models:
+            r = by["models"][m][q]
+            cells.append(f"{num(r['macro_f1'])} / {num(r['accuracy'])}")
+        rows.append([f"Q{row['quartile']}", span, str(row["n"]), *cells])
+    return [
+        "## Metrics by particle size quartile", "",
+        (f"Particles split at the quartiles of their {by['size']} over the whole dataset; "
+         "each cell: macro F1 / accuracy of the pooled out-of-fold predictions in that "
+         f"quartile. {UNDEFINED}: undefined (no particle)."), "",
+        _md_table(["quartile", "size", "particles", *models], rows), "",
+    ]
 
 
 def _comparison_section(summary) -> list[str]:

@@ -695,6 +695,20 @@ def check_svm_options(*, jobs: int = 1, **settings) -> None:
     make_svm_settings(**settings)
 
 
+#: Problems whose default SVM features are the lab's ``vironova`` set: the
+#: set was designed for them (thesis section 4.1). Any other (custom)
+#: problem gets ``all`` features by default, so the SVM is not held to
+#: features chosen for another question (issue 23, item 6).
+VIRONOVA_PROBLEMS = ("lamellarity", "encapsulation")
+
+
+def default_feature_set(problem) -> str:
+    """The SVM's default feature set for ``problem`` (a Problem or its
+    name): ``"vironova"`` for lamellarity and encapsulation, else ``"all"``."""
+    name = getattr(problem, "name", problem)
+    return "vironova" if name in VIRONOVA_PROBLEMS else "all"
+
+
 def make_svm_settings(settings: SVMSettings | None = None, **options) -> SVMSettings:
     """``settings`` (default ``SVMSettings()``) with ``options`` replacing
     single fields; an unknown option is a ConfigError naming the valid ones.

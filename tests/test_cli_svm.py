@@ -126,3 +126,28 @@ def test_other_settings_in_the_same_folder_are_refused(run, tiny_export_copy, tm
         f"Error: {out} holds svm results made with other settings (C differ). "
         f"Use another --out or delete {out / 'svm'}."
     )
+
+
+def test_svm_default_features_are_all_on_a_custom_problem(run, tiny_dataset, tiny_export_copy,
+                                                          tmp_path):
+    """Issue 23, item 6: the vironova set was made for lamellarity and
+    encapsulation; a custom problem gets every feature unless told."""
+    import copy
+
+    from liposome_bench.dataset import Dataset, custom_problem, write_export
+
+    names = {"unilamellar": "small", "multilamellar": "layered", "uncertain": "other"}
+    particles = copy.deepcopy(tiny_dataset.particles)
+    for p in particles:
+        p.label = names[p.label]
+    custom = write_export(Dataset(custom_problem(["small", "layered", "other"]), particles),
+                          tmp_path / "custom")
+    args = ("--folds", 3, "--C", 1, "--gamma", 0.1)
+    assert run("--data", custom, *args, "--out", tmp_path / "c").exit_code == 0
+    assert run("--data", custom, *args, "--feature-set", "vironova",
+               "--out", tmp_path / "cv").exit_code == 0
+    assert run("--problem", "lamellarity", "--data", tiny_export_copy, *args,
+               "--out", tmp_path / "l").exit_code == 0
+    used = {name: json.loads((tmp_path / name / "svm" / "fold-0.json").read_text())
+            ["params"]["feature_set"] for name in ("c", "cv", "l")}
+    assert used == {"c": "all", "cv": "vironova", "l": "vironova"}

@@ -290,3 +290,49 @@ def test_repeated_verdict_rests_on_every_repeats_fold_scores(monkeypatch, tmp_pa
     assert comp["macro_f1"]["difference"] >= 0
     assert all(e["verdict"] in ("no significant difference", "lipnet-1 better")
                for e in comp["per_class"].values())
+
+
+def test_benchmark_svm_uses_all_features_on_a_custom_problem(tmp_path, tiny_dataset):
+    """Issue 23, item 6: without --config or a chosen feature set, a custom
+    problem's SVM gets every feature; a lamellarity run keeps vironova."""
+    import copy
+
+    from liposome_bench.dataset import Dataset, custom_problem, write_export
+
+    particles = copy.deepcopy(tiny_dataset.particles)
+    for p in particles:
+        p.label = {"unilamellar": "a", "multilamellar": "b", "uncertain": "c"}[p.label]
+    custom = write_export(Dataset(custom_problem(["a", "b", "c"]), particles), tmp_path / "ds")
+    summary = comparison.run_benchmark(
+        None, custom, cnn_models=[], quick=True, k=QUICK_FOLDS, out=tmp_path / "run",
+        svm_options={"C": 8.0, "gamma": 0.0078125}, n_resamples=100,
+    )
+    fold = json.loads((tmp_path / "run" / "svm" / "fold-0.json").read_text())
+    assert fold["params"]["feature_set"] == "all", summary.keys()
+
+
+def test_metrics_by_size_quartile_in_summary_and_report(tmp_path, tiny_export):
+    """Issue 23, item 7: summary.json and the report give each model's
+    metrics within each quartile of particle size."""
+    from liposome_bench.metrics import metrics_by_size_quartile
+
+    out = tmp_path / "q"
+    summary = comparison.run_benchmark(
+        "lamellarity", tiny_export, cnn_models=[], quick=True, k=QUICK_FOLDS, out=out,
+        svm_options={"C": 8.0, "gamma": 0.0078125}, n_resamples=100,
+    )
+    by = json.loads((out / "summary.json").read_text())["by_size_quartile"]
+    assert by == json.loads(json.dumps(summary["by_size_quartile"]))
+    rows = by["models"]["svm"]
+    assert [r["quartile"] for r in rows] == [1, 2, 3, 4]
+    assert sum(r["n"] for r in rows) == len(pd.read_csv(out / "predictions.csv"))
+    assert all(rows[q]["size_max"] <= rows[q + 1]["size_min"] for q in range(3))
+    text = report.render_report(out).read_text()
+    assert "## Metrics by particle size quartile" in text
+    # The function itself: a model right on small particles only.
+    sizes = np.arange(8.0)
+    y = np.array([0, 1] * 4)
+    pred = np.where(sizes < 2, y, 1 - y)
+    got = metrics_by_size_quartile(sizes, y, pred, ["a", "b"])
+    assert [r["n"] for r in got] == [2, 2, 2, 2]
+    assert [r["accuracy"] for r in got] == [1.0, 0.0, 0.0, 0.0]
