@@ -381,7 +381,11 @@ def _pixel_sizes(dataset) -> dict:
 
 
 def _train_svm(dataset, settings, oof, staging, classes, jobs, reporter) -> dict:
-    from liposome_bench.abstention import fit_calibrator
+    from liposome_bench.abstention import (
+        apply_calibrator,
+        confidence_of,
+        fit_calibrator,
+    )
     from liposome_bench.features import extract_features
     from liposome_bench.svm import GRIDS, LibSVMClassifier, _feature_matrix, search_grid
 
@@ -412,6 +416,12 @@ def _train_svm(dataset, settings, oof, staging, classes, jobs, reporter) -> dict
         raise DatasetError("Every class needs training particles; "
                            f"the dataset has {dataset.class_counts()}.")
     calibrator = fit_calibrator(oof["decision_values"], oof["y_true"], len(classes))
+    # Thresholds are chosen on the cross-fitted probabilities (fold i calibrated
+    # on the other folds); the final model uses this one calibrator. Record how
+    # far apart the two put the same out-of-fold decision values.
+    shift = float(np.max(np.abs(
+        confidence_of(apply_calibrator(calibrator, oof["decision_values"]), oof["y_pred"])
+        - confidence_of(oof["probabilities"], oof["y_pred"])), initial=0.0))
     return {
         "card": {
             "input": {
@@ -435,6 +445,11 @@ def _train_svm(dataset, settings, oof, staging, classes, jobs, reporter) -> dict
                 "calibration": {**calibrator,
                                 "fitted_on": "the cross-validated (out-of-fold) decision values "
                                              "of the run"},
+                "calibration_shift": shift,
+                "calibration_shift_means": "largest difference in confidence, on the "
+                                           "out-of-fold decision values, between the "
+                                           "cross-fitted calibration that --target-precision "
+                                           "thresholds are chosen on and this calibration",
                 "predicted_class": "LIBSVM's one-vs-one vote (as svm-predict); the "
                                    "confidence is the calibrated probability of that class",
             },
@@ -671,7 +686,7 @@ def load_svm(bundle: Bundle):
 
 
 def read_cv_predictions(bundle: Bundle) -> dict:
-    """The bundle's out-of-fold predictions: y_true, y_pred, probabilities."""
+    """The bundle's out-of-fold predictions: y_true, y_pred, probabilities, fold."""
     import pandas as pd
 
     path = bundle.path / CV_PREDICTIONS
@@ -682,6 +697,7 @@ def read_cv_predictions(bundle: Bundle) -> dict:
             "y_true": table["label"].map(index).to_numpy(np.int64),
             "y_pred": table["predicted"].map(index).to_numpy(np.int64),
             "probabilities": table[[f"p_{c}" for c in bundle.classes]].to_numpy(np.float64),
+            "fold": table["fold"].to_numpy(np.int64),
         }
     except (OSError, ValueError, KeyError) as exc:
         raise BundleError(f"{path} cannot be read ({exc}). Train the bundle again.") from None
@@ -698,7 +714,7 @@ class Predictions:
     y_pred: np.ndarray
     probabilities: np.ndarray
     abstained: np.ndarray
-    thresholds: dict  # class -> threshold_for_precision result (with "target")
+    thresholds: dict  # class -> threshold_for_precision result (+ "target", "held_out")
     dataset: "object"
 
 
@@ -787,7 +803,10 @@ def predict(bundle_path, data, *, min_confidence: float | None = None, target_pr
     target_precision : sequence of "CLASS=P"
         Per class, abstain below the lowest confidence at which that class's
         cross-validated predictions (the bundle's out-of-fold predictions)
-        reach precision P.
+        reach precision P. The precision and coverage to expect are
+        estimated out of sample by nested cross-fitting
+        (:func:`liposome_bench.abstention.held_out_threshold`), in
+        ``thresholds[CLASS]["held_out"]``.
     problem, input_size, input_mode, feature_set : optional
         Expectations; a bundle that differs is refused (:func:`check_bundle`).
     reader_options : dict, optional
@@ -800,7 +819,11 @@ def predict(bundle_path, data, *, min_confidence: float | None = None, target_pr
     """
     import pandas as pd
 
-    from liposome_bench.abstention import confidence_of, threshold_for_precision
+    from liposome_bench.abstention import (
+        confidence_of,
+        held_out_threshold,
+        threshold_for_precision,
+    )
 
     if min_confidence is not None and not 0 <= min_confidence <= 1:
         raise ConfigError(f"--min-confidence must be in [0, 1]; got {min_confidence}.")
@@ -822,7 +845,12 @@ def predict(bundle_path, data, *, min_confidence: float | None = None, target_pr
         cv_conf = confidence_of(cv["probabilities"], cv["y_pred"])
         for cls, target in targets.items():
             found = threshold_for_precision(cv["y_true"], cv["y_pred"], cv_conf, cls, target)
-            thresholds[classes[cls]] = {**found, "target": target}
+            # The precision at ``found``'s threshold is reached on the very
+            # predictions it was chosen on; the expectation is out of sample.
+            held_out = held_out_threshold(cv["y_true"], cv["y_pred"], cv_conf, cv["fold"],
+                                          cls, target)
+            thresholds[classes[cls]] = {**found, "target": target, "held_out": held_out,
+                                        "calibration_shift": _calibration_shift(bundle)}
             limit = found["threshold"] if found["threshold"] is not None else np.inf
             abstained |= (y_pred == cls) & (confidence < limit)
     table = pd.DataFrame({"id": dataset.ids})
@@ -834,6 +862,16 @@ def predict(bundle_path, data, *, min_confidence: float | None = None, target_pr
     table["confidence"] = confidence
     table["abstained"] = abstained
     return Predictions(table, y_pred, probabilities, abstained, thresholds, dataset)
+
+
+def _calibration_shift(bundle) -> float | None:
+    """The SVM's largest confidence difference between the cross-fitted
+    calibration (the thresholds' scale) and the final model's, on the
+    out-of-fold decision values; 0 for a CNN (softmax, no calibration);
+    None for a bundle trained before it was recorded."""
+    if not bundle.is_svm:
+        return 0.0
+    return bundle.card["probabilities"].get("calibration_shift")
 
 
 def _warn_pixel_size(bundle, dataset, reporter) -> None:

@@ -682,10 +682,30 @@ def print_predictions(result, path):
                        f"the cross-validated predictions; every {name} prediction abstains.", markup=False, highlight=False, soft_wrap=True)
         else:
             console.print(
-                f"{name}: precision {t['target']:g} needs confidence >= {t['threshold']:.4f}; "
-                f"in cross-validation that kept {t['kept']} of {t['predicted']} {name} "
-                f"predictions ({100 * t['class_coverage']:.1f} %; precision "
-                f"{t['precision']:.3f}), coverage {100 * t['coverage']:.1f} % of all particles.", markup=False, highlight=False, soft_wrap=True)
+                f"{name}: precision {t['target']:g} needs confidence >= {t['threshold']:.4f} "
+                f"(chosen on all {t['predicted']} cross-validated {name} predictions; on "
+                f"those same predictions it reaches {t['precision']:.3f} by construction).",
+                markup=False, highlight=False, soft_wrap=True)
+        h = t.get("held_out")
+        if h is not None:
+            if h["precision"] is None:
+                expect = "no fold kept any of its predictions"
+            else:
+                se = f" ± {h['precision_se']:.3f} (standard error)" if h["precision_se"] else ""
+                expect = (f"precision {h['precision']:.3f}{se}, keeping {h['kept']} of "
+                          f"{h['predicted']} {name} predictions "
+                          f"({100 * h['class_coverage']:.1f} %), coverage "
+                          f"{100 * h['coverage']:.1f} % of all particles")
+            console.print(
+                f"{name}: expect (out of sample: each fold's threshold chosen on the other "
+                f"{h['folds'] - 1} folds) {expect}.", markup=False, highlight=False,
+                soft_wrap=True)
+        shift = t.get("calibration_shift")
+        if shift:
+            console.print(
+                f"{name}: the final model's calibration differs from the cross-validated one "
+                f"by up to {shift:.3f} in confidence on the same decision values.",
+                markup=False, highlight=False, soft_wrap=True)
     console.print(f"{n} particles: {kept} classified, {n - kept} abstained "
                f"(coverage {100 * kept / max(n, 1):.1f} %).", markup=False, highlight=False, soft_wrap=True)
     labelled = [i for i, p in enumerate(result.dataset.particles) if p.label is not None]

@@ -228,9 +228,22 @@ def test_target_precision_uses_the_cv_predictions_threshold(cnn_bundle, unlabell
         y_true, y_pred, p[np.arange(len(p)), y_pred], 0, 0.9)
     found = result.thresholds["unilamellar"]
     assert found["threshold"] == expected["threshold"] and found["target"] == 0.9
+    held = abstention.held_out_threshold(y_true, y_pred, p[np.arange(len(p)), y_pred],
+                                         cv["fold"].to_numpy(), 0, 0.9)
+    assert found["held_out"] == held and found["calibration_shift"] == 0.0
     limit = np.inf if expected["threshold"] is None else expected["threshold"]
     conf = result.table["confidence"].to_numpy()
     assert list(result.abstained) == list((result.y_pred == 0) & (conf < limit))
+
+
+def test_svm_bundle_records_its_calibration_shift(svm_bundle, unlabelled):
+    card = json.loads((svm_bundle / "model.json").read_text())
+    shift = card["probabilities"]["calibration_shift"]
+    assert 0.0 <= shift <= 1.0
+    result = deploy.predict(svm_bundle, unlabelled, target_precision=["uncertain=0.9"])
+    assert result.thresholds["uncertain"]["calibration_shift"] == shift
+    held = result.thresholds["uncertain"]["held_out"]
+    assert held["folds"] >= 2 and held["predicted"] >= held["kept"]
 
 
 def test_bad_target_precision_is_one_line(svm_bundle, unlabelled):
@@ -378,6 +391,8 @@ def test_cli_train_predict_export_as_a_user(tiny_run, unlabelled, tmp_path):
                   "unilamellar=0.8", "--out", tmp_path / "p.csv")
     assert result.exit_code == 0, result.output
     assert "unilamellar: precision 0.8 needs confidence >=" in result.output
+    assert "unilamellar: expect (out of sample: each fold's threshold chosen on the other" \
+        in result.output
     assert "45 particles:" in result.output and "per-class metrics" not in result.output
     table = pd.read_csv(tmp_path / "p.csv")
     assert len(table) == 45 and "abstained" in table
