@@ -284,7 +284,9 @@ def _train_final(dataset, results_dir, model, out, *, jobs, n_resamples, reporte
     try:
         t0 = time.perf_counter()
         if model == "svm":
-            part = _train_svm(dataset, settings, oof, staging, classes, jobs, reporter)
+            part = _train_svm(dataset, settings, oof, staging, classes, jobs, reporter,
+                              group_by=(run.get("folds") or {}).get("group_by"),
+                              k=k)
         else:
             part = _train_cnn(dataset, model, settings, fold_results, staging, reporter)
         train_s = time.perf_counter() - t0
@@ -313,6 +315,7 @@ def _train_final(dataset, results_dir, model, out, *, jobs, n_resamples, reporte
                 "folds": run.get("folds"),
                 "settings": settings,
                 "hyperparameters": part["hyperparameters"],
+                "differences_from_cross_validation": part.get("differences", []),
                 "train_s": round(train_s, 1),
             },
             "cross_validation": {
@@ -380,7 +383,8 @@ def _pixel_sizes(dataset) -> dict:
     }
 
 
-def _train_svm(dataset, settings, oof, staging, classes, jobs, reporter) -> dict:
+def _train_svm(dataset, settings, oof, staging, classes, jobs, reporter, *, group_by=None,
+               k=None) -> dict:
     from liposome_bench.abstention import (
         apply_calibrator,
         confidence_of,
@@ -390,13 +394,19 @@ def _train_svm(dataset, settings, oof, staging, classes, jobs, reporter) -> dict
     from liposome_bench.svm import GRIDS, LibSVMClassifier, _feature_matrix, search_grid
 
     feature_set, source = settings["feature_set"], settings["source"]
+    units = settings.get("units", "nm")  # runs before --units measured in nm
     features = extract_features(dataset, feature_set, source=source, reporter=reporter,
-                                jobs=jobs)
+                                jobs=jobs, units=units)
     X, names, dropped = _feature_matrix(features, dataset, reporter)
     y = dataset.y
     C, gamma, grid = settings.get("C"), settings.get("gamma"), settings.get("grid") or "coarse"
     seed = int(settings.get("seed", 0))
     best, how = {"C": C, "gamma": gamma, "score": None}, "fixed by the settings"
+    groups = None
+    if group_by and (C is None or gamma is None):
+        from liposome_bench.folds import group_labels
+
+        groups = group_labels(dataset, group_by)  # as the run's folds were grouped
     if C is None or gamma is None:
         spec = GRIDS[grid]
         reporter.stage(f"svm grid search ({grid}) on all {len(y)} particles")
@@ -404,9 +414,11 @@ def _train_svm(dataset, settings, oof, staging, classes, jobs, reporter) -> dict
             X, y, C_values=[C] if C is not None else spec["C"],
             gamma_values=[gamma] if gamma is not None else spec["gamma"],
             inner_folds=spec["inner_folds"], max_samples=spec["max_samples"], seed=seed,
-            jobs=jobs,
+            jobs=jobs, groups=groups,
         )
-        how = (f"{grid} grid search, {best['inner_folds']} stratified inner folds on "
+        kind = f"stratified inner folds grouped by {group_by}" if groups is not None \
+            else "stratified inner folds"
+        how = (f"{grid} grid search, {best['inner_folds']} {kind} on "
                f"{best['n_samples']} of the {len(y)} training particles, macro F1")
     reporter.stage("svm: final fit on all particles")
     clf = LibSVMClassifier(C=best["C"], gamma=best["gamma"]).fit(X, y)
@@ -428,6 +440,7 @@ def _train_svm(dataset, settings, oof, staging, classes, jobs, reporter) -> dict
                 "kind": "features",
                 "feature_set": feature_set,
                 "feature_source": source,
+                "units": units,
                 "features": names,
                 "dropped_features": dropped,
                 "scaling": "svm-scale to [-1, 1] with the training particles' minimum and "
@@ -436,8 +449,11 @@ def _train_svm(dataset, settings, oof, staging, classes, jobs, reporter) -> dict
                                  "particle's image and mask, then the scaling",
             },
             "pixel_size": {
-                "policy": "features are measured in nm: every particle needs its pixel "
-                          "size (PixelSize, pixel_size_nm, or --pixel-size)",
+                "policy": ("features are measured in nm: every particle needs its pixel "
+                           "size (PixelSize, pixel_size_nm, or --pixel-size)"
+                           if units == "nm" else
+                           "features are measured in px (--units px, as the run): new "
+                           "particles must be imaged at the training pixel size"),
                 "training_nm": _pixel_sizes(dataset),
             },
             "probabilities": {
@@ -459,6 +475,16 @@ def _train_svm(dataset, settings, oof, staging, classes, jobs, reporter) -> dict
         "hyperparameters": {"C": float(best["C"]), "gamma": float(best["gamma"]),
                             "inner_score_macro_f1": best.get("score"), "chosen_by": how,
                             "n_support": [int(v) for v in clf.n_support_]},
+        "differences": [
+            f"fitted on all {len(y)} particles; in cross-validation each fold's model was "
+            f"fitted on the other {(k or 0) - 1} folds (there is no held-out test left)",
+            "C and gamma: " + ("the same fixed values" if C is not None and gamma is not None
+                               else "one grid search on all particles, as each fold ran its "
+                               "own on its training part"),
+            "probability calibration: one calibrator fitted on all out-of-fold decision "
+            "values; in cross-validation fold i was calibrated on the other folds "
+            f"(largest confidence shift {shift:.3f}, probabilities.calibration_shift)",
+        ],
     }
 
 
@@ -748,7 +774,8 @@ def predict_probabilities(bundle: Bundle, dataset, *, jobs: int = 1, reporter=No
         clf = load_svm(bundle)
         inp = bundle.card["input"]
         features = extract_features(dataset, inp["feature_set"], source=inp["feature_source"],
-                                    reporter=reporter, jobs=jobs)
+                                    reporter=reporter, jobs=jobs,
+                                    units=inp.get("units", "nm"))
         X = features[inp["features"]].to_numpy(np.float64)
         bad = np.flatnonzero(~np.isfinite(X).all(axis=1))
         if bad.size:

@@ -443,3 +443,46 @@ def test_labelled_data_of_some_classes_only_is_accepted(svm_bundle, tiny_run, tm
     shutil.rmtree(data / "folds", ignore_errors=True)
     result = deploy.predict(svm_bundle, data)
     assert list(result.table["label"]) == ["unilamellar"] * 6
+
+
+# The final SVM is trained as the run cross-validated it (issue 22 item 1) ------------------
+
+
+def test_final_svm_keeps_the_runs_grouping_and_units(tmp_path, tiny_dataset, unlabelled,
+                                                     monkeypatch):
+    from liposome_bench import svm as svm_module
+    from liposome_bench.dataset import Dataset, Particle, load_dataset, write_export
+    from liposome_bench.folds import load_or_make_folds
+    from liposome_bench.results import ResultsDir
+    from liposome_bench.svm import run_svm
+
+    particles = [Particle(p.id, p.label, p.image, p.mask, pixel_size_nm=p.pixel_size_nm,
+                          meta={**p.meta, "micrograph": f"m{i % 9}"})
+                 for i, p in enumerate(tiny_dataset.particles)]
+    data = write_export(Dataset(tiny_dataset.problem, particles), tmp_path / "data")
+    dataset = load_dataset(data)
+    folds = load_or_make_folds(dataset, k=3, seed=0, group_by="micrograph")
+    run_svm(dataset, folds, ResultsDir(tmp_path / "results"), units="px")
+
+    seen = {}
+    real = svm_module.search_grid
+
+    def recording(X, y, **kwargs):
+        seen["groups"] = kwargs.get("groups")
+        seen["n_features"] = X.shape[1]
+        return real(X, y, **kwargs)
+
+    monkeypatch.setattr(svm_module, "search_grid", recording)
+    out = tmp_path / "m"
+    deploy.train_from_results(tmp_path / "results", "svm", out, data=data)
+    card = json.loads((out / "model.json").read_text())
+    groups = np.array([p.meta["micrograph"] for p in dataset.particles])
+    assert seen["groups"] is not None and list(seen["groups"]) == list(groups)
+    assert "grouped by micrograph" in card["training"]["hyperparameters"]["chosen_by"]
+    assert card["input"]["units"] == "px"
+    px_names = [c for c in card["input"]["features"] if c.endswith("_px")]
+    assert px_names and not [c for c in card["input"]["features"] if c.endswith("_nm")]
+    differences = card["training"]["differences_from_cross_validation"]
+    assert any("calibrat" in d for d in differences) and any("all 45" in d for d in differences)
+    result = deploy.predict(out, unlabelled)  # the bundle's units are used again
+    assert len(result.y_pred) == 45
