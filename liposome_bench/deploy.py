@@ -476,14 +476,14 @@ def _train_svm(dataset, settings, oof, staging, classes, jobs, reporter, *, grou
                             "inner_score_macro_f1": best.get("score"), "chosen_by": how,
                             "n_support": [int(v) for v in clf.n_support_]},
         "differences": [
-            f"fitted on all {len(y)} particles; in cross-validation each fold's model was "
-            f"fitted on the other {(k or 0) - 1} folds (there is no held-out test left)",
+            (f"fitted on all {len(y)} particles; in cross-validation each fold's model was "
+             f"fitted on the other {(k or 0) - 1} folds (there is no held-out test left)"),
             "C and gamma: " + ("the same fixed values" if C is not None and gamma is not None
                                else "one grid search on all particles, as each fold ran its "
                                "own on its training part"),
-            "probability calibration: one calibrator fitted on all out-of-fold decision "
-            "values; in cross-validation fold i was calibrated on the other folds "
-            f"(largest confidence shift {shift:.3f}, probabilities.calibration_shift)",
+            ("probability calibration: one calibrator fitted on all out-of-fold decision "
+             "values; in cross-validation fold i was calibrated on the other folds "
+             f"(largest confidence shift {shift:.3f}, probabilities.calibration_shift)"),
         ],
     }
 
