@@ -919,3 +919,44 @@ def write_predictions(predictions: Predictions, out) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, predictions.table.to_csv(index=False, float_format="%.6g"))
     return out
+
+
+def group_fractions(predictions: Predictions, bundle_path, key: str, *, n_resamples: int = 200,
+                    seed: int = 0):
+    """Per group of ``Particle.meta[key]`` (micrograph, session, grid), the
+    class fractions of :func:`predict`'s predictions three ways (raw counts,
+    adjusted classify and count, probabilistic adjusted count; see
+    :mod:`liposome_bench.quantify`), corrected with the bundle's
+    cross-validated rates, with bootstrap intervals.
+
+    Abstentions are ignored here: every particle's predicted class counts.
+
+    Returns
+    -------
+    pandas.DataFrame
+        As :func:`liposome_bench.quantify.fractions_by_group` (with a
+        ``true`` column when the particles have labels).
+    """
+    from liposome_bench.folds import group_labels
+    from liposome_bench.quantify import cv_rates, fractions_by_group
+
+    bundle = load_bundle(bundle_path)
+    cv = read_cv_predictions(bundle)
+    rates = cv_rates(cv["y_true"], cv["y_pred"], cv["probabilities"])
+    dataset = predictions.dataset
+    groups = group_labels(dataset, key)
+    y_true = None
+    if all(p.label is not None for p in dataset.particles):
+        index = {c: i for i, c in enumerate(bundle.classes)}
+        y_true = np.array([index[p.label] for p in dataset.particles], dtype=np.int64)
+    return fractions_by_group(groups, predictions.y_pred, predictions.probabilities, rates,
+                              bundle.classes, y_true=y_true, n_resamples=n_resamples,
+                              seed=seed)
+
+
+def write_fractions(table, out) -> Path:
+    """Write :func:`group_fractions`' table as CSV, atomically."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, table.to_csv(index=False, float_format="%.6g"))
+    return out

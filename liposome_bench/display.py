@@ -670,6 +670,32 @@ def print_card(card, out, console=None):
         + ", ".join(card["files"].values()) + ", cv-predictions.csv.")
 
 
+def print_fractions(table, key, path):
+    """Per group, each class's fraction by each method with its interval."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    labelled = "true" in table
+    out = Table(title=f"Class fractions per {key} (95 % bootstrap intervals)")
+    for name in (key, "n", "class", "raw", "adjusted (ACC)", "prob. adjusted (PACC)"):
+        out.add_column(name)
+    if labelled:
+        out.add_column("true")
+    for (group, cls), rows in table.groupby(["group", "class"], sort=False):
+        by = {r.method: r for r in rows.itertuples()}
+        cells = [str(group), str(rows["n"].iloc[0]), str(cls)]
+        for m in ("raw", "acc", "pacc"):
+            r = by[m]
+            cells.append(f"{r.fraction:.3f} [{r.low:.3f}, {r.high:.3f}]")
+        if labelled:
+            cells.append(f"{rows['true'].iloc[0]:.3f}")
+        out.add_row(*cells)
+    console.print(out)
+    console.print(f"Fractions written to {path}.", markup=False, highlight=False,
+                  soft_wrap=True)
+
+
 def print_predictions(result, path):
     import numpy as np
     from rich.console import Console

@@ -486,3 +486,19 @@ def test_final_svm_keeps_the_runs_grouping_and_units(tmp_path, tiny_dataset, unl
     assert any("calibrat" in d for d in differences) and any("all 45" in d for d in differences)
     result = deploy.predict(out, unlabelled)  # the bundle's units are used again
     assert len(result.y_pred) == 45
+
+
+def test_cli_predict_group_by_micrograph_writes_fractions(svm_bundle, tiny_run, tmp_path):
+    result = _cli("predict", svm_bundle, "--data", tiny_run["data"], "--group-by",
+                  "micrograph", "--out", tmp_path / "p.csv")
+    assert result.exit_code == 0, result.output
+    assert "Class fractions per micrograph" in result.output
+    table = pd.read_csv(tmp_path / "p-fractions.csv", dtype={"group": str})
+    assert set(table["method"]) == {"raw", "acc", "pacc"} and "true" in table
+    groups = {p.meta["micrograph"] for p in tiny_run["dataset"].particles}
+    assert set(table["group"]) == groups
+    sums = table.groupby(["group", "method"])["fraction"].sum()
+    assert np.allclose(sums, 1.0)
+    bad = _cli("predict", svm_bundle, "--data", tiny_run["data"], "--group-by", "nosuchkey",
+               "--out", tmp_path / "q.csv")
+    assert bad.exit_code == 2 and "Error: --group-by nosuchkey" in bad.output
