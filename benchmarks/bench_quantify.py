@@ -1,15 +1,23 @@
-#!/usr/bin/env python
 """Adjusted vs raw class fractions per micrograph on a subsample of the built-in
 lamellarity set (synthetic), SVM cross-validated on grouped folds; the rates used
-for a test fold's micrographs come only from the other folds' out-of-fold predictions."""
-import time, numpy as np, tempfile
-from liposome_bench.sources import resolve_dataset
+for a test fold's micrographs come only from the other folds' out-of-fold predictions.
+
+Run: PYTHONPATH=. python benchmarks/bench_quantify.py (about 70 s on 2 cores; the
+first run generates the built-in set, a minute or two more). Results: docs/deploy.md.
+"""
+import tempfile
+import time
+
+import numpy as np
+
+from liposome_bench import quantify
+from liposome_bench.abstention import out_of_fold
 from liposome_bench.dataset import Dataset
 from liposome_bench.folds import load_or_make_folds
 from liposome_bench.results import ResultsDir
+from liposome_bench.sources import resolve_dataset
 from liposome_bench.svm import run_svm
-from liposome_bench.abstention import out_of_fold
-from liposome_bench import quantify
+
 t0 = time.time()
 full = resolve_dataset(None, "lamellarity")
 groups_all = np.array([p.meta["micrograph"] for p in full.particles])
