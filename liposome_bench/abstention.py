@@ -230,3 +230,84 @@ def accuracy_at_coverage(curve: dict, coverage: float) -> float | None:
     if not covered:
         return None
     return curve["accuracy"][covered[-1]]
+
+
+def held_out_threshold(y_true, y_pred, confidence, fold, cls: int, target: float) -> dict:
+    """The out-of-sample precision and coverage of :func:`threshold_for_precision`,
+    by nested cross-fitting over the folds.
+
+    For each fold *f*, the threshold is chosen on the out-of-fold predictions
+    of the other folds only, and then applied to fold *f*'s predictions; the
+    kept predictions of all folds are pooled. Reporting the precision at the
+    threshold chosen on the same predictions is optimistic (it reaches the
+    target by construction); this is the precision a user can expect of a
+    threshold chosen this way.
+
+    Parameters
+    ----------
+    y_true, y_pred : int arrays (n,)
+    confidence : array (n,)
+        Probability of the predicted class.
+    fold : int array (n,)
+        The test fold of each out-of-fold prediction.
+    cls : int
+    target : float
+        Target precision in (0, 1].
+
+    Returns
+    -------
+    dict
+        "precision" (mean over the folds of each fold's held-out precision,
+        None if no fold kept any prediction of ``cls``), "precision_se" (its
+        standard error from the spread between folds, None with one fold),
+        "pooled_precision" (all folds' kept predictions pooled),
+        "kept", "predicted" (predictions of ``cls`` kept / all, over all
+        folds), "class_coverage", "coverage" (share of all particles still
+        predicted), "folds" (number of folds), "folds_without_threshold"
+        (folds whose other folds reached no threshold: all their ``cls``
+        predictions abstain), "fold_thresholds" (per fold, the threshold
+        chosen on the other folds, None where none reached the target).
+    """
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    confidence = np.asarray(confidence, dtype=np.float64)
+    fold = np.asarray(fold)
+    folds = np.unique(fold)
+    if folds.size < 2:
+        raise ConfigError(
+            f"A held-out precision needs out-of-fold predictions from at least 2 folds; got "
+            f"{folds.size}. Train the bundle from a cross-validated run with k >= 2."
+        )
+    kept = right = predicted = dropped = without = 0
+    fold_thresholds, fold_precision = [], []
+    for f in folds:
+        test, other = fold == f, fold != f
+        found = threshold_for_precision(y_true[other], y_pred[other], confidence[other], cls,
+                                        target)
+        mine = test & (y_pred == cls)
+        limit = found["threshold"] if found["threshold"] is not None else np.inf
+        keep = mine & (confidence >= limit)
+        without += found["threshold"] is None
+        fold_thresholds.append(found["threshold"])
+        predicted += int(mine.sum())
+        kept += int(keep.sum())
+        right += int((keep & (y_true == cls)).sum())
+        dropped += int((mine & ~keep).sum())
+        if keep.any():
+            fold_precision.append(float((keep & (y_true == cls)).sum() / keep.sum()))
+    # The mean of the folds' held-out precisions: each fold's is unbiased for
+    # the true precision of its threshold (its particles played no part in
+    # choosing it). The pooled ratio would weight the low, lenient thresholds
+    # by the many particles they keep and come out low (tests/test_abstention.py).
+    if fold_precision:
+        precision = float(np.mean(fold_precision))
+        se = (float(np.std(fold_precision, ddof=1) / np.sqrt(len(fold_precision)))
+              if len(fold_precision) > 1 else None)
+    else:
+        precision = se = None
+    return {"precision": precision, "precision_se": se,
+            "pooled_precision": right / kept if kept else None,
+            "kept": kept, "predicted": predicted,
+            "class_coverage": kept / predicted if predicted else 0.0,
+            "coverage": float((len(y_pred) - dropped) / max(len(y_pred), 1)),
+            "folds": int(folds.size), "folds_without_threshold": int(without),
+            "fold_thresholds": fold_thresholds, "fold_precision": fold_precision}

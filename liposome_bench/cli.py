@@ -1304,11 +1304,16 @@ def train_command(model, from_results, problem, data, reader_options, cache_dir,
               help="Refuse the bundle unless its CNN takes this input size.")
 @click.option("--feature-set", type=click.Choice(_settings.FEATURE_SETS), default=None,
               help="Refuse the bundle unless its SVM uses this feature set.")
+@click.option("--group-by", "group_by", default=None, metavar="KEY",
+              help="Also estimate each class's fraction per group of this meta key "
+              "(micrograph, session, grid): raw counts, adjusted classify and count, and "
+              "probabilistic adjusted count, with 95 % bootstrap intervals; written beside "
+              "--out as NAME-fractions.csv.")
 @jobs_option
 @out_option("predictions.csv", "CSV file to write.")
 @_fail_cleanly
 def predict_command(model_dir, data, reader_options, min_confidence, target_precision,
-                    problem, input_size, feature_set, jobs, out):
+                    problem, input_size, feature_set, group_by, jobs, out):
     """Classify particles with a model bundle, abstaining when unsure.
 
     Writes one row per particle: id, (label,) predicted class, the
@@ -1327,7 +1332,16 @@ def predict_command(model_dir, data, reader_options, min_confidence, target_prec
                          input_size=input_size, feature_set=feature_set,
                          reader_options=reader_options, jobs=jobs, reporter=reporter, out=out)
         path = write_predictions(result, out)
+        fractions = fractions_path = None
+        if group_by:
+            from liposome_bench.deploy import group_fractions, write_fractions
+
+            fractions = group_fractions(result, model_dir, group_by)
+            fractions_path = write_fractions(
+                fractions, path.with_name(f"{path.stem}-fractions.csv"))
     _display().print_predictions(result, path)
+    if fractions is not None:
+        _display().print_fractions(fractions, group_by, fractions_path)
 
 
 @cli.command("export")

@@ -333,7 +333,9 @@ def _train_final(dataset, results_dir, model, out, *, jobs, n_resamples, reporte
     try:
         t0 = time.perf_counter()
         if model == "svm":
-            part = _train_svm(dataset, settings, oof, staging, classes, jobs, reporter)
+            part = _train_svm(dataset, settings, oof, staging, classes, jobs, reporter,
+                              group_by=(run.get("folds") or {}).get("group_by"),
+                              k=k)
         else:
             part = _train_cnn(dataset, model, settings, fold_results, staging, reporter)
         train_s = time.perf_counter() - t0
@@ -363,6 +365,7 @@ def _train_final(dataset, results_dir, model, out, *, jobs, n_resamples, reporte
                 "folds": run.get("folds"),
                 "settings": settings,
                 "hyperparameters": part["hyperparameters"],
+                "differences_from_cross_validation": part.get("differences", []),
                 "train_s": round(train_s, 1),
             },
             "cross_validation": {
@@ -432,19 +435,30 @@ def _pixel_sizes(dataset) -> dict:
     }
 
 
-def _train_svm(dataset, settings, oof, staging, classes, jobs, reporter) -> dict:
-    from liposome_bench.abstention import fit_calibrator
+def _train_svm(dataset, settings, oof, staging, classes, jobs, reporter, *, group_by=None,
+               k=None) -> dict:
+    from liposome_bench.abstention import (
+        apply_calibrator,
+        confidence_of,
+        fit_calibrator,
+    )
     from liposome_bench.features import extract_features
     from liposome_bench.svm import GRIDS, LibSVMClassifier, _feature_matrix, search_grid
 
     feature_set, source = settings["feature_set"], settings["source"]
+    units = settings.get("units", "nm")  # runs before --units measured in nm
     features = extract_features(dataset, feature_set, source=source, reporter=reporter,
-                                jobs=jobs)
+                                jobs=jobs, units=units)
     X, names, dropped = _feature_matrix(features, dataset, reporter)
     y = dataset.y
     C, gamma, grid = settings.get("C"), settings.get("gamma"), settings.get("grid") or "coarse"
     seed = int(settings.get("seed", 0))
     best, how = {"C": C, "gamma": gamma, "score": None}, "fixed by the settings"
+    groups = None
+    if group_by and (C is None or gamma is None):
+        from liposome_bench.folds import group_labels
+
+        groups = group_labels(dataset, group_by)  # as the run's folds were grouped
     if C is None or gamma is None:
         spec = GRIDS[grid]
         reporter.stage(f"svm grid search ({grid}) on all {len(y)} particles")
@@ -452,9 +466,11 @@ def _train_svm(dataset, settings, oof, staging, classes, jobs, reporter) -> dict
             X, y, C_values=[C] if C is not None else spec["C"],
             gamma_values=[gamma] if gamma is not None else spec["gamma"],
             inner_folds=spec["inner_folds"], max_samples=spec["max_samples"], seed=seed,
-            jobs=jobs,
+            jobs=jobs, groups=groups,
         )
-        how = (f"{grid} grid search, {best['inner_folds']} stratified inner folds on "
+        kind = f"stratified inner folds grouped by {group_by}" if groups is not None \
+            else "stratified inner folds"
+        how = (f"{grid} grid search, {best['inner_folds']} {kind} on "
                f"{best['n_samples']} of the {len(y)} training particles, macro F1")
     reporter.stage("svm: final fit on all particles")
     clf = LibSVMClassifier(C=best["C"], gamma=best["gamma"]).fit(X, y)
@@ -464,12 +480,19 @@ def _train_svm(dataset, settings, oof, staging, classes, jobs, reporter) -> dict
         raise DatasetError("Every class needs training particles; "
                            f"the dataset has {dataset.class_counts()}.")
     calibrator = fit_calibrator(oof["decision_values"], oof["y_true"], len(classes))
+    # Thresholds are chosen on the cross-fitted probabilities (fold i calibrated
+    # on the other folds); the final model uses this one calibrator. Record how
+    # far apart the two put the same out-of-fold decision values.
+    shift = float(np.max(np.abs(
+        confidence_of(apply_calibrator(calibrator, oof["decision_values"]), oof["y_pred"])
+        - confidence_of(oof["probabilities"], oof["y_pred"])), initial=0.0))
     return {
         "card": {
             "input": {
                 "kind": "features",
                 "feature_set": feature_set,
                 "feature_source": source,
+                "units": units,
                 "features": names,
                 "dropped_features": dropped,
                 "scaling": "svm-scale to [-1, 1] with the training particles' minimum and "
@@ -478,8 +501,11 @@ def _train_svm(dataset, settings, oof, staging, classes, jobs, reporter) -> dict
                                  "particle's image and mask, then the scaling",
             },
             "pixel_size": {
-                "policy": "features are measured in nm: every particle needs its pixel "
-                          "size (PixelSize, pixel_size_nm, or --pixel-size)",
+                "policy": ("features are measured in nm: every particle needs its pixel "
+                           "size (PixelSize, pixel_size_nm, or --pixel-size)"
+                           if units == "nm" else
+                           "features are measured in px (--units px, as the run): new "
+                           "particles must be imaged at the training pixel size"),
                 "training_nm": _pixel_sizes(dataset),
             },
             "probabilities": {
@@ -487,6 +513,11 @@ def _train_svm(dataset, settings, oof, staging, classes, jobs, reporter) -> dict
                 "calibration": {**calibrator,
                                 "fitted_on": "the cross-validated (out-of-fold) decision values "
                                              "of the run"},
+                "calibration_shift": shift,
+                "calibration_shift_means": "largest difference in confidence, on the "
+                                           "out-of-fold decision values, between the "
+                                           "cross-fitted calibration that --target-precision "
+                                           "thresholds are chosen on and this calibration",
                 "predicted_class": "LIBSVM's one-vs-one vote (as svm-predict); the "
                                    "confidence is the calibrated probability of that class",
             },
@@ -496,6 +527,16 @@ def _train_svm(dataset, settings, oof, staging, classes, jobs, reporter) -> dict
         "hyperparameters": {"C": float(best["C"]), "gamma": float(best["gamma"]),
                             "inner_score_macro_f1": best.get("score"), "chosen_by": how,
                             "n_support": [int(v) for v in clf.n_support_]},
+        "differences": [
+            (f"fitted on all {len(y)} particles; in cross-validation each fold's model was "
+             f"fitted on the other {(k or 0) - 1} folds (there is no held-out test left)"),
+            "C and gamma: " + ("the same fixed values" if C is not None and gamma is not None
+                               else "one grid search on all particles, as each fold ran its "
+                               "own on its training part"),
+            ("probability calibration: one calibrator fitted on all out-of-fold decision "
+             "values; in cross-validation fold i was calibrated on the other folds "
+             f"(largest confidence shift {shift:.3f}, probabilities.calibration_shift)"),
+        ],
     }
 
 
@@ -1117,7 +1158,7 @@ def load_svm(bundle: Bundle):
 
 
 def read_cv_predictions(bundle: Bundle) -> dict:
-    """The bundle's out-of-fold predictions: y_true, y_pred, probabilities."""
+    """The bundle's out-of-fold predictions: y_true, y_pred, probabilities, fold."""
     import pandas as pd
 
     path = bundle.path / CV_PREDICTIONS
@@ -1128,6 +1169,7 @@ def read_cv_predictions(bundle: Bundle) -> dict:
             "y_true": table["label"].map(index).to_numpy(np.int64),
             "y_pred": table["predicted"].map(index).to_numpy(np.int64),
             "probabilities": table[[f"p_{c}" for c in bundle.classes]].to_numpy(np.float64),
+            "fold": table["fold"].to_numpy(np.int64),
         }
     except (OSError, ValueError, KeyError) as exc:
         raise BundleError(f"{path} cannot be read ({exc}). Train the bundle again.") from None
@@ -1144,7 +1186,7 @@ class Predictions:
     y_pred: np.ndarray
     probabilities: np.ndarray
     abstained: np.ndarray
-    thresholds: dict  # class -> threshold_for_precision result (with "target")
+    thresholds: dict  # class -> threshold_for_precision result (+ "target", "held_out")
     dataset: "object"
 
 
@@ -1178,7 +1220,8 @@ def predict_probabilities(bundle: Bundle, dataset, *, jobs: int = 1, reporter=No
         clf = load_svm(bundle)
         inp = bundle.card["input"]
         features = extract_features(dataset, inp["feature_set"], source=inp["feature_source"],
-                                    reporter=reporter, jobs=jobs)
+                                    reporter=reporter, jobs=jobs,
+                                    units=inp.get("units", "nm"))
         X = features[inp["features"]].to_numpy(np.float64)
         bad = np.flatnonzero(~np.isfinite(X).all(axis=1))
         if bad.size:
@@ -1233,7 +1276,10 @@ def predict(bundle_path, data, *, min_confidence: float | None = None, target_pr
     target_precision : sequence of "CLASS=P"
         Per class, abstain below the lowest confidence at which that class's
         cross-validated predictions (the bundle's out-of-fold predictions)
-        reach precision P.
+        reach precision P. The precision and coverage to expect are
+        estimated out of sample by nested cross-fitting
+        (:func:`liposome_bench.abstention.held_out_threshold`), in
+        ``thresholds[CLASS]["held_out"]``.
     problem, input_size, input_mode, feature_set : optional
         Expectations; a bundle that differs is refused (:func:`check_bundle`).
     reader_options : dict, optional
@@ -1250,7 +1296,11 @@ def predict(bundle_path, data, *, min_confidence: float | None = None, target_pr
     """
     import pandas as pd
 
-    from liposome_bench.abstention import confidence_of, threshold_for_precision
+    from liposome_bench.abstention import (
+        confidence_of,
+        held_out_threshold,
+        threshold_for_precision,
+    )
 
     if min_confidence is not None and not 0 <= min_confidence <= 1:
         raise ConfigError(f"--min-confidence must be in [0, 1]; got {min_confidence}.")
@@ -1274,7 +1324,12 @@ def predict(bundle_path, data, *, min_confidence: float | None = None, target_pr
         cv_conf = confidence_of(cv["probabilities"], cv["y_pred"])
         for cls, target in targets.items():
             found = threshold_for_precision(cv["y_true"], cv["y_pred"], cv_conf, cls, target)
-            thresholds[classes[cls]] = {**found, "target": target}
+            # The precision at ``found``'s threshold is reached on the very
+            # predictions it was chosen on; the expectation is out of sample.
+            held_out = held_out_threshold(cv["y_true"], cv["y_pred"], cv_conf, cv["fold"],
+                                          cls, target)
+            thresholds[classes[cls]] = {**found, "target": target, "held_out": held_out,
+                                        "calibration_shift": _calibration_shift(bundle)}
             limit = found["threshold"] if found["threshold"] is not None else np.inf
             abstained |= (y_pred == cls) & (confidence < limit)
     table = pd.DataFrame({"id": dataset.ids})
@@ -1286,6 +1341,16 @@ def predict(bundle_path, data, *, min_confidence: float | None = None, target_pr
     table["confidence"] = confidence
     table["abstained"] = abstained
     return Predictions(table, y_pred, probabilities, abstained, thresholds, dataset)
+
+
+def _calibration_shift(bundle) -> float | None:
+    """The SVM's largest confidence difference between the cross-fitted
+    calibration (the thresholds' scale) and the final model's, on the
+    out-of-fold decision values; 0 for a CNN (softmax, no calibration);
+    None for a bundle trained before it was recorded."""
+    if not bundle.is_svm:
+        return 0.0
+    return bundle.card["probabilities"].get("calibration_shift")
 
 
 def _warn_pixel_size(bundle, dataset, reporter) -> None:
@@ -1305,4 +1370,45 @@ def write_predictions(predictions: Predictions, out) -> Path:
         raise ConfigError(f"--out {out} is a folder; pass a CSV file name.")
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, predictions.table.to_csv(index=False, float_format="%.6g"))
+    return out
+
+
+def group_fractions(predictions: Predictions, bundle_path, key: str, *, n_resamples: int = 200,
+                    seed: int = 0):
+    """Per group of ``Particle.meta[key]`` (micrograph, session, grid), the
+    class fractions of :func:`predict`'s predictions three ways (raw counts,
+    adjusted classify and count, probabilistic adjusted count; see
+    :mod:`liposome_bench.quantify`), corrected with the bundle's
+    cross-validated rates, with bootstrap intervals.
+
+    Abstentions are ignored here: every particle's predicted class counts.
+
+    Returns
+    -------
+    pandas.DataFrame
+        As :func:`liposome_bench.quantify.fractions_by_group` (with a
+        ``true`` column when the particles have labels).
+    """
+    from liposome_bench.folds import group_labels
+    from liposome_bench.quantify import cv_rates, fractions_by_group
+
+    bundle = load_bundle(bundle_path)
+    cv = read_cv_predictions(bundle)
+    rates = cv_rates(cv["y_true"], cv["y_pred"], cv["probabilities"])
+    dataset = predictions.dataset
+    groups = group_labels(dataset, key)
+    y_true = None
+    if all(p.label is not None for p in dataset.particles):
+        index = {c: i for i, c in enumerate(bundle.classes)}
+        y_true = np.array([index[p.label] for p in dataset.particles], dtype=np.int64)
+    return fractions_by_group(groups, predictions.y_pred, predictions.probabilities, rates,
+                              bundle.classes, y_true=y_true, n_resamples=n_resamples,
+                              seed=seed)
+
+
+def write_fractions(table, out) -> Path:
+    """Write :func:`group_fractions`' table as CSV, atomically."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, table.to_csv(index=False, float_format="%.6g"))
     return out

@@ -686,6 +686,32 @@ def print_card(card, out, console=None):
         + ", ".join(card["files"].values()) + ", cv-predictions.csv.")
 
 
+def print_fractions(table, key, path):
+    """Per group, each class's fraction by each method with its interval."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    labelled = "true" in table
+    out = Table(title=f"Class fractions per {key} (95 % bootstrap intervals)")
+    for name in (key, "n", "class", "raw", "adjusted (ACC)", "prob. adjusted (PACC)"):
+        out.add_column(name)
+    if labelled:
+        out.add_column("true")
+    for (group, cls), rows in table.groupby(["group", "class"], sort=False):
+        by = {r.method: r for r in rows.itertuples()}
+        cells = [str(group), str(rows["n"].iloc[0]), str(cls)]
+        for m in ("raw", "acc", "pacc"):
+            r = by[m]
+            cells.append(f"{r.fraction:.3f} [{r.low:.3f}, {r.high:.3f}]")
+        if labelled:
+            cells.append(f"{rows['true'].iloc[0]:.3f}")
+        out.add_row(*cells)
+    console.print(out)
+    console.print(f"Fractions written to {path}.", markup=False, highlight=False,
+                  soft_wrap=True)
+
+
 def print_predictions(result, path):
     import numpy as np
     from rich.console import Console
@@ -698,10 +724,30 @@ def print_predictions(result, path):
                        f"the cross-validated predictions; every {name} prediction abstains.", markup=False, highlight=False, soft_wrap=True)
         else:
             console.print(
-                f"{name}: precision {t['target']:g} needs confidence >= {t['threshold']:.4f}; "
-                f"in cross-validation that kept {t['kept']} of {t['predicted']} {name} "
-                f"predictions ({100 * t['class_coverage']:.1f} %; precision "
-                f"{t['precision']:.3f}), coverage {100 * t['coverage']:.1f} % of all particles.", markup=False, highlight=False, soft_wrap=True)
+                f"{name}: precision {t['target']:g} needs confidence >= {t['threshold']:.4f} "
+                f"(chosen on all {t['predicted']} cross-validated {name} predictions; on "
+                f"those same predictions it reaches {t['precision']:.3f} by construction).",
+                markup=False, highlight=False, soft_wrap=True)
+        h = t.get("held_out")
+        if h is not None:
+            if h["precision"] is None:
+                expect = "no fold kept any of its predictions"
+            else:
+                se = f" ± {h['precision_se']:.3f} (standard error)" if h["precision_se"] else ""
+                expect = (f"precision {h['precision']:.3f}{se}, keeping {h['kept']} of "
+                          f"{h['predicted']} {name} predictions "
+                          f"({100 * h['class_coverage']:.1f} %), coverage "
+                          f"{100 * h['coverage']:.1f} % of all particles")
+            console.print(
+                f"{name}: expect (out of sample: each fold's threshold chosen on the other "
+                f"{h['folds'] - 1} folds) {expect}.", markup=False, highlight=False,
+                soft_wrap=True)
+        shift = t.get("calibration_shift")
+        if shift:
+            console.print(
+                f"{name}: the final model's calibration differs from the cross-validated one "
+                f"by up to {shift:.3f} in confidence on the same decision values.",
+                markup=False, highlight=False, soft_wrap=True)
     console.print(f"{n} particles: {kept} classified, {n - kept} abstained "
                f"(coverage {100 * kept / max(n, 1):.1f} %).", markup=False, highlight=False, soft_wrap=True)
     labelled = [i for i, p in enumerate(result.dataset.particles) if p.label is not None]

@@ -228,9 +228,22 @@ def test_target_precision_uses_the_cv_predictions_threshold(cnn_bundle, unlabell
         y_true, y_pred, p[np.arange(len(p)), y_pred], 0, 0.9)
     found = result.thresholds["unilamellar"]
     assert found["threshold"] == expected["threshold"] and found["target"] == 0.9
+    held = abstention.held_out_threshold(y_true, y_pred, p[np.arange(len(p)), y_pred],
+                                         cv["fold"].to_numpy(), 0, 0.9)
+    assert found["held_out"] == held and found["calibration_shift"] == 0.0
     limit = np.inf if expected["threshold"] is None else expected["threshold"]
     conf = result.table["confidence"].to_numpy()
     assert list(result.abstained) == list((result.y_pred == 0) & (conf < limit))
+
+
+def test_svm_bundle_records_its_calibration_shift(svm_bundle, unlabelled):
+    card = json.loads((svm_bundle / "model.json").read_text())
+    shift = card["probabilities"]["calibration_shift"]
+    assert 0.0 <= shift <= 1.0
+    result = deploy.predict(svm_bundle, unlabelled, target_precision=["uncertain=0.9"])
+    assert result.thresholds["uncertain"]["calibration_shift"] == shift
+    held = result.thresholds["uncertain"]["held_out"]
+    assert held["folds"] >= 2 and held["predicted"] >= held["kept"]
 
 
 def test_bad_target_precision_is_one_line(svm_bundle, unlabelled):
@@ -378,6 +391,8 @@ def test_cli_train_predict_export_as_a_user(tiny_run, unlabelled, tmp_path):
                   "unilamellar=0.8", "--out", tmp_path / "p.csv")
     assert result.exit_code == 0, result.output
     assert "unilamellar: precision 0.8 needs confidence >=" in result.output
+    assert "unilamellar: expect (out of sample: each fold's threshold chosen on the other" \
+        in result.output
     assert "45 particles:" in result.output and "per-class metrics" not in result.output
     table = pd.read_csv(tmp_path / "p.csv")
     assert len(table) == 45 and "abstained" in table
@@ -736,3 +751,61 @@ def test_train_out_onto_its_inputs_is_refused(tiny_run, tmp_path):
             deploy.train_from_results(tiny_run["results"], "svm", out, data=tiny_run["data"])
     with pytest.raises(OutputError, match="--out .* is the cross-validation folder"):
         deploy.train_model("svm", tmp_path / "m", data=tiny_run["data"], cv_out=tmp_path / "m")
+
+# The final SVM is trained as the run cross-validated it (issue 22 item 1) ------------------
+
+
+def test_final_svm_keeps_the_runs_grouping_and_units(tmp_path, tiny_dataset, unlabelled,
+                                                     monkeypatch):
+    from liposome_bench import svm as svm_module
+    from liposome_bench.dataset import Dataset, Particle, load_dataset, write_export
+    from liposome_bench.folds import load_or_make_folds
+    from liposome_bench.results import ResultsDir
+    from liposome_bench.svm import run_svm
+
+    particles = [Particle(p.id, p.label, p.image, p.mask, pixel_size_nm=p.pixel_size_nm,
+                          meta={**p.meta, "micrograph": f"m{i % 9}"})
+                 for i, p in enumerate(tiny_dataset.particles)]
+    data = write_export(Dataset(tiny_dataset.problem, particles), tmp_path / "data")
+    dataset = load_dataset(data)
+    folds = load_or_make_folds(dataset, k=3, seed=0, group_by="micrograph")
+    run_svm(dataset, folds, ResultsDir(tmp_path / "results"), units="px")
+
+    seen = {}
+    real = svm_module.search_grid
+
+    def recording(X, y, **kwargs):
+        seen["groups"] = kwargs.get("groups")
+        seen["n_features"] = X.shape[1]
+        return real(X, y, **kwargs)
+
+    monkeypatch.setattr(svm_module, "search_grid", recording)
+    out = tmp_path / "m"
+    deploy.train_from_results(tmp_path / "results", "svm", out, data=data)
+    card = json.loads((out / "model.json").read_text())
+    groups = np.array([p.meta["micrograph"] for p in dataset.particles])
+    assert seen["groups"] is not None and list(seen["groups"]) == list(groups)
+    assert "grouped by micrograph" in card["training"]["hyperparameters"]["chosen_by"]
+    assert card["input"]["units"] == "px"
+    px_names = [c for c in card["input"]["features"] if c.endswith("_px")]
+    assert px_names and not [c for c in card["input"]["features"] if c.endswith("_nm")]
+    differences = card["training"]["differences_from_cross_validation"]
+    assert any("calibrat" in d for d in differences) and any("all 45" in d for d in differences)
+    result = deploy.predict(out, unlabelled)  # the bundle's units are used again
+    assert len(result.y_pred) == 45
+
+
+def test_cli_predict_group_by_micrograph_writes_fractions(svm_bundle, tiny_run, tmp_path):
+    result = _cli("predict", svm_bundle, "--data", tiny_run["data"], "--group-by",
+                  "micrograph", "--out", tmp_path / "p.csv")
+    assert result.exit_code == 0, result.output
+    assert "Class fractions per micrograph" in result.output
+    table = pd.read_csv(tmp_path / "p-fractions.csv", dtype={"group": str})
+    assert set(table["method"]) == {"raw", "acc", "pacc"} and "true" in table
+    groups = {p.meta["micrograph"] for p in tiny_run["dataset"].particles}
+    assert set(table["group"]) == groups
+    sums = table.groupby(["group", "method"])["fraction"].sum()
+    assert np.allclose(sums, 1.0)
+    bad = _cli("predict", svm_bundle, "--data", tiny_run["data"], "--group-by", "nosuchkey",
+               "--out", tmp_path / "q.csv")
+    assert bad.exit_code == 2 and "Error: --group-by nosuchkey" in bad.output
