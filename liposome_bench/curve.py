@@ -509,7 +509,7 @@ def _run_tasks(plan, dataset, folds, run, *, seed, scheduler, n_workers, source,
     client = None
     try:
         try:
-            client = Client(address, timeout=_sweep.CONNECT_TIMEOUT)
+            client = Client(address, timeout=_sweep.CONNECT_TIMEOUT_S)
         except (OSError, TimeoutError) as exc:
             raise ConfigError(f"Cannot reach the Dask scheduler at {scheduler} ({exc}). "
                               "Start it (`dask scheduler`) or use --scheduler local.") \

@@ -609,7 +609,7 @@ def print_generated(dataset, out, thesis_counts: dict, montage=None, console=Non
         )
     console.print(table)
     if montage is not None:
-        console.print(f"Montage: {montage}")
+        console.print(f"Montage: {montage}", soft_wrap=True)
 
 
 def print_baseline_changes(console, changes, baseline) -> None:

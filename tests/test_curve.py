@@ -183,8 +183,9 @@ def test_curve_runs_on_dask_resumes_and_renders(tmp_path, tiny_export_copy):
                              "got 0. Use --per-class for counts.")),
     (["--fractions", "0.5", "--per-class", "5"], ("Error: Give --fractions or --per-class, "
                                                  "not both.")),
-    (["--scheduler", "slurm"], ("Error: Unknown --scheduler 'slurm'; expected 'local' or a "
-                               "scheduler address such as tcp://host:8786.")),
+    (["--scheduler", "slurm"], ("Error: --scheduler 'slurm': no protocol; expected 'local' or "
+                               "tcp://HOST:PORT with PORT in 1-65535 (e.g. "
+                               "tcp://10.0.0.5:8786).")),
 ])
 def test_cli_refuses_bad_options_with_one_line(tiny_export_copy, tmp_path, args, message):
     result = CliRunner().invoke(cli, ["curve", "--data", str(tiny_export_copy), "--out",

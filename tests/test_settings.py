@@ -36,7 +36,8 @@ def test_svm_settings_and_grid_names_match_the_svm_module():
 def test_every_cli_option_of_svm_and_cnn_is_a_setting():
     """benchmark --config covers every option of `svm` and `cnn` (issue 8)."""
     run_options = {"problem", "data", "reader_options", "cache_dir", "k", "fold_seed", "group_by",
-                   "seed", "jobs", "out", "wait", "images_dir", "masks_dir", "pixel_size_nm"}
+                   "seed", "jobs", "out", "wait", "images_dir", "masks_dir", "pixel_size_nm",
+                   "group_pattern"}
     for command, cls in (("svm", s.SVMSettings), ("cnn", s.CNNSettings)):
         names = {p.name for p in cli.commands[command].params} - run_options
         fields = {f.name for f in dataclasses.fields(cls)}
