@@ -36,7 +36,7 @@ import numpy as np
 
 from liposome_bench.io import atomic_write
 from liposome_bench.errors import ConfigError, DatasetError
-from liposome_bench.models import INPUT_SIZES, build_lipnet, check_model_name
+from liposome_bench.models import INPUT_SIZES, build_lipnet
 from liposome_bench.progress import NullReporter
 from liposome_bench.settings import (  # noqa: F401  (re-exported: cnn.INPUT_MODES, ...)
     AUGMENTATIONS,

@@ -13,7 +13,6 @@ import math
 import numpy as np
 from rich.table import Table
 
-from liposome_bench import stats
 from liposome_bench.metrics import (
     UNDEFINED,
     format_signed as _signed,
@@ -24,6 +23,7 @@ from liposome_bench.metrics import (
     FoldSummary,
     MeanStd,
 )
+from liposome_bench.stats import suggestion_text, verdict_text
 
 #: Marks a mean taken over fewer folds than were run (the value was 0/0 in
 #: the others, e.g. PPV of a class a fold never predicted).
@@ -227,7 +227,7 @@ def verdict_table(verdict: dict, comparison: dict, classes) -> Table:
         table.add_row(label, _signed(e.get("difference")) + star,
                       f"[{_signed(ci[0])}, {_signed(ci[1])}]", _p(e.get("p")),
                       _p(e.get("p_holm")) if adjusted else "(not adjusted)",
-                      stats.verdict_text(e) if adjusted else e["verdict"])
+                      verdict_text(e) if adjusted else e["verdict"])
 
     for cls in classes:
         row(f"F1 {cls}", comparison["per_class"][cls])
@@ -314,7 +314,7 @@ def print_benchmark(summary: dict, console) -> None:
         console.print(note, markup=False, soft_wrap=True)
     for comp in verdict.get("comparisons", []):
         console.print(verdict_table(verdict, comp, classes))
-        advice = stats.suggestion_text(comp.get("repeats_suggestion"))
+        advice = suggestion_text(comp.get("repeats_suggestion"))
         if advice:
             console.print(f"Power: {advice}", soft_wrap=True)
     repeats = summary.get("repeats")

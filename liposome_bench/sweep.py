@@ -923,7 +923,7 @@ def _run_sweep(config, dataset, folds, out, *, seed, scheduler, n_workers, save_
         address = cluster
         reporter.message(
             f"Local Dask cluster: {shape['n_workers']} worker(s) x {shape['threads']} "
-            f"core(s)" + (f", one GPU each" if shape["gpus"] else ", no GPU") + "."
+            f"core(s)" + (", one GPU each" if shape["gpus"] else ", no GPU") + "."
         )
     else:
         address = check_scheduler(scheduler)

@@ -7,7 +7,6 @@ its one-line error.
 
 import json
 import logging
-import os
 import shutil
 from pathlib import Path
 
