@@ -108,11 +108,16 @@ def plain_fit(x, y, epochs, seed, on_epoch_end):
         optimizer=keras.optimizers.Adam(1e-3),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=LABEL_SMOOTHING),
     )
-    callback = keras.callbacks.LambdaCallback(
-        on_epoch_end=lambda e, logs: on_epoch_end(model)
+    callback = keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: on_epoch_end(model))
+    model.fit(
+        x,
+        np.eye(3, dtype="float32")[y],
+        batch_size=BASELINE_BATCH,
+        epochs=epochs,
+        shuffle=True,
+        verbose=0,
+        callbacks=[callback],
     )
-    model.fit(x, np.eye(3, dtype="float32")[y], batch_size=BASELINE_BATCH, epochs=epochs,
-              shuffle=True, verbose=0, callbacks=[callback])
     return model
 
 
@@ -122,13 +127,27 @@ def ours(x, y, x_val, y_val, epochs, seed, reporter, **options):
     from liposome_bench.cnn import describe_device, resolve_dtype_policy, train_fold
     from liposome_bench.settings import CNNSettings
 
-    dtype_policy = options.pop("dtype_policy",
-                               resolve_dtype_policy(None, describe_device()[0]))
-    settings = CNNSettings(model="lipnet-4", augment="all", balance="oversample",
-                           epochs=epochs, patience=10**9, samples_per_epoch=len(x),
-                           **options)
-    return train_fold(x, y, x_val, y_val, settings, n_classes=3, dtype_policy=dtype_policy,
-                      seed=seed, reporter=reporter)
+    dtype_policy = options.pop("dtype_policy", resolve_dtype_policy(None, describe_device()[0]))
+    settings = CNNSettings(
+        model="lipnet-4",
+        augment="all",
+        balance="oversample",
+        epochs=epochs,
+        patience=10**9,
+        samples_per_epoch=len(x),
+        **options,
+    )
+    return train_fold(
+        x,
+        y,
+        x_val,
+        y_val,
+        settings,
+        n_classes=3,
+        dtype_policy=dtype_policy,
+        seed=seed,
+        reporter=reporter,
+    )
 
 
 def measure_throughput(args):
@@ -143,15 +162,20 @@ def measure_throughput(args):
         rates["ours"].append(clock.steady_rates(len(x)))
         for name in ("baseline", "ours"):
             wall, cpu = rates[name][-1]
-            print(f"  run {r + 1} {name:9s} {wall:7.0f} samples/s wall, "
-                  f"{cpu:7.0f} samples per CPU second", flush=True)
+            print(
+                f"  run {r + 1} {name:9s} {wall:7.0f} samples/s wall, "
+                f"{cpu:7.0f} samples per CPU second",
+                flush=True,
+            )
     base = [max(v[i] for v in rates["baseline"]) for i in (0, 1)]
     mine = [max(v[i] for v in rates["ours"]) for i in (0, 1)]
     print("best of each           samples/s (wall)   samples per CPU second")
     print(f"baseline: model.fit    {base[0]:16.0f}   {base[1]:22.0f}")
     print(f"liposome-bench         {mine[0]:16.0f}   {mine[1]:22.0f}")
-    print(f"ratio                  {mine[0] / base[0]:16.2f}   {mine[1] / base[1]:22.2f}"
-          "   (target >= 2.0 wall)")
+    print(
+        f"ratio                  {mine[0] / base[0]:16.2f}   {mine[1] / base[1]:22.2f}"
+        "   (target >= 2.0 wall)"
+    )
     return base[0]
 
 
@@ -198,10 +222,12 @@ def measure_ceiling(baseline_rate: float, batch: int = 128) -> None:
         best = min(best, time.perf_counter() - t0)
     gflops = 2.0 * batch * m * k * n / best / 1e9
     ceiling = gflops * 1e9 / flops
-    print(f"ceiling: lipnet-4 costs {flops / 1e6:.1f} MFLOP per training sample; float32 "
-          f"matrix products of its largest convolution's shape run at {gflops:.0f} GFLOP/s "
-          f"(NumPy, all cores); all of training at that speed would be about {ceiling:.0f} "
-          f"samples/s: {ceiling / baseline_rate:.2f} times the baseline.")
+    print(
+        f"ceiling: lipnet-4 costs {flops / 1e6:.1f} MFLOP per training sample; float32 "
+        f"matrix products of its largest convolution's shape run at {gflops:.0f} GFLOP/s "
+        f"(NumPy, all cores); all of training at that speed would be about {ceiling:.0f} "
+        f"samples/s: {ceiling / baseline_rate:.2f} times the baseline."
+    )
 
 
 def measure_score(args):
@@ -222,55 +248,72 @@ def measure_score(args):
     fit_pos, val_pos = split_validation(dataset.y[train], 0.1, np.random.default_rng(seed))
     fit, val = train[fit_pos], train[val_pos]
     x, y, x_val, y_val = images[fit], dataset.y[fit], images[val], dataset.y[val]
-    print(f"\nScore: fold 1 of the built-in lamellarity set (synthetic), {len(fit)} fit "
-          f"and {len(val)} validation images {np.bincount(y_val).tolist()}, "
-          f"{args.score_epochs} epochs of {len(fit)} samples each")
+    print(
+        f"\nScore: fold 1 of the built-in lamellarity set (synthetic), {len(fit)} fit "
+        f"and {len(val)} validation images {np.bincount(y_val).tolist()}, "
+        f"{args.score_epochs} epochs of {len(fit)} samples each"
+    )
 
     histories = {}
     history = []
 
     def score(model):
-        history.append(_validation_metrics(
-            model.predict(x_val, batch_size=256, verbose=0), y_val, 3))
+        history.append(
+            _validation_metrics(model.predict(x_val, batch_size=256, verbose=0), y_val, 3)
+        )
 
     t0 = time.perf_counter()
     plain_fit(x, y, args.score_epochs, seed, score)
     histories["plain fit, batch 32"] = (history, time.perf_counter() - t0)
     for name, options in (
-        ("ours, batch 32 float32 (control)",
-         dict(batch_size=32, learning_rate=1e-3, warmup_epochs=0, dtype_policy=None)),
+        (
+            "ours, batch 32 float32 (control)",
+            dict(batch_size=32, learning_rate=1e-3, warmup_epochs=0, dtype_policy=None),
+        ),
         ("ours, defaults", {}),
     ):
         t0 = time.perf_counter()
         _, info = ours(x, y, x_val, y_val, args.score_epochs, seed, None, **options)
         h = info["history"]
         histories[name] = (
-            [{k: h[k][i] for k in ("val_loss", "val_balanced_accuracy", "val_macro_f1")}
-             for i in range(len(h["loss"]))],
+            [
+                {k: h[k][i] for k in ("val_loss", "val_balanced_accuracy", "val_macro_f1")}
+                for i in range(len(h["loss"]))
+            ],
             time.perf_counter() - t0,
         )
     print("validation macro F1 per epoch (balanced accuracy, loss at the best F1)")
     for name, (hist, seconds) in histories.items():
         f1 = [m["val_macro_f1"] for m in hist]
         best = int(np.argmax(f1))
-        print(f"  {name:34s} " + " ".join(f"{v:.3f}" for v in f1)
-              + f"  best {f1[best]:.3f} (bacc {hist[best]['val_balanced_accuracy']:.3f}), "
-              f"lowest loss {min(m['val_loss'] for m in hist):.3f}, {seconds:.0f} s")
+        print(
+            f"  {name:34s} "
+            + " ".join(f"{v:.3f}" for v in f1)
+            + f"  best {f1[best]:.3f} (bacc {hist[best]['val_balanced_accuracy']:.3f}), "
+            f"lowest loss {min(m['val_loss'] for m in hist):.3f}, {seconds:.0f} s"
+        )
     control = max(m["val_macro_f1"] for m in histories["ours, batch 32 float32 (control)"][0])
     mine = max(m["val_macro_f1"] for m in histories["ours, defaults"][0])
-    print(f"best validation macro F1, defaults - control: {mine - control:+.3f} "
-          "(validation part of one fold; its smallest class has "
-          f"{np.bincount(y_val).min()} particles, so differences under ~0.03 are noise)")
+    print(
+        f"best validation macro F1, defaults - control: {mine - control:+.3f} "
+        "(validation part of one fold; its smallest class has "
+        f"{np.bincount(y_val).min()} particles, so differences under ~0.03 are noise)"
+    )
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--samples", type=int, default=10000,
-                        help="samples per epoch (about a lamellarity fold's fit part)")
+    parser.add_argument(
+        "--samples",
+        type=int,
+        default=10000,
+        help="samples per epoch (about a lamellarity fold's fit part)",
+    )
     parser.add_argument("--epochs", type=int, default=3, help="epochs per run (>= 2)")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--score-epochs", type=int, default=6,
-                        help="epochs of each score run on the built-in data")
+    parser.add_argument(
+        "--score-epochs", type=int, default=6, help="epochs of each score run on the built-in data"
+    )
     parser.add_argument("--no-score", action="store_true", help="throughput only")
     parser.add_argument("--cache-dir", default=None, help="built-in dataset cache")
     args = parser.parse_args()
@@ -285,13 +328,17 @@ def main():
 
     defaults = CNNSettings()
     print(line)
-    print(f"keras {keras.__version__}, backend {keras.backend.backend()}; load average at "
-          f"start {', '.join(f'{v:.1f}' for v in os.getloadavg())}")
+    print(
+        f"keras {keras.__version__}, backend {keras.backend.backend()}; load average at "
+        f"start {', '.join(f'{v:.1f}' for v in os.getloadavg())}"
+    )
     policy = resolve_dtype_policy(None, device) or "float32"
-    print(f"lipnet-4, 28x28, {args.samples} samples x {args.epochs} epochs, best of "
-          f"{args.repeats}. Baseline: batch {BASELINE_BATCH}, float32, no augmentation. "
-          f"Ours: batch {defaults.batch_size}, learning rate "
-          f"{defaults.resolved_learning_rate:g}, {policy}, all augmentations, oversampled.")
+    print(
+        f"lipnet-4, 28x28, {args.samples} samples x {args.epochs} epochs, best of "
+        f"{args.repeats}. Baseline: batch {BASELINE_BATCH}, float32, no augmentation. "
+        f"Ours: batch {defaults.batch_size}, learning rate "
+        f"{defaults.resolved_learning_rate:g}, {policy}, all augmentations, oversampled."
+    )
     base = measure_throughput(args)
     measure_ceiling(base)
     if not args.no_score:

@@ -128,14 +128,20 @@ def main():
     print(f"Generating {args.n} synthetic {args.problem} particles (seed {args.seed})...")
     dataset = generate_dataset(args.problem, n=args.n, seed=args.seed)
     sides = np.array([p.image.shape for p in dataset.particles])
-    print(f"  images {sides.min()}-{sides.max()} px a side (mean {sides.mean():.0f}), "
-          f"{dataset.particles[0].image.dtype}, {dataset.particles[0].pixel_size_nm} nm/px")
-    print(f"  cores: {os.cpu_count()}, load average before: "
-          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(
+        f"  images {sides.min()}-{sides.max()} px a side (mean {sides.mean():.0f}), "
+        f"{dataset.particles[0].image.dtype}, {dataset.particles[0].pixel_size_nm} nm/px"
+    )
+    print(
+        f"  cores: {os.cpu_count()}, load average before: "
+        f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}"
+    )
 
     def baseline():
-        rows = [regionprops_features(p.image, p.mask, p.pixel_size_nm, columns)
-                for p in dataset.particles]
+        rows = [
+            regionprops_features(p.image, p.mask, p.pixel_size_nm, columns)
+            for p in dataset.particles
+        ]
         return pd.DataFrame(rows, columns=list(columns), index=dataset.ids)
 
     # Same features? (Feret diameters differ by definition: regionprops
@@ -144,39 +150,58 @@ def main():
     ours = extract_features(check, args.feature_set)
     theirs = pd.DataFrame(
         [regionprops_features(p.image, p.mask, p.pixel_size_nm, columns) for p in check.particles],
-        columns=list(columns), index=check.ids,
+        columns=list(columns),
+        index=check.ids,
     )
     compared = [c for c in columns if c not in ("diameter_px", "length_nm")]
     scale = np.maximum(np.abs(theirs[compared]).max(), 1e-12)
     worst = (np.abs(ours[compared] - theirs[compared]).max() / scale).max()
-    print(f"  agreement on {len(compared)} columns x {len(check)} particles: "
-          f"largest difference {worst:.1e} of the column's scale")
+    print(
+        f"  agreement on {len(compared)} columns x {len(check)} particles: "
+        f"largest difference {worst:.1e} of the column's scale"
+    )
 
-    extract_features(dataset.subset(range(min(256, len(dataset)))), args.feature_set,
-                     jobs=args.jobs)  # start the worker pool before timing
+    extract_features(
+        dataset.subset(range(min(256, len(dataset)))), args.feature_set, jobs=args.jobs
+    )  # start the worker pool before timing
     print(f"Timing {args.feature_set} features, best of {args.repeats}:")
-    ours1, oursj, base1 = ("liposome_bench.features, jobs=1",
-                           f"liposome_bench.features, jobs={args.jobs}",
-                           "regionprops baseline, one process")
-    best = time_best({
-        ours1: lambda: extract_features(dataset, args.feature_set, jobs=1),
-        oursj: lambda: extract_features(dataset, args.feature_set, jobs=args.jobs),
-        base1: baseline,
-    }, args.repeats)
+    ours1, oursj, base1 = (
+        "liposome_bench.features, jobs=1",
+        f"liposome_bench.features, jobs={args.jobs}",
+        "regionprops baseline, one process",
+    )
+    best = time_best(
+        {
+            ours1: lambda: extract_features(dataset, args.feature_set, jobs=1),
+            oursj: lambda: extract_features(dataset, args.feature_set, jobs=args.jobs),
+            base1: baseline,
+        },
+        args.repeats,
+    )
     n = len(dataset)
     for name, (wall, cpu) in best.items():
         serial = "jobs=1" in name or "one process" in name
         per_cpu = f", {n / cpu:.0f} per CPU-second" if serial else " (workers' CPU not counted)"
-        print(f"  {name:34s} {n / wall:7.0f} particles/s  ({wall:.2f} s wall, "
-              f"{cpu:.2f} s CPU{per_cpu})")
-    print(f"Ratio features / baseline, one process each: {best[base1][0] / best[ours1][0]:.1f}x "
-          f"by wall time, {best[base1][1] / best[ours1][1]:.1f}x by CPU time")
-    print(f"Ratio features jobs={args.jobs} / baseline one process: "
-          f"{best[base1][0] / best[oursj][0]:.1f}x by wall time")
-    print(f"Throughput with jobs={args.jobs}: {n / best[oursj][0]:.0f} particles/s "
-          "(target: at least 2,000 on 2 cores)")
-    print(f"  load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())} "
-          "(other processes on the machine slow every variant)")
+        print(
+            f"  {name:34s} {n / wall:7.0f} particles/s  ({wall:.2f} s wall, "
+            f"{cpu:.2f} s CPU{per_cpu})"
+        )
+    print(
+        f"Ratio features / baseline, one process each: {best[base1][0] / best[ours1][0]:.1f}x "
+        f"by wall time, {best[base1][1] / best[ours1][1]:.1f}x by CPU time"
+    )
+    print(
+        f"Ratio features jobs={args.jobs} / baseline one process: "
+        f"{best[base1][0] / best[oursj][0]:.1f}x by wall time"
+    )
+    print(
+        f"Throughput with jobs={args.jobs}: {n / best[oursj][0]:.0f} particles/s "
+        "(target: at least 2,000 on 2 cores)"
+    )
+    print(
+        f"  load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())} "
+        "(other processes on the machine slow every variant)"
+    )
 
 
 if __name__ == "__main__":

@@ -43,20 +43,25 @@ def main() -> None:
     for _ in range(args.repeats):
         with tempfile.TemporaryDirectory() as tmp:
             tmp = Path(tmp)
-            _, wall, cpu = _timed(lambda: render_report(args.results, tmp / "plain.md",
-                                                        gallery_size=0))
-            best["report without galleries"] = min(best.get("report without galleries",
-                                                            (1e9, 0)), (wall, cpu))
-            out, wall, cpu = _timed(lambda: render_galleries(args.results, tmp / "figures",
-                                                             filters=args.filters))
+            _, wall, cpu = _timed(
+                lambda: render_report(args.results, tmp / "plain.md", gallery_size=0)
+            )
+            best["report without galleries"] = min(
+                best.get("report without galleries", (1e9, 0)), (wall, cpu)
+            )
+            out, wall, cpu = _timed(
+                lambda: render_galleries(args.results, tmp / "figures", filters=args.filters)
+            )
             best["galleries"] = min(best.get("galleries", (1e9, 0)), (wall, cpu))
     if out.note:
         print(f"note: {out.note}")
     tiles = sum(len(g.ids) for g, _ in out.galleries)
     for name, (wall, cpu) in best.items():
         print(f"{name}: {wall:.1f} s wall, {cpu:.1f} s CPU (best of {args.repeats})")
-    print(f"{len(out.galleries)} galleries, {tiles} tiles, {out.saliency_count} saliency maps"
-          + (f", {len(out.filter_images)} filter/activation figures" if args.filters else ""))
+    print(
+        f"{len(out.galleries)} galleries, {tiles} tiles, {out.saliency_count} saliency maps"
+        + (f", {len(out.filter_images)} filter/activation figures" if args.filters else "")
+    )
     base = best["report without galleries"][0]
     print(f"ratio galleries / report without galleries (wall): {best['galleries'][0] / base:.1f}")
 

@@ -5,6 +5,7 @@ for a test fold's micrographs come only from the other folds' out-of-fold predic
 Run: PYTHONPATH=. python benchmarks/bench_quantify.py (about 70 s on 2 cores; the
 first run generates the built-in set, a minute or two more). Results: docs/deploy.md.
 """
+
 import tempfile
 import time
 
@@ -40,10 +41,19 @@ for f in np.unique(oof["fold"]):
     for mg in np.unique(g[te]):
         s = te & (g == mg)
         truth = np.bincount(oof["y_true"][s], minlength=3) / s.sum()
-        for m, v in quantify.estimate_fractions(oof["y_pred"][s], oof["probabilities"][s], rates).items():
+        for m, v in quantify.estimate_fractions(
+            oof["y_pred"][s], oof["probabilities"][s], rates
+        ).items():
             err[m].append(np.abs(v - truth))
 for m in quantify.METHODS:
     e = np.array(err[m])
-    print(m, "MAE per class", np.round(e.mean(axis=0), 4), "mean", round(float(e.mean()), 4),
-          "groups", len(e))
+    print(
+        m,
+        "MAE per class",
+        np.round(e.mean(axis=0), 4),
+        "mean",
+        round(float(e.mean()), 4),
+        "groups",
+        len(e),
+    )
 print("seconds", round(time.time() - t0, 1))

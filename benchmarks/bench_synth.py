@@ -39,26 +39,40 @@ def timed(func):
 
 
 def rate(label, n, wall, cpu):
-    print(f"{label:<24}{n:6d} particles in {wall:6.1f} s wall = {n / wall:7.1f} particles/s "
-          f"({cpu:6.1f} s CPU = {n / cpu:7.1f} particles/CPU-s)")
+    print(
+        f"{label:<24}{n:6d} particles in {wall:6.1f} s wall = {n / wall:7.1f} particles/s "
+        f"({cpu:6.1f} s CPU = {n / cpu:7.1f} particles/CPU-s)"
+    )
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--problem", default="encapsulation",
-                        choices=["lamellarity", "encapsulation"])
-    parser.add_argument("--n", type=int, default=None,
-                        help="particles for the batched run (default: the thesis's size)")
-    parser.add_argument("--baseline-n", type=int, default=500,
-                        help="particles for the batched vs per-particle comparison")
-    parser.add_argument("--write-n", type=int, default=2000,
-                        help="particles written with write_export")
+    parser.add_argument(
+        "--problem", default="encapsulation", choices=["lamellarity", "encapsulation"]
+    )
+    parser.add_argument(
+        "--n",
+        type=int,
+        default=None,
+        help="particles for the batched run (default: the thesis's size)",
+    )
+    parser.add_argument(
+        "--baseline-n",
+        type=int,
+        default=500,
+        help="particles for the batched vs per-particle comparison",
+    )
+    parser.add_argument(
+        "--write-n", type=int, default=2000, help="particles written with write_export"
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
     n = sum(allocate_counts(args.problem, args.n).values())
-    print(f"cores: {os.cpu_count()}, load average at start: "
-          + ", ".join(f"{x:.1f}" for x in os.getloadavg()))
+    print(
+        f"cores: {os.cpu_count()}, load average at start: "
+        + ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    )
 
     dataset, wall, cpu = timed(lambda: generate_dataset(args.problem, n, args.seed))
     rate("batched, full set:", n, wall, cpu)
@@ -68,7 +82,8 @@ def main(argv=None):
     m = args.baseline_n
     batched_set, b_wall, b_cpu = timed(lambda: generate_dataset(args.problem, m, args.seed))
     single_set, s_wall, s_cpu = timed(
-        lambda: generate_dataset(args.problem, m, args.seed, batch_size=1))
+        lambda: generate_dataset(args.problem, m, args.seed, batch_size=1)
+    )
     rate("batched, subset:", m, b_wall, b_cpu)
     rate("per-particle, subset:", m, s_wall, s_cpu)
     print(f"ratio batched / per-particle: {s_wall / b_wall:.2f}x wall, {s_cpu / b_cpu:.2f}x CPU")

@@ -83,16 +83,22 @@ THESIS_SVM = {
 
 #: Thesis Tables 9-10 (CNN, unnormalised 5-fold average counts).
 THESIS_CNN = {
-    "lamellarity": ("lipnet-4", {  # Table 9, LipNet-4
-        "unilamellar": {"unilamellar": 2325, "multilamellar": 15, "uncertain": 124},
-        "multilamellar": {"unilamellar": 4, "multilamellar": 323, "uncertain": 16},
-        "uncertain": {"unilamellar": 2, "multilamellar": 3, "uncertain": 11},
-    }),
-    "encapsulation": ("lipnet-2", {  # Table 10 (captioned LipNet-4; section 9 selects LipNet-2)
-        "empty": {"empty": 24, "full": 1, "uncertain": 7},
-        "full": {"empty": 272, "full": 3929, "uncertain": 660},
-        "uncertain": {"empty": 30, "full": 9, "uncertain": 61},
-    }),
+    "lamellarity": (
+        "lipnet-4",
+        {  # Table 9, LipNet-4
+            "unilamellar": {"unilamellar": 2325, "multilamellar": 15, "uncertain": 124},
+            "multilamellar": {"unilamellar": 4, "multilamellar": 323, "uncertain": 16},
+            "uncertain": {"unilamellar": 2, "multilamellar": 3, "uncertain": 11},
+        },
+    ),
+    "encapsulation": (
+        "lipnet-2",
+        {  # Table 10 (captioned LipNet-4; section 9 selects LipNet-2)
+            "empty": {"empty": 24, "full": 1, "uncertain": 7},
+            "full": {"empty": 272, "full": 3929, "uncertain": 660},
+            "uncertain": {"empty": 30, "full": 9, "uncertain": 61},
+        },
+    ),
 }
 
 GEOMETRY = ("area_nm2", "length_nm", "circularity", "aspect_ratio")
@@ -116,10 +122,12 @@ def class_counts(problem, n, min_per_class):
 
 def make_data(problem, counts, seed, difficulty, ambiguity=None):
     start = time.perf_counter()
-    dataset = generate_dataset(problem, seed=seed, counts=counts, difficulty=difficulty,
-                               ambiguity=ambiguity)
+    dataset = generate_dataset(
+        problem, seed=seed, counts=counts, difficulty=difficulty, ambiguity=ambiguity
+    )
     _, labels, appearance, borderline = plan_appearance(
-        problem, counts, seed, difficulty=difficulty, ambiguity=ambiguity)
+        problem, counts, seed, difficulty=difficulty, ambiguity=ambiguity
+    )
     return dataset, appearance, borderline, time.perf_counter() - start
 
 
@@ -157,11 +165,15 @@ def cross_validate(X, y, fold_of, k, *, C=None, gamma=None, seed=0):
         c, g = C, gamma
         if c is None or g is None:
             best, _ = search_grid(
-                X[train], y[train],
+                X[train],
+                y[train],
                 C_values=[c] if c is not None else spec["C"],
                 gamma_values=[g] if g is not None else spec["gamma"],
-                inner_folds=spec["inner_folds"], max_samples=spec["max_samples"],
-                seed=seed + 1000 * fold, jobs=min(2, os.cpu_count() or 1))
+                inner_folds=spec["inner_folds"],
+                max_samples=spec["max_samples"],
+                seed=seed + 1000 * fold,
+                jobs=min(2, os.cpu_count() or 1),
+            )
             c, g = best["C"], best["gamma"]
         est = LibSVMClassifier(C=c, gamma=g, class_weight="balanced").fit(X[train], y[train])
         y_pred[test] = est.predict(X[test])
@@ -181,7 +193,9 @@ def fold_average_confusion(y, y_pred, fold_of, k, n_classes):
 
 
 def balanced_accuracy(y, y_pred, n_classes):
-    return float(np.mean([np.mean(y_pred[y == c] == c) for c in range(n_classes) if (y == c).any()]))
+    return float(
+        np.mean([np.mean(y_pred[y == c] == c) for c in range(n_classes) if (y == c).any()])
+    )
 
 
 def print_table(title, classes, target, measured, sizes):
@@ -215,10 +229,17 @@ def run_svm_check(problem, classes, X, y, fold_of, args):
     sizes = np.bincount(y, minlength=len(classes))
     table = "8" if problem == "lamellarity" else "7"
     choice = ", ".join(f"C=2^{np.log2(c):g} gamma=2^{np.log2(g):g}" for c, g in chosen)
-    print(f"\nSVM: vironova features, class weights 'balanced', {args.folds} stratified folds; "
-          f"per fold {choice} ({'fixed' if args.C and args.gamma else 'coarse grid on training folds'})")
-    print_table(f"SVM vs thesis Table {table} (row-normalised 5-fold average; synthetic data)",
-                classes, THESIS_SVM[problem], cm, sizes)
+    print(
+        f"\nSVM: vironova features, class weights 'balanced', {args.folds} stratified folds; "
+        f"per fold {choice} ({'fixed' if args.C and args.gamma else 'coarse grid on training folds'})"
+    )
+    print_table(
+        f"SVM vs thesis Table {table} (row-normalised 5-fold average; synthetic data)",
+        classes,
+        THESIS_SVM[problem],
+        cm,
+        sizes,
+    )
     print(f"SVM time {time.perf_counter() - start:.1f} s")
     return y_pred, cm, chosen
 
@@ -233,8 +254,7 @@ def run_cnn_check(problem, dataset, folds_k, args):
     folds = load_or_make_folds(dataset, folds_k, 0)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        results = run_cnn(dataset, folds, ResultsDir(tmp), seed=0, save_models=False,
-                          model=model)
+        results = run_cnn(dataset, folds, ResultsDir(tmp), seed=0, save_models=False, model=model)
     y = np.concatenate([r.y_true for r in results])
     y_pred = np.concatenate([r.y_pred for r in results])
     fold_of = np.concatenate([np.full(len(r.y_true), r.fold) for r in results])
@@ -242,8 +262,13 @@ def run_cnn_check(problem, dataset, folds_k, args):
     sizes = np.bincount(dataset.y, minlength=len(classes))
     number = "9" if problem == "lamellarity" else "10"
     print(f"\nCNN check ({model}, default settings, not tuned to this table)")
-    worst, _ = print_table(f"{model} vs thesis Table {number} (rows normalised; synthetic data)",
-                           classes, normalised(table, classes), cm, sizes)
+    worst, _ = print_table(
+        f"{model} vs thesis Table {number} (rows normalised; synthetic data)",
+        classes,
+        normalised(table, classes),
+        cm,
+        sizes,
+    )
     print(f"CNN time {time.perf_counter() - start:.1f} s")
     return cm
 
@@ -256,14 +281,18 @@ def run_size_check(classes, area, geometry, y, fold_of, full_pred, args):
         for j in range(i + 1, len(classes)):
             sel = (y == i) | (y == j)
             auc = roc_auc_score(y[sel] == j, area[sel])
-            print(f"  area AUC {classes[i]} vs {classes[j]}: {max(auc, 1 - auc):.3f} "
-                  f"({'larger' if auc >= 0.5 else 'smaller'}: {classes[j]})")
+            print(
+                f"  area AUC {classes[i]} vs {classes[j]}: {max(auc, 1 - auc):.3f} "
+                f"({'larger' if auc >= 0.5 else 'smaller'}: {classes[j]})"
+            )
     geo_pred, chosen = cross_validate(geometry, y, fold_of, args.folds, C=args.C, gamma=args.gamma)
     full = balanced_accuracy(y, full_pred, len(classes))
     geo = balanced_accuracy(y, geo_pred, len(classes))
     verdict = "met" if full - geo >= 0.10 else "NOT met"
-    print(f"  balanced accuracy: full SVM {full:.3f}, geometry-only SVM "
-          f"({', '.join(GEOMETRY)}) {geo:.3f}; gap {full - geo:.3f} (target >= 0.10: {verdict})")
+    print(
+        f"  balanced accuracy: full SVM {full:.3f}, geometry-only SVM "
+        f"({', '.join(GEOMETRY)}) {geo:.3f}; gap {full - geo:.3f} (target >= 0.10: {verdict})"
+    )
 
 
 def search(problem, args):
@@ -282,30 +311,43 @@ def search(problem, args):
     C, gamma = args.C, args.gamma
     for round_ in range(args.rounds):
         t0 = time.perf_counter()
-        table = {(classes[i], classes[j]): float(rates[i, j])
-                 for i in range(k) for j in range(k) if i != j}
-        dataset, appearance, borderline, _ = make_data(problem, counts, args.seed,
-                                                       args.difficulty, table)
+        table = {
+            (classes[i], classes[j]): float(rates[i, j])
+            for i in range(k)
+            for j in range(k)
+            if i != j
+        }
+        dataset, appearance, borderline, _ = make_data(
+            problem, counts, args.seed, args.difficulty, table
+        )
         X, _, _, _ = feature_tables(dataset)
         y = dataset.y
         fold_of = make_folds(y, classes, args.folds, 0)
         if C is None or gamma is None:
             spec_grid = GRIDS["coarse"]
             train = fold_of != 0
-            best, _ = search_grid(X[train], y[train], C_values=spec_grid["C"],
-                                  gamma_values=spec_grid["gamma"],
-                                  inner_folds=spec_grid["inner_folds"],
-                                  max_samples=spec_grid["max_samples"], seed=0,
-                                  jobs=min(2, os.cpu_count() or 1))
+            best, _ = search_grid(
+                X[train],
+                y[train],
+                C_values=spec_grid["C"],
+                gamma_values=spec_grid["gamma"],
+                inner_folds=spec_grid["inner_folds"],
+                max_samples=spec_grid["max_samples"],
+                seed=0,
+                jobs=min(2, os.cpu_count() or 1),
+            )
             C, gamma = best["C"], best["gamma"]
             print(f"  C and gamma fixed from fold 0's grid search: C={C:g} gamma={gamma:g}")
         y_pred, _ = cross_validate(X, y, fold_of, args.folds, C=C, gamma=gamma)
         cm = fold_average_confusion(y, y_pred, fold_of, args.folds, k)
         err = np.abs(cm - target).max()
-        print(f"round {round_ + 1}: largest |difference| {err:.3f} "
-              f"({time.perf_counter() - t0:.0f} s)")
+        print(
+            f"round {round_ + 1}: largest |difference| {err:.3f} ({time.perf_counter() - t0:.0f} s)"
+        )
         for i in range(k):
-            print("   ", classes[i], " ".join(f"{cm[i, j]:.3f}({target[i, j]:.2f})" for j in range(k)))
+            print(
+                "   ", classes[i], " ".join(f"{cm[i, j]:.3f}({target[i, j]:.2f})" for j in range(k))
+            )
         # Per true class: predictions of plain particles (b) and of the
         # borderline ones resembling each other class (q_j).
         new = rates.copy()
@@ -317,8 +359,11 @@ def search(problem, args):
             A = np.zeros((k, len(others)))
             for col, j in enumerate(others):
                 sel = (y == i) & borderline & (appearance == j)
-                q = (np.bincount(y_pred[sel], minlength=k) / sel.sum() if sel.sum() >= 5
-                     else np.eye(k)[j])
+                q = (
+                    np.bincount(y_pred[sel], minlength=k) / sel.sum()
+                    if sel.sum() >= 5
+                    else np.eye(k)[j]
+                )
                 A[:, col] = q - b
             share, _ = nnls(A, target[i] - b)
             for col, j in enumerate(others):
@@ -336,36 +381,55 @@ def search(problem, args):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--problem", choices=("lamellarity", "encapsulation"), required=True)
-    parser.add_argument("--n", type=int, default=None,
-                        help="particles in the thesis's proportions (default: thesis size)")
-    parser.add_argument("--min-per-class", type=int, default=0,
-                        help="raise every class to at least this many particles (reduced runs)")
+    parser.add_argument(
+        "--n",
+        type=int,
+        default=None,
+        help="particles in the thesis's proportions (default: thesis size)",
+    )
+    parser.add_argument(
+        "--min-per-class",
+        type=int,
+        default=0,
+        help="raise every class to at least this many particles (reduced runs)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--difficulty", type=float, default=0.5)
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--C", type=float, default=None, help="fix C (default: coarse grid)")
     parser.add_argument("--gamma", type=float, default=None, help="fix gamma")
     parser.add_argument("--no-cnn", action="store_true", help="skip the CNN check")
-    parser.add_argument("--no-ambiguity", action="store_true",
-                        help="generate without annotator ambiguity (diagnostic)")
+    parser.add_argument(
+        "--no-ambiguity",
+        action="store_true",
+        help="generate without annotator ambiguity (diagnostic)",
+    )
     parser.add_argument("--search", action="store_true", help="re-tune synth.AMBIGUITY")
     parser.add_argument("--rounds", type=int, default=3, help="search rounds")
     args = parser.parse_args(argv)
 
-    print(f"CPU: {cpu_name()}, {os.cpu_count()} cores; load average "
-          f"{', '.join(f'{v:.1f}' for v in os.getloadavg())}")
+    print(
+        f"CPU: {cpu_name()}, {os.cpu_count()} cores; load average "
+        f"{', '.join(f'{v:.1f}' for v in os.getloadavg())}"
+    )
     start = time.perf_counter()
     if args.search:
         search(args.problem, args)
         print(f"\ntotal {time.perf_counter() - start:.0f} s")
         return
-    counts = (class_counts(args.problem, args.n, args.min_per_class)
-              if args.n or args.min_per_class else dict(THESIS_COUNTS[args.problem]))
-    dataset, _, _, gen_s = make_data(args.problem, counts, args.seed, args.difficulty,
-                                     {} if args.no_ambiguity else None)
+    counts = (
+        class_counts(args.problem, args.n, args.min_per_class)
+        if args.n or args.min_per_class
+        else dict(THESIS_COUNTS[args.problem])
+    )
+    dataset, _, _, gen_s = make_data(
+        args.problem, counts, args.seed, args.difficulty, {} if args.no_ambiguity else None
+    )
     classes = list(dataset.problem.classes)
-    print(f"data: synthetic {args.problem}, {len(dataset)} particles {counts}, seed {args.seed}, "
-          f"difficulty {args.difficulty:g}; generated in {gen_s:.1f} s")
+    print(
+        f"data: synthetic {args.problem}, {len(dataset)} particles {counts}, seed {args.seed}, "
+        f"difficulty {args.difficulty:g}; generated in {gen_s:.1f} s"
+    )
     X, geometry, area, feat_s = feature_tables(dataset)
     print(f"features in {feat_s:.1f} s")
     y = dataset.y

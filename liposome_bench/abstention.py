@@ -26,8 +26,10 @@ import numpy as np
 
 from liposome_bench.errors import ConfigError
 
-CALIBRATION_METHOD = ("multinomial logistic regression on the one-vs-one decision values "
-                      "(Platt scaling for several classes)")
+CALIBRATION_METHOD = (
+    "multinomial logistic regression on the one-vs-one decision values "
+    "(Platt scaling for several classes)"
+)
 #: Intercept given to a class absent from the calibration data: its
 #: probability is exp(-50) ~ 2e-22 times the others'.
 _ABSENT = -50.0
@@ -67,15 +69,15 @@ def fit_calibrator(decision_values, y, n_classes: int) -> dict:
             intercept[present[0]] = 0.0
         else:
             coef[present], intercept[present] = lr.coef_, lr.intercept_
-    return {"method": CALIBRATION_METHOD, "coef": coef.tolist(),
-            "intercept": intercept.tolist()}
+    return {"method": CALIBRATION_METHOD, "coef": coef.tolist(), "intercept": intercept.tolist()}
 
 
 def apply_calibrator(calibrator: dict, decision_values) -> np.ndarray:
     """Class probabilities (n, n_classes) from decision values."""
     X = np.nan_to_num(np.asarray(decision_values, dtype=np.float64), nan=0.0)
     z = X @ np.asarray(calibrator["coef"], dtype=np.float64).T + np.asarray(
-        calibrator["intercept"], dtype=np.float64)
+        calibrator["intercept"], dtype=np.float64
+    )
     z -= z.max(axis=1, keepdims=True)
     p = np.exp(z)
     return p / p.sum(axis=1, keepdims=True)
@@ -104,8 +106,14 @@ def out_of_fold(fold_results, n_classes: int) -> dict:
     scores = np.concatenate([np.asarray(r.scores, dtype=np.float64) for r in fold_results])
     kinds = {r.score_kind for r in fold_results}
     if kinds == {"probability"}:
-        return {"ids": ids, "fold": fold, "y_true": y_true, "y_pred": y_pred,
-                "probabilities": scores, "decision_values": None}
+        return {
+            "ids": ids,
+            "fold": fold,
+            "y_true": y_true,
+            "y_pred": y_pred,
+            "probabilities": scores,
+            "decision_values": None,
+        }
     probabilities = np.zeros((len(ids), n_classes))
     for f in np.unique(fold):
         test, train = fold == f, fold != f
@@ -113,8 +121,14 @@ def out_of_fold(fold_results, n_classes: int) -> dict:
             train = test
         calibrator = fit_calibrator(scores[train], y_true[train], n_classes)
         probabilities[test] = apply_calibrator(calibrator, scores[test])
-    return {"ids": ids, "fold": fold, "y_true": y_true, "y_pred": y_pred,
-            "probabilities": probabilities, "decision_values": scores}
+    return {
+        "ids": ids,
+        "fold": fold,
+        "y_true": y_true,
+        "y_pred": y_pred,
+        "probabilities": probabilities,
+        "decision_values": scores,
+    }
 
 
 def confidence_of(probabilities, y_pred) -> np.ndarray:
@@ -192,13 +206,21 @@ def threshold_for_precision(y_true, y_pred, confidence, cls: int, target: float)
             i = int(ok.max())  # the most kept predictions that still reach the target
             reached = {"threshold": float(c[i]), "precision": float(precision[i]), "kept": i + 1}
     if reached is None:
-        return {"threshold": None, "precision": None, "kept": 0, "predicted": n_pred,
-                "class_coverage": 0.0,
-                "coverage": float((len(y_pred) - n_pred) / max(len(y_pred), 1))}
+        return {
+            "threshold": None,
+            "precision": None,
+            "kept": 0,
+            "predicted": n_pred,
+            "class_coverage": 0.0,
+            "coverage": float((len(y_pred) - n_pred) / max(len(y_pred), 1)),
+        }
     dropped = n_pred - reached["kept"]
-    return {**reached, "predicted": n_pred,
-            "class_coverage": reached["kept"] / n_pred,
-            "coverage": float((len(y_pred) - dropped) / max(len(y_pred), 1))}
+    return {
+        **reached,
+        "predicted": n_pred,
+        "class_coverage": reached["kept"] / n_pred,
+        "coverage": float((len(y_pred) - dropped) / max(len(y_pred), 1)),
+    }
 
 
 def coverage_curves_of_results(results_dir, models, classes) -> dict:
@@ -281,8 +303,9 @@ def held_out_threshold(y_true, y_pred, confidence, fold, cls: int, target: float
     fold_thresholds, fold_precision = [], []
     for f in folds:
         test, other = fold == f, fold != f
-        found = threshold_for_precision(y_true[other], y_pred[other], confidence[other], cls,
-                                        target)
+        found = threshold_for_precision(
+            y_true[other], y_pred[other], confidence[other], cls, target
+        )
         mine = test & (y_pred == cls)
         limit = found["threshold"] if found["threshold"] is not None else np.inf
         keep = mine & (confidence >= limit)
@@ -300,14 +323,23 @@ def held_out_threshold(y_true, y_pred, confidence, fold, cls: int, target: float
     # by the many particles they keep and come out low (tests/test_abstention.py).
     if fold_precision:
         precision = float(np.mean(fold_precision))
-        se = (float(np.std(fold_precision, ddof=1) / np.sqrt(len(fold_precision)))
-              if len(fold_precision) > 1 else None)
+        se = (
+            float(np.std(fold_precision, ddof=1) / np.sqrt(len(fold_precision)))
+            if len(fold_precision) > 1
+            else None
+        )
     else:
         precision = se = None
-    return {"precision": precision, "precision_se": se,
-            "pooled_precision": right / kept if kept else None,
-            "kept": kept, "predicted": predicted,
-            "class_coverage": kept / predicted if predicted else 0.0,
-            "coverage": float((len(y_pred) - dropped) / max(len(y_pred), 1)),
-            "folds": int(folds.size), "folds_without_threshold": int(without),
-            "fold_thresholds": fold_thresholds, "fold_precision": fold_precision}
+    return {
+        "precision": precision,
+        "precision_se": se,
+        "pooled_precision": right / kept if kept else None,
+        "kept": kept,
+        "predicted": predicted,
+        "class_coverage": kept / predicted if predicted else 0.0,
+        "coverage": float((len(y_pred) - dropped) / max(len(y_pred), 1)),
+        "folds": int(folds.size),
+        "folds_without_threshold": int(without),
+        "fold_thresholds": fold_thresholds,
+        "fold_precision": fold_precision,
+    }

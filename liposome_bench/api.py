@@ -83,8 +83,12 @@ class BenchmarkResult:
         model: means over folds."""
         import pandas as pd
 
-        return pd.DataFrame({model: {name: m["mean"] for name, m in entry["overall"].items()}
-                             for model, entry in self.summary["models"].items()}).T
+        return pd.DataFrame(
+            {
+                model: {name: m["mean"] for name, m in entry["overall"].items()}
+                for model, entry in self.summary["models"].items()
+            }
+        ).T
 
     def verdict(self):
         """The headline verdict, as the CLI prints it: per comparison of a
@@ -99,13 +103,20 @@ class BenchmarkResult:
             entries = [*comparison["per_class"].items(), ("macro F1", comparison["macro_f1"])]
             for name, entry in entries:
                 ci = entry.get("ci") or [None, None]
-                rows.append({
-                    "model_a": comparison["model_a"], "model_b": comparison["model_b"],
-                    "class": name, "difference": entry.get("difference"),
-                    "ci_low": ci[0], "ci_high": ci[1], "p": entry.get("p"),
-                    "p_holm": entry.get("p_holm"), "verdict": entry.get("verdict"),
-                    "n_scores": comparison.get("n_scores"),
-                })
+                rows.append(
+                    {
+                        "model_a": comparison["model_a"],
+                        "model_b": comparison["model_b"],
+                        "class": name,
+                        "difference": entry.get("difference"),
+                        "ci_low": ci[0],
+                        "ci_high": ci[1],
+                        "p": entry.get("p"),
+                        "p_holm": entry.get("p_holm"),
+                        "verdict": entry.get("verdict"),
+                        "n_scores": comparison.get("n_scores"),
+                    }
+                )
         return pd.DataFrame(rows)
 
     def to_frame(self):
@@ -115,13 +126,26 @@ class BenchmarkResult:
     def __repr__(self) -> str:
         f1 = self.overall().get("macro_f1")
         scores = ", ".join(f"{m} {v:.3f}" for m, v in f1.items()) if f1 is not None else ""
-        return (f"<BenchmarkResult: {self.summary['dataset'].get('n_particles', '?')} "
-                f"particles, {self.summary['folds']['k']} folds; macro F1: {scores}>")
+        return (
+            f"<BenchmarkResult: {self.summary['dataset'].get('n_particles', '?')} "
+            f"particles, {self.summary['folds']['k']} folds; macro F1: {scores}>"
+        )
 
 
-def benchmark(dataset, models=None, *, k: int = 5, folds=None, seed: int = 0,
-              fold_seed: int = 0, repeats: int = 1, config=None, out=None, jobs: int = 1,
-              reporter=None) -> BenchmarkResult:
+def benchmark(
+    dataset,
+    models=None,
+    *,
+    k: int = 5,
+    folds=None,
+    seed: int = 0,
+    fold_seed: int = 0,
+    repeats: int = 1,
+    config=None,
+    out=None,
+    jobs: int = 1,
+    reporter=None,
+) -> BenchmarkResult:
     """Run the SVM and CNN(s) on identical folds of ``dataset``, as
     ``liposome-bench benchmark`` does.
 
@@ -163,8 +187,18 @@ def benchmark(dataset, models=None, *, k: int = 5, folds=None, seed: int = 0,
 
     def run(folder):
         summary = run_benchmark(
-            None, dataset, cnn_models=cnn_models, out=folder, k=k, folds=folds, seed=seed,
-            fold_seed=fold_seed, repeats=repeats, config=config, jobs=jobs, reporter=reporter,
+            None,
+            dataset,
+            cnn_models=cnn_models,
+            out=folder,
+            k=k,
+            folds=folds,
+            seed=seed,
+            fold_seed=fold_seed,
+            repeats=repeats,
+            config=config,
+            jobs=jobs,
+            reporter=reporter,
         )
         predictions = pd.read_csv(folder / "predictions.csv", dtype={"id": str})
         return BenchmarkResult(summary, predictions, out)

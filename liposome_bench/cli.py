@@ -25,15 +25,14 @@ _KEPT = {
     "benchmark_command": "Finished folds are saved; run the same command again to resume.",
     "svm_command": "Finished folds are saved; run the same command again to resume.",
     "cnn_command": "Finished folds are saved; run the same command again to resume.",
-    "sweep_command": "Finished (cell, fold) tasks are saved; run the same command again to "
-                     "resume.",
+    "sweep_command": "Finished (cell, fold) tasks are saved; run the same command again to resume.",
     "train_command": "Finished cross-validation folds are saved; no bundle was written (a "
-                     "bundle already at --out is unchanged). Run the same command again to "
-                     "resume.",
+    "bundle already at --out is unchanged). Run the same command again to "
+    "resume.",
     "import_coco_command": "Nothing was written (the export appears whole or not at all); "
-                           "run the command again.",
+    "run the command again.",
     "import_labels_command": "Nothing was written (the export appears whole or not at all); "
-                             "run the command again.",
+    "run the command again.",
     "generate_command": "Nothing half-written was kept; run the command again.",
     "predict_command": "No predictions were written; run the command again.",
     "export_command": "No ONNX file was written; run the command again.",
@@ -87,8 +86,10 @@ def _fail_cleanly(func):
             raise UserError(describe_os_error(exc)) from None
         except KeyboardInterrupt as exc:
             what = "Terminated" if isinstance(exc, _Terminated) else "Interrupted"
-            kept = _KEPT.get(func.__name__, "Files written so far are whole (none is "
-                                            "half-written); run the command again.")
+            kept = _KEPT.get(
+                func.__name__,
+                "Files written so far are whole (none is half-written); run the command again.",
+            )
             click.echo(f"{what}. {kept}", err=True)
             sys.exit(143 if isinstance(exc, _Terminated) else 130)
 
@@ -124,6 +125,7 @@ def _live_reporter():
 
 # Shared options ------------------------------------------------------------
 
+
 def data_option(func):
     return click.option(
         "--data",
@@ -139,8 +141,10 @@ def data_option(func):
 def problem_option(required=True):
     help_text = "Classification problem (thesis section 2)."
     if not required:
-        help_text += (" Picks the built-in dataset; with --data it is inferred from "
-                      "the labels (other class sets are custom problems).")
+        help_text += (
+            " Picks the built-in dataset; with --data it is inferred from "
+            "the labels (other class sets are custom problems)."
+        )
 
     def decorate(func):
         return click.option(
@@ -222,8 +226,11 @@ def _finite_pixel_size(ctx, param, value):
     import math
 
     if value is not None and not math.isfinite(value):
-        raise click.BadParameter(f"{value} is not a finite number of nm per pixel; "
-                                 "pass e.g. --pixel-size 0.84.", ctx, param)
+        raise click.BadParameter(
+            f"{value} is not a finite number of nm per pixel; pass e.g. --pixel-size 0.84.",
+            ctx,
+            param,
+        )
     return value
 
 
@@ -243,7 +250,9 @@ def reader_options(func):
         return func(*args, **kwargs)
 
     wrapper = click.option(
-        "--group-pattern", default=None, metavar="REGEX",
+        "--group-pattern",
+        default=None,
+        metavar="REGEX",
         help="Set each particle's group (for --group-by group) to the first capture group "
         "of its micrograph's file name (its Micrograph, else its image file), e.g. "
         "Roboflow's '^(.*)_(?:jpg|png)\\.rf\\.'.",
@@ -299,30 +308,35 @@ def settings_options(cls, names=None, *, override: bool = False, unset=None):
     def option_for(f):
         meta = f.metadata
         kind = meta["kind"]
-        declared = (",".join(f.default_factory()) if f.default is dataclasses.MISSING
-                    else f.default)
+        declared = ",".join(f.default_factory()) if f.default is dataclasses.MISSING else f.default
         if kind == "augment" and declared == ",".join(_settings.AUGMENTATIONS):
             declared = "all"
         help_text = meta["help"] + (" Overrides --config." if override else "")
         resolved_later = f.name in (unset or {})
         if resolved_later:
             help_text += " " + unset[f.name]
-        kwargs = {"default": None if override or resolved_later else declared,
-                  "show_default": not (override or resolved_later) and declared is not None,
-                  "help": help_text}
+        kwargs = {
+            "default": None if override or resolved_later else declared,
+            "show_default": not (override or resolved_later) and declared is not None,
+            "help": help_text,
+        }
         flag = _settings.flag_of(f)
         if kind == "bool":
             no_flag = "--no-" + flag[2:]
-            return click.option(f"{flag}/{no_flag}", f.name, default=None,
-                                help=help_text)
+            return click.option(f"{flag}/{no_flag}", f.name, default=None, help=help_text)
         if kind == "choice":
             kwargs["type"] = click.Choice(meta["choices"])
         elif kind in ("int", "float"):
             number = click.IntRange if kind == "int" else click.FloatRange
-            kwargs["type"] = number(min=meta["low"], max=meta["high"],
-                                    **({} if kind == "int" else
-                                       {"min_open": meta["low_open"],
-                                        "max_open": meta["high_open"]}))
+            kwargs["type"] = number(
+                min=meta["low"],
+                max=meta["high"],
+                **(
+                    {}
+                    if kind == "int"
+                    else {"min_open": meta["low_open"], "max_open": meta["high_open"]}
+                ),
+            )
         return click.option(flag, f.name, **kwargs)
 
     def decorate(func):
@@ -336,18 +350,25 @@ def settings_options(cls, names=None, *, override: bool = False, unset=None):
 def units_option(default="nm"):
     """--units nm|px (the SVM's features; docs/features.md)."""
     defaults = {"default": default, "show_default": True} if default else {"default": None}
-    help_text = ("Features in nm (needs the pixel size) or every length in pixels, with "
-                 "pixel-based windows: edge profile -52..+10 px, SNR band 8 px "
-                 "(docs/features.md).")
+    help_text = (
+        "Features in nm (needs the pixel size) or every length in pixels, with "
+        "pixel-based windows: edge profile -52..+10 px, SNR band 8 px "
+        "(docs/features.md)."
+    )
     if not default:
         help_text += " Default: nm, or [svm] units of --config."
 
     def decorate(func):
         return click.option(
-            "--units", type=click.Choice(_settings.FEATURE_UNITS), help=help_text, **defaults,
+            "--units",
+            type=click.Choice(_settings.FEATURE_UNITS),
+            help=help_text,
+            **defaults,
         )(func)
 
     return decorate
+
+
 def wait_option(func):
     return click.option(
         "--wait",
@@ -368,6 +389,7 @@ def jobs_option(func):
 
 
 # The group -----------------------------------------------------------------
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="liposome-bench")
@@ -392,29 +414,60 @@ def cli(verbose):
 
 # --- generate (synth) -------------------------------------------------------
 
+
 @cli.command("generate")
 @problem_option(required=True)
-@click.option("--n", "n", type=click.IntRange(min=1), default=None,
-              help="Number of particles, split in the thesis's class proportions "
-              "(Tables 1-2). Default the thesis's size: 14169 or 24918.")
+@click.option(
+    "--n",
+    "n",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Number of particles, split in the thesis's class proportions "
+    "(Tables 1-2). Default the thesis's size: 14169 or 24918.",
+)
 @seed_option
-@out_option(None, "Folder to write the lab export into (must not exist, or be empty).",
-            required=True)
-@click.option("--montage", type=click.Path(dir_okay=False), default=None,
-              help="Also write a PNG grid of examples per class.")
-@click.option("--difficulty", type=click.FloatRange(0, 1), default=0.5, show_default=True,
-              help="0 easy to 1 hard: lower contrast, more blur, ice and crowding, "
-              "more borderline particles and mask errors. 0.5 is calibrated so the "
-              "lab's SVM gives about the thesis's Tables 7-8.")
-@click.option("--label-noise", type=click.FloatRange(0, 0.9), default=0.0, show_default=True,
-              help="Fraction of particles whose image shows another class than their label.")
-@click.option("--dose", type=click.FloatRange(min=0, min_open=True), default=10.0,
-              show_default=True, help="Electron dose in e-/A^2 (lower is noisier).")
-@click.option("--pixel-size", "pixel_size_nm", type=click.FloatRange(0.5, 5), default=1.6,
-              show_default=True, help="Pixel size in nm/px, recorded in the export.")
+@out_option(
+    None, "Folder to write the lab export into (must not exist, or be empty).", required=True
+)
+@click.option(
+    "--montage",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Also write a PNG grid of examples per class.",
+)
+@click.option(
+    "--difficulty",
+    type=click.FloatRange(0, 1),
+    default=0.5,
+    show_default=True,
+    help="0 easy to 1 hard: lower contrast, more blur, ice and crowding, "
+    "more borderline particles and mask errors. 0.5 is calibrated so the "
+    "lab's SVM gives about the thesis's Tables 7-8.",
+)
+@click.option(
+    "--label-noise",
+    type=click.FloatRange(0, 0.9),
+    default=0.0,
+    show_default=True,
+    help="Fraction of particles whose image shows another class than their label.",
+)
+@click.option(
+    "--dose",
+    type=click.FloatRange(min=0, min_open=True),
+    default=10.0,
+    show_default=True,
+    help="Electron dose in e-/A^2 (lower is noisier).",
+)
+@click.option(
+    "--pixel-size",
+    "pixel_size_nm",
+    type=click.FloatRange(0.5, 5),
+    default=1.6,
+    show_default=True,
+    help="Pixel size in nm/px, recorded in the export.",
+)
 @_fail_cleanly
-def generate_command(problem, n, seed, out, montage, difficulty, label_noise, dose,
-                     pixel_size_nm):
+def generate_command(problem, n, seed, out, montage, difficulty, label_noise, dose, pixel_size_nm):
     """Generate a synthetic cryo-TEM liposome dataset as a lab export.
 
     Each particle is a projected lipid bilayer shell (multilamellar: 2-5
@@ -434,13 +487,22 @@ def generate_command(problem, n, seed, out, montage, difficulty, label_noise, do
         check_output_file(montage, "--montage")
     with _live_reporter() as reporter, writing(out):
         dataset = generate_export(
-            problem, out, n=n, seed=seed, montage=montage, difficulty=difficulty,
-            label_noise=label_noise, dose=dose, pixel_size_nm=pixel_size_nm, reporter=reporter,
+            problem,
+            out,
+            n=n,
+            seed=seed,
+            montage=montage,
+            difficulty=difficulty,
+            label_noise=label_noise,
+            dose=dose,
+            pixel_size_nm=pixel_size_nm,
+            reporter=reporter,
         )
     _display().print_generated(dataset, out, THESIS_COUNTS[problem], montage)
 
 
 # --- dataset (dataset) ------------------------------------------------------
+
 
 @cli.group("dataset")
 def dataset_group():
@@ -460,10 +522,14 @@ def dataset_group():
 @reader_options
 @cache_option
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-@click.option("--input-mode", type=click.Choice(_settings.INPUT_MODES), default="masked",
-              show_default=True,
-              help="The CNN input mode you will run: 'surrounding' shows the CNN the "
-              "surround, so a short one is warned about.")
+@click.option(
+    "--input-mode",
+    type=click.Choice(_settings.INPUT_MODES),
+    default="masked",
+    show_default=True,
+    help="The CNN input mode you will run: 'surrounding' shows the CNN the "
+    "surround, so a short one is warned about.",
+)
 @_fail_cleanly
 def dataset_info_command(path, problem, reader_options, cache_dir, as_json, input_mode):
     """Show a dataset: class counts and shares (as the thesis's Tables 1-2),
@@ -486,8 +552,9 @@ def dataset_info_command(path, problem, reader_options, cache_dir, as_json, inpu
             "Give a dataset PATH, or --problem to describe the built-in synthetic dataset."
         )
     with _live_reporter() as reporter:
-        dataset = resolve_dataset(path, problem, cache_dir=cache_dir, reporter=reporter,
-                                  **reader_options)
+        dataset = resolve_dataset(
+            path, problem, cache_dir=cache_dir, reporter=reporter, **reader_options
+        )
     from liposome_bench.folds import describe_groups, describe_stored_folds
 
     info = describe_dataset(dataset)
@@ -534,8 +601,9 @@ def dataset_check_command(path, problem, reader_options, units, k):
     from liposome_bench.features import pixel_size_problems
 
     with _live_reporter() as reporter:
-        dataset, problems = inspect_dataset(path, problem, reporter=reporter, folds=k,
-                                            **reader_options)
+        dataset, problems = inspect_dataset(
+            path, problem, reporter=reporter, folds=k, **reader_options
+        )
     if dataset is not None:
         problems = pixel_size_problems(dataset, _settings.SVMSettings(units=units))
     for line in problems:
@@ -548,6 +616,7 @@ def dataset_check_command(path, problem, reader_options, units, k):
 
 
 # --- dataset import (importers) ------------------------------------------------
+
 
 @dataset_group.group("import")
 def import_group():
@@ -567,49 +636,80 @@ def import_group():
 def import_options(func):
     """--out, --surround, --drop-edge, --pixel-size and --group-pattern of both imports."""
     func = click.option(
-        "--group-pattern", default=None, metavar="REGEX",
+        "--group-pattern",
+        default=None,
+        metavar="REGEX",
         help="Regular expression whose first group in the micrograph's file name is the "
         "particle's group (for --group-by group). Roboflow: '^(.*)_(?:jpg|png)\\.rf\\.'; "
         "CVAT frames: '^(.*)_frame_\\d+'.",
     )(func)
     func = click.option(
-        "--pixel-size", "pixel_size_nm", type=click.FloatRange(min=0, min_open=True),
+        "--pixel-size",
+        "pixel_size_nm",
+        type=click.FloatRange(min=0, min_open=True),
         default=None,
         help="nm/px of micrographs whose TIFF or MRC metadata gives none.",
     )(func)
     func = click.option(
-        "--drop-edge", is_flag=True,
+        "--drop-edge",
+        is_flag=True,
         help="Drop particles cut by the micrograph's edge (counted in the summary). "
         "Default: keep them, flagged EdgeCut in particles.json.",
     )(func)
     func = click.option(
-        "--surround", type=click.IntRange(min=0), default=50, show_default=True,
+        "--surround",
+        type=click.IntRange(min=0),
+        default=50,
+        show_default=True,
         help="Pixels of micrograph kept around each particle's bounding box "
         "(thesis section 3: 50), less where the micrograph ends.",
     )(func)
-    return out_option(None, "Export folder to write (must not exist, or be empty).",
-                      required=True)(func)
+    return out_option(None, "Export folder to write (must not exist, or be empty).", required=True)(
+        func
+    )
 
 
 @import_group.command("coco")
-@click.argument("annotations", nargs=-1, required=True,
-                type=click.Path(exists=True, dir_okay=False))
-@click.option("--images", "images_dir", multiple=True,
-              type=click.Path(exists=True, file_okay=False),
-              help="Folder of the micrographs; the annotations' file_name is relative to it. "
-              "With several COCO files, once per file in the same order, or once for all. "
-              "Default: each COCO file's own folder.")
-@click.option("--classes", default=None, metavar="NAME=CODE[,...]",
-              help="Category names to lab export codes (3, 4, 5 lamellarity; 7, 8, 10 "
-              "encapsulation) or to class names, e.g. uni=3,multi=4,unsure=5. "
-              "Default: the category names are the classes.")
-@click.option("--box-masks", type=click.Choice(["box", "ellipse"]), default=None,
-              help="Mask of an annotation with only a box: the box itself, or the ellipse "
-              "inscribed in it. Without it, box-only annotations are refused.")
+@click.argument(
+    "annotations", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False)
+)
+@click.option(
+    "--images",
+    "images_dir",
+    multiple=True,
+    type=click.Path(exists=True, file_okay=False),
+    help="Folder of the micrographs; the annotations' file_name is relative to it. "
+    "With several COCO files, once per file in the same order, or once for all. "
+    "Default: each COCO file's own folder.",
+)
+@click.option(
+    "--classes",
+    default=None,
+    metavar="NAME=CODE[,...]",
+    help="Category names to lab export codes (3, 4, 5 lamellarity; 7, 8, 10 "
+    "encapsulation) or to class names, e.g. uni=3,multi=4,unsure=5. "
+    "Default: the category names are the classes.",
+)
+@click.option(
+    "--box-masks",
+    type=click.Choice(["box", "ellipse"]),
+    default=None,
+    help="Mask of an annotation with only a box: the box itself, or the ellipse "
+    "inscribed in it. Without it, box-only annotations are refused.",
+)
 @import_options
 @_fail_cleanly
-def import_coco_command(annotations, images_dir, classes, box_masks, out, surround,
-                        drop_edge, pixel_size_nm, group_pattern):
+def import_coco_command(
+    annotations,
+    images_dir,
+    classes,
+    box_masks,
+    out,
+    surround,
+    drop_edge,
+    pixel_size_nm,
+    group_pattern,
+):
     """Import particles annotated in a COCO JSON file (polygons, RLE, boxes).
 
     Every inconsistent annotation (category not in categories, empty
@@ -628,28 +728,51 @@ def import_coco_command(annotations, images_dir, classes, box_masks, out, surrou
 
     if len(annotations) == 1:
         annotations = annotations[0]
-    images_dir = (None if not images_dir else images_dir[0] if len(images_dir) == 1
-                  else list(images_dir))
-    _run_import(import_coco, annotations, images_dir, out, surround=surround,
-                classes=classes, box_masks=box_masks, drop_edge=drop_edge,
-                pixel_size_nm=pixel_size_nm, group_pattern=group_pattern)
+    images_dir = (
+        None if not images_dir else images_dir[0] if len(images_dir) == 1 else list(images_dir)
+    )
+    _run_import(
+        import_coco,
+        annotations,
+        images_dir,
+        out,
+        surround=surround,
+        classes=classes,
+        box_masks=box_masks,
+        drop_edge=drop_edge,
+        pixel_size_nm=pixel_size_nm,
+        group_pattern=group_pattern,
+    )
 
 
 @import_group.command("labels")
-@click.option("--images", "images_dir", required=True,
-              type=click.Path(exists=True, file_okay=False),
-              help="Folder of the micrographs (TIFF, PNG, JPEG, BMP or MRC).")
-@click.option("--labels", "labels_dir", required=True,
-              type=click.Path(exists=True, file_okay=False),
-              help="Folder of the label images: same name as the micrograph (or ending "
-              "in _masks, _labels...), 8/16/32-bit TIFF or PNG, 0 = background.")
-@click.option("--classes", "classes_csv", required=True,
-              type=click.Path(exists=True, dir_okay=False),
-              help="CSV with columns micrograph, label, class: one row per particle.")
+@click.option(
+    "--images",
+    "images_dir",
+    required=True,
+    type=click.Path(exists=True, file_okay=False),
+    help="Folder of the micrographs (TIFF, PNG, JPEG, BMP or MRC).",
+)
+@click.option(
+    "--labels",
+    "labels_dir",
+    required=True,
+    type=click.Path(exists=True, file_okay=False),
+    help="Folder of the label images: same name as the micrograph (or ending "
+    "in _masks, _labels...), 8/16/32-bit TIFF or PNG, 0 = background.",
+)
+@click.option(
+    "--classes",
+    "classes_csv",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="CSV with columns micrograph, label, class: one row per particle.",
+)
 @import_options
 @_fail_cleanly
-def import_labels_command(images_dir, labels_dir, classes_csv, out, surround, drop_edge,
-                          pixel_size_nm, group_pattern):
+def import_labels_command(
+    images_dir, labels_dir, classes_csv, out, surround, drop_edge, pixel_size_nm, group_pattern
+):
     """Import particles from instance label images and a table of classes.
 
     Each nonzero value of a micrograph's label image is one particle; the
@@ -661,26 +784,48 @@ def import_labels_command(images_dir, labels_dir, classes_csv, out, surround, dr
     """
     from liposome_bench.importers import import_labels
 
-    _run_import(import_labels, images_dir, labels_dir, classes_csv, out, surround=surround,
-                drop_edge=drop_edge, pixel_size_nm=pixel_size_nm, group_pattern=group_pattern)
+    _run_import(
+        import_labels,
+        images_dir,
+        labels_dir,
+        classes_csv,
+        out,
+        surround=surround,
+        drop_edge=drop_edge,
+        pixel_size_nm=pixel_size_nm,
+        group_pattern=group_pattern,
+    )
 
 
 @import_group.command("star")
 @click.argument("star", type=click.Path(exists=True, dir_okay=False))
-@click.option("--images", "images_dir", required=True,
-              type=click.Path(exists=True, file_okay=False),
-              help="Folder of the micrographs; rlnMicrographName is relative to it (else its "
-              "base name is looked up there).")
-@click.option("--diameter", "diameter_px", required=True,
-              type=click.FloatRange(min=0, min_open=True),
-              help="Particle diameter in px: each picked coordinate gets a disk mask this wide.")
-@click.option("--classes", default=None, metavar="NUMBER=CODE[,...]",
-              help="rlnClassNumber values to lab export codes or class names, e.g. "
-              "1=unilamellar,2=multilamellar. Default: the numbers are the classes.")
+@click.option(
+    "--images",
+    "images_dir",
+    required=True,
+    type=click.Path(exists=True, file_okay=False),
+    help="Folder of the micrographs; rlnMicrographName is relative to it (else its "
+    "base name is looked up there).",
+)
+@click.option(
+    "--diameter",
+    "diameter_px",
+    required=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Particle diameter in px: each picked coordinate gets a disk mask this wide.",
+)
+@click.option(
+    "--classes",
+    default=None,
+    metavar="NUMBER=CODE[,...]",
+    help="rlnClassNumber values to lab export codes or class names, e.g. "
+    "1=unilamellar,2=multilamellar. Default: the numbers are the classes.",
+)
 @import_options
 @_fail_cleanly
-def import_star_command(star, images_dir, diameter_px, classes, out, surround, drop_edge,
-                        pixel_size_nm, group_pattern):
+def import_star_command(
+    star, images_dir, diameter_px, classes, out, surround, drop_edge, pixel_size_nm, group_pattern
+):
     """Import particles picked in RELION (a particles STAR file).
 
     Each row (rlnMicrographName, rlnCoordinateX/Y, rlnClassNumber) is one
@@ -693,9 +838,18 @@ def import_star_command(star, images_dir, diameter_px, classes, out, surround, d
     """
     from liposome_bench.importers import import_star
 
-    _run_import(import_star, star, images_dir, out, diameter_px=diameter_px, surround=surround,
-                classes=classes, drop_edge=drop_edge, pixel_size_nm=pixel_size_nm,
-                group_pattern=group_pattern)
+    _run_import(
+        import_star,
+        star,
+        images_dir,
+        out,
+        diameter_px=diameter_px,
+        surround=surround,
+        classes=classes,
+        drop_edge=drop_edge,
+        pixel_size_nm=pixel_size_nm,
+        group_pattern=group_pattern,
+    )
 
 
 def _run_import(function, *args, **kwargs):
@@ -712,6 +866,7 @@ def _run_import(function, *args, **kwargs):
 
 
 # --- features (features) ----------------------------------------------------
+
 
 @cli.command("features")
 @problem_option(required=False)
@@ -745,8 +900,20 @@ def _run_import(function, *args, **kwargs):
 @group_by_option
 @jobs_option
 @_fail_cleanly
-def features_command(problem, data, reader_options, cache_dir, out, feature_set, source, units,
-                     k, fold_seed, group_by, jobs):
+def features_command(
+    problem,
+    data,
+    reader_options,
+    cache_dir,
+    out,
+    feature_set,
+    source,
+    units,
+    k,
+    fold_seed,
+    group_by,
+    jobs,
+):
     """Write the handcrafted features of every particle to a table.
 
     One row per particle: id, label, fold (of the dataset's stored folds)
@@ -764,27 +931,43 @@ def features_command(problem, data, reader_options, cache_dir, out, feature_set,
     out = check_output_file(check_table_path(out))
     _settings.SVMSettings(feature_set=feature_set, source=source, units=units)  # fail early
     with _live_reporter() as reporter:
-        dataset = resolve_dataset(data, problem, cache_dir=cache_dir, reporter=reporter,
-                                  **reader_options)
-        folds = load_or_make_folds(dataset, k=k, seed=fold_seed, group_by=group_by,
-                                   reporter=reporter)
-        table = write_feature_table(dataset, folds, out, feature_set=feature_set,
-                                    source=source, reporter=reporter, jobs=jobs, units=units)
+        dataset = resolve_dataset(
+            data, problem, cache_dir=cache_dir, reporter=reporter, **reader_options
+        )
+        folds = load_or_make_folds(
+            dataset, k=k, seed=fold_seed, group_by=group_by, reporter=reporter
+        )
+        table = write_feature_table(
+            dataset,
+            folds,
+            out,
+            feature_set=feature_set,
+            source=source,
+            reporter=reporter,
+            jobs=jobs,
+            units=units,
+        )
     click.echo(
         f"Wrote {len(table)} particles x {table.shape[1] - 3} features "
         f"({feature_set}, {source}{', in px' if units == 'px' else ''}) to {out}."
     )
 
+
 # --- svm (svm) --------------------------------------------------------------
+
 
 @cli.command("svm")
 @problem_option(required=False)
 @data_option
 @reader_options
 @cache_option
-@settings_options(_settings.SVMSettings, unset={
-    "feature_set": "Default: vironova for lamellarity and encapsulation, all for a custom "
-                   "problem."})
+@settings_options(
+    _settings.SVMSettings,
+    unset={
+        "feature_set": "Default: vironova for lamellarity and encapsulation, all for a custom "
+        "problem."
+    },
+)
 @folds_option
 @fold_seed_option
 @group_by_option
@@ -793,8 +976,20 @@ def features_command(problem, data, reader_options, cache_dir, out, feature_set,
 @out_option(None, "Results folder. Default: results/svm-<problem>.")
 @wait_option
 @_fail_cleanly
-def svm_command(problem, data, reader_options, cache_dir, k, fold_seed, group_by, jobs, seed,
-                out, wait, **settings):
+def svm_command(
+    problem,
+    data,
+    reader_options,
+    cache_dir,
+    k,
+    fold_seed,
+    group_by,
+    jobs,
+    seed,
+    out,
+    wait,
+    **settings,
+):
     """Cross-validate the lab's LIBSVM baseline on handcrafted features.
 
     C-SVC with an RBF kernel (one-vs-one), class weights inversely
@@ -826,24 +1021,35 @@ def svm_command(problem, data, reader_options, cache_dir, k, fold_seed, group_by
     if out is not None:
         check_output_dir(out)
     with _live_reporter() as reporter:
-        dataset = resolve_dataset(data, problem, cache_dir=cache_dir, reporter=reporter,
-                                  **reader_options)
+        dataset = resolve_dataset(
+            data, problem, cache_dir=cache_dir, reporter=reporter, **reader_options
+        )
         check_trainable(dataset)
         if feature_set is None:
             svm_settings = svm_settings.replace(feature_set=default_feature_set(dataset.problem))
-        folds = load_or_make_folds(dataset, k=k, seed=fold_seed, group_by=group_by,
-                                   reporter=reporter)
+        folds = load_or_make_folds(
+            dataset, k=k, seed=fold_seed, group_by=group_by, reporter=reporter
+        )
         results = ResultsDir(check_output_dir(out or f"results/svm-{dataset.problem.name}"))
-        with writing(results.path), results.lock(wait=wait, reporter=reporter,
-                                                 command=_command_line()):
-            fold_results = run_svm(dataset, folds, results, svm_settings, jobs=jobs, seed=seed,
-                                   reporter=reporter)
+        with (
+            writing(results.path),
+            results.lock(wait=wait, reporter=reporter, command=_command_line()),
+        ):
+            fold_results = run_svm(
+                dataset, folds, results, svm_settings, jobs=jobs, seed=seed, reporter=reporter
+            )
     console = Console()
     print_model_summary(
         console, "SVM (LIBSVM C-SVC, RBF)", summarise_folds(fold_results, dataset.problem.classes)
     )
-    console.print(fold_table(fold_results, ("C", "gamma", "grid_score"),
-                             ("grid_s", "fit_s", "predict_s"), title="SVM: folds"))
+    console.print(
+        fold_table(
+            fold_results,
+            ("C", "gamma", "grid_score"),
+            ("grid_s", "fit_s", "predict_s"),
+            title="SVM: folds",
+        )
+    )
     console.print(f"Results in {results.path / 'svm'}", soft_wrap=True)
     console.print(
         "  fold-<i>.csv: predictions and decision values; fold-<i>.json: C, gamma, "
@@ -853,6 +1059,7 @@ def svm_command(problem, data, reader_options, cache_dir, k, fold_seed, group_by
 
 
 # --- cnn (cnn) --------------------------------------------------------------
+
 
 @cli.command("cnn")
 @problem_option(required=False)
@@ -867,8 +1074,9 @@ def svm_command(problem, data, reader_options, cache_dir, k, fold_seed, group_by
 @out_option(None, "Results folder. Default: results/cnn-<problem>.")
 @wait_option
 @_fail_cleanly
-def cnn_command(problem, data, reader_options, cache_dir, k, fold_seed, group_by, seed, out,
-                wait, **settings):
+def cnn_command(
+    problem, data, reader_options, cache_dir, k, fold_seed, group_by, seed, out, wait, **settings
+):
     """Cross-validate a LipNet CNN on the particle images.
 
     Trains on the same stored folds as `svm`: each fold's training folds are
@@ -893,7 +1101,8 @@ def cnn_command(problem, data, reader_options, cache_dir, k, fold_seed, group_by
     from liposome_bench.results import ResultsDir
 
     cnn_settings = _settings.CNNSettings.make(
-        **{k: v for k, v in settings.items() if v is not None})
+        **{k: v for k, v in settings.items() if v is not None}
+    )
     model = cnn_settings.model
     _settings.check_seed(seed, "--seed")
     _settings.check_seed(fold_seed, "--fold-seed")
@@ -901,20 +1110,31 @@ def cnn_command(problem, data, reader_options, cache_dir, k, fold_seed, group_by
         check_output_dir(out)
     with _live_reporter() as reporter:
         _announce_device(reporter)
-        dataset = resolve_dataset(data, problem, cache_dir=cache_dir, reporter=reporter,
-                                  **reader_options)
+        dataset = resolve_dataset(
+            data, problem, cache_dir=cache_dir, reporter=reporter, **reader_options
+        )
         check_trainable(dataset)
-        folds = load_or_make_folds(dataset, k=k, seed=fold_seed, group_by=group_by,
-                                   reporter=reporter)
+        folds = load_or_make_folds(
+            dataset, k=k, seed=fold_seed, group_by=group_by, reporter=reporter
+        )
         results = ResultsDir(check_output_dir(out or f"results/cnn-{dataset.problem.name}"))
-        with writing(results.path), results.lock(wait=wait, reporter=reporter,
-                                                 command=_command_line()):
-            fold_results = run_cnn(dataset, folds, results, cnn_settings, seed=seed,
-                                   reporter=reporter)
+        with (
+            writing(results.path),
+            results.lock(wait=wait, reporter=reporter, command=_command_line()),
+        ):
+            fold_results = run_cnn(
+                dataset, folds, results, cnn_settings, seed=seed, reporter=reporter
+            )
     console = Console()
     print_model_summary(console, model, summarise_folds(fold_results, dataset.problem.classes))
-    console.print(fold_table(fold_results, ("epochs", "epochs_run", "under_trained"),
-                             ("train_s", "predict_s"), title=f"{model}: folds"))
+    console.print(
+        fold_table(
+            fold_results,
+            ("epochs", "epochs_run", "under_trained"),
+            ("train_s", "predict_s"),
+            title=f"{model}: folds",
+        )
+    )
     console.print(f"Results in {results.path / model}", soft_wrap=True)
     console.print(
         "  fold-<i>.csv: predictions and class probabilities; fold-<i>.json: best "
@@ -986,25 +1206,58 @@ def _command_line():
     "[cnn] / [cnn.<model>] tables (every `cnn` option); docs/benchmark.md. "
     "The flags below override it.",
 )
-@click.option("--epochs", type=click.IntRange(min=1), default=None,
-              help="Maximum epochs of every CNN (overrides --config).")
-@click.option("--input-mode", type=click.Choice(_settings.INPUT_MODES), default=None,
-              help="Input mode of every CNN (overrides --config).")
-@click.option("--grid", type=click.Choice(_settings.GRID_NAMES), default=None,
-              help="The SVM's C/gamma grid (overrides --config).")
+@click.option(
+    "--epochs",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Maximum epochs of every CNN (overrides --config).",
+)
+@click.option(
+    "--input-mode",
+    type=click.Choice(_settings.INPUT_MODES),
+    default=None,
+    help="Input mode of every CNN (overrides --config).",
+)
+@click.option(
+    "--grid",
+    type=click.Choice(_settings.GRID_NAMES),
+    default=None,
+    help="The SVM's C/gamma grid (overrides --config).",
+)
 @units_option(default=None)
 @folds_option
 @fold_seed_option
 @group_by_option
 @seed_option
 @jobs_option
-@out_option(None, "Results folder. Default: results/benchmark-<problem> "
-            "(results/benchmark-<problem>-quick with --quick).")
+@out_option(
+    None,
+    "Results folder. Default: results/benchmark-<problem> "
+    "(results/benchmark-<problem>-quick with --quick).",
+)
 @wait_option
 @_fail_cleanly
-def benchmark_command(problem, data, reader_options, cache_dir, cnn, quick, repeats, config,
-                      epochs, input_mode, grid, units, k, fold_seed, group_by, seed, jobs, out,
-                      wait):
+def benchmark_command(
+    problem,
+    data,
+    reader_options,
+    cache_dir,
+    cnn,
+    quick,
+    repeats,
+    config,
+    epochs,
+    input_mode,
+    grid,
+    units,
+    k,
+    fold_seed,
+    group_by,
+    seed,
+    jobs,
+    out,
+    wait,
+):
     """Compare the LIBSVM baseline with LipNet CNN(s) on identical folds.
 
     Runs the SVM and each CNN on the dataset's stored stratified folds
@@ -1034,12 +1287,25 @@ def benchmark_command(problem, data, reader_options, cache_dir, cnn, quick, repe
         if cnn_models is None or cnn_models:
             _announce_device(reporter)
         summary = run_benchmark(
-            problem, data, cnn_models=cnn_models, out=out, quick=quick, repeats=repeats,
-            k=k, fold_seed=fold_seed, group_by=group_by, seed=seed, jobs=jobs,
-            cache_dir=cache_dir, reader_options=reader_options, config=config,
+            problem,
+            data,
+            cnn_models=cnn_models,
+            out=out,
+            quick=quick,
+            repeats=repeats,
+            k=k,
+            fold_seed=fold_seed,
+            group_by=group_by,
+            seed=seed,
+            jobs=jobs,
+            cache_dir=cache_dir,
+            reader_options=reader_options,
+            config=config,
             svm_options={"grid": grid, "units": units},
             cnn_options={"epochs": epochs, "input_mode": input_mode},
-            reporter=reporter, command=_command_line(), wait=wait,
+            reporter=reporter,
+            command=_command_line(),
+            wait=wait,
         )
     console = Console()
     print_benchmark(summary, console)
@@ -1074,7 +1340,7 @@ def benchmark_command(problem, data, reader_options, cache_dir, cnn, quick, repe
     default=0.02,
     show_default=True,
     help="Absolute drop allowed below the baseline, where the baseline file's "
-    "\"overrides\" do not set one.",
+    '"overrides" do not set one.',
 )
 @click.option(
     "--write-baseline",
@@ -1106,8 +1372,9 @@ def benchmark_command(problem, data, reader_options, cache_dir, cnn, quick, repe
     "recorded it (the galleries draw its particles).",
 )
 @_fail_cleanly
-def report_command(results, out, baseline, tolerance, write_baseline_to, gallery_size,
-                   filters, data):
+def report_command(
+    results, out, baseline, tolerance, write_baseline_to, gallery_size, filters, data
+):
     """Write a markdown report with plots from a results folder.
 
     Reads saved results only (nothing is retrained): dataset summary, the
@@ -1134,8 +1401,9 @@ def report_command(results, out, baseline, tolerance, write_baseline_to, gallery
         write_baseline,
     )
 
-    if (_report_curve(results, out, baseline, write_baseline_to)
-            or _report_sweep(results, out, baseline, write_baseline_to)):
+    if _report_curve(results, out, baseline, write_baseline_to) or _report_sweep(
+        results, out, baseline, write_baseline_to
+    ):
         return
     if baseline is not None:
         read_baseline(baseline)  # a bad baseline fails before any work
@@ -1145,8 +1413,9 @@ def report_command(results, out, baseline, tolerance, write_baseline_to, gallery
     if write_baseline_to:
         check_output_file(write_baseline_to, "--write-baseline")
     with writing(report_path):
-        path = render_report(results, report_path, gallery_size=gallery_size, filters=filters,
-                             data=data)
+        path = render_report(
+            results, report_path, gallery_size=gallery_size, filters=filters, data=data
+        )
     click.echo(f"Report written to {path} (plots in {path.parent / (path.stem + '-figures')}).")
     if write_baseline_to:
         with writing(write_baseline_to, "--write-baseline"):
@@ -1165,22 +1434,32 @@ def report_command(results, out, baseline, tolerance, write_baseline_to, gallery
             err=True,
         )
         sys.exit(EXIT_REGRESSION)
-    click.echo(f"No metric fell by more than its tolerance below {baseline} "
-               f"({len(changes)} checked).")
+    click.echo(
+        f"No metric fell by more than its tolerance below {baseline} ({len(changes)} checked)."
+    )
 
 
 @cli.command("show")
 @click.argument("particle_id", metavar="ID")
-@click.option("--results", "results", type=click.Path(exists=True, file_okay=False),
-              required=True, help="A results folder (the --out of benchmark, svm or cnn).")
-@click.option("--out", type=click.Path(file_okay=False), default=".", show_default=True,
-              help="Folder for the image particle-<ID>.png.")
+@click.option(
+    "--results",
+    "results",
+    type=click.Path(exists=True, file_okay=False),
+    required=True,
+    help="A results folder (the --out of benchmark, svm or cnn).",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    default=".",
+    show_default=True,
+    help="Folder for the image particle-<ID>.png.",
+)
 @click.option(
     "--data",
     type=click.Path(exists=True),
     default=None,
-    help="The dataset the results were run on, if it is no longer where run.json "
-    "recorded it.",
+    help="The dataset the results were run on, if it is no longer where run.json recorded it.",
 )
 @_fail_cleanly
 def show_command(particle_id, results, out, data):
@@ -1204,45 +1483,101 @@ def show_command(particle_id, results, out, data):
         click.echo(f"Note: {report.note}")
     if report.image is not None:
         click.echo(f"Image written to {report.image} (particles read from {report.source}).")
+
+
 # --- train, predict, export (deploy, export) ------------------------------------
 
+
 @cli.command("train")
-@click.option("--model", "model", required=True,
-              type=click.Choice(("svm",) + _settings.MODEL_NAMES),
-              help="The model to train: the SVM or a LipNet.")
-@click.option("--from-results", "from_results", type=click.Path(exists=True, file_okay=False),
-              default=None,
-              help="A finished benchmark, svm or cnn results folder: its settings, dataset "
-              "and cross-validation are used (no new cross-validation).")
+@click.option(
+    "--model",
+    "model",
+    required=True,
+    type=click.Choice(("svm",) + _settings.MODEL_NAMES),
+    help="The model to train: the SVM or a LipNet.",
+)
+@click.option(
+    "--from-results",
+    "from_results",
+    type=click.Path(exists=True, file_okay=False),
+    default=None,
+    help="A finished benchmark, svm or cnn results folder: its settings, dataset "
+    "and cross-validation are used (no new cross-validation).",
+)
 @problem_option(required=False)
 @data_option
 @reader_options
 @cache_option
-@click.option("--config", "config", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="TOML settings file ([svm], [cnn], [cnn.<model>] tables), as for benchmark.")
-@click.option("--epochs", type=click.IntRange(min=1), default=None,
-              help="Maximum epochs per cross-validation fold (CNN; overrides --config).")
-@click.option("--input-mode", type=click.Choice(_settings.INPUT_MODES), default=None,
-              help="CNN input mode (overrides --config).")
-@click.option("--input-size", type=click.IntRange(min=4), default=None,
-              help="CNN input side in px (overrides --config).")
-@click.option("--grid", type=click.Choice(_settings.GRID_NAMES), default=None,
-              help="The SVM's C/gamma grid (overrides --config).")
-@click.option("--feature-set", type=click.Choice(_settings.FEATURE_SETS), default=None,
-              help="The SVM's feature set (overrides --config).")
-@click.option("--cv-out", type=click.Path(file_okay=False), default=None,
-              help="Results folder of the cross-validation run first (without "
-              "--from-results). Default: MODEL_DIR-cv.")
+@click.option(
+    "--config",
+    "config",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="TOML settings file ([svm], [cnn], [cnn.<model>] tables), as for benchmark.",
+)
+@click.option(
+    "--epochs",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Maximum epochs per cross-validation fold (CNN; overrides --config).",
+)
+@click.option(
+    "--input-mode",
+    type=click.Choice(_settings.INPUT_MODES),
+    default=None,
+    help="CNN input mode (overrides --config).",
+)
+@click.option(
+    "--input-size",
+    type=click.IntRange(min=4),
+    default=None,
+    help="CNN input side in px (overrides --config).",
+)
+@click.option(
+    "--grid",
+    type=click.Choice(_settings.GRID_NAMES),
+    default=None,
+    help="The SVM's C/gamma grid (overrides --config).",
+)
+@click.option(
+    "--feature-set",
+    type=click.Choice(_settings.FEATURE_SETS),
+    default=None,
+    help="The SVM's feature set (overrides --config).",
+)
+@click.option(
+    "--cv-out",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Results folder of the cross-validation run first (without "
+    "--from-results). Default: MODEL_DIR-cv.",
+)
 @folds_option
 @fold_seed_option
 @seed_option
 @jobs_option
-@out_option(None, "The model bundle folder to write (a bundle there is replaced).",
-            required=True)
+@out_option(None, "The model bundle folder to write (a bundle there is replaced).", required=True)
 @_fail_cleanly
-def train_command(model, from_results, problem, data, reader_options, cache_dir, config, epochs,
-                  input_mode, input_size, grid, feature_set, cv_out, k, fold_seed, seed, jobs,
-                  out):
+def train_command(
+    model,
+    from_results,
+    problem,
+    data,
+    reader_options,
+    cache_dir,
+    config,
+    epochs,
+    input_mode,
+    input_size,
+    grid,
+    feature_set,
+    cv_out,
+    k,
+    fold_seed,
+    seed,
+    jobs,
+    out,
+):
     """Train one final model on all particles and write a model bundle.
 
     Hyperparameters come from cross-validation on the same data only: the
@@ -1261,59 +1596,134 @@ def train_command(model, from_results, problem, data, reader_options, cache_dir,
 
     with _live_reporter() as reporter:
         if from_results is not None:
-            given = {"--config": config, "--epochs": epochs, "--input-mode": input_mode,
-                     "--input-size": input_size, "--grid": grid, "--feature-set": feature_set,
-                     "--cv-out": cv_out}
+            given = {
+                "--config": config,
+                "--epochs": epochs,
+                "--input-mode": input_mode,
+                "--input-size": input_size,
+                "--grid": grid,
+                "--feature-set": feature_set,
+                "--cv-out": cv_out,
+            }
             clash = [name for name, value in given.items() if value is not None]
             if clash:
-                raise UserError(f"{clash[0]} cannot be combined with --from-results: the "
-                                "run's settings are used. Drop it, or train without "
-                                "--from-results.")
-            card = train_from_results(from_results, model, out, data=data, problem=problem,
-                                      cache_dir=cache_dir, reader_options=reader_options,
-                                      jobs=jobs, reporter=reporter, command=_command_line())
+                raise UserError(
+                    f"{clash[0]} cannot be combined with --from-results: the "
+                    "run's settings are used. Drop it, or train without "
+                    "--from-results."
+                )
+            card = train_from_results(
+                from_results,
+                model,
+                out,
+                data=data,
+                problem=problem,
+                cache_dir=cache_dir,
+                reader_options=reader_options,
+                jobs=jobs,
+                reporter=reporter,
+                command=_command_line(),
+            )
         else:
             if data is None and problem is None:
-                raise UserError("Give --data, --problem (the built-in dataset) or "
-                                "--from-results RESULTS.")
-            options = ({"grid": grid, "feature_set": feature_set} if model == "svm" else
-                       {"epochs": epochs, "input_mode": input_mode, "input_size": input_size})
-            card = train_model(model, out, data=data, problem=problem, cache_dir=cache_dir,
-                               reader_options=reader_options, config=config, options=options,
-                               folds=k, fold_seed=fold_seed, seed=seed, jobs=jobs,
-                               cv_out=cv_out, reporter=reporter, command=_command_line())
+                raise UserError(
+                    "Give --data, --problem (the built-in dataset) or --from-results RESULTS."
+                )
+            options = (
+                {"grid": grid, "feature_set": feature_set}
+                if model == "svm"
+                else {"epochs": epochs, "input_mode": input_mode, "input_size": input_size}
+            )
+            card = train_model(
+                model,
+                out,
+                data=data,
+                problem=problem,
+                cache_dir=cache_dir,
+                reader_options=reader_options,
+                config=config,
+                options=options,
+                folds=k,
+                fold_seed=fold_seed,
+                seed=seed,
+                jobs=jobs,
+                cv_out=cv_out,
+                reporter=reporter,
+                command=_command_line(),
+            )
     _display().print_card(card, out)
 
 
 @cli.command("predict")
 @click.argument("model_dir", type=click.Path(exists=True, file_okay=False))
-@click.option("--data", "data", required=True,
-              type=click.Path(exists=True, dir_okay=True, file_okay=True),
-              help="Particles to classify, with or without labels: a lab export (Class "
-              "optional), a manifest .csv (label column optional), an .mrcs stack, a folder "
-              "of class folders or a plain folder of images.")
+@click.option(
+    "--data",
+    "data",
+    required=True,
+    type=click.Path(exists=True, dir_okay=True, file_okay=True),
+    help="Particles to classify, with or without labels: a lab export (Class "
+    "optional), a manifest .csv (label column optional), an .mrcs stack, a folder "
+    "of class folders or a plain folder of images.",
+)
 @reader_options
-@click.option("--min-confidence", type=click.FloatRange(0, 1), default=None,
-              help="Abstain where the predicted class's probability is below this.")
-@click.option("--target-precision", "target_precision", multiple=True, metavar="CLASS=P",
-              help="Abstain on CLASS below the confidence at which its cross-validated "
-              "predictions reach precision P (repeatable), e.g. uncertain=0.9.")
-@click.option("--problem", type=click.Choice(PROBLEM_NAMES), default=None,
-              help="Refuse the bundle unless it was trained for this problem.")
-@click.option("--input-size", type=click.IntRange(min=4), default=None,
-              help="Refuse the bundle unless its CNN takes this input size.")
-@click.option("--feature-set", type=click.Choice(_settings.FEATURE_SETS), default=None,
-              help="Refuse the bundle unless its SVM uses this feature set.")
-@click.option("--group-by", "group_by", default=None, metavar="KEY",
-              help="Also estimate each class's fraction per group of this meta key "
-              "(micrograph, session, grid): raw counts, adjusted classify and count, and "
-              "probabilistic adjusted count, with 95 % bootstrap intervals; written beside "
-              "--out as NAME-fractions.csv.")
+@click.option(
+    "--min-confidence",
+    type=click.FloatRange(0, 1),
+    default=None,
+    help="Abstain where the predicted class's probability is below this.",
+)
+@click.option(
+    "--target-precision",
+    "target_precision",
+    multiple=True,
+    metavar="CLASS=P",
+    help="Abstain on CLASS below the confidence at which its cross-validated "
+    "predictions reach precision P (repeatable), e.g. uncertain=0.9.",
+)
+@click.option(
+    "--problem",
+    type=click.Choice(PROBLEM_NAMES),
+    default=None,
+    help="Refuse the bundle unless it was trained for this problem.",
+)
+@click.option(
+    "--input-size",
+    type=click.IntRange(min=4),
+    default=None,
+    help="Refuse the bundle unless its CNN takes this input size.",
+)
+@click.option(
+    "--feature-set",
+    type=click.Choice(_settings.FEATURE_SETS),
+    default=None,
+    help="Refuse the bundle unless its SVM uses this feature set.",
+)
+@click.option(
+    "--group-by",
+    "group_by",
+    default=None,
+    metavar="KEY",
+    help="Also estimate each class's fraction per group of this meta key "
+    "(micrograph, session, grid): raw counts, adjusted classify and count, and "
+    "probabilistic adjusted count, with 95 % bootstrap intervals; written beside "
+    "--out as NAME-fractions.csv.",
+)
 @jobs_option
 @out_option("predictions.csv", "CSV file to write.")
 @_fail_cleanly
-def predict_command(model_dir, data, reader_options, min_confidence, target_precision,
-                    problem, input_size, feature_set, group_by, jobs, out):
+def predict_command(
+    model_dir,
+    data,
+    reader_options,
+    min_confidence,
+    target_precision,
+    problem,
+    input_size,
+    feature_set,
+    group_by,
+    jobs,
+    out,
+):
     """Classify particles with a model bundle, abstaining when unsure.
 
     Writes one row per particle: id, (label,) predicted class, the
@@ -1327,10 +1737,19 @@ def predict_command(model_dir, data, reader_options, min_confidence, target_prec
     from liposome_bench.deploy import predict, write_predictions
 
     with _live_reporter() as reporter:
-        result = predict(model_dir, data, min_confidence=min_confidence,
-                         target_precision=target_precision, problem=problem,
-                         input_size=input_size, feature_set=feature_set,
-                         reader_options=reader_options, jobs=jobs, reporter=reporter, out=out)
+        result = predict(
+            model_dir,
+            data,
+            min_confidence=min_confidence,
+            target_precision=target_precision,
+            problem=problem,
+            input_size=input_size,
+            feature_set=feature_set,
+            reader_options=reader_options,
+            jobs=jobs,
+            reporter=reporter,
+            out=out,
+        )
         path = write_predictions(result, out)
         fractions = fractions_path = None
         if group_by:
@@ -1338,7 +1757,8 @@ def predict_command(model_dir, data, reader_options, min_confidence, target_prec
 
             fractions = group_fractions(result, model_dir, group_by)
             fractions_path = write_fractions(
-                fractions, path.with_name(f"{path.stem}-fractions.csv"))
+                fractions, path.with_name(f"{path.stem}-fractions.csv")
+            )
     _display().print_predictions(result, path)
     if fractions is not None:
         _display().print_fractions(fractions, group_by, fractions_path)
@@ -1346,8 +1766,14 @@ def predict_command(model_dir, data, reader_options, min_confidence, target_prec
 
 @cli.command("export")
 @click.argument("model_dir", type=click.Path(exists=True, file_okay=False))
-@click.option("--format", "fmt", type=click.Choice(("onnx",)), default="onnx", show_default=True,
-              help="Export format.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(("onnx",)),
+    default="onnx",
+    show_default=True,
+    help="Export format.",
+)
 @out_option(None, "File to write, e.g. model.onnx.", required=True)
 @_fail_cleanly
 def export_command(model_dir, fmt, out):
@@ -1371,6 +1797,7 @@ def export_command(model_dir, fmt, out):
 
 # --- sweep ------------------------------------------------------------------
 
+
 def _report_sweep(results, out, baseline, write_baseline_to) -> bool:
     """``report`` on a sweep folder: the sweep's report (True), else False."""
     from liposome_bench.sweep import is_sweep_folder, render_sweep_report
@@ -1378,11 +1805,12 @@ def _report_sweep(results, out, baseline, write_baseline_to) -> bool:
     if not is_sweep_folder(results):
         return False
     if baseline is not None or write_baseline_to is not None:
-        raise UserError(f"{results} is a sweep folder; --baseline and --write-baseline work "
-                        "on a benchmark results folder (or one cell: RESULTS/cells/<cell>).")
+        raise UserError(
+            f"{results} is a sweep folder; --baseline and --write-baseline work "
+            "on a benchmark results folder (or one cell: RESULTS/cells/<cell>)."
+        )
     path = render_sweep_report(results, out)
-    click.echo(f"Report written to {path} (figures in "
-               f"{path.parent / (path.stem + '-figures')}).")
+    click.echo(f"Report written to {path} (figures in {path.parent / (path.stem + '-figures')}).")
     return True
 
 
@@ -1401,15 +1829,29 @@ def _report_sweep(results, out, baseline, write_baseline_to) -> bool:
     help="'local': a Dask cluster on this machine (one worker per GPU, else one "
     "per 4 cores); or the address of a running Dask scheduler (docs/sweep.md).",
 )
-@click.option("--connect-timeout", type=click.FloatRange(min=0, min_open=True), default=10.0,
-              show_default=True,
-              help="Seconds to try to reach a --scheduler address, before anything is written.")
-@click.option("--workers", type=click.IntRange(min=1), default=None,
-              help="Workers of the local cluster (default: sized to the machine).")
-@click.option("--dry-run", is_flag=True,
-              help="Print the cells, the task count and an estimated time; run nothing.")
-@click.option("--save-models", is_flag=True,
-              help="Keep each fold's trained CNN (.keras) in the cell's folder.")
+@click.option(
+    "--connect-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=10.0,
+    show_default=True,
+    help="Seconds to try to reach a --scheduler address, before anything is written.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Workers of the local cluster (default: sized to the machine).",
+)
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Print the cells, the task count and an estimated time; run nothing.",
+)
+@click.option(
+    "--save-models",
+    is_flag=True,
+    help="Keep each fold's trained CNN (.keras) in the cell's folder.",
+)
 @click.option(
     "--metrics",
     default="f1",
@@ -1418,19 +1860,51 @@ def _report_sweep(results, out, baseline, write_baseline_to) -> bool:
     help="Metrics of the table: per class tpr, tnr, ppv, npv, f1, f1_thesis; "
     "overall accuracy, balanced_accuracy, macro_f1, mcc.",
 )
-@click.option("--folds", "k", type=click.IntRange(min=2), default=None,
-              help="Number of stratified folds (default: [sweep] folds, else 5).")
-@click.option("--fold-seed", type=int, default=None,
-              help="Seed of the stored fold assignment (default: [sweep] fold_seed, else 0).")
-@click.option("--seed", type=int, default=None,
-              help="Random seed of every cell (default: [sweep] seed, else 0).")
+@click.option(
+    "--folds",
+    "k",
+    type=click.IntRange(min=2),
+    default=None,
+    help="Number of stratified folds (default: [sweep] folds, else 5).",
+)
+@click.option(
+    "--fold-seed",
+    type=int,
+    default=None,
+    help="Seed of the stored fold assignment (default: [sweep] fold_seed, else 0).",
+)
+@click.option(
+    "--seed",
+    type=int,
+    default=None,
+    help="Random seed of every cell (default: [sweep] seed, else 0).",
+)
 @group_by_option
-@click.option("--wait", is_flag=True,
-              help="If another run is writing into --out, wait for it instead of stopping.")
+@click.option(
+    "--wait",
+    is_flag=True,
+    help="If another run is writing into --out, wait for it instead of stopping.",
+)
 @_fail_cleanly
-def sweep_command(config, problem, data, reader_options, cache_dir, out, scheduler,
-                  connect_timeout, workers, dry_run, save_models, metrics, k, fold_seed, seed,
-                  group_by, wait):
+def sweep_command(
+    config,
+    problem,
+    data,
+    reader_options,
+    cache_dir,
+    out,
+    scheduler,
+    connect_timeout,
+    workers,
+    dry_run,
+    save_models,
+    metrics,
+    k,
+    fold_seed,
+    seed,
+    group_by,
+    wait,
+):
     """Run a grid of CNN (and SVM) settings on Dask, every cell on the same folds.
 
     CONFIG is a TOML file whose lists are axes (model = ["lipnet-2",
@@ -1456,8 +1930,10 @@ def sweep_command(config, problem, data, reader_options, cache_dir, out, schedul
     known = (*CLASS_METRICS, *OVERALL_METRICS)
     bad = [m for m in chosen if m not in known]
     if bad or not chosen:
-        raise UserError(f"Unknown metric {bad[0] if bad else metrics!r} in --metrics; "
-                        f"expected names from {', '.join(known)}.")
+        raise UserError(
+            f"Unknown metric {bad[0] if bad else metrics!r} in --metrics; "
+            f"expected names from {', '.join(known)}."
+        )
     plan_config = _sweep.load_sweep(config)
     _sweep.check_scheduler(scheduler)
     k = k or plan_config.folds or 5
@@ -1466,8 +1942,9 @@ def sweep_command(config, problem, data, reader_options, cache_dir, out, schedul
     group_by = group_by or plan_config.group_by
     console = Console()
     with _live_reporter() as reporter:
-        dataset = resolve_dataset(data, problem, cache_dir=cache_dir, reporter=reporter,
-                                  **reader_options)
+        dataset = resolve_dataset(
+            data, problem, cache_dir=cache_dir, reporter=reporter, **reader_options
+        )
         out = Path(out or f"results/sweep-{dataset.problem.name}-{Path(config).stem}")
         if not dry_run:
             from liposome_bench.outputs import check_output_dir
@@ -1475,38 +1952,61 @@ def sweep_command(config, problem, data, reader_options, cache_dir, out, schedul
             check_output_dir(out)
         if dry_run:
             reporter.close()
-            _display().print_sweep_plan(console, plan_config, _sweep.plan_sweep(plan_config, out, k),
-                              len(dataset))
+            _display().print_sweep_plan(
+                console, plan_config, _sweep.plan_sweep(plan_config, out, k), len(dataset)
+            )
             return
         from liposome_bench.folds import load_or_make_folds
 
-        folds = load_or_make_folds(dataset, k=k, seed=fold_seed, group_by=group_by,
-                                   reporter=reporter)
-        source = _sweep.DatasetSource(
-            root=str(dataset.root) if dataset.root else None,
-            problem=dataset.problem.name if dataset.problem.codes is not None else None,
-            builtin=data is None, reader_options=reader_options,
-            fingerprint=folds.fingerprint,
-        ) if dataset.root else None
-        run = _sweep.run_sweep(plan_config, dataset, folds, out, seed=seed,
-                               scheduler=scheduler, n_workers=workers,
-                               save_models=save_models, source=source, reporter=reporter,
-                               wait=wait, connect_timeout=connect_timeout)
+        folds = load_or_make_folds(
+            dataset, k=k, seed=fold_seed, group_by=group_by, reporter=reporter
+        )
+        source = (
+            _sweep.DatasetSource(
+                root=str(dataset.root) if dataset.root else None,
+                problem=dataset.problem.name if dataset.problem.codes is not None else None,
+                builtin=data is None,
+                reader_options=reader_options,
+                fingerprint=folds.fingerprint,
+            )
+            if dataset.root
+            else None
+        )
+        run = _sweep.run_sweep(
+            plan_config,
+            dataset,
+            folds,
+            out,
+            seed=seed,
+            scheduler=scheduler,
+            n_workers=workers,
+            save_models=save_models,
+            source=source,
+            reporter=reporter,
+            wait=wait,
+            connect_timeout=connect_timeout,
+        )
     summary = _sweep.summarise_sweep(out, metrics=chosen)
     table_csv, comparisons_csv = _sweep.write_sweep_tables(out, summary)
     _display().print_sweep_summary(console, summary, chosen)
-    click.echo(f"Ran {len(run.ran)} task(s), {run.skipped} already finished, in "
-               f"{run.seconds:.0f} s. Tables: {table_csv}, {comparisons_csv}. "
-               f"Figures: liposome-bench report {out}")
+    click.echo(
+        f"Ran {len(run.ran)} task(s), {run.skipped} already finished, in "
+        f"{run.seconds:.0f} s. Tables: {table_csv}, {comparisons_csv}. "
+        f"Figures: liposome-bench report {out}"
+    )
 
 
 # --- curve ------------------------------------------------------------------
 
+
 def dask_options(func):
     """--scheduler and --workers of the commands that run on Dask."""
-    func = click.option("--workers", type=click.IntRange(min=1), default=None,
-                        help="Workers of the local cluster (default: sized to the "
-                        "machine).")(func)
+    func = click.option(
+        "--workers",
+        type=click.IntRange(min=1),
+        default=None,
+        help="Workers of the local cluster (default: sized to the machine).",
+    )(func)
     return click.option(
         "--scheduler",
         default="local",
@@ -1524,11 +2024,12 @@ def _report_curve(results, out, baseline, write_baseline_to) -> bool:
     if not is_curve_folder(results):
         return False
     if baseline is not None or write_baseline_to is not None:
-        raise UserError(f"{results} is a curve folder; --baseline and --write-baseline work "
-                        "on a benchmark results folder.")
+        raise UserError(
+            f"{results} is a curve folder; --baseline and --write-baseline work "
+            "on a benchmark results folder."
+        )
     path = render_curve_report(results, out)
-    click.echo(f"Report written to {path} (figures in "
-               f"{path.parent / (path.stem + '-figures')}).")
+    click.echo(f"Report written to {path} (figures in {path.parent / (path.stem + '-figures')}).")
     return True
 
 
@@ -1537,23 +2038,46 @@ def _report_curve(results, out, baseline, write_baseline_to) -> bool:
 @data_option
 @reader_options
 @cache_option
-@click.option("--cnn", default=None, metavar="MODEL[,MODEL...]",
-              help="CNN(s) to compare with the SVM, comma-separated. Default: the "
-              "benchmark's pick (lipnet-4 for lamellarity, lipnet-2 for encapsulation).")
-@click.option("--fractions", default=None, metavar="F[,F...]",
-              help="Shares of each training fold to train on, in (0, 1]. Default: "
-              "0.1,0.25,0.5,1.")
-@click.option("--per-class", "per_class", default=None, metavar="N[,N...]",
-              help="Training particles per class instead of --fractions.")
-@click.option("--repeats", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Independent subsamples per size (more paired fold scores).")
-@click.option("--quick", is_flag=True,
-              help="Smoke run: the benchmark's ~120-particle quick subsample, sizes 0.5 "
-              "and 1, 2 CNN epochs; its own folder.")
-@click.option("--epochs", type=click.IntRange(min=1), default=None,
-              help="Maximum epochs of every CNN (early stopping still applies).")
-@click.option("--dry-run", is_flag=True,
-              help="Print the tasks and an estimated time; run nothing.")
+@click.option(
+    "--cnn",
+    default=None,
+    metavar="MODEL[,MODEL...]",
+    help="CNN(s) to compare with the SVM, comma-separated. Default: the "
+    "benchmark's pick (lipnet-4 for lamellarity, lipnet-2 for encapsulation).",
+)
+@click.option(
+    "--fractions",
+    default=None,
+    metavar="F[,F...]",
+    help="Shares of each training fold to train on, in (0, 1]. Default: 0.1,0.25,0.5,1.",
+)
+@click.option(
+    "--per-class",
+    "per_class",
+    default=None,
+    metavar="N[,N...]",
+    help="Training particles per class instead of --fractions.",
+)
+@click.option(
+    "--repeats",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Independent subsamples per size (more paired fold scores).",
+)
+@click.option(
+    "--quick",
+    is_flag=True,
+    help="Smoke run: the benchmark's ~120-particle quick subsample, sizes 0.5 "
+    "and 1, 2 CNN epochs; its own folder.",
+)
+@click.option(
+    "--epochs",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Maximum epochs of every CNN (early stopping still applies).",
+)
+@click.option("--dry-run", is_flag=True, help="Print the tasks and an estimated time; run nothing.")
 @folds_option
 @fold_seed_option
 @group_by_option
@@ -1562,9 +2086,27 @@ def _report_curve(results, out, baseline, write_baseline_to) -> bool:
 @out_option(None, "Curve folder. Default: results/curve-<problem> (-quick with --quick).")
 @wait_option
 @_fail_cleanly
-def curve_command(problem, data, reader_options, cache_dir, cnn, fractions, per_class, repeats,
-                  quick, epochs, dry_run, k, fold_seed, group_by, seed, scheduler, workers,
-                  out, wait):
+def curve_command(
+    problem,
+    data,
+    reader_options,
+    cache_dir,
+    cnn,
+    fractions,
+    per_class,
+    repeats,
+    quick,
+    epochs,
+    dry_run,
+    k,
+    fold_seed,
+    group_by,
+    seed,
+    scheduler,
+    workers,
+    out,
+    wait,
+):
     """Learning curves: SVM and CNN(s) trained on growing shares of each
     training fold, all tested on the same test folds.
 
@@ -1594,11 +2136,15 @@ def curve_command(problem, data, reader_options, cache_dir, cnn, fractions, per_
     points = _curve.parse_points(fractions, per_class)
     console = Console()
     with _live_reporter() as reporter:
-        dataset = resolve_dataset(data, problem, cache_dir=cache_dir, reporter=reporter,
-                                  **reader_options)
+        dataset = resolve_dataset(
+            data, problem, cache_dir=cache_dir, reporter=reporter, **reader_options
+        )
         name = dataset.problem.name
-        models = ([m.strip() for m in cnn.split(",") if m.strip()] if cnn
-                  else list(DEFAULT_CNN.get(name, ("lipnet-4",))))
+        models = (
+            [m.strip() for m in cnn.split(",") if m.strip()]
+            if cnn
+            else list(DEFAULT_CNN.get(name, ("lipnet-4",)))
+        )
         settings = CNNSettings()
         if epochs or quick:
             settings = settings.replace(epochs=epochs or _curve.QUICK_EPOCHS)
@@ -1606,26 +2152,52 @@ def curve_command(problem, data, reader_options, cache_dir, cnn, fractions, per_
         if quick and len(dataset) > QUICK_PARTICLES:
             dataset = quick_subset(dataset, seed=seed)
         out = Path(out or f"results/curve-{name}{'-quick' if quick else ''}")
-        folds = load_or_make_folds(dataset, k=k, seed=fold_seed, group_by=group_by,
-                                   reporter=reporter)
-        plan = _curve.plan_curve(folds, dataset.y, list(dataset.problem.classes), out, cells,
-                                 points, repeats=repeats, seed=seed)
+        folds = load_or_make_folds(
+            dataset, k=k, seed=fold_seed, group_by=group_by, reporter=reporter
+        )
+        plan = _curve.plan_curve(
+            folds,
+            dataset.y,
+            list(dataset.problem.classes),
+            out,
+            cells,
+            points,
+            repeats=repeats,
+            seed=seed,
+        )
         if dry_run:
             reporter.close()
-            _display().print_curve_plan(console, plan, _curve.estimate_seconds(plan),
-                                        len(dataset))
+            _display().print_curve_plan(console, plan, _curve.estimate_seconds(plan), len(dataset))
             return
-        source = DatasetSource(
-            root=str(dataset.root), problem=name if dataset.problem.codes is not None
-            else None, builtin=data is None, reader_options=reader_options,
-            fingerprint=folds.fingerprint) if dataset.root else None
-        run = _curve.run_curve(plan, dataset, folds, seed=seed, scheduler=scheduler,
-                               n_workers=workers, source=source, reporter=reporter, wait=wait)
+        source = (
+            DatasetSource(
+                root=str(dataset.root),
+                problem=name if dataset.problem.codes is not None else None,
+                builtin=data is None,
+                reader_options=reader_options,
+                fingerprint=folds.fingerprint,
+            )
+            if dataset.root
+            else None
+        )
+        run = _curve.run_curve(
+            plan,
+            dataset,
+            folds,
+            seed=seed,
+            scheduler=scheduler,
+            n_workers=workers,
+            source=source,
+            reporter=reporter,
+            wait=wait,
+        )
     summary = _curve.summarise_curve(out)
     _display().print_curve_summary(console, summary)
-    click.echo(f"Ran {run.ran} task(s), {run.skipped} already finished, in "
-               f"{run.seconds:.0f} s. Summary: {out / _curve.SUMMARY_JSON}. "
-               f"Figures: liposome-bench report {out}")
+    click.echo(
+        f"Ran {run.ran} task(s), {run.skipped} already finished, in "
+        f"{run.seconds:.0f} s. Summary: {out / _curve.SUMMARY_JSON}. "
+        f"Figures: liposome-bench report {out}"
+    )
 
 
 def main():

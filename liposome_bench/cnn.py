@@ -67,18 +67,23 @@ KEEP_SIZE_QUANTILE = 95  # lipnet-fcn: this percentile of particles fills the ca
 
 # Options ----------------------------------------------------------------------
 
+
 def _check_choice(value, choices, option):
     if value not in choices:
-        raise ConfigError(
-            f"Unknown {option} {value!r}; expected one of {', '.join(choices)}."
-        )
+        raise ConfigError(f"Unknown {option} {value!r}; expected one of {', '.join(choices)}.")
     return value
 
 
 # Input images -----------------------------------------------------------------
 
+
 def prepare_images(
-    dataset, mode: str = "masked", size: int = 28, *, keep_size: bool = False, reporter=None,
+    dataset,
+    mode: str = "masked",
+    size: int = 28,
+    *,
+    keep_size: bool = False,
+    reporter=None,
     scale: float | None = None,
 ) -> np.ndarray:
     """The particles as square network inputs (thesis section 8.5).
@@ -224,8 +229,10 @@ def _cut(array, top, left, side, pad_mode="edge"):
 
 # Augmentation -----------------------------------------------------------------
 
-def build_augmentation(augment, *, fill_mode: str = "constant",
-                       interpolation: str = "nearest", seed: int = 0):
+
+def build_augmentation(
+    augment, *, fill_mode: str = "constant", interpolation: str = "nearest", seed: int = 0
+):
     """The random augmentation of section 5.5 as one Keras layer.
 
     Every augmentation named in ``augment`` is drawn independently per image
@@ -285,8 +292,14 @@ def _random_affine_class():
     class RandomAffine(keras.layers.Layer):
         """Random flips, rotation, shear, shift and zoom as one affine map."""
 
-        def __init__(self, augment=AUGMENTATIONS, fill_mode="constant",
-                     interpolation="nearest", seed=None, **kwargs):
+        def __init__(
+            self,
+            augment=AUGMENTATIONS,
+            fill_mode="constant",
+            interpolation="nearest",
+            seed=None,
+            **kwargs,
+        ):
             super().__init__(**kwargs)
             self.augment = tuple(augment)
             self.fill_mode = fill_mode
@@ -324,7 +337,10 @@ def _random_affine_class():
                 a = self._uniform(n, -np.pi, np.pi) * (ROTATION_DEGREES / 180.0)
                 c, s = ops.cos(a), ops.sin(a)
                 m00, m01, m10, m11 = (
-                    c * m00 - s * m10, c * m01 - s * m11, s * m00 + c * m10, s * m01 + c * m11
+                    c * m00 - s * m10,
+                    c * m01 - s * m11,
+                    s * m00 + c * m10,
+                    s * m01 + c * m11,
                 )
             if "shift" in self.augment:
                 tx = self._uniform(n, -SHIFT, SHIFT) * width
@@ -332,9 +348,14 @@ def _random_affine_class():
             cx, cy = (width - 1.0) / 2.0, (height - 1.0) / 2.0
             transform = ops.stack(
                 [
-                    m00, m01, cx + tx - m00 * cx - m01 * cy,
-                    m10, m11, cy + ty - m10 * cx - m11 * cy,
-                    zero, zero,
+                    m00,
+                    m01,
+                    cx + tx - m00 * cx - m01 * cy,
+                    m10,
+                    m11,
+                    cy + ty - m10 * cx - m11 * cy,
+                    zero,
+                    zero,
                 ],
                 axis=1,
             )
@@ -364,6 +385,7 @@ def _random_affine_class():
 
 
 # Class balancing (section 4.8) --------------------------------------------------
+
 
 def split_validation(y, fraction: float, rng, groups=None) -> tuple[np.ndarray, np.ndarray]:
     """Stratified split of positions ``0..len(y)-1`` into (fit, validation).
@@ -401,8 +423,9 @@ def _split_validation_grouped(y, fraction, rng, groups):
             f"they hold {n_groups}. Use fewer --folds or another --group-by key."
         )
     n_splits = int(np.clip(round(1.0 / fraction), 2, n_groups))
-    splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True,
-                                    random_state=int(rng.integers(2**31)))
+    splitter = StratifiedGroupKFold(
+        n_splits=n_splits, shuffle=True, random_state=int(rng.integers(2**31))
+    )
     fit, val = next(splitter.split(np.zeros(len(y)), y, groups))
     return np.sort(fit), np.sort(val)
 
@@ -501,6 +524,7 @@ def smote_pool(x, y, seed: int, class_names=()):
 
 # Devices ----------------------------------------------------------------------
 
+
 def describe_device() -> tuple[str, str]:
     """("gpu" or "cpu", a line saying what the Keras backend will train on:
     the GPUs, or the CPU by model and instruction sets)."""
@@ -522,8 +546,7 @@ def describe_device() -> tuple[str, str]:
     if gpus:
         return "gpu", f"Training on GPU ({', '.join(gpus)}) with the {backend} backend."
     return "cpu", (
-        f"Training on CPU: {describe_cpu()}; Keras backend {backend}; "
-        "no GPU is visible to it."
+        f"Training on CPU: {describe_cpu()}; Keras backend {backend}; no GPU is visible to it."
     )
 
 
@@ -612,6 +635,7 @@ def filter_backend_noise(text: str, *, no_gpu: bool, quiet_info: bool) -> str:
 
 # Training ---------------------------------------------------------------------
 
+
 def _validation_metrics(probabilities, y, n_classes):
     """Class-balanced cross-entropy, balanced accuracy and macro F1."""
     from sklearn.metrics import f1_score
@@ -644,8 +668,17 @@ def monitor_key(record: dict, epoch: int, metric: str = "macro_f1") -> tuple:
     return (-record["val_macro_f1"], record["val_loss"])
 
 
-def _make_monitor_callback(net, x_val, y_val, n_classes, patience, epochs, reporter,
-                           metric: str = "macro_f1", averaged: bool = False):
+def _make_monitor_callback(
+    net,
+    x_val,
+    y_val,
+    n_classes,
+    patience,
+    epochs,
+    reporter,
+    metric: str = "macro_f1",
+    averaged: bool = False,
+):
     """A Keras callback that, at the end of each epoch, scores the
     validation part, reports progress, keeps the best weights and says when
     ``patience`` epochs have passed without improvement. It keeps its state
@@ -679,8 +712,11 @@ def _make_monitor_callback(net, x_val, y_val, n_classes, patience, epochs, repor
 
         def on_epoch_end(self, epoch, logs=None):
             logs = dict(logs or {})
-            self._epoch = (epoch, float(logs.get("loss", np.nan)),
-                           net.get_weights() if averaged else None)
+            self._epoch = (
+                epoch,
+                float(logs.get("loss", np.nan)),
+                net.get_weights() if averaged else None,
+            )
 
         def on_train_end(self, logs=None):
             # Called after Keras' finalize_variable_values: with ``averaged``
@@ -798,10 +834,12 @@ def train_fold(
     sampler = EpochSampler(y_pool, balance, rng, samples_per_epoch)
     first_draw = sampler.draw()
     steps_per_epoch = -(-len(first_draw) // batch_size)
-    lr = make_learning_rate(lr, steps_per_epoch, epochs, settings.warmup_epochs,
-                            settings.lr_schedule)
-    averaging = ({"use_ema": True, "ema_momentum": float(weight_averaging)}
-                 if weight_averaging > 0 else {})
+    lr = make_learning_rate(
+        lr, steps_per_epoch, epochs, settings.warmup_epochs, settings.lr_schedule
+    )
+    averaging = (
+        {"use_ema": True, "ema_momentum": float(weight_averaging)} if weight_averaging > 0 else {}
+    )
     if optimizer == "sgd":
         opt = keras.optimizers.SGD(learning_rate=lr, momentum=0.9, nesterov=True, **averaging)
     else:
@@ -813,8 +851,15 @@ def train_fold(
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=LABEL_SMOOTHING),
     )
     monitor = _make_monitor_callback(
-        net, x_val, np.asarray(y_val), n_classes, settings.patience if len(x_val) else None,
-        epochs, reporter, metric=settings.early_stopping, averaged=bool(averaging),
+        net,
+        x_val,
+        np.asarray(y_val),
+        n_classes,
+        settings.patience if len(x_val) else None,
+        epochs,
+        reporter,
+        metric=settings.early_stopping,
+        averaged=bool(averaging),
     )
     onehot = np.eye(n_classes, dtype=np.float32)
     epoch_counts = None
@@ -869,9 +914,15 @@ def _seed_keras_default_seeds(seed: int) -> None:
         return
     if hasattr(seed_generator, "python_random"):
         seed_generator.python_random = random.Random(seed)
-def make_learning_rate(learning_rate: float, steps_per_epoch: int, epochs: int,
-                       warmup_epochs: float = DEFAULT_WARMUP_EPOCHS,
-                       schedule: str = "constant"):
+
+
+def make_learning_rate(
+    learning_rate: float,
+    steps_per_epoch: int,
+    epochs: int,
+    warmup_epochs: float = DEFAULT_WARMUP_EPOCHS,
+    schedule: str = "constant",
+):
     """The learning rate of one fold's training, per optimizer step.
 
     Rises linearly from ``learning_rate / 10`` to ``learning_rate`` over the
@@ -907,8 +958,18 @@ def _fold_seed(seed: int, fold: int) -> int:
     return int(np.random.SeedSequence((int(seed), int(fold))).generate_state(1)[0] % (2**31))
 
 
-def run_cnn(dataset, folds, results, settings: CNNSettings | None = None, *, seed: int = 0,
-            save_models: bool = True, reporter=None, only_folds=None, **options):
+def run_cnn(
+    dataset,
+    folds,
+    results,
+    settings: CNNSettings | None = None,
+    *,
+    seed: int = 0,
+    save_models: bool = True,
+    reporter=None,
+    only_folds=None,
+    **options,
+):
     """Train and test one LipNet on every fold of ``folds``; save each fold.
 
     Folds already saved in ``results`` (by an interrupted run with the same
@@ -981,8 +1042,11 @@ def run_cnn(dataset, folds, results, settings: CNNSettings | None = None, *, see
     if done:
         reporter.message(
             f"{model}: {len(done)} of {folds.k} folds already saved in {results.path}; "
-            + (f"training folds {', '.join(str(f) for f in todo)}."
-               if todo else "nothing to train.")
+            + (
+                f"training folds {', '.join(str(f) for f in todo)}."
+                if todo
+                else "nothing to train."
+            )
         )
     if not todo:
         return [done[f] for f in wanted]
@@ -994,10 +1058,17 @@ def run_cnn(dataset, folds, results, settings: CNNSettings | None = None, *, see
         f"{model}: batch {settings.batch_size}, learning rate "
         f"{settings.resolved_learning_rate:g} ({settings.lr_schedule}, "
         f"{settings.warmup_epochs:g} warm-up epochs"
-        + (f", weights averaged with momentum {settings.weight_averaging:g}"
-           if settings.weight_averaging else "") + "), "
-        + (f"computing in {dtype_policy.split('_')[1]} (mixed precision)."
-           if dtype_policy else "computing in float32.")
+        + (
+            f", weights averaged with momentum {settings.weight_averaging:g}"
+            if settings.weight_averaging
+            else ""
+        )
+        + "), "
+        + (
+            f"computing in {dtype_policy.split('_')[1]} (mixed precision)."
+            if dtype_policy
+            else "computing in float32."
+        )
     )
     t0 = time.perf_counter()
     images = prepare_images(
@@ -1009,11 +1080,20 @@ def run_cnn(dataset, folds, results, settings: CNNSettings | None = None, *, see
     for fold in todo:
         reporter.fold(fold, folds.k)
         result = _run_fold(
-            dataset, folds, fold, images, results,
-            model=model, seed=_fold_seed(seed, fold), device=device,
-            validation_fraction=validation_fraction, save_models=save_models,
-            timings={"prepare_s": round(prepare_s, 3)}, reporter=reporter,
-            settings=settings, dtype_policy=dtype_policy,
+            dataset,
+            folds,
+            fold,
+            images,
+            results,
+            model=model,
+            seed=_fold_seed(seed, fold),
+            device=device,
+            validation_fraction=validation_fraction,
+            save_models=save_models,
+            timings={"prepare_s": round(prepare_s, 3)},
+            reporter=reporter,
+            settings=settings,
+            dtype_policy=dtype_policy,
         )
         results.save_fold(result, classes)
         done[fold] = result
@@ -1022,8 +1102,11 @@ def run_cnn(dataset, folds, results, settings: CNNSettings | None = None, *, see
             f"{model} fold {fold} (of 0-{folds.k - 1}): best epoch {result.params['epochs']} "
             f"of {result.params['epochs_run']}, train {result.timings['train_s']:.0f}s "
             f"({result.timings['samples_per_s'] or 0:.0f} samples/s)"
-            + ("; best epoch is the last: possibly under-trained (raise --epochs)"
-               if result.params["under_trained"] else "")
+            + (
+                "; best epoch is the last: possibly under-trained (raise --epochs)"
+                if result.params["under_trained"]
+                else ""
+            )
         )
     return [done[f] for f in wanted]
 
@@ -1057,8 +1140,13 @@ def as_float32(net, settings: CNNSettings, n_classes: int):
     every consumer runs (onnxruntime refuses bfloat16 convolutions).
     """
     image_shape = tuple(net.input_shape[1:])
-    plain = build_lipnet(settings.model, None if settings.model == "lipnet-fcn" else image_shape,
-                         n_classes, dtype=None, **_model_options(settings))
+    plain = build_lipnet(
+        settings.model,
+        None if settings.model == "lipnet-fcn" else image_shape,
+        n_classes,
+        dtype=None,
+        **_model_options(settings),
+    )
     plain.set_weights(net.get_weights())
     return plain
 
@@ -1110,8 +1198,23 @@ def make_cnn_settings(settings: CNNSettings | None = None, **options) -> CNNSett
     return CNNSettings.make(settings, **options)
 
 
-def _run_fold(dataset, folds, fold, images, results, *, model, seed, device,
-              validation_fraction, save_models, timings, reporter, settings, dtype_policy):
+def _run_fold(
+    dataset,
+    folds,
+    fold,
+    images,
+    results,
+    *,
+    model,
+    seed,
+    device,
+    validation_fraction,
+    save_models,
+    timings,
+    reporter,
+    settings,
+    dtype_policy,
+):
     """Train on fold ``fold``'s training folds, predict its test fold."""
     import keras
 
@@ -1122,14 +1225,23 @@ def _run_fold(dataset, folds, fold, images, results, *, model, seed, device,
     train_idx, test_idx = folds.train_indices(fold), folds.test_indices(fold)
     _check_training_classes(y[train_idx], classes, fold)
     fit_pos, val_pos = split_validation(
-        y[train_idx], validation_fraction, np.random.default_rng(seed),
+        y[train_idx],
+        validation_fraction,
+        np.random.default_rng(seed),
         groups=None if getattr(folds, "groups", None) is None else folds.groups[train_idx],
     )
     fit_idx, val_idx = train_idx[fit_pos], train_idx[val_pos]
     net, info = train_fold(
-        images[fit_idx], y[fit_idx], images[val_idx], y[val_idx],
-        settings, n_classes=len(classes), dtype_policy=dtype_policy, seed=seed,
-        class_names=classes, reporter=reporter,
+        images[fit_idx],
+        y[fit_idx],
+        images[val_idx],
+        y[val_idx],
+        settings,
+        n_classes=len(classes),
+        dtype_policy=dtype_policy,
+        seed=seed,
+        class_names=classes,
+        reporter=reporter,
     )
     t0 = time.perf_counter()
     scores = np.asarray(net.predict(images[test_idx], batch_size=256, verbose=0), np.float64)
@@ -1158,8 +1270,9 @@ def _run_fold(dataset, folds, fold, images, results, *, model, seed, device,
             "stopped_early": info["epochs_run"] < epochs,
             # The best epoch was the last one trained: the validation score was
             # still improving when the epoch budget ran out.
-            "under_trained": bool(info["best_epoch"] == info["epochs_run"] == epochs
-                                  and len(val_idx) > 0),
+            "under_trained": bool(
+                info["best_epoch"] == info["epochs_run"] == epochs and len(val_idx) > 0
+            ),
             "n_fit": len(fit_idx),
             "n_validation": len(val_idx),
             "n_test": len(test_idx),

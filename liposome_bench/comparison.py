@@ -193,8 +193,9 @@ def run_benchmark(
     from liposome_bench.sources import resolve_dataset
 
     started = time.perf_counter()
-    cnn_models = (list(DEFAULT_CNN.get(problem, ("lipnet-4",))) if cnn_models is None
-                  else list(cnn_models))
+    cnn_models = (
+        list(DEFAULT_CNN.get(problem, ("lipnet-4",))) if cnn_models is None else list(cnn_models)
+    )
     for name in cnn_models:
         check_model_name(name)
     if len(set(cnn_models)) != len(cnn_models):
@@ -227,8 +228,9 @@ def run_benchmark(
     if isinstance(data, Dataset):
         dataset, data = data, None
     else:
-        dataset = resolve_dataset(data, problem, cache_dir=cache_dir, reporter=reporter,
-                                  **(reader_options or {}))
+        dataset = resolve_dataset(
+            data, problem, cache_dir=cache_dir, reporter=reporter, **(reader_options or {})
+        )
     check_trainable(dataset)
     if config_file is None and "feature_set" not in svm_options and config.svm == SVMSettings():
         # No feature set chosen: the problem's default (all features on a
@@ -239,8 +241,10 @@ def run_benchmark(
     if folds is not None and (repeats > 1 or quick):
         raise ConfigError("Given folds are used once: pass them without --repeats or --quick.")
     if folds is not None and folds.fingerprint != dataset.fingerprint():
-        raise ConfigError("The folds given were made for another dataset (fingerprint "
-                          f"{folds.fingerprint}); make them with make_folds(dataset).")
+        raise ConfigError(
+            "The folds given were made for another dataset (fingerprint "
+            f"{folds.fingerprint}); make them with make_folds(dataset)."
+        )
     full_size = len(dataset)
     if quick:
         dataset = quick_subset(dataset, seed)
@@ -270,14 +274,46 @@ def run_benchmark(
         "n_resamples": n_resamples,
     }
     with writing(out), run_lock(out, wait=wait, reporter=reporter, command=command):
-        return _run_repeats(dataset, settings, out, repeats, folds, fold_seed, seed, jobs,
-                            svm_settings, cnn_settings, cnn_models, n_resamples, command,
-                            full_size, timings, started, reporter)
+        return _run_repeats(
+            dataset,
+            settings,
+            out,
+            repeats,
+            folds,
+            fold_seed,
+            seed,
+            jobs,
+            svm_settings,
+            cnn_settings,
+            cnn_models,
+            n_resamples,
+            command,
+            full_size,
+            timings,
+            started,
+            reporter,
+        )
 
 
-def _run_repeats(dataset, settings, out, repeats, folds, fold_seed, seed, jobs, svm_settings,
-                 cnn_settings, cnn_models, n_resamples, command, full_size, timings, started,
-                 reporter) -> dict:
+def _run_repeats(
+    dataset,
+    settings,
+    out,
+    repeats,
+    folds,
+    fold_seed,
+    seed,
+    jobs,
+    svm_settings,
+    cnn_settings,
+    cnn_models,
+    n_resamples,
+    command,
+    full_size,
+    timings,
+    started,
+    reporter,
+) -> dict:
     """Every repeat's models and summary, then the top-level outputs."""
     from liposome_bench.folds import load_or_make_folds
 
@@ -286,20 +322,33 @@ def _run_repeats(dataset, settings, out, repeats, folds, fold_seed, seed, jobs, 
     for r in range(repeats):
         rdir = out if repeats == 1 else out / f"repeat-{r}"
         t0 = time.perf_counter()
-        fold_assignment = (folds if folds is not None
-                           else load_or_make_folds(dataset, k, fold_seed + r, group_by,
-                                                   reporter=reporter if r == 0 else None))
+        fold_assignment = (
+            folds
+            if folds is not None
+            else load_or_make_folds(
+                dataset, k, fold_seed + r, group_by, reporter=reporter if r == 0 else None
+            )
+        )
         stage_timings = {"folds_s": time.perf_counter() - t0}
         if repeats > 1:
             reporter.message(f"repeat {r + 1}/{repeats} (fold seed {fold_seed + r}) -> {rdir}")
         stage_timings.update(
-            _run_models(dataset, fold_assignment, ResultsDir(rdir), svm_settings,
-                        cnn_settings, seed, jobs, reporter)
+            _run_models(
+                dataset,
+                fold_assignment,
+                ResultsDir(rdir),
+                svm_settings,
+                cnn_settings,
+                seed,
+                jobs,
+                reporter,
+            )
         )
         t0 = time.perf_counter()
         reporter.stage("statistics")
-        summary = _summarise(rdir, dataset, fold_assignment, settings, seed, n_resamples,
-                             command, full_size)
+        summary = _summarise(
+            rdir, dataset, fold_assignment, settings, seed, n_resamples, command, full_size
+        )
         stage_timings["stats_s"] = time.perf_counter() - t0
         summary["timings"] = stage_timings
         per_repeat.append(summary)
@@ -312,14 +361,20 @@ def _run_repeats(dataset, settings, out, repeats, folds, fold_seed, seed, jobs, 
     for one in per_repeat[1:]:
         for key, value in one["timings"].items():
             timings[key] = timings.get(key, 0.0) + value
-    summary["timings"] = {**timings, **{k: v + timings.get(k, 0.0)
-                                        for k, v in per_repeat[0]["timings"].items()}}
+    summary["timings"] = {
+        **timings,
+        **{k: v + timings.get(k, 0.0) for k, v in per_repeat[0]["timings"].items()},
+    }
     summary["timings"]["total_s"] = time.perf_counter() - started
     verdict = summary.get("verdict") or {}
     for comp in verdict.get("comparisons", []):
         comp["repeats_suggestion"] = stats.repeats_suggestion(
-            comp, verdict.get("repeats", repeats), verdict.get("k", k),
-            summary["timings"]["total_s"], verdict.get("alpha", stats.ALPHA))
+            comp,
+            verdict.get("repeats", repeats),
+            verdict.get("k", k),
+            summary["timings"]["total_s"],
+            verdict.get("alpha", stats.ALPHA),
+        )
     _write_outputs(out, summary, dataset, cnn_models, repeats=repeats)
     return summary
 
@@ -333,8 +388,7 @@ def _check_layout(out: Path, repeats: int) -> None:
         )
     if repeats == 1 and (out / "repeat-0").exists():
         raise ResultsError(
-            f"{out} holds a run with --repeats; pass the same --repeats, or use another "
-            "--out."
+            f"{out} holds a run with --repeats; pass the same --repeats, or use another --out."
         )
 
 
@@ -345,8 +399,7 @@ def _gpu_available() -> bool:
     return describe_device()[0] == "gpu"
 
 
-def _run_models(dataset, folds, results, svm_settings, cnn_settings, seed, jobs,
-                reporter) -> dict:
+def _run_models(dataset, folds, results, svm_settings, cnn_settings, seed, jobs, reporter) -> dict:
     """Run the SVM and every CNN into ``results``; wall time of each."""
     from liposome_bench.cnn import run_cnn
     from liposome_bench.svm import run_svm
@@ -355,8 +408,7 @@ def _run_models(dataset, folds, results, svm_settings, cnn_settings, seed, jobs,
 
     def svm(svm_reporter):
         t0 = time.perf_counter()
-        run_svm(dataset, folds, results, svm_settings, jobs=jobs, seed=seed,
-                reporter=svm_reporter)
+        run_svm(dataset, folds, results, svm_settings, jobs=jobs, seed=seed, reporter=svm_reporter)
         timings["svm_s"] = time.perf_counter() - t0
 
     def cnns():
@@ -385,31 +437,38 @@ def _summarise(rdir, dataset, folds, settings, seed, n_resamples, command, full_
 
     results = ResultsDir(rdir)
     run = results.read_run()
-    core = stats.summarise_results(results, models=["svm", *settings["cnn_models"]],
-                                   n_resamples=n_resamples, seed=seed)
-    devices = sorted({d for name, m in core["models"].items() if name != "svm"
-                      for d in m.get("device", [])})
+    core = stats.summarise_results(
+        results, models=["svm", *settings["cnn_models"]], n_resamples=n_resamples, seed=seed
+    )
+    devices = sorted(
+        {d for name, m in core["models"].items() if name != "svm" for d in m.get("device", [])}
+    )
     summary = {
         "schema_version": SUMMARY_SCHEMA_VERSION,
         "kind": SUMMARY_KIND,
         "tool_version": __version__,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "command": command,
-        "equivalent_command": equivalent_command(settings, rdir if settings["repeats"] == 1
-                                                 else Path(rdir).parent),
+        "equivalent_command": equivalent_command(
+            settings, rdir if settings["repeats"] == 1 else Path(rdir).parent
+        ),
         "seed": seed,
         "versions": library_versions(),
-        "device": {"cnn": devices, "platform": platform.platform(),
-                   "cpu_count": _cpu_count()},
+        "device": {"cnn": devices, "platform": platform.platform(), "cpu_count": _cpu_count()},
         "dataset": {
             **run.get("dataset", {}),
             **_describe(dataset),
-            **({"subsample": dataset.description, "full_size": full_size}
-               if settings["quick"] else {}),
+            **(
+                {"subsample": dataset.description, "full_size": full_size}
+                if settings["quick"]
+                else {}
+            ),
         },
-        "folds": {**(run.get("folds") or {}),
-                  "sizes": [int(np.count_nonzero(folds.fold_of == f)) for f in range(folds.k)],
-                  **_group_facts(dataset, folds)},
+        "folds": {
+            **(run.get("folds") or {}),
+            "sizes": [int(np.count_nonzero(folds.fold_of == f)) for f in range(folds.k)],
+            **_group_facts(dataset, folds),
+        },
         "settings": {**settings, "models": run.get("models", {})},
     }
     summary.update(core)
@@ -423,7 +482,7 @@ def particle_sizes(dataset) -> tuple[np.ndarray, str]:
     px = np.array([p.pixel_size_nm for p in dataset.particles], dtype=float)
     area = np.array([float(np.count_nonzero(p.mask)) for p in dataset.particles])
     if len(px) and np.all(np.isfinite(px)):
-        return area * px ** 2, "nm^2"
+        return area * px**2, "nm^2"
     return area, "px"
 
 
@@ -446,8 +505,9 @@ def _size_quartiles(results, dataset, models) -> dict:
             continue
         y_true = np.concatenate([f.y_true for f in folds])
         y_pred = np.concatenate([f.y_pred for f in folds])
-        out["models"][name] = to_jsonable(metrics_by_size_quartile(
-            [size_of[i] for i in ids], y_true, y_pred, classes, edges))
+        out["models"][name] = to_jsonable(
+            metrics_by_size_quartile([size_of[i] for i in ids], y_true, y_pred, classes, edges)
+        )
     return out
 
 
@@ -462,8 +522,9 @@ def _group_facts(dataset, folds) -> dict:
     return {
         "group_by": folds.group_by,
         "n_groups": int(len(np.unique(groups))),
-        "groups_per_fold": [int(len(np.unique(groups[folds.fold_of == f])))
-                            for f in range(folds.k)],
+        "groups_per_fold": [
+            int(len(np.unique(groups[folds.fold_of == f]))) for f in range(folds.k)
+        ],
     }
 
 
@@ -492,8 +553,18 @@ def library_versions() -> dict:
     from importlib import metadata
 
     versions = {"python": platform.python_version()}
-    for dist in ("numpy", "scipy", "scikit-learn", "scikit-image", "libsvm-official", "keras",
-                 "tensorflow", "tensorflow-cpu", "jax", "torch"):
+    for dist in (
+        "numpy",
+        "scipy",
+        "scikit-learn",
+        "scikit-image",
+        "libsvm-official",
+        "keras",
+        "tensorflow",
+        "tensorflow-cpu",
+        "jax",
+        "torch",
+    ):
         try:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
@@ -520,8 +591,14 @@ def equivalent_command(settings: dict, out) -> str:
         args.append("--quick")
     if settings.get("config"):
         args += ["--config", settings["config"]]
-    args += ["--repeats", str(settings["repeats"]), "--folds", str(settings["folds"]),
-             "--fold-seed", str(settings["fold_seed"])]
+    args += [
+        "--repeats",
+        str(settings["repeats"]),
+        "--folds",
+        str(settings["folds"]),
+        "--fold-seed",
+        str(settings["fold_seed"]),
+    ]
     if settings.get("group_by"):
         args += ["--group-by", settings["group_by"]]
     args += ["--seed", str(settings["seed"]), "--jobs", str(settings["jobs"])]
@@ -542,10 +619,15 @@ def _verdict_over_repeats(out: Path, repeats: int, summary: dict) -> dict:
     from liposome_bench import stats
 
     models = list(summary["models"])
-    runs = {name: [ResultsDir(out / f"repeat-{r}").load_model(name) for r in range(repeats)]
-            for name in models}
+    runs = {
+        name: [ResultsDir(out / f"repeat-{r}").load_model(name) for r in range(repeats)]
+        for name in models
+    }
     return stats.headline_verdict(
-        runs, summary["reference"], summary["classes"], summary["dataset"]["n_particles"],
+        runs,
+        summary["reference"],
+        summary["classes"],
+        summary["dataset"]["n_particles"],
         k=summary["folds"]["k"],
         mcnemar={c["model_b"]: c["mcnemar"] for c in summary.get("comparisons", [])},
     )
@@ -568,18 +650,23 @@ def _spread(per_repeat: list[dict], out: Path, fold_seed: int) -> dict:
                     m = s["models"].get(name)
                     if m is None:
                         continue
-                    entry = (m["overall"][metric] if cls == "overall"
-                             else m["per_class"][cls][metric])
+                    entry = (
+                        m["overall"][metric] if cls == "overall" else m["per_class"][cls][metric]
+                    )
                     if entry.get("mean") is not None:
                         values.append(entry["mean"])
                 v = np.array(values, dtype=np.float64)
-                spread[name][cls][metric] = None if not v.size else {
-                    "mean": float(v.mean()),
-                    "std": float(v.std(ddof=1)) if v.size > 1 else None,
-                    "min": float(v.min()),
-                    "max": float(v.max()),
-                    "n": int(v.size),
-                }
+                spread[name][cls][metric] = (
+                    None
+                    if not v.size
+                    else {
+                        "mean": float(v.mean()),
+                        "std": float(v.std(ddof=1)) if v.size > 1 else None,
+                        "min": float(v.min()),
+                        "max": float(v.max()),
+                        "n": int(v.size),
+                    }
+                )
     return {
         "count": len(per_repeat),
         "fold_seeds": [fold_seed + r for r in range(len(per_repeat))],
@@ -608,15 +695,21 @@ def collect_predictions(results_dir, dataset_order=None):
             continue
         parts = []
         for r in folds:
-            part = pd.DataFrame({"id": r.ids, "label": [classes[i] for i in r.y_true],
-                                 "fold": r.fold,
-                                 f"{name}_predicted": [classes[i] for i in r.y_pred]})
+            part = pd.DataFrame(
+                {
+                    "id": r.ids,
+                    "label": [classes[i] for i in r.y_true],
+                    "fold": r.fold,
+                    f"{name}_predicted": [classes[i] for i in r.y_pred],
+                }
+            )
             for j, score in enumerate(r.score_names):
                 part[f"{name}_score_{score}"] = r.scores[:, j]
             parts.append(part)
         frame = pd.concat(parts, ignore_index=True)
-        table = frame if table is None else table.merge(frame, on=["id", "label", "fold"],
-                                                        how="outer")
+        table = (
+            frame if table is None else table.merge(frame, on=["id", "label", "fold"], how="outer")
+        )
     if table is None:
         return pd.DataFrame(columns=["id", "label", "fold"])
     if dataset_order is not None:
@@ -656,14 +749,17 @@ def budget_notes(summary: dict) -> list[str]:
             early = [i for i, p in enumerate(params) if p.get("stopped_early")]
             under = [i for i, p in enumerate(params) if p.get("under_trained")]
             most = max((p.get("max_epochs") or 0) for p in params)
-            notes.append(f"{name}: early stopping ended {len(early)} of {len(params)} folds "
-                         f"before the maximum of {most} epochs (best epochs "
-                         f"{', '.join(str(p.get('epochs')) for p in params)}).")
+            notes.append(
+                f"{name}: early stopping ended {len(early)} of {len(params)} folds "
+                f"before the maximum of {most} epochs (best epochs "
+                f"{', '.join(str(p.get('epochs')) for p in params)})."
+            )
             if under:
                 notes.append(
                     f"{name}: fold(s) {', '.join(map(str, under))} had their best validation "
                     f"macro F1 at the last allowed epoch: possibly under-trained. Raise --epochs "
-                    "(or epochs in --config) and compare.")
+                    "(or epochs in --config) and compare."
+                )
         elif any("grid_extended" in p for p in params):
             grown = [i for i, p in enumerate(params) if p.get("grid_extended")]
             edge = [i for i, p in enumerate(params) if p.get("grid_edge")]
@@ -671,10 +767,12 @@ def budget_notes(summary: dict) -> list[str]:
                 notes.append(
                     f"{name}: the best C/gamma lay on the grid's edge in fold(s) "
                     f"{', '.join(map(str, grown))}; the grid was extended there ("
-                    + "; ".join(f"fold {i}: {', '.join(params[i]['grid_extended'])}"
-                                for i in grown) + ").")
+                    + "; ".join(f"fold {i}: {', '.join(params[i]['grid_extended'])}" for i in grown)
+                    + ")."
+                )
             if edge:
                 notes.append(
                     f"{name}: in fold(s) {', '.join(map(str, edge))} the best point is still on "
-                    "the edge of the (extended) grid, at its limit (docs/svm.md).")
+                    "the edge of the (extended) grid, at its limit (docs/svm.md)."
+                )
     return notes

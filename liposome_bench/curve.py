@@ -72,6 +72,7 @@ MACRO = "macro F1"
 
 # Subsampled training folds ------------------------------------------------------
 
+
 @dataclass
 class SubsampledFolds(Folds):
     """Stored folds whose training part is a subsample; test folds unchanged.
@@ -86,9 +87,16 @@ class SubsampledFolds(Folds):
         return self.train_subsets[fold]
 
 
-def subsample_training(folds: Folds, y, classes, *, fraction: float | None = None,
-                       per_class: int | None = None, seed: int = 0,
-                       repeat: int = 0) -> SubsampledFolds:
+def subsample_training(
+    folds: Folds,
+    y,
+    classes,
+    *,
+    fraction: float | None = None,
+    per_class: int | None = None,
+    seed: int = 0,
+    repeat: int = 0,
+) -> SubsampledFolds:
     """Subsample every training fold of ``folds``, stratified, by groups when
     the folds are grouped; the test folds are left as they are.
 
@@ -137,16 +145,20 @@ def subsample_training(folds: Folds, y, classes, *, fraction: float | None = Non
         short = [j for j in range(len(classes)) if counts[j] > 0 and targets[j] < 1]
         if short:
             j = short[0]
-            size = f"{fraction:.0%} of the training folds" if fraction is not None \
+            size = (
+                f"{fraction:.0%} of the training folds"
+                if fraction is not None
                 else f"{per_class} per class"
+            )
             raise CurveError(
                 f"At {size}, class {classes[j]!r} keeps no training particle in fold {fold} "
-                f"(it has {counts[j]}); use larger --fractions or --per-class.")
+                f"(it has {counts[j]}); use larger --fractions or --per-class."
+            )
         if folds.groups is None:
             keep = []
             for j in range(len(classes)):
                 members = train[y[train] == j]
-                keep.append(members[rng.permutation(len(members))[:targets[j]]])
+                keep.append(members[rng.permutation(len(members))[: targets[j]]])
             chosen = np.concatenate(keep) if keep else np.zeros(0, dtype=np.int64)
         else:
             groups = np.asarray(folds.groups)[train]
@@ -163,8 +175,16 @@ def subsample_training(folds: Folds, y, classes, *, fraction: float | None = Non
                     have += brings
             chosen = np.concatenate(chosen_parts) if chosen_parts else np.zeros(0, np.int64)
         subsets[fold] = np.sort(chosen.astype(np.int64))
-    return SubsampledFolds(folds.k, folds.seed, folds.fingerprint, folds.fold_of, None,
-                           folds.group_by, folds.groups, train_subsets=subsets)
+    return SubsampledFolds(
+        folds.k,
+        folds.seed,
+        folds.fingerprint,
+        folds.fold_of,
+        None,
+        folds.group_by,
+        folds.groups,
+        train_subsets=subsets,
+    )
 
 
 @dataclass(frozen=True)
@@ -180,8 +200,11 @@ class CurvePoint:
         return f"f{self.value:g}" if self.kind == "fraction" else f"n{int(self.value)}"
 
     def describe(self) -> str:
-        return (f"{self.value:.0%} of the training folds" if self.kind == "fraction"
-                else f"{int(self.value)} per class")
+        return (
+            f"{self.value:.0%} of the training folds"
+            if self.kind == "fraction"
+            else f"{int(self.value)} per class"
+        )
 
 
 def parse_points(fractions=None, per_class=None) -> list[CurvePoint]:
@@ -202,9 +225,11 @@ def parse_points(fractions=None, per_class=None) -> list[CurvePoint]:
         try:
             out = sorted({float(v) for v in items if str(v).strip()})
         except ValueError:
-            raise ConfigError(f"{name} expects comma-separated numbers such as "
-                              f"{'0.1,0.5,1' if name == '--fractions' else '20,50'}; got "
-                              f"{text!r}.") from None
+            raise ConfigError(
+                f"{name} expects comma-separated numbers such as "
+                f"{'0.1,0.5,1' if name == '--fractions' else '20,50'}; got "
+                f"{text!r}."
+            ) from None
         if not out:
             raise ConfigError(f"{name} is empty; give at least one training size.")
         return out
@@ -213,18 +238,22 @@ def parse_points(fractions=None, per_class=None) -> list[CurvePoint]:
         counts = values(per_class, "--per-class")
         bad = [c for c in counts if c < 1 or c != int(c)]
         if bad:
-            raise ConfigError(f"--per-class takes whole numbers of particles of at least 1; "
-                              f"got {bad[0]:g}.")
+            raise ConfigError(
+                f"--per-class takes whole numbers of particles of at least 1; got {bad[0]:g}."
+            )
         return [CurvePoint("per_class", int(c)) for c in counts]
     shares = values(fractions if fractions is not None else DEFAULT_FRACTIONS, "--fractions")
     bad = [f for f in shares if not 0 < f <= 1]
     if bad:
-        raise ConfigError(f"--fractions are shares of the training folds in (0, 1]; got "
-                          f"{bad[0]:g}. Use --per-class for counts.")
+        raise ConfigError(
+            f"--fractions are shares of the training folds in (0, 1]; got "
+            f"{bad[0]:g}. Use --per-class for counts."
+        )
     return [CurvePoint("fraction", f) for f in shares]
 
 
 # The plan: the (point, repeat, model, fold) tasks ---------------------------------
+
 
 @dataclass
 class CurveTask:
@@ -262,8 +291,13 @@ class CurvePlan:
         return len(self.tasks) + self.done
 
 
-def model_cells(cnn_models, cnn_settings: CNNSettings | None = None,
-                svm_settings: SVMSettings | None = None, *, svm: bool = True) -> list:
+def model_cells(
+    cnn_models,
+    cnn_settings: CNNSettings | None = None,
+    svm_settings: SVMSettings | None = None,
+    *,
+    svm: bool = True,
+) -> list:
     """The curve's models as :class:`sweep.Cell` (their ids name the folders)."""
     cells = [_sweep.Cell("svm", svm_settings or SVMSettings())] if svm else []
     base = cnn_settings or CNNSettings()
@@ -272,8 +306,9 @@ def model_cells(cnn_models, cnn_settings: CNNSettings | None = None,
     return cells
 
 
-def plan_curve(folds: Folds, y, classes, out, cells, points, *, repeats: int = 1,
-               seed: int = 0) -> CurvePlan:
+def plan_curve(
+    folds: Folds, y, classes, out, cells, points, *, repeats: int = 1, seed: int = 0
+) -> CurvePlan:
     """Subsample the training folds for every point and repeat, and list the
     tasks not yet finished in ``out``. A point that a class cannot fill is
     skipped with its one-line reason (``CurvePlan.skipped``)."""
@@ -284,9 +319,17 @@ def plan_curve(folds: Folds, y, classes, out, cells, points, *, repeats: int = 1
         try:
             for r in range(repeats):
                 subsamples[(point.label, r)] = subsample_training(
-                    folds, y, classes, seed=seed, repeat=r,
-                    **({"fraction": point.value} if point.kind == "fraction"
-                       else {"per_class": int(point.value)}))
+                    folds,
+                    y,
+                    classes,
+                    seed=seed,
+                    repeat=r,
+                    **(
+                        {"fraction": point.value}
+                        if point.kind == "fraction"
+                        else {"per_class": int(point.value)}
+                    ),
+                )
         except CurveError as exc:
             skipped[point.label] = str(exc)
             continue
@@ -301,8 +344,9 @@ def plan_curve(folds: Folds, y, classes, out, cells, points, *, repeats: int = 1
                         done += 1
                     else:
                         tasks.append(CurveTask(cell, point, r, f))
-    return CurvePlan(Path(out), list(cells), usable, repeats, folds.k, subsamples, skipped,
-                     tasks, done)
+    return CurvePlan(
+        Path(out), list(cells), usable, repeats, folds.k, subsamples, skipped, tasks, done
+    )
 
 
 def estimate_seconds(plan: CurvePlan) -> float:
@@ -327,6 +371,7 @@ def estimate_seconds(plan: CurvePlan) -> float:
 
 
 # The curve folder --------------------------------------------------------------
+
 
 def _dataset_record(dataset, folds) -> dict:
     return {
@@ -359,17 +404,29 @@ def write_curve_json(plan: CurvePlan, out, dataset, folds, seed: int) -> dict:
     for point in plan.points:
         for r in range(plan.repeats):
             sub = plan.subsamples[(point.label, r)]
-            sizes = np.array([np.bincount(y[sub.train_indices(f)], minlength=len(classes))
-                              for f in range(folds.k)], dtype=np.float64)
+            sizes = np.array(
+                [
+                    np.bincount(y[sub.train_indices(f)], minlength=len(classes))
+                    for f in range(folds.k)
+                ],
+                dtype=np.float64,
+            )
             points[f"{point.label}-r{r}"] = {
-                "label": point.label, "kind": point.kind, "value": point.value, "repeat": r,
+                "label": point.label,
+                "kind": point.kind,
+                "value": point.value,
+                "repeat": r,
                 "n_train": float(sizes.sum(axis=1).mean()),
                 "n_train_per_class": dict(zip(classes, sizes.mean(axis=0).tolist())),
                 "n_test": float(np.mean([len(folds.test_indices(f)) for f in range(folds.k)])),
             }
     cells = dict((old or {}).get("cells", {}))
-    cells.update({c.id: {"kind": c.kind, "model": c.model, "settings": c.settings.to_dict()}
-                  for c in plan.cells})
+    cells.update(
+        {
+            c.id: {"kind": c.kind, "model": c.model, "settings": c.settings.to_dict()}
+            for c in plan.cells
+        }
+    )
     record = {
         "schema_version": CURVE_SCHEMA_VERSION,
         "kind": "curve",
@@ -382,17 +439,23 @@ def write_curve_json(plan: CurvePlan, out, dataset, folds, seed: int) -> dict:
         "skipped": {**(old or {}).get("skipped", {}), **plan.skipped},
     }
     if old:
-        for key, label in (("dataset", "another dataset"), ("folds", "other folds"),
-                           ("seed", "another --seed")):
+        for key, label in (
+            ("dataset", "another dataset"),
+            ("folds", "other folds"),
+            ("seed", "another --seed"),
+        ):
             mine = record[key]["fingerprint"] if key == "dataset" else record[key]
             theirs = old[key]["fingerprint"] if key == "dataset" else old.get(key)
             if mine != theirs:
-                raise ResultsError(f"{out} holds a curve of {label} ({key}: {theirs}, now "
-                                   f"{mine}). Use another --out, or the same data, folds "
-                                   "and seed.")
+                raise ResultsError(
+                    f"{out} holds a curve of {label} ({key}: {theirs}, now "
+                    f"{mine}). Use another --out, or the same data, folds "
+                    "and seed."
+                )
     elif out.exists() and any(not p.name.startswith(".") for p in out.iterdir()):
-        raise ResultsError(f"{out} already holds other results; a curve needs its own "
-                           "folder. Use another --out.")
+        raise ResultsError(
+            f"{out} already holds other results; a curve needs its own folder. Use another --out."
+        )
     atomic_write_json(out / CURVE_JSON, json.loads(json.dumps(record)))
     return record
 
@@ -402,13 +465,16 @@ def read_curve_json(out, *, missing_ok: bool = False) -> dict:
     if not path.exists():
         if missing_ok:
             return {}
-        raise ResultsError(f"{out} is not a curve folder (no {CURVE_JSON}). Run "
-                           "`liposome-bench curve --out` first.")
+        raise ResultsError(
+            f"{out} is not a curve folder (no {CURVE_JSON}). Run "
+            "`liposome-bench curve --out` first."
+        )
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except ValueError as exc:
-        raise ResultsError(f"{path} is not valid JSON ({exc}). Run the curve again to "
-                           "rewrite it.") from None
+        raise ResultsError(
+            f"{path} is not valid JSON ({exc}). Run the curve again to rewrite it."
+        ) from None
 
 
 def is_curve_folder(path) -> bool:
@@ -416,6 +482,7 @@ def is_curve_folder(path) -> bool:
 
 
 # Running ---------------------------------------------------------------------------
+
 
 @dataclass
 class CurveRun:
@@ -429,9 +496,18 @@ class CurveRun:
     workers: int = 0
 
 
-def run_curve(plan: CurvePlan, dataset, folds, *, seed: int = 0, scheduler: str = "local",
-              n_workers: int | None = None, source=None, reporter=None,
-              wait: bool = False) -> CurveRun:
+def run_curve(
+    plan: CurvePlan,
+    dataset,
+    folds,
+    *,
+    seed: int = 0,
+    scheduler: str = "local",
+    n_workers: int | None = None,
+    source=None,
+    reporter=None,
+    wait: bool = False,
+) -> CurveRun:
     """Run every unfinished task of ``plan`` on Dask into ``plan.out``.
 
     Parameters
@@ -478,11 +554,22 @@ def run_curve(plan: CurvePlan, dataset, folds, *, seed: int = 0, scheduler: str 
         for label, message in plan.skipped.items():
             reporter.message(f"Point {label} skipped: {message}")
         if plan.done:
-            reporter.message(f"{plan.done} of {plan.total} tasks already finished in {out}; "
-                             f"running {len(plan.tasks)}.")
+            reporter.message(
+                f"{plan.done} of {plan.total} tasks already finished in {out}; "
+                f"running {len(plan.tasks)}."
+            )
         if plan.tasks:
-            _run_tasks(plan, dataset, folds, run, seed=seed, scheduler=scheduler,
-                       n_workers=n_workers, source=source, reporter=reporter)
+            _run_tasks(
+                plan,
+                dataset,
+                folds,
+                run,
+                seed=seed,
+                scheduler=scheduler,
+                n_workers=n_workers,
+                source=source,
+                reporter=reporter,
+            )
     run.seconds = time.perf_counter() - started
     return run
 
@@ -502,8 +589,9 @@ def _run_tasks(plan, dataset, folds, run, *, seed, scheduler, n_workers, source,
     if scheduler == "local":
         cluster, shape = _sweep.start_local_cluster(n_workers, dashboard_address=None)
         address = cluster
-        reporter.message(f"Local Dask cluster: {shape['n_workers']} worker(s) x "
-                         f"{shape['threads']} core(s).")
+        reporter.message(
+            f"Local Dask cluster: {shape['n_workers']} worker(s) x {shape['threads']} core(s)."
+        )
     else:
         address = scheduler
     client = None
@@ -511,29 +599,45 @@ def _run_tasks(plan, dataset, folds, run, *, seed, scheduler, n_workers, source,
         try:
             client = Client(address, timeout=_sweep.CONNECT_TIMEOUT_S)
         except (OSError, TimeoutError) as exc:
-            raise ConfigError(f"Cannot reach the Dask scheduler at {scheduler} ({exc}). "
-                              "Start it (`dask scheduler`) or use --scheduler local.") \
-                from None
+            raise ConfigError(
+                f"Cannot reach the Dask scheduler at {scheduler} ({exc}). "
+                "Start it (`dask scheduler`) or use --scheduler local."
+            ) from None
         run.workers = len(client.scheduler_info().get("workers", {}))
         if source is None and dataset.root is not None:
             source = _sweep.DatasetSource(
-                root=str(dataset.root), problem=dataset.problem.name
-                if dataset.problem.codes is not None else None, builtin=False,
-                reader_options={}, fingerprint=folds.fingerprint)
-        data_arg = source if source is not None else client.submit(_identity, dataset,
-                                                                    pure=False)
+                root=str(dataset.root),
+                problem=dataset.problem.name if dataset.problem.codes is not None else None,
+                builtin=False,
+                reader_options={},
+                fingerprint=folds.fingerprint,
+            )
+        data_arg = source if source is not None else client.submit(_identity, dataset, pure=False)
         token = uuid.uuid4().hex[:8]
         # Each point's folds go to the cluster once, as a task (remade if the
         # workers holding it die), not with every task.
-        sent = {key: client.submit(_identity, dataclasses.replace(sub, path=None), pure=False)
-                for key, sub in plan.subsamples.items()}
+        sent = {
+            key: client.submit(_identity, dataclasses.replace(sub, path=None), pure=False)
+            for key, sub in plan.subsamples.items()
+        }
         futures = {}
         for task in plan.tasks:
             future = client.submit(
-                _sweep.run_task, data_arg, task.cell.kind, task.cell.settings.to_dict(),
-                task.id, task.fold, sent[(task.point.label, task.repeat)], str(plan.out),
-                seed, False, jobs, key=f"curve-{task.id}-fold{task.fold}-{token}",
-                pure=False, retries=_sweep.TASK_RETRIES)
+                _sweep.run_task,
+                data_arg,
+                task.cell.kind,
+                task.cell.settings.to_dict(),
+                task.id,
+                task.fold,
+                sent[(task.point.label, task.repeat)],
+                str(plan.out),
+                seed,
+                False,
+                jobs,
+                key=f"curve-{task.id}-fold{task.fold}-{token}",
+                pure=False,
+                retries=_sweep.TASK_RETRIES,
+            )
             futures[future] = task
         reporter.stage("curve", total=len(futures))
         for future in as_completed(list(futures)):
@@ -545,14 +649,18 @@ def _run_tasks(plan, dataset, folds, run, *, seed, scheduler, n_workers, source,
                 # this size): said once per point, never retried.
                 if task.point.label not in run.errors:
                     run.errors[task.point.label] = outcome.error
-                    reporter.message(f"Point {task.point.label} ({task.point.describe()}): "
-                                     f"{outcome.error}")
+                    reporter.message(
+                        f"Point {task.point.label} ({task.point.describe()}): {outcome.error}"
+                    )
                 continue
-            _sweep.save_outcome(plan.out, dataset,
-                                plan.subsamples[(task.point.label, task.repeat)], outcome)
+            _sweep.save_outcome(
+                plan.out, dataset, plan.subsamples[(task.point.label, task.repeat)], outcome
+            )
             run.ran += 1
-            reporter.message(f"{task.id} fold {task.fold + 1}/{plan.k} done on worker "
-                             f"{outcome.worker} in {outcome.seconds:.0f} s.")
+            reporter.message(
+                f"{task.id} fold {task.fold + 1}/{plan.k} done on worker "
+                f"{outcome.worker} in {outcome.seconds:.0f} s."
+            )
     finally:
         if client is not None:
             client.close()
@@ -561,6 +669,7 @@ def _run_tasks(plan, dataset, folds, run, *, seed, scheduler, n_workers, source,
 
 
 # Fits and crossings ----------------------------------------------------------------
+
 
 def fit_power_law(n, f1) -> dict:
     """Fit ``1 - F1 = b * n ** (-c)`` by least squares on log(1 - F1)
@@ -644,15 +753,27 @@ def crossing_estimate(n, scores_a, scores_b, *, n_boot: int = BOOTSTRAPS, seed: 
     within = draws[draws <= limit]
     # Resamples without a crossing within 10x count as +inf, so the interval
     # says so (its high end is then inf: "beyond 10x").
-    low, high = (np.quantile(np.where(draws <= limit, draws, math.inf), [0.025, 0.975],
-                             method="inverted_cdf") if units > 1 else (math.nan, math.nan))
-    return {"fit_a": fit_a, "fit_b": fit_b, "crossing": x if x <= limit else math.inf,
-            "crossing_raw": x, "low": float(low), "high": float(high),
-            "share_crossing": float(within.size / n_boot) if units > 1 else math.nan,
-            "n_max": n_max}
+    low, high = (
+        np.quantile(
+            np.where(draws <= limit, draws, math.inf), [0.025, 0.975], method="inverted_cdf"
+        )
+        if units > 1
+        else (math.nan, math.nan)
+    )
+    return {
+        "fit_a": fit_a,
+        "fit_b": fit_b,
+        "crossing": x if x <= limit else math.inf,
+        "crossing_raw": x,
+        "low": float(low),
+        "high": float(high),
+        "share_crossing": float(within.size / n_boot) if units > 1 else math.nan,
+        "n_max": n_max,
+    }
 
 
 # The summary -----------------------------------------------------------------------
+
 
 def _results(out, cell_id, model, classes) -> list:
     return _sweep.load_cell_folds(out, cell_id, model, classes)
@@ -682,25 +803,35 @@ def summarise_curve(out, *, n_boot: int = BOOTSTRAPS) -> dict:
     points = []
     for label, reps in sorted(by_label.items(), key=lambda kv: kv[1][0]["n_train"]):
         reps = sorted(reps, key=lambda r: r["repeat"])
-        entry = {"label": label, "kind": reps[0]["kind"], "value": reps[0]["value"],
-                 "n_train": float(np.mean([r["n_train"] for r in reps])),
-                 "n_train_per_class": {c: float(np.mean([r["n_train_per_class"][c]
-                                                         for r in reps])) for c in classes},
-                 "n_test": reps[0]["n_test"], "models": {}, "verdicts": []}
+        entry = {
+            "label": label,
+            "kind": reps[0]["kind"],
+            "value": reps[0]["value"],
+            "n_train": float(np.mean([r["n_train"] for r in reps])),
+            "n_train_per_class": {
+                c: float(np.mean([r["n_train_per_class"][c] for r in reps])) for c in classes
+            },
+            "n_test": reps[0]["n_test"],
+            "models": {},
+            "verdicts": [],
+        }
         runs = {}
         for cell_id, info in cells.items():
-            model_runs = [_results(out, f"{cell_id}-{label}-r{r['repeat']}", info["model"],
-                                   classes) for r in reps]
+            model_runs = [
+                _results(out, f"{cell_id}-{label}-r{r['repeat']}", info["model"], classes)
+                for r in reps
+            ]
             if not any(model_runs):
                 continue
             runs[cell_id] = model_runs
             scores = [fold_scores(folds, len(classes)) for folds in model_runs if folds]
             f1 = np.concatenate([s["f1"] for s in scores], axis=0)
             macro = np.concatenate([s["macro_f1"] for s in scores])
-            units = [(r["repeat"], res.fold) for r, folds in zip(reps, model_runs)
-                     for res in folds]
+            units = [(r["repeat"], res.fold) for r, folds in zip(reps, model_runs) for res in folds]
             entry["models"][cell_id] = {
-                "model": info["model"], "kind": info["kind"], "n_folds": len(macro),
+                "model": info["model"],
+                "kind": info["kind"],
+                "n_folds": len(macro),
                 "units": units,
                 "f1": {c: _mean_sd(f1[:, j]) for j, c in enumerate(classes)},
                 "macro_f1": _mean_sd(macro),
@@ -711,16 +842,24 @@ def summarise_curve(out, *, n_boot: int = BOOTSTRAPS) -> dict:
             for b in cnn_ids:
                 if a in runs and b in runs:
                     comp = compare_fold_scores(
-                        runs[a], runs[b], classes,
+                        runs[a],
+                        runs[b],
+                        classes,
                         round(entry["n_train"] + entry["n_test"]),
-                        name_a=cells[a]["model"], name_b=cells[b]["model"])
+                        name_a=cells[a]["model"],
+                        name_b=cells[b]["model"],
+                    )
                     comp["cell_a"], comp["cell_b"] = a, b
                     entry["verdicts"].append(comp)
         points.append(entry)
     # Holm across every point as well (docs/curve.md: read this one for "is
     # there a size where one model wins").
-    family = [(e, key) for p in points for comp in p["verdicts"]
-              for key, e in [*comp["per_class"].items(), ("macro_f1", comp["macro_f1"])]]
+    family = [
+        (e, key)
+        for p in points
+        for comp in p["verdicts"]
+        for key, e in [*comp["per_class"].items(), ("macro_f1", comp["macro_f1"])]
+    ]
     for (e, _), adjusted in zip(family, holm([e["p"] for e, _ in family])):
         e["p_holm_curve"] = float(adjusted)
     crossings, lines = [], []
@@ -742,38 +881,51 @@ def summarise_curve(out, *, n_boot: int = BOOTSTRAPS) -> dict:
                     sa.append([pa[u] for u in shared])
                     sb.append([pb[u] for u in shared])
                 width = min(len(s) for s in sa)
-                est = crossing_estimate(n, [s[:width] for s in sa], [s[:width] for s in sb],
-                                        n_boot=n_boot)
+                est = crossing_estimate(
+                    n, [s[:width] for s in sa], [s[:width] for s in sb], n_boot=n_boot
+                )
                 last = pts[-1]
-                verdict = next(c for c in last["verdicts"]
-                               if c["cell_a"] == a and c["cell_b"] == b)
+                verdict = next(c for c in last["verdicts"] if c["cell_a"] == a and c["cell_b"] == b)
                 v = verdict["macro_f1"] if cls == MACRO else verdict["per_class"][cls]
-                item = {"cell_a": a, "cell_b": b, "model_a": cells[a]["model"],
-                        "model_b": cells[b]["model"], "class": cls,
-                        "n": n, "f1_a": [float(np.nanmean(s)) for s in sa],
-                        "f1_b": [float(np.nanmean(s)) for s in sb],
-                        "sd_a": [_mean_sd(s)["sd"] for s in sa],
-                        "sd_b": [_mean_sd(s)["sd"] for s in sb], **est,
-                        "verdict_at_largest": v["verdict"]}
+                item = {
+                    "cell_a": a,
+                    "cell_b": b,
+                    "model_a": cells[a]["model"],
+                    "model_b": cells[b]["model"],
+                    "class": cls,
+                    "n": n,
+                    "f1_a": [float(np.nanmean(s)) for s in sa],
+                    "f1_b": [float(np.nanmean(s)) for s in sb],
+                    "sd_a": [_mean_sd(s)["sd"] for s in sa],
+                    "sd_b": [_mean_sd(s)["sd"] for s in sb],
+                    **est,
+                    "verdict_at_largest": v["verdict"],
+                }
                 # A fitted exponent <= 0 is an error that does not fall with
                 # more data: not a learning curve, so nothing is extrapolated.
-                item["not_learning"] = [item[f"model_{side}"] for side in ("a", "b")
-                                        if not est[f"fit_{side}"]["c"] > 0]
+                item["not_learning"] = [
+                    item[f"model_{side}"] for side in ("a", "b") if not est[f"fit_{side}"]["c"] > 0
+                ]
                 if item["not_learning"]:
-                    item.update(crossing=math.inf, crossing_raw=math.nan, low=math.nan,
-                                high=math.nan)
+                    item.update(
+                        crossing=math.inf, crossing_raw=math.nan, low=math.nan, high=math.nan
+                    )
                 item["line"] = summary_line(item)
                 crossings.append(item)
                 lines.append(item["line"])
     summary = {
-        "problem": record["dataset"]["problem"], "classes": classes, "folds": k,
+        "problem": record["dataset"]["problem"],
+        "classes": classes,
+        "folds": k,
         "repeats": max((len(v) for v in by_label.values()), default=0),
         "n_particles": record["dataset"]["n_particles"],
         "synthetic": record["dataset"].get("synthetic"),
         "group_by": record["folds"].get("group_by"),
         "family": "1 - F1 = b * n^(-c) (power law of the error, least squares in log-log)",
-        "points": points, "skipped": record.get("skipped", {}),
-        "crossings": crossings, "lines": lines,
+        "points": points,
+        "skipped": record.get("skipped", {}),
+        "crossings": crossings,
+        "lines": lines,
     }
     summary = to_jsonable(summary)
     atomic_write_json(out / SUMMARY_JSON, summary)
@@ -783,8 +935,11 @@ def summarise_curve(out, *, n_boot: int = BOOTSTRAPS) -> dict:
 def _mean_sd(values) -> dict:
     v = np.asarray(values, dtype=np.float64)
     v = v[np.isfinite(v)]
-    return {"mean": float(v.mean()) if v.size else math.nan,
-            "sd": float(v.std(ddof=1)) if v.size > 1 else math.nan, "n": int(v.size)}
+    return {
+        "mean": float(v.mean()) if v.size else math.nan,
+        "sd": float(v.std(ddof=1)) if v.size > 1 else math.nan,
+        "n": int(v.size),
+    }
 
 
 def _count(x: float) -> str:
@@ -798,33 +953,46 @@ def summary_line(item: dict) -> str:
     fa, fb = item["f1_a"][-1], item["f1_b"][-1]
     leader = item["model_a"] if fa > fb else item["model_b"] if fb > fa else None
     what = "particles" if item["class"] != MACRO else "training particles"
-    head = (f"{item['class']}: at {_count(n_max)} {what} "
-            + (f"the {leader} is ahead" if leader else "the models are level")
-            + f" (F1 {item['model_a']} {fa:.2f} vs {item['model_b']} {fb:.2f}; "
-            f"{item['verdict_at_largest']})")
+    head = (
+        f"{item['class']}: at {_count(n_max)} {what} "
+        + (f"the {leader} is ahead" if leader else "the models are level")
+        + f" (F1 {item['model_a']} {fa:.2f} vs {item['model_b']} {fb:.2f}; "
+        f"{item['verdict_at_largest']})"
+    )
     x = item["crossing"]
     if item.get("not_learning"):
-        return head + (f"; the fitted F1 of {' and '.join(item['not_learning'])} does not "
-                       "rise with more data here (exponent <= 0), so no crossing is "
-                       "extrapolated.")
+        return head + (
+            f"; the fitted F1 of {' and '.join(item['not_learning'])} does not "
+            "rise with more data here (exponent <= 0), so no crossing is "
+            "extrapolated."
+        )
     if not np.isfinite(x):
         raw = item.get("crossing_raw", math.inf)
         if np.isfinite(raw) and raw > n_max:
-            return head + (f"; the fitted curves do not cross within "
-                           f"{NO_CROSSING_BEYOND:g}x the data ({_count(NO_CROSSING_BEYOND * n_max)}"
-                           f" {what}).")
+            return head + (
+                f"; the fitted curves do not cross within "
+                f"{NO_CROSSING_BEYOND:g}x the data ({_count(NO_CROSSING_BEYOND * n_max)}"
+                f" {what})."
+            )
         return head + "; the fitted curves do not cross beyond the data."
     low, high = item["low"], item["high"]
-    spread = ("" if not np.isfinite(low) else
-              f" (bootstrap 95 %: {_count(low)} to "
-              + (f"{_count(high)}" if np.isfinite(high)
-                 else f"beyond {NO_CROSSING_BEYOND:g}x") + ")")
-    guess = (f"; beyond {GUESS_BEYOND:g}x the data this extrapolation is a guess"
-             if x > GUESS_BEYOND * n_max else "")
+    spread = (
+        ""
+        if not np.isfinite(low)
+        else f" (bootstrap 95 %: {_count(low)} to "
+        + (f"{_count(high)}" if np.isfinite(high) else f"beyond {NO_CROSSING_BEYOND:g}x")
+        + ")"
+    )
+    guess = (
+        f"; beyond {GUESS_BEYOND:g}x the data this extrapolation is a guess"
+        if x > GUESS_BEYOND * n_max
+        else ""
+    )
     return head + f"; the fitted curves cross near {_count(x)} {what}{spread}{guess}."
 
 
 # Report ------------------------------------------------------------------------------
+
 
 def render_curve_report(out, report_path=None) -> Path:
     """``report.md`` for a curve folder: the summary lines, per point the F1
@@ -839,40 +1007,73 @@ def render_curve_report(out, report_path=None) -> Path:
     lines = [f"# Learning curve: {summary['problem']}", ""]
     if summary.get("synthetic"):
         lines += ["**Synthetic data: these are not the thesis's results.**", ""]
-    lines += [f"{len(summary['points'])} training sizes x {summary['repeats']} repeat(s) x "
-              f"{summary['folds']} folds on {summary['n_particles']} particles"
-              + (f", folds grouped by {summary['group_by']}" if summary["group_by"] else "")
-              + "; every size is tested on the same test folds.", "", "## Answer", ""]
+    lines += [
+        f"{len(summary['points'])} training sizes x {summary['repeats']} repeat(s) x "
+        f"{summary['folds']} folds on {summary['n_particles']} particles"
+        + (f", folds grouped by {summary['group_by']}" if summary["group_by"] else "")
+        + "; every size is tested on the same test folds.",
+        "",
+        "## Answer",
+        "",
+    ]
     lines += [f"- {line}" for line in summary["lines"]] or ["- No point has both models."]
-    lines += ["", (f"Curves: {summary['family']}. Extrapolation beyond {GUESS_BEYOND:g}x "
-                   "the largest training size is a guess; the interval is a bootstrap over "
-                   "the fold scores and does not include the error of the curve family."), ""]
+    lines += [
+        "",
+        (
+            f"Curves: {summary['family']}. Extrapolation beyond {GUESS_BEYOND:g}x "
+            "the largest training size is a guess; the interval is a bootstrap over "
+            "the fold scores and does not include the error of the curve family."
+        ),
+        "",
+    ]
     for label, message in summary["skipped"].items():
         lines += [f"Point {label} skipped: {message}", ""]
     path = plot_learning_curves(summary, figures / "curves.png")
     if path is not None:
-        lines += [(f"![F1 against training particles]"
-                  f"({path.relative_to(report_path.parent).as_posix()})"), ""]
-    lines += ["## F1 per point (mean ± sd over folds)", "",
-              ("| point | training particles | model | " + " | ".join(summary["classes"])
-               + " | macro F1 |"), "|" + " --- |" * (4 + len(summary["classes"]))]
+        lines += [
+            (
+                f"![F1 against training particles]"
+                f"({path.relative_to(report_path.parent).as_posix()})"
+            ),
+            "",
+        ]
+    lines += [
+        "## F1 per point (mean ± sd over folds)",
+        "",
+        (
+            "| point | training particles | model | "
+            + " | ".join(summary["classes"])
+            + " | macro F1 |"
+        ),
+        "|" + " --- |" * (4 + len(summary["classes"])),
+    ]
     for p in summary["points"]:
         for m in p["models"].values():
             cellsx = [_ms(m["f1"][c]) for c in summary["classes"]] + [_ms(m["macro_f1"])]
-            lines.append(f"| {p['label']} | {p['n_train']:.0f} | {m['model']} | "
-                         + " | ".join(cellsx) + " |")
-    lines += ["", "## Paired verdicts per point", "",
-              ("F1 difference (CNN − SVM) over the paired fold scores, corrected resampled "
-               "t-test; `p (Holm)` adjusts over the classes and macro F1 of that point, "
-               "`p (Holm, curve)` over every point as well."), "",
-              "| point | a | b | class | difference | p (Holm) | p (Holm, curve) | verdict |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+            lines.append(
+                f"| {p['label']} | {p['n_train']:.0f} | {m['model']} | " + " | ".join(cellsx) + " |"
+            )
+    lines += [
+        "",
+        "## Paired verdicts per point",
+        "",
+        (
+            "F1 difference (CNN − SVM) over the paired fold scores, corrected resampled "
+            "t-test; `p (Holm)` adjusts over the classes and macro F1 of that point, "
+            "`p (Holm, curve)` over every point as well."
+        ),
+        "",
+        "| point | a | b | class | difference | p (Holm) | p (Holm, curve) | verdict |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for p in summary["points"]:
         for comp in p["verdicts"]:
             for cls, e in [*comp["per_class"].items(), ("macro F1", comp["macro_f1"])]:
-                lines.append(f"| {p['label']} | {comp['model_a']} | {comp['model_b']} | {cls} "
-                             f"| {e['difference']:+.3f} | {_p(e['p_holm'])} | "
-                             f"{_p(e.get('p_holm_curve'))} | {e['verdict']} |")
+                lines.append(
+                    f"| {p['label']} | {comp['model_a']} | {comp['model_b']} | {cls} "
+                    f"| {e['difference']:+.3f} | {_p(e['p_holm'])} | "
+                    f"{_p(e.get('p_holm_curve'))} | {e['verdict']} |"
+                )
     atomic_write_text(report_path, "\n".join(lines) + "\n")
     return report_path
 

@@ -205,6 +205,7 @@ class Dataset:
 
 # Lab export: writer ------------------------------------------------------------
 
+
 def write_export(dataset: Dataset, out_dir, *, extra: dict | None = None) -> Path:
     """Write ``dataset`` in the lab export layout (see the module docstring).
 
@@ -312,6 +313,7 @@ def _to_pil_array(image: np.ndarray) -> np.ndarray:
 
 
 # Lab export: reader ------------------------------------------------------------
+
 
 def parse_export_json(text: str, path) -> list[dict]:
     """Parse a particles JSON file: a JSON list of objects, or objects written
@@ -457,8 +459,10 @@ def _not_a_file(where: str, kind: str, name: str, path: Path, field_name: str) -
         return f"{name} is {what}, not an image file. Replace it with the image file, or remove it."
     if what == "missing":
         return f"{where}: {kind} {name} does not exist. Add the file or correct {field_name}."
-    return (f"{where}: {kind} {name} is {what}, not an image file. Put the {kind} file "
-            f"there or correct {field_name}.")
+    return (
+        f"{where}: {kind} {name} is {what}, not an image file. Put the {kind} file "
+        f"there or correct {field_name}."
+    )
 
 
 def _check_pixels(image: np.ndarray, name: str) -> None:
@@ -613,6 +617,7 @@ def _rgb_to_gray(rgb: np.ndarray) -> tuple[np.ndarray, bool]:
 
 # Mask derivation -------------------------------------------------------------------
 
+
 def derive_mask(image) -> np.ndarray:
     """Segment the particle at the centre of ``image``.
 
@@ -676,6 +681,7 @@ def derive_mask(image) -> np.ndarray:
 
 
 # Collecting problems ---------------------------------------------------------------
+
 
 @dataclass
 class _Entry:
@@ -830,8 +836,9 @@ def _choose_problem(problem: Problem | None, entries: list[_Entry], source: str)
     return custom_problem(sorted(labels))
 
 
-def _assign_labels(entries: list[_Entry], problem: Problem, report: _Report,
-                   label_field: str) -> None:
+def _assign_labels(
+    entries: list[_Entry], problem: Problem, report: _Report, label_field: str
+) -> None:
     """Map each entry's code or raw label to a class of ``problem``."""
     preset = problem.name in PROBLEMS
     for i, e in enumerate(entries):
@@ -873,8 +880,9 @@ def _check_duplicate_ids(entries: list[_Entry], report: _Report, id_field: str, 
             first[e.id] = e
 
 
-def _read_entries(entries: list[_Entry], report: _Report, pixel_size_nm, reporter,
-                  stage: str) -> list[Particle]:
+def _read_entries(
+    entries: list[_Entry], report: _Report, pixel_size_nm, reporter, stage: str
+) -> list[Particle]:
     """Read and check every entry's image and mask; return the particles."""
     from liposome_bench.progress import NullReporter
 
@@ -901,8 +909,7 @@ def _read_entry(i: int, e: _Entry, report: _Report, pixel_size_nm) -> Particle |
         if e.image_path is None:
             return None  # its path was refused already
         if not e.image_path.is_file():
-            report.add(i, _not_a_file(e.where, "image", e.image_name, e.image_path,
-                                      e.image_field))
+            report.add(i, _not_a_file(e.where, "image", e.image_name, e.image_path, e.image_field))
             return None
         try:
             image, colour = _read_image(e.image_path, e.image_name)
@@ -923,8 +930,11 @@ def _read_entry(i: int, e: _Entry, report: _Report, pixel_size_nm) -> Particle |
     if derived:
         mask = derive_mask(image)
         if not mask.any():
-            report.add(i, f"{e.image_name}: no particle stands out from the background, "
-                          "so no mask can be derived. Add a mask for it.")
+            report.add(
+                i,
+                f"{e.image_name}: no particle stands out from the background, "
+                "so no mask can be derived. Add a mask for it.",
+            )
             return None
     else:
         if not e.mask_path.is_file():
@@ -941,8 +951,11 @@ def _read_entry(i: int, e: _Entry, report: _Report, pixel_size_nm) -> Particle |
             return None
         mask = mask_image > 0
         if not mask.any():
-            report.add(i, f"{e.mask_name} is empty (no particle pixels). "
-                          "Redraw the mask, or delete it to have it derived.")
+            report.add(
+                i,
+                f"{e.mask_name} is empty (no particle pixels). "
+                "Redraw the mask, or delete it to have it derived.",
+            )
             return None
     if e.id is None or (e.label is None and not e.unlabelled):
         return None
@@ -995,8 +1008,17 @@ def _no_particles(source: str) -> DatasetError:
 
 # Lab export --------------------------------------------------------------------------
 
-def _read_export(path, problem, *, images_dir=IMAGES_DIR, masks_dir=MASKS_DIR,
-                 pixel_size_nm=None, reporter=None, labels="required"):
+
+def _read_export(
+    path,
+    problem,
+    *,
+    images_dir=IMAGES_DIR,
+    masks_dir=MASKS_DIR,
+    pixel_size_nm=None,
+    reporter=None,
+    labels="required",
+):
     path = Path(path)
     json_path = path / EXPORT_JSON if path.is_dir() else path
     root = json_path.parent
@@ -1029,8 +1051,11 @@ def _read_export(path, problem, *, images_dir=IMAGES_DIR, masks_dir=MASKS_DIR,
     report = _Report()
     entries = []
     for i, obj in enumerate(objects):
-        entries.append(_export_entry(i, obj, name, images_dir, image_root, report,
-                                     optional=_labels_optional(labels)))
+        entries.append(
+            _export_entry(
+                i, obj, name, images_dir, image_root, report, optional=_labels_optional(labels)
+            )
+        )
     problem = _as_problem(problem)
     if problem is None and meta.get("problem") in PROBLEMS:
         problem = PROBLEMS[meta["problem"]]
@@ -1059,13 +1084,13 @@ def _read_export(path, problem, *, images_dir=IMAGES_DIR, masks_dir=MASKS_DIR,
     return dataset, report
 
 
-def _suggest_images_dir(entries, root: Path, image_root: Path, images_dir: str,
-                        mask_root: Path, name: str) -> None:
+def _suggest_images_dir(
+    entries, root: Path, image_root: Path, images_dir: str, mask_root: Path, name: str
+) -> None:
     """When images are missing from the images folder but every one of them
     is in one other folder under the export (``images/particles/``, or
     beside the JSON), say which ``--images-dir`` reads them."""
-    missing = [e for e in entries
-               if e.image_path is not None and not os.path.lexists(e.image_path)]
+    missing = [e for e in entries if e.image_path is not None and not os.path.lexists(e.image_path)]
     if not missing:
         return
     skip = {os.path.realpath(image_root), os.path.realpath(mask_root)}
@@ -1074,8 +1099,11 @@ def _suggest_images_dir(entries, root: Path, image_root: Path, images_dir: str,
         here = Path(dirpath)
         depth = len(here.relative_to(root).parts)
         dirnames[:] = sorted(
-            d for d in dirnames
-            if not d.startswith(".") and d != FOLDS_DIR and depth < 3
+            d
+            for d in dirnames
+            if not d.startswith(".")
+            and d != FOLDS_DIR
+            and depth < 3
             and os.path.realpath(here / d) != os.path.realpath(mask_root)
         )
         if os.path.realpath(here) in skip or not (here / missing[0].image_rel).is_file():
@@ -1100,12 +1128,17 @@ def _read_export_meta(root: Path) -> dict:
         return {}
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
-        ok = isinstance(meta, dict) and all(
-            isinstance(meta.get(key, ""), str) for key in ("problem", "description")
-        ) and isinstance(meta.get("synthetic", False), bool) and (
-            "classes" not in meta
-            or (isinstance(meta["classes"], list)
-                and all(isinstance(c, str) for c in meta["classes"]))
+        ok = (
+            isinstance(meta, dict)
+            and all(isinstance(meta.get(key, ""), str) for key in ("problem", "description"))
+            and isinstance(meta.get("synthetic", False), bool)
+            and (
+                "classes" not in meta
+                or (
+                    isinstance(meta["classes"], list)
+                    and all(isinstance(c, str) for c in meta["classes"])
+                )
+            )
         )
     except (OSError, ValueError, RecursionError):
         ok = False
@@ -1117,27 +1150,46 @@ def _read_export_meta(root: Path) -> dict:
     return meta
 
 
-def _export_entry(i: int, obj, name: str, images_dir: str, image_root: Path,
-                  report: _Report, optional: bool = False) -> _Entry:
+def _export_entry(
+    i: int,
+    obj,
+    name: str,
+    images_dir: str,
+    image_root: Path,
+    report: _Report,
+    optional: bool = False,
+) -> _Entry:
     number = i + 1
     short = f"object {number}"
     if not isinstance(obj, dict):
         e = _Entry(f"{name}, {short}", short)
-        report.add(i, f"{e.where}: expected a JSON object with Id, Image and Class; "
-                      f"got {type(obj).__name__}. Fix or remove it.")
+        report.add(
+            i,
+            f"{e.where}: expected a JSON object with Id, Image and Class; "
+            f"got {type(obj).__name__}. Fix or remove it.",
+        )
         return e
     pid = obj.get("Id")
-    if (isinstance(pid, bool) or not isinstance(pid, (int, str)) or str(pid).strip() == ""
-            or _has_line_break(str(pid))):
+    if (
+        isinstance(pid, bool)
+        or not isinstance(pid, (int, str))
+        or str(pid).strip() == ""
+        or _has_line_break(str(pid))
+    ):
         e = _Entry(f"{name}, {short}", short)
         if "Id" not in obj:
-            report.add(i, f"{e.where}: no \"Id\". Give every particle its own Id.")
+            report.add(i, f'{e.where}: no "Id". Give every particle its own Id.')
         elif isinstance(pid, str) and pid.strip():
-            report.add(i, f"{e.where}: Id {pid!r} holds a line break. Give every particle "
-                          "an Id on one line.")
+            report.add(
+                i,
+                f"{e.where}: Id {pid!r} holds a line break. Give every particle an Id on one line.",
+            )
         else:
-            report.add(i, f"{e.where}: Id {pid!r} is not an integer or a string. "
-                          "Give every particle its own Id.")
+            report.add(
+                i,
+                f"{e.where}: Id {pid!r} is not an integer or a string. "
+                "Give every particle its own Id.",
+            )
     else:
         pid = str(pid).strip()
         e = _Entry(f"{name}, {short} (Id {pid})", short, id=pid)
@@ -1150,34 +1202,48 @@ def _export_entry(i: int, obj, name: str, images_dir: str, image_root: Path,
         elif isinstance(code, float) and code.is_integer():
             code = int(code)
         if isinstance(code, bool) or not isinstance(code, int):
-            report.add(i, f"{e.where}: Class {obj['Class']!r} is not an integer code "
-                          "(3, 4, 5 for lamellarity; 7, 8, 10 for encapsulation).")
+            report.add(
+                i,
+                f"{e.where}: Class {obj['Class']!r} is not an integer code "
+                "(3, 4, 5 for lamellarity; 7, 8, 10 for encapsulation).",
+            )
         else:
             e.code = code
     elif isinstance(obj.get("Label"), str) and _has_line_break(obj["Label"]):
-        report.add(i, f"{e.where}: Label {obj['Label']!r} holds a line break. Write the "
-                      "class name on one line.")
+        report.add(
+            i,
+            f"{e.where}: Label {obj['Label']!r} holds a line break. Write the "
+            "class name on one line.",
+        )
     elif isinstance(obj.get("Label"), str) and obj["Label"].strip():
         e.raw_label = obj["Label"]
     elif optional and obj.get("Label") in (None, ""):
         e.unlabelled = True  # no Class (or a null one) and no Label
     else:
-        report.add(i, f"{e.where}: no \"Class\" code. Add it (3, 4, 5 for lamellarity; "
-                      "7, 8, 10 for encapsulation).")
+        report.add(
+            i,
+            f'{e.where}: no "Class" code. Add it (3, 4, 5 for lamellarity; '
+            "7, 8, 10 for encapsulation).",
+        )
     # Image file name: "Image", or "Bmp" in older exports
     key = "Image" if "Image" in obj else "Bmp"
     value = obj.get(key)
     if value is None or (isinstance(value, str) and not value.strip()):
-        report.add(i, f"{e.where}: no \"Image\" (or \"Bmp\") file name. "
-                      "Add the name of its image file.")
+        report.add(
+            i, f'{e.where}: no "Image" (or "Bmp") file name. Add the name of its image file.'
+        )
     elif not isinstance(value, str) or _has_line_break(value):
-        report.add(i, f"{e.where}: {key} {value!r} is not a file name. "
-                      "Give the name of its image file.")
+        report.add(
+            i, f"{e.where}: {key} {value!r} is not a file name. Give the name of its image file."
+        )
     else:
         rel = _check_path(value)
         if rel is None:
-            report.add(i, f"{e.where}: image path {value!r} leads outside the "
-                          f"{_folder(images_dir)} folder. Use a path inside it.")
+            report.add(
+                i,
+                f"{e.where}: image path {value!r} leads outside the "
+                f"{_folder(images_dir)} folder. Use a path inside it.",
+            )
         else:
             e.image_path, e.image_rel = image_root / rel, rel
             e.image_name = _display(images_dir, rel)
@@ -1186,8 +1252,11 @@ def _export_entry(i: int, obj, name: str, images_dir: str, image_root: Path,
     if "PixelSize" in obj:
         px = _positive_number(obj["PixelSize"])
         if px is None:
-            report.add(i, f"{e.where}: PixelSize {obj['PixelSize']!r} is not a positive "
-                          "number of nm per pixel. Correct it or leave it out.")
+            report.add(
+                i,
+                f"{e.where}: PixelSize {obj['PixelSize']!r} is not a positive "
+                "number of nm per pixel. Correct it or leave it out.",
+            )
         else:
             e.pixel_size_nm = px
     features = {k: obj[k] for k in EXPORT_FEATURE_KEYS if k in obj}
@@ -1215,8 +1284,15 @@ def _meta_of(record: dict, known) -> dict:
     return meta
 
 
-def load_export(path, problem=None, *, images_dir=IMAGES_DIR, masks_dir=MASKS_DIR,
-                pixel_size_nm=None, reporter=None) -> Dataset:
+def load_export(
+    path,
+    problem=None,
+    *,
+    images_dir=IMAGES_DIR,
+    masks_dir=MASKS_DIR,
+    pixel_size_nm=None,
+    reporter=None,
+) -> Dataset:
     """Read a lab particle export.
 
     Parameters
@@ -1248,8 +1324,14 @@ def load_export(path, problem=None, *, images_dir=IMAGES_DIR, masks_dir=MASKS_DI
     DatasetError
         The first problem found (with how many more there are).
     """
-    read = _read_export(path, problem, images_dir=images_dir, masks_dir=masks_dir,
-                        pixel_size_nm=pixel_size_nm, reporter=reporter)
+    read = _read_export(
+        path,
+        problem,
+        images_dir=images_dir,
+        masks_dir=masks_dir,
+        pixel_size_nm=pixel_size_nm,
+        reporter=reporter,
+    )
     return _finish(read, path, problem, images_dir, masks_dir, pixel_size_nm)
 
 
@@ -1288,7 +1370,7 @@ def _read_csv(path: Path) -> tuple[list[str], list[tuple[int, dict]]]:
             if not any(c.strip() for c in cells):
                 continue
             _check_record(path, cells, start)
-            extra = [c for c in cells[len(header):] if c.strip()]
+            extra = [c for c in cells[len(header) :] if c.strip()]
             if extra:
                 raise DatasetError(
                     f"{path}, line {start}: {len(cells)} cells but the header names "
@@ -1300,12 +1382,10 @@ def _read_csv(path: Path) -> tuple[list[str], list[tuple[int, dict]]]:
     except csv.Error as exc:
         if "unexpected end of data" in str(exc):
             raise DatasetError(
-                f"{path}, line {start}: a quote (\") opened in this record is never closed, "
+                f'{path}, line {start}: a quote (") opened in this record is never closed, '
                 "so the rest of the file would be one cell. Close the quote or remove it."
             ) from None
-        raise DatasetError(
-            f"{path}, line {start}: not valid CSV ({exc}). Fix the file."
-        ) from None
+        raise DatasetError(f"{path}, line {start}: not valid CSV ({exc}). Fix the file.") from None
     return header, rows
 
 
@@ -1325,7 +1405,7 @@ def _check_record(path: Path, cells: list[str], line: int) -> None:
         raise DatasetError(
             f"{path}, line {line}: a cell holds a line break (a quoted cell running over "
             "several lines, or a control character); expected one line per record. Remove "
-            "the line break or the stray quote (\")."
+            'the line break or the stray quote (").'
         )
 
 
@@ -1369,8 +1449,11 @@ def _read_manifest(path, problem, *, pixel_size_nm=None, reporter=None, labels="
         if not value:
             report.add(i, f"{where}: no image. Give the image path, relative to {name}.")
         elif rel is None:
-            report.add(i, f"{where}: image path {value!r} leads outside the folder of {name}. "
-                          f"Use a path relative to {name}, inside its folder.")
+            report.add(
+                i,
+                f"{where}: image path {value!r} leads outside the folder of {name}. "
+                f"Use a path relative to {name}, inside its folder.",
+            )
         else:
             e.image_path, e.image_name, e.image_field = root / rel, rel, "the image column"
             e.source = rel
@@ -1386,8 +1469,11 @@ def _read_manifest(path, problem, *, pixel_size_nm=None, reporter=None, labels="
         if mask_value:
             mask_rel = _check_path(mask_value)
             if mask_rel is None:
-                report.add(i, f"{where}: mask path {mask_value!r} leads outside the folder "
-                              f"of {name}. Use a path relative to {name}, inside its folder.")
+                report.add(
+                    i,
+                    f"{where}: mask path {mask_value!r} leads outside the folder "
+                    f"of {name}. Use a path relative to {name}, inside its folder.",
+                )
                 e.image_path = None
             else:
                 e.mask_path, e.mask_name = root / mask_rel, mask_rel
@@ -1396,8 +1482,11 @@ def _read_manifest(path, problem, *, pixel_size_nm=None, reporter=None, labels="
         if row.get("pixel_size_nm", ""):
             px = _positive_number(row["pixel_size_nm"])
             if px is None:
-                report.add(i, f"{where}: pixel_size_nm {row['pixel_size_nm']!r} is not a positive "
-                              "number. Correct it or leave the cell empty.")
+                report.add(
+                    i,
+                    f"{where}: pixel_size_nm {row['pixel_size_nm']!r} is not a positive "
+                    "number. Correct it or leave the cell empty.",
+                )
             else:
                 e.pixel_size_nm = px
         entries.append(e)
@@ -1440,16 +1529,19 @@ def load_manifest(path, problem=None, *, pixel_size_nm=None, reporter=None, **_i
 
 # Folder per class --------------------------------------------------------------------
 
+
 def _class_folders(root: Path, masks_dir: str) -> list[Path]:
     skip = {Path(masks_dir).parts[0] if Path(masks_dir).parts else masks_dir, FOLDS_DIR}
     return sorted(
-        d for d in root.iterdir()
+        d
+        for d in root.iterdir()
         if d.is_dir() and not d.name.startswith(".") and d.name not in skip
     )
 
 
-def _read_folders(path, problem, *, masks_dir=MASKS_DIR, pixel_size_nm=None, reporter=None,
-                  labels="required", **_):
+def _read_folders(
+    path, problem, *, masks_dir=MASKS_DIR, pixel_size_nm=None, reporter=None, labels="required", **_
+):
     optional = _labels_optional(labels)
     root = Path(path)
     report = _Report()
@@ -1461,25 +1553,37 @@ def _read_folders(path, problem, *, masks_dir=MASKS_DIR, pixel_size_nm=None, rep
             i = len(entries)
             if optional:
                 # A plain folder of images: unlabelled particles.
-                e = _Entry(f.name, f.name, id=f.stem, source=f.name, unlabelled=True,
-                           image_path=f, image_name=f.name)
+                e = _Entry(
+                    f.name,
+                    f.name,
+                    id=f.stem,
+                    source=f.name,
+                    unlabelled=True,
+                    image_path=f,
+                    image_name=f.name,
+                )
                 if mask_index is not None:
                     _find_mask(e, mask_index, masks_dir, f.stem, report, i)
                     if e.mask_path is None:
                         report.unmasked.append(f.name)
             else:
                 e = _Entry(f.name, f.name)
-                report.add(i, f"{f.name} is not inside a class folder. "
-                              "Move it into the folder of its class.")
+                report.add(
+                    i,
+                    f"{f.name} is not inside a class folder. Move it into the folder of its class.",
+                )
             entries.append(e)
     empty = []
     seen: dict[str, str] = {}
 
     def repeated(path: Path, first: str) -> None:
-        report.add(len(entries), f"{path.relative_to(root).as_posix()}/ leads back to "
-                                 f"{Path(first).relative_to(root).as_posix()}/, which is "
-                                 "read already (a symbolic link loop or a second link to "
-                                 "it). Remove the link.")
+        report.add(
+            len(entries),
+            f"{path.relative_to(root).as_posix()}/ leads back to "
+            f"{Path(first).relative_to(root).as_posix()}/, which is "
+            "read already (a symbolic link loop or a second link to "
+            "it). Remove the link.",
+        )
 
     folders = _class_folders(root, masks_dir)
     # A link from one class folder into another is a repeat, not more particles.
@@ -1496,8 +1600,10 @@ def _read_folders(path, problem, *, masks_dir=MASKS_DIR, pixel_size_nm=None, rep
             e = _Entry(rel, rel, id=f.stem, raw_label=folder.name, source=rel)
             i = len(entries)
             if f.suffix.lower() not in IMAGE_EXTENSIONS and not f.is_file():
-                report.add(i, f"{rel} is {_what_is(f)}, not an image file. Remove it from the "
-                              "class folder.")
+                report.add(
+                    i,
+                    f"{rel} is {_what_is(f)}, not an image file. Remove it from the class folder.",
+                )
             elif f.suffix.lower() not in IMAGE_EXTENSIONS:
                 report.add(i, f"{rel} is not a {_FORMATS} image. Move it out of the class folder.")
             else:
@@ -1511,16 +1617,21 @@ def _read_folders(path, problem, *, masks_dir=MASKS_DIR, pixel_size_nm=None, rep
         raise _no_particles(f"{root} (a folder of class folders)")
     problem = _choose_problem(_as_problem(problem), entries, str(root))
     _assign_labels(entries, problem, report, "class folder")
-    _check_duplicate_ids(entries, report, "id", "Rename one of the files (the id is the "
-                         "file name without extension).")
+    _check_duplicate_ids(
+        entries,
+        report,
+        "id",
+        "Rename one of the files (the id is the file name without extension).",
+    )
     particles = _read_entries(entries, report, pixel_size_nm, reporter, f"reading {root.name}")
     for name in empty:
         report.warnings.append(f"Class folder {name}/ is empty; it is not a class of this dataset.")
     return Dataset(problem, particles, root, f"class folders {root.name}"), report
 
 
-def load_folders(path, problem=None, *, masks_dir=MASKS_DIR, pixel_size_nm=None,
-                 reporter=None, **_ignored) -> Dataset:
+def load_folders(
+    path, problem=None, *, masks_dir=MASKS_DIR, pixel_size_nm=None, reporter=None, **_ignored
+) -> Dataset:
     """Read a folder of class folders: ``DIR/<class name>/<images>``.
 
     Parameters
@@ -1547,12 +1658,14 @@ def load_folders(path, problem=None, *, masks_dir=MASKS_DIR, pixel_size_nm=None,
     DatasetError
         The first problem found (with how many more there are).
     """
-    read = _read_folders(path, problem, masks_dir=masks_dir, pixel_size_nm=pixel_size_nm,
-                         reporter=reporter)
+    read = _read_folders(
+        path, problem, masks_dir=masks_dir, pixel_size_nm=pixel_size_nm, reporter=reporter
+    )
     return _finish(read, path, problem, IMAGES_DIR, masks_dir, pixel_size_nm)
 
 
 # MRC particle stacks -----------------------------------------------------------------
+
 
 def _read_mrc(path, problem, *, pixel_size_nm=None, reporter=None, labels="required", **_):
     import mrcfile
@@ -1612,16 +1725,25 @@ def _read_mrc(path, problem, *, pixel_size_nm=None, reporter=None, labels="requi
     for i, ((line, row), image) in enumerate(zip(rows, images)):
         number = i + 1
         pid = row.get("id", "") or str(number)
-        e = _Entry(f"{name}, slice {number} ({sidecar.name}, line {line})", f"slice {number}",
-                   id=pid, image=image, image_name=f"{name}, slice {number}",
-                   pixel_size_nm=px, source=f"{name}[{number}]")
+        e = _Entry(
+            f"{name}, slice {number} ({sidecar.name}, line {line})",
+            f"slice {number}",
+            id=pid,
+            image=image,
+            image_name=f"{name}, slice {number}",
+            pixel_size_nm=px,
+            source=f"{name}[{number}]",
+        )
         if row.get("label"):
             e.raw_label = row["label"]
         elif optional:
             e.unlabelled = True
         else:
-            report.add(i, f"{sidecar.name}, line {line}: no label. Give slice {number}'s class "
-                          "in the label column.")
+            report.add(
+                i,
+                f"{sidecar.name}, line {line}: no label. Give slice {number}'s class "
+                "in the label column.",
+            )
         entries.append(e)
     problem = _choose_problem(_as_problem(problem), entries, sidecar.name)
     _assign_labels(entries, problem, report, "label")
@@ -1715,7 +1837,8 @@ def _reader_for(path: Path, masks_dir: str, labels: str = "required"):
     # A folder beside its manifest or MRC stack is not a folder of class
     # folders (its images/ would become a class): ask for the file instead.
     dataset_files = sorted(
-        f.name for f in path.iterdir()
+        f.name
+        for f in path.iterdir()
         if f.is_file() and f.suffix.lower() in (".csv", *MRC_EXTENSIONS)
     )
     if dataset_files:
@@ -1752,11 +1875,15 @@ def compile_group_pattern(pattern):
     try:
         regex = re.compile(pattern)
     except re.error as exc:
-        raise ConfigError(f"--group-pattern {pattern!r} is not a regular expression ({exc}). "
-                          "Fix it, e.g. '^(.*)_(?:jpg|png)\\.rf\\.' for Roboflow.") from None
+        raise ConfigError(
+            f"--group-pattern {pattern!r} is not a regular expression ({exc}). "
+            "Fix it, e.g. '^(.*)_(?:jpg|png)\\.rf\\.' for Roboflow."
+        ) from None
     if regex.groups < 1:
-        raise ConfigError(f"--group-pattern {pattern!r} has no capture group; the first group "
-                          "is the group key. Put ( ) around the part naming the source.")
+        raise ConfigError(
+            f"--group-pattern {pattern!r} has no capture group; the first group "
+            "is the group key. Put ( ) around the part naming the source."
+        )
     return regex
 
 
@@ -1798,9 +1925,17 @@ def set_groups(particles, pattern) -> None:
         )
 
 
-def load_dataset(path, problem=None, *, images_dir=IMAGES_DIR, masks_dir=MASKS_DIR,
-                 pixel_size_nm=None, reporter=None, labels="required",
-                 group_pattern=None) -> Dataset:
+def load_dataset(
+    path,
+    problem=None,
+    *,
+    images_dir=IMAGES_DIR,
+    masks_dir=MASKS_DIR,
+    pixel_size_nm=None,
+    reporter=None,
+    labels="required",
+    group_pattern=None,
+) -> Dataset:
     """Read the dataset at ``path`` with the reader its kind needs.
 
     An export folder (holding particles.json) or a ``.json`` file goes to
@@ -1839,8 +1974,15 @@ def load_dataset(path, problem=None, *, images_dir=IMAGES_DIR, masks_dir=MASKS_D
     reader = _reader_for(path, masks_dir, labels)
     if group_pattern is not None:
         compile_group_pattern(group_pattern)  # fail before reading
-    read = reader(path, problem, images_dir=images_dir, masks_dir=masks_dir,
-                  pixel_size_nm=pixel_size_nm, reporter=reporter, labels=labels)
+    read = reader(
+        path,
+        problem,
+        images_dir=images_dir,
+        masks_dir=masks_dir,
+        pixel_size_nm=pixel_size_nm,
+        reporter=reporter,
+        labels=labels,
+    )
     dataset = _finish(read, path, problem, images_dir, masks_dir, pixel_size_nm)
     if group_pattern is not None:
         set_groups(dataset.particles, group_pattern)
@@ -1862,10 +2004,15 @@ def class_count_problems(dataset: Dataset, folds: int | None = 5) -> list[str]:
         )
     for name, count in counts.items():
         if folds and count < folds:
-            fix = (f"Use --folds {count}, or add particles of that class." if count >= 2
-                   else "Add particles of that class, or remove it.")
-            lines.append(f"{where}: {folds} folds need at least {folds} particles per class; "
-                         f"{name!r} has {count}. {fix}")
+            fix = (
+                f"Use --folds {count}, or add particles of that class."
+                if count >= 2
+                else "Add particles of that class, or remove it."
+            )
+            lines.append(
+                f"{where}: {folds} folds need at least {folds} particles per class; "
+                f"{name!r} has {count}. {fix}"
+            )
     return lines
 
 
@@ -1882,9 +2029,17 @@ def check_trainable(dataset: Dataset) -> None:
         raise DatasetError(problems[0])
 
 
-def inspect_dataset(path, problem=None, *, images_dir=IMAGES_DIR, masks_dir=MASKS_DIR,
-                    pixel_size_nm=None, reporter=None, folds: int | None = None,
-                    group_pattern=None) -> tuple[Dataset | None, list[str]]:
+def inspect_dataset(
+    path,
+    problem=None,
+    *,
+    images_dir=IMAGES_DIR,
+    masks_dir=MASKS_DIR,
+    pixel_size_nm=None,
+    reporter=None,
+    folds: int | None = None,
+    group_pattern=None,
+) -> tuple[Dataset | None, list[str]]:
     """Read the dataset at ``path`` and collect every problem in it.
 
     Takes the same arguments as ``load_dataset``. A problem that stops
@@ -1904,8 +2059,14 @@ def inspect_dataset(path, problem=None, *, images_dir=IMAGES_DIR, masks_dir=MASK
     try:
         path = Path(path)
         reader = _reader_for(path, masks_dir)
-        dataset, report = reader(path, problem, images_dir=images_dir, masks_dir=masks_dir,
-                                 pixel_size_nm=pixel_size_nm, reporter=reporter)
+        dataset, report = reader(
+            path,
+            problem,
+            images_dir=images_dir,
+            masks_dir=masks_dir,
+            pixel_size_nm=pixel_size_nm,
+            reporter=reporter,
+        )
     except DatasetError as exc:
         return None, [str(exc)]
     problems = report.problems
@@ -1922,8 +2083,16 @@ def inspect_dataset(path, problem=None, *, images_dir=IMAGES_DIR, masks_dir=MASK
     return dataset, []
 
 
-def check_dataset(path, problem=None, *, images_dir=IMAGES_DIR, masks_dir=MASKS_DIR,
-                  pixel_size_nm=None, reporter=None, folds: int | None = None) -> list[str]:
+def check_dataset(
+    path,
+    problem=None,
+    *,
+    images_dir=IMAGES_DIR,
+    masks_dir=MASKS_DIR,
+    pixel_size_nm=None,
+    reporter=None,
+    folds: int | None = None,
+) -> list[str]:
     """Every problem in the dataset at ``path``, one line each.
 
     Takes the same arguments as ``load_dataset``. A problem that stops
@@ -1938,9 +2107,15 @@ def check_dataset(path, problem=None, *, images_dir=IMAGES_DIR, masks_dir=MASKS_
     list of str
         Empty if the dataset reads cleanly.
     """
-    dataset, problems = inspect_dataset(path, problem, images_dir=images_dir,
-                                        masks_dir=masks_dir, pixel_size_nm=pixel_size_nm,
-                                        reporter=reporter, folds=folds)
+    dataset, problems = inspect_dataset(
+        path,
+        problem,
+        images_dir=images_dir,
+        masks_dir=masks_dir,
+        pixel_size_nm=pixel_size_nm,
+        reporter=reporter,
+        folds=folds,
+    )
     for warning in dataset.warnings if dataset is not None else ():
         log.warning("%s", warning)
     return problems
@@ -2021,15 +2196,20 @@ def _float_stats(values) -> dict | None:
     values = np.asarray(values, dtype=np.float64)
     if values.size == 0:
         return None
-    return {"min": float(values.min()), "median": float(np.median(values)),
-            "max": float(values.max())}
+    return {
+        "min": float(values.min()),
+        "median": float(np.median(values)),
+        "max": float(values.max()),
+    }
 
 
 def _per_class(dataset: Dataset, values) -> dict:
     values = np.asarray(values, dtype=np.float64)
     labels = np.array([p.label for p in dataset.particles], dtype=object)
-    return {"all": _float_stats(values),
-            "per_class": {c: _float_stats(values[labels == c]) for c in dataset.problem.classes}}
+    return {
+        "all": _float_stats(values),
+        "per_class": {c: _float_stats(values[labels == c]) for c in dataset.problem.classes},
+    }
 
 
 def particle_sizes(dataset: Dataset) -> dict:

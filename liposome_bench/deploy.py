@@ -72,9 +72,9 @@ CV_PREDICTIONS = "cv-predictions.csv"
 
 CNN_PREPROCESSING = {
     "surrounding": "the whole particle image (with its surround), padded to a square by "
-                   "repeating edge pixels",
+    "repeating edge pixels",
     "cropped": "the smallest square around the mask's bounding box, centred on it "
-               "(edge pixels repeated beyond the image)",
+    "(edge pixels repeated beyond the image)",
     "masked": "the smallest square around the mask's bounding box, centred on it",
 }
 
@@ -82,9 +82,20 @@ CNN_PREPROCESSING = {
 # Training ----------------------------------------------------------------------
 
 
-def train_from_results(results, model: str, out, *, data=None, problem=None, cache_dir=None,
-                       reader_options=None, jobs: int = 1, n_resamples: int = 1000,
-                       reporter=None, command: str | None = None) -> dict:
+def train_from_results(
+    results,
+    model: str,
+    out,
+    *,
+    data=None,
+    problem=None,
+    cache_dir=None,
+    reader_options=None,
+    jobs: int = 1,
+    n_resamples: int = 1000,
+    reporter=None,
+    command: str | None = None,
+) -> dict:
     """Train ``model`` on all particles with the settings of a finished run.
 
     Parameters
@@ -127,16 +138,40 @@ def train_from_results(results, model: str, out, *, data=None, problem=None, cac
     run = results_dir.read_run()
     _check_model_in(run, results_dir, model)
     summary = _read_summary(results_dir)
-    dataset = _dataset_of_run(run, summary, data, problem, cache_dir, reader_options or {},
-                              reporter)
-    return _train_final(dataset, results_dir, model, out, jobs=jobs, n_resamples=n_resamples,
-                        reporter=reporter, command=command)
+    dataset = _dataset_of_run(
+        run, summary, data, problem, cache_dir, reader_options or {}, reporter
+    )
+    return _train_final(
+        dataset,
+        results_dir,
+        model,
+        out,
+        jobs=jobs,
+        n_resamples=n_resamples,
+        reporter=reporter,
+        command=command,
+    )
 
 
-def train_model(model: str, out, *, data=None, problem=None, cache_dir=None,
-                reader_options=None, config=None, options=None, folds: int = 5,
-                fold_seed: int = 0, seed: int = 0, jobs: int = 1, cv_out=None,
-                n_resamples: int = 1000, reporter=None, command: str | None = None) -> dict:
+def train_model(
+    model: str,
+    out,
+    *,
+    data=None,
+    problem=None,
+    cache_dir=None,
+    reader_options=None,
+    config=None,
+    options=None,
+    folds: int = 5,
+    fold_seed: int = 0,
+    seed: int = 0,
+    jobs: int = 1,
+    cv_out=None,
+    n_resamples: int = 1000,
+    reporter=None,
+    command: str | None = None,
+) -> dict:
     """Cross-validate ``model`` on a dataset, then train it on all particles.
 
     The cross-validation (``run_svm`` or ``run_cnn``, into ``cv_out``,
@@ -179,19 +214,36 @@ def train_model(model: str, out, *, data=None, problem=None, cache_dir=None,
     check_apart(out, {**inputs, "the cross-validation folder (--cv-out)": cv_out})
     check_apart(cv_out, inputs, "--cv-out")
     _check_out(out, model)
-    dataset = resolve_dataset(data, problem, cache_dir=cache_dir, reporter=reporter,
-                              **(reader_options or {}))
+    dataset = resolve_dataset(
+        data, problem, cache_dir=cache_dir, reporter=reporter, **(reader_options or {})
+    )
     fold_assignment = load_or_make_folds(dataset, k=folds, seed=fold_seed)
     results_dir = ResultsDir(cv_out)
     reporter.message(f"{model}: cross-validating on {folds} folds into {cv_out}")
     if model == "svm":
-        run_svm(dataset, fold_assignment, results_dir, settings, jobs=jobs, seed=seed,
-                reporter=reporter)
+        run_svm(
+            dataset, fold_assignment, results_dir, settings, jobs=jobs, seed=seed, reporter=reporter
+        )
     else:
-        run_cnn(dataset, fold_assignment, results_dir, settings, seed=seed,
-                save_models=False, reporter=reporter)
-    return _train_final(dataset, results_dir, model, out, jobs=jobs, n_resamples=n_resamples,
-                        reporter=reporter, command=command)
+        run_cnn(
+            dataset,
+            fold_assignment,
+            results_dir,
+            settings,
+            seed=seed,
+            save_models=False,
+            reporter=reporter,
+        )
+    return _train_final(
+        dataset,
+        results_dir,
+        model,
+        out,
+        jobs=jobs,
+        n_resamples=n_resamples,
+        reporter=reporter,
+        command=command,
+    )
 
 
 def _results_dir(path):
@@ -238,8 +290,11 @@ def _dataset_of_run(run, summary, data, problem, cache_dir, reader_options, repo
 
     recorded = run.get("dataset", {})
     settings = summary.get("settings", {})
-    problem = problem or settings.get("problem") or (
-        recorded.get("problem") if recorded.get("problem") in PROBLEMS else None)
+    problem = (
+        problem
+        or settings.get("problem")
+        or (recorded.get("problem") if recorded.get("problem") in PROBLEMS else None)
+    )
     if data is None:
         data = settings.get("data")
     if data is None:
@@ -250,8 +305,13 @@ def _dataset_of_run(run, summary, data, problem, cache_dir, reader_options, repo
         raise ResultsError(
             f"The run used {recorded.get('source')!r}, which is not here. Pass it with --data."
         )
-    dataset = resolve_dataset(data, problem if data is None else None, cache_dir=cache_dir,
-                              reporter=reporter, **reader_options)
+    dataset = resolve_dataset(
+        data,
+        problem if data is None else None,
+        cache_dir=cache_dir,
+        reporter=reporter,
+        **reader_options,
+    )
     if settings.get("quick"):
         dataset = quick_subset(dataset, settings.get("seed", 0))
     if dataset.fingerprint() != recorded.get("fingerprint"):
@@ -272,8 +332,10 @@ def _check_out(out, model: str) -> None:
     if not out.exists():
         return
     if not out.is_dir():
-        raise BundleError(f"{out} exists and is not a model bundle; it would be replaced. "
-                          "Pass a new folder to --out.")
+        raise BundleError(
+            f"{out} exists and is not a model bundle; it would be replaced. "
+            "Pass a new folder to --out."
+        )
     entries = sorted(p.name for p in out.iterdir())
     if not entries:
         return
@@ -301,8 +363,7 @@ def _check_out(out, model: str) -> None:
         )
 
 
-def _train_final(dataset, results_dir, model, out, *, jobs, n_resamples, reporter,
-                 command) -> dict:
+def _train_final(dataset, results_dir, model, out, *, jobs, n_resamples, reporter, command) -> dict:
     from liposome_bench import __version__, stats
     from liposome_bench.abstention import out_of_fold
     from liposome_bench.comparison import library_versions
@@ -326,16 +387,25 @@ def _train_final(dataset, results_dir, model, out, *, jobs, n_resamples, reporte
             "Finish the run (the same command again) first."
         )
     oof = out_of_fold(fold_results, len(classes))
-    cv = stats.summarise_model(fold_results, classes, n_resamples=n_resamples,
-                               seed=int(settings.get("seed", 0)))
+    cv = stats.summarise_model(
+        fold_results, classes, n_resamples=n_resamples, seed=int(settings.get("seed", 0))
+    )
     clean_stale_staging(out)  # what a killed run left (io.clean_stale_staging)
     staging = make_staging(out)
     try:
         t0 = time.perf_counter()
         if model == "svm":
-            part = _train_svm(dataset, settings, oof, staging, classes, jobs, reporter,
-                              group_by=(run.get("folds") or {}).get("group_by"),
-                              k=k)
+            part = _train_svm(
+                dataset,
+                settings,
+                oof,
+                staging,
+                classes,
+                jobs,
+                reporter,
+                group_by=(run.get("folds") or {}).get("group_by"),
+                k=k,
+            )
         else:
             part = _train_cnn(dataset, model, settings, fold_results, staging, reporter)
         train_s = time.perf_counter() - t0
@@ -349,8 +419,11 @@ def _train_final(dataset, results_dir, model, out, *, jobs, n_resamples, reporte
             "problem": {
                 "name": dataset.problem.name,
                 "classes": classes,
-                "codes": ({str(c): n for c, n in dataset.problem.codes.items()}
-                          if dataset.problem.codes else None),
+                "codes": (
+                    {str(c): n for c, n in dataset.problem.codes.items()}
+                    if dataset.problem.codes
+                    else None
+                ),
             },
             **part["card"],
             "training": {
@@ -370,9 +443,8 @@ def _train_final(dataset, results_dir, model, out, *, jobs, n_resamples, reporte
             },
             "cross_validation": {
                 "note": "out-of-fold metrics of the run in training.results (the final model "
-                        "is trained on all particles and has no held-out test of its own)"
-                        + ("; synthetic data, not the thesis's results"
-                           if dataset.synthetic else ""),
+                "is trained on all particles and has no held-out test of its own)"
+                + ("; synthetic data, not the thesis's results" if dataset.synthetic else ""),
                 "n_particles": cv["n_particles"],
                 "per_class": cv["per_class"],
                 "overall": cv["overall"],
@@ -413,12 +485,14 @@ def _install(staging: Path, out: Path) -> None:
 def _write_cv_predictions(path, oof, classes):
     import pandas as pd
 
-    table = pd.DataFrame({
-        "id": oof["ids"],
-        "label": [classes[i] for i in oof["y_true"]],
-        "fold": oof["fold"],
-        "predicted": [classes[i] for i in oof["y_pred"]],
-    })
+    table = pd.DataFrame(
+        {
+            "id": oof["ids"],
+            "label": [classes[i] for i in oof["y_true"]],
+            "fold": oof["fold"],
+            "predicted": [classes[i] for i in oof["y_pred"]],
+        }
+    )
     for j, name in enumerate(classes):
         table[f"p_{name}"] = oof["probabilities"][:, j]
     atomic_write_text(path, table.to_csv(index=False))
@@ -435,8 +509,9 @@ def _pixel_sizes(dataset) -> dict:
     }
 
 
-def _train_svm(dataset, settings, oof, staging, classes, jobs, reporter, *, group_by=None,
-               k=None) -> dict:
+def _train_svm(
+    dataset, settings, oof, staging, classes, jobs, reporter, *, group_by=None, k=None
+) -> dict:
     from liposome_bench.abstention import (
         apply_calibrator,
         confidence_of,
@@ -447,8 +522,9 @@ def _train_svm(dataset, settings, oof, staging, classes, jobs, reporter, *, grou
 
     feature_set, source = settings["feature_set"], settings["source"]
     units = settings.get("units", "nm")  # runs before --units measured in nm
-    features = extract_features(dataset, feature_set, source=source, reporter=reporter,
-                                jobs=jobs, units=units)
+    features = extract_features(
+        dataset, feature_set, source=source, reporter=reporter, jobs=jobs, units=units
+    )
     X, names, dropped = _feature_matrix(features, dataset, reporter)
     y = dataset.y
     C, gamma, grid = settings.get("C"), settings.get("gamma"), settings.get("grid") or "coarse"
@@ -463,29 +539,47 @@ def _train_svm(dataset, settings, oof, staging, classes, jobs, reporter, *, grou
         spec = GRIDS[grid]
         reporter.stage(f"svm grid search ({grid}) on all {len(y)} particles")
         best, _table = search_grid(
-            X, y, C_values=[C] if C is not None else spec["C"],
+            X,
+            y,
+            C_values=[C] if C is not None else spec["C"],
             gamma_values=[gamma] if gamma is not None else spec["gamma"],
-            inner_folds=spec["inner_folds"], max_samples=spec["max_samples"], seed=seed,
-            jobs=jobs, groups=groups,
+            inner_folds=spec["inner_folds"],
+            max_samples=spec["max_samples"],
+            seed=seed,
+            jobs=jobs,
+            groups=groups,
         )
-        kind = f"stratified inner folds grouped by {group_by}" if groups is not None \
+        kind = (
+            f"stratified inner folds grouped by {group_by}"
+            if groups is not None
             else "stratified inner folds"
-        how = (f"{grid} grid search, {best['inner_folds']} {kind} on "
-               f"{best['n_samples']} of the {len(y)} training particles, macro F1")
+        )
+        how = (
+            f"{grid} grid search, {best['inner_folds']} {kind} on "
+            f"{best['n_samples']} of the {len(y)} training particles, macro F1"
+        )
     reporter.stage("svm: final fit on all particles")
     clf = LibSVMClassifier(C=best["C"], gamma=best["gamma"]).fit(X, y)
-    clf.save(staging / SVM_STEM, feature_names=names,
-             class_names=[classes[c] for c in clf.classes_])
+    clf.save(
+        staging / SVM_STEM, feature_names=names, class_names=[classes[c] for c in clf.classes_]
+    )
     if len(clf.classes_) != len(classes):
-        raise DatasetError("Every class needs training particles; "
-                           f"the dataset has {dataset.class_counts()}.")
+        raise DatasetError(
+            f"Every class needs training particles; the dataset has {dataset.class_counts()}."
+        )
     calibrator = fit_calibrator(oof["decision_values"], oof["y_true"], len(classes))
     # Thresholds are chosen on the cross-fitted probabilities (fold i calibrated
     # on the other folds); the final model uses this one calibrator. Record how
     # far apart the two put the same out-of-fold decision values.
-    shift = float(np.max(np.abs(
-        confidence_of(apply_calibrator(calibrator, oof["decision_values"]), oof["y_pred"])
-        - confidence_of(oof["probabilities"], oof["y_pred"])), initial=0.0))
+    shift = float(
+        np.max(
+            np.abs(
+                confidence_of(apply_calibrator(calibrator, oof["decision_values"]), oof["y_pred"])
+                - confidence_of(oof["probabilities"], oof["y_pred"])
+            ),
+            initial=0.0,
+        )
+    )
     return {
         "card": {
             "input": {
@@ -496,46 +590,64 @@ def _train_svm(dataset, settings, oof, staging, classes, jobs, reporter, *, grou
                 "features": names,
                 "dropped_features": dropped,
                 "scaling": "svm-scale to [-1, 1] with the training particles' minimum and "
-                           "maximum (svm.range); features constant in training become 0",
+                "maximum (svm.range); features constant in training become 0",
                 "preprocessing": "liposome-bench features (docs/features.md) from each "
-                                 "particle's image and mask, then the scaling",
+                "particle's image and mask, then the scaling",
             },
             "pixel_size": {
-                "policy": ("features are measured in nm: every particle needs its pixel "
-                           "size (PixelSize, pixel_size_nm, or --pixel-size)"
-                           if units == "nm" else
-                           "features are measured in px (--units px, as the run): new "
-                           "particles must be imaged at the training pixel size"),
+                "policy": (
+                    "features are measured in nm: every particle needs its pixel "
+                    "size (PixelSize, pixel_size_nm, or --pixel-size)"
+                    if units == "nm"
+                    else "features are measured in px (--units px, as the run): new "
+                    "particles must be imaged at the training pixel size"
+                ),
                 "training_nm": _pixel_sizes(dataset),
             },
             "probabilities": {
                 "kind": "calibrated",
-                "calibration": {**calibrator,
-                                "fitted_on": "the cross-validated (out-of-fold) decision values "
-                                             "of the run"},
+                "calibration": {
+                    **calibrator,
+                    "fitted_on": "the cross-validated (out-of-fold) decision values of the run",
+                },
                 "calibration_shift": shift,
                 "calibration_shift_means": "largest difference in confidence, on the "
-                                           "out-of-fold decision values, between the "
-                                           "cross-fitted calibration that --target-precision "
-                                           "thresholds are chosen on and this calibration",
+                "out-of-fold decision values, between the "
+                "cross-fitted calibration that --target-precision "
+                "thresholds are chosen on and this calibration",
                 "predicted_class": "LIBSVM's one-vs-one vote (as svm-predict); the "
-                                   "confidence is the calibrated probability of that class",
+                "confidence is the calibrated probability of that class",
             },
-            "files": {"libsvm_model": f"{SVM_STEM}.model", "svm_scale_range": f"{SVM_STEM}.range",
-                      "scaling_json": f"{SVM_STEM}.json"},
+            "files": {
+                "libsvm_model": f"{SVM_STEM}.model",
+                "svm_scale_range": f"{SVM_STEM}.range",
+                "scaling_json": f"{SVM_STEM}.json",
+            },
         },
-        "hyperparameters": {"C": float(best["C"]), "gamma": float(best["gamma"]),
-                            "inner_score_macro_f1": best.get("score"), "chosen_by": how,
-                            "n_support": [int(v) for v in clf.n_support_]},
+        "hyperparameters": {
+            "C": float(best["C"]),
+            "gamma": float(best["gamma"]),
+            "inner_score_macro_f1": best.get("score"),
+            "chosen_by": how,
+            "n_support": [int(v) for v in clf.n_support_],
+        },
         "differences": [
-            (f"fitted on all {len(y)} particles; in cross-validation each fold's model was "
-             f"fitted on the other {(k or 0) - 1} folds (there is no held-out test left)"),
-            "C and gamma: " + ("the same fixed values" if C is not None and gamma is not None
-                               else "one grid search on all particles, as each fold ran its "
-                               "own on its training part"),
-            ("probability calibration: one calibrator fitted on all out-of-fold decision "
-             "values; in cross-validation fold i was calibrated on the other folds "
-             f"(largest confidence shift {shift:.3f}, probabilities.calibration_shift)"),
+            (
+                f"fitted on all {len(y)} particles; in cross-validation each fold's model was "
+                f"fitted on the other {(k or 0) - 1} folds (there is no held-out test left)"
+            ),
+            "C and gamma: "
+            + (
+                "the same fixed values"
+                if C is not None and gamma is not None
+                else "one grid search on all particles, as each fold ran its "
+                "own on its training part"
+            ),
+            (
+                "probability calibration: one calibrator fitted on all out-of-fold decision "
+                "values; in cross-validation fold i was calibrated on the other folds "
+                f"(largest confidence shift {shift:.3f}, probabilities.calibration_shift)"
+            ),
         ],
     }
 
@@ -573,27 +685,37 @@ def _train_cnn(dataset, model, settings, fold_results, staging, reporter) -> dic
     mode, size = cv_settings.input_mode, int(settings["input_size"])
     keep_size = model == "lipnet-fcn"
     scale = fcn_scale(dataset, mode, size) if keep_size else None
-    images = prepare_images(dataset, mode, size, keep_size=keep_size, scale=scale,
-                            reporter=reporter)
+    images = prepare_images(
+        dataset, mode, size, keep_size=keep_size, scale=scale, reporter=reporter
+    )
     dtype_policy = resolve_dtype_policy(cv_settings.mixed_precision, describe_device()[0])
     reporter.stage(f"{model}: final training on all {len(dataset)} particles, {epochs} epochs")
     y = dataset.y
     empty = images[:0]
     net, info = train_fold(
-        images, y, empty, y[:0], final_settings, n_classes=len(dataset.problem.classes),
-        dtype_policy=dtype_policy, seed=int(settings.get("seed", 0)),
-        class_names=list(dataset.problem.classes), reporter=reporter,
+        images,
+        y,
+        empty,
+        y[:0],
+        final_settings,
+        n_classes=len(dataset.problem.classes),
+        dtype_policy=dtype_policy,
+        seed=int(settings.get("seed", 0)),
+        class_names=list(dataset.problem.classes),
+        reporter=reporter,
     )
     if dtype_policy is not None:  # trained as cross-validated, saved to run anywhere
         net = as_float32(net, final_settings, len(dataset.problem.classes))
     _save_model(net, staging / KERAS_FILE)
     what = CNN_PREPROCESSING[mode]
-    mask_note = (", pixels outside the mask set to 0" if mode == "masked" else "")
-    standardise = ("over the particle's own (mask) pixels" if mode == "masked"
-                   else "over the window")
-    resize = (f"scaled by {scale:.6g} (one factor for all particles, from training) and "
-              f"centred on a {size}x{size} canvas of 0" if keep_size
-              else f"resized to {size}x{size} (bilinear, anti-aliased when shrinking)")
+    mask_note = ", pixels outside the mask set to 0" if mode == "masked" else ""
+    standardise = "over the particle's own (mask) pixels" if mode == "masked" else "over the window"
+    resize = (
+        f"scaled by {scale:.6g} (one factor for all particles, from training) and "
+        f"centred on a {size}x{size} canvas of 0"
+        if keep_size
+        else f"resized to {size}x{size} (bilinear, anti-aliased when shrinking)"
+    )
     return {
         "card": {
             "input": {
@@ -603,38 +725,44 @@ def _train_cnn(dataset, model, settings, fold_results, staging, reporter) -> dic
                 "shape": [size, size, 1],
                 "layout": "NHWC float32 (batch, height, width, 1)",
                 "keep_size_scale": scale,
-                "preprocessing": (f"{what}; intensities standardised to mean 0 and standard "
-                                  f"deviation 1 {standardise}{mask_note}; {resize} "
-                                  "(cnn.prepare_images, docs/cnn.md)"),
+                "preprocessing": (
+                    f"{what}; intensities standardised to mean 0 and standard "
+                    f"deviation 1 {standardise}{mask_note}; {resize} "
+                    "(cnn.prepare_images, docs/cnn.md)"
+                ),
             },
             "pixel_size": {
-                "policy": ("not used: every particle's window is resized to the input, so "
-                           "the network sees shape, not absolute size" if not keep_size else
-                           "not used directly: one scale factor in pixels, so particles "
-                           "should come at the training pixel size"),
+                "policy": (
+                    "not used: every particle's window is resized to the input, so "
+                    "the network sees shape, not absolute size"
+                    if not keep_size
+                    else "not used directly: one scale factor in pixels, so particles "
+                    "should come at the training pixel size"
+                ),
                 "training_nm": _pixel_sizes(dataset),
             },
-            "probabilities": {"kind": "softmax",
-                              "predicted_class": "the most probable class"},
+            "probabilities": {"kind": "softmax", "predicted_class": "the most probable class"},
             "files": {"keras_model": KERAS_FILE},
         },
         "hyperparameters": {
             "epochs": epochs,
             "chosen_by": "median best epoch of the cross-validation folds' early stopping "
-                         "(validation part of the training folds)",
+            "(validation part of the training folds)",
             "fold_best_epochs": best_epochs,
             "epochs_run": info["epochs_run"],
             "trained_as_cross_validated": {
                 "same": "every CNN setting of the run (cnn.settings_from_record): schedule, "
-                        "warm-up, weight averaging, balancing, augmentation, optimizer, "
-                        "learning rate, model options, and the precision policy "
-                        f"({(dtype_policy or 'float32').replace('mixed_', '')} here; the "
-                        "bundle's network computes in float32 with the same weights, "
-                        "which mixed precision keeps in float32)",
-                "differs": {"epochs": f"{epochs} (median best epoch) instead of at most "
-                                      f"{cv_settings.epochs} with early stopping",
-                            "validation_part": "none: all particles train, since the epoch "
-                                               "count is already chosen"},
+                "warm-up, weight averaging, balancing, augmentation, optimizer, "
+                "learning rate, model options, and the precision policy "
+                f"({(dtype_policy or 'float32').replace('mixed_', '')} here; the "
+                "bundle's network computes in float32 with the same weights, "
+                "which mixed precision keeps in float32)",
+                "differs": {
+                    "epochs": f"{epochs} (median best epoch) instead of at most "
+                    f"{cv_settings.epochs} with early stopping",
+                    "validation_part": "none: all particles train, since the epoch "
+                    "count is already chosen",
+                },
             },
         },
     }
@@ -681,8 +809,12 @@ CONTRACT_KEYS = ("model", "family", "problem", "input", "probabilities", "files"
 def contract_sha256(card: dict) -> str:
     """The sha256 of the card's :data:`CONTRACT_KEYS` entries as canonical
     JSON (sorted keys, no spaces), as hex."""
-    text = json.dumps({k: card.get(k) for k in CONTRACT_KEYS}, sort_keys=True,
-                      separators=(",", ":"), allow_nan=True)
+    text = json.dumps(
+        {k: card.get(k) for k in CONTRACT_KEYS},
+        sort_keys=True,
+        separators=(",", ":"),
+        allow_nan=True,
+    )
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
@@ -726,14 +858,16 @@ def load_bundle(path) -> Bundle:
     try:
         card = json.loads(card_path.read_text(encoding="utf-8"))
     except (OSError, ValueError, RecursionError) as exc:
-        raise BundleError(f"{card_path} cannot be read ({_one_line(exc)}). "
-                          "Train the bundle again.") from None
+        raise BundleError(
+            f"{card_path} cannot be read ({_one_line(exc)}). Train the bundle again."
+        ) from None
     if not isinstance(card, dict) or card.get("kind") != BUNDLE_KIND:
-        raise BundleError(f"{card_path} is not a liposome-bench model card. "
-                          "Make a bundle with `liposome-bench train`.")
+        raise BundleError(
+            f"{card_path} is not a liposome-bench model card. "
+            "Make a bundle with `liposome-bench train`."
+        )
     version = card.get("schema_version")
-    if (not isinstance(version, int) or isinstance(version, bool)
-            or version > BUNDLE_SCHEMA_VERSION):
+    if not isinstance(version, int) or isinstance(version, bool) or version > BUNDLE_SCHEMA_VERSION:
         raise BundleError(
             f"{path} is a model bundle of schema version {version!r}; this liposome-bench "
             f"({__version__}) reads up to version {BUNDLE_SCHEMA_VERSION}. Upgrade liposome-bench."
@@ -749,8 +883,9 @@ def load_bundle(path) -> Bundle:
     problems = card_problems(card)
     if problems:
         more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
-        raise BundleError(f"{card_path} fails the model-card schema: {problems[0]}{more}. "
-                          "Train the bundle again.")
+        raise BundleError(
+            f"{card_path} fails the model-card schema: {problems[0]}{more}. Train the bundle again."
+        )
     _check_hashes(path, card)
     bundle = Bundle(path, card)
     _check_against_files(bundle)
@@ -791,9 +926,14 @@ def _check_paths(path: Path, card) -> None:
         if not isinstance(name, str):
             continue  # the schema check names it
         target = path / name
-        outside = (name in ("", ".", "..") or not name.isprintable()
-                   or Path(name).is_absolute() or "/" in name or "\\" in name
-                   or target.resolve().parent != root)
+        outside = (
+            name in ("", ".", "..")
+            or not name.isprintable()
+            or Path(name).is_absolute()
+            or "/" in name
+            or "\\" in name
+            or target.resolve().parent != root
+        )
         if outside:
             raise BundleError(
                 f"{path / CARD}: {where} is {name!r}, which is not a file inside the bundle "
@@ -802,8 +942,11 @@ def _check_paths(path: Path, card) -> None:
 
 
 _EXPECTED_FILES = {
-    "svm": {"libsvm_model": f"{SVM_STEM}.model", "svm_scale_range": f"{SVM_STEM}.range",
-            "scaling_json": f"{SVM_STEM}.json"},
+    "svm": {
+        "libsvm_model": f"{SVM_STEM}.model",
+        "svm_scale_range": f"{SVM_STEM}.range",
+        "scaling_json": f"{SVM_STEM}.json",
+    },
     "cnn": {"keras_model": KERAS_FILE},
 }
 
@@ -814,14 +957,17 @@ def _printable_name(value) -> bool:
 
 
 def _finite_number(value) -> bool:
-    return (isinstance(value, (int, float)) and not isinstance(value, bool)
-            and math.isfinite(value))
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _matrix(value, rows: int, cols: int) -> bool:
-    return (isinstance(value, list) and len(value) == rows
-            and all(isinstance(r, list) and len(r) == cols and all(map(_finite_number, r))
-                    for r in value))
+    return (
+        isinstance(value, list)
+        and len(value) == rows
+        and all(
+            isinstance(r, list) and len(r) == cols and all(map(_finite_number, r)) for r in value
+        )
+    )
 
 
 def card_problems(card: dict) -> list[str]:
@@ -865,69 +1011,105 @@ def card_problems(card: dict) -> list[str]:
         return True
 
     family_ok = need("family", lambda v: v in ("svm", "cnn"), "'svm' or 'cnn'")
-    model_ok = need("model", lambda v: v in ("svm",) + MODEL_NAMES,
-                    f"one of svm, {', '.join(MODEL_NAMES)}")
+    model_ok = need(
+        "model", lambda v: v in ("svm",) + MODEL_NAMES, f"one of svm, {', '.join(MODEL_NAMES)}"
+    )
     family = card["family"] if family_ok else None
     if family_ok and model_ok and (card["model"] == "svm") != (family == "svm"):
-        problems.append(f"family is {family!r} but model is {card['model']!r}; an svm model "
-                        "is of family 'svm', a LipNet of family 'cnn'")
+        problems.append(
+            f"family is {family!r} but model is {card['model']!r}; an svm model "
+            "is of family 'svm', a LipNet of family 'cnn'"
+        )
     need("problem.name", _printable_name, "a problem name")
     classes_ok = need(
         "problem.classes",
-        lambda v: (isinstance(v, list) and len(v) >= 2 and all(map(_printable_name, v))
-                   and len(set(v)) == len(v)),
-        "a list of at least 2 distinct class names (printable, on one line)")
+        lambda v: (
+            isinstance(v, list)
+            and len(v) >= 2
+            and all(map(_printable_name, v))
+            and len(set(v)) == len(v)
+        ),
+        "a list of at least 2 distinct class names (printable, on one line)",
+    )
     classes = card["problem"]["classes"] if classes_ok else None
     name = get("problem.name")
     if not isinstance(name, str):
         name = None  # named above; not a key of PROBLEMS
     if classes and name in PROBLEMS and list(PROBLEMS[name].classes) != classes:
-        problems.append(f"problem.name is {name!r}, whose classes are "
-                        f"{', '.join(PROBLEMS[name].classes)}, but problem.classes is "
-                        f"{', '.join(classes)}")
+        problems.append(
+            f"problem.name is {name!r}, whose classes are "
+            f"{', '.join(PROBLEMS[name].classes)}, but problem.classes is "
+            f"{', '.join(classes)}"
+        )
     builtin = [n for n, known in PROBLEMS.items() if list(known.classes) == classes]
     if classes and builtin and name is not None and name != builtin[0]:
         # The built-in problem's classes under another name: a renamed problem.
-        problems.append(f"problem.name is {name!r} but problem.classes are those of "
-                        f"the built-in problem {builtin[0]!r}")
+        problems.append(
+            f"problem.name is {name!r} but problem.classes are those of "
+            f"the built-in problem {builtin[0]!r}"
+        )
     if family == "svm":
-        need("input.feature_set", lambda v: v in FEATURE_SETS,
-             f"one of {', '.join(FEATURE_SETS)}")
+        need("input.feature_set", lambda v: v in FEATURE_SETS, f"one of {', '.join(FEATURE_SETS)}")
         need("input.feature_source", lambda v: isinstance(v, str), "a string")
-        need("input.features",
-             lambda v: isinstance(v, list) and v and all(map(_printable_name, v)),
-             "a list of feature names")
+        need(
+            "input.features",
+            lambda v: isinstance(v, list) and v and all(map(_printable_name, v)),
+            "a list of feature names",
+        )
         if classes:
             k = len(classes)
             pairs = k * (k - 1) // 2
-            need("probabilities.calibration.coef", lambda v: _matrix(v, k, pairs),
-                 f"a {k} x {pairs} matrix of finite numbers")
-            need("probabilities.calibration.intercept",
-                 lambda v: isinstance(v, list) and len(v) == k and all(map(_finite_number, v)),
-                 f"{k} finite numbers")
+            need(
+                "probabilities.calibration.coef",
+                lambda v: _matrix(v, k, pairs),
+                f"a {k} x {pairs} matrix of finite numbers",
+            )
+            need(
+                "probabilities.calibration.intercept",
+                lambda v: isinstance(v, list) and len(v) == k and all(map(_finite_number, v)),
+                f"{k} finite numbers",
+            )
     elif family == "cnn":
         need("input.mode", lambda v: v in INPUT_MODES, f"one of {', '.join(INPUT_MODES)}")
-        need("input.size", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 4,
-             "an integer of at least 4")
-        need("input.keep_size_scale", lambda v: v is None or (_finite_number(v) and v > 0),
-             "null or a positive finite number")
-    need("pixel_size.training_nm.median", lambda v: v is None or (_finite_number(v) and v > 0),
-         "null or a positive finite number")
+        need(
+            "input.size",
+            lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 4,
+            "an integer of at least 4",
+        )
+        need(
+            "input.keep_size_scale",
+            lambda v: v is None or (_finite_number(v) and v > 0),
+            "null or a positive finite number",
+        )
+    need(
+        "pixel_size.training_nm.median",
+        lambda v: v is None or (_finite_number(v) and v > 0),
+        "null or a positive finite number",
+    )
     if family is not None:
         expected = _EXPECTED_FILES[family]
-        need("files", lambda v: v == expected,
-             ", ".join(f"{k}: {v}" for k, v in expected.items()))
-        need("cross_validation.predictions", lambda v: v == CV_PREDICTIONS,
-             repr(CV_PREDICTIONS))
-        need("contract_sha256", lambda v: isinstance(v, str) and len(v) == 64
-             and all(c in "0123456789abcdef" for c in v), "a hex sha256")
+        need("files", lambda v: v == expected, ", ".join(f"{k}: {v}" for k, v in expected.items()))
+        need("cross_validation.predictions", lambda v: v == CV_PREDICTIONS, repr(CV_PREDICTIONS))
+        need(
+            "contract_sha256",
+            lambda v: (
+                isinstance(v, str) and len(v) == 64 and all(c in "0123456789abcdef" for c in v)
+            ),
+            "a hex sha256",
+        )
         names = sorted({*expected.values(), CV_PREDICTIONS})
-        need("sha256",
-             lambda v: (isinstance(v, dict) and sorted(v) == names
-                        and all(isinstance(h, str) and len(h) == 64
-                                and all(c in "0123456789abcdef" for c in h)
-                                for h in v.values())),
-             f"a hex sha256 for each of {', '.join(names)}")
+        need(
+            "sha256",
+            lambda v: (
+                isinstance(v, dict)
+                and sorted(v) == names
+                and all(
+                    isinstance(h, str) and len(h) == 64 and all(c in "0123456789abcdef" for c in h)
+                    for h in v.values()
+                )
+            ),
+            f"a hex sha256 for each of {', '.join(names)}",
+        )
     return problems
 
 
@@ -973,8 +1155,9 @@ def read_libsvm_header(path) -> dict:
     path = Path(path)
 
     def bad(what):
-        return BundleError(f"{path} is not a whole LIBSVM model file ({what}). "
-                           "Train the bundle again.")
+        return BundleError(
+            f"{path} is not a whole LIBSVM model file ({what}). Train the bundle again."
+        )
 
     try:
         lines = path.read_text(encoding="ascii").splitlines()
@@ -998,18 +1181,26 @@ def read_libsvm_header(path) -> dict:
         float(header["gamma"][0])
     except (KeyError, IndexError, ValueError) as exc:
         raise bad(f"header entry {_one_line(exc)} missing or not a number") from None
-    if (k < 2 or len(labels) != k or len(n_sv) != k or sum(n_sv) != total
-            or min(n_sv) < 0 or len(rho) != k * (k - 1) // 2):
-        raise bad(f"nr_class {k}, {len(labels)} labels, nr_sv {n_sv} summing to total_sv "
-                  f"{total}? {len(rho)} rho values")
-    rows = lines[i + 1:]
+    if (
+        k < 2
+        or len(labels) != k
+        or len(n_sv) != k
+        or sum(n_sv) != total
+        or min(n_sv) < 0
+        or len(rho) != k * (k - 1) // 2
+    ):
+        raise bad(
+            f"nr_class {k}, {len(labels)} labels, nr_sv {n_sv} summing to total_sv "
+            f"{total}? {len(rho)} rho values"
+        )
+    rows = lines[i + 1 :]
     if len(rows) != total:
         raise bad(f"{len(rows)} support vector lines, total_sv {total}")
     for row_number, row in enumerate(rows, start=i + 2):
         parts = row.split()
         try:
-            [float(v) for v in parts[:k - 1]]
-            for part in parts[k - 1:]:
+            [float(v) for v in parts[: k - 1]]
+            for part in parts[k - 1 :]:
                 index, value = part.split(":")
                 if int(index) < 1:
                     raise ValueError(index)
@@ -1031,8 +1222,9 @@ def _check_against_files(bundle: Bundle) -> None:
         with open(cv_path, newline="", encoding="utf-8") as handle:
             columns = next(csv.reader(handle), [])
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise BundleError(f"{cv_path} cannot be read ({_one_line(exc)}). "
-                          "Train the bundle again.") from None
+        raise BundleError(
+            f"{cv_path} cannot be read ({_one_line(exc)}). Train the bundle again."
+        ) from None
     found = [c[2:] for c in columns if c.startswith("p_")]
     if found != classes:
         raise BundleError(
@@ -1056,8 +1248,9 @@ def _check_against_files(bundle: Bundle) -> None:
         names = meta["class_names"]
         features = meta["feature_names"]
     except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
-        raise BundleError(f"{json_path} cannot be read ({_one_line(exc)}). "
-                          "Train the bundle again.") from None
+        raise BundleError(
+            f"{json_path} cannot be read ({_one_line(exc)}). Train the bundle again."
+        ) from None
     if names != classes:
         raise BundleError(
             f"{bundle.path / CARD} lists the classes {', '.join(classes)} but {SVM_STEM}.json "
@@ -1065,12 +1258,21 @@ def _check_against_files(bundle: Bundle) -> None:
             "bundle again."
         )
     if features != bundle.card["input"]["features"]:
-        raise BundleError(f"{bundle.path}: {SVM_STEM}.json's features differ from the card's. "
-                          "Train the bundle again.")
+        raise BundleError(
+            f"{bundle.path}: {SVM_STEM}.json's features differ from the card's. "
+            "Train the bundle again."
+        )
 
 
-def check_bundle(bundle: Bundle, *, problem=None, classes=None, input_size=None,
-                 input_mode=None, feature_set=None) -> None:
+def check_bundle(
+    bundle: Bundle,
+    *,
+    problem=None,
+    classes=None,
+    input_size=None,
+    input_mode=None,
+    feature_set=None,
+) -> None:
     """Refuse a bundle made for another problem, input or feature set.
 
     Each given expectation is compared with the card; the first difference
@@ -1080,8 +1282,9 @@ def check_bundle(bundle: Bundle, *, problem=None, classes=None, input_size=None,
     inp = card.get("input", {})
     name = card["problem"]["name"]
     if problem is not None and problem != name:
-        raise BundleError(f"{bundle.path} was trained for {name} "
-                          f"({', '.join(bundle.classes)}), not {problem}.")
+        raise BundleError(
+            f"{bundle.path} was trained for {name} ({', '.join(bundle.classes)}), not {problem}."
+        )
     if classes is not None and list(classes) != bundle.classes:
         raise BundleError(
             f"{bundle.path} classifies {', '.join(bundle.classes)} ({name}); the data's "
@@ -1089,20 +1292,25 @@ def check_bundle(bundle: Bundle, *, problem=None, classes=None, input_size=None,
         )
     if input_size is not None:
         if bundle.is_svm:
-            raise BundleError(f"{bundle.path} is an SVM on features, not a CNN with input "
-                              f"size {input_size}.")
+            raise BundleError(
+                f"{bundle.path} is an SVM on features, not a CNN with input size {input_size}."
+            )
         if int(input_size) != int(inp["size"]):
-            raise BundleError(f"{bundle.path} takes {inp['size']}x{inp['size']} px inputs, "
-                              f"not {input_size}x{input_size}.")
+            raise BundleError(
+                f"{bundle.path} takes {inp['size']}x{inp['size']} px inputs, "
+                f"not {input_size}x{input_size}."
+            )
     if input_mode is not None and not bundle.is_svm and input_mode != inp["mode"]:
         raise BundleError(f"{bundle.path} takes input mode {inp['mode']}, not {input_mode}.")
     if feature_set is not None:
         if not bundle.is_svm:
-            raise BundleError(f"{bundle.path} is a CNN on images, not an SVM on feature set "
-                              f"{feature_set}.")
+            raise BundleError(
+                f"{bundle.path} is a CNN on images, not an SVM on feature set {feature_set}."
+            )
         if feature_set != inp["feature_set"]:
-            raise BundleError(f"{bundle.path} uses feature set {inp['feature_set']}, "
-                              f"not {feature_set}.")
+            raise BundleError(
+                f"{bundle.path} uses feature set {inp['feature_set']}, not {feature_set}."
+            )
 
 
 def load_keras_model(bundle: Bundle):
@@ -1122,8 +1330,10 @@ def load_keras_model(bundle: Bundle):
     try:
         net = keras.models.load_model(path, compile=False, safe_mode=True)
     except Exception as exc:  # noqa: BLE001 - Keras raises many kinds; all mean "not loadable"
-        raise BundleError(f"{path} cannot be loaded by Keras ({type(exc).__name__}: "
-                          f"{_one_line(exc)}). Train the bundle again.") from None
+        raise BundleError(
+            f"{path} cannot be loaded by Keras ({type(exc).__name__}: "
+            f"{_one_line(exc)}). Train the bundle again."
+        ) from None
     shape = tuple(net.input_shape[1:3])
     size = int(bundle.card["input"]["size"])
     if bundle.model != "lipnet-fcn" and shape != (size, size):
@@ -1153,8 +1363,10 @@ def load_svm(bundle: Bundle):
     try:
         return LibSVMClassifier.load(bundle.path / SVM_STEM)
     except (ValueError, OSError, KeyError, TypeError) as exc:
-        raise BundleError(f"{bundle.path}: the SVM files cannot be read ({_one_line(exc)}). "
-                          "Train the bundle again.") from None
+        raise BundleError(
+            f"{bundle.path}: the SVM files cannot be read ({_one_line(exc)}). "
+            "Train the bundle again."
+        ) from None
 
 
 def read_cv_predictions(bundle: Bundle) -> dict:
@@ -1201,11 +1413,15 @@ def parse_targets(specs, classes) -> dict:
         except ValueError:
             target = None
         if not sep or target is None or not 0 < target <= 1:
-            raise ConfigError(f"--target-precision {spec!r}: expected CLASS=P with P in (0, 1], "
-                              "e.g. uncertain=0.9.")
+            raise ConfigError(
+                f"--target-precision {spec!r}: expected CLASS=P with P in (0, 1], "
+                "e.g. uncertain=0.9."
+            )
         if name not in classes:
-            raise ConfigError(f"--target-precision {spec!r}: {name!r} is not a class of this "
-                              f"model ({', '.join(classes)}).")
+            raise ConfigError(
+                f"--target-precision {spec!r}: {name!r} is not a class of this "
+                f"model ({', '.join(classes)})."
+            )
         targets[classes.index(name)] = target
     return targets
 
@@ -1219,9 +1435,14 @@ def predict_probabilities(bundle: Bundle, dataset, *, jobs: int = 1, reporter=No
 
         clf = load_svm(bundle)
         inp = bundle.card["input"]
-        features = extract_features(dataset, inp["feature_set"], source=inp["feature_source"],
-                                    reporter=reporter, jobs=jobs,
-                                    units=inp.get("units", "nm"))
+        features = extract_features(
+            dataset,
+            inp["feature_set"],
+            source=inp["feature_source"],
+            reporter=reporter,
+            jobs=jobs,
+            units=inp.get("units", "nm"),
+        )
         X = features[inp["features"]].to_numpy(np.float64)
         bad = np.flatnonzero(~np.isfinite(X).all(axis=1))
         if bad.size:
@@ -1237,9 +1458,14 @@ def predict_probabilities(bundle: Bundle, dataset, *, jobs: int = 1, reporter=No
 
     net = load_keras_model(bundle)
     inp = bundle.card["input"]
-    images = prepare_images(dataset, inp["mode"], int(inp["size"]),
-                            keep_size=bundle.model == "lipnet-fcn",
-                            scale=inp.get("keep_size_scale"), reporter=reporter)
+    images = prepare_images(
+        dataset,
+        inp["mode"],
+        int(inp["size"]),
+        keep_size=bundle.model == "lipnet-fcn",
+        scale=inp.get("keep_size_scale"),
+        reporter=reporter,
+    )
     probabilities = np.asarray(net.predict(images, batch_size=256, verbose=0), np.float64)
     return probabilities.argmax(axis=1), probabilities
 
@@ -1250,8 +1476,9 @@ def read_particles(bundle: Bundle, data, *, problem=None, reader_options=None, r
 
     if problem is not None:
         check_bundle(bundle, problem=problem)
-    dataset = load_dataset(data, None, reporter=reporter, labels="optional",
-                           **(reader_options or {}))
+    dataset = load_dataset(
+        data, None, reporter=reporter, labels="optional", **(reader_options or {})
+    )
     labels = {p.label for p in dataset.particles if p.label is not None}
     if labels and not labels <= set(bundle.classes):
         # Labels of classes the model does not know: another problem's data.
@@ -1260,9 +1487,21 @@ def read_particles(bundle: Bundle, data, *, problem=None, reader_options=None, r
     return dataset
 
 
-def predict(bundle_path, data, *, min_confidence: float | None = None, target_precision=(),
-            problem=None, input_size=None, input_mode=None, feature_set=None,
-            reader_options=None, jobs: int = 1, reporter=None, out=None) -> Predictions:
+def predict(
+    bundle_path,
+    data,
+    *,
+    min_confidence: float | None = None,
+    target_precision=(),
+    problem=None,
+    input_size=None,
+    input_mode=None,
+    feature_set=None,
+    reader_options=None,
+    jobs: int = 1,
+    reporter=None,
+    out=None,
+) -> Predictions:
     """Classify the particles of ``data`` with a bundle, abstaining when unsure.
 
     Parameters
@@ -1307,8 +1546,13 @@ def predict(bundle_path, data, *, min_confidence: float | None = None, target_pr
     if out is not None:
         check_apart(out, {"the model bundle": bundle_path, "the data": data})
     bundle = load_bundle(bundle_path)
-    check_bundle(bundle, problem=problem, input_size=input_size, input_mode=input_mode,
-                 feature_set=feature_set)
+    check_bundle(
+        bundle,
+        problem=problem,
+        input_size=input_size,
+        input_mode=input_mode,
+        feature_set=feature_set,
+    )
     classes = bundle.classes
     targets = parse_targets(target_precision, classes)
     dataset = read_particles(bundle, data, reader_options=reader_options, reporter=reporter)
@@ -1326,10 +1570,15 @@ def predict(bundle_path, data, *, min_confidence: float | None = None, target_pr
             found = threshold_for_precision(cv["y_true"], cv["y_pred"], cv_conf, cls, target)
             # The precision at ``found``'s threshold is reached on the very
             # predictions it was chosen on; the expectation is out of sample.
-            held_out = held_out_threshold(cv["y_true"], cv["y_pred"], cv_conf, cv["fold"],
-                                          cls, target)
-            thresholds[classes[cls]] = {**found, "target": target, "held_out": held_out,
-                                        "calibration_shift": _calibration_shift(bundle)}
+            held_out = held_out_threshold(
+                cv["y_true"], cv["y_pred"], cv_conf, cv["fold"], cls, target
+            )
+            thresholds[classes[cls]] = {
+                **found,
+                "target": target,
+                "held_out": held_out,
+                "calibration_shift": _calibration_shift(bundle),
+            }
             limit = found["threshold"] if found["threshold"] is not None else np.inf
             abstained |= (y_pred == cls) & (confidence < limit)
     table = pd.DataFrame({"id": dataset.ids})
@@ -1373,8 +1622,9 @@ def write_predictions(predictions: Predictions, out) -> Path:
     return out
 
 
-def group_fractions(predictions: Predictions, bundle_path, key: str, *, n_resamples: int = 200,
-                    seed: int = 0):
+def group_fractions(
+    predictions: Predictions, bundle_path, key: str, *, n_resamples: int = 200, seed: int = 0
+):
     """Per group of ``Particle.meta[key]`` (micrograph, session, grid), the
     class fractions of :func:`predict`'s predictions three ways (raw counts,
     adjusted classify and count, probabilistic adjusted count; see
@@ -1401,9 +1651,16 @@ def group_fractions(predictions: Predictions, bundle_path, key: str, *, n_resamp
     if all(p.label is not None for p in dataset.particles):
         index = {c: i for i, c in enumerate(bundle.classes)}
         y_true = np.array([index[p.label] for p in dataset.particles], dtype=np.int64)
-    return fractions_by_group(groups, predictions.y_pred, predictions.probabilities, rates,
-                              bundle.classes, y_true=y_true, n_resamples=n_resamples,
-                              seed=seed)
+    return fractions_by_group(
+        groups,
+        predictions.y_pred,
+        predictions.probabilities,
+        rates,
+        bundle.classes,
+        y_true=y_true,
+        n_resamples=n_resamples,
+        seed=seed,
+    )
 
 
 def write_fractions(table, out) -> Path:

@@ -44,7 +44,7 @@ def format_value(value, digits: int = 2) -> str:
 
 
 def format_mean_std(ms: MeanStd, n_folds: int | None = None, digits: int = 2) -> str:
-    """"mean ± std"; the mean alone for one fold; "—" if never defined; a
+    """ "mean ± std"; the mean alone for one fold; "—" if never defined; a
     trailing † when fewer than ``n_folds`` folds contributed."""
     if ms.n == 0:
         return UNDEFINED
@@ -111,12 +111,8 @@ def overall_metric_table(summary: FoldSummary, title: str | None = None) -> Tabl
     table.add_column("", style="bold")
     for m in OVERALL_METRICS:
         table.add_column(OVERALL_METRIC_LABELS[m], justify="right")
-    table.add_row(
-        "folds", *(format_mean_std(summary.overall[m], n_folds) for m in OVERALL_METRICS)
-    )
-    table.add_row(
-        "pooled", *(format_value(getattr(summary.pooled, m)) for m in OVERALL_METRICS)
-    )
+    table.add_row("folds", *(format_mean_std(summary.overall[m], n_folds) for m in OVERALL_METRICS))
+    table.add_row("pooled", *(format_value(getattr(summary.pooled, m)) for m in OVERALL_METRICS))
     return table
 
 
@@ -210,24 +206,35 @@ def verdict_table(verdict: dict, comparison: dict, classes) -> Table:
     repeats, k = verdict.get("repeats", 1), verdict.get("k", "?")
     table = Table(
         title=f"verdict: {b} − {a}, {verdict['test']}, on {n} paired fold scores "
-              f"({repeats} repeat{'s' if repeats != 1 else ''} x {k} folds)",
-        caption=(f"Holm-adjusted across the per-class and macro F1 rows; * significant at "
-                 f"{verdict.get('alpha', 0.05)} after adjustment. {verdict.get('note', '')} "
-                 f"McNemar: particles only {b} got right vs only {a}, on the pooled "
-                 "predictions of one repeat (training variance ignored)."),
+        f"({repeats} repeat{'s' if repeats != 1 else ''} x {k} folds)",
+        caption=(
+            f"Holm-adjusted across the per-class and macro F1 rows; * significant at "
+            f"{verdict.get('alpha', 0.05)} after adjustment. {verdict.get('note', '')} "
+            f"McNemar: particles only {b} got right vs only {a}, on the pooled "
+            "predictions of one repeat (training variance ignored)."
+        ),
     )
-    for name, justify in (("score", "left"), ("difference", "right"),
-                          ("interval (Holm-matched)", "right"),
-                          ("p", "right"), ("Holm p", "right"), ("verdict", "left")):
+    for name, justify in (
+        ("score", "left"),
+        ("difference", "right"),
+        ("interval (Holm-matched)", "right"),
+        ("p", "right"),
+        ("Holm p", "right"),
+        ("verdict", "left"),
+    ):
         table.add_column(name, justify=justify, style="bold" if name == "score" else None)
 
     def row(label, e, adjusted=True):
         ci = e.get("ci") or [None, None]
         star = " *" if e.get("significant") else ""
-        table.add_row(label, _signed(e.get("difference")) + star,
-                      f"[{_signed(ci[0])}, {_signed(ci[1])}]", _p(e.get("p")),
-                      _p(e.get("p_holm")) if adjusted else "(not adjusted)",
-                      verdict_text(e) if adjusted else e["verdict"])
+        table.add_row(
+            label,
+            _signed(e.get("difference")) + star,
+            f"[{_signed(ci[0])}, {_signed(ci[1])}]",
+            _p(e.get("p")),
+            _p(e.get("p_holm")) if adjusted else "(not adjusted)",
+            verdict_text(e) if adjusted else e["verdict"],
+        )
 
     for cls in classes:
         row(f"F1 {cls}", comparison["per_class"][cls])
@@ -240,12 +247,19 @@ def verdict_table(verdict: dict, comparison: dict, classes) -> Table:
             said = f"{b if test['only_b'] > test['only_a'] else a} more often correct"
         else:
             said = "no significant difference"
-        table.add_row("McNemar (secondary)", f"{test['only_b']} vs {test['only_a']}", "",
-                      _p(test["p_value"]), "(not adjusted)", said)
+        table.add_row(
+            "McNemar (secondary)",
+            f"{test['only_b']} vs {test['only_a']}",
+            "",
+            _p(test["p_value"]),
+            "(not adjusted)",
+            said,
+        )
     return table
 
 
 # The benchmark's tables (liposome-bench benchmark) ------------------------------------------------------
+
 
 def print_benchmark(summary: dict, console) -> None:
     """Print the side-by-side tables of a benchmark summary to a rich console:
@@ -302,11 +316,14 @@ def print_benchmark(summary: dict, console) -> None:
         table.add_row(OVERALL_METRIC_LABELS[metric], *_rich_cells(entries, k, marks))
     console.print(table)
     for name in models:
-        console.print(confusion_table(
-            summary["models"][name]["confusion"]["normalised_mean"] or [], classes,
-            f"{name}: {k}-fold average normalised confusion matrix",
-            caption="rows: true class (each row sums to 1); columns: predicted class",
-        ))
+        console.print(
+            confusion_table(
+                summary["models"][name]["confusion"]["normalised_mean"] or [],
+                classes,
+                f"{name}: {k}-fold average normalised confusion matrix",
+                caption="rows: true class (each row sums to 1); columns: predicted class",
+            )
+        )
     from liposome_bench.comparison import budget_notes
 
     console.print(budget_table(summary))
@@ -319,9 +336,11 @@ def print_benchmark(summary: dict, console) -> None:
             console.print(f"Power: {advice}", soft_wrap=True)
     repeats = summary.get("repeats")
     if repeats:
-        console.print(f"{repeats['count']} repeats (fold seeds {repeats['fold_seeds']}); the "
-                      "verdict uses the fold scores of all of them; run-to-run spread in "
-                      "summary.json and the report.")
+        console.print(
+            f"{repeats['count']} repeats (fold seeds {repeats['fold_seeds']}); the "
+            "verdict uses the fold scores of all of them; run-to-run spread in "
+            "summary.json and the report."
+        )
     warning = (summary.get("folds") or {}).get("warning")
     if warning:
         console.print(f"Warning: {warning}", markup=False)
@@ -353,10 +372,13 @@ def budget_table(summary: dict):
     title = "training budgets per fold"
     if summary.get("repeats"):
         title += " (first repeat)"
-    table = Table(title=title, caption="CNN: best epoch of the epochs run (early stopping on "
-                  "the validation score); LAST: the best epoch was the last allowed, possibly "
-                  "under-trained. SVM: chosen C, gamma; ext: grid extended past an edge; "
-                  "EDGE: still on the edge at the extension limit.")
+    table = Table(
+        title=title,
+        caption="CNN: best epoch of the epochs run (early stopping on "
+        "the validation score); LAST: the best epoch was the last allowed, possibly "
+        "under-trained. SVM: chosen C, gamma; ext: grid extended past an edge; "
+        "EDGE: still on the edge at the extension limit.",
+    )
     table.add_column("model", style="bold")
     for f in range(k):
         table.add_column(f"fold {f}")
@@ -392,6 +414,7 @@ def _rich_cells(entries, k, marks=None) -> list[str]:
 
 # Commands' other tables (dataset, import, sweep, deploy) ------------------------
 
+
 def print_dataset_info(info):
     from rich.console import Console
     from rich.markup import escape
@@ -424,36 +447,53 @@ def print_dataset_info(info):
         if stats is None:
             sizes.add_row(name, "-", "-")
         else:
-            sizes.add_row(name, span(stats["width"]), span(stats["height"]),
-                          style="bold" if name == "All" else None)
+            sizes.add_row(
+                name,
+                span(stats["width"]),
+                span(stats["height"]),
+                style="bold" if name == "All" else None,
+            )
     console.print(sizes)
     print_particle_sizes(console, info)
     px = info["pixel_size_nm"]
     if px["min"] is None:
         say("Pixel size: unknown (pass --pixel-size)")
     elif px["min"] == px["max"]:
-        say(f"Pixel size: {px['min']:g} nm/px"
-                      + (f"; unknown for {px['unknown']}" if px["unknown"] else ""))
+        say(
+            f"Pixel size: {px['min']:g} nm/px"
+            + (f"; unknown for {px['unknown']}" if px["unknown"] else "")
+        )
     else:
-        say(f"Pixel size: {px['min']:g}-{px['max']:g} nm/px, median {px['median']:g}"
-                      + (f"; unknown for {px['unknown']}" if px["unknown"] else ""))
+        say(
+            f"Pixel size: {px['min']:g}-{px['max']:g} nm/px, median {px['median']:g}"
+            + (f"; unknown for {px['unknown']}" if px["unknown"] else "")
+        )
     derived = info["masks_derived"]
     say(f"Masks: {n - derived} from files, {derived} derived from the image")
     if info["folds"]:
         for f in info["folds"]:
-            state = ("unreadable" if f.get("unreadable")
-                     else "matches this dataset" if f["matches"] else "made for another dataset")
+            state = (
+                "unreadable"
+                if f.get("unreadable")
+                else "matches this dataset"
+                if f["matches"]
+                else "made for another dataset"
+            )
             grouped = f", grouped by {f['group_by']}" if f.get("group_by") else ""
-            say(f"Folds: {f['file']} (k={f['k']}, seed {f['seed']}{grouped}): {state}",
-                markup=False)
+            say(
+                f"Folds: {f['file']} (k={f['k']}, seed {f['seed']}{grouped}): {state}", markup=False
+            )
     else:
         say("Folds: none stored yet (made and stored on first use)")
     for key, g in (info.get("groups") or {}).items():
         per_class = ", ".join(f"{c} {n}" for c, n in g["per_class"].items())
         size = g["particles_per_group"]
-        say(f"Groups by {key}: {g['n_groups']} in all; holding each class: {per_class}; "
+        say(
+            f"Groups by {key}: {g['n_groups']} in all; holding each class: {per_class}; "
             f"{size['min']}-{size['max']} particles per {key} (median {size['median']:g}). "
-            f"Group folds by it with --group-by {key}.", markup=False)
+            f"Group folds by it with --group-by {key}.",
+            markup=False,
+        )
     for warning in info["warnings"]:
         say(f"Warning: {warning}", markup=False)
 
@@ -465,15 +505,20 @@ def print_particle_sizes(console, info):
     size, surround = info.get("particle_size"), info.get("surround_px")
     if not size or not surround:
         return
-    table = Table(title=f"Particle size (equivalent diameter, {size['unit']}) and surround "
-                        "(px): min / median / max")
+    table = Table(
+        title=f"Particle size (equivalent diameter, {size['unit']}) and surround "
+        "(px): min / median / max"
+    )
     table.add_column("Class")
     table.add_column(f"Diameter ({size['unit']})", justify="right")
     table.add_column("Surround (px)", justify="right")
 
     def span(stats):
-        return "-" if stats is None else (
-            f"{stats['min']:.3g} / {stats['median']:.3g} / {stats['max']:.3g}")
+        return (
+            "-"
+            if stats is None
+            else (f"{stats['min']:.3g} / {stats['median']:.3g} / {stats['max']:.3g}")
+        )
 
     for name in size["per_class"]:
         table.add_row(name, span(size["per_class"][name]), span(surround["per_class"][name]))
@@ -489,8 +534,11 @@ def print_import(result):
 
     console = Console()
     dataset = result.dataset
-    console.print(f"Wrote {len(dataset)} particles ({dataset.problem.name}) from "
-                  f"{len(result.micrographs)} micrographs to {result.out}", soft_wrap=True)
+    console.print(
+        f"Wrote {len(dataset)} particles ({dataset.problem.name}) from "
+        f"{len(result.micrographs)} micrographs to {result.out}",
+        soft_wrap=True,
+    )
     classes = Table()
     classes.add_column("Class")
     classes.add_column("Particles", justify="right")
@@ -498,36 +546,72 @@ def print_import(result):
         classes.add_row(name, str(count))
     console.print(classes)
     mics = Table(title="Per micrograph")
-    for column in ("Micrograph", "Size (px)", "nm/px (from)", "Particles", "Edge-cut",
-                   "Dropped"):
+    for column in ("Micrograph", "Size (px)", "nm/px (from)", "Particles", "Edge-cut", "Dropped"):
         mics.add_column(column, justify="left" if column == "Micrograph" else "right")
     short = {"TIFF metadata": "TIFF", "MRC header": "MRC"}
     for m in result.micrographs:
-        px = (f"{m.pixel_size_nm:g} ({short.get(m.pixel_size_from, m.pixel_size_from)})"
-              if m.pixel_size_from != "unknown" else "unknown")
-        mics.add_row(m.micrograph, f"{m.width}x{m.height}", px, str(m.particles),
-                     str(m.edge_cut), str(m.dropped))
+        px = (
+            f"{m.pixel_size_nm:g} ({short.get(m.pixel_size_from, m.pixel_size_from)})"
+            if m.pixel_size_from != "unknown"
+            else "unknown"
+        )
+        mics.add_row(
+            m.micrograph,
+            f"{m.width}x{m.height}",
+            px,
+            str(m.particles),
+            str(m.edge_cut),
+            str(m.dropped),
+        )
     console.print(mics)
     if result.dropped:
-        console.print(f"Dropped {result.dropped} particle(s) cut by the micrograph's edge "
-                   "(--drop-edge).", markup=False, highlight=False, soft_wrap=True)
+        console.print(
+            f"Dropped {result.dropped} particle(s) cut by the micrograph's edge (--drop-edge).",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
     elif result.edge_cut:
-        console.print(f"Kept {result.edge_cut} particle(s) cut by the micrograph's edge, flagged "
-                   "EdgeCut in particles.json (--drop-edge drops them).", markup=False, highlight=False, soft_wrap=True)
+        console.print(
+            f"Kept {result.edge_cut} particle(s) cut by the micrograph's edge, flagged "
+            "EdgeCut in particles.json (--drop-edge drops them).",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
     if result.widened:
-        console.print(f"Widened {result.widened} crop(s) to the {MIN_IMAGE_SIDE} px a side the "
-                      "readers need (small particles at the micrograph's edge).",
-                      markup=False, highlight=False, soft_wrap=True)
+        console.print(
+            f"Widened {result.widened} crop(s) to the {MIN_IMAGE_SIDE} px a side the "
+            "readers need (small particles at the micrograph's edge).",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
     if result.too_small:
-        console.print(f"Dropped {result.too_small} particle(s) on micrographs under "
-                      f"{MIN_IMAGE_SIDE} px a side: no crop there reaches the {MIN_IMAGE_SIDE} "
-                      "px the readers need.", markup=False, highlight=False, soft_wrap=True)
+        console.print(
+            f"Dropped {result.too_small} particle(s) on micrographs under "
+            f"{MIN_IMAGE_SIDE} px a side: no crop there reaches the {MIN_IMAGE_SIDE} "
+            "px the readers need.",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
     if result.skipped_crowd:
-        console.print(f"Skipped {result.skipped_crowd} iscrowd annotation(s): they mark groups, "
-                   "not particles.", markup=False, highlight=False, soft_wrap=True)
+        console.print(
+            f"Skipped {result.skipped_crowd} iscrowd annotation(s): they mark groups, "
+            "not particles.",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
     for line in result.warnings:
         console.print(f"Warning: {line}", markup=False, highlight=False, soft_wrap=True)
-    console.print(f"Next: liposome-bench dataset check {result.out}", markup=False, highlight=False, soft_wrap=True)
+    console.print(
+        f"Next: liposome-bench dataset check {result.out}",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def print_sweep_plan(console, config, plan, n_particles):
@@ -536,8 +620,10 @@ def print_sweep_plan(console, config, plan, n_particles):
     from liposome_bench import sweep as _sweep
 
     axes = list(config.axes)
-    table = Table(title=f"{len(config.cells)} cells x {plan.k} folds = {plan.total} tasks "
-                        f"({len(plan.tasks)} to run)")
+    table = Table(
+        title=f"{len(config.cells)} cells x {plan.k} folds = {plan.total} tasks "
+        f"({len(plan.tasks)} to run)"
+    )
     table.add_column("cell", style="bold")
     table.add_column("grid(s)")
     for axis in axes:
@@ -546,9 +632,12 @@ def print_sweep_plan(console, config, plan, n_particles):
     for cell in config.cells:
         values = cell.settings.to_dict()
         grids = [g.name for g in config.grids if cell.id in g.cells]
-        table.add_row(cell.id, ", ".join(grids),
-                      *[_sweep._level_text(values[a]) if a in values else "" for a in axes],
-                      f"{len(plan.done.get(cell.id, ()))}/{plan.k}")
+        table.add_row(
+            cell.id,
+            ", ".join(grids),
+            *[_sweep._level_text(values[a]) if a in values else "" for a in axes],
+            f"{len(plan.done.get(cell.id, ()))}/{plan.k}",
+        )
     console.print(table)
     seconds, how = _sweep.estimate_seconds(plan, n_particles)
     shape = _sweep.local_cluster_shape()
@@ -579,16 +668,24 @@ def print_sweep_summary(console, summary, metrics):
             table.add_row(*[str(v) for v in row])
         console.print(table)
     if summary["comparisons"]:
-        table = Table(title="paired comparisons on shared folds: F1 difference (b − a), "
-                            "corrected resampled t-test, Holm-adjusted p")
-        for name in ("axis", "where", "a", "b", "class", "difference", "p (Holm)",
-                     "verdict"):
+        table = Table(
+            title="paired comparisons on shared folds: F1 difference (b − a), "
+            "corrected resampled t-test, Holm-adjusted p"
+        )
+        for name in ("axis", "where", "a", "b", "class", "difference", "p (Holm)", "verdict"):
             table.add_column(name)
         for c in summary["comparisons"]:
             p = c["p_holm"]
-            table.add_row(c["axis"], c["where"], c["a"], c["b"], c["class"],
-                          f"{c['mean_difference']:+.3f}", "—" if p != p else f"{p:.3g}",
-                          c["verdict"])
+            table.add_row(
+                c["axis"],
+                c["where"],
+                c["a"],
+                c["b"],
+                c["class"],
+                f"{c['mean_difference']:+.3f}",
+                "—" if p != p else f"{p:.3g}",
+                c["verdict"],
+            )
         console.print(table)
 
 
@@ -603,7 +700,9 @@ def print_generated(dataset, out, thesis_counts: dict, montage=None, console=Non
         table.add_column(column, justify="left" if column == "class" else "right")
     for name in problem.classes:
         table.add_row(
-            name, str(problem.code_of(name)), str(counts[name]),
+            name,
+            str(problem.code_of(name)),
+            str(counts[name]),
             f"{100 * counts[name] / len(dataset):.2f}%",
             f"{100 * thesis_counts[name] / sum(thesis_counts.values()):.2f}%",
         )
@@ -615,22 +714,42 @@ def print_generated(dataset, out, thesis_counts: dict, montage=None, console=Non
 def print_baseline_changes(console, changes, baseline) -> None:
     """``report --baseline``: the metrics that moved against the baseline."""
     moved = [c for c in changes if c.regressed or c.delta is None or abs(c.delta) >= 0.0005]
-    table = Table(title=f"against baseline {baseline}: {len(moved)} of {len(changes)} "
-                        "metrics moved")
-    for name in ("model", "class", "metric", "baseline", "measured", "change", "tolerance",
-                 "status"):
-        table.add_column(name, justify="right" if name in ("baseline", "measured", "change",
-                                                           "tolerance") else "left")
+    table = Table(
+        title=f"against baseline {baseline}: {len(moved)} of {len(changes)} metrics moved"
+    )
+    for name in (
+        "model",
+        "class",
+        "metric",
+        "baseline",
+        "measured",
+        "change",
+        "tolerance",
+        "status",
+    ):
+        table.add_column(
+            name,
+            justify="right" if name in ("baseline", "measured", "change", "tolerance") else "left",
+        )
     for c in moved:
-        status = ("[bold red]REGRESSED[/bold red]" if c.regressed
-                  else "not checked" if c.baseline is None
-                  else "up" if c.delta is not None and c.delta > 0 else "down, within tolerance")
+        status = (
+            "[bold red]REGRESSED[/bold red]"
+            if c.regressed
+            else "not checked"
+            if c.baseline is None
+            else "up"
+            if c.delta is not None and c.delta > 0
+            else "down, within tolerance"
+        )
         table.add_row(
-            c.model, c.cls, c.metric,
+            c.model,
+            c.cls,
+            c.metric,
             UNDEFINED if c.baseline is None else f"{c.baseline:.3f}",
             UNDEFINED if c.measured is None else f"{c.measured:.3f}",
             UNDEFINED if c.delta is None else f"{c.delta:+.3f}",
-            f"{c.tolerance:g}", status,
+            f"{c.tolerance:g}",
+            status,
         )
     if moved:
         console.print(table)
@@ -645,14 +764,21 @@ def print_particle_report(console, report) -> None:
         form = "+.3f" if row["kind"] == "decision" else ".3f"
         scores = "\n".join(
             f"{k.replace('_vs_', ' vs ')} {UNDEFINED if v is None else format(v, form)}"
-            for k, v in row["scores"].items())
-        table.add_row(row["model"], str(row["fold"]), row["predicted"],
-                      "right" if row["correct"] else "[bold red]wrong[/bold red]",
-                      row["confidence"], scores)
+            for k, v in row["scores"].items()
+        )
+        table.add_row(
+            row["model"],
+            str(row["fold"]),
+            row["predicted"],
+            "right" if row["correct"] else "[bold red]wrong[/bold red]",
+            row["confidence"],
+            scores,
+        )
     console.print(table)
 
 
 # Commands' other tables (dataset, import, sweep, deploy) ------------------------
+
 
 def print_card(card, out, console=None):
     """``train``'s summary of the model card it wrote."""
@@ -665,11 +791,16 @@ def print_card(card, out, console=None):
 
     hp = card["training"]["hyperparameters"]
     overall = card["cross_validation"]["overall"]
-    chosen = (f"C={hp['C']:g}, gamma={hp['gamma']:g}" if card["family"] == "svm"
-              else f"{hp['epochs']} epochs (fold best epochs {hp['fold_best_epochs']})")
+    chosen = (
+        f"C={hp['C']:g}, gamma={hp['gamma']:g}"
+        if card["family"] == "svm"
+        else f"{hp['epochs']} epochs (fold best epochs {hp['fold_best_epochs']})"
+    )
     data = card["training"]["dataset"]
-    say(f"{card['model']} trained on all {data['n_particles']} particles "
-        f"({card['problem']['name']}): {chosen}, chosen by {hp['chosen_by']}.")
+    say(
+        f"{card['model']} trained on all {data['n_particles']} particles "
+        f"({card['problem']['name']}): {chosen}, chosen by {hp['chosen_by']}."
+    )
 
     def metric(name):
         m = overall.get(name) or {}
@@ -678,12 +809,16 @@ def print_card(card, out, console=None):
             return f"{name} -"
         return f"{name} {m['pooled']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
 
-    say("Cross-validated (out-of-fold, 95 % bootstrap interval): "
-        + ", ".join(metric(n) for n in ("macro_f1", "balanced_accuracy", "mcc")
-                    if n in overall)
-        + (" (synthetic data)" if data.get("synthetic") else ""))
-    say(f"Model bundle in {out}: model.json (model card), "
-        + ", ".join(card["files"].values()) + ", cv-predictions.csv.")
+    say(
+        "Cross-validated (out-of-fold, 95 % bootstrap interval): "
+        + ", ".join(metric(n) for n in ("macro_f1", "balanced_accuracy", "mcc") if n in overall)
+        + (" (synthetic data)" if data.get("synthetic") else "")
+    )
+    say(
+        f"Model bundle in {out}: model.json (model card), "
+        + ", ".join(card["files"].values())
+        + ", cv-predictions.csv."
+    )
 
 
 def print_fractions(table, key, path):
@@ -708,8 +843,7 @@ def print_fractions(table, key, path):
             cells.append(f"{rows['true'].iloc[0]:.3f}")
         out.add_row(*cells)
     console.print(out)
-    console.print(f"Fractions written to {path}.", markup=False, highlight=False,
-                  soft_wrap=True)
+    console.print(f"Fractions written to {path}.", markup=False, highlight=False, soft_wrap=True)
 
 
 def print_predictions(result, path):
@@ -720,36 +854,57 @@ def print_predictions(result, path):
     n, kept = len(result.y_pred), int((~result.abstained).sum())
     for name, t in result.thresholds.items():
         if t["threshold"] is None:
-            console.print(f"{name}: no confidence threshold reaches precision {t['target']:g} in "
-                       f"the cross-validated predictions; every {name} prediction abstains.", markup=False, highlight=False, soft_wrap=True)
+            console.print(
+                f"{name}: no confidence threshold reaches precision {t['target']:g} in "
+                f"the cross-validated predictions; every {name} prediction abstains.",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
         else:
             console.print(
                 f"{name}: precision {t['target']:g} needs confidence >= {t['threshold']:.4f} "
                 f"(chosen on all {t['predicted']} cross-validated {name} predictions; on "
                 f"those same predictions it reaches {t['precision']:.3f} by construction).",
-                markup=False, highlight=False, soft_wrap=True)
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
         h = t.get("held_out")
         if h is not None:
             if h["precision"] is None:
                 expect = "no fold kept any of its predictions"
             else:
                 se = f" ± {h['precision_se']:.3f} (standard error)" if h["precision_se"] else ""
-                expect = (f"precision {h['precision']:.3f}{se}, keeping {h['kept']} of "
-                          f"{h['predicted']} {name} predictions "
-                          f"({100 * h['class_coverage']:.1f} %), coverage "
-                          f"{100 * h['coverage']:.1f} % of all particles")
+                expect = (
+                    f"precision {h['precision']:.3f}{se}, keeping {h['kept']} of "
+                    f"{h['predicted']} {name} predictions "
+                    f"({100 * h['class_coverage']:.1f} %), coverage "
+                    f"{100 * h['coverage']:.1f} % of all particles"
+                )
             console.print(
                 f"{name}: expect (out of sample: each fold's threshold chosen on the other "
-                f"{h['folds'] - 1} folds) {expect}.", markup=False, highlight=False,
-                soft_wrap=True)
+                f"{h['folds'] - 1} folds) {expect}.",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
         shift = t.get("calibration_shift")
         if shift:
             console.print(
                 f"{name}: the final model's calibration differs from the cross-validated one "
                 f"by up to {shift:.3f} in confidence on the same decision values.",
-                markup=False, highlight=False, soft_wrap=True)
-    console.print(f"{n} particles: {kept} classified, {n - kept} abstained "
-               f"(coverage {100 * kept / max(n, 1):.1f} %).", markup=False, highlight=False, soft_wrap=True)
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
+    console.print(
+        f"{n} particles: {kept} classified, {n - kept} abstained "
+        f"(coverage {100 * kept / max(n, 1):.1f} %).",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
     labelled = [i for i, p in enumerate(result.dataset.particles) if p.label is not None]
     if labelled:
         from liposome_bench.metrics import summarise_folds
@@ -761,19 +916,31 @@ def print_predictions(result, path):
         sel = np.asarray(labelled)
 
         def summary(keep):
-            fold = FoldResult("predict", 0, [str(i) for i in sel[keep]], y_true[keep],
-                              result.y_pred[sel][keep], result.probabilities[sel][keep],
-                              classes, "probability")
+            fold = FoldResult(
+                "predict",
+                0,
+                [str(i) for i in sel[keep]],
+                y_true[keep],
+                result.y_pred[sel][keep],
+                result.probabilities[sel][keep],
+                classes,
+                "probability",
+            )
             return summarise_folds([fold], classes)
 
         if len(labelled) < n:
-            console.print(f"{len(labelled)} of {n} particles have labels; metrics are on those.", markup=False, highlight=False, soft_wrap=True)
-        print_model_summary(console, f"all {len(labelled)} labelled particles",
-                            summary(np.ones(len(sel), bool)))
+            console.print(
+                f"{len(labelled)} of {n} particles have labels; metrics are on those.",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
+        print_model_summary(
+            console, f"all {len(labelled)} labelled particles", summary(np.ones(len(sel), bool))
+        )
         keep = ~result.abstained[sel]
         if keep.any() and not keep.all():
-            print_model_summary(console, f"{int(keep.sum())} kept (not abstained)",
-                                summary(keep))
+            print_model_summary(console, f"{int(keep.sum())} kept (not abstained)", summary(keep))
     console.print(f"Predictions in {path}", markup=False, highlight=False, soft_wrap=True)
 
 
@@ -783,9 +950,11 @@ def print_curve_plan(console, plan, seconds, n_particles):
 
     from liposome_bench.sweep import format_duration, local_cluster_shape
 
-    table = Table(title=f"{len(plan.points)} sizes x {plan.repeats} repeat(s) x "
-                        f"{len(plan.cells)} models x {plan.k} folds = {plan.total} tasks "
-                        f"({len(plan.tasks)} to run)")
+    table = Table(
+        title=f"{len(plan.points)} sizes x {plan.repeats} repeat(s) x "
+        f"{len(plan.cells)} models x {plan.k} folds = {plan.total} tasks "
+        f"({len(plan.tasks)} to run)"
+    )
     for name in ("point", "size", "repeat", "model", "training particles (mean)", "to run"):
         table.add_column(name)
     for point in plan.points:
@@ -793,10 +962,19 @@ def print_curve_plan(console, plan, seconds, n_particles):
             sub = plan.subsamples[(point.label, r)]
             n_train = sum(len(sub.train_indices(f)) for f in range(plan.k)) / plan.k
             for cell in plan.cells:
-                todo = sum(1 for t in plan.tasks if t.point == point and t.repeat == r
-                           and t.cell.id == cell.id)
-                table.add_row(point.label, point.describe(), str(r), cell.id,
-                              f"{n_train:.0f}", f"{todo}/{plan.k}")
+                todo = sum(
+                    1
+                    for t in plan.tasks
+                    if t.point == point and t.repeat == r and t.cell.id == cell.id
+                )
+                table.add_row(
+                    point.label,
+                    point.describe(),
+                    str(r),
+                    cell.id,
+                    f"{n_train:.0f}",
+                    f"{todo}/{plan.k}",
+                )
     console.print(table)
     for label, message in plan.skipped.items():
         console.print(f"Point {label} skipped: {message}", soft_wrap=True)
@@ -806,7 +984,9 @@ def print_curve_plan(console, plan, seconds, n_particles):
         f"{n_particles} particles (CNN: maximum epochs x fit particles at the assumed "
         f"rate; SVM: scaled from the measured full-data fold), about "
         f"{format_duration(seconds / cores)} on this machine's {cores} core(s). Rough, CPU "
-        "only. Nothing was run.", soft_wrap=True)
+        "only. Nothing was run.",
+        soft_wrap=True,
+    )
 
 
 def print_curve_summary(console, summary):
@@ -828,8 +1008,13 @@ def print_curve_summary(console, summary):
 
     for p in summary["points"]:
         for m in p["models"].values():
-            table.add_row(p["label"], f"{p['n_train']:.0f}", m["model"],
-                          *[cell(m["f1"][c]) for c in classes], cell(m["macro_f1"]))
+            table.add_row(
+                p["label"],
+                f"{p['n_train']:.0f}",
+                m["model"],
+                *[cell(m["f1"][c]) for c in classes],
+                cell(m["macro_f1"]),
+            )
     console.print(table)
     for label, message in summary.get("skipped", {}).items():
         console.print(f"Point {label} skipped: {message}", soft_wrap=True)

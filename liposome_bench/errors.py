@@ -28,8 +28,12 @@ class ConfigError(LiposomeBenchError):
 class OutputError(LiposomeBenchError):
     """An output path cannot be written: a file where a folder is needed,
     permission denied, a read-only or full disk."""
+
+
 class BundleError(LiposomeBenchError):
     """A model bundle is missing, damaged, too new, or made for other data."""
+
+
 class SweepError(LiposomeBenchError):
     """Tasks of a sweep failed with user errors (each reported once)."""
 

@@ -128,8 +128,9 @@ def _name_cnn_output(path: Path) -> None:
     if len(graph.output) != 1 or graph.output[0].name == "probabilities":
         return
     old = graph.output[0]
-    graph.node.append(helper.make_node("Identity", [old.name], ["probabilities"],
-                                       name="probabilities"))
+    graph.node.append(
+        helper.make_node("Identity", [old.name], ["probabilities"], name="probabilities")
+    )
     new = onnx.ValueInfoProto()
     new.CopyFrom(old)
     new.name = "probabilities"
@@ -158,13 +159,13 @@ def read_libsvm_model(path) -> dict:
     if header.get("svm_type") != ["c_svc"] or header.get("kernel_type") != ["rbf"]:
         raise BundleError(f"{path} is not an RBF C-SVC LIBSVM model file.")
     k = int(header["nr_class"][0])
-    rows = lines[i + 1:]
+    rows = lines[i + 1 :]
     coef = np.zeros((k - 1, len(rows)))
     entries = []
     for s, row in enumerate(rows):
         parts = row.split()
-        coef[:, s] = [float(v) for v in parts[:k - 1]]
-        entries.append({int(a): float(b) for a, b in (p.split(":") for p in parts[k - 1:])})
+        coef[:, s] = [float(v) for v in parts[: k - 1]]
+        entries.append({int(a): float(b) for a, b in (p.split(":") for p in parts[k - 1 :])})
     width = max((max(e) for e in entries if e), default=0)
     sv = np.zeros((len(rows), width))
     for s, e in enumerate(entries):
@@ -193,8 +194,10 @@ def build_svm_graph(bundle):
     classes = bundle.classes
     k = len(model["labels"])
     if model["labels"] != list(range(k)) or k != len(classes):
-        raise BundleError(f"{bundle.path}: {SVM_STEM}.model has labels {model['labels']}; "
-                          f"expected 0..{len(classes) - 1}. Train the bundle again.")
+        raise BundleError(
+            f"{bundle.path}: {SVM_STEM}.model has labels {model['labels']}; "
+            f"expected 0..{len(classes) - 1}. Train the bundle again."
+        )
     sv = np.zeros((model["sv"].shape[0], n_features))
     width = min(n_features, model["sv"].shape[1])
     sv[:, :width] = model["sv"][:, :width]
@@ -213,22 +216,28 @@ def build_svm_graph(bundle):
     second = np.zeros((len(pairs), k))
     for p, (i, j) in enumerate(pairs):
         si, sj = start[i], start[j]
-        W[si:si + model["n_sv"][i], p] = model["sv_coef"][j - 1, si:si + model["n_sv"][i]]
-        W[sj:sj + model["n_sv"][j], p] = model["sv_coef"][i, sj:sj + model["n_sv"][j]]
+        W[si : si + model["n_sv"][i], p] = model["sv_coef"][j - 1, si : si + model["n_sv"][i]]
+        W[sj : sj + model["n_sv"][j], p] = model["sv_coef"][i, sj : sj + model["n_sv"][j]]
         first[p, i], second[p, j] = 1.0, 1.0
     calibration = bundle.card["probabilities"]["calibration"]
     const = {
-        "offset": offset, "scale": scale,
-        "sv_t": sv.T.copy(), "sv_sq": (sv ** 2).sum(axis=1),
-        "minus_two": np.array(-2.0), "zero": np.array(0.0),
+        "offset": offset,
+        "scale": scale,
+        "sv_t": sv.T.copy(),
+        "sv_sq": (sv**2).sum(axis=1),
+        "minus_two": np.array(-2.0),
+        "zero": np.array(0.0),
         "minus_gamma": np.array(-model["gamma"]),
-        "weights": W, "rho": model["rho"],
-        "vote_matrix": first - second, "vote_base": second.sum(axis=0),
+        "weights": W,
+        "rho": model["rho"],
+        "vote_matrix": first - second,
+        "vote_base": second.sum(axis=0),
         "cal_coef_t": np.asarray(calibration["coef"], dtype=np.float64).T.copy(),
         "cal_intercept": np.asarray(calibration["intercept"], dtype=np.float64),
     }
-    initializers = [numpy_helper.from_array(np.asarray(v, dtype=np.float64), name)
-                    for name, v in const.items()]
+    initializers = [
+        numpy_helper.from_array(np.asarray(v, dtype=np.float64), name) for name, v in const.items()
+    ]
     initializers.append(numpy_helper.from_array(np.array([1], dtype=np.int64), "axis1"))
     node = helper.make_node
     nodes = [
@@ -256,22 +265,28 @@ def build_svm_graph(bundle):
         node("Softmax", ["logits"], ["probabilities"], axis=1),
     ]
     graph = helper.make_graph(
-        nodes, "liposome_bench_svm",
+        nodes,
+        "liposome_bench_svm",
         [helper.make_tensor_value_info("features", TensorProto.DOUBLE, ["batch", n_features])],
-        [helper.make_tensor_value_info("label", TensorProto.INT64, ["batch"]),
-         helper.make_tensor_value_info("decision_values", TensorProto.DOUBLE,
-                                       ["batch", len(pairs)]),
-         helper.make_tensor_value_info("probabilities", TensorProto.DOUBLE, ["batch", k])],
+        [
+            helper.make_tensor_value_info("label", TensorProto.INT64, ["batch"]),
+            helper.make_tensor_value_info(
+                "decision_values", TensorProto.DOUBLE, ["batch", len(pairs)]
+            ),
+            helper.make_tensor_value_info("probabilities", TensorProto.DOUBLE, ["batch", k]),
+        ],
         initializers,
     )
     onnx_model = helper.make_model(
-        graph, producer_name="liposome-bench",
+        graph,
+        producer_name="liposome-bench",
         opset_imports=[helper.make_opsetid("", SVM_OPSET)],
         doc_string=f"{bundle.model} for {bundle.card['problem']['name']}: classes "
-                   f"{', '.join(classes)}; features {', '.join(meta['feature_names'])}",
+        f"{', '.join(classes)}; features {', '.join(meta['feature_names'])}",
     )
     onnx_model.ir_version = min(onnx_model.ir_version, 9)  # onnxruntime >= 1.16 reads IR 9
-    helper.set_model_props(onnx_model, {"classes": ",".join(classes),
-                                        "features": ",".join(meta["feature_names"])})
+    helper.set_model_props(
+        onnx_model, {"classes": ",".join(classes), "features": ",".join(meta["feature_names"])}
+    )
     onnx.checker.check_model(onnx_model)
     return onnx_model

@@ -153,6 +153,7 @@ _PX_FROM_NM = {"area_px": 2, "perimeter_px": 1}
 
 # One particle ----------------------------------------------------------------
 
+
 def compute_particle_features(image, mask, pixel_size_nm, feature_set="all") -> dict:
     """Compute one particle's features from its image and mask.
 
@@ -180,8 +181,9 @@ def compute_particle_features(image, mask, pixel_size_nm, feature_set="all") -> 
         ``DatasetError``.)
     """
     columns = _columns_of(feature_set)
-    values = _compute_vector(np.asarray(image), np.asarray(mask, dtype=bool),
-                             float(pixel_size_nm), set(columns))
+    values = _compute_vector(
+        np.asarray(image), np.asarray(mask, dtype=bool), float(pixel_size_nm), set(columns)
+    )
     return {c: float(values[_COLUMN_INDEX[c]]) for c in columns}
 
 
@@ -270,8 +272,7 @@ def _columns_of(feature_set: str) -> tuple[str, ...]:
         return FEATURE_SETS[feature_set]
     except KeyError:
         raise ConfigError(
-            f"Unknown feature set {feature_set!r}; expected one of "
-            f"{', '.join(FEATURE_SETS)}."
+            f"Unknown feature set {feature_set!r}; expected one of {', '.join(FEATURE_SETS)}."
         ) from None
 
 
@@ -279,20 +280,35 @@ def _columns_of(feature_set: str) -> tuple[str, ...]:
 # directions: the table of skimage.measure.perimeter_crofton, applied here to
 # the mask's bounding box with array slices instead of a convolution (4x
 # faster on particle-sized masks, identical values; tested).
-_CROFTON_4 = np.array([
-    0, np.pi / 4 * (1 + 1 / np.sqrt(2)), np.pi / (4 * np.sqrt(2)), np.pi / (2 * np.sqrt(2)),
-    0, np.pi / 4 * (1 + 1 / np.sqrt(2)), 0, np.pi / (4 * np.sqrt(2)),
-    np.pi / 4, np.pi / 2, np.pi / (4 * np.sqrt(2)), np.pi / (4 * np.sqrt(2)),
-    np.pi / 4, np.pi / 2, 0, 0,
-])
+_CROFTON_4 = np.array(
+    [
+        0,
+        np.pi / 4 * (1 + 1 / np.sqrt(2)),
+        np.pi / (4 * np.sqrt(2)),
+        np.pi / (2 * np.sqrt(2)),
+        0,
+        np.pi / 4 * (1 + 1 / np.sqrt(2)),
+        0,
+        np.pi / (4 * np.sqrt(2)),
+        np.pi / 4,
+        np.pi / 2,
+        np.pi / (4 * np.sqrt(2)),
+        np.pi / (4 * np.sqrt(2)),
+        np.pi / 4,
+        np.pi / 2,
+        0,
+        0,
+    ]
+)
 
 # Directions (unit vectors) along which the Feret diameter is searched, 1
 # degree apart. The answer is the exact distance between two pixel centres;
 # one direction lies within 0.5 deg of the true diameter's, along which the
 # two extreme pixels are at least D cos(0.5 deg) apart, so the answer is at
 # most 1 - cos(0.5 deg) = 0.004 % below the true maximum D.
-_FERET_DIRECTIONS = np.stack([np.cos(np.radians(np.arange(180))),
-                              np.sin(np.radians(np.arange(180)))])
+_FERET_DIRECTIONS = np.stack(
+    [np.cos(np.radians(np.arange(180))), np.sin(np.radians(np.arange(180)))]
+)
 
 
 class _Geometry:
@@ -315,7 +331,7 @@ class _Geometry:
         self.image, self.mask, self.pixel_size = image, mask, pixel_size
         self.r0, self.r1 = int(rows[0]), int(rows[-1]) + 1
         self.c0, self.c1 = int(cols[0]), int(cols[-1]) + 1
-        self.box = mask[self.r0:self.r1, self.c0:self.c1]
+        self.box = mask[self.r0 : self.r1, self.c0 : self.c1]
         # The projections give area, centroid and every central moment of
         # the mask: mu_p0 = sum_x n(x) (x - cx)^p, n(x) the pixels in column x.
         self.row_counts = self.box.sum(axis=1, dtype=np.int64)
@@ -332,8 +348,12 @@ class _Geometry:
     def moments(self) -> tuple[float, float, float, float]:
         """Central moments mu20, mu02, mu30, mu03 of the mask (x = column)."""
         dx2, dy2 = self.dx * self.dx, self.dy * self.dy
-        return (float(self.col_counts @ dx2), float(self.row_counts @ dy2),
-                float(self.col_counts @ (dx2 * self.dx)), float(self.row_counts @ (dy2 * self.dy)))
+        return (
+            float(self.col_counts @ dx2),
+            float(self.row_counts @ dy2),
+            float(self.col_counts @ (dx2 * self.dx)),
+            float(self.row_counts @ (dy2 * self.dy)),
+        )
 
     def perimeter(self) -> float:
         """Crofton perimeter (px) of the mask, 4 directions."""
@@ -352,8 +372,9 @@ class _Geometry:
             box = self.box[has]
             first = np.argmax(box, axis=1)
             last = box.shape[1] - 1 - np.argmax(box[:, ::-1], axis=1)
-            self._extremes = np.concatenate([np.stack([rows, first], axis=1),
-                                             np.stack([rows, last], axis=1)])
+            self._extremes = np.concatenate(
+                [np.stack([rows, first], axis=1), np.stack([rows, last], axis=1)]
+            )
         return self._extremes
 
     def outer_radius(self) -> float:
@@ -382,8 +403,7 @@ class _Geometry:
         ``dist - 0.5`` outside and ``0.5 - dist`` inside, so the boundary,
         half way between the last pixel inside and the first outside, is
         at 0."""
-        reach = (EDP_GRID_NM[-1] + 0.5 * (EDP_GRID_NM[1] - EDP_GRID_NM[0]),
-                 SNR_BAND_NM)
+        reach = (EDP_GRID_NM[-1] + 0.5 * (EDP_GRID_NM[1] - EDP_GRID_NM[0]), SNR_BAND_NM)
         margin = int(math.ceil(max(max(reach) / self.pixel_size, outer_px))) + 2
         if self._crop is None or self._crop[-1] < margin:
             import edt
@@ -529,27 +549,30 @@ def _compute_vector(image, mask, pixel_size, wanted: set) -> np.ndarray:
         _, crop_mask, dist, *_ = g.crop()
         out[7] = 2.0 * float(np.max(dist, where=crop_mask, initial=0.0)) * ps
     i = _COLUMN_INDEX["mu20"]
-    out[i:i + 4] = g.moments()
+    out[i : i + 4] = g.moments()
     if wanted & _EDGE_COLUMNS:
         centres, counts, sums, squares = g.edge_bands()
         if "snr" in wanted:
             out[_COLUMN_INDEX["snr"]] = _signal_to_noise(centres, counts, sums, squares, image)
         i = _COLUMN_INDEX[EDP_COLUMNS[0]]
         profile = np.stack([sums / counts, centres], axis=1)
-        out[i:i + PROFILE_POINTS] = resample_profile(profile, EDP_GRID_NM)
+        out[i : i + PROFILE_POINTS] = resample_profile(profile, EDP_GRID_NM)
     if wanted & _HIST_SET:
         i = _COLUMN_INDEX[HIST_COLUMNS[0]]
-        out[i:i + HIST_BINS] = _histogram(image, image[g.r0:g.r1, g.c0:g.c1], g.box)
+        out[i : i + HIST_BINS] = _histogram(image, image[g.r0 : g.r1, g.c0 : g.c1], g.box)
     if wanted & _RDP_SET:
         profile = g.radial_profile()
         i = _COLUMN_INDEX[RDP_COLUMNS[0]]
-        out[i:i + PROFILE_POINTS] = resample_profile(profile, radial_grid(profile))
+        out[i : i + PROFILE_POINTS] = resample_profile(profile, radial_grid(profile))
     return out
 
 
 # Precomputed features of a lab export --------------------------------------
 
-def map_export_features(features, pixel_size_nm, feature_set="vironova", *, particle_id="?") -> dict:
+
+def map_export_features(
+    features, pixel_size_nm, feature_set="vironova", *, particle_id="?"
+) -> dict:
     """Map the features a lab export carries onto ``FEATURE_SETS`` columns.
 
     The export's ``Area`` is read as nm² and ``Perimeter``, ``Length`` and
@@ -675,8 +698,9 @@ CHUNK = 64
 """Particles per unit of work: the progress bar's step and one joblib task."""
 
 
-def extract_features(dataset, feature_set="vironova", *, source="computed", reporter=None,
-                     jobs=1, units="nm"):
+def extract_features(
+    dataset, feature_set="vironova", *, source="computed", reporter=None, jobs=1, units="nm"
+):
     """One row of features per particle, in dataset order.
 
     Parameters
@@ -718,7 +742,9 @@ def extract_features(dataset, feature_set="vironova", *, source="computed", repo
 
     columns = feature_columns(feature_set, units)
     if source not in SOURCES:
-        raise ConfigError(f"Unknown feature source {source!r}; expected one of {', '.join(SOURCES)}.")
+        raise ConfigError(
+            f"Unknown feature source {source!r}; expected one of {', '.join(SOURCES)}."
+        )
     if units == "px" and source == "export":
         raise ConfigError(
             "--units px computes the features from the images; the export's own features "
@@ -736,12 +762,17 @@ def extract_features(dataset, feature_set="vironova", *, source="computed", repo
     X = np.empty((len(particles), len(columns)))
     starts = range(0, len(particles), CHUNK)
     if source == "export":
-        blocks = (_export_chunk(particles[s:s + CHUNK], feature_set) for s in starts)
+        blocks = (_export_chunk(particles[s : s + CHUNK], feature_set) for s in starts)
     else:
         # In px every length is measured at 1 "nm" per pixel: the nm windows
         # become EDP_GRID_PX and SNR_BAND_PX, the nm columns px columns.
-        work = [[(p.id, p.image, p.mask, p.pixel_size_nm if units == "nm" else 1.0)
-                 for p in particles[s:s + CHUNK]] for s in starts]
+        work = [
+            [
+                (p.id, p.image, p.mask, p.pixel_size_nm if units == "nm" else 1.0)
+                for p in particles[s : s + CHUNK]
+            ]
+            for s in starts
+        ]
         if jobs == 1 or len(work) <= 1:
             blocks = (_computed_chunk(w, feature_set, units) for w in work)
         else:
@@ -751,7 +782,7 @@ def extract_features(dataset, feature_set="vironova", *, source="computed", repo
                 delayed(_computed_chunk)(w, feature_set, units) for w in work
             )
     for start, block in zip(starts, blocks):
-        X[start:start + len(block)] = block
+        X[start : start + len(block)] = block
         reporter.advance(len(block))
     table = pd.DataFrame(X, columns=list(columns), index=pd.Index(dataset.ids, name="id"))
     table.attrs.update(feature_set=feature_set, source=source, units=units)
@@ -785,10 +816,14 @@ def pixel_size_problems(dataset, settings=None) -> list[str]:
         if not needs:
             return []
     else:
-        needs = [c for c in FEATURE_SETS[settings.feature_set]
-                 if c.endswith(("_nm", "_nm2")) or c in _EDGE_COLUMNS]
-    bad = [p for p in dataset.particles
-           if not (math.isfinite(p.pixel_size_nm) and p.pixel_size_nm > 0)]
+        needs = [
+            c
+            for c in FEATURE_SETS[settings.feature_set]
+            if c.endswith(("_nm", "_nm2")) or c in _EDGE_COLUMNS
+        ]
+    bad = [
+        p for p in dataset.particles if not (math.isfinite(p.pixel_size_nm) and p.pixel_size_nm > 0)
+    ]
     if not bad:
         return []
     shown = [c for c in needs if not c.startswith("edp_")]
@@ -804,12 +839,14 @@ def pixel_size_problems(dataset, settings=None) -> list[str]:
 
 
 def _check_pixel_sizes(particles) -> None:
-    bad = [p for p in particles
-           if not (math.isfinite(p.pixel_size_nm) and p.pixel_size_nm > 0)]
+    bad = [p for p in particles if not (math.isfinite(p.pixel_size_nm) and p.pixel_size_nm > 0)]
     if bad:
         first = bad[0]
-        what = ("has no pixel size" if math.isnan(first.pixel_size_nm)
-                else f"has pixel size {first.pixel_size_nm} nm/px")
+        what = (
+            "has no pixel size"
+            if math.isnan(first.pixel_size_nm)
+            else f"has pixel size {first.pixel_size_nm} nm/px"
+        )
         raise DatasetError(
             f"Particle {first.id} {what} ({len(bad)} of {len(particles)} particles); "
             "the features in nm need a positive pixel size. Pass --pixel-size NM, record "
@@ -825,8 +862,9 @@ def _computed_chunk(work, feature_set: str, units: str = "nm") -> np.ndarray:
     block = np.empty((len(work), len(columns)))
     for row, (pid, image, mask, pixel_size) in enumerate(work):
         try:
-            vector = _compute_vector(np.asarray(image), np.asarray(mask, dtype=bool),
-                                     float(pixel_size), wanted)
+            vector = _compute_vector(
+                np.asarray(image), np.asarray(mask, dtype=bool), float(pixel_size), wanted
+            )
         except ValueError as exc:
             raise DatasetError(
                 f"Particle {pid}: cannot compute features: {exc}. Fix its image or mask."
@@ -869,8 +907,17 @@ def check_table_path(path):
     return path
 
 
-def write_feature_table(dataset, folds, path, *, feature_set="vironova", source="computed",
-                        reporter=None, jobs=1, units="nm"):
+def write_feature_table(
+    dataset,
+    folds,
+    path,
+    *,
+    feature_set="vironova",
+    source="computed",
+    reporter=None,
+    jobs=1,
+    units="nm",
+):
     """Extract features and write one row per particle: id, label, fold and
     the feature columns, as Parquet or CSV by ``path``'s extension.
 
@@ -900,8 +947,9 @@ def write_feature_table(dataset, folds, path, *, feature_set="vironova", source=
         As for ``extract_features``.
     """
     path = check_table_path(path)
-    X = extract_features(dataset, feature_set, source=source, reporter=reporter, jobs=jobs,
-                         units=units)
+    X = extract_features(
+        dataset, feature_set, source=source, reporter=reporter, jobs=jobs, units=units
+    )
     table = X.reset_index()
     table["id"] = table["id"].astype(str)
     table.insert(1, "label", [p.label for p in dataset.particles])

@@ -33,8 +33,18 @@ from liposome_bench.errors import FoldError
 
 #: Meta keys that name a shared acquisition unit; data holding one while its
 #: folds are not grouped gets a warning (:func:`ungrouped_warning`).
-GROUP_LIKE_KEYS = ("micrograph", "session", "grid", "image", "exposure", "movie", "stack",
-                   "acquisition", "tile", "group")
+GROUP_LIKE_KEYS = (
+    "micrograph",
+    "session",
+    "grid",
+    "image",
+    "exposure",
+    "movie",
+    "stack",
+    "acquisition",
+    "tile",
+    "group",
+)
 
 
 @dataclass
@@ -86,8 +96,9 @@ class Folds:
             yield self.train_indices(fold), self.test_indices(fold)
 
 
-def make_folds(y, class_names, k: int = 5, seed: int = 0, groups=None,
-               group_by: str = "group") -> np.ndarray:
+def make_folds(
+    y, class_names, k: int = 5, seed: int = 0, groups=None, group_by: str = "group"
+) -> np.ndarray:
     """Assign each sample to one of ``k`` stratified folds.
 
     With ``groups``, samples of one group always share a fold
@@ -177,9 +188,12 @@ def group_labels(dataset: Dataset, key: str) -> np.ndarray:
             available = sorted({k for q in dataset.particles for k in q.meta})
             raise FoldError(
                 f"--group-by {key}: particle {p.id} has no {key!r} value; "
-                + (f"the data's meta keys are {', '.join(available)}."
-                   if available else "the data has no meta keys (manifest columns or "
-                   "export keys beyond the standard ones) to group by.")
+                + (
+                    f"the data's meta keys are {', '.join(available)}."
+                    if available
+                    else "the data has no meta keys (manifest columns or "
+                    "export keys beyond the standard ones) to group by."
+                )
             )
         values.append(str(value))
     return np.array(values, dtype=object)
@@ -242,10 +256,12 @@ def describe_groups(dataset: Dataset) -> dict:
         _, sizes = np.unique(values, return_counts=True)
         out[key] = {
             "n_groups": int(len(sizes)),
-            "per_class": {c: int(len(set(values[labels == c])))
-                          for c in dataset.problem.classes},
-            "particles_per_group": {"min": int(sizes.min()), "median": float(np.median(sizes)),
-                                    "max": int(sizes.max())},
+            "per_class": {c: int(len(set(values[labels == c]))) for c in dataset.problem.classes},
+            "particles_per_group": {
+                "min": int(sizes.min()),
+                "median": float(np.median(sizes)),
+                "max": int(sizes.max()),
+            },
         }
     return out
 
@@ -256,8 +272,9 @@ def folds_path(root: Path, k: int, seed: int, group_by: str | None = None) -> Pa
     return Path(root) / FOLDS_DIR / f"k{k}-seed{seed}{suffix}.json"
 
 
-def load_or_make_folds(dataset: Dataset, k: int = 5, seed: int = 0,
-                       group_by: str | None = None, reporter=None) -> Folds:
+def load_or_make_folds(
+    dataset: Dataset, k: int = 5, seed: int = 0, group_by: str | None = None, reporter=None
+) -> Folds:
     """Return the dataset's stored folds, making and storing them if absent.
 
     Folds of a dataset without a folder on disk are made in memory only.
@@ -293,8 +310,7 @@ def load_or_make_folds(dataset: Dataset, k: int = 5, seed: int = 0,
         if groups is not None:
             _check_grouped(folds, path)
         return folds
-    fold_of = make_folds(dataset.y, dataset.problem.classes, k, seed, groups,
-                         group_by or "group")
+    fold_of = make_folds(dataset.y, dataset.problem.classes, k, seed, groups, group_by or "group")
     folds = Folds(k, seed, fingerprint, fold_of, path, group_by, groups)
     if path is not None:
         try:
@@ -316,8 +332,9 @@ def load_or_make_folds(dataset: Dataset, k: int = 5, seed: int = 0,
     return folds
 
 
-def _read_folds(path: Path, dataset: Dataset, fingerprint: str,
-                group_by: str | None = None) -> Folds:
+def _read_folds(
+    path: Path, dataset: Dataset, fingerprint: str, group_by: str | None = None
+) -> Folds:
     try:
         stored = json.loads(path.read_text(encoding="utf-8"))
         k, seed, assigned = int(stored["k"]), int(stored["seed"]), stored["folds"]
@@ -329,7 +346,7 @@ def _read_folds(path: Path, dataset: Dataset, fingerprint: str,
         isinstance(f, int) and not isinstance(f, bool) for f in assigned.values()
     ):
         raise FoldError(
-            f"{path} is not a folds file (\"folds\" must map particle ids to fold numbers). "
+            f'{path} is not a folds file ("folds" must map particle ids to fold numbers). '
             "Delete it to make new folds."
         )
     if stored.get("fingerprint") == fingerprint and set(assigned) != set(dataset.ids):
@@ -399,8 +416,11 @@ def describe_stored_folds(dataset: Dataset) -> list[dict]:
         entry = {"file": f"{FOLDS_DIR}/{f.name}", "k": None, "seed": None, "matches": False}
         try:
             stored = json.loads(f.read_text(encoding="utf-8"))
-            entry.update(k=int(stored["k"]), seed=int(stored["seed"]),
-                         matches=stored.get("fingerprint") == fingerprint)
+            entry.update(
+                k=int(stored["k"]),
+                seed=int(stored["seed"]),
+                matches=stored.get("fingerprint") == fingerprint,
+            )
             if stored.get("group_by"):
                 entry["group_by"] = str(stored["group_by"])
         except (OSError, ValueError, KeyError, TypeError, RecursionError):

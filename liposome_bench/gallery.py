@@ -63,6 +63,7 @@ CONTRAST = 3.0
 
 # Predictions -----------------------------------------------------------------
 
+
 @dataclass
 class ModelPredictions:
     """Every out-of-fold prediction of one finished model, in fold order."""
@@ -101,8 +102,10 @@ def read_predictions(results_dir) -> tuple[list[str], dict]:
     results = ResultsDir(results_dir)
     run = results.read_run()
     if not run:
-        raise ResultsError(f"{results.path} is not a results folder (no run.json). "
-                           "Pass the --out folder of a benchmark, svm or cnn run.")
+        raise ResultsError(
+            f"{results.path} is not a results folder (no run.json). "
+            "Pass the --out folder of a benchmark, svm or cnn run."
+        )
     classes = list(run["dataset"]["classes"])
     k = (run.get("folds") or {}).get("k")
     out = {}
@@ -153,6 +156,7 @@ def confidence(pred: ModelPredictions, classes) -> np.ndarray:
 
 # Which particles -----------------------------------------------------------------
 
+
 @dataclass
 class Gallery:
     """One montage: its particles in drawing order and what they have in common."""
@@ -173,6 +177,7 @@ def id_key(pid: str):
 
 def _ordered(ids, values, descending: bool) -> list[str]:
     """``ids`` by ``values`` (NaN last), ties by id."""
+
     def key(item):
         pid, value = item
         if value is None or np.isnan(value):
@@ -219,11 +224,16 @@ def select_galleries(predictions: dict, classes, size: int = GALLERY_SIZE) -> li
                 if not hit.size:
                     continue
                 ids = _ordered([p.ids[i] for i in hit], p.confidence[hit], descending=True)
-                galleries.append(Gallery(
-                    f"errors-{_slug(name)}-{_slug(classes[t])}-as-{_slug(classes[q])}",
-                    f"{name}: {classes[t]} called {classes[q]}",
-                    f"{hit.size} particle(s); the most confident errors first.",
-                    name, ids[:size], int(hit.size)))
+                galleries.append(
+                    Gallery(
+                        f"errors-{_slug(name)}-{_slug(classes[t])}-as-{_slug(classes[q])}",
+                        f"{name}: {classes[t]} called {classes[q]}",
+                        f"{hit.size} particle(s); the most confident errors first.",
+                        name,
+                        ids[:size],
+                        int(hit.size),
+                    )
+                )
     svm = predictions.get("svm")
     for name, p in predictions.items():
         if svm is None or not p.is_cnn:
@@ -244,28 +254,40 @@ def select_galleries(predictions: dict, classes, size: int = GALLERY_SIZE) -> li
             if not hit.size:
                 continue
             ids = _ordered([p.ids[i[h]] for h in hit], conf[hit], descending=True)
-            galleries.append(Gallery(
-                f"{_slug(right)}-right-{_slug(wrong)}-wrong",
-                f"{right} right, {wrong} wrong",
-                f"{hit.size} particle(s) of the paired comparison {name} vs svm; "
-                f"{wrong}'s most confident errors first.",
-                name, ids[:size], int(hit.size), others=("svm",)))
+            galleries.append(
+                Gallery(
+                    f"{_slug(right)}-right-{_slug(wrong)}-wrong",
+                    f"{right} right, {wrong} wrong",
+                    f"{hit.size} particle(s) of the paired comparison {name} vs svm; "
+                    f"{wrong}'s most confident errors first.",
+                    name,
+                    ids[:size],
+                    int(hit.size),
+                    others=("svm",),
+                )
+            )
     for name, p in predictions.items():
         for c in rare_classes(p.y_true, len(classes)):
             hit = np.flatnonzero((p.y_true == c) & (p.y_pred == c))
             if not hit.size:
                 continue
             ids = _ordered([p.ids[i] for i in hit], p.confidence[hit], descending=False)
-            galleries.append(Gallery(
-                f"least-confident-{_slug(name)}-{_slug(classes[c])}",
-                f"{name}: least confident correct {classes[c]}",
-                f"{hit.size} correct {classes[c]} prediction(s) (a rare class); the least "
-                "confident first.",
-                name, ids[:size], int(hit.size)))
+            galleries.append(
+                Gallery(
+                    f"least-confident-{_slug(name)}-{_slug(classes[c])}",
+                    f"{name}: least confident correct {classes[c]}",
+                    f"{hit.size} correct {classes[c]} prediction(s) (a rare class); the least "
+                    "confident first.",
+                    name,
+                    ids[:size],
+                    int(hit.size),
+                )
+            )
     return galleries
 
 
 # The dataset the results were run on ------------------------------------------------
+
 
 @dataclass
 class DatasetLookup:
@@ -305,13 +327,18 @@ def _candidates(results_dir, data=None) -> list[tuple[Path, str]]:
     if dataset.get("synthetic") and dataset.get("problem") in ("lamellarity", "encapsulation"):
         from liposome_bench.synth import GENERATOR_VERSION, default_cache_dir
 
-        found.append((default_cache_dir() / f"{dataset['problem']}-synthetic-v"
-                      f"{GENERATOR_VERSION}-seed0", "the built-in dataset's cache"))
+        found.append(
+            (
+                default_cache_dir() / f"{dataset['problem']}-synthetic-v{GENERATOR_VERSION}-seed0",
+                "the built-in dataset's cache",
+            )
+        )
     return found
 
 
-def find_particles(results_dir, ids, labels: dict, data=None, *,
-                   whole: bool = False) -> DatasetLookup:
+def find_particles(
+    results_dir, ids, labels: dict, data=None, *, whole: bool = False
+) -> DatasetLookup:
     """The particles ``ids`` of the dataset ``results_dir`` was run on.
 
     The dataset is looked for at ``data`` (``report --data``), the
@@ -343,14 +370,18 @@ def find_particles(results_dir, ids, labels: dict, data=None, *,
         wrong = [pid for pid in ids if pid in particles and particles[pid].label != labels[pid]]
         if missing or wrong:
             bad = missing[:3] or wrong[:3]
-            tried.append(f"{path} ({why}) is not the dataset of these results "
-                         f"({'lacks' if missing else 'labels differently'} particle(s) "
-                         f"{', '.join(bad)})")
+            tried.append(
+                f"{path} ({why}) is not the dataset of these results "
+                f"({'lacks' if missing else 'labels differently'} particle(s) "
+                f"{', '.join(bad)})"
+            )
             continue
         return DatasetLookup(particles, str(path), None, dataset)
-    note = ("The dataset of these results was not found, so no particle could be drawn: "
-            + "; ".join(tried or ["no dataset location is recorded"])
-            + ". Pass its location with `liposome-bench report RESULTS --data PATH`.")
+    note = (
+        "The dataset of these results was not found, so no particle could be drawn: "
+        + "; ".join(tried or ["no dataset location is recorded"])
+        + ". Pass its location with `liposome-bench report RESULTS --data PATH`."
+    )
     return DatasetLookup({}, None, note)
 
 
@@ -376,8 +407,7 @@ def _read_particles(path: Path, ids: set):
         try:
             for folder in (IMAGES_DIR, MASKS_DIR):
                 if (path / folder).is_dir():
-                    os.symlink((path / folder).resolve(), tmp / folder,
-                               target_is_directory=True)
+                    os.symlink((path / folder).resolve(), tmp / folder, target_is_directory=True)
         except OSError:  # no symbolic links here: read the whole export
             return load_dataset(path)
         if (path / META_JSON).is_file():
@@ -391,6 +421,7 @@ def _read_particles(path: Path, ids: set):
 
 
 # How each model saw its particles ---------------------------------------------------
+
 
 @dataclass
 class ModelView:
@@ -410,10 +441,12 @@ def _fit_mask(window: np.ndarray, size: int, side: int) -> np.ndarray:
     from skimage.transform import resize
 
     out = np.zeros((size, size), dtype=bool)
-    scaled = resize(window.astype(np.float32), (side, side), order=1, mode="edge",
-                    preserve_range=True) >= 0.5
+    scaled = (
+        resize(window.astype(np.float32), (side, side), order=1, mode="edge", preserve_range=True)
+        >= 0.5
+    )
     top = (size - side) // 2
-    out[top:top + side, top:top + side] = scaled
+    out[top : top + side, top : top + side] = scaled
     return out
 
 
@@ -443,13 +476,19 @@ def model_view(model: str, settings: dict, particles: list, *, whole=None) -> Mo
 
     if keep_size:
         if whole is None:
-            raise ResultsError(f"{model} keeps relative particle size; its inputs need the "
-                               "whole dataset.")
+            raise ResultsError(
+                f"{model} keeps relative particle size; its inputs need the whole dataset."
+            )
         index = {p.id: i for i, p in enumerate(whole.particles)}
         inputs = prepare_images(whole, mode, size, keep_size=True)
         inputs = inputs[[index[p.id] for p in particles]]
-        sides = np.array([mask_window(p, mode).shape[0] if mode != "surrounding"
-                          else max(p.image.shape) for p in whole.particles], dtype=np.float64)
+        sides = np.array(
+            [
+                mask_window(p, mode).shape[0] if mode != "surrounding" else max(p.image.shape)
+                for p in whole.particles
+            ],
+            dtype=np.float64,
+        )
         scale = size / np.percentile(sides, KEEP_SIZE_QUANTILE)
     else:
         subset = Dataset(LAMELLARITY, list(particles))  # the problem plays no part
@@ -460,11 +499,16 @@ def model_view(model: str, settings: dict, particles: list, *, whole=None) -> Mo
         window = mask_window(p, mode)
         side = size if scale is None else int(np.clip(round(window.shape[0] * scale), 1, size))
         masks.append(_fit_mask(window, size, side))
-    return ModelView([x[..., 0] for x in inputs], masks, inputs,
-                     f"{mode} input, {size}x{size} px as the network saw it")
+    return ModelView(
+        [x[..., 0] for x in inputs],
+        masks,
+        inputs,
+        f"{mode} input, {size}x{size} px as the network saw it",
+    )
 
 
 # Drawing ---------------------------------------------------------------------------
+
 
 def _font(size: int = 10):
     from PIL import ImageFont
@@ -483,7 +527,7 @@ def _to_gray(window: np.ndarray) -> np.ndarray:
 def _outline(mask: np.ndarray) -> np.ndarray:
     """The mask's boundary pixels (inside pixels with an outside 4-neighbour)."""
     padded = np.pad(mask, 1)
-    inner = (padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:])
+    inner = padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
     return mask & ~inner
 
 
@@ -509,7 +553,7 @@ def _panel(rgb: np.ndarray, mask: np.ndarray | None = None):
         array[_outline(scaled)] = OUTLINE
     canvas = np.full((PANEL, PANEL, 3), 255, dtype=np.uint8)
     top, left = (PANEL - array.shape[0]) // 2, (PANEL - array.shape[1]) // 2
-    canvas[top:top + array.shape[0], left:left + array.shape[1]] = array
+    canvas[top : top + array.shape[0], left : left + array.shape[1]] = array
     return canvas
 
 
@@ -558,8 +602,9 @@ def draw_tiles(title: str, tiles: list, path, *, columns: int = COLUMNS):
     head = 24
     canvas = Image.new("RGB", (max(columns * tile_w, 320), head + rows * tile_h), BACKGROUND)
     draw = ImageDraw.Draw(canvas)
-    draw.text((4, 5), _fit_text(draw, title, title_font, canvas.width - 8), fill=TEXT,
-              font=title_font)
+    draw.text(
+        (4, 5), _fit_text(draw, title, title_font, canvas.width - 8), fill=TEXT, font=title_font
+    )
     for k, (panels, lines) in enumerate(tiles):
         x0, y0 = (k % columns) * tile_w + 3, head + (k // columns) * tile_h
         x = x0
@@ -567,8 +612,12 @@ def draw_tiles(title: str, tiles: list, path, *, columns: int = COLUMNS):
             canvas.paste(Image.fromarray(panel), (x, y0))
             x += panel.shape[1] + 2
         for j, line in enumerate(lines):
-            draw.text((x0, y0 + panel_h + 3 + 12 * j), _fit_text(draw, line, font, tile_w - 6),
-                      fill=TEXT, font=font)
+            draw.text(
+                (x0, y0 + panel_h + 3 + 12 * j),
+                _fit_text(draw, line, font, tile_w - 6),
+                fill=TEXT,
+                font=font,
+            )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda tmp: canvas.save(tmp, format="PNG"), suffix=".png")
@@ -576,6 +625,7 @@ def draw_tiles(title: str, tiles: list, path, *, columns: int = COLUMNS):
 
 
 # Saliency -----------------------------------------------------------------------
+
 
 def compute_saliency(results_dir, pred: ModelPredictions, rows, inputs) -> np.ndarray:
     """Grad-CAM maps of the particles at ``rows`` (indices into ``pred``) for
@@ -600,6 +650,7 @@ def compute_saliency(results_dir, pred: ModelPredictions, rows, inputs) -> np.nd
 
 
 # The report's gallery section -------------------------------------------------------
+
 
 def _confidence_text(pred: ModelPredictions, i: int) -> str:
     value = pred.confidence[i]
@@ -631,9 +682,16 @@ def _results_subset(dataset, preds: dict):
     return dataset.subset([i for i, p in enumerate(dataset.particles) if p.id in held])
 
 
-def render_galleries(results_dir, figures, *, size: int = GALLERY_SIZE, data=None,
-                     saliency: bool = True, filters: bool = False,
-                     max_saliency: int | None = None) -> GalleryOutput:
+def render_galleries(
+    results_dir,
+    figures,
+    *,
+    size: int = GALLERY_SIZE,
+    data=None,
+    saliency: bool = True,
+    filters: bool = False,
+    max_saliency: int | None = None,
+) -> GalleryOutput:
     """Draw every gallery of ``results_dir`` into ``figures/galleries/``.
 
     Parameters
@@ -669,15 +727,18 @@ def render_galleries(results_dir, figures, *, size: int = GALLERY_SIZE, data=Non
     output = GalleryOutput([], preds, classes)
     settings = ResultsDir(results_dir).read_run().get("models", {})
     featured = _featured(preds, classes) if filters else {}
-    wanted = list(dict.fromkeys([pid for g in galleries for pid in g.ids]
-                                + [pid for ids in featured.values() for pid in ids.values()]))
+    wanted = list(
+        dict.fromkeys(
+            [pid for g in galleries for pid in g.ids]
+            + [pid for ids in featured.values() for pid in ids.values()]
+        )
+    )
     if not wanted:
         return output
     labels = {}
     for p in preds.values():
         labels.update({pid: classes[t] for pid, t in zip(p.ids, p.y_true)})
-    lookup = find_particles(results_dir, wanted, labels, data,
-                            whole="lipnet-fcn" in preds)
+    lookup = find_particles(results_dir, wanted, labels, data, whole="lipnet-fcn" in preds)
     output.source, output.note = lookup.source, lookup.note
     if lookup.note:
         log.warning("No particle galleries in the report: %s", lookup.note)
@@ -692,18 +753,21 @@ def render_galleries(results_dir, figures, *, size: int = GALLERY_SIZE, data=Non
             ids += [pid for pid in featured[name].values() if pid not in ids]
         if not ids:
             continue
-        view = model_view(name, settings.get(name, {}), [lookup.particles[pid] for pid in ids],
-                          whole=whole)
+        view = model_view(
+            name, settings.get(name, {}), [lookup.particles[pid] for pid in ids], whole=whole
+        )
         views[name] = (view, {pid: k for k, pid in enumerate(ids)})
         if saliency and pred.is_cnn and budget <= 0:
             output.saliency_notes.append(
-                f"{name}: no saliency maps (at most {limit} per report, all used)")
+                f"{name}: no saliency maps (at most {limit} per report, all used)"
+            )
         elif saliency and pred.is_cnn:
             chosen = ids[:budget]
             where = pred.index()
             try:
-                maps = compute_saliency(results_dir, pred, [where[pid] for pid in chosen],
-                                        view.inputs[:len(chosen)])
+                maps = compute_saliency(
+                    results_dir, pred, [where[pid] for pid in chosen], view.inputs[: len(chosen)]
+                )
             except LiposomeBenchError as exc:
                 output.saliency_notes.append(f"{name}: no saliency maps ({exc})")
                 log.warning("%s", output.saliency_notes[-1])
@@ -714,7 +778,8 @@ def render_galleries(results_dir, figures, *, size: int = GALLERY_SIZE, data=Non
             if len(chosen) < len(ids):
                 output.saliency_notes.append(
                     f"{name}: saliency for the first {len(chosen)} of {len(ids)} particles "
-                    f"(at most {limit} per report)")
+                    f"(at most {limit} per report)"
+                )
     stale = set((figures / "galleries").glob("*.png"))
     for g in galleries:
         path = figures / "galleries" / f"{g.key}.png"
@@ -722,12 +787,15 @@ def render_galleries(results_dir, figures, *, size: int = GALLERY_SIZE, data=Non
         tiles = [_tile(k, pid, g, preds, classes, views, cams) for k, pid in enumerate(g.ids)]
         shown = f"{len(g.ids)} of {g.total}" if g.total > len(g.ids) else f"{g.total}"
         double = any(len(t[0]) > 1 for t in tiles)
-        draw_tiles(f"{g.title} ({shown}); {views[g.model][0].caption}", tiles, path,
-                   columns=COLUMNS // 2 if double else COLUMNS)
+        draw_tiles(
+            f"{g.title} ({shown}); {views[g.model][0].caption}",
+            tiles,
+            path,
+            columns=COLUMNS // 2 if double else COLUMNS,
+        )
         output.galleries.append((g, path))
     if filters:
-        output.filter_images = render_filters(results_dir, preds, classes, featured, views,
-                                              figures)
+        output.filter_images = render_filters(results_dir, preds, classes, featured, views, figures)
         stale -= {path for _, path in output.filter_images}
     for path in stale:  # galleries of an earlier report of these results, now empty
         path.unlink(missing_ok=True)
@@ -764,8 +832,7 @@ def gallery_section(output: GalleryOutput, relative) -> list[str]:
     if output.note:
         return lines + [f"> **No galleries.** {output.note}", ""]
     if not output.galleries:
-        return lines + ["No particle was misclassified, and no model disagrees with another.",
-                        ""]
+        return lines + ["No particle was misclassified, and no model disagrees with another.", ""]
     lines += [
         "Each tile is one particle as the model saw it (a CNN's input at its input mode and "
         "size; the SVM's masked crop at full resolution), its mask outlined in yellow, "
@@ -788,9 +855,16 @@ def gallery_section(output: GalleryOutput, relative) -> list[str]:
     lines += [f"Particles read from `{output.source}`.", ""]
     classes, preds = output.classes, output.predictions
     for gallery, path in output.galleries:
-        lines += [f"### {gallery.title}", "", gallery.description, "",
-                  f"![{gallery.title}]({relative(path)})", "",
-                  "<details><summary>Particle ids, tile by tile</summary>", ""]
+        lines += [
+            f"### {gallery.title}",
+            "",
+            gallery.description,
+            "",
+            f"![{gallery.title}]({relative(path)})",
+            "",
+            "<details><summary>Particle ids, tile by tile</summary>",
+            "",
+        ]
         models = (gallery.model, *gallery.others)
         rows = []
         for k, pid in enumerate(gallery.ids):
@@ -804,24 +878,30 @@ def gallery_section(output: GalleryOutput, relative) -> list[str]:
             rows.append(cells)
         headers = ["#", "id", "true class", "fold", *[f"{m} predicted" for m in models]]
         lines.append("| " + " | ".join(headers) + " |")
-        lines.append("| " + " | ".join(["---:", "---", "---", "---:"] + ["---"] * len(models))
-                     + " |")
+        lines.append(
+            "| " + " | ".join(["---:", "---", "---", "---:"] + ["---"] * len(models)) + " |"
+        )
         lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
         lines += ["", "</details>", ""]
     if output.filter_images:
-        lines += ["## Learned filters and activations", "",
-                  "As thesis Figures 14-15: each CNN fold's first-layer 3x3 filters (seismic "
-                  "colours: blue negative, white 0, red positive, each fold on its own "
-                  "symmetric scale), and the output of each convolutional block's last "
-                  "convolution (after its ReLU; each map scaled to its own maximum) for the "
-                  "most confidently correct particle of each class, computed with the "
-                  "network of that particle's test fold.", ""]
+        lines += [
+            "## Learned filters and activations",
+            "",
+            "As thesis Figures 14-15: each CNN fold's first-layer 3x3 filters (seismic "
+            "colours: blue negative, white 0, red positive, each fold on its own "
+            "symmetric scale), and the output of each convolutional block's last "
+            "convolution (after its ReLU; each map scaled to its own maximum) for the "
+            "most confidently correct particle of each class, computed with the "
+            "network of that particle's test fold.",
+            "",
+        ]
         for caption, path in output.filter_images:
             lines += [f"![{caption}]({relative(path)})", ""]
     return lines
 
 
 # Learned filters and activations ------------------------------------------------------
+
 
 def _featured(preds: dict, classes) -> dict:
     """Per CNN, the particle shown for each class in the activation maps: its
@@ -839,8 +919,16 @@ def _featured(preds: dict, classes) -> dict:
     return out
 
 
-def _grid(maps: np.ndarray, columns: int, cell: int, colours, symmetric: bool,
-          shared: bool = False, gap: int = 2, ground: int = 150) -> np.ndarray:
+def _grid(
+    maps: np.ndarray,
+    columns: int,
+    cell: int,
+    colours,
+    symmetric: bool,
+    shared: bool = False,
+    gap: int = 2,
+    ground: int = 150,
+) -> np.ndarray:
     """Maps (n, h, w) as a grid of ``cell``-px squares (``columns`` wide) on
     gray, coloured on [-max|m|, max|m|] if ``symmetric`` else [0, max], the
     maximum taken over all maps if ``shared``, else per map."""
@@ -848,8 +936,9 @@ def _grid(maps: np.ndarray, columns: int, cell: int, colours, symmetric: bool,
 
     n = len(maps)
     rows = -(-n // columns)
-    out = np.full((rows * (cell + gap) - gap, columns * (cell + gap) - gap, 3), ground,
-                  dtype=np.uint8)
+    out = np.full(
+        (rows * (cell + gap) - gap, columns * (cell + gap) - gap, 3), ground, dtype=np.uint8
+    )
     overall = float(np.abs(maps).max()) or 1.0
     for k, m in enumerate(maps):
         peak = overall if shared else (float(np.abs(m).max()) or 1.0)
@@ -857,12 +946,11 @@ def _grid(maps: np.ndarray, columns: int, cell: int, colours, symmetric: bool,
         rgb = (colours(scaled)[..., :3] * 255).astype(np.uint8)
         rgb = np.asarray(Image.fromarray(rgb).resize((cell, cell), Image.NEAREST))
         top, left = (k // columns) * (cell + gap), (k % columns) * (cell + gap)
-        out[top:top + cell, left:left + cell] = rgb
+        out[top : top + cell, left : left + cell] = rgb
     return out
 
 
-def render_filters(results_dir, preds: dict, classes, featured: dict, views: dict,
-                   figures) -> list:
+def render_filters(results_dir, preds: dict, classes, featured: dict, views: dict, figures) -> list:
     """Per CNN: ``filters-<model>.png`` (first-layer filters, one row per
     fold, thesis Figure 14) and ``activations-<model>.png`` (each block's
     output for one particle per class, Figure 15).
@@ -887,14 +975,27 @@ def render_filters(results_dir, preds: dict, classes, featured: dict, views: dic
             except ResultsError:
                 continue
             kernels = saliency.first_layer_filters(nets[fold])
-            tiles.append(([_grid(kernels, 16, 21, seismic, symmetric=True, shared=True,
-                                  gap=3, ground=40)],
-                          [f"fold {fold + 1}: {len(kernels)} filters of "
-                           f"{kernels.shape[1]}x{kernels.shape[2]}"]))
+            tiles.append(
+                (
+                    [
+                        _grid(
+                            kernels, 16, 21, seismic, symmetric=True, shared=True, gap=3, ground=40
+                        )
+                    ],
+                    [
+                        f"fold {fold + 1}: {len(kernels)} filters of "
+                        f"{kernels.shape[1]}x{kernels.shape[2]}"
+                    ],
+                )
+            )
         if not tiles:
             continue
-        path = draw_tiles(f"{name}: first-layer filters per fold (blue < 0 < red)", tiles,
-                          figures / f"filters-{_slug(name)}.png", columns=1)
+        path = draw_tiles(
+            f"{name}: first-layer filters per fold (blue < 0 < red)",
+            tiles,
+            figures / f"filters-{_slug(name)}.png",
+            columns=1,
+        )
         made.append((f"{name}: first-layer filters", path))
         view, index = views.get(name, (None, {}))
         tiles = []
@@ -908,20 +1009,31 @@ def render_filters(results_dir, preds: dict, classes, featured: dict, views: dic
             row = index[pid]
             panels, names = [input_panel(view.windows[row], view.masks[row])], []
             for layer, maps in saliency.block_activations(net, view.inputs[row]).items():
-                panels.append(_grid(np.transpose(maps, (2, 0, 1)), 8, 22, viridis,
-                                    symmetric=False))
+                panels.append(_grid(np.transpose(maps, (2, 0, 1)), 8, 22, viridis, symmetric=False))
                 names.append(f"{layer} {maps.shape[0]}x{maps.shape[1]}")
-            tiles.append((panels, [f"{cls}: particle {pid} ({_confidence_text(p, i)}, "
-                                   f"fold {int(p.fold[i]) + 1})", "input, then " +
-                                   "; ".join(names)]))
+            tiles.append(
+                (
+                    panels,
+                    [
+                        f"{cls}: particle {pid} ({_confidence_text(p, i)}, "
+                        f"fold {int(p.fold[i]) + 1})",
+                        "input, then " + "; ".join(names),
+                    ],
+                )
+            )
         if tiles:
-            path = draw_tiles(f"{name}: activation maps of each block, one particle per class",
-                              tiles, figures / f"activations-{_slug(name)}.png", columns=1)
+            path = draw_tiles(
+                f"{name}: activation maps of each block, one particle per class",
+                tiles,
+                figures / f"activations-{_slug(name)}.png",
+                columns=1,
+            )
             made.append((f"{name}: activations per block", path))
     return made
 
 
 # One particle across models (``liposome-bench show``) -----------------------------
+
 
 @dataclass
 class ParticleReport:
@@ -944,8 +1056,9 @@ def _model_folder(results_dir) -> Path:
     return path
 
 
-def show_particle(results_dir, pid, out=None, *, data=None,
-                  saliency: bool = True) -> ParticleReport:
+def show_particle(
+    results_dir, pid, out=None, *, data=None, saliency: bool = True
+) -> ParticleReport:
     """Particle ``pid`` across every finished model of ``results_dir``, and a
     PNG of it: the whole particle image with its mask outline, then each
     model's view of it (with the Grad-CAM map of a CNN's prediction).
@@ -979,17 +1092,25 @@ def show_particle(results_dir, pid, out=None, *, data=None,
         raise ResultsError(
             f"Particle {pid} is not among the predictions in {results_dir}"
             + (f" (ids like {', '.join(some)})" if some else " (no model has finished)")
-            + ". Pass an id from its predictions.csv or fold-<i>.csv files.")
+            + ". Pass an id from its predictions.csv or fold-<i>.csv files."
+        )
     rows = []
     for p in having:
         i = p.index()[pid]
-        rows.append({
-            "model": p.name, "kind": p.kind, "fold": int(p.fold[i]) + 1,
-            "predicted": classes[p.y_pred[i]], "correct": bool(p.y_pred[i] == p.y_true[i]),
-            "confidence": _confidence_text(p, i),
-            "scores": {n: (None if np.isnan(v) else float(v))
-                       for n, v in zip(p.score_names, p.scores[i])},
-        })
+        rows.append(
+            {
+                "model": p.name,
+                "kind": p.kind,
+                "fold": int(p.fold[i]) + 1,
+                "predicted": classes[p.y_pred[i]],
+                "correct": bool(p.y_pred[i] == p.y_true[i]),
+                "confidence": _confidence_text(p, i),
+                "scores": {
+                    n: (None if np.isnan(v) else float(v))
+                    for n, v in zip(p.score_names, p.scores[i])
+                },
+            }
+        )
     label = classes[having[0].y_true[having[0].index()[pid]]]
     lookup = find_particles(folder, [pid], {pid: label}, data, whole="lipnet-fcn" in preds)
     if lookup.note:
@@ -998,9 +1119,12 @@ def show_particle(results_dir, pid, out=None, *, data=None,
     settings = ResultsDir(folder).read_run().get("models", {})
     raw = np.asarray(particle.image, dtype=np.float32)
     spread = raw.std() if raw.std() > 1e-6 else 1.0
-    tiles = [([input_panel((raw - raw.mean()) / spread, particle.mask)],
-              ["image with surround", f"{raw.shape[1]}x{raw.shape[0]} px",
-               f"true {label}"])]
+    tiles = [
+        (
+            [input_panel((raw - raw.mean()) / spread, particle.mask)],
+            ["image with surround", f"{raw.shape[1]}x{raw.shape[0]} px", f"true {label}"],
+        )
+    ]
     notes = []
     whole = _results_subset(lookup.dataset, preds) if "lipnet-fcn" in preds else None
     for p in having:
@@ -1014,12 +1138,24 @@ def show_particle(results_dir, pid, out=None, *, data=None,
             except LiposomeBenchError as exc:
                 notes.append(f"{p.name}: no saliency map ({exc})")
         mark = "right" if p.y_pred[i] == p.y_true[i] else "wrong"
-        tiles.append((panels, [f"{p.name} (fold {int(p.fold[i]) + 1})",
-                               f"called {classes[p.y_pred[i]]} ({mark})",
-                               _confidence_text(p, i)]))
+        tiles.append(
+            (
+                panels,
+                [
+                    f"{p.name} (fold {int(p.fold[i]) + 1})",
+                    f"called {classes[p.y_pred[i]]} ({mark})",
+                    _confidence_text(p, i),
+                ],
+            )
+        )
     out = Path(out) if out is not None else Path(".")
-    path = draw_tiles(f"particle {pid} (true {label}): each model's view"
-                      + (", with Grad-CAM for the CNN's prediction" if saliency else ""),
-                      tiles, out / f"particle-{_slug(pid)}.png", columns=len(tiles))
-    return ParticleReport(pid, label, rows, path, lookup.source,
-                          "; ".join(notes) if notes else None)
+    path = draw_tiles(
+        f"particle {pid} (true {label}): each model's view"
+        + (", with Grad-CAM for the CNN's prediction" if saliency else ""),
+        tiles,
+        out / f"particle-{_slug(pid)}.png",
+        columns=len(tiles),
+    )
+    return ParticleReport(
+        pid, label, rows, path, lookup.source, "; ".join(notes) if notes else None
+    )

@@ -137,6 +137,7 @@ class ImportResult:
 
 # Reading micrographs --------------------------------------------------------
 
+
 def read_micrograph(path) -> tuple[np.ndarray, float, str]:
     """Read a micrograph and its pixel size.
 
@@ -229,9 +230,7 @@ def _single_page(tif, path: Path, expected: str, fix: str):
     page = tif.pages[0]
     _check_micrograph_side(int(page.imagewidth), int(page.imagelength), path.name)
     if len(tif.pages) > 1:
-        raise DatasetError(
-            f"{path.name} holds {len(tif.pages)} images; expected {expected}. {fix}"
-        )
+        raise DatasetError(f"{path.name} holds {len(tif.pages)} images; expected {expected}. {fix}")
     return page
 
 
@@ -242,8 +241,9 @@ def _read_tiff_micrograph(path: Path) -> tuple[np.ndarray, float]:
 
     try:
         with tifffile.TiffFile(path) as tif:
-            page = _single_page(tif, path, "one micrograph per file",
-                                "Save the frames' sum, or split the stack.")
+            page = _single_page(
+                tif, path, "one micrograph per file", "Save the frames' sum, or split the stack."
+            )
             array = page.asarray()
             planar = getattr(page, "planarconfig", 1) == 2
             px = _tiff_pixel_size(page, tif.imagej_metadata or {})
@@ -267,9 +267,21 @@ def _read_tiff_micrograph(path: Path) -> tuple[np.ndarray, float]:
 
 
 # ImageJ's unit names -> nm per unit.
-_UNITS_NM = {"nm": 1.0, "nanometer": 1.0, "nanometre": 1.0, "micron": 1e3, "um": 1e3,
-             "µm": 1e3, "\u03bcm": 1e3, "\\u00b5m": 1e3, "microns": 1e3, "a": 0.1,
-             "å": 0.1, "angstrom": 0.1, "mm": 1e6}
+_UNITS_NM = {
+    "nm": 1.0,
+    "nanometer": 1.0,
+    "nanometre": 1.0,
+    "micron": 1e3,
+    "um": 1e3,
+    "µm": 1e3,
+    "\u03bcm": 1e3,
+    "\\u00b5m": 1e3,
+    "microns": 1e3,
+    "a": 0.1,
+    "å": 0.1,
+    "angstrom": 0.1,
+    "mm": 1e6,
+}
 
 
 def _tiff_pixel_size(page, imagej: dict) -> float:
@@ -325,6 +337,7 @@ def _read_mrc_micrograph(path: Path) -> tuple[np.ndarray, float]:
 
 # Cutting particles out of a micrograph ----------------------------------------
 
+
 @dataclass
 class _Instance:
     """One particle's mask inside its micrograph: a bool array covering the
@@ -359,9 +372,17 @@ def _widen(lo: int, hi: int, size: int) -> tuple[int, int]:
     return max(hi - MIN_IMAGE_SIDE, 0), hi
 
 
-def _cut_particles(micrograph_id: str, image: np.ndarray, instances: list[_Instance],
-                   pixel_size_nm: float, source: str, surround: int, drop_edge: bool,
-                   summary: MicrographSummary, extra: dict) -> list[Particle]:
+def _cut_particles(
+    micrograph_id: str,
+    image: np.ndarray,
+    instances: list[_Instance],
+    pixel_size_nm: float,
+    source: str,
+    surround: int,
+    drop_edge: bool,
+    summary: MicrographSummary,
+    extra: dict,
+) -> list[Particle]:
     """One particle per instance: the crop of ``image`` around its mask's
     bounding box with ``surround`` px each side (clipped at the edge), and
     the mask inside that crop. A crop under the readers' ``MIN_IMAGE_SIDE``
@@ -390,9 +411,18 @@ def _cut_particles(micrograph_id: str, image: np.ndarray, instances: list[_Insta
             summary.widened += 1
         crop = image[cy0:cy1, cx0:cx1].copy()
         mask = np.zeros(crop.shape, dtype=bool)
-        mask[inst.y0 - cy0:inst.y0 - cy0 + h, inst.x0 - cx0:inst.x0 - cx0 + w] = inst.box
-        particles.append(Particle(inst.id, inst.label, crop, mask, pixel_size_nm, source,
-                                  meta={"micrograph": micrograph_id}))
+        mask[inst.y0 - cy0 : inst.y0 - cy0 + h, inst.x0 - cx0 : inst.x0 - cx0 + w] = inst.box
+        particles.append(
+            Particle(
+                inst.id,
+                inst.label,
+                crop,
+                mask,
+                pixel_size_nm,
+                source,
+                meta={"micrograph": micrograph_id},
+            )
+        )
         extra[inst.id] = {
             "BBox": [inst.x0, inst.y0, w, h],
             "Crop": [cx0, cy0, cx1 - cx0, cy1 - cy0],
@@ -408,8 +438,10 @@ def _pixel_size(px: float, source: str, given, name: str, notes: list[str]) -> t
     """The micrograph's own pixel size when it has one, else ``given``."""
     if np.isfinite(px):
         if given is not None and abs(px - given) > 0.01 * px:
-            notes.append(f"{name}: its {source} says {px:g} nm/px, not the --pixel-size "
-                         f"{given:g}; the metadata's value is used.")
+            notes.append(
+                f"{name}: its {source} says {px:g} nm/px, not the --pixel-size "
+                f"{given:g}; the metadata's value is used."
+            )
         return float(px), source
     if given is not None:
         return float(given), "--pixel-size"
@@ -426,16 +458,27 @@ def _problem_of(labels: list[str]) -> Problem:
     return custom_problem(labels)
 
 
-def _finish_import(particles, problem, out, extra, micrographs, description,
-                   skipped_crowd=0, notes=(), group_pattern=None) -> ImportResult:
+def _finish_import(
+    particles,
+    problem,
+    out,
+    extra,
+    micrographs,
+    description,
+    skipped_crowd=0,
+    notes=(),
+    group_pattern=None,
+) -> ImportResult:
     if not particles:
         raise DatasetError(
             "No particles to write: "
-            + ("every annotated particle is cut by the micrograph's edge and --drop-edge "
-               "drops them, or is on a micrograph under "
-               f"{MIN_IMAGE_SIDE} px a side." if any(m.dropped or m.too_small
-                                                     for m in micrographs)
-               else "the annotations hold none.")
+            + (
+                "every annotated particle is cut by the micrograph's edge and --drop-edge "
+                "drops them, or is on a micrograph under "
+                f"{MIN_IMAGE_SIDE} px a side."
+                if any(m.dropped or m.too_small for m in micrographs)
+                else "the annotations hold none."
+            )
             + " Check the inputs."
         )
     if group_pattern is not None:
@@ -475,6 +518,7 @@ def _safe_id(text: str) -> str:
 
 
 # COCO ---------------------------------------------------------------------------
+
 
 def parse_class_map(spec) -> dict[str, str | int] | None:
     """``--classes name=code,...``: category name -> lab export class code
@@ -540,8 +584,10 @@ def _load_coco(path: Path) -> dict:
             "Re-export the COCO annotations."
         ) from None
     except RecursionError:
-        raise DatasetError(f"{path.name}: nested too deeply to be COCO annotations. "
-                           "Re-export the COCO annotations.") from None
+        raise DatasetError(
+            f"{path.name}: nested too deeply to be COCO annotations. "
+            "Re-export the COCO annotations."
+        ) from None
     lists = ("images", "annotations", "categories")
     if not isinstance(data, dict) or any(not isinstance(data.get(k), list) for k in lists):
         raise DatasetError(
@@ -568,9 +614,20 @@ def coco_split(path) -> str:
     return folder if folder.lower() in SPLIT_FOLDERS else path.name.split(".")[0]
 
 
-def import_coco(annotations, images_dir, out, *, surround=DEFAULT_SURROUND_PX, classes=None,
-                box_masks=None, drop_edge=False, pixel_size_nm=None,
-                reporter=None, group_pattern=None, _parts=False) -> ImportResult:
+def import_coco(
+    annotations,
+    images_dir,
+    out,
+    *,
+    surround=DEFAULT_SURROUND_PX,
+    classes=None,
+    box_masks=None,
+    drop_edge=False,
+    pixel_size_nm=None,
+    reporter=None,
+    group_pattern=None,
+    _parts=False,
+) -> ImportResult:
     """Cut the particles annotated in a COCO file out of their micrographs
     and write them as a lab export.
 
@@ -634,10 +691,18 @@ def import_coco(annotations, images_dir, out, *, surround=DEFAULT_SURROUND_PX, c
     if group_pattern is not None:
         compile_group_pattern(group_pattern)  # fail early
     if not isinstance(annotations, (str, os.PathLike)):
-        return _import_coco_files(list(annotations), images_dir, out, surround=surround,
-                                  classes=classes, box_masks=box_masks, drop_edge=drop_edge,
-                                  pixel_size_nm=pixel_size_nm, reporter=reporter,
-                                  group_pattern=group_pattern)
+        return _import_coco_files(
+            list(annotations),
+            images_dir,
+            out,
+            surround=surround,
+            classes=classes,
+            box_masks=box_masks,
+            drop_edge=drop_edge,
+            pixel_size_nm=pixel_size_nm,
+            reporter=reporter,
+            group_pattern=group_pattern,
+        )
     if images_dir is None:
         images_dir = Path(annotations).parent
     annotations, images_dir = Path(annotations), Path(images_dir)
@@ -645,8 +710,10 @@ def import_coco(annotations, images_dir, out, *, surround=DEFAULT_SURROUND_PX, c
     if box_masks is not None and box_masks not in BOX_MASKS:
         raise ConfigError(f"Unknown --box-masks {box_masks!r}; expected box or ellipse.")
     if not images_dir.is_dir():
-        raise DatasetError(f"--images {images_dir} is not a folder. Pass the folder of the "
-                           "micrographs the annotations name.")
+        raise DatasetError(
+            f"--images {images_dir} is not a folder. Pass the folder of the "
+            "micrographs the annotations name."
+        )
     out = None if _parts else _check_out(out)
     class_map = parse_class_map(classes)
     names, preset = _class_problem(class_map) if class_map else ({}, None)
@@ -672,14 +739,19 @@ def import_coco(annotations, images_dir, out, *, surround=DEFAULT_SURROUND_PX, c
                 )
     images: dict = {}
     for im in data["images"]:
-        ok = (isinstance(im, dict) and "id" in im and isinstance(im.get("file_name"), str)
-              and im["file_name"].strip())
+        ok = (
+            isinstance(im, dict)
+            and "id" in im
+            and isinstance(im.get("file_name"), str)
+            and im["file_name"].strip()
+        )
         if not ok:
             problems.append(f"{name}: image {im!r} has no id or no file_name. Fix the images list.")
             continue
         if im["id"] in images:
-            problems.append(f"{name}: image id {im['id']} is used twice. Give each image its "
-                            "own id.")
+            problems.append(
+                f"{name}: image id {im['id']} is used twice. Give each image its own id."
+            )
             continue
         images[im["id"]] = im
 
@@ -702,16 +774,22 @@ def import_coco(annotations, images_dir, out, *, surround=DEFAULT_SURROUND_PX, c
         cid = ann.get("category_id")
         if cid not in categories:
             ids = ", ".join(str(c) for c in sorted(categories, key=str))
-            problems.append(f"{where}: category_id {cid!r} is not in categories (ids: {ids}). "
-                            "Correct the annotation or add the category.")
+            problems.append(
+                f"{where}: category_id {cid!r} is not in categories (ids: {ids}). "
+                "Correct the annotation or add the category."
+            )
             continue
         if class_map and categories[cid] not in class_map:
-            problems.append(f"{where}: category {categories[cid]!r} has no class in --classes. "
-                            f"Add {categories[cid]}=CODE (or =NAME) to --classes.")
+            problems.append(
+                f"{where}: category {categories[cid]!r} has no class in --classes. "
+                f"Add {categories[cid]}=CODE (or =NAME) to --classes."
+            )
             continue
         if ann.get("image_id") not in images:
-            problems.append(f"{where}: image_id {ann.get('image_id')!r} is not in images. "
-                            "Correct the annotation or add the image.")
+            problems.append(
+                f"{where}: image_id {ann.get('image_id')!r} is not in images. "
+                "Correct the annotation or add the image."
+            )
             continue
         im = images[ann["image_id"]]
         line = _check_geometry(ann, im, where, box_masks)
@@ -725,11 +803,15 @@ def import_coco(annotations, images_dir, out, *, surround=DEFAULT_SURROUND_PX, c
         im = images[iid]
         rel = _check_path(im["file_name"])
         if rel is None:
-            problems.append(f"{name}: image {iid} file_name {im['file_name']!r} leads outside "
-                            f"--images {images_dir}. Use a path inside it.")
+            problems.append(
+                f"{name}: image {iid} file_name {im['file_name']!r} leads outside "
+                f"--images {images_dir}. Use a path inside it."
+            )
         elif not (images_dir / rel).is_file():
-            problems.append(f"{name}: image {iid} file {rel} does not exist in {images_dir}. "
-                            "Add the micrograph, or pass the folder holding it as --images.")
+            problems.append(
+                f"{name}: image {iid} file {rel} does not exist in {images_dir}. "
+                "Add the micrograph, or pass the folder holding it as --images."
+            )
         else:
             files[iid] = rel
     if problems:
@@ -743,8 +825,11 @@ def import_coco(annotations, images_dir, out, *, surround=DEFAULT_SURROUND_PX, c
         image, px, source = read_micrograph(images_dir / rel)
         height, width = image.shape
         mid = os.path.splitext(rel)[0]
-        if (_number(im.get("width")) and _number(im.get("height"))
-                and (int(im["width"]), int(im["height"])) != (width, height)):
+        if (
+            _number(im.get("width"))
+            and _number(im.get("height"))
+            and (int(im["width"]), int(im["height"])) != (width, height)
+        ):
             problems.append(
                 f"{name}: image {iid} ({rel}) is {width}x{height} px but the annotations say "
                 f"{int(im['width'])}x{int(im['height'])}. Annotate this file, or correct its "
@@ -765,16 +850,20 @@ def import_coco(annotations, images_dir, out, *, surround=DEFAULT_SURROUND_PX, c
                 continue
             trimmed = _trim(full)
             if trimmed is None:
-                problems.append(f"{where}: its {_kind(ann)} covers no pixel of {rel}. Redraw "
-                                "it, or delete the annotation.")
+                problems.append(
+                    f"{where}: its {_kind(ann)} covers no pixel of {rel}. Redraw "
+                    "it, or delete the annotation."
+                )
                 continue
             label = categories[ann["category_id"]]
             label = names.get(label, label) if class_map else label
             pid = str(ann["id"]) if "id" in ann else _safe_id(f"{mid}-{len(instances) + 1}")
-            instances.append(_Instance(_safe_id(pid), label, *trimmed,
-                                       extra={"Annotation": ann.get("id")}))
-        particles += _cut_particles(mid, image, instances, px, f"{rel}", surround, drop_edge,
-                                    summary, extra)
+            instances.append(
+                _Instance(_safe_id(pid), label, *trimmed, extra={"Annotation": ann.get("id")})
+            )
+        particles += _cut_particles(
+            mid, image, instances, px, f"{rel}", surround, drop_edge, summary, extra
+        )
         reporter.advance()
     if problems:
         raise ImportProblems(problems)
@@ -790,29 +879,34 @@ def import_coco(annotations, images_dir, out, *, surround=DEFAULT_SURROUND_PX, c
     if _parts:
         return particles, extra, summaries, problem, skipped_crowd, notes
     description = f"imported from COCO {name} ({len(summaries)} micrographs)"
-    return _finish_import(particles, problem, out, extra, summaries, description,
-                          skipped_crowd, notes, group_pattern)
+    return _finish_import(
+        particles, problem, out, extra, summaries, description, skipped_crowd, notes, group_pattern
+    )
 
 
 class _Outside(Exception):
     """An annotation that does not fit its image."""
 
 
-def _import_coco_files(files, images_dirs, out, *, reporter, group_pattern=None,
-                       **options) -> ImportResult:
+def _import_coco_files(
+    files, images_dirs, out, *, reporter, group_pattern=None, **options
+) -> ImportResult:
     """Several COCO files as one dataset (see ``import_coco``)."""
     if not files:
         raise ConfigError("No COCO file given. Pass one or more annotation files.")
     if len(files) == 1:
         one = images_dirs[0] if isinstance(images_dirs, (list, tuple)) else images_dirs
-        return import_coco(files[0], one, out, reporter=reporter, group_pattern=group_pattern,
-                           **options)
+        return import_coco(
+            files[0], one, out, reporter=reporter, group_pattern=group_pattern, **options
+        )
     if images_dirs is None or isinstance(images_dirs, (str, os.PathLike)):
         images_dirs = [images_dirs] * len(files)
     images_dirs = list(images_dirs)
     if len(images_dirs) != len(files):
-        raise ConfigError(f"{len(files)} COCO files but {len(images_dirs)} --images folders. "
-                          "Give one --images per file, in the same order, or none.")
+        raise ConfigError(
+            f"{len(files)} COCO files but {len(images_dirs)} --images folders. "
+            "Give one --images per file, in the same order, or none."
+        )
     splits = [coco_split(f) for f in files]
     if len(set(splits)) != len(splits):
         splits = [f"{s}{k + 1}" for k, s in enumerate(splits)]
@@ -841,10 +935,13 @@ def _import_coco_files(files, images_dirs, out, *, reporter, group_pattern=None,
     if problems:
         raise ImportProblems(problems)
     problem = _problem_of(classes)
-    description = (f"imported from COCO {', '.join(Path(f).name for f in files)} "
-                   f"({len(summaries)} micrographs)")
-    return _finish_import(particles, problem, out, extra, summaries, description, skipped, notes,
-                          group_pattern)
+    description = (
+        f"imported from COCO {', '.join(Path(f).name for f in files)} "
+        f"({len(summaries)} micrographs)"
+    )
+    return _finish_import(
+        particles, problem, out, extra, summaries, description, skipped, notes, group_pattern
+    )
 
 
 def _kind(ann) -> str:
@@ -864,55 +961,76 @@ def _check_geometry(ann, im, where: str, box_masks) -> str | None:
     sized = _number(width) and _number(height)
     if isinstance(seg, list) and seg:
         for j, poly in enumerate(seg, 1):
-            if (not isinstance(poly, list) or len(poly) % 2
-                    or not all(_number(v) for v in poly)):
-                return (f"{where}: polygon {j} is not a flat list of x, y numbers. "
-                        "Re-export the annotations.")
+            if not isinstance(poly, list) or len(poly) % 2 or not all(_number(v) for v in poly):
+                return (
+                    f"{where}: polygon {j} is not a flat list of x, y numbers. "
+                    "Re-export the annotations."
+                )
             if len(poly) < 6:
-                return (f"{where}: polygon {j} has {len(poly) // 2} point(s); a polygon needs "
-                        "at least 3. Redraw it, or delete the annotation.")
+                return (
+                    f"{where}: polygon {j} has {len(poly) // 2} point(s); a polygon needs "
+                    "at least 3. Redraw it, or delete the annotation."
+                )
             xs, ys = poly[0::2], poly[1::2]
             if sized and _outside(xs, ys, width, height):
-                return (f"{where}: polygon {j} reaches ({_far(xs, width)}, {_far(ys, height)}), "
-                        f"outside its image {im['file_name']} ({int(width)}x{int(height)} px). "
-                        "Correct the annotation or its image_id.")
+                return (
+                    f"{where}: polygon {j} reaches ({_far(xs, width)}, {_far(ys, height)}), "
+                    f"outside its image {im['file_name']} ({int(width)}x{int(height)} px). "
+                    "Correct the annotation or its image_id."
+                )
             area = 0.5 * abs(float(np.dot(xs, np.roll(ys, 1)) - np.dot(ys, np.roll(xs, 1))))
             if area == 0:
-                return (f"{where}: polygon {j} is empty (zero area). Redraw it, or delete the "
-                        "annotation.")
+                return (
+                    f"{where}: polygon {j} is empty (zero area). Redraw it, or delete the "
+                    "annotation."
+                )
         return None
     if isinstance(seg, dict):
         size, counts = seg.get("size"), seg.get("counts")
-        if (not isinstance(size, list) or len(size) != 2
-                or not isinstance(counts, (list, str)) or not counts):
-            return (f"{where}: its RLE segmentation needs 'size' [height, width] and 'counts'. "
-                    "Re-export the annotations.")
+        if (
+            not isinstance(size, list)
+            or len(size) != 2
+            or not isinstance(counts, (list, str))
+            or not counts
+        ):
+            return (
+                f"{where}: its RLE segmentation needs 'size' [height, width] and 'counts'. "
+                "Re-export the annotations."
+            )
         if sized and [int(size[0]), int(size[1])] != [int(height), int(width)]:
-            return (f"{where}: its RLE mask is {size[1]}x{size[0]} px (size [h, w] = {size}) but "
-                    f"its image {im['file_name']} is {int(width)}x{int(height)} px. Correct the "
-                    "annotation or its image_id.")
+            return (
+                f"{where}: its RLE mask is {size[1]}x{size[0]} px (size [h, w] = {size}) but "
+                f"its image {im['file_name']} is {int(width)}x{int(height)} px. Correct the "
+                "annotation or its image_id."
+            )
         return None
     if seg not in (None, [], {}):
         return f"{where}: segmentation {str(seg)[:40]!r} is neither polygons nor RLE."
     box = ann.get("bbox")
     if not (isinstance(box, list) and len(box) == 4 and all(_number(v) for v in box)):
-        return (f"{where}: no segmentation and no bbox [x, y, width, height]. Redraw it, or "
-                "delete the annotation.")
+        return (
+            f"{where}: no segmentation and no bbox [x, y, width, height]. Redraw it, or "
+            "delete the annotation."
+        )
     if box[2] <= 0 or box[3] <= 0:
         return f"{where}: its bbox {box} is empty. Redraw it, or delete the annotation."
     if box_masks is None:
-        return (f"{where}: it has a box but no segmentation; pass --box-masks box (the box is "
-                "the mask) or --box-masks ellipse (the ellipse inscribed in the box).")
+        return (
+            f"{where}: it has a box but no segmentation; pass --box-masks box (the box is "
+            "the mask) or --box-masks ellipse (the ellipse inscribed in the box)."
+        )
     xs, ys = [box[0], box[0] + box[2]], [box[1], box[1] + box[3]]
     if sized and _outside(xs, ys, width, height):
-        return (f"{where}: its bbox {box} reaches outside its image {im['file_name']} "
-                f"({int(width)}x{int(height)} px). Correct the annotation or its image_id.")
+        return (
+            f"{where}: its bbox {box} reaches outside its image {im['file_name']} "
+            f"({int(width)}x{int(height)} px). Correct the annotation or its image_id."
+        )
     return None
 
 
 def _outside(xs, ys, width, height) -> bool:
     t = EDGE_TOLERANCE_PX
-    return (min(xs) < -t or min(ys) < -t or max(xs) > width + t or max(ys) > height + t)
+    return min(xs) < -t or min(ys) < -t or max(xs) > width + t or max(ys) > height + t
 
 
 def _far(values, limit) -> str:
@@ -939,10 +1057,12 @@ def _coco_mask(ann, height: int, width: int, box_masks, mask_utils) -> np.ndarra
             counts = rle_string_counts(counts)
         # pycocotools does not check that the runs fill the mask (it would
         # write past its buffer): check here, and decode the runs directly.
-        if (counts is None or not all(isinstance(c, int) and c >= 0 for c in counts)
-                or sum(counts) != h * w):
-            raise _Outside(f"its RLE counts do not add up to its size {w}x{h} px "
-                           f"({h * w} pixels).")
+        if (
+            counts is None
+            or not all(isinstance(c, int) and c >= 0 for c in counts)
+            or sum(counts) != h * w
+        ):
+            raise _Outside(f"its RLE counts do not add up to its size {w}x{h} px ({h * w} pixels).")
         flat = np.repeat(np.arange(len(counts)) % 2 == 1, counts)
         return flat.reshape(w, h).T  # COCO runs go down the columns
     x, y, w, h = (float(v) for v in ann["bbox"])
@@ -990,10 +1110,13 @@ def _check_options(surround, pixel_size_nm) -> None:
     if isinstance(surround, bool) or not isinstance(surround, (int, np.integer)) or surround < 0:
         raise ConfigError(f"--surround must be a whole number of pixels >= 0; got {surround!r}.")
     if pixel_size_nm is not None and not (_number(pixel_size_nm) and pixel_size_nm > 0):
-        raise ConfigError(f"--pixel-size must be a positive number of nm/px; got {pixel_size_nm!r}.")
+        raise ConfigError(
+            f"--pixel-size must be a positive number of nm/px; got {pixel_size_nm!r}."
+        )
 
 
 # Instance label images -------------------------------------------------------------
+
 
 def _index_files(root: Path, extensions) -> dict[str, Path]:
     """Files under ``root`` with one of ``extensions``, keyed by their path
@@ -1027,8 +1150,12 @@ def read_label_image(path) -> np.ndarray:
     try:
         if path.suffix.lower() in (".tif", ".tiff"):
             with tifffile.TiffFile(path) as tif:
-                array = _single_page(tif, path, "one label image per micrograph",
-                                     "Split it, one file per micrograph.").asarray()
+                array = _single_page(
+                    tif,
+                    path,
+                    "one label image per micrograph",
+                    "Split it, one file per micrograph.",
+                ).asarray()
         else:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -1055,14 +1182,18 @@ def read_label_image(path) -> np.ndarray:
         )
     if array.dtype.kind == "f":
         if not np.all(np.isfinite(array)) or np.any(array != np.round(array)):
-            raise DatasetError(f"{path.name} holds fractional values; a label image holds "
-                               "whole numbers (0 = background). Re-export it as integers.")
+            raise DatasetError(
+                f"{path.name} holds fractional values; a label image holds "
+                "whole numbers (0 = background). Re-export it as integers."
+            )
         array = array.astype(np.int64)
     if array.dtype.kind not in "uib":
         raise DatasetError(f"{path.name} holds {array.dtype} values; expected integer labels.")
     if array.dtype.kind == "i" and array.size and array.min() < 0:
-        raise DatasetError(f"{path.name} holds negative labels; expected 0 for background and "
-                           "positive labels for particles.")
+        raise DatasetError(
+            f"{path.name} holds negative labels; expected 0 for background and "
+            "positive labels for particles."
+        )
     return array.astype(np.uint64, copy=False) if array.dtype.kind != "u" else array
 
 
@@ -1079,32 +1210,47 @@ def _read_class_table(path: Path):
             "row per particle."
         )
     if not rows:
-        raise DatasetError(f"{path.name} holds no rows. Give one row per particle: "
-                           "micrograph, label, class.")
+        raise DatasetError(
+            f"{path.name} holds no rows. Give one row per particle: micrograph, label, class."
+        )
     table, problems = {}, []
     for line, row in rows:
         where = f"{path.name}, line {line}"
         mic, label, cls = row.get("micrograph", ""), row.get("label", ""), row.get("class", "")
         if not re.fullmatch(r"\d+", label) or int(label) == 0:
-            problems.append(f"{where}: label {label!r} is not a positive whole number. Give the "
-                            "particle's value in its label image.")
+            problems.append(
+                f"{where}: label {label!r} is not a positive whole number. Give the "
+                "particle's value in its label image."
+            )
             continue
         if not mic or not cls:
-            problems.append(f"{where}: no {'micrograph' if not mic else 'class'}. Fill in every "
-                            "column.")
+            problems.append(
+                f"{where}: no {'micrograph' if not mic else 'class'}. Fill in every column."
+            )
             continue
         key = (mic, int(label))
         if key in table:
-            problems.append(f"{where}: micrograph {mic!r} label {label} is already on line "
-                            f"{table[key][1]}. Give each particle one row.")
+            problems.append(
+                f"{where}: micrograph {mic!r} label {label} is already on line "
+                f"{table[key][1]}. Give each particle one row."
+            )
             continue
         table[key] = (cls, line)
     return table, problems
 
 
-def import_labels(images_dir, labels_dir, classes_csv, out, *, surround=DEFAULT_SURROUND_PX,
-                  drop_edge=False, pixel_size_nm=None, reporter=None,
-                  group_pattern=None) -> ImportResult:
+def import_labels(
+    images_dir,
+    labels_dir,
+    classes_csv,
+    out,
+    *,
+    surround=DEFAULT_SURROUND_PX,
+    drop_edge=False,
+    pixel_size_nm=None,
+    reporter=None,
+    group_pattern=None,
+) -> ImportResult:
     """Cut the particles of instance label images out of their micrographs
     and write them as a lab export.
 
@@ -1148,26 +1294,33 @@ def import_labels(images_dir, labels_dir, classes_csv, out, *, surround=DEFAULT_
         if not folder.is_dir():
             raise DatasetError(f"{option} {folder} is not a folder.")
     if not classes_csv.is_file():
-        raise DatasetError(f"--classes {classes_csv} does not exist. Pass the CSV with columns "
-                           "micrograph, label, class.")
+        raise DatasetError(
+            f"--classes {classes_csv} does not exist. Pass the CSV with columns "
+            "micrograph, label, class."
+        )
     out = _check_out(out)
     problems: list[str] = []
     micrographs = _index_files(images_dir, MICROGRAPH_EXTENSIONS)
     labels = _index_files(labels_dir, (".png", ".tif", ".tiff"))
     if not micrographs:
-        raise DatasetError(f"--images {images_dir} holds no micrographs (TIFF, PNG, JPEG, BMP "
-                           "or MRC).")
+        raise DatasetError(
+            f"--images {images_dir} holds no micrographs (TIFF, PNG, JPEG, BMP or MRC)."
+        )
     for key, found in sorted(micrographs.items()):
         if len(found) > 1:
-            problems.append(f"{' and '.join(f.name for f in found)} are both micrograph {key}. "
-                            "Keep one of them.")
+            problems.append(
+                f"{' and '.join(f.name for f in found)} are both micrograph {key}. "
+                "Keep one of them."
+            )
     pairs, claimed = {}, set()
     for key in sorted(micrographs):
         candidates = [(s, f) for s in LABEL_SUFFIXES for f in labels.get(key + s, [])]
         if not candidates:
-            problems.append(f"micrograph {micrographs[key][0].relative_to(images_dir).as_posix()} "
-                            f"has no label image in {labels_dir} (expected {key}.png or "
-                            f"{key}.tif, or {key}_masks.png). Add it.")
+            problems.append(
+                f"micrograph {micrographs[key][0].relative_to(images_dir).as_posix()} "
+                f"has no label image in {labels_dir} (expected {key}.png or "
+                f"{key}.tif, or {key}_masks.png). Add it."
+            )
         elif len(candidates) > 1:
             names = " and ".join(f.relative_to(labels_dir).as_posix() for _, f in candidates)
             problems.append(f"{names} are both label images of micrograph {key}. Keep one.")
@@ -1177,8 +1330,10 @@ def import_labels(images_dir, labels_dir, classes_csv, out, *, surround=DEFAULT_
     for found in labels.values():
         for f in found:
             if f not in claimed:
-                problems.append(f"label image {f.relative_to(labels_dir).as_posix()} has no "
-                                f"micrograph in {images_dir}. Add it, or move the label image away.")
+                problems.append(
+                    f"label image {f.relative_to(labels_dir).as_posix()} has no "
+                    f"micrograph in {images_dir}. Add it, or move the label image away."
+                )
     table, table_problems = _read_class_table(classes_csv)
     problems += table_problems
     # The table may name a micrograph by its id or its file name.
@@ -1189,9 +1344,11 @@ def import_labels(images_dir, labels_dir, classes_csv, out, *, surround=DEFAULT_
     rows: dict[str, dict[int, tuple[str, int]]] = {}
     for (mic, label), (cls, line) in table.items():
         if mic not in by_name:
-            problems.append(f"{classes_csv.name}, line {line}: micrograph {mic!r} is not in "
-                            f"{images_dir}. Correct the name (its file name, with or without "
-                            "extension).")
+            problems.append(
+                f"{classes_csv.name}, line {line}: micrograph {mic!r} is not in "
+                f"{images_dir}. Correct the name (its file name, with or without "
+                "extension)."
+            )
             continue
         rows.setdefault(by_name[mic], {})[label] = (cls, line)
     if problems:
@@ -1208,9 +1365,11 @@ def import_labels(images_dir, labels_dir, classes_csv, out, *, surround=DEFAULT_
         lab = read_label_image(pairs[key])
         height, width = image.shape
         if lab.shape != image.shape:
-            problems.append(f"label image {lab_rel} is {lab.shape[1]}x{lab.shape[0]} px but its "
-                            f"micrograph {rel} is {width}x{height} px. Export the labels at the "
-                            "micrograph's size.")
+            problems.append(
+                f"label image {lab_rel} is {lab.shape[1]}x{lab.shape[0]} px but its "
+                f"micrograph {rel} is {width}x{height} px. Export the labels at the "
+                "micrograph's size."
+            )
             reporter.advance()
             continue
         values, compact = np.unique(lab, return_inverse=True)
@@ -1222,12 +1381,16 @@ def import_labels(images_dir, labels_dir, classes_csv, out, *, surround=DEFAULT_
         wanted = rows.get(key, {})
         for value in present:
             if value not in wanted:
-                problems.append(f"label {value} in {lab_rel} has no row in {classes_csv.name}. "
-                                f"Add a row: {key},{value},CLASS.")
+                problems.append(
+                    f"label {value} in {lab_rel} has no row in {classes_csv.name}. "
+                    f"Add a row: {key},{value},CLASS."
+                )
         for value, (_, line) in sorted(wanted.items()):
             if value not in set(present):
-                problems.append(f"{classes_csv.name}, line {line}: label {value} does not occur "
-                                f"in {lab_rel}. Correct the label, or remove the row.")
+                problems.append(
+                    f"{classes_csv.name}, line {line}: label {value} does not occur "
+                    f"in {lab_rel}. Correct the label, or remove the row."
+                )
         px, px_from = _pixel_size(px, source, pixel_size_nm, rel, notes)
         summary = MicrographSummary(key, rel, width, height, px, px_from)
         summaries.append(summary)
@@ -1241,18 +1404,27 @@ def import_labels(images_dir, labels_dir, classes_csv, out, *, surround=DEFAULT_
             cls = wanted[value][0]
             class_order.append(cls)
             rs, cs = box
-            instances.append(_Instance(_safe_id(f"{key}-{value}"), cls,
-                                       compact[rs, cs] == index, cs.start, rs.start,
-                                       extra={"InstanceLabel": value}))
-        particles += _cut_particles(key, image, instances, px, rel, surround, drop_edge,
-                                    summary, extra)
+            instances.append(
+                _Instance(
+                    _safe_id(f"{key}-{value}"),
+                    cls,
+                    compact[rs, cs] == index,
+                    cs.start,
+                    rs.start,
+                    extra={"InstanceLabel": value},
+                )
+            )
+        particles += _cut_particles(
+            key, image, instances, px, rel, surround, drop_edge, summary, extra
+        )
         reporter.advance()
     if problems:
         raise ImportProblems(problems)
     problem = _problem_of(sorted(dict.fromkeys(class_order)))
     description = f"imported from label images {labels_dir.name} ({len(summaries)} micrographs)"
-    return _finish_import(particles, problem, out, extra, summaries, description, 0, notes,
-                          group_pattern)
+    return _finish_import(
+        particles, problem, out, extra, summaries, description, 0, notes, group_pattern
+    )
 
 
 # RELION STAR ----------------------------------------------------------------
@@ -1269,18 +1441,24 @@ def _star_tables(path: Path):
         blocks = starfile.read(path, always_dict=True)
     except (OSError, ValueError, KeyError, IndexError, TypeError, EOFError) as exc:
         log.debug("%s: %s", path, exc)
-        raise DatasetError(f"{path.name} cannot be read as a STAR file ({exc}). "
-                           "Export the particles from RELION again.") from None
+        raise DatasetError(
+            f"{path.name} cannot be read as a STAR file ({exc}). "
+            "Export the particles from RELION again."
+        ) from None
     tables = [t for t in blocks.values() if hasattr(t, "columns")]
     particles = [t for t in tables if "rlnCoordinateX" in t.columns]
     if not particles:
-        raise DatasetError(f"{path.name} has no table with rlnCoordinateX: expected a RELION "
-                           "particles (or coordinates) STAR file.")
+        raise DatasetError(
+            f"{path.name} has no table with rlnCoordinateX: expected a RELION "
+            "particles (or coordinates) STAR file."
+        )
     table = particles[0]
     missing = [c for c in STAR_COLUMNS if c not in table.columns]
     if missing:
-        raise DatasetError(f"{path.name}'s particles table lacks {', '.join(missing)}. "
-                           "Export the particles with their micrograph, coordinates and class.")
+        raise DatasetError(
+            f"{path.name}'s particles table lacks {', '.join(missing)}. "
+            "Export the particles with their micrograph, coordinates and class."
+        )
     optics = [t for t in tables if "rlnOpticsGroup" in t.columns and t is not table]
     return table, (optics[0] if optics else None)
 
@@ -1289,8 +1467,7 @@ def _star_pixel_size_nm(optics) -> float:
     """The optics table's micrograph pixel size (Angstrom) in nm, or NaN."""
     if optics is None:
         return float("nan")
-    for column in ("rlnMicrographPixelSize", "rlnMicrographOriginalPixelSize",
-                   "rlnImagePixelSize"):
+    for column in ("rlnMicrographPixelSize", "rlnMicrographOriginalPixelSize", "rlnImagePixelSize"):
         if column in optics.columns and len(optics):
             value = float(optics[column].iloc[0])
             if math.isfinite(value) and value > 0:
@@ -1310,9 +1487,19 @@ def _disk(x: float, y: float, diameter: float, width: int, height: int):
     return _trim(mask, x0, y0)
 
 
-def import_star(star, images_dir, out, *, diameter_px, surround=DEFAULT_SURROUND_PX,
-                classes=None, drop_edge=False, pixel_size_nm=None, reporter=None,
-                group_pattern=None) -> ImportResult:
+def import_star(
+    star,
+    images_dir,
+    out,
+    *,
+    diameter_px,
+    surround=DEFAULT_SURROUND_PX,
+    classes=None,
+    drop_edge=False,
+    pixel_size_nm=None,
+    reporter=None,
+    group_pattern=None,
+) -> ImportResult:
     """Cut the particles of a RELION STAR file out of their micrographs and
     write them as a lab export.
 
@@ -1350,19 +1537,25 @@ def import_star(star, images_dir, out, *, diameter_px, surround=DEFAULT_SURROUND
     _check_options(surround, pixel_size_nm)
     if group_pattern is not None:
         compile_group_pattern(group_pattern)
-    if not (isinstance(diameter_px, (int, float)) and math.isfinite(diameter_px)
-            and diameter_px > 0):
+    if not (
+        isinstance(diameter_px, (int, float)) and math.isfinite(diameter_px) and diameter_px > 0
+    ):
         raise ConfigError(f"--diameter must be a positive number of px; got {diameter_px!r}.")
     if not images_dir.is_dir():
-        raise DatasetError(f"--images {images_dir} is not a folder. Pass the folder of the "
-                           "micrographs the STAR file names.")
+        raise DatasetError(
+            f"--images {images_dir} is not a folder. Pass the folder of the "
+            "micrographs the STAR file names."
+        )
     out = _check_out(out)
     class_map = parse_class_map(classes)
     names, preset = _class_problem(class_map) if class_map else ({}, None)
     table, optics = _star_tables(star)
     star_px = _star_pixel_size_nm(optics)
-    given = pixel_size_nm if pixel_size_nm is not None else (
-        star_px if math.isfinite(star_px) else None)
+    given = (
+        pixel_size_nm
+        if pixel_size_nm is not None
+        else (star_px if math.isfinite(star_px) else None)
+    )
     problems, files = [], {}
     for name in dict.fromkeys(str(v) for v in table["rlnMicrographName"]):
         rel = _check_path(name)
@@ -1371,15 +1564,22 @@ def import_star(star, images_dir, out, *, diameter_px, surround=DEFAULT_SURROUND
         elif (images_dir / Path(name).name).is_file():
             files[name] = Path(name).name
         else:
-            problems.append(f"{star.name}: micrograph {name} is not in {images_dir}. Add it, "
-                            "or pass the folder holding it as --images.")
+            problems.append(
+                f"{star.name}: micrograph {name} is not in {images_dir}. Add it, "
+                "or pass the folder holding it as --images."
+            )
     labels = []
     for k, value in enumerate(table["rlnClassNumber"]):
-        label = str(int(value)) if isinstance(value, (int, float, np.number)) and float(
-            value).is_integer() else str(value)
+        label = (
+            str(int(value))
+            if isinstance(value, (int, float, np.number)) and float(value).is_integer()
+            else str(value)
+        )
         if class_map and label not in class_map:
-            problems.append(f"{star.name}, particle {k + 1}: class {label} has no class in "
-                            f"--classes. Add {label}=CODE (or =NAME) to --classes.")
+            problems.append(
+                f"{star.name}, particle {k + 1}: class {label} has no class in "
+                f"--classes. Add {label}=CODE (or =NAME) to --classes."
+            )
         labels.append(label)
     if problems:
         raise ImportProblems(problems)
@@ -1400,22 +1600,31 @@ def import_star(star, images_dir, out, *, diameter_px, surround=DEFAULT_SURROUND
             x, y = float(table["rlnCoordinateX"].iloc[k]), float(table["rlnCoordinateY"].iloc[k])
             trimmed = _disk(x, y, float(diameter_px), width, height)
             if trimmed is None:
-                problems.append(f"{star.name}, particle {k + 1}: ({x:g}, {y:g}) is outside "
-                                f"{rel} ({width}x{height} px). Correct its coordinates.")
+                problems.append(
+                    f"{star.name}, particle {k + 1}: ({x:g}, {y:g}) is outside "
+                    f"{rel} ({width}x{height} px). Correct its coordinates."
+                )
                 continue
             label = labels[k]
             label = names.get(label, label) if class_map else label
-            instances.append(_Instance(_safe_id(f"{mid}-{k + 1}"), label, *trimmed,
-                                       extra={"StarRow": int(k + 1)}))
-        particles += _cut_particles(mid, image, instances, px, rel, surround, drop_edge,
-                                    summary, extra)
+            instances.append(
+                _Instance(
+                    _safe_id(f"{mid}-{k + 1}"), label, *trimmed, extra={"StarRow": int(k + 1)}
+                )
+            )
+        particles += _cut_particles(
+            mid, image, instances, px, rel, surround, drop_edge, summary, extra
+        )
         reporter.advance()
     if problems:
         raise ImportProblems(problems)
     if class_map:
-        problem = preset or _problem_of(list(dict.fromkeys(names[c] for c in dict.fromkeys(labels))))
+        problem = preset or _problem_of(
+            list(dict.fromkeys(names[c] for c in dict.fromkeys(labels)))
+        )
     else:
         problem = _problem_of(list(dict.fromkeys(labels)))
     description = f"imported from STAR {star.name} ({len(summaries)} micrographs)"
-    return _finish_import(particles, problem, out, extra, summaries, description, 0, notes,
-                          group_pattern)
+    return _finish_import(
+        particles, problem, out, extra, summaries, description, 0, notes, group_pattern
+    )

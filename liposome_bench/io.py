@@ -117,7 +117,7 @@ def clean_stale_staging(out) -> list[Path]:
             continue
         if not name.startswith((f".{out.name}.tmp", f".{out.name}.old-")):
             continue
-        rest = name[len(f".{out.name}."):]
+        rest = name[len(f".{out.name}.") :]
         parts = rest.split("-")
         if rest.startswith("tmp-") and len(parts) >= 4 and parts[-2].isdigit():
             owner_host, pid = "-".join(parts[1:-2]), int(parts[-2])

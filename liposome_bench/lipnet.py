@@ -134,8 +134,9 @@ class LipNetClassifier(ClassifierMixin, BaseEstimator):
         size = int(settings.input_size or INPUT_SIZES[settings.model])
         if len(X) and all(isinstance(p, Particle) for p in X):
             holder = Dataset(problem=None, particles=list(X))
-            return cnn.prepare_images(holder, settings.input_mode, size,
-                                      keep_size=settings.model == "lipnet-fcn")
+            return cnn.prepare_images(
+                holder, settings.input_mode, size, keep_size=settings.model == "lipnet-fcn"
+            )
         images = np.asarray(X, dtype=np.float32)
         if images.ndim == 3:
             images = images[..., None]
@@ -175,11 +176,16 @@ class LipNetClassifier(ClassifierMixin, BaseEstimator):
         fit_pos, val_pos = cnn.split_validation(
             y_index, settings.validation_fraction, np.random.default_rng(seed)
         )
-        dtype_policy = cnn.resolve_dtype_policy(settings.mixed_precision,
-                                                cnn.describe_device()[0])
+        dtype_policy = cnn.resolve_dtype_policy(settings.mixed_precision, cnn.describe_device()[0])
         net, info = cnn.train_fold(
-            images[fit_pos], y_index[fit_pos], images[val_pos], y_index[val_pos], settings,
-            n_classes=len(self.classes_), dtype_policy=dtype_policy, seed=seed,
+            images[fit_pos],
+            y_index[fit_pos],
+            images[val_pos],
+            y_index[val_pos],
+            settings,
+            n_classes=len(self.classes_),
+            dtype_policy=dtype_policy,
+            seed=seed,
             class_names=[str(c) for c in self.classes_],
         )
         self.model_ = net

@@ -29,8 +29,12 @@ def cpu_info() -> dict:
 
     Reads the first processor of ``/proc/cpuinfo`` on Linux.
     """
-    info = {"model": platform.processor() or platform.machine() or "unknown CPU",
-            "family": None, "cores": os.cpu_count() or 1, "flags": frozenset()}
+    info = {
+        "model": platform.processor() or platform.machine() or "unknown CPU",
+        "family": None,
+        "cores": os.cpu_count() or 1,
+        "flags": frozenset(),
+    }
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
             text = fh.read().split("\n\n", 1)[0]

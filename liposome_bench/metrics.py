@@ -43,6 +43,7 @@ def format_signed(value, digits: int = 3) -> str:
     """A difference with its sign ("+0.012"), or UNDEFINED for None."""
     return UNDEFINED if value is None else f"{value:+.{digits}f}"
 
+
 CLASS_METRIC_LABELS = {
     "tpr": "TPR",
     "tnr": "TNR",
@@ -206,9 +207,7 @@ def metric_arrays(cm) -> dict[str, np.ndarray]:
     # Section 4.6: F1 = 2 / (1/TPR + 1/TNR) = 2 TPR TNR / (TPR + TNR); 0 when
     # either rate is 0 (its limit), NaN when either is undefined.
     tpr, tnr = out["tpr"], out["tnr"]
-    out["f1_thesis"] = np.where(
-        (tpr == 0) | (tnr == 0), 0.0, _divide(2 * tpr * tnr, tpr + tnr)
-    )
+    out["f1_thesis"] = np.where((tpr == 0) | (tnr == 0), 0.0, _divide(2 * tpr * tnr, tpr + tnr))
     out["f1_thesis"][np.isnan(tpr) | np.isnan(tnr)] = np.nan
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -243,7 +242,12 @@ def metrics_from_confusion(confusion, classes) -> ModelMetrics:
         fp = int(confusion[:, i].sum()) - tp
         per_class.append(
             ClassMetrics(
-                name=name, support=tp + fn, tp=tp, fp=fp, fn=fn, tn=n - tp - fn - fp,
+                name=name,
+                support=tp + fn,
+                tp=tp,
+                fp=fp,
+                fn=fn,
+                tn=n - tp - fn - fp,
                 **{metric: float(values[metric][i]) for metric in CLASS_METRICS},
             )
         )
@@ -386,9 +390,7 @@ def summarise_folds(fold_results, classes) -> FoldSummary:
     k = len(classes)
     per_fold = [compute_metrics(r.y_true, r.y_pred, classes) for r in fold_results]
     per_class = {
-        name: {
-            m: _mean_std([getattr(f.per_class[i], m) for f in per_fold]) for m in CLASS_METRICS
-        }
+        name: {m: _mean_std([getattr(f.per_class[i], m) for f in per_fold]) for m in CLASS_METRICS}
         for i, name in enumerate(classes)
     }
     overall = {m: _mean_std([getattr(f, m) for f in per_fold]) for m in OVERALL_METRICS}
@@ -450,13 +452,19 @@ def metrics_by_size_quartile(sizes, y_true, y_pred, classes, edges=None) -> list
     out = []
     for q in range(4):
         keep = which == q
-        row = {"quartile": q + 1, "n": int(keep.sum()),
-               "size_min": float(sizes[keep].min()) if keep.any() else None,
-               "size_max": float(sizes[keep].max()) if keep.any() else None}
+        row = {
+            "quartile": q + 1,
+            "n": int(keep.sum()),
+            "size_min": float(sizes[keep].min()) if keep.any() else None,
+            "size_max": float(sizes[keep].max()) if keep.any() else None,
+        }
         if keep.any():
             m = compute_metrics(y_true[keep], y_pred[keep], classes)
-            row.update(accuracy=float(m.accuracy), balanced_accuracy=float(m.balanced_accuracy),
-                       macro_f1=float(m.macro_f1))
+            row.update(
+                accuracy=float(m.accuracy),
+                balanced_accuracy=float(m.balanced_accuracy),
+                macro_f1=float(m.macro_f1),
+            )
         else:
             row.update(accuracy=math.nan, balanced_accuracy=math.nan, macro_f1=math.nan)
         out.append(row)

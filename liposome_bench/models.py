@@ -36,12 +36,12 @@ import os
 from liposome_bench.errors import ConfigError
 
 
-
 def quiet_tensorflow() -> None:
     """Keep most of TensorFlow's C++ start-up lines (CPU feature notes) off
     stderr: sets ``TF_CPP_MIN_LOG_LEVEL=2`` unless it is set. Called before
     Keras is first imported (never at module import, which changes nothing)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
 
 from liposome_bench.settings import MODEL_NAMES  # noqa: E402  (one list for every module)
 
@@ -64,9 +64,7 @@ FILTERS = 32
 def check_model_name(name: str) -> str:
     """Return ``name`` if it is a LipNet model, else raise ``ConfigError``."""
     if name not in MODEL_NAMES:
-        raise ConfigError(
-            f"Unknown model {name!r}; expected one of {', '.join(MODEL_NAMES)}."
-        )
+        raise ConfigError(f"Unknown model {name!r}; expected one of {', '.join(MODEL_NAMES)}.")
     return name
 
 
@@ -135,8 +133,7 @@ def build_lipnet(
     input_shape = tuple(input_shape)
     if len(input_shape) != 3 or input_shape[-1] != 1:
         raise ConfigError(
-            f"{name} takes grayscale images of shape (H, W, 1); got input shape "
-            f"{input_shape}."
+            f"{name} takes grayscale images of shape (H, W, 1); got input shape {input_shape}."
         )
     minimum = 8 if name in ("lipnet-4c", "lipnet-fcn", "lipnet-6") else 4
     if any(s is not None and s < minimum for s in input_shape[:2]):

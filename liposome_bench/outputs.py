@@ -90,8 +90,7 @@ def output_error(exc: OSError, path, option: str = "--out") -> OutputError:
         )
     if code == errno.EROFS:
         return OutputError(
-            f"{where}: {folder} is on a read-only file system. Choose a folder on a "
-            "writable disk."
+            f"{where}: {folder} is on a read-only file system. Choose a folder on a writable disk."
         )
     if code in _NO_SPACE:
         return OutputError(
@@ -188,9 +187,11 @@ def describe_os_error(exc: OSError) -> str:
     name = exc.filename if exc.filename is not None else "a file"
     code = errno.errorcode.get(exc.errno, "") if exc.errno is not None else ""
     what = exc.strerror or str(exc) or type(exc).__name__
-    return (f"{os.fsdecode(name) if isinstance(name, bytes) else name}: {what}"
-            f"{f' ({code})' if code else ''}. Check that path (its permissions, free space, "
-            "and that it is the file or folder you meant); run with -v for details.")
+    return (
+        f"{os.fsdecode(name) if isinstance(name, bytes) else name}: {what}"
+        f"{f' ({code})' if code else ''}. Check that path (its permissions, free space, "
+        "and that it is the file or folder you meant); run with -v for details."
+    )
 
 
 def _resolved(path) -> Path:
@@ -229,9 +230,11 @@ def check_apart(out, inputs: dict, option: str = "--out") -> Path:
         if path is None:
             continue
         source = _resolved(path)
-        via = "" if (Path(os.path.abspath(out)) == target
-                     and Path(os.path.abspath(path)) == source) else (
-            f" (following symlinks, {target} and {source})")
+        via = (
+            ""
+            if (Path(os.path.abspath(out)) == target and Path(os.path.abspath(path)) == source)
+            else (f" (following symlinks, {target} and {source})")
+        )
         if target == source:
             relation = "is"
         elif source in target.parents:

@@ -35,8 +35,7 @@ def colormap(name: str):
 def _save(fig, path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, bbox_inches="tight"),
-                 suffix=".png")
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, bbox_inches="tight"), suffix=".png")
     return path
 
 
@@ -74,20 +73,43 @@ def plot_micrograph_crops(image, particles, path, *, classes=None, title=None) -
     for p in particles:
         colour = colours(classes.index(p["label"]) % 10)
         x, y, w, h = p["crop"]
-        ax.add_patch(Rectangle((x - 0.5, y - 0.5), w, h, fill=False, lw=1.2, ls="--",
-                               edgecolor="red" if p.get("edge_cut") else colour))
+        ax.add_patch(
+            Rectangle(
+                (x - 0.5, y - 0.5),
+                w,
+                h,
+                fill=False,
+                lw=1.2,
+                ls="--",
+                edgecolor="red" if p.get("edge_cut") else colour,
+            )
+        )
         if p.get("mask") is not None:
-            ax.contour(np.arange(x, x + w), np.arange(y, y + h), p["mask"].astype(float),
-                       levels=[0.5], colors=[colour], linewidths=1.2)
+            ax.contour(
+                np.arange(x, x + w),
+                np.arange(y, y + h),
+                p["mask"].astype(float),
+                levels=[0.5],
+                colors=[colour],
+                linewidths=1.2,
+            )
         if p.get("name") is not None:
             ax.text(x + 2, y + 2, str(p["name"]), color=colour, fontsize=7, va="top")
-    handles = [Patch(edgecolor=colours(i % 10), facecolor="none", label=c)
-               for i, c in enumerate(classes)]
+    handles = [
+        Patch(edgecolor=colours(i % 10), facecolor="none", label=c) for i, c in enumerate(classes)
+    ]
     if any(p.get("edge_cut") for p in particles):
-        handles.append(Patch(edgecolor="red", facecolor="none", ls="--",
-                             label="crop of an edge-cut particle"))
-    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.02), ncol=4,
-              fontsize=8, frameon=False)
+        handles.append(
+            Patch(edgecolor="red", facecolor="none", ls="--", label="crop of an edge-cut particle")
+        )
+    ax.legend(
+        handles=handles,
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.02),
+        ncol=4,
+        fontsize=8,
+        frameon=False,
+    )
     ax.set_xlim(-0.5, width - 0.5)
     ax.set_ylim(height - 0.5, -0.5)
     ax.set_xticks([])
@@ -98,6 +120,8 @@ def plot_micrograph_crops(image, particles, path, *, classes=None, title=None) -
         return _save(fig, path)
     finally:
         plt.close(fig)
+
+
 def _level_label(value) -> str:
     from liposome_bench.settings import AUGMENTATIONS
 
@@ -145,25 +169,32 @@ def plot_axis_f1(per_fold: dict, sweep: dict, grid: dict, axis: str, path) -> Pa
     if not values:
         return None
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(max(4.5, 1.1 * len(levels) * len(classes) / 2), 3.6),
-                           layout="constrained")
+    fig, ax = plt.subplots(
+        figsize=(max(4.5, 1.1 * len(levels) * len(classes) / 2), 3.6), layout="constrained"
+    )
     width = 0.8 / len(classes)
     x = np.arange(len(levels))
     colours = plt.get_cmap("tab10")
     for j, cls in enumerate(classes):
         means, stds = [], []
         for level in levels:
-            stack = np.concatenate(values[level], axis=0)[:, j] if level in values \
+            stack = (
+                np.concatenate(values[level], axis=0)[:, j]
+                if level in values
                 else np.array([np.nan])
+            )
             defined = stack[~np.isnan(stack)]
             means.append(defined.mean() if defined.size else np.nan)
             stds.append(defined.std(ddof=1) if defined.size > 1 else 0.0)
         pos = x - 0.4 + width * (j + 0.5)
         ax.bar(pos, np.nan_to_num(means), width, label=cls, color=colours(j))
-        ax.errorbar(pos, means, yerr=stds, fmt="none", ecolor="black", elinewidth=0.8,
-                    capsize=2)
-    ax.set_xticks(x, levels, rotation=20 if max(len(v) for v in levels) > 10 else 0,
-                  ha="right" if max(len(v) for v in levels) > 10 else "center")
+        ax.errorbar(pos, means, yerr=stds, fmt="none", ecolor="black", elinewidth=0.8, capsize=2)
+    ax.set_xticks(
+        x,
+        levels,
+        rotation=20 if max(len(v) for v in levels) > 10 else 0,
+        ha="right" if max(len(v) for v in levels) > 10 else "center",
+    )
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("F1 (mean ± sd over folds)")
     ax.set_xlabel(axis)
@@ -203,15 +234,27 @@ def plot_coverage_curves(curves: dict, classes, path, *, title: str = "") -> Pat
     plt = _pyplot()
 
     panels = ["accuracy", *[f"precision: {c}" for c in classes]]
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.4), sharex=True,
-                             squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(
+        1,
+        len(panels),
+        figsize=(3.6 * len(panels), 3.4),
+        sharex=True,
+        squeeze=False,
+        layout="constrained",
+    )
     colours = plt.get_cmap("tab10")
     for m, (name, curve) in enumerate(curves.items()):
         coverage = np.asarray(curve["coverage"], dtype=np.float64)
         series = [curve["accuracy"], *curve["precision"]]
         for ax, values in zip(axes[0], series):
-            ax.plot(coverage, np.asarray(values, dtype=np.float64), color=colours(m),
-                    label=name, drawstyle="steps-post", linewidth=1.4)
+            ax.plot(
+                coverage,
+                np.asarray(values, dtype=np.float64),
+                color=colours(m),
+                label=name,
+                drawstyle="steps-post",
+                linewidth=1.4,
+            )
     for ax, panel in zip(axes[0], panels):
         ax.set_title(panel)
         ax.set_xlim(1.0, 0.0)  # from keeping everything to abstaining on most
@@ -250,8 +293,9 @@ def plot_cells_f1(per_fold: dict, sweep: dict, path) -> Path | None:
     if not cells:
         return None
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.45 * len(cells) * len(classes)), 4.0),
-                           layout="constrained")
+    fig, ax = plt.subplots(
+        figsize=(max(6.0, 0.45 * len(cells) * len(classes)), 4.0), layout="constrained"
+    )
     width = 0.8 / len(classes)
     x = np.arange(len(cells))
     colours = plt.get_cmap("tab10")
@@ -261,8 +305,7 @@ def plot_cells_f1(per_fold: dict, sweep: dict, path) -> Path | None:
         stds = [v.std(ddof=1) if v.size > 1 else 0.0 for v in values]
         pos = x - 0.4 + width * (j + 0.5)
         ax.bar(pos, np.nan_to_num(means), width, label=cls, color=colours(j))
-        ax.errorbar(pos, means, yerr=stds, fmt="none", ecolor="black", elinewidth=0.8,
-                    capsize=2)
+        ax.errorbar(pos, means, yerr=stds, fmt="none", ecolor="black", elinewidth=0.8, capsize=2)
     ax.set_xticks(x, cells, rotation=45, ha="right", fontsize="small")
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("F1 (mean ± sd over folds)")
@@ -279,6 +322,7 @@ def plot_cells_f1(per_fold: dict, sweep: dict, path) -> Path | None:
 
 # Report figures (liposome-bench report) ---------------------------------------
 
+
 def _nan(value) -> float:
     return float("nan") if value is None else float(value)
 
@@ -292,7 +336,11 @@ def plot_metric_bars(summary: dict, path) -> Path:
     classes = summary["classes"]
     models = list(summary["models"])
     fig, axes = plt.subplots(
-        1, len(classes), figsize=(4.2 * len(classes), 3.8), sharey=True, squeeze=False,
+        1,
+        len(classes),
+        figsize=(4.2 * len(classes), 3.8),
+        sharey=True,
+        squeeze=False,
         layout="constrained",
     )
     width = 0.8 / max(len(models), 1)
@@ -302,14 +350,22 @@ def plot_metric_bars(summary: dict, path) -> Path:
         for m, name in enumerate(models):
             entries = summary["models"][name]["per_class"][cls]
             pooled = np.array([_nan(entries[k].get("pooled")) for k in BAR_METRICS])
-            ci = np.array([[_nan(v) for v in (entries[k].get("ci") or [None, None])]
-                           for k in BAR_METRICS])
+            ci = np.array(
+                [[_nan(v) for v in (entries[k].get("ci") or [None, None])] for k in BAR_METRICS]
+            )
             lower = np.clip(pooled - ci[:, 0], 0, None)
             upper = np.clip(ci[:, 1] - pooled, 0, None)
             pos = x - 0.4 + width * (m + 0.5)
             ax.bar(pos, np.nan_to_num(pooled), width, label=name, color=colours(m))
-            ax.errorbar(pos, pooled, yerr=[lower, upper], fmt="none", ecolor="black",
-                        elinewidth=0.8, capsize=2)
+            ax.errorbar(
+                pos,
+                pooled,
+                yerr=[lower, upper],
+                fmt="none",
+                ecolor="black",
+                elinewidth=0.8,
+                capsize=2,
+            )
         ax.set_title(cls)
         ax.set_xticks(x, [CLASS_METRIC_LABELS[k] for k in BAR_METRICS])
         ax.set_ylim(0, 1.05)
@@ -331,21 +387,32 @@ def plot_confusion_heatmaps(summary: dict, path) -> Path:
     classes = summary["classes"]
     models = list(summary["models"])
     fig, axes = plt.subplots(
-        1, len(models), figsize=(3.4 * len(models) + 1.2, 3.8), squeeze=False,
+        1,
+        len(models),
+        figsize=(3.4 * len(models) + 1.2, 3.8),
+        squeeze=False,
         layout="constrained",
     )
     for ax, name in zip(axes[0], models):
         matrix = np.array(
-            [[_nan(v) for v in row]
-             for row in summary["models"][name]["confusion"]["normalised_mean"]]
+            [
+                [_nan(v) for v in row]
+                for row in summary["models"][name]["confusion"]["normalised_mean"]
+            ]
         )
         ax.imshow(matrix, vmin=0, vmax=1, cmap="Blues")
         for i in range(len(classes)):
             for j in range(len(classes)):
                 value = matrix[i, j]
-                ax.text(j, i, UNDEFINED if np.isnan(value) else f"{value:.2f}",
-                        ha="center", va="center",
-                        color="white" if value > 0.6 else "black", fontsize=9)
+                ax.text(
+                    j,
+                    i,
+                    UNDEFINED if np.isnan(value) else f"{value:.2f}",
+                    ha="center",
+                    va="center",
+                    color="white" if value > 0.6 else "black",
+                    fontsize=9,
+                )
         ax.set_xticks(range(len(classes)), classes, rotation=30, ha="right")
         ax.set_yticks(range(len(classes)), classes if ax is axes[0][0] else [])
         ax.set_xlabel("predicted")
@@ -388,8 +455,9 @@ def plot_training_curves(histories: dict, path) -> Path | None:
         return None
     cols = min(len(panels), 3)
     rows = math.ceil(len(panels) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False,
-                             layout="constrained")
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False, layout="constrained"
+    )
     colours = plt.get_cmap("tab10")
     for ax, (model, quantity) in zip(axes.ravel(), panels):
         for fold, history in histories[model]:
@@ -397,13 +465,18 @@ def plot_training_curves(histories: dict, path) -> Path | None:
                 values = history.get(key)
                 if isinstance(values, list) and values:
                     epochs = np.arange(1, len(values) + 1)
-                    ax.plot(epochs, [_nan(v) for v in values], style, color=colours(fold % 10),
-                            label=f"fold {fold}{' val' if key.startswith('val_') else ''}")
+                    ax.plot(
+                        epochs,
+                        [_nan(v) for v in values],
+                        style,
+                        color=colours(fold % 10),
+                        label=f"fold {fold}{' val' if key.startswith('val_') else ''}",
+                    )
         ax.set_title(f"{model}: {quantity}")
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-    for ax in axes.ravel()[len(panels):]:
+    for ax in axes.ravel()[len(panels) :]:
         ax.set_visible(False)
     axes.ravel()[0].legend(fontsize="x-small", ncol=2)
     fig.suptitle("CNN training (solid) and validation (dashed) curves")
@@ -427,8 +500,14 @@ def plot_montage(rows, labels, path, *, per_class: int) -> Path:
     fig = Figure(figsize=(cell * per_class + 1.6, cell * len(rows) * H / W + 0.2), dpi=110)
     FigureCanvasAgg(fig)
     axes = fig.subplots(len(rows), per_class, squeeze=False)
-    fig.subplots_adjust(left=1.5 / (cell * per_class + 1.6), right=0.995, top=0.99,
-                        bottom=0.01, wspace=0.04, hspace=0.04)
+    fig.subplots_adjust(
+        left=1.5 / (cell * per_class + 1.6),
+        right=0.995,
+        top=0.99,
+        bottom=0.01,
+        wspace=0.04,
+        hspace=0.04,
+    )
     for ci, row in enumerate(rows):
         for j in range(per_class):
             ax = axes[ci, j]
@@ -468,8 +547,9 @@ def plot_learning_curves(summary: dict, path) -> Path | None:
         return None
     panels = list(dict.fromkeys(item["class"] for item in items))
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 3.3),
-                             layout="constrained", squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(3.4 * len(panels), 3.3), layout="constrained", squeeze=False
+    )
     colours = plt.get_cmap("tab10")
     models = list(dict.fromkeys([i["model_a"] for i in items] + [i["model_b"] for i in items]))
     for ax, cls in zip(axes[0], panels):
@@ -485,31 +565,48 @@ def plot_learning_curves(summary: dict, path) -> Path | None:
                 colour = colours(models.index(model))
                 fit = item[f"fit_{side}"]
                 if fit.get("c") is not None and fit.get("log_b") is not None:
-                    ax.plot(grid, 1 - np.exp(fit["log_b"] - fit["c"] * np.log(grid)), "--",
-                            color=colour, lw=1)
+                    ax.plot(
+                        grid,
+                        1 - np.exp(fit["log_b"] - fit["c"] * np.log(grid)),
+                        "--",
+                        color=colour,
+                        lw=1,
+                    )
                 if cell in drawn:
                     continue
                 drawn.add(cell)
                 sd = np.array([_nan(v) for v in item[f"sd_{side}"]])
-                ax.errorbar(n, item[f"f1_{side}"], yerr=np.nan_to_num(sd), fmt="o-",
-                            color=colour, capsize=2, label=model, ms=4)
+                ax.errorbar(
+                    n,
+                    item[f"f1_{side}"],
+                    yerr=np.nan_to_num(sd),
+                    fmt="o-",
+                    color=colour,
+                    capsize=2,
+                    label=model,
+                    ms=4,
+                )
             if crossing:
                 ax.axvline(crossing, color="grey", lw=0.8)
                 low, high = item.get("low"), item.get("high")
                 if low is not None:
-                    ax.axvspan(low, high if high is not None else 10 * n_max, color="grey",
-                               alpha=0.15)
+                    ax.axvspan(
+                        low, high if high is not None else 10 * n_max, color="grey", alpha=0.15
+                    )
             ax.axvspan(2 * n_max, grid.max() * 1.05, color="orange", alpha=0.06, lw=0)
         ax.set_xscale("log")
         ax.set_ylim(0, 1.02)
         ax.set_title(cls, fontsize="medium")
-        ax.set_xlabel("training particles" + (" (all classes)" if cls == "macro F1"
-                                               else f" of {cls}"))
+        ax.set_xlabel(
+            "training particles" + (" (all classes)" if cls == "macro F1" else f" of {cls}")
+        )
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("F1 (mean ± sd over folds)")
     axes[0][-1].legend(fontsize="small", loc="lower right")
-    title = (f"{summary['problem']}: learning curves; dashed: fitted power law, "
-             "grey: crossing (bootstrap 95 %), orange: beyond 2x the data (a guess)")
+    title = (
+        f"{summary['problem']}: learning curves; dashed: fitted power law, "
+        "grey: crossing (bootstrap 95 %), orange: beyond 2x the data (a guess)"
+    )
     if summary.get("synthetic"):
         title += " — synthetic data"
     fig.suptitle(title, fontsize="small")

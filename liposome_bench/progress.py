@@ -102,7 +102,8 @@ class RichReporter(NullReporter):
         eta = self._eta.epoch(epoch, epochs)
         if self._task is not None:
             self._progress.update(
-                self._task, detail=f"{self._fold}  epoch {epoch}/{epochs}  {shown}",
+                self._task,
+                detail=f"{self._fold}  epoch {epoch}/{epochs}  {shown}",
                 eta=format_eta(*eta) if eta else "",
             )
 

@@ -53,9 +53,12 @@ def _solve(rates, unadjusted) -> np.ndarray:
             "Install it: pip install 'liposome-bench[quantify]'."
         ) from None
 
-    estimate = ACC.solve_adjustment(class_conditional_rates=rates,
-                                    unadjusted_counts=np.asarray(unadjusted, np.float64),
-                                    method="inversion", solver="minimize")
+    estimate = ACC.solve_adjustment(
+        class_conditional_rates=rates,
+        unadjusted_counts=np.asarray(unadjusted, np.float64),
+        method="inversion",
+        solver="minimize",
+    )
     estimate = np.clip(np.asarray(estimate, dtype=np.float64), 0.0, None)
     total = estimate.sum()
     return estimate / total if total > 0 else np.full(len(estimate), 1 / len(estimate))
@@ -85,21 +88,35 @@ def estimate_fractions(y_pred, probabilities, rates: dict) -> dict:
     probabilities = np.asarray(probabilities, dtype=np.float64)
     n_classes = probabilities.shape[1]
     raw = one_hot(y_pred, n_classes).mean(axis=0)
-    return {"raw": raw,
-            "acc": _solve(rates["acc"], raw),
-            "pacc": _solve(rates["pacc"], probabilities.mean(axis=0))}
+    return {
+        "raw": raw,
+        "acc": _solve(rates["acc"], raw),
+        "pacc": _solve(rates["pacc"], probabilities.mean(axis=0)),
+    }
 
 
 def cv_rates(y_true, y_pred, probabilities) -> dict:
     """``{"acc", "pacc"}`` rate matrices from out-of-fold predictions."""
     probabilities = np.asarray(probabilities, dtype=np.float64)
     n_classes = probabilities.shape[1]
-    return {"acc": class_rates(y_true, one_hot(y_pred, n_classes), n_classes),
-            "pacc": class_rates(y_true, probabilities, n_classes)}
+    return {
+        "acc": class_rates(y_true, one_hot(y_pred, n_classes), n_classes),
+        "pacc": class_rates(y_true, probabilities, n_classes),
+    }
 
 
-def fractions_by_group(groups, y_pred, probabilities, rates: dict, classes, *, y_true=None,
-                       n_resamples: int = 200, seed: int = 0, level: float = 0.95):
+def fractions_by_group(
+    groups,
+    y_pred,
+    probabilities,
+    rates: dict,
+    classes,
+    *,
+    y_true=None,
+    n_resamples: int = 200,
+    seed: int = 0,
+    level: float = 0.95,
+):
     """Per group, each class's fraction by each method with a bootstrap interval.
 
     Parameters
@@ -141,14 +158,23 @@ def fractions_by_group(groups, y_pred, probabilities, rates: dict, classes, *, y
             pick = rng.choice(idx, size=idx.size, replace=True)
             for m, v in estimate_fractions(y_pred[pick], probabilities[pick], rates).items():
                 boot[m].append(v)
-        truth = (np.bincount(np.asarray(y_true)[idx], minlength=len(classes)) / idx.size
-                 if y_true is not None else None)
+        truth = (
+            np.bincount(np.asarray(y_true)[idx], minlength=len(classes)) / idx.size
+            if y_true is not None
+            else None
+        )
         for m in METHODS:
             low, high = np.quantile(np.array(boot[m]), [alpha, 1 - alpha], axis=0)
             for j, name in enumerate(classes):
-                row = {"group": g, "n": int(idx.size), "method": m, "class": name,
-                       "fraction": float(point[m][j]), "low": float(low[j]),
-                       "high": float(high[j])}
+                row = {
+                    "group": g,
+                    "n": int(idx.size),
+                    "method": m,
+                    "class": name,
+                    "fraction": float(point[m][j]),
+                    "low": float(low[j]),
+                    "high": float(high[j]),
+                }
                 if truth is not None:
                     row["true"] = float(truth[j])
                 rows.append(row)

@@ -72,6 +72,7 @@ BASELINE_KIND = "liposome-bench baseline"
 
 # Reading a results folder ----------------------------------------------------
 
+
 def load_summary(results_dir) -> dict:
     """The summary of a results folder.
 
@@ -90,8 +91,7 @@ def load_summary(results_dir) -> dict:
     results = ResultsDir(results_dir)
     if not results.path.is_dir():
         raise ResultsError(
-            f"{results.path} is not a folder. Pass the --out folder of a benchmark, "
-            "svm or cnn run."
+            f"{results.path} is not a folder. Pass the --out folder of a benchmark, svm or cnn run."
         )
     path = results.path / SUMMARY_JSON
     if path.exists():
@@ -133,12 +133,20 @@ def _check_summary(summary: dict, path: Path) -> None:
     """Refuse a summary.json lacking what the report and the gate read."""
     models = summary.get("models")
     classes = summary.get("classes")
-    ok = (isinstance(models, dict) and models and isinstance(classes, list)
-          and all(isinstance(m, dict) and isinstance(m.get("per_class"), dict)
-                  and isinstance(m.get("overall"), dict) for m in models.values()))
+    ok = (
+        isinstance(models, dict)
+        and models
+        and isinstance(classes, list)
+        and all(
+            isinstance(m, dict)
+            and isinstance(m.get("per_class"), dict)
+            and isinstance(m.get("overall"), dict)
+            for m in models.values()
+        )
+    )
     if not ok:
         raise ResultsError(
-            f"{path} is not a benchmark summary (no \"classes\" list, or \"models\" without "
+            f'{path} is not a benchmark summary (no "classes" list, or "models" without '
             "per_class and overall metrics). Re-run the benchmark with the same --out to "
             "rewrite it."
         )
@@ -163,8 +171,10 @@ def check_fold_files(summary: dict, results_dir, path=None) -> None:
         return
     path = path or Path(results_dir) / SUMMARY_JSON
     if not isinstance(recorded, dict):
-        raise ResultsError(f"{path}: \"fold_files\" is not an object of file hashes. Re-run "
-                           "the benchmark with the same --out to rewrite it.")
+        raise ResultsError(
+            f'{path}: "fold_files" is not an object of file hashes. Re-run '
+            "the benchmark with the same --out to rewrite it."
+        )
     current = fold_file_hashes(results_dir)
     changed = sorted(k for k in recorded if k in current and current[k] != recorded[k])
     missing = sorted(k for k in recorded if k not in current)
@@ -208,11 +218,20 @@ def check_summary_metrics(summary: dict, results_dir, path=None) -> None:
                 f"{path}: the fold files of {model} in {detail} cannot be summarised again "
                 f"({exc}). Re-run the benchmark with the same --out to rewrite the summary."
             ) from None
-        pairs = [(f"{cls}/{metric}", recorded["per_class"].get(cls), metric,
-                  computed.per_class[cls][metric].mean)
-                 for cls in classes for metric in CLASS_METRICS]
-        pairs += [(f"overall/{metric}", recorded["overall"], metric,
-                   computed.overall[metric].mean) for metric in OVERALL_METRICS]
+        pairs = [
+            (
+                f"{cls}/{metric}",
+                recorded["per_class"].get(cls),
+                metric,
+                computed.per_class[cls][metric].mean,
+            )
+            for cls in classes
+            for metric in CLASS_METRICS
+        ]
+        pairs += [
+            (f"overall/{metric}", recorded["overall"], metric, computed.overall[metric].mean)
+            for metric in OVERALL_METRICS
+        ]
         for key, group, metric, value in pairs:
             entry = group.get(metric) if isinstance(group, dict) else None
             mean = entry.get("mean") if isinstance(entry, dict) else entry
@@ -228,8 +247,12 @@ def check_summary_metrics(summary: dict, results_dir, path=None) -> None:
 def _same_value(recorded, computed: float) -> bool:
     if not math.isfinite(computed):
         return recorded is None or (isinstance(recorded, float) and math.isnan(recorded))
-    return (isinstance(recorded, (int, float)) and not isinstance(recorded, bool)
-            and math.isfinite(recorded) and abs(recorded - computed) <= 1e-9)
+    return (
+        isinstance(recorded, (int, float))
+        and not isinstance(recorded, bool)
+        and math.isfinite(recorded)
+        and abs(recorded - computed) <= 1e-9
+    )
 
 
 def _histories(results_dir, model: str) -> list[tuple[int, dict]]:
@@ -258,6 +281,7 @@ def _detail_dir(results_dir, summary) -> Path:
 
 # Formatting ------------------------------------------------------------------
 
+
 def _num(value, digits: int = 3) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return UNDEFINED
@@ -265,7 +289,7 @@ def _num(value, digits: int = 3) -> str:
 
 
 def _cell(entry: dict, bold: bool = False, k=None) -> str:
-    """"mean ± std; pooled p [low, high]" of one metric entry of a model
+    """ "mean ± std; pooled p [low, high]" of one metric entry of a model
     summary; a † when the mean is over fewer than ``k`` folds."""
     mean = _num(entry.get("mean"))
     if bold and mean != UNDEFINED:
@@ -301,8 +325,9 @@ def _matrix_table(matrix, classes, digits) -> str:
     return _md_table(["true \\ predicted", *classes], rows)
 
 
-def render_report(results_dir, out=None, *, gallery_size: int = 16, filters: bool = False,
-                  data=None) -> Path:
+def render_report(
+    results_dir, out=None, *, gallery_size: int = 16, filters: bool = False, data=None
+) -> Path:
     """Write a markdown report of a results folder, with PNG plots beside it.
 
     Parameters
@@ -351,8 +376,11 @@ def render_report(results_dir, out=None, *, gallery_size: int = 16, filters: boo
 
         drawn = render_galleries(detail, figures, size=gallery_size, data=data, filters=filters)
         galleries = gallery_section(drawn, lambda p: _relative(p, out.parent))
-    text = format_report(summary, images={k: _relative(v, out.parent) for k, v in images.items()},
-                         galleries=galleries)
+    text = format_report(
+        summary,
+        images={k: _relative(v, out.parent) for k, v in images.items()},
+        galleries=galleries,
+    )
     atomic_write_text(out, text)
     return out
 
@@ -393,14 +421,17 @@ def format_report(summary: dict, images: dict | None = None, galleries=None) -> 
     parts += _confusion_section(summary, images.get("confusion"))
     parts += galleries or []
     if images.get("curves"):
-        parts += ["## CNN training curves", "",
-                  f"![training curves]({images['curves']})", ""]
+        parts += ["## CNN training curves", "", f"![training curves]({images['curves']})", ""]
     parts += _abstention_section(summary, images.get("coverage"))
     parts += _repeats_section(summary)
     parts += _environment_section(summary)
     if summary.get("incomplete"):
-        parts += ["## Unfinished models", "",
-                  "Not summarised (re-run the same command with the same `--out` to finish):", ""]
+        parts += [
+            "## Unfinished models",
+            "",
+            "Not summarised (re-run the same command with the same `--out` to finish):",
+            "",
+        ]
         parts += [f"- {m}: folds finished {f}" for m, f in summary["incomplete"].items()]
         parts.append("")
     return "\n".join(parts).rstrip() + "\n"
@@ -417,6 +448,8 @@ def _title(dataset: dict) -> str:
     classes = dataset.get("classes") or []
     kinds = f" ({', '.join(classes)})" if classes else ""
     return f"{name or 'unnamed dataset'}, {problem} problem{kinds}"
+
+
 #: Coverages at which the report tabulates the accuracy of the kept predictions.
 COVERAGE_POINTS = (1.0, 0.9, 0.8, 0.5)
 
@@ -428,10 +461,13 @@ def _coverage_figure(detail, summary, path) -> Path | None:
     from liposome_bench.plotting import plot_coverage_curves
 
     curves = coverage_curves_of_results(detail, list(summary["models"]), summary["classes"])
-    summary["abstention"] = {name: {c: accuracy_at_coverage(curve, c) for c in COVERAGE_POINTS}
-                             for name, curve in curves.items()}
-    return plot_coverage_curves(curves, summary["classes"], path,
-                                title="Abstaining below a confidence threshold")
+    summary["abstention"] = {
+        name: {c: accuracy_at_coverage(curve, c) for c in COVERAGE_POINTS}
+        for name, curve in curves.items()
+    }
+    return plot_coverage_curves(
+        curves, summary["classes"], path, title="Abstaining below a confidence threshold"
+    )
 
 
 def _abstention_section(summary, image) -> list[str]:
@@ -440,13 +476,17 @@ def _abstention_section(summary, image) -> list[str]:
         return []
     rows = [[name] + [_num(acc) for acc in values.values()] for name, values in table.items()]
     lines = [
-        "## Abstention: coverage against accuracy", "",
+        "## Abstention: coverage against accuracy",
+        "",
         "Each model abstains on the particles whose predicted class has a probability below a "
         "threshold; raising it keeps fewer particles (coverage) and, if the probabilities "
         "rank errors well, more of them right. Out-of-fold predictions; the SVM's "
-        "decision values are calibrated to probabilities on the other folds only.", "",
-        _md_table(["model"] + [f"accuracy at {100 * c:.0f} % coverage" for c in COVERAGE_POINTS],
-                  rows), "",
+        "decision values are calibrated to probabilities on the other folds only.",
+        "",
+        _md_table(
+            ["model"] + [f"accuracy at {100 * c:.0f} % coverage" for c in COVERAGE_POINTS], rows
+        ),
+        "",
     ]
     if image:
         lines += [f"![coverage curves]({image})", ""]
@@ -472,9 +512,14 @@ def _verdict_section(summary) -> list[str]:
                 f"  - {cls}: F1 difference {_signed(d['difference'])} "
                 f"[{_signed(d['ci'][0])}, {_signed(d['ci'][1])}]: {d['verdict']}."
             )
-    lines += ["", "Differences are " f"{summary['comparisons'][0]['model_b']} minus "
-              f"{summary['comparisons'][0]['model_a']}; intervals are 95 % paired "
-              "bootstrap intervals over particles.", ""]
+    lines += [
+        "",
+        "Differences are "
+        f"{summary['comparisons'][0]['model_b']} minus "
+        f"{summary['comparisons'][0]['model_a']}; intervals are 95 % paired "
+        "bootstrap intervals over particles.",
+        "",
+    ]
     return lines
 
 
@@ -495,11 +540,16 @@ def _headline_lines(verdict: dict, classes) -> list[str]:
         def row(label, e, adjusted=True):
             ci = e.get("ci") or [None, None]
             star = " *" if e.get("significant") else ""
-            rows.append([label, _signed(e.get("difference")) + star,
-                         f"[{_signed(ci[0])}, {_signed(ci[1])}]",
-                         format_p_value(e.get("p")),
-                         format_p_value(e.get("p_holm")) if adjusted else "not adjusted",
-                         verdict_text(e) if adjusted else e["verdict"]])
+            rows.append(
+                [
+                    label,
+                    _signed(e.get("difference")) + star,
+                    f"[{_signed(ci[0])}, {_signed(ci[1])}]",
+                    format_p_value(e.get("p")),
+                    format_p_value(e.get("p_holm")) if adjusted else "not adjusted",
+                    verdict_text(e) if adjusted else e["verdict"],
+                ]
+            )
 
         for cls in classes:
             row(f"F1 {cls}", comp["per_class"][cls])
@@ -507,13 +557,23 @@ def _headline_lines(verdict: dict, classes) -> list[str]:
         row("accuracy (secondary)", comp["accuracy"], adjusted=False)
         test = comp.get("mcnemar")
         if test:
-            rows.append(["McNemar (secondary)", f"{test['only_b']} vs {test['only_a']}", "",
-                         format_p_value(test["p_value"]), "not adjusted",
-                         "see note"])
-        lines.append(_md_table(
-            ["score", f"{b} − {a} (mean)", "interval (Holm-matched)", "p", "Holm p",
-             "verdict"], rows,
-            align=["---", "---:", "---:", "---:", "---:", "---"]))
+            rows.append(
+                [
+                    "McNemar (secondary)",
+                    f"{test['only_b']} vs {test['only_a']}",
+                    "",
+                    format_p_value(test["p_value"]),
+                    "not adjusted",
+                    "see note",
+                ]
+            )
+        lines.append(
+            _md_table(
+                ["score", f"{b} − {a} (mean)", "interval (Holm-matched)", "p", "Holm p", "verdict"],
+                rows,
+                align=["---", "---:", "---:", "---:", "---:", "---"],
+            )
+        )
         lines.append("")
         advice = suggestion_text(comp.get("repeats_suggestion"))
         if advice:
@@ -566,23 +626,34 @@ def _dataset_section(summary) -> list[str]:
         first = next(iter(summary["models"].values()))
         counts = dict(zip(summary["classes"], first.get("support", [])))
     total = sum(counts.values()) or 1
-    lines.append(_md_table(
-        ["class", "particles", "share"],
-        [[c, n, f"{100 * n / total:.1f} %"] for c, n in counts.items()]
-        + [["total", total, "100 %"]],
-    ))
+    lines.append(
+        _md_table(
+            ["class", "particles", "share"],
+            [[c, n, f"{100 * n / total:.1f} %"] for c, n in counts.items()]
+            + [["total", total, "100 %"]],
+        )
+    )
     lines.append("")
     sizes = dataset.get("image_size")
     if sizes:
-        lines.append("Image sizes in px, with the surround (median, range): " + "; ".join(
-            f"{axis} {_num(s['median'], 0)} ({s['min']}-{s['max']})"
-            for axis, s in sizes.items() if s) + ".")
+        lines.append(
+            "Image sizes in px, with the surround (median, range): "
+            + "; ".join(
+                f"{axis} {_num(s['median'], 0)} ({s['min']}-{s['max']})"
+                for axis, s in sizes.items()
+                if s
+            )
+            + "."
+        )
         lines.append("")
     px = dataset.get("pixel_size_nm") or {}
     if px.get("median") is not None:
-        lines.append(f"Pixel size: median {px['median']:.3g} nm/px (range {px['min']:.3g}-"
-                     f"{px['max']:.3g} nm/px)" + (f"; unknown for {px['unknown']} particles"
-                                            if px.get("unknown") else "") + ".")
+        lines.append(
+            f"Pixel size: median {px['median']:.3g} nm/px (range {px['min']:.3g}-"
+            f"{px['max']:.3g} nm/px)"
+            + (f"; unknown for {px['unknown']} particles" if px.get("unknown") else "")
+            + "."
+        )
         lines.append("")
     if dataset.get("warnings"):
         lines += ["Reader warnings:", ""] + [f"- {w}" for w in dataset["warnings"]] + [""]
@@ -603,8 +674,12 @@ def _protocol_section(summary) -> list[str]:
     if folds.get("group_by"):
         lines.append(
             f"- Grouped by {folds['group_by']}: every {folds['group_by']} lies in one fold"
-            + (f" ({folds['n_groups']} in all, {', '.join(map(str, folds['groups_per_fold']))}"
-               " per fold)" if folds.get("groups_per_fold") else "")
+            + (
+                f" ({folds['n_groups']} in all, {', '.join(map(str, folds['groups_per_fold']))}"
+                " per fold)"
+                if folds.get("groups_per_fold")
+                else ""
+            )
             + "; the SVM's inner grid-search folds and the CNN's validation split are "
             "grouped the same way."
         )
@@ -641,8 +716,9 @@ def _protocol_section(summary) -> list[str]:
 
     notes = budget_notes(summary)
     if notes:
-        heading = "Training budgets (first repeat):" if summary.get("repeats") else \
-            "Training budgets:"
+        heading = (
+            "Training budgets (first repeat):" if summary.get("repeats") else "Training budgets:"
+        )
         lines += [heading, ""] + [f"- {n}" for n in notes] + [""]
     for name, m in summary["models"].items():
         params = m.get("params") or []
@@ -650,18 +726,31 @@ def _protocol_section(summary) -> list[str]:
         if params and keys:
             lines.append(f"Chosen per fold, {name}:")
             lines.append("")
-            lines.append(_md_table(
-                ["fold", *keys],
-                [[i, *(_short(p.get(k)) for k in keys)] for i, p in enumerate(params)],
-            ))
+            lines.append(
+                _md_table(
+                    ["fold", *keys],
+                    [[i, *(_short(p.get(k)) for k in keys)] for i, p in enumerate(params)],
+                )
+            )
             lines.append("")
     return lines
 
 
 #: Per-fold choices worth a column in the report, where a model records them.
-FOLD_PARAMS = ("C", "gamma", "grid_score", "grid_extended", "grid_edge", "epochs",
-               "epochs_run", "stopped_early", "under_trained", "n_fit", "n_validation",
-               "n_test")
+FOLD_PARAMS = (
+    "C",
+    "gamma",
+    "grid_score",
+    "grid_extended",
+    "grid_edge",
+    "epochs",
+    "epochs_run",
+    "stopped_early",
+    "under_trained",
+    "n_fit",
+    "n_validation",
+    "n_test",
+)
 
 
 def _describe_settings(s: dict) -> str:
@@ -681,18 +770,24 @@ def _describe_settings(s: dict) -> str:
             )
         else:
             parts.append(f"{s.get('epochs')} epochs, no early stopping")
-        parts.append(f"{s.get('optimizer')}, batch size {s.get('batch_size')}, "
-                     f"label smoothing {s.get('label_smoothing')}")
+        parts.append(
+            f"{s.get('optimizer')}, batch size {s.get('batch_size')}, "
+            f"label smoothing {s.get('label_smoothing')}"
+        )
         return "; ".join(parts) + "."
     if "grid" in s or "C" in s:
         if s.get("grid") is None:
             search = f"C = {s.get('C')}, gamma = {s.get('gamma')} fixed (no grid search)"
         else:
-            search = (f"C and gamma by the {s.get('grid')} grid search with inner "
-                      f"cross-validation on the training folds only, maximising "
-                      f"{s.get('grid_score')}")
-        return (f"{s.get('feature_set')} features ({s.get('source')}), scaled on the training "
-                f"folds; class weights {s.get('class_weight')}; {search}.")
+            search = (
+                f"C and gamma by the {s.get('grid')} grid search with inner "
+                f"cross-validation on the training folds only, maximising "
+                f"{s.get('grid_score')}"
+            )
+        return (
+            f"{s.get('feature_set')} features ({s.get('source')}), scaled on the training "
+            f"folds; class weights {s.get('class_weight')}; {search}."
+        )
     return ""
 
 
@@ -733,8 +828,12 @@ def _metric_section(summary, bars) -> list[str]:
         for metric in CLASS_METRICS:
             entries = [summary["models"][m]["per_class"][cls][metric] for m in models]
             best = {i for i, m in enumerate(models) if (m, cls, metric) in significant}
-            rows.append([CLASS_METRIC_LABELS[metric],
-                         *(_cell(e, i in best, k) for i, e in enumerate(entries))])
+            rows.append(
+                [
+                    CLASS_METRIC_LABELS[metric],
+                    *(_cell(e, i in best, k) for i, e in enumerate(entries)),
+                ]
+            )
         lines.append(_md_table(["metric", *models], rows))
         lines.append("")
     lines.append("### Overall")
@@ -743,8 +842,12 @@ def _metric_section(summary, bars) -> list[str]:
     for metric in OVERALL_METRICS:
         entries = [summary["models"][m]["overall"][metric] for m in models]
         best = {i for i, m in enumerate(models) if (m, "overall", metric) in significant}
-        rows.append([OVERALL_METRIC_LABELS[metric],
-                     *(_cell(e, i in best, k) for i, e in enumerate(entries))])
+        rows.append(
+            [
+                OVERALL_METRIC_LABELS[metric],
+                *(_cell(e, i in best, k) for i, e in enumerate(entries)),
+            ]
+        )
     lines.append(_md_table(["metric", *models], rows))
     lines.append("")
     if bars:
@@ -766,19 +869,27 @@ def _size_quartile_section(summary) -> list[str]:
     first = by["models"][models[0]]
     rows = []
     for q, row in enumerate(first):
-        span = (f"{num(row['size_min'], '.4g')}–{num(row['size_max'], '.4g')}"
-                if row["size_min"] is not None else UNDEFINED)
+        span = (
+            f"{num(row['size_min'], '.4g')}–{num(row['size_max'], '.4g')}"
+            if row["size_min"] is not None
+            else UNDEFINED
+        )
         cells = []
         for m in models:
             r = by["models"][m][q]
             cells.append(f"{num(r['macro_f1'])} / {num(r['accuracy'])}")
         rows.append([f"Q{row['quartile']}", span, str(row["n"]), *cells])
     return [
-        "## Metrics by particle size quartile", "",
-        (f"Particles split at the quartiles of their {by['size']} over the whole dataset; "
-         "each cell: macro F1 / accuracy of the pooled out-of-fold predictions in that "
-         f"quartile. {UNDEFINED}: undefined (no particle)."), "",
-        _md_table(["quartile", "size", "particles", *models], rows), "",
+        "## Metrics by particle size quartile",
+        "",
+        (
+            f"Particles split at the quartiles of their {by['size']} over the whole dataset; "
+            "each cell: macro F1 / accuracy of the pooled out-of-fold predictions in that "
+            f"quartile. {UNDEFINED}: undefined (no particle)."
+        ),
+        "",
+        _md_table(["quartile", "size", "particles", *models], rows),
+        "",
     ]
 
 
@@ -786,41 +897,78 @@ def _comparison_section(summary) -> list[str]:
     if not summary.get("comparisons"):
         return []
     classes = summary["classes"]
-    lines = ["## Paired comparison over particles (secondary)", "",
-             "Bootstrap intervals over particles and McNemar's test, on the pooled "
-             "out-of-fold predictions of one run: they hold the trained models fixed, so "
-             "they ignore training variance and are not the verdict.", ""]
+    lines = [
+        "## Paired comparison over particles (secondary)",
+        "",
+        "Bootstrap intervals over particles and McNemar's test, on the pooled "
+        "out-of-fold predictions of one run: they hold the trained models fixed, so "
+        "they ignore training variance and are not the verdict.",
+        "",
+    ]
     rows = []
     for comp in summary["comparisons"]:
         test = comp["mcnemar"]
         for cls in classes:
             d = comp["f1_difference"][cls]
-            rows.append([f"{comp['model_b']} − {comp['model_a']}", cls,
-                         _signed(d["difference"]),
-                         f"[{_signed(d['ci'][0])}, {_signed(d['ci'][1])}]", d["verdict"]])
-        rows.append([f"{comp['model_b']} − {comp['model_a']}", "all (McNemar)",
-                     f"{test['only_b']} vs {test['only_a']}",
-                     f"{format_p_value(test['p_value'])} ({test['method']})", comp["verdict"]])
-    lines.append(_md_table(["comparison", "class", "F1 difference", "95 % interval", "verdict"],
-                           rows, align=["---", "---", "---:", "---:", "---"]))
-    lines += ["", "McNemar rows of \"B − A\": the first count is the particles only B "
-              "(the first-named model, e.g. the CNN) got right, the second those only A "
-              "got right; the other particles were right or wrong for both.", ""]
+            rows.append(
+                [
+                    f"{comp['model_b']} − {comp['model_a']}",
+                    cls,
+                    _signed(d["difference"]),
+                    f"[{_signed(d['ci'][0])}, {_signed(d['ci'][1])}]",
+                    d["verdict"],
+                ]
+            )
+        rows.append(
+            [
+                f"{comp['model_b']} − {comp['model_a']}",
+                "all (McNemar)",
+                f"{test['only_b']} vs {test['only_a']}",
+                f"{format_p_value(test['p_value'])} ({test['method']})",
+                comp["verdict"],
+            ]
+        )
+    lines.append(
+        _md_table(
+            ["comparison", "class", "F1 difference", "95 % interval", "verdict"],
+            rows,
+            align=["---", "---", "---:", "---:", "---"],
+        )
+    )
+    lines += [
+        "",
+        'McNemar rows of "B − A": the first count is the particles only B '
+        "(the first-named model, e.g. the CNN) got right, the second those only A "
+        "got right; the other particles were right or wrong for both.",
+        "",
+    ]
     return lines
 
 
 def _confusion_section(summary, heatmap) -> list[str]:
     classes = summary["classes"]
-    lines = ["## Confusion matrices", "",
-             "Rows: true class; columns: predicted class. Raw: particles per test fold, "
-             "averaged over folds (thesis Tables 9-10). Normalised: each row divided by "
-             "its total, averaged over folds.", ""]
+    lines = [
+        "## Confusion matrices",
+        "",
+        "Rows: true class; columns: predicted class. Raw: particles per test fold, "
+        "averaged over folds (thesis Tables 9-10). Normalised: each row divided by "
+        "its total, averaged over folds.",
+        "",
+    ]
     for name, m in summary["models"].items():
         conf = m["confusion"]
-        lines += [f"### {name}", "", "Raw (fold average):", "",
-                  _matrix_table(conf.get("mean"), classes, 1), "",
-                  "Normalised (fold average):", "",
-                  _matrix_table(conf.get("normalised_mean"), classes, 2), ""]
+        lines += [
+            f"### {name}",
+            "",
+            "Raw (fold average):",
+            "",
+            _matrix_table(conf.get("mean"), classes, 1),
+            "",
+            "Normalised (fold average):",
+            "",
+            _matrix_table(conf.get("normalised_mean"), classes, 2),
+            "",
+        ]
     if heatmap:
         lines += [f"![normalised confusion matrices]({heatmap})", ""]
     return lines
@@ -830,11 +978,15 @@ def _repeats_section(summary) -> list[str]:
     repeats = summary.get("repeats")
     if not repeats or not repeats.get("spread"):
         return []
-    lines = ["## Run-to-run spread", "",
-             f"The whole {summary.get('folds', {}).get('k', '?')}-fold run was repeated "
-             f"{repeats['count']} times with fold seeds {repeats['fold_seeds']}. The tables "
-             "above are those of the first repeat; below, the spread of each model's "
-             "fold-mean F1 over the repeats (mean ± std [min, max]).", ""]
+    lines = [
+        "## Run-to-run spread",
+        "",
+        f"The whole {summary.get('folds', {}).get('k', '?')}-fold run was repeated "
+        f"{repeats['count']} times with fold seeds {repeats['fold_seeds']}. The tables "
+        "above are those of the first repeat; below, the spread of each model's "
+        "fold-mean F1 over the repeats (mean ± std [min, max]).",
+        "",
+    ]
     spread = repeats["spread"]
     models = list(spread)
     rows = []
@@ -843,9 +995,12 @@ def _repeats_section(summary) -> list[str]:
         cells = []
         for m in models:
             s = spread[m].get(cls, {}).get(metric)
-            cells.append(UNDEFINED if not s else
-                         f"{_num(s['mean'])} ± {_num(s['std'], 2)} "
-                         f"[{_num(s['min'], 2)}, {_num(s['max'], 2)}]")
+            cells.append(
+                UNDEFINED
+                if not s
+                else f"{_num(s['mean'])} ± {_num(s['std'], 2)} "
+                f"[{_num(s['min'], 2)}, {_num(s['max'], 2)}]"
+            )
         rows.append([cls if cls != "overall" else "macro F1", *cells])
     lines += [_md_table(["F1", *models], rows), ""]
     return lines
@@ -859,11 +1014,20 @@ def _environment_section(summary) -> list[str]:
         if summary.get("equivalent_command") and summary.get("command") != summary.get(
             "equivalent_command"
         ):
-            lines += ["Same run with every setting spelled out:", "", "```",
-                      summary["equivalent_command"], "```", ""]
+            lines += [
+                "Same run with every setting spelled out:",
+                "",
+                "```",
+                summary["equivalent_command"],
+                "```",
+                "",
+            ]
     else:
-        lines += ["These results were not written by `liposome-bench benchmark`; the "
-                  "settings of each model are listed under Protocol.", ""]
+        lines += [
+            "These results were not written by `liposome-bench benchmark`; the "
+            "settings of each model are listed under Protocol.",
+            "",
+        ]
     facts = []
     if summary.get("seed") is not None:
         facts.append(f"seed {summary['seed']}")
@@ -881,14 +1045,20 @@ def _environment_section(summary) -> list[str]:
         lines.append("- device: " + ", ".join(f"{k} {_short(v)}" for k, v in device.items()))
     timings = summary.get("timings") or {}
     if timings:
-        lines.append("- wall time (s): " + ", ".join(
-            f"{k.removesuffix('_s')} {v:.1f}" for k, v in timings.items()
-            if isinstance(v, (int, float))))
+        lines.append(
+            "- wall time (s): "
+            + ", ".join(
+                f"{k.removesuffix('_s')} {v:.1f}"
+                for k, v in timings.items()
+                if isinstance(v, (int, float))
+            )
+        )
     lines.append("")
     return lines
 
 
 # Regression gate ---------------------------------------------------------------
+
 
 @dataclass
 class BaselineChange:
@@ -994,8 +1164,10 @@ def _check_complete(summary: dict, results_dir) -> None:
     detail = ResultsDir(_detail_dir(results_dir, summary))
     run = detail.read_run()
     if not run:
-        raise ResultsError(f"{detail.path} has no run.json, so what the run holds cannot be "
-                           "checked. Pass the --out folder of a benchmark, svm or cnn run.")
+        raise ResultsError(
+            f"{detail.path} has no run.json, so what the run holds cannot be "
+            "checked. Pass the --out folder of a benchmark, svm or cnn run."
+        )
     models = run.get("models") if isinstance(run.get("models"), dict) else {}
     k = (run.get("folds") or {}).get("k") if isinstance(run.get("folds"), dict) else None
     missing = []
@@ -1004,8 +1176,11 @@ def _check_complete(summary: dict, results_dir) -> None:
             finished = len(detail.load_model(model))
             missing.append(f"{model} ({finished} of {k} folds finished)")
     incomplete = summary.get("incomplete") or {}
-    missing += [f"{m} ({len(f)} of {k} folds finished)" for m, f in incomplete.items()
-                if not any(x.startswith(f"{m} (") for x in missing)]
+    missing += [
+        f"{m} ({len(f)} of {k} folds finished)"
+        for m, f in incomplete.items()
+        if not any(x.startswith(f"{m} (") for x in missing)
+    ]
     if missing:
         raise ResultsError(
             f"{detail.path} is incomplete: {', '.join(missing)}; a baseline of the other "
@@ -1037,7 +1212,7 @@ def read_baseline(path) -> dict:
         ) from None
     if not isinstance(baseline, dict) or baseline.get("kind") != BASELINE_KIND:
         raise ResultsError(
-            f"{path} is not a liposome-bench baseline (expected \"kind\": \"{BASELINE_KIND}\"). "
+            f'{path} is not a liposome-bench baseline (expected "kind": "{BASELINE_KIND}"). '
             "Write one with --write-baseline."
         )
     version = baseline.get("schema_version")
@@ -1052,11 +1227,11 @@ def read_baseline(path) -> dict:
         for v in overrides.values()
     ):
         raise ResultsError(
-            f"{path}: \"overrides\" must map model/class/metric patterns to tolerances >= 0; "
+            f'{path}: "overrides" must map model/class/metric patterns to tolerances >= 0; '
             f"got {overrides!r}."
         )
     if not isinstance(baseline.get("models"), dict):
-        raise ResultsError(f"{path} has no \"models\" object. Rewrite it with --write-baseline.")
+        raise ResultsError(f'{path} has no "models" object. Rewrite it with --write-baseline.')
     for model, values in baseline["models"].items():
         bad = _bad_baseline_entry(model, values)
         if bad:
@@ -1066,24 +1241,30 @@ def read_baseline(path) -> dict:
 
 def _bad_baseline_entry(model: str, values) -> str | None:
     """What is wrong with one model's entry of a baseline, or None."""
-    shape = ('{"per_class": {class: {metric: value}}, "overall": {metric: value}}')
+    shape = '{"per_class": {class: {metric: value}}, "overall": {metric: value}}'
     if not isinstance(values, dict):
         return f"model {model!r} is {type(values).__name__}, expected {shape}"
     per_class = values.get("per_class", {})
     overall = values.get("overall", {})
-    if not isinstance(per_class, dict) or not isinstance(overall, dict) or not all(
-        isinstance(m, dict) for m in per_class.values()
+    if (
+        not isinstance(per_class, dict)
+        or not isinstance(overall, dict)
+        or not all(isinstance(m, dict) for m in per_class.values())
     ):
         return f"model {model!r} is not {shape}"
     groups = [(cls, metrics) for cls, metrics in per_class.items()] + [("overall", overall)]
     for cls, metrics in groups:
         for metric, value in metrics.items():
-            number = (value is None or (isinstance(value, (int, float))
-                                        and not isinstance(value, bool)
-                                        and math.isfinite(value)))
+            number = value is None or (
+                isinstance(value, (int, float))
+                and not isinstance(value, bool)
+                and math.isfinite(value)
+            )
             if not number:
-                return (f"{model}/{cls}/{metric} is {value!r}; expected a number (or null "
-                        "where the metric was undefined)")
+                return (
+                    f"{model}/{cls}/{metric} is {value!r}; expected a number (or null "
+                    "where the metric was undefined)"
+                )
     return None
 
 
@@ -1099,8 +1280,9 @@ def tolerance_for(key: str, overrides: dict, default: float) -> float:
     return default if best is None else best[1]
 
 
-def compare_to_baseline(results_dir, baseline_path,
-                        tolerance: float = 0.02) -> list[BaselineChange]:
+def compare_to_baseline(
+    results_dir, baseline_path, tolerance: float = 0.02
+) -> list[BaselineChange]:
     """Every baseline metric of every baseline model next to its measured value.
 
     Parameters
@@ -1133,16 +1315,23 @@ def compare_to_baseline(results_dir, baseline_path,
             for metric, base in metrics.items():
                 measured = None
                 if measured_model is not None:
-                    source = (measured_model["overall"] if cls == "overall"
-                              else measured_model["per_class"].get(cls, {}))
+                    source = (
+                        measured_model["overall"]
+                        if cls == "overall"
+                        else measured_model["per_class"].get(cls, {})
+                    )
                     measured = (source.get(metric) or {}).get("mean")
                 key = f"{model}/{cls}/{metric}"
-                changes.append(BaselineChange(
-                    model, cls, metric,
-                    None if base is None else float(base),
-                    None if measured is None else float(measured),
-                    tolerance_for(key, overrides, tolerance),
-                ))
+                changes.append(
+                    BaselineChange(
+                        model,
+                        cls,
+                        metric,
+                        None if base is None else float(base),
+                        None if measured is None else float(measured),
+                        tolerance_for(key, overrides, tolerance),
+                    )
+                )
     return changes
 
 

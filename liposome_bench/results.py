@@ -97,8 +97,11 @@ def _pid_alive(pid) -> bool:
 def _this_holder(command: str | None) -> dict:
     if command is None:
         argv0 = os.path.basename(sys.argv[0]) if sys.argv else ""
-        command = (shlex.join(["liposome-bench", *sys.argv[1:]])
-                   if argv0 in ("liposome-bench", "__main__.py") else f"python ({argv0 or '?'})")
+        command = (
+            shlex.join(["liposome-bench", *sys.argv[1:]])
+            if argv0 in ("liposome-bench", "__main__.py")
+            else f"python ({argv0 or '?'})"
+        )
     return {
         "pid": os.getpid(),
         "host": socket.gethostname(),
@@ -191,8 +194,10 @@ def _acquire(path: Path, folder: Path, wait: bool, reporter, me: dict):
                 holder = _read_holder(path)
                 if not wait:
                     raise _busy(folder, holder) from None
-                reporter.message(f"{folder} is in use by {_describe_holder(holder)}; "
-                                 "waiting for it to finish (--wait).")
+                reporter.message(
+                    f"{folder} is in use by {_describe_holder(holder)}; "
+                    "waiting for it to finish (--wait)."
+                )
                 fcntl.flock(fd, fcntl.LOCK_EX)
         except OSError as exc:
             os.close(fd)
@@ -235,8 +240,10 @@ def _acquire_file(path: Path, folder: Path, wait: bool, reporter, me: dict):
             if not wait:
                 raise _busy(folder, holder) from None
             if not announced:
-                reporter.message(f"{folder} is in use by {_describe_holder(holder)}; "
-                                 "waiting for it to finish (--wait).")
+                reporter.message(
+                    f"{folder} is in use by {_describe_holder(holder)}; "
+                    "waiting for it to finish (--wait)."
+                )
                 announced = True
             time.sleep(1.0)
             continue
@@ -273,13 +280,18 @@ def _run_json_problem(run, strict: bool = True) -> str | None:
     if not strict:
         return None
     classes = dataset.get("classes")
-    if (not isinstance(classes, list) or len(classes) < 2
-            or not all(isinstance(c, str) for c in classes)):
+    if (
+        not isinstance(classes, list)
+        or len(classes) < 2
+        or not all(isinstance(c, str) for c in classes)
+    ):
         return 'its "dataset" has no list of class names ("classes")'
     folds = run.get("folds")
     if folds is not None and not (
-        isinstance(folds, dict) and isinstance(folds.get("k"), int)
-        and not isinstance(folds.get("k"), bool) and folds["k"] >= 2
+        isinstance(folds, dict)
+        and isinstance(folds.get("k"), int)
+        and not isinstance(folds.get("k"), bool)
+        and folds["k"] >= 2
     ):
         return '"folds" is not {"k": <folds>, "seed": <seed>}'
     if not isinstance(run.get("models", {}), dict):
@@ -296,8 +308,12 @@ def fold_file_hashes(folder) -> dict[str, str]:
     hashes = {}
     for path in sorted(root.rglob("fold-*")):
         rel = path.relative_to(root)
-        if (path.suffix in (".json", ".csv") and path.is_file() and "models" not in rel.parts
-                and not any(part.startswith(".") for part in rel.parts)):
+        if (
+            path.suffix in (".json", ".csv")
+            and path.is_file()
+            and "models" not in rel.parts
+            and not any(part.startswith(".") for part in rel.parts)
+        ):
             hashes[rel.as_posix()] = hashlib.sha256(path.read_bytes()).hexdigest()
     return hashes
 
@@ -554,8 +570,7 @@ class ResultsDir:
                 for p in self.model_dir(model).glob("fold-*.json")
                 if p.stem.split("-", 1)[1].isdigit()
             )
-        found = [r for r in (self.load_fold(model, f, classes) for f in numbers)
-                 if r is not None]
+        found = [r for r in (self.load_fold(model, f, classes) for f in numbers) if r is not None]
         # Every particle is tested in exactly one fold.
         first: dict[str, int] = {}
         for r in found:
@@ -569,8 +584,12 @@ class ResultsDir:
                     )
                 first[pid] = r.fold
         n = run["dataset"].get("n_particles")
-        if run.get("folds") and len(found) == run["folds"]["k"] and isinstance(n, int) \
-                and len(first) != n:
+        if (
+            run.get("folds")
+            and len(found) == run["folds"]["k"]
+            and isinstance(n, int)
+            and len(first) != n
+        ):
             raise ResultsError(
                 f"{self.model_dir(model)}: its {len(found)} folds test {len(first)} particles "
                 f"but run.json says the dataset has {n}. Delete {self.model_dir(model)} to run "

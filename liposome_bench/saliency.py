@@ -95,8 +95,9 @@ def _logits(layer, x):
     return x  # Activation("softmax"): its input are the logits
 
 
-def grad_cam(net, images, classes=None, *, layer: str | None = None,
-             batch_size: int = 64) -> np.ndarray:
+def grad_cam(
+    net, images, classes=None, *, layer: str | None = None, batch_size: int = 64
+) -> np.ndarray:
     """Grad-CAM saliency maps of ``images`` (Selvaraju et al. 2017).
 
     Parameters
@@ -131,8 +132,10 @@ def grad_cam(net, images, classes=None, *, layer: str | None = None,
         raise ResultsError(f"Model {net.name!r} has no convolution layer to explain.")
     target = layer or blocks[-1]
     if target not in convs:
-        raise ConfigError(f"{target!r} is not a convolution layer of {net.name}; "
-                          f"expected one of {', '.join(convs)}.")
+        raise ConfigError(
+            f"{target!r} is not a convolution layer of {net.name}; "
+            f"expected one of {', '.join(convs)}."
+        )
     split = [lay.name for lay in layers].index(target) + 1
     body, head = layers[:split], layers[split:]
 
@@ -144,12 +147,12 @@ def grad_cam(net, images, classes=None, *, layer: str | None = None,
     n, height, width = images.shape[:3]
     maps = np.zeros((n, height, width), dtype=np.float32)
     for start in range(0, n, batch_size):
-        x = ops.convert_to_tensor(images[start:start + batch_size])
+        x = ops.convert_to_tensor(images[start : start + batch_size])
         features = run(x, body)
         if classes is None:
             chosen = np.asarray(ops.argmax(run(features, head), axis=-1))
         else:
-            chosen = np.asarray(classes[start:start + batch_size], dtype=np.int64)
+            chosen = np.asarray(classes[start : start + batch_size], dtype=np.int64)
         n_classes = int(net.outputs[0].shape[-1])
         onehot = ops.convert_to_tensor(np.eye(n_classes, dtype=np.float32)[chosen])
 
@@ -165,7 +168,7 @@ def grad_cam(net, images, classes=None, *, layer: str | None = None,
         cam = np.asarray(ops.convert_to_numpy(cam), dtype=np.float32)[..., 0]
         peak = cam.reshape(len(cam), -1).max(axis=1)
         cam /= np.where(peak > 0, peak, 1.0)[:, None, None]
-        maps[start:start + len(cam)] = np.clip(cam, 0.0, 1.0)
+        maps[start : start + len(cam)] = np.clip(cam, 0.0, 1.0)
     return maps
 
 
@@ -234,5 +237,7 @@ def load_fold_model(results_dir, model: str, fold: int):
     try:
         return keras.saving.load_model(path, compile=False)
     except Exception as exc:  # noqa: BLE001  (Keras raises many kinds on a bad file)
-        raise ResultsError(f"{path} cannot be loaded ({type(exc).__name__}: {exc}). "
-                           f"Delete {model}'s fold-{fold}.json to train that fold again.") from None
+        raise ResultsError(
+            f"{path} cannot be loaded ({type(exc).__name__}: {exc}). "
+            f"Delete {model}'s fold-{fold}.json to train that fold again."
+        ) from None

@@ -124,14 +124,23 @@ def parse_augment(spec) -> tuple[str, ...]:
 
 def _choice(value, choices, label):
     if value not in choices:
-        raise ConfigError(
-            f"Unknown {label} {value!r}; expected one of {', '.join(choices)}."
-        )
+        raise ConfigError(f"Unknown {label} {value!r}; expected one of {', '.join(choices)}.")
 
 
-def setting(default, help: str, *, kind: str, choices=None, low=None, high=None,
-            low_open: bool = False, high_open: bool = False, flag: str | None = None,
-            label: str | None = None, cli: bool = True):
+def setting(
+    default,
+    help: str,
+    *,
+    kind: str,
+    choices=None,
+    low=None,
+    high=None,
+    low_open: bool = False,
+    high_open: bool = False,
+    flag: str | None = None,
+    label: str | None = None,
+    cli: bool = True,
+):
     """A settings field with everything the entry points derive from it.
 
     The metadata is the one declaration of a setting: ``__post_init__``
@@ -158,9 +167,18 @@ def setting(default, help: str, *, kind: str, choices=None, low=None, high=None,
         Whether commands offer it as an option (dropout's tuple is
         config-only).
     """
-    metadata = {"help": help, "kind": kind, "choices": choices, "low": low, "high": high,
-                "low_open": low_open, "high_open": high_open, "flag": flag, "cli": cli,
-                "label": label}
+    metadata = {
+        "help": help,
+        "kind": kind,
+        "choices": choices,
+        "low": low,
+        "high": high,
+        "low_open": low_open,
+        "high_open": high_open,
+        "flag": flag,
+        "cli": cli,
+        "label": label,
+    }
     if isinstance(default, tuple):
         return field(default_factory=lambda: default, metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -181,10 +199,16 @@ def _check_number(value, meta, label, integer: bool):
     elif high is None:
         expected = f"a number of at least {low:g}" if low is not None else "a number"
     else:
-        expected = (f"a number in {'(' if meta['low_open'] else '['}{low:g}, {high:g}"
-                    f"{')' if meta['high_open'] else ']'}")
-    ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
-          and math.isfinite(value) and (not integer or int(value) == value))
+        expected = (
+            f"a number in {'(' if meta['low_open'] else '['}{low:g}, {high:g}"
+            f"{')' if meta['high_open'] else ']'}"
+        )
+    ok = (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and (not integer or int(value) == value)
+    )
     if ok:
         if low is not None and (value <= low if meta["low_open"] else value < low):
             ok = False
@@ -211,31 +235,47 @@ def check_field(f: dataclasses.Field, value):
         return None
     if kind == "choice":
         if not isinstance(value, str) or value not in meta["choices"]:
-            raise ConfigError(f"Unknown {meta['label'] or f.name.replace('_', ' ')} {value!r}; "
-                              "expected one of "
-                              f"{', '.join(meta['choices'])}.")
+            raise ConfigError(
+                f"Unknown {meta['label'] or f.name.replace('_', ' ')} {value!r}; "
+                "expected one of "
+                f"{', '.join(meta['choices'])}."
+            )
         return value
     if kind == "bool":
         if not isinstance(value, bool):
-            raise ConfigError(f"{f.name} must be true, false"
-                              + (" or unset (automatic)" if f.default is None else "")
-                              + f"; got {value!r}.")
+            raise ConfigError(
+                f"{f.name} must be true, false"
+                + (" or unset (automatic)" if f.default is None else "")
+                + f"; got {value!r}."
+            )
         return value
     if kind in ("int", "float"):
         return _check_number(value, meta, label, kind == "int")
     if kind == "augment":
-        if not (isinstance(value, str) or (isinstance(value, (list, tuple))
-                                           and all(isinstance(v, str) for v in value))):
-            raise ConfigError(f"{label} must be 'all', 'none' or a comma-separated list of "
-                              f"{', '.join(AUGMENTATIONS)}; got {value!r}.")
+        if not (
+            isinstance(value, str)
+            or (isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value))
+        ):
+            raise ConfigError(
+                f"{label} must be 'all', 'none' or a comma-separated list of "
+                f"{', '.join(AUGMENTATIONS)}; got {value!r}."
+            )
         return parse_augment(value)
     if kind == "dropout":
         values = value if isinstance(value, (list, tuple)) else [value]
         if not values:
-            raise ConfigError(f"{label} must be a rate in [0, 1) or a list of rates; "
-                              f"got {value!r}.")
-        rates = [_check_number(v, {**meta, "low": 0.0, "high": 1.0, "low_open": False,
-                                   "high_open": True}, label, False) for v in values]
+            raise ConfigError(
+                f"{label} must be a rate in [0, 1) or a list of rates; got {value!r}."
+            )
+        rates = [
+            _check_number(
+                v,
+                {**meta, "low": 0.0, "high": 1.0, "low_open": False, "high_open": True},
+                label,
+                False,
+            )
+            for v in values
+        ]
         return tuple(rates) if isinstance(value, (list, tuple)) else rates[0]
     raise AssertionError(f"unknown settings kind {kind!r}")  # a programming error
 
@@ -292,8 +332,7 @@ class _Settings:
         unknown = [k for k in normalised if k not in names]
         if unknown:
             raise ConfigError(
-                f"{prefix}unknown setting {unknown[0]!r}; valid settings are "
-                f"{', '.join(names)}."
+                f"{prefix}unknown setting {unknown[0]!r}; valid settings are {', '.join(names)}."
             )
         try:
             return cls(**normalised)
@@ -336,30 +375,52 @@ class SVMSettings(_Settings):
     """
 
     feature_set: str = setting(
-        "vironova", "Features: the lab's set (area, circularity, moments, edge density "
+        "vironova",
+        "Features: the lab's set (area, circularity, moments, edge density "
         "profile, histogram; thesis section 4.1) or every feature.",
-        kind="choice", choices=FEATURE_SETS,
-        label="feature set")
+        kind="choice",
+        choices=FEATURE_SETS,
+        label="feature set",
+    )
     source: str = setting(
-        "computed", "Compute features from the images, or use those stored in the lab "
-        "export.", kind="choice", choices=FEATURE_SOURCES,
-        label="feature source")
+        "computed",
+        "Compute features from the images, or use those stored in the lab export.",
+        kind="choice",
+        choices=FEATURE_SOURCES,
+        label="feature source",
+    )
     grid: str = setting(
-        "coarse", "C/gamma grid: coarse (16 points, 3 inner folds on a 2,000-particle "
+        "coarse",
+        "C/gamma grid: coarse (16 points, 3 inner folds on a 2,000-particle "
         "subsample keeping at least 250 of each class) or full (LIBSVM grid.py's 110 "
         "points, 5 inner folds; slow). Extended past an edge holding the best point "
-        "(docs/svm.md).", kind="choice", choices=GRID_NAMES)
+        "(docs/svm.md).",
+        kind="choice",
+        choices=GRID_NAMES,
+    )
     C: float | None = setting(
-        None, "Fix the SVM's C instead of searching it.", kind="float", low=0,
-        low_open=True, flag="--C")
+        None,
+        "Fix the SVM's C instead of searching it.",
+        kind="float",
+        low=0,
+        low_open=True,
+        flag="--C",
+    )
     gamma: float | None = setting(
-        None, "Fix the RBF kernel's gamma instead of searching it.", kind="float", low=0,
-        low_open=True)
+        None,
+        "Fix the RBF kernel's gamma instead of searching it.",
+        kind="float",
+        low=0,
+        low_open=True,
+    )
     units: str = setting(
-        "nm", "Features in nm (needs the pixel size) or every length in pixels, with "
+        "nm",
+        "Features in nm (needs the pixel size) or every length in pixels, with "
         "pixel-based windows: edge profile -52..+10 px, SNR band 8 px (docs/features.md).",
-        kind="choice", choices=FEATURE_UNITS,
-        label="units (--units)")
+        kind="choice",
+        choices=FEATURE_UNITS,
+        label="units (--units)",
+    )
 
     def _check_together(self):
         if self.units == "px" and self.source == "export":
@@ -386,75 +447,135 @@ class CNNSettings(_Settings):
     """
 
     model: str = setting(
-        "lipnet-4", "LipNet architecture (thesis section 7; docs/models.md).",
-        kind="choice", choices=MODEL_NAMES)
+        "lipnet-4",
+        "LipNet architecture (thesis section 7; docs/models.md).",
+        kind="choice",
+        choices=MODEL_NAMES,
+    )
     input_mode: str = setting(
-        "masked", "Whole image with its surround, the particle's bounding box, or the "
+        "masked",
+        "Whole image with its surround, the particle's bounding box, or the "
         "box with everything outside the mask set to background (section 8.5).",
-        kind="choice", choices=INPUT_MODES)
+        kind="choice",
+        choices=INPUT_MODES,
+    )
     input_size: int | None = setting(
-        None, "Image side in pixels. Default: the model's (28; 32 for lipnet-6; a 48 px "
-        "canvas for lipnet-fcn).", kind="int", low=4)
+        None,
+        "Image side in pixels. Default: the model's (28; 32 for lipnet-6; a 48 px "
+        "canvas for lipnet-fcn).",
+        kind="int",
+        low=4,
+    )
     augment: tuple = setting(
-        AUGMENTATIONS, "Random augmentation while training: all, none, or a "
+        AUGMENTATIONS,
+        "Random augmentation while training: all, none, or a "
         "comma-separated list of rotation, shear, shift, zoom, flip (section 5.5).",
-        kind="augment")
+        kind="augment",
+    )
     balance: str = setting(
-        "oversample", "Class balancing of the training folds (section 4.8); test folds "
-        "are never resampled.", kind="choice", choices=BALANCE_METHODS,
-        label="balancing method")
+        "oversample",
+        "Class balancing of the training folds (section 4.8); test folds are never resampled.",
+        kind="choice",
+        choices=BALANCE_METHODS,
+        label="balancing method",
+    )
     epochs: int = setting(
-        DEFAULT_EPOCHS, "Maximum epochs per fold. An epoch is one class-balanced draw as "
+        DEFAULT_EPOCHS,
+        "Maximum epochs per fold. An epoch is one class-balanced draw as "
         "large as the fit part (oversample, smote) or one pass over it (docs/cnn.md).",
-        kind="int", low=1)
+        kind="int",
+        low=1,
+    )
     patience: int = setting(
-        DEFAULT_PATIENCE, "Stop after this many epochs without a better validation score "
+        DEFAULT_PATIENCE,
+        "Stop after this many epochs without a better validation score "
         "(--early-stopping; validation split carved from the training folds).",
-        kind="int", low=1)
+        kind="int",
+        low=1,
+    )
     early_stopping: str = setting(
-        DEFAULT_EARLY_STOPPING, "Validation score early stopping watches: macro F1 (what "
+        DEFAULT_EARLY_STOPPING,
+        "Validation score early stopping watches: macro F1 (what "
         "the SVM's grid search maximises; ties broken by a lower loss) or the "
-        "class-balanced loss.", kind="choice", choices=EARLY_STOPPING_METRICS,
-        label="early-stopping metric")
+        "class-balanced loss.",
+        kind="choice",
+        choices=EARLY_STOPPING_METRICS,
+        label="early-stopping metric",
+    )
     batch_size: int = setting(
-        DEFAULT_BATCH_SIZE, "Images per training step (the thesis used 32, section 8.1; "
-        "128 trains about twice as fast on a CPU, docs/performance.md).", kind="int", low=1)
+        DEFAULT_BATCH_SIZE,
+        "Images per training step (the thesis used 32, section 8.1; "
+        "128 trains about twice as fast on a CPU, docs/performance.md).",
+        kind="int",
+        low=1,
+    )
     optimizer: str = setting(
-        "adam", "Adam, or SGD with Nesterov momentum (section 4.5).", kind="choice",
-        choices=OPTIMIZERS)
+        "adam",
+        "Adam, or SGD with Nesterov momentum (section 4.5).",
+        kind="choice",
+        choices=OPTIMIZERS,
+    )
     learning_rate: float | None = setting(
-        None, "Learning rate after the warm-up. Default: 1e-3 for adam, 1e-2 for sgd at "
-        "batch size 32, times sqrt(batch size / 32).", kind="float", low=0, low_open=True)
+        None,
+        "Learning rate after the warm-up. Default: 1e-3 for adam, 1e-2 for sgd at "
+        "batch size 32, times sqrt(batch size / 32).",
+        kind="float",
+        low=0,
+        low_open=True,
+    )
     warmup_epochs: float = setting(
-        DEFAULT_WARMUP_EPOCHS, "Epochs over which the learning rate rises linearly from a "
-        "tenth of its value (0: none).", kind="float", low=0)
+        DEFAULT_WARMUP_EPOCHS,
+        "Epochs over which the learning rate rises linearly from a tenth of its value (0: none).",
+        kind="float",
+        low=0,
+    )
     lr_schedule: str = setting(
-        "constant", "After the warm-up: a constant learning rate, or a cosine decay to 0 "
-        "at --epochs.", kind="choice", choices=LR_SCHEDULES,
-        label="learning-rate schedule")
+        "constant",
+        "After the warm-up: a constant learning rate, or a cosine decay to 0 at --epochs.",
+        kind="choice",
+        choices=LR_SCHEDULES,
+        label="learning-rate schedule",
+    )
     weight_averaging: float = setting(
-        DEFAULT_WEIGHT_AVERAGING, "Score, keep and save each epoch with an exponential "
+        DEFAULT_WEIGHT_AVERAGING,
+        "Score, keep and save each epoch with an exponential "
         "moving average of the weights (this momentum per step; 0: the raw weights).",
-        kind="float", low=0, high=1, high_open=True)
+        kind="float",
+        low=0,
+        high=1,
+        high_open=True,
+    )
     l2: float = setting(
-        0.0, "L2 weight decay on the dense/classifier layers (section 5.1).", kind="float",
-        low=0)
+        0.0, "L2 weight decay on the dense/classifier layers (section 5.1).", kind="float", low=0
+    )
     dense_units: int | None = setting(
-        None, "Units of the dense layer(s). Default: the model's (docs/models.md).",
-        kind="int", low=1)
+        None,
+        "Units of the dense layer(s). Default: the model's (docs/models.md).",
+        kind="int",
+        low=1,
+    )
     dropout: float | tuple | None = setting(
-        None, "Dropout rate(s) of the model's dropout layers, in [0, 1).",
-        kind="dropout", cli=False)
+        None, "Dropout rate(s) of the model's dropout layers, in [0, 1).", kind="dropout", cli=False
+    )
     validation_fraction: float = setting(
-        DEFAULT_VALIDATION_FRACTION, "Share of the training folds held out (stratified, "
-        "grouped with the folds) for early stopping.", kind="float", low=0, high=1,
-        high_open=True)
+        DEFAULT_VALIDATION_FRACTION,
+        "Share of the training folds held out (stratified, "
+        "grouped with the folds) for early stopping.",
+        kind="float",
+        low=0,
+        high=1,
+        high_open=True,
+    )
     samples_per_epoch: int | None = setting(
-        None, "Samples drawn per epoch. Default: the fit part's size.", kind="int", low=1)
+        None, "Samples drawn per epoch. Default: the fit part's size.", kind="int", low=1
+    )
     mixed_precision: bool | None = setting(
-        None, "Compute in float16 on a GPU (bfloat16 on a CPU); weights stay float32. "
+        None,
+        "Compute in float16 on a GPU (bfloat16 on a CPU); weights stay float32. "
         "Default: bfloat16 with TensorFlow on a CPU with native bfloat16 (AVX512-BF16 or "
-        "AMX), else float32.", kind="bool")
+        "AMX), else float32.",
+        kind="bool",
+    )
 
     @property
     def resolved_learning_rate(self) -> float:
@@ -508,8 +629,10 @@ def load_config(path) -> BenchmarkConfig:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML ({exc}).") from None
     except RecursionError:
-        raise ConfigError(f"{path} nests arrays or tables too deeply to read; a settings "
-                          "file holds flat [svm], [cnn] and [cnn.<model>] tables.") from None
+        raise ConfigError(
+            f"{path} nests arrays or tables too deeply to read; a settings "
+            "file holds flat [svm], [cnn] and [cnn.<model>] tables."
+        ) from None
     unknown = [k for k in data if k not in ("svm", "cnn")]
     if unknown:
         raise ConfigError(
@@ -527,8 +650,10 @@ def load_config(path) -> BenchmarkConfig:
             _choice(name, MODEL_NAMES, "model in a [cnn.<model>] table")
         CNNSettings.from_mapping({**defaults, "model": MODEL_NAMES[0]}, where="[cnn]")
         if "model" in defaults:
-            raise ConfigError("[cnn] cannot set model; name the model in a [cnn.<model>] "
-                              "table, or choose models with --cnn.")
+            raise ConfigError(
+                "[cnn] cannot set model; name the model in a [cnn.<model>] "
+                "table, or choose models with --cnn."
+            )
         config = BenchmarkConfig(svm=svm, cnn_defaults=defaults, cnn=per_model)
         for name in MODEL_NAMES:  # validate every table now, before any work
             config.cnn_settings(name)

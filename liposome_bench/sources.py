@@ -11,8 +11,9 @@ from liposome_bench.dataset import Dataset, load_dataset
 from liposome_bench.errors import DatasetError
 
 
-def resolve_dataset(data, problem: str | None, *, cache_dir=None, reporter=None,
-                    **reader_options) -> Dataset:
+def resolve_dataset(
+    data, problem: str | None, *, cache_dir=None, reporter=None, **reader_options
+) -> Dataset:
     """The dataset a command works on: ``data`` if given, else the built-in
     synthetic dataset of ``problem`` (generated once into the cache, with
     progress shown through ``reporter``)."""

@@ -65,6 +65,7 @@ _CHUNK = 200  # resamples per vectorised step: bounds memory to ~200 * n ints
 
 # Confusion matrices and metrics on stacks of them ----------------------------
 
+
 def confusion_counts(y_true, y_pred, n_classes: int, resamples=None) -> np.ndarray:
     """Confusion matrices (rows true, columns predicted), one per resample.
 
@@ -93,6 +94,7 @@ def confusion_counts(y_true, y_pred, n_classes: int, resamples=None) -> np.ndarr
 
 
 # Resampling ------------------------------------------------------------------
+
 
 def bootstrap_indices(y_true, n_resamples: int, rng) -> np.ndarray:
     """Resamples of particle indices, drawn with replacement within each true
@@ -140,8 +142,13 @@ def _resampled_metrics(y_true, preds, n_classes, n_resamples, seed):
 
 
 def bootstrap_metrics(
-    y_true, y_pred, n_classes: int, *, n_resamples: int = 1000,
-    confidence: float = 0.95, seed: int = 0,
+    y_true,
+    y_pred,
+    n_classes: int,
+    *,
+    n_resamples: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
 ) -> dict[str, dict[str, np.ndarray]]:
     """Point estimates and bootstrap intervals of every metric over particles.
 
@@ -172,6 +179,7 @@ def bootstrap_metrics(
 
 
 # Paired comparison -----------------------------------------------------------
+
 
 @dataclass
 class McNemarResult:
@@ -251,8 +259,16 @@ class PairedComparison:
 
 
 def compare_models(
-    y_true, pred_a, pred_b, classes, *, name_a: str = "A", name_b: str = "B",
-    n_resamples: int = 1000, confidence: float = 0.95, seed: int = 0,
+    y_true,
+    pred_a,
+    pred_b,
+    classes,
+    *,
+    name_a: str = "A",
+    name_b: str = "B",
+    n_resamples: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
 ) -> PairedComparison:
     """Compare two models' predictions on the same particles.
 
@@ -296,8 +312,10 @@ def compare_models(
 
 # Whole results folders -------------------------------------------------------
 
-def summarise_model(fold_results, classes, *, n_resamples: int = 1000,
-                    confidence: float = 0.95, seed: int = 0) -> dict:
+
+def summarise_model(
+    fold_results, classes, *, n_resamples: int = 1000, confidence: float = 0.95, seed: int = 0
+) -> dict:
     """Everything the tables and the report show about one model.
 
     Parameters
@@ -364,8 +382,15 @@ def _entry(mean_std, pooled, ci) -> dict:
     }
 
 
-def summarise_results(results, *, models=None, reference: str = "svm",
-                      n_resamples: int = 1000, confidence: float = 0.95, seed: int = 0) -> dict:
+def summarise_results(
+    results,
+    *,
+    models=None,
+    reference: str = "svm",
+    n_resamples: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> dict:
     """Summaries of every model in a results folder, and paired comparisons
     of the reference model against each other model.
 
@@ -454,8 +479,11 @@ def summarise_results(results, *, models=None, reference: str = "svm",
             ).to_dict()
         )
     verdict = headline_verdict(
-        {name: [folds] for name, folds in finished.items()}, reference, classes,
-        int(run["dataset"].get("n_particles") or len(ref)), k=k,
+        {name: [folds] for name, folds in finished.items()},
+        reference,
+        classes,
+        int(run["dataset"].get("n_particles") or len(ref)),
+        k=k,
         mcnemar={c["model_b"]: c["mcnemar"] for c in comparisons},
     )
     return {
@@ -477,13 +505,12 @@ def summarise_results(results, *, models=None, reference: str = "svm",
 
 def _predictions_by_id(fold_results) -> dict:
     return {
-        pid: (int(t), int(p))
-        for r in fold_results
-        for pid, t, p in zip(r.ids, r.y_true, r.y_pred)
+        pid: (int(t), int(p)) for r in fold_results for pid, t, p in zip(r.ids, r.y_true, r.y_pred)
     }
 
 
 # Headline verdict: tests over fold scores -------------------------------------
+
 
 def corrected_resampled_ttest(differences, n_train, n_test) -> dict:
     """Nadeau & Bengio's (2003) corrected resampled t-test on paired scores.
@@ -519,8 +546,7 @@ def corrected_resampled_ttest(differences, n_train, n_test) -> dict:
     n = int(d.size)
     mean = float(d.mean()) if n else float("nan")
     if n < 2:
-        return {"mean": mean, "t": float("nan"), "df": max(n - 1, 0), "p": float("nan"),
-                "n": n}
+        return {"mean": mean, "t": float("nan"), "df": max(n - 1, 0), "p": float("nan"), "n": n}
     # Identical differences have variance 0 exactly (not a rounding residue).
     variance = 0.0 if np.ptp(d) == 0 else float(d.var(ddof=1))
     scale = (1.0 / n + float(n_test) / float(n_train)) * variance
@@ -533,8 +559,9 @@ def corrected_resampled_ttest(differences, n_train, n_test) -> dict:
     return {"mean": mean, "t": float(t_value), "df": n - 1, "p": min(p, 1.0), "n": n}
 
 
-def corrected_interval(test: dict, n_train, n_test, differences,
-                       confidence: float = 0.95) -> list[float]:
+def corrected_interval(
+    test: dict, n_train, n_test, differences, confidence: float = 0.95
+) -> list[float]:
     """The confidence interval of the mean difference that matches
     :func:`corrected_resampled_ttest`: mean +- t_(df) * corrected SE."""
     from scipy.stats import t as student_t
@@ -583,8 +610,9 @@ def dietterich_5x2cv_ttest(differences) -> dict:
     return out
 
 
-def detectable_difference(differences, n_train, n_test, level: float,
-                          n_scores: int | None = None) -> float | None:
+def detectable_difference(
+    differences, n_train, n_test, level: float, n_scores: int | None = None
+) -> float | None:
     """The smallest mean difference the corrected resampled t-test could call
     significant at ``level`` (two-sided): t_(1 - level/2, n - 1) times the
     corrected standard error, from the observed variance of ``differences``.
@@ -606,8 +634,9 @@ def detectable_difference(differences, n_train, n_test, level: float,
     return float(student_t.ppf(1.0 - level / 2.0, n - 1) * se)
 
 
-def repeats_suggestion(comparison: dict, repeats: int, k: int, total_s: float | None,
-                       alpha: float = ALPHA) -> dict | None:
+def repeats_suggestion(
+    comparison: dict, repeats: int, k: int, total_s: float | None, alpha: float = ALPHA
+) -> dict | None:
     """What ``--repeats R`` (R = 3, or 2 more than now) would detect on macro
     F1, at its Holm rank, with this run's variance, and about how long it
     would take from this run's own wall time (repeats cost alike)."""
@@ -626,8 +655,11 @@ def repeats_suggestion(comparison: dict, repeats: int, k: int, total_s: float | 
     n_new = target * k
     scale_new = 1.0 / n_new + comparison["n_test"] / comparison["n_train"]
     detect = float(student_t.ppf(1 - level / 2, n_new - 1) * np.sqrt(scale_new) * sd)
-    return {"repeats": target, "detectable": detect,
-            "estimated_s": None if not total_s else float(total_s * target / max(repeats, 1))}
+    return {
+        "repeats": target,
+        "detectable": detect,
+        "estimated_s": None if not total_s else float(total_s * target / max(repeats, 1)),
+    }
 
 
 def verdict_text(entry: dict) -> str:
@@ -647,9 +679,11 @@ def suggestion_text(suggestion: dict | None) -> str | None:
     when = ""
     if suggestion.get("estimated_s"):
         when = f" would take about {suggestion['estimated_s'] / 60:.0f} min here and"
-    return (f"`--repeats {suggestion['repeats']}`{when} detect macro F1 differences of about "
-            f"±{suggestion['detectable']:.2f} (this run's variance; the training-set "
-            "overlap term does not shrink with repeats).")
+    return (
+        f"`--repeats {suggestion['repeats']}`{when} detect macro F1 differences of about "
+        f"±{suggestion['detectable']:.2f} (this run's variance; the training-set "
+        "overlap term does not shrink with repeats)."
+    )
 
 
 def holm(p_values) -> np.ndarray:
@@ -676,9 +710,11 @@ def holm(p_values) -> np.ndarray:
 def fold_scores(fold_results, n_classes: int) -> dict:
     """Per-fold scores of one model's folds: "f1" (k, K), "macro_f1",
     "accuracy" and "n_test" (k,), in the order given."""
-    stack = np.stack([
-        confusion_counts(r.y_true, r.y_pred, n_classes) for r in fold_results
-    ]) if fold_results else np.zeros((0, n_classes, n_classes))
+    stack = (
+        np.stack([confusion_counts(r.y_true, r.y_pred, n_classes) for r in fold_results])
+        if fold_results
+        else np.zeros((0, n_classes, n_classes))
+    )
     values = metric_arrays(stack)
     return {
         "f1": values["f1"],
@@ -694,8 +730,17 @@ def _verdict_word(mean, p_adjusted, name_a, name_b, alpha=ALPHA) -> str:
     return f"{name_b} better" if mean > 0 else f"{name_a} better"
 
 
-def compare_fold_scores(runs_a, runs_b, classes, n_particles: int, *, name_a="A",
-                        name_b="B", alpha: float = ALPHA, test: str = "corrected") -> dict:
+def compare_fold_scores(
+    runs_a,
+    runs_b,
+    classes,
+    n_particles: int,
+    *,
+    name_a="A",
+    name_b="B",
+    alpha: float = ALPHA,
+    test: str = "corrected",
+) -> dict:
     """Model B against model A over paired fold scores (the headline verdict).
 
     Parameters
@@ -764,33 +809,47 @@ def compare_fold_scores(runs_a, runs_b, classes, n_particles: int, *, name_a="A"
             # The interval printed beside the Holm verdict: at the level
             # alpha * p / p_holm it excludes 0 exactly when p_holm < alpha.
             e["ci_unadjusted"] = e["ci"]
-            level = (alpha * e["p"] / adjusted
-                     if np.isfinite(adjusted) and adjusted > 0 and e["p"] > 0 else alpha)
+            level = (
+                alpha * e["p"] / adjusted
+                if np.isfinite(adjusted) and adjusted > 0 and e["p"] > 0
+                else alpha
+            )
             e["ci"] = corrected_interval(e, mean_train, mean_test, d, 1.0 - level)
             e["ci_level"] = float(1.0 - level)
             e["holm_rank"] = int(rank) + 1
             e["detectable"] = detectable_difference(
-                d, mean_train, mean_test, alpha / (len(family) - int(rank)))
+                d, mean_train, mean_test, alpha / (len(family) - int(rank))
+            )
     acc = entry(accuracy)
     acc["p_holm"] = None
     acc["significant"] = bool(np.isfinite(acc["p"]) and acc["p"] < alpha and acc["mean"] != 0)
     acc["verdict"] = _verdict_word(acc["mean"], acc["p"], name_a, name_b, alpha)
     for e in [*family, acc]:
         e["difference"] = e.pop("mean")
-    return to_jsonable({
-        "model_a": name_a,
-        "model_b": name_b,
-        "n_scores": int(len(macro)),
-        "n_train": mean_train,
-        "n_test": mean_test,
-        "per_class": per_class,
-        "macro_f1": macro_entry,
-        "accuracy": acc,
-    })
+    return to_jsonable(
+        {
+            "model_a": name_a,
+            "model_b": name_b,
+            "n_scores": int(len(macro)),
+            "n_train": mean_train,
+            "n_test": mean_test,
+            "per_class": per_class,
+            "macro_f1": macro_entry,
+            "accuracy": acc,
+        }
+    )
 
 
-def headline_verdict(runs: dict, reference: str, classes, n_particles: int, *, k: int,
-                     mcnemar: dict | None = None, alpha: float = ALPHA) -> dict:
+def headline_verdict(
+    runs: dict,
+    reference: str,
+    classes,
+    n_particles: int,
+    *,
+    k: int,
+    mcnemar: dict | None = None,
+    alpha: float = ALPHA,
+) -> dict:
     """The headline verdict of every model against ``reference``.
 
     Parameters
@@ -817,30 +876,47 @@ def headline_verdict(runs: dict, reference: str, classes, n_particles: int, *, k
     """
     repeats = len(runs.get(reference, []))
     # 5 repeats of 2 folds is Dietterich's 5x2cv design: use his test.
-    five_by_two = repeats == 5 and k == 2 and all(
-        len(folds) == 2 for model_runs in runs.values() for folds in model_runs)
+    five_by_two = (
+        repeats == 5
+        and k == 2
+        and all(len(folds) == 2 for model_runs in runs.values() for folds in model_runs)
+    )
     comparisons = []
     for name, model_runs in runs.items():
         if name == reference:
             continue
-        comp = compare_fold_scores(runs[reference], model_runs, classes, n_particles,
-                                   name_a=reference, name_b=name, alpha=alpha,
-                                   test="5x2cv" if five_by_two else "corrected")
+        comp = compare_fold_scores(
+            runs[reference],
+            model_runs,
+            classes,
+            n_particles,
+            name_a=reference,
+            name_b=name,
+            alpha=alpha,
+            test="5x2cv" if five_by_two else "corrected",
+        )
         comp["mcnemar"] = (mcnemar or {}).get(name)
         comparisons.append(comp)
     if five_by_two:
-        note = ("5 repeats x 2 folds: Dietterich's 5x2cv test (the first fold's difference "
-                "over the variance within each repeat, 5 degrees of freedom); no interval.")
+        note = (
+            "5 repeats x 2 folds: Dietterich's 5x2cv test (the first fold's difference "
+            "over the variance within each repeat, 5 degrees of freedom); no interval."
+        )
     elif repeats <= 1:
-        note = (f"One repeat: the t-test's training variance comes from the {k} folds "
-                "only; --repeats 3 or more gives it more fold scores.")
+        note = (
+            f"One repeat: the t-test's training variance comes from the {k} folds "
+            "only; --repeats 3 or more gives it more fold scores."
+        )
     else:
-        note = (f"{repeats} repeats x {k} folds = {repeats * k} paired fold scores per "
-                "test; the variance correction counts the overlap of their training sets.")
+        note = (
+            f"{repeats} repeats x {k} folds = {repeats * k} paired fold scores per "
+            "test; the variance correction counts the overlap of their training sets."
+        )
     return {
         "test": FIVE_BY_TWO_NAME if five_by_two else TTEST_NAME,
-        "correction": (f"{CORRECTION_NAME} across the per-class F1 and macro F1 tests of "
-                       "each comparison"),
+        "correction": (
+            f"{CORRECTION_NAME} across the per-class F1 and macro F1 tests of each comparison"
+        ),
         "alpha": alpha,
         "repeats": repeats,
         "k": k,

@@ -261,9 +261,10 @@ class LibSVMClassifier(ClassifierMixin, BaseEstimator):
         span = hi - lo
         varying = span != 0
         out = np.zeros_like(X)
-        out[:, varying] = SCALE_LOWER + (SCALE_UPPER - SCALE_LOWER) * (
-            X[:, varying] - lo[varying]
-        ) / span[varying]
+        out[:, varying] = (
+            SCALE_LOWER
+            + (SCALE_UPPER - SCALE_LOWER) * (X[:, varying] - lo[varying]) / span[varying]
+        )
         return out
 
     def transform_features(self, X) -> np.ndarray:
@@ -334,9 +335,11 @@ class LibSVMClassifier(ClassifierMixin, BaseEstimator):
         paths = {k: stem.with_name(f"{stem.name}.{k}") for k in ("model", "range", "json")}
         _save_libsvm_model(self.model_, paths["model"])
         n = self.n_features_in_
-        names = [str(f) for f in feature_names] if feature_names is not None else [
-            f"x{i + 1}" for i in range(n)
-        ]
+        names = (
+            [str(f) for f in feature_names]
+            if feature_names is not None
+            else [f"x{i + 1}" for i in range(n)]
+        )
         if self.scale:
             lines = ["x", f"{SCALE_LOWER:.17g} {SCALE_UPPER:.17g}"] + [
                 f"{i + 1} {lo:.17g} {hi:.17g}"
@@ -350,8 +353,7 @@ class LibSVMClassifier(ClassifierMixin, BaseEstimator):
                 "format": "liposome-bench LIBSVM model",
                 "libsvm_model": paths["model"].name,
                 "svm_scale_range": paths["range"].name if self.scale else None,
-                "params": {k: v for k, v in self.get_params().items()
-                           if k != "class_weight"},
+                "params": {k: v for k, v in self.get_params().items() if k != "class_weight"},
                 "class_weight_option": _json_safe(self.class_weight),
                 "gamma": self.gamma_,
                 "classes": classes,
@@ -541,8 +543,20 @@ def stratified_subsample(y, max_samples, *, min_per_class=MIN_PER_CLASS, seed=0)
     return np.sort(np.concatenate(chosen))
 
 
-def search_grid(X, y, *, C_values, gamma_values, inner_folds=3, max_samples=None,
-                seed=0, jobs=1, class_weight="balanced", groups=None, extend=True):
+def search_grid(
+    X,
+    y,
+    *,
+    C_values,
+    gamma_values,
+    inner_folds=3,
+    max_samples=None,
+    seed=0,
+    jobs=1,
+    class_weight="balanced",
+    groups=None,
+    extend=True,
+):
     """Choose C and gamma by stratified inner cross-validation on (X, y).
 
     When the best C or gamma lies on the edge of its values (and more than
@@ -620,19 +634,25 @@ def search_grid(X, y, *, C_values, gamma_values, inner_folds=3, max_samples=None
 
     def evaluate(param_grid):
         search = GridSearchCV(
-            LibSVMClassifier(class_weight=class_weight), param_grid, scoring="f1_macro",
-            cv=cv, n_jobs=jobs, refit=False, error_score="raise",
+            LibSVMClassifier(class_weight=class_weight),
+            param_grid,
+            scoring="f1_macro",
+            cv=cv,
+            n_jobs=jobs,
+            refit=False,
+            error_score="raise",
         )
         search.fit(Xs, ys, groups=gs)
         res = search.cv_results_
         return [
-            {"C": float(p["C"]), "gamma": float(p["gamma"]), "score": float(m),
-             "std": float(s)}
+            {"C": float(p["C"]), "gamma": float(p["gamma"]), "score": float(m), "std": float(s)}
             for p, m, s in zip(res["params"], res["mean_test_score"], res["std_test_score"])
         ]
 
-    values = {"C": sorted(float(c) for c in C_values),
-              "gamma": sorted(float(g) for g in gamma_values)}
+    values = {
+        "C": sorted(float(c) for c in C_values),
+        "gamma": sorted(float(g) for g in gamma_values),
+    }
     table = evaluate({"C": values["C"], "gamma": values["gamma"]})
     extended, steps = [], {"C": 0, "gamma": 0}
     while True:
@@ -662,12 +682,21 @@ def search_grid(X, y, *, C_values, gamma_values, inner_folds=3, max_samples=None
         for name, value in new.items():
             values[name] = sorted(values[name] + [value])
     best = _best_row(table)
-    edge = [name for name in ("C", "gamma")
-            if len(values[name]) > 1 and best[name] in (values[name][0], values[name][-1])]
+    edge = [
+        name
+        for name in ("C", "gamma")
+        if len(values[name]) > 1 and best[name] in (values[name][0], values[name][-1])
+    ]
     return (
-        {"C": best["C"], "gamma": best["gamma"], "score": best["score"],
-         "n_samples": int(len(ys)), "inner_folds": n_splits, "extended": extended,
-         "edge": edge},
+        {
+            "C": best["C"],
+            "gamma": best["gamma"],
+            "score": best["score"],
+            "n_samples": int(len(ys)),
+            "inner_folds": n_splits,
+            "extended": extended,
+            "edge": edge,
+        },
         table,
     )
 
@@ -760,19 +789,42 @@ def _feature_matrix(features, dataset, reporter):
     return table.to_numpy(), [str(c) for c in table.columns], dropped
 
 
-def _fit_fold(X, y, train, test, *, fold, C, gamma, grid, seed, jobs, stem,
-              feature_names, class_names, groups=None):
+def _fit_fold(
+    X,
+    y,
+    train,
+    test,
+    *,
+    fold,
+    C,
+    gamma,
+    grid,
+    seed,
+    jobs,
+    stem,
+    feature_names,
+    class_names,
+    groups=None,
+):
     """Grid search, fit and predict one fold; save its model. Runs in a worker."""
     spec = GRIDS[grid]
     timings = {}
     cpu0 = time.process_time()
     t0 = time.perf_counter()
     table = []
-    best = {"C": C, "gamma": gamma, "score": None, "n_samples": None, "inner_folds": None,
-            "extended": [], "edge": []}
+    best = {
+        "C": C,
+        "gamma": gamma,
+        "score": None,
+        "n_samples": None,
+        "inner_folds": None,
+        "extended": [],
+        "edge": [],
+    }
     if C is None or gamma is None:
         best, table = search_grid(
-            X[train], y[train],
+            X[train],
+            y[train],
             C_values=[C] if C is not None else spec["C"],
             gamma_values=[gamma] if gamma is not None else spec["gamma"],
             inner_folds=spec["inner_folds"],
@@ -785,8 +837,12 @@ def _fit_fold(X, y, train, test, *, fold, C, gamma, grid, seed, jobs, stem,
     t0 = time.perf_counter()
     est = LibSVMClassifier(C=best["C"], gamma=best["gamma"]).fit(X[train], y[train])
     timings["fit_s"] = time.perf_counter() - t0
-    est.save(stem, feature_names=feature_names,
-             class_names=[class_names[c] for c in est.classes_], extra={"fold": fold})
+    est.save(
+        stem,
+        feature_names=feature_names,
+        class_names=[class_names[c] for c in est.classes_],
+        extra={"fold": fold},
+    )
     # Predict with the model as saved (LIBSVM writes support vectors to 8
     # significant digits), so the stored predictions are svm-predict's.
     est = LibSVMClassifier.load(stem)
@@ -818,8 +874,9 @@ def _fit_fold(X, y, train, test, *, fold, C, gamma, grid, seed, jobs, stem,
             "grid_extended": best["extended"],
             "grid_edge": best["edge"],
             "grid_results": table,
-            "class_weight": {class_names[c]: float(w)
-                             for c, w in zip(est.classes_, est.class_weight_)},
+            "class_weight": {
+                class_names[c]: float(w) for c, w in zip(est.classes_, est.class_weight_)
+            },
             "n_support": {class_names[c]: int(v) for c, v in zip(est.classes_, est.n_support_)},
             "n_train": int(len(train)),
             "n_features": int(X.shape[1]),
@@ -829,8 +886,18 @@ def _fit_fold(X, y, train, test, *, fold, C, gamma, grid, seed, jobs, stem,
     }
 
 
-def run_svm(dataset, folds, results, settings: SVMSettings | None = None, *, jobs=1, seed=0,
-            reporter=None, only_folds=None, **options):
+def run_svm(
+    dataset,
+    folds,
+    results,
+    settings: SVMSettings | None = None,
+    *,
+    jobs=1,
+    seed=0,
+    reporter=None,
+    only_folds=None,
+    **options,
+):
     """Cross-validate the LIBSVM baseline on the dataset's stored folds.
 
     Features are extracted once; each fold not yet saved in ``results`` is
@@ -887,8 +954,10 @@ def run_svm(dataset, folds, results, settings: SVMSettings | None = None, *, job
         "seed": seed,
         "grid_score": GRID_SCORE,
         "grid_min_per_class": MIN_PER_CLASS,
-        "grid_extension": {"steps": EXTEND_STEPS,
-                           "limits": {k: list(v) for k, v in EXTEND_LIMITS.items()}},
+        "grid_extension": {
+            "steps": EXTEND_STEPS,
+            "limits": {k: list(v) for k, v in EXTEND_LIMITS.items()},
+        },
         "class_weight": "balanced",
         "scaling": "svm-scale [-1, 1] on the training folds",
     }
@@ -902,8 +971,14 @@ def run_svm(dataset, folds, results, settings: SVMSettings | None = None, *, job
         )
     if todo:
         t0 = time.perf_counter()
-        features = extract_features(dataset, feature_set, source=source, reporter=reporter,
-                                    jobs=jobs, units=settings["units"])
+        features = extract_features(
+            dataset,
+            feature_set,
+            source=source,
+            reporter=reporter,
+            jobs=jobs,
+            units=settings["units"],
+        )
         features_s = time.perf_counter() - t0
         X, feature_names, dropped = _feature_matrix(features, dataset, reporter)
         y = dataset.y
@@ -914,10 +989,20 @@ def run_svm(dataset, folds, results, settings: SVMSettings | None = None, *, job
 
         def arguments(f):
             return dict(
-                X=X, y=y, train=folds.train_indices(f), test=folds.test_indices(f),
-                fold=f, C=C, gamma=gamma, grid=grid, seed=seed, jobs=inner_jobs,
-                stem=models_dir / f"fold-{f}", feature_names=feature_names,
-                class_names=class_names, groups=getattr(folds, "groups", None),
+                X=X,
+                y=y,
+                train=folds.train_indices(f),
+                test=folds.test_indices(f),
+                fold=f,
+                C=C,
+                gamma=gamma,
+                grid=grid,
+                seed=seed,
+                jobs=inner_jobs,
+                stem=models_dir / f"fold-{f}",
+                feature_names=feature_names,
+                class_names=class_names,
+                groups=getattr(folds, "groups", None),
             )
 
         def save(out):
@@ -930,8 +1015,9 @@ def run_svm(dataset, folds, results, settings: SVMSettings | None = None, *, job
                 y_true=y[test],
                 y_pred=np.asarray(out["y_pred"], dtype=np.int64),
                 scores=out["scores"],
-                score_names=[f"{class_names[i]}_vs_{class_names[j]}"
-                             for i, j in _pairs(len(class_names))],
+                score_names=[
+                    f"{class_names[i]}_vs_{class_names[j]}" for i, j in _pairs(len(class_names))
+                ],
                 score_kind="decision",
                 params=dict(out["params"], feature_set=feature_set, dropped_features=dropped),
                 timings=dict(out["timings"], features_s=features_s),
@@ -959,9 +1045,15 @@ def _report_fold(reporter, result, k):
     reporter.message(
         f"svm fold {result.fold} (of 0-{k - 1}): C={params['C']:g} gamma={params['gamma']:g}"
         + (f" (inner {GRID_SCORE} {score:.3f})" if score is not None else "")
-        + (f"; grid extended: {', '.join(params['grid_extended'])}"
-           if params.get("grid_extended") else "")
-        + (f"; {' and '.join(params['grid_edge'])} still on the grid's edge"
-           if params.get("grid_edge") else "")
+        + (
+            f"; grid extended: {', '.join(params['grid_extended'])}"
+            if params.get("grid_extended")
+            else ""
+        )
+        + (
+            f"; {' and '.join(params['grid_edge'])} still on the grid's edge"
+            if params.get("grid_edge")
+            else ""
+        )
         + f", fit {timings['fit_s']:.1f}s"
     )

@@ -91,6 +91,7 @@ ASSUMED_SVM_PARTICLES = 14169
 
 # Cells -------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Cell:
     """One combination of settings: a CNN or the SVM, run on every fold."""
@@ -108,8 +109,11 @@ class Cell:
         """``<model>-<8 hex>``: a SHA-256 of the kind and every setting, so
         the same settings get the same name on every machine and run
         (computed once per cell: a 10,000-cell sweep looks ids up often)."""
-        canonical = json.dumps({"kind": self.kind, "settings": self.settings.to_dict()},
-                               sort_keys=True, separators=(",", ":"))
+        canonical = json.dumps(
+            {"kind": self.kind, "settings": self.settings.to_dict()},
+            sort_keys=True,
+            separators=(",", ":"),
+        )
         return f"{self.model}-{hashlib.sha256(canonical.encode()).hexdigest()[:8]}"
 
     def describe(self, axes=None) -> str:
@@ -186,8 +190,9 @@ def load_sweep(path) -> SweepConfig:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ConfigError(f"{path} does not exist; pass a sweep file (TOML, docs/sweep.md).") \
-            from None
+        raise ConfigError(
+            f"{path} does not exist; pass a sweep file (TOML, docs/sweep.md)."
+        ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path} cannot be read ({exc}); pass a sweep file (TOML).") from None
     except tomllib.TOMLDecodeError as exc:
@@ -211,17 +216,21 @@ def _parse_sweep(path: Path, data: dict) -> SweepConfig:
     bad = [k for k in run if k not in SWEEP_KEYS]
     if bad:
         raise ConfigError(f"[sweep]: unknown key {bad[0]!r}; expected {', '.join(SWEEP_KEYS)}.")
-    if run.get("group_by") is not None and not (isinstance(run["group_by"], str)
-                                                and run["group_by"].strip()):
-        raise ConfigError(f"[sweep]: group_by must be a meta key such as \"micrograph\"; "
-                          f"got {run['group_by']!r}.")
+    if run.get("group_by") is not None and not (
+        isinstance(run["group_by"], str) and run["group_by"].strip()
+    ):
+        raise ConfigError(
+            f'[sweep]: group_by must be a meta key such as "micrograph"; got {run["group_by"]!r}.'
+        )
     for key in ("folds", "fold_seed", "seed"):
         value = run.get(key)
         low = 2 if key == "folds" else 0
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
-                                  or value < low):
-            raise ConfigError(f"[sweep]: {key} must be an integer of at least {low}; "
-                              f"got {value!r}.")
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < low
+        ):
+            raise ConfigError(
+                f"[sweep]: {key} must be an integer of at least {low}; got {value!r}."
+            )
     cells: dict[str, Cell] = {}
     grids = []
     for kind, cls in (("cnn", CNNSettings), ("svm", SVMSettings)):
@@ -231,11 +240,14 @@ def _parse_sweep(path: Path, data: dict) -> SweepConfig:
         sub = None
         if kind == "cnn":
             sub = table.pop("grid", None)
-        elif isinstance(table.get("grid"), list) and any(isinstance(t, dict)
-                                                         for t in table["grid"]):
+        elif isinstance(table.get("grid"), list) and any(
+            isinstance(t, dict) for t in table["grid"]
+        ):
             # [svm] grid is the SVM's C/gamma grid setting, not sub-grids.
-            raise ConfigError("[[svm.grid]] tables are not supported; put the SVM's axes "
-                              "in [svm] (grid = [\"coarse\", \"full\"] is an axis).")
+            raise ConfigError(
+                "[[svm.grid]] tables are not supported; put the SVM's axes "
+                'in [svm] (grid = ["coarse", "full"] is an axis).'
+            )
         if sub is None:
             sub_tables = [{}]
         elif isinstance(sub, list) and sub and all(isinstance(t, dict) for t in sub):
@@ -253,9 +265,15 @@ def _parse_sweep(path: Path, data: dict) -> SweepConfig:
             merged = {**table, **extra}
             grid = _expand(kind, cls, name, merged, where, cells)
             grids.append(grid)
-    return SweepConfig(path=path, cells=tuple(cells.values()), grids=tuple(grids),
-                       folds=run.get("folds"), fold_seed=run.get("fold_seed"),
-                       seed=run.get("seed"), group_by=run.get("group_by"))
+    return SweepConfig(
+        path=path,
+        cells=tuple(cells.values()),
+        grids=tuple(grids),
+        folds=run.get("folds"),
+        fold_seed=run.get("fold_seed"),
+        seed=run.get("seed"),
+        group_by=run.get("group_by"),
+    )
 
 
 def _table(value, where):
@@ -269,19 +287,23 @@ def _expand(kind, cls, name, table, where, cells) -> Grid:
     valid = [f.name for f in dataclasses.fields(cls)]
     unknown = [k for k in table if k not in valid]
     if unknown:
-        raise ConfigError(f"{where}: unknown setting {unknown[0]!r}; valid settings are "
-                          f"{', '.join(valid)}.")
+        raise ConfigError(
+            f"{where}: unknown setting {unknown[0]!r}; valid settings are {', '.join(valid)}."
+        )
     axes = {k: v for k, v in table.items() if isinstance(v, list)}
     for key, levels in axes.items():
         if not levels:
-            raise ConfigError(f"{where}: axis {key} is an empty list; give at least one "
-                              "level or remove it.")
+            raise ConfigError(
+                f"{where}: axis {key} is an empty list; give at least one level or remove it."
+            )
     for key, value in table.items():
-        for level in (value if isinstance(value, list) else [value]):
+        for level in value if isinstance(value, list) else [value]:
             if isinstance(level, float) and not math.isfinite(level):
                 what = f"axis {key} has the level" if key in axes else f"{key} is"
-                raise ConfigError(f"{where}: {what} {level}; settings are finite numbers. "
-                                  "Give a number, or remove it.")
+                raise ConfigError(
+                    f"{where}: {what} {level}; settings are finite numbers. "
+                    "Give a number, or remove it."
+                )
     fixed = {k: v for k, v in table.items() if k not in axes}
     if kind == "cnn" and "model" not in table:
         fixed["model"] = CNNSettings().model
@@ -292,7 +314,8 @@ def _expand(kind, cls, name, table, where, cells) -> Grid:
         settings = cls.from_mapping(
             {**fixed, **levels},
             where=f"{where} ({', '.join(f'{k}={_level_text(v)}' for k, v in levels.items())})"
-            if levels else where,
+            if levels
+            else where,
         )
         cell = Cell(kind, settings, levels)
         if cell.id not in cells:
@@ -303,6 +326,7 @@ def _expand(kind, cls, name, table, where, cells) -> Grid:
 
 
 # The plan: which (cell, fold) tasks remain -------------------------------------
+
 
 @dataclass
 class SweepPlan:
@@ -378,13 +402,17 @@ def estimate_seconds(plan: SweepPlan, n_particles: int) -> tuple[float, str]:
             total += seconds
     how = []
     if unknown:
-        how.append(f"not counted: {unknown} SVM task(s) with the full grid, never timed "
-                   "(docs/svm.md: expect hours each)")
+        how.append(
+            f"not counted: {unknown} SVM task(s) with the full grid, never timed "
+            "(docs/svm.md: expect hours each)"
+        )
     if used_measured:
         how.append(f"measured speed of finished folds ({', '.join(sorted(used_measured))})")
     if used_assumed:
-        how.append("CPU speeds measured in docs/performance.md and docs/benchmark.md, "
-                   "every epoch run (no early stop)")
+        how.append(
+            "CPU speeds measured in docs/performance.md and docs/benchmark.md, "
+            "every epoch run (no early stop)"
+        )
     return total, "; ".join(how) or "nothing left to run"
 
 
@@ -406,8 +434,11 @@ def _measured_rates(plan: SweepPlan) -> dict:
                 if seconds and samples:
                     rates.setdefault(cell.model, []).append(samples / seconds)
             else:
-                seconds = sum(v for k, v in timings.items()
-                              if k.endswith("_s") and isinstance(v, (int, float)))
+                seconds = sum(
+                    v
+                    for k, v in timings.items()
+                    if k.endswith("_s") and isinstance(v, (int, float))
+                )
                 if seconds:
                     rates.setdefault("svm", []).append(seconds)
     return {k: float(np.median(v)) for k, v in rates.items()}
@@ -425,6 +456,7 @@ def format_duration(seconds: float) -> str:
 
 
 # The sweep folder ------------------------------------------------------------------
+
 
 def _dataset_record(dataset, folds) -> dict:
     return {
@@ -454,22 +486,27 @@ def write_sweep_json(config: SweepConfig, out, dataset, folds, seed: int) -> dic
         "tool_version": __version__,
         "config": str(config.path),
         "dataset": _dataset_record(dataset, folds),
-        "folds": {"k": folds.k, "seed": folds.seed,
-                  "group_by": getattr(folds, "group_by", None)},
+        "folds": {"k": folds.k, "seed": folds.seed, "group_by": getattr(folds, "group_by", None)},
         "seed": int(seed),
         "axes": config.axes,
-        "grids": [{"name": g.name, "kind": g.kind, "axes": g.axes, "cells": list(g.cells)}
-                  for g in config.grids],
-        "cells": {c.id: {"kind": c.kind, "model": c.model, "settings": c.settings.to_dict()}
-                  for c in config.cells},
+        "grids": [
+            {"name": g.name, "kind": g.kind, "axes": g.axes, "cells": list(g.cells)}
+            for g in config.grids
+        ],
+        "cells": {
+            c.id: {"kind": c.kind, "model": c.model, "settings": c.settings.to_dict()}
+            for c in config.cells
+        },
     }
     old = read_sweep_json(out, missing_ok=True)
     if old:
-        for key, label in (("dataset", "another dataset"), ("folds", "other folds"),
-                           ("seed", "another --seed")):
+        for key, label in (
+            ("dataset", "another dataset"),
+            ("folds", "other folds"),
+            ("seed", "another --seed"),
+        ):
             mine = record[key]["fingerprint"] if key == "dataset" else record[key]
-            theirs = (old.get(key) or {}).get("fingerprint") if key == "dataset" \
-                else old.get(key)
+            theirs = (old.get(key) or {}).get("fingerprint") if key == "dataset" else old.get(key)
             if key == "folds" and isinstance(theirs, dict):
                 theirs = {"group_by": None, **theirs}
             if mine != theirs:
@@ -479,8 +516,10 @@ def write_sweep_json(config: SweepConfig, out, dataset, folds, seed: int) -> dic
                 )
     elif out.exists() and any(out.iterdir()):
         if (out / "run.json").exists():
-            raise ResultsError(f"{out} is a results folder of `benchmark`/`cnn`/`svm`, not a "
-                               "sweep. Use another --out.")
+            raise ResultsError(
+                f"{out} is a results folder of `benchmark`/`cnn`/`svm`, not a "
+                "sweep. Use another --out."
+            )
     atomic_write_json(out / SWEEP_JSON, json.loads(json.dumps(record)))
     return record
 
@@ -490,13 +529,16 @@ def read_sweep_json(out, *, missing_ok: bool = False) -> dict:
     if not path.exists():
         if missing_ok:
             return {}
-        raise ResultsError(f"{out} is not a sweep folder (no {SWEEP_JSON}). Run "
-                           "`liposome-bench sweep CONFIG.toml --out` first.")
+        raise ResultsError(
+            f"{out} is not a sweep folder (no {SWEEP_JSON}). Run "
+            "`liposome-bench sweep CONFIG.toml --out` first."
+        )
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except ValueError as exc:
-        raise ResultsError(f"{path} is not valid JSON ({exc}). Run the sweep again to "
-                           "rewrite it.") from None
+        raise ResultsError(
+            f"{path} is not valid JSON ({exc}). Run the sweep again to rewrite it."
+        ) from None
 
 
 def is_sweep_folder(path) -> bool:
@@ -504,6 +546,7 @@ def is_sweep_folder(path) -> bool:
 
 
 # Tasks: what a Dask worker runs -----------------------------------------------------
+
 
 @dataclass(frozen=True)
 class DatasetSource:
@@ -578,8 +621,18 @@ def _worker_name() -> str:
         return "local"
 
 
-def run_task(source, cell_kind: str, settings: dict, cell_id: str, fold: int, folds,
-             out: str, seed: int, save_models: bool, jobs: int) -> TaskOutcome:
+def run_task(
+    source,
+    cell_kind: str,
+    settings: dict,
+    cell_id: str,
+    fold: int,
+    folds,
+    out: str,
+    seed: int,
+    save_models: bool,
+    jobs: int,
+) -> TaskOutcome:
     """Run one (cell, fold) on a worker and write it into ``out`` when the
     worker can; the outcome also carries the fold back to the client.
 
@@ -593,8 +646,7 @@ def run_task(source, cell_kind: str, settings: dict, cell_id: str, fold: int, fo
     started = time.perf_counter()
     outcome = TaskOutcome(cell=cell_id, fold=fold, worker=_worker_name())
     try:
-        dataset = source if not isinstance(source, DatasetSource) \
-            else load_task_dataset(source)
+        dataset = source if not isinstance(source, DatasetSource) else load_task_dataset(source)
         target = cell_dir(out, cell_id)
         try:
             target.mkdir(parents=True, exist_ok=True)
@@ -608,13 +660,27 @@ def run_task(source, cell_kind: str, settings: dict, cell_id: str, fold: int, fo
         if cell_kind == "cnn":
             from liposome_bench.cnn import run_cnn
 
-            (result,) = run_cnn(dataset, folds, results, CNNSettings.from_mapping(settings),
-                                seed=seed, save_models=save_models, only_folds=[fold])
+            (result,) = run_cnn(
+                dataset,
+                folds,
+                results,
+                CNNSettings.from_mapping(settings),
+                seed=seed,
+                save_models=save_models,
+                only_folds=[fold],
+            )
         else:
             from liposome_bench.svm import run_svm
 
-            (result,) = run_svm(dataset, folds, results, SVMSettings.from_mapping(settings),
-                                jobs=jobs, seed=seed, only_folds=[fold])
+            (result,) = run_svm(
+                dataset,
+                folds,
+                results,
+                SVMSettings.from_mapping(settings),
+                jobs=jobs,
+                seed=seed,
+                only_folds=[fold],
+            )
         outcome.result = result
         outcome.record = results.read_run()["models"][result.model]
     except LiposomeBenchError as exc:
@@ -624,6 +690,7 @@ def run_task(source, cell_kind: str, settings: dict, cell_id: str, fold: int, fo
 
 
 # Running ------------------------------------------------------------------------------
+
 
 def gpu_ids() -> list[str]:
     """This machine's GPUs: the ids in CUDA_VISIBLE_DEVICES when it is set,
@@ -639,12 +706,15 @@ def gpu_ids() -> list[str]:
     if shutil.which("nvidia-smi") is None:
         return []
     try:
-        listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True,
-                                 timeout=20, check=False).stdout
+        listing = subprocess.run(
+            ["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20, check=False
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return []
-    return [str(i) for i, line in enumerate(line for line in listing.splitlines()
-                                            if line.startswith("GPU "))]
+    return [
+        str(i)
+        for i, line in enumerate(line for line in listing.splitlines() if line.startswith("GPU "))
+    ]
 
 
 def count_gpus() -> int:
@@ -666,8 +736,12 @@ def local_cluster_shape(n_workers: int | None = None) -> dict:
     gpus = count_gpus()
     if n_workers is None:
         n_workers = gpus if gpus else max(1, cores // CORES_PER_CPU_WORKER)
-    return {"n_workers": int(n_workers), "gpus": gpus,
-            "threads": max(1, cores // max(1, int(n_workers))), "cores": cores}
+    return {
+        "n_workers": int(n_workers),
+        "gpus": gpus,
+        "threads": max(1, cores // max(1, int(n_workers))),
+        "cores": cores,
+    }
 
 
 def start_local_cluster(n_workers: int | None = None, dashboard_address=":8787"):
@@ -687,24 +761,34 @@ def start_local_cluster(n_workers: int | None = None, dashboard_address=":8787")
     # Each worker gets its share of the cores, so workers do not oversubscribe
     # them. (TensorFlow's thread counts change a CNN's float round-off, ~1e-7
     # in probabilities, not its predictions.)
-    env = {"OMP_NUM_THREADS": threads, "TF_NUM_INTRAOP_THREADS": threads,
-           "TF_NUM_INTEROP_THREADS": threads,
-           "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+    env = {
+        "OMP_NUM_THREADS": threads,
+        "TF_NUM_INTRAOP_THREADS": threads,
+        "TF_NUM_INTEROP_THREADS": threads,
+        "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"),
+    }
     # Workers must be able to start processes of their own (joblib's loky in
     # the SVM's grid search), so they are not daemons.
     with dask.config.set({"distributed.worker.daemon": False}):
         cluster = LocalCluster(
-            n_workers=0 if shape["gpus"] else shape["n_workers"], threads_per_worker=1,
-            processes=True, dashboard_address=dashboard_address, env=env,
+            n_workers=0 if shape["gpus"] else shape["n_workers"],
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=dashboard_address,
+            env=env,
             silence_logs=logging.ERROR if quiet else False,
         )
         if shape["gpus"]:
             for i in range(shape["n_workers"]):
                 device = gpus[i % len(gpus)]
-                spec = {"cls": cluster.new_spec["cls"],
-                        "options": {**cluster.new_spec["options"],
-                                    "env": {**env, "CUDA_VISIBLE_DEVICES": device},
-                                    "name": f"gpu-{device}"}}
+                spec = {
+                    "cls": cluster.new_spec["cls"],
+                    "options": {
+                        **cluster.new_spec["options"],
+                        "env": {**env, "CUDA_VISIBLE_DEVICES": device},
+                        "name": f"gpu-{device}",
+                    },
+                }
                 cluster.worker_spec[f"gpu-{device}-{i}"] = spec
             cluster.scale(shape["n_workers"])
     return cluster, shape
@@ -735,8 +819,9 @@ def _quiet_dask_logs(func):
 
         if logging.getLogger().getEffectiveLevel() <= logging.DEBUG:
             return func(*args, **kwargs)
-        names = ["distributed"] + [n for n in logging.root.manager.loggerDict
-                                   if n.startswith("distributed.")]
+        names = ["distributed"] + [
+            n for n in logging.root.manager.loggerDict if n.startswith("distributed.")
+        ]
         loggers = [logging.getLogger(n) for n in names]
         old = [lg.level for lg in loggers]
         for lg in loggers:
@@ -821,10 +906,15 @@ def probe_scheduler(scheduler, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
     """
     import socket
 
-    if not (isinstance(timeout_s, (int, float)) and not isinstance(timeout_s, bool)
-            and math.isfinite(timeout_s) and timeout_s > 0):
-        raise ConfigError(f"--connect-timeout must be a positive number of seconds; "
-                          f"got {timeout_s!r}.")
+    if not (
+        isinstance(timeout_s, (int, float))
+        and not isinstance(timeout_s, bool)
+        and math.isfinite(timeout_s)
+        and timeout_s > 0
+    ):
+        raise ConfigError(
+            f"--connect-timeout must be a positive number of seconds; got {timeout_s!r}."
+        )
     address = parse_scheduler(scheduler)
     if address is None:
         return
@@ -839,11 +929,21 @@ def probe_scheduler(scheduler, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
         ) from None
 
 
-def run_sweep(config: SweepConfig, dataset, folds, out, *, seed: int = 0,
-              scheduler: str = "local", n_workers: int | None = None,
-              save_models: bool = False, source: DatasetSource | None = None,
-              reporter=None, wait: bool = False,
-              connect_timeout: float = CONNECT_TIMEOUT_S) -> SweepRun:
+def run_sweep(
+    config: SweepConfig,
+    dataset,
+    folds,
+    out,
+    *,
+    seed: int = 0,
+    scheduler: str = "local",
+    n_workers: int | None = None,
+    save_models: bool = False,
+    source: DatasetSource | None = None,
+    reporter=None,
+    wait: bool = False,
+    connect_timeout: float = CONNECT_TIMEOUT_S,
+) -> SweepRun:
     """Run every unfinished (cell, fold) of ``config`` on Dask into ``out``.
 
     Parameters
@@ -898,14 +998,36 @@ def run_sweep(config: SweepConfig, dataset, folds, out, *, seed: int = 0,
     if plan_sweep(config, out, folds.k).tasks:  # a finished sweep contacts no scheduler
         probe_scheduler(scheduler, connect_timeout)  # before anything is written
     with run_lock(out, wait=wait, reporter=reporter, command="sweep"):
-        return _run_sweep(config, dataset, folds, Path(out), seed=seed, scheduler=scheduler,
-                          n_workers=n_workers, save_models=save_models, source=source,
-                          reporter=reporter, connect_timeout=connect_timeout)
+        return _run_sweep(
+            config,
+            dataset,
+            folds,
+            Path(out),
+            seed=seed,
+            scheduler=scheduler,
+            n_workers=n_workers,
+            save_models=save_models,
+            source=source,
+            reporter=reporter,
+            connect_timeout=connect_timeout,
+        )
 
 
 @_quiet_dask_logs
-def _run_sweep(config, dataset, folds, out, *, seed, scheduler, n_workers, save_models,
-               source, reporter, connect_timeout) -> SweepRun:
+def _run_sweep(
+    config,
+    dataset,
+    folds,
+    out,
+    *,
+    seed,
+    scheduler,
+    n_workers,
+    save_models,
+    source,
+    reporter,
+    connect_timeout,
+) -> SweepRun:
     from distributed import Client, as_completed
 
     started = time.perf_counter()
@@ -913,8 +1035,10 @@ def _run_sweep(config, dataset, folds, out, *, seed, scheduler, n_workers, save_
     plan = plan_sweep(config, out, folds.k)
     run = SweepRun(out=out, skipped=plan.total - len(plan.tasks))
     if run.skipped:
-        reporter.message(f"{run.skipped} of {plan.total} (cell, fold) tasks already "
-                         f"finished in {out}; running {len(plan.tasks)}.")
+        reporter.message(
+            f"{run.skipped} of {plan.total} (cell, fold) tasks already "
+            f"finished in {out}; running {len(plan.tasks)}."
+        )
     if not plan.tasks:
         return run
     cluster = None
@@ -932,25 +1056,34 @@ def _run_sweep(config, dataset, folds, out, *, seed, scheduler, n_workers, save_
         try:
             client = Client(address, timeout=f"{connect_timeout}s")
         except (OSError, TimeoutError) as exc:
-            raise ConfigError(f"Cannot reach the Dask scheduler at {scheduler} ({exc}). "
-                              "Start it (`dask scheduler`) or use --scheduler local.") \
-                from None
+            raise ConfigError(
+                f"Cannot reach the Dask scheduler at {scheduler} ({exc}). "
+                "Start it (`dask scheduler`) or use --scheduler local."
+            ) from None
         run.dashboard = _dashboard(client)
         reporter.message(f"Dask dashboard: {run.dashboard}")
         if source is None:
-            data_arg = dataset if dataset.root is None else DatasetSource(
-                root=str(dataset.root), problem=dataset.problem.name
-                if dataset.problem.codes is not None else None,
-                builtin=False, reader_options={}, fingerprint=folds.fingerprint)
+            data_arg = (
+                dataset
+                if dataset.root is None
+                else DatasetSource(
+                    root=str(dataset.root),
+                    problem=dataset.problem.name if dataset.problem.codes is not None else None,
+                    builtin=False,
+                    reader_options={},
+                    fingerprint=folds.fingerprint,
+                )
+            )
         else:
             data_arg = source
         if not isinstance(data_arg, DatasetSource):
             data_arg = client.submit(_identity, dataset, pure=False)
         run.workers = len(client.scheduler_info().get("workers", {}))
         if cluster is None:
-            reporter.message(f"Dask scheduler {scheduler}: {run.workers} worker(s) now"
-                             + ("; the tasks wait until workers join." if not run.workers
-                                else "."))
+            reporter.message(
+                f"Dask scheduler {scheduler}: {run.workers} worker(s) now"
+                + ("; the tasks wait until workers join." if not run.workers else ".")
+            )
         jobs = max(1, shape["threads"]) if cluster is not None else -1
         token = uuid.uuid4().hex[:8]
         # The folds (and an in-memory dataset) go to the cluster once, as a
@@ -960,11 +1093,24 @@ def _run_sweep(config, dataset, folds, out, *, seed, scheduler, n_workers, save_
         futures = []
         for cell_id, fold in plan.tasks:
             cell = config.cell(cell_id)
-            futures.append(client.submit(
-                run_task, data_arg, cell.kind, cell.settings.to_dict(), cell_id, fold,
-                folds_arg, str(out), seed, save_models, jobs, key=f"sweep-{cell_id}-fold{fold}-{token}",
-                pure=False, retries=TASK_RETRIES,
-            ))
+            futures.append(
+                client.submit(
+                    run_task,
+                    data_arg,
+                    cell.kind,
+                    cell.settings.to_dict(),
+                    cell_id,
+                    fold,
+                    folds_arg,
+                    str(out),
+                    seed,
+                    save_models,
+                    jobs,
+                    key=f"sweep-{cell_id}-fold{fold}-{token}",
+                    pure=False,
+                    retries=TASK_RETRIES,
+                )
+            )
         reporter.stage("sweep", total=len(futures))
         for future in as_completed(futures):
             outcome = future.result()
@@ -973,13 +1119,17 @@ def _run_sweep(config, dataset, folds, out, *, seed, scheduler, n_workers, save_
                 first = outcome.error not in run.errors
                 run.errors.setdefault(outcome.error, []).append((outcome.cell, outcome.fold))
                 if first:
-                    reporter.message(f"{outcome.cell} fold {outcome.fold + 1} (worker "
-                                     f"{outcome.worker}): {outcome.error}")
+                    reporter.message(
+                        f"{outcome.cell} fold {outcome.fold + 1} (worker "
+                        f"{outcome.worker}): {outcome.error}"
+                    )
                 continue
             save_outcome(out, dataset, folds, outcome)
             run.ran.append((outcome.cell, outcome.fold))
-            reporter.message(f"{outcome.cell} fold {outcome.fold + 1}/{folds.k} done on "
-                             f"worker {outcome.worker} in {outcome.seconds:.0f} s.")
+            reporter.message(
+                f"{outcome.cell} fold {outcome.fold + 1}/{folds.k} done on "
+                f"worker {outcome.worker} in {outcome.seconds:.0f} s."
+            )
     finally:
         if client is not None:
             client.close()
@@ -1025,6 +1175,7 @@ def _dashboard(client) -> str:
 
 # Results: the table and the paired comparisons ----------------------------------------
 
+
 def load_cell_folds(out, cell_id: str, model: str, classes) -> list:
     """Every finished fold of one cell, in fold order."""
     from liposome_bench.results import ResultsDir
@@ -1062,48 +1213,74 @@ def summarise_sweep(out, metrics=("f1",)) -> dict:
     per_fold: dict = {}  # cell -> fold -> ModelMetrics
     for cell_id, info in sweep["cells"].items():
         folds = load_cell_folds(out, cell_id, info["model"], classes)
-        per_fold[cell_id] = {r.fold: compute_metrics(r.y_true, r.y_pred, classes)
-                             for r in folds}
+        per_fold[cell_id] = {r.fold: compute_metrics(r.y_true, r.y_pred, classes) for r in folds}
     table = []
     for cell_id, info in sweep["cells"].items():
         settings = info["settings"]
         for metric in metrics:
             overall = metric in OVERALL_METRICS
             for j, cls in enumerate(["overall"] if overall else classes):
-                values = np.array([getattr(m, metric) if overall
-                                   else getattr(m.per_class[j], metric)
-                                   for m in per_fold[cell_id].values()], dtype=np.float64)
+                values = np.array(
+                    [
+                        getattr(m, metric) if overall else getattr(m.per_class[j], metric)
+                        for m in per_fold[cell_id].values()
+                    ],
+                    dtype=np.float64,
+                )
                 defined = values[~np.isnan(values)]
-                table.append({
-                    "cell": cell_id, "model": info["model"],
-                    **{a: _level_text(settings[a]) if a in settings else "" for a in axes},
-                    "class": cls, "metric": metric,
-                    "mean": float(defined.mean()) if defined.size else math.nan,
-                    "std": float(defined.std(ddof=1)) if defined.size > 1 else math.nan,
-                    "n_folds": int(defined.size),
-                })
+                table.append(
+                    {
+                        "cell": cell_id,
+                        "model": info["model"],
+                        **{a: _level_text(settings[a]) if a in settings else "" for a in axes},
+                        "class": cls,
+                        "metric": metric,
+                        "mean": float(defined.mean()) if defined.size else math.nan,
+                        "std": float(defined.std(ddof=1)) if defined.size > 1 else math.nan,
+                        "n_folds": int(defined.size),
+                    }
+                )
     comparisons = []
     for a, b, axis, where in _comparison_pairs(sweep):
         shared = sorted(set(per_fold[a]) & set(per_fold[b]))
         if len(shared) < 2:
             continue
         for j, cls in enumerate(classes):
-            diffs = [per_fold[b][f].per_class[j].f1 - per_fold[a][f].per_class[j].f1
-                     for f in shared]
+            diffs = [
+                per_fold[b][f].per_class[j].f1 - per_fold[a][f].per_class[j].f1 for f in shared
+            ]
             test = corrected_resampled_ttest(diffs, n_train=n * (k - 1) / k, n_test=n / k)
-            comparisons.append({
-                "axis": axis, "where": where, "cell_a": a, "cell_b": b,
-                "a": _describe_cell(sweep, a, axis), "b": _describe_cell(sweep, b, axis),
-                "class": cls, "metric": "f1", "mean_difference": test["mean"],
-                "t": test["t"], "df": test["df"], "p": test["p"], "n_folds": test["n"],
-            })
+            comparisons.append(
+                {
+                    "axis": axis,
+                    "where": where,
+                    "cell_a": a,
+                    "cell_b": b,
+                    "a": _describe_cell(sweep, a, axis),
+                    "b": _describe_cell(sweep, b, axis),
+                    "class": cls,
+                    "metric": "f1",
+                    "mean_difference": test["mean"],
+                    "t": test["t"],
+                    "df": test["df"],
+                    "p": test["p"],
+                    "n_folds": test["n"],
+                }
+            )
     adjusted = holm([c["p"] for c in comparisons])
     for c, p in zip(comparisons, adjusted):
         c["p_holm"] = float(p)
         c["verdict"] = _verdict(c)
-    return {"classes": classes, "axes": axes, "table": table, "comparisons": comparisons,
-            "folds": k, "n_particles": n, "synthetic": sweep["dataset"].get("synthetic"),
-            "problem": sweep["dataset"]["problem"]}
+    return {
+        "classes": classes,
+        "axes": axes,
+        "table": table,
+        "comparisons": comparisons,
+        "folds": k,
+        "n_particles": n,
+        "synthetic": sweep["dataset"].get("synthetic"),
+        "problem": sweep["dataset"]["problem"],
+    }
 
 
 def _verdict(c) -> str:
@@ -1138,8 +1315,9 @@ def _comparison_pairs(sweep) -> list:
                 differing = [key for key in sa if sa[key] != sb.get(key)]
                 if differing == [axis] and (a, b) not in seen:
                     seen.add((a, b))
-                    where = ", ".join(f"{o}={_level_text(sa[o])}" for o in grid["axes"]
-                                      if o != axis)
+                    where = ", ".join(
+                        f"{o}={_level_text(sa[o])}" for o in grid["axes"] if o != axis
+                    )
                     pairs.append((a, b, axis, where))
     svm = [c for c, info in cells.items() if info["kind"] == "svm"]
     cnn = [c for c, info in cells.items() if info["kind"] == "cnn"]
@@ -1157,9 +1335,26 @@ def write_sweep_tables(out, summary: dict) -> tuple[Path, Path]:
 
     out = Path(out)
     table = pd.DataFrame(summary["table"])
-    comparisons = pd.DataFrame(summary["comparisons"], columns=[
-        "axis", "where", "cell_a", "cell_b", "a", "b", "class", "metric", "mean_difference", "t",
-        "df", "p", "p_holm", "n_folds", "verdict"])
+    comparisons = pd.DataFrame(
+        summary["comparisons"],
+        columns=[
+            "axis",
+            "where",
+            "cell_a",
+            "cell_b",
+            "a",
+            "b",
+            "class",
+            "metric",
+            "mean_difference",
+            "t",
+            "df",
+            "p",
+            "p_holm",
+            "n_folds",
+            "verdict",
+        ],
+    )
     atomic_write_text(out / TABLE_CSV, table.to_csv(index=False))
     atomic_write_text(out / COMPARISONS_CSV, comparisons.to_csv(index=False))
     return out / TABLE_CSV, out / COMPARISONS_CSV
@@ -1176,17 +1371,20 @@ def pivot_table(summary: dict, metric: str = "f1"):
     axes = [a for a in summary["axes"] if a != "model"]
     wide: dict = {}
     for r in rows:
-        entry = wide.setdefault(r["cell"], {"cell": r["cell"], "model": r["model"],
-                                            **{a: r.get(a, "") for a in axes},
-                                            "folds": 0})
+        entry = wide.setdefault(
+            r["cell"],
+            {"cell": r["cell"], "model": r["model"], **{a: r.get(a, "") for a in axes}, "folds": 0},
+        )
         entry["folds"] = max(entry["folds"], r["n_folds"])
         m, s = r["mean"], r["std"]
-        entry[r["class"]] = ("—" if math.isnan(m)
-                             else f"{m:.2f}" if math.isnan(s) else f"{m:.2f} ± {s:.2f}")
+        entry[r["class"]] = (
+            "—" if math.isnan(m) else f"{m:.2f}" if math.isnan(s) else f"{m:.2f} ± {s:.2f}"
+        )
     return pd.DataFrame(list(wide.values()))
 
 
 # Report ------------------------------------------------------------------------------
+
 
 def render_sweep_report(out, report_path=None) -> Path:
     """``report.md`` for a sweep folder: the per-class F1 table, the paired
@@ -1204,32 +1402,43 @@ def render_sweep_report(out, report_path=None) -> Path:
     lines = [f"# Sweep: {summary['problem']}", ""]
     if summary.get("synthetic"):
         lines += ["**Synthetic data: these are not the thesis's results.**", ""]
-    lines += [f"{len(sweep['cells'])} cells x {summary['folds']} folds on "
-              f"{summary['n_particles']} particles (folds seed {sweep['folds']['seed']}, "
-              f"seed {sweep['seed']}); config `{sweep['config']}`.", "",
-              "## Per-class F1 (mean ± std over folds)", ""]
+    lines += [
+        f"{len(sweep['cells'])} cells x {summary['folds']} folds on "
+        f"{summary['n_particles']} particles (folds seed {sweep['folds']['seed']}, "
+        f"seed {sweep['seed']}); config `{sweep['config']}`.",
+        "",
+        "## Per-class F1 (mean ± std over folds)",
+        "",
+    ]
     wide = pivot_table(summary)
     if not wide.empty:
         lines += [_markdown(wide), ""]
     lines += ["## Figures", ""]
     overview = plot_cells_f1(per_fold, sweep, figures / "cells.png")
     if overview is not None:
-        lines += [f"![F1 of every cell]({overview.relative_to(report_path.parent).as_posix()})",
-                  ""]
+        lines += [f"![F1 of every cell]({overview.relative_to(report_path.parent).as_posix()})", ""]
     for grid in sweep.get("grids", []):
         for axis in grid["axes"]:
             path = figures / f"{grid['name']}-{axis}.png"
             if plot_axis_f1(per_fold, sweep, grid, axis, path) is not None:
-                lines += [f"![{grid['name']}: F1 by {axis}]"
-                          f"({path.relative_to(report_path.parent).as_posix()})", ""]
-    lines += ["## Paired comparisons on shared folds", "",
-              "Per-fold F1 differences (b − a), Nadeau & Bengio's corrected resampled "
-              "t-test; p adjusted over all rows with Holm's method.", ""]
+                lines += [
+                    f"![{grid['name']}: F1 by {axis}]"
+                    f"({path.relative_to(report_path.parent).as_posix()})",
+                    "",
+                ]
+    lines += [
+        "## Paired comparisons on shared folds",
+        "",
+        "Per-fold F1 differences (b − a), Nadeau & Bengio's corrected resampled "
+        "t-test; p adjusted over all rows with Holm's method.",
+        "",
+    ]
     if summary["comparisons"]:
         import pandas as pd
 
         frame = pd.DataFrame(summary["comparisons"])[
-            ["axis", "where", "a", "b", "class", "mean_difference", "p", "p_holm", "verdict"]]
+            ["axis", "where", "a", "b", "class", "mean_difference", "p", "p_holm", "verdict"]
+        ]
         frame["mean_difference"] = frame["mean_difference"].map(lambda v: f"{v:+.3f}")
         for col in ("p", "p_holm"):
             frame[col] = frame[col].map(lambda v: "—" if v != v else f"{v:.3g}")
@@ -1257,6 +1466,7 @@ def _per_fold_f1(out, sweep) -> dict:
     for cell_id, info in sweep["cells"].items():
         folds = load_cell_folds(out, cell_id, info["model"], classes)
         values[cell_id] = np.array(
-            [[m.f1 for m in compute_metrics(r.y_true, r.y_pred, classes).per_class]
-             for r in folds], dtype=np.float64).reshape(len(folds), len(classes))
+            [[m.f1 for m in compute_metrics(r.y_true, r.y_pred, classes).per_class] for r in folds],
+            dtype=np.float64,
+        ).reshape(len(folds), len(classes))
     return values

@@ -151,6 +151,7 @@ _NORMAL_LUT = ndtri((np.arange(65536) + 0.5) / 65536).astype(np.float32)
 
 # Class counts ----------------------------------------------------------------
 
+
 def allocate_counts(problem: str, n: int | None = None) -> dict[str, int]:
     """Split ``n`` particles over the classes in the thesis's proportions.
 
@@ -212,6 +213,7 @@ def _check_counts(spec, counts: dict) -> dict[str, int]:
 
 
 # Generation ------------------------------------------------------------------
+
 
 @dataclass
 class _Scenes:
@@ -324,10 +326,16 @@ def generate_dataset(
     total = sum(class_counts.values())
 
     rng, labels, appearance, borderline = plan_appearance(
-        spec.name, class_counts, seed, difficulty=difficulty, label_noise=label_noise,
-        ambiguity=ambiguity)
-    scenes = _draw_scenes(spec, labels, appearance, borderline, rng, difficulty, pixel_size_nm,
-                          dose)
+        spec.name,
+        class_counts,
+        seed,
+        difficulty=difficulty,
+        label_noise=label_noise,
+        ambiguity=ambiguity,
+    )
+    scenes = _draw_scenes(
+        spec, labels, appearance, borderline, rng, difficulty, pixel_size_nm, dose
+    )
 
     reporter.stage(f"generate {spec.name}", total=total)
     images, masks = _render_all(scenes, seed, dose, pixel_size_nm, batch_size, reporter)
@@ -352,8 +360,9 @@ def generate_dataset(
     return Dataset(spec, particles, root=None, description=description, synthetic=True)
 
 
-def plan_appearance(problem, class_counts, seed, *, difficulty=DEFAULT_DIFFICULTY,
-                    label_noise=0.0, ambiguity=None):
+def plan_appearance(
+    problem, class_counts, seed, *, difficulty=DEFAULT_DIFFICULTY, label_noise=0.0, ambiguity=None
+):
     """Labels and what each particle shows, the first draws of a data set.
 
     Parameters
@@ -406,15 +415,24 @@ def plan_appearance(problem, class_counts, seed, *, difficulty=DEFAULT_DIFFICULT
 
 def _check_options(seed, difficulty, label_noise, dose, pixel_size_nm, batch_size):
     checks = [
-        (isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) and seed >= 0,
-         f"seed must be a whole number >= 0; got {seed!r}."),
+        (
+            isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) and seed >= 0,
+            f"seed must be a whole number >= 0; got {seed!r}.",
+        ),
         (0.0 <= difficulty <= 1.0, f"difficulty must be between 0 and 1; got {difficulty!r}."),
         (0.0 <= label_noise <= 0.9, f"label noise must be between 0 and 0.9; got {label_noise!r}."),
-        (dose > 0 and np.isfinite(dose), f"dose must be a positive number of e-/A^2; got {dose!r}."),
-        (0.5 <= pixel_size_nm <= 5.0,
-         f"pixel size must be between 0.5 and 5 nm/px; got {pixel_size_nm!r}."),
-        (isinstance(batch_size, (int, np.integer)) and batch_size >= 1,
-         f"batch size must be a whole number >= 1; got {batch_size!r}."),
+        (
+            dose > 0 and np.isfinite(dose),
+            f"dose must be a positive number of e-/A^2; got {dose!r}.",
+        ),
+        (
+            0.5 <= pixel_size_nm <= 5.0,
+            f"pixel size must be between 0.5 and 5 nm/px; got {pixel_size_nm!r}.",
+        ),
+        (
+            isinstance(batch_size, (int, np.integer)) and batch_size >= 1,
+            f"batch size must be a whole number >= 1; got {batch_size!r}.",
+        ),
     ]
     for ok, message in checks:
         if not ok:
@@ -422,6 +440,7 @@ def _check_options(seed, difficulty, label_noise, dose, pixel_size_nm, batch_siz
 
 
 # Drawing the scenes ------------------------------------------------------------
+
 
 def _draw_scenes(spec, labels, appearance, borderline, rng, d, px, dose) -> _Scenes:
     """Draw every particle's geometry and imaging conditions (vectorised per
@@ -481,8 +500,9 @@ def _draw_micrographs(s, rng, d, px, dose):
     of a micrograph differ only slightly (their height in the ice).
     """
     n = s.n
-    sizes = rng.integers(MICROGRAPH_PARTICLES[0], MICROGRAPH_PARTICLES[1] + 1,
-                         size=n // MICROGRAPH_PARTICLES[0] + 1)
+    sizes = rng.integers(
+        MICROGRAPH_PARTICLES[0], MICROGRAPH_PARTICLES[1] + 1, size=n // MICROGRAPH_PARTICLES[0] + 1
+    )
     s.micrograph = np.repeat(np.arange(len(sizes)), sizes)[:n]
     m = len(sizes)
     mic = s.micrograph
@@ -494,8 +514,9 @@ def _draw_micrographs(s, rng, d, px, dose):
     dose_factor = rng.uniform(0.75, 1.25, size=m) * np.exp(-0.4 * (thickness - 1))
     s.defocus = defocus[mic] + rng.normal(0.0, 60.0, size=n)
     s.blur = px * blur[mic] * rng.uniform(0.9, 1.1, size=n)
-    s.contrast = (CONTRAST_PER_NM * (1.25 - 0.5 * d) / np.sqrt(thickness[mic])
-                  * rng.uniform(0.9, 1.1, size=n))
+    s.contrast = (
+        CONTRAST_PER_NM * (1.25 - 0.5 * d) / np.sqrt(thickness[mic]) * rng.uniform(0.9, 1.1, size=n)
+    )
     s.ice = ice[mic]
     s.level = level[mic] + rng.normal(0.0, 2.0, size=n)
     s.electrons = dose * (10.0 * px) ** 2 * DQE * dose_factor[mic]
@@ -542,9 +563,15 @@ def _set_vesicle(s, rng, idx, radius, max_aspect):
     aspect = rng.uniform(1.0, max_aspect, size=len(idx))
     t = rng.uniform(*MEMBRANE_NM, size=len(idx))
     _set_shell(
-        s, idx, 0,
-        a=radius * np.sqrt(aspect), b=radius / np.sqrt(aspect), c=radius,
-        th=rng.uniform(0, np.pi, size=len(idx)), t=t, mask=True,
+        s,
+        idx,
+        0,
+        a=radius * np.sqrt(aspect),
+        b=radius / np.sqrt(aspect),
+        c=radius,
+        th=rng.uniform(0, np.pi, size=len(idx)),
+        t=t,
+        mask=True,
     )
 
 
@@ -564,10 +591,16 @@ def _add_lamellae(s, rng, idx, spacing, count, d, off_centre_p=0.3):
         shift = k * spacing * off
         j = idx[has]
         _set_shell(
-            s, j, k,
-            cx=(shift * np.cos(omega))[has], cy=(shift * np.sin(omega))[has],
-            a=(a0 - shrink)[has], b=(b0 - shrink)[has], c=(c0 - shrink)[has],
-            th=th[has], t=rng.uniform(*MEMBRANE_NM, size=int(has.sum())),
+            s,
+            j,
+            k,
+            cx=(shift * np.cos(omega))[has],
+            cy=(shift * np.sin(omega))[has],
+            a=(a0 - shrink)[has],
+            b=(b0 - shrink)[has],
+            c=(c0 - shrink)[has],
+            th=th[has],
+            t=rng.uniform(*MEMBRANE_NM, size=int(has.sum())),
             dens=rng.uniform(1.0 - 0.55 * d * d, 1.0, size=int(has.sum())),
         )
 
@@ -588,13 +621,29 @@ def _add_inner_vesicles(s, rng, idx, d):
         reach = np.maximum(room[has] - r, 0.0) * rng.uniform(0.2, 1.0, size=len(j))
         ang = rng.uniform(0, 2 * np.pi, size=len(j))
         if k == 2:  # opposite side of the first, so they do not cross
-            ang = np.arctan2(sh["cy"][j, 1], sh["cx"][j, 1]) + np.pi + rng.uniform(-0.6, 0.6, len(j))
-            r = np.minimum(r, np.maximum(room[has] - np.hypot(sh["cx"][j, 1], sh["cy"][j, 1]) - sh["a"][j, 1], 6.0) * 0.9)
+            ang = (
+                np.arctan2(sh["cy"][j, 1], sh["cx"][j, 1]) + np.pi + rng.uniform(-0.6, 0.6, len(j))
+            )
+            r = np.minimum(
+                r,
+                np.maximum(
+                    room[has] - np.hypot(sh["cx"][j, 1], sh["cy"][j, 1]) - sh["a"][j, 1], 6.0
+                )
+                * 0.9,
+            )
             r = np.maximum(r, 8.0)
             reach = np.maximum(room[has] - r, 0.0)
         _set_shell(
-            s, j, k, cx=reach * np.cos(ang), cy=reach * np.sin(ang), a=r, b=r, c=r,
-            th=0.0, t=rng.uniform(*MEMBRANE_NM, size=len(j)),
+            s,
+            j,
+            k,
+            cx=reach * np.cos(ang),
+            cy=reach * np.sin(ang),
+            a=r,
+            b=r,
+            c=r,
+            th=0.0,
+            t=rng.uniform(*MEMBRANE_NM, size=len(j)),
             dens=rng.uniform(1.0 - 0.4 * d, 1.0, size=len(j)),
         )
 
@@ -608,9 +657,17 @@ def _add_partner(s, rng, idx, *, mask=True):
     dist = (r0 + r) * rng.uniform(0.35, 0.7, size=m)
     ang = rng.uniform(0, 2 * np.pi, size=m)
     _set_shell(
-        s, idx, PARTNER, cx=dist * np.cos(ang), cy=dist * np.sin(ang),
-        a=r, b=r * rng.uniform(0.92, 1.0, size=m), c=r, th=rng.uniform(0, np.pi, size=m),
-        t=rng.uniform(*MEMBRANE_NM, size=m), mask=mask,
+        s,
+        idx,
+        PARTNER,
+        cx=dist * np.cos(ang),
+        cy=dist * np.sin(ang),
+        a=r,
+        b=r * rng.uniform(0.92, 1.0, size=m),
+        c=r,
+        th=rng.uniform(0, np.pi, size=m),
+        t=rng.uniform(*MEMBRANE_NM, size=m),
+        mask=mask,
     )
 
 
@@ -620,8 +677,15 @@ def _add_partial_lamella(s, rng, idx, spacing, d):
     m = len(idx)
     a0, b0, c0 = sh["a"][idx, 0], sh["b"][idx, 0], sh["c"][idx, 0]
     _set_shell(
-        s, idx, 1, a=a0 - spacing, b=b0 - spacing, c=c0 - spacing, th=sh["th"][idx, 0],
-        t=rng.uniform(*MEMBRANE_NM, size=m), dens=rng.uniform(0.25, 0.6, size=m),
+        s,
+        idx,
+        1,
+        a=a0 - spacing,
+        b=b0 - spacing,
+        c=c0 - spacing,
+        th=sh["th"][idx, 0],
+        t=rng.uniform(*MEMBRANE_NM, size=m),
+        dens=rng.uniform(0.25, 0.6, size=m),
     )
     sh["cut_psi"][idx, 1] = rng.uniform(0, 2 * np.pi, size=m)
     # Keep the part beyond a chord: between ~1/3 and ~2/3 of the circle.
@@ -635,8 +699,15 @@ def _add_ice_over(s, rng, idx):
     r0 = (sh["a"][idx, 0] + sh["b"][idx, 0]) / 2
     ang = rng.uniform(0, 2 * np.pi, size=m)
     dist = r0 * rng.uniform(0.55, 1.05, size=m)
-    _set_blob(s, rng, idx, 0, cx=dist * np.cos(ang), cy=dist * np.sin(ang),
-              r=r0 * rng.uniform(0.6, 1.0, size=m))
+    _set_blob(
+        s,
+        rng,
+        idx,
+        0,
+        cx=dist * np.cos(ang),
+        cy=dist * np.sin(ang),
+        r=r0 * rng.uniform(0.6, 1.0, size=m),
+    )
 
 
 def _set_blob(s, rng, idx, slot, *, cx, cy, r):
@@ -648,8 +719,9 @@ def _set_blob(s, rng, idx, slot, *, cx, cy, r):
     s.blobs["cy"][idx, slot] = cy
     s.blobs["r"][idx, slot] = r
     thin = rng.random(m) < 0.3
-    s.blobs["opacity"][idx, slot] = np.where(thin, rng.uniform(0.35, 0.65, size=m),
-                                             rng.uniform(0.75, 0.95, size=m))
+    s.blobs["opacity"][idx, slot] = np.where(
+        thin, rng.uniform(0.35, 0.65, size=m), rng.uniform(0.75, 0.95, size=m)
+    )
     s.blobs["tex_phi"][idx, slot] = rng.uniform(0, np.pi, size=m)
     s.blobs["tex_period"][idx, slot] = rng.uniform(4.0, 9.0, size=m)
     s.blobs["tex_amp"][idx, slot] = rng.uniform(0.15, 0.4, size=m)
@@ -736,6 +808,7 @@ def _fit_half_length(s, idx, host, cx, cy, phi, hw, hl_wanted, bend):
 
 # One drawing function per (problem, class): what the class looks like.
 
+
 def _draw_unilamellar(s, rng, idx, spacing, d):
     pass  # a single bilayer: shell 0 only
 
@@ -745,7 +818,7 @@ def _draw_multilamellar(s, rng, idx, spacing, d):
     # Oligovesicular and two-bilayer vesicles are the hard ones: none at
     # difficulty 0, 5 % each at the calibrated 0.5, 20 % and 40 % at 1.
     oligo = rng.random(m) < 0.2 * d * d
-    p2 = 0.4 * d ** 3
+    p2 = 0.4 * d**3
     rest = np.array([0.1, 0.4, 0.5]) * (1 - p2)
     count = rng.choice([2, 3, 4, 5], size=m, p=np.concatenate([[p2], rest]))
     _add_lamellae(s, rng, idx[~oligo], spacing[~oligo], count[~oligo], d)
@@ -771,7 +844,9 @@ def _draw_lamellarity_uncertain(s, rng, idx, spacing, d):
 def _draw_full(s, rng, idx, spacing, d):
     m = len(idx)
     bilamellar = rng.random(m) < 0.05
-    _add_lamellae(s, rng, idx[bilamellar], spacing[bilamellar], np.full(int(bilamellar.sum()), 2), d, 0.0)
+    _add_lamellae(
+        s, rng, idx[bilamellar], spacing[bilamellar], np.full(int(bilamellar.sum()), 2), d, 0.0
+    )
     host = np.where(bilamellar, 1, 0)
     for h in (0, 1):
         j = idx[host == h]
@@ -789,15 +864,25 @@ def _draw_full(s, rng, idx, spacing, d):
             cx = s.bundles["cx"][second, 0] - side * gap * np.sin(phi)
             cy = s.bundles["cy"][second, 0] + side * gap * np.cos(phi)
             _add_crystal(
-                s, rng, second, 1, length=rng.uniform(0.3, 0.9, size=len(second)),
-                dens=s.bundles["dens"][second, 0], deform=False, host=h, centre=(cx, cy), phi=phi,
+                s,
+                rng,
+                second,
+                1,
+                length=rng.uniform(0.3, 0.9, size=len(second)),
+                dens=s.bundles["dens"][second, 0],
+                deform=False,
+                host=h,
+                centre=(cx, cy),
+                phi=phi,
             )
 
 
 def _draw_empty(s, rng, idx, spacing, d):
     m = len(idx)
     bilamellar = rng.random(m) < 0.02
-    _add_lamellae(s, rng, idx[bilamellar], spacing[bilamellar], np.full(int(bilamellar.sum()), 2), d, 0.0)
+    _add_lamellae(
+        s, rng, idx[bilamellar], spacing[bilamellar], np.full(int(bilamellar.sum()), 2), d, 0.0
+    )
 
 
 def _draw_encapsulation_uncertain(s, rng, idx, spacing, d):
@@ -809,8 +894,15 @@ def _draw_encapsulation_uncertain(s, rng, idx, spacing, d):
     cloud = rng.random(len(faint)) < 0.4
     fc, fb = faint[cloud], faint[~cloud]
     if len(fb):
-        _add_crystal(s, rng, fb, 0, length=rng.uniform(0.4, 1.0, size=len(fb)),
-                     dens=rng.uniform(1.4, 2.4, size=len(fb)), deform=False)
+        _add_crystal(
+            s,
+            rng,
+            fb,
+            0,
+            length=rng.uniform(0.4, 1.0, size=len(fb)),
+            dens=rng.uniform(1.4, 2.4, size=len(fb)),
+            deform=False,
+        )
     if len(fc):
         inner = np.minimum(sh["a"][fc, 0], sh["b"][fc, 0]) - sh["t"][fc, 0]
         s.clouds["sigma"][fc] = inner * rng.uniform(0.25, 0.45, size=len(fc))
@@ -824,9 +916,17 @@ def _draw_encapsulation_uncertain(s, rng, idx, spacing, d):
         inner = np.minimum(sh["a"][part, 0], sh["b"][part, 0]) - sh["t"][part, 0]
         ang = rng.uniform(0, 2 * np.pi, size=len(part))
         off = inner * rng.uniform(0.35, 0.6, size=len(part))
-        _add_crystal(s, rng, part, 0, length=rng.uniform(0.12, 0.3, size=len(part)),
-                     dens=rng.uniform(1.8, 3.2, size=len(part)), deform=False,
-                     centre=(off * np.cos(ang), off * np.sin(ang)), phi=ang + np.pi / 2)
+        _add_crystal(
+            s,
+            rng,
+            part,
+            0,
+            length=rng.uniform(0.12, 0.3, size=len(part)),
+            dens=rng.uniform(1.8, 3.2, size=len(part)),
+            deform=False,
+            centre=(off * np.cos(ang), off * np.sin(ang)),
+            phi=ang + np.pi / 2,
+        )
     # Overlap: two vesicles, one of them loaded.
     over = idx[kind == 2]
     if len(over):
@@ -837,19 +937,35 @@ def _draw_encapsulation_uncertain(s, rng, idx, spacing, d):
             on_partner = rng.random(len(j)) < 0.5
             for host, jj in ((PARTNER, j[on_partner]), (0, j[~on_partner])):
                 if len(jj):
-                    _add_crystal(s, rng, jj, 0, length=rng.uniform(0.4, 0.9, size=len(jj)),
-                                 dens=rng.uniform(1.8, 3.4, size=len(jj)), deform=False, host=host)
+                    _add_crystal(
+                        s,
+                        rng,
+                        jj,
+                        0,
+                        length=rng.uniform(0.4, 0.9, size=len(jj)),
+                        dens=rng.uniform(1.8, 3.4, size=len(jj)),
+                        deform=False,
+                        host=host,
+                    )
     # Ice: a crystal over the interior of a loaded or empty liposome.
     ice = idx[kind == 3]
     if len(ice):
         loaded = ice[rng.random(len(ice)) < 0.8]
         if len(loaded):
-            _add_crystal(s, rng, loaded, 0, length=rng.uniform(0.5, 1.0, size=len(loaded)),
-                         dens=rng.uniform(2.4, 3.6, size=len(loaded)), deform=True)
+            _add_crystal(
+                s,
+                rng,
+                loaded,
+                0,
+                length=rng.uniform(0.5, 1.0, size=len(loaded)),
+                dens=rng.uniform(2.4, 3.6, size=len(loaded)),
+                deform=True,
+            )
         _add_ice_over(s, rng, ice)
 
 
 # Traces: what a borderline particle keeps of its label's class.
+
 
 def _trace_multilamellar(s, rng, idx, spacing):
     """A faint inner bilayer along part of the circumference."""
@@ -874,11 +990,19 @@ def _trace_uncertain(s, rng, idx, spacing):
 def _trace_full(s, rng, idx, spacing):
     """A faint, short drug bundle."""
     for slot in range(MAX_BUNDLES):
-        j = idx[(s.bundles["dens"][idx, slot] == 0)
-                & ((slot == 0) | (s.bundles["dens"][idx, 0] > 0))]
+        j = idx[
+            (s.bundles["dens"][idx, slot] == 0) & ((slot == 0) | (s.bundles["dens"][idx, 0] > 0))
+        ]
         if len(j):
-            _add_crystal(s, rng, j, slot, length=rng.uniform(0.15, 0.4, size=len(j)),
-                         dens=rng.uniform(0.4, 1.2, size=len(j)), deform=False)
+            _add_crystal(
+                s,
+                rng,
+                j,
+                slot,
+                length=rng.uniform(0.15, 0.4, size=len(j)),
+                dens=rng.uniform(0.4, 1.2, size=len(j)),
+                deform=False,
+            )
 
 
 _TRACE = {
@@ -938,7 +1062,9 @@ def _draw_surround(s, rng, spec, d):
             ne["xhw"][has, k] = rng.uniform(4.0, 9.0, size=m)
             # A bundle fits a round vesicle along any axis up to this length.
             room = r - ne["t"][has, k] - 2.0
-            ne["xhl"][has, k] = np.sqrt(np.maximum(room**2 - ne["xhw"][has, k] ** 2, 0)) * rng.uniform(0.5, 0.95, size=m)
+            ne["xhl"][has, k] = np.sqrt(
+                np.maximum(room**2 - ne["xhw"][has, k] ** 2, 0)
+            ) * rng.uniform(0.5, 0.95, size=m)
     # Ice crystal blobs in the surround (slot 1; slot 0 is ice over the particle).
     has = rng.random(n) < 0.04 + 0.12 * d
     m = int(has.sum())
@@ -949,10 +1075,13 @@ def _draw_surround(s, rng, spec, d):
         _set_blob(s, rng, np.flatnonzero(has), 1, cx=dist * np.cos(ang), cy=dist * np.sin(ang), r=r)
     # A merged neighbour belongs to the mask, so the canvas must hold it.
     merged = s.merge
-    s.extent[merged] = np.maximum(s.extent[merged], ne["dist"][merged, 0] + ne["r"][merged, 0] + 1.0)
+    s.extent[merged] = np.maximum(
+        s.extent[merged], ne["dist"][merged, 0] + ne["r"][merged, 0] + 1.0
+    )
 
 
 # Rendering ---------------------------------------------------------------------
+
 
 def _render_all(scenes, seed, dose, px, batch_size, reporter):
     """Render every particle on a canvas sized for it; particles with the
@@ -970,9 +1099,8 @@ def _render_all(scenes, seed, dose, px, batch_size, reporter):
     starts = np.flatnonzero(np.r_[True, sizes[order][1:] != sizes[order][:-1]])
     for first, end in zip(starts, np.r_[starts[1:], n]):
         for start in range(first, end, batch_size):
-            batch = order[start:min(start + batch_size, end)]
-            rngs = [np.random.default_rng(np.random.SeedSequence([seed, 1, int(i)]))
-                    for i in batch]
+            batch = order[start : min(start + batch_size, end)]
+            rngs = [np.random.default_rng(np.random.SeedSequence([seed, 1, int(i)])) for i in batch]
             rendered = _render_batch(scenes, batch, sizes[batch[0]], rngs, dose, px)
             for i, image, mask in zip(batch, *rendered):
                 images[i], masks[i] = image, mask
@@ -1026,9 +1154,9 @@ def _render_batch(s, batch, S, rngs, dose, px):
         window[sub] += _cloud_path(X, Y, p)
 
     potential = np.zeros((B, S, S), dtype=np.float32)
-    potential[:, c - W // 2:c - W // 2 + W, c - W // 2:c - W // 2 + W] = window
+    potential[:, c - W // 2 : c - W // 2 + W, c - W // 2 : c - W // 2 + W] = window
     full_mask = np.zeros((B, S, S), dtype=bool)
-    full_mask[:, c - W // 2:c - W // 2 + W, c - W // 2:c - W // 2 + W] = mask
+    full_mask[:, c - W // 2 : c - W // 2 + W, c - W // 2 : c - W // 2 + W] = mask
     _paste_neighbours(potential, s, batch, c, px, full_mask)
 
     # Contrast transfer and ice thickness, in Fourier space.
@@ -1139,7 +1267,9 @@ def _shell_path(X, Y, p):
         # A partial bilayer: faded out on one side of a chord.
         psi = np.where(cut, p["cut_psi"], 0.0)
         o = np.where(cut, p["cut_o"], -1e6).astype(f)[:, None, None]
-        along = dx * np.cos(psi).astype(f)[:, None, None] + dy * np.sin(psi).astype(f)[:, None, None]
+        along = (
+            dx * np.cos(psi).astype(f)[:, None, None] + dy * np.sin(psi).astype(f)[:, None, None]
+        )
         path *= np.clip((along - o) / f(6.0) + f(0.5), 0, 1)
     path *= p["dens"].astype(f)[:, None, None]
     return path, inside
@@ -1189,7 +1319,7 @@ def _paste(canvas, k, stamp, y0, x0, combine=np.add):
     if ya >= yb or xa >= xb:
         return
     region = canvas[k, ya:yb, xa:xb]
-    combine(region, stamp[ya - y0:yb - y0, xa - x0:xb - x0], out=region)
+    combine(region, stamp[ya - y0 : yb - y0, xa - x0 : xb - x0], out=region)
 
 
 def _paste_neighbours(potential, s, batch, c, px, mask):
@@ -1200,13 +1330,27 @@ def _paste_neighbours(potential, s, batch, c, px, mask):
     g = {key: ne[key][batch[k_b], k_n] for key in _NEIGHBOUR_KEYS}
     jit = s.jitter[batch[k_b]]
     centres = np.stack(
-        [c + jit[:, 0] + g["dist"] * np.cos(g["angle"]) / px,
-         c + jit[:, 1] + g["dist"] * np.sin(g["angle"]) / px], axis=1)
+        [
+            c + jit[:, 0] + g["dist"] * np.cos(g["angle"]) / px,
+            c + jit[:, 1] + g["dist"] * np.sin(g["angle"]) / px,
+        ],
+        axis=1,
+    )
     w = 2 * int(np.ceil(g["r"].max() / px)) + 6
     X, Y, corner = _stamp_grid(centres, w, px)
     zero = np.zeros(len(k_b))
-    shell = {"cx": zero, "cy": zero, "a": g["r"], "b": g["r"], "c": g["r"], "th": zero,
-             "t": g["t"], "dens": g["dens"], "cut_psi": zero, "cut_o": np.full(len(k_b), np.nan)}
+    shell = {
+        "cx": zero,
+        "cy": zero,
+        "a": g["r"],
+        "b": g["r"],
+        "c": g["r"],
+        "th": zero,
+        "t": g["t"],
+        "dens": g["dens"],
+        "cut_psi": zero,
+        "cut_o": np.full(len(k_b), np.nan),
+    }
     stamps, insides = _shell_path(X, Y, shell)
     inner = g["inner"] > 0
     if inner.any():
@@ -1217,8 +1361,16 @@ def _paste_neighbours(potential, s, batch, c, px, mask):
     loaded = g["xdens"] > 0
     if loaded.any():
         z = np.zeros(int(loaded.sum()))
-        p = {"cx": z, "cy": z, "phi": g["xphi"][loaded], "hl": g["xhl"][loaded],
-             "hw": g["xhw"][loaded], "dens": g["xdens"][loaded], "period": z + 5.5, "bend": z}
+        p = {
+            "cx": z,
+            "cy": z,
+            "phi": g["xphi"][loaded],
+            "hl": g["xhl"][loaded],
+            "hw": g["xhw"][loaded],
+            "dens": g["xdens"][loaded],
+            "period": z + 5.5,
+            "bend": z,
+        }
         stamps[loaded] += _bundle_path(X[loaded], Y[loaded], p)
     merged = (k_n == 0) & s.merge[batch[k_b]]
     for i in range(len(k_b)):
@@ -1236,8 +1388,9 @@ def _paste_blobs(s, batch, c, px, S):
     f = np.float32
     idx = batch[k_b]
     jit = s.jitter[idx]
-    centres = np.stack([c + jit[:, 0] + bl["cx"][idx, k_n] / px,
-                        c + jit[:, 1] + bl["cy"][idx, k_n] / px], axis=1)
+    centres = np.stack(
+        [c + jit[:, 0] + bl["cx"][idx, k_n] / px, c + jit[:, 1] + bl["cy"][idx, k_n] / px], axis=1
+    )
     r = bl["r"][idx, k_n]
     w = 2 * int(np.ceil(1.5 * r.max() / px)) + 6
     X, Y, corner = _stamp_grid(centres, w, px)
@@ -1256,7 +1409,8 @@ def _paste_blobs(s, batch, c, px, S):
     period = bl["tex_period"][idx, k_n].astype(f)[:, None, None]
     along, across = X * cos + Y * sin, Y * cos - X * sin
     texture = (f(0.5) + f(0.5) * np.cos(f(2 * np.pi) * along / period)) * (
-        f(0.6) + f(0.4) * np.cos(f(2 * np.pi) * across / (f(1.9) * period)))
+        f(0.6) + f(0.4) * np.cos(f(2 * np.pi) * across / (f(1.9) * period))
+    )
     cover *= f(1) - bl["tex_amp"][idx, k_n].astype(f)[:, None, None] * texture
     cover *= bl["opacity"][idx, k_n].astype(f)[:, None, None]
     opacity = np.zeros((len(batch), S, S), dtype=f)
@@ -1294,14 +1448,14 @@ def _add_ice(spectrum, S, px, amplitude, rngs):
     kx = np.arange(K)
     kk = np.hypot(ky[:, None], kx[None, :])
     kk[0, 0] = np.inf  # no change of the mean
-    filt = (kk ** -1.7).astype(np.float32)
+    filt = (kk**-1.7).astype(np.float32)
     # Parseval over the half spectrum: variance = 2 * sum |F|^2 / S^4.
     scale = amplitude * S * S / np.sqrt(2 * (filt**2).sum())
     noise = np.stack([rng.standard_normal((2 * K - 1, K, 2), dtype=np.float32) for rng in rngs])
     noise /= np.float32(np.sqrt(2))
     field = (noise[..., 0] + 1j * noise[..., 1]) * filt * scale.astype(np.float32)[:, None, None]
     spectrum[:, :K, :K] += field[:, :K]
-    spectrum[:, S - K + 1:, :K] += field[:, K:]
+    spectrum[:, S - K + 1 :, :K] += field[:, K:]
 
 
 def _standard_normal(rng, shape):
@@ -1313,8 +1467,17 @@ def _standard_normal(rng, shape):
 
 # Export ----------------------------------------------------------------------------
 
-def generate_export(problem: str, out_dir, *, n: int | None = None, seed: int = 0,
-                    montage=None, reporter=None, **options) -> Dataset:
+
+def generate_export(
+    problem: str,
+    out_dir,
+    *,
+    n: int | None = None,
+    seed: int = 0,
+    montage=None,
+    reporter=None,
+    **options,
+) -> Dataset:
     """Generate a synthetic data set and write it as a lab export folder.
 
     Parameters
@@ -1359,6 +1522,7 @@ def generate_export(problem: str, out_dir, *, n: int | None = None, seed: int = 
 
 
 # Built-in default ----------------------------------------------------------------
+
 
 def default_cache_dir(cache_dir=None) -> Path:
     """``cache_dir``, else $LIPOSOME_BENCH_CACHE, else ~/.cache/liposome-bench."""
@@ -1431,6 +1595,7 @@ def _check_cache_folder(path: Path) -> None:
 
 # Montage ---------------------------------------------------------------------------
 
+
 def write_montage(dataset: Dataset, path, per_class: int = 8, seed: int = 0) -> Path:
     """Write a PNG grid of example particles, one row per class.
 
@@ -1494,5 +1659,5 @@ def _pad_to(image, H, W):
     montage is drawn at the same scale and its own edges stay visible."""
     out = np.full((H, W), 255, dtype=np.uint8)
     top, left = (H - image.shape[0]) // 2, (W - image.shape[1]) // 2
-    out[top:top + image.shape[0], left:left + image.shape[1]] = image
+    out[top : top + image.shape[0], left : left + image.shape[1]] = image
     return out

@@ -16,15 +16,24 @@ from liposome_bench.errors import ConfigError
 
 
 def test_import_is_cheap_and_names_are_public():
-    code = ("import sys, liposome_bench as lb; "
-            "heavy = [m for m in sys.modules if m.split('.')[0] in "
-            "('keras', 'tensorflow', 'jax', 'sklearn', 'matplotlib')]; "
-            "print(heavy, sorted(lb.__all__))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout
+    code = (
+        "import sys, liposome_bench as lb; "
+        "heavy = [m for m in sys.modules if m.split('.')[0] in "
+        "('keras', 'tensorflow', 'jax', 'sklearn', 'matplotlib')]; "
+        "print(heavy, sorted(lb.__all__))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
     assert out.startswith("[] ")
-    for name in ("load_dataset", "generate_dataset", "make_folds", "LibSVMClassifier",
-                 "LipNetClassifier", "benchmark"):
+    for name in (
+        "load_dataset",
+        "generate_dataset",
+        "make_folds",
+        "LibSVMClassifier",
+        "LipNetClassifier",
+        "benchmark",
+    ):
         assert name in out and callable(getattr(liposome_bench, name))
     with pytest.raises(AttributeError):
         liposome_bench.no_such_name  # noqa: B018
@@ -52,19 +61,33 @@ def test_notebook_example_matches_the_cli(notebook_run, tmp_path):
     assert list(verdict["class"]) == [*ds.problem.classes, "macro F1"]
 
     data = write_export(ds, tmp_path / "ds")
-    result = CliRunner().invoke(cli, ["benchmark", "--data", str(data), "--cnn", "lipnet-1",
-                                      "--folds", "3", "--out", str(tmp_path / "cli")])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "benchmark",
+            "--data",
+            str(data),
+            "--cnn",
+            "lipnet-1",
+            "--folds",
+            "3",
+            "--out",
+            str(tmp_path / "cli"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     summary = json.loads((tmp_path / "cli" / "summary.json").read_text())
     headline = summary["verdict"]["comparisons"][0]
-    assert list(verdict["verdict"][:-1]) == [headline["per_class"][c]["verdict"]
-                                             for c in ds.problem.classes]
+    assert list(verdict["verdict"][:-1]) == [
+        headline["per_class"][c]["verdict"] for c in ds.problem.classes
+    ]
     assert verdict["verdict"].iloc[-1] == headline["macro_f1"]["verdict"]
     for model, entry in summary["models"].items():
         for cls, metrics in entry["per_class"].items():
             for name, value in metrics.items():
-                assert table.loc[(model, cls), name] == pytest.approx(value["mean"],
-                                                                      abs=1e-9, nan_ok=True)
+                assert table.loc[(model, cls), name] == pytest.approx(
+                    value["mean"], abs=1e-9, nan_ok=True
+                )
 
 
 def test_benchmark_needs_the_svm_baseline(notebook_run):
@@ -83,8 +106,14 @@ def test_lipnet_classifier_in_cross_validate(tiny_dataset):
     folds = make_folds(tiny_dataset, k=3)
     clf = LipNetClassifier(model="lipnet-1", epochs=1, input_size=16)
     assert clone(clf).get_params() == clf.get_params()
-    scores = cross_validate(clf, tiny_dataset.particles, tiny_dataset.labels, cv=folds,
-                            scoring="f1_macro", return_estimator=True)
+    scores = cross_validate(
+        clf,
+        tiny_dataset.particles,
+        tiny_dataset.labels,
+        cv=folds,
+        scoring="f1_macro",
+        return_estimator=True,
+    )
     assert len(scores["test_score"]) == 3 and np.all(np.isfinite(scores["test_score"]))
     fitted = scores["estimator"][0]
     proba = fitted.predict_proba(tiny_dataset.particles[:5])

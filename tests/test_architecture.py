@@ -26,8 +26,9 @@ def import_graph() -> dict[str, set[str]]:
                 elif node.module == "liposome_bench":
                     deps.update(a.name for a in node.names if a.name in modules)
             elif isinstance(node, ast.Import):
-                deps.update(a.name.split(".")[1] for a in node.names
-                            if a.name.startswith("liposome_bench."))
+                deps.update(
+                    a.name.split(".")[1] for a in node.names if a.name.startswith("liposome_bench.")
+                )
         graph[path.stem] = (deps & modules) - {path.stem}
     return graph
 
@@ -40,7 +41,7 @@ def find_cycle(graph):
         state[node] = "open"
         for dep in sorted(graph[node]):
             if state.get(dep) == "open":
-                return trail[trail.index(dep):] + [dep]
+                return trail[trail.index(dep) :] + [dep]
             if dep not in state:
                 found = visit(dep, trail + [dep])
                 if found:
@@ -71,20 +72,26 @@ def test_importing_modules_leaves_the_environment_alone():
     names = sorted(p.stem for p in PACKAGE.glob("*.py") if p.stem not in ("__main__",))
     # scikit-learn sets KMP_* variables when imported: imported first, its
     # changes are not counted as ours.
-    code = ("import os, importlib, sklearn; os.environ.pop('TF_CPP_MIN_LOG_LEVEL', None); "
-            "before = dict(os.environ); "
-            f"[importlib.import_module('liposome_bench.' + m) for m in {names!r} "
-            "if m != '__init__']; "
-            "print(sorted(set(os.environ.items()) ^ set(before.items())))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, cwd=ROOT).stdout.strip()
+    code = (
+        "import os, importlib, sklearn; os.environ.pop('TF_CPP_MIN_LOG_LEVEL', None); "
+        "before = dict(os.environ); "
+        f"[importlib.import_module('liposome_bench.' + m) for m in {names!r} "
+        "if m != '__init__']; "
+        "print(sorted(set(os.environ.items()) ^ set(before.items())))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    ).stdout.strip()
     assert out == "[]"
 
 
 def test_architecture_doc_names_real_modules_and_functions():
     text = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
-    rows = [line for line in text.splitlines()
-            if line.startswith("| `") and not line.startswith("| `module")]
+    rows = [
+        line
+        for line in text.splitlines()
+        if line.startswith("| `") and not line.startswith("| `module")
+    ]
     documented = set()
     for row in rows:
         cells = [c.strip() for c in row.strip("|").split("|")]
@@ -94,17 +101,24 @@ def test_architecture_doc_names_real_modules_and_functions():
         for name in re.findall(r"`([A-Za-z_][A-Za-z0-9_]*)(?:[(.`])", cells[1]):
             assert hasattr(mod, name), f"docs/architecture.md: {module}.{name} does not exist"
     on_disk = {p.stem for p in PACKAGE.glob("*.py")} - {"__init__", "__main__"}
-    assert on_disk <= documented, f"modules missing from docs/architecture.md: " \
-                                  f"{sorted(on_disk - documented)}"
+    assert on_disk <= documented, (
+        f"modules missing from docs/architecture.md: {sorted(on_disk - documented)}"
+    )
 
 
 def test_matplotlib_is_used_by_the_plotting_module_only():
-    users = sorted(p.name for p in PACKAGE.glob("*.py")
-                   if p.stem != "plotting" and "matplotlib" in p.read_text(encoding="utf-8"))
+    users = sorted(
+        p.name
+        for p in PACKAGE.glob("*.py")
+        if p.stem != "plotting" and "matplotlib" in p.read_text(encoding="utf-8")
+    )
     assert users == []
 
 
 def test_rich_tables_are_built_by_the_display_module_only():
-    users = sorted(p.name for p in PACKAGE.glob("*.py")
-                   if p.stem != "display" and "rich.table" in p.read_text(encoding="utf-8"))
+    users = sorted(
+        p.name
+        for p in PACKAGE.glob("*.py")
+        if p.stem != "display" and "rich.table" in p.read_text(encoding="utf-8")
+    )
     assert users == []

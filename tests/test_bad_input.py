@@ -20,7 +20,6 @@ FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 BROKEN = FIXTURES / "broken"
 
 
-
 def run(*args):
     return CliRunner().invoke(cli, [str(a) for a in args])
 
@@ -30,7 +29,8 @@ def error_line(result) -> str:
     it is the last line, and that there is no traceback)."""
     assert result.exit_code == 2, result.output
     assert not isinstance(result.exception, Exception) or isinstance(
-        result.exception, SystemExit), result.exception
+        result.exception, SystemExit
+    ), result.exception
     assert "Traceback" not in result.output
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith("Error:")]
@@ -40,34 +40,61 @@ def error_line(result) -> str:
 
 # (fixture under fixtures/broken, path inside it, the line; {path} is the path passed)
 FIXTURE_CASES = [
-    ("deep-json", "",
-     "particles.json: its JSON nests lists or objects too deeply to read (thousands of "
-     "levels). Expected a list of particle objects or objects one after another; fix or "
-     "re-export the file."),
-    ("particles-json-folder", "",
-     "{path}/particles.json is a folder, not the export's JSON file. Replace it with the "
-     "particles JSON file, or rename it if the folder is not a lab export."),
-    ("nan-image", "",
-     "images/540002.tif has 12 of 4096 pixels NaN or infinite; expected finite intensities. "
-     "Re-export the image with those pixels filled in."),
-    ("inf-image", "",
-     "images/540002.tif has 12 of 4096 pixels NaN or infinite; expected finite intensities. "
-     "Re-export the image with those pixels filled in."),
-    ("tiny-image", "",
-     "images/540002.png is 1x500 px, under the 16 px a side a particle image needs (the "
-     "particle and its surround). Replace it with the particle's full image."),
-    ("image-is-folder", "",
-     'particles.json, object 2 (Id 540002): image images/540002.png is a folder, not an '
-     'image file. Put the image file there or correct its "Image" name.'),
-    ("images-in-subfolder", "",
-     "particles.json: 3 of 3 images are not in images/ (first: images/540001.png), but all "
-     "of them are in images/particles/. Pass --images-dir images/particles."),
-    ("manifest-unterminated-quote", "manifest.csv",
-     "{path}, line 3: a quote (\") opened in this record is never closed, so the rest of "
-     "the file would be one cell. Close the quote or remove it."),
-    ("manifest-duplicate-column", "manifest.csv",
-     "{path}: the column 'id' appears 2 times in the header (columns 3, 5). Keep one of "
-     "them, or rename the others."),
+    (
+        "deep-json",
+        "",
+        "particles.json: its JSON nests lists or objects too deeply to read (thousands of "
+        "levels). Expected a list of particle objects or objects one after another; fix or "
+        "re-export the file.",
+    ),
+    (
+        "particles-json-folder",
+        "",
+        "{path}/particles.json is a folder, not the export's JSON file. Replace it with the "
+        "particles JSON file, or rename it if the folder is not a lab export.",
+    ),
+    (
+        "nan-image",
+        "",
+        "images/540002.tif has 12 of 4096 pixels NaN or infinite; expected finite intensities. "
+        "Re-export the image with those pixels filled in.",
+    ),
+    (
+        "inf-image",
+        "",
+        "images/540002.tif has 12 of 4096 pixels NaN or infinite; expected finite intensities. "
+        "Re-export the image with those pixels filled in.",
+    ),
+    (
+        "tiny-image",
+        "",
+        "images/540002.png is 1x500 px, under the 16 px a side a particle image needs (the "
+        "particle and its surround). Replace it with the particle's full image.",
+    ),
+    (
+        "image-is-folder",
+        "",
+        "particles.json, object 2 (Id 540002): image images/540002.png is a folder, not an "
+        'image file. Put the image file there or correct its "Image" name.',
+    ),
+    (
+        "images-in-subfolder",
+        "",
+        "particles.json: 3 of 3 images are not in images/ (first: images/540001.png), but all "
+        "of them are in images/particles/. Pass --images-dir images/particles.",
+    ),
+    (
+        "manifest-unterminated-quote",
+        "manifest.csv",
+        '{path}, line 3: a quote (") opened in this record is never closed, so the rest of '
+        "the file would be one cell. Close the quote or remove it.",
+    ),
+    (
+        "manifest-duplicate-column",
+        "manifest.csv",
+        "{path}: the column 'id' appears 2 times in the header (columns 3, 5). Keep one of "
+        "them, or rename the others.",
+    ),
 ]
 
 
@@ -91,8 +118,10 @@ def test_images_dir_suggested_is_the_fix(tmp_path):
 
 def test_one_class_fails_dataset_check_and_svm(tmp_path):
     path = BROKEN / "one-class"
-    line = ("one-class: every particle is of one class ('full' (6)); a classifier needs "
-            "particles of at least 2 classes. Add particles of the other classes.")
+    line = (
+        "one-class: every particle is of one class ('full' (6)); a classifier needs "
+        "particles of at least 2 classes. Add particles of the other classes."
+    )
     check = run("dataset", "check", path, "--folds", "2")
     assert check.stdout.splitlines() == [line]
     assert error_line(check) == f"Error: 1 problem(s) found in {path}."
@@ -109,6 +138,7 @@ def test_a_manifest_with_an_unterminated_quote_loses_no_row(tmp_path):
 
 
 # Symbolic links in class folders -------------------------------------------------------
+
 
 @pytest.fixture
 def class_folders(tmp_path):
@@ -135,20 +165,24 @@ def test_a_symlink_loop_in_a_class_folder_is_one_line(class_folders):
     )
 
 
-@pytest.mark.parametrize("make, what", [
-    (lambda p: p.symlink_to("/dev/zero"), "a device (a link to /dev/zero)"),
-    (lambda p: p.symlink_to(p.name), "a symbolic link loop (links pointing at each other)"),
-    (lambda p: p.symlink_to("nowhere.png"),
-     "a symbolic link to nowhere.png, which does not exist"),
-])
+@pytest.mark.parametrize(
+    "make, what",
+    [
+        (lambda p: p.symlink_to("/dev/zero"), "a device (a link to /dev/zero)"),
+        (lambda p: p.symlink_to(p.name), "a symbolic link loop (links pointing at each other)"),
+        (
+            lambda p: p.symlink_to("nowhere.png"),
+            "a symbolic link to nowhere.png, which does not exist",
+        ),
+    ],
+)
 def test_an_image_that_is_not_a_file_says_what_it_is(class_folders, make, what):
     if not os.path.exists("/dev/zero") and "device" in what:
         pytest.skip("no /dev/zero")
     make(class_folders / "empty" / "odd.png")
     result = run("dataset", "check", class_folders, "--folds", "2")
     assert result.stdout.splitlines() == [
-        f"empty/odd.png is {what}, not an image file. Replace it with the image file, or "
-        "remove it."
+        f"empty/odd.png is {what}, not an image file. Replace it with the image file, or remove it."
     ]
     assert error_line(result) == f"Error: 1 problem(s) found in {class_folders}."
 
@@ -166,6 +200,7 @@ def test_a_manifest_image_path_that_is_a_folder_says_so(tmp_path):
 
 # Options ------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("value", ["nan", "inf"])
 def test_pixel_size_must_be_finite(value):
     result = run("dataset", "info", FIXTURES / "export", "--pixel-size", value)
@@ -177,18 +212,20 @@ def test_pixel_size_must_be_finite(value):
         load_dataset(FIXTURES / "export", pixel_size_nm=float("nan"))
 
 
-@pytest.mark.parametrize("command", [
-    ["svm", "--C", "1", "--gamma", "1"], ["cnn"], ["benchmark"], ["features"]])
-@pytest.mark.parametrize("option, value", [("--seed", "-1"), ("--seed", str(2**32)),
-                                           ("--fold-seed", "-1"), ("--fold-seed", str(2**32))])
+@pytest.mark.parametrize(
+    "command", [["svm", "--C", "1", "--gamma", "1"], ["cnn"], ["benchmark"], ["features"]]
+)
+@pytest.mark.parametrize(
+    "option, value",
+    [("--seed", "-1"), ("--seed", str(2**32)), ("--fold-seed", "-1"), ("--fold-seed", str(2**32))],
+)
 def test_seeds_out_of_range_are_one_line(tmp_path, command, option, value):
     if command == ["features"] and option == "--seed":
         pytest.skip("features has no --seed")
     out = tmp_path / ("f.csv" if command == ["features"] else "r")
     result = run(*command, "--data", FIXTURES / "export", option, value, "--out", out)
     assert error_line(result) == (
-        f"Error: {option} must be a whole number from 0 to 4294967295 (2**32 - 1); "
-        f"got {value}."
+        f"Error: {option} must be a whole number from 0 to 4294967295 (2**32 - 1); got {value}."
     )
     assert not out.exists()
 
@@ -212,12 +249,14 @@ def test_folds_file_missing_a_particle_names_it(tmp_path):
 def test_deep_json_in_a_settings_file_is_one_line(tmp_path):
     config = tmp_path / "c.toml"
     config.write_text("[svm]\ngrid = " + "[" * 5000 + "]" * 5000 + "\n")
-    result = run("benchmark", "--data", FIXTURES / "export", "--config", config,
-                 "--out", tmp_path / "r")
+    result = run(
+        "benchmark", "--data", FIXTURES / "export", "--config", config, "--out", tmp_path / "r"
+    )
     assert error_line(result).startswith(f"Error: {config} ")
 
 
 # Results folders, reports and the gate ---------------------------------------------------
+
 
 @pytest.fixture
 def results_folder(tmp_path):
@@ -245,12 +284,17 @@ def _edit_run_json(folder, change):
     return path
 
 
-@pytest.mark.parametrize("change, problem", [
-    (lambda r: [], "expected a JSON object, got list"),
-    (lambda r: {**r, "dataset": {k: v for k, v in r["dataset"].items() if k != "classes"}},
-     'its "dataset" has no list of class names ("classes")'),
-    (lambda r: {**r, "folds": {"k": "five"}}, '"folds" is not {"k": <folds>, "seed": <seed>}'),
-])
+@pytest.mark.parametrize(
+    "change, problem",
+    [
+        (lambda r: [], "expected a JSON object, got list"),
+        (
+            lambda r: {**r, "dataset": {k: v for k, v in r["dataset"].items() if k != "classes"}},
+            'its "dataset" has no list of class names ("classes")',
+        ),
+        (lambda r: {**r, "folds": {"k": "five"}}, '"folds" is not {"k": <folds>, "seed": <seed>}'),
+    ],
+)
 def test_a_damaged_run_json_is_one_line(results_folder, change, problem):
     path = _edit_run_json(results_folder, change)
     assert error_line(run("report", results_folder)) == (
@@ -263,11 +307,13 @@ def test_deeply_nested_results_files_are_one_line(results_folder, tmp_path):
     deep = "[" * 100000 + "]" * 100000
     (Path(results_folder) / "run.json").write_text(deep)
     assert error_line(run("report", results_folder)).startswith(
-        f"Error: {results_folder}/run.json is not valid JSON (maximum recursion depth")
+        f"Error: {results_folder}/run.json is not valid JSON (maximum recursion depth"
+    )
     baseline = tmp_path / "b.json"
     baseline.write_text(deep)
     assert error_line(run("report", results_folder, "--baseline", baseline)).startswith(
-        f"Error: Baseline {baseline} is not valid JSON (RecursionError")
+        f"Error: Baseline {baseline} is not valid JSON (RecursionError"
+    )
 
 
 def test_a_fold_csv_with_another_folds_rows_appended_is_refused(results_folder):
@@ -306,12 +352,16 @@ def test_a_baseline_value_that_is_a_string_is_one_line(results_folder, tmp_path)
 
 
 def test_summary_records_fold_file_hashes_and_the_gate_refuses_a_changed_fold(
-        benchmark_folder, tmp_path):
+    benchmark_folder, tmp_path
+):
     folder = Path(benchmark_folder)
     summary = json.loads((folder / "summary.json").read_text())
     assert sorted(summary["fold_files"]) == sorted(
-        f"{m}/fold-{f}.{ext}" for m in ("svm", "lipnet-4") for f in range(3)
-        for ext in ("csv", "json"))
+        f"{m}/fold-{f}.{ext}"
+        for m in ("svm", "lipnet-4")
+        for f in range(3)
+        for ext in ("csv", "json")
+    )
     baseline = tmp_path / "b.json"
     assert run("report", folder, "--write-baseline", baseline).exit_code == 0
     assert run("report", folder, "--baseline", baseline).exit_code == 0
@@ -342,7 +392,8 @@ def test_summary_json_without_models_is_one_line(benchmark_folder):
     del summary["models"]
     path.write_text(json.dumps(summary))
     assert error_line(run("report", benchmark_folder)).startswith(
-        f"Error: {path} is not a benchmark summary")
+        f"Error: {path} is not a benchmark summary"
+    )
 
 
 def test_non_finite_pixels_are_counted_in_mrc_slices(tmp_path):
@@ -353,6 +404,9 @@ def test_non_finite_pixels_are_counted_in_mrc_slices(tmp_path):
         data = np.array(mrc.data)
         data[1, :2, :3] = np.nan
         mrc.set_data(data)
-    with pytest.raises(DatasetError, match=r"^particles.mrcs, slice 2 has 6 of 2304 pixels "
-                                           r"NaN or infinite"):
+    with pytest.raises(
+        DatasetError,
+        match=r"^particles.mrcs, slice 2 has 6 of 2304 pixels "
+        r"NaN or infinite",
+    ):
         load_dataset(tmp_path / "m" / "particles.mrcs")

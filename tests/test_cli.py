@@ -55,28 +55,58 @@ def _press_ctrl_c(*args, **kwargs):
     raise KeyboardInterrupt
 
 
-@pytest.mark.parametrize("target, args, signal_, line", [
-    ("liposome_bench.deploy.predict", ["predict", "MODEL", "--data", "DATA"], _send_sigterm,
-     "Terminated. No predictions were written; run the command again."),
-    ("liposome_bench.importers.import_coco",
-     ["dataset", "import", "coco", "DATA/particles.json", "--images", "DATA", "--out", "OUT"],
-     _press_ctrl_c,
-     ("Interrupted. Nothing was written (the export appears whole or not at all); run the "
-      "command again.")),
-    ("liposome_bench.export.export_onnx", ["export", "MODEL", "--out", "OUT.onnx"],
-     _send_sigterm, "Terminated. No ONNX file was written; run the command again."),
-])
-def test_interruption_says_what_each_command_kept(tmp_path, monkeypatch, tiny_export_copy,
-                                                  target, args, signal_, line):
+@pytest.mark.parametrize(
+    "target, args, signal_, line",
+    [
+        (
+            "liposome_bench.deploy.predict",
+            ["predict", "MODEL", "--data", "DATA"],
+            _send_sigterm,
+            "Terminated. No predictions were written; run the command again.",
+        ),
+        (
+            "liposome_bench.importers.import_coco",
+            [
+                "dataset",
+                "import",
+                "coco",
+                "DATA/particles.json",
+                "--images",
+                "DATA",
+                "--out",
+                "OUT",
+            ],
+            _press_ctrl_c,
+            (
+                "Interrupted. Nothing was written (the export appears whole or not at all); run the "
+                "command again."
+            ),
+        ),
+        (
+            "liposome_bench.export.export_onnx",
+            ["export", "MODEL", "--out", "OUT.onnx"],
+            _send_sigterm,
+            "Terminated. No ONNX file was written; run the command again.",
+        ),
+    ],
+)
+def test_interruption_says_what_each_command_kept(
+    tmp_path, monkeypatch, tiny_export_copy, target, args, signal_, line
+):
     import importlib
     import signal
 
     module, name = target.rsplit(".", 1)
     monkeypatch.setattr(importlib.import_module(module), name, signal_)
     (tmp_path / "MODEL").mkdir()
-    args = [str(tiny_export_copy) if a == "DATA" else a.replace("DATA", str(tiny_export_copy))
-            .replace("MODEL", str(tmp_path / "MODEL")).replace("OUT", str(tmp_path / "OUT"))
-            for a in args]
+    args = [
+        str(tiny_export_copy)
+        if a == "DATA"
+        else a.replace("DATA", str(tiny_export_copy))
+        .replace("MODEL", str(tmp_path / "MODEL"))
+        .replace("OUT", str(tmp_path / "OUT"))
+        for a in args
+    ]
     before = signal.getsignal(signal.SIGTERM)
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == (143 if signal_ is _send_sigterm else 130), result.output

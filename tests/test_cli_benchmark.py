@@ -41,8 +41,10 @@ def test_report_gate_passes_then_fails_when_baseline_is_raised(results_folder, t
     baseline.write_text(json.dumps(data))
     result = _invoke("report", results_folder, "--baseline", baseline)
     assert result.exit_code == EXIT_REGRESSION == 1
-    assert (f"Regression: lipnet-4/multilamellar/f1 fell from {f1 + 0.1:.3f} to {f1:.3f} "
-            "(-0.100, tolerance 0.02)") in result.output
+    assert (
+        f"Regression: lipnet-4/multilamellar/f1 fell from {f1 + 0.1:.3f} to {f1:.3f} "
+        "(-0.100, tolerance 0.02)"
+    ) in result.output
     # A tolerance wider than the drop lets it pass.
     result = _invoke("report", results_folder, "--baseline", baseline, "--tolerance", "0.2")
     assert result.exit_code == 0, result.output
@@ -50,10 +52,14 @@ def test_report_gate_passes_then_fails_when_baseline_is_raised(results_folder, t
 
 @pytest.mark.parametrize(
     "args, message",
-    [(["--baseline", "{tmp}/missing.json"],
-      "Error: Baseline {tmp}/missing.json does not exist. Write one with "
-      "`liposome-bench report RESULTS --write-baseline FILE`."),
-     (["--tolerance", "-1"], "Invalid value for '--tolerance'")],
+    [
+        (
+            ["--baseline", "{tmp}/missing.json"],
+            "Error: Baseline {tmp}/missing.json does not exist. Write one with "
+            "`liposome-bench report RESULTS --write-baseline FILE`.",
+        ),
+        (["--tolerance", "-1"], "Invalid value for '--tolerance'"),
+    ],
 )
 def test_report_bad_input_exits_2(results_folder, tmp_path, args, message):
     args = [a.format(tmp=tmp_path) for a in args]
@@ -74,13 +80,19 @@ def test_report_of_a_folder_without_results(tmp_path):
 
 @pytest.mark.parametrize(
     "args, message",
-    [(["--cnn", "lipnet-5"],
-      "Error: Unknown model 'lipnet-5'; expected one of lipnet-1, lipnet-2, lipnet-4, "
-      "lipnet-4c, lipnet-6, lipnet-fcn."),
-     (["--cnn", "lipnet-4,lipnet-4"],
-      "Error: --cnn lists a model twice (lipnet-4,lipnet-4); list each once."),
-     (["--jobs", "0"], "Error: --jobs must be a positive number of workers or -1; got 0."),
-     (["--repeats", "0"], "Invalid value for '--repeats'")],
+    [
+        (
+            ["--cnn", "lipnet-5"],
+            "Error: Unknown model 'lipnet-5'; expected one of lipnet-1, lipnet-2, lipnet-4, "
+            "lipnet-4c, lipnet-6, lipnet-fcn.",
+        ),
+        (
+            ["--cnn", "lipnet-4,lipnet-4"],
+            "Error: --cnn lists a model twice (lipnet-4,lipnet-4); list each once.",
+        ),
+        (["--jobs", "0"], "Error: --jobs must be a positive number of workers or -1; got 0."),
+        (["--repeats", "0"], "Invalid value for '--repeats'"),
+    ],
 )
 def test_benchmark_bad_options_exit_2(tmp_path, args, message):
     result = _invoke("benchmark", "--problem", "lamellarity", "--out", tmp_path / "r", *args)

@@ -15,9 +15,22 @@ def run(*args):
 
 def test_trains_and_prints_the_tables(tmp_path, tiny_export_copy, tiny_dataset):
     out = tmp_path / "results"
-    result = run("--problem", "lamellarity", "--data", tiny_export_copy, "--epochs", 1,
-                 "--input-size", 16, "--folds", 3, "--augment", "rotation,shift",
-                 "--out", out)
+    result = run(
+        "--problem",
+        "lamellarity",
+        "--data",
+        tiny_export_copy,
+        "--epochs",
+        1,
+        "--input-size",
+        16,
+        "--folds",
+        3,
+        "--augment",
+        "rotation,shift",
+        "--out",
+        out,
+    )
     assert result.exit_code == 0, result.output
     # First line: the device, by CPU model and instruction sets (or GPU), and backend.
     assert result.output.startswith("Training on ")
@@ -38,9 +51,22 @@ def test_trains_and_prints_the_tables(tmp_path, tiny_export_copy, tiny_dataset):
     assert (tiny_export_copy / "folds" / "k3-seed0.json").is_file()
 
     # The same command again resumes: nothing left to train, same tables.
-    again = run("--problem", "lamellarity", "--data", tiny_export_copy, "--epochs", 1,
-                "--input-size", 16, "--folds", 3, "--augment", "rotation,shift",
-                "--out", out)
+    again = run(
+        "--problem",
+        "lamellarity",
+        "--data",
+        tiny_export_copy,
+        "--epochs",
+        1,
+        "--input-size",
+        16,
+        "--folds",
+        3,
+        "--augment",
+        "rotation,shift",
+        "--out",
+        out,
+    )
     assert again.exit_code == 0, again.output
     assert "3 of 3 folds already saved" in again.output
 
@@ -48,17 +74,22 @@ def test_trains_and_prints_the_tables(tmp_path, tiny_export_copy, tiny_dataset):
 @pytest.mark.parametrize(
     "args, error",
     [
-        (["--augment", "rotate"],
-         "Error: Unknown augmentation 'rotate' in --augment 'rotate'; expected 'all', "
-         "'none' or a comma-separated list of flip, rotation, shear, shift, zoom."),
-        (["--folds", 10],
-         "Error: 10 folds need at least 10 particles per class; 'uncertain' has 9. "
-         "Use --folds 9."),
+        (
+            ["--augment", "rotate"],
+            "Error: Unknown augmentation 'rotate' in --augment 'rotate'; expected 'all', "
+            "'none' or a comma-separated list of flip, rotation, shear, shift, zoom.",
+        ),
+        (
+            ["--folds", 10],
+            "Error: 10 folds need at least 10 particles per class; 'uncertain' has 9. "
+            "Use --folds 9.",
+        ),
     ],
 )
 def test_bad_input_is_one_line(tmp_path, tiny_export_copy, args, error):
-    result = run("--problem", "lamellarity", "--data", tiny_export_copy, "--out",
-                 tmp_path / "r", *args)
+    result = run(
+        "--problem", "lamellarity", "--data", tiny_export_copy, "--out", tmp_path / "r", *args
+    )
     assert result.exit_code == 2
     assert result.output.strip().splitlines()[-1] == error
     assert not (tmp_path / "r").exists()
@@ -67,11 +98,17 @@ def test_bad_input_is_one_line(tmp_path, tiny_export_copy, args, error):
 def test_other_settings_into_the_same_folder_are_refused(tmp_path, tiny_export_copy):
     out = tmp_path / "r"
     out.mkdir()
-    (out / "run.json").write_text(json.dumps({
-        "schema_version": 1, "dataset": {"fingerprint": "0"}, "folds": None, "models": {},
-    }))
-    result = run("--problem", "lamellarity", "--data", tiny_export_copy, "--out", out,
-                 "--folds", 3)
+    (out / "run.json").write_text(
+        json.dumps(
+            {
+                "schema_version": 1,
+                "dataset": {"fingerprint": "0"},
+                "folds": None,
+                "models": {},
+            }
+        )
+    )
+    result = run("--problem", "lamellarity", "--data", tiny_export_copy, "--out", out, "--folds", 3)
     assert result.exit_code == 2
     line = result.output.strip().splitlines()[-1]
     assert line.startswith(f"Error: {out} holds results for another dataset (fingerprint 0,")
@@ -82,9 +119,21 @@ def test_help_ends_with_an_example():
     result = CliRunner().invoke(cli, ["cnn", "--help"])
     assert result.exit_code == 0
     assert "Example: liposome-bench cnn --problem lamellarity --model lipnet-4" in result.output
-    for option in ("--input-mode", "--augment", "--balance", "--epochs", "--patience",
-                   "--batch-size", "--optimizer", "--mixed-precision", "--seed", "--folds",
-                   "--fold-seed", "--out", "--data"):
+    for option in (
+        "--input-mode",
+        "--augment",
+        "--balance",
+        "--epochs",
+        "--patience",
+        "--batch-size",
+        "--optimizer",
+        "--mixed-precision",
+        "--seed",
+        "--folds",
+        "--fold-seed",
+        "--out",
+        "--data",
+    ):
         assert option in result.output
 
 

@@ -21,8 +21,9 @@ def test_info_prints_counts_shares_sizes_and_folds():
     out = result.stdout
     for cls, count in EXPORT_COUNTS.items():
         share = f"{100 * count / 21:.2f}%"
-        assert any(cls in line and f" {count} " in line and share in line
-                   for line in out.splitlines()), (cls, out)
+        assert any(
+            cls in line and f" {count} " in line and share in line for line in out.splitlines()
+        ), (cls, out)
     assert "Problem lamellarity, 21 particles" in out
     assert "Image size (px): min / median / max" in out
     assert "Masks: 21 from files, 0 derived from the image" in out
@@ -35,7 +36,9 @@ def test_info_json_matches_the_dataset():
     info = json.loads(result.stdout)
     assert info["problem"] == "encapsulation"
     assert {r["class"]: r["count"] for r in info["class_counts"]} == {
-        "full": 2, "empty": 1, "uncertain": 1
+        "full": 2,
+        "empty": 1,
+        "uncertain": 1,
     }
     assert info["pixel_size_nm"]["median"] == 0.84
 
@@ -43,8 +46,9 @@ def test_info_json_matches_the_dataset():
 def test_info_reader_options_reach_the_reader(tmp_path):
     root = shutil.copytree(FIXTURES / "export", tmp_path / "d")
     (root / "images").rename(root / "pics")
-    result = run("dataset", "info", str(root), "--images-dir", "pics", "--pixel-size", "0.3",
-                 "--json")
+    result = run(
+        "dataset", "info", str(root), "--images-dir", "pics", "--pixel-size", "0.3", "--json"
+    )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["pixel_size_nm"]["min"] == 0.3
 
@@ -65,8 +69,9 @@ def test_info_without_path_describes_the_built_in_dataset(tmp_path):
         f"lamellarity-synthetic-v{synth.GENERATOR_VERSION}-seed0"
     )
     shutil.copytree(FIXTURES / "export", cached)
-    result = run("dataset", "info", "--problem", "lamellarity", "--cache-dir", str(tmp_path),
-                 "--json")
+    result = run(
+        "dataset", "info", "--problem", "lamellarity", "--cache-dir", str(tmp_path), "--json"
+    )
     assert result.exit_code == 0, result.output
     info = json.loads(result.stdout)
     assert info["root"] == str(cached)
@@ -104,11 +109,21 @@ def test_check_lists_every_problem():
     [
         ("export", ["--folds", "5"], "OK: 21 particles (lamellarity), no problems found."),
         # These two lack pixel sizes, which the default (nm) features need.
-        ("manifest/manifest.csv", ["--units", "px", "--folds", "3"],
-         "OK: 6 particles (custom), no problems found."),
-        ("folders", ["--pixel-size", "0.8", "--folds", "3"],
-         "OK: 7 particles (encapsulation), no problems found."),
-        ("mrc/particles.mrcs", ["--folds", "3"], "OK: 6 particles (lamellarity), no problems found."),
+        (
+            "manifest/manifest.csv",
+            ["--units", "px", "--folds", "3"],
+            "OK: 6 particles (custom), no problems found.",
+        ),
+        (
+            "folders",
+            ["--pixel-size", "0.8", "--folds", "3"],
+            "OK: 7 particles (encapsulation), no problems found.",
+        ),
+        (
+            "mrc/particles.mrcs",
+            ["--folds", "3"],
+            "OK: 6 particles (lamellarity), no problems found.",
+        ),
     ],
 )
 def test_check_says_ok_with_the_particle_count(path, options, first):
@@ -117,10 +132,10 @@ def test_check_says_ok_with_the_particle_count(path, options, first):
     assert result.stdout.splitlines()[0] == first
 
 
-@pytest.mark.parametrize("path, first_id, bad, n", [("folders", "empty-0", 7, 7),
-                                                    ("manifest/manifest.csv", "m5", 1, 6)])
-def test_check_fails_up_front_when_the_default_features_need_a_pixel_size(path, first_id, bad,
-                                                                          n):
+@pytest.mark.parametrize(
+    "path, first_id, bad, n", [("folders", "empty-0", 7, 7), ("manifest/manifest.csv", "m5", 1, 6)]
+)
+def test_check_fails_up_front_when_the_default_features_need_a_pixel_size(path, first_id, bad, n):
     path = str(FIXTURES / path)
     result = run("dataset", "check", path, "--folds", "3")
     assert result.exit_code == 2
@@ -172,8 +187,7 @@ def test_check_shows_warnings_but_passes(tmp_path):
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines() == [
         "OK: 21 particles (lamellarity), no problems found.",
-        "Warning: 1 colour image(s) converted to grayscale "
-        f"(first: images/{image.name}).",
+        f"Warning: 1 colour image(s) converted to grayscale (first: images/{image.name}).",
     ]
 
 

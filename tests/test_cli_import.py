@@ -15,14 +15,25 @@ def run(*args):
 
 
 def test_import_coco_prints_the_summary_and_the_next_step(tmp_path):
-    result = run("dataset", "import", "coco", MICS / "coco.json", "--images", MICS / "images",
-                 "--out", tmp_path / "ds", "--pixel-size", "2.5")
+    result = run(
+        "dataset",
+        "import",
+        "coco",
+        MICS / "coco.json",
+        "--images",
+        MICS / "images",
+        "--out",
+        tmp_path / "ds",
+        "--pixel-size",
+        "2.5",
+    )
     assert result.exit_code == 0, result.output
     out = result.stdout
     assert f"Wrote 15 particles (lamellarity) from 3 micrographs to {tmp_path / 'ds'}" in out
     assert any("multilamellar" in line and " 5 " in line for line in out.splitlines())
-    assert any(line.startswith("│ m03") and "2.5 (--pixel-size)" in line
-               for line in out.splitlines()), out
+    assert any(
+        line.startswith("│ m03") and "2.5 (--pixel-size)" in line for line in out.splitlines()
+    ), out
     assert "Kept 1 particle(s) cut by the micrograph's edge" in out
     assert f"Next: liposome-bench dataset check {tmp_path / 'ds'}" in out
     objects = json.loads((tmp_path / "ds" / "particles.json").read_text())
@@ -34,8 +45,16 @@ def test_import_coco_lists_every_problem_and_writes_nothing(tmp_path):
     coco["annotations"][0]["category_id"] = 9
     coco["annotations"][2]["segmentation"] = [[1, 1, 2, 2]]
     (tmp_path / "ann.json").write_text(json.dumps(coco))
-    result = run("dataset", "import", "coco", tmp_path / "ann.json", "--images",
-                 MICS / "images", "--out", tmp_path / "ds")
+    result = run(
+        "dataset",
+        "import",
+        "coco",
+        tmp_path / "ann.json",
+        "--images",
+        MICS / "images",
+        "--out",
+        tmp_path / "ds",
+    )
     assert result.exit_code == 2
     assert result.stdout.splitlines() == [
         "ann.json, annotation 101: category_id 9 is not in categories (ids: 1, 2, 3). "
@@ -44,26 +63,59 @@ def test_import_coco_lists_every_problem_and_writes_nothing(tmp_path):
         "Redraw it, or delete the annotation.",
     ]
     assert result.stderr.strip().splitlines()[-1] == (
-        "Error: 2 problem(s) found; nothing was written.")
+        "Error: 2 problem(s) found; nothing was written."
+    )
     assert not (tmp_path / "ds").exists()
 
 
 def test_import_coco_box_masks_choice_and_drop_edge(tmp_path):
-    result = run("dataset", "import", "coco", MICS / "coco-boxes.json", "--images",
-                 MICS / "images", "--out", tmp_path / "ds", "--box-masks", "ellipse",
-                 "--drop-edge")
+    result = run(
+        "dataset",
+        "import",
+        "coco",
+        MICS / "coco-boxes.json",
+        "--images",
+        MICS / "images",
+        "--out",
+        tmp_path / "ds",
+        "--box-masks",
+        "ellipse",
+        "--drop-edge",
+    )
     assert result.exit_code == 0, result.output
     assert "Dropped 1 particle(s) cut by the micrograph's edge (--drop-edge)." in result.stdout
-    result = run("dataset", "import", "coco", MICS / "coco-boxes.json", "--images",
-                 MICS / "images", "--out", tmp_path / "d2", "--box-masks", "circle")
+    result = run(
+        "dataset",
+        "import",
+        "coco",
+        MICS / "coco-boxes.json",
+        "--images",
+        MICS / "images",
+        "--out",
+        tmp_path / "d2",
+        "--box-masks",
+        "circle",
+    )
     assert result.exit_code == 2
     assert "'circle' is not one of 'box', 'ellipse'" in result.output
 
 
 def test_import_labels(tmp_path):
-    result = run("dataset", "import", "labels", "--images", MICS / "images", "--labels",
-                 MICS / "labels", "--classes", MICS / "classes.csv", "--out", tmp_path / "ds",
-                 "--surround", "20")
+    result = run(
+        "dataset",
+        "import",
+        "labels",
+        "--images",
+        MICS / "images",
+        "--labels",
+        MICS / "labels",
+        "--classes",
+        MICS / "classes.csv",
+        "--out",
+        tmp_path / "ds",
+        "--surround",
+        "20",
+    )
     assert result.exit_code == 0, result.output
     assert "Wrote 15 particles (lamellarity) from 3 micrographs" in result.stdout
     objects = json.loads((tmp_path / "ds" / "particles.json").read_text())
@@ -88,22 +140,37 @@ def _edge_coco(tmp_path):
     anns, aid = [], 100
     # 4 corners, 4 edges, and 5 inside (5 folds need 5 particles a class).
     spots = [(x, y) for x in (0, 30, 60) for y in (0, 30, 60)] + [
-        (15, 15), (45, 15), (15, 45), (45, 45)]
+        (15, 15),
+        (45, 15),
+        (15, 45),
+        (45, 45),
+    ]
     for name, (w, h), where in (("big.png", (64, 64), spots), ("thin.png", (40, 12), [(18, 4)])):
         pixels = rng.integers(90, 110, (h, w)).astype(np.uint8)
         for x, y in where:
-            pixels[y:y + 4, x:x + 4] = 200
+            pixels[y : y + 4, x : x + 4] = 200
         Image.fromarray(pixels).save(images / name)
         for x, y in where:
             aid += 1
-            anns.append({"id": aid, "image_id": 1 if name == "big.png" else 2,
-                         "category_id": 1 + aid % 2, "bbox": [x, y, 4, 4], "area": 16,
-                         "iscrowd": 0,
-                         "segmentation": [[x, y, x + 4, y, x + 4, y + 4, x, y + 4]]})
-    coco = {"images": [{"id": 1, "file_name": "big.png", "width": 64, "height": 64},
-                       {"id": 2, "file_name": "thin.png", "width": 40, "height": 12}],
-            "annotations": anns,
-            "categories": [{"id": 1, "name": "unilamellar"}, {"id": 2, "name": "multilamellar"}]}
+            anns.append(
+                {
+                    "id": aid,
+                    "image_id": 1 if name == "big.png" else 2,
+                    "category_id": 1 + aid % 2,
+                    "bbox": [x, y, 4, 4],
+                    "area": 16,
+                    "iscrowd": 0,
+                    "segmentation": [[x, y, x + 4, y, x + 4, y + 4, x, y + 4]],
+                }
+            )
+    coco = {
+        "images": [
+            {"id": 1, "file_name": "big.png", "width": 64, "height": 64},
+            {"id": 2, "file_name": "thin.png", "width": 40, "height": 12},
+        ],
+        "annotations": anns,
+        "categories": [{"id": 1, "name": "unilamellar"}, {"id": 2, "name": "multilamellar"}],
+    }
     path = tmp_path / "edges.json"
     path.write_text(json.dumps(coco))
     return path, images
@@ -111,8 +178,20 @@ def _edge_coco(tmp_path):
 
 def test_import_never_writes_a_particle_the_readers_refuse(tmp_path):
     coco, images = _edge_coco(tmp_path)
-    result = run("dataset", "import", "coco", coco, "--images", images, "--out",
-                 tmp_path / "ds", "--surround", "10", "--pixel-size", "1")
+    result = run(
+        "dataset",
+        "import",
+        "coco",
+        coco,
+        "--images",
+        images,
+        "--out",
+        tmp_path / "ds",
+        "--surround",
+        "10",
+        "--pixel-size",
+        "1",
+    )
     assert result.exit_code == 0, result.output
     out = " ".join(result.stdout.split())
     # Corners give 4+10 = 14 px, edges 4+2*10 = 24 x 14: 8 crops widened.
@@ -138,20 +217,33 @@ def test_import_coco_several_files_each_with_its_own_images_folder(tmp_path):
 
     coco = json.loads((MICS / "coco.json").read_text())
     first_image = coco["images"][0]["id"]
-    for split, keep in (("train", lambda i: i != first_image),
-                        ("valid", lambda i: i == first_image)):
+    for split, keep in (
+        ("train", lambda i: i != first_image),
+        ("valid", lambda i: i == first_image),
+    ):
         folder = tmp_path / split
         folder.mkdir()
         images = [im for im in coco["images"] if keep(im["id"])]
-        anns = [dict(a, id=k + 1) for k, a in enumerate(
-            a for a in coco["annotations"] if keep(a["image_id"]))]
+        anns = [
+            dict(a, id=k + 1)
+            for k, a in enumerate(a for a in coco["annotations"] if keep(a["image_id"]))
+        ]
         for im in images:
             shutil.copy(MICS / "images" / im["file_name"], folder / im["file_name"])
         (folder / "_annotations.coco.json").write_text(
-            json.dumps(dict(coco, images=images, annotations=anns)))
-    result = run("dataset", "import", "coco", tmp_path / "train" / "_annotations.coco.json",
-                 tmp_path / "valid" / "_annotations.coco.json", "--out", tmp_path / "ds",
-                 "--pixel-size", "2.5")
+            json.dumps(dict(coco, images=images, annotations=anns))
+        )
+    result = run(
+        "dataset",
+        "import",
+        "coco",
+        tmp_path / "train" / "_annotations.coco.json",
+        tmp_path / "valid" / "_annotations.coco.json",
+        "--out",
+        tmp_path / "ds",
+        "--pixel-size",
+        "2.5",
+    )
     assert result.exit_code == 0, result.output
     assert "Wrote 15 particles (lamellarity) from 3 micrographs" in result.stdout
     objects = json.loads((tmp_path / "ds" / "particles.json").read_text())
@@ -164,10 +256,21 @@ def test_import_coco_several_files_each_with_its_own_images_folder(tmp_path):
     check = run("dataset", "check", tmp_path / "ds", "--folds", "2")  # 2 'uncertain'
     assert check.exit_code == 0, check.output
     # One --images per file is checked against the number of files.
-    bad = run("dataset", "import", "coco", tmp_path / "train" / "_annotations.coco.json",
-              tmp_path / "valid" / "_annotations.coco.json", "--images", tmp_path / "train",
-              "--images", tmp_path / "train", "--images", tmp_path / "valid",
-              "--out", tmp_path / "d2")
+    bad = run(
+        "dataset",
+        "import",
+        "coco",
+        tmp_path / "train" / "_annotations.coco.json",
+        tmp_path / "valid" / "_annotations.coco.json",
+        "--images",
+        tmp_path / "train",
+        "--images",
+        tmp_path / "train",
+        "--images",
+        tmp_path / "valid",
+        "--out",
+        tmp_path / "d2",
+    )
     assert bad.exit_code == 2
     assert "2 COCO files but 3 --images folders" in bad.output
 
@@ -191,12 +294,25 @@ def test_group_pattern_gives_one_group_per_roboflow_source_and_folds_keep_it(tmp
             shutil.copy(MICS / "images" / im["file_name"], folder / name)
             new = dict(im, id=len(images) + 1, file_name=name)
             images.append(new)
-            anns += [dict(a, id=len(anns) + 1 + k, image_id=new["id"]) for k, a in enumerate(
-                a for a in coco["annotations"] if a["image_id"] == im["id"])]
+            anns += [
+                dict(a, id=len(anns) + 1 + k, image_id=new["id"])
+                for k, a in enumerate(a for a in coco["annotations"] if a["image_id"] == im["id"])
+            ]
     (tmp_path / "rf.json").write_text(json.dumps(dict(coco, images=images, annotations=anns)))
-    result = run("dataset", "import", "coco", tmp_path / "rf.json", "--images", folder,
-                 "--out", tmp_path / "ds", "--pixel-size", "2.5",
-                 "--group-pattern", ROBOFLOW_GROUP_PATTERN)
+    result = run(
+        "dataset",
+        "import",
+        "coco",
+        tmp_path / "rf.json",
+        "--images",
+        folder,
+        "--out",
+        tmp_path / "ds",
+        "--pixel-size",
+        "2.5",
+        "--group-pattern",
+        ROBOFLOW_GROUP_PATTERN,
+    )
     assert result.exit_code == 0, result.output
     dataset = load_dataset(tmp_path / "ds")
     assert len(dataset) == 30
@@ -204,32 +320,64 @@ def test_group_pattern_gives_one_group_per_roboflow_source_and_folds_keep_it(tmp
     assert groups == {"m01", "m02", "m03"}
     folds = load_or_make_folds(dataset, k=2, seed=0, group_by="group")
     for key in groups:
-        assert len({f for f, p in zip(folds.fold_of, dataset.particles)
-                    if p.meta["group"] == key}) == 1
+        assert (
+            len({f for f, p in zip(folds.fold_of, dataset.particles) if p.meta["group"] == key})
+            == 1
+        )
     assert len(set(folds.fold_of)) == 2
     info = run("dataset", "info", tmp_path / "ds")
     assert info.exit_code == 0, info.output
     assert "Groups by group: 3 in all" in " ".join(info.stdout.split())
     # The readers take the same pattern: an import without it, read with it.
-    plain = run("dataset", "import", "coco", tmp_path / "rf.json", "--images", folder,
-                "--out", tmp_path / "plain", "--pixel-size", "2.5")
+    plain = run(
+        "dataset",
+        "import",
+        "coco",
+        tmp_path / "rf.json",
+        "--images",
+        folder,
+        "--out",
+        tmp_path / "plain",
+        "--pixel-size",
+        "2.5",
+    )
     assert plain.exit_code == 0, plain.output
     assert "group" not in load_dataset(tmp_path / "plain").particles[0].meta
     read = load_dataset(tmp_path / "plain", group_pattern=ROBOFLOW_GROUP_PATTERN)
-    assert [p.meta["group"] for p in read.particles] == [
-        p.meta["group"] for p in dataset.particles]
+    assert [p.meta["group"] for p in read.particles] == [p.meta["group"] for p in dataset.particles]
     info = run("dataset", "info", tmp_path / "plain", "--group-pattern", ROBOFLOW_GROUP_PATTERN)
     assert info.exit_code == 0, info.output
     assert "Groups by group: 3 in all" in " ".join(info.stdout.split())
-    check = run("dataset", "check", tmp_path / "plain", "--folds", "2", "--group-pattern",
-                r"^(nope)")
+    check = run(
+        "dataset", "check", tmp_path / "plain", "--folds", "2", "--group-pattern", r"^(nope)"
+    )
     assert check.exit_code == 2 and "does not match micrograph" in check.output
     # A pattern without a group, or one that misses a file, is refused.
-    bad = run("dataset", "import", "coco", tmp_path / "rf.json", "--images", folder,
-              "--out", tmp_path / "d2", "--group-pattern", r"\.rf\.")
+    bad = run(
+        "dataset",
+        "import",
+        "coco",
+        tmp_path / "rf.json",
+        "--images",
+        folder,
+        "--out",
+        tmp_path / "d2",
+        "--group-pattern",
+        r"\.rf\.",
+    )
     assert bad.exit_code == 2 and "has no capture group" in bad.output
-    bad = run("dataset", "import", "coco", tmp_path / "rf.json", "--images", folder,
-              "--out", tmp_path / "d3", "--group-pattern", r"^(x\d+)_")
+    bad = run(
+        "dataset",
+        "import",
+        "coco",
+        tmp_path / "rf.json",
+        "--images",
+        folder,
+        "--out",
+        tmp_path / "d3",
+        "--group-pattern",
+        r"^(x\d+)_",
+    )
     assert bad.exit_code == 2 and "does not match micrograph" in bad.output
     assert not (tmp_path / "d3").exists()
 
@@ -240,11 +388,22 @@ def test_no_pixel_size_warning_where_it_does_not_apply(tmp_path):
     warning."""
     coco = json.loads((MICS / "coco.json").read_text())
     png = [im for im in coco["images"] if im["file_name"].endswith(".png")]
-    coco = dict(coco, images=png, annotations=[
-        a for a in coco["annotations"] if a["image_id"] == png[0]["id"]])
+    coco = dict(
+        coco,
+        images=png,
+        annotations=[a for a in coco["annotations"] if a["image_id"] == png[0]["id"]],
+    )
     (tmp_path / "png.json").write_text(json.dumps(coco))
-    result = run("dataset", "import", "coco", tmp_path / "png.json", "--images",
-                 MICS / "images", "--out", tmp_path / "ds")
+    result = run(
+        "dataset",
+        "import",
+        "coco",
+        tmp_path / "png.json",
+        "--images",
+        MICS / "images",
+        "--out",
+        tmp_path / "ds",
+    )
     assert result.exit_code == 0, result.output
     px = run("dataset", "check", tmp_path / "ds", "--folds", "2", "--units", "px")
     assert px.exit_code == 0, px.output
@@ -263,18 +422,40 @@ def test_import_star_pixel_size_and_class_counts(tmp_path):
     starfile = pytest.importorskip("starfile")
     coco = json.loads((MICS / "coco.json").read_text())
     files = {im["id"]: im["file_name"] for im in coco["images"]}
-    rows = [{"rlnMicrographName": f"mics/{files[a['image_id']]}",
-             "rlnCoordinateX": a["bbox"][0] + a["bbox"][2] / 2,
-             "rlnCoordinateY": a["bbox"][1] + a["bbox"][3] / 2,
-             "rlnClassNumber": a["category_id"], "rlnOpticsGroup": 1}
-            for a in coco["annotations"] if not a.get("iscrowd")]
-    optics = pd.DataFrame({"rlnOpticsGroupName": ["opticsGroup1"], "rlnOpticsGroup": [1],
-                           "rlnMicrographPixelSize": [30.0]})  # Angstrom: 3 nm/px
+    rows = [
+        {
+            "rlnMicrographName": f"mics/{files[a['image_id']]}",
+            "rlnCoordinateX": a["bbox"][0] + a["bbox"][2] / 2,
+            "rlnCoordinateY": a["bbox"][1] + a["bbox"][3] / 2,
+            "rlnClassNumber": a["category_id"],
+            "rlnOpticsGroup": 1,
+        }
+        for a in coco["annotations"]
+        if not a.get("iscrowd")
+    ]
+    optics = pd.DataFrame(
+        {
+            "rlnOpticsGroupName": ["opticsGroup1"],
+            "rlnOpticsGroup": [1],
+            "rlnMicrographPixelSize": [30.0],
+        }
+    )  # Angstrom: 3 nm/px
     starfile.write({"optics": optics, "particles": pd.DataFrame(rows)}, tmp_path / "p.star")
     names = {c["id"]: c["name"] for c in coco["categories"]}
-    result = run("dataset", "import", "star", tmp_path / "p.star", "--images",
-                 MICS / "images", "--diameter", 30, "--out", tmp_path / "ds", "--classes",
-                 ",".join(f"{k}={v}" for k, v in names.items()))
+    result = run(
+        "dataset",
+        "import",
+        "star",
+        tmp_path / "p.star",
+        "--images",
+        MICS / "images",
+        "--diameter",
+        30,
+        "--out",
+        tmp_path / "ds",
+        "--classes",
+        ",".join(f"{k}={v}" for k, v in names.items()),
+    )
     assert result.exit_code == 0, result.output
     from liposome_bench.dataset import load_dataset
 

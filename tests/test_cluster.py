@@ -49,8 +49,13 @@ def _free_port() -> int:
 def _env() -> dict:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    env.update(TF_CPP_MIN_LOG_LEVEL="2", OMP_NUM_THREADS="1", TF_NUM_INTRAOP_THREADS="1",
-               TF_NUM_INTEROP_THREADS="1", MPLBACKEND="Agg")
+    env.update(
+        TF_CPP_MIN_LOG_LEVEL="2",
+        OMP_NUM_THREADS="1",
+        TF_NUM_INTRAOP_THREADS="1",
+        TF_NUM_INTEROP_THREADS="1",
+        MPLBACKEND="Agg",
+    )
     return env
 
 
@@ -82,18 +87,50 @@ def real_cluster(tmp_path_factory):
     processes = []
     with contextlib.ExitStack() as files:
         try:
-            processes.append(subprocess.Popen(
-                [sys.executable, "-m", "dask", "scheduler", "--host", "127.0.0.1", "--port",
-                 str(port), "--no-dashboard"], env=env, start_new_session=True,
-                stdout=files.enter_context(open(logs / "scheduler.log", "w")),
-                stderr=subprocess.STDOUT))
+            processes.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "dask",
+                        "scheduler",
+                        "--host",
+                        "127.0.0.1",
+                        "--port",
+                        str(port),
+                        "--no-dashboard",
+                    ],
+                    env=env,
+                    start_new_session=True,
+                    stdout=files.enter_context(open(logs / "scheduler.log", "w")),
+                    stderr=subprocess.STDOUT,
+                )
+            )
             for i in range(2):
-                processes.append(subprocess.Popen(
-                    [sys.executable, "-m", "dask", "worker", address, "--nworkers", "1",
-                     "--nthreads", "1", "--no-dashboard", "--name", f"w{i}", "--host",
-                     "127.0.0.1"], env=env, start_new_session=True,
-                    stdout=files.enter_context(open(logs / f"worker-{i}.log", "w")),
-                    stderr=subprocess.STDOUT))
+                processes.append(
+                    subprocess.Popen(
+                        [
+                            sys.executable,
+                            "-m",
+                            "dask",
+                            "worker",
+                            address,
+                            "--nworkers",
+                            "1",
+                            "--nthreads",
+                            "1",
+                            "--no-dashboard",
+                            "--name",
+                            f"w{i}",
+                            "--host",
+                            "127.0.0.1",
+                        ],
+                        env=env,
+                        start_new_session=True,
+                        stdout=files.enter_context(open(logs / f"worker-{i}.log", "w")),
+                        stderr=subprocess.STDOUT,
+                    )
+                )
             with Client(address, timeout="30s") as client:
                 client.wait_for_workers(2, timeout=60)
             yield address
@@ -109,22 +146,28 @@ def data(tmp_path_factory, tiny_export):
 
 
 def _cli(*args, timeout=240):
-    return subprocess.run([sys.executable, "-m", "liposome_bench", *map(str, args)],
-                          env=_env(), capture_output=True, text=True, timeout=timeout,
-                          cwd=ROOT, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "liposome_bench", *map(str, args)],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        check=False,
+    )
 
 
 def _executing(client, prefix):
-    running = client.run(lambda dask_worker: [str(ts.key)
-                                              for ts in dask_worker.state.executing])
+    running = client.run(lambda dask_worker: [str(ts.key) for ts in dask_worker.state.executing])
     return [(a, k) for a, keys in running.items() for k in keys if k.startswith(prefix)]
 
 
 def _assert_fold_equal(path, reference, classes):
     table = pd.read_csv(path, dtype={"id": str})
     assert table["id"].tolist() == reference.ids
-    np.testing.assert_array_equal(table["predicted"].to_numpy(),
-                                  np.array(list(classes))[reference.y_pred])
+    np.testing.assert_array_equal(
+        table["predicted"].to_numpy(), np.array(list(classes))[reference.y_pred]
+    )
     scores = table[[f"score_{n}" for n in reference.score_names]].to_numpy()
     # Same seeds, the same network; only thread counts change round-off.
     np.testing.assert_allclose(scores, reference.scores, atol=1e-5, rtol=0)
@@ -145,8 +188,9 @@ def test_sweep_and_curve_on_a_real_cluster_survive_a_killed_worker(real_cluster,
     # A reduced sweep through --scheduler.
     config_path = root / "grid.toml"
     config_path.write_text(TINY_SWEEP, encoding="utf-8")
-    result = _cli("sweep", config_path, "--data", export, "--out", root / "sweep",
-                  "--scheduler", real_cluster)
+    result = _cli(
+        "sweep", config_path, "--data", export, "--out", root / "sweep", "--scheduler", real_cluster
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     said = " ".join((result.stdout + result.stderr).split())
     assert f"Dask scheduler {real_cluster}: 2 worker(s) now." in said
@@ -155,21 +199,45 @@ def test_sweep_and_curve_on_a_real_cluster_survive_a_killed_worker(real_cluster,
     folds2 = load_or_make_folds(dataset, k=2, seed=0)
     (cell,) = config.cells
     classes = list(dataset.problem.classes)
-    for reference in run_cnn(dataset, folds2, ResultsDir(root / "ref-sweep"), cell.settings,
-                             seed=0, save_models=False):
-        _assert_fold_equal(sweep.cell_dir(root / "sweep", cell.id) / cell.model
-                           / f"fold-{reference.fold}.csv", reference, classes)
+    for reference in run_cnn(
+        dataset, folds2, ResultsDir(root / "ref-sweep"), cell.settings, seed=0, save_models=False
+    ):
+        _assert_fold_equal(
+            sweep.cell_dir(root / "sweep", cell.id) / cell.model / f"fold-{reference.fold}.csv",
+            reference,
+            classes,
+        )
 
     # A reduced curve through --scheduler; one worker process dies mid-task.
     out = root / "curve"
-    args = ["curve", "--data", export, "--cnn", "lipnet-1", "--epochs", "1", "--fractions",
-            "0.5,1", "--folds", "3", "--out", out, "--scheduler", real_cluster]
+    args = [
+        "curve",
+        "--data",
+        export,
+        "--cnn",
+        "lipnet-1",
+        "--epochs",
+        "1",
+        "--fractions",
+        "0.5,1",
+        "--folds",
+        "3",
+        "--out",
+        out,
+        "--scheduler",
+        real_cluster,
+    ]
     with Client(real_cluster) as client:
         pids = client.run(os.getpid)
-        process = subprocess.Popen([sys.executable, "-m", "liposome_bench", *map(str, args)],
-                                   env=_env(), stdout=subprocess.PIPE,
-                                   stderr=subprocess.STDOUT, text=True, cwd=ROOT,
-                                   start_new_session=True)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "liposome_bench", *map(str, args)],
+            env=_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=ROOT,
+            start_new_session=True,
+        )
         try:
             victim = None
             deadline = time.monotonic() + 90
@@ -196,20 +264,30 @@ def test_sweep_and_curve_on_a_real_cluster_survive_a_killed_worker(real_cluster,
     assert fold_file.exists()
 
     # Every fold equals a local, serial run of the same subsamples.
-    plan = curve.plan_curve(load_or_make_folds(dataset, k=3, seed=0), dataset.y,
-                            list(dataset.problem.classes), root / "ref-curve",
-                            json_cells(out), curve.parse_points("0.5,1"))
+    plan = curve.plan_curve(
+        load_or_make_folds(dataset, k=3, seed=0),
+        dataset.y,
+        list(dataset.problem.classes),
+        root / "ref-curve",
+        json_cells(out),
+        curve.parse_points("0.5,1"),
+    )
     for point in plan.points:
         sub = plan.subsamples[(point.label, 0)]
         for c in plan.cells:
             task_id = curve.task_cell_id(c, point, 0)
             target = ResultsDir(root / "ref-curve" / task_id)
-            references = (run_cnn(dataset, sub, target, c.settings, seed=0, save_models=False)
-                          if c.kind == "cnn" else run_svm(dataset, sub, target, c.settings,
-                                                          jobs=1, seed=0))
+            references = (
+                run_cnn(dataset, sub, target, c.settings, seed=0, save_models=False)
+                if c.kind == "cnn"
+                else run_svm(dataset, sub, target, c.settings, jobs=1, seed=0)
+            )
             for reference in references:
-                _assert_fold_equal(sweep.cell_dir(out, task_id) / c.model
-                                   / f"fold-{reference.fold}.csv", reference, classes)
+                _assert_fold_equal(
+                    sweep.cell_dir(out, task_id) / c.model / f"fold-{reference.fold}.csv",
+                    reference,
+                    classes,
+                )
 
 
 def json_cells(out):
@@ -218,8 +296,13 @@ def json_cells(out):
     from liposome_bench.settings import CNNSettings, SVMSettings
 
     record = json.loads((Path(out) / curve.CURVE_JSON).read_text())
-    return [sweep.Cell(info["kind"], (CNNSettings if info["kind"] == "cnn" else SVMSettings)
-                       .from_mapping(info["settings"])) for info in record["cells"].values()]
+    return [
+        sweep.Cell(
+            info["kind"],
+            (CNNSettings if info["kind"] == "cnn" else SVMSettings).from_mapping(info["settings"]),
+        )
+        for info in record["cells"].values()
+    ]
 
 
 SLURM_EXAMPLE = ROOT / "docs" / "curve.md"
@@ -235,8 +318,9 @@ def test_the_slurm_example_builds_a_cluster_without_submitting(monkeypatch):
     block = re.search(r"<!-- slurm-example -->\n```python\n(.*?)```", text, re.DOTALL)
     assert block, "docs/curve.md lost its SLURM example"
     calls = []
-    monkeypatch.setattr(subprocess, "Popen",
-                        lambda *a, **k: calls.append(a) or pytest.fail("submitted a job"))
+    monkeypatch.setattr(
+        subprocess, "Popen", lambda *a, **k: calls.append(a) or pytest.fail("submitted a job")
+    )
     namespace = {}
     # The documented example, run as written: that is the test.
     exec(compile(block.group(1), "docs/curve.md", "exec"), namespace)  # noqa: S102

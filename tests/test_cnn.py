@@ -14,20 +14,41 @@ from liposome_bench.results import ResultsDir
 
 QUICK = {"epochs": 1, "input_size": 16}
 
-def train(x_fit, y_fit, x_val, y_val, *, n_classes=3, dtype_policy=None, seed=0,
-          class_names=(), reporter=None, **fields):
+
+def train(
+    x_fit,
+    y_fit,
+    x_val,
+    y_val,
+    *,
+    n_classes=3,
+    dtype_policy=None,
+    seed=0,
+    class_names=(),
+    reporter=None,
+    **fields,
+):
     """cnn.train_fold with the CNNSettings made from ``fields`` (weights not
     averaged unless asked; ``patience=None``: never stop early)."""
     fields.setdefault("weight_averaging", 0.0)
     if "patience" in fields and fields["patience"] is None:
         fields["patience"] = 10**9
-    return cnn.train_fold(x_fit, y_fit, x_val, y_val, cnn.CNNSettings(**fields),
-                          n_classes=n_classes, dtype_policy=dtype_policy, seed=seed,
-                          class_names=class_names, reporter=reporter)
-
+    return cnn.train_fold(
+        x_fit,
+        y_fit,
+        x_val,
+        y_val,
+        cnn.CNNSettings(**fields),
+        n_classes=n_classes,
+        dtype_policy=dtype_policy,
+        seed=seed,
+        class_names=class_names,
+        reporter=reporter,
+    )
 
 
 # Options ------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize(
     "spec, expected",
@@ -45,19 +66,23 @@ def test_parse_augment(spec, expected):
 
 
 def test_parse_augment_refuses_unknown_names():
-    with pytest.raises(ConfigError, match=r"^Unknown augmentation 'blur' in --augment "
-                       r"'rotation,blur'; expected 'all', 'none' or a comma-separated "
-                       r"list of flip, rotation, shear, shift, zoom\.$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^Unknown augmentation 'blur' in --augment "
+        r"'rotation,blur'; expected 'all', 'none' or a comma-separated "
+        r"list of flip, rotation, shear, shift, zoom\.$",
+    ):
         cnn.parse_augment("rotation,blur")
 
 
 # Input images --------------------------------------------------------------------
 
+
 def _square_particle(pid="p", size=20, box=(5, 15), value=200.0, seed=0):
     rng = np.random.default_rng(seed)
     image = rng.normal(100.0, 10.0, (size, size)).astype(np.float32)
     mask = np.zeros((size, size), bool)
-    mask[box[0]:box[1], box[0]:box[1]] = True
+    mask[box[0] : box[1], box[0] : box[1]] = True
     image[mask] += value
     return Particle(pid, "unilamellar", image, mask)
 
@@ -129,6 +154,7 @@ def test_empty_mask_and_bad_options_are_one_line_errors():
 
 # Augmentation -----------------------------------------------------------------------
 
+
 def test_augmentation_is_active_in_training_only():
     aug = cnn.build_augmentation("all", seed=3)
     x = np.random.default_rng(0).normal(size=(8, 16, 16, 1)).astype("float32")
@@ -186,8 +212,10 @@ def test_flip_gives_one_of_the_four_flips():
     seen = set()
     for original, flipped in zip(x, out):
         matches = [
-            k for k, f in enumerate([original, original[::-1], original[:, ::-1],
-                                     original[::-1, ::-1]])
+            k
+            for k, f in enumerate(
+                [original, original[::-1], original[:, ::-1], original[::-1, ::-1]]
+            )
             if np.allclose(f, flipped, atol=1e-6)
         ]
         assert matches
@@ -264,26 +292,48 @@ def test_train_fold_with_each_balancing_method(balance, tiny_dataset):
     x = cnn.prepare_images(tiny_dataset, "masked", 12)
     y = tiny_dataset.y
     net, info = train(
-        x[:36], y[:36], x[36:], y[36:], model="lipnet-1", n_classes=3, augment="none",
-        balance=balance, epochs=1, seed=0,
+        x[:36],
+        y[:36],
+        x[36:],
+        y[36:],
+        model="lipnet-1",
+        n_classes=3,
+        augment="none",
+        balance=balance,
+        epochs=1,
+        seed=0,
     )
     assert info["epochs_run"] == 1 and info["best_epoch"] == 1
     assert set(info["history"]) == {"loss", "val_loss", "val_balanced_accuracy", "val_macro_f1"}
     assert net.predict(x[36:], verbose=0).shape == (9, 3)
-    expected = {"undersample": len(y[:36]) - round(0.2 * np.bincount(y[:36]).max()),
-                "smote": 36, "class-weight": 36, "none": 36}[balance]
+    expected = {
+        "undersample": len(y[:36]) - round(0.2 * np.bincount(y[:36]).max()),
+        "smote": 36,
+        "class-weight": 36,
+        "none": 36,
+    }[balance]
     assert sum(info["epoch_counts"]) == expected
 
 
 def test_fcn_trains_on_a_canvas_and_predicts_any_size(tiny_dataset):
     x = cnn.prepare_images(tiny_dataset, "masked", 24, keep_size=True)
     y = tiny_dataset.y
-    net, info = train(x[:36], y[:36], x[36:], y[36:], model="lipnet-fcn",
-                               n_classes=3, augment="rotation", epochs=1, seed=0)
+    net, info = train(
+        x[:36],
+        y[:36],
+        x[36:],
+        y[36:],
+        model="lipnet-fcn",
+        n_classes=3,
+        augment="rotation",
+        epochs=1,
+        seed=0,
+    )
     assert net.predict(np.zeros((2, 40, 40, 1), "float32"), verbose=0).shape == (2, 3)
 
 
 # run_cnn end to end ------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def trained(tiny_dataset, tmp_path_factory):
@@ -360,8 +410,11 @@ def test_resume_retrains_only_missing_folds_to_identical_predictions(tiny_datase
 
 def test_other_settings_are_refused_for_the_same_folder(tiny_dataset, trained):
     folds, results, _ = trained
-    with pytest.raises(ResultsError, match=r"holds lipnet-4 results made with other settings "
-                       r"\(epochs differ\)"):
+    with pytest.raises(
+        ResultsError,
+        match=r"holds lipnet-4 results made with other settings "
+        r"\(epochs differ\)",
+    ):
         cnn.run_cnn(tiny_dataset, folds, results, seed=5, epochs=2, input_size=16)
 
 
@@ -373,7 +426,10 @@ def test_other_settings_are_refused_for_the_same_folder(tiny_dataset, trained):
         ({"optimizer": "rmsprop"}, "Unknown optimizer 'rmsprop'; expected one of adam, sgd."),
         ({"epochs": 0}, "epochs (--epochs) must be an integer of at least 1; got 0."),
         ({"augment": "tilt"}, "Unknown augmentation 'tilt'"),
-        ({"validation_fraction": 1.0}, "validation_fraction (--validation-fraction) must be a number in [0, 1); got 1.0."),
+        (
+            {"validation_fraction": 1.0},
+            "validation_fraction (--validation-fraction) must be a number in [0, 1); got 1.0.",
+        ),
     ],
 )
 def test_bad_options_fail_before_training(tiny_dataset, tmp_path, kwargs, message):
@@ -387,8 +443,17 @@ def test_bad_options_fail_before_training(tiny_dataset, tmp_path, kwargs, messag
 def test_mixed_precision_keeps_float32_outputs(tiny_dataset):
     x = cnn.prepare_images(tiny_dataset, "masked", 12)
     y = tiny_dataset.y
-    net, info = train(x[:36], y[:36], x[36:], y[36:], model="lipnet-4", n_classes=3,
-                               epochs=1, dtype_policy="mixed_bfloat16", seed=0)
+    net, info = train(
+        x[:36],
+        y[:36],
+        x[36:],
+        y[36:],
+        model="lipnet-4",
+        n_classes=3,
+        epochs=1,
+        dtype_policy="mixed_bfloat16",
+        seed=0,
+    )
     assert net.get_layer("block1_conv1").compute_dtype == "bfloat16"
     assert net.get_layer("block1_conv1").kernel.dtype == "float32"
     p = net.predict(x[36:], verbose=0)
@@ -396,6 +461,7 @@ def test_mixed_precision_keeps_float32_outputs(tiny_dataset):
 
 
 # Training speed: schedule, precision, quiet start ------------------------------------
+
 
 def test_learning_rate_warms_up_then_stays_or_decays():
     import keras
@@ -418,8 +484,18 @@ def test_default_training_path_is_deterministic(tiny_dataset, dtype_policy):
     x = cnn.prepare_images(tiny_dataset, "masked", 12)
     y = tiny_dataset.y
     runs = [
-        train(x[:36], y[:36], x[36:], y[36:], model="lipnet-4", n_classes=3,
-                       augment="all", epochs=1, dtype_policy=dtype_policy, seed=3)
+        train(
+            x[:36],
+            y[:36],
+            x[36:],
+            y[36:],
+            model="lipnet-4",
+            n_classes=3,
+            augment="all",
+            epochs=1,
+            dtype_policy=dtype_policy,
+            seed=3,
+        )
         for _ in range(2)
     ]
     p = [net.predict(x[36:], verbose=0) for net, _ in runs]
@@ -452,8 +528,7 @@ def test_backend_noise_filter_drops_only_the_known_lines():
     kept = cnn.filter_backend_noise(text, no_gpu=True, quiet_info=True)
     assert kept == "E0000 00:00:17.4 something.cc:1] a real error\n"
     # On a machine with an NVIDIA device a failing cuInit is a real error.
-    assert "failed call to cuInit" in cnn.filter_backend_noise(text, no_gpu=False,
-                                                               quiet_info=True)
+    assert "failed call to cuInit" in cnn.filter_backend_noise(text, no_gpu=False, quiet_info=True)
     assert cnn.filter_backend_noise(text, no_gpu=False, quiet_info=False) == text
 
 
@@ -468,6 +543,7 @@ def test_device_line_names_the_cpu_or_gpu():
 
 
 # Early stopping on validation macro F1 (issue 8) ---------------------------------
+
 
 def test_monitor_ranks_epochs_by_macro_f1_then_loss():
     a = {"val_loss": 0.50, "val_macro_f1": 0.70}
@@ -492,8 +568,9 @@ def test_default_budget_stops_on_macro_f1():
 
 
 @pytest.mark.parametrize("best, run, expected", [(6, 6, True), (3, 6, False), (2, 4, False)])
-def test_fold_whose_best_epoch_is_the_last_is_flagged(monkeypatch, tmp_path, tiny_dataset,
-                                                      best, run, expected):
+def test_fold_whose_best_epoch_is_the_last_is_flagged(
+    monkeypatch, tmp_path, tiny_dataset, best, run, expected
+):
     from liposome_bench.folds import load_or_make_folds
     from liposome_bench.results import ResultsDir
 
@@ -502,13 +579,25 @@ def test_fold_whose_best_epoch_is_the_last_is_flagged(monkeypatch, tmp_path, tin
             return np.full((len(x), 3), 1 / 3)
 
     def fake_train(x_fit, y_fit, x_val, y_val, settings, **kwargs):
-        return Net(), {"best_epoch": best, "epochs_run": run, "history": {},
-                       "epoch_counts": [1, 1, 1], "train_s": 0.0, "samples_per_s": None}
+        return Net(), {
+            "best_epoch": best,
+            "epochs_run": run,
+            "history": {},
+            "epoch_counts": [1, 1, 1],
+            "train_s": 0.0,
+            "samples_per_s": None,
+        }
 
     monkeypatch.setattr(cnn, "train_fold", fake_train)
     folds = load_or_make_folds(tiny_dataset, k=3)
-    out = cnn.run_cnn(tiny_dataset, folds, ResultsDir(tmp_path / "r"), model="lipnet-1",
-                      epochs=6, save_models=False)
+    out = cnn.run_cnn(
+        tiny_dataset,
+        folds,
+        ResultsDir(tmp_path / "r"),
+        model="lipnet-1",
+        epochs=6,
+        save_models=False,
+    )
     assert all(r.params["under_trained"] is expected for r in out)
     assert all(r.params["stopped_early"] is (run < 6) for r in out)
 
@@ -519,8 +608,15 @@ def test_weight_averaging_scores_and_keeps_the_averaged_weights(tiny_dataset):
     x = cnn.prepare_images(tiny_dataset, "masked", 12)
     y = tiny_dataset.y
     args = (x[:36], y[:36], x[36:], y[36:])
-    options = dict(model="lipnet-1", n_classes=3, augment="none", batch_size=8,
-                   patience=None, early_stopping="loss", seed=0)
+    options = dict(
+        model="lipnet-1",
+        n_classes=3,
+        augment="none",
+        batch_size=8,
+        patience=None,
+        early_stopping="loss",
+        seed=0,
+    )
     raw1, _ = train(*args, epochs=1, **options)
     avg1, info1 = train(*args, epochs=1, weight_averaging=0.5, **options)
     avg2, info2 = train(*args, epochs=2, weight_averaging=0.5, **options)
@@ -530,7 +626,8 @@ def test_weight_averaging_scores_and_keeps_the_averaged_weights(tiny_dataset):
         p = net.predict(x[36:], verbose=0)
         kept = info["best_epoch"] - 1
         assert cnn._validation_metrics(p, y[36:], 3)["val_loss"] == pytest.approx(
-            info["history"]["val_loss"][kept], rel=1e-5)
+            info["history"]["val_loss"][kept], rel=1e-5
+        )
     # averaged weights differ from the raw ones after the same steps
     assert not np.allclose(avg1.get_weights()[0], raw1.get_weights()[0])
     # epoch 2 starts from the raw weights: its training loss is the raw run's

@@ -55,7 +55,11 @@ def run_quick_once(base: Path, tiny_export):
         # float32 everywhere: the automatic bfloat16 of CPUs with native
         # bfloat16 would make the CI baseline depend on the CPU.
         _QUICK["summary"] = comparison.run_benchmark(
-            "lamellarity", tiny_export, quick=True, k=QUICK_FOLDS, out=out,
+            "lamellarity",
+            tiny_export,
+            quick=True,
+            k=QUICK_FOLDS,
+            out=out,
             cnn_options={"mixed_precision": False},
         )
         _QUICK["out"] = out
@@ -119,12 +123,22 @@ def test_tables_print_side_by_side(quick_run):
     display.print_benchmark(summary, console)
     text = console.export_text()
     flat = " ".join(text.split())
-    for needle in ["unilamellar (24 particles)", "uncertain (9 particles)", "F1 (thesis)",
-                   "balanced accuracy", "MCC", "normalised confusion matrix",
-                   "verdict: lipnet-4 − svm, corrected resampled t-test",
-                   "on 3 paired fold scores", "F1 uncertain", "macro F1", "Holm p",
-                   "McNemar (secondary)", "from the 3 folds only",
-                   "interval (Holm-matched)"]:
+    for needle in [
+        "unilamellar (24 particles)",
+        "uncertain (9 particles)",
+        "F1 (thesis)",
+        "balanced accuracy",
+        "MCC",
+        "normalised confusion matrix",
+        "verdict: lipnet-4 − svm, corrected resampled t-test",
+        "on 3 paired fold scores",
+        "F1 uncertain",
+        "macro F1",
+        "Holm p",
+        "McNemar (secondary)",
+        "from the 3 folds only",
+        "interval (Holm-matched)",
+    ]:
         assert needle in flat, needle
     header = next(line for line in text.splitlines() if "metric" in line and "svm" in line)
     assert header.index("svm") < header.index("lipnet-4")
@@ -139,8 +153,10 @@ def test_ci_baseline(quick_run):
     baseline = report.read_baseline(CI_BASELINE)
     recorded = (baseline["source"].get("versions") or {}).get("keras backend")
     if recorded != summary["versions"].get("keras backend"):
-        pytest.skip(f"the CI baseline was recorded with the {recorded} Keras backend; "
-                    "another backend draws other random numbers")
+        pytest.skip(
+            f"the CI baseline was recorded with the {recorded} Keras backend; "
+            "another backend draws other random numbers"
+        )
     assert baseline["source"]["fingerprint"] == summary["dataset"]["fingerprint"], (
         "The tiny test dataset changed (synthetic generator?), so the committed CI baseline "
         "no longer applies. Check the change is intended, then rewrite it with "
@@ -176,8 +192,15 @@ def test_report_of_the_quick_run(quick_run, tmp_path):
 def test_repeats_write_one_folder_per_fold_seed(tmp_path, tiny_export):
     out = tmp_path / "rep"
     summary = comparison.run_benchmark(
-        "lamellarity", tiny_export, cnn_models=[], quick=True, k=QUICK_FOLDS,
-        repeats=2, out=out, svm_options={"C": 8.0, "gamma": 0.0078125}, n_resamples=100,
+        "lamellarity",
+        tiny_export,
+        cnn_models=[],
+        quick=True,
+        k=QUICK_FOLDS,
+        repeats=2,
+        out=out,
+        svm_options={"C": 8.0, "gamma": 0.0078125},
+        n_resamples=100,
     )
     assert summary["repeats"]["fold_seeds"] == [0, 1]
     for r in range(2):
@@ -195,8 +218,9 @@ def test_repeats_write_one_folder_per_fold_seed(tmp_path, tiny_export):
     assert "## Run-to-run spread" in text
     # A single run may not go into a folder of repeated runs.
     with pytest.raises(ResultsError, match="holds a run with --repeats"):
-        comparison.run_benchmark("lamellarity", tiny_export, cnn_models=[], quick=True,
-                                k=QUICK_FOLDS, out=out)
+        comparison.run_benchmark(
+            "lamellarity", tiny_export, cnn_models=[], quick=True, k=QUICK_FOLDS, out=out
+        )
 
 
 def test_with_a_gpu_the_svm_runs_beside_the_cnn(monkeypatch, tmp_path):
@@ -233,16 +257,18 @@ def test_without_a_gpu_models_run_one_after_the_other(monkeypatch):
     monkeypatch.setattr(svm, "run_svm", lambda *a, **k: order.append("svm"))
     monkeypatch.setattr(cnn, "run_cnn", lambda *a, **k: order.append(a[3].model))
     monkeypatch.setattr(comparison, "_gpu_available", lambda: False)
-    comparison._run_models(None, None, None, SVMSettings(), {"lipnet-4": CNNSettings()}, 0, 1,
-                          NullReporter())
+    comparison._run_models(
+        None, None, None, SVMSettings(), {"lipnet-4": CNNSettings()}, 0, 1, NullReporter()
+    )
     assert order == ["svm", "lipnet-4"]
 
 
 def test_quick_subset_is_stratified_and_kept_in_memory(tiny_dataset):
     from liposome_bench.dataset import Dataset
 
-    big = Dataset(tiny_dataset.problem, tiny_dataset.particles * 4, root=Path("/nowhere"),
-                  synthetic=True)
+    big = Dataset(
+        tiny_dataset.problem, tiny_dataset.particles * 4, root=Path("/nowhere"), synthetic=True
+    )
     for i, p in enumerate(big.particles):
         big.particles[i] = type(p)(**{**p.__dict__, "id": f"{i}"})
     subset = comparison.quick_subset(big, seed=0)
@@ -253,8 +279,7 @@ def test_quick_subset_is_stratified_and_kept_in_memory(tiny_dataset):
     assert subset.fingerprint() != big.fingerprint()
 
 
-def test_repeated_verdict_rests_on_every_repeats_fold_scores(monkeypatch, tmp_path,
-                                                            tiny_export):
+def test_repeated_verdict_rests_on_every_repeats_fold_scores(monkeypatch, tmp_path, tiny_export):
     """With --repeats the headline verdict pairs the fold scores of all
     repeats (the CNN is a stand-in that predicts every particle right)."""
     from liposome_bench import cnn
@@ -266,16 +291,38 @@ def test_repeated_verdict_rests_on_every_repeats_fold_scores(monkeypatch, tmp_pa
         for f in range(folds.k):
             test = folds.test_indices(f)
             y = dataset.y[test]
-            results.save_fold(FoldResult(
-                settings.model, f, [dataset.ids[i] for i in test], y, y,
-                np.eye(len(classes))[y], classes, "probability",
-                {"epochs": 3, "epochs_run": 8, "max_epochs": 30, "stopped_early": True,
-                 "under_trained": False}, {}), classes)
+            results.save_fold(
+                FoldResult(
+                    settings.model,
+                    f,
+                    [dataset.ids[i] for i in test],
+                    y,
+                    y,
+                    np.eye(len(classes))[y],
+                    classes,
+                    "probability",
+                    {
+                        "epochs": 3,
+                        "epochs_run": 8,
+                        "max_epochs": 30,
+                        "stopped_early": True,
+                        "under_trained": False,
+                    },
+                    {},
+                ),
+                classes,
+            )
 
     monkeypatch.setattr(cnn, "run_cnn", perfect_cnn)
     summary = comparison.run_benchmark(
-        "lamellarity", tiny_export, cnn_models=["lipnet-1"], quick=True, k=QUICK_FOLDS,
-        repeats=2, out=tmp_path / "rep", svm_options={"C": 8.0, "gamma": 0.0078125},
+        "lamellarity",
+        tiny_export,
+        cnn_models=["lipnet-1"],
+        quick=True,
+        k=QUICK_FOLDS,
+        repeats=2,
+        out=tmp_path / "rep",
+        svm_options={"C": 8.0, "gamma": 0.0078125},
         n_resamples=50,
     )
     verdict = summary["verdict"]
@@ -288,8 +335,10 @@ def test_repeated_verdict_rests_on_every_repeats_fold_scores(monkeypatch, tmp_pa
     assert one["verdict"]["n_scores"] == QUICK_FOLDS
     # The perfect stand-in is never worse than the SVM.
     assert comp["macro_f1"]["difference"] >= 0
-    assert all(e["verdict"] in ("no significant difference", "lipnet-1 better")
-               for e in comp["per_class"].values())
+    assert all(
+        e["verdict"] in ("no significant difference", "lipnet-1 better")
+        for e in comp["per_class"].values()
+    )
 
 
 def test_benchmark_svm_uses_all_features_on_a_custom_problem(tmp_path, tiny_dataset):
@@ -304,8 +353,14 @@ def test_benchmark_svm_uses_all_features_on_a_custom_problem(tmp_path, tiny_data
         p.label = {"unilamellar": "a", "multilamellar": "b", "uncertain": "c"}[p.label]
     custom = write_export(Dataset(custom_problem(["a", "b", "c"]), particles), tmp_path / "ds")
     summary = comparison.run_benchmark(
-        None, custom, cnn_models=[], quick=True, k=QUICK_FOLDS, out=tmp_path / "run",
-        svm_options={"C": 8.0, "gamma": 0.0078125}, n_resamples=100,
+        None,
+        custom,
+        cnn_models=[],
+        quick=True,
+        k=QUICK_FOLDS,
+        out=tmp_path / "run",
+        svm_options={"C": 8.0, "gamma": 0.0078125},
+        n_resamples=100,
     )
     fold = json.loads((tmp_path / "run" / "svm" / "fold-0.json").read_text())
     assert fold["params"]["feature_set"] == "all", summary.keys()
@@ -318,8 +373,14 @@ def test_metrics_by_size_quartile_in_summary_and_report(tmp_path, tiny_export):
 
     out = tmp_path / "q"
     summary = comparison.run_benchmark(
-        "lamellarity", tiny_export, cnn_models=[], quick=True, k=QUICK_FOLDS, out=out,
-        svm_options={"C": 8.0, "gamma": 0.0078125}, n_resamples=100,
+        "lamellarity",
+        tiny_export,
+        cnn_models=[],
+        quick=True,
+        k=QUICK_FOLDS,
+        out=out,
+        svm_options={"C": 8.0, "gamma": 0.0078125},
+        n_resamples=100,
     )
     by = json.loads((out / "summary.json").read_text())["by_size_quartile"]
     assert by == json.loads(json.dumps(summary["by_size_quartile"]))

@@ -24,8 +24,7 @@ def fixed_set():
     y = y[rng.permutation(len(y))]
     groups = np.array([f"m{i // 3}" for i in range(len(y))], dtype=object)
     plain = Folds(3, 0, "f", make_folds(y, CLASSES, 3, 0))
-    grouped = Folds(3, 0, "f", make_folds(y, CLASSES, 3, 0, groups), None, "micrograph",
-                    groups)
+    grouped = Folds(3, 0, "f", make_folds(y, CLASSES, 3, 0, groups), None, "micrograph", groups)
     return y, plain, grouped
 
 
@@ -40,7 +39,8 @@ def test_test_folds_are_identical_at_every_size_and_training_is_stratified(fixed
             assert set(train) <= set(full) and not set(train) & set(sub.test_indices(f))
             counts = np.bincount(y[train], minlength=3)
             np.testing.assert_array_equal(
-                counts, np.round(fraction * np.bincount(y[full], minlength=3)))
+                counts, np.round(fraction * np.bincount(y[full], minlength=3))
+            )
             if previous is not None:  # nested within one repeat
                 assert set(previous.train_indices(f)) <= set(train)
         previous = sub
@@ -76,23 +76,28 @@ def test_a_size_too_small_for_a_class_is_skipped_with_one_line(fixed_set, tmp_pa
     y, folds, _ = fixed_set
     with pytest.raises(CurveError) as info:
         curve.subsample_training(folds, y, CLASSES, fraction=0.07)
-    assert str(info.value).startswith("At 7% of the training folds, class 'uncertain' keeps no "
-                                      "training particle in fold ")
+    assert str(info.value).startswith(
+        "At 7% of the training folds, class 'uncertain' keeps no training particle in fold "
+    )
     assert "\n" not in str(info.value)
     cells = curve.model_cells(["lipnet-1"])
-    plan = curve.plan_curve(folds, y, CLASSES, tmp_path / "out", cells,
-                            curve.parse_points("0.07,0.5"))
+    plan = curve.plan_curve(
+        folds, y, CLASSES, tmp_path / "out", cells, curve.parse_points("0.07,0.5")
+    )
     assert list(plan.skipped) == ["f0.07"] and [p.label for p in plan.points] == ["f0.5"]
     assert len(plan.tasks) == 2 * 3 and plan.done == 0
     assert curve.estimate_seconds(plan) > 0
 
 
-@pytest.mark.parametrize("fractions, per_class, message", [
-    ("0,0.5", None, "--fractions are shares of the training folds in (0, 1]; got 0."),
-    ("a", None, "--fractions expects comma-separated numbers"),
-    (None, "2.5", "--per-class takes whole numbers of particles of at least 1; got 2.5."),
-    ("0.5", "10", "Give --fractions or --per-class, not both."),
-])
+@pytest.mark.parametrize(
+    "fractions, per_class, message",
+    [
+        ("0,0.5", None, "--fractions are shares of the training folds in (0, 1]; got 0."),
+        ("a", None, "--fractions expects comma-separated numbers"),
+        (None, "2.5", "--per-class takes whole numbers of particles of at least 1; got 2.5."),
+        ("0.5", "10", "Give --fractions or --per-class, not both."),
+    ],
+)
 def test_bad_sizes_are_refused(fractions, per_class, message):
     with pytest.raises(ConfigError) as info:
         curve.parse_points(fractions, per_class)
@@ -106,12 +111,12 @@ def test_the_default_sizes_are_the_issue_s():
 
 def test_power_law_fit_and_crossing_are_recovered():
     n = np.array([10.0, 25, 50, 100])
-    svm = 1 - 0.5 * n ** -0.1   # flat: ahead at these sizes
-    cnn = 1 - 1.5 * n ** -0.3   # steeper: catches up
+    svm = 1 - 0.5 * n**-0.1  # flat: ahead at these sizes
+    cnn = 1 - 1.5 * n**-0.3  # steeper: catches up
     fit_s, fit_c = curve.fit_power_law(n, svm), curve.fit_power_law(n, cnn)
     assert fit_s["c"] == pytest.approx(0.1) and fit_c["c"] == pytest.approx(0.3)
     assert np.exp(fit_c["log_b"]) == pytest.approx(1.5)
-    expected = 3.0 ** 5  # 0.5 n^-0.1 = 1.5 n^-0.3
+    expected = 3.0**5  # 0.5 n^-0.1 = 1.5 n^-0.3
     assert curve.crossing(fit_s, fit_c) == pytest.approx(expected)
     np.testing.assert_allclose(curve.predict_power_law(fit_c, n), cnn)
     # Nearly parallel lines cross beyond any float (found by the quick run).
@@ -121,29 +126,50 @@ def test_power_law_fit_and_crossing_are_recovered():
     est = curve.crossing_estimate(n, svm[:, None] + noise, cnn[:, None] - noise, n_boot=200)
     assert est["crossing"] == pytest.approx(expected, rel=0.3)
     assert est["low"] <= est["crossing"] <= est["high"]
-    item = {"class": "uncertain", "model_a": "svm", "model_b": "lipnet-4",
-            "f1_a": list(svm), "f1_b": list(cnn),
-            "verdict_at_largest": "no significant difference", **est}
+    item = {
+        "class": "uncertain",
+        "model_a": "svm",
+        "model_b": "lipnet-4",
+        "f1_a": list(svm),
+        "f1_b": list(cnn),
+        "verdict_at_largest": "no significant difference",
+        **est,
+    }
     line = curve.summary_line(item)
-    assert line.startswith("uncertain: at 100 particles the svm is ahead (F1 svm 0.68 vs "
-                           "lipnet-4 0.62; no significant difference); the fitted curves "
-                           "cross near 2")
+    assert line.startswith(
+        "uncertain: at 100 particles the svm is ahead (F1 svm 0.68 vs "
+        "lipnet-4 0.62; no significant difference); the fitted curves "
+        "cross near 2"
+    )
     assert "beyond 2x the data this extrapolation is a guess" in line
-    assert "no crossing is extrapolated" in curve.summary_line(
-        {**item, "not_learning": ["svm"]})
+    assert "no crossing is extrapolated" in curve.summary_line({**item, "not_learning": ["svm"]})
     # Nearly parallel curves far apart: no crossing within 10x.
-    flat = 1 - 0.9 * n ** -0.11
+    flat = 1 - 0.9 * n**-0.11
     far = curve.crossing_estimate(n, svm[:, None] + noise, flat[:, None] + noise, n_boot=50)
     assert far["crossing"] == np.inf and far["share_crossing"] == 0
     line = curve.summary_line({**item, **far, "f1_b": list(flat)})
-    assert line.endswith("the fitted curves do not cross within 10x the data "
-                         "(1000 particles).")
+    assert line.endswith("the fitted curves do not cross within 10x the data (1000 particles).")
 
 
 def test_curve_runs_on_dask_resumes_and_renders(tmp_path, tiny_export_copy):
     out = tmp_path / "curve"
-    args = ["curve", "--data", str(tiny_export_copy), "--cnn", "lipnet-1", "--epochs", "1",
-            "--fractions", "0.2,0.5,1", "--folds", "3", "--workers", "1", "--out", str(out)]
+    args = [
+        "curve",
+        "--data",
+        str(tiny_export_copy),
+        "--cnn",
+        "lipnet-1",
+        "--epochs",
+        "1",
+        "--fractions",
+        "0.2,0.5,1",
+        "--folds",
+        "3",
+        "--workers",
+        "1",
+        "--out",
+        str(out),
+    ]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     # At 20 % the SVM's grid search lacks a class: said once for the point.
@@ -178,27 +204,57 @@ def test_curve_runs_on_dask_resumes_and_renders(tmp_path, tiny_export_copy):
     assert (out / "report-figures" / "curves.png").stat().st_size > 1000
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--fractions", "0,1"], ("Error: --fractions are shares of the training folds in (0, 1]; "
-                             "got 0. Use --per-class for counts.")),
-    (["--fractions", "0.5", "--per-class", "5"], ("Error: Give --fractions or --per-class, "
-                                                 "not both.")),
-    (["--scheduler", "slurm"], ("Error: --scheduler 'slurm': no protocol; expected 'local' or "
-                               "tcp://HOST:PORT with PORT in 1-65535 (e.g. "
-                               "tcp://10.0.0.5:8786).")),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["--fractions", "0,1"],
+            (
+                "Error: --fractions are shares of the training folds in (0, 1]; "
+                "got 0. Use --per-class for counts."
+            ),
+        ),
+        (
+            ["--fractions", "0.5", "--per-class", "5"],
+            ("Error: Give --fractions or --per-class, not both."),
+        ),
+        (
+            ["--scheduler", "slurm"],
+            (
+                "Error: --scheduler 'slurm': no protocol; expected 'local' or "
+                "tcp://HOST:PORT with PORT in 1-65535 (e.g. "
+                "tcp://10.0.0.5:8786)."
+            ),
+        ),
+    ],
+)
 def test_cli_refuses_bad_options_with_one_line(tiny_export_copy, tmp_path, args, message):
-    result = CliRunner().invoke(cli, ["curve", "--data", str(tiny_export_copy), "--out",
-                                      str(tmp_path / "o"), *args])
+    result = CliRunner().invoke(
+        cli, ["curve", "--data", str(tiny_export_copy), "--out", str(tmp_path / "o"), *args]
+    )
     assert result.exit_code == 2
     assert result.output.strip().splitlines()[-1] == message
 
 
 def test_cli_dry_run_lists_tasks_and_runs_nothing(tiny_export_copy, tmp_path):
     out = tmp_path / "o"
-    result = CliRunner().invoke(cli, ["curve", "--data", str(tiny_export_copy), "--out",
-                                      str(out), "--folds", "3", "--fractions", "0.07,0.5,1",
-                                      "--cnn", "lipnet-1,lipnet-2", "--dry-run"])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "curve",
+            "--data",
+            str(tiny_export_copy),
+            "--out",
+            str(out),
+            "--folds",
+            "3",
+            "--fractions",
+            "0.07,0.5,1",
+            "--cnn",
+            "lipnet-1,lipnet-2",
+            "--dry-run",
+        ],
+    )
     assert result.exit_code == 0, result.output
     text = " ".join(result.output.split())
     assert "2 sizes x 1 repeat(s) x 3 models x 3 folds = 18 tasks (18 to run)" in text

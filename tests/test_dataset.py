@@ -44,7 +44,7 @@ BROKEN_CASES = [
     (
         "missing-image",
         "",
-        'particles.json, object 2 (Id 540002): image images/540002.png does not exist. '
+        "particles.json, object 2 (Id 540002): image images/540002.png does not exist. "
         'Add the file or correct its "Image" name.',
     ),
     (
@@ -114,15 +114,24 @@ BROKEN_CASES = [
 
 SEVERAL_PROBLEMS = [
     "particles.json, object 1 (Id 540001): Class 6 is not a lamellarity code (3, 4, 5).",
-    'particles.json, object 2 (Id 540002): image images/540002.png does not exist. '
+    "particles.json, object 2 (Id 540002): image images/540002.png does not exist. "
     'Add the file or correct its "Image" name.',
     "masks/540003.png is empty (no particle pixels). Redraw the mask, or delete it "
     "to have it derived.",
 ]
 
 
-def make_ring(size=96, radius=28, *, background=0.6, contrast=-0.35, filled=0.0,
-              noise=0.06, centre=None, seed=0):
+def make_ring(
+    size=96,
+    radius=28,
+    *,
+    background=0.6,
+    contrast=-0.35,
+    filled=0.0,
+    noise=0.06,
+    centre=None,
+    seed=0,
+):
     """A rim-darkened ring on noisy background, and the true particle disc."""
     rng = np.random.default_rng(seed)
     cy, cx = centre if centre is not None else ((size - 1) / 2, (size - 1) / 2)
@@ -150,6 +159,7 @@ def iou(a, b):
 
 # Broken inputs ------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("name, inner, line", BROKEN_CASES, ids=[c[0] for c in BROKEN_CASES])
 def test_broken_fixture_gives_its_one_line_error(name, inner, line):
     path = BROKEN / name / inner if inner else BROKEN / name
@@ -172,8 +182,11 @@ def test_several_problems_first_line_names_the_rest_and_check_lists_all():
 def test_check_hint_repeats_the_non_default_options(tmp_path):
     root = shutil.copytree(BROKEN / "several-problems", tmp_path / "d")
     (root / "images").rename(root / "pics")
-    with pytest.raises(DatasetError, match=r"\(and 2 more; run `liposome-bench dataset check "
-                       rf"{root} --problem lamellarity --images-dir pics --pixel-size 0.5`\)$"):
+    with pytest.raises(
+        DatasetError,
+        match=r"\(and 2 more; run `liposome-bench dataset check "
+        rf"{root} --problem lamellarity --images-dir pics --pixel-size 0.5`\)$",
+    ):
         load_dataset(root, "lamellarity", images_dir="pics", pixel_size_nm=0.5)
 
 
@@ -233,30 +246,49 @@ def test_codes_of_no_problem_are_refused(tmp_path):
 @pytest.mark.parametrize(
     "change, line",
     [
-        (lambda o: o.pop("Id"), 'particles.json, object 2: no "Id". Give every particle its own Id.'),
-        (lambda o: o.update(Id=[1]),
-         "particles.json, object 2: Id [1] is not an integer or a string. Give every particle its own Id."),
-        (lambda o: o.pop("Class"),
-         'particles.json, object 2 (Id 701): no "Class" code. Add it (3, 4, 5 for lamellarity; '
-         "7, 8, 10 for encapsulation)."),
-        (lambda o: o.update(Class="three"),
-         "particles.json, object 2 (Id 701): Class 'three' is not an integer code (3, 4, 5 for "
-         "lamellarity; 7, 8, 10 for encapsulation)."),
-        (lambda o: o.pop("Image"),
-         'particles.json, object 2 (Id 701): no "Image" (or "Bmp") file name. Add the name of '
-         "its image file."),
-        (lambda o: o.update(Image=" "),
-         'particles.json, object 2 (Id 701): no "Image" (or "Bmp") file name. Add the name of '
-         "its image file."),
-        (lambda o: o.update(Image="/etc/passwd"),
-         "particles.json, object 2 (Id 701): image path '/etc/passwd' leads outside the images/ "
-         "folder. Use a path inside it."),
-        (lambda o: o.update(Image="..\\..\\secret.png"),
-         "particles.json, object 2 (Id 701): image path '..\\\\..\\\\secret.png' leads outside the "
-         "images/ folder. Use a path inside it."),
-        (lambda o: o.update(PixelSize=-1),
-         "particles.json, object 2 (Id 701): PixelSize -1 is not a positive number of nm per "
-         "pixel. Correct it or leave it out."),
+        (
+            lambda o: o.pop("Id"),
+            'particles.json, object 2: no "Id". Give every particle its own Id.',
+        ),
+        (
+            lambda o: o.update(Id=[1]),
+            "particles.json, object 2: Id [1] is not an integer or a string. Give every particle its own Id.",
+        ),
+        (
+            lambda o: o.pop("Class"),
+            'particles.json, object 2 (Id 701): no "Class" code. Add it (3, 4, 5 for lamellarity; '
+            "7, 8, 10 for encapsulation).",
+        ),
+        (
+            lambda o: o.update(Class="three"),
+            "particles.json, object 2 (Id 701): Class 'three' is not an integer code (3, 4, 5 for "
+            "lamellarity; 7, 8, 10 for encapsulation).",
+        ),
+        (
+            lambda o: o.pop("Image"),
+            'particles.json, object 2 (Id 701): no "Image" (or "Bmp") file name. Add the name of '
+            "its image file.",
+        ),
+        (
+            lambda o: o.update(Image=" "),
+            'particles.json, object 2 (Id 701): no "Image" (or "Bmp") file name. Add the name of '
+            "its image file.",
+        ),
+        (
+            lambda o: o.update(Image="/etc/passwd"),
+            "particles.json, object 2 (Id 701): image path '/etc/passwd' leads outside the images/ "
+            "folder. Use a path inside it.",
+        ),
+        (
+            lambda o: o.update(Image="..\\..\\secret.png"),
+            "particles.json, object 2 (Id 701): image path '..\\\\..\\\\secret.png' leads outside the "
+            "images/ folder. Use a path inside it.",
+        ),
+        (
+            lambda o: o.update(PixelSize=-1),
+            "particles.json, object 2 (Id 701): PixelSize -1 is not a positive number of nm per "
+            "pixel. Correct it or leave it out.",
+        ),
     ],
 )
 def test_bad_export_fields_give_one_line_each(tmp_path, change, line):
@@ -331,6 +363,7 @@ def test_what_is_not_a_dataset_is_named(tmp_path, make, line_end):
 
 # Readers --------------------------------------------------------------------------------
 
+
 def test_export_fixture_reads_with_masks_and_pixel_size():
     dataset = load_export(FIXTURES / "export")
     assert dataset.problem == LAMELLARITY
@@ -375,7 +408,9 @@ def test_write_export_round_trip_keeps_everything(tmp_path):
     assert again.fingerprint() == dataset.fingerprint()
     assert again.ids == dataset.ids
     assert again.synthetic == dataset.synthetic
-    assert [p.pixel_size_nm for p in again.particles] == [p.pixel_size_nm for p in dataset.particles]
+    assert [p.pixel_size_nm for p in again.particles] == [
+        p.pixel_size_nm for p in dataset.particles
+    ]
 
 
 def test_custom_problem_export_keeps_its_class_order(tmp_path):
@@ -394,7 +429,9 @@ def test_export_without_masks_folder_derives_masks_and_says_so(tmp_path):
     dataset = load_dataset(root)
     assert all(p.mask_derived for p in dataset.particles)
     assert min(iou(p.mask, t) for p, t in zip(dataset.particles, truth)) > 0.8
-    assert dataset.warnings[0].startswith("No masks/ folder beside particles.json; every mask was derived")
+    assert dataset.warnings[0].startswith(
+        "No masks/ folder beside particles.json; every mask was derived"
+    )
 
 
 def test_missing_mask_file_is_derived_with_a_warning(tmp_path):
@@ -420,13 +457,20 @@ def test_manifest_reads_custom_labels_formats_and_masks():
     assert dataset.problem.classes == ("spherical", "tubular")
     assert dataset.ids == [f"m{i}" for i in range(6)]
     assert [p.image.dtype for p in dataset.particles] == [
-        np.uint16, np.uint8, np.uint16, np.uint16, np.uint8, np.uint16
+        np.uint16,
+        np.uint8,
+        np.uint16,
+        np.uint16,
+        np.uint8,
+        np.uint16,
     ]
     assert [p.mask_derived for p in dataset.particles] == [False] * 3 + [True] * 3
     assert [p.pixel_size_nm for p in dataset.particles][:5] == [0.5] * 5
     assert np.isnan(dataset.particles[5].pixel_size_nm)
     assert dataset.root == FIXTURES / "manifest"
-    assert load_dataset(FIXTURES / "manifest" / "manifest.csv").fingerprint() == dataset.fingerprint()
+    assert (
+        load_dataset(FIXTURES / "manifest" / "manifest.csv").fingerprint() == dataset.fingerprint()
+    )
 
 
 def test_manifest_labels_of_another_problem_are_problems():
@@ -517,8 +561,9 @@ def test_mrc_stack_reads_labels_ids_and_pixel_size():
     assert dataset.ids == [f"s{i}" for i in range(1, 7)]
     assert [p.label for p in dataset.particles] == ["unilamellar", "multilamellar"] * 3
     assert [p.pixel_size_nm for p in dataset.particles] == pytest.approx([0.6] * 6)
-    assert all(p.image.dtype == np.float32 and p.mask_derived and p.mask.any()
-               for p in dataset.particles)
+    assert all(
+        p.image.dtype == np.float32 and p.mask_derived and p.mask.any() for p in dataset.particles
+    )
     with mrcfile.open(path) as mrc:
         np.testing.assert_array_equal(dataset.particles[3].image, mrc.data[3])
     assert load_dataset(path).fingerprint() == dataset.fingerprint()
@@ -560,7 +605,7 @@ def test_mrc_export_round_trip_keeps_float_images_readable(tmp_path):
 def test_sixteen_bit_tiff_keeps_its_depth(tmp_path):
     import tifffile
 
-    image16 = (np.arange(48 * 48, dtype=np.uint16).reshape(48, 48) * 20)
+    image16 = np.arange(48 * 48, dtype=np.uint16).reshape(48, 48) * 20
     dataset = small_dataset({"unilamellar": 1}, size=48)
     root = write_export(dataset, tmp_path / "d")
     tifffile.imwrite(root / "images" / "700.tif", image16)
@@ -599,6 +644,7 @@ def test_inspect_dataset_returns_the_dataset_or_the_problems():
 
 
 # Mask derivation ---------------------------------------------------------------------
+
 
 @pytest.mark.parametrize(
     "kwargs",
@@ -639,6 +685,7 @@ def test_derive_mask_of_a_flat_image_is_empty_and_reported(tmp_path):
 
 # Description ---------------------------------------------------------------------------
 
+
 def test_describe_dataset_counts_sizes_and_folds(tmp_path):
     from liposome_bench.folds import describe_stored_folds, load_or_make_folds
 
@@ -652,7 +699,9 @@ def test_describe_dataset_counts_sizes_and_folds(tmp_path):
     assert info["class_counts"][0]["percent"] == pytest.approx(100 * 10 / 21)
     widths = [p.image.shape[1] for p in dataset.particles if p.label == "multilamellar"]
     assert info["image_size"]["per_class"]["multilamellar"]["width"] == {
-        "min": min(widths), "median": float(np.median(widths)), "max": max(widths)
+        "min": min(widths),
+        "median": float(np.median(widths)),
+        "max": max(widths),
     }
     heights = [p.image.shape[0] for p in dataset.particles]
     assert info["image_size"]["all"]["height"]["max"] == max(heights)
@@ -694,8 +743,9 @@ def test_extra_keys_and_columns_become_particle_metadata(tmp_path):
 
     src = load_dataset(FIXTURES / "manifest" / "manifest.csv")
     rows = (FIXTURES / "manifest" / "manifest.csv").read_text().splitlines()
-    extra = [rows[0] + ",Micrograph,notes"] + [f"{r},mic-{i % 2},  " for i, r in
-                                               enumerate(rows[1:])]
+    extra = [rows[0] + ",Micrograph,notes"] + [
+        f"{r},mic-{i % 2},  " for i, r in enumerate(rows[1:])
+    ]
     (tmp_path / "m").mkdir()
     for f in (FIXTURES / "manifest").rglob("*"):
         if f.is_file():
@@ -704,8 +754,7 @@ def test_extra_keys_and_columns_become_particle_metadata(tmp_path):
             target.write_bytes(f.read_bytes())
     (tmp_path / "m" / "manifest.csv").write_text("\n".join(extra) + "\n")
     ds = load_manifest(tmp_path / "m" / "manifest.csv")
-    assert [p.meta for p in ds.particles[:2]] == [{"micrograph": "mic-0"},
-                                                  {"micrograph": "mic-1"}]
+    assert [p.meta for p in ds.particles[:2]] == [{"micrograph": "mic-0"}, {"micrograph": "mic-1"}]
     assert len(ds) == len(src)
     back = load_dataset(write_export(ds, tmp_path / "export"))
     assert [p.meta for p in back.particles] == [p.meta for p in ds.particles]

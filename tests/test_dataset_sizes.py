@@ -26,14 +26,20 @@ def test_particle_sizes_are_equivalent_diameters_in_nm_or_px(tiny_dataset):
     p = tiny_dataset.particles[0]
     d = 2 * np.sqrt(p.mask.sum() / np.pi) * p.pixel_size_nm
     assert sizes["all"]["min"] <= d <= sizes["all"]["max"]
-    uni = [2 * np.sqrt(q.mask.sum() / np.pi) * q.pixel_size_nm
-           for q in tiny_dataset.particles if q.label == "unilamellar"]
+    uni = [
+        2 * np.sqrt(q.mask.sum() / np.pi) * q.pixel_size_nm
+        for q in tiny_dataset.particles
+        if q.label == "unilamellar"
+    ]
     assert sizes["per_class"]["unilamellar"]["median"] == pytest.approx(np.median(uni))
     # Multilamellar liposomes are the larger ones in the generator.
-    assert (sizes["per_class"]["multilamellar"]["median"]
-            > sizes["per_class"]["unilamellar"]["median"])
-    unknown = Dataset(tiny_dataset.problem, [
-        dataclasses.replace(q, pixel_size_nm=float("nan")) for q in tiny_dataset.particles])
+    assert (
+        sizes["per_class"]["multilamellar"]["median"] > sizes["per_class"]["unilamellar"]["median"]
+    )
+    unknown = Dataset(
+        tiny_dataset.problem,
+        [dataclasses.replace(q, pixel_size_nm=float("nan")) for q in tiny_dataset.particles],
+    )
     in_px = particle_sizes(unknown)
     assert in_px["unit"] == "px"
     assert in_px["all"]["median"] == pytest.approx(sizes["all"]["median"] / p.pixel_size_nm)
@@ -57,9 +63,11 @@ def test_short_surround_is_warned_about_when_the_input_mode_uses_it(tmp_path):
     assert surround_warning(info, "surrounding") == (
         "the median surround is 4 px, far below the thesis's 50 px, and input mode "
         "'surrounding' feeds it to the CNN: its results are not comparable with the thesis's "
-        "section 8.5. Re-import with --surround 50, or use --input-mode cropped or masked.")
-    result = CliRunner().invoke(cli, ["dataset", "info", str(tmp_path / "ds"),
-                                      "--input-mode", "surrounding"])
+        "section 8.5. Re-import with --surround 50, or use --input-mode cropped or masked."
+    )
+    result = CliRunner().invoke(
+        cli, ["dataset", "info", str(tmp_path / "ds"), "--input-mode", "surrounding"]
+    )
     assert result.exit_code == 0, result.output
     assert "Warning: the median surround is 4 px" in result.stdout
     assert "Particle size (equivalent diameter, px)" in result.stdout

@@ -30,8 +30,16 @@ def tiny_run(tmp_path_factory, tiny_export):
     folds = load_or_make_folds(dataset, k=3, seed=0)
     results = ResultsDir(root / "results")
     run_svm(dataset, folds, results)
-    run_cnn(dataset, folds, results, model="lipnet-1", epochs=1, input_size=16,
-            augment="none", save_models=False)
+    run_cnn(
+        dataset,
+        folds,
+        results,
+        model="lipnet-1",
+        epochs=1,
+        input_size=16,
+        augment="none",
+        save_models=False,
+    )
     return {"root": root, "data": data, "results": results.path, "dataset": dataset}
 
 
@@ -84,13 +92,22 @@ def test_svm_card_records_what_the_final_model_is(svm_bundle, tiny_run):
     assert overall["ci"][0] <= overall["pooled"] <= overall["ci"][1]
     assert "scikit-learn" in card["versions"] and card["pixel_size"]["training_nm"]["median"] > 0
     assert sorted(p.name for p in svm_bundle.iterdir()) == [
-        "cv-predictions.csv", "model.json", "svm.json", "svm.model", "svm.range"]
+        "cv-predictions.csv",
+        "model.json",
+        "svm.json",
+        "svm.model",
+        "svm.range",
+    ]
 
 
 def test_cnn_epochs_are_the_median_best_epoch_of_the_folds(cnn_bundle, tiny_run):
     card = json.loads((cnn_bundle / "model.json").read_text())
-    best = [json.loads((tiny_run["results"] / "lipnet-1" / f"fold-{f}.json").read_text())
-            ["params"]["epochs"] for f in range(3)]
+    best = [
+        json.loads((tiny_run["results"] / "lipnet-1" / f"fold-{f}.json").read_text())["params"][
+            "epochs"
+        ]
+        for f in range(3)
+    ]
     hp = card["training"]["hyperparameters"]
     assert hp["fold_best_epochs"] == best
     assert hp["epochs"] == int(round(float(np.median(best)))) == hp["epochs_run"]
@@ -101,8 +118,10 @@ def test_cnn_epochs_are_the_median_best_epoch_of_the_folds(cnn_bundle, tiny_run)
 
 def test_cv_predictions_are_the_runs_out_of_fold_predictions(svm_bundle, tiny_run):
     table = pd.read_csv(svm_bundle / "cv-predictions.csv", dtype={"id": str})
-    folds = pd.concat(pd.read_csv(tiny_run["results"] / "svm" / f"fold-{f}.csv",
-                                  dtype={"id": str}) for f in range(3))
+    folds = pd.concat(
+        pd.read_csv(tiny_run["results"] / "svm" / f"fold-{f}.csv", dtype={"id": str})
+        for f in range(3)
+    )
     assert list(table["id"]) == list(folds["id"])
     assert list(table["predicted"]) == list(folds["predicted"])
     p = table[["p_unilamellar", "p_multilamellar", "p_uncertain"]].to_numpy()
@@ -123,14 +142,16 @@ def test_other_data_than_the_runs_is_refused(tiny_run, unlabelled, tmp_path):
 
     generate_export("lamellarity", tmp_path / "other", n=60, seed=7)
     with pytest.raises(DatasetError, match="not the dataset the results were made from"):
-        deploy.train_from_results(tiny_run["results"], "svm", tmp_path / "m",
-                                  data=tmp_path / "other")
+        deploy.train_from_results(
+            tiny_run["results"], "svm", tmp_path / "m", data=tmp_path / "other"
+        )
 
 
 def test_a_model_not_in_the_run_is_refused(tiny_run, tmp_path):
     with pytest.raises(Exception, match="holds no lipnet-4 results"):
-        deploy.train_from_results(tiny_run["results"], "lipnet-4", tmp_path / "m",
-                                  data=tiny_run["data"])
+        deploy.train_from_results(
+            tiny_run["results"], "lipnet-4", tmp_path / "m", data=tiny_run["data"]
+        )
 
 
 # Safety ------------------------------------------------------------------------------------
@@ -145,12 +166,15 @@ def test_newer_schema_is_refused_with_its_version(svm_bundle, tmp_path):
         deploy.load_bundle(copy)
 
 
-@pytest.mark.parametrize("expect, message", [
-    ({"problem": "encapsulation"}, "trained for lamellarity .*, not encapsulation"),
-    ({"feature_set": "all"}, "uses feature set vironova, not all"),
-    ({"input_size": 28}, "is an SVM on features, not a CNN"),
-    ({"classes": ["full", "empty", "uncertain"]}, "the data's classes are full, empty"),
-])
+@pytest.mark.parametrize(
+    "expect, message",
+    [
+        ({"problem": "encapsulation"}, "trained for lamellarity .*, not encapsulation"),
+        ({"feature_set": "all"}, "uses feature set vironova, not all"),
+        ({"input_size": 28}, "is an SVM on features, not a CNN"),
+        ({"classes": ["full", "empty", "uncertain"]}, "the data's classes are full, empty"),
+    ],
+)
 def test_a_bundle_for_other_data_is_refused_in_one_line(svm_bundle, expect, message):
     bundle = deploy.load_bundle(svm_bundle)
     with pytest.raises(BundleError, match=message) as info:
@@ -196,16 +220,24 @@ def test_encapsulation_labels_are_refused_by_a_lamellarity_bundle(svm_bundle, tm
 
 
 @pytest.mark.parametrize("which", ["svm", "cnn"])
-def test_predict_unlabelled_particles_as_the_labelled_ones(which, svm_bundle, cnn_bundle,
-                                                          unlabelled, tiny_run):
+def test_predict_unlabelled_particles_as_the_labelled_ones(
+    which, svm_bundle, cnn_bundle, unlabelled, tiny_run
+):
     bundle = svm_bundle if which == "svm" else cnn_bundle
     blind = deploy.predict(bundle, unlabelled)
     seen = deploy.predict(bundle, tiny_run["data"])
     assert len(blind.table) == 45 and "label" not in blind.table
     assert list(seen.table["label"]) == [p.label for p in tiny_run["dataset"].particles]
     np.testing.assert_allclose(blind.probabilities, seen.probabilities)
-    assert list(blind.table.columns) == ["id", "predicted", "p_unilamellar", "p_multilamellar",
-                                         "p_uncertain", "confidence", "abstained"]
+    assert list(blind.table.columns) == [
+        "id",
+        "predicted",
+        "p_unilamellar",
+        "p_multilamellar",
+        "p_uncertain",
+        "confidence",
+        "abstained",
+    ]
     np.testing.assert_allclose(blind.probabilities.sum(axis=1), 1.0, atol=1e-5)
     assert not blind.abstained.any()
 
@@ -225,11 +257,13 @@ def test_target_precision_uses_the_cv_predictions_threshold(cnn_bundle, unlabell
     y_pred = cv["predicted"].map(classes.index).to_numpy()
     y_true = cv["label"].map(classes.index).to_numpy()
     expected = abstention.threshold_for_precision(
-        y_true, y_pred, p[np.arange(len(p)), y_pred], 0, 0.9)
+        y_true, y_pred, p[np.arange(len(p)), y_pred], 0, 0.9
+    )
     found = result.thresholds["unilamellar"]
     assert found["threshold"] == expected["threshold"] and found["target"] == 0.9
-    held = abstention.held_out_threshold(y_true, y_pred, p[np.arange(len(p)), y_pred],
-                                         cv["fold"].to_numpy(), 0, 0.9)
+    held = abstention.held_out_threshold(
+        y_true, y_pred, p[np.arange(len(p)), y_pred], cv["fold"].to_numpy(), 0, 0.9
+    )
     assert found["held_out"] == held and found["calibration_shift"] == 0.0
     limit = np.inf if expected["threshold"] is None else expected["threshold"]
     conf = result.table["confidence"].to_numpy()
@@ -331,9 +365,11 @@ def test_cnn_onnx_matches_the_tool(cnn_bundle, unlabelled, tmp_path):
     np.testing.assert_allclose(probabilities, result.probabilities, atol=1e-4, rtol=0)
 
 
-@pytest.mark.skipif(SVM_PREDICT is None or SVM_SCALE is None,
-                    reason="LIBSVM's svm-predict/svm-scale are not installed "
-                    "(Debian/Ubuntu: apt-get install libsvm-tools)")
+@pytest.mark.skipif(
+    SVM_PREDICT is None or SVM_SCALE is None,
+    reason="LIBSVM's svm-predict/svm-scale are not installed "
+    "(Debian/Ubuntu: apt-get install libsvm-tools)",
+)
 def test_bundle_files_work_with_svm_scale_and_svm_predict(svm_bundle, unlabelled, tmp_path):
     from sklearn.datasets import dump_svmlight_file
 
@@ -342,14 +378,24 @@ def test_bundle_files_work_with_svm_scale_and_svm_predict(svm_bundle, unlabelled
     bundle = deploy.load_bundle(svm_bundle)
     result = deploy.predict(svm_bundle, unlabelled)
     X = extract_features(result.dataset, "vironova")[bundle.card["input"]["features"]]
-    dump_svmlight_file(X.to_numpy(), np.zeros(len(X)), str(tmp_path / "raw.txt"),
-                       zero_based=False)
-    scaled = subprocess.run([SVM_SCALE, "-r", str(svm_bundle / "svm.range"),
-                             str(tmp_path / "raw.txt")], capture_output=True, text=True,
-                            check=True).stdout
+    dump_svmlight_file(X.to_numpy(), np.zeros(len(X)), str(tmp_path / "raw.txt"), zero_based=False)
+    scaled = subprocess.run(
+        [SVM_SCALE, "-r", str(svm_bundle / "svm.range"), str(tmp_path / "raw.txt")],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     (tmp_path / "scaled.txt").write_text(scaled)
-    subprocess.run([SVM_PREDICT, str(tmp_path / "scaled.txt"), str(svm_bundle / "svm.model"),
-                    str(tmp_path / "out.txt")], capture_output=True, check=True)
+    subprocess.run(
+        [
+            SVM_PREDICT,
+            str(tmp_path / "scaled.txt"),
+            str(svm_bundle / "svm.model"),
+            str(tmp_path / "out.txt"),
+        ],
+        capture_output=True,
+        check=True,
+    )
     predicted = [int(float(v)) for v in (tmp_path / "out.txt").read_text().split()]
     # svm-scale prints 6 significant digits: allow a particle on a boundary to differ.
     agree = np.mean(np.array(predicted) == result.y_pred)
@@ -382,17 +428,36 @@ def _cli(*args):
 
 def test_cli_train_predict_export_as_a_user(tiny_run, unlabelled, tmp_path):
     out = tmp_path / "m"
-    result = _cli("train", "--from-results", tiny_run["results"], "--model", "svm",
-                  "--data", tiny_run["data"], "--out", out)
+    result = _cli(
+        "train",
+        "--from-results",
+        tiny_run["results"],
+        "--model",
+        "svm",
+        "--data",
+        tiny_run["data"],
+        "--out",
+        out,
+    )
     assert result.exit_code == 0, result.output
     assert "svm trained on all 45 particles (lamellarity): C=" in result.output
     assert "(synthetic data)" in result.output
-    result = _cli("predict", out, "--data", unlabelled, "--target-precision",
-                  "unilamellar=0.8", "--out", tmp_path / "p.csv")
+    result = _cli(
+        "predict",
+        out,
+        "--data",
+        unlabelled,
+        "--target-precision",
+        "unilamellar=0.8",
+        "--out",
+        tmp_path / "p.csv",
+    )
     assert result.exit_code == 0, result.output
     assert "unilamellar: precision 0.8 needs confidence >=" in result.output
-    assert "unilamellar: expect (out of sample: each fold's threshold chosen on the other" \
+    assert (
+        "unilamellar: expect (out of sample: each fold's threshold chosen on the other"
         in result.output
+    )
     assert "45 particles:" in result.output and "per-class metrics" not in result.output
     table = pd.read_csv(tmp_path / "p.csv")
     assert len(table) == 45 and "abstained" in table
@@ -406,21 +471,43 @@ def test_cli_train_predict_export_as_a_user(tiny_run, unlabelled, tmp_path):
 
 def test_cli_train_cross_validates_first_without_results(tiny_export_copy, tmp_path):
     out = tmp_path / "m"
-    result = _cli("train", "--model", "svm", "--data", tiny_export_copy, "--folds", 3,
-                  "--grid", "coarse", "--out", out)
+    result = _cli(
+        "train",
+        "--model",
+        "svm",
+        "--data",
+        tiny_export_copy,
+        "--folds",
+        3,
+        "--grid",
+        "coarse",
+        "--out",
+        out,
+    )
     assert result.exit_code == 0, result.output
     assert (tmp_path / "m-cv" / "svm" / "fold-2.json").is_file()
     card = json.loads((out / "model.json").read_text())
     assert card["training"]["results"] == str(tmp_path / "m-cv")
 
 
-@pytest.mark.parametrize("args, line", [
-    (("--config", "x.toml"), "Error: Invalid value for '--config'"),
-    (("--grid", "full"), "Error: --grid cannot be combined with --from-results"),
-])
+@pytest.mark.parametrize(
+    "args, line",
+    [
+        (("--config", "x.toml"), "Error: Invalid value for '--config'"),
+        (("--grid", "full"), "Error: --grid cannot be combined with --from-results"),
+    ],
+)
 def test_cli_train_refuses_settings_beside_from_results(tiny_run, tmp_path, args, line):
-    result = _cli("train", "--from-results", tiny_run["results"], "--model", "svm",
-                  *args, "--out", tmp_path / "m")
+    result = _cli(
+        "train",
+        "--from-results",
+        tiny_run["results"],
+        "--model",
+        "svm",
+        *args,
+        "--out",
+        tmp_path / "m",
+    )
     assert result.exit_code == 2 and line in result.output
 
 
@@ -431,8 +518,11 @@ def test_cli_predict_with_a_newer_bundle_is_one_error_line(svm_bundle, unlabelle
     (copy / "model.json").write_text(json.dumps(card))
     result = _cli("predict", copy, "--data", unlabelled, "--out", tmp_path / "p.csv")
     assert result.exit_code == 2
-    assert result.output.strip().splitlines()[-1].startswith(
-        f"Error: {copy} is a model bundle of schema version 7;")
+    assert (
+        result.output.strip()
+        .splitlines()[-1]
+        .startswith(f"Error: {copy} is a model bundle of schema version 7;")
+    )
     assert not (tmp_path / "p.csv").exists()
 
 
@@ -445,8 +535,7 @@ def test_labelled_data_of_some_classes_only_is_accepted(svm_bundle, tiny_run, tm
     assert list(result.table["label"]) == ["unilamellar"] * 6
 
 
-def test_final_cnn_trains_with_the_cross_validated_settings(tiny_export, tmp_path,
-                                                           monkeypatch):
+def test_final_cnn_trains_with_the_cross_validated_settings(tiny_export, tmp_path, monkeypatch):
     """Issue 22 item 1 / issue 21 step 1: the final training receives the run's
     own CNNSettings (cosine schedule, two warm-up epochs, weight averaging,
     balancing, precision policy); only the epochs differ."""
@@ -462,9 +551,18 @@ def test_final_cnn_trains_with_the_cross_validated_settings(tiny_export, tmp_pat
     dataset = load_dataset(data)
     folds = load_or_make_folds(dataset, k=3, seed=0)
     results = ResultsDir(tmp_path / "results")
-    cv = CNNSettings(model="lipnet-1", epochs=2, input_size=16, augment="flip",
-                     lr_schedule="cosine", warmup_epochs=2, weight_averaging=0.5,
-                     balance="undersample", mixed_precision=False, l2=1e-4)
+    cv = CNNSettings(
+        model="lipnet-1",
+        epochs=2,
+        input_size=16,
+        augment="flip",
+        lr_schedule="cosine",
+        warmup_epochs=2,
+        weight_averaging=0.5,
+        balance="undersample",
+        mixed_precision=False,
+        l2=1e-4,
+    )
     run_cnn_calls, final_calls = [], []
     real = cnn.train_fold
 
@@ -487,6 +585,7 @@ def test_final_cnn_trains_with_the_cross_validated_settings(tiny_export, tmp_pat
     card = json.loads((tmp_path / "m" / "model.json").read_text())
     differs = card["training"]["hyperparameters"]["trained_as_cross_validated"]["differs"]
     assert "epochs" in differs
+
 
 # A bundle verifies itself (issue 26) -------------------------------------------------------
 
@@ -547,22 +646,37 @@ def _edit_range(card, folder):
         handle.write("99 0 1\n")
 
 
-@pytest.mark.parametrize("edit, message", [
-    (_swap_classes, ("problem.name is 'lamellarity', whose classes are unilamellar, "
-                     "multilamellar, uncertain, but problem.classes is multilamellar")),
-    (_swap_custom, ("lists the classes multilamellar, unilamellar, uncertain but the model's "
-                    "cross-validated predictions")),
-    (_two_classes, "probabilities.calibration.coef is .*; a 2 x 1 matrix of finite numbers"),
-    (_problem, "problem.name is 'encapsulation', whose classes are full, empty, uncertain"),
-    (_family, "family is 'cnn' but model is 'svm'"),
-    (lambda card, folder: card["problem"].update(name="mine"),
-     "problem.name is 'mine' but problem.classes are those of the built-in problem "
-     "'lamellarity'"),
-    (_nan_calibration, "probabilities.calibration.coef is .*; a 3 x 3 matrix of finite"),
-    (_missing_input, "input.feature_set is missing"),
-    (_outside, "files.libsvm_model is '../elsewhere/svm.model', which is not a file inside"),
-    (_edit_range, "svm.range changed since the bundle was trained"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (
+            _swap_classes,
+            (
+                "problem.name is 'lamellarity', whose classes are unilamellar, "
+                "multilamellar, uncertain, but problem.classes is multilamellar"
+            ),
+        ),
+        (
+            _swap_custom,
+            (
+                "lists the classes multilamellar, unilamellar, uncertain but the model's "
+                "cross-validated predictions"
+            ),
+        ),
+        (_two_classes, "probabilities.calibration.coef is .*; a 2 x 1 matrix of finite numbers"),
+        (_problem, "problem.name is 'encapsulation', whose classes are full, empty, uncertain"),
+        (_family, "family is 'cnn' but model is 'svm'"),
+        (
+            lambda card, folder: card["problem"].update(name="mine"),
+            "problem.name is 'mine' but problem.classes are those of the built-in problem "
+            "'lamellarity'",
+        ),
+        (_nan_calibration, "probabilities.calibration.coef is .*; a 3 x 3 matrix of finite"),
+        (_missing_input, "input.feature_set is missing"),
+        (_outside, "files.libsvm_model is '../elsewhere/svm.model', which is not a file inside"),
+        (_edit_range, "svm.range changed since the bundle was trained"),
+    ],
+)
 def test_an_edited_svm_bundle_is_refused_in_one_line(svm_bundle, tmp_path, edit, message):
     copy = _edited(svm_bundle, tmp_path, edit)
     with pytest.raises(BundleError, match=message) as info:
@@ -575,10 +689,12 @@ def test_svm_classes_are_checked_against_svm_json_and_the_libsvm_header(svm_bund
     def swap_everywhere(card, folder):
         _swap_custom(card, folder)
         table = pd.read_csv(folder / "cv-predictions.csv", dtype={"id": str})
-        table = table.rename(columns={"p_unilamellar": "p_multilamellar",
-                                      "p_multilamellar": "p_unilamellar"})
-        table = table[["id", "label", "fold", "predicted", "p_multilamellar", "p_unilamellar",
-                       "p_uncertain"]]
+        table = table.rename(
+            columns={"p_unilamellar": "p_multilamellar", "p_multilamellar": "p_unilamellar"}
+        )
+        table = table[
+            ["id", "label", "fold", "predicted", "p_multilamellar", "p_unilamellar", "p_uncertain"]
+        ]
         table.to_csv(folder / "cv-predictions.csv", index=False)
 
     copy = _edited(svm_bundle, tmp_path, swap_everywhere, reseal=True)
@@ -598,8 +714,9 @@ def test_svm_classes_are_checked_against_svm_json_and_the_libsvm_header(svm_bund
 def test_a_truncated_libsvm_file_is_refused_before_libsvm_reads_it(svm_bundle, tmp_path, cut):
     def truncate(card, folder):
         data = (folder / "svm.model").read_bytes()
-        end = (data.rindex(b"\n", 0, len(data) - 1) + 1 if cut == "last line"
-               else int(len(data) * cut))
+        end = (
+            data.rindex(b"\n", 0, len(data) - 1) + 1 if cut == "last line" else int(len(data) * cut)
+        )
         (folder / "svm.model").write_bytes(data[:end])
 
     copy = _edited(svm_bundle, tmp_path, truncate, reseal=True)
@@ -675,18 +792,25 @@ def test_card_records_a_sha256_of_every_file(svm_bundle, cnn_bundle):
 
 
 @pytest.mark.parametrize("command", ["predict", "export"])
-@pytest.mark.parametrize("edit, message", [
-    (_swap_custom, "lists the classes multilamellar, unilamellar, uncertain"),
-    (_edit_range, "svm.range changed since the bundle was trained"),
-    (_family, "fails the model-card schema: family is 'cnn' but model is 'svm'"),
-])
-def test_cli_refuses_an_edited_bundle_in_one_line(svm_bundle, unlabelled, tmp_path, command,
-                                                 edit, message):
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (_swap_custom, "lists the classes multilamellar, unilamellar, uncertain"),
+        (_edit_range, "svm.range changed since the bundle was trained"),
+        (_family, "fails the model-card schema: family is 'cnn' but model is 'svm'"),
+    ],
+)
+def test_cli_refuses_an_edited_bundle_in_one_line(
+    svm_bundle, unlabelled, tmp_path, command, edit, message
+):
     import re
 
     copy = _edited(svm_bundle, tmp_path, edit)
-    args = (["--data", unlabelled, "--out", tmp_path / "p.csv"] if command == "predict"
-            else ["--out", tmp_path / "p.csv"])
+    args = (
+        ["--data", unlabelled, "--out", tmp_path / "p.csv"]
+        if command == "predict"
+        else ["--out", tmp_path / "p.csv"]
+    )
     result = _cli(command, copy, *args)
     assert result.exit_code == 2, result.output
     lines = result.output.strip().splitlines()
@@ -720,8 +844,9 @@ def test_cli_never_writes_onto_the_bundle(svm_bundle, unlabelled, tmp_path, comm
 
 
 def test_cli_predict_never_writes_into_the_data(svm_bundle, unlabelled, tmp_path):
-    result = _cli("predict", svm_bundle, "--data", unlabelled, "--out",
-                  unlabelled / "particles.json")
+    result = _cli(
+        "predict", svm_bundle, "--data", unlabelled, "--out", unlabelled / "particles.json"
+    )
     assert result.exit_code == 2
     assert "lies inside the data" in result.output
 
@@ -752,20 +877,30 @@ def test_train_out_onto_its_inputs_is_refused(tiny_run, tmp_path):
     with pytest.raises(OutputError, match="--out .* is the cross-validation folder"):
         deploy.train_model("svm", tmp_path / "m", data=tiny_run["data"], cv_out=tmp_path / "m")
 
+
 # The final SVM is trained as the run cross-validated it (issue 22 item 1) ------------------
 
 
-def test_final_svm_keeps_the_runs_grouping_and_units(tmp_path, tiny_dataset, unlabelled,
-                                                     monkeypatch):
+def test_final_svm_keeps_the_runs_grouping_and_units(
+    tmp_path, tiny_dataset, unlabelled, monkeypatch
+):
     from liposome_bench import svm as svm_module
     from liposome_bench.dataset import Dataset, Particle, load_dataset, write_export
     from liposome_bench.folds import load_or_make_folds
     from liposome_bench.results import ResultsDir
     from liposome_bench.svm import run_svm
 
-    particles = [Particle(p.id, p.label, p.image, p.mask, pixel_size_nm=p.pixel_size_nm,
-                          meta={**p.meta, "micrograph": f"m{i % 9}"})
-                 for i, p in enumerate(tiny_dataset.particles)]
+    particles = [
+        Particle(
+            p.id,
+            p.label,
+            p.image,
+            p.mask,
+            pixel_size_nm=p.pixel_size_nm,
+            meta={**p.meta, "micrograph": f"m{i % 9}"},
+        )
+        for i, p in enumerate(tiny_dataset.particles)
+    ]
     data = write_export(Dataset(tiny_dataset.problem, particles), tmp_path / "data")
     dataset = load_dataset(data)
     folds = load_or_make_folds(dataset, k=3, seed=0, group_by="micrograph")
@@ -796,8 +931,16 @@ def test_final_svm_keeps_the_runs_grouping_and_units(tmp_path, tiny_dataset, unl
 
 
 def test_cli_predict_group_by_micrograph_writes_fractions(svm_bundle, tiny_run, tmp_path):
-    result = _cli("predict", svm_bundle, "--data", tiny_run["data"], "--group-by",
-                  "micrograph", "--out", tmp_path / "p.csv")
+    result = _cli(
+        "predict",
+        svm_bundle,
+        "--data",
+        tiny_run["data"],
+        "--group-by",
+        "micrograph",
+        "--out",
+        tmp_path / "p.csv",
+    )
     assert result.exit_code == 0, result.output
     assert "Class fractions per micrograph" in result.output
     table = pd.read_csv(tmp_path / "p-fractions.csv", dtype={"group": str})
@@ -806,6 +949,14 @@ def test_cli_predict_group_by_micrograph_writes_fractions(svm_bundle, tiny_run, 
     assert set(table["group"]) == groups
     sums = table.groupby(["group", "method"])["fraction"].sum()
     assert np.allclose(sums, 1.0)
-    bad = _cli("predict", svm_bundle, "--data", tiny_run["data"], "--group-by", "nosuchkey",
-               "--out", tmp_path / "q.csv")
+    bad = _cli(
+        "predict",
+        svm_bundle,
+        "--data",
+        tiny_run["data"],
+        "--group-by",
+        "nosuchkey",
+        "--out",
+        tmp_path / "q.csv",
+    )
     assert bad.exit_code == 2 and "Error: --group-by nosuchkey" in bad.output

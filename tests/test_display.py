@@ -24,9 +24,18 @@ CLASSES = ["unilamellar", "multilamellar", "uncertain"]
 
 def _fold(fold, y_true, y_pred, **params):
     n = len(y_true)
-    return FoldResult("svm", fold, [str(i) for i in range(n)], np.asarray(y_true),
-                      np.asarray(y_pred), np.zeros((n, 0)), [], "decision", params=params,
-                      timings={"fit_s": 1.25})
+    return FoldResult(
+        "svm",
+        fold,
+        [str(i) for i in range(n)],
+        np.asarray(y_true),
+        np.asarray(y_pred),
+        np.zeros((n, 0)),
+        [],
+        "decision",
+        params=params,
+        timings={"fit_s": 1.25},
+    )
 
 
 def _render(renderable, width=80):
@@ -58,8 +67,16 @@ def test_format_mean_std(ms, n_folds, expected):
 
 @pytest.mark.parametrize(
     "value, expected",
-    [(128.0, "2^7"), (2**-11, "2^-11"), (3.0, "3"), (0.8679, "0.8679"), (None, "—"),
-     ("coarse", "coarse"), (8, "8"), (2, "2")],
+    [
+        (128.0, "2^7"),
+        (2**-11, "2^-11"),
+        (3.0, "3"),
+        (0.8679, "0.8679"),
+        (None, "—"),
+        ("coarse", "coarse"),
+        (8, "8"),
+        (2, "2"),
+    ],
 )
 def test_format_param_shows_powers_of_two(value, expected):
     assert format_param(value) == expected
@@ -95,12 +112,22 @@ def test_raw_confusion_table_is_the_average_per_fold():
 
 
 def test_print_model_summary_and_fold_table():
-    folds = [_fold(0, [0, 1, 2], [0, 1, 2], C=128.0, gamma=2**-11, grid_score=0.87),
-             _fold(1, [0, 1, 2], [0, 1, 1], C=8.0, gamma=2**-7, grid_score=None)]
+    folds = [
+        _fold(0, [0, 1, 2], [0, 1, 2], C=128.0, gamma=2**-11, grid_score=0.87),
+        _fold(1, [0, 1, 2], [0, 1, 1], C=8.0, gamma=2**-7, grid_score=None),
+    ]
     console = Console(width=100, record=True, color_system=None)
     print_model_summary(console, "SVM", summarise_folds(folds, CLASSES))
     console.print(fold_table(folds, ("C", "gamma", "grid_score"), ("fit_s",)))
     text = console.export_text()
-    for part in ("per-class metrics", "overall", "normalised confusion matrix", "balanced accuracy",
-                 "2^7", "2^-11", "0.87", "1.2"):
+    for part in (
+        "per-class metrics",
+        "overall",
+        "normalised confusion matrix",
+        "balanced accuracy",
+        "2^7",
+        "2^-11",
+        "0.87",
+        "1.2",
+    ):
         assert part in text

@@ -126,7 +126,7 @@ def test_diameter_equals_brute_force_over_pixel_centres(seed):
     rng = np.random.default_rng(seed)
     h, w = rng.integers(5, 60, size=2)
     mask = np.zeros((64, 64), bool)
-    mask[2:2 + h, 2:2 + w] = rng.random((h, w)) < 0.05
+    mask[2 : 2 + h, 2 : 2 + w] = rng.random((h, w)) < 0.05
     mask[2 + h // 2, 2 + w // 2] = True
     points = np.argwhere(mask).astype(float)
     brute = np.sqrt(((points[:, None] - points[None]) ** 2).sum(-1).max())
@@ -135,12 +135,15 @@ def test_diameter_equals_brute_force_over_pixel_centres(seed):
     assert brute * (1 - 4e-5) <= f["diameter_px"] <= brute
 
 
-@pytest.mark.parametrize("rows,cols,width", [
-    (slice(20, 21), slice(20, 21), 2.0),  # one pixel
-    (slice(20, 21), slice(5, 30), 2.0),   # a line
-    (slice(0, 40), slice(0, 10), 10.0),   # cut by the image border
-    (slice(None), slice(None), 40.0),     # the whole image
-])
+@pytest.mark.parametrize(
+    "rows,cols,width",
+    [
+        (slice(20, 21), slice(20, 21), 2.0),  # one pixel
+        (slice(20, 21), slice(5, 30), 2.0),  # a line
+        (slice(0, 40), slice(0, 10), 10.0),  # cut by the image border
+        (slice(None), slice(None), 40.0),  # the whole image
+    ],
+)
 def test_degenerate_masks_give_finite_features(rows, cols, width):
     image = np.random.default_rng(0).integers(0, 255, (40, 40)).astype(np.uint8)
     mask = np.zeros((40, 40), bool)
@@ -153,10 +156,14 @@ def test_degenerate_masks_give_finite_features(rows, cols, width):
 
 # Intensity features ----------------------------------------------------------
 
-@pytest.mark.parametrize("dtype,value,expected_bin", [
-    (np.uint8, 200, 200 // 8),
-    (np.uint16, 40000, 40000 // 2048),
-])
+
+@pytest.mark.parametrize(
+    "dtype,value,expected_bin",
+    [
+        (np.uint8, 200, 200 // 8),
+        (np.uint16, 40000, 40000 // 2048),
+    ],
+)
 def test_histogram_uses_the_dtype_range_and_sums_to_one(dtype, value, expected_bin):
     mask, _ = disc(15)
     image = blank(mask, 10, dtype)
@@ -222,8 +229,10 @@ def test_signal_to_noise_rises_with_membrane_contrast():
     membrane = (dist > 27) & (dist <= 30)
     faint[membrane] -= 5
     strong[membrane] -= 60
-    snr = [compute_particle_features(im.clip(0, 255).astype(np.uint8), mask, 1.0)["snr"]
-           for im in (base, faint, strong)]
+    snr = [
+        compute_particle_features(im.clip(0, 255).astype(np.uint8), mask, 1.0)["snr"]
+        for im in (base, faint, strong)
+    ]
     assert snr[0] < snr[1] < snr[2]
     flat = compute_particle_features(blank(mask), mask, 1.0)["snr"]
     assert flat == 0.0
@@ -237,6 +246,7 @@ def test_resample_profile_averages_and_interpolates():
 
 
 # Feature sets and the export -------------------------------------------------
+
 
 def test_feature_sets_columns():
     v = FEATURE_SETS["vironova"]
@@ -255,9 +265,14 @@ def export_features(image, mask, pixel_size):
     f = compute_particle_features(image, mask, pixel_size)
     profiles = compute_profiles(image, mask, pixel_size)
     return {
-        "Area": f["area_nm2"], "Circularity": f["circularity"], "Perimeter": f["perimeter_nm"],
-        "Diameter": f["diameter_px"], "Length": f["length_nm"], "MaximumWidth": f["max_width_nm"],
-        "SignalToNoise": f["snr"], "Moments": [f[c] for c in F.MOMENT_COLUMNS],
+        "Area": f["area_nm2"],
+        "Circularity": f["circularity"],
+        "Perimeter": f["perimeter_nm"],
+        "Diameter": f["diameter_px"],
+        "Length": f["length_nm"],
+        "MaximumWidth": f["max_width_nm"],
+        "SignalToNoise": f["snr"],
+        "Moments": [f[c] for c in F.MOMENT_COLUMNS],
         "Histogram": [f[c] * 1000 for c in F.HIST_COLUMNS],  # counts, not fractions
         "RadialDensityProfile": profiles["RadialDensityProfile"].tolist(),
         "EdgeDensityProfile": profiles["EdgeDensityProfile"].tolist(),
@@ -279,10 +294,20 @@ def small_dataset(n=6, pixel_size=1.0, features=None):
     for i in range(n):
         r = 12 + 2 * i
         mask, dist = disc(r, tuple(rng.uniform(-0.5, 0.5, 2)), margin=15)
-        image = (120 + 30 * (np.abs(dist - r + 2) < 1.5) + rng.normal(0, 5, mask.shape)).astype(np.uint8)
+        image = (120 + 30 * (np.abs(dist - r + 2) < 1.5) + rng.normal(0, 5, mask.shape)).astype(
+            np.uint8
+        )
         label = LAMELLARITY.classes[i % 3]
-        particles.append(Particle(f"p{i}", label, image, mask, pixel_size,
-                                  features=features(image, mask) if features else None))
+        particles.append(
+            Particle(
+                f"p{i}",
+                label,
+                image,
+                mask,
+                pixel_size,
+                features=features(image, mask) if features else None,
+            )
+        )
     return Dataset(LAMELLARITY, particles)
 
 
@@ -336,6 +361,7 @@ def test_16_bit_images_give_finite_features():
 
 # Errors ------------------------------------------------------------------------
 
+
 def test_missing_pixel_size_is_an_error_with_a_fix():
     ds = small_dataset(pixel_size=float("nan"))
     with pytest.raises(DatasetError) as exc:
@@ -377,15 +403,18 @@ def test_export_without_any_features():
         extract_features(small_dataset(), source="export")
 
 
-@pytest.mark.parametrize("key,value,expected", [
-    ("Histogram", [1] * 16, "a list of 32 non-negative numbers with a positive sum"),
-    ("Histogram", [0] * 32, "a list of 32 non-negative numbers with a positive sum"),
-    ("Moments", [1, 2, 3], "a list of 4 numbers [mu20, mu02, mu30, mu03]"),
-    ("Area", "big", "a number"),
-    ("Circularity", None, "a number"),
-    ("EdgeDensityProfile", [1, 2, 3], "a list of [intensity, distance_nm] pairs"),
-    ("EdgeDensityProfile", [[1, float("nan")]], "a list of [intensity, distance_nm] pairs"),
-])
+@pytest.mark.parametrize(
+    "key,value,expected",
+    [
+        ("Histogram", [1] * 16, "a list of 32 non-negative numbers with a positive sum"),
+        ("Histogram", [0] * 32, "a list of 32 non-negative numbers with a positive sum"),
+        ("Moments", [1, 2, 3], "a list of 4 numbers [mu20, mu02, mu30, mu03]"),
+        ("Area", "big", "a number"),
+        ("Circularity", None, "a number"),
+        ("EdgeDensityProfile", [1, 2, 3], "a list of [intensity, distance_nm] pairs"),
+        ("EdgeDensityProfile", [[1, float("nan")]], "a list of [intensity, distance_nm] pairs"),
+    ],
+)
 def test_malformed_export_values(key, value, expected):
     image, mask = ring_image(18, 25, 1.0)
     feats = export_features(image, mask, 1.0)
@@ -409,11 +438,14 @@ def test_export_px_columns_need_the_pixel_size():
     assert map_export_features(export_features(image, mask, 1.0), float("nan"), "vironova")
 
 
-@pytest.mark.parametrize("kwargs,message", [
-    ({"feature_set": "shape"}, "Unknown feature set 'shape'; expected one of vironova, all."),
-    ({"source": "lab"}, "Unknown feature source 'lab'; expected one of computed, export."),
-    ({"jobs": 0}, "--jobs must be a positive number of workers or -1 (every core); got 0."),
-])
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"feature_set": "shape"}, "Unknown feature set 'shape'; expected one of vironova, all."),
+        ({"source": "lab"}, "Unknown feature source 'lab'; expected one of computed, export."),
+        ({"jobs": 0}, "--jobs must be a positive number of workers or -1 (every core); got 0."),
+    ],
+)
 def test_bad_options(kwargs, message):
     with pytest.raises(ConfigError) as exc:
         extract_features(small_dataset(n=3), **kwargs)
@@ -429,6 +461,7 @@ def test_mismatched_mask_shape():
 
 # Units: px ----------------------------------------------------------------------
 
+
 def test_px_columns_rename_the_nm_columns():
     from liposome_bench.features import feature_columns
 
@@ -436,8 +469,14 @@ def test_px_columns_rename_the_nm_columns():
     assert vironova[:2] == ("area_px", "circularity") and len(vironova) == 70
     everything = feature_columns("all", "px")
     assert not [c for c in everything if "nm" in c]
-    assert everything[:6] == ("area_px", "perimeter_px", "circularity", "diameter_px",
-                              "max_width_px", "mu20")
+    assert everything[:6] == (
+        "area_px",
+        "perimeter_px",
+        "circularity",
+        "diameter_px",
+        "max_width_px",
+        "mu20",
+    )
     assert len(everything) == 109 - 3  # area_nm2, perimeter_nm, length_nm merged
     assert feature_columns("all") == FEATURE_SETS["all"]
 

@@ -57,11 +57,17 @@ def test_train_and_test_indices_partition_the_dataset():
 @pytest.mark.parametrize(
     "counts, k, message",
     [
-        ({"a": 10, "b": 3}, 5,
-         "5 folds need at least 5 particles per class; 'b' has 3. Use --folds 3."),
-        ({"a": 10, "rare": 1}, 3,
-         "3 folds need at least 3 particles per class; 'rare' has 1. Add particles of that "
-         "class or remove it."),
+        (
+            {"a": 10, "b": 3},
+            5,
+            "5 folds need at least 5 particles per class; 'b' has 3. Use --folds 3.",
+        ),
+        (
+            {"a": 10, "rare": 1},
+            3,
+            "3 folds need at least 3 particles per class; 'rare' has 1. Add particles of that "
+            "class or remove it.",
+        ),
         ({"a": 10, "b": 10}, 1, "--folds must be at least 2; got 1."),
     ],
 )
@@ -124,7 +130,9 @@ def test_unreadable_folds_file_is_refused(export_copy):
     path = folds_path(export_copy, 5, 0)
     path.parent.mkdir()
     path.write_text("{not json")
-    with pytest.raises(FoldError, match=r"is not a folds file \(.*\)\. Delete it to make new folds\.$"):
+    with pytest.raises(
+        FoldError, match=r"is not a folds file \(.*\)\. Delete it to make new folds\.$"
+    ):
         load_or_make_folds(load_dataset(export_copy), k=5)
 
 

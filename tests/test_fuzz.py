@@ -29,13 +29,17 @@ from liposome_bench.cli import cli
 pytestmark = pytest.mark.fuzz
 
 MICS = Path(__file__).resolve().parent.parent / "fixtures" / "micrographs"
-FUZZ = settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                      HealthCheck.too_slow])
+FUZZ = settings(
+    deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 
 
 def _tree(folder: Path) -> dict:
-    return {str(p.relative_to(folder)): p.stat().st_size
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): p.stat().st_size
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _assert_one_error_line(result):
@@ -49,7 +53,8 @@ def _assert_one_error_line(result):
 # Values that are never a valid id, name, size, polygon or file name -------------------------
 
 _bad_float = st.floats(allow_nan=True, allow_infinity=True).filter(
-    lambda v: not (math.isfinite(v) and v.is_integer() and v > 0))
+    lambda v: not (math.isfinite(v) and v.is_integer() and v > 0)
+)
 _garbage = st.one_of(
     st.booleans(),
     _bad_float,
@@ -67,8 +72,14 @@ _COCO_KEYS = {
     ("images", "width"): st.one_of(st.text(min_size=1, max_size=4), st.integers(max_value=0)),
     ("images", "height"): st.one_of(st.text(min_size=1, max_size=4), st.integers(max_value=0)),
     ("categories", "id"): st.none(),
-    ("categories", "name"): st.one_of(st.none(), st.just(""), st.just("   "), st.integers(),
-                                      st.just("uni\nlamellar"), st.just("a\x1eb")),
+    ("categories", "name"): st.one_of(
+        st.none(),
+        st.just(""),
+        st.just("   "),
+        st.integers(),
+        st.just("uni\nlamellar"),
+        st.just("a\x1eb"),
+    ),
 }
 
 
@@ -91,28 +102,59 @@ def test_fuzz_coco_import_is_one_error_line_and_writes_nothing(coco):
         path = tmp / "ann.json"
         path.write_text(json.dumps(coco))
         before = _tree(tmp)
-        result = CliRunner().invoke(cli, ["dataset", "import", "coco", str(path), "--images",
-                                          str(MICS / "images"), "--out", str(tmp / "ds")])
+        result = CliRunner().invoke(
+            cli,
+            [
+                "dataset",
+                "import",
+                "coco",
+                str(path),
+                "--images",
+                str(MICS / "images"),
+                "--out",
+                str(tmp / "ds"),
+            ],
+        )
         _assert_one_error_line(result)
         assert _tree(tmp) == before
 
 
 @FUZZ
-@given(text=st.one_of(
-    st.text(max_size=40),
-    st.recursive(st.one_of(st.none(), st.booleans(), st.floats(), st.text(max_size=3)),
-                 lambda inner: st.lists(inner, max_size=3)
-                 | st.dictionaries(st.sampled_from(["images", "annotations", "categories",
-                                                    "id"]), inner, max_size=3),
-                 max_leaves=8).map(json.dumps),
-))
+@given(
+    text=st.one_of(
+        st.text(max_size=40),
+        st.recursive(
+            st.one_of(st.none(), st.booleans(), st.floats(), st.text(max_size=3)),
+            lambda inner: (
+                st.lists(inner, max_size=3)
+                | st.dictionaries(
+                    st.sampled_from(["images", "annotations", "categories", "id"]),
+                    inner,
+                    max_size=3,
+                )
+            ),
+            max_leaves=8,
+        ).map(json.dumps),
+    )
+)
 def test_fuzz_any_json_as_coco_is_one_error_line(text):
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         path = tmp / "ann.json"
         path.write_text(text)
-        result = CliRunner().invoke(cli, ["dataset", "import", "coco", str(path), "--images",
-                                          str(MICS / "images"), "--out", str(tmp / "ds")])
+        result = CliRunner().invoke(
+            cli,
+            [
+                "dataset",
+                "import",
+                "coco",
+                str(path),
+                "--images",
+                str(MICS / "images"),
+                "--out",
+                str(tmp / "ds"),
+            ],
+        )
         _assert_one_error_line(result)
         assert sorted(p.name for p in tmp.iterdir()) == ["ann.json"]
 
@@ -138,16 +180,48 @@ def svm_bundle(tmp_path_factory, tiny_export):
 
 
 _CARD_KEYS = [
-    "model", "family", "problem.name", "problem.classes", "input.feature_set",
-    "input.features", "probabilities.calibration.coef", "probabilities.calibration.intercept",
-    "files.libsvm_model", "files.scaling_json", "sha256.svm.model", "sha256.cv-predictions.csv",
-    "cross_validation.predictions", "schema_version", "kind", "contract_sha256",
+    "model",
+    "family",
+    "problem.name",
+    "problem.classes",
+    "input.feature_set",
+    "input.features",
+    "probabilities.calibration.coef",
+    "probabilities.calibration.intercept",
+    "files.libsvm_model",
+    "files.scaling_json",
+    "sha256.svm.model",
+    "sha256.cv-predictions.csv",
+    "cross_validation.predictions",
+    "schema_version",
+    "kind",
+    "contract_sha256",
 ]
-_names = st.text(max_size=12).filter(lambda t: t not in (
-    "svm", "cnn", "all", "vironova", "lamellarity", "svm.model", "svm.json", "svm.range",
-    "cv-predictions.csv", "liposome-bench model bundle"))
-_card_values = st.one_of(_garbage, st.none(), _names, st.lists(_names, max_size=4),
-                         st.integers(min_value=-5, max_value=-1), st.integers(min_value=3))
+_names = st.text(max_size=12).filter(
+    lambda t: (
+        t
+        not in (
+            "svm",
+            "cnn",
+            "all",
+            "vironova",
+            "lamellarity",
+            "svm.model",
+            "svm.json",
+            "svm.range",
+            "cv-predictions.csv",
+            "liposome-bench model bundle",
+        )
+    )
+)
+_card_values = st.one_of(
+    _garbage,
+    st.none(),
+    _names,
+    st.lists(_names, max_size=4),
+    st.integers(min_value=-5, max_value=-1),
+    st.integers(min_value=3),
+)
 
 
 def _set(card, dotted, value):
@@ -163,8 +237,7 @@ def _set(card, dotted, value):
 
 
 @FUZZ
-@given(edits=st.lists(st.tuples(st.sampled_from(_CARD_KEYS), _card_values), min_size=1,
-                      max_size=3))
+@given(edits=st.lists(st.tuples(st.sampled_from(_CARD_KEYS), _card_values), min_size=1, max_size=3))
 @pytest.mark.parametrize("command", ["predict", "export"])
 def test_fuzz_an_edited_card_is_one_error_line(svm_bundle, command, edits):
     card = json.loads((svm_bundle["bundle"] / "model.json").read_text())
@@ -177,9 +250,10 @@ def test_fuzz_an_edited_card_is_one_error_line(svm_bundle, command, edits):
         bundle = shutil.copytree(svm_bundle["bundle"], tmp / "b")
         (bundle / "model.json").write_text(json.dumps(edited))
         before = _tree(tmp)
-        args = (["--data", str(svm_bundle["data"])] if command == "predict" else [])
-        result = CliRunner().invoke(cli, [command, str(bundle), *args, "--out",
-                                          str(tmp / "out" / "p.csv")])
+        args = ["--data", str(svm_bundle["data"])] if command == "predict" else []
+        result = CliRunner().invoke(
+            cli, [command, str(bundle), *args, "--out", str(tmp / "out" / "p.csv")]
+        )
         _assert_one_error_line(result)
         assert _tree(tmp) == before
 
@@ -188,10 +262,13 @@ def test_fuzz_an_edited_card_is_one_error_line(svm_bundle, command, edits):
 
 _LABEL_CELLS = {
     "micrograph": st.one_of(st.just(""), st.text(alphabet="xyz/.", min_size=1, max_size=6)),
-    "label": st.one_of(st.just(""), st.text(alphabet="abc-.e ", min_size=1, max_size=4),
-                       st.integers(min_value=10**6).map(str),
-                       st.integers(max_value=0).map(str),
-                       st.floats(allow_nan=True).map(repr)),
+    "label": st.one_of(
+        st.just(""),
+        st.text(alphabet="abc-.e ", min_size=1, max_size=4),
+        st.integers(min_value=10**6).map(str),
+        st.integers(max_value=0).map(str),
+        st.floats(allow_nan=True).map(repr),
+    ),
     "class": st.one_of(st.just(""), st.just("   ")),
 }
 
@@ -222,9 +299,21 @@ def test_fuzz_label_table_import_is_one_error_line_and_writes_nothing(table):
         path = tmp / "classes.csv"
         path.write_text(table)
         before = _tree(tmp)
-        result = CliRunner().invoke(cli, ["dataset", "import", "labels", "--images",
-                                          str(MICS / "images"), "--labels",
-                                          str(MICS / "labels"), "--classes", str(path),
-                                          "--out", str(tmp / "ds")])
+        result = CliRunner().invoke(
+            cli,
+            [
+                "dataset",
+                "import",
+                "labels",
+                "--images",
+                str(MICS / "images"),
+                "--labels",
+                str(MICS / "labels"),
+                "--classes",
+                str(path),
+                "--out",
+                str(tmp / "ds"),
+            ],
+        )
         _assert_one_error_line(result)
         assert _tree(tmp) == before

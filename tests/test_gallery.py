@@ -75,19 +75,35 @@ def make_fixed_results(path):
     folds = Folds(2, 0, dataset.fingerprint(), fold_of)
     results = ResultsDir(path)
     results.prepare(dataset, folds, "svm", {"feature_set": "vironova"})
-    results.prepare(dataset, folds, "lipnet-4", {"kind": "cnn", "input_mode": "masked",
-                                                 "input_size": 12})
+    results.prepare(
+        dataset, folds, "lipnet-4", {"kind": "cnn", "input_mode": "masked", "input_size": 12}
+    )
     for f in range(2):
         rows = [r for r in ROWS if r[1] == f]
         ids = [r[0] for r in rows]
         y = np.array([r[2] for r in rows])
         probs = np.array([r[3] for r in rows])
-        results.save_fold(FoldResult("svm", f, ids, y, np.array([r[4] for r in rows]),
-                                     np.array([r[5] for r in rows]),
-                                     ["unilamellar_vs_multilamellar", "unilamellar_vs_uncertain",
-                                      "multilamellar_vs_uncertain"], "decision"), CLASSES)
-        results.save_fold(FoldResult("lipnet-4", f, ids, y, probs.argmax(axis=1), probs,
-                                     CLASSES, "probability"), CLASSES)
+        results.save_fold(
+            FoldResult(
+                "svm",
+                f,
+                ids,
+                y,
+                np.array([r[4] for r in rows]),
+                np.array([r[5] for r in rows]),
+                [
+                    "unilamellar_vs_multilamellar",
+                    "unilamellar_vs_uncertain",
+                    "multilamellar_vs_uncertain",
+                ],
+                "decision",
+            ),
+            CLASSES,
+        )
+        results.save_fold(
+            FoldResult("lipnet-4", f, ids, y, probs.argmax(axis=1), probs, CLASSES, "probability"),
+            CLASSES,
+        )
     return dataset, results.path
 
 
@@ -180,6 +196,7 @@ def test_show_needs_a_known_particle(fixed):
 # On a real results folder (the session's quick benchmark of the tiny export,
 # with its saved fold networks) ------------------------------------------------------
 
+
 @pytest.fixture
 def quick_run(tmp_path_factory, tiny_export):
     return run_quick_once(tmp_path_factory.getbasetemp(), tiny_export)
@@ -207,8 +224,9 @@ def test_show_prints_every_model_and_writes_the_image(quick_run, tmp_path):
     out, _ = quick_run
     table = pd.read_csv(out / "predictions.csv", dtype={"id": str})
     pid = table["id"].iloc[-1]
-    result = CliRunner().invoke(cli, ["show", pid, "--results", str(out), "--out",
-                                      str(tmp_path)], catch_exceptions=False)
+    result = CliRunner().invoke(
+        cli, ["show", pid, "--results", str(out), "--out", str(tmp_path)], catch_exceptions=False
+    )
     assert result.exit_code == 0, result.output
     assert f"particle {pid}: true class {table['label'].iloc[-1]}" in result.output
     assert "svm" in result.output and "lipnet-4" in result.output
@@ -222,8 +240,9 @@ def test_show_refuses_an_unknown_id(quick_run):
     assert result.output.startswith("Error: Particle no-such-id is not among the predictions")
 
 
-@pytest.mark.parametrize("model, mode", [("lipnet-4", "masked"), ("lipnet-4", "surrounding"),
-                                         ("lipnet-fcn", "cropped")])
+@pytest.mark.parametrize(
+    "model, mode", [("lipnet-4", "masked"), ("lipnet-4", "surrounding"), ("lipnet-fcn", "cropped")]
+)
 def test_tiles_are_the_network_inputs(tiny_dataset, model, mode):
     from liposome_bench.cnn import prepare_images
 
@@ -231,8 +250,12 @@ def test_tiles_are_the_network_inputs(tiny_dataset, model, mode):
     keep = model == "lipnet-fcn"
     expected = prepare_images(tiny_dataset, mode, size, keep_size=keep)
     rows = [3, 30, 44]
-    view = gallery.model_view(model, {"kind": "cnn", "input_mode": mode, "input_size": size},
-                              [tiny_dataset.particles[i] for i in rows], whole=tiny_dataset)
+    view = gallery.model_view(
+        model,
+        {"kind": "cnn", "input_mode": mode, "input_size": size},
+        [tiny_dataset.particles[i] for i in rows],
+        whole=tiny_dataset,
+    )
     np.testing.assert_allclose(view.inputs, expected[rows], atol=1e-6)
     for window, mask in zip(view.windows, view.masks):
         assert window.shape == mask.shape == (size, size)
@@ -242,8 +265,11 @@ def test_tiles_are_the_network_inputs(tiny_dataset, model, mode):
 def test_report_command_draws_from_a_moved_dataset(fixed, tmp_path):
     dataset, path = fixed
     export = write_export(dataset, tmp_path / "moved")
-    result = CliRunner().invoke(cli, ["report", str(path), "--data", str(export),
-                                      "--gallery-size", "2"], catch_exceptions=False)
+    result = CliRunner().invoke(
+        cli,
+        ["report", str(path), "--data", str(export), "--gallery-size", "2"],
+        catch_exceptions=False,
+    )
     assert result.exit_code == 0, result.output
     text = (path / "report.md").read_text()
     assert "report-figures/galleries/errors-svm-unilamellar-as-multilamellar.png" in text
@@ -261,5 +287,6 @@ def test_saliency_is_capped_and_the_report_says_so(quick_run, tmp_path):
     # A later report with smaller galleries leaves no stale gallery behind.
     kept = gallery.render_galleries(out, tmp_path / "figures", size=1, saliency=False)
     assert sorted((tmp_path / "figures" / "galleries").glob("*.png")) == sorted(
-        p for _, p in kept.galleries)
+        p for _, p in kept.galleries
+    )
     assert first.is_file()

@@ -28,8 +28,9 @@ def grouped_dataset(counts, per_micrograph=4, seed=0, key="micrograph"):
     for position, i in enumerate(order):
         image = rng.integers(0, 255, (16, 16), dtype=np.uint8)
         meta = {key: f"m{position // per_micrograph:03d}", "operator": "x"}
-        particles.append(Particle(f"p{i:04d}", labels[i], image, image > 128,
-                                  pixel_size_nm=1.0, meta=meta))
+        particles.append(
+            Particle(f"p{i:04d}", labels[i], image, image > 128, pixel_size_nm=1.0, meta=meta)
+        )
     return Dataset(problem, particles)
 
 
@@ -60,10 +61,18 @@ def test_make_folds_with_groups_is_seeded():
 @pytest.mark.parametrize(
     "n_groups, k, message",
     [
-        (3, 5, "5 folds grouped by 'micrograph' need at least 5 groups; the data has 3. "
-               "Use --folds 3."),
-        (1, 2, "2 folds grouped by 'micrograph' need at least 2 groups; the data has 1. "
-               "Group by another key, or drop --group-by."),
+        (
+            3,
+            5,
+            "5 folds grouped by 'micrograph' need at least 5 groups; the data has 3. "
+            "Use --folds 3.",
+        ),
+        (
+            1,
+            2,
+            "2 folds grouped by 'micrograph' need at least 2 groups; the data has 1. "
+            "Group by another key, or drop --group-by.",
+        ),
     ],
 )
 def test_too_few_groups_is_a_clear_error(n_groups, k, message):
@@ -106,8 +115,9 @@ def test_stored_grouped_folds_record_the_key_and_refuse_another(tmp_path):
     # A hand-edited grouped file that splits a micrograph is refused.
     stored = json.loads(path.read_text())
     first = dataset.particles[0]
-    mate = next(p for p in dataset.particles[1:]
-                if p.meta["micrograph"] == first.meta["micrograph"])
+    mate = next(
+        p for p in dataset.particles[1:] if p.meta["micrograph"] == first.meta["micrograph"]
+    )
     stored["folds"][mate.id] = (stored["folds"][first.id] + 1) % 3
     path.write_text(json.dumps(stored))
     with pytest.raises(FoldError, match="grouped folds keep each group in one fold"):
@@ -146,14 +156,14 @@ def test_inner_grid_search_folds_are_grouped(monkeypatch):
         def get_n_splits(self, *args, **kwargs):
             return self.splitter.get_n_splits(*args, **kwargs)
 
-    monkeypatch.setattr(folds_module, "inner_splitter",
-                        lambda y, g, n, seed: Recording(real(y, g, n, seed)))
+    monkeypatch.setattr(
+        folds_module, "inner_splitter", lambda y, g, n, seed: Recording(real(y, g, n, seed))
+    )
     rng = np.random.default_rng(0)
     y = np.repeat([0, 1], [60, 30])
     X = rng.normal(size=(90, 3)) + y[:, None]
     groups = np.array([f"m{i // 3}" for i in rng.permutation(90)])
-    best, _ = search_grid(X, y, C_values=[1.0], gamma_values=[0.5], inner_folds=3,
-                          groups=groups)
+    best, _ = search_grid(X, y, C_values=[1.0], gamma_values=[0.5], inner_folds=3, groups=groups)
     assert len(seen) == 3 and best["inner_folds"] == 3
     test_sets = [set(test) for _, test in seen]
     for train, test in seen:
@@ -187,8 +197,14 @@ def test_run_cnn_validation_split_is_grouped(monkeypatch, tmp_path):
             return np.full((len(x), 2), 0.5)
 
     def fake_train(x_fit, y_fit, x_val, y_val, settings, **kwargs):
-        return Net(), {"best_epoch": 1, "epochs_run": 1, "history": {},
-                       "epoch_counts": [1, 1], "train_s": 0.0, "samples_per_s": None}
+        return Net(), {
+            "best_epoch": 1,
+            "epochs_run": 1,
+            "history": {},
+            "epoch_counts": [1, 1],
+            "train_s": 0.0,
+            "samples_per_s": None,
+        }
 
     real_split = cnn_module.split_validation
 
@@ -199,8 +215,9 @@ def test_run_cnn_validation_split_is_grouped(monkeypatch, tmp_path):
 
     monkeypatch.setattr(cnn_module, "train_fold", fake_train)
     monkeypatch.setattr(cnn_module, "split_validation", recording_split)
-    cnn_module.run_cnn(dataset, folds, ResultsDir(tmp_path / "r"), model="lipnet-1",
-                       epochs=1, save_models=False)
+    cnn_module.run_cnn(
+        dataset, folds, ResultsDir(tmp_path / "r"), model="lipnet-1", epochs=1, save_models=False
+    )
     assert len(splits) == 3
     for fold, (fit_groups, val_groups) in enumerate(splits):
         assert len(val_groups) and not set(fit_groups) & set(val_groups)
@@ -210,8 +227,10 @@ def test_run_cnn_validation_split_is_grouped(monkeypatch, tmp_path):
 
 def test_cli_group_by_unknown_key_is_one_line(tmp_path):
     root = write_export(grouped_dataset({"a": 20, "b": 10}), tmp_path / "export")
-    result = CliRunner().invoke(cli, ["features", "--data", str(root), "--out",
-                                      str(tmp_path / "f.csv"), "--group-by", "grid"])
+    result = CliRunner().invoke(
+        cli,
+        ["features", "--data", str(root), "--out", str(tmp_path / "f.csv"), "--group-by", "grid"],
+    )
     assert result.exit_code == 2
     last = result.output.strip().splitlines()[-1]
     assert last.startswith("Error: --group-by grid: particle ")
@@ -220,9 +239,20 @@ def test_cli_group_by_unknown_key_is_one_line(tmp_path):
 
 def test_cli_features_group_by_writes_grouped_folds(tmp_path):
     root = write_export(grouped_dataset({"a": 30, "b": 15}), tmp_path / "export")
-    result = CliRunner().invoke(cli, ["features", "--data", str(root), "--out",
-                                      str(tmp_path / "f.csv"), "--group-by", "micrograph",
-                                      "--folds", "3"])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "features",
+            "--data",
+            str(root),
+            "--out",
+            str(tmp_path / "f.csv"),
+            "--group-by",
+            "micrograph",
+            "--folds",
+            "3",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert (root / "folds" / "k3-seed0-by-micrograph.json").is_file()
 
@@ -247,8 +277,14 @@ def test_benchmark_group_by_keeps_micrographs_in_one_fold(tmp_path):
     dataset = grouped_dataset({"a": 40, "b": 20}, per_micrograph=3)
     root = write_export(dataset, tmp_path / "export")
     summary = comparison.run_benchmark(
-        None, root, cnn_models=[], k=3, group_by="micrograph", out=tmp_path / "out",
-        svm_options={"C": 1.0, "gamma": 0.01}, n_resamples=50,
+        None,
+        root,
+        cnn_models=[],
+        k=3,
+        group_by="micrograph",
+        out=tmp_path / "out",
+        svm_options={"C": 1.0, "gamma": 0.01},
+        n_resamples=50,
     )
     folds = summary["folds"]
     assert folds["group_by"] == "micrograph" and folds["n_groups"] == 20
@@ -262,5 +298,12 @@ def test_benchmark_group_by_keeps_micrographs_in_one_fold(tmp_path):
     from liposome_bench.errors import ResultsError
 
     with pytest.raises(ResultsError, match="made with folds"):
-        comparison.run_benchmark(None, root, cnn_models=[], k=3, out=tmp_path / "out",
-                                svm_options={"C": 1.0, "gamma": 0.01}, n_resamples=50)
+        comparison.run_benchmark(
+            None,
+            root,
+            cnn_models=[],
+            k=3,
+            out=tmp_path / "out",
+            svm_options={"C": 1.0, "gamma": 0.01},
+            n_resamples=50,
+        )

@@ -51,16 +51,16 @@ def test_read_micrograph_pixel_size_from_tiff_and_mrc_metadata():
 
 def test_tiff_resolution_tags_in_cm_give_a_pixel_size_but_72_dpi_does_not(tmp_path):
     image = np.zeros((8, 8), np.uint8)
-    tifffile.imwrite(tmp_path / "cm.tif", image, resolution=(1e7 / 1.2, 1e7 / 1.2),
-                     resolutionunit="CENTIMETER")
+    tifffile.imwrite(
+        tmp_path / "cm.tif", image, resolution=(1e7 / 1.2, 1e7 / 1.2), resolutionunit="CENTIMETER"
+    )
     tifffile.imwrite(tmp_path / "dpi.tif", image, resolution=(72, 72), resolutionunit="INCH")
     assert read_micrograph(tmp_path / "cm.tif")[1] == pytest.approx(1.2)
     assert np.isnan(read_micrograph(tmp_path / "dpi.tif")[1])
 
 
 def test_coco_round_trip_particles_masks_classes_and_boxes(tmp_path):
-    result = import_coco(MICS / "coco.json", MICS / "images", tmp_path / "ds",
-                         pixel_size_nm=2.5)
+    result = import_coco(MICS / "coco.json", MICS / "images", tmp_path / "ds", pixel_size_nm=2.5)
     dataset = load_dataset(tmp_path / "ds")
     assert dataset.problem.name == "lamellarity"
     assert len(dataset) == len(TRUTH) == 15
@@ -77,8 +77,8 @@ def test_coco_round_trip_particles_masks_classes_and_boxes(tmp_path):
         assert obj["EdgeCut"] == entry["edge_cut"]
         x, y, w, h = obj["Crop"]
         # Polygons, compressed and uncompressed RLE all give the drawn mask exactly.
-        assert np.array_equal(p.mask, truth_mask(entry)[y:y + h, x:x + w]), entry
-        assert np.array_equal(p.image, micrograph_pixels(entry["file"])[y:y + h, x:x + w])
+        assert np.array_equal(p.mask, truth_mask(entry)[y : y + h, x : x + w]), entry
+        assert np.array_equal(p.image, micrograph_pixels(entry["file"])[y : y + h, x : x + w])
         bx, by, bw, bh = entry["bbox"]
         # 50 px of surround, less only where the micrograph ends.
         assert x == max(bx - 50, 0) and y == max(by - 50, 0)
@@ -87,7 +87,10 @@ def test_coco_round_trip_particles_masks_classes_and_boxes(tmp_path):
     assert kinds == {"polygon", "rle", "rle-list"}
     assert result.per_class == {"unilamellar": 8, "multilamellar": 5, "uncertain": 2}
     assert [(m.micrograph, m.particles, m.pixel_size_from) for m in result.micrographs] == [
-        ("m01", 5, "TIFF metadata"), ("m02", 5, "MRC header"), ("m03", 5, "--pixel-size")]
+        ("m01", 5, "TIFF metadata"),
+        ("m02", 5, "MRC header"),
+        ("m03", 5, "--pixel-size"),
+    ]
     assert result.edge_cut == 1 and result.dropped == 0
 
 
@@ -100,7 +103,7 @@ def test_overlapping_instances_keep_their_own_masks(tmp_path):
     for entry in (first, second):
         obj = objects(tmp_path / "ds")[str(entry["annotation"])]
         x, y, w, h = obj["Crop"]
-        assert by_id[str(entry["annotation"])].mask[overlap[y:y + h, x:x + w]].all()
+        assert by_id[str(entry["annotation"])].mask[overlap[y : y + h, x : x + w]].all()
 
 
 def test_drop_edge_drops_and_counts_edge_cut_particles(tmp_path):
@@ -127,14 +130,14 @@ def test_box_only_annotations_become_the_box_or_its_inscribed_ellipse(tmp_path, 
         entry = next(e for e in TRUTH if str(e["annotation"]) == p.id)
         assert [x, y, w, h] == entry["bbox"]
         cx, cy, *_ = objects(tmp_path / "ds")[p.id]["Crop"]
-        box = p.mask[y - cy:y - cy + h, x - cx:x - cx + w]
+        box = p.mask[y - cy : y - cy + h, x - cx : x - cx + w]
         assert p.mask.sum() == box.sum()
         if shape == "box":
             assert box.all()
         else:
             # The inscribed ellipse: pi/4 of the box, and the drawn disc's shape.
             assert box.sum() == pytest.approx(np.pi / 4 * w * h, rel=0.06)
-            drawn = truth_mask(entry)[y:y + h, x:x + w]
+            drawn = truth_mask(entry)[y : y + h, x : x + w]
             assert (drawn & box).sum() / (drawn | box).sum() > 0.85
 
 
@@ -144,7 +147,8 @@ def test_box_only_annotations_need_box_masks(tmp_path):
     assert len(info.value.problems) == 3
     assert info.value.problems[0] == (
         "coco-boxes.json, annotation 101: it has a box but no segmentation; pass --box-masks "
-        "box (the box is the mask) or --box-masks ellipse (the ellipse inscribed in the box).")
+        "box (the box is the mask) or --box-masks ellipse (the ellipse inscribed in the box)."
+    )
     assert not (tmp_path / "ds").exists()
 
 
@@ -160,7 +164,8 @@ def test_classes_map_category_names_to_codes(tmp_path):
     dataset = load_dataset(tmp_path / "ds")
     assert dataset.problem.name == "lamellarity"
     assert {p.id: p.label for p in dataset.particles} == {
-        str(e["annotation"]): e["class"] for e in TRUTH}
+        str(e["annotation"]): e["class"] for e in TRUTH
+    }
 
 
 def test_an_unused_category_does_not_make_the_problem_custom(tmp_path):
@@ -204,6 +209,7 @@ def _broken(tmp_path, change):
 def _set(index, key, value):
     def change(coco):
         coco["annotations"][index][key] = value
+
     return change
 
 
@@ -212,33 +218,46 @@ def _drop_image_file(coco):
 
 
 COCO_PROBLEMS = [
-    (_set(0, "category_id", 9),
-     "ann.json, annotation 101: category_id 9 is not in categories (ids: 1, 2, 3). "
-     "Correct the annotation or add the category."),
-    (_set(0, "segmentation", [[10, 10, 20, 10]]),
-     "ann.json, annotation 101: polygon 1 has 2 point(s); a polygon needs at least 3. "
-     "Redraw it, or delete the annotation."),
-    (_set(0, "segmentation", [[10, 10, 20, 10, 30, 10]]),
-     "ann.json, annotation 101: polygon 1 is empty (zero area). Redraw it, or delete the "
-     "annotation."),
-    (_drop_image_file,
-     "ann.json: image 3 file m09.png does not exist in {images}. Add the micrograph, or pass "
-     "the folder holding it as --images."),
-    (_set(0, "segmentation", [[300, 200, 380, 200, 380, 260]]),
-     "ann.json, annotation 101: polygon 1 reaches (380, 200), outside its image m01.tif "
-     "(360x270 px). Correct the annotation or its image_id."),
-    (_set(0, "image_id", 7),
-     "ann.json, annotation 101: image_id 7 is not in images. Correct the annotation or add "
-     "the image."),
-    (_set(1, "segmentation", {"size": [100, 100], "counts": "abc"}),
-     "ann.json, annotation 102: its RLE mask is 100x100 px (size [h, w] = [100, 100]) but its "
-     "image m01.tif is 360x270 px. Correct the annotation or its image_id."),
+    (
+        _set(0, "category_id", 9),
+        "ann.json, annotation 101: category_id 9 is not in categories (ids: 1, 2, 3). "
+        "Correct the annotation or add the category.",
+    ),
+    (
+        _set(0, "segmentation", [[10, 10, 20, 10]]),
+        "ann.json, annotation 101: polygon 1 has 2 point(s); a polygon needs at least 3. "
+        "Redraw it, or delete the annotation.",
+    ),
+    (
+        _set(0, "segmentation", [[10, 10, 20, 10, 30, 10]]),
+        "ann.json, annotation 101: polygon 1 is empty (zero area). Redraw it, or delete the "
+        "annotation.",
+    ),
+    (
+        _drop_image_file,
+        "ann.json: image 3 file m09.png does not exist in {images}. Add the micrograph, or pass "
+        "the folder holding it as --images.",
+    ),
+    (
+        _set(0, "segmentation", [[300, 200, 380, 200, 380, 260]]),
+        "ann.json, annotation 101: polygon 1 reaches (380, 200), outside its image m01.tif "
+        "(360x270 px). Correct the annotation or its image_id.",
+    ),
+    (
+        _set(0, "image_id", 7),
+        "ann.json, annotation 101: image_id 7 is not in images. Correct the annotation or add "
+        "the image.",
+    ),
+    (
+        _set(1, "segmentation", {"size": [100, 100], "counts": "abc"}),
+        "ann.json, annotation 102: its RLE mask is 100x100 px (size [h, w] = [100, 100]) but its "
+        "image m01.tif is 360x270 px. Correct the annotation or its image_id.",
+    ),
 ]
 
 
 @pytest.mark.parametrize("change, line", COCO_PROBLEMS)
-def test_inconsistent_annotations_are_one_line_each_and_nothing_is_written(
-        tmp_path, change, line):
+def test_inconsistent_annotations_are_one_line_each_and_nothing_is_written(tmp_path, change, line):
     with pytest.raises(ImportProblems) as info:
         import_coco(_broken(tmp_path, change), MICS / "images", tmp_path / "ds")
     assert info.value.problems == [line.format(images=MICS / "images")]
@@ -249,6 +268,7 @@ def test_every_problem_is_listed(tmp_path):
     def change(coco):
         coco["annotations"][0]["category_id"] = 9
         coco["annotations"][3]["image_id"] = 7
+
     with pytest.raises(ImportProblems) as info:
         import_coco(_broken(tmp_path, change), MICS / "images", tmp_path / "ds")
     assert len(info.value.problems) == 2
@@ -274,9 +294,9 @@ def test_not_coco_and_occupied_out(tmp_path):
 
 # Instance label images ---------------------------------------------------------------
 
+
 def test_labels_round_trip_masks_and_classes(tmp_path):
-    result = import_labels(MICS / "images", MICS / "labels", MICS / "classes.csv",
-                           tmp_path / "ds")
+    result = import_labels(MICS / "images", MICS / "labels", MICS / "classes.csv", tmp_path / "ds")
     dataset = load_dataset(tmp_path / "ds")
     written = objects(tmp_path / "ds")
     assert len(dataset) == 15
@@ -290,7 +310,7 @@ def test_labels_round_trip_masks_and_classes(tmp_path):
         labels = tifffile.imread(path) if path.suffix == ".tif" else np.array(Image.open(path))
         x, y, w, h = written[pid]["Crop"]
         own = labels == entry["label_value"]
-        assert np.array_equal(p.mask, own[y:y + h, x:x + w])
+        assert np.array_equal(p.mask, own[y : y + h, x : x + w])
         # The drawn mask, less what a later particle covers (labels cannot overlap).
         assert np.array_equal(own, truth_mask(entry) & own)
         assert (truth_mask(entry) & ~own).sum() < 0.2 * own.sum()
@@ -330,8 +350,11 @@ def test_missing_label_image_and_size_mismatch(tmp_path):
     with pytest.raises(ImportProblems, match=r"micrograph m03.png has no label image"):
         import_labels(root / "images", root / "labels", root / "classes.csv", tmp_path / "ds")
     tifffile.imwrite(root / "labels" / "m03.tif", np.ones((10, 10), np.uint16))
-    with pytest.raises(ImportProblems, match=r"label image m03.tif is 10x10 px but its "
-                                             r"micrograph m03.png is 360x270 px"):
+    with pytest.raises(
+        ImportProblems,
+        match=r"label image m03.tif is 10x10 px but its "
+        r"micrograph m03.png is 360x270 px",
+    ):
         import_labels(root / "images", root / "labels", root / "classes.csv", tmp_path / "ds")
 
 
@@ -341,10 +364,14 @@ def test_plot_micrograph_crops_writes_a_png(tmp_path):
     image = micrograph_pixels("m01.tif")
     mask = np.zeros((30, 40), bool)
     mask[5:20, 10:30] = True
-    path = plot_micrograph_crops(image, [
-        {"crop": [10, 20, 40, 30], "label": "unilamellar", "mask": mask},
-        {"crop": [0, 100, 30, 30], "label": "multilamellar", "edge_cut": True},
-    ], tmp_path / "m.png")
+    path = plot_micrograph_crops(
+        image,
+        [
+            {"crop": [10, 20, 40, 30], "label": "unilamellar", "mask": mask},
+            {"crop": [0, 100, 30, 30], "label": "multilamellar", "edge_cut": True},
+        ],
+        tmp_path / "m.png",
+    )
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -51,12 +51,18 @@ def test_stale_staging_folders_are_removed_and_live_ones_kept(tmp_path):
     out = tmp_path / "ds"
     mine = staging_prefix(out)  # .ds.tmp-HOST-PID-
     host = mine.split(".tmp-", 1)[1].rsplit("-", 2)[0]
-    stale = [tmp_path / ".ds.tmpk3j2h1g0", tmp_path / ".ds.tmp-1a2b3c4d",
-             tmp_path / ".ds.old-1a2b3c4d", tmp_path / f".ds.tmp-{host}-{_dead_pid()}-abcd1234"]
-    kept = [tmp_path / f"{mine}abcd1234",  # this process: alive
-            tmp_path / ".ds.tmp-otherhost-1-abcd1234",  # another machine's
-            tmp_path / ".dsx.tmp-1a2b3c4d",  # another output's
-            tmp_path / "ds"]
+    stale = [
+        tmp_path / ".ds.tmpk3j2h1g0",
+        tmp_path / ".ds.tmp-1a2b3c4d",
+        tmp_path / ".ds.old-1a2b3c4d",
+        tmp_path / f".ds.tmp-{host}-{_dead_pid()}-abcd1234",
+    ]
+    kept = [
+        tmp_path / f"{mine}abcd1234",  # this process: alive
+        tmp_path / ".ds.tmp-otherhost-1-abcd1234",  # another machine's
+        tmp_path / ".dsx.tmp-1a2b3c4d",  # another output's
+        tmp_path / "ds",
+    ]
     for folder in stale + kept:
         folder.mkdir()
         (folder / "part.png").write_bytes(b"x")

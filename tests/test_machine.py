@@ -9,8 +9,11 @@ from liposome_bench import machine
     "flags, expected, bf16",
     [
         ({"avx2", "avx512f", "avx512_bf16"}, "AVX-512 with BF16, no AMX", True),
-        ({"avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16"},
-         "AVX-512 with BF16, AMX", True),
+        (
+            {"avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16"},
+            "AVX-512 with BF16, AMX",
+            True,
+        ),
         ({"avx2", "avx512f"}, "AVX-512, no AMX", False),
         ({"avx2", "fma"}, "AVX2 only (no AVX-512, no AMX)", False),
         ({"sse4_2"}, "no AVX2", False),

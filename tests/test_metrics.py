@@ -160,7 +160,9 @@ def test_summarise_folds_averages_confusion_matrices_like_the_thesis_tables():
     folds = _random_folds(0)
     s = summarise_folds(folds, CLASSES)
     raw = [skm.confusion_matrix(r.y_true, r.y_pred, labels=[0, 1, 2]) for r in folds]
-    norm = [skm.confusion_matrix(r.y_true, r.y_pred, labels=[0, 1, 2], normalize="true") for r in folds]
+    norm = [
+        skm.confusion_matrix(r.y_true, r.y_pred, labels=[0, 1, 2], normalize="true") for r in folds
+    ]
     np.testing.assert_array_equal(s.confusion_sum, np.sum(raw, axis=0))
     np.testing.assert_allclose(s.confusion_mean, np.mean(raw, axis=0))
     np.testing.assert_allclose(s.confusion_normalised_mean, np.mean(norm, axis=0))
@@ -173,7 +175,9 @@ def test_summarise_folds_mean_and_std_over_folds():
     folds = _random_folds(1)
     s = summarise_folds(folds, CLASSES)
     for i, name in enumerate(CLASSES):
-        values = [skm.recall_score(r.y_true, r.y_pred, labels=[0, 1, 2], average=None)[i] for r in folds]
+        values = [
+            skm.recall_score(r.y_true, r.y_pred, labels=[0, 1, 2], average=None)[i] for r in folds
+        ]
         assert s.per_class[name]["tpr"].mean == pytest.approx(np.mean(values))
         assert s.per_class[name]["tpr"].std == pytest.approx(np.std(values, ddof=1))
         assert s.per_class[name]["tpr"].n == len(folds)
@@ -181,7 +185,9 @@ def test_summarise_folds_mean_and_std_over_folds():
     assert s.overall["accuracy"].mean == pytest.approx(np.mean(accs))
     pooled_true = np.concatenate([r.y_true for r in folds])
     pooled_pred = np.concatenate([r.y_pred for r in folds])
-    assert s.pooled.macro_f1 == pytest.approx(skm.f1_score(pooled_true, pooled_pred, average="macro"))
+    assert s.pooled.macro_f1 == pytest.approx(
+        skm.f1_score(pooled_true, pooled_pred, average="macro")
+    )
     assert set(s.per_class["a"]) == set(CLASS_METRICS)
     assert set(s.overall) == set(OVERALL_METRICS)
 

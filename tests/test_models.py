@@ -133,8 +133,12 @@ def test_bad_options_raise_one_line(kwargs, message):
 def _summary_under(backend):
     env = dict(os.environ, KERAS_BACKEND=backend)
     proc = subprocess.run(
-        [sys.executable, "-c", SUMMARISE], env=env, capture_output=True, text=True,
-        timeout=300, check=False,
+        [sys.executable, "-c", SUMMARISE],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])

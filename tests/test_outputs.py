@@ -17,7 +17,6 @@ FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 EXPORT = FIXTURES / "export"
 
 
-
 def run(*args):
     return CliRunner().invoke(cli, [str(a) for a in args])
 
@@ -45,16 +44,27 @@ def _commands(tmp_path, results_folder):
         (["cnn", "--data", EXPORT], "--out", "folder"),
         (["benchmark", "--data", EXPORT], "--out", "folder"),
         (["generate", "--problem", "lamellarity", "--n", "6"], "--out", "folder"),
-        (["generate", "--problem", "lamellarity", "--n", "6", "--out", tmp_path / "g"],
-         "--montage", "file"),
+        (
+            ["generate", "--problem", "lamellarity", "--n", "6", "--out", tmp_path / "g"],
+            "--montage",
+            "file",
+        ),
         (["features", "--data", EXPORT], "--out", "file"),
         (["report", results_folder], "--out", "file"),
         (["report", results_folder], "--write-baseline", "file"),
     ]
 
 
-COMMAND_IDS = ["svm", "cnn", "benchmark", "generate", "generate-montage", "features",
-               "report-out", "report-write-baseline"]
+COMMAND_IDS = [
+    "svm",
+    "cnn",
+    "benchmark",
+    "generate",
+    "generate-montage",
+    "features",
+    "report-out",
+    "report-write-baseline",
+]
 
 
 @pytest.mark.parametrize("index", range(8), ids=COMMAND_IDS)
@@ -62,8 +72,9 @@ def test_output_under_a_file_is_one_line(tmp_path, results_folder, index):
     args, option, _ = _commands(tmp_path, results_folder)[index]
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
-    name = "out.csv" if args[0] == "features" else "out.png" if option == "--montage" \
-        else "out.json"
+    name = (
+        "out.csv" if args[0] == "features" else "out.png" if option == "--montage" else "out.json"
+    )
     target = blocker / name
     assert error_line(run(*args, option, target)) == (
         f"Error: {option} {target}: {blocker} is a file, not a folder, so nothing can be "
@@ -95,8 +106,15 @@ def test_permission_denied_is_one_line(tmp_path, results_folder, monkeypatch, in
             raise PermissionError(errno.EACCES, "Permission denied", str(path))
 
     monkeypatch.setattr(outputs, "_probe", denied)
-    name = "out.csv" if args[0] == "features" else "out.png" if option == "--montage" \
-        else "out.json" if kind == "file" else "out"
+    name = (
+        "out.csv"
+        if args[0] == "features"
+        else "out.png"
+        if option == "--montage"
+        else "out.json"
+        if kind == "file"
+        else "out"
+    )
     target = folder / name
     assert error_line(run(*args, option, target)) == (
         f"Error: {option} {target}: permission denied writing in {folder}. Choose a folder "
@@ -106,19 +124,20 @@ def test_permission_denied_is_one_line(tmp_path, results_folder, monkeypatch, in
 
 def test_read_only_file_system_and_full_disk(tmp_path):
     target = tmp_path / "r"
-    assert str(outputs.output_error(OSError(errno.EROFS, "Read-only file system"), target)) \
-        == (f"--out {target}: {tmp_path} is on a read-only file system. Choose a folder on "
-            "a writable disk.")
-    assert str(outputs.output_error(OSError(errno.ENOSPC, "No space left on device"),
-                                    target, "--montage")) == (
+    assert str(outputs.output_error(OSError(errno.EROFS, "Read-only file system"), target)) == (
+        f"--out {target}: {tmp_path} is on a read-only file system. Choose a folder on "
+        "a writable disk."
+    )
+    assert str(
+        outputs.output_error(OSError(errno.ENOSPC, "No space left on device"), target, "--montage")
+    ) == (
         f"--montage {target}: no space left on the disk of {tmp_path} (or its quota is used "
         "up); nothing half-written was kept. Free some space, or choose another --montage "
         "on another disk."
     )
 
 
-def test_disk_full_while_writing_the_report_is_one_line(tmp_path, results_folder,
-                                                      monkeypatch):
+def test_disk_full_while_writing_the_report_is_one_line(tmp_path, results_folder, monkeypatch):
     from liposome_bench import report
 
     def full(path, text):
@@ -167,8 +186,9 @@ def test_writing_claims_the_temporary_file_beside_the_output(tmp_path):
     out = tmp_path / "report.md"
     with pytest.raises(OutputError, match=r"permission denied writing in"):
         with outputs.writing(out):
-            raise PermissionError(errno.EACCES, "Permission denied",
-                                  str(tmp_path / ".report.md.1234.tmp"))
+            raise PermissionError(
+                errno.EACCES, "Permission denied", str(tmp_path / ".report.md.1234.tmp")
+            )
     with pytest.raises(PermissionError):  # a file read beside it is not the output
         with outputs.writing(out):
             raise PermissionError(errno.EACCES, "Permission denied", str(tmp_path / "run.json"))
@@ -186,12 +206,15 @@ def _inputs(tmp_path):
     return bundle, data
 
 
-@pytest.mark.parametrize("out, relation", [
-    ("bundle", "is the model bundle"),
-    ("bundle/model.json", "lies inside the model bundle"),
-    ("data.csv", "is the data"),
-    (".", "is a folder holding the model bundle"),
-])
+@pytest.mark.parametrize(
+    "out, relation",
+    [
+        ("bundle", "is the model bundle"),
+        ("bundle/model.json", "lies inside the model bundle"),
+        ("data.csv", "is the data"),
+        (".", "is a folder holding the model bundle"),
+    ],
+)
 def test_check_apart_refuses_an_output_on_an_input(tmp_path, out, relation):
     bundle, data = _inputs(tmp_path)
     with pytest.raises(OutputError, match=relation) as info:
@@ -212,5 +235,7 @@ def test_check_apart_follows_symlinks(tmp_path):
 def test_check_apart_accepts_a_sibling(tmp_path):
     bundle, data = _inputs(tmp_path)
     # A name that starts like an input is not inside it.
-    assert outputs.check_apart(tmp_path / "bundle-cv", {"b": bundle, "d": data}) == (
-        tmp_path / "bundle-cv").resolve()
+    assert (
+        outputs.check_apart(tmp_path / "bundle-cv", {"b": bundle, "d": data})
+        == (tmp_path / "bundle-cv").resolve()
+    )

@@ -6,9 +6,13 @@ import pytest
 from liposome_bench import quantify
 from liposome_bench.errors import ConfigError
 
-CONFUSION = np.array([[0.90, 0.05, 0.05],  # P(predicted | true), rows: true class
-                      [0.10, 0.80, 0.10],
-                      [0.20, 0.20, 0.60]])
+CONFUSION = np.array(
+    [
+        [0.90, 0.05, 0.05],  # P(predicted | true), rows: true class
+        [0.10, 0.80, 0.10],
+        [0.20, 0.20, 0.60],
+    ]
+)
 
 
 def _sample(rng, n, prevalence):
@@ -39,11 +43,13 @@ def test_fractions_by_group_has_intervals_and_truth():
     rates = quantify.cv_rates(*_sample(rng, 600, [0.5, 0.3, 0.2]))
     y, y_pred, p = _sample(rng, 90, [0.5, 0.3, 0.2])
     groups = np.array(["a", "b", "c"])[np.arange(90) % 3]
-    table = quantify.fractions_by_group(groups, y_pred, p, rates, ["u", "m", "x"], y_true=y,
-                                        n_resamples=50)
+    table = quantify.fractions_by_group(
+        groups, y_pred, p, rates, ["u", "m", "x"], y_true=y, n_resamples=50
+    )
     assert len(table) == 3 * 3 * 3 and set(table["method"]) == set(quantify.METHODS)
-    assert ((table["low"] <= table["fraction"] + 1e-9)
-            & (table["fraction"] <= table["high"] + 1e-9)).all()
+    assert (
+        (table["low"] <= table["fraction"] + 1e-9) & (table["fraction"] <= table["high"] + 1e-9)
+    ).all()
     raw = table[(table.method == "raw") & (table.group == "a")]
     expected = np.bincount(y_pred[groups == "a"], minlength=3) / 30
     assert np.allclose(raw["fraction"], expected)

@@ -24,8 +24,9 @@ from PIL import Image
 from liposome_bench.cli import cli
 
 IMAGES = ("a.png", "b.png", "sub/c.png")
-SETTINGS = settings(max_examples=40, deadline=None, derandomize=True,
-                    suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(
+    max_examples=40, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+)
 
 
 @pytest.fixture(scope="module")
@@ -68,13 +69,22 @@ def _assert_loads_or_one_error(path, expected_count):
 # Values a careless or hostile export might hold.
 _text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=12)
 _scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(-(2**70), 2**70),
-    st.floats(allow_nan=True, allow_infinity=True), _text,
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    _text,
 )
-_any = st.recursive(_scalars, lambda inner: st.one_of(
-    st.lists(inner, max_size=3), st.dictionaries(_text, inner, max_size=3)), max_leaves=6)
-_image_names = st.one_of(st.sampled_from(IMAGES), st.sampled_from(
-    ["missing.png", "../a.png", "/etc/passwd", "sub\\c.png", "", " a.png", "sub"]), _any)
+_any = st.recursive(
+    _scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(_text, inner, max_size=3)),
+    max_leaves=6,
+)
+_image_names = st.one_of(
+    st.sampled_from(IMAGES),
+    st.sampled_from(["missing.png", "../a.png", "/etc/passwd", "sub\\c.png", "", " a.png", "sub"]),
+    _any,
+)
 _codes = st.one_of(st.sampled_from([3, 4, 5, 7, 8, 10, 6, "3", 4.0, -1]), _any)
 
 
@@ -93,8 +103,11 @@ def export_objects(draw):
         if draw(st.booleans()):
             obj["PixelSize"] = 0.84
         for _ in range(draw(st.integers(0, 2))):
-            key = draw(st.sampled_from(["Id", "Image", "Bmp", "Class", "Label", "PixelSize",
-                                        "Micrograph", "extra"]))
+            key = draw(
+                st.sampled_from(
+                    ["Id", "Image", "Bmp", "Class", "Label", "PixelSize", "Micrograph", "extra"]
+                )
+            )
             action = draw(st.sampled_from(["drop", "replace", "replace"]))
             if action == "drop":
                 obj.pop(key, None)
@@ -110,8 +123,9 @@ def export_objects(draw):
 
 @SETTINGS
 @given(objects=export_objects(), concatenated=st.booleans())
-def test_export_reader_loads_every_particle_or_gives_one_error_line(image_dir, objects,
-                                                                   concatenated):
+def test_export_reader_loads_every_particle_or_gives_one_error_line(
+    image_dir, objects, concatenated
+):
     root = _fresh(image_dir)
     try:
         if concatenated and all(isinstance(o, dict) for o in objects):
@@ -125,14 +139,33 @@ def test_export_reader_loads_every_particle_or_gives_one_error_line(image_dir, o
 
 
 _cells = st.one_of(
-    st.sampled_from(["images/a.png", "images/b.png", "images/sub/c.png", "images/none.png",
-                     "../x.png", "", "spherical", "tubular", "0.5", "-1", "nan", "m1"]),
+    st.sampled_from(
+        [
+            "images/a.png",
+            "images/b.png",
+            "images/sub/c.png",
+            "images/none.png",
+            "../x.png",
+            "",
+            "spherical",
+            "tubular",
+            "0.5",
+            "-1",
+            "nan",
+            "m1",
+        ]
+    ),
     _text,
 )
 _columns = st.lists(
-    st.one_of(st.sampled_from(["image", "label", "mask", "id", "pixel_size_nm", "Image",
-                               "LABEL", "session"]), _text),
-    min_size=1, max_size=6,
+    st.one_of(
+        st.sampled_from(
+            ["image", "label", "mask", "id", "pixel_size_nm", "Image", "LABEL", "session"]
+        ),
+        _text,
+    ),
+    min_size=1,
+    max_size=6,
 )
 
 
@@ -141,17 +174,22 @@ def manifests(draw):
     """Mostly well-formed manifests (image, label, id, ...), with random
     columns and cells mixed in."""
     if draw(st.integers(0, 4)):
-        header = ["image", "label", "id"] + draw(st.lists(
-            st.sampled_from(["mask", "pixel_size_nm", "session"]), max_size=2, unique=True))
+        header = ["image", "label", "id"] + draw(
+            st.lists(st.sampled_from(["mask", "pixel_size_nm", "session"]), max_size=2, unique=True)
+        )
         header = draw(st.permutations(header))
     else:
         header = draw(_columns)
     rows = []
     for number in range(draw(st.integers(0, 4))):
-        good = {"image": draw(st.sampled_from(["images/a.png", "images/b.png",
-                                               "images/sub/c.png"])),
-                "label": draw(st.sampled_from(["spherical", "tubular"])),
-                "id": f"m{number}", "mask": "", "pixel_size_nm": "0.5", "session": "s1"}
+        good = {
+            "image": draw(st.sampled_from(["images/a.png", "images/b.png", "images/sub/c.png"])),
+            "label": draw(st.sampled_from(["spherical", "tubular"])),
+            "id": f"m{number}",
+            "mask": "",
+            "pixel_size_nm": "0.5",
+            "session": "s1",
+        }
         row = [good.get(name, "") for name in header]
         for _ in range(draw(st.integers(0, 2))):
             if row and draw(st.booleans()):
@@ -183,8 +221,7 @@ def test_the_property_can_load_and_can_fail(image_dir):
     """The generators reach both outcomes: a valid export loads, a broken one fails."""
     root = _fresh(image_dir)
     try:
-        objects = [{"Id": 1, "Image": "a.png", "Class": 3}, {"Id": 2, "Image": "b.png",
-                                                            "Class": 4}]
+        objects = [{"Id": 1, "Image": "a.png", "Class": 3}, {"Id": 2, "Image": "b.png", "Class": 4}]
         (root / "particles.json").write_text(json.dumps(objects))
         assert _assert_loads_or_one_error(root, 2) == "loaded"
         (root / "particles.json").write_text(json.dumps(objects + [{"Id": 2}]))

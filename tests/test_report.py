@@ -54,8 +54,19 @@ def make_results(path, accuracy=None, seed=0):
                 params = {"epochs": 3}
                 history = {"loss": [1.0, 0.8, 0.7], "val_loss": [1.1, 0.9, 0.85]}
             results.save_fold(
-                FoldResult(model, f, [dataset.ids[i] for i in test], y[test], pred[test],
-                           scores, names, kind, params, {"fit": 1.0}, history),
+                FoldResult(
+                    model,
+                    f,
+                    [dataset.ids[i] for i in test],
+                    y[test],
+                    pred[test],
+                    scores,
+                    names,
+                    kind,
+                    params,
+                    {"fit": 1.0},
+                    history,
+                ),
                 CLASSES,
             )
     return results.path
@@ -79,10 +90,19 @@ def test_summary_from_fold_files(results_folder):
 def test_report_has_every_section_and_plots(results_folder, tmp_path):
     out = report.render_report(results_folder, tmp_path / "out" / "report.md")
     text = out.read_text()
-    for heading in ["# liposome-bench report: lamellarity", "## Verdict", "## Dataset",
-                    "## Protocol", "## Per-class metrics, side by side", "### uncertain",
-                    "### Overall", "## Paired comparison", "## Confusion matrices",
-                    "## CNN training curves", "## Reproducibility"]:
+    for heading in [
+        "# liposome-bench report: lamellarity",
+        "## Verdict",
+        "## Dataset",
+        "## Protocol",
+        "## Per-class metrics, side by side",
+        "### uncertain",
+        "### Overall",
+        "## Paired comparison",
+        "## Confusion matrices",
+        "## CNN training curves",
+        "## Reproducibility",
+    ]:
         assert heading in text, heading
     assert "**Synthetic data.**" in text
     assert "| svm | lipnet-4 |" in text
@@ -103,13 +123,16 @@ def test_report_marks_only_significant_differences(results_folder):
         e["significant"] = False
     comp["macro_f1"]["significant"] = False
     text = report.format_report(summary)
-    table_rows = [line for line in text.splitlines() if line.startswith("| F1 |")
-                  or line.startswith("| TPR |")]
+    table_rows = [
+        line
+        for line in text.splitlines()
+        if line.startswith("| F1 |") or line.startswith("| TPR |")
+    ]
     assert table_rows and not any("**" in line for line in table_rows)
     # A significant uncertain-class F1 difference marks the CNN's F1 cell only.
     comp["per_class"]["uncertain"]["significant"] = True
     text = report.format_report(summary)
-    section = text[text.index("### uncertain"):text.index("### Overall")]
+    section = text[text.index("### uncertain") : text.index("### Overall")]
     (f1_row,) = [line for line in section.splitlines() if line.startswith("| F1 |")]
     svm_cell, cnn_cell = f1_row.split("|")[2:4]
     assert cnn_cell.strip().startswith("**") and "** *" in cnn_cell
@@ -120,22 +143,26 @@ def test_report_marks_only_significant_differences(results_folder):
 def test_report_verdict_names_the_test_and_the_fold_scores(results_folder):
     summary = report.load_summary(results_folder)
     text = report.format_report(summary)
-    verdict = text[text.index("## Verdict"):text.index("## Dataset")]
+    verdict = text[text.index("## Verdict") : text.index("## Dataset")]
     assert "corrected resampled t-test (Nadeau & Bengio 2003) on 3 paired fold scores" in verdict
     assert "One repeat: the t-test's training variance comes from the 3 folds only" in verdict
     assert "| F1 uncertain |" in verdict and "| **macro F1** |" in verdict
     assert "| accuracy (secondary) |" in verdict and "| McNemar (secondary) |" in verdict
     test = summary["comparisons"][0]["mcnemar"]
-    assert (f"McNemar row: {test['only_b']} particles only lipnet-4 got right, "
-            f"{test['only_a']} only svm got right") in verdict
+    assert (
+        f"McNemar row: {test['only_b']} particles only lipnet-4 got right, "
+        f"{test['only_a']} only svm got right"
+    ) in verdict
 
 
 def test_report_title_of_a_custom_problem_names_the_dataset(results_folder):
     summary = report.load_summary(results_folder)
-    summary["dataset"].update(problem="custom", source="/data/lab-2024/crops",
-                              classes=["small", "large"])
+    summary["dataset"].update(
+        problem="custom", source="/data/lab-2024/crops", classes=["small", "large"]
+    )
     assert report.format_report(summary).startswith(
-        "# liposome-bench report: crops, custom problem (small, large)\n")
+        "# liposome-bench report: crops, custom problem (small, large)\n"
+    )
 
 
 def test_report_pixel_size_and_fold_numbers(results_folder):
@@ -144,7 +171,7 @@ def test_report_pixel_size_and_fold_numbers(results_folder):
     text = report.format_report(summary)
     assert "Pixel size: median 1.6 nm/px (range 1.2-2 nm/px)." in text
     # Fold numbers start at 0, as in the fold files (fold-0.json).
-    chosen = text[text.index("Chosen per fold, svm:"):]
+    chosen = text[text.index("Chosen per fold, svm:") :]
     assert "\n| 0 | 2 | 0.125 |" in chosen
 
 
@@ -219,8 +246,7 @@ def test_lowering_baseline_values_never_fails(results_folder, tmp_path):
 
 def test_missing_model_is_a_regression(results_folder, tmp_path):
     baseline = report.write_baseline(results_folder, tmp_path / "baseline.json")
-    _edit_baseline(baseline, lambda d: d["models"].update(
-        {"lipnet-2": d["models"]["lipnet-4"]}))
+    _edit_baseline(baseline, lambda d: d["models"].update({"lipnet-2": d["models"]["lipnet-4"]}))
     regressions = report.check_baseline(results_folder, baseline)
     assert regressions and {r.model for r in regressions} == {"lipnet-2"}
     assert "missing" in regressions[0].describe()
@@ -228,11 +254,13 @@ def test_missing_model_is_a_regression(results_folder, tmp_path):
 
 @pytest.mark.parametrize(
     "key, overrides, expected",
-    [("svm/uncertain/f1", {}, 0.02),
-     ("svm/uncertain/f1", {"*/*/f1": 0.1}, 0.1),
-     ("svm/uncertain/f1", {"*/*/f1": 0.1, "svm/uncertain/f1": 0.05}, 0.05),
-     ("svm/uncertain/f1", {"svm/*/*": 0.3, "*/uncertain/*": 0.2}, 0.3),
-     ("lipnet-4/overall/mcc", {"svm/*/*": 0.3}, 0.02)],
+    [
+        ("svm/uncertain/f1", {}, 0.02),
+        ("svm/uncertain/f1", {"*/*/f1": 0.1}, 0.1),
+        ("svm/uncertain/f1", {"*/*/f1": 0.1, "svm/uncertain/f1": 0.05}, 0.05),
+        ("svm/uncertain/f1", {"svm/*/*": 0.3, "*/uncertain/*": 0.2}, 0.3),
+        ("lipnet-4/overall/mcc", {"svm/*/*": 0.3}, 0.02),
+    ],
 )
 def test_tolerance_for(key, overrides, expected):
     assert report.tolerance_for(key, overrides, 0.02) == expected
@@ -240,12 +268,19 @@ def test_tolerance_for(key, overrides, expected):
 
 @pytest.mark.parametrize(
     "content, message",
-    [("{not json", "is not valid JSON"),
-     ('{"kind": "something else"}', "is not a liposome-bench baseline"),
-     ('{"kind": "liposome-bench baseline", "schema_version": 9, "models": {}}',
-      "has baseline schema version 9; expected 1"),
-     ('{"kind": "liposome-bench baseline", "schema_version": 1, "models": {},'
-      ' "overrides": {"svm/*/*": -1}}', "must map model/class/metric patterns")],
+    [
+        ("{not json", "is not valid JSON"),
+        ('{"kind": "something else"}', "is not a liposome-bench baseline"),
+        (
+            '{"kind": "liposome-bench baseline", "schema_version": 9, "models": {}}',
+            "has baseline schema version 9; expected 1",
+        ),
+        (
+            '{"kind": "liposome-bench baseline", "schema_version": 1, "models": {},'
+            ' "overrides": {"svm/*/*": -1}}',
+            "must map model/class/metric patterns",
+        ),
+    ],
 )
 def test_bad_baseline_files_are_refused(results_folder, tmp_path, content, message):
     path = tmp_path / "baseline.json"
@@ -264,28 +299,56 @@ def test_budget_notes_flag_under_trained_folds_and_grid_edges(results_folder):
 
     summary = report.load_summary(results_folder)
     summary["models"]["lipnet-4"]["params"] = [
-        {"epochs": 7, "epochs_run": 12, "max_epochs": 30, "stopped_early": True,
-         "under_trained": False},
-        {"epochs": 30, "epochs_run": 30, "max_epochs": 30, "stopped_early": False,
-         "under_trained": True},
-        {"epochs": 9, "epochs_run": 14, "max_epochs": 30, "stopped_early": True,
-         "under_trained": False},
+        {
+            "epochs": 7,
+            "epochs_run": 12,
+            "max_epochs": 30,
+            "stopped_early": True,
+            "under_trained": False,
+        },
+        {
+            "epochs": 30,
+            "epochs_run": 30,
+            "max_epochs": 30,
+            "stopped_early": False,
+            "under_trained": True,
+        },
+        {
+            "epochs": 9,
+            "epochs_run": 14,
+            "max_epochs": 30,
+            "stopped_early": True,
+            "under_trained": False,
+        },
     ]
     summary["models"]["svm"]["params"] = [
         {"C": 8.0, "gamma": 2.0**-15, "grid_extended": ["gamma down to 2^-15"], "grid_edge": []},
         {"C": 8.0, "gamma": 2.0**-7, "grid_extended": [], "grid_edge": []},
-        {"C": 2.0**19, "gamma": 2.0**-7, "grid_extended": ["C up to 2^15", "C up to 2^19"],
-         "grid_edge": ["C"]},
+        {
+            "C": 2.0**19,
+            "gamma": 2.0**-7,
+            "grid_extended": ["C up to 2^15", "C up to 2^19"],
+            "grid_edge": ["C"],
+        },
     ]
     notes = budget_notes(summary)
-    assert ("lipnet-4: early stopping ended 2 of 3 folds before the maximum of 30 epochs "
-            "(best epochs 7, 30, 9).") in notes
-    assert any(n.startswith("lipnet-4: fold(s) 1 had their best validation macro F1 at the "
-                            "last allowed epoch: possibly under-trained.") for n in notes)
-    assert any("fold(s) 0, 2; the grid was extended there (fold 0: gamma down to 2^-15; "
-               "fold 2: C up to 2^15, C up to 2^19)" in n for n in notes)
-    assert any(n.startswith("svm: in fold(s) 2 the best point is still on the edge")
-               for n in notes)
+    assert (
+        "lipnet-4: early stopping ended 2 of 3 folds before the maximum of 30 epochs "
+        "(best epochs 7, 30, 9)."
+    ) in notes
+    assert any(
+        n.startswith(
+            "lipnet-4: fold(s) 1 had their best validation macro F1 at the "
+            "last allowed epoch: possibly under-trained."
+        )
+        for n in notes
+    )
+    assert any(
+        "fold(s) 0, 2; the grid was extended there (fold 0: gamma down to 2^-15; "
+        "fold 2: C up to 2^15, C up to 2^19)" in n
+        for n in notes
+    )
+    assert any(n.startswith("svm: in fold(s) 2 the best point is still on the edge") for n in notes)
     text = report.format_report(summary)
     assert "possibly under-trained" in text and "| under_trained |" in text
 
@@ -311,14 +374,20 @@ def test_an_intact_summary_passes_its_own_gate(results_folder, tmp_path):
     assert report.check_baseline(results_folder, baseline) == []
 
 
-@pytest.mark.parametrize("edit, key", [
-    (lambda m: m["per_class"]["uncertain"]["f1"].update(mean=0.99), "svm/uncertain/f1"),
-    (lambda m: m["overall"]["macro_f1"].update(mean=m["overall"]["macro_f1"]["mean"] + 1e-6),
-     "svm/overall/macro_f1"),
-    (lambda m: m["overall"]["accuracy"].update(mean="0.9"), "svm/overall/accuracy"),
-])
-def test_a_summary_edited_by_hand_is_refused_by_report_and_the_gate(results_folder, tmp_path,
-                                                                    edit, key):
+@pytest.mark.parametrize(
+    "edit, key",
+    [
+        (lambda m: m["per_class"]["uncertain"]["f1"].update(mean=0.99), "svm/uncertain/f1"),
+        (
+            lambda m: m["overall"]["macro_f1"].update(mean=m["overall"]["macro_f1"]["mean"] + 1e-6),
+            "svm/overall/macro_f1",
+        ),
+        (lambda m: m["overall"]["accuracy"].update(mean="0.9"), "svm/overall/accuracy"),
+    ],
+)
+def test_a_summary_edited_by_hand_is_refused_by_report_and_the_gate(
+    results_folder, tmp_path, edit, key
+):
     baseline = report.write_baseline(results_folder, tmp_path / "baseline.json")
     path = _write_summary(results_folder)
     summary = json.loads(path.read_text())
@@ -326,8 +395,17 @@ def test_a_summary_edited_by_hand_is_refused_by_report_and_the_gate(results_fold
     path.write_text(json.dumps(summary))
     with pytest.raises(ResultsError, match=f"summary.json: {key} is .* but its fold files give"):
         report.check_baseline(results_folder, baseline)
-    result = CliRunner().invoke(cli, ["report", str(results_folder), "--baseline",
-                                      str(baseline), "--out", str(tmp_path / "r.md")])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "report",
+            str(results_folder),
+            "--baseline",
+            str(baseline),
+            "--out",
+            str(tmp_path / "r.md"),
+        ],
+    )
     assert result.exit_code == 2
     assert result.output.strip().splitlines()[-1].startswith(f"Error: {path}: {key} is ")
 
@@ -336,8 +414,17 @@ def test_write_baseline_refuses_a_folder_missing_a_models_folds(results_folder, 
     for suffix in ("json", "csv"):
         (results_folder / "lipnet-4" / f"fold-2.{suffix}").unlink()
     out = tmp_path / "baseline.json"
-    result = CliRunner().invoke(cli, ["report", str(results_folder), "--write-baseline",
-                                      str(out), "--out", str(tmp_path / "r.md")])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "report",
+            str(results_folder),
+            "--write-baseline",
+            str(out),
+            "--out",
+            str(tmp_path / "r.md"),
+        ],
+    )
     assert result.exit_code == 2, result.output
     assert "is incomplete: lipnet-4 (2 of 3 folds finished)" in result.output
     assert not out.exists()

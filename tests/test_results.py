@@ -76,13 +76,21 @@ def test_folder_prepared_without_folds_lists_fold_files(tmp_path, dataset):
 @pytest.mark.parametrize(
     "damage, message",
     [
-        (lambda d: (d / "fold-0.json").write_text("{not json"), "fold-0.json or its .csv cannot be read"),
+        (
+            lambda d: (d / "fold-0.json").write_text("{not json"),
+            "fold-0.json or its .csv cannot be read",
+        ),
         (lambda d: (d / "fold-0.csv").unlink(), "fold-0.json or its .csv cannot be read"),
-        (lambda d: (d / "fold-0.csv").write_text("id,label,predicted\n1,unilamellar,blob\n"),
-         "lacks column(s) score_a_vs_b, score_a_vs_c"),
-        (lambda d: (d / "fold-0.csv").write_text(
-            "id,label,predicted,score_a_vs_b,score_a_vs_c\n1,unilamellar,blob,0,0\n"),
-         "holds class(es) blob, not among unilamellar, multilamellar, uncertain"),
+        (
+            lambda d: (d / "fold-0.csv").write_text("id,label,predicted\n1,unilamellar,blob\n"),
+            "lacks column(s) score_a_vs_b, score_a_vs_c",
+        ),
+        (
+            lambda d: (d / "fold-0.csv").write_text(
+                "id,label,predicted,score_a_vs_b,score_a_vs_c\n1,unilamellar,blob,0,0\n"
+            ),
+            "holds class(es) blob, not among unilamellar, multilamellar, uncertain",
+        ),
     ],
 )
 def test_damaged_fold_files_are_one_line_errors(tmp_path, dataset, damage, message):

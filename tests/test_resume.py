@@ -31,9 +31,24 @@ def _command(data, out, *extra):
     # float32, as the reference run (run_quick_once), on any CPU.
     config = Path(out).parent / "float32.toml"
     config.write_text("[cnn]\nmixed_precision = false\n")
-    return [sys.executable, "-m", "liposome_bench", "benchmark", "--problem", "lamellarity",
-            "--data", str(data), "--quick", "--folds", str(QUICK_FOLDS), "--out", str(out),
-            "--config", str(config), *extra]
+    return [
+        sys.executable,
+        "-m",
+        "liposome_bench",
+        "benchmark",
+        "--problem",
+        "lamellarity",
+        "--data",
+        str(data),
+        "--quick",
+        "--folds",
+        str(QUICK_FOLDS),
+        "--out",
+        str(out),
+        "--config",
+        str(config),
+        *extra,
+    ]
 
 
 def _environment():
@@ -49,8 +64,9 @@ def test_killed_benchmark_resumes_to_identical_predictions(quick_run, tiny_expor
     marker = out / CNN / "fold-0.json"
     log = tmp_path / "first-run.log"
     with open(log, "w") as output:
-        proc = subprocess.Popen(_command(tiny_export, out), stdout=output, stderr=output,
-                                env=_environment())
+        proc = subprocess.Popen(
+            _command(tiny_export, out), stdout=output, stderr=output, env=_environment()
+        )
         try:
             deadline = time.monotonic() + 300
             while proc.poll() is None and not marker.exists() and time.monotonic() < deadline:
@@ -66,14 +82,18 @@ def test_killed_benchmark_resumes_to_identical_predictions(quick_run, tiny_expor
     assert not (out / "summary.json").exists()
     first_fold_written = marker.stat().st_mtime_ns
 
-    resumed = subprocess.run(_command(tiny_export, out), capture_output=True, text=True,
-                             env=_environment(), timeout=300)
+    resumed = subprocess.run(
+        _command(tiny_export, out), capture_output=True, text=True, env=_environment(), timeout=300
+    )
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert f"{CNN}: " in resumed.stderr and "already saved" in resumed.stderr
     assert "svm: 3 of 3 folds already in" in resumed.stderr
     # The command's own output: the side-by-side tables and where results went.
-    for needle in ("uncertain (9 particles)", "verdict: lipnet-4 − svm",
-                   f"Results in {out}: summary.json, predictions.csv"):
+    for needle in (
+        "uncertain (9 particles)",
+        "verdict: lipnet-4 − svm",
+        f"Results in {out}: summary.json, predictions.csv",
+    ):
         assert needle in resumed.stdout, needle
     # The finished fold was read back, not trained again.
     assert marker.stat().st_mtime_ns == first_fold_written
@@ -109,9 +129,23 @@ def test_results_of_another_dataset_are_refused(quick_run, other_export):
 def test_results_of_other_settings_are_refused(quick_run, tiny_export):
     out, _ = quick_run
     before = (out / "run.json").read_bytes()
-    result = CliRunner().invoke(cli, ["benchmark", "--problem", "lamellarity", "--data",
-                                      str(tiny_export), "--quick", "--folds", str(QUICK_FOLDS),
-                                      "--seed", "1", "--out", str(out)])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "benchmark",
+            "--problem",
+            "lamellarity",
+            "--data",
+            str(tiny_export),
+            "--quick",
+            "--folds",
+            str(QUICK_FOLDS),
+            "--seed",
+            "1",
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 2
     assert (
         f"Error: {out} holds svm results made with other settings (seed differ). "
@@ -123,8 +157,9 @@ def test_results_of_other_settings_are_refused(quick_run, tiny_export):
 def test_other_folds_are_refused(quick_run, tiny_export):
     out, _ = quick_run
     with pytest.raises(ResultsError) as caught:
-        comparison.run_benchmark("lamellarity", tiny_export, quick=True, k=QUICK_FOLDS,
-                                fold_seed=5, out=out)
+        comparison.run_benchmark(
+            "lamellarity", tiny_export, quick=True, k=QUICK_FOLDS, fold_seed=5, out=out
+        )
     assert str(caught.value) == (
         f"{out} holds results made with folds {{'k': 3, 'seed': 0}}, not "
         "{'k': 3, 'seed': 5}. Use another --out or delete that folder."

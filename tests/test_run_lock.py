@@ -24,7 +24,6 @@ FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 ROOT = Path(__file__).resolve().parent.parent
 
 
-
 class Messages(NullReporter):
     def __init__(self):
         self.lines = []
@@ -42,8 +41,9 @@ def hold_lock(folder: Path, seconds: float) -> subprocess.Popen:
             print("held", flush=True)
             time.sleep({seconds})
     """)
-    process = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT,
-                               stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
     assert process.stdout.readline().strip() == "held"
     return process
 
@@ -55,14 +55,19 @@ def test_a_second_run_into_a_busy_folder_refuses_with_one_line(tmp_path):
     folder = tmp_path / "results"
     other = hold_lock(folder, 30)
     try:
-        result = CliRunner().invoke(cli, ["svm", "--data", str(data), "--C", "1",
-                                          "--gamma", "1", "--out", str(folder)])
+        result = CliRunner().invoke(
+            cli, ["svm", "--data", str(data), "--C", "1", "--gamma", "1", "--out", str(folder)]
+        )
         assert result.exit_code == 2, result.output
         line = result.stderr.strip().splitlines()[-1]
-        assert line.startswith(f"Error: {folder} is in use by another liposome-bench run "
-                               f"(pid {other.pid}, `liposome-bench svm --out busy`, started ")
-        assert line.endswith("Wait for it to finish, pass --wait to start when it has "
-                             "(finished folds are then reused), or use another --out.")
+        assert line.startswith(
+            f"Error: {folder} is in use by another liposome-bench run "
+            f"(pid {other.pid}, `liposome-bench svm --out busy`, started "
+        )
+        assert line.endswith(
+            "Wait for it to finish, pass --wait to start when it has "
+            "(finished folds are then reused), or use another --out."
+        )
         assert not (folder / "svm").exists()  # no work was done
     finally:
         other.kill()
@@ -102,8 +107,7 @@ def test_a_lock_left_by_a_killed_run_is_stale_and_cleared(tmp_path):
     ]
 
 
-def test_the_lock_file_fallback_clears_a_dead_pid_and_refuses_a_live_one(tmp_path,
-                                                                      monkeypatch):
+def test_the_lock_file_fallback_clears_a_dead_pid_and_refuses_a_live_one(tmp_path, monkeypatch):
     """Where flock is unavailable the lock is an exclusively created file."""
     from liposome_bench import results
 
@@ -138,14 +142,39 @@ def test_two_concurrent_runs_do_the_work_once(tmp_path):
     import shutil
 
     shutil.copytree(FIXTURES / "export", data)
-    command = [sys.executable, "-m", "liposome_bench", "svm", "--data", str(data), "--C", "1",
-               "--gamma", "1", "--folds", "3", "--out", str(tmp_path / "r"), "--wait"]
+    command = [
+        sys.executable,
+        "-m",
+        "liposome_bench",
+        "svm",
+        "--data",
+        str(data),
+        "--C",
+        "1",
+        "--gamma",
+        "1",
+        "--folds",
+        "3",
+        "--out",
+        str(tmp_path / "r"),
+        "--wait",
+    ]
     # Make the folds first, so both runs only race for the results folder.
-    assert CliRunner().invoke(cli, ["features", "--data", str(data), "--folds", "3", "--out",
-                                    str(tmp_path / "f.csv")]).exit_code == 0
+    assert (
+        CliRunner()
+        .invoke(
+            cli, ["features", "--data", str(data), "--folds", "3", "--out", str(tmp_path / "f.csv")]
+        )
+        .exit_code
+        == 0
+    )
     env = {**os.environ, "COLUMNS": "200"}
-    runs = [subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True, env=env) for _ in range(2)]
+    runs = [
+        subprocess.Popen(
+            command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+        )
+        for _ in range(2)
+    ]
     outputs = [r.communicate(timeout=300)[0] for r in runs]
     assert [r.returncode for r in runs] == [0, 0], outputs
     resumed = [o for o in outputs if "3 of 3 folds already in" in o]

@@ -64,7 +64,7 @@ def test_grad_cam_of_another_class_differs(net):
 def test_grad_cam_per_image_equals_batched(net):
     images = _inputs(4, 28, seed=2)
     together = saliency.grad_cam(net, images, batch_size=4)
-    alone = np.stack([saliency.grad_cam(net, images[i:i + 1])[0] for i in range(4)])
+    alone = np.stack([saliency.grad_cam(net, images[i : i + 1])[0] for i in range(4)])
     np.testing.assert_allclose(together, alone, atol=1e-5)
 
 
@@ -78,7 +78,9 @@ def test_filters_and_block_activations(net):
     assert filters.shape == (32, 3, 3) and filters.std() > 0
     maps = saliency.block_activations(net, _inputs(1, 28)[0])
     assert {k: v.shape for k, v in maps.items()} == {
-        "block1_conv2": (28, 28, 32), "block2_conv2": (14, 14, 32)}
+        "block1_conv2": (28, 28, 32),
+        "block2_conv2": (14, 14, 32),
+    }
     assert all(v.min() >= 0 for v in maps.values())  # after the ReLU
 
 
@@ -103,8 +105,14 @@ print(json.dumps({"backend": keras.backend.backend(), "shape": list(maps.shape),
 
 def test_grad_cam_under_jax():
     env = dict(os.environ, KERAS_BACKEND="jax")
-    proc = subprocess.run([sys.executable, "-c", UNDER_JAX], env=env, capture_output=True,
-                          text=True, timeout=300, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", UNDER_JAX],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     if "skip" in out:

@@ -16,8 +16,11 @@ def test_cnn_settings_validate_and_round_trip():
     again = s.CNNSettings.from_mapping(cnn.to_dict())
     assert again == cnn
     assert cnn.replace(epochs=None, patience=5).patience == 5  # None keeps the value
-    with pytest.raises(ConfigError, match=r"^Unknown input mode 'whole'; expected one of "
-                                          r"surrounding, cropped, masked\.$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^Unknown input mode 'whole'; expected one of "
+        r"surrounding, cropped, masked\.$",
+    ):
         s.CNNSettings(input_mode="whole")
     with pytest.raises(ConfigError, match=r"^unknown setting 'epoch'; valid settings are model, "):
         s.CNNSettings.from_mapping({"epoch": 3})
@@ -35,9 +38,23 @@ def test_svm_settings_and_grid_names_match_the_svm_module():
 
 def test_every_cli_option_of_svm_and_cnn_is_a_setting():
     """benchmark --config covers every option of `svm` and `cnn` (issue 8)."""
-    run_options = {"problem", "data", "reader_options", "cache_dir", "k", "fold_seed", "group_by",
-                   "seed", "jobs", "out", "wait", "images_dir", "masks_dir", "pixel_size_nm",
-                   "group_pattern"}
+    run_options = {
+        "problem",
+        "data",
+        "reader_options",
+        "cache_dir",
+        "k",
+        "fold_seed",
+        "group_by",
+        "seed",
+        "jobs",
+        "out",
+        "wait",
+        "images_dir",
+        "masks_dir",
+        "pixel_size_nm",
+        "group_pattern",
+    }
     for command, cls in (("svm", s.SVMSettings), ("cnn", s.CNNSettings)):
         names = {p.name for p in cli.commands[command].params} - run_options
         fields = {f.name for f in dataclasses.fields(cls)}
@@ -46,8 +63,10 @@ def test_every_cli_option_of_svm_and_cnn_is_a_setting():
 
 def test_load_config(tmp_path):
     path = tmp_path / "c.toml"
-    path.write_text('[svm]\ngrid = "full"\nC = 4.0\n\n[cnn]\nepochs = 30\n\n'
-                    '[cnn.lipnet-4]\ninput-mode = "cropped"\npatience = 6\n')
+    path.write_text(
+        '[svm]\ngrid = "full"\nC = 4.0\n\n[cnn]\nepochs = 30\n\n'
+        '[cnn.lipnet-4]\ninput-mode = "cropped"\npatience = 6\n'
+    )
     config = s.load_config(path)
     assert config.svm.grid == "full" and config.svm.C == 4.0
     four = config.cnn_settings("lipnet-4")
@@ -78,9 +97,20 @@ def test_bad_config_files_name_file_and_key(tmp_path, text, message):
 def test_benchmark_refuses_a_bad_config_before_any_work(tmp_path):
     path = tmp_path / "bad.toml"
     path.write_text("[cnn.lipnet-4]\nbalance = 'smote-ish'\n")
-    result = CliRunner().invoke(cli, ["benchmark", "--problem", "lamellarity", "--config",
-                                      str(path), "--out", str(tmp_path / "r"),
-                                      "--cache-dir", str(tmp_path / "cache")])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "benchmark",
+            "--problem",
+            "lamellarity",
+            "--config",
+            str(path),
+            "--out",
+            str(tmp_path / "r"),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+        ],
+    )
     assert result.exit_code == 2
     assert result.output.strip().splitlines()[-1] == (
         f"Error: {path}: [cnn.lipnet-4]: Unknown balancing method 'smote-ish'; expected one "
@@ -92,7 +122,9 @@ def test_benchmark_refuses_a_bad_config_before_any_work(tmp_path):
 def test_svm_units_are_validated_and_recorded():
     assert s.SVMSettings().units == "nm"
     assert s.SVMSettings(units="px").to_dict()["units"] == "px"
-    with pytest.raises(ConfigError, match="Unknown units \\(--units\\) 'mm'; expected one of nm, px."):
+    with pytest.raises(
+        ConfigError, match="Unknown units \\(--units\\) 'mm'; expected one of nm, px."
+    ):
         s.SVMSettings(units="mm")
     with pytest.raises(ConfigError, match="--units px computes the features from the images"):
         s.SVMSettings(units="px", source="export")
@@ -108,12 +140,21 @@ def test_learning_rate_scales_with_the_square_root_of_the_batch_size():
 @pytest.mark.parametrize(
     "field, value, message",
     [
-        ("lr_schedule", "step", "Unknown learning-rate schedule 'step'; expected one of "
-                                "constant, cosine."),
-        ("warmup_epochs", -1, "warmup_epochs (--warmup-epochs) must be a number of at "
-                              "least 0; got -1."),
-        ("mixed_precision", "yes", "mixed_precision must be true, false or unset "
-                                   "(automatic); got 'yes'."),
+        (
+            "lr_schedule",
+            "step",
+            "Unknown learning-rate schedule 'step'; expected one of constant, cosine.",
+        ),
+        (
+            "warmup_epochs",
+            -1,
+            "warmup_epochs (--warmup-epochs) must be a number of at least 0; got -1.",
+        ),
+        (
+            "mixed_precision",
+            "yes",
+            "mixed_precision must be true, false or unset (automatic); got 'yes'.",
+        ),
     ],
 )
 def test_training_schedule_settings_are_validated(field, value, message):
@@ -135,17 +176,24 @@ def test_a_bad_value_in_the_cnn_table_names_that_table(tmp_path):
     [
         ("epochs = nan", "[cnn]: epochs (--epochs) must be an integer of at least 1; got nan."),
         ("epochs = inf", "[cnn]: epochs (--epochs) must be an integer of at least 1; got inf."),
-        ("patience = nan", "[cnn]: patience (--patience) must be an integer of at least 1; "
-                           "got nan."),
+        (
+            "patience = nan",
+            "[cnn]: patience (--patience) must be an integer of at least 1; got nan.",
+        ),
         ("epochs = true", "[cnn]: epochs (--epochs) must be an integer of at least 1; got True."),
         ("dropout = 'high'", "[cnn]: dropout must be a number in [0, 1); got 'high'."),
         ("dropout = 1.5", "[cnn]: dropout must be a number in [0, 1); got 1.5."),
         ("dropout = -0.5", "[cnn]: dropout must be a number in [0, 1); got -0.5."),
         ("augment = 3", "[cnn]: augment (--augment) must be 'all', 'none' or a comma-separated"),
-        ("validation_fraction = true", "[cnn]: validation_fraction (--validation-fraction) "
-                                       "must be a number in [0, 1); got True."),
-        ("learning_rate = -inf", "[cnn]: learning_rate (--learning-rate) must be a positive "
-                                 "number; got -inf."),
+        (
+            "validation_fraction = true",
+            "[cnn]: validation_fraction (--validation-fraction) "
+            "must be a number in [0, 1); got True.",
+        ),
+        (
+            "learning_rate = -inf",
+            "[cnn]: learning_rate (--learning-rate) must be a positive number; got -inf.",
+        ),
     ],
 )
 def test_settings_files_are_finite_and_typed(tmp_path, table, message):
@@ -164,8 +212,9 @@ def test_every_setting_is_declared_with_help_and_kind():
     for cls in (s.CNNSettings, s.SVMSettings):
         for f in dataclasses.fields(cls):
             assert f.metadata["help"] and f.metadata["kind"], f.name
-            assert s.check_field(f, f.default() if callable(f.default) else
-                                 getattr(cls(), f.name)) == getattr(cls(), f.name)
+            assert s.check_field(
+                f, f.default() if callable(f.default) else getattr(cls(), f.name)
+            ) == getattr(cls(), f.name)
 
 
 def test_cli_and_estimator_offer_every_declared_setting():
@@ -190,4 +239,5 @@ def test_cli_and_estimator_offer_every_declared_setting():
     for f in dataclasses.fields(s.CNNSettings):
         assert signature[f.name].default == getattr(defaults, f.name), f.name
     assert set(signature) - {"self"} == {f.name for f in dataclasses.fields(s.CNNSettings)} | {
-        "random_state"}
+        "random_state"
+    }

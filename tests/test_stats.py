@@ -152,9 +152,13 @@ def test_clearly_better_model_is_named():
 
 @pytest.mark.parametrize(
     "low, high, verdict",
-    [(-0.1, 0.2, stats.NO_DIFFERENCE), (0.0, 0.3, stats.NO_DIFFERENCE),
-     (0.01, 0.3, "B better"), (-0.3, -0.01, "A better"),
-     (float("nan"), float("nan"), stats.NO_DIFFERENCE)],
+    [
+        (-0.1, 0.2, stats.NO_DIFFERENCE),
+        (0.0, 0.3, stats.NO_DIFFERENCE),
+        (0.01, 0.3, "B better"),
+        (-0.3, -0.01, "A better"),
+        (float("nan"), float("nan"), stats.NO_DIFFERENCE),
+    ],
 )
 def test_difference_verdict(low, high, verdict):
     assert stats.difference_verdict(low, high, "A", "B") == verdict
@@ -167,9 +171,14 @@ def _fold_results(y, pred, k, model="svm"):
         n = int(sel.sum())
         out.append(
             FoldResult(
-                model=model, fold=f, ids=[str(i) for i in np.flatnonzero(sel)],
-                y_true=y[sel], y_pred=pred[sel], scores=np.zeros((n, 3)),
-                score_names=CLASSES, score_kind="probability",
+                model=model,
+                fold=f,
+                ids=[str(i) for i in np.flatnonzero(sel)],
+                y_true=y[sel],
+                y_pred=pred[sel],
+                scores=np.zeros((n, 3)),
+                score_names=CLASSES,
+                score_kind="probability",
             )
         )
     return out
@@ -180,8 +189,7 @@ def test_summarise_model_reports_fold_spread_and_pooled_interval():
     summary = stats.summarise_model(_fold_results(y, p, 5), CLASSES, n_resamples=300)
     pooled = stats.metric_arrays(stats.confusion_counts(y, p, 3))
     fold_f1 = [
-        stats.metric_arrays(stats.confusion_counts(y[i::5], p[i::5], 3))["f1"][1]
-        for i in range(5)
+        stats.metric_arrays(stats.confusion_counts(y[i::5], p[i::5], 3))["f1"][1] for i in range(5)
     ]
     entry = summary["per_class"]["multilamellar"]["f1"]
     assert entry["mean"] == pytest.approx(np.mean(fold_f1))
@@ -212,6 +220,7 @@ def test_vectorised_metrics_agree_with_the_metrics_module(seed):
 
 
 # Headline verdict: corrected resampled t-test, Holm ----------------------------
+
 
 def test_corrected_resampled_ttest_by_hand():
     from scipy.stats import t as student_t
@@ -261,8 +270,7 @@ def test_compare_fold_scores_by_hand():
     # Fold 0: A's F1 (0.8, 2/3), B's (1, 1); fold 1: A's (1, 1), B's (0, 6/7).
     a = [_Fold(0, [0, 0, 1, 1], [0, 0, 1, 0]), _Fold(1, [0, 1, 1, 1], [0, 1, 1, 1])]
     b = [_Fold(0, [0, 0, 1, 1], [0, 0, 1, 1]), _Fold(1, [0, 1, 1, 1], [1, 1, 1, 1])]
-    out = stats.compare_fold_scores([a], [b], ["x", "y"], n_particles=8,
-                                    name_a="svm", name_b="cnn")
+    out = stats.compare_fold_scores([a], [b], ["x", "y"], n_particles=8, name_a="svm", name_b="cnn")
     assert out["n_scores"] == 2 and out["n_train"] == 4 and out["n_test"] == 4
     x = out["per_class"]["x"]
     # differences 0.2 and -1.0: mean -0.4, variance 0.72, correction 1/2 + 4/4
@@ -275,8 +283,7 @@ def test_compare_fold_scores_by_hand():
     assert out["accuracy"]["difference"] == pytest.approx(((1 - 0.75) + (0.75 - 1)) / 2)
     # Holm over the two classes and macro F1, in that order.
     family = [x["p"], y["p"], macro["p"]]
-    np.testing.assert_allclose([x["p_holm"], y["p_holm"], macro["p_holm"]],
-                               stats.holm(family))
+    np.testing.assert_allclose([x["p_holm"], y["p_holm"], macro["p_holm"]], stats.holm(family))
     assert out["accuracy"]["p_holm"] is None
     assert not any(e["significant"] for e in (x, y, macro))
     assert x["verdict"] == stats.NO_DIFFERENCE
@@ -298,15 +305,17 @@ def test_consistent_difference_is_significant_after_holm_and_names_the_winner():
             fb.append(_Fold(fold, y, good))
         runs_a.append(fa)
         runs_b.append(fb)
-    out = stats.compare_fold_scores(runs_a, runs_b, ["x", "y"], n_particles=400,
-                                    name_a="svm", name_b="cnn")
+    out = stats.compare_fold_scores(
+        runs_a, runs_b, ["x", "y"], n_particles=400, name_a="svm", name_b="cnn"
+    )
     assert out["n_scores"] == 15
     for e in (*out["per_class"].values(), out["macro_f1"]):
         assert e["significant"] and e["verdict"] == "cnn better"
         assert e["p_holm"] >= e["p"]
     # Swapping the models swaps the winner.
-    swapped = stats.compare_fold_scores(runs_b, runs_a, ["x", "y"], n_particles=400,
-                                        name_a="cnn", name_b="svm")
+    swapped = stats.compare_fold_scores(
+        runs_b, runs_a, ["x", "y"], n_particles=400, name_a="cnn", name_b="svm"
+    )
     assert swapped["macro_f1"]["verdict"] == "cnn better"
     assert swapped["macro_f1"]["difference"] == pytest.approx(-out["macro_f1"]["difference"])
 
@@ -318,8 +327,7 @@ def test_headline_verdict_says_what_the_variance_rests_on():
     assert one["n_scores"] == 3 and one["repeats"] == 1
     assert "from the 3 folds only" in one["note"]
     assert one["test"] == stats.TTEST_NAME
-    three = stats.headline_verdict({"svm": [a] * 3, "cnn": [b] * 3}, "svm", ["x", "y"], 9,
-                                   k=3)
+    three = stats.headline_verdict({"svm": [a] * 3, "cnn": [b] * 3}, "svm", ["x", "y"], 9, k=3)
     assert three["n_scores"] == 9 and three["comparisons"][0]["n_scores"] == 9
     assert "3 repeats x 3 folds = 9" in three["note"]
 
@@ -376,8 +384,9 @@ def test_interval_beside_a_holm_verdict_matches_it(seed, outcomes=_OUTCOMES):
             fb.append(_Fold(fold, y, pb))
         runs_a.append(fa)
         runs_b.append(fb)
-    out = stats.compare_fold_scores(runs_a, runs_b, ["x", "y", "z"], n_particles=400,
-                                    name_a="svm", name_b="cnn")
+    out = stats.compare_fold_scores(
+        runs_a, runs_b, ["x", "y", "z"], n_particles=400, name_a="svm", name_b="cnn"
+    )
     for e in (*out["per_class"].values(), out["macro_f1"]):
         low, high = e["ci"]
         excludes_zero = low > 0 or high < 0
@@ -399,7 +408,8 @@ def test_detectable_difference_by_hand():
     d = np.array([0.1, -0.05, 0.02, 0.07, 0.0])
     se = math.sqrt((1 / 5 + 100 / 400) * d.var(ddof=1))
     assert stats.detectable_difference(d, 400, 100, 0.05) == pytest.approx(
-        student_t.ppf(0.975, 4) * se)
+        student_t.ppf(0.975, 4) * se
+    )
 
 
 def test_the_interval_cases_held_both_verdicts():

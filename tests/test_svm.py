@@ -33,6 +33,8 @@ def test_ci_has_libsvm_tools():
     if not os.environ.get("CI"):
         pytest.skip("outside CI the svm-predict tests skip when libsvm-tools is missing")
     assert SVM_PREDICT and SVM_SCALE, "CI must install libsvm-tools (.ci/run)"
+
+
 needs_svm_predict = pytest.mark.skipif(
     SVM_PREDICT is None,
     reason="LIBSVM's svm-predict is not installed (Debian/Ubuntu: apt-get install libsvm-tools)",
@@ -46,19 +48,26 @@ needs_svm_scale = pytest.mark.skipif(
 def _data(n=600, seed=0):
     """Imbalanced 3-class data whose features have very different ranges."""
     X, y = make_classification(
-        n_samples=n, n_features=12, n_informative=6, n_classes=3,
-        weights=[0.8, 0.15, 0.05], class_sep=1.2, random_state=seed,
+        n_samples=n,
+        n_features=12,
+        n_informative=6,
+        n_classes=3,
+        weights=[0.8, 0.15, 0.05],
+        class_sep=1.2,
+        random_state=seed,
     )
     return X * np.geomspace(0.01, 1000, 12) + 7.0, y
 
 
 # Equivalence with scikit-learn --------------------------------------------------
 
+
 @pytest.mark.parametrize("class_weight", ["balanced", None, {0: 1.0, 1: 3.0, 2: 10.0}])
 def test_predictions_equal_sklearn_svc_with_the_same_c_gamma_and_weights(class_weight):
     X, y = _data()
-    est = LibSVMClassifier(C=4.0, gamma=0.1, class_weight=class_weight,
-                           decision_function_shape="ovo").fit(X, y)
+    est = LibSVMClassifier(
+        C=4.0, gamma=0.1, class_weight=class_weight, decision_function_shape="ovo"
+    ).fit(X, y)
     # Same scaled inputs: scikit-learn's SVC is built on (a fork of) LIBSVM.
     Xs = est.transform_features(X)
     ref = SVC(C=4.0, gamma=0.1, class_weight=class_weight, decision_function_shape="ovo")
@@ -133,6 +142,7 @@ def test_fit_rejects_bad_input(X, y, params, message):
 
 # Scaling and weights -------------------------------------------------------------
 
+
 def test_scaling_is_svm_scale_on_the_training_data():
     X = np.array([[0.0, 5.0, 2.0], [10.0, 5.0, 4.0], [5.0, 5.0, 3.0], [2.5, 5.0, 2.0]])
     est = LibSVMClassifier(C=1.0, gamma=0.5).fit(X, [0, 1, 0, 1])
@@ -155,7 +165,9 @@ def test_range_file_reproduces_our_scaling_in_svm_scale(tmp_path):
     dump_svmlight_file(X_test, y_test, str(tmp_path / "test.txt"), zero_based=False)
     out = subprocess.run(
         [SVM_SCALE, "-r", str(paths["range"]), str(tmp_path / "test.txt")],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     scaled = np.zeros_like(X_test)
     for row, line in enumerate(out.splitlines()):
@@ -176,6 +188,7 @@ def test_balanced_weights_are_inverse_training_frequencies():
 
 # Model files ----------------------------------------------------------------------
 
+
 def _write_libsvm_data(path, X_scaled, y):
     dump_svmlight_file(X_scaled, y, str(path), zero_based=False)
 
@@ -185,8 +198,11 @@ def test_saved_model_loads_in_libsvm_and_predicts_the_same(tmp_path):
 
     X, y = _data()
     est = LibSVMClassifier(C=8.0, gamma=0.05).fit(X, y)
-    paths = est.save(tmp_path / "fold-0", feature_names=[f"f{i}" for i in range(12)],
-                     class_names=["uni", "multi", "unc"])
+    paths = est.save(
+        tmp_path / "fold-0",
+        feature_names=[f"f{i}" for i in range(12)],
+        class_names=["uni", "multi", "unc"],
+    )
     model = svm_load_model(str(paths["model"]))
     assert model.get_labels() == [0, 1, 2]
     X_test, y_test = _data(200, seed=2)
@@ -212,7 +228,8 @@ def test_saved_model_is_accepted_by_svm_predict(tmp_path):
     _write_libsvm_data(tmp_path / "test.scaled", est.transform_features(X_test), y_test)
     run = subprocess.run(
         [SVM_PREDICT, str(tmp_path / "test.scaled"), str(paths["model"]), str(tmp_path / "out")],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert run.returncode == 0, run.stderr
     predicted = np.loadtxt(tmp_path / "out", dtype=int)
@@ -226,10 +243,12 @@ def test_load_refuses_a_missing_model(tmp_path):
 
 # Grid search -----------------------------------------------------------------------
 
+
 def test_grid_search_returns_the_best_point_with_ties_to_smaller_values():
     X, y = _data(300)
-    best, table = search_grid(X, y, C_values=[1.0, 16.0], gamma_values=[0.01, 1.0], seed=0,
-                              extend=False)
+    best, table = search_grid(
+        X, y, C_values=[1.0, 16.0], gamma_values=[0.01, 1.0], seed=0, extend=False
+    )
     assert len(table) == 4 and best["extended"] == []
     top = max(row["score"] for row in table)
     assert best["score"] == top
@@ -244,8 +263,12 @@ def test_grid_search_returns_the_best_point_with_ties_to_smaller_values():
         # best on the upper edge: one step up (the grid's ratio, 2^2), then interior
         ([2.0**-3, 2.0**-1], ["gamma up to 2^1"], [], 0.5),
         # best on the lower edge: at most EXTEND_STEPS steps down, then still an edge
-        ([2.0**5, 2.0**7], ["gamma down to 2^3", "gamma down to 2^1", "gamma down to 2^-1"],
-         ["gamma"], 0.5),
+        (
+            [2.0**5, 2.0**7],
+            ["gamma down to 2^3", "gamma down to 2^1", "gamma down to 2^-1"],
+            ["gamma"],
+            0.5,
+        ),
     ],
 )
 def test_grid_is_extended_past_an_edge_holding_the_best(gammas, extended, edge, best_gamma):
@@ -273,7 +296,10 @@ def test_grid_search_score_is_macro_f1_of_inner_folds():
     X, y = _data(300)
     best, table = search_grid(X, y, C_values=[4.0], gamma_values=[0.1], seed=5)
     expected = cross_val_score(
-        LibSVMClassifier(C=4.0, gamma=0.1), X, y, scoring="f1_macro",
+        LibSVMClassifier(C=4.0, gamma=0.1),
+        X,
+        y,
+        scoring="f1_macro",
         cv=StratifiedKFold(3, shuffle=True, random_state=5),
     ).mean()
     assert best["score"] == pytest.approx(expected)
@@ -312,14 +338,18 @@ def small_dataset():
         for i in range(n):
             pid = f"{label[:3]}{i:03d}"
             particles.append(
-                Particle(pid, label, np.full((6, 6), len(particles) % 251, np.uint8),
-                         np.ones((6, 6), bool), 1.0)
+                Particle(
+                    pid,
+                    label,
+                    np.full((6, 6), len(particles) % 251, np.uint8),
+                    np.ones((6, 6), bool),
+                    1.0,
+                )
             )
     return Dataset(LAMELLARITY, particles, description="test particles")
 
 
-def _fake_features(dataset, feature_set="vironova", *, source="computed", reporter=None,
-                   **kwargs):
+def _fake_features(dataset, feature_set="vironova", *, source="computed", reporter=None, **kwargs):
     """Class-dependent features, deterministic per particle; column 'row'
     records the particle's position so tests can see which rows a step used."""
     y = dataset.y
@@ -358,8 +388,11 @@ def test_run_svm_writes_every_fold_with_models(tmp_path, small_dataset, fake_fea
     assert len(fake_features) == 1  # features once, not per fold
     for r in out:
         np.testing.assert_array_equal(r.y_true, small_dataset.y[folds.test_indices(r.fold)])
-        assert r.score_names == ["unilamellar_vs_multilamellar", "unilamellar_vs_uncertain",
-                                 "multilamellar_vs_uncertain"]
+        assert r.score_names == [
+            "unilamellar_vs_multilamellar",
+            "unilamellar_vs_uncertain",
+            "multilamellar_vs_uncertain",
+        ]
         assert r.scores.shape == (len(r.ids), 3) and r.score_kind == "decision"
         assert r.params["C"] == 1.0 and r.params["grid_score"] is None
         assert (results.model_dir("svm") / r.params["model_file"]).is_file()
@@ -379,8 +412,9 @@ def test_run_svm_writes_every_fold_with_models(tmp_path, small_dataset, fake_fea
     assert (votes.argmax(axis=1) == r.y_pred).mean() > 0.95  # ties break by class order
 
 
-def test_grid_search_sees_only_the_training_folds(tmp_path, small_dataset, fake_features,
-                                                  small_grid, monkeypatch):
+def test_grid_search_sees_only_the_training_folds(
+    tmp_path, small_dataset, fake_features, small_grid, monkeypatch
+):
     seen = []
     real = svm_module.search_grid
 
@@ -397,8 +431,14 @@ def test_grid_search_sees_only_the_training_folds(tmp_path, small_dataset, fake_
     import math
 
     for r in out:
-        extra = {name: {2.0 ** float(e.split("2^")[1]) for e in r.params["grid_extended"]
-                        if e.startswith(name + " ")} for name in ("C", "gamma")}
+        extra = {
+            name: {
+                2.0 ** float(e.split("2^")[1])
+                for e in r.params["grid_extended"]
+                if e.startswith(name + " ")
+            }
+            for name in ("C", "gamma")
+        }
         assert r.params["C"] in set(small_grid["C"]) | extra["C"]
         assert r.params["gamma"] in set(small_grid["gamma"]) | extra["gamma"]
         assert r.params["grid_score"] == max(p["score"] for p in r.params["grid_results"])
@@ -414,13 +454,15 @@ def test_fixing_c_searches_only_gamma(tmp_path, small_dataset, fake_features, sm
     out = run_svm(small_dataset, folds, ResultsDir(tmp_path / "r"), C=2.0)
     for r in out:
         assert {p["C"] for p in r.params["grid_results"]} == {2.0}
-        assert len(r.params["grid_results"]) == (len(small_grid["gamma"])
-                                                 + len(r.params["grid_extended"]))
+        assert len(r.params["grid_results"]) == (
+            len(small_grid["gamma"]) + len(r.params["grid_extended"])
+        )
         assert all(e.startswith("gamma ") for e in r.params["grid_extended"])
 
 
-def test_run_svm_resumes_and_refuses_other_settings(tmp_path, small_dataset, fake_features,
-                                                    monkeypatch):
+def test_run_svm_resumes_and_refuses_other_settings(
+    tmp_path, small_dataset, fake_features, monkeypatch
+):
     folds = load_or_make_folds(small_dataset, k=3, seed=0)
     results = ResultsDir(tmp_path / "res")
     first = run_svm(small_dataset, folds, results, C=1.0, gamma=0.5)
@@ -428,8 +470,9 @@ def test_run_svm_resumes_and_refuses_other_settings(tmp_path, small_dataset, fak
 
     fitted = []
     real = svm_module._fit_fold
-    monkeypatch.setattr(svm_module, "_fit_fold",
-                        lambda **kw: fitted.append(kw["fold"]) or real(**kw))
+    monkeypatch.setattr(
+        svm_module, "_fit_fold", lambda **kw: fitted.append(kw["fold"]) or real(**kw)
+    )
     again = run_svm(small_dataset, folds, results, C=1.0, gamma=0.5)
     assert fitted == [1]
     for a, b in zip(first, again):
@@ -447,8 +490,7 @@ def test_run_svm_resumes_and_refuses_other_settings(tmp_path, small_dataset, fak
 def test_parallel_folds_give_the_same_results(tmp_path, small_dataset, fake_features):
     folds = load_or_make_folds(small_dataset, k=3, seed=0)
     serial = run_svm(small_dataset, folds, ResultsDir(tmp_path / "a"), C=1.0, gamma=0.5)
-    parallel = run_svm(small_dataset, folds, ResultsDir(tmp_path / "b"), C=1.0, gamma=0.5,
-                       jobs=2)
+    parallel = run_svm(small_dataset, folds, ResultsDir(tmp_path / "b"), C=1.0, gamma=0.5, jobs=2)
     for a, b in zip(serial, parallel):
         np.testing.assert_array_equal(a.y_pred, b.y_pred)
         np.testing.assert_allclose(a.scores, b.scores)
@@ -466,15 +508,24 @@ def test_svm_predict_reproduces_saved_fold_predictions(tmp_path, small_dataset, 
     span = np.where(hi > lo, hi - lo, 1.0)
     scaled = np.where(hi > lo, -1 + 2 * (X - lo) / span, 0.0)
     _write_libsvm_data(tmp_path / "test.scaled", scaled, r.y_true)
-    subprocess.run([SVM_PREDICT, str(tmp_path / "test.scaled"), str(stem.with_suffix(".model")),
-                    str(tmp_path / "out")], check=True, capture_output=True)
+    subprocess.run(
+        [
+            SVM_PREDICT,
+            str(tmp_path / "test.scaled"),
+            str(stem.with_suffix(".model")),
+            str(tmp_path / "out"),
+        ],
+        check=True,
+        capture_output=True,
+    )
     labels = np.loadtxt(tmp_path / "out", dtype=int)
     np.testing.assert_array_equal(labels, r.y_pred)
     assert [meta["labels"][str(i)] for i in range(3)] == list(LAMELLARITY.classes)
 
 
-def test_features_with_nan_are_refused_and_empty_columns_dropped(tmp_path, small_dataset,
-                                                                 monkeypatch):
+def test_features_with_nan_are_refused_and_empty_columns_dropped(
+    tmp_path, small_dataset, monkeypatch
+):
     messages = []
 
     class Reporter(NullReporter):
@@ -488,8 +539,9 @@ def test_features_with_nan_are_refused_and_empty_columns_dropped(tmp_path, small
 
     monkeypatch.setattr(features_module, "extract_features", with_empty_column, raising=False)
     folds = load_or_make_folds(small_dataset, k=3, seed=0)
-    out = run_svm(small_dataset, folds, ResultsDir(tmp_path / "a"), C=1.0, gamma=0.5,
-                  reporter=Reporter())
+    out = run_svm(
+        small_dataset, folds, ResultsDir(tmp_path / "a"), C=1.0, gamma=0.5, reporter=Reporter()
+    )
     assert any("leaving out feature(s) length_nm" in m for m in messages)
     assert out[0].params["dropped_features"] == ["length_nm"]
     assert out[0].params["n_features"] == 6
@@ -500,8 +552,11 @@ def test_features_with_nan_are_refused_and_empty_columns_dropped(tmp_path, small
         return table
 
     monkeypatch.setattr(features_module, "extract_features", with_one_nan, raising=False)
-    with pytest.raises(DatasetError, match=r"Feature 'f2' is not a finite number for 1 "
-                                           r"particle\(s\) \(first: particle uni003\)"):
+    with pytest.raises(
+        DatasetError,
+        match=r"Feature 'f2' is not a finite number for 1 "
+        r"particle\(s\) \(first: particle uni003\)",
+    ):
         run_svm(small_dataset, folds, ResultsDir(tmp_path / "b"), C=1.0, gamma=0.5)
 
 
@@ -521,8 +576,9 @@ def test_bad_options_are_config_errors(tmp_path, small_dataset, options, message
     assert not (tmp_path / "r").exists()  # refused before anything is written
 
 
-def test_run_svm_passes_units_to_the_features_and_records_them(tmp_path, small_dataset,
-                                                               fake_features):
+def test_run_svm_passes_units_to_the_features_and_records_them(
+    tmp_path, small_dataset, fake_features
+):
     folds = load_or_make_folds(small_dataset, k=3, seed=0)
     results = ResultsDir(tmp_path / "res")
     run_svm(small_dataset, folds, results, C=1.0, gamma=0.5, units="px")

@@ -38,8 +38,12 @@ def _write(tmp_path, text, name="grid.toml"):
 
 # The file format ----------------------------------------------------------------
 
+
 def test_axes_are_crossed_and_grids_share_cells(tmp_path):
-    config = sweep.load_sweep(_write(tmp_path, """
+    config = sweep.load_sweep(
+        _write(
+            tmp_path,
+            """
 [cnn]
 epochs = 3
 input_mode = ["cropped", "masked"]
@@ -54,7 +58,9 @@ augment = ["none", "flip,rotation", "all"]
 
 [svm]
 feature_set = ["vironova", "all"]
-"""))
+""",
+        )
+    )
     by_name = {g.name: g for g in config.grids}
     assert len(by_name["models"].cells) == 4  # 2 models x 2 modes
     assert len(by_name["augmentation"].cells) == 6  # 3 levels x 2 modes
@@ -72,30 +78,39 @@ def test_cell_names_are_stable_hashes_of_the_settings(tmp_path):
     first = sweep.load_sweep(_write(tmp_path, TINY_SWEEP))
     again = sweep.load_sweep(_write(tmp_path, TINY_SWEEP, "copy.toml"))
     assert [c.id for c in first.cells] == [c.id for c in again.cells]
-    assert all(c.id.startswith(c.model + "-") and len(c.id) == len(c.model) + 9
-               for c in first.cells)
-    changed = sweep.load_sweep(_write(tmp_path, TINY_SWEEP.replace("epochs = 1", "epochs = 2"),
-                                      "changed.toml"))
+    assert all(
+        c.id.startswith(c.model + "-") and len(c.id) == len(c.model) + 9 for c in first.cells
+    )
+    changed = sweep.load_sweep(
+        _write(tmp_path, TINY_SWEEP.replace("epochs = 1", "epochs = 2"), "changed.toml")
+    )
     assert not {c.id for c in first.cells} & {c.id for c in changed.cells}
     # The same settings spelled differently are the same cell.
     spelled = sweep.load_sweep(_write(tmp_path, TINY_SWEEP.replace('"none"', '""'), "s.toml"))
     assert [c.id for c in spelled.cells] == [c.id for c in first.cells]
 
 
-@pytest.mark.parametrize("text, message", [
-    ("[cnn]\nmodel = ['lipnet-9']\n",
-     "[cnn] (model=lipnet-9): Unknown model 'lipnet-9'; expected one of"),
-    ("[cnn]\nepochs = []\n", "[cnn]: axis epochs is an empty list"),
-    ("[cnn]\nepoch = 3\n", "[cnn]: unknown setting 'epoch'; valid settings are model,"),
-    ("[cnn]\naugment = ['none', 'spin']\n", "Unknown augmentation 'spin'"),
-    ("[cnns]\nepochs = 3\n", "unknown table or key 'cnns'"),
-    ("[sweep]\nfolds = 1\n[cnn]\n", "[sweep]: folds must be an integer of at least 2"),
-    ("[[cnn.grid]]\nname = 'a'\nbalance = ['oversample', 'magic']\n",
-     "[[cnn.grid]] a (balance=magic): Unknown balancing method 'magic'"),
-    ("[svm]\ngrid = ['coarse', 'fine']\n", "[svm] (grid=fine): Unknown grid 'fine'"),
-    ("[sweep]\nfolds = 3\n", "no [cnn] or [svm] table"),
-    ("[cnn\n", "is not valid TOML"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (
+            "[cnn]\nmodel = ['lipnet-9']\n",
+            "[cnn] (model=lipnet-9): Unknown model 'lipnet-9'; expected one of",
+        ),
+        ("[cnn]\nepochs = []\n", "[cnn]: axis epochs is an empty list"),
+        ("[cnn]\nepoch = 3\n", "[cnn]: unknown setting 'epoch'; valid settings are model,"),
+        ("[cnn]\naugment = ['none', 'spin']\n", "Unknown augmentation 'spin'"),
+        ("[cnns]\nepochs = 3\n", "unknown table or key 'cnns'"),
+        ("[sweep]\nfolds = 1\n[cnn]\n", "[sweep]: folds must be an integer of at least 2"),
+        (
+            "[[cnn.grid]]\nname = 'a'\nbalance = ['oversample', 'magic']\n",
+            "[[cnn.grid]] a (balance=magic): Unknown balancing method 'magic'",
+        ),
+        ("[svm]\ngrid = ['coarse', 'fine']\n", "[svm] (grid=fine): Unknown grid 'fine'"),
+        ("[sweep]\nfolds = 3\n", "no [cnn] or [svm] table"),
+        ("[cnn\n", "is not valid TOML"),
+    ],
+)
 def test_bad_sweep_files_are_refused_with_one_line(tmp_path, text, message):
     path = _write(tmp_path, text)
     with pytest.raises(ConfigError) as info:
@@ -118,6 +133,7 @@ def test_the_thesis_grid_file_is_valid():
 
 # Statistics ----------------------------------------------------------------------
 
+
 def test_corrected_resampled_ttest_inflates_the_variance():
     d = np.array([0.10, 0.05, 0.08, 0.12, 0.02])
     out = corrected_resampled_ttest(d, n_train=400, n_test=100)
@@ -130,11 +146,13 @@ def test_corrected_resampled_ttest_inflates_the_variance():
 
 
 def test_holm_adjusts_in_input_order():
-    np.testing.assert_allclose(holm([0.01, 0.04, np.nan, 0.03]),
-                               [0.03, 0.06, np.nan, 0.06], equal_nan=True)
+    np.testing.assert_allclose(
+        holm([0.01, 0.04, np.nan, 0.03]), [0.03, 0.06, np.nan, 0.06], equal_nan=True
+    )
 
 
 # Plans and dry runs ---------------------------------------------------------------
+
 
 def test_plan_skips_finished_folds_and_dry_run_lists_cells(tmp_path, tiny_export_copy):
     path = _write(tmp_path, TINY_SWEEP)
@@ -147,8 +165,9 @@ def test_plan_skips_finished_folds_and_dry_run_lists_cells(tmp_path, tiny_export
     plan = sweep.plan_sweep(config, out, 2)
     assert plan.total == 4 and (cell.id, 1) not in plan.tasks and len(plan.tasks) == 3
 
-    result = CliRunner().invoke(cli, ["sweep", str(path), "--data", str(tiny_export_copy),
-                                      "--out", str(out), "--dry-run"])
+    result = CliRunner().invoke(
+        cli, ["sweep", str(path), "--data", str(tiny_export_copy), "--out", str(out), "--dry-run"]
+    )
     assert result.exit_code == 0, result.output
     assert "2 cells x 2 folds = 4 tasks (3 to run)" in result.output
     for c in config.cells:
@@ -157,26 +176,40 @@ def test_plan_skips_finished_folds_and_dry_run_lists_cells(tmp_path, tiny_export
     assert not (out / "sweep.json").exists()
 
 
-@pytest.mark.parametrize("address, why", [
-    ("slurm", "no protocol"),
-    ("tcp://host:abc", "port 'abc' is not a number in 1-65535"),
-    ("tcp://host:70000", "port '70000' is not a number in 1-65535"),
-    ("tcp://host:0", "port '0' is not a number in 1-65535"),
-    ("tcp://host", "no port"),
-    ("tcp://:8786", "no host"),
-    ("ucx://host:8786", "protocol ucx:// is not supported"),
-    ("tls://host:8786", "protocol tls:// is not supported"),
-    ("tcp://[::1]8786", "an IPv6 host needs [HOST]:PORT"),
-])
-def test_cli_refuses_a_scheduler_address_before_any_work(tmp_path, tiny_export_copy,
-                                                         address, why):
+@pytest.mark.parametrize(
+    "address, why",
+    [
+        ("slurm", "no protocol"),
+        ("tcp://host:abc", "port 'abc' is not a number in 1-65535"),
+        ("tcp://host:70000", "port '70000' is not a number in 1-65535"),
+        ("tcp://host:0", "port '0' is not a number in 1-65535"),
+        ("tcp://host", "no port"),
+        ("tcp://:8786", "no host"),
+        ("ucx://host:8786", "protocol ucx:// is not supported"),
+        ("tls://host:8786", "protocol tls:// is not supported"),
+        ("tcp://[::1]8786", "an IPv6 host needs [HOST]:PORT"),
+    ],
+)
+def test_cli_refuses_a_scheduler_address_before_any_work(tmp_path, tiny_export_copy, address, why):
     path = _write(tmp_path, TINY_SWEEP)
     out = tmp_path / "out"
-    result = CliRunner().invoke(cli, ["sweep", str(path), "--data", str(tiny_export_copy),
-                                      "--out", str(out), "--scheduler", address])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "sweep",
+            str(path),
+            "--data",
+            str(tiny_export_copy),
+            "--out",
+            str(out),
+            "--scheduler",
+            address,
+        ],
+    )
     assert result.exit_code == 2, result.output
     assert result.output.strip().splitlines() == [
-        f"Error: --scheduler {address!r}: {why}; expected {sweep.SCHEDULER_FORMS}."]
+        f"Error: --scheduler {address!r}: {why}; expected {sweep.SCHEDULER_FORMS}."
+    ]
     assert not out.exists()
 
 
@@ -197,13 +230,27 @@ def test_cli_refuses_an_unreachable_scheduler_within_the_timeout(tmp_path, tiny_
     path = _write(tmp_path, TINY_SWEEP)
     out = tmp_path / "out"
     started = time.perf_counter()
-    result = CliRunner().invoke(cli, ["sweep", str(path), "--data", str(tiny_export_copy),
-                                      "--out", str(out), "--scheduler",
-                                      f"tcp://127.0.0.1:{port}", "--connect-timeout", "2"])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "sweep",
+            str(path),
+            "--data",
+            str(tiny_export_copy),
+            "--out",
+            str(out),
+            "--scheduler",
+            f"tcp://127.0.0.1:{port}",
+            "--connect-timeout",
+            "2",
+        ],
+    )
     assert time.perf_counter() - started < 20
     assert result.exit_code == 2, result.output
-    assert (f"Error: Cannot reach the Dask scheduler at tcp://127.0.0.1:{port} within 2 s"
-            in result.output)
+    assert (
+        f"Error: Cannot reach the Dask scheduler at tcp://127.0.0.1:{port} within 2 s"
+        in result.output
+    )
     assert not out.exists()  # no half-made results folder
 
 
@@ -225,8 +272,9 @@ def test_probe_times_out_on_a_silent_address(monkeypatch):
 def test_a_10000_cell_lookup_is_a_dictionary(tmp_path, monkeypatch):
     levels = ", ".join(f"{0.001 * (i + 1):.4f}" for i in range(100))
     epochs = ", ".join(str(i + 1) for i in range(100))
-    path = _write(tmp_path, f"[cnn]\nmodel = 'lipnet-1'\nlearning_rate = [{levels}]\n"
-                            f"epochs = [{epochs}]\n")
+    path = _write(
+        tmp_path, f"[cnn]\nmodel = 'lipnet-1'\nlearning_rate = [{levels}]\nepochs = [{epochs}]\n"
+    )
     config = sweep.load_sweep(path)
     assert len(config.cells) == 10_000
     plan = sweep.plan_sweep(config, tmp_path / "out", 2)
@@ -239,36 +287,53 @@ def test_a_10000_cell_lookup_is_a_dictionary(tmp_path, monkeypatch):
     assert found[-1] is config.cells[-1]
 
 
-@pytest.mark.parametrize("text, line", [
-    ("[sweep]\nfold_seed = -1\n[cnn]\nmodel = 'lipnet-1'\n",
-     "[sweep]: fold_seed must be an integer of at least 0; got -1."),
-    ("[cnn]\nmodel = 'lipnet-1'\nepochs = [nan, 3]\n",
-     "[cnn]: axis epochs has the level nan; settings are finite numbers."),
-    ("[cnn]\nmodel = 'lipnet-1'\nepochs = [3, inf]\n",
-     "[cnn]: axis epochs has the level inf; settings are finite numbers."),
-    ("[cnn]\nmodel = 'lipnet-1'\nlearning_rate = -inf\n",
-     "[cnn]: learning_rate is -inf; settings are finite numbers."),
-])
-def test_cli_refuses_non_finite_levels_and_a_negative_fold_seed(tmp_path, tiny_export_copy,
-                                                                 text, line):
+@pytest.mark.parametrize(
+    "text, line",
+    [
+        (
+            "[sweep]\nfold_seed = -1\n[cnn]\nmodel = 'lipnet-1'\n",
+            "[sweep]: fold_seed must be an integer of at least 0; got -1.",
+        ),
+        (
+            "[cnn]\nmodel = 'lipnet-1'\nepochs = [nan, 3]\n",
+            "[cnn]: axis epochs has the level nan; settings are finite numbers.",
+        ),
+        (
+            "[cnn]\nmodel = 'lipnet-1'\nepochs = [3, inf]\n",
+            "[cnn]: axis epochs has the level inf; settings are finite numbers.",
+        ),
+        (
+            "[cnn]\nmodel = 'lipnet-1'\nlearning_rate = -inf\n",
+            "[cnn]: learning_rate is -inf; settings are finite numbers.",
+        ),
+    ],
+)
+def test_cli_refuses_non_finite_levels_and_a_negative_fold_seed(
+    tmp_path, tiny_export_copy, text, line
+):
     path = _write(tmp_path, text)
-    result = CliRunner().invoke(cli, ["sweep", str(path), "--data", str(tiny_export_copy),
-                                      "--dry-run"])
+    result = CliRunner().invoke(
+        cli, ["sweep", str(path), "--data", str(tiny_export_copy), "--dry-run"]
+    )
     assert result.exit_code == 2, result.output
-    assert result.output.strip().splitlines() == [f"Error: {path}: {line} Give a number, or "
-                                                  "remove it." if "finite" in line
-                                                  else f"Error: {path}: {line}"]
+    assert result.output.strip().splitlines() == [
+        f"Error: {path}: {line} Give a number, or remove it."
+        if "finite" in line
+        else f"Error: {path}: {line}"
+    ]
 
 
 def test_cli_refuses_a_bad_sweep_file(tmp_path, tiny_export_copy):
     path = _write(tmp_path, "[cnn]\nmodel = ['lipnet-9']\n")
-    result = CliRunner().invoke(cli, ["sweep", str(path), "--data", str(tiny_export_copy),
-                                      "--dry-run"])
+    result = CliRunner().invoke(
+        cli, ["sweep", str(path), "--data", str(tiny_export_copy), "--dry-run"]
+    )
     assert result.exit_code == 2
     assert result.output.startswith(f"Error: {path}: [cnn] (model=lipnet-9): Unknown model")
 
 
 # Real Dask runs ----------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def dask_cluster():
@@ -276,9 +341,13 @@ def dask_cluster():
     import logging
 
     distributed = pytest.importorskip("distributed")
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None,
-                                  silence_logs=logging.ERROR) as cluster:
+    with distributed.LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address=None,
+        silence_logs=logging.ERROR,
+    ) as cluster:
         yield cluster
 
 
@@ -303,20 +372,31 @@ def serial_run(sweep_data):
     from liposome_bench.results import ResultsDir
 
     root, config, dataset, folds = sweep_data
-    return {cell.id: run_cnn(dataset, folds, ResultsDir(root / "serial" / cell.id),
-                             cell.settings, seed=0, save_models=False)
-            for cell in config.cells}
+    return {
+        cell.id: run_cnn(
+            dataset,
+            folds,
+            ResultsDir(root / "serial" / cell.id),
+            cell.settings,
+            seed=0,
+            save_models=False,
+        )
+        for cell in config.cells
+    }
 
 
 def _assert_same_as_serial(out, config, serial):
     for cell in config.cells:
         for reference in serial[cell.id]:
-            table = pd.read_csv(sweep.cell_dir(out, cell.id) / cell.model
-                                / f"fold-{reference.fold}.csv", dtype={"id": str})
+            table = pd.read_csv(
+                sweep.cell_dir(out, cell.id) / cell.model / f"fold-{reference.fold}.csv",
+                dtype={"id": str},
+            )
             assert table["id"].tolist() == reference.ids
             np.testing.assert_array_equal(
                 table["predicted"].to_numpy(),
-                np.array(list(reference.score_names))[reference.y_pred])
+                np.array(list(reference.score_names))[reference.y_pred],
+            )
             scores = table[[f"score_{n}" for n in reference.score_names]].to_numpy()
             # Same seeds, so the same network; only the worker's thread count
             # may change float round-off.
@@ -338,16 +418,24 @@ def test_dask_sweep_equals_a_serial_run(dask_cluster, sweep_data, serial_run):
     root, config, dataset, folds = sweep_data
     out = root / "dask"
     messages = _Messages()
-    run = sweep.run_sweep(config, dataset, folds, out, seed=0,
-                          scheduler=dask_cluster.scheduler_address, reporter=messages)
+    run = sweep.run_sweep(
+        config,
+        dataset,
+        folds,
+        out,
+        seed=0,
+        scheduler=dask_cluster.scheduler_address,
+        reporter=messages,
+    )
     assert sorted(run.ran) == sorted((c.id, f) for c in config.cells for f in range(2))
     assert run.workers == 2
     assert any(line.startswith("Dask dashboard: ") for line in messages.lines)
     _assert_same_as_serial(out, config, serial_run)
 
     # A re-run finds every fold finished and starts nothing.
-    again = sweep.run_sweep(config, dataset, folds, out, seed=0,
-                            scheduler="tcp://127.0.0.1:1")  # unreachable: not contacted
+    again = sweep.run_sweep(
+        config, dataset, folds, out, seed=0, scheduler="tcp://127.0.0.1:1"
+    )  # unreachable: not contacted
     assert again.ran == [] and again.skipped == 4
 
     # The table, the paired comparisons and the report's figures.
@@ -371,12 +459,14 @@ def test_dask_sweep_equals_a_serial_run(dask_cluster, sweep_data, serial_run):
 def _executing(client):
     """(worker address, key) of every sweep task running now."""
     running = client.run(lambda dask_worker: [str(ts.key) for ts in dask_worker.state.executing])
-    return [(addr, key) for addr, keys in running.items() for key in keys
-            if key.startswith("sweep-")]
+    return [
+        (addr, key) for addr, keys in running.items() for key in keys if key.startswith("sweep-")
+    ]
 
 
-def test_a_killed_worker_is_replaced_and_results_stay_identical(dask_cluster, sweep_data,
-                                                                serial_run):
+def test_a_killed_worker_is_replaced_and_results_stay_identical(
+    dask_cluster, sweep_data, serial_run
+):
     from distributed import Client
 
     root, config, dataset, folds = sweep_data
@@ -385,8 +475,9 @@ def test_a_killed_worker_is_replaced_and_results_stay_identical(dask_cluster, sw
 
     def work():
         try:
-            outcome["run"] = sweep.run_sweep(config, dataset, folds, out, seed=0,
-                                             scheduler=dask_cluster.scheduler_address)
+            outcome["run"] = sweep.run_sweep(
+                config, dataset, folds, out, seed=0, scheduler=dask_cluster.scheduler_address
+            )
         except BaseException as exc:  # reported by the assertions below
             outcome["error"] = exc
 
@@ -408,7 +499,7 @@ def test_a_killed_worker_is_replaced_and_results_stay_identical(dask_cluster, sw
                 time.sleep(0.05)
         assert victim is not None, "no task was seen running"
         address, key = victim
-        cell_id, fold = key[len("sweep-"):].rsplit("-", 1)[0].rsplit("-fold", 1)
+        cell_id, fold = key[len("sweep-") :].rsplit("-", 1)[0].rsplit("-fold", 1)
         model = config.cell(cell_id).model
         fold_file = sweep.cell_dir(out, cell_id) / model / f"fold-{fold}.json"
         assert not fold_file.exists(), "the task finished before it could be killed"
@@ -419,8 +510,7 @@ def test_a_killed_worker_is_replaced_and_results_stay_identical(dask_cluster, sw
     assert "error" not in outcome, repr(outcome.get("error"))
     assert pids_before[address] not in pids_after.values()
     assert fold_file.exists()
-    assert sorted(outcome["run"].ran) == sorted((c.id, f) for c in config.cells
-                                                for f in range(2))
+    assert sorted(outcome["run"].ran) == sorted((c.id, f) for c in config.cells for f in range(2))
     _assert_same_as_serial(out, config, serial_run)
 
 
@@ -428,13 +518,26 @@ def test_a_user_error_in_a_task_is_reported_once_and_not_retried(dask_cluster, s
     root, config, dataset, folds = sweep_data
     # The client's dataset differs from the workers' copy: every task fails
     # with the same user error.
-    source = sweep.DatasetSource(root=str(root / "data"), problem="lamellarity",
-                                 builtin=False, reader_options={}, fingerprint="0" * 16)
+    source = sweep.DatasetSource(
+        root=str(root / "data"),
+        problem="lamellarity",
+        builtin=False,
+        reader_options={},
+        fingerprint="0" * 16,
+    )
     messages = _Messages()
     started = time.monotonic()
     with pytest.raises(SweepError) as info:
-        sweep.run_sweep(config, dataset, folds, root / "failing", seed=0, source=source,
-                        scheduler=dask_cluster.scheduler_address, reporter=messages)
+        sweep.run_sweep(
+            config,
+            dataset,
+            folds,
+            root / "failing",
+            seed=0,
+            source=source,
+            scheduler=dask_cluster.scheduler_address,
+            reporter=messages,
+        )
     message = str(info.value)
     assert message.startswith("4 of 4 tasks failed (first: ")
     assert "A worker read another dataset at" in message and "\n" not in message
@@ -454,8 +557,9 @@ def test_a_worker_without_the_shared_folder_sends_the_fold_back(tmp_path, sweep_
     blocker.write_text("")
     settings = SVMSettings(C=1.0, gamma=0.1)
     cell = sweep.Cell("svm", settings)
-    outcome = sweep.run_task(dataset, "svm", settings.to_dict(), cell.id, 1, folds,
-                             str(blocker / "out"), 0, False, 1)
+    outcome = sweep.run_task(
+        dataset, "svm", settings.to_dict(), cell.id, 1, folds, str(blocker / "out"), 0, False, 1
+    )
     assert outcome.error is None and not outcome.wrote
     assert outcome.result.fold == 1 and outcome.record["C"] == 1.0
     out = tmp_path / "sweep"
@@ -465,8 +569,7 @@ def test_a_worker_without_the_shared_folder_sends_the_fold_back(tmp_path, sweep_
     assert not sweep.save_outcome(out, dataset, folds, outcome)  # already there: kept
 
 
-@pytest.mark.parametrize("visible, ids", [("2,3", ["2", "3"]), ("-1", []), ("", []),
-                                          ("0", ["0"])])
+@pytest.mark.parametrize("visible, ids", [("2,3", ["2", "3"]), ("-1", []), ("", []), ("0", ["0"])])
 def test_local_cluster_has_one_worker_per_visible_gpu(monkeypatch, visible, ids):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
     assert sweep.gpu_ids() == ids

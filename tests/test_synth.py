@@ -43,6 +43,7 @@ def normalised(particle):
 
 # Counts ------------------------------------------------------------------------
 
+
 def test_default_sizes_are_the_thesis_tables():
     assert allocate_counts("lamellarity") == THESIS_COUNTS["lamellarity"]
     assert allocate_counts("encapsulation") == THESIS_COUNTS["encapsulation"]
@@ -81,18 +82,27 @@ def test_counts_override_gives_exact_counts(lamellarity):
     assert lamellarity.class_counts() == LAMELLARITY_COUNTS
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"counts": {"bilamellar": 3}}, "counts has class 'bilamellar', which is not a lamellarity class"),
-    ({"counts": {"unilamellar": -1}}, "counts['unilamellar'] must be a whole number >= 0; got -1."),
-    ({"counts": {"unilamellar": 0}}, "counts asks for no particles at all"),
-    ({"n": 5, "counts": {"unilamellar": 3}}, "n=5 but counts add up to 3"),
-    ({"n": 5, "seed": -1}, "seed must be a whole number >= 0; got -1."),
-    ({"n": 5, "difficulty": 1.5}, "difficulty must be between 0 and 1; got 1.5."),
-    ({"n": 5, "label_noise": 0.95}, "label noise must be between 0 and 0.9; got 0.95."),
-    ({"n": 5, "dose": 0}, "dose must be a positive number of e-/A^2; got 0."),
-    ({"n": 5, "pixel_size_nm": 0.1}, "pixel size must be between 0.5 and 5 nm/px; got 0.1."),
-    ({"n": 5, "batch_size": 0}, "batch size must be a whole number >= 1; got 0."),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (
+            {"counts": {"bilamellar": 3}},
+            "counts has class 'bilamellar', which is not a lamellarity class",
+        ),
+        (
+            {"counts": {"unilamellar": -1}},
+            "counts['unilamellar'] must be a whole number >= 0; got -1.",
+        ),
+        ({"counts": {"unilamellar": 0}}, "counts asks for no particles at all"),
+        ({"n": 5, "counts": {"unilamellar": 3}}, "n=5 but counts add up to 3"),
+        ({"n": 5, "seed": -1}, "seed must be a whole number >= 0; got -1."),
+        ({"n": 5, "difficulty": 1.5}, "difficulty must be between 0 and 1; got 1.5."),
+        ({"n": 5, "label_noise": 0.95}, "label noise must be between 0 and 0.9; got 0.95."),
+        ({"n": 5, "dose": 0}, "dose must be a positive number of e-/A^2; got 0."),
+        ({"n": 5, "pixel_size_nm": 0.1}, "pixel size must be between 0.5 and 5 nm/px; got 0.1."),
+        ({"n": 5, "batch_size": 0}, "batch size must be a whole number >= 1; got 0."),
+    ],
+)
 def test_bad_options_are_one_line_config_errors(kwargs, message):
     with pytest.raises(ConfigError) as info:
         generate_dataset("lamellarity", **kwargs)
@@ -106,6 +116,7 @@ def test_unknown_problem_is_a_dataset_error():
 
 
 # Determinism ---------------------------------------------------------------------
+
 
 def test_same_seed_gives_the_same_dataset(lamellarity):
     again = generate_dataset("lamellarity", seed=4, counts=LAMELLARITY_COUNTS)
@@ -128,6 +139,7 @@ def test_batch_size_changes_nothing_but_speed(lamellarity):
 
 
 # Particle layout -----------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", ["lamellarity", "encapsulation"])
 def test_particles_have_the_lab_export_layout(name, request):
@@ -162,8 +174,11 @@ def test_masks_are_centred_with_a_50_px_surround(name, request):
 
 def test_some_particles_are_cut_by_the_micrograph_edge():
     dataset = generate_dataset("lamellarity", n=300, seed=2)
-    cut = [p for p in dataset.particles
-           if p.mask[0].any() or p.mask[-1].any() or p.mask[:, 0].any() or p.mask[:, -1].any()]
+    cut = [
+        p
+        for p in dataset.particles
+        if p.mask[0].any() or p.mask[-1].any() or p.mask[:, 0].any() or p.mask[:, -1].any()
+    ]
     assert 0 < len(cut) < 0.1 * len(dataset)
 
 
@@ -188,7 +203,8 @@ def test_ambiguity_draws_borderline_particles_and_scales_with_difficulty():
     shares = []
     for difficulty in (0.0, 0.5, 1.0):
         _, labels, appearance, borderline = synth.plan_appearance(
-            "lamellarity", counts, 0, difficulty=difficulty)
+            "lamellarity", counts, 0, difficulty=difficulty
+        )
         assert (appearance[borderline] != labels[borderline]).all()
         assert (appearance[~borderline] == labels[~borderline]).all()
         shares.append(borderline[labels == 2].mean())
@@ -200,9 +216,12 @@ def test_ambiguity_draws_borderline_particles_and_scales_with_difficulty():
 
 
 def test_particles_are_30_to_120_px_across(lamellarity, encapsulation):
-    widths = [int(p.mask.any(axis=0).sum())
-              for ds in (lamellarity, encapsulation) for p in ds.particles
-              if p.label != "uncertain"]  # an overlapping pair can be wider
+    widths = [
+        int(p.mask.any(axis=0).sum())
+        for ds in (lamellarity, encapsulation)
+        for p in ds.particles
+        if p.label != "uncertain"
+    ]  # an overlapping pair can be wider
     assert min(widths) >= 20
     assert max(widths) <= 160  # a mask merged with a touching neighbour is wider
 
@@ -218,14 +237,28 @@ def test_pixel_size_is_recorded_and_scales_the_particles():
 
 # Physics -------------------------------------------------------------------------
 
+
 def test_projected_shell_is_thickest_at_the_rim():
     """Path length through a spherical shell (R = 40 nm, t = 5 nm) along the
     beam: 2t at the centre, 2 sqrt(R^2 - (R-t)^2) grazing the inner surface,
     nothing outside."""
     x = np.array([0.0, 35.0, 41.0], dtype=np.float32)
     X, Y = x[None, None, :], np.zeros((1, 1, 1), dtype=np.float32)
-    p = {k: np.array([v]) for k, v in dict(cx=0.0, cy=0.0, a=40.0, b=40.0, c=40.0, th=0.0,
-                                           t=5.0, dens=1.0, cut_psi=0.0, cut_o=np.nan).items()}
+    p = {
+        k: np.array([v])
+        for k, v in dict(
+            cx=0.0,
+            cy=0.0,
+            a=40.0,
+            b=40.0,
+            c=40.0,
+            th=0.0,
+            t=5.0,
+            dens=1.0,
+            cut_psi=0.0,
+            cut_o=np.nan,
+        ).items()
+    }
     path, inside = synth._shell_path(X, Y, p)
     assert path[0, 0] == pytest.approx([10.0, 2 * np.sqrt(40**2 - 35**2), 0.0], abs=1e-3)
     assert inside[0, 0].tolist() == [True, True, False]
@@ -245,21 +278,26 @@ def test_unilamellar_rim_is_darker_than_centre_and_ice(lamellarity):
 
 
 def test_multilamellar_vesicles_are_larger(lamellarity):
-    area = {c: np.mean([p.mask.sum() for p in lamellarity.particles if p.label == c])
-            for c in ("unilamellar", "multilamellar")}
+    area = {
+        c: np.mean([p.mask.sum() for p in lamellarity.particles if p.label == c])
+        for c in ("unilamellar", "multilamellar")
+    }
     # Larger on average, but the size distributions overlap (Figures 3-4).
     assert area["multilamellar"] > 1.2 * area["unilamellar"]
 
 
 def test_multilamellar_interiors_hold_more_membrane(lamellarity):
     """Inner bilayers darken the interior of a multilamellar vesicle."""
+
     def interior(p):
         image, mask = normalised(p)
         depth = ndimage.distance_transform_edt(mask)
         return ndimage.gaussian_filter(image, 1.5)[depth >= 6].mean()
 
-    mean = {c: np.median([interior(p) for p in lamellarity.particles if p.label == c])
-            for c in ("unilamellar", "multilamellar")}
+    mean = {
+        c: np.median([interior(p) for p in lamellarity.particles if p.label == c])
+        for c in ("unilamellar", "multilamellar")
+    }
     assert mean["multilamellar"] < mean["unilamellar"] - 0.02
 
 
@@ -270,16 +308,19 @@ def test_full_liposomes_have_dense_interiors(encapsulation):
         # Smoothed, so shot noise does not make its own dark pixels.
         return ndimage.gaussian_filter(image, 2)[depth >= 6].min()
 
-    low = {c: np.median([interior(p) for p in encapsulation.particles if p.label == c])
-           for c in ("full", "empty")}
+    low = {
+        c: np.median([interior(p) for p in encapsulation.particles if p.label == c])
+        for c in ("full", "empty")
+    }
     assert low["full"] < low["empty"] - 0.03
 
 
 def test_lower_dose_gives_noisier_ice():
     def grain(dataset):
         # Pixel-to-pixel differences in the surround: shot noise dominates.
-        return np.mean([np.diff(p.image[:40, :40].astype(float), axis=1).std()
-                        for p in dataset.particles])
+        return np.mean(
+            [np.diff(p.image[:40, :40].astype(float), axis=1).std() for p in dataset.particles]
+        )
 
     noisy = generate_dataset("encapsulation", n=12, seed=3, dose=2.0)
     clean = generate_dataset("encapsulation", n=12, seed=3, dose=80.0)
@@ -314,6 +355,7 @@ def test_harder_means_less_contrast():
 
 # Export round trip -------------------------------------------------------------
 
+
 def test_written_export_reads_back_identically(lamellarity, tmp_path):
     out = write_export(lamellarity, tmp_path / "export")
     back = load_export(out)
@@ -340,11 +382,13 @@ def test_generate_export_refuses_a_non_empty_folder_before_generating(tmp_path, 
 
 # Built-in default --------------------------------------------------------------
 
+
 @pytest.fixture
 def tiny_thesis(monkeypatch):
     """Make the 'thesis-sized' default data set tiny, and count generations."""
-    monkeypatch.setitem(THESIS_COUNTS, "lamellarity",
-                        {"unilamellar": 6, "multilamellar": 3, "uncertain": 2})
+    monkeypatch.setitem(
+        THESIS_COUNTS, "lamellarity", {"unilamellar": 6, "multilamellar": 3, "uncertain": 2}
+    )
     calls = []
     real = synth.generate_dataset
 
@@ -399,6 +443,7 @@ def test_broken_cache_folder_is_a_one_line_error(tmp_path, tiny_thesis):
 
 # Montage ---------------------------------------------------------------------------
 
+
 def test_montage_is_a_png_with_a_row_per_class(lamellarity, tmp_path):
     from PIL import Image
 
@@ -421,10 +466,13 @@ def test_montage_shows_16_bit_images_too(lamellarity, tmp_path):
 
     from liposome_bench.dataset import Dataset, Particle
 
-    wide = Dataset(lamellarity.problem, [
-        Particle(p.id, p.label, p.image.astype(np.uint16) * 257, p.mask)
-        for p in lamellarity.particles
-    ])
+    wide = Dataset(
+        lamellarity.problem,
+        [
+            Particle(p.id, p.label, p.image.astype(np.uint16) * 257, p.mask)
+            for p in lamellarity.particles
+        ],
+    )
     path = write_montage(wide, tmp_path / "m.png", per_class=3)
     with Image.open(path) as image:
         pixels = np.asarray(image.convert("L"))

@@ -26,16 +26,24 @@ def main(micrograph="m01", file="m01.tif"):
         dataset = load_dataset(out)
         objects = {str(o["Id"]): o for o in json.loads((out / "particles.json").read_text())}
         particles = [
-            {"crop": objects[p.id]["Crop"], "label": p.label, "mask": p.mask,
-             "edge_cut": objects[p.id]["EdgeCut"]}
-            for p in dataset.particles if p.meta["micrograph"] == micrograph
+            {
+                "crop": objects[p.id]["Crop"],
+                "label": p.label,
+                "mask": p.mask,
+                "edge_cut": objects[p.id]["EdgeCut"],
+            }
+            for p in dataset.particles
+            if p.meta["micrograph"] == micrograph
         ]
         image, px, _ = read_micrograph(MICS / "images" / file)
         path = plot_micrograph_crops(
-            image, particles, ROOT / "docs" / "img" / "import-micrograph.png",
+            image,
+            particles,
+            ROOT / "docs" / "img" / "import-micrograph.png",
             classes=dataset.problem.classes,
             title=f"fixtures/micrographs/images/{file} ({px:g} nm/px): crops with "
-                  "--surround 20 (dashed) and masks (solid), by class (synthetic)")
+            "--surround 20 (dashed) and masks (solid), by class (synthetic)",
+        )
     print(f"Wrote {path}")
 
 

@@ -51,8 +51,13 @@ def realism_panels():
     lam, s, labels, appearance, borderline = generate_with_scenes("lamellarity", 3000, 0)
     enc, e, elabels, eappearance, eborderline = generate_with_scenes("encapsulation", 3000, 0)
     ne = s.neighbours
-    touching = ((ne["dens"][:, 0] > 0) & (ne["dist"][:, 0] - ne["r"][:, 0] - s.extent < -3.0)
-                & (ne["r"][:, 0] > 40) & (s.extent < 55) & (s.contrast > np.median(s.contrast)))
+    touching = (
+        (ne["dens"][:, 0] > 0)
+        & (ne["dist"][:, 0] - ne["r"][:, 0] - s.extent < -3.0)
+        & (ne["r"][:, 0] > 40)
+        & (s.extent < 55)
+        & (s.contrast > np.median(s.contrast))
+    )
     classes = lam.problem.classes
     ec = enc.problem.classes
     mic = s.micrograph
@@ -60,28 +65,54 @@ def realism_panels():
         (lam, first(touching & ~s.merge & (labels == 0)), "touching neighbour"),
         (lam, first(s.merge), "mask merged\nwith a neighbour"),
         (lam, first(s.cut_side >= 0), "cut by the\nmicrograph edge"),
-        (lam, first((np.abs(s.mask_shift).sum(axis=1) >= 2) & (s.mask_grow != 0)),
-         "mask off by 1-2 px"),
-        (lam, first((s.blobs["opacity"][:, 1] > 0.75) & (s.blobs["r"][:, 1] > 30)),
-         "textured ice crystal"),
-        (lam, first((s.blobs["opacity"][:, 1] > 0) & (s.blobs["opacity"][:, 1] < 0.65)),
-         "thin ice\ncontamination"),
-        (lam, first(borderline & (labels == 0) & (appearance == 1)),
-         "labelled unilamellar,\nlooks multilamellar"),
-        (lam, first(borderline & (labels == 2) & (appearance == 1)),
-         "labelled uncertain,\nlooks multilamellar"),
-        (enc, first(eborderline & (elabels == 0) & (eappearance == 2)),
-         "labelled full,\nlooks uncertain"),
-        (enc, first(eborderline & (elabels == 1) & (eappearance == 2)),
-         "labelled empty,\nlooks uncertain"),
+        (
+            lam,
+            first((np.abs(s.mask_shift).sum(axis=1) >= 2) & (s.mask_grow != 0)),
+            "mask off by 1-2 px",
+        ),
+        (
+            lam,
+            first((s.blobs["opacity"][:, 1] > 0.75) & (s.blobs["r"][:, 1] > 30)),
+            "textured ice crystal",
+        ),
+        (
+            lam,
+            first((s.blobs["opacity"][:, 1] > 0) & (s.blobs["opacity"][:, 1] < 0.65)),
+            "thin ice\ncontamination",
+        ),
+        (
+            lam,
+            first(borderline & (labels == 0) & (appearance == 1)),
+            "labelled unilamellar,\nlooks multilamellar",
+        ),
+        (
+            lam,
+            first(borderline & (labels == 2) & (appearance == 1)),
+            "labelled uncertain,\nlooks multilamellar",
+        ),
+        (
+            enc,
+            first(eborderline & (elabels == 0) & (eappearance == 2)),
+            "labelled full,\nlooks uncertain",
+        ),
+        (
+            enc,
+            first(eborderline & (elabels == 1) & (eappearance == 2)),
+            "labelled empty,\nlooks uncertain",
+        ),
     ]
     # Two micrographs side by side: thin, bright ice against thick, dim ice.
     level = np.array([s.level[mic == m].mean() for m in range(mic.max() + 1)])
     for m, name in ((int(np.argmax(level)), "bright"), (int(np.argmin(level)), "dim")):
         members = np.flatnonzero((mic == m) & (labels == 0))[:2]
         for k, i in enumerate(members):
-            panels.append((lam, int(i), f"micrograph {lam.particles[i].meta['micrograph']}\n"
-                                        f"({name} exposure)"))
+            panels.append(
+                (
+                    lam,
+                    int(i),
+                    f"micrograph {lam.particles[i].meta['micrograph']}\n({name} exposure)",
+                )
+            )
     return [(ds, i, title) for ds, i, title in panels if i is not None], classes, ec
 
 
