@@ -284,7 +284,7 @@ def reader_options(func):
     return wrapper
 
 
-def settings_options(cls, names=None, *, override: bool = False, unset=None):
+def settings_options(cls, names=None, *, override: bool = False, unset=None, prefix: str = ""):
     """Click options made from settings fields' declarations
     (``settings.setting``): flag, type, range, choices, default and help.
 
@@ -299,6 +299,8 @@ def settings_options(cls, names=None, *, override: bool = False, unset=None):
     unset : dict, optional
         name -> help sentence: these options default to None, resolved by
         the command (the sentence says how).
+    prefix : str
+        Put before each help text ("Every CNN: ").
     """
     import dataclasses
 
@@ -311,7 +313,7 @@ def settings_options(cls, names=None, *, override: bool = False, unset=None):
         declared = ",".join(f.default_factory()) if f.default is dataclasses.MISSING else f.default
         if kind == "augment" and declared == ",".join(_settings.AUGMENTATIONS):
             declared = "all"
-        help_text = meta["help"] + (" Overrides --config." if override else "")
+        help_text = prefix + meta["help"] + (" Overrides --config." if override else "")
         resolved_later = f.name in (unset or {})
         if resolved_later:
             help_text += " " + unset[f.name]
@@ -1206,25 +1208,10 @@ def _command_line():
     "[cnn] / [cnn.<model>] tables (every `cnn` option); docs/benchmark.md. "
     "The flags below override it.",
 )
-@click.option(
-    "--epochs",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Maximum epochs of every CNN (overrides --config).",
+@settings_options(
+    _settings.CNNSettings, ("epochs", "input_mode"), override=True, prefix="Every CNN: "
 )
-@click.option(
-    "--input-mode",
-    type=click.Choice(_settings.INPUT_MODES),
-    default=None,
-    help="Input mode of every CNN (overrides --config).",
-)
-@click.option(
-    "--grid",
-    type=click.Choice(_settings.GRID_NAMES),
-    default=None,
-    help="The SVM's C/gamma grid (overrides --config).",
-)
-@units_option(default=None)
+@settings_options(_settings.SVMSettings, ("grid", "units"), override=True, prefix="The SVM: ")
 @folds_option
 @fold_seed_option
 @group_by_option
