@@ -610,51 +610,46 @@ def dietterich_5x2cv_ttest(differences) -> dict:
     return out
 
 
-def detectable_difference(
-    differences, n_train, n_test, level: float, n_scores: int | None = None
-) -> float | None:
+def _detectable(sd: float, n: int, n_train, n_test, level: float) -> float:
+    """t_(1 - level/2, n - 1) times the corrected standard error of n paired
+    differences of standard deviation ``sd``."""
+    from scipy.stats import t as student_t
+
+    se = np.sqrt((1.0 / n + float(n_test) / float(n_train))) * sd
+    return float(student_t.ppf(1.0 - level / 2.0, n - 1) * se)
+
+
+def detectable_difference(differences, n_train, n_test, level: float) -> float | None:
     """The smallest mean difference the corrected resampled t-test could call
     significant at ``level`` (two-sided): t_(1 - level/2, n - 1) times the
     corrected standard error, from the observed variance of ``differences``.
 
-    With ``n_scores`` it is the same for a run with that many fold scores and
-    the same variance (what more ``--repeats`` would detect); the overlap
-    term n_test / n_train does not shrink with repeats, so the gain flattens.
-
     Returns None with fewer than 2 finite differences.
     """
-    from scipy.stats import t as student_t
-
     d = np.asarray(differences, dtype=np.float64)
     d = d[np.isfinite(d)]
     if d.size < 2:
         return None
-    n = int(n_scores or d.size)
-    se = np.sqrt((1.0 / n + float(n_test) / float(n_train)) * d.var(ddof=1))
-    return float(student_t.ppf(1.0 - level / 2.0, n - 1) * se)
+    return _detectable(float(d.std(ddof=1)), int(d.size), n_train, n_test, level)
 
 
 def repeats_suggestion(
     comparison: dict, repeats: int, k: int, total_s: float | None, alpha: float = ALPHA
 ) -> dict | None:
     """What ``--repeats R`` (R = 3, or 2 more than now) would detect on macro
-    F1, at its Holm rank, with this run's variance, and about how long it
-    would take from this run's own wall time (repeats cost alike)."""
+    F1, at its Holm rank, with this run's spread of the paired differences
+    (``sd``), and about how long it would take from this run's own wall time
+    (repeats cost alike). The overlap term n_test / n_train does not shrink
+    with repeats, so the gain flattens."""
     entry = comparison.get("macro_f1") or {}
-    if entry.get("detectable") is None or not entry.get("holm_rank"):
+    if entry.get("sd") is None or not entry.get("holm_rank"):
         return None
     target = 3 if repeats < 3 else repeats + 2
     m = len(comparison.get("per_class", {})) + 1
     level = alpha / (m - entry["holm_rank"] + 1)
-    # recover the variance from this run's detectable difference
-    from scipy.stats import t as student_t
-
-    n = repeats * k
-    scale_now = 1.0 / n + comparison["n_test"] / comparison["n_train"]
-    sd = entry["detectable"] / (student_t.ppf(1 - level / 2, n - 1) * np.sqrt(scale_now))
-    n_new = target * k
-    scale_new = 1.0 / n_new + comparison["n_test"] / comparison["n_train"]
-    detect = float(student_t.ppf(1 - level / 2, n_new - 1) * np.sqrt(scale_new) * sd)
+    detect = _detectable(
+        entry["sd"], target * k, comparison["n_train"], comparison["n_test"], level
+    )
     return {
         "repeats": target,
         "detectable": detect,
@@ -817,8 +812,18 @@ def compare_fold_scores(
             e["ci"] = corrected_interval(e, mean_train, mean_test, d, 1.0 - level)
             e["ci_level"] = float(1.0 - level)
             e["holm_rank"] = int(rank) + 1
-            e["detectable"] = detectable_difference(
-                d, mean_train, mean_test, alpha / (len(family) - int(rank))
+            finite = np.asarray(d, dtype=np.float64)[np.isfinite(d)]
+            e["sd"] = float(finite.std(ddof=1)) if finite.size >= 2 else None
+            e["detectable"] = (
+                None
+                if e["sd"] is None
+                else _detectable(
+                    e["sd"],
+                    int(finite.size),
+                    mean_train,
+                    mean_test,
+                    alpha / (len(family) - int(rank)),
+                )
             )
     acc = entry(accuracy)
     acc["p_holm"] = None
