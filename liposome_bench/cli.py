@@ -197,6 +197,29 @@ def fold_seed_option(func):
 
 
 def group_by_option(func):
+    """``--group-by KEY`` (default: the data's micrograph-like key) and
+    ``--no-group``, merged into the command's one ``group_by`` argument:
+    a key, ``"auto"`` or None (ungrouped)."""
+    import functools
+
+    @functools.wraps(func)
+    def merged(*args, no_group=False, group_by=None, **kwargs):
+        if no_group and group_by is not None:
+            raise click.UsageError(
+                f"--group-by {group_by} and --no-group contradict each other; pass one of them."
+            )
+        group_by = None if no_group else (group_by or "auto")
+        return func(*args, group_by=group_by, **kwargs)
+
+    merged = click.option(
+        "--no-group",
+        "no_group",
+        is_flag=True,
+        default=False,
+        help="Do not group the folds, even where the particles carry a micrograph key "
+        "(scores then flatter every model: particles of one micrograph land in both "
+        "training and test folds).",
+    )(merged)
     return click.option(
         "--group-by",
         "group_by",
@@ -204,8 +227,10 @@ def group_by_option(func):
         metavar="KEY",
         help="Keep particles sharing this meta key (a manifest column or export key, "
         "e.g. micrograph, session, grid) in one fold; the SVM's inner grid-search "
-        "folds and the CNN's validation split are grouped the same way.",
-    )(func)
+        "folds and the CNN's validation split are grouped the same way. Default: the "
+        "data's own acquisition key (micrograph, else session, grid, ...) where several "
+        "particles share it and it has at least --folds values; else ungrouped.",
+    )(merged)
 
 
 def out_option(default, help_text, required=False):
@@ -1926,7 +1951,8 @@ def sweep_command(
     k = k or plan_config.folds or 5
     fold_seed = fold_seed if fold_seed is not None else (plan_config.fold_seed or 0)
     seed = seed if seed is not None else (plan_config.seed or 0)
-    group_by = group_by or plan_config.group_by
+    if group_by == "auto" and plan_config.group_by:
+        group_by = plan_config.group_by  # the file's [sweep] group_by, unless a flag was given
     console = Console()
     with _live_reporter() as reporter:
         dataset = resolve_dataset(
