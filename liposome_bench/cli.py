@@ -1248,6 +1248,14 @@ def _command_line():
     "(results/benchmark-<problem>-quick with --quick).",
 )
 @wait_option
+@click.option(
+    "--no-estimate",
+    "no_estimate",
+    is_flag=True,
+    default=False,
+    help="Skip the time estimate printed before training (a calibration of about "
+    "20 s on 2 cores; never made with --quick or under 1,000 particles).",
+)
 @_fail_cleanly
 def benchmark_command(
     problem,
@@ -1269,6 +1277,7 @@ def benchmark_command(
     jobs,
     out,
     wait,
+    no_estimate,
 ):
     """Compare the LIBSVM baseline with LipNet CNN(s) on identical folds.
 
@@ -1318,14 +1327,20 @@ def benchmark_command(
             reporter=reporter,
             command=_command_line(),
             wait=wait,
+            estimate=not no_estimate,
         )
     console = Console()
     print_benchmark(summary, console)
     where = summary["settings"]["out"]
     click.echo(
         f"Results in {where}: summary.json, predictions.csv, one folder per model. "
-        f"Wall time {summary['timings']['total_s']:.0f} s. "
-        f"Markdown report: liposome-bench report {where}"
+        f"Wall time {summary['timings']['total_s']:.0f} s"
+        + (
+            f" (estimated {guess['low_s']:.0f} to {guess['high_s']:.0f} s). "
+            if (guess := summary["timings"].get("estimate"))
+            else ". "
+        )
+        + f"Markdown report: liposome-bench report {where}"
     )
 
 

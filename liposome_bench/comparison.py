@@ -62,6 +62,9 @@ DEFAULT_CNN = {"lamellarity": ("lipnet-4",), "encapsulation": ("lipnet-2",)}
 QUICK_PARTICLES = 120
 QUICK_MIN_PER_CLASS = 12
 QUICK_EPOCHS = 2
+#: Smallest dataset whose benchmark is preceded by a measured time estimate
+#: (``estimate.estimate_benchmark``; it costs about 20 s on 2 cores).
+ESTIMATE_MIN_PARTICLES = 1000
 SUMMARY_KIND = "liposome-bench benchmark summary"
 
 
@@ -125,6 +128,7 @@ def run_benchmark(
     reporter=None,
     command: str | None = None,
     wait: bool = False,
+    estimate: bool = True,
 ) -> dict:
     """Run the SVM and the CNN(s) on identical folds and summarise them.
 
@@ -180,6 +184,11 @@ def run_benchmark(
     wait : bool
         If another run holds ``out``'s run lock (``results.run_lock``), wait
         for it instead of raising ``ResultsError``.
+    estimate : bool
+        Before training, calibrate on this machine and report the expected
+        wall time (``estimate.estimate_benchmark``), stored in the summary's
+        ``timings["estimate"]``; skipped with ``quick`` and below
+        :data:`ESTIMATE_MIN_PARTICLES` particles.
 
     Returns
     -------
@@ -285,6 +294,15 @@ def run_benchmark(
         "cnn": {name: s.to_dict() for name, s in cnn_settings.items()},
         "n_resamples": n_resamples,
     }
+    if estimate and not quick and len(dataset) >= ESTIMATE_MIN_PARTICLES:
+        from liposome_bench import estimate as _estimate
+
+        reporter.message("Measuring this machine's speed for a time estimate (--no-estimate skips)")
+        guess = _estimate.estimate_benchmark(
+            dataset, settings["folds"], repeats, svm_settings, cnn_settings, seed=seed, jobs=jobs
+        )
+        timings["estimate"] = guess.to_dict()
+        reporter.message(_estimate.describe(guess))
     with writing(out), run_lock(out, wait=wait, reporter=reporter, command=command):
         return _run_repeats(
             dataset,
