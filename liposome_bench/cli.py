@@ -16,6 +16,7 @@ import click
 from liposome_bench import __version__
 from liposome_bench import settings as _settings
 from liposome_bench.errors import LiposomeBenchError
+from liposome_bench import errors as _errors
 
 PROBLEM_NAMES = ("lamellarity", "encapsulation")
 
@@ -39,30 +40,44 @@ _KEPT = {
 }
 
 
-class _Terminated(KeyboardInterrupt):
-    """SIGTERM (kill, systemd, batch schedulers), handled as Ctrl-C."""
+_Terminated = _errors.Terminated
 
 
 def _raise_terminated(signum, frame):
+    _errors.note_interruption(_Terminated)
     raise _Terminated()
+
+
+def _raise_interrupted(signum, frame):
+    _errors.note_interruption(KeyboardInterrupt)
+    raise KeyboardInterrupt()
 
 
 @contextlib.contextmanager
 def _sigterm_as_interrupt():
     """While a command runs, SIGTERM raises ``KeyboardInterrupt`` as Ctrl-C
     does, so the same clean-up runs (only in the main thread, where Python
-    delivers signals)."""
+    delivers signals). Both are also noted (``errors.note_interruption``),
+    so that one that arrives inside a ctypes callback, where Python drops the
+    exception, is raised when the C call returns."""
     import signal
     import threading
 
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    _errors.clear_interruptions()
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    previous_int = signal.getsignal(signal.SIGINT)
+    if previous_int is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _raise_interrupted)
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+        if previous_int is signal.default_int_handler:
+            signal.signal(signal.SIGINT, previous_int)
+        _errors.clear_interruptions()
 
 
 def _fail_cleanly(func):
