@@ -6,7 +6,7 @@ own data, settings and device, not from assumed rates:
 
 - **SVM**: the features of a stratified sample of particles are computed
   and timed (the full run computes them once for all folds); then one
-  outer fold (grid search, final fit, prediction: ``svm._fit_fold``) is run
+  outer fold (grid search, final fit, prediction: ``svm.fit_fold``) is run
   on samples of two sizes, and its time is extrapolated to the run's
   training-fold size with the power law fitted through the two (exponent
   clipped to [1, 2.5]; LIBSVM's training cost grows between linearly and
@@ -104,7 +104,7 @@ def calibrate_svm(dataset, svm_settings, k: int, seed: int = 0, jobs: int = 1) -
         part, svm_settings.feature_set, source=svm_settings.source, units=svm_settings.units
     )
     features_s = (time.perf_counter() - t0) * n / len(part)
-    X_all, names, _ = svm_module._feature_matrix(features, part, NullReporter())
+    X_all, names, _ = svm_module.feature_matrix(features, part, NullReporter())
     grid = (
         None
         if (svm_settings.C is not None and svm_settings.gamma is not None)
@@ -120,14 +120,14 @@ def calibrate_svm(dataset, svm_settings, k: int, seed: int = 0, jobs: int = 1) -
             feats = extract_features(
                 sub, svm_settings.feature_set, source=svm_settings.source, units=svm_settings.units
             )
-            X, _, _ = svm_module._feature_matrix(feats, sub, NullReporter())
+            X, _, _ = svm_module.feature_matrix(feats, sub, NullReporter())
             y = sub.y
             rng = np.random.default_rng(seed)
             order = rng.permutation(size)
             cut = _train_size(size, 5)
             train, test = np.sort(order[:cut]), np.sort(order[cut:])
             t0 = time.perf_counter()
-            svm_module._fit_fold(
+            svm_module.fit_fold(
                 X=X,
                 y=y,
                 train=train,

@@ -1063,3 +1063,9 @@ def _report_fold(reporter, result, k):
         )
         + f", fit {timings['fit_s']:.1f}s"
     )
+
+
+#: Public names of the fold runner and the feature-matrix check, for other
+#: modules (``estimate`` times one fold exactly as ``run_svm`` runs it).
+fit_fold = _fit_fold
+feature_matrix = _feature_matrix
