@@ -1695,6 +1695,35 @@ def train_command(
     "probabilistic adjusted count, with 95 % bootstrap intervals; written beside "
     "--out as NAME-fractions.csv.",
 )
+@click.option(
+    "--coco-results",
+    "coco_results",
+    type=click.Path(dir_okay=False),
+    default=None,
+    metavar="FILE.json",
+    help="Also write a COCO results file (a dataset made by `dataset import coco`): "
+    "one object per classified particle with the source file's image id, the "
+    "predicted class's category id, the score, bbox, RLE segmentation and the "
+    "original annotation_id. Abstentions are left out. Loads with pycocotools' "
+    "COCO.loadRes, CVAT and napari.",
+)
+@click.option(
+    "--overlays",
+    type=click.Path(file_okay=False),
+    default=None,
+    metavar="DIR",
+    help="Also draw one PNG per micrograph (a dataset made by `dataset import`): each "
+    "particle's mask outline coloured by its predicted class, abstentions dashed "
+    "white with a '?'.",
+)
+@click.option(
+    "--micrographs",
+    "micrographs_dir",
+    type=click.Path(exists=True, file_okay=False),
+    default=None,
+    metavar="DIR",
+    help="Folder of the micrographs for --overlays (default: the folder recorded at import).",
+)
 @jobs_option
 @out_option("predictions.csv", "CSV file to write.")
 @_fail_cleanly
@@ -1708,6 +1737,9 @@ def predict_command(
     input_size,
     feature_set,
     group_by,
+    coco_results,
+    overlays,
+    micrographs_dir,
     jobs,
     out,
 ):
@@ -1720,9 +1752,16 @@ def predict_command(
 
     \b
     Example: liposome-bench predict m --data new-particles --target-precision uncertain=0.9 --out p.csv
+    Example: liposome-bench predict m --data ds --coco-results p.json --overlays overlays --out p.csv
     """
     from liposome_bench.deploy import predict, write_predictions
+    from liposome_bench.outputs import check_apart
+    from liposome_bench.placement import prepare_placement, write_placement
 
+    inputs = {"the model bundle": model_dir, "the data": data}
+    for option, path in (("--coco-results", coco_results), ("--overlays", overlays)):
+        if path is not None:
+            check_apart(path, inputs, option)
     with _live_reporter() as reporter:
         result = predict(
             model_dir,
@@ -1737,6 +1776,10 @@ def predict_command(
             reporter=reporter,
             out=out,
         )
+        # What the extra outputs need is checked before anything is written.
+        placement = prepare_placement(
+            result, coco_results=coco_results, overlays=overlays, micrographs_dir=micrographs_dir
+        )
         path = write_predictions(result, out)
         fractions = fractions_path = None
         if group_by:
@@ -1746,9 +1789,18 @@ def predict_command(
             fractions_path = write_fractions(
                 fractions, path.with_name(f"{path.stem}-fractions.csv")
             )
+        placed = write_placement(placement)
     _display().print_predictions(result, path)
     if fractions is not None:
         _display().print_fractions(fractions, group_by, fractions_path)
+    if "coco_results" in placed:
+        written, n = placed["coco_results"]
+        click.echo(
+            f"COCO results written to {written} ({n} particles; "
+            f"{placement.abstained} abstention(s) left out)."
+        )
+    if "overlays" in placed:
+        click.echo(f"{len(placed['overlays'])} overlay(s) drawn in {overlays}.")
 
 
 @cli.command("export")
