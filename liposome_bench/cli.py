@@ -1808,15 +1808,39 @@ def predict_command(
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(("onnx",)),
+    type=click.Choice(("onnx", "bioimageio")),
     default="onnx",
     show_default=True,
-    help="Export format.",
+    help="Export format: an ONNX file, or (a CNN) a bioimage.io model package.",
 )
-@out_option(None, "File to write, e.g. model.onnx.", required=True)
+@click.option(
+    "--data",
+    type=click.Path(exists=True),
+    default=None,
+    help="bioimageio: particles for the package's test input (the first 4); default "
+    "the bundle's training data, where it still is.",
+)
+@click.option(
+    "--author",
+    default=None,
+    help="bioimageio: the package's author (default: your login name).",
+)
+@click.option(
+    "--license",
+    "license_",
+    default="MIT",
+    show_default=True,
+    help="bioimageio: SPDX license identifier of the package.",
+)
+@out_option(
+    None,
+    "File to write, e.g. model.onnx; for bioimageio a new folder, or a .zip file.",
+    required=True,
+)
 @_fail_cleanly
-def export_command(model_dir, fmt, out):
-    """Export a model bundle to ONNX for other software (C#, C++, ...).
+def export_command(model_dir, fmt, data, author, license_, out):
+    """Export a model bundle to ONNX for other software (C#, C++, ...), or a
+    CNN bundle as a bioimage.io model package.
 
     A CNN becomes its network with softmax output: input "image", float32
     (batch, size, size, 1), prepared as the model card's input.preprocessing
@@ -1825,9 +1849,26 @@ def export_command(model_dir, fmt, out):
     input "features" (batch, n_features) in the card's feature order.
     docs/deploy.md shows how to run it from C#.
 
+    --format bioimageio writes rdf.yaml (format 0.5), ONNX and Keras weights,
+    a test input and output, the cross-validated per-class evaluation, the
+    license, the citation and a README; it is validated with bioimageio.spec
+    and the ONNX weights must reproduce liposome-bench's probabilities.
+
     \b
     Example: liposome-bench export m --format onnx --out m.onnx
+    Example: liposome-bench export m --format bioimageio --out m-bioimageio.zip
     """
+    if fmt == "bioimageio":
+        from liposome_bench.bioimage_package import export_bioimageio
+
+        done = export_bioimageio(model_dir, out, data=data, author=author, license=license_)
+        click.echo(
+            f"bioimage.io package written to {done['path']} (bioimageio.spec: "
+            f"{done['status']}; ONNX within {done['max_difference']:.1e} of predict)."
+        )
+        return
+    if data is not None or author is not None or license_ != "MIT":
+        raise UserError("--data, --author and --license are for --format bioimageio.")
     from liposome_bench.export import export_onnx
 
     path = export_onnx(model_dir, out)
