@@ -1705,7 +1705,7 @@ def train_command(
     "one object per classified particle with the source file's image id, the "
     "predicted class's category id, the score, bbox, RLE segmentation and the "
     "original annotation_id. Abstentions are left out. Loads with pycocotools' "
-    "COCO.loadRes, CVAT and napari.",
+    "COCO.loadRes against the source annotations.",
 )
 @click.option(
     "--overlays",
@@ -1758,6 +1758,8 @@ def predict_command(
     from liposome_bench.outputs import check_apart
     from liposome_bench.placement import prepare_placement, write_placement
 
+    if micrographs_dir is not None and overlays is None:
+        raise UserError("--micrographs is the folder for --overlays; pass --overlays DIR too.")
     inputs = {"the model bundle": model_dir, "the data": data}
     for option, path in (("--coco-results", coco_results), ("--overlays", overlays)):
         if path is not None:

@@ -95,6 +95,10 @@ def test_coco_results_load_with_pycocotools_and_keep_the_source_ids(imported, tm
         # The mask is the annotated particle's own, over its whole micrograph.
         mine, theirs = dt.annToMask(ann).astype(bool), gt.annToMask(source).astype(bool)
         assert (mine & theirs).sum() / (mine | theirs).sum() > 0.99
+    # The instances file docs/deploy.md makes for annotation tools loads back.
+    instances = tmp_path / "predicted.json"
+    instances.write_text(json.dumps(dt.dataset))
+    assert len(COCO(str(instances)).anns) == len(kept)
 
 
 def test_overlays_draw_one_png_per_micrograph(imported, tmp_path):
@@ -161,3 +165,11 @@ def test_coco_results_need_a_coco_import(imported, tmp_path):
     assert result.exit_code == 2
     assert "Error: --coco-results" in result.output
     assert not (tmp_path / "p.csv").exists()
+
+
+def test_micrographs_without_overlays_is_one_line(imported, tmp_path):
+    result = predict(imported, "--micrographs", MICS / "images")
+    assert result.exit_code == 2
+    assert result.output.strip() == (
+        "Error: --micrographs is the folder for --overlays; pass --overlays DIR too."
+    )
