@@ -59,16 +59,19 @@ METRICS = ("tpr", "tnr", "ppv", "npv", "f1")
 
 
 def _spec():
-    from liposome_bench.export import _need
+    """bioimageio.spec, after checking that the package's other needs are
+    installed (onnxruntime runs the weights; onnx and tf2onnx export them)."""
+    import importlib.util
 
-    _need("onnxruntime", "The bioimage.io package check")
-    try:
-        import bioimageio.spec as spec
-    except ImportError:
-        raise ConfigError(
-            "export --format bioimageio needs the Python package bioimageio.spec, which is "
-            "not installed. Install it with: pip install 'liposome-bench[bioimageio]'"
-        ) from None
+    for module in ("bioimageio.spec", "onnx", "onnxruntime", "tf2onnx"):
+        top = module.split(".")[0]
+        if importlib.util.find_spec(top) is None or importlib.util.find_spec(module) is None:
+            raise ConfigError(
+                f"export --format bioimageio needs the Python package {module}, which is "
+                "not installed. Install it with: pip install 'liposome-bench[bioimageio]'"
+            )
+    import bioimageio.spec as spec
+
     return spec
 
 
@@ -288,7 +291,9 @@ def _evaluation_markdown(bundle) -> str:
 
 
 def _rdf(bundle, author: str, license: str, opset: int) -> dict:
-    import keras
+    from liposome_bench.cnn import import_keras
+
+    keras = import_keras()
 
     card = bundle.card
     size = int(card["input"]["size"])
