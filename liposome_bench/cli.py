@@ -1750,6 +1750,35 @@ def train_command(
     "probabilistic adjusted count, with 95 % bootstrap intervals; written beside "
     "--out as NAME-fractions.csv.",
 )
+@click.option(
+    "--coco-results",
+    "coco_results",
+    type=click.Path(dir_okay=False),
+    default=None,
+    metavar="FILE.json",
+    help="Also write a COCO results file (a dataset made by `dataset import coco`): "
+    "one object per classified particle with the source file's image id, the "
+    "predicted class's category id, the score, bbox, RLE segmentation and the "
+    "original annotation_id. Abstentions are left out. Loads with pycocotools' "
+    "COCO.loadRes against the source annotations.",
+)
+@click.option(
+    "--overlays",
+    type=click.Path(file_okay=False),
+    default=None,
+    metavar="DIR",
+    help="Also draw one PNG per micrograph (a dataset made by `dataset import`): each "
+    "particle's mask outline coloured by its predicted class, abstentions dashed "
+    "white with a '?'.",
+)
+@click.option(
+    "--micrographs",
+    "micrographs_dir",
+    type=click.Path(exists=True, file_okay=False),
+    default=None,
+    metavar="DIR",
+    help="Folder of the micrographs for --overlays (default: the folder recorded at import).",
+)
 @jobs_option
 @out_option("predictions.csv", "CSV file to write.")
 @_fail_cleanly
@@ -1763,6 +1792,9 @@ def predict_command(
     input_size,
     feature_set,
     group_by,
+    coco_results,
+    overlays,
+    micrographs_dir,
     jobs,
     out,
 ):
@@ -1775,9 +1807,18 @@ def predict_command(
 
     \b
     Example: liposome-bench predict m --data new-particles --target-precision uncertain=0.9 --out p.csv
+    Example: liposome-bench predict m --data ds --coco-results p.json --overlays overlays --out p.csv
     """
     from liposome_bench.deploy import predict, write_predictions
+    from liposome_bench.outputs import check_apart
+    from liposome_bench.placement import prepare_placement, write_placement
 
+    if micrographs_dir is not None and overlays is None:
+        raise UserError("--micrographs is the folder for --overlays; pass --overlays DIR too.")
+    inputs = {"the model bundle": model_dir, "the data": data}
+    for option, path in (("--coco-results", coco_results), ("--overlays", overlays)):
+        if path is not None:
+            check_apart(path, inputs, option)
     with _live_reporter() as reporter:
         result = predict(
             model_dir,
@@ -1792,6 +1833,10 @@ def predict_command(
             reporter=reporter,
             out=out,
         )
+        # What the extra outputs need is checked before anything is written.
+        placement = prepare_placement(
+            result, coco_results=coco_results, overlays=overlays, micrographs_dir=micrographs_dir
+        )
         path = write_predictions(result, out)
         fractions = fractions_path = None
         if group_by:
@@ -1801,9 +1846,18 @@ def predict_command(
             fractions_path = write_fractions(
                 fractions, path.with_name(f"{path.stem}-fractions.csv")
             )
+        placed = write_placement(placement)
     _display().print_predictions(result, path)
     if fractions is not None:
         _display().print_fractions(fractions, group_by, fractions_path)
+    if "coco_results" in placed:
+        written, n = placed["coco_results"]
+        click.echo(
+            f"COCO results written to {written} ({n} particles; "
+            f"{placement.abstained} abstention(s) left out)."
+        )
+    if "overlays" in placed:
+        click.echo(f"{len(placed['overlays'])} overlay(s) drawn in {overlays}.")
 
 
 @cli.command("export")
@@ -1811,15 +1865,39 @@ def predict_command(
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(("onnx",)),
+    type=click.Choice(("onnx", "bioimageio")),
     default="onnx",
     show_default=True,
-    help="Export format.",
+    help="Export format: an ONNX file, or (a CNN) a bioimage.io model package.",
 )
-@out_option(None, "File to write, e.g. model.onnx.", required=True)
+@click.option(
+    "--data",
+    type=click.Path(exists=True),
+    default=None,
+    help="bioimageio: particles for the package's test input (the first 4); default "
+    "the bundle's training data, where it still is.",
+)
+@click.option(
+    "--author",
+    default=None,
+    help="bioimageio: the package's author (default: your login name).",
+)
+@click.option(
+    "--license",
+    "license_",
+    default="MIT",
+    show_default=True,
+    help="bioimageio: SPDX license identifier of the package.",
+)
+@out_option(
+    None,
+    "File to write, e.g. model.onnx; for bioimageio a new folder, or a .zip file.",
+    required=True,
+)
 @_fail_cleanly
-def export_command(model_dir, fmt, out):
-    """Export a model bundle to ONNX for other software (C#, C++, ...).
+def export_command(model_dir, fmt, data, author, license_, out):
+    """Export a model bundle to ONNX for other software (C#, C++, ...), or a
+    CNN bundle as a bioimage.io model package.
 
     A CNN becomes its network with softmax output: input "image", float32
     (batch, size, size, 1), prepared as the model card's input.preprocessing
@@ -1828,9 +1906,26 @@ def export_command(model_dir, fmt, out):
     input "features" (batch, n_features) in the card's feature order.
     docs/deploy.md shows how to run it from C#.
 
+    --format bioimageio writes rdf.yaml (format 0.5), ONNX and Keras weights,
+    a test input and output, the cross-validated per-class evaluation, the
+    license, the citation and a README; it is validated with bioimageio.spec
+    and the ONNX weights must reproduce liposome-bench's probabilities.
+
     \b
     Example: liposome-bench export m --format onnx --out m.onnx
+    Example: liposome-bench export m --format bioimageio --out m-bioimageio.zip
     """
+    if fmt == "bioimageio":
+        from liposome_bench.bioimage_package import export_bioimageio
+
+        done = export_bioimageio(model_dir, out, data=data, author=author, license=license_)
+        click.echo(
+            f"bioimage.io package written to {done['path']} (bioimageio.spec: "
+            f"{done['status']}; ONNX within {done['max_difference']:.1e} of predict)."
+        )
+        return
+    if data is not None or author is not None or license_ != "MIT":
+        raise UserError("--data, --author and --license are for --format bioimageio.")
     from liposome_bench.export import export_onnx
 
     path = export_onnx(model_dir, out)

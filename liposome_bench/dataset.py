@@ -206,7 +206,9 @@ class Dataset:
 # Lab export: writer ------------------------------------------------------------
 
 
-def write_export(dataset: Dataset, out_dir, *, extra: dict | None = None) -> Path:
+def write_export(
+    dataset: Dataset, out_dir, *, extra: dict | None = None, source: dict | None = None
+) -> Path:
     """Write ``dataset`` in the lab export layout (see the module docstring).
 
     Images are written as PNG (8 or 16 bit, as the arrays are), masks as
@@ -223,6 +225,9 @@ def write_export(dataset: Dataset, out_dir, *, extra: dict | None = None) -> Pat
     extra : dict, optional
         Extra keys written into every particle object (e.g. generator
         parameters), keyed by particle id.
+    source : dict, optional
+        Where the particles came from (``dataset import``: the micrographs
+        and the COCO ids), written to dataset.json as ``source``.
 
     Returns
     -------
@@ -270,7 +275,10 @@ def write_export(dataset: Dataset, out_dir, *, extra: dict | None = None) -> Pat
                 obj.update(extra[p.id])
             objects.append(obj)
         (tmp / EXPORT_JSON).write_text(json.dumps(objects, indent=1) + "\n", encoding="utf-8")
-        meta = json.dumps(_export_meta(dataset), indent=1) + "\n"
+        meta = _export_meta(dataset)
+        if source:
+            meta["source"] = source
+        meta = json.dumps(meta, indent=1) + "\n"
         (tmp / META_JSON).write_text(meta, encoding="utf-8")
         if out_dir.exists():
             out_dir.rmdir()
