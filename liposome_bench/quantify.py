@@ -14,8 +14,9 @@ cross-validation measured (the bundle's out-of-fold predictions):
   the mean predicted probabilities instead of counts.
 
 Both solve the system with ``quapy``'s constrained solver (fractions in the
-simplex). Intervals are percentile bootstraps over the group's particles;
-the confusion matrix is held fixed, so they leave out its own uncertainty.
+simplex). Intervals are percentile bootstraps over the group's particles
+and, given the out-of-fold predictions, over those too (within each true
+class), so that they include the rates' own uncertainty.
 
 :func:`prevalence_error` is the ``benchmark``'s secondary row: each model's
 error of the raw fractions over the test folds' groups, with the paired
@@ -132,6 +133,7 @@ def fractions_by_group(
     classes,
     *,
     y_true=None,
+    cv: dict | None = None,
     n_resamples: int = 200,
     seed: int = 0,
     level: float = 0.95,
@@ -148,6 +150,12 @@ def fractions_by_group(
     classes : list of str
     y_true : int array (n,), optional
         Labels; adds the true fraction of each class.
+    cv : dict, optional
+        The out-of-fold predictions ``rates`` came from ("y_true", "y_pred",
+        "probabilities"). Each resample then also resamples them within
+        each true class and recomputes the rates, so the intervals of
+        ``acc`` and ``pacc`` include the rates' own uncertainty; without,
+        the rates are held fixed.
     n_resamples : int
         Bootstrap resamples of each group's particles.
     seed : int
@@ -172,13 +180,30 @@ def fractions_by_group(
     alpha = (1 - level) / 2
     rows = []
     unidentified = {m: unidentified_classes(rates[m], classes) for m in ("acc", "pacc")}
+    boot_rates = [rates] * n_resamples
+    if cv is not None:
+        cv_true = np.asarray(cv["y_true"], dtype=np.int64)
+        members = [np.flatnonzero(cv_true == j) for j in np.unique(cv_true)]
+        # Its own stream: the groups' resamples are the same with or without cv.
+        cv_rng = np.random.default_rng([seed, 1])
+        boot_rates = []
+        for _ in range(n_resamples):
+            pick = np.concatenate([cv_rng.choice(m, size=m.size, replace=True) for m in members])
+            boot_rates.append(
+                cv_rates(
+                    cv_true[pick],
+                    np.asarray(cv["y_pred"])[pick],
+                    np.asarray(cv["probabilities"])[pick],
+                )
+            )
     for g in sorted(set(groups.tolist())):
         idx = np.flatnonzero(groups == g)
         point = estimate_fractions(y_pred[idx], probabilities[idx], rates)
         boot = {m: [] for m in METHODS}
-        for _ in range(n_resamples):
+        for b in range(n_resamples):
             pick = rng.choice(idx, size=idx.size, replace=True)
-            for m, v in estimate_fractions(y_pred[pick], probabilities[pick], rates).items():
+            estimates = estimate_fractions(y_pred[pick], probabilities[pick], boot_rates[b])
+            for m, v in estimates.items():
                 boot[m].append(v)
         truth = (
             np.bincount(np.asarray(y_true)[idx], minlength=len(classes)) / idx.size

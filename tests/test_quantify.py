@@ -116,3 +116,24 @@ def test_prevalence_error_by_hand():
     # per fold, b - a: fold 0 -0.5, fold 1 0.
     assert comp["mean"]["difference"] == pytest.approx(-0.25)
     assert comp["mean"]["n"] == 2 and 0 < comp["mean"]["p"] < 1
+
+
+def test_intervals_include_the_uncertainty_of_the_rates():
+    """Rates from 90 cross-validated particles: resampling them widens the
+    adjusted intervals; the raw ones, which do not use them, stay the same."""
+    rng = np.random.default_rng(3)
+    y_cv, pred_cv, p_cv = _sample(rng, 90, [0.5, 0.3, 0.2])
+    rates = quantify.cv_rates(y_cv, pred_cv, p_cv)
+    y, y_pred, p = _sample(rng, 200, [0.3, 0.3, 0.4])
+    groups = np.array(["a", "b"])[np.arange(200) % 2]
+    cv = {"y_true": y_cv, "y_pred": pred_cv, "probabilities": p_cv}
+    kwargs = {"n_resamples": 200, "seed": 0}
+    fixed = quantify.fractions_by_group(groups, y_pred, p, rates, ["u", "m", "x"], **kwargs)
+    both = quantify.fractions_by_group(groups, y_pred, p, rates, ["u", "m", "x"], cv=cv, **kwargs)
+    width = {name: t["high"] - t["low"] for name, t in (("fixed", fixed), ("both", both))}
+    raw = fixed["method"] == "raw"
+    np.testing.assert_allclose(width["both"][raw], width["fixed"][raw])
+    np.testing.assert_allclose(both["fraction"], fixed["fraction"])  # same point estimates
+    for m in ("acc", "pacc"):
+        rows = fixed["method"] == m
+        assert width["both"][rows].mean() > 1.2 * width["fixed"][rows].mean(), m
