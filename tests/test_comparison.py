@@ -486,3 +486,22 @@ def test_prevalence_error_row_is_skipped_on_ungrouped_folds(tiny_dataset):
     folds = load_or_make_folds(tiny_dataset, k=3, seed=0)
     row = comparison.prevalence_error_row([], tiny_dataset, folds, {})
     assert "not grouped" in row["skipped"] and "--group-by" in row["skipped"]
+
+
+def test_prevalence_error_row_over_repeats(tmp_path, tiny_dataset):
+    """With --repeats the top-level row rests on every repeat's folds."""
+    summary = comparison.run_benchmark(
+        "lamellarity",
+        _regrouped(tiny_dataset, 9),
+        cnn_models=[],
+        k=3,
+        repeats=2,
+        group_by="micrograph",
+        out=tmp_path / "rep",
+        svm_options={"C": 8.0, "gamma": 0.0078125},
+        n_resamples=50,
+    )
+    svm = summary["prevalence_error"]["models"]["svm"]
+    assert (svm["n_scores"], svm["n_groups"]) == (6, 18)
+    first = json.loads((tmp_path / "rep" / "repeat-0" / "summary.json").read_text())
+    assert first["prevalence_error"]["models"]["svm"]["n_scores"] == 3
