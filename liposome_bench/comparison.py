@@ -388,6 +388,12 @@ def _run_repeats(
     if repeats > 1:
         summary["repeats"] = _spread(per_repeat, out, fold_seed)
         summary["verdict"] = _verdict_over_repeats(out, repeats, summary)
+        summary["prevalence_error"] = prevalence_error_row(
+            [out / f"repeat-{r}" for r in range(repeats)],
+            dataset,
+            folds if folds is not None else fold_assignment,
+            summary,
+        )
     for one in per_repeat[1:]:
         for key, value in one["timings"].items():
             timings[key] = timings.get(key, 0.0) + value
@@ -503,7 +509,34 @@ def _summarise(rdir, dataset, folds, settings, seed, n_resamples, command, full_
     }
     summary.update(core)
     summary["by_size_quartile"] = _size_quartiles(results, dataset, list(core["models"]))
+    summary["prevalence_error"] = prevalence_error_row([rdir], dataset, folds, summary)
     return summary
+
+
+def prevalence_error_row(result_dirs, dataset, folds, summary) -> dict:
+    """The secondary prevalence-error row (``quantify.prevalence_error``) over
+    the repeats in ``result_dirs``; a reason instead when the folds are not
+    grouped (a test fold then holds parts of groups, not whole ones)."""
+    from liposome_bench.quantify import PREVALENCE_METHOD, prevalence_error
+
+    groups = getattr(folds, "groups", None)
+    if groups is None:
+        return {
+            "method": PREVALENCE_METHOD,
+            "skipped": "the folds are not grouped, so no test fold holds whole groups; "
+            "pass --group-by KEY (micrograph, session, grid) for this row",
+        }
+    runs = {
+        name: [ResultsDir(d).load_model(name) for d in result_dirs] for name in summary["models"]
+    }
+    row = prevalence_error(
+        runs,
+        summary["reference"],
+        summary["classes"],
+        dict(zip(dataset.ids, groups)),
+        summary["dataset"]["n_particles"],
+    )
+    return {"group_by": folds.group_by, **row}
 
 
 def particle_sizes(dataset) -> tuple[np.ndarray, str]:

@@ -1688,6 +1688,7 @@ def group_fractions(
         rates,
         bundle.classes,
         y_true=y_true,
+        cv=cv,
         n_resamples=n_resamples,
         seed=seed,
     )
