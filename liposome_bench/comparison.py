@@ -124,6 +124,7 @@ def run_benchmark(
     reporter=None,
     command: str | None = None,
     wait: bool = False,
+    near_duplicates: bool = True,
 ) -> dict:
     """Run the SVM and the CNN(s) on identical folds and summarise them.
 
@@ -176,6 +177,10 @@ def run_benchmark(
     wait : bool
         If another run holds ``out``'s run lock (``results.run_lock``), wait
         for it instead of raising ``ResultsError``.
+    near_duplicates : bool
+        Look for near-identical particles (``duplicates.find_near_duplicates``,
+        about 25 s per 14,000 particles) and warn when a test fold shares
+        any with its training folds; ``summary["folds"]["near_duplicates"]``.
 
     Returns
     -------
@@ -249,6 +254,13 @@ def run_benchmark(
     if quick:
         dataset = quick_subset(dataset, seed)
     timings["dataset_s"] = time.perf_counter() - t0
+    duplicate_pairs = None
+    if near_duplicates:
+        from liposome_bench.duplicates import find_near_duplicates
+
+        t0 = time.perf_counter()
+        duplicate_pairs = find_near_duplicates(dataset, reporter=reporter)
+        timings["near_duplicates_s"] = time.perf_counter() - t0
     if dataset.synthetic:
         reporter.message(
             f"{dataset.problem.name}: synthetic data ({len(dataset)} particles); "
@@ -292,6 +304,7 @@ def run_benchmark(
             timings,
             started,
             reporter,
+            duplicate_pairs,
         )
 
 
@@ -313,6 +326,7 @@ def _run_repeats(
     timings,
     started,
     reporter,
+    duplicate_pairs=None,
 ) -> dict:
     """Every repeat's models and summary, then the top-level outputs."""
     from liposome_bench.folds import load_or_make_folds
@@ -351,6 +365,9 @@ def _run_repeats(
         )
         stage_timings["stats_s"] = time.perf_counter() - t0
         summary["timings"] = stage_timings
+        summary["folds"]["near_duplicates"] = _duplicates_across_folds(
+            duplicate_pairs, fold_assignment, reporter if r == 0 else None
+        )
         per_repeat.append(summary)
         if repeats > 1:
             _write_outputs(rdir, summary, dataset, cnn_models)
@@ -377,6 +394,27 @@ def _run_repeats(
         )
     _write_outputs(out, summary, dataset, cnn_models, repeats=repeats)
     return summary
+
+
+def _duplicates_across_folds(pairs, folds, reporter=None) -> dict | None:
+    """Near-duplicate pairs split between a test fold and its training folds
+    (None when they were not looked for); a warning through ``reporter``."""
+    from liposome_bench.duplicates import pairs_across_folds
+
+    if pairs is None:
+        return None
+    across = pairs_across_folds(pairs, folds.fold_of)
+    warning = None
+    if across:
+        warning = (
+            f"{across} of {len(pairs)} near-duplicate particle pair(s) have one particle in a "
+            "test fold and the other in its training folds, which flatters every score. "
+            "liposome-bench dataset check --write-grouping FILE suggests a grouping that "
+            "keeps them together (--group-file FILE --group-by group)."
+        )
+        if reporter is not None:
+            reporter.message(f"Warning: {warning}")
+    return {"pairs": len(pairs), "across_folds": across, "warning": warning}
 
 
 def _check_layout(out: Path, repeats: int) -> None:

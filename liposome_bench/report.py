@@ -685,6 +685,8 @@ def _protocol_section(summary) -> list[str]:
         )
     elif folds.get("warning"):
         lines.append(f"- **Not grouped.** {folds['warning']}")
+    if (folds.get("near_duplicates") or {}).get("warning"):
+        lines.append(f"- **Near-duplicates.** {folds['near_duplicates']['warning']}")
     for name, s in model_settings.items():
         plain = _describe_settings(s)
         shown = ", ".join(f"{k} = `{_short(v)}`" for k, v in s.items())
