@@ -1307,6 +1307,13 @@ def _command_line():
     "(results/benchmark-<problem>-quick with --quick).",
 )
 @click.option(
+    "--svm-features",
+    default=None,
+    metavar="SET[,SET...]",
+    help="Run the SVM once per feature set on the same folds, e.g. vironova,all: rows "
+    "svm (the first set) and svm-all, each compared with every CNN (docs/benchmark.md).",
+)
+@click.option(
     "--skip-near-duplicates",
     is_flag=True,
     help="Do not look for near-identical particles shared by test and training folds "
@@ -1333,6 +1340,7 @@ def benchmark_command(
     seed,
     jobs,
     out,
+    svm_features,
     skip_near_duplicates,
     wait,
 ):
@@ -1385,6 +1393,7 @@ def benchmark_command(
             command=_command_line(),
             wait=wait,
             near_duplicates=not skip_near_duplicates,
+            svm_features=[f.strip() for f in svm_features.split(",")] if svm_features else None,
         )
     console = Console()
     print_benchmark(summary, console)

@@ -125,6 +125,7 @@ def run_benchmark(
     command: str | None = None,
     wait: bool = False,
     near_duplicates: bool = True,
+    svm_features=None,
 ) -> dict:
     """Run the SVM and the CNN(s) on identical folds and summarise them.
 
@@ -177,6 +178,12 @@ def run_benchmark(
     wait : bool
         If another run holds ``out``'s run lock (``results.run_lock``), wait
         for it instead of raising ``ResultsError``.
+    svm_features : sequence of str, optional
+        Run the SVM once per feature set on the same folds: the first as
+        ``svm``, each other as ``svm-<set>`` (``--svm-features vironova,all``:
+        rows ``svm`` and ``svm-all``); every CNN is compared with every SVM
+        row (same paired test, Holm within each comparison). Default one SVM
+        with the settings' feature set.
     near_duplicates : bool
         Look for near-identical particles (``duplicates.find_near_duplicates``,
         about 25 s per 14,000 particles) and warn when a test fold shares
@@ -226,6 +233,7 @@ def run_benchmark(
         cnn_options.setdefault("epochs", QUICK_EPOCHS)
     # Every model's settings are validated before any work.
     svm_settings = config.svm.replace(**svm_options)
+    _svm_rows(svm_settings, svm_features, svm_options)  # checked before any work
     cnn_settings = {name: config.cnn_settings(name, **cnn_options) for name in cnn_models}
     reporter = reporter or NullReporter()
     timings = {}
@@ -243,6 +251,7 @@ def run_benchmark(
         from liposome_bench.svm import default_feature_set
 
         svm_settings = svm_settings.replace(feature_set=default_feature_set(dataset.problem))
+    svm_rows = _svm_rows(svm_settings, svm_features, svm_options)
     if folds is not None and (repeats > 1 or quick):
         raise ConfigError("Given folds are used once: pass them without --repeats or --quick.")
     if folds is not None and folds.fingerprint != dataset.fingerprint():
@@ -281,7 +290,9 @@ def run_benchmark(
         "config": config_file,
         "svm_options": svm_options,
         "cnn_options": cnn_options,
-        "svm": svm_settings.to_dict(),
+        "svm": svm_rows["svm"].to_dict(),
+        "svm_models": list(svm_rows),
+        "svm_features": list(svm_features) if svm_features else None,
         "cnn": {name: s.to_dict() for name, s in cnn_settings.items()},
         "n_resamples": n_resamples,
     }
@@ -295,7 +306,7 @@ def run_benchmark(
             fold_seed,
             seed,
             jobs,
-            svm_settings,
+            svm_rows,
             cnn_settings,
             cnn_models,
             n_resamples,
@@ -308,6 +319,26 @@ def run_benchmark(
         )
 
 
+def _svm_rows(svm_settings, svm_features, svm_options) -> dict:
+    """name -> SVMSettings of every SVM row: ``svm``, and with
+    ``svm_features`` one ``svm-<set>`` per further feature set."""
+    if not svm_features:
+        return {"svm": svm_settings}
+    sets = [str(f).strip() for f in svm_features]
+    if len(set(sets)) != len(sets) or not all(sets):
+        raise ConfigError(
+            f"--svm-features lists a feature set twice or empty ({','.join(sets)}); list each once."
+        )
+    if "feature_set" in svm_options:
+        raise ConfigError("Give the feature set once: --svm-features, or feature_set alone.")
+    rows = {}
+    for i, feature_set in enumerate(sets):
+        rows["svm" if i == 0 else f"svm-{feature_set}"] = svm_settings.replace(
+            feature_set=feature_set
+        )
+    return rows
+
+
 def _run_repeats(
     dataset,
     settings,
@@ -317,7 +348,7 @@ def _run_repeats(
     fold_seed,
     seed,
     jobs,
-    svm_settings,
+    svm_rows,
     cnn_settings,
     cnn_models,
     n_resamples,
@@ -351,7 +382,7 @@ def _run_repeats(
                 dataset,
                 fold_assignment,
                 ResultsDir(rdir),
-                svm_settings,
+                svm_rows,
                 cnn_settings,
                 seed,
                 jobs,
@@ -437,17 +468,30 @@ def _gpu_available() -> bool:
     return describe_device()[0] == "gpu"
 
 
-def _run_models(dataset, folds, results, svm_settings, cnn_settings, seed, jobs, reporter) -> dict:
-    """Run the SVM and every CNN into ``results``; wall time of each."""
+def _run_models(dataset, folds, results, svm_rows, cnn_settings, seed, jobs, reporter) -> dict:
+    """Run every SVM row (name -> SVMSettings, or one SVMSettings: ``svm``)
+    and every CNN into ``results``; wall time of each."""
     from liposome_bench.cnn import run_cnn
     from liposome_bench.svm import run_svm
 
+    if isinstance(svm_rows, SVMSettings):
+        svm_rows = {"svm": svm_rows}
     timings = {}
 
     def svm(svm_reporter):
-        t0 = time.perf_counter()
-        run_svm(dataset, folds, results, svm_settings, jobs=jobs, seed=seed, reporter=svm_reporter)
-        timings["svm_s"] = time.perf_counter() - t0
+        for name, settings in svm_rows.items():
+            t0 = time.perf_counter()
+            run_svm(
+                dataset,
+                folds,
+                results,
+                settings,
+                jobs=jobs,
+                seed=seed,
+                reporter=svm_reporter,
+                name=name,
+            )
+            timings[f"{name}_s"] = time.perf_counter() - t0
 
     def cnns():
         for name, settings in cnn_settings.items():
@@ -475,11 +519,21 @@ def _summarise(rdir, dataset, folds, settings, seed, n_resamples, command, full_
 
     results = ResultsDir(rdir)
     run = results.read_run()
+    svm_models = settings.get("svm_models") or ["svm"]
     core = stats.summarise_results(
-        results, models=["svm", *settings["cnn_models"]], n_resamples=n_resamples, seed=seed
+        results, models=[*svm_models, *settings["cnn_models"]], n_resamples=n_resamples, seed=seed
     )
+    if len(svm_models) > 1 and settings["cnn_models"]:
+        core = _compare_every_svm(
+            core, results, svm_models, settings["cnn_models"], n_resamples, seed
+        )
     devices = sorted(
-        {d for name, m in core["models"].items() if name != "svm" for d in m.get("device", [])}
+        {
+            d
+            for name, m in core["models"].items()
+            if name not in svm_models
+            for d in m.get("device", [])
+        }
     )
     summary = {
         "schema_version": SUMMARY_SCHEMA_VERSION,
@@ -512,6 +566,59 @@ def _summarise(rdir, dataset, folds, settings, seed, n_resamples, command, full_
     summary.update(core)
     summary["by_size_quartile"] = _size_quartiles(results, dataset, list(core["models"]))
     return summary
+
+
+def _compare_every_svm(core, results, svm_models, cnn_models, n_resamples, seed) -> dict:
+    """``core`` (``stats.summarise_results`` against ``svm``) with every CNN
+    compared with every SVM row instead: the paired comparisons and the
+    verdict of each further SVM row against the CNNs added, the SVM-against-
+    SVM comparison left out (the verdict is about CNN against SVM)."""
+    comparisons = [c for c in core["comparisons"] if c["model_b"] in cnn_models]
+    for name in svm_models[1:]:
+        more = stats.summarise_results(
+            results,
+            models=[name, *cnn_models],
+            reference=name,
+            n_resamples=n_resamples,
+            seed=seed,
+        )
+        comparisons += more["comparisons"]
+    core["comparisons"] = comparisons
+    runs = {name: [results.load_model(name)] for name in core["models"]}
+    run = results.read_run()
+    core["verdict"] = svm_rows_verdict(
+        runs,
+        svm_models,
+        cnn_models,
+        core["classes"],
+        int(run["dataset"].get("n_particles") or sum(len(f.ids) for f in runs["svm"][0])),
+        k=run["folds"]["k"],
+        mcnemar=comparisons,
+    )
+    return core
+
+
+def svm_rows_verdict(runs, svm_models, cnn_models, classes, n_particles, *, k, mcnemar) -> dict:
+    """The headline verdict of every CNN against every SVM row
+    (``stats.headline_verdict`` once per SVM row, comparisons in one list).
+
+    ``runs``: model -> list (one per repeat) of its folds; ``mcnemar``: the
+    paired comparisons (``model_a``, ``model_b``, ``mcnemar``) to show."""
+    verdict = None
+    for name in svm_models:
+        one = stats.headline_verdict(
+            {m: runs[m] for m in [name, *cnn_models] if m in runs},
+            name,
+            classes,
+            n_particles,
+            k=k,
+            mcnemar={c["model_b"]: c["mcnemar"] for c in mcnemar if c["model_a"] == name},
+        )
+        if verdict is None:
+            verdict = one
+        else:
+            verdict["comparisons"].extend(one["comparisons"])
+    return verdict
 
 
 def particle_sizes(dataset) -> tuple[np.ndarray, str]:
@@ -639,6 +746,8 @@ def equivalent_command(settings: dict, out) -> str:
     ]
     if settings.get("group_by"):
         args += ["--group-by", settings["group_by"]]
+    if settings.get("svm_features"):
+        args += ["--svm-features", ",".join(settings["svm_features"])]
     args += ["--seed", str(settings["seed"]), "--jobs", str(settings["jobs"])]
     extra = {**settings.get("svm_options", {}), **settings.get("cnn_options", {})}
     if settings.get("quick"):
@@ -661,6 +770,18 @@ def _verdict_over_repeats(out: Path, repeats: int, summary: dict) -> dict:
         name: [ResultsDir(out / f"repeat-{r}").load_model(name) for r in range(repeats)]
         for name in models
     }
+    svm_models = summary["settings"].get("svm_models") or ["svm"]
+    cnn_models = summary["settings"]["cnn_models"]
+    if len(svm_models) > 1 and cnn_models:
+        return svm_rows_verdict(
+            runs,
+            svm_models,
+            cnn_models,
+            summary["classes"],
+            summary["dataset"]["n_particles"],
+            k=summary["folds"]["k"],
+            mcnemar=summary.get("comparisons", []),
+        )
     return stats.headline_verdict(
         runs,
         summary["reference"],
