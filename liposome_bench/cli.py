@@ -687,15 +687,14 @@ def _echo_duplicates(report, dataset, write_grouping) -> None:
     if not report.cross_group:
         return
     how = (
-        f"written to {write_grouping}"
+        f"written to {write_grouping}; use it with --group-file {write_grouping}"
         if write_grouping is not None
-        else "write it with --write-grouping FILE"
+        else "write it with --write-grouping FILE, then pass --group-file FILE"
     )
     click.echo(
         f"Suggested grouping: {report.n_suggested_groups} groups instead of "
         f"{report.n_groups} ({report.group_by} groups joined where a pair links them), "
-        f"which keeps every pair in one group; {how}, then pass --group-file FILE "
-        "--group-by group."
+        f"which keeps every pair in one group; {how} --group-by group."
     )
     if write_grouping is not None:
         write_grouping_file(write_grouping, report)

@@ -116,6 +116,7 @@ def test_dataset_check_reports_and_writes_the_grouping(clean, tmp_path):
     assert f"Warning: {len(PLANTED)} near-duplicate pair(s)" in result.output
     assert f"; {len(PLANTED)} cross micrograph groups" in result.output
     assert "Suggested grouping: 10 groups instead of 14" in result.output
+    assert f"use it with --group-file {out} --group-by group." in result.output
     # The written grouping is read back with --group-file and keeps each pair together.
     dataset = load_dataset(root, group_file=out)
     group = {p.id: p.meta["group"] for p in dataset.particles}
@@ -195,3 +196,15 @@ def test_benchmark_warns_when_test_folds_share_near_duplicates(clean, tmp_path):
         near_duplicates=False,
     )
     assert skipped["folds"]["near_duplicates"] is None
+
+
+def test_group_file_and_group_pattern_together_are_refused(clean, tmp_path):
+    root = write_export(clean, tmp_path / "export")
+    groups = tmp_path / "groups.csv"
+    groups.write_text("id,group\n" + "".join(f"{i},g\n" for i in clean.ids))
+    result = CliRunner().invoke(
+        cli,
+        ["dataset", "info", str(root), "--group-file", str(groups), "--group-pattern", "(.*)"],
+    )
+    assert result.exit_code == 2
+    assert "Error: --group-pattern and --group-file both set each particle's group" in result.output
