@@ -379,6 +379,9 @@ def print_benchmark(summary: dict, console) -> None:
     warning = (summary.get("folds") or {}).get("warning")
     if warning:
         console.print(f"Warning: {warning}", markup=False)
+    duplicates = (summary.get("folds") or {}).get("near_duplicates") or {}
+    if duplicates.get("warning"):
+        console.print(f"Warning: {duplicates['warning']}", markup=False)
 
 
 def _fold_budget(params: dict) -> str:

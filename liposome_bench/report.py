@@ -722,6 +722,8 @@ def _protocol_section(summary) -> list[str]:
         )
     elif folds.get("warning"):
         lines.append(f"- **Not grouped.** {folds['warning']}")
+    if (folds.get("near_duplicates") or {}).get("warning"):
+        lines.append(f"- **Near-duplicates.** {folds['near_duplicates']['warning']}")
     for name, s in model_settings.items():
         plain = _describe_settings(s)
         shown = ", ".join(f"{k} = `{_short(v)}`" for k, v in s.items())
@@ -1093,8 +1095,9 @@ def _environment_section(summary) -> list[str]:
     guess = timings.get("estimate")
     if isinstance(guess, dict) and "total_s" in timings:
         lines.append(
-            f"- estimated before the run: {guess.get('low_s', 0):.0f} to "
-            f"{guess.get('high_s', 0):.0f} s (measured {timings['total_s']:.0f} s)"
+            f"- estimated before training: {guess.get('low_s', 0):.0f} to "
+            f"{guess.get('high_s', 0):.0f} s (measured from then on: "
+            f"{timings['total_s'] - guess.get('done_at_s', 0):.0f} s)"
         )
     lines.append("")
     return lines
