@@ -896,6 +896,7 @@ def run_svm(
     seed=0,
     reporter=None,
     only_folds=None,
+    features=None,
     **options,
 ):
     """Cross-validate the LIBSVM baseline on the dataset's stored folds.
@@ -919,6 +920,10 @@ def run_svm(
     reporter : progress.NullReporter, optional
     only_folds : iterable of int, optional
         Run only these folds (``sweep`` runs one fold per task).
+    features : pandas.DataFrame, optional
+        The feature table, ``features.extract_features`` of ``dataset`` with
+        these settings' feature set, source and units, made once for many
+        calls (``benchmark``'s repeats); extracted here when None.
     **options
         Single settings to change (any ``SVMSettings`` field, e.g. ``C=1.0``).
 
@@ -971,14 +976,20 @@ def run_svm(
         )
     if todo:
         t0 = time.perf_counter()
-        features = extract_features(
-            dataset,
-            feature_set,
-            source=source,
-            reporter=reporter,
-            jobs=jobs,
-            units=settings["units"],
-        )
+        if features is None:
+            features = extract_features(
+                dataset,
+                feature_set,
+                source=source,
+                reporter=reporter,
+                jobs=jobs,
+                units=settings["units"],
+            )
+        elif len(features) != len(dataset):
+            raise ConfigError(
+                f"The feature table has {len(features)} rows, not one per particle "
+                f"({len(dataset)}); pass extract_features(dataset, ...) of this dataset."
+            )
         features_s = time.perf_counter() - t0
         X, feature_names, dropped = _feature_matrix(features, dataset, reporter)
         y = dataset.y
