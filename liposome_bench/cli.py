@@ -1222,6 +1222,29 @@ def _command_line():
     "Results folder. Default: results/benchmark-<problem> "
     "(results/benchmark-<problem>-quick with --quick).",
 )
+@click.option(
+    "--scheduler",
+    default="serial",
+    show_default=True,
+    metavar="serial|local|tcp://HOST:PORT",
+    help="Where the (repeat, fold, model) tasks run: 'serial' in this process; "
+    "'local' a Dask cluster on this machine (one worker per GPU, else one per 4 "
+    "cores); or the address of a running Dask scheduler. The results are the "
+    "same (docs/benchmark.md).",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Workers of the local cluster (default: sized to the machine).",
+)
+@click.option(
+    "--connect-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=10.0,
+    show_default=True,
+    help="Seconds to try to reach a --scheduler address, before anything is written.",
+)
 @wait_option
 @_fail_cleanly
 def benchmark_command(
@@ -1243,6 +1266,9 @@ def benchmark_command(
     seed,
     jobs,
     out,
+    scheduler,
+    workers,
+    connect_timeout,
     wait,
 ):
     """Compare the LIBSVM baseline with LipNet CNN(s) on identical folds.
@@ -1258,9 +1284,11 @@ def benchmark_command(
     marks only differences significant after that; accuracy and McNemar's
     test are secondary lines (docs/benchmark.md). Writes summary.json and
     predictions.csv to --out.
-    With a GPU, the CNN trains on it while the SVM uses the CPU cores
-    (--jobs workers); on a CPU-only machine they run one after the other.
-    Re-running the same command resumes at the first unfinished fold.
+    Serially, with a GPU, the CNN trains on it while the SVM uses the CPU
+    cores (--jobs workers); on a CPU-only machine they run one after the
+    other. On Dask (--scheduler local or tcp://HOST:PORT) every (repeat,
+    fold, model) is one task, as in `sweep`. Re-running the same command
+    resumes at the first unfinished fold.
 
     Example: liposome-bench benchmark --problem lamellarity
     """
@@ -1293,6 +1321,9 @@ def benchmark_command(
             reporter=reporter,
             command=_command_line(),
             wait=wait,
+            scheduler=scheduler,
+            n_workers=workers,
+            connect_timeout=connect_timeout,
         )
     console = Console()
     print_benchmark(summary, console)
