@@ -1358,6 +1358,29 @@ def _command_line():
     help="Do not look for near-identical particles shared by test and training folds "
     "(about 25 s per 14,000 particles).",
 )
+@click.option(
+    "--scheduler",
+    default="serial",
+    show_default=True,
+    metavar="serial|local|tcp://HOST:PORT",
+    help="Where the (repeat, fold, model) tasks run: 'serial' in this process; "
+    "'local' a Dask cluster on this machine (one worker per GPU, else one per 4 "
+    "cores); or the address of a running Dask scheduler. The results are the "
+    "same (docs/benchmark.md).",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Workers of the local cluster (default: sized to the machine).",
+)
+@click.option(
+    "--connect-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=10.0,
+    show_default=True,
+    help="Seconds to try to reach a --scheduler address, before anything is written.",
+)
 @wait_option
 @click.option(
     "--no-estimate",
@@ -1389,6 +1412,9 @@ def benchmark_command(
     out,
     svm_features,
     skip_near_duplicates,
+    scheduler,
+    workers,
+    connect_timeout,
     wait,
     no_estimate,
 ):
@@ -1405,9 +1431,11 @@ def benchmark_command(
     marks only differences significant after that; accuracy and McNemar's
     test are secondary lines (docs/benchmark.md). Writes summary.json and
     predictions.csv to --out.
-    With a GPU, the CNN trains on it while the SVM uses the CPU cores
-    (--jobs workers); on a CPU-only machine they run one after the other.
-    Re-running the same command resumes at the first unfinished fold.
+    Serially, with a GPU, the CNN trains on it while the SVM uses the CPU
+    cores (--jobs workers); on a CPU-only machine they run one after the
+    other. On Dask (--scheduler local or tcp://HOST:PORT) every (repeat,
+    fold, model) is one task, as in `sweep`. Re-running the same command
+    resumes at the first unfinished fold.
 
     Example: liposome-bench benchmark --problem lamellarity
     """
@@ -1443,6 +1471,9 @@ def benchmark_command(
             estimate=not no_estimate,
             near_duplicates=not skip_near_duplicates,
             svm_features=[f.strip() for f in svm_features.split(",")] if svm_features else None,
+            scheduler=scheduler,
+            n_workers=workers,
+            connect_timeout=connect_timeout,
         )
     console = Console()
     print_benchmark(summary, console)

@@ -968,6 +968,7 @@ def run_cnn(
     save_models: bool = True,
     reporter=None,
     only_folds=None,
+    images=None,
     **options,
 ):
     """Train and test one LipNet on every fold of ``folds``; save each fold.
@@ -994,6 +995,10 @@ def run_cnn(
     only_folds : iterable of int, optional
         Train only these folds (``sweep`` runs one fold per task); each fold
         gets the same seed as in a run of all folds.
+    images : array, optional
+        The network inputs, :func:`prepare_cnn_images` of ``dataset`` and
+        these settings, made once for many calls (``benchmark``'s repeats);
+        made here when None.
     **options
         Single settings to change (any ``CNNSettings`` field, e.g.
         ``model="lipnet-2", epochs=20``).
@@ -1012,7 +1017,7 @@ def run_cnn(
     """
     reporter = reporter or NullReporter()
     settings = make_cnn_settings(settings, **options)
-    model, input_mode = settings.model, settings.input_mode
+    model = settings.model
     size = int(settings.input_size or INPUT_SIZES[model])
     model_options = _model_options(settings)
     classes = list(dataset.problem.classes)
@@ -1071,9 +1076,14 @@ def run_cnn(
         )
     )
     t0 = time.perf_counter()
-    images = prepare_images(
-        dataset, input_mode, size, keep_size=(model == "lipnet-fcn"), reporter=reporter
-    )
+    if images is None:
+        images = prepare_cnn_images(dataset, settings, reporter=reporter)
+    elif images.shape[:3] != (len(dataset), size, size):
+        raise ConfigError(
+            f"The prepared images are {'x'.join(map(str, images.shape[:3]))}, not "
+            f"{len(dataset)}x{size}x{size} for {model}; pass prepare_cnn_images(dataset, "
+            "settings) of these settings."
+        )
     prepare_s = time.perf_counter() - t0
     reporter.stage(model, total=folds.k)
     reporter.advance(len(done))
@@ -1109,6 +1119,19 @@ def run_cnn(
             )
         )
     return [done[f] for f in wanted]
+
+
+def prepare_cnn_images(dataset, settings: CNNSettings, *, reporter=None) -> np.ndarray:
+    """:func:`prepare_images` of ``dataset`` as the network of ``settings``
+    takes them: its input mode and size; lipnet-fcn keeps relative sizes."""
+    size = int(settings.input_size or INPUT_SIZES[settings.model])
+    return prepare_images(
+        dataset,
+        settings.input_mode,
+        size,
+        keep_size=(settings.model == "lipnet-fcn"),
+        reporter=reporter,
+    )
 
 
 def _model_options(settings: CNNSettings) -> dict:

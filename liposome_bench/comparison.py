@@ -24,10 +24,18 @@ top-level ``summary.json`` holds the first repeat's details plus the
 run-to-run spread of every metric; the top-level ``predictions.csv`` stacks
 the repeats with a ``repeat`` column.
 
-Parallelism: ``jobs`` goes to the SVM (folds and grid points through
-joblib). When the CNN trains on a GPU, the SVM runs at the same time in a
-thread on the CPU cores; on a CPU-only machine the two run one after the
-other, because both would compete for the same cores.
+Parallelism: ``scheduler`` picks where the (repeat, fold, model) tasks run.
+``"serial"`` runs them in this process: ``jobs`` goes to the SVM (folds and
+grid points through joblib), and when the CNN trains on a GPU the SVM runs
+at the same time in a thread on the CPU cores. ``"local"`` (a local Dask
+cluster) and ``"tcp://HOST:PORT"`` (a running Dask scheduler) run every task
+on the engine of ``sweep`` and ``curve`` (:mod:`liposome_bench.engine`).
+``"serial"`` is the default: on a small machine the local cluster has one
+worker and only adds its start-up (docs/benchmark.md has the measurement).
+Each task gets the seed a serial run gives it, so the results are the same
+either way. The SVM's features and each CNN's prepared images are computed
+once and shared by every repeat (on Dask: once on a worker, as a task of
+their own).
 
 Every fold is saved as it finishes, so re-running the same call with the same
 ``out`` resumes at the first unfinished fold of each model.
@@ -35,17 +43,20 @@ Every fold is saved as it finishes, so re-running the same call with the same
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import platform
 import shlex
 import sys
 import time
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from liposome_bench import stats
-from liposome_bench.errors import ConfigError, ResultsError
+from liposome_bench import engine, stats
+from liposome_bench.errors import ConfigError, LiposomeBenchError, ResultsError
 from liposome_bench.folds import resolve_group_by
 from liposome_bench.io import atomic_write_json, atomic_write_text
 from liposome_bench.outputs import check_output_dir, writing
@@ -66,6 +77,8 @@ QUICK_EPOCHS = 2
 #: (``estimate.estimate_benchmark``; it costs about 20 s on 2 cores).
 ESTIMATE_MIN_PARTICLES = 1000
 SUMMARY_KIND = "liposome-bench benchmark summary"
+#: ``scheduler`` values of ``benchmark`` besides ``local`` and tcp:// addresses.
+SCHEDULER_MODES = ("serial",)
 
 
 class _MessagesOnly(NullReporter):
@@ -131,6 +144,9 @@ def run_benchmark(
     estimate: bool = True,
     near_duplicates: bool = True,
     svm_features=None,
+    scheduler: str = "serial",
+    n_workers: int | None = None,
+    connect_timeout: float = engine.CONNECT_TIMEOUT_S,
 ) -> dict:
     """Run the SVM and the CNN(s) on identical folds and summarise them.
 
@@ -201,6 +217,13 @@ def run_benchmark(
         Look for near-identical particles (``duplicates.find_near_duplicates``,
         about 25 s per 14,000 particles) and warn when a test fold shares
         any with its training folds; ``summary["folds"]["near_duplicates"]``.
+    scheduler : {"serial", "local"} or "tcp://HOST:PORT"
+        Where the (repeat, fold, model) tasks run (see the module docstring).
+    n_workers : int, optional
+        Workers of the local Dask cluster (default: by the machine).
+    connect_timeout : float
+        Seconds to try to reach a ``tcp://`` scheduler, before anything is
+        written.
 
     Returns
     -------
@@ -231,6 +254,9 @@ def run_benchmark(
         raise ConfigError(f"--jobs must be a positive number of workers or -1; got {jobs}.")
     check_seed(seed, "--seed")
     check_seed(fold_seed, "--fold-seed")
+    engine.check_scheduler(scheduler, also=SCHEDULER_MODES)
+    if scheduler not in SCHEDULER_MODES:
+        engine.probe_scheduler(scheduler, connect_timeout)  # before anything is written
     out = Path(out) if out is not None else default_out(problem or "custom", quick)
     check_output_dir(out)
     _check_layout(out, repeats)
@@ -246,12 +272,18 @@ def run_benchmark(
         cnn_options.setdefault("epochs", QUICK_EPOCHS)
     # Every model's settings are validated before any work.
     svm_settings = config.svm.replace(**svm_options)
-    _svm_rows(svm_settings, svm_features, svm_options)  # checked before any work
+    if len(_svm_rows(svm_settings, svm_features, svm_options)) > 1 and scheduler != "serial":
+        # (checked before any work) The Dask path runs one SVM row.
+        raise ConfigError(
+            f"--svm-features with --scheduler {scheduler} is not supported yet; "
+            "run it with --scheduler serial (the default)."
+        )
     cnn_settings = {name: config.cnn_settings(name, **cnn_options) for name in cnn_models}
     reporter = reporter or NullReporter()
     timings = {}
     t0 = time.perf_counter()
-    if isinstance(data, Dataset):
+    in_memory = isinstance(data, Dataset)
+    if in_memory:
         dataset, data = data, None
     else:
         dataset = resolve_dataset(
@@ -273,8 +305,13 @@ def run_benchmark(
             f"{folds.fingerprint}); make them with make_folds(dataset)."
         )
     full_size = len(dataset)
+    source = None
     if quick:
         dataset = quick_subset(dataset, seed)
+    elif not in_memory and dataset.root is not None:
+        # How Dask workers read the dataset (or generate the built-in one);
+        # a dataset given in memory is sent to them.
+        source = {"builtin": data is None, "reader_options": dict(reader_options or {})}
     timings["dataset_s"] = time.perf_counter() - t0
     if folds is None:
         group_by = resolve_group_by(dataset, group_by, k)
@@ -328,6 +365,7 @@ def run_benchmark(
         # it with is total_s - estimate["done_at_s"].
         timings["estimate"] = {**guess.to_dict(), "done_at_s": time.perf_counter() - started}
         reporter.message(_estimate.describe(guess))
+    runner = _Runner(scheduler, n_workers, connect_timeout, source)
     with writing(out), run_lock(out, wait=wait, reporter=reporter, command=command):
         return _run_repeats(
             dataset,
@@ -348,6 +386,7 @@ def run_benchmark(
             started,
             reporter,
             duplicate_pairs,
+            runner,
         )
 
 
@@ -371,6 +410,18 @@ def _svm_rows(svm_settings, svm_features, svm_options) -> dict:
     return rows
 
 
+@dataclass
+class _Runner:
+    """Where the tasks run: ``scheduler`` is "serial", "local" or an
+    address; ``source`` the ``engine.DatasetSource`` fields workers read the
+    dataset with (None: the dataset is sent from here)."""
+
+    scheduler: str
+    n_workers: int | None
+    connect_timeout: float
+    source: dict | None
+
+
 def _run_repeats(
     dataset,
     settings,
@@ -389,38 +440,64 @@ def _run_repeats(
     timings,
     started,
     reporter,
+    runner,
     duplicate_pairs=None,
 ) -> dict:
     """Every repeat's models and summary, then the top-level outputs."""
     from liposome_bench.folds import load_or_make_folds
 
     k, group_by = settings["folds"], settings["group_by"]
-    per_repeat = []
+    rdirs = [out if repeats == 1 else out / f"repeat-{r}" for r in range(repeats)]
+    fold_sets, repeat_timings = [], []
     for r in range(repeats):
-        rdir = out if repeats == 1 else out / f"repeat-{r}"
         t0 = time.perf_counter()
-        fold_assignment = (
+        fold_sets.append(
             folds
             if folds is not None
             else load_or_make_folds(
                 dataset, k, fold_seed + r, group_by, reporter=reporter if r == 0 else None
             )
         )
-        stage_timings = {"folds_s": time.perf_counter() - t0}
-        if repeats > 1:
-            reporter.message(f"repeat {r + 1}/{repeats} (fold seed {fold_seed + r}) -> {rdir}")
-        stage_timings.update(
-            _run_models(
+        repeat_timings.append({"folds_s": time.perf_counter() - t0})
+    if runner.scheduler == "serial":
+        shared = {}  # features and prepared images, made once for every repeat
+        for r in range(repeats):
+            if repeats > 1:
+                reporter.message(
+                    f"repeat {r + 1}/{repeats} (fold seed {fold_seed + r}) -> {rdirs[r]}"
+                )
+            repeat_timings[r].update(
+                _run_models(
+                    dataset,
+                    fold_sets[r],
+                    ResultsDir(rdirs[r]),
+                    svm_rows,
+                    cnn_settings,
+                    seed,
+                    jobs,
+                    reporter,
+                    shared,
+                )
+            )
+    else:
+        for r, model_timings in enumerate(
+            _run_on_dask(
                 dataset,
-                fold_assignment,
-                ResultsDir(rdir),
-                svm_rows,
+                fold_sets,
+                rdirs,
+                svm_rows["svm"],
                 cnn_settings,
                 seed,
                 jobs,
+                runner,
                 reporter,
             )
-        )
+        ):
+            repeat_timings[r].update(model_timings)
+    per_repeat = []
+    for r, (rdir, fold_assignment, stage_timings) in enumerate(
+        zip(rdirs, fold_sets, repeat_timings)
+    ):
         t0 = time.perf_counter()
         reporter.stage("statistics")
         summary = _summarise(
@@ -506,10 +583,20 @@ def _gpu_available() -> bool:
     return describe_device()[0] == "gpu"
 
 
-def _run_models(dataset, folds, results, svm_rows, cnn_settings, seed, jobs, reporter) -> dict:
+def _unfinished(results, model: str, k: int) -> list[int]:
+    """The folds of ``model`` with no fold file in ``results`` yet."""
+    return [f for f in range(k) if not results.fold_json(model, f).exists()]
+
+
+def _run_models(
+    dataset, folds, results, svm_rows, cnn_settings, seed, jobs, reporter, shared=None
+) -> dict:
     """Run every SVM row (name -> SVMSettings, or one SVMSettings: ``svm``)
-    and every CNN into ``results``; wall time of each."""
-    from liposome_bench.cnn import run_cnn
+    and every CNN into ``results``; wall time of each.
+    ``shared`` (a dict) keeps the features and prepared images for the next
+    repeat; None makes them in each call."""
+    from liposome_bench.cnn import prepare_cnn_images, run_cnn
+    from liposome_bench.features import extract_features
     from liposome_bench.svm import run_svm
 
     if isinstance(svm_rows, SVMSettings):
@@ -519,6 +606,15 @@ def _run_models(dataset, folds, results, svm_rows, cnn_settings, seed, jobs, rep
     def svm(svm_reporter):
         for name, settings in svm_rows.items():
             t0 = time.perf_counter()
+            if shared is not None and name not in shared and _unfinished(results, name, folds.k):
+                shared[name] = extract_features(
+                    dataset,
+                    settings.feature_set,
+                    source=settings.source,
+                    reporter=svm_reporter,
+                    jobs=jobs,
+                    units=settings.units,
+                )
             run_svm(
                 dataset,
                 folds,
@@ -528,13 +624,24 @@ def _run_models(dataset, folds, results, svm_rows, cnn_settings, seed, jobs, rep
                 seed=seed,
                 reporter=svm_reporter,
                 name=name,
+                features=(shared or {}).get(name),
             )
             timings[f"{name}_s"] = time.perf_counter() - t0
 
     def cnns():
         for name, settings in cnn_settings.items():
             t0 = time.perf_counter()
-            run_cnn(dataset, folds, results, settings, seed=seed, reporter=reporter)
+            if shared is not None and name not in shared and _unfinished(results, name, folds.k):
+                shared[name] = prepare_cnn_images(dataset, settings, reporter=reporter)
+            run_cnn(
+                dataset,
+                folds,
+                results,
+                settings,
+                seed=seed,
+                reporter=reporter,
+                images=(shared or {}).get(name),
+            )
             timings[f"{name}_s"] = time.perf_counter() - t0
 
     if cnn_settings and _gpu_available():
@@ -548,6 +655,128 @@ def _run_models(dataset, folds, results, svm_rows, cnn_settings, seed, jobs, rep
     else:
         svm(reporter)
         cnns()
+    return timings
+
+
+@engine.quiet_dask_logs
+def _run_on_dask(
+    dataset, fold_sets, rdirs, svm_settings, cnn_settings, seed, jobs, runner, reporter
+) -> list[dict]:
+    """Every unfinished (repeat, fold, model) as one task on the Dask engine;
+    the seconds its tasks took, per repeat and model."""
+    from distributed import as_completed
+
+    from liposome_bench.cnn import run_cnn
+    from liposome_bench.svm import run_svm
+
+    settings_of = {"svm": svm_settings, **cnn_settings}
+    timings = [{f"{name}_s": 0.0 for name in settings_of} for _ in rdirs]
+    tasks = []
+    for r, (rdir, folds) in enumerate(zip(rdirs, fold_sets)):
+        results = ResultsDir(rdir)
+        # Here, before any task: each model's settings are checked against
+        # the folder (and recorded in run.json), as a serial run does.
+        run_svm(dataset, folds, results, svm_settings, jobs=jobs, seed=seed, only_folds=[])
+        for settings in cnn_settings.values():
+            run_cnn(dataset, folds, results, settings, seed=seed, only_folds=[])
+        tasks += [(r, name, f) for name in settings_of for f in _unfinished(results, name, folds.k)]
+    total = len(rdirs) * fold_sets[0].k * len(settings_of)
+    if len(tasks) < total:
+        reporter.message(
+            f"{total - len(tasks)} of {total} (repeat, fold, model) tasks already finished; "
+            f"running {len(tasks)}."
+        )
+    if not tasks:
+        return timings
+    errors = {}
+    with engine.connect(
+        runner.scheduler,
+        n_workers=runner.n_workers,
+        connect_timeout=runner.connect_timeout,
+        reporter=reporter,
+    ) as connection:
+        client = connection.client
+        source = None
+        if runner.source is not None:
+            source = engine.DatasetSource(
+                root=str(dataset.root),
+                problem=dataset.problem.name if dataset.problem.codes is not None else None,
+                fingerprint=fold_sets[0].fingerprint,
+                **runner.source,
+            )
+        data_arg = engine.dataset_argument(client, dataset, source, fold_sets[0].fingerprint)
+        svm_jobs = connection.jobs(jobs)
+        token = uuid.uuid4().hex[:8]
+        folds_args = [
+            engine.share(
+                client, dataclasses.replace(f, path=None), key=f"benchmark-folds{r}-{token}"
+            )
+            for r, f in enumerate(fold_sets)
+        ]
+        # Features and prepared images: one task each, on a worker; every
+        # task of the model gets that one result (moved once per worker).
+        inputs = {}
+        for name in {name for _, name, _ in tasks}:
+            if name == "svm":
+                inputs[name] = client.submit(
+                    engine.features_task,
+                    data_arg,
+                    svm_settings.to_dict(),
+                    svm_jobs,
+                    key=f"benchmark-features-{token}",
+                    pure=False,
+                    retries=engine.TASK_RETRIES,
+                )
+            else:
+                inputs[name] = client.submit(
+                    engine.images_task,
+                    data_arg,
+                    cnn_settings[name].to_dict(),
+                    key=f"benchmark-images-{name}-{token}",
+                    pure=False,
+                    retries=engine.TASK_RETRIES,
+                )
+        futures = {}
+        for r, name, fold in tasks:
+            future = client.submit(
+                engine.run_fold_task,
+                data_arg,
+                "svm" if name == "svm" else "cnn",
+                settings_of[name].to_dict(),
+                str(rdirs[r]),
+                fold,
+                folds_args[r],
+                seed,
+                True,
+                svm_jobs,
+                inputs[name],
+                rdirs[r].name,
+                key=f"benchmark-r{r}-{name}-fold{fold}-{token}",
+                pure=False,
+                retries=engine.TASK_RETRIES,
+            )
+            futures[future] = (r, name, fold)
+        reporter.stage("benchmark", total=len(futures))
+        for future in as_completed(list(futures)):
+            r, name, fold = futures[future]
+            outcome = future.result()
+            reporter.advance()
+            where = (f"{rdirs[r].name}: " if len(rdirs) > 1 else "") + f"{name} fold {fold}"
+            if outcome.error is not None:
+                if outcome.error not in errors:
+                    reporter.message(f"{where} (worker {outcome.worker}): {outcome.error}")
+                errors.setdefault(outcome.error, []).append(where)
+                continue
+            engine.save_outcome(rdirs[r], dataset, fold_sets[r], outcome)
+            timings[r][f"{name}_s"] += outcome.seconds
+            reporter.message(f"{where} done on worker {outcome.worker} in {outcome.seconds:.0f} s.")
+    if errors:
+        message, where = next(iter(errors.items()))
+        failed = sum(len(v) for v in errors.values())
+        raise LiposomeBenchError(
+            f"{failed} of {len(tasks)} tasks failed (first: {where[0]}: {message}); "
+            "the others are saved: fix the cause and run the same command to resume."
+        )
     return timings
 
 

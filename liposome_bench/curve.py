@@ -574,50 +574,24 @@ def run_curve(
     return run
 
 
-def _identity(value):
-    return value
-
-
 def _run_tasks(plan, dataset, folds, run, *, seed, scheduler, n_workers, source, reporter):
-    from distributed import Client, as_completed
+    from distributed import as_completed
 
-    cluster = None
+    from liposome_bench import engine
+
     # One process per SVM task: the cluster runs the tasks in parallel, and a
     # worker whose grid search started joblib processes waits for them (loky's
     # 300 s idle timeout) before it can close.
     jobs = 1
-    if scheduler == "local":
-        cluster, shape = _sweep.start_local_cluster(n_workers, dashboard_address=None)
-        address = cluster
-        reporter.message(
-            f"Local Dask cluster: {shape['n_workers']} worker(s) x {shape['threads']} core(s)."
-        )
-    else:
-        address = scheduler
-    client = None
-    try:
-        try:
-            client = Client(address, timeout=_sweep.CONNECT_TIMEOUT_S)
-        except (OSError, TimeoutError) as exc:
-            raise ConfigError(
-                f"Cannot reach the Dask scheduler at {scheduler} ({exc}). "
-                "Start it (`dask scheduler`) or use --scheduler local."
-            ) from None
-        run.workers = len(client.scheduler_info().get("workers", {}))
-        if source is None and dataset.root is not None:
-            source = _sweep.DatasetSource(
-                root=str(dataset.root),
-                problem=dataset.problem.name if dataset.problem.codes is not None else None,
-                builtin=False,
-                reader_options={},
-                fingerprint=folds.fingerprint,
-            )
-        data_arg = source if source is not None else client.submit(_identity, dataset, pure=False)
+    with engine.connect(scheduler, n_workers=n_workers, reporter=reporter) as connection:
+        client = connection.client
+        run.workers = connection.workers
+        data_arg = engine.dataset_argument(client, dataset, source, folds.fingerprint)
         token = uuid.uuid4().hex[:8]
         # Each point's folds go to the cluster once, as a task (remade if the
         # workers holding it die), not with every task.
         sent = {
-            key: client.submit(_identity, dataclasses.replace(sub, path=None), pure=False)
+            key: engine.share(client, dataclasses.replace(sub, path=None))
             for key, sub in plan.subsamples.items()
         }
         futures = {}
@@ -636,7 +610,7 @@ def _run_tasks(plan, dataset, folds, run, *, seed, scheduler, n_workers, source,
                 jobs,
                 key=f"curve-{task.id}-fold{task.fold}-{token}",
                 pure=False,
-                retries=_sweep.TASK_RETRIES,
+                retries=engine.TASK_RETRIES,
             )
             futures[future] = task
         reporter.stage("curve", total=len(futures))
@@ -661,11 +635,6 @@ def _run_tasks(plan, dataset, folds, run, *, seed, scheduler, n_workers, source,
                 f"{task.id} fold {task.fold + 1}/{plan.k} done on worker "
                 f"{outcome.worker} in {outcome.seconds:.0f} s."
             )
-    finally:
-        if client is not None:
-            client.close()
-        if cluster is not None:
-            cluster.close()
 
 
 # Fits and crossings ----------------------------------------------------------------

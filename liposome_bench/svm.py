@@ -903,6 +903,7 @@ def run_svm(
     reporter=None,
     only_folds=None,
     name: str = MODEL_NAME,
+    features=None,
     **options,
 ):
     """Cross-validate the LIBSVM baseline on the dataset's stored folds.
@@ -929,6 +930,10 @@ def run_svm(
     name : str
         The model's name in ``results`` (``benchmark --svm-features``
         saves a second feature set as ``svm-<set>``).
+    features : pandas.DataFrame, optional
+        The feature table, ``features.extract_features`` of ``dataset`` with
+        these settings' feature set, source and units, made once for many
+        calls (``benchmark``'s repeats); extracted here when None.
     **options
         Single settings to change (any ``SVMSettings`` field, e.g. ``C=1.0``).
 
@@ -981,14 +986,20 @@ def run_svm(
         )
     if todo:
         t0 = time.perf_counter()
-        features = extract_features(
-            dataset,
-            feature_set,
-            source=source,
-            reporter=reporter,
-            jobs=jobs,
-            units=settings["units"],
-        )
+        if features is None:
+            features = extract_features(
+                dataset,
+                feature_set,
+                source=source,
+                reporter=reporter,
+                jobs=jobs,
+                units=settings["units"],
+            )
+        elif len(features) != len(dataset):
+            raise ConfigError(
+                f"The feature table has {len(features)} rows, not one per particle "
+                f"({len(dataset)}); pass extract_features(dataset, ...) of this dataset."
+            )
         features_s = time.perf_counter() - t0
         X, feature_names, dropped = _feature_matrix(features, dataset, reporter)
         y = dataset.y

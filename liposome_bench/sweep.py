@@ -49,7 +49,6 @@ import hashlib
 import itertools
 import json
 import math
-import os
 import time
 import tomllib
 import uuid
@@ -59,8 +58,31 @@ from pathlib import Path
 
 import numpy as np
 
+from liposome_bench.engine import (  # noqa: F401  (the engine's names, as sweep.<name>)
+    CONNECT_TIMEOUT_S,
+    CORES_PER_CPU_WORKER,
+    SCHEDULER_FORMS,
+    TASK_RETRIES,
+    DatasetSource,
+    TaskOutcome,
+    check_scheduler,
+    connect,
+    count_gpus,
+    dashboard_link,
+    dataset_argument,
+    gpu_ids,
+    load_task_dataset,
+    local_cluster_shape,
+    parse_scheduler,
+    probe_scheduler,
+    quiet_dask_logs,
+    run_fold_task,
+    share,
+    start_local_cluster,
+)
+from liposome_bench.engine import save_outcome as save_fold_outcome
+from liposome_bench.errors import ConfigError, ResultsError, SweepError
 from liposome_bench.io import atomic_write_json, atomic_write_text
-from liposome_bench.errors import ConfigError, LiposomeBenchError, ResultsError, SweepError
 from liposome_bench.settings import CNNSettings, SVMSettings
 
 SWEEP_JSON = "sweep.json"
@@ -71,13 +93,6 @@ COMPARISONS_CSV = "sweep-comparisons.csv"
 #: Tables of a sweep file, and the keys of its [sweep] table.
 SWEEP_TABLES = ("sweep", "cnn", "svm")
 SWEEP_KEYS = ("folds", "fold_seed", "seed", "group_by")
-#: How many times Dask re-runs a task that raised an unexpected exception
-#: (a user error is never re-run); a task whose worker died is re-run by the
-#: scheduler (distributed.scheduler.allowed-failures, default 3).
-TASK_RETRIES = 2
-#: CPU cores given to each worker of the default local cluster on a machine
-#: without a GPU: a small LipNet does not use more than a few cores well.
-CORES_PER_CPU_WORKER = 4
 #: For --dry-run's estimate when no fold has been measured yet: lipnet-4 at
 #: 28x28 px trains ~1,400 samples per CPU-second (docs/performance.md, 2-core
 #: Xeon, TensorFlow CPU); the SVM with the coarse grid took 58.9 s for 5
@@ -545,80 +560,7 @@ def is_sweep_folder(path) -> bool:
     return (Path(path) / SWEEP_JSON).is_file()
 
 
-# Tasks: what a Dask worker runs -----------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DatasetSource:
-    """How a worker gets the dataset: read ``root`` (a shared or copied
-    path) or, for the built-in data, generate it into its own cache."""
-
-    root: str | None
-    problem: str | None
-    builtin: bool
-    reader_options: dict
-    fingerprint: str
-
-
-@dataclass
-class TaskOutcome:
-    """What a (cell, fold) task sends back to the client."""
-
-    cell: str
-    fold: int
-    result: object = None  # results.FoldResult
-    record: dict | None = None  # the cell's settings as run.json records them
-    error: str | None = None  # a LiposomeBenchError's one-line message
-    worker: str = ""
-    seconds: float = 0.0
-    wrote: bool = False  # the worker wrote the fold into the sweep folder
-
-
-_DATASETS: dict = {}  # per worker process: fingerprint -> Dataset
-
-
-def load_task_dataset(source: DatasetSource):
-    """The dataset on a worker (read once per worker process).
-
-    Raises
-    ------
-    DatasetError
-        If the worker cannot read it, or reads a dataset with another
-        fingerprint.
-    """
-    from liposome_bench.dataset import load_dataset
-    from liposome_bench.sources import resolve_dataset
-    from liposome_bench.errors import DatasetError
-
-    if source.fingerprint in _DATASETS:
-        return _DATASETS[source.fingerprint]
-    if source.root and Path(source.root).exists():
-        dataset = load_dataset(source.root, source.problem, **source.reader_options)
-    elif source.builtin:
-        dataset = resolve_dataset(None, source.problem)
-    else:
-        raise DatasetError(
-            f"A worker cannot read the dataset at {source.root}. Give every worker the "
-            "dataset at the same path (a shared or copied folder)."
-        )
-    if dataset.fingerprint() != source.fingerprint:
-        raise DatasetError(
-            f"A worker read another dataset at {source.root} (fingerprint "
-            f"{dataset.fingerprint()}, the client's {source.fingerprint}). Give every "
-            "worker the same copy."
-        )
-    _DATASETS.clear()  # one dataset per worker process at a time
-    _DATASETS[source.fingerprint] = dataset
-    return dataset
-
-
-def _worker_name() -> str:
-    try:
-        from distributed import get_worker
-
-        return str(get_worker().name)
-    except (ImportError, ValueError):
-        return "local"
+# Tasks: one (cell, fold) on the Dask engine (liposome_bench.engine) ----------------
 
 
 def run_task(
@@ -633,165 +575,26 @@ def run_task(
     save_models: bool,
     jobs: int,
 ) -> TaskOutcome:
-    """Run one (cell, fold) on a worker and write it into ``out`` when the
-    worker can; the outcome also carries the fold back to the client.
-
-    A :class:`LiposomeBenchError` is returned as ``error`` (a user mistake:
-    retrying cannot help); any other exception propagates, and Dask retries.
-    """
-    import tempfile
-
-    from liposome_bench.results import ResultsDir
-
-    started = time.perf_counter()
-    outcome = TaskOutcome(cell=cell_id, fold=fold, worker=_worker_name())
-    try:
-        dataset = source if not isinstance(source, DatasetSource) else load_task_dataset(source)
-        target = cell_dir(out, cell_id)
-        try:
-            target.mkdir(parents=True, exist_ok=True)
-            probe = target / f".probe-{uuid.uuid4().hex}"
-            probe.touch()
-            probe.unlink()
-            outcome.wrote = True
-        except OSError:  # no shared file system: the client writes the fold
-            target = Path(tempfile.mkdtemp(prefix="liposome-sweep-")) / cell_id
-        results = ResultsDir(target)
-        if cell_kind == "cnn":
-            from liposome_bench.cnn import run_cnn
-
-            (result,) = run_cnn(
-                dataset,
-                folds,
-                results,
-                CNNSettings.from_mapping(settings),
-                seed=seed,
-                save_models=save_models,
-                only_folds=[fold],
-            )
-        else:
-            from liposome_bench.svm import run_svm
-
-            (result,) = run_svm(
-                dataset,
-                folds,
-                results,
-                SVMSettings.from_mapping(settings),
-                jobs=jobs,
-                seed=seed,
-                only_folds=[fold],
-            )
-        outcome.result = result
-        outcome.record = results.read_run()["models"][result.model]
-    except LiposomeBenchError as exc:
-        outcome.error = str(exc)
-    outcome.seconds = time.perf_counter() - started
-    return outcome
+    """Run one (cell, fold) on a worker into the cell's folder of the sweep
+    folder ``out`` (:func:`engine.run_fold_task`)."""
+    return run_fold_task(
+        source,
+        cell_kind,
+        settings,
+        str(cell_dir(out, cell_id)),
+        fold,
+        folds,
+        seed,
+        save_models,
+        jobs,
+        label=cell_id,
+    )
 
 
-# Running ------------------------------------------------------------------------------
-
-
-def gpu_ids() -> list[str]:
-    """This machine's GPUs: the ids in CUDA_VISIBLE_DEVICES when it is set,
-    else one per GPU that ``nvidia-smi -L`` lists (none without it).
-    Nothing heavy is imported."""
-    import shutil
-    import subprocess
-
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None:
-        ids = [v.strip() for v in visible.split(",") if v.strip()]
-        return [] if not ids or ids[0] == "-1" else ids
-    if shutil.which("nvidia-smi") is None:
-        return []
-    try:
-        listing = subprocess.run(
-            ["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20, check=False
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return []
-    return [
-        str(i)
-        for i, line in enumerate(line for line in listing.splitlines() if line.startswith("GPU "))
-    ]
-
-
-def count_gpus() -> int:
-    """How many GPUs :func:`gpu_ids` finds."""
-    return len(gpu_ids())
-
-
-def _cpu_count() -> int:
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
-
-
-def local_cluster_shape(n_workers: int | None = None) -> dict:
-    """Workers and threads of the default local cluster: one worker per GPU
-    when there are GPUs, else one per :data:`CORES_PER_CPU_WORKER` cores;
-    each runs one task at a time with its share of the cores."""
-    cores = _cpu_count()
-    gpus = count_gpus()
-    if n_workers is None:
-        n_workers = gpus if gpus else max(1, cores // CORES_PER_CPU_WORKER)
-    return {
-        "n_workers": int(n_workers),
-        "gpus": gpus,
-        "threads": max(1, cores // max(1, int(n_workers))),
-        "cores": cores,
-    }
-
-
-def start_local_cluster(n_workers: int | None = None, dashboard_address=":8787"):
-    """A ``distributed.LocalCluster`` shaped by :func:`local_cluster_shape`;
-    with GPUs, worker ``i`` sees only the ``i``-th of :func:`gpu_ids`
-    (CUDA_VISIBLE_DEVICES)."""
-    import logging
-
-    import dask
-    from distributed import LocalCluster
-
-    shape = local_cluster_shape(n_workers)
-    gpus = gpu_ids()
-    # Dask's INFO lines (workers starting and closing) only with --verbose.
-    quiet = logging.getLogger().getEffectiveLevel() > logging.DEBUG
-    threads = str(shape["threads"])
-    # Each worker gets its share of the cores, so workers do not oversubscribe
-    # them. (TensorFlow's thread counts change a CNN's float round-off, ~1e-7
-    # in probabilities, not its predictions.)
-    env = {
-        "OMP_NUM_THREADS": threads,
-        "TF_NUM_INTRAOP_THREADS": threads,
-        "TF_NUM_INTEROP_THREADS": threads,
-        "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"),
-    }
-    # Workers must be able to start processes of their own (joblib's loky in
-    # the SVM's grid search), so they are not daemons.
-    with dask.config.set({"distributed.worker.daemon": False}):
-        cluster = LocalCluster(
-            n_workers=0 if shape["gpus"] else shape["n_workers"],
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=dashboard_address,
-            env=env,
-            silence_logs=logging.ERROR if quiet else False,
-        )
-        if shape["gpus"]:
-            for i in range(shape["n_workers"]):
-                device = gpus[i % len(gpus)]
-                spec = {
-                    "cls": cluster.new_spec["cls"],
-                    "options": {
-                        **cluster.new_spec["options"],
-                        "env": {**env, "CUDA_VISIBLE_DEVICES": device},
-                        "name": f"gpu-{device}",
-                    },
-                }
-                cluster.worker_spec[f"gpu-{device}-{i}"] = spec
-            cluster.scale(shape["n_workers"])
-    return cluster, shape
+def save_outcome(out, dataset, folds, outcome: TaskOutcome) -> bool:
+    """Write a task's fold into its cell of the sweep folder unless its
+    worker already did (:func:`engine.save_outcome`)."""
+    return save_fold_outcome(cell_dir(out, outcome.cell), dataset, folds, outcome)
 
 
 @dataclass
@@ -805,128 +608,6 @@ class SweepRun:
     seconds: float = 0.0
     dashboard: str | None = None
     workers: int = 0
-
-
-def _quiet_dask_logs(func):
-    """Dask's INFO and WARNING lines (workers starting, closing, restarting)
-    only when the root logger shows DEBUG (``liposome-bench -v``)."""
-    import functools
-    import logging
-
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        import distributed  # noqa: F401  (configures its loggers on import)
-
-        if logging.getLogger().getEffectiveLevel() <= logging.DEBUG:
-            return func(*args, **kwargs)
-        names = ["distributed"] + [
-            n for n in logging.root.manager.loggerDict if n.startswith("distributed.")
-        ]
-        loggers = [logging.getLogger(n) for n in names]
-        old = [lg.level for lg in loggers]
-        for lg in loggers:
-            lg.setLevel(logging.ERROR)
-        try:
-            return func(*args, **kwargs)
-        finally:
-            for lg, level in zip(loggers, old):
-                lg.setLevel(level)
-
-    return wrapper
-
-
-#: The --scheduler forms the sweep accepts (docs/sweep.md): Dask's tls://
-#: needs certificates and ucx:// a UCX build, neither of which the sweep sets up.
-SCHEDULER_FORMS = "'local' or tcp://HOST:PORT with PORT in 1-65535 (e.g. tcp://10.0.0.5:8786)"
-#: Seconds to try to reach a scheduler (``--connect-timeout``).
-CONNECT_TIMEOUT_S = 10.0
-
-
-def check_scheduler(scheduler) -> str:
-    """``scheduler`` if it is ``"local"`` or a ``tcp://HOST:PORT`` address
-    (IPv6 hosts in brackets), checked without connecting.
-
-    Raises
-    ------
-    ConfigError
-        Otherwise: one line naming the accepted forms.
-    """
-    parse_scheduler(scheduler)
-    return scheduler
-
-
-def parse_scheduler(scheduler) -> tuple[str, int] | None:
-    """None for ``"local"``, else the (host, port) of a ``tcp://HOST:PORT``
-    address.
-
-    Raises
-    ------
-    ConfigError
-        If ``scheduler`` is neither (another protocol, no port, a port that
-        is not a number in 1-65535, no host).
-    """
-    if scheduler == "local":
-        return None
-    text = scheduler if isinstance(scheduler, str) else repr(scheduler)
-
-    def bad(why):
-        return ConfigError(f"--scheduler {text!r}: {why}; expected {SCHEDULER_FORMS}.")
-
-    if not isinstance(scheduler, str):
-        raise bad("not an address")
-    protocol, sep, rest = scheduler.partition("://")
-    if not sep:
-        raise bad("no protocol")
-    if protocol != "tcp":
-        raise bad(f"protocol {protocol}:// is not supported")
-    if rest.startswith("["):
-        host, close, tail = rest[1:].partition("]")
-        if not close or not tail.startswith(":"):
-            raise bad("an IPv6 host needs [HOST]:PORT")
-        port_text = tail[1:]
-    else:
-        host, colon, port_text = rest.rpartition(":")
-        if not colon:
-            raise bad("no port")
-    if not host or any(c in host for c in "/?#@ "):
-        raise bad("no host")
-    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
-        raise bad(f"port {port_text!r} is not a number in 1-65535")
-    return host, int(port_text)
-
-
-def probe_scheduler(scheduler, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
-    """Open (and close) a TCP connection to the scheduler within
-    ``timeout_s`` seconds; nothing for ``"local"``.
-
-    Raises
-    ------
-    ConfigError
-        If the address is not accepted, or nothing answers there in time.
-    """
-    import socket
-
-    if not (
-        isinstance(timeout_s, (int, float))
-        and not isinstance(timeout_s, bool)
-        and math.isfinite(timeout_s)
-        and timeout_s > 0
-    ):
-        raise ConfigError(
-            f"--connect-timeout must be a positive number of seconds; got {timeout_s!r}."
-        )
-    address = parse_scheduler(scheduler)
-    if address is None:
-        return
-    try:
-        with socket.create_connection(address, timeout=timeout_s):
-            pass
-    except (OSError, ValueError) as exc:
-        raise ConfigError(
-            f"Cannot reach the Dask scheduler at {scheduler} within {timeout_s:g} s "
-            f"({getattr(exc, 'strerror', None) or exc}); nothing was written. Start it "
-            "(`dask scheduler`), check the address, or use --scheduler local."
-        ) from None
 
 
 def run_sweep(
@@ -1013,7 +694,7 @@ def run_sweep(
         )
 
 
-@_quiet_dask_logs
+@quiet_dask_logs
 def _run_sweep(
     config,
     dataset,
@@ -1028,7 +709,7 @@ def _run_sweep(
     reporter,
     connect_timeout,
 ) -> SweepRun:
-    from distributed import Client, as_completed
+    from distributed import as_completed
 
     started = time.perf_counter()
     write_sweep_json(config, out, dataset, folds, seed)
@@ -1041,55 +722,20 @@ def _run_sweep(
         )
     if not plan.tasks:
         return run
-    cluster = None
-    if scheduler == "local":
-        cluster, shape = start_local_cluster(n_workers)
-        address = cluster
-        reporter.message(
-            f"Local Dask cluster: {shape['n_workers']} worker(s) x {shape['threads']} "
-            f"core(s)" + (", one GPU each" if shape["gpus"] else ", no GPU") + "."
-        )
-    else:
-        address = check_scheduler(scheduler)
-    client = None
-    try:
-        try:
-            client = Client(address, timeout=f"{connect_timeout}s")
-        except (OSError, TimeoutError) as exc:
-            raise ConfigError(
-                f"Cannot reach the Dask scheduler at {scheduler} ({exc}). "
-                "Start it (`dask scheduler`) or use --scheduler local."
-            ) from None
-        run.dashboard = _dashboard(client)
-        reporter.message(f"Dask dashboard: {run.dashboard}")
-        if source is None:
-            data_arg = (
-                dataset
-                if dataset.root is None
-                else DatasetSource(
-                    root=str(dataset.root),
-                    problem=dataset.problem.name if dataset.problem.codes is not None else None,
-                    builtin=False,
-                    reader_options={},
-                    fingerprint=folds.fingerprint,
-                )
-            )
-        else:
-            data_arg = source
-        if not isinstance(data_arg, DatasetSource):
-            data_arg = client.submit(_identity, dataset, pure=False)
-        run.workers = len(client.scheduler_info().get("workers", {}))
-        if cluster is None:
-            reporter.message(
-                f"Dask scheduler {scheduler}: {run.workers} worker(s) now"
-                + ("; the tasks wait until workers join." if not run.workers else ".")
-            )
-        jobs = max(1, shape["threads"]) if cluster is not None else -1
+    with connect(
+        scheduler,
+        n_workers=n_workers,
+        connect_timeout=connect_timeout,
+        dashboard=True,
+        reporter=reporter,
+    ) as engine:
+        client = engine.client
+        run.dashboard = dashboard_link(client)
+        run.workers = engine.workers
+        data_arg = dataset_argument(client, dataset, source, folds.fingerprint)
+        jobs = engine.jobs()
         token = uuid.uuid4().hex[:8]
-        # The folds (and an in-memory dataset) go to the cluster once, as a
-        # task rather than scattered data: if every worker holding them dies,
-        # the scheduler makes them again.
-        folds_arg = client.submit(_identity, dataclasses.replace(folds, path=None), pure=False)
+        folds_arg = share(client, dataclasses.replace(folds, path=None))
         futures = []
         for cell_id, fold in plan.tasks:
             cell = config.cell(cell_id)
@@ -1130,11 +776,6 @@ def _run_sweep(
                 f"{outcome.cell} fold {outcome.fold + 1}/{folds.k} done on "
                 f"worker {outcome.worker} in {outcome.seconds:.0f} s."
             )
-    finally:
-        if client is not None:
-            client.close()
-        if cluster is not None:
-            cluster.close()
     run.seconds = time.perf_counter() - started
     if run.errors:
         failed = sum(len(v) for v in run.errors.values())
@@ -1144,33 +785,6 @@ def _run_sweep(
             f"{where[0][1] + 1}: {message}); the others are saved in {out}."
         )
     return run
-
-
-def save_outcome(out, dataset, folds, outcome: TaskOutcome) -> bool:
-    """Write a task's fold into the sweep folder unless its worker already
-    did (workers without the client's file system send it back instead).
-    Returns whether it was written here."""
-    from liposome_bench.results import ResultsDir
-
-    results = ResultsDir(cell_dir(out, outcome.cell))
-    model = outcome.result.model
-    if results.fold_json(model, outcome.fold).exists():
-        return False
-    results.prepare(dataset, folds, model, outcome.record)
-    results.save_fold(outcome.result, list(dataset.problem.classes))
-    return True
-
-
-def _identity(value):
-    return value
-
-
-def _dashboard(client) -> str:
-    try:
-        import bokeh  # noqa: F401  (the dashboard needs it)
-    except ImportError:
-        return "not available (pip install bokeh to watch the tasks)"
-    return client.dashboard_link
 
 
 # Results: the table and the paired comparisons ----------------------------------------

@@ -1,6 +1,7 @@
 """The ``benchmark`` and ``report`` commands through click's CliRunner."""
 
 import json
+import shutil
 
 import pytest
 from click.testing import CliRunner
@@ -92,6 +93,15 @@ def test_report_of_a_folder_without_results(tmp_path):
         ),
         (["--jobs", "0"], "Error: --jobs must be a positive number of workers or -1; got 0."),
         (["--repeats", "0"], "Invalid value for '--repeats'"),
+        (
+            ["--scheduler", "tcp://head"],
+            "Error: --scheduler 'tcp://head': no port; expected 'serial', 'local' or "
+            "tcp://HOST:PORT with PORT in 1-65535 (e.g. tcp://10.0.0.5:8786).",
+        ),
+        (
+            ["--scheduler", "dask"],
+            "Error: --scheduler 'dask': no protocol; expected 'serial', 'local' or tcp://",
+        ),
     ],
 )
 def test_benchmark_bad_options_exit_2(tmp_path, args, message):
@@ -99,3 +109,33 @@ def test_benchmark_bad_options_exit_2(tmp_path, args, message):
     assert result.exit_code == 2
     assert message in result.output
     assert not (tmp_path / "r").exists()
+
+
+def test_benchmark_refuses_an_unreachable_scheduler_before_writing(tmp_path, tiny_export):
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data = tmp_path / "data"
+    shutil.copytree(tiny_export, data)
+    before = sorted(p.relative_to(data) for p in data.rglob("*"))
+    result = _invoke(
+        "benchmark",
+        "--data",
+        data,
+        "--out",
+        tmp_path / "r",
+        "--scheduler",
+        f"tcp://127.0.0.1:{port}",
+        "--connect-timeout",
+        "2",
+    )
+    assert result.exit_code == 2, result.output
+    assert (
+        f"Error: Cannot reach the Dask scheduler at tcp://127.0.0.1:{port} within 2 s"
+        in result.output
+    )
+    assert "nothing was written" in result.output
+    assert not (tmp_path / "r").exists()
+    assert sorted(p.relative_to(data) for p in data.rglob("*")) == before  # no folds stored

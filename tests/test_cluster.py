@@ -3,8 +3,10 @@
 A reduced ``sweep`` and a reduced ``curve`` run through ``--scheduler
 tcp://127.0.0.1:PORT`` (the CLI, in its own process), one worker process is
 killed in the middle of a curve task, and every fold must equal a local
-(serial, in-process) run of the same tasks. Not skipped: CI runs it
-(marker ``cluster``); the processes are always stopped.
+(serial, in-process) run of the same tasks. ``benchmark --repeats 2
+--scheduler tcp://...`` must give the serial run's summary and resume a
+deleted fold on the cluster. Not skipped: CI runs it (marker ``cluster``);
+the processes are always stopped.
 
 Also: the SLURM configuration example of docs/curve.md builds a
 ``dask_jobqueue.SLURMCluster`` without submitting a job."""
@@ -334,3 +336,51 @@ def test_the_slurm_example_builds_a_cluster_without_submitting(monkeypatch):
     finally:
         cluster.close()
     assert calls == []
+
+
+TINY_BENCHMARK = """
+[svm]
+C = 8.0
+gamma = 0.0078125
+
+[cnn]
+epochs = 1
+input_size = 16
+augment = "none"
+mixed_precision = false
+"""
+
+
+def test_benchmark_on_a_real_cluster_equals_the_serial_run(real_cluster, data, tmp_path):
+    """``benchmark --repeats 2 --scheduler tcp://...`` through the CLI (its own
+    process) on the real cluster: the same summary and predictions as the
+    serial, in-process run of the same command; a deleted fold is run again
+    on the cluster and the summary stays the same."""
+    from test_comparison import assert_same_benchmark
+
+    _root, export = data
+    config = tmp_path / "tiny.toml"
+    config.write_text(TINY_BENCHMARK, encoding="utf-8")
+    args = ["benchmark", "--data", export, "--cnn", "lipnet-1", "--config", config]
+    args += ["--folds", "3", "--repeats", "2"]
+    serial = _cli(*args, "--out", tmp_path / "serial")
+    assert serial.returncode == 0, serial.stdout + serial.stderr
+    out = tmp_path / "cluster"
+    remote = _cli(*args, "--out", out, "--scheduler", real_cluster)
+    assert remote.returncode == 0, remote.stdout + remote.stderr
+    said = " ".join((remote.stdout + remote.stderr).split())
+    assert f"Dask scheduler {real_cluster}: 2 worker(s) now." in said
+    workers = set(re.findall(r"done on worker (w\d)", said))
+    assert len(re.findall(r"done on worker w\d", said)) == 2 * 3 * 2
+    assert workers == {"w0", "w1"}, "both worker processes ran tasks"
+    assert_same_benchmark(tmp_path / "serial", out)
+
+    # Resume: only the missing fold runs, on the cluster.
+    for suffix in (".json", ".csv"):
+        (out / "repeat-1" / "svm" / f"fold-2{suffix}").unlink()
+    again = _cli(*args, "--out", out, "--scheduler", real_cluster)
+    assert again.returncode == 0, again.stdout + again.stderr
+    said = " ".join((again.stdout + again.stderr).split())
+    assert "11 of 12 (repeat, fold, model) tasks already finished; running 1." in said
+    assert "repeat-1: svm fold 2 done on worker" in said
+    assert_same_benchmark(tmp_path / "serial", out)

@@ -632,3 +632,15 @@ def test_weight_averaging_scores_and_keeps_the_averaged_weights(tiny_dataset):
     assert not np.allclose(avg1.get_weights()[0], raw1.get_weights()[0])
     # epoch 2 starts from the raw weights: its training loss is the raw run's
     assert info2["history"]["loss"] == pytest.approx(raw_info2["history"]["loss"], rel=1e-5)
+
+
+def test_prepared_images_of_other_settings_are_refused(tmp_path, tiny_dataset):
+    """run_cnn(images=...) takes prepare_cnn_images of its own settings only."""
+    from liposome_bench.settings import CNNSettings
+
+    folds = load_or_make_folds(tiny_dataset, k=3, seed=0)
+    settings = CNNSettings(model="lipnet-1", input_size=16, epochs=1)
+    wrong = cnn.prepare_cnn_images(tiny_dataset, settings.replace(input_size=20))
+    with pytest.raises(ConfigError, match=r"The prepared images are 45x20x20, not 45x16x16"):
+        cnn.run_cnn(tiny_dataset, folds, ResultsDir(tmp_path), settings, images=wrong)
+    assert not (tmp_path / "lipnet-1" / "fold-0.json").exists()

@@ -505,3 +505,114 @@ def test_prevalence_error_row_over_repeats(tmp_path, tiny_dataset):
     assert (svm["n_scores"], svm["n_groups"]) == (6, 18)
     first = json.loads((tmp_path / "rep" / "repeat-0" / "summary.json").read_text())
     assert first["prevalence_error"]["models"]["svm"]["n_scores"] == 3
+
+
+#: Tiny settings of the engine tests: fixed C/gamma (no grid search) and a
+#: 1-epoch lipnet-1 at 16 px.
+ENGINE_SVM = {"C": 8.0, "gamma": 0.0078125}
+ENGINE_CNN = {"epochs": 1, "input_size": 16, "augment": "none", "mixed_precision": False}
+
+
+def fold_means(summary: dict) -> dict:
+    """Every model's per-class and overall fold-mean metrics of a summary."""
+    return {
+        name: {
+            "overall": {k: v["mean"] for k, v in m["overall"].items()},
+            **{c: {k: v["mean"] for k, v in per.items()} for c, per in m["per_class"].items()},
+        }
+        for name, m in summary["models"].items()
+    }
+
+
+def assert_same_benchmark(a: Path, b: Path) -> None:
+    """Two benchmark folders hold the same predictions and summary metrics."""
+    left, right = (json.loads((p / "summary.json").read_text()) for p in (a, b))
+    assert fold_means(left) == fold_means(right)
+    assert left["repeats"]["spread"] == right["repeats"]["spread"]
+    # The verdict, but for the --repeats suggestion (it scales the run's wall time).
+    assert [
+        {k: v for k, v in c.items() if k != "repeats_suggestion"}
+        for c in left["verdict"]["comparisons"]
+    ] == [
+        {k: v for k, v in c.items() if k != "repeats_suggestion"}
+        for c in right["verdict"]["comparisons"]
+    ]
+    assert left["verdict"]["comparisons"]
+    one, two = (pd.read_csv(p / "predictions.csv") for p in (a, b))
+    predicted = [c for c in one.columns if c.endswith("_predicted")]
+    assert len(one) == 2 * 45 and len(predicted) == 2
+    pd.testing.assert_frame_equal(
+        one[["repeat", "id", "fold", *predicted]], two[["repeat", "id", "fold", *predicted]]
+    )
+    scores = [c for c in one.columns if "_score_" in c]
+    # Same seeds, the same network; only TensorFlow's thread count differs.
+    np.testing.assert_allclose(one[scores], two[scores], atol=1e-5, rtol=0)
+
+
+class _Lines:
+    """A reporter that keeps every message."""
+
+    def __init__(self):
+        self.lines = []
+
+    def message(self, text):
+        self.lines.append(text)
+
+    def __getattr__(self, name):
+        return lambda *a, **k: None
+
+
+def test_benchmark_on_a_local_dask_cluster_equals_the_serial_run(tmp_path, tiny_export):
+    """--repeats 2 as (repeat, fold, model) tasks on a 2-worker local cluster:
+    the same predictions and summary as the serial, in-process run; the
+    features and images are made once, each as a task of its own."""
+    runs = {}
+    for scheduler in ("serial", "local"):
+        messages = _Lines()
+        runs[scheduler] = messages
+        comparison.run_benchmark(
+            "lamellarity",
+            tiny_export,
+            cnn_models=["lipnet-1"],
+            k=QUICK_FOLDS,
+            repeats=2,
+            out=tmp_path / scheduler,
+            svm_options=ENGINE_SVM,
+            cnn_options=ENGINE_CNN,
+            n_resamples=100,
+            scheduler=scheduler,
+            n_workers=2,
+            reporter=messages,
+        )
+    done = [line for line in runs["local"].lines if " done on worker " in line]
+    assert "Local Dask cluster: 2 worker(s) x 1 core(s), no GPU." in runs["local"].lines
+    assert len(done) == 2 * QUICK_FOLDS * 2
+    assert not any(" done on worker " in line for line in runs["serial"].lines)
+    assert_same_benchmark(tmp_path / "serial", tmp_path / "local")
+
+
+def test_serial_repeats_make_the_features_and_images_once(monkeypatch, tmp_path, tiny_export):
+    from liposome_bench import cnn, features
+
+    calls = []
+    real_features, real_images = features.extract_features, cnn.prepare_cnn_images
+    monkeypatch.setattr(
+        features,
+        "extract_features",
+        lambda *a, **k: calls.append("features") or real_features(*a, **k),
+    )
+    monkeypatch.setattr(
+        cnn, "prepare_cnn_images", lambda *a, **k: calls.append("images") or real_images(*a, **k)
+    )
+    comparison.run_benchmark(
+        "lamellarity",
+        tiny_export,
+        cnn_models=["lipnet-1"],
+        k=QUICK_FOLDS,
+        repeats=2,
+        out=tmp_path / "once",
+        svm_options=ENGINE_SVM,
+        cnn_options=ENGINE_CNN,
+        n_resamples=100,
+    )
+    assert calls == ["features", "images"]

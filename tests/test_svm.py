@@ -584,3 +584,16 @@ def test_run_svm_passes_units_to_the_features_and_records_them(
     run_svm(small_dataset, folds, results, C=1.0, gamma=0.5, units="px")
     assert fake_features[0][1]["units"] == "px"
     assert results.read_run()["models"]["svm"]["units"] == "px"
+
+
+def test_a_feature_table_of_another_dataset_is_refused(tmp_path, tiny_dataset):
+    """run_svm(features=...) needs one row per particle of its dataset."""
+    from liposome_bench.errors import ConfigError
+    from liposome_bench.features import extract_features
+    from liposome_bench.folds import load_or_make_folds
+    from liposome_bench.results import ResultsDir
+
+    folds = load_or_make_folds(tiny_dataset, k=3, seed=0)
+    table = extract_features(tiny_dataset).iloc[:40]
+    with pytest.raises(ConfigError, match="The feature table has 40 rows, not one per particle"):
+        run_svm(tiny_dataset, folds, ResultsDir(tmp_path), C=1.0, gamma=0.1, features=table)
