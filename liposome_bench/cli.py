@@ -221,6 +221,14 @@ def out_option(default, help_text, required=False):
     return decorate
 
 
+def _inputs_of(data, problem, cache_dir, reader_options, **more) -> dict:
+    """A command's inputs for ``outputs.check_apart``: the dataset it reads
+    (``sources.dataset_inputs``) and ``more`` ({what: path})."""
+    from liposome_bench.sources import dataset_inputs
+
+    return {**dataset_inputs(data, problem, cache_dir=cache_dir, **reader_options), **more}
+
+
 def _finite_pixel_size(ctx, param, value):
     """FloatRange lets nan and inf through (no comparison fails for nan)."""
     import math
@@ -927,10 +935,11 @@ def features_command(
     from liposome_bench.sources import resolve_dataset
     from liposome_bench.features import check_table_path, write_feature_table
     from liposome_bench.folds import load_or_make_folds
-    from liposome_bench.outputs import check_output_file
+    from liposome_bench.outputs import check_apart, check_output_file
 
     _settings.check_seed(fold_seed, "--fold-seed")
     out = check_output_file(check_table_path(out))
+    check_apart(out, _inputs_of(data, problem, cache_dir, reader_options))
     _settings.SVMSettings(feature_set=feature_set, source=source, units=units)  # fail early
     with _live_reporter() as reporter:
         dataset = resolve_dataset(
@@ -1011,7 +1020,7 @@ def svm_command(
     from liposome_bench.display import fold_table, print_model_summary
     from liposome_bench.folds import load_or_make_folds
     from liposome_bench.metrics import summarise_folds
-    from liposome_bench.outputs import check_output_dir, writing
+    from liposome_bench.outputs import check_apart, check_output_dir, writing
     from liposome_bench.results import ResultsDir
     from liposome_bench.svm import check_svm_options, default_feature_set, run_svm
 
@@ -1020,8 +1029,10 @@ def svm_command(
     check_svm_options(jobs=jobs)
     _settings.check_seed(seed, "--seed")
     _settings.check_seed(fold_seed, "--fold-seed")
+    inputs = _inputs_of(data, problem, cache_dir, reader_options)
     if out is not None:
         check_output_dir(out)
+        check_apart(out, inputs)
     with _live_reporter() as reporter:
         dataset = resolve_dataset(
             data, problem, cache_dir=cache_dir, reporter=reporter, **reader_options
@@ -1033,6 +1044,7 @@ def svm_command(
             dataset, k=k, seed=fold_seed, group_by=group_by, reporter=reporter
         )
         results = ResultsDir(check_output_dir(out or f"results/svm-{dataset.problem.name}"))
+        check_apart(results.path, inputs)
         with (
             writing(results.path),
             results.lock(wait=wait, reporter=reporter, command=_command_line()),
@@ -1099,7 +1111,7 @@ def cnn_command(
     from liposome_bench.display import fold_table, print_model_summary
     from liposome_bench.folds import load_or_make_folds
     from liposome_bench.metrics import summarise_folds
-    from liposome_bench.outputs import check_output_dir, writing
+    from liposome_bench.outputs import check_apart, check_output_dir, writing
     from liposome_bench.results import ResultsDir
 
     cnn_settings = _settings.CNNSettings.make(
@@ -1108,8 +1120,10 @@ def cnn_command(
     model = cnn_settings.model
     _settings.check_seed(seed, "--seed")
     _settings.check_seed(fold_seed, "--fold-seed")
+    inputs = _inputs_of(data, problem, cache_dir, reader_options)
     if out is not None:
         check_output_dir(out)
+        check_apart(out, inputs)
     with _live_reporter() as reporter:
         _announce_device(reporter)
         dataset = resolve_dataset(
@@ -1120,6 +1134,7 @@ def cnn_command(
             dataset, k=k, seed=fold_seed, group_by=group_by, reporter=reporter
         )
         results = ResultsDir(check_output_dir(out or f"results/cnn-{dataset.problem.name}"))
+        check_apart(results.path, inputs)
         with (
             writing(results.path),
             results.lock(wait=wait, reporter=reporter, command=_command_line()),
@@ -1380,7 +1395,13 @@ def report_command(
 
     from rich.console import Console
 
-    from liposome_bench.outputs import check_output_dir, check_output_file, writing
+    from liposome_bench.outputs import (
+        check_apart,
+        check_in_results,
+        check_output_dir,
+        check_output_file,
+        writing,
+    )
     from liposome_bench.report import (
         compare_to_baseline,
         read_baseline,
@@ -1388,13 +1409,23 @@ def report_command(
         write_baseline,
     )
 
+    # Before any work: no output is an input. Inside RESULTS a report may be
+    # new or replace an earlier report (.md, <name>-figures/), never a file
+    # of the run.
+    report_path = Path(out) if out is not None else Path(results) / "report.md"
+    inputs = {"--baseline": baseline, "--data": data}
+    check_in_results(report_path, results, own=(".md",))
+    check_in_results(report_path.parent / f"{report_path.stem}-figures", results, own=("-figures",))
+    check_apart(report_path, inputs)
+    if write_baseline_to:
+        check_in_results(write_baseline_to, results, "--write-baseline")
+        check_apart(write_baseline_to, {**inputs, "--out": report_path}, "--write-baseline")
     if _report_curve(results, out, baseline, write_baseline_to) or _report_sweep(
         results, out, baseline, write_baseline_to
     ):
         return
     if baseline is not None:
         read_baseline(baseline)  # a bad baseline fails before any work
-    report_path = Path(out) if out is not None else Path(results) / "report.md"
     check_output_file(report_path)
     check_output_dir(report_path.parent / f"{report_path.stem}-figures")
     if write_baseline_to:
@@ -1934,9 +1965,13 @@ def sweep_command(
         )
         out = Path(out or f"results/sweep-{dataset.problem.name}-{Path(config).stem}")
         if not dry_run:
-            from liposome_bench.outputs import check_output_dir
+            from liposome_bench.outputs import check_apart, check_output_dir
 
             check_output_dir(out)
+            check_apart(
+                out,
+                _inputs_of(data, problem, cache_dir, reader_options, **{"the sweep file": config}),
+            )
         if dry_run:
             reporter.close()
             _display().print_sweep_plan(
@@ -2113,6 +2148,7 @@ def curve_command(
     from liposome_bench import curve as _curve
     from liposome_bench.comparison import DEFAULT_CNN, QUICK_PARTICLES, quick_subset
     from liposome_bench.folds import load_or_make_folds
+    from liposome_bench.outputs import check_apart
     from liposome_bench.settings import CNNSettings
     from liposome_bench.sources import resolve_dataset
     from liposome_bench.sweep import DatasetSource, check_scheduler
@@ -2139,6 +2175,8 @@ def curve_command(
         if quick and len(dataset) > QUICK_PARTICLES:
             dataset = quick_subset(dataset, seed=seed)
         out = Path(out or f"results/curve-{name}{'-quick' if quick else ''}")
+        if not dry_run:
+            check_apart(out, _inputs_of(data, problem, cache_dir, reader_options))
         folds = load_or_make_folds(
             dataset, k=k, seed=fold_seed, group_by=group_by, reporter=reporter
         )

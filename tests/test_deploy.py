@@ -862,6 +862,43 @@ def test_train_into_another_models_bundle_deletes_nothing(tiny_run, svm_bundle, 
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
+@pytest.mark.parametrize("through", ["folder", "symlink"])
+def test_cli_train_into_a_folder_it_did_not_write_deletes_nothing(tiny_run, tmp_path, through):
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "mine.txt").write_text("mine")
+    out = folder
+    if through == "symlink":
+        out = tmp_path / "m"
+        out.symlink_to(folder, target_is_directory=True)
+    result = _cli(
+        "train", "--from-results", tiny_run["results"], "--model", "svm", "--out", out
+    )
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().splitlines()[-1] == (
+        f"Error: {out} exists and is not a model bundle; it would be replaced. "
+        "Pass a new folder to --out."
+    )
+    assert [p.name for p in folder.iterdir()] == ["mine.txt"]
+    assert (folder / "mine.txt").read_text() == "mine"
+    assert out.is_symlink() == (through == "symlink")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted({"notes", out.name})
+
+
+def test_train_through_a_symlink_replaces_the_bundle_it_points_to(
+    tiny_run, svm_bundle, tmp_path
+):
+    target = shutil.copytree(svm_bundle, tmp_path / "disk" / "m")
+    link = tmp_path / "m"
+    link.symlink_to(target, target_is_directory=True)
+    card = deploy.train_from_results(tiny_run["results"], "svm", link, data=tiny_run["data"])
+    assert link.is_symlink() and link.resolve() == target.resolve()
+    assert json.loads((target / "model.json").read_text()) == card
+    assert deploy.load_bundle(link).model == "svm"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["disk", "m"]
+    assert [p.name for p in (tmp_path / "disk").iterdir()] == ["m"]  # no staging left
+
+
 def test_train_replaces_a_bundle_of_the_same_model(tiny_run, svm_bundle, tmp_path):
     same = shutil.copytree(svm_bundle, tmp_path / "same")
     deploy.train_from_results(tiny_run["results"], "svm", same, data=tiny_run["data"])
