@@ -284,9 +284,10 @@ def check_in_results(out, results, option: str = "--out", *, own=()) -> Path:
     if target == source or target in source.parents:
         check_apart(out, {"the results folder": results}, option)
     if source in target.parents and os.path.lexists(target) and not target.name.endswith(own):
+        via = "" if Path(os.path.abspath(out)) == target else f" (following symlinks, {target})"
         raise OutputError(
-            f"{option} {out} is {target.relative_to(source)} of the results folder {results}, "
-            f"an input of this command; writing there would replace it. Choose an {option} "
-            "that does not exist yet."
+            f"{option} {out} is {target.relative_to(source)} of the results folder {results}"
+            f"{via}, an input of this command; writing there would replace it. Choose an "
+            f"{option} that does not exist yet."
         )
     return target

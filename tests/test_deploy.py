@@ -871,9 +871,7 @@ def test_cli_train_into_a_folder_it_did_not_write_deletes_nothing(tiny_run, tmp_
     if through == "symlink":
         out = tmp_path / "m"
         out.symlink_to(folder, target_is_directory=True)
-    result = _cli(
-        "train", "--from-results", tiny_run["results"], "--model", "svm", "--out", out
-    )
+    result = _cli("train", "--from-results", tiny_run["results"], "--model", "svm", "--out", out)
     assert result.exit_code == 2, result.output
     assert result.output.strip().splitlines()[-1] == (
         f"Error: {out} exists and is not a model bundle; it would be replaced. "
@@ -885,9 +883,7 @@ def test_cli_train_into_a_folder_it_did_not_write_deletes_nothing(tiny_run, tmp_
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted({"notes", out.name})
 
 
-def test_train_through_a_symlink_replaces_the_bundle_it_points_to(
-    tiny_run, svm_bundle, tmp_path
-):
+def test_train_through_a_symlink_replaces_the_bundle_it_points_to(tiny_run, svm_bundle, tmp_path):
     target = shutil.copytree(svm_bundle, tmp_path / "disk" / "m")
     link = tmp_path / "m"
     link.symlink_to(target, target_is_directory=True)
