@@ -728,6 +728,14 @@ def test_a_truncated_libsvm_file_is_refused_before_libsvm_reads_it(svm_bundle, t
         deploy.load_bundle(copy)
 
 
+def _symlinked_out(card, folder):
+    """svm.model moved out of the bundle and linked back: same bytes, same hash."""
+    elsewhere = folder.parent / "elsewhere"
+    elsewhere.mkdir(exist_ok=True)
+    shutil.move(folder / "svm.model", elsewhere / "svm.model")
+    (folder / "svm.model").symlink_to(elsewhere / "svm.model")
+
+
 def test_a_file_symlinked_out_of_the_bundle_is_refused(svm_bundle, tmp_path):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
@@ -796,8 +804,12 @@ def test_card_records_a_sha256_of_every_file(svm_bundle, cnn_bundle):
     "edit, message",
     [
         (_swap_custom, "lists the classes multilamellar, unilamellar, uncertain"),
-        (_edit_range, "svm.range changed since the bundle was trained"),
+        (_problem, "problem.name is 'encapsulation', whose classes are full, empty, uncertain"),
         (_family, "fails the model-card schema: family is 'cnn' but model is 'svm'"),
+        (_nan_calibration, "probabilities.calibration.coef is .*; a 3 x 3 matrix of finite"),
+        (_edit_range, "svm.range changed since the bundle was trained"),
+        (_outside, "files.libsvm_model is '../elsewhere/svm.model', which is not a file inside"),
+        (_symlinked_out, "'svm.model', which is not a file inside the bundle"),
     ],
 )
 def test_cli_refuses_an_edited_bundle_in_one_line(
