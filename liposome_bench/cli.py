@@ -1752,8 +1752,16 @@ def predict_command(
     \b
     Example: liposome-bench predict m --data new-particles --target-precision uncertain=0.9 --out p.csv
     """
-    from liposome_bench.deploy import predict, write_predictions
+    from pathlib import Path
 
+    from liposome_bench.deploy import predict, write_predictions
+    from liposome_bench.outputs import check_apart
+
+    if group_by:
+        check_apart(
+            Path(out).with_name(f"{Path(out).stem}-fractions.csv"),
+            {"the model bundle": model_dir, "--data": data},
+        )  # the fractions table goes beside --out
     with _live_reporter() as reporter:
         result = predict(
             model_dir,

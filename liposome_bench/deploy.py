@@ -141,6 +141,8 @@ def train_from_results(
     dataset = _dataset_of_run(
         run, summary, data, problem, cache_dir, reader_options or {}, reporter
     )
+    if data is None:  # the dataset the run recorded, now that it is found
+        check_apart(out, {"the run's dataset": dataset.root})
     return _train_final(
         dataset,
         results_dir,

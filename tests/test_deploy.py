@@ -913,6 +913,34 @@ def test_train_replaces_a_bundle_of_the_same_model(tiny_run, svm_bundle, tmp_pat
     assert deploy.load_bundle(same).model == "svm"
 
 
+def test_train_from_results_never_writes_into_the_runs_own_dataset(tiny_run):
+    """Without --data, the dataset run.json recorded is the input."""
+    out = tiny_run["data"] / "bundle"
+    with pytest.raises(OutputError, match="lies inside the run's dataset"):
+        deploy.train_from_results(tiny_run["results"], "svm", out)
+    assert not out.exists()
+
+
+def test_cli_predict_fractions_file_never_lands_on_an_input(svm_bundle, unlabelled, tmp_path):
+    data = shutil.copytree(unlabelled, tmp_path / "p-fractions.csv")
+    result = _cli(
+        "predict",
+        svm_bundle,
+        "--data",
+        data,
+        "--group-by",
+        "micrograph",
+        "--out",
+        tmp_path / "p.csv",
+    )
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().splitlines()[-1] == (
+        f"Error: --out {data} is --data {data}, an input of this command; writing there "
+        "could overwrite it. Choose an --out outside the inputs."
+    )
+    assert not (tmp_path / "p.csv").exists()
+
+
 def test_train_out_onto_its_inputs_is_refused(tiny_run, tmp_path):
     link = tmp_path / "results-link"
     link.symlink_to(tiny_run["results"])
