@@ -16,6 +16,7 @@ import click
 from liposome_bench import __version__
 from liposome_bench import settings as _settings
 from liposome_bench.errors import LiposomeBenchError
+from liposome_bench import errors as _errors
 
 PROBLEM_NAMES = ("lamellarity", "encapsulation")
 
@@ -39,30 +40,44 @@ _KEPT = {
 }
 
 
-class _Terminated(KeyboardInterrupt):
-    """SIGTERM (kill, systemd, batch schedulers), handled as Ctrl-C."""
+_Terminated = _errors.Terminated
 
 
 def _raise_terminated(signum, frame):
+    _errors.note_interruption(_Terminated)
     raise _Terminated()
+
+
+def _raise_interrupted(signum, frame):
+    _errors.note_interruption(KeyboardInterrupt)
+    raise KeyboardInterrupt()
 
 
 @contextlib.contextmanager
 def _sigterm_as_interrupt():
     """While a command runs, SIGTERM raises ``KeyboardInterrupt`` as Ctrl-C
     does, so the same clean-up runs (only in the main thread, where Python
-    delivers signals)."""
+    delivers signals). Both are also noted (``errors.note_interruption``),
+    so that one that arrives inside a ctypes callback, where Python drops the
+    exception, is raised when the C call returns."""
     import signal
     import threading
 
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    _errors.clear_interruptions()
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    previous_int = signal.getsignal(signal.SIGINT)
+    if previous_int is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _raise_interrupted)
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+        if previous_int is signal.default_int_handler:
+            signal.signal(signal.SIGINT, previous_int)
+        _errors.clear_interruptions()
 
 
 def _fail_cleanly(func):
@@ -197,6 +212,29 @@ def fold_seed_option(func):
 
 
 def group_by_option(func):
+    """``--group-by KEY`` (default: the data's micrograph-like key) and
+    ``--no-group``, merged into the command's one ``group_by`` argument:
+    a key, ``"auto"`` or None (ungrouped)."""
+    import functools
+
+    @functools.wraps(func)
+    def merged(*args, no_group=False, group_by=None, **kwargs):
+        if no_group and group_by is not None:
+            raise click.UsageError(
+                f"--group-by {group_by} and --no-group contradict each other; pass one of them."
+            )
+        group_by = None if no_group else (group_by or "auto")
+        return func(*args, group_by=group_by, **kwargs)
+
+    merged = click.option(
+        "--no-group",
+        "no_group",
+        is_flag=True,
+        default=False,
+        help="Do not group the folds, even where the particles carry a micrograph key "
+        "(scores then flatter every model: particles of one micrograph land in both "
+        "training and test folds).",
+    )(merged)
     return click.option(
         "--group-by",
         "group_by",
@@ -204,8 +242,10 @@ def group_by_option(func):
         metavar="KEY",
         help="Keep particles sharing this meta key (a manifest column or export key, "
         "e.g. micrograph, session, grid) in one fold; the SVM's inner grid-search "
-        "folds and the CNN's validation split are grouped the same way.",
-    )(func)
+        "folds and the CNN's validation split are grouped the same way. Default: the "
+        "data's own acquisition key (micrograph, else session, grid, ...) where several "
+        "particles share it and it has at least --folds values; else ungrouped.",
+    )(merged)
 
 
 def out_option(default, help_text, required=False):
@@ -1238,6 +1278,14 @@ def _command_line():
     "(results/benchmark-<problem>-quick with --quick).",
 )
 @wait_option
+@click.option(
+    "--no-estimate",
+    "no_estimate",
+    is_flag=True,
+    default=False,
+    help="Skip the time estimate printed before training (a calibration of about "
+    "20 s on 2 cores; never made with --quick or under 1,000 particles).",
+)
 @_fail_cleanly
 def benchmark_command(
     problem,
@@ -1259,6 +1307,7 @@ def benchmark_command(
     jobs,
     out,
     wait,
+    no_estimate,
 ):
     """Compare the LIBSVM baseline with LipNet CNN(s) on identical folds.
 
@@ -1308,14 +1357,20 @@ def benchmark_command(
             reporter=reporter,
             command=_command_line(),
             wait=wait,
+            estimate=not no_estimate,
         )
     console = Console()
     print_benchmark(summary, console)
     where = summary["settings"]["out"]
     click.echo(
         f"Results in {where}: summary.json, predictions.csv, one folder per model. "
-        f"Wall time {summary['timings']['total_s']:.0f} s. "
-        f"Markdown report: liposome-bench report {where}"
+        f"Wall time {summary['timings']['total_s']:.0f} s"
+        + (
+            f" (estimated {guess['low_s']:.0f} to {guess['high_s']:.0f} s). "
+            if (guess := summary["timings"].get("estimate"))
+            else ". "
+        )
+        + f"Markdown report: liposome-bench report {where}"
     )
 
 
@@ -1726,6 +1781,35 @@ def train_command(
     "probabilistic adjusted count, with 95 % bootstrap intervals; written beside "
     "--out as NAME-fractions.csv.",
 )
+@click.option(
+    "--coco-results",
+    "coco_results",
+    type=click.Path(dir_okay=False),
+    default=None,
+    metavar="FILE.json",
+    help="Also write a COCO results file (a dataset made by `dataset import coco`): "
+    "one object per classified particle with the source file's image id, the "
+    "predicted class's category id, the score, bbox, RLE segmentation and the "
+    "original annotation_id. Abstentions are left out. Loads with pycocotools' "
+    "COCO.loadRes against the source annotations.",
+)
+@click.option(
+    "--overlays",
+    type=click.Path(file_okay=False),
+    default=None,
+    metavar="DIR",
+    help="Also draw one PNG per micrograph (a dataset made by `dataset import`): each "
+    "particle's mask outline coloured by its predicted class, abstentions dashed "
+    "white with a '?'.",
+)
+@click.option(
+    "--micrographs",
+    "micrographs_dir",
+    type=click.Path(exists=True, file_okay=False),
+    default=None,
+    metavar="DIR",
+    help="Folder of the micrographs for --overlays (default: the folder recorded at import).",
+)
 @jobs_option
 @out_option("predictions.csv", "CSV file to write.")
 @_fail_cleanly
@@ -1739,6 +1823,9 @@ def predict_command(
     input_size,
     feature_set,
     group_by,
+    coco_results,
+    overlays,
+    micrographs_dir,
     jobs,
     out,
 ):
@@ -1751,17 +1838,25 @@ def predict_command(
 
     \b
     Example: liposome-bench predict m --data new-particles --target-precision uncertain=0.9 --out p.csv
+    Example: liposome-bench predict m --data ds --coco-results p.json --overlays overlays --out p.csv
     """
     from pathlib import Path
 
     from liposome_bench.deploy import predict, write_predictions
     from liposome_bench.outputs import check_apart
+    from liposome_bench.placement import prepare_placement, write_placement
 
-    if group_by:
+    if micrographs_dir is not None and overlays is None:
+        raise UserError("--micrographs is the folder for --overlays; pass --overlays DIR too.")
+    inputs = {"the model bundle": model_dir, "the data": data}
+    for option, path in (("--coco-results", coco_results), ("--overlays", overlays)):
+        if path is not None:
+            check_apart(path, inputs, option)
+    if group_by:  # the fractions table goes beside --out
         check_apart(
             Path(out).with_name(f"{Path(out).stem}-fractions.csv"),
-            {"the model bundle": model_dir, "--data": data},
-        )  # the fractions table goes beside --out
+            inputs,
+        )
     with _live_reporter() as reporter:
         result = predict(
             model_dir,
@@ -1776,6 +1871,10 @@ def predict_command(
             reporter=reporter,
             out=out,
         )
+        # What the extra outputs need is checked before anything is written.
+        placement = prepare_placement(
+            result, coco_results=coco_results, overlays=overlays, micrographs_dir=micrographs_dir
+        )
         path = write_predictions(result, out)
         fractions = fractions_path = None
         if group_by:
@@ -1785,9 +1884,18 @@ def predict_command(
             fractions_path = write_fractions(
                 fractions, path.with_name(f"{path.stem}-fractions.csv")
             )
+        placed = write_placement(placement)
     _display().print_predictions(result, path)
     if fractions is not None:
         _display().print_fractions(fractions, group_by, fractions_path)
+    if "coco_results" in placed:
+        written, n = placed["coco_results"]
+        click.echo(
+            f"COCO results written to {written} ({n} particles; "
+            f"{placement.abstained} abstention(s) left out)."
+        )
+    if "overlays" in placed:
+        click.echo(f"{len(placed['overlays'])} overlay(s) drawn in {overlays}.")
 
 
 @cli.command("export")
@@ -1795,15 +1903,39 @@ def predict_command(
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(("onnx",)),
+    type=click.Choice(("onnx", "bioimageio")),
     default="onnx",
     show_default=True,
-    help="Export format.",
+    help="Export format: an ONNX file, or (a CNN) a bioimage.io model package.",
 )
-@out_option(None, "File to write, e.g. model.onnx.", required=True)
+@click.option(
+    "--data",
+    type=click.Path(exists=True),
+    default=None,
+    help="bioimageio: particles for the package's test input (the first 4); default "
+    "the bundle's training data, where it still is.",
+)
+@click.option(
+    "--author",
+    default=None,
+    help="bioimageio: the package's author (default: your login name).",
+)
+@click.option(
+    "--license",
+    "license_",
+    default="MIT",
+    show_default=True,
+    help="bioimageio: SPDX license identifier of the package.",
+)
+@out_option(
+    None,
+    "File to write, e.g. model.onnx; for bioimageio a new folder, or a .zip file.",
+    required=True,
+)
 @_fail_cleanly
-def export_command(model_dir, fmt, out):
-    """Export a model bundle to ONNX for other software (C#, C++, ...).
+def export_command(model_dir, fmt, data, author, license_, out):
+    """Export a model bundle to ONNX for other software (C#, C++, ...), or a
+    CNN bundle as a bioimage.io model package.
 
     A CNN becomes its network with softmax output: input "image", float32
     (batch, size, size, 1), prepared as the model card's input.preprocessing
@@ -1812,9 +1944,26 @@ def export_command(model_dir, fmt, out):
     input "features" (batch, n_features) in the card's feature order.
     docs/deploy.md shows how to run it from C#.
 
+    --format bioimageio writes rdf.yaml (format 0.5), ONNX and Keras weights,
+    a test input and output, the cross-validated per-class evaluation, the
+    license, the citation and a README; it is validated with bioimageio.spec
+    and the ONNX weights must reproduce liposome-bench's probabilities.
+
     \b
     Example: liposome-bench export m --format onnx --out m.onnx
+    Example: liposome-bench export m --format bioimageio --out m-bioimageio.zip
     """
+    if fmt == "bioimageio":
+        from liposome_bench.bioimage_package import export_bioimageio
+
+        done = export_bioimageio(model_dir, out, data=data, author=author, license=license_)
+        click.echo(
+            f"bioimage.io package written to {done['path']} (bioimageio.spec: "
+            f"{done['status']}; ONNX within {done['max_difference']:.1e} of predict)."
+        )
+        return
+    if data is not None or author is not None or license_ != "MIT":
+        raise UserError("--data, --author and --license are for --format bioimageio.")
     from liposome_bench.export import export_onnx
 
     path = export_onnx(model_dir, out)
@@ -1965,7 +2114,8 @@ def sweep_command(
     k = k or plan_config.folds or 5
     fold_seed = fold_seed if fold_seed is not None else (plan_config.fold_seed or 0)
     seed = seed if seed is not None else (plan_config.seed or 0)
-    group_by = group_by or plan_config.group_by
+    if group_by == "auto" and plan_config.group_by:
+        group_by = plan_config.group_by  # the file's [sweep] group_by, unless a flag was given
     console = Console()
     with _live_reporter() as reporter:
         dataset = resolve_dataset(

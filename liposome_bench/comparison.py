@@ -46,6 +46,7 @@ import numpy as np
 
 from liposome_bench import stats
 from liposome_bench.errors import ConfigError, ResultsError
+from liposome_bench.folds import resolve_group_by
 from liposome_bench.io import atomic_write_json, atomic_write_text
 from liposome_bench.outputs import check_apart, check_output_dir, writing
 from liposome_bench.progress import NullReporter
@@ -61,6 +62,9 @@ DEFAULT_CNN = {"lamellarity": ("lipnet-4",), "encapsulation": ("lipnet-2",)}
 QUICK_PARTICLES = 120
 QUICK_MIN_PER_CLASS = 12
 QUICK_EPOCHS = 2
+#: Smallest dataset whose benchmark is preceded by a measured time estimate
+#: (``estimate.estimate_benchmark``; it costs about 20 s on 2 cores).
+ESTIMATE_MIN_PARTICLES = 1000
 SUMMARY_KIND = "liposome-bench benchmark summary"
 
 
@@ -112,7 +116,7 @@ def run_benchmark(
     k: int = 5,
     folds=None,
     fold_seed: int = 0,
-    group_by: str | None = None,
+    group_by: str | None = "auto",
     seed: int = 0,
     jobs: int = 1,
     cache_dir=None,
@@ -124,6 +128,7 @@ def run_benchmark(
     reporter=None,
     command: str | None = None,
     wait: bool = False,
+    estimate: bool = True,
 ) -> dict:
     """Run the SVM and the CNN(s) on identical folds and summarise them.
 
@@ -149,10 +154,13 @@ def run_benchmark(
     folds : folds.Folds, optional
         Use these folds of the dataset (one repeat only) instead of the
         stored ``k``-fold assignment.
-    group_by : str, optional
+    group_by : str or None
         Keep particles sharing ``Particle.meta[group_by]`` (a micrograph,
         session or grid id) in one fold, one inner grid-search fold and one
         side of the CNN's validation split (``folds.load_or_make_folds``).
+        The default ``"auto"`` groups by the data's own acquisition key
+        (``folds.default_group_key``: micrograph first) where it has one;
+        None makes ungrouped folds.
     seed : int
         Seed of every model and of the bootstrap.
     jobs : int
@@ -176,6 +184,11 @@ def run_benchmark(
     wait : bool
         If another run holds ``out``'s run lock (``results.run_lock``), wait
         for it instead of raising ``ResultsError``.
+    estimate : bool
+        Before training, calibrate on this machine and report the expected
+        wall time (``estimate.estimate_benchmark``), stored in the summary's
+        ``timings["estimate"]``; skipped with ``quick`` and below
+        :data:`ESTIMATE_MIN_PARTICLES` particles.
 
     Returns
     -------
@@ -256,6 +269,14 @@ def run_benchmark(
     if quick:
         dataset = quick_subset(dataset, seed)
     timings["dataset_s"] = time.perf_counter() - t0
+    if folds is None:
+        group_by = resolve_group_by(dataset, group_by, k)
+        if group_by:
+            n_groups = len({str(p.meta.get(group_by)) for p in dataset.particles})
+            reporter.message(
+                f"Folds grouped by {group_by!r} ({n_groups} values): each {group_by} is in "
+                "one fold (--group-by KEY for another key, --no-group for none)."
+            )
     if dataset.synthetic:
         reporter.message(
             f"{dataset.problem.name}: synthetic data ({len(dataset)} particles); "
@@ -280,6 +301,15 @@ def run_benchmark(
         "cnn": {name: s.to_dict() for name, s in cnn_settings.items()},
         "n_resamples": n_resamples,
     }
+    if estimate and not quick and len(dataset) >= ESTIMATE_MIN_PARTICLES:
+        from liposome_bench import estimate as _estimate
+
+        reporter.message("Measuring this machine's speed for a time estimate (--no-estimate skips)")
+        guess = _estimate.estimate_benchmark(
+            dataset, settings["folds"], repeats, svm_settings, cnn_settings, seed=seed, jobs=jobs
+        )
+        timings["estimate"] = guess.to_dict()
+        reporter.message(_estimate.describe(guess))
     with writing(out), run_lock(out, wait=wait, reporter=reporter, command=command):
         return _run_repeats(
             dataset,
@@ -524,7 +554,7 @@ def _group_facts(dataset, folds) -> dict:
 
     groups = getattr(folds, "groups", None)
     if groups is None:
-        warning = ungrouped_warning(dataset, None)
+        warning = ungrouped_warning(dataset, None, folds.k)
         return {"group_by": None, **({"warning": warning} if warning else {})}
     return {
         "group_by": folds.group_by,
@@ -608,6 +638,8 @@ def equivalent_command(settings: dict, out) -> str:
     ]
     if settings.get("group_by"):
         args += ["--group-by", settings["group_by"]]
+    else:
+        args.append("--no-group")
     args += ["--seed", str(settings["seed"]), "--jobs", str(settings["jobs"])]
     extra = {**settings.get("svm_options", {}), **settings.get("cnn_options", {})}
     if settings.get("quick"):

@@ -207,7 +207,12 @@ class Dataset:
 
 
 def write_export(
-    dataset: Dataset, out_dir, *, extra: dict | None = None, read_back: bool = False
+    dataset: Dataset,
+    out_dir,
+    *,
+    extra: dict | None = None,
+    source: dict | None = None,
+    read_back: bool = False,
 ) -> Path:
     """Write ``dataset`` in the lab export layout (see the module docstring).
 
@@ -225,6 +230,9 @@ def write_export(
     extra : dict, optional
         Extra keys written into every particle object (e.g. generator
         parameters), keyed by particle id.
+    source : dict, optional
+        Where the particles came from (``dataset import``: the micrographs
+        and the COCO ids), written to dataset.json as ``source``.
     read_back : bool
         Before the rename, read the written folder back with
         :func:`load_dataset` (the reader every command uses) and check that
@@ -278,7 +286,10 @@ def write_export(
                 obj.update(extra[p.id])
             objects.append(obj)
         (tmp / EXPORT_JSON).write_text(json.dumps(objects, indent=1) + "\n", encoding="utf-8")
-        meta = json.dumps(_export_meta(dataset), indent=1) + "\n"
+        meta = _export_meta(dataset)
+        if source:
+            meta["source"] = source
+        meta = json.dumps(meta, indent=1) + "\n"
         (tmp / META_JSON).write_text(meta, encoding="utf-8")
         if read_back:
             check_read_back(dataset, tmp, out_dir)

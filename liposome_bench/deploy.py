@@ -16,6 +16,9 @@ A model bundle is a folder::
       svm.model           the SVM: LIBSVM model file (svm-predict),
       svm.range           its svm-scale range file (svm-scale -r),
       svm.json            and the scaling, feature names and class labels
+      feature-schema.json the SVM's features: names, LIBSVM order, units and
+                          the schema version (``feature_schema``); predict
+                          checks it against the features it computes
       cv-predictions.csv  the cross-validated out-of-fold predictions the
                           card's metrics come from: id, label, fold,
                           predicted, p_<class>; ``predict --target-precision``
@@ -60,6 +63,11 @@ from liposome_bench.io import (
     make_staging,
 )
 from liposome_bench.errors import BundleError, ConfigError, DatasetError, ResultsError
+from liposome_bench.feature_schema import (
+    FEATURE_SCHEMA_FILE,
+    check_feature_schema,
+    make_feature_schema,
+)
 from liposome_bench.outputs import check_apart
 from liposome_bench.progress import NullReporter
 
@@ -356,6 +364,7 @@ def _check_out(out, model: str) -> None:
             f"replaced. Pass a new folder to --out, or remove {out} yourself."
         )
     ours = {CARD, CV_PREDICTIONS, *_EXPECTED_FILES["svm" if model == "svm" else "cnn"].values()}
+    ours |= {FEATURE_SCHEMA_FILE} if model == "svm" else set()
     foreign = [name for name in entries if name not in ours]
     if foreign:
         more = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
@@ -567,6 +576,9 @@ def _train_svm(
     clf.save(
         staging / SVM_STEM, feature_names=names, class_names=[classes[c] for c in clf.classes_]
     )
+    atomic_write_json(
+        staging / FEATURE_SCHEMA_FILE, make_feature_schema(feature_set, source, units, names)
+    )
     if len(clf.classes_) != len(classes):
         raise DatasetError(
             f"Every class needs training particles; the dataset has {dataset.class_counts()}."
@@ -626,6 +638,7 @@ def _train_svm(
                 "libsvm_model": f"{SVM_STEM}.model",
                 "svm_scale_range": f"{SVM_STEM}.range",
                 "scaling_json": f"{SVM_STEM}.json",
+                "feature_schema": FEATURE_SCHEMA_FILE,
             },
         },
         "hyperparameters": {
@@ -1092,6 +1105,13 @@ def card_problems(card: dict) -> list[str]:
     )
     if family is not None:
         expected = _EXPECTED_FILES[family]
+        if (
+            family == "svm"
+            and isinstance(card.get("files"), dict)
+            and "feature_schema" in card["files"]
+        ):
+            # Bundles trained before the feature schema existed have none.
+            expected = {**expected, "feature_schema": FEATURE_SCHEMA_FILE}
         need("files", lambda v: v == expected, ", ".join(f"{k}: {v}" for k, v in expected.items()))
         need("cross_validation.predictions", lambda v: v == CV_PREDICTIONS, repr(CV_PREDICTIONS))
         need(
@@ -1266,6 +1286,16 @@ def _check_against_files(bundle: Bundle) -> None:
             f"{bundle.path}: {SVM_STEM}.json's features differ from the card's. "
             "Train the bundle again."
         )
+    schema_name = bundle.card["files"].get("feature_schema")
+    if schema_name is not None:
+        schema_path = bundle.path / schema_name
+        try:
+            schema = json.loads(schema_path.read_text("utf-8"))
+        except (OSError, ValueError, RecursionError) as exc:
+            raise BundleError(
+                f"{schema_path} cannot be read ({_one_line(exc)}). Train the bundle again."
+            ) from None
+        check_feature_schema(schema, bundle.card["input"], schema_path)
 
 
 def check_bundle(

@@ -40,3 +40,32 @@ class SweepError(LiposomeBenchError):
 
 class CurveError(LiposomeBenchError):
     """A learning curve that cannot be made (a training size too small for a class)."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (kill, systemd, batch schedulers), handled as Ctrl-C."""
+
+
+#: Interruptions (SIGINT, SIGTERM) noted by the CLI's signal handlers, so that
+#: one delivered while C code calls back into Python is not lost: Python
+#: drops an exception raised in a ctypes callback (LIBSVM's print function
+#: during ``svm_train``) with "Exception ignored", and training went on.
+_pending: list[type] = []
+
+
+def note_interruption(kind: type = KeyboardInterrupt) -> None:
+    """Remember an interruption (called by the signal handlers)."""
+    _pending.append(kind)
+
+
+def clear_interruptions() -> None:
+    _pending.clear()
+
+
+def raise_if_interrupted() -> None:
+    """Raise the first noted interruption, if any: call it after C code that
+    calls back into Python returns (``svm._train_libsvm``)."""
+    if _pending:
+        kind = _pending[0]
+        _pending.clear()
+        raise kind()

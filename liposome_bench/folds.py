@@ -224,20 +224,77 @@ def group_like_keys(dataset: Dataset) -> list[str]:
     return found
 
 
-def ungrouped_warning(dataset: Dataset, group_by: str | None) -> str | None:
+#: ``group_by`` value meaning "the data's acquisition key, if it has one"
+#: (:func:`resolve_group_by`); the command-line default of ``--group-by``.
+AUTO_GROUP = "auto"
+
+
+def default_group_key(dataset: Dataset, k: int = 5) -> str | None:
+    """The meta key folds are grouped by when none is named: the first of
+    :data:`GROUP_LIKE_KEYS`' order (micrograph first) that the data carries,
+    that several particles share, that every particle has and that has at
+    least ``k`` distinct values; None when no key qualifies.
+
+    >>> from liposome_bench.dataset import Dataset, Particle, PROBLEMS
+    >>> import numpy as np
+    >>> ps = [Particle(str(i), "unilamellar", np.zeros((8, 8)), np.ones((8, 8), bool),
+    ...                meta={"micrograph": f"m{i // 2}"}) for i in range(12)]
+    >>> default_group_key(Dataset(PROBLEMS["lamellarity"], ps), k=5)
+    'micrograph'
+    >>> default_group_key(Dataset(PROBLEMS["lamellarity"], ps), k=7) is None
+    True
+    """
+    found = group_like_keys(dataset)
+
+    def rank(key):
+        return next((i for i, word in enumerate(GROUP_LIKE_KEYS) if word in key), 99), key
+
+    for key in sorted(found, key=rank):
+        values = [p.meta.get(key) for p in dataset.particles]
+        if any(v is None or str(v).strip() == "" for v in values):
+            continue
+        if len({str(v) for v in values}) >= k:
+            return key
+    return None
+
+
+def resolve_group_by(dataset: Dataset, group_by: str | None, k: int = 5) -> str | None:
+    """The grouping key to use: ``group_by`` itself, None for ungrouped
+    folds, or for :data:`AUTO_GROUP` the data's own acquisition key
+    (:func:`default_group_key`), None where it has none."""
+    if group_by is None:
+        return None
+    group_by = str(group_by).strip().lower()
+    if group_by == AUTO_GROUP:
+        return default_group_key(dataset, k)
+    return group_by
+
+
+def ungrouped_warning(dataset: Dataset, group_by: str | None, k: int | None = None) -> str | None:
     """A warning when the data has a group-like meta key but folds are not
-    grouped; None otherwise."""
+    grouped; None otherwise. With ``k``, a key with fewer than ``k`` values
+    is named as too coarse for ``k`` grouped folds instead of suggested."""
     if group_by is not None:
         return None
     keys = group_like_keys(dataset)
     if not keys:
         return None
-    return (
-        f"The particles have a {keys[0]!r} key shared by several particles, but the folds "
-        f"are not grouped: particles of one {keys[0]} can land in both training and test "
-        f"folds, which flatters every score. Pass --group-by {keys[0]} to keep each "
-        f"{keys[0]} in one fold."
+    key = keys[0]
+    flatter = (
+        f"The particles have a {key!r} key shared by several particles, but the folds "
+        f"are not grouped: particles of one {key} can land in both training and test "
+        "folds, which flatters every score."
     )
+    n_values = len({str(p.meta.get(key)) for p in dataset.particles})
+    if k is not None and n_values < k:
+        return (
+            f"{flatter} It has only {n_values} values, too few for {k} grouped folds: "
+            f"use --folds {n_values} --group-by {key} where {n_values} folds are enough, "
+            "or read the scores as optimistic."
+            if n_values >= 2
+            else f"{flatter} It has a single value, so it cannot group folds."
+        )
+    return f"{flatter} Pass --group-by {key} to keep each {key} in one fold."
 
 
 def describe_groups(dataset: Dataset) -> dict:
@@ -285,7 +342,9 @@ def load_or_make_folds(
     k, seed : int
         Number of folds and the seed of their assignment.
     group_by : str, optional
-        Keep particles sharing ``Particle.meta[group_by]`` in one fold.
+        Keep particles sharing ``Particle.meta[group_by]`` in one fold;
+        :data:`AUTO_GROUP` ("auto") groups by the data's own acquisition key
+        (:func:`default_group_key`, micrograph first) where it has one.
     reporter : progress reporter, optional
         Gets :func:`ungrouped_warning` when folds are ungrouped but the data
         has a group-like key.
@@ -296,10 +355,9 @@ def load_or_make_folds(
         If stored folds were made for another dataset or another grouping,
         or cannot be made (too few particles or groups, a missing key).
     """
-    if group_by is not None:
-        group_by = str(group_by).strip().lower()
+    group_by = resolve_group_by(dataset, group_by, k)
     groups = group_labels(dataset, group_by) if group_by else None
-    warning = ungrouped_warning(dataset, group_by)
+    warning = ungrouped_warning(dataset, group_by, k)
     if warning and reporter is not None:
         reporter.message(f"Warning: {warning}")
     fingerprint = dataset.fingerprint()

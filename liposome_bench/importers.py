@@ -103,6 +103,9 @@ class MicrographSummary:
     dropped: int = 0  # edge-cut and dropped (drop_edge)
     widened: int = 0  # crop widened to the readers' MIN_IMAGE_SIDE
     too_small: int = 0  # dropped: the micrograph is under MIN_IMAGE_SIDE a side
+    folder: str = ""  # the images folder ``file`` is in (absolute)
+    image_id: object = None  # COCO: the image's id in its annotations file
+    annotations: str | None = None  # COCO: the annotations file (absolute)
 
 
 @dataclass
@@ -469,6 +472,7 @@ def _finish_import(
     skipped_crowd=0,
     notes=(),
     group_pattern=None,
+    coco=None,
 ) -> ImportResult:
     if not particles:
         raise DatasetError(
@@ -499,9 +503,41 @@ def _finish_import(
             f"{unknown} particle(s) have no pixel size (no TIFF or MRC metadata); the default "
             "features are in nm. Import again with --pixel-size NM, or run with --units px."
         )
-    path = write_export(dataset, out, extra=extra, read_back=True)
+    if preset and coco:
+        for record in coco.values():
+            record["class_category"] = {
+                c.lower(): cid for c, cid in record["class_category"].items()
+            }
+    path = write_export(
+        dataset,
+        out,
+        extra=extra,
+        source=import_source(micrographs, coco),
+        read_back=True,
+    )
     dataset.root = Path(path)
     return ImportResult(dataset, Path(path), micrographs, skipped_crowd, notes)
+
+
+def import_source(micrographs, coco=None) -> dict:
+    """Where an import's particles came from, as dataset.json's ``source``:
+    each micrograph's file, folder and size (and, from COCO, its image id and
+    annotations file), and each COCO file's categories with the category id
+    of every class. ``predict --coco-results`` and ``--overlays`` read it
+    (``liposome_bench.placement``)."""
+    return {
+        "micrographs": {
+            m.micrograph: {
+                "file": m.file,
+                "folder": m.folder,
+                "width": m.width,
+                "height": m.height,
+                **({"image_id": m.image_id, "annotations": m.annotations} if m.annotations else {}),
+            }
+            for m in micrographs
+        },
+        "coco": coco or {},
+    }
 
 
 def _check_out(out, inputs: dict) -> Path:
@@ -849,6 +885,8 @@ def import_coco(
             continue
         px, px_from = _pixel_size(px, source, pixel_size_nm, rel, notes)
         summary = MicrographSummary(mid, rel, width, height, px, px_from)
+        summary.folder, summary.image_id = str(images_dir.resolve()), iid
+        summary.annotations = str(annotations.resolve())
         summaries.append(summary)
         instances = []
         for ann in per_image[iid]:
@@ -868,9 +906,9 @@ def import_coco(
             label = categories[ann["category_id"]]
             label = names.get(label, label) if class_map else label
             pid = str(ann["id"]) if "id" in ann else _safe_id(f"{mid}-{len(instances) + 1}")
-            instances.append(
-                _Instance(_safe_id(pid), label, *trimmed, extra={"Annotation": ann.get("id")})
-            )
+            # The source file's own ids: predict --coco-results writes them back.
+            ids = {"Annotation": ann.get("id"), "ImageId": iid, "CategoryId": ann["category_id"]}
+            instances.append(_Instance(_safe_id(pid), label, *trimmed, extra=ids))
         particles += _cut_particles(
             mid, image, instances, px, f"{rel}", surround, drop_edge, summary, extra
         )
@@ -886,11 +924,32 @@ def import_coco(
         problem = preset or _problem_of(list(dict.fromkeys(ordered)))
     else:
         problem = _problem_of(list(dict.fromkeys(used)))
+    # Each class's category id in this file (the first category that maps to
+    # it), for predict --coco-results.
+    class_category: dict = {}
+    for cid, cname in categories.items():
+        if cname in used:
+            class_category.setdefault(names.get(cname, cname) if class_map else cname, cid)
+    coco = {
+        str(annotations.resolve()): {
+            "categories": [{"id": cid, "name": cname} for cid, cname in categories.items()],
+            "class_category": class_category,
+        }
+    }
     if _parts:
-        return particles, extra, summaries, problem, skipped_crowd, notes
+        return particles, extra, summaries, problem, skipped_crowd, notes, coco
     description = f"imported from COCO {name} ({len(summaries)} micrographs)"
     return _finish_import(
-        particles, problem, out, extra, summaries, description, skipped_crowd, notes, group_pattern
+        particles,
+        problem,
+        out,
+        extra,
+        summaries,
+        description,
+        skipped_crowd,
+        notes,
+        group_pattern,
+        coco=coco,
     )
 
 
@@ -931,13 +990,15 @@ def _import_coco_files(
         },
     )
     particles, extra, summaries, notes, problems, skipped, classes = [], {}, [], [], [], 0, []
+    coco: dict = {}
     for path, folder, split in zip(files, images_dirs, splits):
         try:
             got = import_coco(path, folder, None, reporter=reporter, _parts=True, **options)
         except ImportProblems as exc:
             problems += exc.problems
             continue
-        parts, more, mics, problem, crowd, lines = got
+        parts, more, mics, problem, crowd, lines, coco_file = got
+        coco.update(coco_file)
         for p in parts:
             old_id = p.id
             p.id = _safe_id(f"{split}-{old_id}")
@@ -959,7 +1020,7 @@ def _import_coco_files(
         f"({len(summaries)} micrographs)"
     )
     return _finish_import(
-        particles, problem, out, extra, summaries, description, skipped, notes, group_pattern
+        particles, problem, out, extra, summaries, description, skipped, notes, group_pattern, coco
     )
 
 
@@ -1414,6 +1475,7 @@ def import_labels(
                 )
         px, px_from = _pixel_size(px, source, pixel_size_nm, rel, notes)
         summary = MicrographSummary(key, rel, width, height, px, px_from)
+        summary.folder = str(images_dir.resolve())
         summaries.append(summary)
         instances = []
         for index, box in enumerate(ndi.find_objects(compact.astype(np.int32)), start=1):
@@ -1614,6 +1676,7 @@ def import_star(
         if px_from == "--pixel-size" and pixel_size_nm is None:
             px_from = "STAR optics"
         summary = MicrographSummary(mid, rel, width, height, px, px_from)
+        summary.folder = str(images_dir.resolve())
         summaries.append(summary)
         instances = []
         rows = np.flatnonzero(table["rlnMicrographName"].astype(str).to_numpy() == name)

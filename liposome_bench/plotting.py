@@ -122,6 +122,89 @@ def plot_micrograph_crops(image, particles, path, *, classes=None, title=None) -
         plt.close(fig)
 
 
+def plot_micrograph_predictions(image, particles, path, *, classes, title=None) -> Path:
+    """A micrograph with each particle's mask outline coloured by its
+    predicted class; abstentions outlined dashed in white with a "?"
+    (``predict --overlays``; docs/deploy.md).
+
+    Parameters
+    ----------
+    image : ndarray, 2-D
+        The micrograph.
+    particles : list of dict
+        Each with ``crop`` [x, y, width, height] (px in the micrograph),
+        ``mask`` (bool array of the crop's shape), ``predicted`` (a class
+        name) and ``abstained`` (bool).
+    path : path
+        PNG to write.
+    classes : sequence of str
+        The model's classes, in order (colours and legend).
+    title : str, optional
+
+    Returns
+    -------
+    Path
+    """
+    plt = _pyplot()
+    from matplotlib.lines import Line2D
+
+    classes = list(classes)
+    colours = plt.get_cmap("tab10")
+    height, width = image.shape
+    fig, ax = plt.subplots(figsize=(7.5, 7.5 * height / width + 0.4))
+    lo, hi = np.percentile(image, [0.05, 99.95])
+    ax.imshow(image, cmap="gray", vmin=lo, vmax=hi, interpolation="nearest")
+    for p in particles:
+        x, y, w, h = p["crop"]
+        abstained = bool(p["abstained"])
+        colour = "white" if abstained else colours(classes.index(p["predicted"]) % 10)
+        # Padded by one pixel so a mask touching its crop's edge still closes.
+        padded = np.pad(p["mask"].astype(float), 1)
+        ax.contour(
+            np.arange(x - 1, x + w + 1),
+            np.arange(y - 1, y + h + 1),
+            padded,
+            levels=[0.5],
+            colors=[colour],
+            linewidths=1.4,
+            linestyles="--" if abstained else "-",
+        )
+        if abstained:
+            rows, cols = np.nonzero(p["mask"])
+            ax.text(
+                x + cols.mean(),
+                y + rows.mean(),
+                "?",
+                color="white",
+                fontsize=11,
+                fontweight="bold",
+                ha="center",
+                va="center",
+            )
+    handles = [
+        Line2D([], [], color=colours(i % 10), lw=1.6, label=c) for i, c in enumerate(classes)
+    ]
+    handles.append(Line2D([], [], color="0.4", lw=1.6, ls="--", label="abstained (?)"))
+    ax.legend(
+        handles=handles,
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.02),
+        ncol=4,
+        fontsize=8,
+        frameon=False,
+    )
+    ax.set_xlim(-0.5, width - 0.5)
+    ax.set_ylim(height - 0.5, -0.5)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize=9)
+    try:
+        return _save(fig, path)
+    finally:
+        plt.close(fig)
+
+
 def _level_label(value) -> str:
     from liposome_bench.settings import AUGMENTATIONS
 

@@ -1053,6 +1053,12 @@ def _environment_section(summary) -> list[str]:
                 if isinstance(v, (int, float))
             )
         )
+    guess = timings.get("estimate")
+    if isinstance(guess, dict) and "total_s" in timings:
+        lines.append(
+            f"- estimated before the run: {guess.get('low_s', 0):.0f} to "
+            f"{guess.get('high_s', 0):.0f} s (measured {timings['total_s']:.0f} s)"
+        )
     lines.append("")
     return lines
 

@@ -462,8 +462,14 @@ def _train_libsvm(X, labels, options: str):
 
     # A CSR matrix makes libsvm-official build its node arrays vectorised.
     prob = svm_problem(labels.astype(np.float64), sparse.csr_matrix(X))
+    from liposome_bench.errors import raise_if_interrupted
+
     with _one_openmp_thread():
-        return svm_train(prob, svm_parameter(options))
+        model = svm_train(prob, svm_parameter(options))
+    # Ctrl-C / SIGTERM during svm_train lands in LIBSVM's print callback,
+    # where Python drops the exception; the CLI's handlers noted it.
+    raise_if_interrupted()
+    return model
 
 
 def _one_openmp_thread():
@@ -1057,3 +1063,9 @@ def _report_fold(reporter, result, k):
         )
         + f", fit {timings['fit_s']:.1f}s"
     )
+
+
+#: Public names of the fold runner and the feature-matrix check, for other
+#: modules (``estimate`` times one fold exactly as ``run_svm`` runs it).
+fit_fold = _fit_fold
+feature_matrix = _feature_matrix

@@ -410,3 +410,41 @@ def test_non_finite_pixels_are_counted_in_mrc_slices(tmp_path):
         r"NaN or infinite",
     ):
         load_dataset(tmp_path / "m" / "particles.mrcs")
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_sigterm_inside_a_ctypes_callback_is_not_lost(monkeypatch):
+    """Python drops an exception raised in a ctypes callback, which is where
+    a SIGTERM lands during LIBSVM's svm_train (its print callback): the
+    handler notes it and _train_libsvm raises it when svm_train returns."""
+    import ctypes
+    import os
+    import signal
+
+    import libsvm.svmutil
+
+    from liposome_bench import cli as cli_module
+    from liposome_bench import errors, svm
+
+    callback_type = ctypes.CFUNCTYPE(None)
+
+    def in_callback():
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(1000):  # the handler runs here, inside the callback
+            pass
+
+    callback = callback_type(in_callback)
+    calls = []
+
+    def fake_train(prob, param):
+        callback()  # the exception raised inside is "ignored" by ctypes
+        calls.append("returned")
+        return "model"
+
+    monkeypatch.setattr(libsvm.svmutil, "svm_train", fake_train)
+    X = np.array([[0.0, 1.0], [1.0, 0.0]])
+    with cli_module._sigterm_as_interrupt():
+        with pytest.raises(errors.Terminated):
+            svm._train_libsvm(X, np.array([0, 1]), "-q")
+    assert calls == ["returned"]
+    errors.raise_if_interrupted()  # cleared: nothing pending afterwards

@@ -93,11 +93,16 @@ def test_svm_card_records_what_the_final_model_is(svm_bundle, tiny_run):
     assert "scikit-learn" in card["versions"] and card["pixel_size"]["training_nm"]["median"] > 0
     assert sorted(p.name for p in svm_bundle.iterdir()) == [
         "cv-predictions.csv",
+        "feature-schema.json",
         "model.json",
         "svm.json",
         "svm.model",
         "svm.range",
     ]
+    schema = json.loads((svm_bundle / "feature-schema.json").read_text())
+    assert schema["schema_version"] == 1 and schema["units"] == "nm"
+    assert [f["name"] for f in schema["features"]] == card["input"]["features"]
+    assert schema["features"][0] == {"index": 1, "name": "area_nm2", "unit": "nm^2"}
 
 
 def test_cnn_epochs_are_the_median_best_epoch_of_the_folds(cnn_bundle, tiny_run):
@@ -684,6 +689,81 @@ def test_an_edited_svm_bundle_is_refused_in_one_line(svm_bundle, tmp_path, edit,
     assert "\n" not in str(info.value)
 
 
+def _schema_edit(change):
+    def edit(card, folder):
+        path = folder / "feature-schema.json"
+        schema = json.loads(path.read_text())
+        change(schema)
+        path.write_text(json.dumps(schema))
+
+    return edit
+
+
+def _swap_first_two(schema):
+    first, second = schema["features"][:2]
+    first["name"], second["name"] = second["name"], first["name"]
+
+
+def _drop_schema(card, folder):
+    # A bundle trained before the feature schema existed.
+    (folder / "feature-schema.json").unlink()
+    del card["files"]["feature_schema"]
+    del card["sha256"]["feature-schema.json"]
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (
+            lambda s: s["features"][0].update(unit="px^2"),
+            "feature 'area_nm2' is in 'px\\^2'; this liposome-bench .* computes it in 'nm\\^2'",
+        ),
+        (_swap_first_two, "its features are not the model card's input.features"),
+        (lambda s: s.update(units="px"), "units is 'px' but the model card's is 'nm'"),
+        (
+            lambda s: s.update(schema_version=2),
+            "a feature schema of version 2; this liposome-bench .* reads up to version 1",
+        ),
+        (
+            lambda s: s["features"][1].update(name="volume_nm3"),
+            "its features are not the model card's",
+        ),
+    ],
+)
+def test_the_feature_schema_is_checked_against_what_the_tool_computes(
+    svm_bundle, tmp_path, change, message
+):
+    # Resealed: the hashes match, so only the schema check can tell.
+    copy = _edited(svm_bundle, tmp_path, _schema_edit(change), reseal=True)
+    with pytest.raises(BundleError, match=message) as info:
+        deploy.load_bundle(copy)
+    assert "\n" not in str(info.value) and "feature-schema.json" in str(info.value)
+
+
+def test_a_feature_the_tool_does_not_compute_is_refused(svm_bundle, tmp_path):
+    def rename(card, folder):
+        _schema_edit(lambda s: s["features"][0].update(name="volume_nm3"))(card, folder)
+        card["input"]["features"][0] = "volume_nm3"
+
+    copy = _edited(svm_bundle, tmp_path, rename, reseal=True)
+    svm_json = json.loads((copy / "svm.json").read_text())
+    svm_json["feature_names"][0] = "volume_nm3"
+    (copy / "svm.json").write_text(json.dumps(svm_json))
+    copy = _edited(copy, tmp_path, reseal=True, name="c")
+    with pytest.raises(BundleError, match="feature 'volume_nm3' is not one this liposome-bench"):
+        deploy.load_bundle(copy)
+
+
+def test_an_svm_bundle_from_before_the_feature_schema_still_predicts(
+    svm_bundle, unlabelled, tmp_path
+):
+    copy = _edited(svm_bundle, tmp_path, _drop_schema, reseal=True)
+    assert "feature_schema" not in deploy.load_bundle(copy).card["files"]
+    ours = deploy.predict(svm_bundle, unlabelled)
+    theirs = deploy.predict(copy, unlabelled)
+    np.testing.assert_array_equal(ours.probabilities, theirs.probabilities)
+
+
 def test_svm_classes_are_checked_against_svm_json_and_the_libsvm_header(svm_bundle, tmp_path):
     # An editor who also rewrites cv-predictions.csv and the hashes: svm.json disagrees.
     def swap_everywhere(card, folder):
@@ -935,7 +1015,7 @@ def test_cli_predict_fractions_file_never_lands_on_an_input(svm_bundle, unlabell
     )
     assert result.exit_code == 2, result.output
     assert result.output.strip().splitlines()[-1] == (
-        f"Error: --out {data} is --data {data}, an input of this command; writing there "
+        f"Error: --out {data} is the data {data}, an input of this command; writing there "
         "could overwrite it. Choose an --out outside the inputs."
     )
     assert not (tmp_path / "p.csv").exists()

@@ -303,7 +303,62 @@ def test_benchmark_group_by_keeps_micrographs_in_one_fold(tmp_path):
             root,
             cnn_models=[],
             k=3,
+            group_by=None,
             out=tmp_path / "out",
             svm_options={"C": 1.0, "gamma": 0.01},
             n_resamples=50,
         )
+
+
+def test_benchmark_groups_by_the_micrograph_key_by_default(tmp_path):
+    """Without --group-by the folds are grouped by the data's micrograph key,
+    the first message says so, and no ungrouped warning is given; --no-group
+    (group_by=None) gives the old ungrouped folds, with the warning."""
+    import pandas as pd
+
+    from liposome_bench import comparison
+    from liposome_bench.dataset import load_dataset
+    from liposome_bench.progress import NullReporter
+
+    dataset = grouped_dataset({"a": 40, "b": 20}, per_micrograph=3)
+    root = write_export(dataset, tmp_path / "export")
+    messages = []
+
+    class Reporter(NullReporter):
+        def message(self, text):
+            messages.append(text)
+
+    common = dict(cnn_models=[], k=3, svm_options={"C": 1.0, "gamma": 0.01}, n_resamples=50)
+    summary = comparison.run_benchmark(
+        None, root, out=tmp_path / "auto", reporter=Reporter(), **common
+    )
+    assert summary["folds"]["group_by"] == "micrograph"
+    assert "warning" not in summary["folds"]
+    assert messages[0].startswith("Folds grouped by 'micrograph' (20 values)")
+    assert not any("not grouped" in m for m in messages)
+    assert "--group-by micrograph" in summary["equivalent_command"]
+    table = pd.read_csv(tmp_path / "auto" / "predictions.csv", dtype={"id": str})
+    micrograph = {p.id: p.meta["micrograph"] for p in load_dataset(root).particles}
+    assert (table.groupby(table["id"].map(micrograph))["fold"].nunique() == 1).all()
+
+    messages.clear()
+    summary = comparison.run_benchmark(
+        None, root, out=tmp_path / "none", group_by=None, reporter=Reporter(), **common
+    )
+    assert summary["folds"]["group_by"] is None
+    assert "Pass --group-by micrograph" in summary["folds"]["warning"]
+    assert "--no-group" in summary["equivalent_command"]
+
+
+def test_default_group_key_needs_enough_values_and_every_particle():
+    from liposome_bench.folds import default_group_key, resolve_group_by
+
+    dataset = grouped_dataset({"a": 20, "b": 10})
+    assert default_group_key(dataset, k=3) == "micrograph"
+    assert resolve_group_by(dataset, "auto", 3) == "micrograph"
+    assert resolve_group_by(dataset, None, 3) is None
+    assert resolve_group_by(dataset, " Session ", 3) == "session"
+    n = len({p.meta["micrograph"] for p in dataset.particles})
+    assert default_group_key(dataset, k=n + 1) is None
+    dataset.particles[0].meta.pop("micrograph")
+    assert default_group_key(dataset, k=3) is None

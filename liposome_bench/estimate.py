@@ -1,0 +1,272 @@
+"""How long a benchmark will take on this machine, measured before it starts.
+
+``benchmark`` prints :func:`describe` of :func:`estimate_benchmark` before
+any model trains. The estimate comes from a short calibration on the run's
+own data, settings and device, not from assumed rates:
+
+- **SVM**: the features of a stratified sample of particles are computed
+  and timed (the full run computes them once for all folds); then one
+  outer fold (grid search, final fit, prediction: ``svm.fit_fold``) is run
+  on samples of two sizes, and its time is extrapolated to the run's
+  training-fold size with the power law fitted through the two (exponent
+  clipped to [1, 2.5]; LIBSVM's training cost grows between linearly and
+  quadratically with the particles).
+- **CNN**: the inputs of a sample are prepared and timed; then
+  ``cnn.train_fold`` runs :data:`CALIBRATION_EPOCHS` short epochs of
+  :data:`CALIBRATION_SAMPLES` images with a validation part, and the time
+  of the epochs after the first (the first pays for tracing) gives the cost
+  per training sample and per validation image; the first epoch's extra
+  time is the per-fold start-up.
+
+Early stopping makes the CNN's number of epochs unknown in advance, so its
+part is a range: from every fold stopping at its first chance (``patience
++ 1`` epochs) to every fold running to ``--epochs``. docs/performance.md
+records how the estimate compared with the measured time.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+#: Particles whose features and inputs are timed.
+PREPARE_SAMPLE = 256
+#: Training-fold sizes of the two SVM calibration fits.
+SVM_SIZES = (400, 800)
+#: Images per CNN calibration epoch, validation images, and epochs.
+CALIBRATION_SAMPLES = 1024
+CALIBRATION_VALIDATION = 256
+CALIBRATION_EPOCHS = 3
+
+
+@dataclass
+class Estimate:
+    """Seconds each part is expected to take; CNN parts as (low, high)."""
+
+    svm_s: float | None = None
+    cnn_s: dict = field(default_factory=dict)  # model -> (low_s, high_s)
+    calibration_s: float = 0.0
+    details: dict = field(default_factory=dict)
+
+    @property
+    def low_s(self) -> float:
+        return (self.svm_s or 0.0) + sum(lo for lo, _ in self.cnn_s.values())
+
+    @property
+    def high_s(self) -> float:
+        return (self.svm_s or 0.0) + sum(hi for _, hi in self.cnn_s.values())
+
+    def to_dict(self) -> dict:
+        return {
+            "svm_s": None if self.svm_s is None else round(self.svm_s, 1),
+            "cnn_s": {m: [round(lo, 1), round(hi, 1)] for m, (lo, hi) in self.cnn_s.items()},
+            "low_s": round(self.low_s, 1),
+            "high_s": round(self.high_s, 1),
+            "calibration_s": round(self.calibration_s, 1),
+            "details": self.details,
+        }
+
+
+def _sample(y, n, seed):
+    from liposome_bench.svm import stratified_subsample
+
+    n = min(int(n), len(y))
+    return np.sort(stratified_subsample(y, n, min_per_class=2, seed=seed))
+
+
+def _train_size(n: int, k: int) -> int:
+    return int(round(n * (k - 1) / k))
+
+
+def _power_law(sizes, seconds, target):
+    """Extrapolate seconds(size) to ``target`` through two measured points."""
+    (n1, n2), (t1, t2) = sizes, seconds
+    p = np.log(max(t2, 1e-6) / max(t1, 1e-6)) / np.log(n2 / n1) if n2 > n1 else 2.0
+    p = float(np.clip(p, 1.0, 2.5))
+    return t2 * (target / n2) ** p, p
+
+
+def calibrate_svm(dataset, svm_settings, k: int, seed: int = 0, jobs: int = 1) -> tuple:
+    """Seconds of the SVM's ``k`` folds (features included), and details."""
+    from liposome_bench import svm as svm_module
+    from liposome_bench.features import extract_features
+    from liposome_bench.progress import NullReporter
+
+    n = len(dataset)
+    pick = _sample(dataset.y, PREPARE_SAMPLE, seed)
+    part = dataset.subset(pick)
+    t0 = time.perf_counter()
+    features = extract_features(
+        part, svm_settings.feature_set, source=svm_settings.source, units=svm_settings.units
+    )
+    features_s = (time.perf_counter() - t0) * n / len(part)
+    X_all, names, _ = svm_module.feature_matrix(features, part, NullReporter())
+    grid = (
+        None
+        if (svm_settings.C is not None and svm_settings.gamma is not None)
+        else svm_settings.grid
+    )
+    sizes, seconds = [], []
+    with tempfile.TemporaryDirectory(prefix="liposome-bench-estimate-") as tmp:
+        for size in SVM_SIZES:
+            idx = _sample(dataset.y, size * 5 // 4, seed)
+            size = len(idx)
+            sub = dataset.subset(idx)
+            # Features of the larger sample: reuse the timed ones where possible.
+            feats = extract_features(
+                sub, svm_settings.feature_set, source=svm_settings.source, units=svm_settings.units
+            )
+            X, _, _ = svm_module.feature_matrix(feats, sub, NullReporter())
+            y = sub.y
+            rng = np.random.default_rng(seed)
+            order = rng.permutation(size)
+            cut = _train_size(size, 5)
+            train, test = np.sort(order[:cut]), np.sort(order[cut:])
+            t0 = time.perf_counter()
+            svm_module.fit_fold(
+                X=X,
+                y=y,
+                train=train,
+                test=test,
+                fold=0,
+                C=svm_settings.C,
+                gamma=svm_settings.gamma,
+                grid=grid,
+                seed=seed,
+                jobs=jobs,
+                stem=Path(tmp) / f"cal-{size}",
+                feature_names=names,
+                class_names=list(dataset.problem.classes),
+                groups=None,
+            )
+            sizes.append(cut)
+            seconds.append(time.perf_counter() - t0)
+    per_fold, exponent = _power_law(sizes, seconds, _train_size(n, k))
+    del X_all
+    return features_s + k * per_fold, {
+        "features_s": round(features_s, 1),
+        "fold_s": round(per_fold, 1),
+        "fold_exponent": round(exponent, 2),
+        "measured_folds": {str(s): round(t, 2) for s, t in zip(sizes, seconds)},
+    }
+
+
+def calibrate_cnn(dataset, settings, k: int, seed: int = 0) -> tuple:
+    """(low_s, high_s) of a CNN's ``k`` folds, and details."""
+    from liposome_bench.cnn import (
+        INPUT_SIZES,
+        describe_device,
+        prepare_images,
+        resolve_dtype_policy,
+        train_fold,
+    )
+    from liposome_bench.progress import NullReporter
+
+    n = len(dataset)
+    size = int(settings.input_size or INPUT_SIZES[settings.model])
+    keep = settings.model == "lipnet-fcn"
+    pick = _sample(dataset.y, PREPARE_SAMPLE, seed)
+    t0 = time.perf_counter()
+    images = prepare_images(dataset.subset(pick), settings.input_mode, size, keep_size=keep)
+    prepare_s = (time.perf_counter() - t0) * n / len(pick)
+    y = dataset.y[pick]
+    rng = np.random.default_rng(seed)
+    fit = rng.choice(len(pick), CALIBRATION_SAMPLES, replace=True)
+    val = rng.choice(len(pick), CALIBRATION_VALIDATION, replace=True)
+    stamps = []
+
+    class Clock(NullReporter):
+        def epoch(self, epoch, epochs, **metrics):
+            stamps.append(time.perf_counter())
+
+    device, _ = describe_device()
+    quick = settings.replace(
+        epochs=CALIBRATION_EPOCHS,
+        patience=CALIBRATION_EPOCHS,
+        samples_per_epoch=CALIBRATION_SAMPLES,
+        balance="class-weight" if settings.balance == "smote" else settings.balance,
+    )
+    start = time.perf_counter()
+    net, _ = train_fold(
+        images[fit],
+        y[fit],
+        images[val],
+        y[val],
+        quick,
+        n_classes=len(dataset.problem.classes),
+        dtype_policy=resolve_dtype_policy(settings.mixed_precision, device),
+        seed=seed,
+        class_names=list(dataset.problem.classes),
+        reporter=Clock(),
+    )
+    first = stamps[0] - start
+    steady = float(np.median(np.diff(stamps))) if len(stamps) > 1 else first
+    t0 = time.perf_counter()
+    net.predict(images[val], batch_size=256, verbose=0)
+    predict_per_image = (time.perf_counter() - t0) / len(val)
+    train_per_sample = max(steady - predict_per_image * len(val), 0.0) / CALIBRATION_SAMPLES
+    startup = max(first - steady, 0.0)
+
+    n_train = _train_size(n, k)
+    n_val = int(round(n_train * settings.validation_fraction))
+    n_fit = n_train - n_val
+    per_epoch = settings.samples_per_epoch or n_fit
+    epoch_s = per_epoch * train_per_sample + n_val * predict_per_image
+    test_s = (n - n_train) * predict_per_image
+    fewest = min(settings.epochs, (settings.patience or settings.epochs) + 1)
+
+    def total(epochs):
+        return prepare_s + k * (startup + epochs * epoch_s + test_s)
+
+    return (total(fewest), total(settings.epochs)), {
+        "prepare_s": round(prepare_s, 1),
+        "startup_s": round(startup, 2),
+        "epoch_s": round(epoch_s, 2),
+        "train_samples_per_s": round(1 / train_per_sample, 1) if train_per_sample else None,
+        "epochs": [fewest, settings.epochs],
+    }
+
+
+def estimate_benchmark(
+    dataset, k: int, repeats: int, svm_settings, cnn_settings: dict, seed: int = 0, jobs: int = 1
+) -> Estimate:
+    """Calibrate every model of a benchmark on ``dataset`` and estimate the
+    wall time of ``repeats`` x ``k`` folds (see the module docstring)."""
+    t0 = time.perf_counter()
+    estimate = Estimate()
+    svm_s, details = calibrate_svm(dataset, svm_settings, k, seed=seed, jobs=jobs)
+    estimate.svm_s = svm_s * repeats
+    estimate.details["svm"] = details
+    for name, settings in cnn_settings.items():
+        (lo, hi), details = calibrate_cnn(dataset, settings, k, seed=seed)
+        estimate.cnn_s[name] = (lo * repeats, hi * repeats)
+        estimate.details[name] = details
+    estimate.calibration_s = time.perf_counter() - t0
+    return estimate
+
+
+def _minutes(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.1f} min"
+
+
+def describe(estimate: Estimate) -> str:
+    """One line for the terminal."""
+    parts = [f"SVM about {_minutes(estimate.svm_s or 0)}"]
+    for name, (lo, hi) in estimate.cnn_s.items():
+        parts.append(f"{name} {_minutes(lo)} to {_minutes(hi)}")
+    span = (
+        f"{_minutes(estimate.low_s)} to {_minutes(estimate.high_s)}"
+        if estimate.cnn_s
+        else _minutes(estimate.low_s)
+    )
+    return (
+        f"Estimated time on this machine: {span} ({'; '.join(parts)}; the CNN's range runs "
+        "from every fold stopping early at its first chance to every fold reaching --epochs). "
+        f"Calibration took {estimate.calibration_s:.0f} s."
+    )

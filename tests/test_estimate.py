@@ -1,0 +1,71 @@
+"""The time estimate benchmark prints before training (liposome_bench.estimate)."""
+
+import pytest
+
+from liposome_bench import comparison, estimate
+from liposome_bench.settings import CNNSettings, SVMSettings
+
+
+def test_power_law_extrapolates_through_two_points_with_a_clipped_exponent():
+    # t = n^2: doubling n quadruples t.
+    value, p = estimate._power_law((100, 200), (1.0, 4.0), 400)
+    assert p == pytest.approx(2.0) and value == pytest.approx(16.0)
+    # Flat timings (fixed overheads) are extrapolated at least linearly.
+    value, p = estimate._power_law((100, 200), (1.0, 1.0), 400)
+    assert p == 1.0 and value == pytest.approx(2.0)
+    value, p = estimate._power_law((100, 200), (1.0, 64.0), 400)
+    assert p == 2.5
+
+
+def test_cnn_range_spans_early_stopping_to_the_epoch_cap(tiny_dataset):
+    settings = CNNSettings(epochs=12, patience=3, mixed_precision=False)
+    (low, high), details = estimate.calibrate_cnn(tiny_dataset, settings, k=3)
+    assert 0 < low < high
+    assert details["epochs"] == [4, 12]
+    # high - low is 3 folds x 8 more epochs of the measured epoch time
+    # (epoch_s is rounded to 0.01 s: 24 x 0.005 s at most).
+    assert high - low == pytest.approx(3 * 8 * details["epoch_s"], abs=0.13)
+    line = estimate.describe(estimate.Estimate(svm_s=60.0, cnn_s={"lipnet-4": (low, high)}))
+    assert line.startswith("Estimated time on this machine:") and "lipnet-4" in line
+
+
+def test_benchmark_stores_and_reports_its_estimate(tiny_export, tmp_path, monkeypatch):
+    monkeypatch.setattr(comparison, "ESTIMATE_MIN_PARTICLES", 10)
+    messages = []
+
+    from liposome_bench.progress import NullReporter
+
+    class Reporter(NullReporter):
+        def message(self, text):
+            messages.append(text)
+
+    summary = comparison.run_benchmark(
+        "lamellarity",
+        tiny_export,
+        cnn_models=[],
+        k=3,
+        out=tmp_path / "out",
+        svm_options={"grid": "coarse"},
+        n_resamples=20,
+        reporter=Reporter(),
+    )
+    guess = summary["timings"]["estimate"]
+    assert guess["svm_s"] > 0 and guess["low_s"] == guess["high_s"] == guess["svm_s"]
+    assert any(m.startswith("Estimated time on this machine:") for m in messages)
+    summary = comparison.run_benchmark(
+        "lamellarity",
+        tiny_export,
+        cnn_models=[],
+        k=3,
+        out=tmp_path / "out2",
+        svm_options={"grid": "coarse"},
+        n_resamples=20,
+        estimate=False,
+    )
+    assert "estimate" not in summary["timings"]
+
+
+def test_svm_calibration_counts_features_and_every_fold(tiny_dataset):
+    seconds, details = estimate.calibrate_svm(tiny_dataset, SVMSettings(grid="coarse"), k=3)
+    assert seconds == pytest.approx(details["features_s"] + 3 * details["fold_s"], abs=0.2)
+    assert 1.0 <= details["fold_exponent"] <= 2.5
