@@ -283,11 +283,11 @@ def _finite_pixel_size(ctx, param, value):
 
 
 def reader_options(func):
-    """Add --images-dir, --masks-dir, --pixel-size and --group-pattern, passed to the command
+    """Add --images-dir, --masks-dir, --pixel-size, --group-pattern and --group-file, passed to the command
     as one ``reader_options`` dict for ``resolve_dataset(..., **reader_options)``."""
 
     @functools.wraps(func)
-    def wrapper(*args, images_dir, masks_dir, pixel_size_nm, group_pattern, **kwargs):
+    def wrapper(*args, images_dir, masks_dir, pixel_size_nm, group_pattern, group_file, **kwargs):
         kwargs["reader_options"] = {
             "images_dir": images_dir,
             "masks_dir": masks_dir,
@@ -295,7 +295,17 @@ def reader_options(func):
         }
         if group_pattern is not None:
             kwargs["reader_options"]["group_pattern"] = group_pattern
+        if group_file is not None:
+            kwargs["reader_options"]["group_file"] = group_file
         return func(*args, **kwargs)
+
+    wrapper = click.option(
+        "--group-file",
+        type=click.Path(exists=True, dir_okay=False),
+        default=None,
+        help="Set each particle's group (for --group-by group) from a CSV of id,group, "
+        "e.g. the grouping `dataset check --write-grouping` suggests.",
+    )(wrapper)
 
     wrapper = click.option(
         "--group-pattern",
@@ -633,8 +643,24 @@ def dataset_info_command(path, problem, reader_options, cache_dir, as_json, inpu
     help="The folds you will cross-validate with: a class with fewer particles is "
     "a problem, as is a dataset of one class.",
 )
+@group_by_option
+@click.option(
+    "--write-grouping",
+    type=click.Path(dir_okay=False),
+    default=None,
+    metavar="FILE",
+    help="Write the suggested grouping (groups joined where near-duplicates link "
+    "them) to FILE as a CSV of id,group; use it with --group-file FILE --group-by group.",
+)
+@click.option(
+    "--skip-near-duplicates",
+    is_flag=True,
+    help="Do not look for near-identical particle images (about 25 s per 14,000 particles).",
+)
 @_fail_cleanly
-def dataset_check_command(path, problem, reader_options, units, k):
+def dataset_check_command(
+    path, problem, reader_options, units, k, group_by, write_grouping, skip_near_duplicates
+):
     """Validate a dataset and list every problem found, one per line.
 
     Checks every image and mask (missing, unreadable, truncated, too large or
@@ -645,17 +671,33 @@ def dataset_check_command(path, problem, reader_options, units, k):
     nm) need; with --units px none is needed. Exits with code 2 if there is
     any problem.
 
+    Then looks for near-identical particle images (rotated, flipped or
+    re-noised copies; docs/commands-dataset.md), counts the pairs that cross
+    the groups of --group-by (default: micrograph, where the particles have
+    one) and suggests a grouping that keeps every pair in one group.
+
     Example: liposome-bench dataset check my-export
     """
     from liposome_bench.dataset import inspect_dataset
     from liposome_bench.features import pixel_size_problems
 
+    if write_grouping is not None and skip_near_duplicates:
+        raise UserError("--write-grouping needs the near-duplicate check; drop one of the two.")
+    if write_grouping is not None:
+        from liposome_bench.outputs import check_output_file
+
+        check_output_file(write_grouping, "--write-grouping")
     with _live_reporter() as reporter:
         dataset, problems = inspect_dataset(
             path, problem, reporter=reporter, folds=k, **reader_options
         )
-    if dataset is not None:
-        problems = pixel_size_problems(dataset, _settings.SVMSettings(units=units))
+        if dataset is not None:
+            problems = pixel_size_problems(dataset, _settings.SVMSettings(units=units))
+        report = None
+        if not problems and not skip_near_duplicates:
+            from liposome_bench.duplicates import check_duplicates
+
+            report = check_duplicates(dataset, group_by, reporter=reporter)
     for line in problems:
         click.echo(line)
     if problems:
@@ -663,6 +705,47 @@ def dataset_check_command(path, problem, reader_options, units, k):
     click.echo(f"OK: {len(dataset)} particles ({dataset.problem.name}), no problems found.")
     for warning in dataset.warnings:
         click.echo(f"Warning: {warning}")
+    if report is not None:
+        _echo_duplicates(report, dataset, write_grouping)
+
+
+def _echo_duplicates(report, dataset, write_grouping) -> None:
+    """The near-duplicate lines of ``dataset check``."""
+    from liposome_bench.duplicates import write_grouping as write_grouping_file
+
+    if not report.pairs:
+        click.echo("Near-duplicates: none found.")
+        if write_grouping is not None:
+            click.echo(f"No grouping to suggest; {write_grouping} not written.")
+        return
+    ids = dataset.ids
+    shown = ", ".join(f"{ids[p.a]}~{ids[p.b]}" for p in report.pairs[:5])
+    more = f" and {len(report.pairs) - 5} more" if len(report.pairs) > 5 else ""
+    line = f"Warning: {len(report.pairs)} near-duplicate pair(s) ({shown}{more})"
+    if report.group_by is None:
+        click.echo(
+            f"{line}. The particles have no group key: pass --group-by KEY to count the "
+            "pairs that cross groups."
+        )
+        return
+    click.echo(
+        f"{line}; {report.cross_group} cross {report.group_by} groups, so grouped folds "
+        "can put one copy in a test fold and the other in its training folds."
+    )
+    if not report.cross_group:
+        return
+    how = (
+        f"written to {write_grouping}; use it with --group-file {write_grouping}"
+        if write_grouping is not None
+        else "write it with --write-grouping FILE, then pass --group-file FILE"
+    )
+    click.echo(
+        f"Suggested grouping: {report.n_suggested_groups} groups instead of "
+        f"{report.n_groups} ({report.group_by} groups joined where a pair links them), "
+        f"which keeps every pair in one group; {how} --group-by group."
+    )
+    if write_grouping is not None:
+        write_grouping_file(write_grouping, report)
 
 
 # --- dataset import (importers) ------------------------------------------------
@@ -1277,6 +1360,19 @@ def _command_line():
     "Results folder. Default: results/benchmark-<problem> "
     "(results/benchmark-<problem>-quick with --quick).",
 )
+@click.option(
+    "--svm-features",
+    default=None,
+    metavar="SET[,SET...]",
+    help="Run the SVM once per feature set on the same folds, e.g. vironova,all: rows "
+    "svm (the first set) and svm-all, each compared with every CNN (docs/benchmark.md).",
+)
+@click.option(
+    "--skip-near-duplicates",
+    is_flag=True,
+    help="Do not look for near-identical particles shared by test and training folds "
+    "(about 25 s per 14,000 particles).",
+)
 @wait_option
 @click.option(
     "--no-estimate",
@@ -1306,6 +1402,8 @@ def benchmark_command(
     seed,
     jobs,
     out,
+    svm_features,
+    skip_near_duplicates,
     wait,
     no_estimate,
 ):
@@ -1358,6 +1456,8 @@ def benchmark_command(
             command=_command_line(),
             wait=wait,
             estimate=not no_estimate,
+            near_duplicates=not skip_near_duplicates,
+            svm_features=[f.strip() for f in svm_features.split(",")] if svm_features else None,
         )
     console = Console()
     print_benchmark(summary, console)
@@ -1366,7 +1466,8 @@ def benchmark_command(
         f"Results in {where}: summary.json, predictions.csv, one folder per model. "
         f"Wall time {summary['timings']['total_s']:.0f} s"
         + (
-            f" (estimated {guess['low_s']:.0f} to {guess['high_s']:.0f} s). "
+            f" (training: {summary['timings']['total_s'] - guess.get('done_at_s', 0):.0f} s, "
+            f"estimated {guess['low_s']:.0f} to {guess['high_s']:.0f} s). "
             if (guess := summary["timings"].get("estimate"))
             else ". "
         )

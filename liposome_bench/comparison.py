@@ -129,6 +129,8 @@ def run_benchmark(
     command: str | None = None,
     wait: bool = False,
     estimate: bool = True,
+    near_duplicates: bool = True,
+    svm_features=None,
 ) -> dict:
     """Run the SVM and the CNN(s) on identical folds and summarise them.
 
@@ -189,6 +191,16 @@ def run_benchmark(
         wall time (``estimate.estimate_benchmark``), stored in the summary's
         ``timings["estimate"]``; skipped with ``quick`` and below
         :data:`ESTIMATE_MIN_PARTICLES` particles.
+    svm_features : sequence of str, optional
+        Run the SVM once per feature set on the same folds: the first as
+        ``svm``, each other as ``svm-<set>`` (``--svm-features vironova,all``:
+        rows ``svm`` and ``svm-all``); every CNN is compared with every SVM
+        row (same paired test, Holm within each comparison). Default one SVM
+        with the settings' feature set.
+    near_duplicates : bool
+        Look for near-identical particles (``duplicates.find_near_duplicates``,
+        about 25 s per 14,000 particles) and warn when a test fold shares
+        any with its training folds; ``summary["folds"]["near_duplicates"]``.
 
     Returns
     -------
@@ -241,6 +253,7 @@ def run_benchmark(
         cnn_options.setdefault("epochs", QUICK_EPOCHS)
     # Every model's settings are validated before any work.
     svm_settings = config.svm.replace(**svm_options)
+    _svm_rows(svm_settings, svm_features, svm_options)  # checked before any work
     cnn_settings = {name: config.cnn_settings(name, **cnn_options) for name in cnn_models}
     reporter = reporter or NullReporter()
     timings = {}
@@ -258,6 +271,7 @@ def run_benchmark(
         from liposome_bench.svm import default_feature_set
 
         svm_settings = svm_settings.replace(feature_set=default_feature_set(dataset.problem))
+    svm_rows = _svm_rows(svm_settings, svm_features, svm_options)
     if folds is not None and (repeats > 1 or quick):
         raise ConfigError("Given folds are used once: pass them without --repeats or --quick.")
     if folds is not None and folds.fingerprint != dataset.fingerprint():
@@ -277,6 +291,13 @@ def run_benchmark(
                 f"Folds grouped by {group_by!r} ({n_groups} values): each {group_by} is in "
                 "one fold (--group-by KEY for another key, --no-group for none)."
             )
+    duplicate_pairs = None
+    if near_duplicates:
+        from liposome_bench.duplicates import find_near_duplicates
+
+        t0 = time.perf_counter()
+        duplicate_pairs = find_near_duplicates(dataset, reporter=reporter)
+        timings["near_duplicates_s"] = time.perf_counter() - t0
     if dataset.synthetic:
         reporter.message(
             f"{dataset.problem.name}: synthetic data ({len(dataset)} particles); "
@@ -297,7 +318,9 @@ def run_benchmark(
         "config": config_file,
         "svm_options": svm_options,
         "cnn_options": cnn_options,
-        "svm": svm_settings.to_dict(),
+        "svm": svm_rows["svm"].to_dict(),
+        "svm_models": list(svm_rows),
+        "svm_features": list(svm_features) if svm_features else None,
         "cnn": {name: s.to_dict() for name, s in cnn_settings.items()},
         "n_resamples": n_resamples,
     }
@@ -306,9 +329,11 @@ def run_benchmark(
 
         reporter.message("Measuring this machine's speed for a time estimate (--no-estimate skips)")
         guess = _estimate.estimate_benchmark(
-            dataset, settings["folds"], repeats, svm_settings, cnn_settings, seed=seed, jobs=jobs
+            dataset, settings["folds"], repeats, svm_rows, cnn_settings, seed=seed, jobs=jobs
         )
-        timings["estimate"] = guess.to_dict()
+        # What the estimate covers starts here: the measured time to compare
+        # it with is total_s - estimate["done_at_s"].
+        timings["estimate"] = {**guess.to_dict(), "done_at_s": time.perf_counter() - started}
         reporter.message(_estimate.describe(guess))
     with writing(out), run_lock(out, wait=wait, reporter=reporter, command=command):
         return _run_repeats(
@@ -320,7 +345,7 @@ def run_benchmark(
             fold_seed,
             seed,
             jobs,
-            svm_settings,
+            svm_rows,
             cnn_settings,
             cnn_models,
             n_resamples,
@@ -329,7 +354,28 @@ def run_benchmark(
             timings,
             started,
             reporter,
+            duplicate_pairs,
         )
+
+
+def _svm_rows(svm_settings, svm_features, svm_options) -> dict:
+    """name -> SVMSettings of every SVM row: ``svm``, and with
+    ``svm_features`` one ``svm-<set>`` per further feature set."""
+    if not svm_features:
+        return {"svm": svm_settings}
+    sets = [str(f).strip() for f in svm_features]
+    if len(set(sets)) != len(sets) or not all(sets):
+        raise ConfigError(
+            f"--svm-features lists a feature set twice or empty ({','.join(sets)}); list each once."
+        )
+    if "feature_set" in svm_options:
+        raise ConfigError("Give the feature set once: --svm-features, or feature_set alone.")
+    rows = {}
+    for i, feature_set in enumerate(sets):
+        rows["svm" if i == 0 else f"svm-{feature_set}"] = svm_settings.replace(
+            feature_set=feature_set
+        )
+    return rows
 
 
 def _run_repeats(
@@ -341,7 +387,7 @@ def _run_repeats(
     fold_seed,
     seed,
     jobs,
-    svm_settings,
+    svm_rows,
     cnn_settings,
     cnn_models,
     n_resamples,
@@ -350,6 +396,7 @@ def _run_repeats(
     timings,
     started,
     reporter,
+    duplicate_pairs=None,
 ) -> dict:
     """Every repeat's models and summary, then the top-level outputs."""
     from liposome_bench.folds import load_or_make_folds
@@ -374,7 +421,7 @@ def _run_repeats(
                 dataset,
                 fold_assignment,
                 ResultsDir(rdir),
-                svm_settings,
+                svm_rows,
                 cnn_settings,
                 seed,
                 jobs,
@@ -388,6 +435,9 @@ def _run_repeats(
         )
         stage_timings["stats_s"] = time.perf_counter() - t0
         summary["timings"] = stage_timings
+        summary["folds"]["near_duplicates"] = _duplicates_across_folds(
+            duplicate_pairs, fold_assignment, reporter if r == 0 else None
+        )
         per_repeat.append(summary)
         if repeats > 1:
             _write_outputs(rdir, summary, dataset, cnn_models)
@@ -395,6 +445,12 @@ def _run_repeats(
     if repeats > 1:
         summary["repeats"] = _spread(per_repeat, out, fold_seed)
         summary["verdict"] = _verdict_over_repeats(out, repeats, summary)
+        summary["prevalence_error"] = prevalence_error_row(
+            [out / f"repeat-{r}" for r in range(repeats)],
+            dataset,
+            folds if folds is not None else fold_assignment,
+            summary,
+        )
     for one in per_repeat[1:]:
         for key, value in one["timings"].items():
             timings[key] = timings.get(key, 0.0) + value
@@ -414,6 +470,27 @@ def _run_repeats(
         )
     _write_outputs(out, summary, dataset, cnn_models, repeats=repeats)
     return summary
+
+
+def _duplicates_across_folds(pairs, folds, reporter=None) -> dict | None:
+    """Near-duplicate pairs split between a test fold and its training folds
+    (None when they were not looked for); a warning through ``reporter``."""
+    from liposome_bench.duplicates import pairs_across_folds
+
+    if pairs is None:
+        return None
+    across = pairs_across_folds(pairs, folds.fold_of)
+    warning = None
+    if across:
+        warning = (
+            f"{across} of {len(pairs)} near-duplicate particle pair(s) have one particle in a "
+            "test fold and the other in its training folds, which flatters every score. "
+            "liposome-bench dataset check --write-grouping FILE suggests a grouping that "
+            "keeps them together (--group-file FILE --group-by group)."
+        )
+        if reporter is not None:
+            reporter.message(f"Warning: {warning}")
+    return {"pairs": len(pairs), "across_folds": across, "warning": warning}
 
 
 def _check_layout(out: Path, repeats: int) -> None:
@@ -436,17 +513,30 @@ def _gpu_available() -> bool:
     return describe_device()[0] == "gpu"
 
 
-def _run_models(dataset, folds, results, svm_settings, cnn_settings, seed, jobs, reporter) -> dict:
-    """Run the SVM and every CNN into ``results``; wall time of each."""
+def _run_models(dataset, folds, results, svm_rows, cnn_settings, seed, jobs, reporter) -> dict:
+    """Run every SVM row (name -> SVMSettings, or one SVMSettings: ``svm``)
+    and every CNN into ``results``; wall time of each."""
     from liposome_bench.cnn import run_cnn
     from liposome_bench.svm import run_svm
 
+    if isinstance(svm_rows, SVMSettings):
+        svm_rows = {"svm": svm_rows}
     timings = {}
 
     def svm(svm_reporter):
-        t0 = time.perf_counter()
-        run_svm(dataset, folds, results, svm_settings, jobs=jobs, seed=seed, reporter=svm_reporter)
-        timings["svm_s"] = time.perf_counter() - t0
+        for name, settings in svm_rows.items():
+            t0 = time.perf_counter()
+            run_svm(
+                dataset,
+                folds,
+                results,
+                settings,
+                jobs=jobs,
+                seed=seed,
+                reporter=svm_reporter,
+                name=name,
+            )
+            timings[f"{name}_s"] = time.perf_counter() - t0
 
     def cnns():
         for name, settings in cnn_settings.items():
@@ -474,11 +564,21 @@ def _summarise(rdir, dataset, folds, settings, seed, n_resamples, command, full_
 
     results = ResultsDir(rdir)
     run = results.read_run()
+    svm_models = settings.get("svm_models") or ["svm"]
     core = stats.summarise_results(
-        results, models=["svm", *settings["cnn_models"]], n_resamples=n_resamples, seed=seed
+        results, models=[*svm_models, *settings["cnn_models"]], n_resamples=n_resamples, seed=seed
     )
+    if len(svm_models) > 1 and settings["cnn_models"]:
+        core = _compare_every_svm(
+            core, results, svm_models, settings["cnn_models"], n_resamples, seed
+        )
     devices = sorted(
-        {d for name, m in core["models"].items() if name != "svm" for d in m.get("device", [])}
+        {
+            d
+            for name, m in core["models"].items()
+            if name not in svm_models
+            for d in m.get("device", [])
+        }
     )
     summary = {
         "schema_version": SUMMARY_SCHEMA_VERSION,
@@ -510,7 +610,87 @@ def _summarise(rdir, dataset, folds, settings, seed, n_resamples, command, full_
     }
     summary.update(core)
     summary["by_size_quartile"] = _size_quartiles(results, dataset, list(core["models"]))
+    summary["prevalence_error"] = prevalence_error_row([rdir], dataset, folds, summary)
     return summary
+
+
+def prevalence_error_row(result_dirs, dataset, folds, summary) -> dict:
+    """The secondary prevalence-error row (``quantify.prevalence_error``) over
+    the repeats in ``result_dirs``; a reason instead when the folds are not
+    grouped (a test fold then holds parts of groups, not whole ones)."""
+    from liposome_bench.quantify import PREVALENCE_METHOD, prevalence_error
+
+    groups = getattr(folds, "groups", None)
+    if groups is None:
+        return {
+            "method": PREVALENCE_METHOD,
+            "skipped": "the folds are not grouped, so no test fold holds whole groups; "
+            "pass --group-by KEY (micrograph, session, grid) for this row",
+        }
+    runs = {
+        name: [ResultsDir(d).load_model(name) for d in result_dirs] for name in summary["models"]
+    }
+    row = prevalence_error(
+        runs,
+        summary["reference"],
+        summary["classes"],
+        dict(zip(dataset.ids, groups)),
+        summary["dataset"]["n_particles"],
+    )
+    return {"group_by": folds.group_by, **row}
+
+
+def _compare_every_svm(core, results, svm_models, cnn_models, n_resamples, seed) -> dict:
+    """``core`` (``stats.summarise_results`` against ``svm``) with every CNN
+    compared with every SVM row instead: the paired comparisons and the
+    verdict of each further SVM row against the CNNs added, the SVM-against-
+    SVM comparison left out (the verdict is about CNN against SVM)."""
+    comparisons = [c for c in core["comparisons"] if c["model_b"] in cnn_models]
+    for name in svm_models[1:]:
+        more = stats.summarise_results(
+            results,
+            models=[name, *cnn_models],
+            reference=name,
+            n_resamples=n_resamples,
+            seed=seed,
+        )
+        comparisons += more["comparisons"]
+    core["comparisons"] = comparisons
+    runs = {name: [results.load_model(name)] for name in core["models"]}
+    run = results.read_run()
+    core["verdict"] = svm_rows_verdict(
+        runs,
+        svm_models,
+        cnn_models,
+        core["classes"],
+        int(run["dataset"].get("n_particles") or sum(len(f.ids) for f in runs["svm"][0])),
+        k=run["folds"]["k"],
+        mcnemar=comparisons,
+    )
+    return core
+
+
+def svm_rows_verdict(runs, svm_models, cnn_models, classes, n_particles, *, k, mcnemar) -> dict:
+    """The headline verdict of every CNN against every SVM row
+    (``stats.headline_verdict`` once per SVM row, comparisons in one list).
+
+    ``runs``: model -> list (one per repeat) of its folds; ``mcnemar``: the
+    paired comparisons (``model_a``, ``model_b``, ``mcnemar``) to show."""
+    verdict = None
+    for name in svm_models:
+        one = stats.headline_verdict(
+            {m: runs[m] for m in [name, *cnn_models] if m in runs},
+            name,
+            classes,
+            n_particles,
+            k=k,
+            mcnemar={c["model_b"]: c["mcnemar"] for c in mcnemar if c["model_a"] == name},
+        )
+        if verdict is None:
+            verdict = one
+        else:
+            verdict["comparisons"].extend(one["comparisons"])
+    return verdict
 
 
 def particle_sizes(dataset) -> tuple[np.ndarray, str]:
@@ -640,6 +820,8 @@ def equivalent_command(settings: dict, out) -> str:
         args += ["--group-by", settings["group_by"]]
     else:
         args.append("--no-group")
+    if settings.get("svm_features"):
+        args += ["--svm-features", ",".join(settings["svm_features"])]
     args += ["--seed", str(settings["seed"]), "--jobs", str(settings["jobs"])]
     extra = {**settings.get("svm_options", {}), **settings.get("cnn_options", {})}
     if settings.get("quick"):
@@ -662,6 +844,18 @@ def _verdict_over_repeats(out: Path, repeats: int, summary: dict) -> dict:
         name: [ResultsDir(out / f"repeat-{r}").load_model(name) for r in range(repeats)]
         for name in models
     }
+    svm_models = summary["settings"].get("svm_models") or ["svm"]
+    cnn_models = summary["settings"]["cnn_models"]
+    if len(svm_models) > 1 and cnn_models:
+        return svm_rows_verdict(
+            runs,
+            svm_models,
+            cnn_models,
+            summary["classes"],
+            summary["dataset"]["n_particles"],
+            k=summary["folds"]["k"],
+            mcnemar=summary.get("comparisons", []),
+        )
     return stats.headline_verdict(
         runs,
         summary["reference"],

@@ -1985,6 +1985,48 @@ def set_groups(particles, pattern) -> None:
         )
 
 
+def set_groups_from_file(particles, path) -> None:
+    """Set each particle's ``meta["group"]`` from a CSV of ``id,group`` (what
+    ``dataset check --write-grouping`` writes), for ``--group-by group``.
+
+    Raises
+    ------
+    DatasetError
+        On a file that is not such a CSV, or one that lacks a particle.
+    """
+    import csv
+
+    path = Path(path)
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            rows = list(csv.reader(handle))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DatasetError(f"--group-file {path}: cannot be read ({exc}).") from None
+    if not rows or [c.strip().lower() for c in rows[0][:2]] != ["id", "group"]:
+        raise DatasetError(
+            f"--group-file {path}: expected a CSV with the header 'id,group'; got "
+            f"{','.join(rows[0]) if rows else 'an empty file'!r}. "
+            "Write one with: liposome-bench dataset check DATA --write-grouping FILE."
+        )
+    group_of = {r[0].strip(): r[1].strip() for r in rows[1:] if len(r) >= 2 and r[1].strip()}
+    missing = [p.id for p in particles if p.id not in group_of]
+    if missing:
+        raise DatasetError(
+            f"--group-file {path} has no group for particle {missing[0]}"
+            + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+            + ". Write it again from this dataset with dataset check --write-grouping."
+        )
+    for p in particles:
+        p.meta["group"] = group_of[p.id]
+
+
+def _check_group_sources(group_pattern, group_file) -> None:
+    if group_pattern is not None and group_file is not None:
+        raise ConfigError(
+            "--group-pattern and --group-file both set each particle's group; give one."
+        )
+
+
 def load_dataset(
     path,
     problem=None,
@@ -1995,6 +2037,7 @@ def load_dataset(
     reporter=None,
     labels="required",
     group_pattern=None,
+    group_file=None,
 ) -> Dataset:
     """Read the dataset at ``path`` with the reader its kind needs.
 
@@ -2020,6 +2063,9 @@ def load_dataset(
     group_pattern : str, optional
         Sets every particle's ``meta["group"]`` from its micrograph's file
         name (``set_groups``), for ``--group-by group``.
+    group_file : path, optional
+        Sets every particle's ``meta["group"]`` from a CSV of ``id,group``
+        (``set_groups_from_file``); not with ``group_pattern``.
 
     Returns
     -------
@@ -2032,6 +2078,7 @@ def load_dataset(
     """
     path = Path(path)
     reader = _reader_for(path, masks_dir, labels)
+    _check_group_sources(group_pattern, group_file)
     if group_pattern is not None:
         compile_group_pattern(group_pattern)  # fail before reading
     read = reader(
@@ -2046,6 +2093,8 @@ def load_dataset(
     dataset = _finish(read, path, problem, images_dir, masks_dir, pixel_size_nm)
     if group_pattern is not None:
         set_groups(dataset.particles, group_pattern)
+    if group_file is not None:
+        set_groups_from_file(dataset.particles, group_file)
     return dataset
 
 
@@ -2099,6 +2148,7 @@ def inspect_dataset(
     reporter=None,
     folds: int | None = None,
     group_pattern=None,
+    group_file=None,
 ) -> tuple[Dataset | None, list[str]]:
     """Read the dataset at ``path`` and collect every problem in it.
 
@@ -2132,9 +2182,13 @@ def inspect_dataset(
     problems = report.problems
     if not problems and folds is not None:
         problems = class_count_problems(dataset, folds)
-    if not problems and group_pattern is not None:
+    if not problems and (group_pattern is not None or group_file is not None):
         try:
-            set_groups(dataset.particles, group_pattern)
+            _check_group_sources(group_pattern, group_file)
+            if group_pattern is not None:
+                set_groups(dataset.particles, group_pattern)
+            else:
+                set_groups_from_file(dataset.particles, group_file)
         except (ConfigError, DatasetError) as exc:
             problems = [str(exc)]
     if problems:

@@ -1692,6 +1692,7 @@ def group_fractions(
         rates,
         bundle.classes,
         y_true=y_true,
+        cv=cv,
         n_resamples=n_resamples,
         seed=seed,
     )

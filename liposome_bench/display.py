@@ -196,11 +196,13 @@ def _p(value) -> str:
     return "< 0.001" if value < 0.001 else f"{value:.3f}"
 
 
-def verdict_table(verdict: dict, comparison: dict, classes) -> Table:
+def verdict_table(verdict: dict, comparison: dict, classes, prevalence=None) -> Table:
     """The headline verdict of one comparison (``stats.headline_verdict``):
     per class F1 and macro F1 differences (B − A, mean over the paired fold
     scores) with the corrected t-test's interval, p and Holm-adjusted p;
-    accuracy and McNemar's test as secondary rows."""
+    accuracy, McNemar's test and (with ``prevalence``, the matching
+    comparison of ``quantify.prevalence_error``) the error of the class
+    fractions per group as secondary rows."""
     a, b = comparison["model_a"], comparison["model_b"]
     n = comparison["n_scores"]
     repeats, k = verdict.get("repeats", 1), verdict.get("k", "?")
@@ -255,6 +257,35 @@ def verdict_table(verdict: dict, comparison: dict, classes) -> Table:
             "(not adjusted)",
             said,
         )
+    if prevalence:
+        row("fraction MAE (secondary)", prevalence["mean"], adjusted=False)
+    return table
+
+
+def prevalence_table(row: dict, classes):
+    """The benchmark's prevalence-error row (``quantify.prevalence_error``):
+    per model and class, the mean absolute error of the class's fraction over
+    the test folds' groups; or a line saying why it was skipped."""
+    if row.get("skipped"):
+        return f"Prevalence error: skipped ({row['skipped']})."
+    models = list(row["models"])
+    first = row["models"][models[0]]
+    table = Table(
+        title=f"prevalence error (secondary): mean absolute error of each class's "
+        f"fraction per {row.get('group_by', 'group')}, {row['method']}",
+        caption=f"over the {first['n_groups']} test-fold groups (whole in grouped folds, so "
+        "their true fractions are known); lower is closer. Paired test: the verdict "
+        "tables' 'fraction MAE' row.",
+    )
+    table.add_column("class", style="bold")
+    for name in models:
+        table.add_column(name, justify="right")
+    for cls in [*classes, "mean"]:
+        values = [
+            row["models"][m]["mean"] if cls == "mean" else row["models"][m]["per_class"][cls]
+            for m in models
+        ]
+        table.add_row(cls, *("—" if v is None else f"{v:.3f}" for v in values))
     return table
 
 
@@ -329,8 +360,12 @@ def print_benchmark(summary: dict, console) -> None:
     console.print(budget_table(summary))
     for note in budget_notes(summary):
         console.print(note, markup=False, soft_wrap=True)
+    prevalence = summary.get("prevalence_error")
+    if prevalence:
+        console.print(prevalence_table(prevalence, classes))
+    by_model = {c["model_b"]: c for c in (prevalence or {}).get("comparisons", [])}
     for comp in verdict.get("comparisons", []):
-        console.print(verdict_table(verdict, comp, classes))
+        console.print(verdict_table(verdict, comp, classes, by_model.get(comp["model_b"])))
         advice = suggestion_text(comp.get("repeats_suggestion"))
         if advice:
             console.print(f"Power: {advice}", soft_wrap=True)
@@ -344,6 +379,9 @@ def print_benchmark(summary: dict, console) -> None:
     warning = (summary.get("folds") or {}).get("warning")
     if warning:
         console.print(f"Warning: {warning}", markup=False)
+    duplicates = (summary.get("folds") or {}).get("near_duplicates") or {}
+    if duplicates.get("warning"):
+        console.print(f"Warning: {duplicates['warning']}", markup=False)
 
 
 def _fold_budget(params: dict) -> str:
@@ -843,6 +881,17 @@ def print_fractions(table, key, path):
             cells.append(f"{rows['true'].iloc[0]:.3f}")
         out.add_row(*cells)
     console.print(out)
+    unidentified = table.attrs.get("unidentified") or {}
+    for cls in dict.fromkeys(c for names in unidentified.values() for c in names):
+        methods = " and ".join(m for m in ("acc", "pacc") if cls in unidentified.get(m, ()))
+        console.print(
+            f"Warning: in cross-validation the model gave {cls} particles no more {cls} "
+            f"score than another class's, so {methods} cannot tell {cls} apart and may move "
+            f"any share into or out of it; trust raw for {cls} (docs/deploy.md).",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
     console.print(f"Fractions written to {path}.", markup=False, highlight=False, soft_wrap=True)
 
 

@@ -60,7 +60,7 @@ log = logging.getLogger(__name__)
 #: export's 50 px (thesis section 3).
 DEFAULT_SURROUND_PX = 50
 #: Micrograph files read (case-insensitive endings).
-MICROGRAPH_EXTENSIONS = IMAGE_EXTENSIONS + (".mrc",)
+MICROGRAPH_EXTENSIONS = IMAGE_EXTENSIONS + (".mrc", ".dm3", ".dm4")
 #: Largest micrograph side read (px); larger files are refused from their
 #: header before their pixels are decoded (decompression-bomb guard).
 MAX_MICROGRAPH_SIDE = 12000
@@ -97,7 +97,7 @@ class MicrographSummary:
     width: int
     height: int
     pixel_size_nm: float
-    pixel_size_from: str  # "TIFF metadata", "MRC header", "--pixel-size", "unknown"
+    pixel_size_from: str  # "TIFF metadata", "MRC header", "DM metadata", "--pixel-size", "unknown"
     particles: int = 0
     edge_cut: int = 0  # kept and flagged
     dropped: int = 0  # edge-cut and dropped (drop_edge)
@@ -145,7 +145,7 @@ class ImportResult:
 def read_micrograph(path) -> tuple[np.ndarray, float, str]:
     """Read a micrograph and its pixel size.
 
-    TIFF, PNG, JPEG, BMP or MRC; colour images are converted to gray as the
+    TIFF, PNG, JPEG, BMP, MRC or Gatan DM3/DM4 (with ``ncempy``); colour images are converted to gray as the
     readers of ``liposome_bench.dataset`` do; float images (MRC) are
     stretched from their minimum to their maximum over 16 bit, once for the
     whole micrograph, so every crop of it shares one grey scale.
@@ -153,14 +153,15 @@ def read_micrograph(path) -> tuple[np.ndarray, float, str]:
     The pixel size (nm/px) is read from an MRC header's voxel size (Å), a
     TIFF's ImageJ metadata (unit nm, µm or Å with the X resolution), or a
     TIFF's standard resolution tags (cm or inch) when they give at most
-    ``MAX_TAG_PIXEL_SIZE_NM``. Otherwise it is NaN.
+    ``MAX_TAG_PIXEL_SIZE_NM``, or a DM file's calibration (Scale in nm, µm or
+    Å per pixel). Otherwise it is NaN.
 
     Returns
     -------
     image : ndarray, 2-D, uint8 or uint16 (float32 never leaves this function)
     pixel_size_nm : float (NaN if unknown)
     source : str
-        "TIFF metadata", "MRC header" or "" (unknown).
+        "TIFF metadata", "MRC header", "DM metadata" or "" (unknown).
 
     Raises
     ------
@@ -178,6 +179,9 @@ def read_micrograph(path) -> tuple[np.ndarray, float, str]:
     elif suffix in (".tif", ".tiff"):
         image, px = _read_tiff_micrograph(path)
         source = "TIFF metadata" if np.isfinite(px) else ""
+    elif suffix in (".dm3", ".dm4"):
+        image, px = _read_dm_micrograph(path)
+        source = "DM metadata" if np.isfinite(px) else ""
     else:
         image = _read_pil_micrograph(path)
     check_micrograph_pixels(image, path.name)
@@ -337,6 +341,59 @@ def _read_mrc_micrograph(path: Path) -> tuple[np.ndarray, float]:
             f"{path.name} cannot be read as an MRC file. Re-export the micrograph."
         ) from None
     return array, (angstrom / 10.0 if angstrom > 0 else float("nan"))
+
+
+#: nm per unit of a DM calibration's Units.
+_DM_UNITS_NM = {"nm": 1.0, "µm": 1000.0, "um": 1000.0, "å": 0.1, "a": 0.1, "angstrom": 0.1}
+
+
+def _read_dm_micrograph(path: Path) -> tuple[np.ndarray, float]:
+    """A Gatan DM3/DM4 micrograph (``ncempy.io.dm``) and its pixel size from
+    its calibration (NaN when its unit is not a length or the two axes differ)."""
+    try:
+        from ncempy.io import dm
+    except ImportError:
+        raise DatasetError(
+            f"{path.name}: reading DM3/DM4 micrographs needs ncempy. "
+            "Install it with: pip install 'liposome-bench[dm]'."
+        ) from None
+    try:
+        if path.stat().st_size < 16:  # ncempy's own clean-up fails on so short a file
+            raise ValueError("shorter than a DM header")
+        # on_memory=False: reading into a memory map left ncempy unable to close it.
+        with dm.fileDM(str(path), on_memory=False) as f:
+            if f.numObjects < 1:
+                raise DatasetError(f"{path.name} holds no image. Save the micrograph again.")
+            shape = (f.zSize[-1], f.ySize[-1], f.xSize[-1])
+            if shape[0] != 1 or f.zSize2[-1] != 1:
+                raise DatasetError(
+                    f"{path.name} holds a stack of {shape[0]} images; expected one 2-D "
+                    "micrograph. Save the frames' sum as one image."
+                )
+            _check_micrograph_side(int(shape[2]), int(shape[1]), path.name)
+            found = f.getDataset(0)
+        array = np.array(found["data"])
+        scales = [float(v) for v in found.get("pixelSize", [])]
+        units = [str(u).strip().lower() for u in found.get("pixelUnit", [])]
+    except DatasetError:
+        raise
+    except Exception as exc:  # ncempy raises IOError, AssertionError, IndexError, ...
+        log.debug("%s: %s", path, exc)
+        raise DatasetError(
+            f"{path.name} cannot be read as a DM3/DM4 file ({type(exc).__name__}). "
+            "Save the micrograph again from DigitalMicrograph."
+        ) from None
+    if array.ndim != 2:
+        raise DatasetError(
+            f"{path.name} holds a {array.ndim}-D dataset; expected one 2-D micrograph."
+        )
+    px = float("nan")
+    if len(scales) >= 2 and len(set(units[:2])) == 1 and units[0] in _DM_UNITS_NM:
+        sizes = [scale * _DM_UNITS_NM[units[0]] for scale in scales[:2]]
+        if all(np.isfinite(sizes)) and sizes[0] > 0 and abs(sizes[0] - sizes[1]) <= 1e-3 * sizes[0]:
+            # Scales are float32: 0.0025 µm reads as 2.4999999 nm.
+            px = float(f"{sizes[0]:.6g}")
+    return array, px
 
 
 # Cutting particles out of a micrograph ----------------------------------------

@@ -413,6 +413,7 @@ def format_report(summary: dict, images: dict | None = None, galleries=None) -> 
             "",
         ]
     parts += _verdict_section(summary)
+    parts += _prevalence_section(summary)
     parts += _dataset_section(summary)
     parts += _protocol_section(summary)
     parts += _metric_section(summary, images.get("bars"))
@@ -499,7 +500,7 @@ def _verdict_section(summary) -> list[str]:
         return lines + ["Only one model was run; there is nothing to compare.", ""]
     verdict = summary.get("verdict")
     if verdict and verdict.get("comparisons"):
-        return lines + _headline_lines(verdict, summary["classes"])
+        return lines + _headline_lines(verdict, summary["classes"], summary.get("prevalence_error"))
     for comp in summary["comparisons"]:
         a, b = comp["model_a"], comp["model_b"]
         test = comp["mcnemar"]
@@ -523,9 +524,43 @@ def _verdict_section(summary) -> list[str]:
     return lines
 
 
-def _headline_lines(verdict: dict, classes) -> list[str]:
-    """The headline verdict (``stats.headline_verdict``) as markdown."""
+def _prevalence_section(summary) -> list[str]:
+    """Per model and class, the error of the class fractions per group over
+    the test folds (``quantify.prevalence_error``)."""
+    row = summary.get("prevalence_error")
+    if not row:
+        return []
+    lines = ["## Prevalence error (secondary)", ""]
+    if row.get("skipped"):
+        return lines + [f"Not computed: {row['skipped']}.", ""]
+    models = list(row["models"])
+    first = row["models"][models[0]]
+    rows = []
+    for cls in [*summary["classes"], "mean"]:
+        values = [
+            row["models"][m]["mean"] if cls == "mean" else row["models"][m]["per_class"][cls]
+            for m in models
+        ]
+        rows.append([cls, *(UNDEFINED if v is None else f"{v:.3f}" for v in values)])
+    lines += [
+        f"Mean absolute error of each class's fraction per {row.get('group_by', 'group')} "
+        f"({row['method']} of the out-of-fold predictions) over the {first['n_groups']} "
+        "groups of the test folds; grouped folds keep each group whole, so its true "
+        "fractions are its labels'. Lower is closer. The verdict tables' 'fraction MAE' "
+        "row compares the models' per-fold mean errors by the same corrected t-test "
+        "(not adjusted).",
+        "",
+        _md_table(["class", *models], rows, align=["---", *(["---:"] * len(models))]),
+        "",
+    ]
+    return lines
+
+
+def _headline_lines(verdict: dict, classes, prevalence=None) -> list[str]:
+    """The headline verdict (``stats.headline_verdict``) as markdown, with
+    the prevalence-error row (``quantify.prevalence_error``) when given."""
     lines = []
+    by_model = {c["model_b"]: c for c in (prevalence or {}).get("comparisons", [])}
     for comp in verdict["comparisons"]:
         a, b = comp["model_a"], comp["model_b"]
         lines += [
@@ -567,6 +602,8 @@ def _headline_lines(verdict: dict, classes) -> list[str]:
                     "see note",
                 ]
             )
+        if comp["model_b"] in by_model:
+            row("fraction MAE (secondary)", by_model[comp["model_b"]]["mean"], adjusted=False)
         lines.append(
             _md_table(
                 ["score", f"{b} − {a} (mean)", "interval (Holm-matched)", "p", "Holm p", "verdict"],
@@ -685,6 +722,8 @@ def _protocol_section(summary) -> list[str]:
         )
     elif folds.get("warning"):
         lines.append(f"- **Not grouped.** {folds['warning']}")
+    if (folds.get("near_duplicates") or {}).get("warning"):
+        lines.append(f"- **Near-duplicates.** {folds['near_duplicates']['warning']}")
     for name, s in model_settings.items():
         plain = _describe_settings(s)
         shown = ", ".join(f"{k} = `{_short(v)}`" for k, v in s.items())
@@ -1056,8 +1095,9 @@ def _environment_section(summary) -> list[str]:
     guess = timings.get("estimate")
     if isinstance(guess, dict) and "total_s" in timings:
         lines.append(
-            f"- estimated before the run: {guess.get('low_s', 0):.0f} to "
-            f"{guess.get('high_s', 0):.0f} s (measured {timings['total_s']:.0f} s)"
+            f"- estimated before training: {guess.get('low_s', 0):.0f} to "
+            f"{guess.get('high_s', 0):.0f} s (measured from then on: "
+            f"{timings['total_s'] - guess.get('done_at_s', 0):.0f} s)"
         )
     lines.append("")
     return lines

@@ -902,6 +902,7 @@ def run_svm(
     seed=0,
     reporter=None,
     only_folds=None,
+    name: str = MODEL_NAME,
     **options,
 ):
     """Cross-validate the LIBSVM baseline on the dataset's stored folds.
@@ -925,6 +926,9 @@ def run_svm(
     reporter : progress.NullReporter, optional
     only_folds : iterable of int, optional
         Run only these folds (``sweep`` runs one fold per task).
+    name : str
+        The model's name in ``results`` (``benchmark --svm-features``
+        saves a second feature set as ``svm-<set>``).
     **options
         Single settings to change (any ``SVMSettings`` field, e.g. ``C=1.0``).
 
@@ -967,13 +971,13 @@ def run_svm(
         "class_weight": "balanced",
         "scaling": "svm-scale [-1, 1] on the training folds",
     }
-    results.prepare(dataset, folds, MODEL_NAME, settings)
+    results.prepare(dataset, folds, name, settings)
     wanted = range(folds.k) if only_folds is None else sorted(set(only_folds))
-    done = {f: results.load_fold(MODEL_NAME, f, class_names) for f in wanted}
+    done = {f: results.load_fold(name, f, class_names) for f in wanted}
     todo = [f for f, r in done.items() if r is None]
     if len(todo) < len(done):
         reporter.message(
-            f"svm: {len(done) - len(todo)} of {folds.k} folds already in {results.path}; resuming."
+            f"{name}: {len(done) - len(todo)} of {folds.k} folds already in {results.path}; resuming."
         )
     if todo:
         t0 = time.perf_counter()
@@ -988,7 +992,7 @@ def run_svm(
         features_s = time.perf_counter() - t0
         X, feature_names, dropped = _feature_matrix(features, dataset, reporter)
         y = dataset.y
-        models_dir = results.models_subdir(MODEL_NAME)
+        models_dir = results.models_subdir(name)
         n_workers = max(1, min(effective_n_jobs(jobs), len(todo)))
         inner_jobs = max(1, effective_n_jobs(jobs) // n_workers)
         ids = dataset.ids
@@ -1015,7 +1019,7 @@ def run_svm(
             f = out["fold"]
             test = folds.test_indices(f)
             result = FoldResult(
-                model=MODEL_NAME,
+                model=name,
                 fold=f,
                 ids=[ids[i] for i in test],
                 y_true=y[test],
@@ -1033,7 +1037,7 @@ def run_svm(
             reporter.advance(1)
             _report_fold(reporter, result, folds.k)
 
-        reporter.stage("svm", total=len(todo))
+        reporter.stage(name, total=len(todo))
         if n_workers == 1:
             for f in todo:
                 reporter.fold(f, folds.k)
@@ -1049,7 +1053,7 @@ def _report_fold(reporter, result, k):
     params, timings = result.params, result.timings
     score = params["grid_score"]
     reporter.message(
-        f"svm fold {result.fold} (of 0-{k - 1}): C={params['C']:g} gamma={params['gamma']:g}"
+        f"{result.model} fold {result.fold} (of 0-{k - 1}): C={params['C']:g} gamma={params['gamma']:g}"
         + (f" (inner {GRID_SCORE} {score:.3f})" if score is not None else "")
         + (
             f"; grid extended: {', '.join(params['grid_extended'])}"

@@ -188,6 +188,7 @@ def test_check_shows_warnings_but_passes(tmp_path):
     assert result.stdout.splitlines() == [
         "OK: 21 particles (lamellarity), no problems found.",
         f"Warning: 1 colour image(s) converted to grayscale (first: images/{image.name}).",
+        "Near-duplicates: none found.",
     ]
 
 

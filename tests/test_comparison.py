@@ -397,3 +397,111 @@ def test_metrics_by_size_quartile_in_summary_and_report(tmp_path, tiny_export):
     got = metrics_by_size_quartile(sizes, y, pred, ["a", "b"])
     assert [r["n"] for r in got] == [2, 2, 2, 2]
     assert [r["accuracy"] for r in got] == [1.0, 0.0, 0.0, 0.0]
+
+
+def _regrouped(dataset, n_groups: int):
+    """``dataset`` with its particles dealt to ``n_groups`` micrographs in turn
+    (the tiny set has only 2-3 micrographs, too few for grouped folds)."""
+    import dataclasses
+
+    from liposome_bench.dataset import Dataset
+
+    particles = [
+        dataclasses.replace(p, meta={**p.meta, "micrograph": f"G{i % n_groups}"})
+        for i, p in enumerate(dataset.particles)
+    ]
+    return Dataset(dataset.problem, particles, synthetic=True)
+
+
+def test_prevalence_error_row_on_grouped_folds(tmp_path, tiny_dataset):
+    """Issue 22 item 3: with folds grouped by micrograph the summary, the table
+    and the report carry each model's error of the class fractions per test
+    micrograph, equal to a hand computation from predictions.csv, with the
+    paired test against the SVM."""
+    from rich.console import Console
+
+    from liposome_bench.display import print_benchmark
+
+    dataset = _regrouped(tiny_dataset, 9)
+    out = tmp_path / "grouped"
+    summary = comparison.run_benchmark(
+        "lamellarity",
+        dataset,
+        cnn_models=["lipnet-2"],
+        k=3,
+        group_by="micrograph",
+        out=out,
+        svm_options={"C": 8.0, "gamma": 0.0078125},
+        cnn_options={"epochs": 1, "mixed_precision": False},
+        n_resamples=50,
+    )
+    row = json.loads((out / "summary.json").read_text())["prevalence_error"]
+    assert row["group_by"] == "micrograph" and set(row["models"]) == {"svm", "lipnet-2"}
+    classes = summary["classes"]
+    table = pd.read_csv(out / "predictions.csv", dtype={"id": str})
+    group = {p.id: p.meta["micrograph"] for p in dataset.particles}
+    table["group"] = table["id"].map(group)
+    for model in ("svm", "lipnet-2"):
+        errors = []
+        for _, part in table.groupby("group"):
+            assert part["fold"].nunique() == 1  # whole groups in grouped folds
+            true = part["label"].value_counts(normalize=True)
+            pred = part[f"{model}_predicted"].value_counts(normalize=True)
+            errors.append([abs(pred.get(c, 0.0) - true.get(c, 0.0)) for c in classes])
+        by_hand = np.mean(errors, axis=0)
+        got = row["models"][model]
+        assert got["n_groups"] == 9 and got["n_scores"] == 3
+        np.testing.assert_allclose([got["per_class"][c] for c in classes], by_hand)
+        assert got["mean"] == pytest.approx(by_hand.mean())
+        assert all(0.0 <= got["per_class"][c] <= 1.0 for c in classes)
+    (comp,) = row["comparisons"]
+    assert (comp["model_a"], comp["model_b"], comp["n_scores"]) == ("svm", "lipnet-2", 3)
+    # Each fold's score is the mean of its groups' errors, so the mean of the
+    # paired differences is that of the per-fold means.
+    fold_of = table.groupby("group")["fold"].first()
+    per_fold = {m: [] for m in ("svm", "lipnet-2")}
+    for f in range(3):
+        part = table[table["group"].isin(fold_of.index[fold_of == f])]
+        for m in per_fold:
+            e = []
+            for _, g in part.groupby("group"):
+                true = g["label"].value_counts(normalize=True)
+                pred = g[f"{m}_predicted"].value_counts(normalize=True)
+                e.append(np.mean([abs(pred.get(c, 0.0) - true.get(c, 0.0)) for c in classes]))
+            per_fold[m].append(np.mean(e))
+    expected = np.mean(np.subtract(per_fold["lipnet-2"], per_fold["svm"]))
+    assert comp["mean"]["difference"] == pytest.approx(expected)
+    assert 0.0 <= comp["mean"]["p"] <= 1.0 or comp["mean"]["p"] is None
+    console = Console(record=True, width=200)
+    print_benchmark(summary, console)
+    text = console.export_text()
+    assert "prevalence error (secondary)" in text and "fraction MAE (secondary)" in text
+    md = report.render_report(out, tmp_path / "report.md").read_text()
+    assert "## Prevalence error (secondary)" in md and "fraction MAE (secondary)" in md
+
+
+def test_prevalence_error_row_is_skipped_on_ungrouped_folds(tiny_dataset):
+    from liposome_bench.folds import load_or_make_folds
+
+    folds = load_or_make_folds(tiny_dataset, k=3, seed=0)
+    row = comparison.prevalence_error_row([], tiny_dataset, folds, {})
+    assert "not grouped" in row["skipped"] and "--group-by" in row["skipped"]
+
+
+def test_prevalence_error_row_over_repeats(tmp_path, tiny_dataset):
+    """With --repeats the top-level row rests on every repeat's folds."""
+    summary = comparison.run_benchmark(
+        "lamellarity",
+        _regrouped(tiny_dataset, 9),
+        cnn_models=[],
+        k=3,
+        repeats=2,
+        group_by="micrograph",
+        out=tmp_path / "rep",
+        svm_options={"C": 8.0, "gamma": 0.0078125},
+        n_resamples=50,
+    )
+    svm = summary["prevalence_error"]["models"]["svm"]
+    assert (svm["n_scores"], svm["n_groups"]) == (6, 18)
+    first = json.loads((tmp_path / "rep" / "repeat-0" / "summary.json").read_text())
+    assert first["prevalence_error"]["models"]["svm"]["n_scores"] == 3

@@ -46,6 +46,7 @@ def test_every_cli_option_of_svm_and_cnn_is_a_setting():
         "k",
         "fold_seed",
         "group_by",
+        "no_group",
         "seed",
         "jobs",
         "out",
