@@ -684,9 +684,12 @@ def dataset_check_command(
     if write_grouping is not None and skip_near_duplicates:
         raise UserError("--write-grouping needs the near-duplicate check; drop one of the two.")
     if write_grouping is not None:
-        from liposome_bench.outputs import check_output_file
+        from liposome_bench.outputs import check_apart, check_output_file
 
         check_output_file(write_grouping, "--write-grouping")
+        check_apart(
+            write_grouping, _inputs_of(path, problem, None, reader_options), "--write-grouping"
+        )
     with _live_reporter() as reporter:
         dataset, problems = inspect_dataset(
             path, problem, reporter=reporter, folds=k, **reader_options

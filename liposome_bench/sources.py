@@ -35,12 +35,14 @@ def dataset_inputs(
     cache_dir=None,
     images_dir=IMAGES_DIR,
     masks_dir=MASKS_DIR,
+    group_file=None,
     **_reader_options,
 ) -> dict:
     """The paths :func:`resolve_dataset` reads, named as the command line
     gives them, for ``outputs.check_apart``: ``--data`` (or the built-in
-    dataset's cache folder) and its ``--images-dir`` / ``--masks-dir``
-    where they are folders. Nothing is read or generated.
+    dataset's cache folder), its ``--images-dir`` / ``--masks-dir``
+    where they are folders, and ``--group-file``. Nothing is read or
+    generated.
 
     Returns
     -------
@@ -49,15 +51,16 @@ def dataset_inputs(
     """
     if isinstance(data, Dataset):
         return {} if data.root is None else {"the dataset": data.root}
+    groups = {} if group_file is None else {"--group-file": group_file}
     if data is None:
         if problem is None:
-            return {}
+            return groups
         from liposome_bench.synth import builtin_dataset_path
 
-        return {"the built-in dataset": builtin_dataset_path(problem, cache_dir)}
+        return {"the built-in dataset": builtin_dataset_path(problem, cache_dir), **groups}
     data = Path(data)
     folder = data if data.is_dir() else data.parent
-    inputs = {"--data": data}
+    inputs = {"--data": data, **groups}
     for option, name in (("--images-dir", images_dir), ("--masks-dir", masks_dir)):
         if name and (folder / name).is_dir():
             inputs[f"its {option}"] = folder / name

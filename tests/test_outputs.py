@@ -261,11 +261,14 @@ def inputs(tmp_path, results_folder):
     sweep = tmp_path / "sweeps" / "grid.toml"
     sweep.parent.mkdir()
     sweep.write_text(TINY_SWEEP)
+    groups = tmp_path / "groups.csv"
+    groups.write_text("id,group\n1,a\n")
     mics = shutil.copytree(MICS, tmp_path / "mics")
     star = mics / "particles.star"
     star.write_text("data_particles\n")
     return {
         "data": shutil.copytree(EXPORT, tmp_path / "data"),
+        "groups": groups,
         "results": results_folder,
         "baseline": write_baseline(results_folder, tmp_path / "baseline.json"),
         "config": config,
@@ -296,6 +299,19 @@ OVERLAPS = {
         "data",
         lambda i, b: ["features", "--data", i["data"], "--out", b / "features.csv"],
         "lies inside --data",
+    ),
+    "dataset-check-write-grouping": (
+        "data",
+        lambda i, b: ["dataset", "check", i["data"], "--write-grouping", b / "groups.csv"],
+        "lies inside --data",
+    ),
+    "features-group-file": (
+        "groups",
+        lambda i, b: [
+            *("features", "--data", i["data"], "--group-file", i["groups"]),
+            *("--out", b),
+        ],
+        "is --group-file",
     ),
     "sweep": (
         "sweeps",
@@ -376,7 +392,7 @@ def test_no_command_writes_onto_its_inputs(tmp_path, inputs, case, through):
     name, make_args, relation = OVERLAPS[case]
     base = inputs[name]
     if through == "symlink":
-        link = tmp_path / "link"
+        link = tmp_path / f"link{base.suffix}"
         link.symlink_to(base, target_is_directory=base.is_dir())
         base = link
     before = _files(tmp_path)
