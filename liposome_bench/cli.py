@@ -261,6 +261,14 @@ def out_option(default, help_text, required=False):
     return decorate
 
 
+def _inputs_of(data, problem, cache_dir, reader_options, **more) -> dict:
+    """A command's inputs for ``outputs.check_apart``: the dataset it reads
+    (``sources.dataset_inputs``) and ``more`` ({what: path})."""
+    from liposome_bench.sources import dataset_inputs
+
+    return {**dataset_inputs(data, problem, cache_dir=cache_dir, **reader_options), **more}
+
+
 def _finite_pixel_size(ctx, param, value):
     """FloatRange lets nan and inf through (no comparison fails for nan)."""
     import math
@@ -676,9 +684,12 @@ def dataset_check_command(
     if write_grouping is not None and skip_near_duplicates:
         raise UserError("--write-grouping needs the near-duplicate check; drop one of the two.")
     if write_grouping is not None:
-        from liposome_bench.outputs import check_output_file
+        from liposome_bench.outputs import check_apart, check_output_file
 
         check_output_file(write_grouping, "--write-grouping")
+        check_apart(
+            write_grouping, _inputs_of(path, problem, None, reader_options), "--write-grouping"
+        )
     with _live_reporter() as reporter:
         dataset, problems = inspect_dataset(
             path, problem, reporter=reporter, folds=k, **reader_options
@@ -1050,10 +1061,11 @@ def features_command(
     from liposome_bench.sources import resolve_dataset
     from liposome_bench.features import check_table_path, write_feature_table
     from liposome_bench.folds import load_or_make_folds
-    from liposome_bench.outputs import check_output_file
+    from liposome_bench.outputs import check_apart, check_output_file
 
     _settings.check_seed(fold_seed, "--fold-seed")
     out = check_output_file(check_table_path(out))
+    check_apart(out, _inputs_of(data, problem, cache_dir, reader_options))
     _settings.SVMSettings(feature_set=feature_set, source=source, units=units)  # fail early
     with _live_reporter() as reporter:
         dataset = resolve_dataset(
@@ -1134,7 +1146,7 @@ def svm_command(
     from liposome_bench.display import fold_table, print_model_summary
     from liposome_bench.folds import load_or_make_folds
     from liposome_bench.metrics import summarise_folds
-    from liposome_bench.outputs import check_output_dir, writing
+    from liposome_bench.outputs import check_apart, check_output_dir, writing
     from liposome_bench.results import ResultsDir
     from liposome_bench.svm import check_svm_options, default_feature_set, run_svm
 
@@ -1143,8 +1155,10 @@ def svm_command(
     check_svm_options(jobs=jobs)
     _settings.check_seed(seed, "--seed")
     _settings.check_seed(fold_seed, "--fold-seed")
+    inputs = _inputs_of(data, problem, cache_dir, reader_options)
     if out is not None:
         check_output_dir(out)
+        check_apart(out, inputs)
     with _live_reporter() as reporter:
         dataset = resolve_dataset(
             data, problem, cache_dir=cache_dir, reporter=reporter, **reader_options
@@ -1156,6 +1170,7 @@ def svm_command(
             dataset, k=k, seed=fold_seed, group_by=group_by, reporter=reporter
         )
         results = ResultsDir(check_output_dir(out or f"results/svm-{dataset.problem.name}"))
+        check_apart(results.path, inputs)
         with (
             writing(results.path),
             results.lock(wait=wait, reporter=reporter, command=_command_line()),
@@ -1222,7 +1237,7 @@ def cnn_command(
     from liposome_bench.display import fold_table, print_model_summary
     from liposome_bench.folds import load_or_make_folds
     from liposome_bench.metrics import summarise_folds
-    from liposome_bench.outputs import check_output_dir, writing
+    from liposome_bench.outputs import check_apart, check_output_dir, writing
     from liposome_bench.results import ResultsDir
 
     cnn_settings = _settings.CNNSettings.make(
@@ -1231,8 +1246,10 @@ def cnn_command(
     model = cnn_settings.model
     _settings.check_seed(seed, "--seed")
     _settings.check_seed(fold_seed, "--fold-seed")
+    inputs = _inputs_of(data, problem, cache_dir, reader_options)
     if out is not None:
         check_output_dir(out)
+        check_apart(out, inputs)
     with _live_reporter() as reporter:
         _announce_device(reporter)
         dataset = resolve_dataset(
@@ -1243,6 +1260,7 @@ def cnn_command(
             dataset, k=k, seed=fold_seed, group_by=group_by, reporter=reporter
         )
         results = ResultsDir(check_output_dir(out or f"results/cnn-{dataset.problem.name}"))
+        check_apart(results.path, inputs)
         with (
             writing(results.path),
             results.lock(wait=wait, reporter=reporter, command=_command_line()),
@@ -1567,7 +1585,13 @@ def report_command(
 
     from rich.console import Console
 
-    from liposome_bench.outputs import check_output_dir, check_output_file, writing
+    from liposome_bench.outputs import (
+        check_apart,
+        check_in_results,
+        check_output_dir,
+        check_output_file,
+        writing,
+    )
     from liposome_bench.report import (
         compare_to_baseline,
         read_baseline,
@@ -1575,13 +1599,23 @@ def report_command(
         write_baseline,
     )
 
+    # Before any work: no output is an input. Inside RESULTS a report may be
+    # new or replace an earlier report (.md, <name>-figures/), never a file
+    # of the run.
+    report_path = Path(out) if out is not None else Path(results) / "report.md"
+    inputs = {"--baseline": baseline, "--data": data}
+    check_in_results(report_path, results, own=(".md",))
+    check_in_results(report_path.parent / f"{report_path.stem}-figures", results, own=("-figures",))
+    check_apart(report_path, inputs)
+    if write_baseline_to:
+        check_in_results(write_baseline_to, results, "--write-baseline")
+        check_apart(write_baseline_to, {**inputs, "--out": report_path}, "--write-baseline")
     if _report_curve(results, out, baseline, write_baseline_to) or _report_sweep(
         results, out, baseline, write_baseline_to
     ):
         return
     if baseline is not None:
         read_baseline(baseline)  # a bad baseline fails before any work
-    report_path = Path(out) if out is not None else Path(results) / "report.md"
     check_output_file(report_path)
     check_output_dir(report_path.parent / f"{report_path.stem}-figures")
     if write_baseline_to:
@@ -1941,6 +1975,8 @@ def predict_command(
     Example: liposome-bench predict m --data new-particles --target-precision uncertain=0.9 --out p.csv
     Example: liposome-bench predict m --data ds --coco-results p.json --overlays overlays --out p.csv
     """
+    from pathlib import Path
+
     from liposome_bench.deploy import predict, write_predictions
     from liposome_bench.outputs import check_apart
     from liposome_bench.placement import prepare_placement, write_placement
@@ -1951,6 +1987,11 @@ def predict_command(
     for option, path in (("--coco-results", coco_results), ("--overlays", overlays)):
         if path is not None:
             check_apart(path, inputs, option)
+    if group_by:  # the fractions table goes beside --out
+        check_apart(
+            Path(out).with_name(f"{Path(out).stem}-fractions.csv"),
+            inputs,
+        )
     with _live_reporter() as reporter:
         result = predict(
             model_dir,
@@ -2217,9 +2258,13 @@ def sweep_command(
         )
         out = Path(out or f"results/sweep-{dataset.problem.name}-{Path(config).stem}")
         if not dry_run:
-            from liposome_bench.outputs import check_output_dir
+            from liposome_bench.outputs import check_apart, check_output_dir
 
             check_output_dir(out)
+            check_apart(
+                out,
+                _inputs_of(data, problem, cache_dir, reader_options, **{"the sweep file": config}),
+            )
         if dry_run:
             reporter.close()
             _display().print_sweep_plan(
@@ -2396,6 +2441,7 @@ def curve_command(
     from liposome_bench import curve as _curve
     from liposome_bench.comparison import DEFAULT_CNN, QUICK_PARTICLES, quick_subset
     from liposome_bench.folds import load_or_make_folds
+    from liposome_bench.outputs import check_apart
     from liposome_bench.settings import CNNSettings
     from liposome_bench.sources import resolve_dataset
     from liposome_bench.sweep import DatasetSource, check_scheduler
@@ -2422,6 +2468,8 @@ def curve_command(
         if quick and len(dataset) > QUICK_PARTICLES:
             dataset = quick_subset(dataset, seed=seed)
         out = Path(out or f"results/curve-{name}{'-quick' if quick else ''}")
+        if not dry_run:
+            check_apart(out, _inputs_of(data, problem, cache_dir, reader_options))
         folds = load_or_make_folds(
             dataset, k=k, seed=fold_seed, group_by=group_by, reporter=reporter
         )

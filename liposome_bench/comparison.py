@@ -59,7 +59,7 @@ from liposome_bench import engine, stats
 from liposome_bench.errors import ConfigError, LiposomeBenchError, ResultsError
 from liposome_bench.folds import resolve_group_by
 from liposome_bench.io import atomic_write_json, atomic_write_text
-from liposome_bench.outputs import check_output_dir, writing
+from liposome_bench.outputs import check_apart, check_output_dir, writing
 from liposome_bench.progress import NullReporter
 from liposome_bench.results import ResultsDir, fold_file_hashes, run_lock
 from liposome_bench.settings import BenchmarkConfig, SVMSettings, check_seed, load_config
@@ -238,7 +238,7 @@ def run_benchmark(
     """
     from liposome_bench.dataset import Dataset, check_trainable
     from liposome_bench.models import check_model_name
-    from liposome_bench.sources import resolve_dataset
+    from liposome_bench.sources import dataset_inputs, resolve_dataset
 
     started = time.perf_counter()
     cnn_models = (
@@ -259,6 +259,13 @@ def run_benchmark(
         engine.probe_scheduler(scheduler, connect_timeout)  # before anything is written
     out = Path(out) if out is not None else default_out(problem or "custom", quick)
     check_output_dir(out)
+    check_apart(
+        out,
+        {
+            **dataset_inputs(data, problem, cache_dir=cache_dir, **(reader_options or {})),
+            "--config": None if isinstance(config, BenchmarkConfig) else config,
+        },
+    )
     _check_layout(out, repeats)
     config_file = None
     if config is None:

@@ -207,7 +207,12 @@ class Dataset:
 
 
 def write_export(
-    dataset: Dataset, out_dir, *, extra: dict | None = None, source: dict | None = None
+    dataset: Dataset,
+    out_dir,
+    *,
+    extra: dict | None = None,
+    source: dict | None = None,
+    read_back: bool = False,
 ) -> Path:
     """Write ``dataset`` in the lab export layout (see the module docstring).
 
@@ -228,6 +233,11 @@ def write_export(
     source : dict, optional
         Where the particles came from (``dataset import``: the micrographs
         and the COCO ids), written to dataset.json as ``source``.
+    read_back : bool
+        Before the rename, read the written folder back with
+        :func:`load_dataset` (the reader every command uses) and check that
+        it holds the same particles, labels, image sizes and masks
+        (``dataset import``); if not, nothing is left behind.
 
     Returns
     -------
@@ -236,7 +246,8 @@ def write_export(
     Raises
     ------
     DatasetError
-        If ``out_dir`` exists and is not empty.
+        If ``out_dir`` exists and is not empty, or (``read_back``) the
+        written folder does not read back as ``dataset``.
     """
     import shutil
 
@@ -280,6 +291,8 @@ def write_export(
             meta["source"] = source
         meta = json.dumps(meta, indent=1) + "\n"
         (tmp / META_JSON).write_text(meta, encoding="utf-8")
+        if read_back:
+            check_read_back(dataset, tmp, out_dir)
         if out_dir.exists():
             out_dir.rmdir()
         os.replace(tmp, out_dir)
@@ -287,6 +300,45 @@ def write_export(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out_dir
+
+
+def check_read_back(dataset: Dataset, folder, out_dir) -> None:
+    """Read the export just written to ``folder`` (the staging folder of
+    ``out_dir``) with :func:`load_dataset` and compare it with ``dataset``:
+    the same particle ids in order, labels, image sizes and masks.
+
+    Raises
+    ------
+    DatasetError
+        Naming the first difference, or what the reader refused, with the
+        paths given as under ``out_dir``.
+    """
+    folder, out_dir = Path(folder), Path(out_dir)
+    fail = (
+        f"The export written to {out_dir} does not read back as what was imported ({{}}); "
+        "nothing was written. Please report this with the command you ran."
+    )
+    try:
+        back = load_dataset(folder, dataset.problem)
+    except DatasetError as exc:
+        raise DatasetError(fail.format(str(exc).replace(str(folder), str(out_dir)))) from None
+    if len(back) != len(dataset):
+        raise DatasetError(fail.format(f"{len(back)} particles instead of {len(dataset)}"))
+    for want, got in zip(dataset.particles, back.particles):
+        if got.id != want.id:
+            problem = f"particle {want.id} reads back as {got.id}"
+        elif got.label != want.label:
+            problem = f"particle {want.id} reads back as {got.label!r}, not {want.label!r}"
+        elif np.shape(got.image) != np.shape(want.image):
+            problem = (
+                f"the image of particle {want.id} reads back as "
+                f"{np.shape(got.image)}, not {np.shape(want.image)}"
+            )
+        elif not np.array_equal(got.mask, np.asarray(want.mask, dtype=bool)):
+            problem = f"the mask of particle {want.id} reads back changed"
+        else:
+            continue
+        raise DatasetError(fail.format(problem))
 
 
 def _export_meta(dataset: Dataset) -> dict:

@@ -149,6 +149,8 @@ def train_from_results(
     dataset = _dataset_of_run(
         run, summary, data, problem, cache_dir, reader_options or {}, reporter
     )
+    if data is None:  # the dataset the run recorded, now that it is found
+        check_apart(out, {"the run's dataset": dataset.root})
     return _train_final(
         dataset,
         results_dir,
@@ -377,7 +379,9 @@ def _train_final(dataset, results_dir, model, out, *, jobs, n_resamples, reporte
     from liposome_bench.abstention import out_of_fold
     from liposome_bench.comparison import library_versions
 
-    out = Path(out)
+    # A symlinked --out: the bundle replaces the folder it points to (the one
+    # _check_out looked into), not the link.
+    out = Path(os.path.realpath(out))
     _check_out(out, model)
     run = results_dir.read_run()
     _check_model_in(run, results_dir, model)

@@ -42,6 +42,7 @@ import numpy as np
 from liposome_bench.plotting import colormap
 from liposome_bench.io import atomic_write
 from liposome_bench.errors import DatasetError, LiposomeBenchError, ResultsError
+from liposome_bench.outputs import check_apart, check_in_results
 from liposome_bench.results import ResultsDir
 
 log = logging.getLogger(__name__)
@@ -1083,9 +1084,14 @@ def show_particle(
     ResultsError
         If ``results_dir`` is not a results folder or lacks the particle.
     """
+    pid = str(pid)
+    out = Path(out) if out is not None else Path(".")
+    png = out / f"particle-{_slug(pid)}.png"
+    # Before any work: the image is neither an input nor a file of the run.
+    check_in_results(png, results_dir, own=(png.name,))
+    check_apart(png, {"--data": data})
     folder = _model_folder(results_dir)
     classes, preds = read_predictions(folder)
-    pid = str(pid)
     having = [p for p in preds.values() if pid in p.index()]
     if not having:
         some = next(iter(preds.values())).ids[:3] if preds else []
@@ -1116,6 +1122,7 @@ def show_particle(
     if lookup.note:
         return ParticleReport(pid, label, rows, None, None, lookup.note)
     particle = lookup.particles[pid]
+    check_apart(png, {"the dataset": getattr(lookup.dataset, "root", None)})
     settings = ResultsDir(folder).read_run().get("models", {})
     raw = np.asarray(particle.image, dtype=np.float32)
     spread = raw.std() if raw.std() > 1e-6 else 1.0
@@ -1148,12 +1155,11 @@ def show_particle(
                 ],
             )
         )
-    out = Path(out) if out is not None else Path(".")
     path = draw_tiles(
         f"particle {pid} (true {label}): each model's view"
         + (", with Grad-CAM for the CNN's prediction" if saliency else ""),
         tiles,
-        out / f"particle-{_slug(pid)}.png",
+        png,
         columns=len(tiles),
     )
     return ParticleReport(

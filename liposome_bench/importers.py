@@ -52,6 +52,7 @@ from liposome_bench.dataset import (
 )
 from liposome_bench.annotations import check_coco, check_micrograph_pixels
 from liposome_bench.errors import ConfigError, DatasetError
+from liposome_bench.outputs import check_apart
 
 log = logging.getLogger(__name__)
 
@@ -564,7 +565,13 @@ def _finish_import(
             record["class_category"] = {
                 c.lower(): cid for c, cid in record["class_category"].items()
             }
-    path = write_export(dataset, out, extra=extra, source=import_source(micrographs, coco))
+    path = write_export(
+        dataset,
+        out,
+        extra=extra,
+        source=import_source(micrographs, coco),
+        read_back=True,
+    )
     dataset.root = Path(path)
     return ImportResult(dataset, Path(path), micrographs, skipped_crowd, notes)
 
@@ -590,7 +597,12 @@ def import_source(micrographs, coco=None) -> dict:
     }
 
 
-def _check_out(out) -> Path:
+def _check_out(out, inputs: dict) -> Path:
+    """Refuse an ``--out`` that is not new or empty, or that is, holds or
+    lies inside one of the ``inputs`` ({what: path}; symlinks followed):
+    crops written into the micrographs' folder would be read as micrographs
+    by the next import."""
+    check_apart(out, inputs)
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise DatasetError(
@@ -801,7 +813,11 @@ def import_coco(
             f"--images {images_dir} is not a folder. Pass the folder of the "
             "micrographs the annotations name."
         )
-    out = None if _parts else _check_out(out)
+    out = (
+        None
+        if _parts
+        else _check_out(out, {"the annotations": annotations, "--images": images_dir})
+    )
     class_map = parse_class_map(classes)
     names, preset = _class_problem(class_map) if class_map else ({}, None)
     data = _load_coco(annotations)
@@ -1020,7 +1036,16 @@ def _import_coco_files(
     splits = [coco_split(f) for f in files]
     if len(set(splits)) != len(splits):
         splits = [f"{s}{k + 1}" for k, s in enumerate(splits)]
-    out = _check_out(out)
+    out = _check_out(
+        out,
+        {
+            **{f"the annotations (file {i + 1})": f for i, f in enumerate(files)},
+            **{
+                f"the micrographs (file {i + 1})": d if d is not None else Path(f).parent
+                for i, (f, d) in enumerate(zip(files, images_dirs))
+            },
+        },
+    )
     particles, extra, summaries, notes, problems, skipped, classes = [], {}, [], [], [], 0, []
     coco: dict = {}
     for path, folder, split in zip(files, images_dirs, splits):
@@ -1410,7 +1435,9 @@ def import_labels(
             f"--classes {classes_csv} does not exist. Pass the CSV with columns "
             "micrograph, label, class."
         )
-    out = _check_out(out)
+    out = _check_out(
+        out, {"--images": images_dir, "--labels": labels_dir, "--classes": classes_csv}
+    )
     problems: list[str] = []
     micrographs = _index_files(images_dir, MICROGRAPH_EXTENSIONS)
     labels = _index_files(labels_dir, (".png", ".tif", ".tiff"))
@@ -1659,7 +1686,7 @@ def import_star(
             f"--images {images_dir} is not a folder. Pass the folder of the "
             "micrographs the STAR file names."
         )
-    out = _check_out(out)
+    out = _check_out(out, {"the STAR file": star, "--images": images_dir})
     class_map = parse_class_map(classes)
     names, preset = _class_problem(class_map) if class_map else ({}, None)
     table, optics = _star_tables(star)

@@ -15,8 +15,11 @@ Each becomes an ``OutputError`` (exit code 2 on the command line) saying
 which path, what is wrong with it, and what to do.
 
 ``check_apart`` refuses an output that is one of the command's inputs, lies
-inside an input folder, or holds one (``train``, ``predict``, ``export``;
-symlinks followed), so no command writes onto what it reads.
+inside an input folder, or holds one, symlinks followed, so no command writes
+onto what it reads; every command that writes calls it before any work.
+``check_in_results`` is its form for ``report`` and ``show``, whose outputs
+may lie inside the results folder they read (``RESULTS/report.md``) but never
+replace one of its files.
 """
 
 from __future__ import annotations
@@ -246,5 +249,45 @@ def check_apart(out, inputs: dict, option: str = "--out") -> Path:
         raise OutputError(
             f"{option} {out} {relation} {what} {path}{via}, an input of this command; "
             f"writing there could overwrite it. Choose an {option} outside the inputs."
+        )
+    return target
+
+
+def check_in_results(out, results, option: str = "--out", *, own=()) -> Path:
+    """Refuse an output that is the results folder it is made from, holds
+    it, or would replace one of the run's files in it; symlinks are followed.
+
+    A new file or folder inside the results folder is allowed (``report``'s
+    default is ``RESULTS/report.md``), and so is one whose name ends with
+    one of ``own``: what the command itself wrote there before.
+
+    Parameters
+    ----------
+    out : path
+    results : path
+        The results folder the command reads.
+    option : str
+        The output's option name, for the message.
+    own : tuple of str
+        Name endings of the command's own outputs (e.g. ``(".md",)``).
+
+    Returns
+    -------
+    Path
+        ``out`` resolved.
+
+    Raises
+    ------
+    OutputError
+    """
+    target, source = _resolved(out), _resolved(results)
+    if target == source or target in source.parents:
+        check_apart(out, {"the results folder": results}, option)
+    if source in target.parents and os.path.lexists(target) and not target.name.endswith(own):
+        via = "" if Path(os.path.abspath(out)) == target else f" (following symlinks, {target})"
+        raise OutputError(
+            f"{option} {out} is {target.relative_to(source)} of the results folder {results}"
+            f"{via}, an input of this command; writing there would replace it. Choose an "
+            f"{option} that does not exist yet."
         )
     return target

@@ -7,7 +7,9 @@ Its own module so that ``dataset`` (the types and readers) does not import
 
 from __future__ import annotations
 
-from liposome_bench.dataset import Dataset, load_dataset
+from pathlib import Path
+
+from liposome_bench.dataset import IMAGES_DIR, MASKS_DIR, Dataset, load_dataset
 from liposome_bench.errors import DatasetError
 
 
@@ -24,3 +26,42 @@ def resolve_dataset(
             raise DatasetError("Without --data, --problem is needed to pick the built-in dataset.")
         data = default_dataset_path(problem, cache_dir, reporter=reporter)
     return load_dataset(data, problem, reporter=reporter, **reader_options)
+
+
+def dataset_inputs(
+    data,
+    problem: str | None = None,
+    *,
+    cache_dir=None,
+    images_dir=IMAGES_DIR,
+    masks_dir=MASKS_DIR,
+    group_file=None,
+    **_reader_options,
+) -> dict:
+    """The paths :func:`resolve_dataset` reads, named as the command line
+    gives them, for ``outputs.check_apart``: ``--data`` (or the built-in
+    dataset's cache folder), its ``--images-dir`` / ``--masks-dir``
+    where they are folders, and ``--group-file``. Nothing is read or
+    generated.
+
+    Returns
+    -------
+    dict
+        {what: path}; empty without ``data`` and ``problem``.
+    """
+    if isinstance(data, Dataset):
+        return {} if data.root is None else {"the dataset": data.root}
+    groups = {} if group_file is None else {"--group-file": group_file}
+    if data is None:
+        if problem is None:
+            return groups
+        from liposome_bench.synth import builtin_dataset_path
+
+        return {"the built-in dataset": builtin_dataset_path(problem, cache_dir), **groups}
+    data = Path(data)
+    folder = data if data.is_dir() else data.parent
+    inputs = {"--data": data, **groups}
+    for option, name in (("--images-dir", images_dir), ("--masks-dir", masks_dir)):
+        if name and (folder / name).is_dir():
+            inputs[f"its {option}"] = folder / name
+    return inputs

@@ -1534,6 +1534,13 @@ def default_cache_dir(cache_dir=None) -> Path:
     return Path.home() / ".cache" / "liposome-bench"
 
 
+def builtin_dataset_path(problem: str, cache_dir=None) -> Path:
+    """Where :func:`default_dataset_path` keeps the built-in data set of
+    ``problem`` (nothing is generated here)."""
+    name = get_problem(problem).name
+    return default_cache_dir(cache_dir) / f"{name}-synthetic-v{GENERATOR_VERSION}-seed0"
+
+
 def default_dataset_path(problem: str, cache_dir=None, *, reporter=None) -> Path:
     """The built-in synthetic data set of ``problem`` as a lab export folder.
 
@@ -1561,7 +1568,7 @@ def default_dataset_path(problem: str, cache_dir=None, *, reporter=None) -> Path
         If the folder exists without a particles.json (a broken cache).
     """
     spec = get_problem(problem)
-    path = default_cache_dir(cache_dir) / f"{spec.name}-synthetic-v{GENERATOR_VERSION}-seed0"
+    path = builtin_dataset_path(spec.name, cache_dir)
     if (path / EXPORT_JSON).is_file():
         return path
     _check_cache_folder(path)

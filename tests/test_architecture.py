@@ -122,3 +122,20 @@ def test_rich_tables_are_built_by_the_display_module_only():
         if p.stem != "display" and "rich.table" in p.read_text(encoding="utf-8")
     )
     assert users == []
+
+
+def test_the_fuzz_module_runs_in_the_test_command():
+    """Issue 26: CI runs README's test command (.ci/run); neither it nor
+    pytest's configuration may deselect the fuzz marker."""
+    import configparser
+
+    config = configparser.ConfigParser()
+    config.read(ROOT / "setup.cfg", encoding="utf-8")
+    assert "fuzz:" in config.get("tool:pytest", "markers")
+    addopts = config.get("tool:pytest", "addopts", fallback="")
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    test_command = readme.split("```")[1].strip().splitlines()[-1]
+    pytest_options = test_command.split("pytest", 1)[1]
+    for text in (addopts, pytest_options):
+        assert "fuzz" not in text and "-m " not in text, text
+    assert "pytestmark = pytest.mark.fuzz" in (ROOT / "tests" / "test_fuzz.py").read_text()

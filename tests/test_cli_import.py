@@ -469,3 +469,68 @@ def test_import_star_pixel_size_and_class_counts(tmp_path):
     assert px["m01"] == pytest.approx(2.5) and px["m02"] == pytest.approx(2.5)  # own metadata
     out = " ".join(result.stdout.split())
     assert "3 (STAR optics)" in out
+
+
+def _import_coco(out):
+    return run(
+        *("dataset", "import", "coco", MICS / "coco.json", "--images", MICS / "images"),
+        *("--out", out, "--pixel-size", "2.5"),
+    )
+
+
+def _one_error_line(result) -> str:
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert sum(line.startswith("Error:") for line in lines) == 1, result.output
+    return lines[-1]
+
+
+def test_an_export_that_does_not_read_back_leaves_nothing(tmp_path, monkeypatch):
+    """Issue 26: the importer reads its export back with load_dataset before
+    the rename. A writer that cuts a row off every image (so masks no longer
+    fit) fails in one line, and neither --out nor its staging folder stays."""
+    from liposome_bench import dataset
+
+    real = dataset._to_pil_array
+    monkeypatch.setattr(dataset, "_to_pil_array", lambda image: real(image)[:-1])
+    out = tmp_path / "ds"
+    line = _one_error_line(_import_coco(out))
+    assert line.startswith(f"Error: The export written to {out} does not read back"), line
+    assert ".tmp" not in line  # the problem is named under --out, not the staging folder
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_export_the_reader_refuses_leaves_nothing(tmp_path, monkeypatch):
+    from liposome_bench import dataset
+    from liposome_bench.errors import DatasetError
+
+    def refuse(path, problem=None, **options):
+        raise DatasetError(f"{path}/particles.json: object 1 has no Id.")
+
+    monkeypatch.setattr(dataset, "load_dataset", refuse)
+    out = tmp_path / "ds"
+    line = _one_error_line(_import_coco(out))
+    assert line == (
+        f"Error: The export written to {out} does not read back as what was imported "
+        f"({out}/particles.json: object 1 has no Id.); nothing was written. Please report "
+        "this with the command you ran."
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_export_that_reads_back_changed_is_refused(tmp_path, monkeypatch):
+    """A reader that drops a particle or changes a label is caught too."""
+    from liposome_bench import dataset
+
+    real = dataset.load_dataset
+
+    def drop_one(path, problem=None, **options):
+        back = real(path, problem, **options)
+        back.particles = back.particles[1:]
+        return back
+
+    monkeypatch.setattr(dataset, "load_dataset", drop_one)
+    line = _one_error_line(_import_coco(tmp_path / "ds"))
+    assert "(14 particles instead of 15); nothing was written." in line
+    assert list(tmp_path.iterdir()) == []

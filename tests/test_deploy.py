@@ -808,6 +808,14 @@ def test_a_truncated_libsvm_file_is_refused_before_libsvm_reads_it(svm_bundle, t
         deploy.load_bundle(copy)
 
 
+def _symlinked_out(card, folder):
+    """svm.model moved out of the bundle and linked back: same bytes, same hash."""
+    elsewhere = folder.parent / "elsewhere"
+    elsewhere.mkdir(exist_ok=True)
+    shutil.move(folder / "svm.model", elsewhere / "svm.model")
+    (folder / "svm.model").symlink_to(elsewhere / "svm.model")
+
+
 def test_a_file_symlinked_out_of_the_bundle_is_refused(svm_bundle, tmp_path):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
@@ -876,8 +884,12 @@ def test_card_records_a_sha256_of_every_file(svm_bundle, cnn_bundle):
     "edit, message",
     [
         (_swap_custom, "lists the classes multilamellar, unilamellar, uncertain"),
-        (_edit_range, "svm.range changed since the bundle was trained"),
+        (_problem, "problem.name is 'encapsulation', whose classes are full, empty, uncertain"),
         (_family, "fails the model-card schema: family is 'cnn' but model is 'svm'"),
+        (_nan_calibration, "probabilities.calibration.coef is .*; a 3 x 3 matrix of finite"),
+        (_edit_range, "svm.range changed since the bundle was trained"),
+        (_outside, "files.libsvm_model is '../elsewhere/svm.model', which is not a file inside"),
+        (_symlinked_out, "'svm.model', which is not a file inside the bundle"),
     ],
 )
 def test_cli_refuses_an_edited_bundle_in_one_line(
@@ -942,10 +954,71 @@ def test_train_into_another_models_bundle_deletes_nothing(tiny_run, svm_bundle, 
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
+@pytest.mark.parametrize("through", ["folder", "symlink"])
+def test_cli_train_into_a_folder_it_did_not_write_deletes_nothing(tiny_run, tmp_path, through):
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "mine.txt").write_text("mine")
+    out = folder
+    if through == "symlink":
+        out = tmp_path / "m"
+        out.symlink_to(folder, target_is_directory=True)
+    result = _cli("train", "--from-results", tiny_run["results"], "--model", "svm", "--out", out)
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().splitlines()[-1] == (
+        f"Error: {out} exists and is not a model bundle; it would be replaced. "
+        "Pass a new folder to --out."
+    )
+    assert [p.name for p in folder.iterdir()] == ["mine.txt"]
+    assert (folder / "mine.txt").read_text() == "mine"
+    assert out.is_symlink() == (through == "symlink")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted({"notes", out.name})
+
+
+def test_train_through_a_symlink_replaces_the_bundle_it_points_to(tiny_run, svm_bundle, tmp_path):
+    target = shutil.copytree(svm_bundle, tmp_path / "disk" / "m")
+    link = tmp_path / "m"
+    link.symlink_to(target, target_is_directory=True)
+    card = deploy.train_from_results(tiny_run["results"], "svm", link, data=tiny_run["data"])
+    assert link.is_symlink() and link.resolve() == target.resolve()
+    assert json.loads((target / "model.json").read_text()) == card
+    assert deploy.load_bundle(link).model == "svm"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["disk", "m"]
+    assert [p.name for p in (tmp_path / "disk").iterdir()] == ["m"]  # no staging left
+
+
 def test_train_replaces_a_bundle_of_the_same_model(tiny_run, svm_bundle, tmp_path):
     same = shutil.copytree(svm_bundle, tmp_path / "same")
     deploy.train_from_results(tiny_run["results"], "svm", same, data=tiny_run["data"])
     assert deploy.load_bundle(same).model == "svm"
+
+
+def test_train_from_results_never_writes_into_the_runs_own_dataset(tiny_run):
+    """Without --data, the dataset run.json recorded is the input."""
+    out = tiny_run["data"] / "bundle"
+    with pytest.raises(OutputError, match="lies inside the run's dataset"):
+        deploy.train_from_results(tiny_run["results"], "svm", out)
+    assert not out.exists()
+
+
+def test_cli_predict_fractions_file_never_lands_on_an_input(svm_bundle, unlabelled, tmp_path):
+    data = shutil.copytree(unlabelled, tmp_path / "p-fractions.csv")
+    result = _cli(
+        "predict",
+        svm_bundle,
+        "--data",
+        data,
+        "--group-by",
+        "micrograph",
+        "--out",
+        tmp_path / "p.csv",
+    )
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().splitlines()[-1] == (
+        f"Error: --out {data} is the data {data}, an input of this command; writing there "
+        "could overwrite it. Choose an --out outside the inputs."
+    )
+    assert not (tmp_path / "p.csv").exists()
 
 
 def test_train_out_onto_its_inputs_is_refused(tiny_run, tmp_path):

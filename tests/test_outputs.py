@@ -4,6 +4,8 @@ path and the fix. Permission errors are simulated (a test running as root
 can write into a read-only folder)."""
 
 import errno
+import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -239,3 +241,193 @@ def test_check_apart_accepts_a_sibling(tmp_path):
         outputs.check_apart(tmp_path / "bundle-cv", {"b": bundle, "d": data})
         == (tmp_path / "bundle-cv").resolve()
     )
+
+
+# Outputs never overwrite inputs, in every command (issue 26) -----------------------------
+
+MICS = FIXTURES / "micrographs"
+
+
+@pytest.fixture
+def inputs(tmp_path, results_folder):
+    """Copies of every kind of input the commands read, all under tmp_path."""
+    from test_sweep import TINY_SWEEP
+
+    from liposome_bench.report import write_baseline
+
+    config = tmp_path / "configs" / "benchmark.toml"
+    config.parent.mkdir()
+    config.write_text("[svm]\n")
+    sweep = tmp_path / "sweeps" / "grid.toml"
+    sweep.parent.mkdir()
+    sweep.write_text(TINY_SWEEP)
+    groups = tmp_path / "groups.csv"
+    groups.write_text("id,group\n1,a\n")
+    mics = shutil.copytree(MICS, tmp_path / "mics")
+    star = mics / "particles.star"
+    star.write_text("data_particles\n")
+    return {
+        "data": shutil.copytree(EXPORT, tmp_path / "data"),
+        "groups": groups,
+        "results": results_folder,
+        "baseline": write_baseline(results_folder, tmp_path / "baseline.json"),
+        "config": config,
+        "configs": config.parent,
+        "sweep": sweep,
+        "sweeps": sweep.parent,
+        "mics": mics,
+        "star": star,
+    }
+
+
+# id: (the input the output overlaps, how the command line is made from the inputs `i` and
+# `base` (that input, or a symlink to it), what the message says)
+OVERLAPS = {
+    "svm": ("data", lambda i, b: ["svm", "--data", i["data"], "--out", b], "is --data"),
+    "cnn": ("data", lambda i, b: ["cnn", "--data", i["data"], "--out", b / "r"], "lies inside"),
+    "benchmark": (
+        "data",
+        lambda i, b: ["benchmark", "--data", i["data"], "--out", b],
+        "is --data",
+    ),
+    "benchmark-config": (
+        "configs",
+        lambda i, b: ["benchmark", "--data", i["data"], "--config", i["config"], "--out", b],
+        "is a folder holding --config",
+    ),
+    "features": (
+        "data",
+        lambda i, b: ["features", "--data", i["data"], "--out", b / "features.csv"],
+        "lies inside --data",
+    ),
+    "dataset-check-write-grouping": (
+        "data",
+        lambda i, b: ["dataset", "check", i["data"], "--write-grouping", b / "groups.csv"],
+        "lies inside --data",
+    ),
+    "features-group-file": (
+        "groups",
+        lambda i, b: [
+            *("features", "--data", i["data"], "--group-file", i["groups"]),
+            *("--out", b),
+        ],
+        "is --group-file",
+    ),
+    "sweep": (
+        "sweeps",
+        lambda i, b: ["sweep", i["sweep"], "--data", i["data"], "--out", b],
+        "is a folder holding the sweep file",
+    ),
+    "curve": (
+        "data",
+        lambda i, b: ["curve", "--data", i["data"], "--out", b / "curve"],
+        "lies inside --data",
+    ),
+    "report-run-file": (
+        "results",
+        lambda i, b: ["report", i["results"], "--out", b / "run.json"],
+        "is run.json of the results folder",
+    ),
+    "report-out-baseline": (
+        "baseline",
+        lambda i, b: ["report", i["results"], "--baseline", i["baseline"], "--out", b],
+        "is --baseline",
+    ),
+    "report-write-baseline": (
+        "baseline",
+        lambda i, b: ["report", i["results"], "--baseline", i["baseline"], "--write-baseline", b],
+        "is --baseline",
+    ),
+    "show": (
+        "data",
+        lambda i, b: ["show", "1", "--results", i["results"], "--data", i["data"], "--out", b],
+        "lies inside --data",
+    ),
+    "import-coco": (
+        "mics",
+        lambda i, b: [
+            *("dataset", "import", "coco", i["mics"] / "coco.json"),
+            *("--images", i["mics"] / "images", "--out", b / "images" / "ds"),
+        ],
+        "lies inside --images",
+    ),
+    "import-labels": (
+        "mics",
+        lambda i, b: [
+            *("dataset", "import", "labels", "--images", i["mics"] / "images"),
+            *("--labels", i["mics"] / "labels", "--classes", i["mics"] / "classes.csv"),
+            *("--out", b / "labels" / "ds"),
+        ],
+        "lies inside --labels",
+    ),
+    "import-star": (
+        "star",
+        lambda i, b: [
+            *("dataset", "import", "star", i["star"], "--images", i["mics"] / "images"),
+            *("--diameter", "20", "--out", b),
+        ],
+        "is the STAR file",
+    ),
+    "train": (
+        "data",
+        lambda i, b: ["train", "--model", "svm", "--data", i["data"], "--out", b / "m"],
+        "lies inside the dataset",
+    ),
+}
+
+
+def _files(root: Path) -> dict:
+    """Every file and folder under ``root`` (symlinks as links), with its bytes."""
+    return {
+        str(p.relative_to(root)): (
+            f"-> {os.readlink(p)}" if p.is_symlink() else p.read_bytes() if p.is_file() else "/"
+        )
+        for p in root.rglob("*")
+    }
+
+
+@pytest.mark.parametrize("through", ["path", "symlink"])
+@pytest.mark.parametrize("case", OVERLAPS)
+def test_no_command_writes_onto_its_inputs(tmp_path, inputs, case, through):
+    name, make_args, relation = OVERLAPS[case]
+    base = inputs[name]
+    if through == "symlink":
+        link = tmp_path / f"link{base.suffix}"
+        link.symlink_to(base, target_is_directory=base.is_dir())
+        base = link
+    before = _files(tmp_path)
+    line = error_line(run(*make_args(inputs, base)))
+    assert relation in line
+    assert "an input of this command" in line
+    assert ("following symlinks" in line) == (through == "symlink"), line
+    assert _files(tmp_path) == before  # nothing written, not even a staging folder
+
+
+def test_outputs_beside_the_inputs_still_work(tmp_path, inputs):
+    """The designed defaults stay allowed: report's RESULTS/report.md (again:
+    it replaces its own report), and outputs beside the inputs."""
+    results = inputs["results"]
+    for _ in range(2):
+        result = run("report", results, "--gallery-size", "0")
+        assert result.exit_code == 0, result.output
+    assert (results / "report.md").is_file() and (results / "report-figures").is_dir()
+    result = run("report", results, "--gallery-size", "0", "--write-baseline", results / "b.json")
+    assert result.exit_code == 0, result.output
+    result = run("features", "--data", inputs["data"], "--out", tmp_path / "f.csv")
+    assert result.exit_code == 0, result.output
+    result = run(
+        *("dataset", "import", "coco", inputs["mics"] / "coco.json"),
+        *("--images", inputs["mics"] / "images", "--out", tmp_path / "ds"),
+    )
+    assert result.exit_code == 0, result.output
+
+
+def test_check_in_results_allows_new_files_and_the_commands_own(tmp_path, results_folder):
+    own = results_folder / "old.md"
+    own.write_text("# old report")
+    assert outputs.check_in_results(own, results_folder, own=(".md",)) == own.resolve()
+    assert outputs.check_in_results(results_folder / "new.json", results_folder)
+    with pytest.raises(OutputError, match="is svm/fold-0.csv of the results folder"):
+        outputs.check_in_results(results_folder / "svm" / "fold-0.csv", results_folder)
+    with pytest.raises(OutputError, match="is a folder holding the results folder"):
+        outputs.check_in_results(tmp_path, results_folder)
