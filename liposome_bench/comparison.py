@@ -392,8 +392,8 @@ def run_benchmark(
             timings,
             started,
             reporter,
-            duplicate_pairs,
             runner,
+            duplicate_pairs,
         )
 
 

@@ -266,6 +266,7 @@ def check_duplicates(dataset: Dataset, group_by: str | None = None, **options) -
     ----------
     dataset : Dataset
     group_by : str, optional
+        A meta key, or ``"auto"`` (``folds.default_group_key``).
     **options
         Passed to :func:`find_near_duplicates`.
 
@@ -274,9 +275,10 @@ def check_duplicates(dataset: Dataset, group_by: str | None = None, **options) -
     FoldError
         If a particle lacks the ``group_by`` key.
     """
-    from liposome_bench.folds import group_labels
+    from liposome_bench.folds import group_labels, resolve_group_by
 
     pairs = find_near_duplicates(dataset, **options)
+    group_by = resolve_group_by(dataset, group_by, 2)  # "auto": the data's own key
     if group_by is None and all("micrograph" in p.meta for p in dataset.particles):
         group_by = "micrograph"
     report = DuplicateReport(pairs, group_by)

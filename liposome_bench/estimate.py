@@ -4,12 +4,13 @@
 any model trains. The estimate comes from a short calibration on the run's
 own data, settings and device, not from assumed rates:
 
-- **SVM**: the features of a stratified sample of particles are computed
-  and timed (the full run computes them once for all folds); then one
-  outer fold (grid search, final fit, prediction: ``svm.fit_fold``) is run
-  on samples of two sizes, and its time is extrapolated to the run's
-  training-fold size with the power law fitted through the two (exponent
-  clipped to [1, 2.5]; LIBSVM's training cost grows between linearly and
+- **SVM**: on stratified samples of two sizes, the features are computed
+  and one outer fold (grid search, final fit, prediction: ``svm.fit_fold``)
+  is run, each timed apart; the features are extrapolated linearly to the
+  dataset (the full run computes them once for all folds), the grid search
+  by a power law up to its own subsample size, the final fit and prediction
+  by a power law to the run's training folds (exponents clipped to
+  [1, 2.5]: LIBSVM's training cost grows between linearly and
   quadratically with the particles).
 - **CNN**: the inputs of a sample are prepared and timed; then
   ``cnn.train_fold`` runs :data:`CALIBRATION_EPOCHS` short epochs of
@@ -90,68 +91,82 @@ def _power_law(sizes, seconds, target):
     return t2 * (target / n2) ** p, p
 
 
+def _linear(sizes, seconds, target):
+    """Extrapolate a cost with a fixed part linearly through two points."""
+    (n1, n2), (t1, t2) = sizes, seconds
+    slope = max(t2 - t1, 0.0) / (n2 - n1) if n2 > n1 else t2 / n2
+    return max(t1 + slope * (target - n1), t2)
+
+
 def calibrate_svm(dataset, svm_settings, k: int, seed: int = 0, jobs: int = 1) -> tuple:
-    """Seconds of the SVM's ``k`` folds (features included), and details."""
+    """Seconds of the SVM's ``k`` folds (features included), and details.
+
+    Features, the grid search and the final fit are timed apart on samples
+    of :data:`SVM_SIZES` (x 5/4, so that a 5-fold training part has that
+    size): the features grow linearly with the particles (a fixed part plus
+    a cost per particle); the grid search with its own subsample
+    (``max_samples`` of the grid, 2,000 for ``coarse``), so it is
+    extrapolated only up to that; the final fit and the prediction with the
+    whole training folds.
+    """
     from liposome_bench import svm as svm_module
     from liposome_bench.features import extract_features
     from liposome_bench.progress import NullReporter
 
     n = len(dataset)
-    pick = _sample(dataset.y, PREPARE_SAMPLE, seed)
-    part = dataset.subset(pick)
-    t0 = time.perf_counter()
-    features = extract_features(
-        part, svm_settings.feature_set, source=svm_settings.source, units=svm_settings.units
-    )
-    features_s = (time.perf_counter() - t0) * n / len(part)
-    X_all, names, _ = svm_module.feature_matrix(features, part, NullReporter())
     grid = (
         None
         if (svm_settings.C is not None and svm_settings.gamma is not None)
         else svm_settings.grid
     )
-    sizes, seconds = [], []
+    max_samples = svm_module.GRIDS[grid]["max_samples"] if grid in svm_module.GRIDS else None
+    sizes, feature_s, grid_s, fit_s = [], [], [], []
     with tempfile.TemporaryDirectory(prefix="liposome-bench-estimate-") as tmp:
         for size in SVM_SIZES:
             idx = _sample(dataset.y, size * 5 // 4, seed)
-            size = len(idx)
             sub = dataset.subset(idx)
-            # Features of the larger sample: reuse the timed ones where possible.
+            t0 = time.perf_counter()
             feats = extract_features(
                 sub, svm_settings.feature_set, source=svm_settings.source, units=svm_settings.units
             )
-            X, _, _ = svm_module.feature_matrix(feats, sub, NullReporter())
-            y = sub.y
-            rng = np.random.default_rng(seed)
-            order = rng.permutation(size)
-            cut = _train_size(size, 5)
-            train, test = np.sort(order[:cut]), np.sort(order[cut:])
-            t0 = time.perf_counter()
-            svm_module.fit_fold(
+            feature_s.append(time.perf_counter() - t0)
+            X, names, _ = svm_module.feature_matrix(feats, sub, NullReporter())
+            order = np.random.default_rng(seed).permutation(len(idx))
+            cut = _train_size(len(idx), 5)
+            out = svm_module.fit_fold(
                 X=X,
-                y=y,
-                train=train,
-                test=test,
+                y=sub.y,
+                train=np.sort(order[:cut]),
+                test=np.sort(order[cut:]),
                 fold=0,
                 C=svm_settings.C,
                 gamma=svm_settings.gamma,
                 grid=grid,
                 seed=seed,
                 jobs=jobs,
-                stem=Path(tmp) / f"cal-{size}",
+                stem=Path(tmp) / f"cal-{cut}",
                 feature_names=names,
                 class_names=list(dataset.problem.classes),
                 groups=None,
             )
             sizes.append(cut)
-            seconds.append(time.perf_counter() - t0)
-    per_fold, exponent = _power_law(sizes, seconds, _train_size(n, k))
-    del X_all
-    return features_s + k * per_fold, {
-        "features_s": round(features_s, 1),
-        "fold_s": round(per_fold, 1),
-        "fold_exponent": round(exponent, 2),
-        "measured_folds": {str(s): round(t, 2) for s, t in zip(sizes, seconds)},
+            timings = out["timings"]
+            grid_s.append(float(timings.get("grid_s") or 0.0))
+            fit_s.append(float(timings.get("fit_s") or 0.0) + float(timings.get("predict_s") or 0))
+    n_train = _train_size(n, k)
+    features_total = _linear([s * 5 // 4 for s in sizes], feature_s, n)
+    grid_target = n_train if max_samples is None else min(n_train, max_samples)
+    grid_fold, grid_exponent = _power_law(sizes, grid_s, grid_target) if grid else (0.0, 0.0)
+    fit_fold, fit_exponent = _power_law(sizes, fit_s, n_train)
+    return features_total + k * (grid_fold + fit_fold), {
+        "features_s": round(features_total, 1),
+        "grid_s": round(grid_fold, 1),
+        "fit_s": round(fit_fold, 1),
+        "exponents": {"grid": round(grid_exponent, 2), "fit": round(fit_exponent, 2)},
+        "measured": {
+            str(s): {"features_s": round(a, 2), "grid_s": round(b, 2), "fit_s": round(c, 2)}
+            for s, a, b, c in zip(sizes, feature_s, grid_s, fit_s)
+        },
     }
 
 

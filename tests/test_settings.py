@@ -47,6 +47,7 @@ def test_every_cli_option_of_svm_and_cnn_is_a_setting():
         "fold_seed",
         "group_by",
         "no_group",
+        "group_file",
         "seed",
         "jobs",
         "out",
