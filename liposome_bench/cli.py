@@ -244,7 +244,7 @@ def group_by_option(func):
         "e.g. micrograph, session, grid) in one fold; the SVM's inner grid-search "
         "folds and the CNN's validation split are grouped the same way. Default: the "
         "data's own acquisition key (micrograph, else session, grid, ...) where several "
-        "particles share it and it has at least --folds values; else ungrouped.",
+        "particles share it and it has at least twice --folds values; else ungrouped.",
     )(merged)
 
 

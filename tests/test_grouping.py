@@ -359,6 +359,7 @@ def test_default_group_key_needs_enough_values_and_every_particle():
     assert resolve_group_by(dataset, None, 3) is None
     assert resolve_group_by(dataset, " Session ", 3) == "session"
     n = len({p.meta["micrograph"] for p in dataset.particles})
-    assert default_group_key(dataset, k=n + 1) is None
+    assert default_group_key(dataset, k=n // 2) == "micrograph"
+    assert default_group_key(dataset, k=n // 2 + 1) is None  # needs 2 k values
     dataset.particles[0].meta.pop("micrograph")
     assert default_group_key(dataset, k=3) is None
