@@ -429,6 +429,42 @@ def units_option(default="nm"):
     return decorate
 
 
+def dask_options(scheduler_default="local", scheduler_help=None, *, connect_timeout=True):
+    """--scheduler, --workers and (with ``connect_timeout``) --connect-timeout
+    of the commands that run tasks on the Dask engine."""
+    scheduler_help = scheduler_help or (
+        "'local': a Dask cluster on this machine (one worker per GPU, else one per 4 "
+        "cores); or the address of a running Dask scheduler (docs/sweep.md; SLURM: "
+        "docs/curve.md)."
+    )
+
+    def decorate(func):
+        if connect_timeout:
+            func = click.option(
+                "--connect-timeout",
+                type=click.FloatRange(min=0, min_open=True),
+                default=10.0,
+                show_default=True,
+                help="Seconds to try to reach a --scheduler address, before anything is written.",
+            )(func)
+        func = click.option(
+            "--workers",
+            type=click.IntRange(min=1),
+            default=None,
+            help="Workers of the local cluster (default: sized to the machine).",
+        )(func)
+        metavar = "|".join(dict.fromkeys([scheduler_default, "local", "tcp://HOST:PORT"]))
+        return click.option(
+            "--scheduler",
+            default=scheduler_default,
+            show_default=True,
+            metavar=metavar,
+            help=scheduler_help,
+        )(func)
+
+    return decorate
+
+
 def wait_option(func):
     return click.option(
         "--wait",
@@ -1376,28 +1412,11 @@ def _command_line():
     help="Do not look for near-identical particles shared by test and training folds "
     "(about 25 s per 14,000 particles).",
 )
-@click.option(
-    "--scheduler",
-    default="serial",
-    show_default=True,
-    metavar="serial|local|tcp://HOST:PORT",
-    help="Where the (repeat, fold, model) tasks run: 'serial' in this process; "
-    "'local' a Dask cluster on this machine (one worker per GPU, else one per 4 "
-    "cores); or the address of a running Dask scheduler. The results are the "
-    "same (docs/benchmark.md).",
-)
-@click.option(
-    "--workers",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Workers of the local cluster (default: sized to the machine).",
-)
-@click.option(
-    "--connect-timeout",
-    type=click.FloatRange(min=0, min_open=True),
-    default=10.0,
-    show_default=True,
-    help="Seconds to try to reach a --scheduler address, before anything is written.",
+@dask_options(
+    "serial",
+    "Where the (repeat, fold, model) tasks run: 'serial' in this process; 'local' a "
+    "Dask cluster on this machine (one worker per GPU, else one per 4 cores); or the "
+    "address of a running Dask scheduler. The results are the same (docs/benchmark.md).",
 )
 @wait_option
 @click.option(
@@ -2131,27 +2150,7 @@ def _report_sweep(results, out, baseline, write_baseline_to) -> bool:
 @reader_options
 @cache_option
 @out_option(None, "Sweep folder. Default: results/sweep-<problem>-<config name>.")
-@click.option(
-    "--scheduler",
-    default="local",
-    show_default=True,
-    metavar="local|tcp://HOST:PORT",
-    help="'local': a Dask cluster on this machine (one worker per GPU, else one "
-    "per 4 cores); or the address of a running Dask scheduler (docs/sweep.md).",
-)
-@click.option(
-    "--connect-timeout",
-    type=click.FloatRange(min=0, min_open=True),
-    default=10.0,
-    show_default=True,
-    help="Seconds to try to reach a --scheduler address, before anything is written.",
-)
-@click.option(
-    "--workers",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Workers of the local cluster (default: sized to the machine).",
-)
+@dask_options()
 @click.option(
     "--dry-run",
     is_flag=True,
@@ -2314,24 +2313,6 @@ def sweep_command(
 # --- curve ------------------------------------------------------------------
 
 
-def dask_options(func):
-    """--scheduler and --workers of the commands that run on Dask."""
-    func = click.option(
-        "--workers",
-        type=click.IntRange(min=1),
-        default=None,
-        help="Workers of the local cluster (default: sized to the machine).",
-    )(func)
-    return click.option(
-        "--scheduler",
-        default="local",
-        show_default=True,
-        metavar="local|tcp://HOST:PORT",
-        help="'local': a Dask cluster on this machine; or the address of a running "
-        "Dask scheduler (docs/sweep.md; SLURM: docs/curve.md).",
-    )(func)
-
-
 def _report_curve(results, out, baseline, write_baseline_to) -> bool:
     """``report`` on a curve folder: the curve's report (True), else False."""
     from liposome_bench.curve import is_curve_folder, render_curve_report
@@ -2397,7 +2378,7 @@ def _report_curve(results, out, baseline, write_baseline_to) -> bool:
 @fold_seed_option
 @group_by_option
 @seed_option
-@dask_options
+@dask_options(connect_timeout=False)
 @out_option(None, "Curve folder. Default: results/curve-<problem> (-quick with --quick).")
 @wait_option
 @_fail_cleanly
