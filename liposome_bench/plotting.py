@@ -102,6 +102,13 @@ def plot_micrograph_crops(image, particles, path, *, classes=None, title=None) -
         handles.append(
             Patch(edgecolor="red", facecolor="none", ls="--", label="crop of an edge-cut particle")
         )
+    return _finish_micrograph(fig, ax, handles, width, height, title, path)
+
+
+def _finish_micrograph(fig, ax, handles, width, height, title, path) -> Path:
+    """Legend below, axes fitted to the micrograph, title; save and close."""
+    plt = _pyplot()
+
     ax.legend(
         handles=handles,
         loc="upper center",
@@ -185,24 +192,7 @@ def plot_micrograph_predictions(image, particles, path, *, classes, title=None) 
         Line2D([], [], color=colours(i % 10), lw=1.6, label=c) for i, c in enumerate(classes)
     ]
     handles.append(Line2D([], [], color="0.4", lw=1.6, ls="--", label="abstained (?)"))
-    ax.legend(
-        handles=handles,
-        loc="upper center",
-        bbox_to_anchor=(0.5, -0.02),
-        ncol=4,
-        fontsize=8,
-        frameon=False,
-    )
-    ax.set_xlim(-0.5, width - 0.5)
-    ax.set_ylim(height - 0.5, -0.5)
-    ax.set_xticks([])
-    ax.set_yticks([])
-    if title:
-        ax.set_title(title, fontsize=9)
-    try:
-        return _save(fig, path)
-    finally:
-        plt.close(fig)
+    return _finish_micrograph(fig, ax, handles, width, height, title, path)
 
 
 def _level_label(value) -> str:
