@@ -325,6 +325,26 @@ def test_group_pattern_gives_one_group_per_roboflow_source_and_folds_keep_it(tmp
             == 1
         )
     assert len(set(folds.fold_of)) == 2
+    # benchmark --group-by group (the SVM alone here) never splits a source.
+    import pandas as pd
+
+    from liposome_bench import comparison
+
+    comparison.run_benchmark(
+        None,
+        tmp_path / "ds",
+        cnn_models=[],
+        k=2,
+        group_by="group",
+        out=tmp_path / "bench",
+        svm_options={"C": 1.0, "gamma": 0.01},
+        n_resamples=20,
+        estimate=False,
+        near_duplicates=False,
+    )
+    table = pd.read_csv(tmp_path / "bench" / "predictions.csv", dtype={"id": str})
+    group_of = {p.id: p.meta["group"] for p in dataset.particles}
+    assert (table.groupby(table["id"].map(group_of))["fold"].nunique() == 1).all()
     info = run("dataset", "info", tmp_path / "ds")
     assert info.exit_code == 0, info.output
     assert "Groups by group: 3 in all" in " ".join(info.stdout.split())
