@@ -26,15 +26,19 @@ grouped by micrograph, as ``benchmark`` does by default.
 Test-fold scores are reported, never used to choose anything: the kept
 epoch comes from the validation part only.
 
+``--set KEY=VALUE`` measures a candidate default instead of the library's.
+
 Usage::
 
     python benchmarks/bench_convergence.py [--sets lamellarity,encapsulation,balanced]
         [--n 3000] [--folds 1,2,3,4,5] [--long-epochs 100] [--tolerance 0.01]
+        [--set epochs=60 --set lr_schedule=cosine ...]
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import os
 import platform
 import sys
@@ -126,6 +130,14 @@ def main():
     parser.add_argument("--long-epochs", type=int, default=100)
     parser.add_argument("--tolerance", type=float, default=0.01)
     parser.add_argument("--cache-dir", default=None, help="built-in dataset cache")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a candidate default instead of the library's (repeatable), e.g. "
+        "--set epochs=60 --set lr_schedule=cosine --set early_stopping=loss --set patience=15",
+    )
     args = parser.parse_args()
 
     from liposome_bench import settings as library_settings
@@ -136,7 +148,17 @@ def main():
     print(line)
     print(f"CPU: {cpu_name()}, {os.cpu_count()} cores")
     print(f"load average at start {', '.join(f'{v:.1f}' for v in os.getloadavg())}")
-    defaults = library_settings.CNNSettings()
+
+    def value(text):
+        try:
+            return ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            return text  # a word: a choice such as cosine or loss
+
+    candidate = {k: value(v) for k, v in (item.split("=", 1) for item in args.set)}
+    defaults = library_settings.CNNSettings.from_mapping(candidate, where="--set")
+    if candidate:
+        print(f"candidate defaults (--set): {candidate}")
     long_settings = defaults.replace(epochs=args.long_epochs, patience=args.long_epochs)
     shown = {
         k: v
@@ -154,7 +176,9 @@ def main():
             "validation_fraction",
         )
     }
-    print(f"library defaults now: {shown}, learning rate {defaults.resolved_learning_rate:g}")
+    print(
+        f"settings measured as the defaults: {shown}, learning rate {defaults.resolved_learning_rate:g}"
+    )
     folds_wanted = [int(f) - 1 for f in args.folds.split(",") if f.strip()]
     verdicts = []
     for name in [s.strip() for s in args.sets.split(",") if s.strip()]:
