@@ -141,7 +141,7 @@ def main():
     args = parser.parse_args()
 
     from liposome_bench import settings as library_settings
-    from liposome_bench.cnn import INPUT_SIZES, describe_device, prepare_images
+    from liposome_bench.cnn import describe_device, prepare_cnn_images
     from liposome_bench.folds import load_or_make_folds
 
     device, line = describe_device()
@@ -184,7 +184,7 @@ def main():
     for name in [s.strip() for s in args.sets.split(",") if s.strip()]:
         dataset = load_set(name, args.n, args.cache_dir)
         folds = load_or_make_folds(dataset, 5, 0, "auto")
-        images = prepare_images(dataset, defaults.input_mode, INPUT_SIZES[defaults.model])
+        images = prepare_cnn_images(dataset, defaults)  # as run_cnn prepares them
         print(
             f"\n== {name} (synthetic): {len(dataset)} particles "
             f"{dataset.class_counts()}, folds grouped by {folds.group_by}"

@@ -215,7 +215,6 @@ def group_by_option(func):
     """``--group-by KEY`` (default: the data's micrograph-like key) and
     ``--no-group``, merged into the command's one ``group_by`` argument:
     a key, ``"auto"`` or None (ungrouped)."""
-    import functools
 
     @functools.wraps(func)
     def merged(*args, no_group=False, group_by=None, **kwargs):

@@ -48,22 +48,22 @@ CALIBRATION_EPOCHS = 3
 class Estimate:
     """Seconds each part is expected to take; CNN parts as (low, high)."""
 
-    svm_s: float | None = None
+    svm_s: float = 0.0  # every SVM row together
     cnn_s: dict = field(default_factory=dict)  # model -> (low_s, high_s)
     calibration_s: float = 0.0
     details: dict = field(default_factory=dict)
 
     @property
     def low_s(self) -> float:
-        return (self.svm_s or 0.0) + sum(lo for lo, _ in self.cnn_s.values())
+        return self.svm_s + sum(lo for lo, _ in self.cnn_s.values())
 
     @property
     def high_s(self) -> float:
-        return (self.svm_s or 0.0) + sum(hi for _, hi in self.cnn_s.values())
+        return self.svm_s + sum(hi for _, hi in self.cnn_s.values())
 
     def to_dict(self) -> dict:
         return {
-            "svm_s": None if self.svm_s is None else round(self.svm_s, 1),
+            "svm_s": round(self.svm_s, 1),
             "cnn_s": {m: [round(lo, 1), round(hi, 1)] for m, (lo, hi) in self.cnn_s.items()},
             "low_s": round(self.low_s, 1),
             "high_s": round(self.high_s, 1),
@@ -173,20 +173,17 @@ def calibrate_svm(dataset, svm_settings, k: int, seed: int = 0, jobs: int = 1) -
 def calibrate_cnn(dataset, settings, k: int, seed: int = 0) -> tuple:
     """(low_s, high_s) of a CNN's ``k`` folds, and details."""
     from liposome_bench.cnn import (
-        INPUT_SIZES,
         describe_device,
-        prepare_images,
+        prepare_cnn_images,
         resolve_dtype_policy,
         train_fold,
     )
     from liposome_bench.progress import NullReporter
 
     n = len(dataset)
-    size = int(settings.input_size or INPUT_SIZES[settings.model])
-    keep = settings.model == "lipnet-fcn"
     pick = _sample(dataset.y, PREPARE_SAMPLE, seed)
     t0 = time.perf_counter()
-    images = prepare_images(dataset.subset(pick), settings.input_mode, size, keep_size=keep)
+    images = prepare_cnn_images(dataset.subset(pick), settings)  # as run_cnn prepares them
     prepare_s = (time.perf_counter() - t0) * n / len(pick)
     y = dataset.y[pick]
     rng = np.random.default_rng(seed)
@@ -254,7 +251,7 @@ def estimate_benchmark(
     ``svm_settings``: one ``SVMSettings`` or a dict of SVM rows (name ->
     settings, ``--svm-features``)."""
     t0 = time.perf_counter()
-    estimate = Estimate(svm_s=0.0)
+    estimate = Estimate()
     rows = svm_settings if isinstance(svm_settings, dict) else {"svm": svm_settings}
     for name, settings in rows.items():  # one per --svm-features row
         svm_s, details = calibrate_svm(dataset, settings, k, seed=seed, jobs=jobs)
@@ -276,7 +273,7 @@ def _minutes(seconds: float) -> str:
 
 def describe(estimate: Estimate) -> str:
     """One line for the terminal."""
-    parts = [f"SVM about {_minutes(estimate.svm_s or 0)}"]
+    parts = [f"SVM about {_minutes(estimate.svm_s)}"]
     for name, (lo, hi) in estimate.cnn_s.items():
         parts.append(f"{name} {_minutes(lo)} to {_minutes(hi)}")
     span = (
