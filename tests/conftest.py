@@ -72,3 +72,33 @@ def tiny_export_copy(tmp_path, tiny_export):
     import shutil
 
     return shutil.copytree(tiny_export, tmp_path / "tiny")
+
+
+def cross_validate_tiny(root, tiny_export) -> dict:
+    """An SVM and a one-epoch lipnet-1 (16 px, no augmentation) cross-validated
+    on 3 folds of a copy of the tiny export under ``root`` (test_deploy.py,
+    test_bioimage_package.py): {"root", "data", "results", "dataset"}."""
+    import shutil
+
+    from liposome_bench.cnn import run_cnn
+    from liposome_bench.dataset import load_dataset
+    from liposome_bench.folds import load_or_make_folds
+    from liposome_bench.results import ResultsDir
+    from liposome_bench.svm import run_svm
+
+    data = shutil.copytree(tiny_export, root / "data")
+    dataset = load_dataset(data)
+    folds = load_or_make_folds(dataset, k=3, seed=0)
+    results = ResultsDir(root / "results")
+    run_svm(dataset, folds, results)
+    run_cnn(
+        dataset,
+        folds,
+        results,
+        model="lipnet-1",
+        epochs=1,
+        input_size=16,
+        augment="none",
+        save_models=False,
+    )
+    return {"root": root, "data": data, "results": results.path, "dataset": dataset}

@@ -24,30 +24,12 @@ from liposome_bench.bioimage_package import THESIS, THESIS_URL, export_bioimagei
 @pytest.fixture(scope="module")
 def bundles(tmp_path_factory, tiny_export):
     """A one-epoch lipnet-1 and an SVM bundle from a 3-fold run of the tiny export."""
-    from liposome_bench.cnn import run_cnn
-    from liposome_bench.dataset import load_dataset
-    from liposome_bench.folds import load_or_make_folds
-    from liposome_bench.results import ResultsDir
-    from liposome_bench.svm import run_svm
+    from conftest import cross_validate_tiny
 
-    root = tmp_path_factory.mktemp("bioimageio")
-    data = shutil.copytree(tiny_export, root / "data")
-    dataset = load_dataset(data)
-    folds = load_or_make_folds(dataset, k=3, seed=0)
-    results = ResultsDir(root / "results")
-    run_svm(dataset, folds, results)
-    run_cnn(
-        dataset,
-        folds,
-        results,
-        model="lipnet-1",
-        epochs=1,
-        input_size=16,
-        augment="none",
-        save_models=False,
-    )
-    deploy.train_from_results(results.path, "lipnet-1", root / "m-cnn", data=data)
-    deploy.train_from_results(results.path, "svm", root / "m-svm", data=data)
+    run = cross_validate_tiny(tmp_path_factory.mktemp("bioimageio"), tiny_export)
+    root, data, results = run["root"], run["data"], run["results"]
+    deploy.train_from_results(results, "lipnet-1", root / "m-cnn", data=data)
+    deploy.train_from_results(results, "svm", root / "m-svm", data=data)
     return {"root": root, "data": data, "cnn": root / "m-cnn", "svm": root / "m-svm"}
 
 

@@ -18,29 +18,9 @@ SVM_SCALE = shutil.which("svm-scale")
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, tiny_export):
     """An SVM and a one-epoch lipnet-1 cross-validated on 3 folds of the tiny export."""
-    from liposome_bench.cnn import run_cnn
-    from liposome_bench.dataset import load_dataset
-    from liposome_bench.folds import load_or_make_folds
-    from liposome_bench.results import ResultsDir
-    from liposome_bench.svm import run_svm
+    from conftest import cross_validate_tiny
 
-    root = tmp_path_factory.mktemp("deploy")
-    data = shutil.copytree(tiny_export, root / "data")
-    dataset = load_dataset(data)
-    folds = load_or_make_folds(dataset, k=3, seed=0)
-    results = ResultsDir(root / "results")
-    run_svm(dataset, folds, results)
-    run_cnn(
-        dataset,
-        folds,
-        results,
-        model="lipnet-1",
-        epochs=1,
-        input_size=16,
-        augment="none",
-        save_models=False,
-    )
-    return {"root": root, "data": data, "results": results.path, "dataset": dataset}
+    return cross_validate_tiny(tmp_path_factory.mktemp("deploy"), tiny_export)
 
 
 @pytest.fixture(scope="module")
