@@ -1457,7 +1457,7 @@ def benchmark_command(
     """Compare the LIBSVM baseline with LipNet CNN(s) on identical folds.
 
     Runs the SVM and each CNN on the dataset's stored stratified folds
-    (grouped with --group-by, e.g. by micrograph), then prints, per class,
+    (grouped by micrograph by default; --group-by KEY, --no-group), then prints, per class,
     TPR / TNR / PPV / NPV / F1 of every model side by side (mean ± std over
     folds, 95 % bootstrap interval over particles), macro F1, balanced
     accuracy and MCC, each model's fold-averaged normalised confusion
