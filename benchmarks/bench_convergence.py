@@ -27,12 +27,17 @@ Test-fold scores are reported, never used to choose anything: the kept
 epoch comes from the validation part only.
 
 ``--set KEY=VALUE`` measures a candidate default instead of the library's.
+``--candidate "KEY=VALUE,KEY=VALUE"`` (repeatable) adds further candidates,
+each on top of the ``--set`` ones; every candidate of a fold is compared with
+the same long run, which is the ``--set`` settings with ``--long-epochs``, a
+cosine schedule (``--long-schedule``) and no early stopping.
 
 Usage::
 
     python benchmarks/bench_convergence.py [--sets lamellarity,encapsulation,balanced]
         [--n 3000] [--folds 1,2,3,4,5] [--long-epochs 100] [--tolerance 0.01]
         [--set epochs=60 --set lr_schedule=cosine ...]
+        [--candidate "lr_schedule=cosine,early_stopping=loss,patience=10" ...]
 """
 
 from __future__ import annotations
@@ -138,6 +143,18 @@ def main():
         help="a candidate default instead of the library's (repeatable), e.g. "
         "--set epochs=60 --set lr_schedule=cosine --set early_stopping=loss --set patience=15",
     )
+    parser.add_argument(
+        "--candidate",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE,...",
+        help="a further candidate on top of --set (repeatable), compared with the same long run",
+    )
+    parser.add_argument(
+        "--long-schedule",
+        default="cosine",
+        help="the long run's learning-rate schedule (default cosine, stretched over --long-epochs)",
+    )
     args = parser.parse_args()
 
     from liposome_bench import settings as library_settings
@@ -159,7 +176,16 @@ def main():
     defaults = library_settings.CNNSettings.from_mapping(candidate, where="--set")
     if candidate:
         print(f"candidate defaults (--set): {candidate}")
-    long_settings = defaults.replace(epochs=args.long_epochs, patience=args.long_epochs)
+    long_settings = defaults.replace(
+        epochs=args.long_epochs, patience=args.long_epochs, lr_schedule=args.long_schedule
+    )
+    candidates = [("defaults", defaults)]
+    for text in args.candidate:
+        extra = {k: value(v) for k, v in (item.split("=", 1) for item in text.split(",") if item)}
+        settings = library_settings.CNNSettings.from_mapping(
+            {**candidate, **extra}, where="--candidate"
+        )
+        candidates.append((text, settings))
     shown = {
         k: v
         for k, v in defaults.to_dict().items()
@@ -189,31 +215,37 @@ def main():
             f"\n== {name} (synthetic): {len(dataset)} particles "
             f"{dataset.class_counts()}, folds grouped by {folds.group_by}"
         )
-        rows = []
+        rows = {label: [] for label, _ in candidates}
         for fold in folds_wanted:
-            d = run_fold(dataset, folds, fold, images, defaults, device)
             lg = run_fold(dataset, folds, fold, images, long_settings, device)
-            rows.append((d, lg))
             print(
-                f"fold {fold + 1}: validation part {d['n_val']}; defaults: kept epoch "
-                f"{d['best_epoch']} of {d['epochs_run']}, test macro F1 "
-                f"{d['test_macro_f1']:.4f}, {d['wall_s']:.0f} s"
-                + (" (AT CAP, STILL IMPROVING)" if d["at_cap_improving"] else "")
-                + f"; long: kept epoch {lg['best_epoch']} of {lg['epochs_run']}, test macro "
-                f"F1 {lg['test_macro_f1']:.4f}, {lg['wall_s']:.0f} s; gap "
-                f"{lg['test_macro_f1'] - d['test_macro_f1']:+.4f}",
+                f"fold {fold + 1}: validation part {lg['n_val']}; long ({args.long_epochs} "
+                f"epochs, {args.long_schedule}): kept epoch {lg['best_epoch']} of "
+                f"{lg['epochs_run']}, test macro F1 {lg['test_macro_f1']:.4f}, "
+                f"{lg['wall_s']:.0f} s",
                 flush=True,
             )
-        mean_d = float(np.mean([d["test_macro_f1"] for d, _ in rows]))
-        mean_l = float(np.mean([lg["test_macro_f1"] for _, lg in rows]))
-        capped = sum(d["at_cap_improving"] for d, _ in rows)
-        ok = mean_l - mean_d <= args.tolerance and capped == 0
-        verdicts.append(ok)
-        print(
-            f"{name}: mean test macro F1 defaults {mean_d:.4f}, long {mean_l:.4f}, gap "
-            f"{mean_l - mean_d:+.4f} over {len(rows)} fold(s); folds at cap still improving: "
-            f"{capped}: {'PASS' if ok else 'FAIL'} (tolerance {args.tolerance})"
-        )
+            for label, settings in candidates:
+                d = run_fold(dataset, folds, fold, images, settings, device)
+                rows[label].append((d, lg))
+                print(
+                    f"  {label}: kept epoch {d['best_epoch']} of {d['epochs_run']}, test macro "
+                    f"F1 {d['test_macro_f1']:.4f}, {d['wall_s']:.0f} s"
+                    + (" (AT CAP, STILL IMPROVING)" if d["at_cap_improving"] else "")
+                    + f"; gap {lg['test_macro_f1'] - d['test_macro_f1']:+.4f}",
+                    flush=True,
+                )
+        for label, _ in candidates:
+            mean_d = float(np.mean([d["test_macro_f1"] for d, _ in rows[label]]))
+            mean_l = float(np.mean([lg["test_macro_f1"] for _, lg in rows[label]]))
+            capped = sum(d["at_cap_improving"] for d, _ in rows[label])
+            ok = mean_l - mean_d <= args.tolerance and capped == 0
+            verdicts.append(ok)
+            print(
+                f"{name} / {label}: mean test macro F1 {mean_d:.4f}, long {mean_l:.4f}, gap "
+                f"{mean_l - mean_d:+.4f} over {len(rows[label])} fold(s); folds at cap still "
+                f"improving: {capped}: {'PASS' if ok else 'FAIL'} (tolerance {args.tolerance})"
+            )
     print(f"\nload average at the end {', '.join(f'{v:.1f}' for v in os.getloadavg())}")
     print("ALL PASS" if all(verdicts) else "NOT ALL PASS")
     return 0 if all(verdicts) else 1
