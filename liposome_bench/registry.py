@@ -54,12 +54,19 @@ class BundleHooks:
     check_card : callable, optional
         ``check_card(card, need, classes)``: the family's own card entries,
         each through ``need(dotted_key, ok, expected)`` (``deploy.card_problems``).
+    check_files : callable, optional
+        ``check_files(bundle)``: its model files against the card, read as
+        text (raises ``errors.BundleError``).
+    optional_files : tuple of str
+        Keys of ``files`` that bundles trained before they existed lack.
     """
 
     files: dict
     train: Callable
     predict: Callable
     check_card: Callable | None = None
+    check_files: Callable | None = None
+    optional_files: tuple = ()
 
 
 @dataclass(frozen=True)
