@@ -1384,7 +1384,8 @@ def load_keras_model(bundle: Bundle):
         ) from None
     shape = tuple(net.input_shape[1:3])
     size = int(bundle.card["input"]["size"])
-    if bundle.model != "lipnet-fcn" and shape != (size, size):
+    # A fully convolutional net (lipnet-fcn) has no fixed size: (None, None).
+    if None not in shape and shape != (size, size):
         raise BundleError(
             f"{path} takes {shape[0]}x{shape[1]} px inputs but its card "
             f"says {size}x{size}. Train the bundle again."

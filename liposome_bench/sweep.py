@@ -935,8 +935,8 @@ def _comparison_pairs(sweep) -> list:
                         f"{o}={_level_text(sa[o])}" for o in grid["axes"] if o != axis
                     )
                     pairs.append((a, b, axis, where))
-    svm = [c for c, info in cells.items() if info["kind"] == "svm"]
-    cnn = [c for c, info in cells.items() if info["kind"] == "cnn"]
+    svm = [c for c, info in cells.items() if registry.get(info["kind"]).baseline]
+    cnn = [c for c, info in cells.items() if not registry.get(info["kind"]).baseline]
     for a in svm:
         for b in cnn:
             sb = cells[b]["settings"]
