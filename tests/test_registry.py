@@ -242,3 +242,11 @@ def test_an_unregistered_family_is_refused_in_one_line(tiny_export_copy, tmp_pat
         .startswith(f"Error: Unknown model '{NAME}'; expected one of lipnet-1")
     )
     assert not (tmp_path / "r").exists()
+
+
+def test_a_family_without_dask_tasks_is_refused_on_a_scheduler(nearest_centroid, tmp_path):
+    from liposome_bench.comparison import run_benchmark
+
+    with pytest.raises(ConfigError, match=f"{NAME} cannot run on --scheduler local"):
+        run_benchmark("lamellarity", cnn_models=[NAME], out=tmp_path / "r", scheduler="local")
+    assert not (tmp_path / "r").exists()
