@@ -16,6 +16,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+from liposome_bench import registry
 from liposome_bench.errors import ConfigError
 
 
@@ -154,8 +155,9 @@ def benchmark(
     dataset : dataset.Dataset
         In memory (``generate_dataset``, ``load_dataset``).
     models : sequence of str, optional
-        ``"svm"`` (the baseline every CNN is compared with; required) and
-        CNN names; default the SVM and the thesis's CNN for the problem.
+        ``"svm"`` (the baseline every other model is compared with; required)
+        and registered model names (``registry.model_names()``: CNNs, ...);
+        default the SVM and the thesis's CNN for the problem.
     k : int
         Number of folds, when ``folds`` is not given.
     folds : folds.Folds, optional
@@ -176,14 +178,16 @@ def benchmark(
 
     from liposome_bench.comparison import DEFAULT_CNN, run_benchmark
 
+    base = registry.baseline().names[0]
     if models is None:
-        models = ["svm", *DEFAULT_CNN.get(dataset.problem.name, ("lipnet-4",))]
+        models = [base, *DEFAULT_CNN.get(dataset.problem.name, ("lipnet-4",))]
     models = list(models)
-    if "svm" not in models:
+    if base not in models:
         raise ConfigError(
-            f"models must include 'svm', the baseline each CNN is compared with; got {models}."
+            f"models must include {base!r}, the baseline each other model is compared with; "
+            f"got {models}."
         )
-    cnn_models = [m for m in models if m != "svm"]
+    cnn_models = [m for m in models if m != base]
 
     def run(folder):
         summary = run_benchmark(

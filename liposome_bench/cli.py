@@ -14,6 +14,7 @@ import sys
 import click
 
 from liposome_bench import __version__
+from liposome_bench import registry as _registry
 from liposome_bench import settings as _settings
 from liposome_bench.errors import LiposomeBenchError
 from liposome_bench import errors as _errors
@@ -123,6 +124,24 @@ class UserError(click.ClickException):
     """Printed as ``Error: <message>``; exit code 2, like click's usage errors."""
 
     exit_code = 2
+
+
+class ModelChoice(click.Choice):
+    """``click.Choice`` of the registered model names, read from
+    ``registry`` when a value is checked (a family registered after this
+    module was imported is offered too)."""
+
+    def __init__(self, *, baseline: bool | None = None):
+        self.baseline = baseline
+        super().__init__(())
+
+    @property
+    def choices(self):
+        return _registry.model_names(baseline=self.baseline)
+
+    @choices.setter
+    def choices(self, value):
+        pass  # the registry is the one list
 
 
 @contextlib.contextmanager
@@ -1357,8 +1376,8 @@ def _command_line():
     "cnn",
     default=None,
     metavar="MODEL[,MODEL...]",
-    help="CNN(s) to compare with the SVM, comma-separated (lipnet-1, lipnet-2, "
-    "lipnet-4, lipnet-4c, lipnet-6, lipnet-fcn). Default: the thesis's pick "
+    help="CNN(s) or other registered models to compare with the SVM, comma-separated "
+    f"({', '.join(_registry.model_names(baseline=False))}). Default: the thesis's pick "
     "(section 9), lipnet-4 for lamellarity, lipnet-2 for encapsulation.",
 )
 @click.option(
@@ -1719,8 +1738,10 @@ def show_command(particle_id, results, out, data):
     "--model",
     "model",
     required=True,
-    type=click.Choice(("svm",) + _settings.MODEL_NAMES),
-    help="The model to train: the SVM or a LipNet.",
+    type=ModelChoice(),
+    help="The model to train: "
+    + "; ".join(f"{', '.join(s.names)} ({s.description})" for s in _registry.families())
+    + ".",
 )
 @click.option(
     "--from-results",
@@ -1855,11 +1876,14 @@ def train_command(
                 raise UserError(
                     "Give --data, --problem (the built-in dataset) or --from-results RESULTS."
                 )
-            options = (
-                {"grid": grid, "feature_set": feature_set}
-                if model == "svm"
-                else {"epochs": epochs, "input_mode": input_mode, "input_size": input_size}
-            )
+            # Each family takes the options it has settings for (registry.ModelSpec.settings_for).
+            options = {
+                "grid": grid,
+                "feature_set": feature_set,
+                "epochs": epochs,
+                "input_mode": input_mode,
+                "input_size": input_size,
+            }
             card = train_model(
                 model,
                 out,

@@ -55,7 +55,7 @@ from pathlib import Path
 
 import numpy as np
 
-from liposome_bench import engine, stats
+from liposome_bench import engine, registry, stats
 from liposome_bench.errors import ConfigError, LiposomeBenchError, ResultsError
 from liposome_bench.folds import resolve_group_by
 from liposome_bench.io import atomic_write_json, atomic_write_text
@@ -63,6 +63,7 @@ from liposome_bench.outputs import check_apart, check_output_dir, writing
 from liposome_bench.progress import NullReporter
 from liposome_bench.results import ResultsDir, fold_file_hashes, run_lock
 from liposome_bench.settings import BenchmarkConfig, SVMSettings, check_seed, load_config
+from liposome_bench.svm import MODEL_NAME as SVM_NAME
 
 #: The thesis's pick per problem (section 9): LipNet-4 for lamellarity,
 #: LipNet-2 for encapsulation.
@@ -237,15 +238,16 @@ def run_benchmark(
         belongs to another dataset or other settings.
     """
     from liposome_bench.dataset import Dataset, check_trainable
-    from liposome_bench.models import check_model_name
     from liposome_bench.sources import dataset_inputs, resolve_dataset
 
     started = time.perf_counter()
     cnn_models = (
         list(DEFAULT_CNN.get(problem, ("lipnet-4",))) if cnn_models is None else list(cnn_models)
     )
+    candidates = registry.model_names(baseline=False)  # the SVM always runs
     for name in cnn_models:
-        check_model_name(name)
+        if name not in candidates:
+            raise ConfigError(f"Unknown model {name!r}; expected one of {', '.join(candidates)}.")
     if len(set(cnn_models)) != len(cnn_models):
         raise ConfigError(f"--cnn lists a model twice ({','.join(cnn_models)}); list each once.")
     if repeats < 1:
@@ -285,7 +287,15 @@ def run_benchmark(
             f"--svm-features with --scheduler {scheduler} is not supported yet; "
             "run it with --scheduler serial (the default)."
         )
-    cnn_settings = {name: config.cnn_settings(name, **cnn_options) for name in cnn_models}
+    cnn_settings = {
+        name: registry.get(name).settings_for(config, name, cnn_options) for name in cnn_models
+    }
+    no_dask = [name for name in cnn_models if not registry.get(name).runs_on_dask]
+    if no_dask and scheduler != "serial":
+        raise ConfigError(
+            f"{no_dask[0]} cannot run on --scheduler {scheduler} (its family has no Dask "
+            "tasks); run it with --scheduler serial (the default)."
+        )
     reporter = reporter or NullReporter()
     timings = {}
     t0 = time.perf_counter()
@@ -355,7 +365,7 @@ def run_benchmark(
         "config": config_file,
         "svm_options": svm_options,
         "cnn_options": cnn_options,
-        "svm": svm_rows["svm"].to_dict(),
+        "svm": svm_rows[SVM_NAME].to_dict(),
         "svm_models": list(svm_rows),
         "svm_features": list(svm_features) if svm_features else None,
         "cnn": {name: s.to_dict() for name, s in cnn_settings.items()},
@@ -365,8 +375,16 @@ def run_benchmark(
         from liposome_bench import estimate as _estimate
 
         reporter.message("Measuring this machine's speed for a time estimate (--no-estimate skips)")
+        # The estimate calibrates the SVM and LipNet; other families are left out.
+        timed = {n: s for n, s in cnn_settings.items() if registry.get(n) is registry.LIPNET}
+        if len(timed) < len(cnn_settings):
+            reporter.message(
+                "The time estimate leaves out "
+                + ", ".join(n for n in cnn_settings if n not in timed)
+                + " (no calibration for its family)."
+            )
         guess = _estimate.estimate_benchmark(
-            dataset, settings["folds"], repeats, svm_rows, cnn_settings, seed=seed, jobs=jobs
+            dataset, settings["folds"], repeats, svm_rows, timed, seed=seed, jobs=jobs
         )
         # What the estimate covers starts here: the measured time to compare
         # it with is total_s - estimate["done_at_s"].
@@ -401,7 +419,7 @@ def _svm_rows(svm_settings, svm_features, svm_options) -> dict:
     """name -> SVMSettings of every SVM row: ``svm``, and with
     ``svm_features`` one ``svm-<set>`` per further feature set."""
     if not svm_features:
-        return {"svm": svm_settings}
+        return {SVM_NAME: svm_settings}
     sets = [str(f).strip() for f in svm_features]
     if len(set(sets)) != len(sets) or not all(sets):
         raise ConfigError(
@@ -411,7 +429,7 @@ def _svm_rows(svm_settings, svm_features, svm_options) -> dict:
         raise ConfigError("Give the feature set once: --svm-features, or feature_set alone.")
     rows = {}
     for i, feature_set in enumerate(sets):
-        rows["svm" if i == 0 else f"svm-{feature_set}"] = svm_settings.replace(
+        rows[SVM_NAME if i == 0 else f"{SVM_NAME}-{feature_set}"] = svm_settings.replace(
             feature_set=feature_set
         )
     return rows
@@ -492,7 +510,7 @@ def _run_repeats(
                 dataset,
                 fold_sets,
                 rdirs,
-                svm_rows["svm"],
+                svm_rows[SVM_NAME],
                 cnn_settings,
                 seed,
                 jobs,
@@ -599,69 +617,55 @@ def _run_models(
     dataset, folds, results, svm_rows, cnn_settings, seed, jobs, reporter, shared=None
 ) -> dict:
     """Run every SVM row (name -> SVMSettings, or one SVMSettings: ``svm``)
-    and every CNN into ``results``; wall time of each.
-    ``shared`` (a dict) keeps the features and prepared images for the next
-    repeat; None makes them in each call."""
-    from liposome_bench.cnn import prepare_cnn_images, run_cnn
-    from liposome_bench.features import extract_features
-    from liposome_bench.svm import run_svm
-
+    and every other model (name -> its settings) into ``results``, each
+    through its family's ``registry.ModelSpec``; wall time of each.
+    ``shared`` (a dict) keeps each model's inputs (features, prepared
+    images) for the next repeat; None makes them in each call."""
     if isinstance(svm_rows, SVMSettings):
-        svm_rows = {"svm": svm_rows}
+        svm_rows = {SVM_NAME: svm_rows}
     timings = {}
 
-    def svm(svm_reporter):
-        for name, settings in svm_rows.items():
+    def run(models, model_reporter):
+        for name, settings in models.items():
+            # The SVM rows (svm, svm-<feature set>) are all the baseline's.
+            spec = registry.baseline() if models is svm_rows else registry.get(name)
             t0 = time.perf_counter()
-            if shared is not None and name not in shared and _unfinished(results, name, folds.k):
-                shared[name] = extract_features(
-                    dataset,
-                    settings.feature_set,
-                    source=settings.source,
-                    reporter=svm_reporter,
-                    jobs=jobs,
-                    units=settings.units,
+            if (
+                shared is not None
+                and spec.prepare_inputs is not None
+                and name not in shared
+                and _unfinished(results, name, folds.k)
+            ):
+                shared[name] = spec.prepare_inputs(
+                    dataset, settings, jobs=jobs, reporter=model_reporter
                 )
-            run_svm(
+            spec.run_cv(
                 dataset,
                 folds,
                 results,
                 settings,
-                jobs=jobs,
-                seed=seed,
-                reporter=svm_reporter,
                 name=name,
-                features=(shared or {}).get(name),
-            )
-            timings[f"{name}_s"] = time.perf_counter() - t0
-
-    def cnns():
-        for name, settings in cnn_settings.items():
-            t0 = time.perf_counter()
-            if shared is not None and name not in shared and _unfinished(results, name, folds.k):
-                shared[name] = prepare_cnn_images(dataset, settings, reporter=reporter)
-            run_cnn(
-                dataset,
-                folds,
-                results,
-                settings,
                 seed=seed,
-                reporter=reporter,
-                images=(shared or {}).get(name),
+                jobs=jobs,
+                reporter=model_reporter,
+                inputs=(shared or {}).get(name),
             )
             timings[f"{name}_s"] = time.perf_counter() - t0
 
-    if cnn_settings and _gpu_available():
+    if any(registry.get(name).uses_gpu for name in cnn_settings) and _gpu_available():
         # CNN on the GPU while the SVM's grid uses the CPU cores.
         from joblib import Parallel, delayed
 
         reporter.message("GPU found: the SVM runs on the CPU beside the CNN.")
         Parallel(n_jobs=2, backend="threading")(
-            [delayed(svm)(_MessagesOnly(reporter)), delayed(cnns)()]
+            [
+                delayed(run)(svm_rows, _MessagesOnly(reporter)),
+                delayed(run)(cnn_settings, reporter),
+            ]
         )
     else:
-        svm(reporter)
-        cnns()
+        run(svm_rows, reporter)
+        run(cnn_settings, reporter)
     return timings
 
 
@@ -676,7 +680,7 @@ def _run_on_dask(
     from liposome_bench.cnn import run_cnn
     from liposome_bench.svm import run_svm
 
-    settings_of = {"svm": svm_settings, **cnn_settings}
+    settings_of = {SVM_NAME: svm_settings, **cnn_settings}
     timings = [{f"{name}_s": 0.0 for name in settings_of} for _ in rdirs]
     tasks = []
     for r, (rdir, folds) in enumerate(zip(rdirs, fold_sets)):
@@ -724,7 +728,7 @@ def _run_on_dask(
         # task of the model gets that one result (moved once per worker).
         inputs = {}
         for name in {name for _, name, _ in tasks}:
-            if name == "svm":
+            if registry.get(name).baseline:
                 inputs[name] = client.submit(
                     engine.features_task,
                     data_arg,
@@ -748,7 +752,7 @@ def _run_on_dask(
             future = client.submit(
                 engine.run_fold_task,
                 data_arg,
-                "svm" if name == "svm" else "cnn",
+                registry.get(name).family,  # engine's task kinds: "svm", "cnn"
                 settings_of[name].to_dict(),
                 str(rdirs[r]),
                 fold,
@@ -793,7 +797,7 @@ def _summarise(rdir, dataset, folds, settings, seed, n_resamples, command, full_
 
     results = ResultsDir(rdir)
     run = results.read_run()
-    svm_models = settings.get("svm_models") or ["svm"]
+    svm_models = settings.get("svm_models") or [SVM_NAME]
     core = stats.summarise_results(
         results, models=[*svm_models, *settings["cnn_models"]], n_resamples=n_resamples, seed=seed
     )
@@ -892,7 +896,7 @@ def _compare_every_svm(core, results, svm_models, cnn_models, n_resamples, seed)
         svm_models,
         cnn_models,
         core["classes"],
-        int(run["dataset"].get("n_particles") or sum(len(f.ids) for f in runs["svm"][0])),
+        int(run["dataset"].get("n_particles") or sum(len(f.ids) for f in runs[svm_models[0]][0])),
         k=run["folds"]["k"],
         mcnemar=comparisons,
     )
@@ -1073,7 +1077,7 @@ def _verdict_over_repeats(out: Path, repeats: int, summary: dict) -> dict:
         name: [ResultsDir(out / f"repeat-{r}").load_model(name) for r in range(repeats)]
         for name in models
     }
-    svm_models = summary["settings"].get("svm_models") or ["svm"]
+    svm_models = summary["settings"].get("svm_models") or [SVM_NAME]
     cnn_models = summary["settings"]["cnn_models"]
     if len(svm_models) > 1 and cnn_models:
         return svm_rows_verdict(

@@ -46,6 +46,7 @@ from pathlib import Path
 
 import numpy as np
 
+from liposome_bench import registry
 from liposome_bench import sweep as _sweep
 from liposome_bench.errors import ConfigError, CurveError, ResultsError
 from liposome_bench.folds import Folds
@@ -299,7 +300,7 @@ def model_cells(
     svm: bool = True,
 ) -> list:
     """The curve's models as :class:`sweep.Cell` (their ids name the folders)."""
-    cells = [_sweep.Cell("svm", svm_settings or SVMSettings())] if svm else []
+    cells = [_sweep.Cell(registry.SVM.family, svm_settings or SVMSettings())] if svm else []
     base = cnn_settings or CNNSettings()
     for model in cnn_models:
         cells.append(_sweep.Cell("cnn", base.replace(model=model)))
@@ -764,8 +765,8 @@ def summarise_curve(out, *, n_boot: int = BOOTSTRAPS) -> dict:
     classes = record["dataset"]["classes"]
     k = record["folds"]["k"]
     cells = record["cells"]
-    svm_ids = [c for c, info in cells.items() if info["kind"] == "svm"]
-    cnn_ids = [c for c, info in cells.items() if info["kind"] == "cnn"]
+    svm_ids = [c for c, info in cells.items() if registry.get(info["kind"]).baseline]
+    cnn_ids = [c for c, info in cells.items() if not registry.get(info["kind"]).baseline]
     by_label: dict = {}
     for info in record["points"].values():
         by_label.setdefault(info["label"], []).append(info)

@@ -55,6 +55,7 @@ from pathlib import Path
 
 import numpy as np
 
+from liposome_bench import registry
 from liposome_bench.cnn import import_keras
 from liposome_bench.io import (
     atomic_write_json,
@@ -113,7 +114,7 @@ def train_from_results(
         and summary.json when there is one) in which ``model`` finished every
         fold.
     model : str
-        "svm" or a LipNet name.
+        A registered model name (``registry.model_names()``: the SVM, a LipNet).
     out : path
         The bundle folder to write (replaced if it holds a bundle).
     data : path, optional
@@ -201,12 +202,10 @@ def train_model(
     Other parameters and the return value are those of
     :func:`train_from_results`.
     """
-    from liposome_bench.cnn import run_cnn
     from liposome_bench.sources import resolve_dataset
     from liposome_bench.folds import load_or_make_folds
     from liposome_bench.results import ResultsDir
     from liposome_bench.settings import BenchmarkConfig, load_config
-    from liposome_bench.svm import run_svm
 
     reporter = reporter or NullReporter()
     options = {k: v for k, v in (options or {}).items() if v is not None}
@@ -215,10 +214,8 @@ def train_model(
         config = BenchmarkConfig()
     elif not isinstance(config, BenchmarkConfig):
         config = load_config(config)
-    if model == "svm":
-        settings = config.svm.replace(**options)
-    else:
-        settings = config.cnn_settings(model, **options)
+    spec = registry.get(model)
+    settings = spec.settings_for(config, model, options)
     cv_out = Path(cv_out) if cv_out is not None else Path(f"{Path(out)}-cv")
     inputs = {"the dataset": data, "the settings file": config_path}
     check_apart(out, {**inputs, "the cross-validation folder (--cv-out)": cv_out})
@@ -230,20 +227,18 @@ def train_model(
     fold_assignment = load_or_make_folds(dataset, k=folds, seed=fold_seed)
     results_dir = ResultsDir(cv_out)
     reporter.message(f"{model}: cross-validating on {folds} folds into {cv_out}")
-    if model == "svm":
-        run_svm(
-            dataset, fold_assignment, results_dir, settings, jobs=jobs, seed=seed, reporter=reporter
-        )
-    else:
-        run_cnn(
-            dataset,
-            fold_assignment,
-            results_dir,
-            settings,
-            seed=seed,
-            save_models=False,
-            reporter=reporter,
-        )
+    spec.run_cv(
+        dataset,
+        fold_assignment,
+        results_dir,
+        settings,
+        name=model,
+        seed=seed,
+        jobs=jobs,
+        reporter=reporter,
+        inputs=None,
+        save_models=False,
+    )
     return _train_final(
         dataset,
         results_dir,
@@ -363,8 +358,7 @@ def _check_out(out, model: str) -> None:
             f"{out} holds a bundle of {card.get('model')!r}, not {model}; it would be "
             f"replaced. Pass a new folder to --out, or remove {out} yourself."
         )
-    ours = {CARD, CV_PREDICTIONS, *_EXPECTED_FILES["svm" if model == "svm" else "cnn"].values()}
-    ours |= {FEATURE_SCHEMA_FILE} if model == "svm" else set()
+    ours = {CARD, CV_PREDICTIONS, *bundle_hooks(registry.get(model)).files.values()}
     foreign = [name for name in entries if name not in ours]
     if foreign:
         more = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
@@ -407,20 +401,20 @@ def _train_final(dataset, results_dir, model, out, *, jobs, n_resamples, reporte
     staging = make_staging(out)
     try:
         t0 = time.perf_counter()
-        if model == "svm":
-            part = _train_svm(
-                dataset,
-                settings,
-                oof,
-                staging,
-                classes,
-                jobs,
-                reporter,
-                group_by=(run.get("folds") or {}).get("group_by"),
-                k=k,
-            )
-        else:
-            part = _train_cnn(dataset, model, settings, fold_results, staging, reporter)
+        spec = registry.get(model)
+        part = bundle_hooks(spec).train(
+            dataset,
+            model,
+            settings,
+            fold_results,
+            oof,
+            staging,
+            classes,
+            jobs=jobs,
+            reporter=reporter,
+            group_by=(run.get("folds") or {}).get("group_by"),
+            k=k,
+        )
         train_s = time.perf_counter() - t0
         _write_cv_predictions(staging / CV_PREDICTIONS, oof, classes)
         listed = sorted({*part["card"]["files"].values(), CV_PREDICTIONS})
@@ -428,7 +422,7 @@ def _train_final(dataset, results_dir, model, out, *, jobs, n_resamples, reporte
             "schema_version": BUNDLE_SCHEMA_VERSION,
             "kind": BUNDLE_KIND,
             "model": model,
-            "family": "svm" if model == "svm" else "cnn",
+            "family": spec.family,
             "problem": {
                 "name": dataset.problem.name,
                 "classes": classes,
@@ -804,8 +798,14 @@ class Bundle:
         return list(self.card["problem"]["classes"])
 
     @property
+    def spec(self) -> registry.ModelSpec:
+        """The bundle's model family (``registry``)."""
+        return registry.get(self.card["family"])
+
+    @property
     def is_svm(self) -> bool:
-        return self.card["family"] == "svm"
+        """Whether it is the SVM baseline's bundle (``export`` builds its graph)."""
+        return self.spec is registry.SVM
 
     def problem(self):
         """The bundle's problem as a ``dataset.Problem``."""
@@ -958,16 +958,6 @@ def _check_paths(path: Path, card) -> None:
             )
 
 
-_EXPECTED_FILES = {
-    "svm": {
-        "libsvm_model": f"{SVM_STEM}.model",
-        "svm_scale_range": f"{SVM_STEM}.range",
-        "scaling_json": f"{SVM_STEM}.json",
-    },
-    "cnn": {"keras_model": KERAS_FILE},
-}
-
-
 def _printable_name(value) -> bool:
     """A non-empty name that prints on one line (no control characters)."""
     return isinstance(value, str) and value.strip() != "" and value.isprintable()
@@ -1005,7 +995,6 @@ def card_problems(card: dict) -> list[str]:
         One entry per problem, each naming the card key; empty if none.
     """
     from liposome_bench.dataset import PROBLEMS
-    from liposome_bench.settings import FEATURE_SETS, INPUT_MODES, MODEL_NAMES
 
     problems = []
 
@@ -1027,15 +1016,19 @@ def card_problems(card: dict) -> list[str]:
             return False
         return True
 
-    family_ok = need("family", lambda v: v in ("svm", "cnn"), "'svm' or 'cnn'")
+    known = [s.family for s in registry.families()]
+    family_ok = need(
+        "family", lambda v: isinstance(v, str) and v in known, f"one of {', '.join(known)}"
+    )
+    names = registry.model_names()
     model_ok = need(
-        "model", lambda v: v in ("svm",) + MODEL_NAMES, f"one of svm, {', '.join(MODEL_NAMES)}"
+        "model", lambda v: isinstance(v, str) and v in names, f"one of {', '.join(names)}"
     )
     family = card["family"] if family_ok else None
-    if family_ok and model_ok and (card["model"] == "svm") != (family == "svm"):
+    if family_ok and model_ok and registry.get(card["model"]).family != family:
         problems.append(
-            f"family is {family!r} but model is {card['model']!r}; an svm model "
-            "is of family 'svm', a LipNet of family 'cnn'"
+            f"family is {family!r} but model is {card['model']!r}, which is of family "
+            f"{registry.get(card['model']).family!r}"
         )
     need("problem.name", _printable_name, "a problem name")
     classes_ok = need(
@@ -1065,53 +1058,23 @@ def card_problems(card: dict) -> list[str]:
             f"problem.name is {name!r} but problem.classes are those of "
             f"the built-in problem {builtin[0]!r}"
         )
-    if family == "svm":
-        need("input.feature_set", lambda v: v in FEATURE_SETS, f"one of {', '.join(FEATURE_SETS)}")
-        need("input.feature_source", lambda v: isinstance(v, str), "a string")
-        need(
-            "input.features",
-            lambda v: isinstance(v, list) and v and all(map(_printable_name, v)),
-            "a list of feature names",
-        )
-        if classes:
-            k = len(classes)
-            pairs = k * (k - 1) // 2
-            need(
-                "probabilities.calibration.coef",
-                lambda v: _matrix(v, k, pairs),
-                f"a {k} x {pairs} matrix of finite numbers",
-            )
-            need(
-                "probabilities.calibration.intercept",
-                lambda v: isinstance(v, list) and len(v) == k and all(map(_finite_number, v)),
-                f"{k} finite numbers",
-            )
-    elif family == "cnn":
-        need("input.mode", lambda v: v in INPUT_MODES, f"one of {', '.join(INPUT_MODES)}")
-        need(
-            "input.size",
-            lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 4,
-            "an integer of at least 4",
-        )
-        need(
-            "input.keep_size_scale",
-            lambda v: v is None or (_finite_number(v) and v > 0),
-            "null or a positive finite number",
-        )
+    hooks = bundle_hooks(registry.get(family)) if family is not None else None
+    if hooks is not None and hooks.check_card is not None:
+        hooks.check_card(card, need, classes)
     need(
         "pixel_size.training_nm.median",
         lambda v: v is None or (_finite_number(v) and v > 0),
         "null or a positive finite number",
     )
-    if family is not None:
-        expected = _EXPECTED_FILES[family]
-        if (
-            family == "svm"
-            and isinstance(card.get("files"), dict)
-            and "feature_schema" in card["files"]
-        ):
-            # Bundles trained before the feature schema existed have none.
-            expected = {**expected, "feature_schema": FEATURE_SCHEMA_FILE}
+    if hooks is not None:
+        # Files a family added later (the SVM's feature schema) are optional:
+        # bundles trained before them have none.
+        files = card.get("files") if isinstance(card.get("files"), dict) else {}
+        expected = {
+            key: name
+            for key, name in hooks.files.items()
+            if key not in hooks.optional_files or key in files
+        }
         need("files", lambda v: v == expected, ", ".join(f"{k}: {v}" for k, v in expected.items()))
         need("cross_validation.predictions", lambda v: v == CV_PREDICTIONS, repr(CV_PREDICTIONS))
         need(
@@ -1138,6 +1101,49 @@ def card_problems(card: dict) -> list[str]:
 
 
 _MISSING = object()
+
+
+def _check_svm_card(card, need, classes) -> None:
+    """The SVM card's input (feature set and names) and calibration."""
+    from liposome_bench.settings import FEATURE_SETS
+
+    need("input.feature_set", lambda v: v in FEATURE_SETS, f"one of {', '.join(FEATURE_SETS)}")
+    need("input.feature_source", lambda v: isinstance(v, str), "a string")
+    need(
+        "input.features",
+        lambda v: isinstance(v, list) and v and all(map(_printable_name, v)),
+        "a list of feature names",
+    )
+    if classes:
+        k = len(classes)
+        pairs = k * (k - 1) // 2
+        need(
+            "probabilities.calibration.coef",
+            lambda v: _matrix(v, k, pairs),
+            f"a {k} x {pairs} matrix of finite numbers",
+        )
+        need(
+            "probabilities.calibration.intercept",
+            lambda v: isinstance(v, list) and len(v) == k and all(map(_finite_number, v)),
+            f"{k} finite numbers",
+        )
+
+
+def _check_cnn_card(card, need, classes) -> None:
+    """The CNN card's input mode, size and scale."""
+    from liposome_bench.settings import INPUT_MODES
+
+    need("input.mode", lambda v: v in INPUT_MODES, f"one of {', '.join(INPUT_MODES)}")
+    need(
+        "input.size",
+        lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 4,
+        "an integer of at least 4",
+    )
+    need(
+        "input.keep_size_scale",
+        lambda v: v is None or (_finite_number(v) and v > 0),
+        "null or a positive finite number",
+    )
 
 
 def _short(value) -> str:
@@ -1256,8 +1262,14 @@ def _check_against_files(bundle: Bundle) -> None:
             f"cross-validated predictions ({CV_PREDICTIONS}) are of {', '.join(found)}. "
             "Restore the card's class list, or train the bundle again."
         )
-    if not bundle.is_svm:
-        return
+    hooks = bundle_hooks(bundle.spec)
+    if hooks.check_files is not None:
+        hooks.check_files(bundle)
+
+
+def _check_svm_files(bundle: Bundle) -> None:
+    """The LIBSVM header, svm.json and the feature schema against the card."""
+    classes = bundle.classes
     header = read_libsvm_header(bundle.path / f"{SVM_STEM}.model")
     k = len(classes)
     if header["nr_class"] != k or header["labels"] != list(range(k)):
@@ -1325,21 +1337,23 @@ def check_bundle(
             f"classes are {', '.join(classes)}. Use a bundle trained for them."
         )
     if input_size is not None:
-        if bundle.is_svm:
+        if "size" not in inp:
             raise BundleError(
-                f"{bundle.path} is an SVM on features, not a CNN with input size {input_size}."
+                f"{bundle.path} is {bundle.spec.description}, not a CNN with input size "
+                f"{input_size}."
             )
         if int(input_size) != int(inp["size"]):
             raise BundleError(
                 f"{bundle.path} takes {inp['size']}x{inp['size']} px inputs, "
                 f"not {input_size}x{input_size}."
             )
-    if input_mode is not None and not bundle.is_svm and input_mode != inp["mode"]:
+    if input_mode is not None and "mode" in inp and input_mode != inp["mode"]:
         raise BundleError(f"{bundle.path} takes input mode {inp['mode']}, not {input_mode}.")
     if feature_set is not None:
-        if not bundle.is_svm:
+        if "feature_set" not in inp:
             raise BundleError(
-                f"{bundle.path} is a CNN on images, not an SVM on feature set {feature_set}."
+                f"{bundle.path} is {bundle.spec.description}, not an SVM on feature set "
+                f"{feature_set}."
             )
         if feature_set != inp["feature_set"]:
             raise BundleError(
@@ -1370,7 +1384,8 @@ def load_keras_model(bundle: Bundle):
         ) from None
     shape = tuple(net.input_shape[1:3])
     size = int(bundle.card["input"]["size"])
-    if bundle.model != "lipnet-fcn" and shape != (size, size):
+    # A fully convolutional net (lipnet-fcn) has no fixed size: (None, None).
+    if None not in shape and shape != (size, size):
         raise BundleError(
             f"{path} takes {shape[0]}x{shape[1]} px inputs but its card "
             f"says {size}x{size}. Train the bundle again."
@@ -1463,31 +1478,39 @@ def parse_targets(specs, classes) -> dict:
 def predict_probabilities(bundle: Bundle, dataset, *, jobs: int = 1, reporter=None):
     """(predicted class indices, class probabilities) of every particle."""
     reporter = reporter or NullReporter()
-    if bundle.is_svm:
-        from liposome_bench.abstention import apply_calibrator
-        from liposome_bench.features import extract_features
+    return bundle_hooks(bundle.spec).predict(bundle, dataset, jobs=jobs, reporter=reporter)
 
-        clf = load_svm(bundle)
-        inp = bundle.card["input"]
-        features = extract_features(
-            dataset,
-            inp["feature_set"],
-            source=inp["feature_source"],
-            reporter=reporter,
-            jobs=jobs,
-            units=inp.get("units", "nm"),
+
+def _predict_svm(bundle: Bundle, dataset, *, jobs: int = 1, reporter=None):
+    """The SVM bundle's vote and calibrated probabilities."""
+    from liposome_bench.abstention import apply_calibrator
+    from liposome_bench.features import extract_features
+
+    clf = load_svm(bundle)
+    inp = bundle.card["input"]
+    features = extract_features(
+        dataset,
+        inp["feature_set"],
+        source=inp["feature_source"],
+        reporter=reporter,
+        jobs=jobs,
+        units=inp.get("units", "nm"),
+    )
+    X = features[inp["features"]].to_numpy(np.float64)
+    bad = np.flatnonzero(~np.isfinite(X).all(axis=1))
+    if bad.size:
+        raise DatasetError(
+            f"Particle {dataset.ids[bad[0]]} has features that are not finite numbers "
+            f"({bad.size} particle(s)); the SVM needs every feature. Fix those particles."
         )
-        X = features[inp["features"]].to_numpy(np.float64)
-        bad = np.flatnonzero(~np.isfinite(X).all(axis=1))
-        if bad.size:
-            raise DatasetError(
-                f"Particle {dataset.ids[bad[0]]} has features that are not finite numbers "
-                f"({bad.size} particle(s)); the SVM needs every feature. Fix those particles."
-            )
-        labels, values = clf._predict_raw(X)
-        y_pred = np.asarray(clf.classes_[labels], dtype=np.int64)
-        calibration = bundle.card["probabilities"]["calibration"]
-        return y_pred, apply_calibrator(calibration, values)
+    labels, values = clf._predict_raw(X)
+    y_pred = np.asarray(clf.classes_[labels], dtype=np.int64)
+    calibration = bundle.card["probabilities"]["calibration"]
+    return y_pred, apply_calibrator(calibration, values)
+
+
+def _predict_cnn(bundle: Bundle, dataset, *, jobs: int = 1, reporter=None):
+    """The CNN bundle's softmax probabilities and their argmax."""
     from liposome_bench.cnn import prepare_images
 
     net = load_keras_model(bundle)
@@ -1631,8 +1654,8 @@ def _calibration_shift(bundle) -> float | None:
     calibration (the thresholds' scale) and the final model's, on the
     out-of-fold decision values; 0 for a CNN (softmax, no calibration);
     None for a bundle trained before it was recorded."""
-    if not bundle.is_svm:
-        return 0.0
+    if bundle.spec.score_kind == "probability":
+        return 0.0  # scores are probabilities already: nothing is calibrated
     return bundle.card["probabilities"].get("calibration_shift")
 
 
@@ -1704,3 +1727,49 @@ def write_fractions(table, out) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, table.to_csv(index=False, float_format="%.6g"))
     return out
+
+
+# The built-in families' bundle hooks -----------------------------------------------
+
+
+def _train_svm_bundle(
+    dataset, model, settings, fold_results, oof, staging, classes, *, jobs, reporter, group_by, k
+):
+    return _train_svm(
+        dataset, settings, oof, staging, classes, jobs, reporter, group_by=group_by, k=k
+    )
+
+
+def _train_cnn_bundle(
+    dataset, model, settings, fold_results, oof, staging, classes, *, jobs, reporter, group_by, k
+):
+    return _train_cnn(dataset, model, settings, fold_results, staging, reporter)
+
+
+_BUILTIN_HOOKS = {
+    registry.SVM.family: registry.BundleHooks(
+        files={
+            "libsvm_model": f"{SVM_STEM}.model",
+            "svm_scale_range": f"{SVM_STEM}.range",
+            "scaling_json": f"{SVM_STEM}.json",
+            "feature_schema": FEATURE_SCHEMA_FILE,
+        },
+        optional_files=("feature_schema",),
+        train=_train_svm_bundle,
+        predict=_predict_svm,
+        check_card=_check_svm_card,
+        check_files=_check_svm_files,
+    ),
+    registry.LIPNET.family: registry.BundleHooks(
+        files={"keras_model": KERAS_FILE},
+        train=_train_cnn_bundle,
+        predict=_predict_cnn,
+        check_card=_check_cnn_card,
+    ),
+}
+
+
+def bundle_hooks(spec: registry.ModelSpec) -> registry.BundleHooks:
+    """How ``train`` and ``predict`` handle a family's bundle: its own
+    ``spec.bundle``, or this module's for the two built-in families."""
+    return spec.bundle if spec.bundle is not None else _BUILTIN_HOOKS[spec.family]

@@ -829,11 +829,14 @@ def print_card(card, out, console=None):
 
     hp = card["training"]["hyperparameters"]
     overall = card["cross_validation"]["overall"]
-    chosen = (
-        f"C={hp['C']:g}, gamma={hp['gamma']:g}"
-        if card["family"] == "svm"
-        else f"{hp['epochs']} epochs (fold best epochs {hp['fold_best_epochs']})"
-    )
+    # What each family chose, read from its hyperparameters (registry families
+    # other than the SVM and LipNet list theirs as key=value).
+    if "C" in hp and "gamma" in hp:
+        chosen = f"C={hp['C']:g}, gamma={hp['gamma']:g}"
+    elif "epochs" in hp:
+        chosen = f"{hp['epochs']} epochs (fold best epochs {hp['fold_best_epochs']})"
+    else:
+        chosen = ", ".join(f"{k}={v}" for k, v in hp.items() if k != "chosen_by") or "defaults"
     data = card["training"]["dataset"]
     say(
         f"{card['model']} trained on all {data['n_particles']} particles "

@@ -41,7 +41,8 @@ import numpy as np
 
 from liposome_bench.plotting import colormap
 from liposome_bench.io import atomic_write
-from liposome_bench.errors import DatasetError, LiposomeBenchError, ResultsError
+from liposome_bench import registry
+from liposome_bench.errors import ConfigError, DatasetError, LiposomeBenchError, ResultsError
 from liposome_bench.outputs import check_apart, check_in_results
 from liposome_bench.results import ResultsDir
 
@@ -82,6 +83,12 @@ class ModelPredictions:
 
     @property
     def is_cnn(self) -> bool:
+        """An image model (saliency and activation maps apply)."""
+        return is_image_model(self.name)
+
+    @property
+    def has_probabilities(self) -> bool:
+        """Its scores are class probabilities (else decision values)."""
         return self.kind == "probability"
 
     def index(self) -> dict:
@@ -89,6 +96,15 @@ class ModelPredictions:
         if self._index is None:
             self._index = {pid: i for i, pid in enumerate(self.ids)}
         return self._index
+
+
+def is_image_model(name: str) -> bool:
+    """Whether model ``name`` is registered with an image input size (a
+    LipNet); SVM rows (``svm-<set>``) and other families are not."""
+    try:
+        return registry.get(name).input_size is not None
+    except ConfigError:
+        return False
 
 
 def read_predictions(results_dir) -> tuple[list[str], dict]:
@@ -136,7 +152,7 @@ def confidence(pred: ModelPredictions, classes) -> np.ndarray:
     class (pairs missing from a fold's training data count 0)."""
     n = len(pred.ids)
     rows = np.arange(n)
-    if pred.is_cnn:
+    if pred.has_probabilities:
         column = {name: j for j, name in enumerate(pred.score_names)}
         order = [column.get(c) for c in classes]
         if any(j is None for j in order):
@@ -235,9 +251,11 @@ def select_galleries(predictions: dict, classes, size: int = GALLERY_SIZE) -> li
                         int(hit.size),
                     )
                 )
-    svm = predictions.get("svm")
+    base = registry.baseline().names[0]
+    svm = predictions.get(base)
     for name, p in predictions.items():
-        if svm is None or not p.is_cnn:
+        # Every model against the SVM, but not the SVM's own rows (svm-<set>).
+        if svm is None or p.kind == svm.kind:
             continue
         where = svm.index()
         common = [i for i, pid in enumerate(p.ids) if pid in where]
@@ -248,8 +266,8 @@ def select_galleries(predictions: dict, classes, size: int = GALLERY_SIZE) -> li
         cnn_right = p.y_pred[i] == p.y_true[i]
         svm_right = svm.y_pred[j] == svm.y_true[j]
         for right, wrong, mask, conf in (
-            (name, "svm", cnn_right & ~svm_right, svm.confidence[j]),
-            ("svm", name, svm_right & ~cnn_right, p.confidence[i]),
+            (name, base, cnn_right & ~svm_right, svm.confidence[j]),
+            (base, name, svm_right & ~cnn_right, p.confidence[i]),
         ):
             hit = np.flatnonzero(mask)
             if not hit.size:
@@ -259,12 +277,12 @@ def select_galleries(predictions: dict, classes, size: int = GALLERY_SIZE) -> li
                 Gallery(
                     f"{_slug(right)}-right-{_slug(wrong)}-wrong",
                     f"{right} right, {wrong} wrong",
-                    f"{hit.size} particle(s) of the paired comparison {name} vs svm; "
+                    f"{hit.size} particle(s) of the paired comparison {name} vs {base}; "
                     f"{wrong}'s most confident errors first.",
                     name,
                     ids[:size],
                     int(hit.size),
-                    others=("svm",),
+                    others=(base,),
                 )
             )
     for name, p in predictions.items():
@@ -463,9 +481,7 @@ def model_view(model: str, settings: dict, particles: list, *, whole=None) -> Mo
     from liposome_bench.dataset import Dataset
     from liposome_bench.models import INPUT_SIZES
 
-    from liposome_bench.settings import MODEL_NAMES
-
-    cnn = settings.get("kind") == "cnn" or "input_mode" in settings or model in MODEL_NAMES
+    cnn = settings.get("kind") == "cnn" or "input_mode" in settings or is_image_model(model)
     if not cnn:
         windows = [_window(p, "masked") for p in particles]
         masks = [mask_window(p, "masked") for p in particles]
@@ -657,7 +673,7 @@ def _confidence_text(pred: ModelPredictions, i: int) -> str:
     value = pred.confidence[i]
     if value is None or np.isnan(value):
         return "—"
-    return f"p={value:.2f}" if pred.is_cnn else f"margin {value:+.2f}"
+    return f"p={value:.2f}" if pred.has_probabilities else f"margin {value:+.2f}"
 
 
 @dataclass

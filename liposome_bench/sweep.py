@@ -81,6 +81,7 @@ from liposome_bench.engine import (  # noqa: F401  (the engine's names, as sweep
     start_local_cluster,
 )
 from liposome_bench.engine import save_outcome as save_fold_outcome
+from liposome_bench import registry
 from liposome_bench.errors import ConfigError, ResultsError, SweepError
 from liposome_bench.io import atomic_write_json, atomic_write_text
 from liposome_bench.settings import CNNSettings, SVMSettings
@@ -111,13 +112,14 @@ ASSUMED_SVM_PARTICLES = 14169
 class Cell:
     """One combination of settings: a CNN or the SVM, run on every fold."""
 
-    kind: str  # "cnn" or "svm"
+    kind: str  # the family (registry.ModelSpec.family) whose [table] it came from
     settings: CNNSettings | SVMSettings
     levels: dict = field(default_factory=dict, compare=False, hash=False)
 
     @property
     def model(self) -> str:
-        return self.settings.model if self.kind == "cnn" else "svm"
+        # A family of several models records which in its settings (a LipNet).
+        return getattr(self.settings, "model", None) or registry.get(self.kind).names[0]
 
     @cached_property
     def id(self) -> str:
@@ -933,8 +935,8 @@ def _comparison_pairs(sweep) -> list:
                         f"{o}={_level_text(sa[o])}" for o in grid["axes"] if o != axis
                     )
                     pairs.append((a, b, axis, where))
-    svm = [c for c, info in cells.items() if info["kind"] == "svm"]
-    cnn = [c for c, info in cells.items() if info["kind"] == "cnn"]
+    svm = [c for c, info in cells.items() if registry.get(info["kind"]).baseline]
+    cnn = [c for c, info in cells.items() if not registry.get(info["kind"]).baseline]
     for a in svm:
         for b in cnn:
             sb = cells[b]["settings"]

@@ -156,7 +156,7 @@ def test_newer_schema_is_refused_with_its_version(svm_bundle, tmp_path):
     [
         ({"problem": "encapsulation"}, "trained for lamellarity .*, not encapsulation"),
         ({"feature_set": "all"}, "uses feature set vironova, not all"),
-        ({"input_size": 28}, "is an SVM on features, not a CNN"),
+        ({"input_size": 28}, "is the LIBSVM baseline on the particle features, not a CNN"),
         ({"classes": ["full", "empty", "uncertain"]}, "the data's classes are full, empty"),
     ],
 )
