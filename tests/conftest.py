@@ -1,7 +1,9 @@
 """Session-wide test set-up: a tiny synthetic dataset built once, and an
 isolated cache so no test touches the user's ~/.cache."""
 
+import contextlib
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -69,17 +71,60 @@ def tiny_export(tmp_path_factory, tiny_dataset):
 @pytest.fixture
 def tiny_export_copy(tmp_path, tiny_export):
     """A private copy of the tiny export that a test may modify."""
-    import shutil
-
     return shutil.copytree(tiny_export, tmp_path / "tiny")
+
+
+@contextlib.contextmanager
+def _built_once(tmp_path_factory, name):
+    """A folder shared by every xdist worker of this session, and whether
+    this worker must build it: the first worker to take the lock builds it
+    (marking it done with a ``.built`` file) while the others wait, then read
+    it. Under the basetemp's parent, which all workers of one run share."""
+    import fcntl
+
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent
+    folder = base / f"shared-{name}"
+    with open(base / f"shared-{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            built = (folder / ".built").exists()
+            if not built:
+                shutil.rmtree(folder, ignore_errors=True)  # a half-built one
+                folder.mkdir()
+            yield folder, not built
+            if not built:
+                (folder / ".built").touch()
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+@pytest.fixture(scope="session")
+def tiny_cross_validation(tmp_path_factory, tiny_export):
+    """:func:`cross_validate_tiny`, run once per session however many xdist
+    workers ask (test_deploy.py and test_bioimage_package.py each needed it,
+    on every worker that ran one of their tests). Read-only: its "root" is
+    shared; write beside it, in the test's own folder."""
+    from liposome_bench.dataset import load_dataset
+
+    with _built_once(tmp_path_factory, "tiny-cv") as (root, build):
+        if build:
+            run = cross_validate_tiny(root, tiny_export)
+        else:
+            run = {
+                "root": root,
+                "data": root / "data",
+                "results": root / "results",
+                "dataset": load_dataset(root / "data"),
+            }
+    return run
 
 
 def cross_validate_tiny(root, tiny_export) -> dict:
     """An SVM and a one-epoch lipnet-1 (16 px, no augmentation) cross-validated
     on 3 folds of a copy of the tiny export under ``root`` (test_deploy.py,
     test_bioimage_package.py): {"root", "data", "results", "dataset"}."""
-    import shutil
-
     from liposome_bench.cnn import run_cnn
     from liposome_bench.dataset import load_dataset
     from liposome_bench.folds import load_or_make_folds

@@ -22,12 +22,11 @@ from liposome_bench.bioimage_package import THESIS, THESIS_URL, export_bioimagei
 
 
 @pytest.fixture(scope="module")
-def bundles(tmp_path_factory, tiny_export):
-    """A one-epoch lipnet-1 and an SVM bundle from a 3-fold run of the tiny export."""
-    from conftest import cross_validate_tiny
-
-    run = cross_validate_tiny(tmp_path_factory.mktemp("bioimageio"), tiny_export)
-    root, data, results = run["root"], run["data"], run["results"]
+def bundles(tmp_path_factory, tiny_cross_validation):
+    """A one-epoch lipnet-1 and an SVM bundle from a 3-fold run of the tiny
+    export (shared, read-only), in this module's own folder."""
+    root = tmp_path_factory.mktemp("bioimageio")
+    data, results = tiny_cross_validation["data"], tiny_cross_validation["results"]
     deploy.train_from_results(results, "lipnet-1", root / "m-cnn", data=data)
     deploy.train_from_results(results, "svm", root / "m-svm", data=data)
     return {"root": root, "data": data, "cnn": root / "m-cnn", "svm": root / "m-svm"}
