@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "liposome_bench"
 
@@ -139,3 +141,61 @@ def test_the_fuzz_module_runs_in_the_test_command():
     for text in (addopts, pytest_options):
         assert "fuzz" not in text and "-m " not in text, text
     assert "pytestmark = pytest.mark.fuzz" in (ROOT / "tests" / "test_fuzz.py").read_text()
+
+
+def private_uses(tree: ast.Module) -> list[tuple[int, str]]:
+    """(line, text) for each private name of another package module that
+    ``tree`` imports (``from liposome_bench.x import _y``, ``from .x import
+    _y``) or reaches as an attribute (``x._y`` where ``x`` names a package
+    module)."""
+    found, modules = [], set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            ours = node.level > 0 or (node.module or "").split(".")[0] == "liposome_bench"
+            if not ours:
+                continue
+            for alias in node.names:
+                if alias.name.startswith("_") and not alias.name.startswith("__"):
+                    found.append((node.lineno, f"from {node.module} import {alias.name}"))
+                elif node.module in ("liposome_bench", None):
+                    modules.add(alias.asname or alias.name)
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.startswith("liposome_bench.") and alias.asname:
+                    modules.add(alias.asname)
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id in modules
+            and node.attr.startswith("_")
+            and not node.attr.startswith("__")
+        ):
+            found.append((node.lineno, f"{node.value.id}.{node.attr}"))
+    return found
+
+
+def test_no_module_uses_another_modules_private_names():
+    """Issue 21: a helper shared between modules is public (named without
+    ``_`` and documented) in the module that owns it."""
+    offences = [
+        f"{path.relative_to(ROOT)}:{line}: {text}"
+        for path in sorted(PACKAGE.rglob("*.py"))
+        for line, text in private_uses(ast.parse(path.read_text(encoding="utf-8")))
+    ]
+    assert offences == [], "\n".join(offences)
+
+
+@pytest.mark.parametrize(
+    "source, expected",
+    [
+        ("from liposome_bench.cnn import _window", ["from liposome_bench.cnn import _window"]),
+        ("from .sweep import level_text, _x", ["from sweep import _x"]),
+        ("from liposome_bench import sweep as s\ns._level_text(1)", ["s._level_text"]),
+        ("import liposome_bench.dataset as ds\nds._read_csv", ["ds._read_csv"]),
+        ("from liposome_bench.cnn import window\nfrom numpy import _x", []),
+        ("from liposome_bench import dataset\ndataset.__name__", []),
+    ],
+)
+def test_private_uses_finds_each_kind(source, expected):
+    assert [text for _, text in private_uses(ast.parse(source))] == expected
