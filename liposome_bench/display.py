@@ -673,7 +673,7 @@ def print_sweep_plan(console, config, plan, n_particles):
         table.add_row(
             cell.id,
             ", ".join(grids),
-            *[_sweep._level_text(values[a]) if a in values else "" for a in axes],
+            *[_sweep.level_text(values[a]) if a in values else "" for a in axes],
             f"{len(plan.done.get(cell.id, ()))}/{plan.k}",
         )
     console.print(table)

@@ -459,7 +459,7 @@ def model_view(model: str, settings: dict, particles: list, *, whole=None) -> Mo
     ``whole``, the whole dataset (as in training). The SVM: the masked crop
     at full resolution, standardised as the CNNs' masked mode.
     """
-    from liposome_bench.cnn import KEEP_SIZE_QUANTILE, _window, mask_window, prepare_images
+    from liposome_bench.cnn import KEEP_SIZE_QUANTILE, mask_window, particle_window, prepare_images
     from liposome_bench.dataset import Dataset
     from liposome_bench.models import INPUT_SIZES
 
@@ -467,7 +467,7 @@ def model_view(model: str, settings: dict, particles: list, *, whole=None) -> Mo
 
     cnn = settings.get("kind") == "cnn" or "input_mode" in settings or model in MODEL_NAMES
     if not cnn:
-        windows = [_window(p, "masked") for p in particles]
+        windows = [particle_window(p, "masked") for p in particles]
         masks = [mask_window(p, "masked") for p in particles]
         return ModelView(windows, masks, None, "masked crop, full resolution")
     mode = settings.get("input_mode", "masked")

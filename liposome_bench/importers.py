@@ -186,7 +186,7 @@ def read_micrograph(path) -> tuple[np.ndarray, float, str]:
         image = _read_pil_micrograph(path)
     check_micrograph_pixels(image, path.name)
     if image.dtype not in (np.uint8, np.uint16):
-        image = ds._gray_dtype(image)
+        image = ds.gray_dtype(image)
         if image.dtype == np.float32:
             image = _stretch_to_uint16(image)
     return image, px, source
@@ -220,10 +220,10 @@ def _read_pil_micrograph(path: Path) -> np.ndarray:
             with im:
                 _check_micrograph_side(*im.size, path.name)
                 im.load()
-                image, _colour = ds._pil_to_array(im)
+                image, _colour = ds.pil_to_array(im)
     except DatasetError:
         raise
-    except (*ds._DECODE_ERRORS, Image.DecompressionBombError) as exc:
+    except (*ds.DECODE_ERRORS, Image.DecompressionBombError) as exc:
         log.debug("%s: %s", path, exc)
         raise DatasetError(
             f"{path.name} cannot be read as a BMP, JPEG, PNG or TIFF image. "
@@ -257,7 +257,7 @@ def _read_tiff_micrograph(path: Path) -> tuple[np.ndarray, float]:
             px = _tiff_pixel_size(page, tif.imagej_metadata or {})
     except DatasetError:
         raise
-    except ds._DECODE_ERRORS as exc:
+    except ds.DECODE_ERRORS as exc:
         log.debug("%s: %s", path, exc)
         raise DatasetError(
             f"{path.name} cannot be read as a TIFF image. Replace it with a valid image file."
@@ -265,7 +265,7 @@ def _read_tiff_micrograph(path: Path) -> tuple[np.ndarray, float]:
     if array.ndim == 3 and planar and array.shape[0] in (3, 4):
         array = np.moveaxis(array, 0, -1)
     if array.ndim == 3 and array.shape[-1] in (3, 4):
-        array, _ = ds._rgb_to_gray(array[..., :3])
+        array, _ = ds.rgb_to_gray(array[..., :3])
     if array.ndim != 2:
         raise DatasetError(
             f"{path.name} has array shape {array.shape}; expected one 2-D grayscale "
@@ -335,7 +335,7 @@ def _read_mrc_micrograph(path: Path) -> tuple[np.ndarray, float]:
             array = np.array(mrc.data, dtype=np.float32).reshape(ny, nx)
     except DatasetError:
         raise
-    except ds._DECODE_ERRORS as exc:
+    except ds.DECODE_ERRORS as exc:
         log.debug("%s: %s", path, exc)
         raise DatasetError(
             f"{path.name} cannot be read as an MRC file. Re-export the micrograph."
@@ -783,7 +783,7 @@ def import_coco(
     """
     import pycocotools.mask as mask_utils
 
-    from liposome_bench.dataset import _check_path
+    from liposome_bench.dataset import check_path
     from liposome_bench.progress import NullReporter
 
     reporter = reporter or NullReporter()
@@ -904,7 +904,7 @@ def import_coco(
     files = {}
     for iid in per_image:
         im = images[iid]
-        rel = _check_path(im["file_name"])
+        rel = check_path(im["file_name"])
         if rel is None:
             problems.append(
                 f"{name}: image {iid} file_name {im['file_name']!r} leads outside "
@@ -1307,7 +1307,7 @@ def read_label_image(path) -> np.ndarray:
                     array = np.array(im)
     except DatasetError:
         raise
-    except (*ds._DECODE_ERRORS, Image.DecompressionBombError) as exc:
+    except (*ds.DECODE_ERRORS, Image.DecompressionBombError) as exc:
         log.debug("%s: %s", path, exc)
         raise DatasetError(
             f"{path.name} cannot be read as a TIFF or PNG label image. Re-export it."
@@ -1336,9 +1336,9 @@ def read_label_image(path) -> np.ndarray:
 
 def _read_class_table(path: Path):
     """(micrograph, label) -> (class, line) from the classes CSV."""
-    from liposome_bench.dataset import _read_csv
+    from liposome_bench.dataset import read_csv_rows
 
-    header, rows = _read_csv(path)
+    header, rows = read_csv_rows(path)
     missing = [c for c in ("micrograph", "label", "class") if c not in header]
     if missing:
         raise DatasetError(
@@ -1669,7 +1669,7 @@ def import_star(
     -------
     ImportResult
     """
-    from liposome_bench.dataset import _check_path
+    from liposome_bench.dataset import check_path
     from liposome_bench.progress import NullReporter
 
     reporter = reporter or NullReporter()
@@ -1698,7 +1698,7 @@ def import_star(
     )
     problems, files = [], {}
     for name in dict.fromkeys(str(v) for v in table["rlnMicrographName"]):
-        rel = _check_path(name)
+        rel = check_path(name)
         if rel is not None and (images_dir / rel).is_file():
             files[name] = rel
         elif (images_dir / Path(name).name).is_file():

@@ -136,7 +136,7 @@ class Cell:
         levels that made the cell)."""
         names = axes if axes is not None else list(self.levels)
         values = self.settings.to_dict()
-        return ", ".join(f"{n}={_level_text(values.get(n))}" for n in names) or self.model
+        return ", ".join(f"{n}={level_text(values.get(n))}" for n in names) or self.model
 
 
 @dataclass(frozen=True)
@@ -180,7 +180,9 @@ class SweepConfig:
         return self._cells_by_id[cell_id]
 
 
-def _level_text(value) -> str:
+def level_text(value) -> str:
+    """A setting's value as a sweep table shows it: a list joined with commas
+    (``none`` when empty, ``all`` for every augmentation), else ``str``."""
     from liposome_bench.settings import AUGMENTATIONS
 
     if isinstance(value, (list, tuple)):
@@ -328,7 +330,7 @@ def _expand(kind, cls, name, table, where, cells) -> Grid:
         levels = dict(zip(names, combination))
         settings = cls.from_mapping(
             {**fixed, **levels},
-            where=f"{where} ({', '.join(f'{k}={_level_text(v)}' for k, v in levels.items())})"
+            where=f"{where} ({', '.join(f'{k}={level_text(v)}' for k, v in levels.items())})"
             if levels
             else where,
         )
@@ -846,7 +848,7 @@ def summarise_sweep(out, metrics=("f1",)) -> dict:
                     {
                         "cell": cell_id,
                         "model": info["model"],
-                        **{a: _level_text(settings[a]) if a in settings else "" for a in axes},
+                        **{a: level_text(settings[a]) if a in settings else "" for a in axes},
                         "class": cls,
                         "metric": metric,
                         "mean": float(defined.mean()) if defined.size else math.nan,
@@ -911,7 +913,7 @@ def _describe_cell(sweep, cell_id, axis) -> str:
     info = sweep["cells"][cell_id]
     if axis == "svm vs cnn":
         return cell_id
-    return _level_text(info["settings"].get(axis))
+    return level_text(info["settings"].get(axis))
 
 
 def _comparison_pairs(sweep) -> list:
@@ -929,16 +931,14 @@ def _comparison_pairs(sweep) -> list:
                 differing = [key for key in sa if sa[key] != sb.get(key)]
                 if differing == [axis] and (a, b) not in seen:
                     seen.add((a, b))
-                    where = ", ".join(
-                        f"{o}={_level_text(sa[o])}" for o in grid["axes"] if o != axis
-                    )
+                    where = ", ".join(f"{o}={level_text(sa[o])}" for o in grid["axes"] if o != axis)
                     pairs.append((a, b, axis, where))
     svm = [c for c, info in cells.items() if info["kind"] == "svm"]
     cnn = [c for c, info in cells.items() if info["kind"] == "cnn"]
     for a in svm:
         for b in cnn:
             sb = cells[b]["settings"]
-            where = ", ".join(f"{o}={_level_text(sb[o])}" for o in all_axes if o in sb)
+            where = ", ".join(f"{o}={level_text(sb[o])}" for o in all_axes if o in sb)
             pairs.append((a, b, "svm vs cnn", where))
     return pairs
 
