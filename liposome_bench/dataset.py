@@ -55,8 +55,10 @@ from pathlib import Path
 
 import numpy as np
 
+from liposome_bench import __version__
 from liposome_bench.errors import ConfigError, DatasetError
 from liposome_bench.io import UMASK, clean_stale_staging, staging_prefix
+from liposome_bench.progress import NullReporter
 
 EXPORT_JSON = "particles.json"
 IMAGES_DIR = "images"
@@ -342,8 +344,6 @@ def check_read_back(dataset: Dataset, folder, out_dir) -> None:
 
 
 def _export_meta(dataset: Dataset) -> dict:
-    from liposome_bench import __version__
-
     return {
         "problem": dataset.problem.name,
         "classes": list(dataset.problem.classes),
@@ -951,8 +951,6 @@ def _read_entries(
     entries: list[_Entry], report: _Report, pixel_size_nm, reporter, stage: str
 ) -> list[Particle]:
     """Read and check every entry's image and mask; return the particles."""
-    from liposome_bench.progress import NullReporter
-
     if pixel_size_nm is not None and _positive_number(pixel_size_nm) is None:
         raise DatasetError(
             f"--pixel-size {pixel_size_nm!r} is not a positive number of nm per pixel. "
@@ -1334,8 +1332,6 @@ def _export_entry(
 
 #: Keys of a lab export particle object that are not features or metadata.
 EXPORT_KEYS = {"Id", "Class", "Label", "Image", "Bmp", "Mask", "PixelSize"}
-#: Manifest columns that are not metadata.
-MANIFEST_COLUMNS = {"image", "label", "mask", "id", "pixel_size_nm"}
 
 
 def _meta_of(record: dict, known) -> dict:
@@ -1404,6 +1400,7 @@ def load_export(
 
 # Manifest CSV ------------------------------------------------------------------------
 
+#: A manifest's own columns; any other column is metadata.
 MANIFEST_COLUMNS = ("image", "label", "mask", "id", "pixel_size_nm")
 
 

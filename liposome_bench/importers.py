@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from liposome_bench import dataset as ds
 from liposome_bench.dataset import (
     CVAT_GROUP_PATTERN,  # noqa: F401  (documented here, beside the importers)
     IMAGE_EXTENSIONS,
@@ -45,14 +46,17 @@ from liposome_bench.dataset import (
     Dataset,
     Particle,
     Problem,
+    check_path,
     compile_group_pattern,
     custom_problem,
+    read_csv_rows,
     set_groups,
     write_export,
 )
 from liposome_bench.annotations import check_coco, check_micrograph_pixels
 from liposome_bench.errors import ConfigError, DatasetError
 from liposome_bench.outputs import check_apart
+from liposome_bench.progress import NullReporter
 
 log = logging.getLogger(__name__)
 
@@ -168,8 +172,6 @@ def read_micrograph(path) -> tuple[np.ndarray, float, str]:
     DatasetError
         If the file cannot be read, is too large or is not one 2-D image.
     """
-    from liposome_bench import dataset as ds
-
     path = Path(path)
     suffix = path.suffix.lower()
     px, source = float("nan"), ""
@@ -211,8 +213,6 @@ def _check_micrograph_side(width: int, height: int, name: str) -> None:
 def _read_pil_micrograph(path: Path) -> np.ndarray:
     from PIL import Image
 
-    from liposome_bench import dataset as ds
-
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -244,8 +244,6 @@ def _single_page(tif, path: Path, expected: str, fix: str):
 
 def _read_tiff_micrograph(path: Path) -> tuple[np.ndarray, float]:
     import tifffile
-
-    from liposome_bench import dataset as ds
 
     try:
         with tifffile.TiffFile(path) as tif:
@@ -318,8 +316,6 @@ def _tiff_pixel_size(page, imagej: dict) -> float:
 
 def _read_mrc_micrograph(path: Path) -> tuple[np.ndarray, float]:
     import mrcfile
-
-    from liposome_bench import dataset as ds
 
     try:
         with mrcfile.open(path, header_only=True, permissive=False) as mrc:
@@ -782,9 +778,6 @@ def import_coco(
         On unreadable input or bad options.
     """
     import pycocotools.mask as mask_utils
-
-    from liposome_bench.dataset import check_path
-    from liposome_bench.progress import NullReporter
 
     reporter = reporter or NullReporter()
     if group_pattern is not None:
@@ -1281,8 +1274,6 @@ def read_label_image(path) -> np.ndarray:
     import tifffile
     from PIL import Image
 
-    from liposome_bench import dataset as ds
-
     path = Path(path)
     try:
         if path.suffix.lower() in (".tif", ".tiff"):
@@ -1336,8 +1327,6 @@ def read_label_image(path) -> np.ndarray:
 
 def _read_class_table(path: Path):
     """(micrograph, label) -> (class, line) from the classes CSV."""
-    from liposome_bench.dataset import read_csv_rows
-
     header, rows = read_csv_rows(path)
     missing = [c for c in ("micrograph", "label", "class") if c not in header]
     if missing:
@@ -1419,8 +1408,6 @@ def import_labels(
     DatasetError, ConfigError
     """
     from scipy import ndimage as ndi
-
-    from liposome_bench.progress import NullReporter
 
     reporter = reporter or NullReporter()
     images_dir, labels_dir, classes_csv = Path(images_dir), Path(labels_dir), Path(classes_csv)
@@ -1669,9 +1656,6 @@ def import_star(
     -------
     ImportResult
     """
-    from liposome_bench.dataset import check_path
-    from liposome_bench.progress import NullReporter
-
     reporter = reporter or NullReporter()
     star, images_dir = Path(star), Path(images_dir)
     _check_options(surround, pixel_size_nm)
