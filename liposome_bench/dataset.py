@@ -45,6 +45,7 @@ import os
 import posixpath
 import re
 import shlex
+import shutil
 import stat
 import struct
 import tempfile
@@ -251,8 +252,6 @@ def write_export(
         If ``out_dir`` exists and is not empty, or (``read_back``) the
         written folder does not read back as ``dataset``.
     """
-    import shutil
-
     from PIL import Image
 
     out_dir = Path(out_dir)
@@ -1998,8 +1997,6 @@ def set_groups_from_file(particles, path) -> None:
     DatasetError
         On a file that is not such a CSV, or one that lacks a particle.
     """
-    import csv
-
     path = Path(path)
     try:
         with open(path, newline="", encoding="utf-8") as handle:
