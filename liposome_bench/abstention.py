@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from liposome_bench.errors import ConfigError
+from liposome_bench.errors import ConfigError, ResultsError
+from liposome_bench.results import ResultsDir
 
 CALIBRATION_METHOD = (
     "multinomial logistic regression on the one-vs-one decision values "
@@ -227,9 +228,6 @@ def coverage_curves_of_results(results_dir, models, classes) -> dict:
     """The coverage curve of every model with all folds finished in a
     results folder, from its out-of-fold predictions (SVM: cross-fitted
     calibrated probabilities)."""
-    from liposome_bench.errors import ResultsError
-    from liposome_bench.results import ResultsDir
-
     results = ResultsDir(results_dir)
     curves = {}
     for name in models:

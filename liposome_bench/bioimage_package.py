@@ -33,10 +33,18 @@ from pathlib import Path
 
 import numpy as np
 
-from liposome_bench.deploy import CV_PREDICTIONS, KERAS_FILE, load_bundle
+from liposome_bench.deploy import (
+    CV_PREDICTIONS,
+    KERAS_FILE,
+    load_bundle,
+    predict_probabilities,
+    read_particles,
+)
 from liposome_bench.errors import BundleError, ConfigError
 from liposome_bench.io import atomic_write, atomic_write_text, make_staging
 from liposome_bench.outputs import check_apart
+from liposome_bench.cnn import import_keras, prepare_images
+from liposome_bench.export import export_onnx
 
 #: ONNX against the tool's probabilities on the test input (max abs difference).
 TOLERANCE = 1e-4
@@ -117,9 +125,6 @@ def export_bioimageio(
     ConfigError, DatasetError
         Missing packages or test data.
     """
-    from liposome_bench.deploy import predict_probabilities, read_particles
-    from liposome_bench.export import export_onnx
-
     out = Path(out)
     check_apart(out, {"the model bundle": bundle_path, "the data": data})
     bundle = load_bundle(bundle_path)
@@ -217,8 +222,6 @@ def _training_data(bundle):
 
 def _prepared(bundle, dataset, reporter) -> np.ndarray:
     """The network's input for ``dataset``, exactly as ``predict`` prepares it."""
-    from liposome_bench.cnn import prepare_images
-
     inp = bundle.card["input"]
     images = prepare_images(
         dataset,
@@ -291,8 +294,6 @@ def _evaluation_markdown(bundle) -> str:
 
 
 def _rdf(bundle, author: str, license: str, opset: int) -> dict:
-    from liposome_bench.cnn import import_keras
-
     keras = import_keras()
 
     card = bundle.card

@@ -1329,3 +1329,9 @@ def _check_training_classes(y_train, classes, fold):
 def _save_model(net, path: Path) -> None:
     """Save ``net`` as a .keras file, atomically."""
     atomic_write(path, net.save, suffix=".keras")
+
+
+#: Public names of the particle window and the atomic model save, for other
+#: modules (``deploy`` and ``gallery`` show and save exactly what training does).
+particle_window = _window
+save_model = _save_model

@@ -46,12 +46,18 @@ from pathlib import Path
 
 import numpy as np
 
-from liposome_bench import registry
+from liposome_bench import __version__, engine, registry
 from liposome_bench import sweep as _sweep
 from liposome_bench.errors import ConfigError, CurveError, ResultsError
 from liposome_bench.folds import Folds
 from liposome_bench.io import atomic_write_json, atomic_write_text
 from liposome_bench.settings import CNNSettings, SVMSettings
+from liposome_bench.metrics import to_jsonable
+from liposome_bench.models import INPUT_SIZES
+from liposome_bench.plotting import plot_learning_curves
+from liposome_bench.progress import NullReporter
+from liposome_bench.results import ResultsDir, run_lock
+from liposome_bench.stats import compare_fold_scores, fold_scores, holm
 
 CURVE_JSON = "curve.json"
 SUMMARY_JSON = "curve-summary.json"
@@ -313,8 +319,6 @@ def plan_curve(
     """Subsample the training folds for every point and repeat, and list the
     tasks not yet finished in ``out``. A point that a class cannot fill is
     skipped with its one-line reason (``CurvePlan.skipped``)."""
-    from liposome_bench.results import ResultsDir
-
     subsamples, skipped, usable = {}, {}, []
     for point in points:
         try:
@@ -355,8 +359,6 @@ def estimate_seconds(plan: CurvePlan) -> float:
     rates (:data:`sweep.ASSUMED_SAMPLES_PER_CPU_S`, :data:`sweep.ASSUMED_SVM_FOLD_S`):
     a CNN task costs its maximum epochs x its fit particles; an SVM fold
     scales with its training particles (linearly: optimistic for an RBF SVM)."""
-    from liposome_bench.models import INPUT_SIZES
-
     total = 0.0
     for task in plan.tasks:
         n_train = len(plan.subsamples[(task.point.label, task.repeat)].train_indices(task.fold))
@@ -395,8 +397,6 @@ def write_curve_json(plan: CurvePlan, out, dataset, folds, seed: int) -> dict:
         If ``out`` holds a curve of another dataset, other folds or seed, or
         another kind of results folder.
     """
-    from liposome_bench import __version__
-
     out = Path(out)
     classes = list(dataset.problem.classes)
     y = dataset.y
@@ -542,9 +542,6 @@ def run_curve(
     ResultsError, ConfigError
         Another curve in ``out``, a held lock, an unreachable scheduler.
     """
-    from liposome_bench.progress import NullReporter
-    from liposome_bench.results import run_lock
-
     reporter = reporter or NullReporter()
     _sweep.check_scheduler(scheduler)
     out = plan.out
@@ -577,8 +574,6 @@ def run_curve(
 
 def _run_tasks(plan, dataset, folds, run, *, seed, scheduler, n_workers, source, reporter):
     from distributed import as_completed
-
-    from liposome_bench import engine
 
     # One process per SVM task: the cluster runs the tasks in parallel, and a
     # worker whose grid search started joblib processes waits for them (loky's
@@ -757,9 +752,6 @@ def summarise_curve(out, *, n_boot: int = BOOTSTRAPS) -> dict:
     -------
     dict (JSON-ready), also written to ``out/curve-summary.json``.
     """
-    from liposome_bench.metrics import to_jsonable
-    from liposome_bench.stats import compare_fold_scores, fold_scores, holm
-
     out = Path(out)
     record = read_curve_json(out)
     classes = record["dataset"]["classes"]
@@ -968,8 +960,6 @@ def render_curve_report(out, report_path=None) -> Path:
     """``report.md`` for a curve folder: the summary lines, per point the F1
     of each model and the verdicts, and the per-class curves (log x) with
     their fits and crossing."""
-    from liposome_bench.plotting import plot_learning_curves
-
     out = Path(out)
     summary = summarise_curve(out)
     report_path = Path(report_path) if report_path else out / "report.md"

@@ -45,6 +45,7 @@ import os
 import posixpath
 import re
 import shlex
+import shutil
 import stat
 import struct
 import tempfile
@@ -55,8 +56,10 @@ from pathlib import Path
 
 import numpy as np
 
+from liposome_bench import __version__
 from liposome_bench.errors import ConfigError, DatasetError
 from liposome_bench.io import UMASK, clean_stale_staging, staging_prefix
+from liposome_bench.progress import NullReporter
 
 EXPORT_JSON = "particles.json"
 IMAGES_DIR = "images"
@@ -249,8 +252,6 @@ def write_export(
         If ``out_dir`` exists and is not empty, or (``read_back``) the
         written folder does not read back as ``dataset``.
     """
-    import shutil
-
     from PIL import Image
 
     out_dir = Path(out_dir)
@@ -342,8 +343,6 @@ def check_read_back(dataset: Dataset, folder, out_dir) -> None:
 
 
 def _export_meta(dataset: Dataset) -> dict:
-    from liposome_bench import __version__
-
     return {
         "problem": dataset.problem.name,
         "classes": list(dataset.problem.classes),
@@ -442,8 +441,9 @@ MRC_EXTENSIONS = (".mrc", ".mrcs")
 #: class folder).
 FOLDS_DIR = "folds"
 
-# What image decoders raise on a corrupt or truncated file.
-_DECODE_ERRORS = (
+#: What image decoders raise on a corrupt or truncated file (shared with
+#: ``importers``, which decodes the same formats).
+DECODE_ERRORS = (
     OSError,
     ValueError,
     EOFError,
@@ -584,7 +584,7 @@ def _read_pil(path: Path, name: str) -> tuple[np.ndarray, bool]:
             f"({Image.MAX_IMAGE_PIXELS} px), far over one particle image "
             "(decompression-bomb guard). Crop it to the particle and its surround."
         ) from None
-    except _DECODE_ERRORS as exc:
+    except DECODE_ERRORS as exc:
         log.debug("%s: %s", path, exc)
         raise _unreadable(name) from None
     with im:
@@ -592,26 +592,29 @@ def _read_pil(path: Path, name: str) -> tuple[np.ndarray, bool]:
         _check_side(width, height, name)
         try:
             im.load()
-        except _DECODE_ERRORS as exc:
+        except DECODE_ERRORS as exc:
             log.debug("%s: %s", path, exc)
             raise _truncated(name, width, height) from None
-        return _pil_to_array(im)
+        return pil_to_array(im)
 
 
-def _pil_to_array(im) -> tuple[np.ndarray, bool]:
+def pil_to_array(im) -> tuple[np.ndarray, bool]:
+    """A decoded PIL image as a grayscale array (uint8, uint16 or float32) and
+    whether it had colour (then converted as by
+    :func:`rgb_to_gray`)."""
     mode = im.mode
     if mode == "L":
         return np.array(im), False
     if mode.startswith("I;16"):
         return np.array(im).astype(np.uint16), False
     if mode in ("I", "F"):
-        return _gray_dtype(np.array(im)), False
+        return gray_dtype(np.array(im)), False
     if mode == "1":
         return np.array(im).astype(np.uint8) * 255, False
     if mode == "LA":
         return np.array(im.getchannel("L")), False
     rgb = np.array(im.convert("RGB"))
-    return _rgb_to_gray(rgb)
+    return rgb_to_gray(rgb)
 
 
 def _read_tiff(path: Path, name: str) -> tuple[np.ndarray, bool]:
@@ -632,26 +635,26 @@ def _read_tiff(path: Path, name: str) -> tuple[np.ndarray, bool]:
                 )
             try:
                 array = page.asarray()
-            except _DECODE_ERRORS as exc:
+            except DECODE_ERRORS as exc:
                 log.debug("%s: %s", path, exc)
                 raise _truncated(name, width, height) from None
             planar = getattr(page, "planarconfig", 1) == 2
-    except _DECODE_ERRORS as exc:
+    except DECODE_ERRORS as exc:
         log.debug("%s: %s", path, exc)
         raise _unreadable(name) from None
     if array.ndim == 3 and planar and array.shape[0] in (3, 4):
         array = np.moveaxis(array, 0, -1)
     if array.ndim == 3 and array.shape[-1] in (3, 4):
-        return _rgb_to_gray(array[..., :3])
+        return rgb_to_gray(array[..., :3])
     if array.ndim != 2:
         raise _Bad(
             f"{name} has array shape {array.shape}; expected one 2-D grayscale image. "
             "Re-export it as a single grayscale image."
         )
-    return _gray_dtype(array), False
+    return gray_dtype(array), False
 
 
-def _gray_dtype(array: np.ndarray) -> np.ndarray:
+def gray_dtype(array: np.ndarray) -> np.ndarray:
     """uint8 and uint16 as they are; other integers as uint16 if they fit,
     else float32; floats as float32; bool as 0/255."""
     if array.dtype in (np.uint8, np.uint16):
@@ -664,10 +667,13 @@ def _gray_dtype(array: np.ndarray) -> np.ndarray:
     return array.astype(np.float32)
 
 
-def _rgb_to_gray(rgb: np.ndarray) -> tuple[np.ndarray, bool]:
+def rgb_to_gray(rgb: np.ndarray) -> tuple[np.ndarray, bool]:
+    """An (H, W, 3) array as grayscale, and whether its channels differed
+    (equal channels are kept exactly; otherwise ITU-R 601 luma,
+    0.299 R + 0.587 G + 0.114 B)."""
     r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
     if np.array_equal(r, g) and np.array_equal(g, b):
-        return _gray_dtype(r.copy()), False
+        return gray_dtype(r.copy()), False
     r, g, b = (c.astype(np.float64) for c in (r, g, b))
     gray = (299 * r + 587 * g + 114 * b) / 1000
     if rgb.dtype in (np.uint8, np.uint16):
@@ -802,7 +808,7 @@ class _Report:
         # not need it (issue 23, item 8).
 
 
-def _check_path(value: str) -> str | None:
+def check_path(value: str) -> str | None:
     """``value`` as a normalised relative POSIX path inside its base folder,
     or None if it is absolute or leads outside it. Backslashes (Windows lab
     software) count as separators."""
@@ -944,8 +950,6 @@ def _read_entries(
     entries: list[_Entry], report: _Report, pixel_size_nm, reporter, stage: str
 ) -> list[Particle]:
     """Read and check every entry's image and mask; return the particles."""
-    from liposome_bench.progress import NullReporter
-
     if pixel_size_nm is not None and _positive_number(pixel_size_nm) is None:
         raise DatasetError(
             f"--pixel-size {pixel_size_nm!r} is not a positive number of nm per pixel. "
@@ -1297,7 +1301,7 @@ def _export_entry(
             i, f"{e.where}: {key} {value!r} is not a file name. Give the name of its image file."
         )
     else:
-        rel = _check_path(value)
+        rel = check_path(value)
         if rel is None:
             report.add(
                 i,
@@ -1327,8 +1331,6 @@ def _export_entry(
 
 #: Keys of a lab export particle object that are not features or metadata.
 EXPORT_KEYS = {"Id", "Class", "Label", "Image", "Bmp", "Mask", "PixelSize"}
-#: Manifest columns that are not metadata.
-MANIFEST_COLUMNS = {"image", "label", "mask", "id", "pixel_size_nm"}
 
 
 def _meta_of(record: dict, known) -> dict:
@@ -1397,10 +1399,11 @@ def load_export(
 
 # Manifest CSV ------------------------------------------------------------------------
 
+#: A manifest's own columns; any other column is metadata.
 MANIFEST_COLUMNS = ("image", "label", "mask", "id", "pixel_size_nm")
 
 
-def _read_csv(path: Path) -> tuple[list[str], list[tuple[int, dict]]]:
+def read_csv_rows(path: Path) -> tuple[list[str], list[tuple[int, dict]]]:
     """Header (lower-cased) and (line number, row) pairs of a CSV file."""
     try:
         text = path.read_text(encoding="utf-8-sig")
@@ -1489,7 +1492,7 @@ def _read_manifest(path, problem, *, pixel_size_nm=None, reporter=None, labels="
     optional = _labels_optional(labels)
     path = Path(path)
     root, name = path.parent, path.name
-    header, rows = _read_csv(path)
+    header, rows = read_csv_rows(path)
     missing = [c for c in ("image",) + (() if optional else ("label",)) if c not in header]
     if missing:
         raise DatasetError(
@@ -1505,7 +1508,7 @@ def _read_manifest(path, problem, *, pixel_size_nm=None, reporter=None, labels="
         where = f"{name}, line {line}"
         e = _Entry(where, f"line {line}", source=f"{name}:{line}")
         value = row.get("image", "")
-        rel = _check_path(value) if value else None
+        rel = check_path(value) if value else None
         if not value:
             report.add(i, f"{where}: no image. Give the image path, relative to {name}.")
         elif rel is None:
@@ -1527,7 +1530,7 @@ def _read_manifest(path, problem, *, pixel_size_nm=None, reporter=None, labels="
             report.add(i, f"{where}: no label. Give the particle's class in the label column.")
         mask_value = row.get("mask", "")
         if mask_value:
-            mask_rel = _check_path(mask_value)
+            mask_rel = check_path(mask_value)
             if mask_rel is None:
                 report.add(
                     i,
@@ -1737,7 +1740,7 @@ def _read_mrc(path, problem, *, pixel_size_nm=None, reporter=None, labels="requi
         with mrcfile.open(path, header_only=True) as mrc:
             nx, ny, nz = int(mrc.header.nx), int(mrc.header.ny), int(mrc.header.nz)
             voxel_angstrom = float(mrc.voxel_size.x)
-    except _DECODE_ERRORS as exc:
+    except DECODE_ERRORS as exc:
         log.debug("%s: %s", path, exc)
         raise DatasetError(
             f"{name} cannot be read as an MRC file (bad header). Re-export the stack."
@@ -1756,7 +1759,7 @@ def _read_mrc(path, problem, *, pixel_size_nm=None, reporter=None, labels="requi
             "docs/data-formats.md."
         )
     else:
-        header, rows = _read_csv(sidecar)
+        header, rows = read_csv_rows(sidecar)
     if "label" not in header and not optional:
         raise DatasetError(
             f"{sidecar.name} has no 'label' column (columns: {', '.join(header) or 'none'}). "
@@ -1773,7 +1776,7 @@ def _read_mrc(path, problem, *, pixel_size_nm=None, reporter=None, labels="requi
             data = np.asarray(mrc.data)
             stack = data.reshape((1,) + data.shape) if data.ndim == 2 else data
             images = [np.array(s, dtype=np.float32) for s in stack]
-    except _DECODE_ERRORS as exc:
+    except DECODE_ERRORS as exc:
         log.debug("%s: %s", path, exc)
         raise DatasetError(
             f"{name} is truncated or corrupt: its header says {nz} slices of {nx}x{ny} px "
@@ -1994,8 +1997,6 @@ def set_groups_from_file(particles, path) -> None:
     DatasetError
         On a file that is not such a CSV, or one that lacks a particle.
     """
-    import csv
-
     path = Path(path)
     try:
         with open(path, newline="", encoding="utf-8") as handle:

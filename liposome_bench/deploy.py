@@ -525,14 +525,14 @@ def _train_svm(
         fit_calibrator,
     )
     from liposome_bench.features import extract_features
-    from liposome_bench.svm import GRIDS, LibSVMClassifier, _feature_matrix, search_grid
+    from liposome_bench.svm import GRIDS, LibSVMClassifier, feature_matrix, search_grid
 
     feature_set, source = settings["feature_set"], settings["source"]
     units = settings.get("units", "nm")  # runs before --units measured in nm
     features = extract_features(
         dataset, feature_set, source=source, reporter=reporter, jobs=jobs, units=units
     )
-    X, names, dropped = _feature_matrix(features, dataset, reporter)
+    X, names, dropped = feature_matrix(features, dataset, reporter)
     y = dataset.y
     C, gamma, grid = settings.get("C"), settings.get("gamma"), settings.get("grid") or "coarse"
     seed = int(settings.get("seed", 0))
@@ -666,19 +666,21 @@ def _train_svm(
 def fcn_scale(dataset, mode: str, size: int) -> float:
     """lipnet-fcn's one scale factor: the 95th percentile of the particles'
     window sides fills the canvas (as ``cnn.prepare_images`` computes it)."""
-    from liposome_bench.cnn import KEEP_SIZE_QUANTILE, _window
+    from liposome_bench.cnn import KEEP_SIZE_QUANTILE, particle_window
 
-    sides = np.array([_window(p, mode).shape[0] for p in dataset.particles], dtype=np.float64)
+    sides = np.array(
+        [particle_window(p, mode).shape[0] for p in dataset.particles], dtype=np.float64
+    )
     return float(size / np.percentile(sides, KEEP_SIZE_QUANTILE))
 
 
 def _train_cnn(dataset, model, settings, fold_results, staging, reporter) -> dict:
     from liposome_bench.cnn import (
-        _save_model,
         as_float32,
         describe_device,
         prepare_images,
         resolve_dtype_policy,
+        save_model,
         settings_from_record,
         train_fold,
     )
@@ -717,7 +719,7 @@ def _train_cnn(dataset, model, settings, fold_results, staging, reporter) -> dic
     )
     if dtype_policy is not None:  # trained as cross-validated, saved to run anywhere
         net = as_float32(net, final_settings, len(dataset.problem.classes))
-    _save_model(net, staging / KERAS_FILE)
+    save_model(net, staging / KERAS_FILE)
     what = CNN_PREPROCESSING[mode]
     mask_note = ", pixels outside the mask set to 0" if mode == "masked" else ""
     standardise = "over the particle's own (mask) pixels" if mode == "masked" else "over the window"

@@ -13,17 +13,22 @@ import math
 import numpy as np
 from rich.table import Table
 
+from liposome_bench import sweep as _sweep
+from liposome_bench.comparison import budget_notes
+from liposome_bench.dataset import MIN_IMAGE_SIDE
 from liposome_bench.metrics import (
-    UNDEFINED,
-    format_signed as _signed,
     CLASS_METRIC_LABELS,
     CLASS_METRICS,
     OVERALL_METRIC_LABELS,
     OVERALL_METRICS,
+    UNDEFINED,
     FoldSummary,
     MeanStd,
+    summarise_folds,
 )
-from liposome_bench.stats import suggestion_text, verdict_text
+from liposome_bench.metrics import format_signed as _signed
+from liposome_bench.results import FoldResult
+from liposome_bench.stats import significant_cells, suggestion_text, verdict_text
 
 #: Marks a mean taken over fewer folds than were run (the value was 0/0 in
 #: the others, e.g. PPV of a class a fold never predicted).
@@ -302,20 +307,12 @@ def print_benchmark(summary: dict, console) -> None:
     from the SVM's significantly after the correction."""
     from rich.table import Table
 
-    from liposome_bench import stats
-    from liposome_bench.metrics import (
-        CLASS_METRIC_LABELS,
-        CLASS_METRICS,
-        OVERALL_METRIC_LABELS,
-        OVERALL_METRICS,
-    )
-
     classes = summary["classes"]
     models = list(summary["models"])
     dataset = summary.get("dataset", {})
     k = (summary.get("folds") or {}).get("k", "?")
     verdict = summary.get("verdict") or {}
-    significant = stats.significant_cells(verdict)
+    significant = significant_cells(verdict)
     if dataset.get("synthetic"):
         console.print("[yellow]Synthetic data: these are not the thesis's results.[/yellow]")
     console.print(
@@ -355,7 +352,6 @@ def print_benchmark(summary: dict, console) -> None:
                 caption="rows: true class (each row sums to 1); columns: predicted class",
             )
         )
-    from liposome_bench.comparison import budget_notes
 
     console.print(budget_table(summary))
     for note in budget_notes(summary):
@@ -568,8 +564,6 @@ def print_import(result):
     from rich.console import Console
     from rich.table import Table
 
-    from liposome_bench.dataset import MIN_IMAGE_SIDE
-
     console = Console()
     dataset = result.dataset
     console.print(
@@ -655,8 +649,6 @@ def print_import(result):
 def print_sweep_plan(console, config, plan, n_particles):
     from rich.table import Table
 
-    from liposome_bench import sweep as _sweep
-
     axes = list(config.axes)
     table = Table(
         title=f"{len(config.cells)} cells x {plan.k} folds = {plan.total} tasks "
@@ -673,7 +665,7 @@ def print_sweep_plan(console, config, plan, n_particles):
         table.add_row(
             cell.id,
             ", ".join(grids),
-            *[_sweep._level_text(values[a]) if a in values else "" for a in axes],
+            *[_sweep.level_text(values[a]) if a in values else "" for a in axes],
             f"{len(plan.done.get(cell.id, ()))}/{plan.k}",
         )
     console.print(table)
@@ -690,8 +682,6 @@ def print_sweep_plan(console, config, plan, n_particles):
 
 def print_sweep_summary(console, summary, metrics):
     from rich.table import Table
-
-    from liposome_bench import sweep as _sweep
 
     if summary.get("synthetic"):
         console.print("[yellow]Synthetic data: these are not the thesis's results.[/yellow]")
@@ -959,9 +949,6 @@ def print_predictions(result, path):
     )
     labelled = [i for i, p in enumerate(result.dataset.particles) if p.label is not None]
     if labelled:
-        from liposome_bench.metrics import summarise_folds
-        from liposome_bench.results import FoldResult
-
         classes = list(result.dataset.problem.classes)
         index = {c: i for i, c in enumerate(classes)}
         y_true = np.array([index[result.dataset.particles[i].label] for i in labelled])
@@ -1000,8 +987,6 @@ def print_curve_plan(console, plan, seconds, n_particles):
     """``curve --dry-run``: the tasks per point and model, and a time estimate."""
     from rich.table import Table
 
-    from liposome_bench.sweep import format_duration, local_cluster_shape
-
     table = Table(
         title=f"{len(plan.points)} sizes x {plan.repeats} repeat(s) x "
         f"{len(plan.cells)} models x {plan.k} folds = {plan.total} tasks "
@@ -1030,12 +1015,12 @@ def print_curve_plan(console, plan, seconds, n_particles):
     console.print(table)
     for label, message in plan.skipped.items():
         console.print(f"Point {label} skipped: {message}", soft_wrap=True)
-    cores = local_cluster_shape()["cores"]
+    cores = _sweep.local_cluster_shape()["cores"]
     console.print(
-        f"Estimated {format_duration(seconds)} of CPU time for {len(plan.tasks)} task(s) on "
+        f"Estimated {_sweep.format_duration(seconds)} of CPU time for {len(plan.tasks)} task(s) on "
         f"{n_particles} particles (CNN: maximum epochs x fit particles at the assumed "
         f"rate; SVM: scaled from the measured full-data fold), about "
-        f"{format_duration(seconds / cores)} on this machine's {cores} core(s). Rough, CPU "
+        f"{_sweep.format_duration(seconds / cores)} on this machine's {cores} core(s). Rough, CPU "
         "only. Nothing was run.",
         soft_wrap=True,
     )

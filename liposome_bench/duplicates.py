@@ -27,6 +27,7 @@ import numpy as np
 
 from liposome_bench.dataset import Dataset
 from liposome_bench.io import atomic_write_text
+from liposome_bench.folds import group_labels, resolve_group_by
 
 #: Side of the square crop that is hashed and correlated (px).
 CROP_SIDE = 32
@@ -275,8 +276,6 @@ def check_duplicates(dataset: Dataset, group_by: str | None = None, **options) -
     FoldError
         If a particle lacks the ``group_by`` key.
     """
-    from liposome_bench.folds import group_labels, resolve_group_by
-
     pairs = find_near_duplicates(dataset, **options)
     group_by = resolve_group_by(dataset, group_by, 2)  # "auto": the data's own key
     if group_by is None and all("micrograph" in p.meta for p in dataset.particles):

@@ -33,6 +33,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from liposome_bench import svm as svm_module
+from liposome_bench.cnn import describe_device, prepare_cnn_images, resolve_dtype_policy, train_fold
+from liposome_bench.features import extract_features
+from liposome_bench.progress import NullReporter
+from liposome_bench.svm import stratified_subsample
 
 #: Particles whose features and inputs are timed.
 PREPARE_SAMPLE = 256
@@ -73,8 +78,6 @@ class Estimate:
 
 
 def _sample(y, n, seed):
-    from liposome_bench.svm import stratified_subsample
-
     n = min(int(n), len(y))
     return np.sort(stratified_subsample(y, n, min_per_class=2, seed=seed))
 
@@ -109,10 +112,6 @@ def calibrate_svm(dataset, svm_settings, k: int, seed: int = 0, jobs: int = 1) -
     extrapolated only up to that; the final fit and the prediction with the
     whole training folds.
     """
-    from liposome_bench import svm as svm_module
-    from liposome_bench.features import extract_features
-    from liposome_bench.progress import NullReporter
-
     n = len(dataset)
     grid = (
         None
@@ -172,14 +171,6 @@ def calibrate_svm(dataset, svm_settings, k: int, seed: int = 0, jobs: int = 1) -
 
 def calibrate_cnn(dataset, settings, k: int, seed: int = 0) -> tuple:
     """(low_s, high_s) of a CNN's ``k`` folds, and details."""
-    from liposome_bench.cnn import (
-        describe_device,
-        prepare_cnn_images,
-        resolve_dtype_policy,
-        train_fold,
-    )
-    from liposome_bench.progress import NullReporter
-
     n = len(dataset)
     pick = _sample(dataset.y, PREPARE_SAMPLE, seed)
     t0 = time.perf_counter()

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from liposome_bench.deploy import KERAS_FILE, SVM_STEM, load_bundle
+from liposome_bench.deploy import KERAS_FILE, SVM_STEM, load_bundle, load_keras_model
 from liposome_bench.errors import BundleError, ConfigError
 from liposome_bench.outputs import check_apart
 
@@ -97,8 +97,6 @@ def export_onnx(bundle_path, out) -> Path:
 
 
 def _export_keras(bundle, path: Path) -> None:
-    from liposome_bench.deploy import load_keras_model
-
     _need("onnx", "ONNX export")
     _need("tf2onnx", "ONNX export of a CNN")
     net = load_keras_model(bundle)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from liposome_bench.errors import BundleError
 from liposome_bench.features import EDP_GRID_NM, EDP_GRID_PX, feature_columns
+from liposome_bench import __version__
 
 #: The file's name in a bundle.
 FEATURE_SCHEMA_FILE = "feature-schema.json"
@@ -59,8 +60,6 @@ def feature_unit(name: str, units: str = "nm") -> str:
 def make_feature_schema(feature_set: str, source: str, units: str, names) -> dict:
     """The schema of an SVM trained on the columns ``names`` (in LIBSVM
     index order) of ``feature_set`` computed with ``units``."""
-    from liposome_bench import __version__
-
     return {
         "kind": FEATURE_SCHEMA_KIND,
         "schema_version": FEATURE_SCHEMA_VERSION,
@@ -85,8 +84,6 @@ def check_feature_schema(schema, card_input: dict, where) -> None:
     BundleError
         One line naming the first difference and the fix.
     """
-    from liposome_bench import __version__
-
     if not isinstance(schema, dict) or schema.get("kind") != FEATURE_SCHEMA_KIND:
         raise BundleError(
             f"{where} is not a liposome-bench feature schema. Train the bundle again."

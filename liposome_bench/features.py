@@ -47,6 +47,8 @@ import numpy as np
 
 from liposome_bench.io import atomic_write
 from liposome_bench.errors import ConfigError, DatasetError
+from liposome_bench.progress import NullReporter
+from liposome_bench.settings import SVMSettings
 
 # Geometry of the outputs ---------------------------------------------------
 
@@ -738,8 +740,6 @@ def extract_features(
     """
     import pandas as pd
 
-    from liposome_bench.progress import NullReporter
-
     columns = feature_columns(feature_set, units)
     if source not in SOURCES:
         raise ConfigError(
@@ -806,8 +806,6 @@ def pixel_size_problems(dataset, settings=None) -> list[str]:
         when the features need no pixel size (``units="px"``, or the
         ``vironova`` set read from the export) or every particle has one.
     """
-    from liposome_bench.settings import SVMSettings
-
     settings = settings or SVMSettings()
     if settings.units == "px":
         return []

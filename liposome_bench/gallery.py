@@ -45,6 +45,20 @@ from liposome_bench import registry
 from liposome_bench.errors import ConfigError, DatasetError, LiposomeBenchError, ResultsError
 from liposome_bench.outputs import check_apart, check_in_results
 from liposome_bench.results import ResultsDir
+from liposome_bench import saliency
+from liposome_bench.cnn import KEEP_SIZE_QUANTILE, mask_window, particle_window, prepare_images
+from liposome_bench.dataset import (
+    Dataset,
+    EXPORT_JSON,
+    IMAGES_DIR,
+    LAMELLARITY,
+    MASKS_DIR,
+    META_JSON,
+    load_dataset,
+)
+from liposome_bench.models import INPUT_SIZES
+from liposome_bench.saliency import MAX_SALIENCY_PARTICLES
+from liposome_bench.synth import GENERATOR_VERSION, default_cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -344,8 +358,6 @@ def _candidates(results_dir, data=None) -> list[tuple[Path, str]]:
     elif source:
         found.append((Path(source), "run.json"))
     if dataset.get("synthetic") and dataset.get("problem") in ("lamellarity", "encapsulation"):
-        from liposome_bench.synth import GENERATOR_VERSION, default_cache_dir
-
         found.append(
             (
                 default_cache_dir() / f"{dataset['problem']}-synthetic-v{GENERATOR_VERSION}-seed0",
@@ -409,8 +421,6 @@ def _read_particles(path: Path, ids: set):
     ``ids`` (read through ``load_dataset`` from a filtered copy of its
     particles.json beside links to its image and mask folders), so a report
     on 14,000 particles reads the few hundred it draws."""
-    from liposome_bench.dataset import EXPORT_JSON, IMAGES_DIR, MASKS_DIR, META_JSON, load_dataset
-
     listing = path / EXPORT_JSON
     if ids is None or not listing.is_file():
         return load_dataset(path)
@@ -477,19 +487,14 @@ def model_view(model: str, settings: dict, particles: list, *, whole=None) -> Mo
     ``whole``, the whole dataset (as in training). The SVM: the masked crop
     at full resolution, standardised as the CNNs' masked mode.
     """
-    from liposome_bench.cnn import KEEP_SIZE_QUANTILE, _window, mask_window, prepare_images
-    from liposome_bench.dataset import Dataset
-    from liposome_bench.models import INPUT_SIZES
-
     cnn = settings.get("kind") == "cnn" or "input_mode" in settings or is_image_model(model)
     if not cnn:
-        windows = [_window(p, "masked") for p in particles]
+        windows = [particle_window(p, "masked") for p in particles]
         masks = [mask_window(p, "masked") for p in particles]
         return ModelView(windows, masks, None, "masked crop, full resolution")
     mode = settings.get("input_mode", "masked")
     size = int(settings.get("input_size") or INPUT_SIZES.get(model, 28))
     keep_size = model == "lipnet-fcn"
-    from liposome_bench.dataset import LAMELLARITY
 
     if keep_size:
         if whole is None:
@@ -655,8 +660,6 @@ def compute_saliency(results_dir, pred: ModelPredictions, rows, inputs) -> np.nd
     ResultsError
         If a fold's network was not saved or cannot be loaded.
     """
-    from liposome_bench import saliency
-
     rows = np.asarray(rows, dtype=np.int64)
     maps = np.zeros(np.asarray(inputs).shape[:3], dtype=np.float32)
     for fold in sorted(set(pred.fold[rows].tolist())):
@@ -736,8 +739,6 @@ def render_galleries(
     GalleryOutput
         With ``note`` set and nothing drawn when the dataset is not found.
     """
-    from liposome_bench.saliency import MAX_SALIENCY_PARTICLES
-
     results_dir, figures = Path(results_dir), Path(figures)
     classes, preds = read_predictions(results_dir)
     galleries = select_galleries(preds, classes, size)
@@ -976,8 +977,6 @@ def render_filters(results_dir, preds: dict, classes, featured: dict, views: dic
     -------
     list of (caption, path)
     """
-    from liposome_bench import saliency
-
     figures = Path(figures) / "galleries"
     made = []
     seismic, viridis = colormap("seismic"), colormap("viridis")

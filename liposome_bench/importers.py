@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from liposome_bench import dataset as ds
 from liposome_bench.dataset import (
     CVAT_GROUP_PATTERN,  # noqa: F401  (documented here, beside the importers)
     IMAGE_EXTENSIONS,
@@ -45,14 +46,17 @@ from liposome_bench.dataset import (
     Dataset,
     Particle,
     Problem,
+    check_path,
     compile_group_pattern,
     custom_problem,
+    read_csv_rows,
     set_groups,
     write_export,
 )
 from liposome_bench.annotations import check_coco, check_micrograph_pixels
 from liposome_bench.errors import ConfigError, DatasetError
 from liposome_bench.outputs import check_apart
+from liposome_bench.progress import NullReporter
 
 log = logging.getLogger(__name__)
 
@@ -168,8 +172,6 @@ def read_micrograph(path) -> tuple[np.ndarray, float, str]:
     DatasetError
         If the file cannot be read, is too large or is not one 2-D image.
     """
-    from liposome_bench import dataset as ds
-
     path = Path(path)
     suffix = path.suffix.lower()
     px, source = float("nan"), ""
@@ -186,7 +188,7 @@ def read_micrograph(path) -> tuple[np.ndarray, float, str]:
         image = _read_pil_micrograph(path)
     check_micrograph_pixels(image, path.name)
     if image.dtype not in (np.uint8, np.uint16):
-        image = ds._gray_dtype(image)
+        image = ds.gray_dtype(image)
         if image.dtype == np.float32:
             image = _stretch_to_uint16(image)
     return image, px, source
@@ -211,8 +213,6 @@ def _check_micrograph_side(width: int, height: int, name: str) -> None:
 def _read_pil_micrograph(path: Path) -> np.ndarray:
     from PIL import Image
 
-    from liposome_bench import dataset as ds
-
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -220,10 +220,10 @@ def _read_pil_micrograph(path: Path) -> np.ndarray:
             with im:
                 _check_micrograph_side(*im.size, path.name)
                 im.load()
-                image, _colour = ds._pil_to_array(im)
+                image, _colour = ds.pil_to_array(im)
     except DatasetError:
         raise
-    except (*ds._DECODE_ERRORS, Image.DecompressionBombError) as exc:
+    except (*ds.DECODE_ERRORS, Image.DecompressionBombError) as exc:
         log.debug("%s: %s", path, exc)
         raise DatasetError(
             f"{path.name} cannot be read as a BMP, JPEG, PNG or TIFF image. "
@@ -245,8 +245,6 @@ def _single_page(tif, path: Path, expected: str, fix: str):
 def _read_tiff_micrograph(path: Path) -> tuple[np.ndarray, float]:
     import tifffile
 
-    from liposome_bench import dataset as ds
-
     try:
         with tifffile.TiffFile(path) as tif:
             page = _single_page(
@@ -257,7 +255,7 @@ def _read_tiff_micrograph(path: Path) -> tuple[np.ndarray, float]:
             px = _tiff_pixel_size(page, tif.imagej_metadata or {})
     except DatasetError:
         raise
-    except ds._DECODE_ERRORS as exc:
+    except ds.DECODE_ERRORS as exc:
         log.debug("%s: %s", path, exc)
         raise DatasetError(
             f"{path.name} cannot be read as a TIFF image. Replace it with a valid image file."
@@ -265,7 +263,7 @@ def _read_tiff_micrograph(path: Path) -> tuple[np.ndarray, float]:
     if array.ndim == 3 and planar and array.shape[0] in (3, 4):
         array = np.moveaxis(array, 0, -1)
     if array.ndim == 3 and array.shape[-1] in (3, 4):
-        array, _ = ds._rgb_to_gray(array[..., :3])
+        array, _ = ds.rgb_to_gray(array[..., :3])
     if array.ndim != 2:
         raise DatasetError(
             f"{path.name} has array shape {array.shape}; expected one 2-D grayscale "
@@ -319,8 +317,6 @@ def _tiff_pixel_size(page, imagej: dict) -> float:
 def _read_mrc_micrograph(path: Path) -> tuple[np.ndarray, float]:
     import mrcfile
 
-    from liposome_bench import dataset as ds
-
     try:
         with mrcfile.open(path, header_only=True, permissive=False) as mrc:
             nx, ny, nz = int(mrc.header.nx), int(mrc.header.ny), int(mrc.header.nz)
@@ -335,7 +331,7 @@ def _read_mrc_micrograph(path: Path) -> tuple[np.ndarray, float]:
             array = np.array(mrc.data, dtype=np.float32).reshape(ny, nx)
     except DatasetError:
         raise
-    except ds._DECODE_ERRORS as exc:
+    except ds.DECODE_ERRORS as exc:
         log.debug("%s: %s", path, exc)
         raise DatasetError(
             f"{path.name} cannot be read as an MRC file. Re-export the micrograph."
@@ -783,9 +779,6 @@ def import_coco(
     """
     import pycocotools.mask as mask_utils
 
-    from liposome_bench.dataset import _check_path
-    from liposome_bench.progress import NullReporter
-
     reporter = reporter or NullReporter()
     if group_pattern is not None:
         compile_group_pattern(group_pattern)  # fail early
@@ -904,7 +897,7 @@ def import_coco(
     files = {}
     for iid in per_image:
         im = images[iid]
-        rel = _check_path(im["file_name"])
+        rel = check_path(im["file_name"])
         if rel is None:
             problems.append(
                 f"{name}: image {iid} file_name {im['file_name']!r} leads outside "
@@ -1281,8 +1274,6 @@ def read_label_image(path) -> np.ndarray:
     import tifffile
     from PIL import Image
 
-    from liposome_bench import dataset as ds
-
     path = Path(path)
     try:
         if path.suffix.lower() in (".tif", ".tiff"):
@@ -1307,7 +1298,7 @@ def read_label_image(path) -> np.ndarray:
                     array = np.array(im)
     except DatasetError:
         raise
-    except (*ds._DECODE_ERRORS, Image.DecompressionBombError) as exc:
+    except (*ds.DECODE_ERRORS, Image.DecompressionBombError) as exc:
         log.debug("%s: %s", path, exc)
         raise DatasetError(
             f"{path.name} cannot be read as a TIFF or PNG label image. Re-export it."
@@ -1336,9 +1327,7 @@ def read_label_image(path) -> np.ndarray:
 
 def _read_class_table(path: Path):
     """(micrograph, label) -> (class, line) from the classes CSV."""
-    from liposome_bench.dataset import _read_csv
-
-    header, rows = _read_csv(path)
+    header, rows = read_csv_rows(path)
     missing = [c for c in ("micrograph", "label", "class") if c not in header]
     if missing:
         raise DatasetError(
@@ -1419,8 +1408,6 @@ def import_labels(
     DatasetError, ConfigError
     """
     from scipy import ndimage as ndi
-
-    from liposome_bench.progress import NullReporter
 
     reporter = reporter or NullReporter()
     images_dir, labels_dir, classes_csv = Path(images_dir), Path(labels_dir), Path(classes_csv)
@@ -1669,9 +1656,6 @@ def import_star(
     -------
     ImportResult
     """
-    from liposome_bench.dataset import _check_path
-    from liposome_bench.progress import NullReporter
-
     reporter = reporter or NullReporter()
     star, images_dir = Path(star), Path(images_dir)
     _check_options(surround, pixel_size_nm)
@@ -1698,7 +1682,7 @@ def import_star(
     )
     problems, files = [], {}
     for name in dict.fromkeys(str(v) for v in table["rlnMicrographName"]):
-        rel = _check_path(name)
+        rel = check_path(name)
         if rel is not None and (images_dir / rel).is_file():
             files[name] = rel
         elif (images_dir / Path(name).name).is_file():

@@ -36,6 +36,9 @@ from liposome_bench.settings import (
     DEFAULT_WEIGHT_AVERAGING,
     CNNSettings,
 )
+from liposome_bench import cnn
+from liposome_bench.dataset import Dataset, Particle
+from liposome_bench.models import INPUT_SIZES
 
 
 class LipNetClassifier(ClassifierMixin, BaseEstimator):
@@ -127,10 +130,6 @@ class LipNetClassifier(ClassifierMixin, BaseEstimator):
         return CNNSettings(**params)
 
     def _images(self, X, settings) -> np.ndarray:
-        from liposome_bench import cnn
-        from liposome_bench.dataset import Dataset, Particle
-        from liposome_bench.models import INPUT_SIZES
-
         size = int(settings.input_size or INPUT_SIZES[settings.model])
         if len(X) and all(isinstance(p, Particle) for p in X):
             holder = Dataset(problem=None, particles=list(X))
@@ -160,8 +159,6 @@ class LipNetClassifier(ClassifierMixin, BaseEstimator):
         -------
         self
         """
-        from liposome_bench import cnn
-
         settings = self.settings()
         y = np.asarray(y)
         if len(y) != len(X):

@@ -28,6 +28,8 @@ import numpy as np
 
 from liposome_bench.errors import ConfigError, DatasetError
 from liposome_bench.io import atomic_write_text
+from liposome_bench.importers import read_micrograph
+from liposome_bench.plotting import plot_micrograph_predictions
 
 REIMPORT = "Import it again with `liposome-bench dataset import coco` (or `labels`, `star`)."
 
@@ -234,9 +236,6 @@ def plan_overlays(predictions, *, micrographs_dir=None) -> OverlayPlan:
 def write_overlays(plan: OverlayPlan, out_dir) -> list[Path]:
     """One PNG per micrograph of ``plan`` (:func:`plan_overlays`), named after
     the micrograph (``m01.png``; a subfolder's ``/`` becomes ``__``)."""
-    from liposome_bench.importers import read_micrograph
-    from liposome_bench.plotting import plot_micrograph_predictions
-
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"--overlays {out_dir} is a file; pass a folder for the PNGs.")

@@ -10,6 +10,7 @@ import numpy as np
 
 from liposome_bench.io import atomic_write
 from liposome_bench.metrics import CLASS_METRIC_LABELS, UNDEFINED
+from liposome_bench.settings import AUGMENTATIONS
 
 #: The per-class metrics of the report's bar chart (thesis figure 22).
 BAR_METRICS = ("tpr", "tnr", "ppv", "npv", "f1")
@@ -196,8 +197,6 @@ def plot_micrograph_predictions(image, particles, path, *, classes, title=None) 
 
 
 def _level_label(value) -> str:
-    from liposome_bench.settings import AUGMENTATIONS
-
     if isinstance(value, (list, tuple)):
         if tuple(value) == AUGMENTATIONS:
             return "all"

@@ -28,6 +28,8 @@ from __future__ import annotations
 import numpy as np
 
 from liposome_bench.errors import ConfigError
+from liposome_bench.metrics import to_jsonable
+from liposome_bench.stats import NO_DIFFERENCE, corrected_interval, corrected_resampled_ttest
 
 METHODS = ("raw", "acc", "pacc")
 
@@ -300,9 +302,6 @@ def prevalence_error(
         "significant" and "verdict". Not adjusted for multiple tests (a
         secondary row).
     """
-    from liposome_bench.metrics import to_jsonable
-    from liposome_bench.stats import NO_DIFFERENCE, corrected_interval, corrected_resampled_ttest
-
     k = len(classes)
     fold_scores, models, sizes = {}, {}, []
     for name, model_runs in runs.items():

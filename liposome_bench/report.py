@@ -47,7 +47,7 @@ from pathlib import Path
 
 from liposome_bench.io import atomic_write_json, atomic_write_text
 from liposome_bench.errors import ResultsError
-from liposome_bench.stats import suggestion_text, verdict_text
+from liposome_bench.stats import significant_cells, suggestion_text, verdict_text
 from liposome_bench.metrics import (
     UNDEFINED,
     format_signed as _signed,
@@ -59,10 +59,15 @@ from liposome_bench.metrics import (
 )
 from liposome_bench.plotting import (
     plot_confusion_heatmaps,
+    plot_coverage_curves,
     plot_metric_bars,
     plot_training_curves,
 )
-from liposome_bench.results import SUMMARY_SCHEMA_VERSION, ResultsDir
+from liposome_bench.results import ResultsDir, SUMMARY_SCHEMA_VERSION, fold_file_hashes
+from liposome_bench import stats
+from liposome_bench.abstention import accuracy_at_coverage, coverage_curves_of_results
+from liposome_bench.comparison import budget_notes
+from liposome_bench.gallery import gallery_section, render_galleries
 
 SUMMARY_JSON = "summary.json"
 BASELINE_SCHEMA_VERSION = 1
@@ -86,8 +91,6 @@ def load_summary(results_dir) -> dict:
         If the folder is not a results folder, its summary is unreadable or
         of a newer schema, or it holds no finished model.
     """
-    from liposome_bench import stats
-
     results = ResultsDir(results_dir)
     if not results.path.is_dir():
         raise ResultsError(
@@ -164,8 +167,6 @@ def check_fold_files(summary: dict, results_dir, path=None) -> None:
     ResultsError
         If a recorded fold file is missing or its content changed.
     """
-    from liposome_bench.results import fold_file_hashes
-
     recorded = summary.get("fold_files")
     if recorded is None:
         return
@@ -372,8 +373,6 @@ def render_report(
     }
     galleries = None
     if gallery_size > 0:
-        from liposome_bench.gallery import gallery_section, render_galleries
-
         drawn = render_galleries(detail, figures, size=gallery_size, data=data, filters=filters)
         galleries = gallery_section(drawn, lambda p: _relative(p, out.parent))
     text = format_report(
@@ -458,9 +457,6 @@ COVERAGE_POINTS = (1.0, 0.9, 0.8, 0.5)
 def _coverage_figure(detail, summary, path) -> Path | None:
     """Coverage curves of every model (plotting.plot_coverage_curves); their
     accuracy at COVERAGE_POINTS goes into ``summary["abstention"]``."""
-    from liposome_bench.abstention import accuracy_at_coverage, coverage_curves_of_results
-    from liposome_bench.plotting import plot_coverage_curves
-
     curves = coverage_curves_of_results(detail, list(summary["models"]), summary["classes"])
     summary["abstention"] = {
         name: {c: accuracy_at_coverage(curve, c) for c in COVERAGE_POINTS}
@@ -751,7 +747,6 @@ def _protocol_section(summary) -> list[str]:
         "variance) and are not corrected for multiple comparisons."
     )
     lines.append("")
-    from liposome_bench.comparison import budget_notes
 
     notes = budget_notes(summary)
     if notes:
@@ -842,7 +837,6 @@ def _metric_section(summary, bars) -> list[str]:
     classes = summary["classes"]
     models = list(summary["models"])
     k = (summary.get("folds") or {}).get("k")
-    from liposome_bench.stats import significant_cells
 
     significant = significant_cells(summary.get("verdict") or {})
     lines = ["## Per-class metrics, side by side", ""]

@@ -40,6 +40,9 @@ import numpy as np
 from liposome_bench.dataset import Dataset, check_trainable
 from liposome_bench.io import atomic_write_json, atomic_write_text
 from liposome_bench.errors import ResultsError
+from liposome_bench import __version__
+from liposome_bench.progress import NullReporter
+from liposome_bench.settings import check_seed
 
 #: Version of summary.json's layout (written by comparison, read by report).
 SUMMARY_SCHEMA_VERSION = 1
@@ -150,7 +153,6 @@ def run_lock(folder, *, wait: bool = False, reporter=None, command: str | None =
             with _HELD_GUARD:
                 _HELD[key] -= 1
         return
-    from liposome_bench.progress import NullReporter
 
     reporter = reporter or NullReporter()
     path = folder / RUN_LOCK_FILE
@@ -395,8 +397,6 @@ class ResultsDir:
             If the folder holds results of another dataset, other folds, or
             this model with other settings.
         """
-        from liposome_bench.settings import check_seed
-
         if isinstance(settings, dict) and "seed" in settings:
             check_seed(settings["seed"], "seed")
         check_trainable(dataset)
@@ -444,8 +444,6 @@ class ResultsDir:
                     f"{self.model_dir(model)}."
                 )
         else:
-            from liposome_bench import __version__
-
             run = {
                 "schema_version": SCHEMA_VERSION,
                 "tool_version": __version__,

@@ -49,6 +49,7 @@ from liposome_bench.metrics import (
     summarise_folds,
     to_jsonable,
 )
+from liposome_bench.errors import ResultsError
 
 #: Significance level of every verdict.
 ALPHA = 0.05
@@ -422,8 +423,6 @@ def summarise_results(
     ResultsError
         If the folder is not a results folder or holds no finished model.
     """
-    from liposome_bench.errors import ResultsError
-
     run = results.read_run()
     if not run:
         raise ResultsError(

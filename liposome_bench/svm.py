@@ -31,8 +31,12 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 from liposome_bench.io import atomic_write, atomic_write_json, atomic_write_text
-from liposome_bench.errors import ConfigError, DatasetError
+from liposome_bench.errors import ConfigError, DatasetError, raise_if_interrupted
 from liposome_bench.settings import SVMSettings
+from liposome_bench.features import extract_features
+from liposome_bench.folds import inner_splitter
+from liposome_bench.progress import NullReporter
+from liposome_bench.results import FoldResult
 
 MODEL_NAME = "svm"
 #: What the grid search maximises: macro F1 over the inner validation folds.
@@ -462,7 +466,6 @@ def _train_libsvm(X, labels, options: str):
 
     # A CSR matrix makes libsvm-official build its node arrays vectorised.
     prob = svm_problem(labels.astype(np.float64), sparse.csr_matrix(X))
-    from liposome_bench.errors import raise_if_interrupted
 
     with _one_openmp_thread():
         model = svm_train(prob, svm_parameter(options))
@@ -611,8 +614,6 @@ def search_grid(
         If a class has fewer than 2 training particles.
     """
     from sklearn.model_selection import GridSearchCV
-
-    from liposome_bench.folds import inner_splitter
 
     y = np.asarray(y)
     keep = stratified_subsample(y, max_samples, seed=seed)
@@ -948,10 +949,6 @@ def run_svm(
     ConfigError, DatasetError, ResultsError
     """
     from joblib import Parallel, delayed, effective_n_jobs
-
-    from liposome_bench.features import extract_features
-    from liposome_bench.progress import NullReporter
-    from liposome_bench.results import FoldResult
 
     reporter = reporter or NullReporter()
     settings = make_svm_settings(settings, **options)

@@ -58,6 +58,7 @@ from pathlib import Path
 
 import numpy as np
 
+from liposome_bench import __version__
 from liposome_bench.engine import (  # noqa: F401  (the engine's names, as sweep.<name>)
     CONNECT_TIMEOUT_S,
     CORES_PER_CPU_WORKER,
@@ -84,7 +85,13 @@ from liposome_bench.engine import save_outcome as save_fold_outcome
 from liposome_bench import registry
 from liposome_bench.errors import ConfigError, ResultsError, SweepError
 from liposome_bench.io import atomic_write_json, atomic_write_text
-from liposome_bench.settings import CNNSettings, SVMSettings
+from liposome_bench.metrics import OVERALL_METRICS, compute_metrics
+from liposome_bench.models import INPUT_SIZES
+from liposome_bench.plotting import plot_axis_f1, plot_cells_f1
+from liposome_bench.progress import NullReporter
+from liposome_bench.results import ResultsDir, run_lock
+from liposome_bench.settings import AUGMENTATIONS, CNNSettings, SVMSettings
+from liposome_bench.stats import ALPHA, NO_DIFFERENCE, corrected_resampled_ttest, holm
 
 SWEEP_JSON = "sweep.json"
 SWEEP_SCHEMA_VERSION = 1
@@ -138,7 +145,7 @@ class Cell:
         levels that made the cell)."""
         names = axes if axes is not None else list(self.levels)
         values = self.settings.to_dict()
-        return ", ".join(f"{n}={_level_text(values.get(n))}" for n in names) or self.model
+        return ", ".join(f"{n}={level_text(values.get(n))}" for n in names) or self.model
 
 
 @dataclass(frozen=True)
@@ -182,9 +189,9 @@ class SweepConfig:
         return self._cells_by_id[cell_id]
 
 
-def _level_text(value) -> str:
-    from liposome_bench.settings import AUGMENTATIONS
-
+def level_text(value) -> str:
+    """A setting's value as a sweep table shows it: a list joined with commas
+    (``none`` when empty, ``all`` for every augmentation), else ``str``."""
     if isinstance(value, (list, tuple)):
         if tuple(value) == AUGMENTATIONS:
             return "all"
@@ -330,7 +337,7 @@ def _expand(kind, cls, name, table, where, cells) -> Grid:
         levels = dict(zip(names, combination))
         settings = cls.from_mapping(
             {**fixed, **levels},
-            where=f"{where} ({', '.join(f'{k}={_level_text(v)}' for k, v in levels.items())})"
+            where=f"{where} ({', '.join(f'{k}={level_text(v)}' for k, v in levels.items())})"
             if levels
             else where,
         )
@@ -366,8 +373,6 @@ def cell_dir(out, cell_id: str) -> Path:
 
 def plan_sweep(config: SweepConfig, out, k: int) -> SweepPlan:
     """The (cell, fold) pairs of ``config`` not yet finished in ``out``."""
-    from liposome_bench.results import ResultsDir
-
     done, tasks = {}, []
     for cell in config.cells:
         results = ResultsDir(cell_dir(out, cell.id))
@@ -386,8 +391,6 @@ def estimate_seconds(plan: SweepPlan, n_particles: int) -> tuple[float, str]:
     :data:`ASSUMED_SAMPLES_PER_CPU_S` scaled by the input area. An SVM task
     costs its measured fold time, else :data:`ASSUMED_SVM_FOLD_S`.
     """
-    from liposome_bench.models import INPUT_SIZES
-
     measured = _measured_rates(plan)
     total, used_measured, used_assumed, unknown = 0.0, set(), False, 0
     k = plan.k
@@ -494,8 +497,6 @@ def write_sweep_json(config: SweepConfig, out, dataset, folds, seed: int) -> dic
     ResultsError
         If ``out`` holds a sweep of another dataset, other folds or seed.
     """
-    from liposome_bench import __version__
-
     out = Path(out)
     record = {
         "schema_version": SWEEP_SCHEMA_VERSION,
@@ -673,9 +674,6 @@ def run_sweep(
         If ``out`` holds another sweep, or another run holds its run lock
         (``results.run_lock``) and ``wait`` is False.
     """
-    from liposome_bench.progress import NullReporter
-    from liposome_bench.results import run_lock
-
     reporter = reporter or NullReporter()
     check_scheduler(scheduler)
     if plan_sweep(config, out, folds.k).tasks:  # a finished sweep contacts no scheduler
@@ -794,8 +792,6 @@ def _run_sweep(
 
 def load_cell_folds(out, cell_id: str, model: str, classes) -> list:
     """Every finished fold of one cell, in fold order."""
-    from liposome_bench.results import ResultsDir
-
     results = ResultsDir(cell_dir(out, cell_id))
     if not results.read_run():
         return []
@@ -818,9 +814,6 @@ def summarise_sweep(out, metrics=("f1",)) -> dict:
     dict with ``table`` (rows: cell, model, axes..., class, metric, mean,
     std, n_folds), ``comparisons`` (rows) and ``classes``.
     """
-    from liposome_bench.metrics import OVERALL_METRICS, compute_metrics
-    from liposome_bench.stats import corrected_resampled_ttest, holm
-
     sweep = read_sweep_json(out)
     classes = sweep["dataset"]["classes"]
     k = sweep["folds"]["k"]
@@ -848,7 +841,7 @@ def summarise_sweep(out, metrics=("f1",)) -> dict:
                     {
                         "cell": cell_id,
                         "model": info["model"],
-                        **{a: _level_text(settings[a]) if a in settings else "" for a in axes},
+                        **{a: level_text(settings[a]) if a in settings else "" for a in axes},
                         "class": cls,
                         "metric": metric,
                         "mean": float(defined.mean()) if defined.size else math.nan,
@@ -900,8 +893,6 @@ def summarise_sweep(out, metrics=("f1",)) -> dict:
 
 
 def _verdict(c) -> str:
-    from liposome_bench.stats import ALPHA, NO_DIFFERENCE
-
     p = c["p_holm"]
     if p is None or math.isnan(p) or p >= ALPHA:
         return NO_DIFFERENCE
@@ -913,7 +904,7 @@ def _describe_cell(sweep, cell_id, axis) -> str:
     info = sweep["cells"][cell_id]
     if axis == "svm vs cnn":
         return cell_id
-    return _level_text(info["settings"].get(axis))
+    return level_text(info["settings"].get(axis))
 
 
 def _comparison_pairs(sweep) -> list:
@@ -931,16 +922,14 @@ def _comparison_pairs(sweep) -> list:
                 differing = [key for key in sa if sa[key] != sb.get(key)]
                 if differing == [axis] and (a, b) not in seen:
                     seen.add((a, b))
-                    where = ", ".join(
-                        f"{o}={_level_text(sa[o])}" for o in grid["axes"] if o != axis
-                    )
+                    where = ", ".join(f"{o}={level_text(sa[o])}" for o in grid["axes"] if o != axis)
                     pairs.append((a, b, axis, where))
     svm = [c for c, info in cells.items() if registry.get(info["kind"]).baseline]
     cnn = [c for c, info in cells.items() if not registry.get(info["kind"]).baseline]
     for a in svm:
         for b in cnn:
             sb = cells[b]["settings"]
-            where = ", ".join(f"{o}={_level_text(sb[o])}" for o in all_axes if o in sb)
+            where = ", ".join(f"{o}={level_text(sb[o])}" for o in all_axes if o in sb)
             pairs.append((a, b, "svm vs cnn", where))
     return pairs
 
@@ -1006,8 +995,6 @@ def render_sweep_report(out, report_path=None) -> Path:
     """``report.md`` for a sweep folder: the per-class F1 table, the paired
     comparisons, and per grid and axis a figure of per-class F1 by level
     (thesis Figures 17-21)."""
-    from liposome_bench.plotting import plot_axis_f1, plot_cells_f1
-
     out = Path(out)
     summary = summarise_sweep(out)
     write_sweep_tables(out, summary)
@@ -1075,8 +1062,6 @@ def _markdown(frame) -> str:
 
 def _per_fold_f1(out, sweep) -> dict:
     """cell -> array (n_folds, n_classes) of per-fold F1."""
-    from liposome_bench.metrics import compute_metrics
-
     classes = sweep["dataset"]["classes"]
     values = {}
     for cell_id, info in sweep["cells"].items():

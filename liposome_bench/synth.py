@@ -52,6 +52,7 @@ from scipy.special import ndtri
 from liposome_bench.dataset import EXPORT_JSON, Dataset, Particle, get_problem, write_export
 from liposome_bench.errors import ConfigError, DatasetError
 from liposome_bench.progress import NullReporter
+from liposome_bench.plotting import plot_montage
 
 logger = logging.getLogger(__name__)
 
@@ -1644,8 +1645,6 @@ def write_montage(dataset: Dataset, path, per_class: int = 8, seed: int = 0) -> 
     H = max(im.shape[0] for im in shown)
     W = max(im.shape[1] for im in shown)
     counts = dataset.class_counts()
-
-    from liposome_bench.plotting import plot_montage
 
     rows = [[_pad_to(_as_uint8(dataset.particles[i].image), H, W) for i in row] for row in chosen]
     labels = [f"{name}\n({counts[name]})" for name in classes]

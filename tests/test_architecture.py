@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "liposome_bench"
 
@@ -139,3 +141,146 @@ def test_the_fuzz_module_runs_in_the_test_command():
     for text in (addopts, pytest_options):
         assert "fuzz" not in text and "-m " not in text, text
     assert "pytestmark = pytest.mark.fuzz" in (ROOT / "tests" / "test_fuzz.py").read_text()
+
+
+def private_uses(tree: ast.Module) -> list[tuple[int, str]]:
+    """(line, text) for each private name of another package module that
+    ``tree`` imports (``from liposome_bench.x import _y``, ``from .x import
+    _y``) or reaches as an attribute (``x._y`` where ``x`` names a package
+    module)."""
+    found, modules = [], set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            ours = node.level > 0 or (node.module or "").split(".")[0] == "liposome_bench"
+            if not ours:
+                continue
+            for alias in node.names:
+                if alias.name.startswith("_") and not alias.name.startswith("__"):
+                    found.append((node.lineno, f"from {node.module} import {alias.name}"))
+                elif node.module in ("liposome_bench", None):
+                    modules.add(alias.asname or alias.name)
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.startswith("liposome_bench.") and alias.asname:
+                    modules.add(alias.asname)
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id in modules
+            and node.attr.startswith("_")
+            and not node.attr.startswith("__")
+        ):
+            found.append((node.lineno, f"{node.value.id}.{node.attr}"))
+    return found
+
+
+def test_no_module_uses_another_modules_private_names():
+    """Issue 21: a helper shared between modules is public (named without
+    ``_`` and documented) in the module that owns it."""
+    offences = [
+        f"{path.relative_to(ROOT)}:{line}: {text}"
+        for path in sorted(PACKAGE.rglob("*.py"))
+        for line, text in private_uses(ast.parse(path.read_text(encoding="utf-8")))
+    ]
+    assert offences == [], "\n".join(offences)
+
+
+@pytest.mark.parametrize(
+    "source, expected",
+    [
+        ("from liposome_bench.cnn import _window", ["from liposome_bench.cnn import _window"]),
+        ("from .sweep import level_text, _x", ["from sweep import _x"]),
+        ("from liposome_bench import sweep as s\ns._level_text(1)", ["s._level_text"]),
+        ("import liposome_bench.dataset as ds\nds._read_csv", ["ds._read_csv"]),
+        ("from liposome_bench.cnn import window\nfrom numpy import _x", []),
+        ("from liposome_bench import dataset\ndataset.__name__", []),
+    ],
+)
+def test_private_uses_finds_each_kind(source, expected):
+    assert [text for _, text in private_uses(ast.parse(source))] == expected
+
+
+#: Package modules that may still import other package modules inside
+#: functions, with the reason. Everything else imports them at the top, so a
+#: file's header shows what it uses (issue 21). TensorFlow/Keras, Dask,
+#: matplotlib and the optional extras stay lazy everywhere; this list is only
+#: about liposome_bench's own modules.
+LAZY_PACKAGE_IMPORTS = {
+    "cli": "--help and quick commands start without loading the library",
+    # Measured (issue 21): importing at the top made `import liposome_bench.api`
+    # 0.02 s -> 2 s and engine 0.06 s -> 3 s (scikit-learn, SciPy), sources
+    # 0.3 s -> 0.6 s (SciPy through synth).
+    "api": "`liposome_bench.benchmark` and friends load on first use",
+    "engine": "the scheduler side loads no model family",
+    "sources": "a dataset on disk needs no synth (SciPy)",
+    # Not yet converted (issue 21): edited by another change at the time.
+    "cnn": "not yet converted",
+    "comparison": "not yet converted",
+    "deploy": "not yet converted",
+}
+
+
+def lazy_package_imports(tree: ast.Module) -> list[tuple[int, str]]:
+    """(line, module) for each import of a package module inside a function."""
+    found = []
+    for func in ast.walk(tree):
+        if not isinstance(func, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        for node in ast.walk(func):
+            if isinstance(node, ast.ImportFrom) and (
+                node.level > 0 or (node.module or "").split(".")[0] == "liposome_bench"
+            ):
+                found.append((node.lineno, "." * node.level + (node.module or "")))
+            elif isinstance(node, ast.Import):
+                found += [
+                    (node.lineno, a.name)
+                    for a in node.names
+                    if a.name.split(".")[0] == "liposome_bench"
+                ]
+    return found
+
+
+def test_package_modules_import_each_other_at_module_level():
+    found = {
+        path.stem: lazy_package_imports(ast.parse(path.read_text(encoding="utf-8")))
+        for path in sorted(PACKAGE.rglob("*.py"))
+    }
+    offences = [
+        f"liposome_bench/{stem}.py:{line}: imports {module} inside a function"
+        for stem, uses in found.items()
+        if stem not in LAZY_PACKAGE_IMPORTS
+        for line, module in uses
+    ]
+    assert offences == [], "\n".join(offences)
+    stale = sorted(stem for stem in LAZY_PACKAGE_IMPORTS if not found.get(stem))
+    assert stale == [], f"allowed lazy imports no longer needed: {stale}"
+
+
+def test_lazy_package_imports_finds_function_level_imports():
+    source = (
+        "from liposome_bench.errors import DatasetError\n"
+        "def f():\n    from liposome_bench.svm import run_svm\n    import numpy\n"
+        "class C:\n    def g(self):\n        import liposome_bench.cnn\n"
+        "        from . import synth\n"
+    )
+    assert lazy_package_imports(ast.parse(source)) == [
+        (3, "liposome_bench.svm"),
+        (7, "liposome_bench.cnn"),
+        (8, "."),
+    ]
+
+
+def test_cli_help_loads_no_model_framework():
+    code = (
+        "import sys, runpy; sys.argv = ['liposome-bench', '--help']\n"
+        "try:\n    runpy.run_module('liposome_bench', run_name='__main__')\n"
+        "except SystemExit:\n    pass\n"
+        "heavy = sorted({m.split('.')[0] for m in sys.modules} & "
+        "{'keras', 'tensorflow', 'jax', 'torch', 'dask', 'distributed', 'matplotlib', 'sklearn'})\n"
+        "print('HEAVY', heavy)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    ).stdout
+    assert out.splitlines()[-1] == "HEAVY []", out[-500:]

@@ -14,7 +14,6 @@ from sklearn.base import clone
 from sklearn.datasets import dump_svmlight_file, make_classification
 from sklearn.svm import SVC
 
-from liposome_bench import features as features_module
 from liposome_bench import svm as svm_module
 from liposome_bench.dataset import LAMELLARITY, Dataset, Particle
 from liposome_bench.errors import ConfigError, DatasetError, ResultsError
@@ -376,7 +375,7 @@ def fake_features(monkeypatch):
         calls.append((args, kwargs))
         return _fake_features(*args, **kwargs)
 
-    monkeypatch.setattr(features_module, "extract_features", extract, raising=False)
+    monkeypatch.setattr(svm_module, "extract_features", extract)
     return calls
 
 
@@ -537,7 +536,7 @@ def test_features_with_nan_are_refused_and_empty_columns_dropped(
         table["length_nm"] = np.nan
         return table
 
-    monkeypatch.setattr(features_module, "extract_features", with_empty_column, raising=False)
+    monkeypatch.setattr(svm_module, "extract_features", with_empty_column)
     folds = load_or_make_folds(small_dataset, k=3, seed=0)
     out = run_svm(
         small_dataset, folds, ResultsDir(tmp_path / "a"), C=1.0, gamma=0.5, reporter=Reporter()
@@ -551,7 +550,7 @@ def test_features_with_nan_are_refused_and_empty_columns_dropped(
         table.loc[3, "f2"] = np.nan
         return table
 
-    monkeypatch.setattr(features_module, "extract_features", with_one_nan, raising=False)
+    monkeypatch.setattr(svm_module, "extract_features", with_one_nan)
     with pytest.raises(
         DatasetError,
         match=r"Feature 'f2' is not a finite number for 1 "
