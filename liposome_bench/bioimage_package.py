@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from liposome_bench.deploy import CV_PREDICTIONS, KERAS_FILE, load_bundle
+from liposome_bench.deploy import CV_PREDICTIONS, KERAS_FILE, bundle_keeps_size, load_bundle
 from liposome_bench.errors import BundleError, ConfigError
 from liposome_bench.io import atomic_write, atomic_write_text, make_staging
 from liposome_bench.outputs import check_apart
@@ -224,8 +224,9 @@ def _prepared(bundle, dataset, reporter) -> np.ndarray:
         dataset,
         inp["mode"],
         int(inp["size"]),
-        keep_size=bundle.model == "lipnet-fcn",
+        keep_size=bundle_keeps_size(bundle),
         scale=inp.get("keep_size_scale"),
+        unit=inp.get("keep_size_unit") or "px",
         reporter=reporter,
     )
     return np.ascontiguousarray(images, dtype=np.float32)
