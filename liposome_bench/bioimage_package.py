@@ -36,6 +36,7 @@ import numpy as np
 from liposome_bench.deploy import (
     CV_PREDICTIONS,
     KERAS_FILE,
+    bundle_keeps_size,
     load_bundle,
     predict_probabilities,
     read_particles,
@@ -227,8 +228,9 @@ def _prepared(bundle, dataset, reporter) -> np.ndarray:
         dataset,
         inp["mode"],
         int(inp["size"]),
-        keep_size=bundle.model == "lipnet-fcn",
+        keep_size=bundle_keeps_size(bundle),
         scale=inp.get("keep_size_scale"),
+        unit=inp.get("keep_size_unit") or "px",
         reporter=reporter,
     )
     return np.ascontiguousarray(images, dtype=np.float32)

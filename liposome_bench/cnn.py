@@ -31,6 +31,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -48,6 +49,7 @@ from liposome_bench.settings import (  # noqa: F401  (re-exported: cnn.INPUT_MOD
     DEFAULT_VALIDATION_FRACTION,
     DEFAULT_WARMUP_EPOCHS,
     INPUT_MODES,
+    INPUT_SCALES,
     OPTIMIZERS,
     CNNSettings,
     parse_augment,
@@ -77,6 +79,78 @@ def _check_choice(value, choices, option):
 # Input images -----------------------------------------------------------------
 
 
+def keeps_size(model: str, input_scale: str | None = None) -> bool:
+    """Whether ``model`` with ``input_scale`` (``CNNSettings.input_scale``;
+    None: the model's default) keeps relative particle size: ``keep``, or
+    unset for lipnet-fcn; ``resize`` (the thesis) otherwise.
+
+    >>> keeps_size("lipnet-4"), keeps_size("lipnet-fcn"), keeps_size("lipnet-4", "keep")
+    (False, True, True)
+    """
+    if input_scale is None:
+        return model == "lipnet-fcn"
+    return _check_choice(input_scale, INPUT_SCALES, "input scale") == "keep"
+
+
+@dataclass(frozen=True)
+class KeepSizeScale:
+    """The one factor of a scale-preserving input (``input_scale=keep``).
+
+    ``scale`` canvas pixels per ``unit`` (``nm`` when every particle has a
+    pixel size, else ``px``); ``shrunk`` particles' windows were larger than
+    the canvas and were shrunk to fit it (their size is not kept).
+    """
+
+    scale: float
+    unit: str
+    shrunk: int
+    n: int
+
+
+def window_lengths(dataset, mode: str, unit: str) -> np.ndarray:
+    """Each particle's window side in ``unit`` (px, or nm by its pixel size)."""
+    sides = np.array([window_box(p, mode)[2] for p in dataset.particles], dtype=np.float64)
+    if unit == "px":
+        return sides
+    pixel = np.array([p.pixel_size_nm for p in dataset.particles], dtype=np.float64)
+    bad = ~(np.isfinite(pixel) & (pixel > 0))
+    if bad.any():
+        first = dataset.particles[int(np.flatnonzero(bad)[0])].id
+        raise DatasetError(
+            f"The input scale is in nm, but {int(bad.sum())} of {len(pixel)} particles "
+            f"(first: {first}) have no pixel size. Give their pixel size (e.g. "
+            "--pixel-size) or use particles with one."
+        )
+    return sides * pixel
+
+
+def keep_size_scale(
+    dataset, mode: str, size: int, *, scale: float | None = None, unit: str | None = None
+) -> KeepSizeScale:
+    """The one scale factor of ``input_scale=keep`` for ``dataset``.
+
+    From the particles' geometry only (never their labels): the
+    95th percentile of the window sides, in nm when every particle has a
+    pixel size (else px), fills the ``size`` px canvas, so the same nm (or px)
+    are the same canvas pixels for every particle. ``scale`` and ``unit``
+    given (a trained network's): those instead, so new particles are scaled
+    as the training particles were.
+
+    Raises
+    ------
+    DatasetError
+        If ``unit`` is nm and a particle has no pixel size.
+    """
+    if unit is None:
+        pixel = np.array([p.pixel_size_nm for p in dataset.particles], dtype=np.float64)
+        unit = "nm" if pixel.size and bool(np.all(np.isfinite(pixel) & (pixel > 0))) else "px"
+    lengths = window_lengths(dataset, mode, unit)
+    if scale is None:
+        scale = float(size / np.percentile(lengths, KEEP_SIZE_QUANTILE)) if lengths.size else 1.0
+    shrunk = int(np.sum(np.round(lengths * scale) > size))
+    return KeepSizeScale(float(scale), unit, shrunk, len(lengths))
+
+
 def prepare_images(
     dataset,
     mode: str = "masked",
@@ -85,6 +159,7 @@ def prepare_images(
     keep_size: bool = False,
     reporter=None,
     scale: float | None = None,
+    unit: str | None = None,
 ) -> np.ndarray:
     """The particles as square network inputs (thesis section 8.5).
 
@@ -111,16 +186,19 @@ def prepare_images(
     keep_size : bool
         False: every window is resized to fill ``size`` x ``size``, so size
         differences between particles are lost (lipnet-1 to lipnet-6).
-        True (lipnet-fcn): every window is scaled by one factor for the whole
-        dataset, such that the 95th percentile of window sides fills the
-        canvas, and centred on a ``size`` x ``size`` canvas of background 0;
-        larger windows are shrunk to fit. Relative particle size is kept.
-        The factor depends on the particles' geometry only, not their labels.
+        True (``input_scale=keep``; lipnet-fcn's default): every window is
+        scaled by one factor for the whole dataset (:func:`keep_size_scale`:
+        nm to canvas pixels when every particle has a pixel size, else px;
+        the 95th percentile of window sides fills the canvas) and centred on
+        a ``size`` x ``size`` canvas of background 0; larger windows are
+        shrunk to fit. Relative particle size is kept. The factor depends on
+        the particles' geometry only, not their labels.
     reporter : progress reporter, optional
-    scale : float, optional
-        With ``keep_size``: this factor instead of the dataset's own (a
-        trained lipnet-fcn's, so new particles are scaled as its training
-        particles were).
+    scale, unit : float and {'nm', 'px'}, optional
+        With ``keep_size``: this factor (canvas px per ``unit``) instead of
+        the dataset's own (a trained network's, so new particles are scaled
+        as its training particles were). ``unit`` unset: nm if every
+        particle has a pixel size, else px (px for a bare ``scale``).
 
     Returns
     -------
@@ -141,16 +219,17 @@ def prepare_images(
     size = int(size)
     reporter = reporter or NullReporter()
     windows = [_window(p, mode) for p in dataset.particles]
-    if not keep_size:
-        scale = None
-    elif scale is None and windows:
-        sides = np.array([w.shape[0] for w in windows], dtype=np.float64)
-        scale = size / np.percentile(sides, KEEP_SIZE_QUANTILE)
+    targets = None
+    if keep_size and windows:
+        if scale is not None and unit is None:
+            unit = "px"
+        fit = keep_size_scale(dataset, mode, size, scale=scale, unit=unit)
+        targets = window_lengths(dataset, mode, fit.unit) * fit.scale
     out = np.zeros((len(windows), size, size, 1), dtype=np.float32)
     reporter.stage("images", total=len(windows))
     step = max(1, len(windows) // 100)
     for i, window in enumerate(windows):
-        side = size if scale is None else int(np.clip(round(window.shape[0] * scale), 1, size))
+        side = size if targets is None else int(np.clip(round(targets[i]), 1, size))
         if window.shape[0] != side:
             window = resize(
                 window,
@@ -1085,6 +1164,13 @@ def run_cnn(
             "settings) of these settings."
         )
     prepare_s = time.perf_counter() - t0
+    if keeps_size(model, settings.input_scale):
+        fit = keep_size_scale(dataset, settings.input_mode, size)
+        reporter.message(
+            f"{model}: input scale keep, {1 / fit.scale:.4g} {fit.unit} per canvas pixel; "
+            f"{fit.shrunk} of {fit.n} particles larger than the {size} px canvas, "
+            "shrunk to fit."
+        )
     reporter.stage(model, total=folds.k)
     reporter.advance(len(done))
     for fold in todo:
@@ -1123,13 +1209,14 @@ def run_cnn(
 
 def prepare_cnn_images(dataset, settings: CNNSettings, *, reporter=None) -> np.ndarray:
     """:func:`prepare_images` of ``dataset`` as the network of ``settings``
-    takes them: its input mode and size; lipnet-fcn keeps relative sizes."""
+    takes them: its input mode and size, resized or keeping relative sizes
+    (:func:`keeps_size`)."""
     size = int(settings.input_size or INPUT_SIZES[settings.model])
     return prepare_images(
         dataset,
         settings.input_mode,
         size,
-        keep_size=(settings.model == "lipnet-fcn"),
+        keep_size=keeps_size(settings.model, settings.input_scale),
         reporter=reporter,
     )
 
@@ -1146,12 +1233,12 @@ def _model_options(settings: CNNSettings) -> dict:
 
 def fill_mode_of(settings: CNNSettings) -> str:
     """How augmentation fills pixels moved in from outside the image: 0 for
-    masked inputs and lipnet-fcn's canvas, the nearest edge pixel otherwise.
+    masked inputs and a scale-preserving canvas, the nearest edge pixel otherwise.
 
     >>> fill_mode_of(CNNSettings()), fill_mode_of(CNNSettings(input_mode="cropped"))
     ('constant', 'nearest')
     """
-    masked = settings.input_mode == "masked" or settings.model == "lipnet-fcn"
+    masked = settings.input_mode == "masked" or keeps_size(settings.model, settings.input_scale)
     return "constant" if masked else "nearest"
 
 

@@ -663,21 +663,21 @@ def _train_svm(
     }
 
 
-def fcn_scale(dataset, mode: str, size: int) -> float:
-    """lipnet-fcn's one scale factor: the 95th percentile of the particles'
-    window sides fills the canvas (as ``cnn.prepare_images`` computes it)."""
-    from liposome_bench.cnn import KEEP_SIZE_QUANTILE, particle_window
-
-    sides = np.array(
-        [particle_window(p, mode).shape[0] for p in dataset.particles], dtype=np.float64
-    )
-    return float(size / np.percentile(sides, KEEP_SIZE_QUANTILE))
+def bundle_keeps_size(bundle) -> bool:
+    """Whether ``bundle``'s network takes scale-preserving inputs
+    (``input.input_scale`` in its card; bundles saved before that field
+    existed: lipnet-fcn only)."""
+    inp = bundle.card["input"]
+    default = "keep" if bundle.model == "lipnet-fcn" else "resize"
+    return (inp.get("input_scale") or default) == "keep"
 
 
 def _train_cnn(dataset, model, settings, fold_results, staging, reporter) -> dict:
     from liposome_bench.cnn import (
         as_float32,
         describe_device,
+        keep_size_scale,
+        keeps_size,
         prepare_images,
         resolve_dtype_policy,
         save_model,
@@ -696,10 +696,11 @@ def _train_cnn(dataset, model, settings, fold_results, staging, reporter) -> dic
     cv_settings = settings_from_record(record, model)
     final_settings = cv_settings.replace(epochs=epochs)
     mode, size = cv_settings.input_mode, int(settings["input_size"])
-    keep_size = model == "lipnet-fcn"
-    scale = fcn_scale(dataset, mode, size) if keep_size else None
+    keep_size = keeps_size(model, cv_settings.input_scale)
+    fit = keep_size_scale(dataset, mode, size) if keep_size else None
+    scale, unit = (fit.scale, fit.unit) if fit else (None, None)
     images = prepare_images(
-        dataset, mode, size, keep_size=keep_size, scale=scale, reporter=reporter
+        dataset, mode, size, keep_size=keep_size, scale=scale, unit=unit, reporter=reporter
     )
     dtype_policy = resolve_dtype_policy(cv_settings.mixed_precision, describe_device()[0])
     reporter.stage(f"{model}: final training on all {len(dataset)} particles, {epochs} epochs")
@@ -724,8 +725,9 @@ def _train_cnn(dataset, model, settings, fold_results, staging, reporter) -> dic
     mask_note = ", pixels outside the mask set to 0" if mode == "masked" else ""
     standardise = "over the particle's own (mask) pixels" if mode == "masked" else "over the window"
     resize = (
-        f"scaled by {scale:.6g} (one factor for all particles, from training) and "
-        f"centred on a {size}x{size} canvas of 0"
+        f"scaled by {scale:.6g} canvas px per {unit} (one factor for all particles, "
+        f"from training) and centred on a {size}x{size} canvas of 0; windows larger "
+        f"than the canvas shrunk to fit ({fit.shrunk} of {fit.n} training particles)"
         if keep_size
         else f"resized to {size}x{size} (bilinear, anti-aliased when shrinking)"
     )
@@ -737,7 +739,9 @@ def _train_cnn(dataset, model, settings, fold_results, staging, reporter) -> dic
                 "size": size,
                 "shape": [size, size, 1],
                 "layout": "NHWC float32 (batch, height, width, 1)",
+                "input_scale": "keep" if keep_size else "resize",
                 "keep_size_scale": scale,
+                "keep_size_unit": unit,
                 "preprocessing": (
                     f"{what}; intensities standardised to mean 0 and standard "
                     f"deviation 1 {standardise}{mask_note}; {resize} "
@@ -749,6 +753,9 @@ def _train_cnn(dataset, model, settings, fold_results, staging, reporter) -> dic
                     "not used: every particle's window is resized to the input, so "
                     "the network sees shape, not absolute size"
                     if not keep_size
+                    else "one scale factor in canvas px per nm: particles of any pixel "
+                    "size are scaled alike, and each needs its pixel size"
+                    if unit == "nm"
                     else "not used directly: one scale factor in pixels, so particles "
                     "should come at the training pixel size"
                 ),
@@ -1146,6 +1153,14 @@ def _check_cnn_card(card, need, classes) -> None:
         lambda v: v is None or (_finite_number(v) and v > 0),
         "null or a positive finite number",
     )
+    # Optional: bundles saved before issue 25 have neither (lipnet-fcn kept size in px).
+    inp = card.get("input") if isinstance(card.get("input"), dict) else {}
+    for key, allowed in (
+        ("input_scale", ("resize", "keep")),
+        ("keep_size_unit", ("nm", "px", None)),
+    ):
+        if key in inp:
+            need(f"input.{key}", lambda v, a=allowed: v in a, f"one of {allowed}")
 
 
 def _short(value) -> str:
@@ -1521,8 +1536,9 @@ def _predict_cnn(bundle: Bundle, dataset, *, jobs: int = 1, reporter=None):
         dataset,
         inp["mode"],
         int(inp["size"]),
-        keep_size=bundle.model == "lipnet-fcn",
+        keep_size=bundle_keeps_size(bundle),
         scale=inp.get("keep_size_scale"),
+        unit=inp.get("keep_size_unit") or "px",
         reporter=reporter,
     )
     probabilities = np.asarray(net.predict(images, batch_size=256, verbose=0), np.float64)

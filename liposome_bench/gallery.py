@@ -46,7 +46,14 @@ from liposome_bench.errors import ConfigError, DatasetError, LiposomeBenchError,
 from liposome_bench.outputs import check_apart, check_in_results
 from liposome_bench.results import ResultsDir
 from liposome_bench import saliency
-from liposome_bench.cnn import KEEP_SIZE_QUANTILE, mask_window, particle_window, prepare_images
+from liposome_bench.cnn import (
+    keep_size_scale,
+    keeps_size,
+    mask_window,
+    particle_window,
+    prepare_images,
+    window_lengths,
+)
 from liposome_bench.dataset import (
     Dataset,
     EXPORT_JSON,
@@ -479,11 +486,20 @@ def _fit_mask(window: np.ndarray, size: int, side: int) -> np.ndarray:
     return out
 
 
+def _keeps_size_any(preds, settings) -> bool:
+    """Whether any model in ``preds`` keeps relative particle size (its inputs
+    then need the whole dataset); ``settings``: run.json's per-model settings."""
+    from liposome_bench.cnn import keeps_size
+
+    return any(keeps_size(name, settings.get(name, {}).get("input_scale")) for name in preds)
+
+
 def model_view(model: str, settings: dict, particles: list, *, whole=None) -> ModelView:
     """How ``model`` (recorded ``settings`` from run.json) saw ``particles``.
 
     A CNN: its input mode at its input size (``cnn.prepare_images``); for
-    lipnet-fcn, which keeps relative particle size, the scale comes from
+    one that keeps relative particle size (``input_scale`` keep, lipnet-fcn's
+    default), the scale comes from
     ``whole``, the whole dataset (as in training). The SVM: the masked crop
     at full resolution, standardised as the CNNs' masked mode.
     """
@@ -494,8 +510,9 @@ def model_view(model: str, settings: dict, particles: list, *, whole=None) -> Mo
         return ModelView(windows, masks, None, "masked crop, full resolution")
     mode = settings.get("input_mode", "masked")
     size = int(settings.get("input_size") or INPUT_SIZES.get(model, 28))
-    keep_size = model == "lipnet-fcn"
+    keep_size = keeps_size(model, settings.get("input_scale"))
 
+    subset = Dataset(LAMELLARITY, list(particles))  # the problem plays no part
     if keep_size:
         if whole is None:
             raise ResultsError(
@@ -504,22 +521,15 @@ def model_view(model: str, settings: dict, particles: list, *, whole=None) -> Mo
         index = {p.id: i for i, p in enumerate(whole.particles)}
         inputs = prepare_images(whole, mode, size, keep_size=True)
         inputs = inputs[[index[p.id] for p in particles]]
-        sides = np.array(
-            [
-                mask_window(p, mode).shape[0] if mode != "surrounding" else max(p.image.shape)
-                for p in whole.particles
-            ],
-            dtype=np.float64,
-        )
-        scale = size / np.percentile(sides, KEEP_SIZE_QUANTILE)
+        fit = keep_size_scale(whole, mode, size)
+        targets = window_lengths(subset, mode, fit.unit) * fit.scale
     else:
-        subset = Dataset(LAMELLARITY, list(particles))  # the problem plays no part
         inputs = prepare_images(subset, mode, size)
-        scale = None
+        targets = None
     masks = []
-    for p in particles:
+    for i, p in enumerate(particles):
         window = mask_window(p, mode)
-        side = size if scale is None else int(np.clip(round(window.shape[0] * scale), 1, size))
+        side = size if targets is None else int(np.clip(round(targets[i]), 1, size))
         masks.append(_fit_mask(window, size, side))
     return ModelView(
         [x[..., 0] for x in inputs],
@@ -756,12 +766,13 @@ def render_galleries(
     labels = {}
     for p in preds.values():
         labels.update({pid: classes[t] for pid, t in zip(p.ids, p.y_true)})
-    lookup = find_particles(results_dir, wanted, labels, data, whole="lipnet-fcn" in preds)
+    keeping = _keeps_size_any(preds, settings)
+    lookup = find_particles(results_dir, wanted, labels, data, whole=keeping)
     output.source, output.note = lookup.source, lookup.note
     if lookup.note:
         log.warning("No particle galleries in the report: %s", lookup.note)
         return output
-    whole = _results_subset(lookup.dataset, preds) if "lipnet-fcn" in preds else None
+    whole = _results_subset(lookup.dataset, preds) if keeping else None
     views, cams = {}, {}
     limit = MAX_SALIENCY_PARTICLES if max_saliency is None else max_saliency
     budget = limit
@@ -1133,12 +1144,13 @@ def show_particle(
             }
         )
     label = classes[having[0].y_true[having[0].index()[pid]]]
-    lookup = find_particles(folder, [pid], {pid: label}, data, whole="lipnet-fcn" in preds)
+    settings = ResultsDir(folder).read_run().get("models", {})
+    keeping = _keeps_size_any(preds, settings)
+    lookup = find_particles(folder, [pid], {pid: label}, data, whole=keeping)
     if lookup.note:
         return ParticleReport(pid, label, rows, None, None, lookup.note)
     particle = lookup.particles[pid]
     check_apart(png, {"the dataset": getattr(lookup.dataset, "root", None)})
-    settings = ResultsDir(folder).read_run().get("models", {})
     raw = np.asarray(particle.image, dtype=np.float32)
     spread = raw.std() if raw.std() > 1e-6 else 1.0
     tiles = [
@@ -1148,7 +1160,7 @@ def show_particle(
         )
     ]
     notes = []
-    whole = _results_subset(lookup.dataset, preds) if "lipnet-fcn" in preds else None
+    whole = _results_subset(lookup.dataset, preds) if keeping else None
     for p in having:
         i = p.index()[pid]
         view = model_view(p.name, settings.get(p.name, {}), [particle], whole=whole)

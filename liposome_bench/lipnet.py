@@ -46,7 +46,7 @@ class LipNetClassifier(ClassifierMixin, BaseEstimator):
 
     Parameters
     ----------
-    model, input_mode, input_size, augment, balance, epochs, patience,
+    model, input_mode, input_size, input_scale, augment, balance, epochs, patience,
     early_stopping, batch_size, optimizer, learning_rate, warmup_epochs, lr_schedule,
     weight_averaging, l2, dense_units, dropout,
     validation_fraction, samples_per_epoch, mixed_precision
@@ -66,6 +66,9 @@ class LipNetClassifier(ClassifierMixin, BaseEstimator):
         Per-epoch training curves.
     best_epoch_ : int
         The epoch whose weights were kept.
+    keep_size_ : cnn.KeepSizeScale
+        With a scale-preserving input fitted on particles: the one factor of
+        the training particles, reused for every prediction.
 
     Examples
     --------
@@ -82,6 +85,7 @@ class LipNetClassifier(ClassifierMixin, BaseEstimator):
         model="lipnet-4",
         input_mode="masked",
         input_size=None,
+        input_scale=None,
         augment=AUGMENTATIONS,
         balance="oversample",
         epochs=DEFAULT_EPOCHS,
@@ -104,6 +108,7 @@ class LipNetClassifier(ClassifierMixin, BaseEstimator):
         self.model = model
         self.input_mode = input_mode
         self.input_size = input_size
+        self.input_scale = input_scale
         self.augment = augment
         self.balance = balance
         self.epochs = epochs
@@ -133,8 +138,17 @@ class LipNetClassifier(ClassifierMixin, BaseEstimator):
         size = int(settings.input_size or INPUT_SIZES[settings.model])
         if len(X) and all(isinstance(p, Particle) for p in X):
             holder = Dataset(problem=None, particles=list(X))
+            keep = cnn.keeps_size(settings.model, settings.input_scale)
+            fit = getattr(self, "keep_size_", None)
+            if keep and fit is None:  # fitting: the training particles set the scale
+                fit = self.keep_size_ = cnn.keep_size_scale(holder, settings.input_mode, size)
             return cnn.prepare_images(
-                holder, settings.input_mode, size, keep_size=settings.model == "lipnet-fcn"
+                holder,
+                settings.input_mode,
+                size,
+                keep_size=keep,
+                scale=fit.scale if keep else None,
+                unit=fit.unit if keep else None,
             )
         images = np.asarray(X, dtype=np.float32)
         if images.ndim == 3:
@@ -168,6 +182,7 @@ class LipNetClassifier(ClassifierMixin, BaseEstimator):
             raise ConfigError(
                 f"fit needs at least 2 classes; y holds only {self.classes_.tolist()}."
             )
+        self.__dict__.pop("keep_size_", None)  # a refit takes its own particles' scale
         images = self._images(X, settings)
         seed = int(self.random_state)
         fit_pos, val_pos = cnn.split_validation(

@@ -32,6 +32,7 @@ from liposome_bench.errors import ConfigError
 
 MODEL_NAMES = ("lipnet-1", "lipnet-2", "lipnet-4", "lipnet-4c", "lipnet-6", "lipnet-fcn")
 INPUT_MODES = ("surrounding", "cropped", "masked")
+INPUT_SCALES = ("resize", "keep")
 #: Augmentations in the order they are applied (section 5.5).
 AUGMENTATIONS = ("flip", "rotation", "shear", "shift", "zoom")
 BALANCE_METHODS = ("oversample", "undersample", "smote", "class-weight", "none")
@@ -465,6 +466,15 @@ class CNNSettings(_Settings):
         "canvas for lipnet-fcn).",
         kind="int",
         low=4,
+    )
+    input_scale: str | None = setting(
+        None,
+        "resize: every window fills the input (the thesis; size is lost). keep: one "
+        "factor for all particles (nm per canvas pixel, or px without a pixel size) "
+        "on a background canvas, so relative size is kept (docs/cnn.md). Default: "
+        "keep for lipnet-fcn, resize otherwise.",
+        kind="choice",
+        choices=INPUT_SCALES,
     )
     augment: tuple = setting(
         AUGMENTATIONS,

@@ -143,6 +143,64 @@ def test_keep_size_keeps_relative_particle_size():
     assert (plain[..., 0] != 0).sum(axis=(1, 2)).tolist() == [24 * 24, 24 * 24]
 
 
+def _side_on_canvas(x):
+    """The side of the particle's square on a keep-size canvas (rows not all 0)."""
+    return int((x[..., 0] != 0).any(axis=1).sum())
+
+
+def _sized(pid, side, pixel_size_nm=float("nan"), image=80):
+    p = _square_particle(pid, size=image, box=(10, 10 + side))
+    p.pixel_size_nm = pixel_size_nm
+    return p
+
+
+def test_keep_size_draws_twice_the_diameter_twice_as_large():
+    particles = [_sized("a", 10), _sized("b", 20), _sized("c", 40)]
+    x = cnn.prepare_images(_dataset(particles), "masked", 64, keep_size=True, scale=1.2)
+    assert [_side_on_canvas(v) for v in x] == [12, 24, 48]
+    fit = cnn.keep_size_scale(_dataset(particles), "masked", 64)
+    # The 95th percentile fills the canvas, so the largest one is shrunk to fit.
+    assert fit.unit == "px" and (fit.shrunk, fit.n) == (1, 3)
+
+
+def test_keep_size_in_nm_rescales_each_pixel_size():
+    """One nm is the same canvas pixels for every particle: 20 px at 1 nm/px and
+    10 px at 2 nm/px are the same 20 nm particle; 40 px at 1 nm/px is twice it."""
+    particles = [_sized("a", 20, 1.0), _sized("b", 10, 2.0), _sized("c", 40, 1.0)]
+    fit = cnn.keep_size_scale(_dataset(particles), "masked", 32)
+    assert fit.unit == "nm"
+    x = cnn.prepare_images(_dataset(particles), "masked", 32, keep_size=True, scale=0.8, unit="nm")
+    assert [_side_on_canvas(v) for v in x] == [16, 16, 32]
+    in_px = cnn.prepare_images(
+        _dataset(particles), "masked", 32, keep_size=True, scale=0.8, unit="px"
+    )
+    assert [_side_on_canvas(v) for v in in_px] == [16, 8, 32]
+
+
+def test_keep_size_counts_and_shrinks_particles_larger_than_the_canvas():
+    particles = [_sized(str(i), 10) for i in range(39)] + [_sized("big", 60)]
+    fit = cnn.keep_size_scale(_dataset(particles), "masked", 20)
+    assert fit.scale == pytest.approx(2.0) and (fit.shrunk, fit.n) == (1, 40)
+    x = cnn.prepare_images(_dataset(particles), "masked", 20, keep_size=True)
+    assert _side_on_canvas(x[0]) == 20 and _side_on_canvas(x[-1]) == 20
+
+
+def test_nm_scale_needs_every_pixel_size():
+    particles = [_sized("a", 20, 1.0), _sized("b", 10)]
+    assert cnn.keep_size_scale(_dataset(particles), "masked", 32).unit == "px"
+    with pytest.raises(DatasetError, match=r"^The input scale is in nm, but 1 of 2 particles"):
+        cnn.prepare_images(_dataset(particles), "masked", 32, keep_size=True, scale=1.0, unit="nm")
+
+
+def test_input_scale_resolves_per_model():
+    from liposome_bench.settings import CNNSettings
+
+    assert not cnn.keeps_size("lipnet-4") and cnn.keeps_size("lipnet-fcn")
+    assert cnn.keeps_size("lipnet-4", "keep") and not cnn.keeps_size("lipnet-fcn", "resize")
+    with pytest.raises(ConfigError, match="input scale"):
+        CNNSettings(input_scale="fit")
+
+
 def test_empty_mask_and_bad_options_are_one_line_errors():
     p = _square_particle()
     p.mask[:] = False

@@ -241,18 +241,24 @@ def test_show_refuses_an_unknown_id(quick_run):
 
 
 @pytest.mark.parametrize(
-    "model, mode", [("lipnet-4", "masked"), ("lipnet-4", "surrounding"), ("lipnet-fcn", "cropped")]
+    "model, mode, scale",
+    [
+        ("lipnet-4", "masked", None),
+        ("lipnet-4", "surrounding", None),
+        ("lipnet-fcn", "cropped", None),
+        ("lipnet-4", "masked", "keep"),
+    ],
 )
-def test_tiles_are_the_network_inputs(tiny_dataset, model, mode):
+def test_tiles_are_the_network_inputs(tiny_dataset, model, mode, scale):
     from liposome_bench.cnn import prepare_images
 
     size = 16
-    keep = model == "lipnet-fcn"
+    keep = model == "lipnet-fcn" or scale == "keep"
     expected = prepare_images(tiny_dataset, mode, size, keep_size=keep)
     rows = [3, 30, 44]
     view = gallery.model_view(
         model,
-        {"kind": "cnn", "input_mode": mode, "input_size": size},
+        {"kind": "cnn", "input_mode": mode, "input_size": size, "input_scale": scale},
         [tiny_dataset.particles[i] for i in rows],
         whole=tiny_dataset,
     )
