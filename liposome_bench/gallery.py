@@ -489,8 +489,6 @@ def _fit_mask(window: np.ndarray, size: int, side: int) -> np.ndarray:
 def _keeps_size_any(preds, settings) -> bool:
     """Whether any model in ``preds`` keeps relative particle size (its inputs
     then need the whole dataset); ``settings``: run.json's per-model settings."""
-    from liposome_bench.cnn import keeps_size
-
     return any(keeps_size(name, settings.get(name, {}).get("input_scale")) for name in preds)
 
 

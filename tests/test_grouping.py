@@ -10,6 +10,7 @@ from click.testing import CliRunner
 
 from liposome_bench import cnn as cnn_module
 from liposome_bench import folds as folds_module
+from liposome_bench import svm as svm_module
 from liposome_bench.cli import cli
 from liposome_bench.dataset import Dataset, Particle, custom_problem, write_export
 from liposome_bench.errors import FoldError
@@ -156,8 +157,9 @@ def test_inner_grid_search_folds_are_grouped(monkeypatch):
         def get_n_splits(self, *args, **kwargs):
             return self.splitter.get_n_splits(*args, **kwargs)
 
+    # search_grid looks inner_splitter up in svm (imported there at module level).
     monkeypatch.setattr(
-        folds_module, "inner_splitter", lambda y, g, n, seed: Recording(real(y, g, n, seed))
+        svm_module, "inner_splitter", lambda y, g, n, seed: Recording(real(y, g, n, seed))
     )
     rng = np.random.default_rng(0)
     y = np.repeat([0, 1], [60, 30])
