@@ -93,6 +93,15 @@ def macro_f1(y_true, y_pred, n_classes):
     )
 
 
+def per_class_f1(y_true, y_pred, n_classes):
+    from sklearn.metrics import f1_score
+
+    per_class = f1_score(
+        y_true, y_pred, labels=list(range(n_classes)), average=None, zero_division=0
+    )
+    return [float(v) for v in per_class]
+
+
 def run_fold(dataset, folds, fold, images, settings, device):
     from liposome_bench.cnn import _fold_seed, resolve_dtype_policy, split_validation, train_fold
 
@@ -122,6 +131,7 @@ def run_fold(dataset, folds, fold, images, settings, device):
     scores = net.predict(images[test_idx], batch_size=256, verbose=0)
     info["wall_s"] = time.perf_counter() - t0
     info["test_macro_f1"] = macro_f1(y[test_idx], scores.argmax(1), len(classes))
+    info["test_per_class_f1"] = per_class_f1(y[test_idx], scores.argmax(1), len(classes))
     info["at_cap_improving"] = info["best_epoch"] == info["epochs_run"] == settings.epochs
     info["n_val"] = np.bincount(y[val], minlength=len(classes)).tolist()
     return info

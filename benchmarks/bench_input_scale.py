@@ -37,48 +37,21 @@ import time
 import numpy as np
 
 from bench_convergence import cpu_name, load_set
+from bench_convergence import run_fold as convergence_fold
 
 SCALES = ("resize", "keep")
 
 
 def run_fold(dataset, folds, fold, images, settings, device):
-    """Train and test one outer fold as ``run_cnn`` does; test F1 scores."""
-    from sklearn.metrics import f1_score
-
-    from liposome_bench.cnn import _fold_seed, resolve_dtype_policy, split_validation, train_fold
-
-    classes = list(dataset.problem.classes)
-    y = dataset.y
-    seed = _fold_seed(0, fold)
-    train_idx, test_idx = folds.train_indices(fold), folds.test_indices(fold)
-    fit_pos, val_pos = split_validation(
-        y[train_idx],
-        settings.validation_fraction,
-        np.random.default_rng(seed),
-        groups=None if folds.groups is None else folds.groups[train_idx],
-    )
-    fit, val = train_idx[fit_pos], train_idx[val_pos]
-    t0 = time.perf_counter()
-    net, info = train_fold(
-        images[fit],
-        y[fit],
-        images[val],
-        y[val],
-        settings,
-        n_classes=len(classes),
-        dtype_policy=resolve_dtype_policy(settings.mixed_precision, device),
-        seed=seed,
-        class_names=classes,
-    )
-    y_pred = net.predict(images[test_idx], batch_size=256, verbose=0).argmax(1)
-    labels = list(range(len(classes)))
-    per_class = f1_score(y[test_idx], y_pred, labels=labels, average=None, zero_division=0)
+    """Train and test one outer fold as ``run_cnn`` does (``bench_convergence``'s
+    fold runner); test F1 scores."""
+    info = convergence_fold(dataset, folds, fold, images, settings, device)
     return {
-        "macro_f1": float(np.mean(per_class)),
-        "per_class": [float(v) for v in per_class],
+        "macro_f1": info["test_macro_f1"],
+        "per_class": info["test_per_class_f1"],
         "best_epoch": info["best_epoch"],
         "epochs_run": info["epochs_run"],
-        "wall_s": time.perf_counter() - t0,
+        "wall_s": info["wall_s"],
     }
 
 
