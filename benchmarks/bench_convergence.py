@@ -65,6 +65,30 @@ def cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
+def print_machine():
+    """Print the training device, the CPU and the load; return the device."""
+    from liposome_bench.cnn import describe_device
+
+    device, line = describe_device()
+    print(line)
+    print(f"CPU: {cpu_name()}, {os.cpu_count()} cores")
+    print(f"load average at start {', '.join(f'{v:.1f}' for v in os.getloadavg())}")
+    return device
+
+
+def assignments(items) -> dict:
+    """{KEY: VALUE} of ``KEY=VALUE`` texts; a value is a Python literal, or a
+    word (a choice such as cosine or loss)."""
+
+    def value(text):
+        try:
+            return ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            return text
+
+    return {k: value(v) for k, v in (item.split("=", 1) for item in items)}
+
+
 def load_set(name, n, cache_dir):
     from liposome_bench.sources import resolve_dataset
     from liposome_bench.svm import stratified_subsample
@@ -168,21 +192,11 @@ def main():
     args = parser.parse_args()
 
     from liposome_bench import settings as library_settings
-    from liposome_bench.cnn import describe_device, prepare_cnn_images
+    from liposome_bench.cnn import prepare_cnn_images
     from liposome_bench.folds import load_or_make_folds
 
-    device, line = describe_device()
-    print(line)
-    print(f"CPU: {cpu_name()}, {os.cpu_count()} cores")
-    print(f"load average at start {', '.join(f'{v:.1f}' for v in os.getloadavg())}")
-
-    def value(text):
-        try:
-            return ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            return text  # a word: a choice such as cosine or loss
-
-    candidate = {k: value(v) for k, v in (item.split("=", 1) for item in args.set)}
+    device = print_machine()
+    candidate = assignments(args.set)
     defaults = library_settings.CNNSettings.from_mapping(candidate, where="--set")
     if candidate:
         print(f"candidate defaults (--set): {candidate}")
@@ -191,7 +205,7 @@ def main():
     )
     candidates = [("defaults", defaults)]
     for text in args.candidate:
-        extra = {k: value(v) for k, v in (item.split("=", 1) for item in text.split(",") if item)}
+        extra = assignments(item for item in text.split(",") if item)
         settings = library_settings.CNNSettings.from_mapping(
             {**candidate, **extra}, where="--candidate"
         )

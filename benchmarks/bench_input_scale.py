@@ -29,14 +29,13 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import ast
 import os
 import sys
 import time
 
 import numpy as np
 
-from bench_convergence import cpu_name, load_set
+from bench_convergence import assignments, load_set, print_machine
 from bench_convergence import run_fold as convergence_fold
 
 SCALES = ("resize", "keep")
@@ -65,23 +64,13 @@ def main():
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
 
-    from liposome_bench.cnn import describe_device, keep_size_scale, prepare_cnn_images
+    from liposome_bench.cnn import keep_size_scale, prepare_cnn_images
     from liposome_bench.folds import load_or_make_folds
     from liposome_bench.models import INPUT_SIZES
     from liposome_bench.settings import CNNSettings
 
-    device, line = describe_device()
-    print(line)
-    print(f"CPU: {cpu_name()}, {os.cpu_count()} cores")
-    print(f"load average at start {', '.join(f'{v:.1f}' for v in os.getloadavg())}")
-
-    def value(text):
-        try:
-            return ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            return text
-
-    extra = {k: value(v) for k, v in (item.split("=", 1) for item in args.set)}
+    device = print_machine()
+    extra = assignments(args.set)
     base = CNNSettings.from_mapping({"model": args.model, **extra}, where="--set")
     folds_wanted = [int(f) - 1 for f in args.folds.split(",") if f.strip()]
     t_start = time.perf_counter()
