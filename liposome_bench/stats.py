@@ -45,6 +45,7 @@ import numpy as np
 from liposome_bench.metrics import (
     CLASS_METRICS,
     OVERALL_METRICS,
+    format_signed,
     metric_arrays,
     summarise_folds,
     to_jsonable,
@@ -235,11 +236,16 @@ def difference_verdict(low: float, high: float, name_a: str, name_b: str) -> str
     return f"{name_b} better" if low > 0 else f"{name_a} better"
 
 
-def mcnemar_verdict(result: McNemarResult, name_a: str, name_b: str) -> str:
-    """Verdict on McNemar's test: which model is more often right, or none."""
-    if result.p_value >= ALPHA or result.only_a == result.only_b:
+def mcnemar_verdict(result, name_a: str, name_b: str, alpha: float = ALPHA) -> str:
+    """Verdict on McNemar's test (a :class:`McNemarResult` or its dict):
+    which model is more often right, or none."""
+    if isinstance(result, dict):
+        only_a, only_b, p = result["only_a"], result["only_b"], result["p_value"]
+    else:
+        only_a, only_b, p = result.only_a, result.only_b, result.p_value
+    if p is None or p >= alpha or only_a == only_b:
         return NO_DIFFERENCE
-    better = name_a if result.only_a > result.only_b else name_b
+    better = name_a if only_a > only_b else name_b
     return f"{better} more often correct"
 
 
@@ -718,8 +724,11 @@ def fold_scores(fold_results, n_classes: int) -> dict:
     }
 
 
-def _verdict_word(mean, p_adjusted, name_a, name_b, alpha=ALPHA) -> str:
-    if not (np.isfinite(p_adjusted) and p_adjusted < alpha) or mean == 0:
+def verdict_word(mean, p_adjusted, name_a, name_b, alpha=ALPHA) -> str:
+    """The verdict on a mean difference B - A with its (adjusted) p-value:
+    "<name_b> better", "<name_a> better" or "no significant difference"
+    (also when p is None or NaN, or the mean is 0)."""
+    if p_adjusted is None or not (np.isfinite(p_adjusted) and p_adjusted < alpha) or mean == 0:
         return NO_DIFFERENCE
     return f"{name_b} better" if mean > 0 else f"{name_a} better"
 
@@ -730,12 +739,18 @@ def compare_fold_scores(
     classes,
     n_particles: int,
     *,
+    n_train: float | None = None,
     name_a="A",
     name_b="B",
     alpha: float = ALPHA,
     test: str = "corrected",
 ) -> dict:
     """Model B against model A over paired fold scores (the headline verdict).
+
+    The one statistics path of the benchmark, the sweep and the learning
+    curve. The t-test's sizes are measured: the test size is the mean test
+    fold of the paired folds (their predictions), the training size
+    ``n_particles`` minus it unless ``n_train`` is given.
 
     Parameters
     ----------
@@ -745,6 +760,10 @@ def compare_fold_scores(
     n_particles : int
         Particles of the dataset (a fold's training size is this minus its
         test fold).
+    n_train : float, optional
+        The measured mean training size, where a fold does not train on
+        every particle outside its test fold (a learning-curve point trains
+        on a subsample).
     name_a, name_b : str
     alpha : float
     test : {"corrected", "5x2cv"}
@@ -776,7 +795,7 @@ def compare_fold_scores(
     accuracy = np.concatenate(diffs["accuracy"]) if diffs["accuracy"] else np.zeros(0)
     sizes = np.concatenate(n_test) if n_test else np.zeros(0)
     mean_test = float(sizes.mean()) if sizes.size else float("nan")
-    mean_train = float(n_particles - mean_test)
+    mean_train = float(n_particles - mean_test) if n_train is None else float(n_train)
 
     def entry(d):
         if test == "5x2cv":
@@ -798,7 +817,7 @@ def compare_fold_scores(
     for e, adjusted, d, rank in zip(family, holm(p_values), columns, ranks):
         e["p_holm"] = float(adjusted)
         e["significant"] = bool(np.isfinite(adjusted) and adjusted < alpha and e["mean"] != 0)
-        e["verdict"] = _verdict_word(e["mean"], adjusted, name_a, name_b, alpha)
+        e["verdict"] = verdict_word(e["mean"], adjusted, name_a, name_b, alpha)
         if test == "corrected":
             # The interval printed beside the Holm verdict: at the level
             # alpha * p / p_holm it excludes 0 exactly when p_holm < alpha.
@@ -827,7 +846,7 @@ def compare_fold_scores(
     acc = entry(accuracy)
     acc["p_holm"] = None
     acc["significant"] = bool(np.isfinite(acc["p"]) and acc["p"] < alpha and acc["mean"] != 0)
-    acc["verdict"] = _verdict_word(acc["mean"], acc["p"], name_a, name_b, alpha)
+    acc["verdict"] = verdict_word(acc["mean"], acc["p"], name_a, name_b, alpha)
     for e in [*family, acc]:
         e["difference"] = e.pop("mean")
     return to_jsonable(
@@ -941,3 +960,103 @@ def significant_cells(verdict: dict) -> set:
         if comp["macro_f1"].get("significant"):
             marked.add((comp["model_b"], "overall", "macro_f1"))
     return marked
+
+
+# The verdict as rows: display and report render these ------------------------
+
+#: The Holm p cell of a secondary row, outside the adjusted family.
+NOT_ADJUSTED = "not adjusted"
+
+
+@dataclass(frozen=True)
+class VerdictRow:
+    """One row of a comparison's verdict table (:func:`verdict_rows`).
+
+    ``display.verdict_table`` (a rich table) and the report's verdict
+    section (markdown) both render these rows; only the formatting of the
+    p-values and of the headline row differs.
+
+    ``difference`` and ``interval`` are the texts shown: the mean
+    difference B - A, signed, with " *" when it is significant after Holm's
+    adjustment (McNemar's row: the counts "only B vs only A"), and the
+    Holm-matched interval "[low, high]" (empty for McNemar). ``p_holm`` is
+    None where the row is outside the Holm family (``adjusted`` False).
+    ``verdict`` is the verdict as printed: on a "no significant difference"
+    row of the family it names the smallest difference the run could detect
+    (``detectable``; None elsewhere). ``headline`` marks macro F1.
+    """
+
+    label: str
+    difference: str
+    interval: str
+    p: float | None
+    p_holm: float | None
+    adjusted: bool
+    verdict: str
+    significant: bool
+    detectable: float | None = None
+    headline: bool = False
+
+
+def _entry_row(label: str, e: dict, *, adjusted: bool = True, headline: bool = False):
+    ci = e.get("ci") or [None, None]
+    said = verdict_text(e) if adjusted else e["verdict"]
+    return VerdictRow(
+        label=label,
+        difference=format_signed(e.get("difference")) + (" *" if e.get("significant") else ""),
+        interval=f"[{format_signed(ci[0])}, {format_signed(ci[1])}]",
+        p=e.get("p"),
+        p_holm=e.get("p_holm") if adjusted else None,
+        adjusted=adjusted,
+        verdict=said,
+        significant=bool(e.get("significant")),
+        detectable=e.get("detectable") if said != e["verdict"] else None,
+        headline=headline,
+    )
+
+
+def verdict_rows(verdict: dict, comparison: dict, classes, prevalence=None) -> list[VerdictRow]:
+    """The rows of one comparison's headline verdict.
+
+    Parameters
+    ----------
+    verdict : dict
+        :func:`headline_verdict`'s result (for its ``alpha``).
+    comparison : dict
+        One of its ``comparisons`` (:func:`compare_fold_scores`, with
+        ``mcnemar``).
+    classes : sequence of str
+    prevalence : dict, optional
+        The matching comparison of ``quantify.prevalence_error`` (its
+        ``mean`` entry becomes a secondary row).
+
+    Returns
+    -------
+    list of VerdictRow
+        F1 per class and macro F1 (Holm-adjusted together), then the
+        secondary rows: accuracy, McNemar (when the comparison has it) and
+        the fraction MAE (with ``prevalence``).
+    """
+    rows = [_entry_row(f"F1 {cls}", comparison["per_class"][cls]) for cls in classes]
+    rows.append(_entry_row("macro F1", comparison["macro_f1"], headline=True))
+    rows.append(_entry_row("accuracy (secondary)", comparison["accuracy"], adjusted=False))
+    test = comparison.get("mcnemar")
+    if test:
+        said = mcnemar_verdict(
+            test, comparison["model_a"], comparison["model_b"], verdict.get("alpha", ALPHA)
+        )
+        rows.append(
+            VerdictRow(
+                label="McNemar (secondary)",
+                difference=f"{test['only_b']} vs {test['only_a']}",
+                interval="",
+                p=test["p_value"],
+                p_holm=None,
+                adjusted=False,
+                verdict=said,
+                significant=said != NO_DIFFERENCE,
+            )
+        )
+    if prevalence:
+        rows.append(_entry_row("fraction MAE (secondary)", prevalence["mean"], adjusted=False))
+    return rows

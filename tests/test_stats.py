@@ -419,3 +419,43 @@ def test_the_interval_cases_held_both_verdicts():
     for seed in range(12):
         test_interval_beside_a_holm_verdict_matches_it(seed)
     assert _OUTCOMES == {True, False}
+
+
+def test_compare_fold_scores_takes_a_measured_training_size():
+    """A learning-curve point trains on a subsample: its n_train, not the
+    dataset minus the test fold, goes into the variance correction."""
+    a = [_Fold(f, [0, 0, 1, 1, 1], [0, 1, 1, 1, p]) for f, p in enumerate([0, 1, 1])]
+    b = [_Fold(f, [0, 0, 1, 1, 1], [0, 0, 1, 1, p]) for f, p in enumerate([1, 0, 1])]
+    whole = stats.compare_fold_scores([a], [b], ["x", "y"], 15)
+    sub = stats.compare_fold_scores([a], [b], ["x", "y"], 15, n_train=4)
+    assert whole["n_train"] == 10 and sub["n_train"] == 4 and sub["n_test"] == 5
+    d = np.array(
+        [fb - fa for fa, fb in zip(*(stats.fold_scores(r, 2)["macro_f1"] for r in (a, b)))]
+    )
+    for out, n_train in ((whole, 10), (sub, 4)):
+        expected = stats.corrected_resampled_ttest(d, n_train, 5)
+        assert out["macro_f1"]["p"] == pytest.approx(expected["p"])
+    assert sub["macro_f1"]["p"] > whole["macro_f1"]["p"]
+
+
+@pytest.mark.parametrize(
+    "mean, p, expected",
+    [
+        (0.1, 0.01, "cnn better"),
+        (-0.1, 0.01, "svm better"),
+        (0.1, 0.05, stats.NO_DIFFERENCE),
+        (0.1, None, stats.NO_DIFFERENCE),
+        (0.1, float("nan"), stats.NO_DIFFERENCE),
+        (0.0, 0.0, stats.NO_DIFFERENCE),
+    ],
+)
+def test_verdict_word(mean, p, expected):
+    assert stats.verdict_word(mean, p, "svm", "cnn") == expected
+
+
+def test_mcnemar_verdict_reads_a_result_or_its_dict():
+    result = stats.McNemarResult(only_a=3, only_b=20, statistic=3.0, p_value=0.001, method="exact")
+    as_dict = {"only_a": 3, "only_b": 20, "statistic": 3.0, "p_value": 0.001, "method": "exact"}
+    assert stats.mcnemar_verdict(result, "svm", "cnn") == "cnn more often correct"
+    assert stats.mcnemar_verdict(as_dict, "svm", "cnn") == "cnn more often correct"
+    assert stats.mcnemar_verdict(as_dict, "svm", "cnn", alpha=0.0005) == stats.NO_DIFFERENCE
