@@ -26,9 +26,13 @@ from liposome_bench.metrics import (
     MeanStd,
     summarise_folds,
 )
-from liposome_bench.metrics import format_signed as _signed
 from liposome_bench.results import FoldResult
-from liposome_bench.stats import significant_cells, suggestion_text, verdict_text
+from liposome_bench.stats import (
+    NOT_ADJUSTED,
+    significant_cells,
+    suggestion_text,
+    verdict_rows,
+)
 
 #: Marks a mean taken over fewer folds than were run (the value was 0/0 in
 #: the others, e.g. PPV of a class a fold never predicted).
@@ -207,7 +211,8 @@ def verdict_table(verdict: dict, comparison: dict, classes, prevalence=None) -> 
     scores) with the corrected t-test's interval, p and Holm-adjusted p;
     accuracy, McNemar's test and (with ``prevalence``, the matching
     comparison of ``quantify.prevalence_error``) the error of the class
-    fractions per group as secondary rows."""
+    fractions per group as secondary rows. The rows are
+    ``stats.verdict_rows``, the ones the report's verdict section shows."""
     a, b = comparison["model_a"], comparison["model_b"]
     n = comparison["n_scores"]
     repeats, k = verdict.get("repeats", 1), verdict.get("k", "?")
@@ -230,40 +235,15 @@ def verdict_table(verdict: dict, comparison: dict, classes, prevalence=None) -> 
         ("verdict", "left"),
     ):
         table.add_column(name, justify=justify, style="bold" if name == "score" else None)
-
-    def row(label, e, adjusted=True):
-        ci = e.get("ci") or [None, None]
-        star = " *" if e.get("significant") else ""
+    for r in verdict_rows(verdict, comparison, classes, prevalence):
         table.add_row(
-            label,
-            _signed(e.get("difference")) + star,
-            f"[{_signed(ci[0])}, {_signed(ci[1])}]",
-            _p(e.get("p")),
-            _p(e.get("p_holm")) if adjusted else "(not adjusted)",
-            verdict_text(e) if adjusted else e["verdict"],
+            r.label,
+            r.difference,
+            r.interval,
+            _p(r.p),
+            _p(r.p_holm) if r.adjusted else NOT_ADJUSTED,
+            r.verdict,
         )
-
-    for cls in classes:
-        row(f"F1 {cls}", comparison["per_class"][cls])
-    row("macro F1", comparison["macro_f1"])
-    row("accuracy (secondary)", comparison["accuracy"], adjusted=False)
-    test = comparison.get("mcnemar")
-    if test:
-        alpha = verdict.get("alpha", 0.05)
-        if test["p_value"] < alpha and test["only_a"] != test["only_b"]:
-            said = f"{b if test['only_b'] > test['only_a'] else a} more often correct"
-        else:
-            said = "no significant difference"
-        table.add_row(
-            "McNemar (secondary)",
-            f"{test['only_b']} vs {test['only_a']}",
-            "",
-            _p(test["p_value"]),
-            "(not adjusted)",
-            said,
-        )
-    if prevalence:
-        row("fraction MAE (secondary)", prevalence["mean"], adjusted=False)
     return table
 
 

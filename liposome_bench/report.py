@@ -47,7 +47,12 @@ from pathlib import Path
 
 from liposome_bench.io import atomic_write_json, atomic_write_text
 from liposome_bench.errors import ResultsError
-from liposome_bench.stats import significant_cells, suggestion_text, verdict_text
+from liposome_bench.stats import (
+    NOT_ADJUSTED,
+    significant_cells,
+    suggestion_text,
+    verdict_rows,
+)
 from liposome_bench.metrics import (
     UNDEFINED,
     format_signed as _signed,
@@ -554,7 +559,8 @@ def _prevalence_section(summary) -> list[str]:
 
 def _headline_lines(verdict: dict, classes, prevalence=None) -> list[str]:
     """The headline verdict (``stats.headline_verdict``) as markdown, with
-    the prevalence-error row (``quantify.prevalence_error``) when given."""
+    the prevalence-error row (``quantify.prevalence_error``) when given: the
+    rows of ``stats.verdict_rows``, the ones ``display.verdict_table`` shows."""
     lines = []
     by_model = {c["model_b"]: c for c in (prevalence or {}).get("comparisons", [])}
     for comp in verdict["comparisons"]:
@@ -566,40 +572,18 @@ def _headline_lines(verdict: dict, classes, prevalence=None) -> list[str]:
             f"F1 rows. * significant at {verdict['alpha']} after adjustment.",
             "",
         ]
-        rows = []
-
-        def row(label, e, adjusted=True):
-            ci = e.get("ci") or [None, None]
-            star = " *" if e.get("significant") else ""
-            rows.append(
-                [
-                    label,
-                    _signed(e.get("difference")) + star,
-                    f"[{_signed(ci[0])}, {_signed(ci[1])}]",
-                    format_p_value(e.get("p")),
-                    format_p_value(e.get("p_holm")) if adjusted else "not adjusted",
-                    verdict_text(e) if adjusted else e["verdict"],
-                ]
-            )
-
-        for cls in classes:
-            row(f"F1 {cls}", comp["per_class"][cls])
-        row("**macro F1**", comp["macro_f1"])
-        row("accuracy (secondary)", comp["accuracy"], adjusted=False)
+        rows = [
+            [
+                f"**{r.label}**" if r.headline else r.label,
+                r.difference,
+                r.interval,
+                format_p_value(r.p),
+                format_p_value(r.p_holm) if r.adjusted else NOT_ADJUSTED,
+                r.verdict,
+            ]
+            for r in verdict_rows(verdict, comp, classes, by_model.get(comp["model_b"]))
+        ]
         test = comp.get("mcnemar")
-        if test:
-            rows.append(
-                [
-                    "McNemar (secondary)",
-                    f"{test['only_b']} vs {test['only_a']}",
-                    "",
-                    format_p_value(test["p_value"]),
-                    "not adjusted",
-                    "see note",
-                ]
-            )
-        if comp["model_b"] in by_model:
-            row("fraction MAE (secondary)", by_model[comp["model_b"]]["mean"], adjusted=False)
         lines.append(
             _md_table(
                 ["score", f"{b} − {a} (mean)", "interval (Holm-matched)", "p", "Holm p", "verdict"],

@@ -1,6 +1,9 @@
 """Rich tables of fold summaries: values, undefined cells, layout."""
 
+import io
 import math
+import re
+from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -15,8 +18,10 @@ from liposome_bench.display import (
     format_value,
     print_model_summary,
     raw_confusion_table,
+    verdict_table,
 )
 from liposome_bench.metrics import MeanStd, summarise_folds
+from liposome_bench import report, stats
 from liposome_bench.results import FoldResult
 
 CLASSES = ["unilamellar", "multilamellar", "uncertain"]
@@ -131,3 +136,84 @@ def test_print_model_summary_and_fold_table():
         "1.2",
     ):
         assert part in text
+
+
+def _verdict_summary(seed):
+    """A headline verdict of "cnn" against "svm" over 2 repeats x 5 folds,
+    with a McNemar line, from random predictions (``seed``)."""
+    rng = np.random.default_rng(seed)
+    runs = {"svm": [], "cnn": []}
+    for _repeat in range(2):
+        folds = {"svm": [], "cnn": []}
+        for fold in range(5):
+            y = np.repeat([0, 1, 2], [40, 30, 10])
+            for name, errors in (("svm", (8, 20)), ("cnn", (2, 14))):
+                pred = y.copy()
+                bad = rng.choice(80, rng.integers(*errors), replace=False)
+                pred[bad] = (y[bad] + 1) % 3
+                folds[name].append(_fold(fold, y, pred))
+        for name in runs:
+            runs[name].append(folds[name])
+    correct = {name: np.concatenate([r.y_true == r.y_pred for r in runs[name][0]]) for name in runs}
+    mcnemar = {"cnn": asdict(stats.mcnemar_test(correct["svm"], correct["cnn"]))}
+    verdict = stats.headline_verdict(runs, "svm", CLASSES, 400, k=5, mcnemar=mcnemar)
+    return {"classes": CLASSES, "comparisons": verdict["comparisons"], "verdict": verdict}
+
+
+def _display_rows(verdict, comparison) -> list[list[str]]:
+    console = Console(record=True, width=400, file=io.StringIO())
+    console.print(verdict_table(verdict, comparison, CLASSES))
+    return [
+        [cell.strip() for cell in line.strip("│").split("│")]
+        for line in console.export_text().splitlines()
+        if line.startswith("│")
+    ]
+
+
+def _report_rows(summary) -> list[list[str]]:
+    text = "\n".join(report._verdict_section(summary))
+    lines = [line for line in text.splitlines() if line.startswith("| ")]
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[2:]]
+    # The report writes p-values as "p = 0.012" and the headline label bold.
+    return [
+        [re.sub(r"^\*\*(.*)\*\*$", r"\1", row[0])] + [re.sub(r"^p (= )?", "", c) for c in row[1:]]
+        for row in rows
+    ]
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_display_and_report_render_the_same_verdict_rows(seed):
+    summary = _verdict_summary(seed)
+    verdict = summary["verdict"]
+    (comparison,) = verdict["comparisons"]
+    rows = stats.verdict_rows(verdict, comparison, CLASSES)
+    shown = _display_rows(verdict, comparison)
+    assert shown == _report_rows(summary)
+    assert [r[0] for r in shown] == [
+        *(f"F1 {c}" for c in CLASSES),
+        "macro F1",
+        "accuracy (secondary)",
+        "McNemar (secondary)",
+    ]
+    assert [[r[1], r[2], r[5]] for r in shown] == [
+        [r.difference, r.interval, r.verdict] for r in rows
+    ]
+    assert [r[4] for r in shown][-2:] == [stats.NOT_ADJUSTED] * 2
+    assert shown[-1][5] == stats.mcnemar_verdict(comparison["mcnemar"], "svm", "cnn")
+    # Issue 25: a row Holm calls "no significant difference" has an interval
+    # holding 0, and says what it could have detected.
+    for r in rows[: len(CLASSES) + 1]:
+        low, high = (float(v) for v in r.interval.strip("[]").split(", "))
+        assert (low > 0 or high < 0) == r.significant == r.difference.endswith(" *")
+        if not r.significant:
+            assert r.detectable > 0 and "cannot tell differences smaller than" in r.verdict
+
+
+def test_the_verdict_rows_seeds_hold_both_outcomes():
+    """The seeds above give significant and non-significant rows."""
+    outcomes = set()
+    for seed in (0, 3):
+        verdict = _verdict_summary(seed)["verdict"]
+        rows = stats.verdict_rows(verdict, verdict["comparisons"][0], CLASSES)
+        outcomes.update(r.significant for r in rows[: len(CLASSES) + 1])
+    assert outcomes == {True, False}
