@@ -91,7 +91,7 @@ from liposome_bench.plotting import plot_axis_f1, plot_cells_f1
 from liposome_bench.progress import NullReporter
 from liposome_bench.results import ResultsDir, run_lock
 from liposome_bench.settings import AUGMENTATIONS, CNNSettings, SVMSettings
-from liposome_bench.stats import ALPHA, NO_DIFFERENCE, corrected_resampled_ttest, holm
+from liposome_bench.stats import compare_fold_scores, holm, verdict_word
 
 SWEEP_JSON = "sweep.json"
 SWEEP_SCHEMA_VERSION = 1
@@ -804,10 +804,13 @@ def summarise_sweep(out, metrics=("f1",)) -> dict:
 
     Cells are compared where a grid varies one axis with the others equal
     (``masked`` against ``surrounding`` at the same model, ...), and every
-    SVM cell against every CNN cell. For each class, the per-fold
-    differences of F1 go to :func:`stats.corrected_resampled_ttest` (folds
-    share training particles); the p-values of all comparisons are adjusted
-    together with :func:`stats.holm`.
+    SVM cell against every CNN cell. Each pair goes through
+    :func:`stats.compare_fold_scores` on its shared folds, the benchmark's
+    path: per class the corrected resampled t-test on the per-fold F1
+    differences (folds share training particles), with the sizes measured
+    on those folds. The per-class p-values of all comparisons are adjusted
+    together with :func:`stats.holm`, and :func:`stats.verdict_word` names
+    the better cell.
 
     Returns
     -------
@@ -820,8 +823,10 @@ def summarise_sweep(out, metrics=("f1",)) -> dict:
     n = sweep["dataset"]["n_particles"]
     axes = list(sweep.get("axes", {}))
     per_fold: dict = {}  # cell -> fold -> ModelMetrics
+    fold_results: dict = {}  # cell -> fold -> FoldResult
     for cell_id, info in sweep["cells"].items():
         folds = load_cell_folds(out, cell_id, info["model"], classes)
+        fold_results[cell_id] = {r.fold: r for r in folds}
         per_fold[cell_id] = {r.fold: compute_metrics(r.y_true, r.y_pred, classes) for r in folds}
     table = []
     for cell_id, info in sweep["cells"].items():
@@ -854,32 +859,40 @@ def summarise_sweep(out, metrics=("f1",)) -> dict:
         shared = sorted(set(per_fold[a]) & set(per_fold[b]))
         if len(shared) < 2:
             continue
-        for j, cls in enumerate(classes):
-            diffs = [
-                per_fold[b][f].per_class[j].f1 - per_fold[a][f].per_class[j].f1 for f in shared
-            ]
-            test = corrected_resampled_ttest(diffs, n_train=n * (k - 1) / k, n_test=n / k)
+        name_a, name_b = _describe_cell(sweep, a, axis), _describe_cell(sweep, b, axis)
+        comp = compare_fold_scores(
+            [[fold_results[a][f] for f in shared]],
+            [[fold_results[b][f] for f in shared]],
+            classes,
+            n,
+            name_a=name_a,
+            name_b=name_b,
+        )
+        for cls in classes:
+            test = comp["per_class"][cls]
             comparisons.append(
                 {
                     "axis": axis,
                     "where": where,
                     "cell_a": a,
                     "cell_b": b,
-                    "a": _describe_cell(sweep, a, axis),
-                    "b": _describe_cell(sweep, b, axis),
+                    "a": name_a,
+                    "b": name_b,
                     "class": cls,
                     "metric": "f1",
-                    "mean_difference": test["mean"],
-                    "t": test["t"],
+                    "mean_difference": _number(test["difference"]),
+                    "t": _t_value(test),
                     "df": test["df"],
-                    "p": test["p"],
+                    "p": _number(test["p"]),
                     "n_folds": test["n"],
+                    "n_train": comp["n_train"],
+                    "n_test": comp["n_test"],
                 }
             )
     adjusted = holm([c["p"] for c in comparisons])
     for c, p in zip(comparisons, adjusted):
         c["p_holm"] = float(p)
-        c["verdict"] = _verdict(c)
+        c["verdict"] = verdict_word(c["mean_difference"], c["p_holm"], c["a"], c["b"])
     return {
         "classes": classes,
         "axes": axes,
@@ -892,12 +905,20 @@ def summarise_sweep(out, metrics=("f1",)) -> dict:
     }
 
 
-def _verdict(c) -> str:
-    p = c["p_holm"]
-    if p is None or math.isnan(p) or p >= ALPHA:
-        return NO_DIFFERENCE
-    better = c["b"] if c["mean_difference"] > 0 else c["a"]
-    return f"{better} better"
+def _number(value) -> float:
+    """A JSON-ready number (None where undefined) back as a float (NaN)."""
+    return math.nan if value is None else float(value)
+
+
+def _t_value(entry) -> float:
+    """An entry's t, NaN where undefined; JSON-ready entries hold an infinite
+    t (identical nonzero differences, p 0) as None too, so its sign is the
+    difference's."""
+    if entry["t"] is not None:
+        return float(entry["t"])
+    if entry["p"] is None or entry["difference"] is None:
+        return math.nan
+    return math.copysign(math.inf, entry["difference"])
 
 
 def _describe_cell(sweep, cell_id, axis) -> str:
@@ -957,6 +978,8 @@ def write_sweep_tables(out, summary: dict) -> tuple[Path, Path]:
             "p",
             "p_holm",
             "n_folds",
+            "n_train",
+            "n_test",
             "verdict",
         ],
     )

@@ -13,9 +13,10 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from liposome_bench import sweep
+from liposome_bench import stats, sweep
 from liposome_bench.cli import cli
 from liposome_bench.errors import ConfigError, SweepError
+from liposome_bench.results import FoldResult
 from liposome_bench.stats import corrected_resampled_ttest, holm
 
 TINY_SWEEP = """
@@ -149,6 +150,56 @@ def test_holm_adjusts_in_input_order():
     np.testing.assert_allclose(
         holm([0.01, 0.04, np.nan, 0.03]), [0.03, 0.06, np.nan, 0.06], equal_nan=True
     )
+
+
+def _result(fold, y_true, y_pred):
+    n = len(y_true)
+    ids = [f"{fold}-{i}" for i in range(n)]
+    return FoldResult("m", fold, ids, np.array(y_true), np.array(y_pred), np.zeros((n, 0)), [], "x")
+
+
+def test_summarise_sweep_tests_the_shared_folds_with_their_measured_sizes(monkeypatch):
+    """Issue 21: each pair of cells goes through stats.compare_fold_scores,
+    so the t-test's sizes are those of the folds the two cells share (here 2
+    of 3 folds, of 6 and 5 of 17 particles: n_test 5.5, n_train 11.5), not
+    n (k - 1) / k and n / k."""
+    classes = ["x", "y"]
+    cells = {
+        name: {"kind": "cnn", "model": name, "settings": {"model": name}}
+        for name in ("lipnet-1", "lipnet-2")
+    }
+    record = {
+        "dataset": {"classes": classes, "n_particles": 17, "problem": "p"},
+        "folds": {"k": 3},
+        "axes": {"model": list(cells)},
+        "grids": [{"name": "cnn", "axes": {"model": list(cells)}, "cells": list(cells)}],
+        "cells": cells,
+    }
+    y = {0: [0, 0, 0, 1, 1, 1], 1: [0, 0, 0, 1, 1, 1], 2: [0, 0, 1, 1, 1]}
+    folds = {
+        "lipnet-1": [
+            _result(0, y[0], [0, 0, 0, 1, 1, 1]),
+            _result(1, y[1], [0, 1, 1, 1, 1, 1]),
+            _result(2, y[2], [0, 1, 1, 1, 0]),
+        ],
+        # fold 0 not finished
+        "lipnet-2": [_result(1, y[1], [0, 0, 0, 1, 1, 0]), _result(2, y[2], [0, 0, 1, 1, 1])],
+    }
+    monkeypatch.setattr(sweep, "read_sweep_json", lambda out: record)
+    monkeypatch.setattr(sweep, "load_cell_folds", lambda out, cell, model, cls: folds[cell])
+    summary = sweep.summarise_sweep("unused")
+    assert [c["class"] for c in summary["comparisons"]] == classes
+    holm_p = holm([c["p"] for c in summary["comparisons"]])
+    for j, c in enumerate(summary["comparisons"]):
+        scores = [stats.fold_scores(folds[m][-2:], 2)["f1"][:, j] for m in cells]
+        d = scores[1] - scores[0]
+        assert c["n_folds"] == 2 and c["n_train"] == 11.5 and c["n_test"] == 5.5
+        measured = corrected_resampled_ttest(d, 11.5, 5.5)
+        approximated = corrected_resampled_ttest(d, 17 * 2 / 3, 17 / 3)
+        assert c["mean_difference"] == pytest.approx(d.mean())
+        assert c["p"] == pytest.approx(measured["p"]) and c["p"] != pytest.approx(approximated["p"])
+        assert c["t"] == pytest.approx(measured["t"]) and c["p_holm"] == pytest.approx(holm_p[j])
+        assert c["verdict"] == stats.verdict_word(c["mean_difference"], c["p_holm"], *cells)
 
 
 # Plans and dry runs ---------------------------------------------------------------
