@@ -807,7 +807,9 @@ def summarise_curve(out, *, n_boot: int = BOOTSTRAPS) -> dict:
                         runs[a],
                         runs[b],
                         classes,
-                        round(entry["n_train"] + entry["n_test"]),
+                        record["dataset"]["n_particles"],
+                        # The point's measured training size: its subsample.
+                        n_train=entry["n_train"],
                         name_a=cells[a]["model"],
                         name_b=cells[b]["model"],
                     )
