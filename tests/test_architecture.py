@@ -78,7 +78,8 @@ def find_cycle(graph):
 
 def test_the_import_graph_has_no_cycle():
     graph = import_graph()
-    assert "dataset" in graph and "synth" in graph
+    assert {"dataset", "synth", "data.kernel", "data.formats.manifest"} <= set(graph)
+    assert "data.formats.manifest" in graph["data.readers"]
     assert find_cycle(graph) is None, " -> ".join(find_cycle(graph))
 
 
@@ -92,6 +93,27 @@ def test_module_name_is_dotted_inside_the_package():
 def test_find_cycle_finds_one():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+#: The ground every layer stands on (docs/architecture.md).
+GROUND = {"errors", "io", "progress", "settings", "stats", "metrics"}
+
+
+def test_the_data_layer_stands_on_the_ground_only():
+    """Issue 21: ``liposome_bench.data`` (types, images, the reader kernel,
+    the formats, checks) imports only its own modules and the ground, and
+    ``dataset`` only re-exports it; nothing above the data layer leaks in."""
+    graph = import_graph()
+    data = {name for name in graph if name == "data" or name.startswith("data.")}
+    assert {"data.types", "data.images", "data.kernel", "data.readers"} <= data
+    above = {
+        f"{name} imports {dep}"
+        for name in data
+        for dep in graph[name]
+        if dep not in data and dep not in GROUND
+    }
+    assert sorted(above) == []
+    assert graph["dataset"] <= data, sorted(graph["dataset"] - data)
 
 
 def test_importing_modules_leaves_the_environment_alone():
