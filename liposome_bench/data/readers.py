@@ -26,6 +26,7 @@ READERS: tuple[ReaderFormat, ...] = (
     class_folders.FORMAT,
     mrc_stack.FORMAT,
 )
+#: What ``load_dataset`` reads, as its messages name it.
 ACCEPTED = (
     "a lab export folder (with particles.json) or its .json file, a manifest .csv, "
     "an .mrc/.mrcs stack, or a folder of class folders"
