@@ -9,7 +9,6 @@ from pathlib import Path
 
 from liposome_bench.errors import ConfigError, DatasetError
 
-
 #: Group keys from Roboflow's file names ("m01_jpg.rf.3f2a....jpg": the
 #: source image "m01", shared by its augmented copies).
 ROBOFLOW_GROUP_PATTERN = r"^(.*)_(?:jpg|png)\.rf\."

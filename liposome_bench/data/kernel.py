@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from liposome_bench.data.images import (
-    BadImage,
     IMAGE_EXTENSIONS,
+    BadImage,
     check_pixels,
     check_side,
     not_a_file_message,

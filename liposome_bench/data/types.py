@@ -12,7 +12,6 @@ import numpy as np
 
 from liposome_bench.errors import DatasetError
 
-
 #: The lab export's layout (docs/data-formats.md): its particles JSON, the
 #: folders of images and masks beside it, and the record ``write_export``
 #: adds.

@@ -17,6 +17,7 @@ import posixpath
 import shlex
 from pathlib import Path
 
+from liposome_bench.data.images import describe_path
 from liposome_bench.data.kernel import (
     Entry,
     ReaderFormat,
@@ -38,7 +39,6 @@ from liposome_bench.data.kernel import (
     show_folder,
     show_path,
 )
-from liposome_bench.data.images import describe_path
 from liposome_bench.data.types import (
     EXPORT_JSON,
     FOLDS_DIR,
@@ -50,7 +50,6 @@ from liposome_bench.data.types import (
     custom_problem,
 )
 from liposome_bench.errors import DatasetError
-
 
 #: Precomputed features of the lab export (thesis section 3), kept as-is in
 #: ``Particle.features``.
