@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from liposome_bench.dataset import Dataset
+from liposome_bench.data.types import Dataset
 from liposome_bench.io import atomic_write_text
 from liposome_bench.folds import group_labels, resolve_group_by
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from liposome_bench.dataset import FOLDS_DIR, Dataset
+from liposome_bench.data.types import FOLDS_DIR, Dataset
 from liposome_bench.io import atomic_write_json
 from liposome_bench.errors import FoldError
 

@@ -36,24 +36,24 @@ from pathlib import Path
 
 import numpy as np
 
-from liposome_bench import dataset as ds
-from liposome_bench.dataset import (
+from liposome_bench.annotations import check_coco, check_micrograph_pixels
+from liposome_bench.data.groups import (
     CVAT_GROUP_PATTERN,  # noqa: F401  (documented here, beside the importers)
+    ROBOFLOW_GROUP_PATTERN,  # noqa: F401
+    compile_group_pattern,
+    set_groups,
+)
+from liposome_bench.data.images import (
+    DECODE_ERRORS,
     IMAGE_EXTENSIONS,
     MIN_IMAGE_SIDE,
-    PROBLEMS,
-    ROBOFLOW_GROUP_PATTERN,  # noqa: F401
-    Dataset,
-    Particle,
-    Problem,
-    check_path,
-    compile_group_pattern,
-    custom_problem,
-    read_csv_rows,
-    set_groups,
-    write_export,
+    gray_dtype,
+    pil_to_array,
+    rgb_to_gray,
 )
-from liposome_bench.annotations import check_coco, check_micrograph_pixels
+from liposome_bench.data.kernel import check_path, read_csv_rows
+from liposome_bench.data.types import PROBLEMS, Dataset, Particle, Problem, custom_problem
+from liposome_bench.data.writer import write_export
 from liposome_bench.errors import ConfigError, DatasetError
 from liposome_bench.outputs import check_apart
 from liposome_bench.progress import NullReporter
@@ -188,7 +188,7 @@ def read_micrograph(path) -> tuple[np.ndarray, float, str]:
         image = _read_pil_micrograph(path)
     check_micrograph_pixels(image, path.name)
     if image.dtype not in (np.uint8, np.uint16):
-        image = ds.gray_dtype(image)
+        image = gray_dtype(image)
         if image.dtype == np.float32:
             image = _stretch_to_uint16(image)
     return image, px, source
@@ -220,10 +220,10 @@ def _read_pil_micrograph(path: Path) -> np.ndarray:
             with im:
                 _check_micrograph_side(*im.size, path.name)
                 im.load()
-                image, _colour = ds.pil_to_array(im)
+                image, _colour = pil_to_array(im)
     except DatasetError:
         raise
-    except (*ds.DECODE_ERRORS, Image.DecompressionBombError) as exc:
+    except (*DECODE_ERRORS, Image.DecompressionBombError) as exc:
         log.debug("%s: %s", path, exc)
         raise DatasetError(
             f"{path.name} cannot be read as a BMP, JPEG, PNG or TIFF image. "
@@ -255,7 +255,7 @@ def _read_tiff_micrograph(path: Path) -> tuple[np.ndarray, float]:
             px = _tiff_pixel_size(page, tif.imagej_metadata or {})
     except DatasetError:
         raise
-    except ds.DECODE_ERRORS as exc:
+    except DECODE_ERRORS as exc:
         log.debug("%s: %s", path, exc)
         raise DatasetError(
             f"{path.name} cannot be read as a TIFF image. Replace it with a valid image file."
@@ -263,7 +263,7 @@ def _read_tiff_micrograph(path: Path) -> tuple[np.ndarray, float]:
     if array.ndim == 3 and planar and array.shape[0] in (3, 4):
         array = np.moveaxis(array, 0, -1)
     if array.ndim == 3 and array.shape[-1] in (3, 4):
-        array, _ = ds.rgb_to_gray(array[..., :3])
+        array, _ = rgb_to_gray(array[..., :3])
     if array.ndim != 2:
         raise DatasetError(
             f"{path.name} has array shape {array.shape}; expected one 2-D grayscale "
@@ -331,7 +331,7 @@ def _read_mrc_micrograph(path: Path) -> tuple[np.ndarray, float]:
             array = np.array(mrc.data, dtype=np.float32).reshape(ny, nx)
     except DatasetError:
         raise
-    except ds.DECODE_ERRORS as exc:
+    except DECODE_ERRORS as exc:
         log.debug("%s: %s", path, exc)
         raise DatasetError(
             f"{path.name} cannot be read as an MRC file. Re-export the micrograph."
@@ -1298,7 +1298,7 @@ def read_label_image(path) -> np.ndarray:
                     array = np.array(im)
     except DatasetError:
         raise
-    except (*ds.DECODE_ERRORS, Image.DecompressionBombError) as exc:
+    except (*DECODE_ERRORS, Image.DecompressionBombError) as exc:
         log.debug("%s: %s", path, exc)
         raise DatasetError(
             f"{path.name} cannot be read as a TIFF or PNG label image. Re-export it."

@@ -49,7 +49,8 @@ import numpy as np
 import scipy.fft
 from scipy.special import ndtri
 
-from liposome_bench.dataset import EXPORT_JSON, Dataset, Particle, get_problem, write_export
+from liposome_bench.data.types import EXPORT_JSON, Dataset, Particle, get_problem
+from liposome_bench.data.writer import write_export
 from liposome_bench.errors import ConfigError, DatasetError
 from liposome_bench.progress import NullReporter
 from liposome_bench.plotting import plot_montage

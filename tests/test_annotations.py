@@ -154,7 +154,7 @@ def test_deep_nesting_is_one_line(tmp_path):
 
 
 def test_written_id_is_what_the_export_reader_reads_back():
-    from liposome_bench.dataset import _json_id
+    from liposome_bench.data.writer import _json_id
 
     for raw in (7, "007", "a/b", " x ", "101"):
         written = written_id(raw)

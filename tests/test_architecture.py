@@ -14,24 +14,41 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "liposome_bench"
 
 
+def module_name(path: Path) -> str:
+    """A package file's module name inside the package, dotted:
+    ``dataset``, ``data.kernel``, ``data.formats`` (its ``__init__.py``);
+    the package's own ``__init__.py`` is ``__init__``."""
+    parts = path.relative_to(PACKAGE).with_suffix("").parts
+    if len(parts) > 1 and parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
 def import_graph() -> dict[str, set[str]]:
     """module -> the package modules it imports, at module level or inside
-    functions alike."""
-    modules = {p.stem for p in PACKAGE.glob("*.py")}
+    functions alike (dotted names, see ``module_name``)."""
+    paths = sorted(PACKAGE.rglob("*.py"))
+    modules = {module_name(p) for p in paths}
     graph = {}
-    for path in PACKAGE.glob("*.py"):
+    for path in paths:
         deps = set()
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.ImportFrom) and node.module:
                 if node.module.startswith("liposome_bench."):
-                    deps.add(node.module.split(".")[1])
+                    base = node.module.split(".", 1)[1]
+                    for alias in node.names:  # `from liposome_bench.data.formats import manifest`
+                        submodule = f"{base}.{alias.name}"
+                        deps.add(submodule if submodule in modules else base)
                 elif node.module == "liposome_bench":
                     deps.update(a.name for a in node.names if a.name in modules)
             elif isinstance(node, ast.Import):
                 deps.update(
-                    a.name.split(".")[1] for a in node.names if a.name.startswith("liposome_bench.")
+                    a.name.split(".", 1)[1]
+                    for a in node.names
+                    if a.name.startswith("liposome_bench.")
                 )
-        graph[path.stem] = (deps & modules) - {path.stem}
+        name = module_name(path)
+        graph[name] = (deps & modules) - {name}
     return graph
 
 
@@ -61,8 +78,16 @@ def find_cycle(graph):
 
 def test_the_import_graph_has_no_cycle():
     graph = import_graph()
-    assert "dataset" in graph and "synth" in graph
+    assert {"dataset", "synth", "data.kernel", "data.formats.manifest"} <= set(graph)
+    assert "data.formats.manifest" in graph["data.readers"]
     assert find_cycle(graph) is None, " -> ".join(find_cycle(graph))
+
+
+def test_module_name_is_dotted_inside_the_package():
+    assert module_name(PACKAGE / "dataset.py") == "dataset"
+    assert module_name(PACKAGE / "data" / "formats" / "manifest.py") == "data.formats.manifest"
+    assert module_name(PACKAGE / "data" / "__init__.py") == "data"
+    assert module_name(PACKAGE / "__init__.py") == "__init__"
 
 
 def test_find_cycle_finds_one():
@@ -70,8 +95,29 @@ def test_find_cycle_finds_one():
     assert find_cycle({"a": {"b"}, "b": set()}) is None
 
 
+#: The ground every layer stands on (docs/architecture.md).
+GROUND = {"errors", "io", "progress", "settings", "stats", "metrics"}
+
+
+def test_the_data_layer_stands_on_the_ground_only():
+    """Issue 21: ``liposome_bench.data`` (types, images, the reader kernel,
+    the formats, checks) imports only its own modules and the ground, and
+    ``dataset`` only re-exports it; nothing above the data layer leaks in."""
+    graph = import_graph()
+    data = {name for name in graph if name == "data" or name.startswith("data.")}
+    assert {"data.types", "data.images", "data.kernel", "data.readers"} <= data
+    above = {
+        f"{name} imports {dep}"
+        for name in data
+        for dep in graph[name]
+        if dep not in data and dep not in GROUND
+    }
+    assert sorted(above) == []
+    assert graph["dataset"] <= data, sorted(graph["dataset"] - data)
+
+
 def test_importing_modules_leaves_the_environment_alone():
-    names = sorted(p.stem for p in PACKAGE.glob("*.py") if p.stem not in ("__main__",))
+    names = sorted(module_name(p) for p in PACKAGE.rglob("*.py") if p.stem != "__main__")
     # scikit-learn sets KMP_* variables when imported: imported first, its
     # changes are not counted as ours.
     code = (
@@ -102,7 +148,9 @@ def test_architecture_doc_names_real_modules_and_functions():
         mod = importlib.import_module(f"liposome_bench.{module}")
         for name in re.findall(r"`([A-Za-z_][A-Za-z0-9_]*)(?:[(.`])", cells[1]):
             assert hasattr(mod, name), f"docs/architecture.md: {module}.{name} does not exist"
-    on_disk = {p.stem for p in PACKAGE.glob("*.py")} - {"__init__", "__main__"}
+    on_disk = {
+        module_name(p) for p in PACKAGE.rglob("*.py") if p.stem not in ("__init__", "__main__")
+    }
     assert on_disk <= documented, (
         f"modules missing from docs/architecture.md: {sorted(on_disk - documented)}"
     )
@@ -111,8 +159,8 @@ def test_architecture_doc_names_real_modules_and_functions():
 def test_matplotlib_is_used_by_the_plotting_module_only():
     users = sorted(
         p.name
-        for p in PACKAGE.glob("*.py")
-        if p.stem != "plotting" and "matplotlib" in p.read_text(encoding="utf-8")
+        for p in PACKAGE.rglob("*.py")
+        if module_name(p) != "plotting" and "matplotlib" in p.read_text(encoding="utf-8")
     )
     assert users == []
 
@@ -120,8 +168,8 @@ def test_matplotlib_is_used_by_the_plotting_module_only():
 def test_rich_tables_are_built_by_the_display_module_only():
     users = sorted(
         p.name
-        for p in PACKAGE.glob("*.py")
-        if p.stem != "display" and "rich.table" in p.read_text(encoding="utf-8")
+        for p in PACKAGE.rglob("*.py")
+        if module_name(p) != "display" and "rich.table" in p.read_text(encoding="utf-8")
     )
     assert users == []
 
@@ -246,13 +294,13 @@ def lazy_package_imports(tree: ast.Module) -> list[tuple[int, str]]:
 
 def test_package_modules_import_each_other_at_module_level():
     found = {
-        path.stem: lazy_package_imports(ast.parse(path.read_text(encoding="utf-8")))
+        module_name(path): lazy_package_imports(ast.parse(path.read_text(encoding="utf-8")))
         for path in sorted(PACKAGE.rglob("*.py"))
     }
     offences = [
-        f"liposome_bench/{stem}.py:{line}: imports {module} inside a function"
-        for stem, uses in found.items()
-        if stem not in LAZY_PACKAGE_IMPORTS
+        f"liposome_bench.{name}:{line}: imports {module} inside a function"
+        for name, uses in found.items()
+        if name not in LAZY_PACKAGE_IMPORTS
         for line, module in uses
     ]
     assert offences == [], "\n".join(offences)

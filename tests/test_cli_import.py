@@ -510,10 +510,10 @@ def test_an_export_that_does_not_read_back_leaves_nothing(tmp_path, monkeypatch)
     """Issue 26: the importer reads its export back with load_dataset before
     the rename. A writer that cuts a row off every image (so masks no longer
     fit) fails in one line, and neither --out nor its staging folder stays."""
-    from liposome_bench import dataset
+    from liposome_bench.data import writer
 
-    real = dataset._to_pil_array
-    monkeypatch.setattr(dataset, "_to_pil_array", lambda image: real(image)[:-1])
+    real = writer.to_pil_array
+    monkeypatch.setattr(writer, "to_pil_array", lambda image: real(image)[:-1])
     out = tmp_path / "ds"
     line = _one_error_line(_import_coco(out))
     assert line.startswith(f"Error: The export written to {out} does not read back"), line
@@ -522,13 +522,14 @@ def test_an_export_that_does_not_read_back_leaves_nothing(tmp_path, monkeypatch)
 
 
 def test_an_export_the_reader_refuses_leaves_nothing(tmp_path, monkeypatch):
-    from liposome_bench import dataset
+    from liposome_bench.data import writer
     from liposome_bench.errors import DatasetError
 
     def refuse(path, problem=None, **options):
         raise DatasetError(f"{path}/particles.json: object 1 has no Id.")
 
-    monkeypatch.setattr(dataset, "load_dataset", refuse)
+    # check_read_back reads the export back with the load_dataset it imports.
+    monkeypatch.setattr(writer, "load_dataset", refuse)
     out = tmp_path / "ds"
     line = _one_error_line(_import_coco(out))
     assert line == (
@@ -541,16 +542,16 @@ def test_an_export_the_reader_refuses_leaves_nothing(tmp_path, monkeypatch):
 
 def test_an_export_that_reads_back_changed_is_refused(tmp_path, monkeypatch):
     """A reader that drops a particle or changes a label is caught too."""
-    from liposome_bench import dataset
+    from liposome_bench.data import writer
 
-    real = dataset.load_dataset
+    real = writer.load_dataset
 
     def drop_one(path, problem=None, **options):
         back = real(path, problem, **options)
         back.particles = back.particles[1:]
         return back
 
-    monkeypatch.setattr(dataset, "load_dataset", drop_one)
+    monkeypatch.setattr(writer, "load_dataset", drop_one)
     line = _one_error_line(_import_coco(tmp_path / "ds"))
     assert "(14 particles instead of 15); nothing was written." in line
     assert list(tmp_path.iterdir()) == []

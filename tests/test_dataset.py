@@ -758,3 +758,39 @@ def test_extra_keys_and_columns_become_particle_metadata(tmp_path):
     assert len(ds) == len(src)
     back = load_dataset(write_export(ds, tmp_path / "export"))
     assert [p.meta for p in back.particles] == [p.meta for p in ds.particles]
+
+
+def test_the_reader_table_picks_a_format_by_file_ending_and_by_folder(tmp_path):
+    """Issue 21: load_dataset dispatches through data.readers.READERS, one
+    entry per format module, instead of a chain of branches."""
+    from liposome_bench.data.readers import READERS, reader_for
+
+    endings = [ending for fmt in READERS for ending in fmt.suffixes]
+    assert sorted(endings) == [".csv", ".json", ".mrc", ".mrcs"]  # each read by one format
+    by_name = {fmt.name: fmt for fmt in READERS}
+    for name, ending in [("lab export", ".JSON"), ("manifest", ".csv"), ("MRC stack", ".mrcs")]:
+        path = tmp_path / f"data{ending}"
+        path.write_text("")
+        assert reader_for(path, "masks") is by_name[name]
+    assert reader_for(FIXTURES / "export", "masks") is by_name["lab export"]
+    assert reader_for(FIXTURES / "folders", "masks") is by_name["class folders"]
+    assert reader_for(FIXTURES / "manifest" / "manifest.csv", "masks") is by_name["manifest"]
+
+
+def test_dataset_only_reexports_the_data_layer():
+    """``liposome_bench.dataset`` defines nothing of its own: every public
+    name is in ``__all__`` and comes from a ``liposome_bench.data`` module."""
+    import liposome_bench.dataset as facade
+
+    public = {name for name in vars(facade) if not name.startswith("_")}
+    assert public == set(facade.__all__)
+    homes = {
+        name: getattr(facade, name).__module__
+        for name in facade.__all__
+        if callable(getattr(facade, name))
+    }
+    assert {
+        name for name, home in homes.items() if not home.startswith("liposome_bench.data.")
+    } == set()
+    assert homes["load_dataset"] == "liposome_bench.data.readers"
+    assert homes["Dataset"] == "liposome_bench.data.types"
