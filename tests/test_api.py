@@ -147,7 +147,8 @@ def test_folds_split_refuses_misaligned_rows(tiny_dataset):
 # cnn is a package: doctest.testmod finds only what its own module defines, so
 # its modules with examples are listed.
 @pytest.mark.parametrize(
-    "module", ["settings", "folds", "lipnet", "cnn.preprocess", "cnn.augment", "svm", "api"]
+    "module",
+    ["settings", "folds", "lipnet", "models", "cnn.preprocess", "cnn.augment", "svm", "api"],
 )
 def test_docstring_examples_run(module):
     import importlib

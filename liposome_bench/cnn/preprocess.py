@@ -14,11 +14,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from liposome_bench.errors import ConfigError, DatasetError
-from liposome_bench.models import INPUT_SIZES
+from liposome_bench.models import INPUT_SIZES, is_fully_convolutional
 from liposome_bench.progress import NullReporter
 from liposome_bench.settings import INPUT_MODES, INPUT_SCALES, CNNSettings
 
-KEEP_SIZE_QUANTILE = 95  # lipnet-fcn: this percentile of particles fills the canvas
+KEEP_SIZE_QUANTILE = 95  # input_scale keep: this percentile of particles fills the canvas
 
 
 def check_choice(value, choices, option):
@@ -32,13 +32,14 @@ def check_choice(value, choices, option):
 def keeps_size(model: str, input_scale: str | None = None) -> bool:
     """Whether ``model`` with ``input_scale`` (``CNNSettings.input_scale``;
     None: the model's default) keeps relative particle size: ``keep``, or
-    unset for lipnet-fcn; ``resize`` (the thesis) otherwise.
+    unset for a fully convolutional model (``models.is_fully_convolutional``);
+    ``resize`` (the thesis) otherwise.
 
-    >>> keeps_size("lipnet-4"), keeps_size("lipnet-fcn"), keeps_size("lipnet-4", "keep")
-    (False, True, True)
+    >>> keeps_size("lipnet-4"), keeps_size("lipnet-4", "keep"), keeps_size("lipnet-4", "resize")
+    (False, True, False)
     """
     if input_scale is None:
-        return model == "lipnet-fcn"
+        return is_fully_convolutional(model)
     return check_choice(input_scale, INPUT_SCALES, "input scale") == "keep"
 
 
@@ -136,12 +137,12 @@ def prepare_images(
     keep_size : bool
         False: every window is resized to fill ``size`` x ``size``, so size
         differences between particles are lost (lipnet-1 to lipnet-6).
-        True (``input_scale=keep``; lipnet-fcn's default): every window is
-        scaled by one factor for the whole dataset (:func:`keep_size_scale`:
-        nm to canvas pixels when every particle has a pixel size, else px;
-        the 95th percentile of window sides fills the canvas) and centred on
-        a ``size`` x ``size`` canvas of background 0; larger windows are
-        shrunk to fit. Relative particle size is kept. The factor depends on
+        True (``input_scale=keep``; a fully convolutional model's default):
+        every window is scaled by one factor for the whole dataset
+        (:func:`keep_size_scale`: nm to canvas pixels when every particle
+        has a pixel size, else px; the 95th percentile of window sides fills
+        the canvas) and centred on a ``size`` x ``size`` canvas of background
+        0; larger windows are shrunk to fit. Relative particle size is kept. The factor depends on
         the particles' geometry only, not their labels.
     reporter : progress reporter, optional
     scale, unit : float and {'nm', 'px'}, optional

@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from liposome_bench.models import build_lipnet
+from liposome_bench.models import build_lipnet, is_fully_convolutional
 from liposome_bench.progress import NullReporter
 from liposome_bench.settings import DEFAULT_WARMUP_EPOCHS, CNNSettings
 from liposome_bench.cnn.preprocess import check_choice
@@ -208,7 +208,7 @@ def train_fold(
     image_shape = tuple(x_fit.shape[1:])
     net = build_lipnet(
         model,
-        None if model == "lipnet-fcn" else image_shape,
+        None if is_fully_convolutional(model) else image_shape,
         n_classes,
         dtype=dtype_policy,
         **lipnet_options(settings),
@@ -357,7 +357,7 @@ def as_float32(net, settings: CNNSettings, n_classes: int):
     image_shape = tuple(net.input_shape[1:])
     plain = build_lipnet(
         settings.model,
-        None if settings.model == "lipnet-fcn" else image_shape,
+        None if is_fully_convolutional(settings.model) else image_shape,
         n_classes,
         dtype=None,
         **lipnet_options(settings),
