@@ -232,8 +232,8 @@ def measure_ceiling(baseline_rate: float, batch: int = 128) -> None:
 
 def measure_score(args):
     from liposome_bench.cnn import (
-        _fold_seed,
-        _validation_metrics,
+        fold_seed,
+        validation_metrics,
         prepare_images,
         split_validation,
     )
@@ -244,7 +244,7 @@ def measure_score(args):
     images = prepare_images(dataset, "masked", 28)
     folds = load_or_make_folds(dataset, 5, 0)
     train = folds.train_indices(0)
-    seed = _fold_seed(0, 0)
+    seed = fold_seed(0, 0)
     fit_pos, val_pos = split_validation(dataset.y[train], 0.1, np.random.default_rng(seed))
     fit, val = train[fit_pos], train[val_pos]
     x, y, x_val, y_val = images[fit], dataset.y[fit], images[val], dataset.y[val]
@@ -259,7 +259,7 @@ def measure_score(args):
 
     def score(model):
         history.append(
-            _validation_metrics(model.predict(x_val, batch_size=256, verbose=0), y_val, 3)
+            validation_metrics(model.predict(x_val, batch_size=256, verbose=0), y_val, 3)
         )
 
     t0 = time.perf_counter()

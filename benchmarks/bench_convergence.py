@@ -127,11 +127,11 @@ def per_class_f1(y_true, y_pred, n_classes):
 
 
 def run_fold(dataset, folds, fold, images, settings, device):
-    from liposome_bench.cnn import _fold_seed, resolve_dtype_policy, split_validation, train_fold
+    from liposome_bench.cnn import fold_seed, resolve_dtype_policy, split_validation, train_fold
 
     classes = list(dataset.problem.classes)
     y = dataset.y
-    seed = _fold_seed(0, fold)
+    seed = fold_seed(0, fold)
     train_idx, test_idx = folds.train_indices(fold), folds.test_indices(fold)
     fit_pos, val_pos = split_validation(
         y[train_idx],

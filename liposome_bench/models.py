@@ -56,6 +56,11 @@ INPUT_SIZES = {
     "lipnet-fcn": 48,
 }
 
+#: The models with no fixed input size (fully convolutional, input shape
+#: (None, None, 1)). Nothing forces their inputs to one size, so by default
+#: they keep relative particle size (``CNNSettings.input_scale`` unset: keep).
+FULLY_CONVOLUTIONAL = frozenset({"lipnet-fcn"})
+
 DEFAULT_DENSE_UNITS = 128
 DEFAULT_DROPOUT = (0.25, 0.5)
 FILTERS = 32
@@ -68,11 +73,20 @@ def check_model_name(name: str) -> str:
     return name
 
 
+def is_fully_convolutional(name: str) -> bool:
+    """Whether model ``name`` takes images of any size (``FULLY_CONVOLUTIONAL``).
+
+    >>> is_fully_convolutional("lipnet-fcn"), is_fully_convolutional("lipnet-4")
+    (True, False)
+    """
+    return name in FULLY_CONVOLUTIONAL
+
+
 def input_shape_of(name: str) -> tuple:
     """The default input shape of model ``name``: (H, W, 1), or
-    (None, None, 1) for the fully convolutional lipnet-fcn."""
+    (None, None, 1) for a fully convolutional one (lipnet-fcn)."""
     check_model_name(name)
-    if name == "lipnet-fcn":
+    if is_fully_convolutional(name):
         return (None, None, 1)
     size = INPUT_SIZES[name]
     return (size, size, 1)

@@ -15,8 +15,9 @@ PACKAGE = ROOT / "liposome_bench"
 
 
 def module_name(path: Path) -> str:
-    """A package file's module name inside the package, dotted:
-    ``dataset``, ``data.kernel``, ``data.formats`` (its ``__init__.py``);
+    """A package file's module name, dotted and relative to the package:
+    ``svm`` (svm.py), ``cnn.train`` (cnn/train.py), ``data.formats`` (its
+    ``__init__.py``), ``cnn`` (cnn/__init__.py);
     the package's own ``__init__.py`` is ``__init__``."""
     parts = path.relative_to(PACKAGE).with_suffix("").parts
     if len(parts) > 1 and parts[-1] == "__init__":
@@ -24,31 +25,52 @@ def module_name(path: Path) -> str:
     return ".".join(parts)
 
 
+def package_modules() -> dict[str, Path]:
+    """Module name (:func:`module_name`) -> file, for every file of the
+    package and its subpackages."""
+    return {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def imported_modules(node, modules) -> set[str]:
+    """The package modules (names in ``modules``) an import statement loads:
+    ``from liposome_bench.cnn import train_fold`` loads ``cnn``,
+    ``from liposome_bench.cnn import train`` the submodule ``cnn.train``,
+    ``import liposome_bench.cnn.train`` ``cnn.train``."""
+
+    def owner(dotted):  # the longest prefix of ``dotted`` that is a module
+        parts = dotted.split(".")
+        while parts and ".".join(parts) not in modules:
+            parts.pop()
+        return {".".join(parts)} if parts else set()
+
+    prefix = "liposome_bench."
+    if isinstance(node, ast.Import):
+        names = [a.name.removeprefix(prefix) for a in node.names if a.name.startswith(prefix)]
+        return set().union(*map(owner, names))
+    if not isinstance(node, ast.ImportFrom) or node.level or not node.module:
+        return set()
+    if node.module == "liposome_bench":
+        return {a.name for a in node.names if a.name in modules}
+    if not node.module.startswith(prefix):
+        return set()
+    base = node.module.removeprefix(prefix)
+    found = set()
+    for alias in node.names:
+        submodule = f"{base}.{alias.name}"
+        found |= {submodule} if submodule in modules else owner(base)
+    return found
+
+
 def import_graph() -> dict[str, set[str]]:
     """module -> the package modules it imports, at module level or inside
-    functions alike (dotted names, see ``module_name``)."""
-    paths = sorted(PACKAGE.rglob("*.py"))
-    modules = {module_name(p) for p in paths}
+    functions alike (dotted names, :func:`module_name`)."""
+    files = package_modules()
     graph = {}
-    for path in paths:
+    for name, path in files.items():
         deps = set()
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.ImportFrom) and node.module:
-                if node.module.startswith("liposome_bench."):
-                    base = node.module.split(".", 1)[1]
-                    for alias in node.names:  # `from liposome_bench.data.formats import manifest`
-                        submodule = f"{base}.{alias.name}"
-                        deps.add(submodule if submodule in modules else base)
-                elif node.module == "liposome_bench":
-                    deps.update(a.name for a in node.names if a.name in modules)
-            elif isinstance(node, ast.Import):
-                deps.update(
-                    a.name.split(".", 1)[1]
-                    for a in node.names
-                    if a.name.startswith("liposome_bench.")
-                )
-        name = module_name(path)
-        graph[name] = (deps & modules) - {name}
+            deps |= imported_modules(node, files)
+        graph[name] = deps - {name}
     return graph
 
 
@@ -80,7 +102,26 @@ def test_the_import_graph_has_no_cycle():
     graph = import_graph()
     assert {"dataset", "synth", "data.kernel", "data.formats.manifest"} <= set(graph)
     assert "data.formats.manifest" in graph["data.readers"]
+    assert {"cnn.preprocess", "cnn.train"} <= graph["cnn.runner"]
+    assert "cnn" in graph["lipnet"] and "cnn.runner" in graph["cnn"]
     assert find_cycle(graph) is None, " -> ".join(find_cycle(graph))
+
+
+@pytest.mark.parametrize(
+    "source, expected",
+    [
+        ("from liposome_bench.cnn import train_fold", {"cnn"}),
+        ("from liposome_bench.cnn import train, runner", {"cnn.train", "cnn.runner"}),
+        ("from liposome_bench.cnn.train import train_fold", {"cnn.train"}),
+        ("from liposome_bench import cnn, svm", {"cnn", "svm"}),
+        ("import liposome_bench.cnn.train", {"cnn.train"}),
+        ("import liposome_bench.svm.nothing", {"svm"}),
+        ("from numpy import cnn", set()),
+    ],
+)
+def test_imported_modules_names_submodules(source, expected):
+    modules = {"cnn", "cnn.train", "cnn.runner", "svm"}
+    assert imported_modules(ast.parse(source).body[0], modules) == expected
 
 
 def test_module_name_is_dotted_inside_the_package():
@@ -117,14 +158,13 @@ def test_the_data_layer_stands_on_the_ground_only():
 
 
 def test_importing_modules_leaves_the_environment_alone():
-    names = sorted(module_name(p) for p in PACKAGE.rglob("*.py") if p.stem != "__main__")
+    names = sorted(set(package_modules()) - {"__main__", "__init__"})
     # scikit-learn sets KMP_* variables when imported: imported first, its
     # changes are not counted as ours.
     code = (
         "import os, importlib, sklearn; os.environ.pop('TF_CPP_MIN_LOG_LEVEL', None); "
         "before = dict(os.environ); "
-        f"[importlib.import_module('liposome_bench.' + m) for m in {names!r} "
-        "if m != '__init__']; "
+        f"[importlib.import_module('liposome_bench.' + m) for m in {names!r}]; "
         "print(sorted(set(os.environ.items()) ^ set(before.items())))"
     )
     out = subprocess.run(
@@ -148,9 +188,7 @@ def test_architecture_doc_names_real_modules_and_functions():
         mod = importlib.import_module(f"liposome_bench.{module}")
         for name in re.findall(r"`([A-Za-z_][A-Za-z0-9_]*)(?:[(.`])", cells[1]):
             assert hasattr(mod, name), f"docs/architecture.md: {module}.{name} does not exist"
-    on_disk = {
-        module_name(p) for p in PACKAGE.rglob("*.py") if p.stem not in ("__init__", "__main__")
-    }
+    on_disk = set(package_modules()) - {"__init__", "__main__"}
     assert on_disk <= documented, (
         f"modules missing from docs/architecture.md: {sorted(on_disk - documented)}"
     )
@@ -158,18 +196,18 @@ def test_architecture_doc_names_real_modules_and_functions():
 
 def test_matplotlib_is_used_by_the_plotting_module_only():
     users = sorted(
-        p.name
-        for p in PACKAGE.rglob("*.py")
-        if module_name(p) != "plotting" and "matplotlib" in p.read_text(encoding="utf-8")
+        name
+        for name, p in package_modules().items()
+        if name != "plotting" and "matplotlib" in p.read_text(encoding="utf-8")
     )
     assert users == []
 
 
 def test_rich_tables_are_built_by_the_display_module_only():
     users = sorted(
-        p.name
-        for p in PACKAGE.rglob("*.py")
-        if module_name(p) != "display" and "rich.table" in p.read_text(encoding="utf-8")
+        name
+        for name, p in package_modules().items()
+        if name != "display" and "rich.table" in p.read_text(encoding="utf-8")
     )
     assert users == []
 
@@ -195,7 +233,7 @@ def private_uses(tree: ast.Module) -> list[tuple[int, str]]:
     """(line, text) for each private name of another package module that
     ``tree`` imports (``from liposome_bench.x import _y``, ``from .x import
     _y``) or reaches as an attribute (``x._y`` where ``x`` names a package
-    module)."""
+    module, a subpackage's module or a name imported from one)."""
     found, modules = [], set()
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom):
@@ -205,7 +243,7 @@ def private_uses(tree: ast.Module) -> list[tuple[int, str]]:
             for alias in node.names:
                 if alias.name.startswith("_") and not alias.name.startswith("__"):
                     found.append((node.lineno, f"from {node.module} import {alias.name}"))
-                elif node.module in ("liposome_bench", None):
+                else:  # a module (``from liposome_bench.cnn import train``) or a name
                     modules.add(alias.asname or alias.name)
         elif isinstance(node, ast.Import):
             for alias in node.names:
@@ -243,6 +281,7 @@ def test_no_module_uses_another_modules_private_names():
         ("import liposome_bench.dataset as ds\nds._read_csv", ["ds._read_csv"]),
         ("from liposome_bench.cnn import window\nfrom numpy import _x", []),
         ("from liposome_bench import dataset\ndataset.__name__", []),
+        ("from liposome_bench.cnn import train\ntrain._seed(1)", ["train._seed"]),
     ],
 )
 def test_private_uses_finds_each_kind(source, expected):
@@ -266,7 +305,6 @@ LAZY_PACKAGE_IMPORTS = {
     # (svm -> scikit-learn, about 1 s) load when a model runs.
     "registry": "--help reads the model names without loading scikit-learn",
     # Not yet converted (issue 21): edited by another change at the time.
-    "cnn": "not yet converted",
     "comparison": "not yet converted",
     "deploy": "not yet converted",
 }
@@ -293,12 +331,13 @@ def lazy_package_imports(tree: ast.Module) -> list[tuple[int, str]]:
 
 
 def test_package_modules_import_each_other_at_module_level():
+    files = package_modules()
     found = {
-        module_name(path): lazy_package_imports(ast.parse(path.read_text(encoding="utf-8")))
-        for path in sorted(PACKAGE.rglob("*.py"))
+        name: lazy_package_imports(ast.parse(path.read_text(encoding="utf-8")))
+        for name, path in files.items()
     }
     offences = [
-        f"liposome_bench.{name}:{line}: imports {module} inside a function"
+        f"{files[name].relative_to(ROOT)}:{line}: imports {module} inside a function"
         for name, uses in found.items()
         if name not in LAZY_PACKAGE_IMPORTS
         for line, module in uses

@@ -10,6 +10,7 @@ from liposome_bench import cnn
 from liposome_bench.dataset import Dataset, Particle, get_problem
 from liposome_bench.errors import ConfigError, DatasetError, ResultsError
 from liposome_bench.folds import load_or_make_folds
+from liposome_bench.progress import NullReporter
 from liposome_bench.results import ResultsDir
 
 QUICK = {"epochs": 1, "input_size": 16}
@@ -454,7 +455,7 @@ def test_resume_retrains_only_missing_folds_to_identical_predictions(tiny_datase
     fold_json.unlink()
     messages = []
 
-    class Recorder(cnn.NullReporter):
+    class Recorder(NullReporter):
         def message(self, text):
             messages.append(text)
 
@@ -646,7 +647,7 @@ def test_fold_whose_best_epoch_is_the_last_is_flagged(
             "samples_per_s": None,
         }
 
-    monkeypatch.setattr(cnn, "train_fold", fake_train)
+    monkeypatch.setattr(cnn.runner, "train_fold", fake_train)  # what run_cnn calls
     folds = load_or_make_folds(tiny_dataset, k=3)
     out = cnn.run_cnn(
         tiny_dataset,
@@ -683,7 +684,7 @@ def test_weight_averaging_scores_and_keeps_the_averaged_weights(tiny_dataset):
     for net, info in ((avg1, info1), (avg2, info2)):
         p = net.predict(x[36:], verbose=0)
         kept = info["best_epoch"] - 1
-        assert cnn._validation_metrics(p, y[36:], 3)["val_loss"] == pytest.approx(
+        assert cnn.validation_metrics(p, y[36:], 3)["val_loss"] == pytest.approx(
             info["history"]["val_loss"][kept], rel=1e-5
         )
     # averaged weights differ from the raw ones after the same steps

@@ -554,7 +554,8 @@ def test_final_cnn_trains_with_the_cross_validated_settings(tiny_export, tmp_pat
         (run_cnn_calls if len(x_val) else final_calls).append((settings, kwargs))
         return real(x_fit, y_fit, x_val, y_val, settings, **kwargs)
 
-    monkeypatch.setattr(cnn, "train_fold", spy)
+    monkeypatch.setattr(cnn.runner, "train_fold", spy)  # run_cnn
+    monkeypatch.setattr(cnn, "train_fold", spy)  # deploy, through the package
     cnn.run_cnn(dataset, folds, results, cv, save_models=False)
     deploy.train_from_results(results.path, "lipnet-1", tmp_path / "m", data=data)
     assert len(run_cnn_calls) == 3 and len(final_calls) == 1

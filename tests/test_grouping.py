@@ -215,8 +215,9 @@ def test_run_cnn_validation_split_is_grouped(monkeypatch, tmp_path):
         splits.append((groups[fit], groups[val]))
         return fit, val
 
-    monkeypatch.setattr(cnn_module, "train_fold", fake_train)
-    monkeypatch.setattr(cnn_module, "split_validation", recording_split)
+    # run_cnn calls them from its own module
+    monkeypatch.setattr(cnn_module.runner, "train_fold", fake_train)
+    monkeypatch.setattr(cnn_module.runner, "split_validation", recording_split)
     cnn_module.run_cnn(
         dataset, folds, ResultsDir(tmp_path / "r"), model="lipnet-1", epochs=1, save_models=False
     )

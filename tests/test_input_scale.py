@@ -15,7 +15,9 @@ QUICK = ["--epochs", "1", "--input-size", "16", "--folds", "3", "--augment", "no
 
 @pytest.fixture
 def keep_calls(monkeypatch):
-    """Every ``cnn.prepare_images`` call's ``keep_size`` (the call goes through)."""
+    """Every ``cnn.prepare_images`` call's ``keep_size`` (the call goes through):
+    ``cnn.prepare_cnn_images`` calls it in its own module, ``lipnet`` and
+    ``deploy`` through the package."""
     calls = []
     real = cnn.prepare_images
 
@@ -23,6 +25,7 @@ def keep_calls(monkeypatch):
         calls.append(bool(kwargs.get("keep_size")))
         return real(dataset, mode, size, **kwargs)
 
+    monkeypatch.setattr(cnn.preprocess, "prepare_images", spy)
     monkeypatch.setattr(cnn, "prepare_images", spy)
     return calls
 

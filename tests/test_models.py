@@ -10,7 +10,14 @@ import sys
 import pytest
 
 from liposome_bench.errors import ConfigError
-from liposome_bench.models import INPUT_SIZES, MODEL_NAMES, build_lipnet, input_shape_of
+from liposome_bench.models import (
+    FULLY_CONVOLUTIONAL,
+    INPUT_SIZES,
+    MODEL_NAMES,
+    build_lipnet,
+    input_shape_of,
+    is_fully_convolutional,
+)
 
 # Parameter counts with the default options and 3 classes, as documented in
 # docs/models.md (measured by building each model).
@@ -61,6 +68,8 @@ def test_names_and_sizes_agree():
     assert input_shape_of("lipnet-4") == (28, 28, 1)
     assert input_shape_of("lipnet-6") == (32, 32, 1)
     assert input_shape_of("lipnet-fcn") == (None, None, 1)
+    assert FULLY_CONVOLUTIONAL <= set(MODEL_NAMES)
+    assert is_fully_convolutional("lipnet-fcn") and not is_fully_convolutional("lipnet-4c")
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
@@ -89,10 +98,11 @@ def test_outputs_are_probabilities(name):
     assert (p >= 0).all()
 
 
-def test_fcn_takes_any_size():
+@pytest.mark.parametrize("name", sorted(FULLY_CONVOLUTIONAL))
+def test_fully_convolutional_models_take_any_size(name):
     import numpy as np
 
-    model = build_lipnet("lipnet-fcn")
+    model = build_lipnet(name)
     for size in (24, 57):
         x = np.zeros((1, size, size + 3, 1), dtype="float32")
         assert tuple(model(x).shape) == (1, 3)
