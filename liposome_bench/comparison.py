@@ -677,9 +677,6 @@ def _run_on_dask(
     the seconds its tasks took, per repeat and model."""
     from distributed import as_completed
 
-    from liposome_bench.cnn import run_cnn
-    from liposome_bench.svm import run_svm
-
     settings_of = {SVM_NAME: svm_settings, **cnn_settings}
     timings = [{f"{name}_s": 0.0 for name in settings_of} for _ in rdirs]
     tasks = []
@@ -687,9 +684,19 @@ def _run_on_dask(
         results = ResultsDir(rdir)
         # Here, before any task: each model's settings are checked against
         # the folder (and recorded in run.json), as a serial run does.
-        run_svm(dataset, folds, results, svm_settings, jobs=jobs, seed=seed, only_folds=[])
-        for settings in cnn_settings.values():
-            run_cnn(dataset, folds, results, settings, seed=seed, only_folds=[])
+        for name, settings in settings_of.items():
+            registry.get(name).run_cv(
+                dataset,
+                folds,
+                results,
+                settings,
+                name=name,
+                seed=seed,
+                jobs=jobs,
+                reporter=None,
+                inputs=None,
+                only_folds=[],
+            )
         tasks += [(r, name, f) for name in settings_of for f in _unfinished(results, name, folds.k)]
     total = len(rdirs) * fold_sets[0].k * len(settings_of)
     if len(tasks) < total:
@@ -728,31 +735,22 @@ def _run_on_dask(
         # task of the model gets that one result (moved once per worker).
         inputs = {}
         for name in {name for _, name, _ in tasks}:
-            if registry.get(name).baseline:
-                inputs[name] = client.submit(
-                    engine.features_task,
-                    data_arg,
-                    svm_settings.to_dict(),
-                    svm_jobs,
-                    key=f"benchmark-features-{token}",
-                    pure=False,
-                    retries=engine.TASK_RETRIES,
-                )
-            else:
-                inputs[name] = client.submit(
-                    engine.images_task,
-                    data_arg,
-                    cnn_settings[name].to_dict(),
-                    key=f"benchmark-images-{name}-{token}",
-                    pure=False,
-                    retries=engine.TASK_RETRIES,
-                )
+            inputs[name] = client.submit(
+                engine.inputs_task,
+                data_arg,
+                name,
+                settings_of[name].to_dict(),
+                svm_jobs,
+                key=f"benchmark-inputs-{name}-{token}",
+                pure=False,
+                retries=engine.TASK_RETRIES,
+            )
         futures = {}
         for r, name, fold in tasks:
             future = client.submit(
                 engine.run_fold_task,
                 data_arg,
-                registry.get(name).family,  # engine's task kinds: "svm", "cnn"
+                name,
                 settings_of[name].to_dict(),
                 str(rdirs[r]),
                 fold,
