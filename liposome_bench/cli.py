@@ -2080,8 +2080,8 @@ def predict_command(
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(("onnx", "bioimageio")),
-    default="onnx",
+    type=click.Choice(_registry.export_formats()),
+    default=_registry.export_formats()[0],
     show_default=True,
     help="Export format: an ONNX file, or (a CNN) a bioimage.io model package.",
 )

@@ -273,7 +273,8 @@ def _check_model_in(run, results_dir, model):
     if model not in models:
         raise ResultsError(
             f"{results_dir.path} holds no {model} results (it has {', '.join(models) or 'none'}). "
-            f"Pass --model {models[0] if models else 'svm'}, or run {model} first."
+            f"Pass --model {models[0] if models else registry.baseline().names[0]}, "
+            f"or run {model} first."
         )
 
 
@@ -666,10 +667,10 @@ def _train_svm(
 def bundle_keeps_size(bundle) -> bool:
     """Whether ``bundle``'s network takes scale-preserving inputs
     (``input.input_scale`` in its card; bundles saved before that field
-    existed: lipnet-fcn only)."""
-    inp = bundle.card["input"]
-    default = "keep" if bundle.model == "lipnet-fcn" else "resize"
-    return (inp.get("input_scale") or default) == "keep"
+    existed: the model's default, ``cnn.keeps_size``)."""
+    from liposome_bench.cnn import keeps_size
+
+    return keeps_size(bundle.model, bundle.card["input"].get("input_scale"))
 
 
 def _train_cnn(dataset, model, settings, fold_results, staging, reporter) -> dict:

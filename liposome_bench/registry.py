@@ -195,6 +195,12 @@ def model_names(*, baseline: bool | None = None) -> tuple[str, ...]:
     )
 
 
+def export_formats() -> tuple[str, ...]:
+    """Every ``export --format`` a registered family supports, each once,
+    in registration order."""
+    return tuple(dict.fromkeys(f for s in families() for f in s.export_formats))
+
+
 def get(name: str) -> ModelSpec:
     """The family of model ``name`` (or the family named ``name``).
 

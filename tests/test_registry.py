@@ -295,3 +295,11 @@ def test_the_engine_runs_a_registered_familys_fold_through_its_spec(
     )
     np.testing.assert_array_equal(full[1].y_pred, outcome.result.y_pred)
     assert full[1].ids == outcome.result.ids
+
+
+def test_export_formats_come_from_the_families():
+    from liposome_bench.cli import export_command
+
+    (fmt,) = [p for p in export_command.params if p.name == "fmt"]
+    assert tuple(fmt.type.choices) == registry.export_formats() == ("onnx", "bioimageio")
+    assert fmt.default == registry.SVM.export_formats[0]
