@@ -55,15 +55,33 @@ from pathlib import Path
 
 import numpy as np
 
-from liposome_bench import engine, registry, stats
+from liposome_bench import __version__, engine, registry, stats
+from liposome_bench import estimate as _estimate
+from liposome_bench.cnn import describe_device
+from liposome_bench.dataset import Dataset, check_trainable, describe_dataset
+from liposome_bench.duplicates import find_near_duplicates, pairs_across_folds
 from liposome_bench.errors import ConfigError, LiposomeBenchError, ResultsError
-from liposome_bench.folds import resolve_group_by
+from liposome_bench.folds import load_or_make_folds, resolve_group_by, ungrouped_warning
 from liposome_bench.io import atomic_write_json, atomic_write_text
+from liposome_bench.metrics import (
+    CLASS_METRICS,
+    OVERALL_METRICS,
+    metrics_by_size_quartile,
+    to_jsonable,
+)
 from liposome_bench.outputs import check_apart, check_output_dir, writing
 from liposome_bench.progress import NullReporter
-from liposome_bench.results import ResultsDir, fold_file_hashes, run_lock
+from liposome_bench.quantify import PREVALENCE_METHOD, prevalence_error
+from liposome_bench.results import (
+    SUMMARY_SCHEMA_VERSION,
+    ResultsDir,
+    fold_file_hashes,
+    run_lock,
+)
 from liposome_bench.settings import BenchmarkConfig, SVMSettings, check_seed, load_config
+from liposome_bench.sources import dataset_inputs, resolve_dataset
 from liposome_bench.svm import MODEL_NAME as SVM_NAME
+from liposome_bench.svm import default_feature_set, stratified_subsample
 
 #: The thesis's pick per problem (section 9): LipNet-4 for lamellarity,
 #: LipNet-2 for encapsulation.
@@ -105,7 +123,6 @@ def default_out(problem: str, quick: bool = False) -> Path:
 def quick_subset(dataset, seed: int = 0):
     """A stratified subsample of ``dataset`` for ``--quick``, held in memory
     only (its folds are not stored beside the full dataset's)."""
-    from liposome_bench.svm import stratified_subsample
 
     keep = stratified_subsample(
         dataset.y, QUICK_PARTICLES, min_per_class=QUICK_MIN_PER_CLASS, seed=seed
@@ -237,8 +254,6 @@ def run_benchmark(
         On bad options, an unreadable dataset, or a results folder that
         belongs to another dataset or other settings.
     """
-    from liposome_bench.dataset import Dataset, check_trainable
-    from liposome_bench.sources import dataset_inputs, resolve_dataset
 
     started = time.perf_counter()
     cnn_models = (
@@ -310,7 +325,6 @@ def run_benchmark(
     if config_file is None and "feature_set" not in svm_options and config.svm == SVMSettings():
         # No feature set chosen: the problem's default (all features on a
         # custom problem; svm.default_feature_set).
-        from liposome_bench.svm import default_feature_set
 
         svm_settings = svm_settings.replace(feature_set=default_feature_set(dataset.problem))
     svm_rows = _svm_rows(svm_settings, svm_features, svm_options)
@@ -340,8 +354,6 @@ def run_benchmark(
             )
     duplicate_pairs = None
     if near_duplicates:
-        from liposome_bench.duplicates import find_near_duplicates
-
         t0 = time.perf_counter()
         duplicate_pairs = find_near_duplicates(dataset, reporter=reporter)
         timings["near_duplicates_s"] = time.perf_counter() - t0
@@ -372,8 +384,6 @@ def run_benchmark(
         "n_resamples": n_resamples,
     }
     if estimate and not quick and len(dataset) >= ESTIMATE_MIN_PARTICLES:
-        from liposome_bench import estimate as _estimate
-
         reporter.message("Measuring this machine's speed for a time estimate (--no-estimate skips)")
         # The estimate calibrates the SVM and LipNet; other families are left out.
         timed = {n: s for n, s in cnn_settings.items() if registry.get(n) is registry.LIPNET}
@@ -469,7 +479,6 @@ def _run_repeats(
     duplicate_pairs=None,
 ) -> dict:
     """Every repeat's models and summary, then the top-level outputs."""
-    from liposome_bench.folds import load_or_make_folds
 
     k, group_by = settings["folds"], settings["group_by"]
     rdirs = [out if repeats == 1 else out / f"repeat-{r}" for r in range(repeats)]
@@ -570,7 +579,6 @@ def _run_repeats(
 def _duplicates_across_folds(pairs, folds, reporter=None) -> dict | None:
     """Near-duplicate pairs split between a test fold and its training folds
     (None when they were not looked for); a warning through ``reporter``."""
-    from liposome_bench.duplicates import pairs_across_folds
 
     if pairs is None:
         return None
@@ -603,7 +611,6 @@ def _check_layout(out: Path, repeats: int) -> None:
 
 def _gpu_available() -> bool:
     """Whether the Keras backend sees a GPU (only asked when a CNN will run)."""
-    from liposome_bench.cnn import describe_device
 
     return describe_device()[0] == "gpu"
 
@@ -790,8 +797,6 @@ def _run_on_dask(
 
 
 def _summarise(rdir, dataset, folds, settings, seed, n_resamples, command, full_size) -> dict:
-    from liposome_bench import __version__, stats
-    from liposome_bench.results import SUMMARY_SCHEMA_VERSION
 
     results = ResultsDir(rdir)
     run = results.read_run()
@@ -849,7 +854,6 @@ def prevalence_error_row(result_dirs, dataset, folds, summary) -> dict:
     """The secondary prevalence-error row (``quantify.prevalence_error``) over
     the repeats in ``result_dirs``; a reason instead when the folds are not
     grouped (a test fold then holds parts of groups, not whole ones)."""
-    from liposome_bench.quantify import PREVALENCE_METHOD, prevalence_error
 
     groups = getattr(folds, "groups", None)
     if groups is None:
@@ -937,7 +941,6 @@ def particle_sizes(dataset) -> tuple[np.ndarray, str]:
 def _size_quartiles(results, dataset, models) -> dict:
     """Metrics by quartile of particle size (mask area) for every model,
     on quartile edges of the whole dataset's sizes."""
-    from liposome_bench.metrics import metrics_by_size_quartile, to_jsonable
 
     sizes, unit = particle_sizes(dataset)
     edges = np.quantile(sizes, [0.25, 0.5, 0.75])
@@ -961,7 +964,6 @@ def _size_quartiles(results, dataset, models) -> dict:
 
 def _group_facts(dataset, folds) -> dict:
     """Groups per fold of grouped folds; the ungrouped-data warning otherwise."""
-    from liposome_bench.folds import ungrouped_warning
 
     groups = getattr(folds, "groups", None)
     if groups is None:
@@ -984,7 +986,6 @@ def _cpu_count():
 
 def _describe(dataset) -> dict:
     """Class counts, image and pixel sizes of the dataset (thesis Tables 1-2)."""
-    from liposome_bench.dataset import describe_dataset
 
     info = describe_dataset(dataset)
     return {
@@ -1068,7 +1069,6 @@ def equivalent_command(settings: dict, out) -> str:
 
 def _verdict_over_repeats(out: Path, repeats: int, summary: dict) -> dict:
     """The headline verdict over the paired fold scores of every repeat."""
-    from liposome_bench import stats
 
     models = list(summary["models"])
     runs = {
@@ -1099,7 +1099,6 @@ def _verdict_over_repeats(out: Path, repeats: int, summary: dict) -> dict:
 
 def _spread(per_repeat: list[dict], out: Path, fold_seed: int) -> dict:
     """Mean, std, min and max over repeats of every model's fold-mean metrics."""
-    from liposome_bench.metrics import CLASS_METRICS, OVERALL_METRICS
 
     spread = {}
     for name in per_repeat[0]["models"]:

@@ -219,8 +219,6 @@ LAZY_PACKAGE_IMPORTS = {
     "registry": "--help reads the model names without loading scikit-learn",
     # Not yet converted (issue 21): edited by another change at the time.
     "cnn": "not yet converted",
-    "comparison": "not yet converted",
-    "deploy": "not yet converted",
 }
 
 
