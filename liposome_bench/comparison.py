@@ -58,7 +58,7 @@ import numpy as np
 from liposome_bench import __version__, engine, registry, stats
 from liposome_bench import estimate as _estimate
 from liposome_bench.cnn import describe_device
-from liposome_bench.dataset import Dataset, check_trainable, describe_dataset
+from liposome_bench.dataset import Dataset, describe_dataset
 from liposome_bench.duplicates import find_near_duplicates, pairs_across_folds
 from liposome_bench.errors import ConfigError, LiposomeBenchError, ResultsError
 from liposome_bench.folds import load_or_make_folds, resolve_group_by, ungrouped_warning
@@ -69,17 +69,15 @@ from liposome_bench.metrics import (
     metrics_by_size_quartile,
     to_jsonable,
 )
-from liposome_bench.outputs import check_apart, check_output_dir, writing
 from liposome_bench.progress import NullReporter
 from liposome_bench.quantify import PREVALENCE_METHOD, prevalence_error
 from liposome_bench.results import (
     SUMMARY_SCHEMA_VERSION,
     ResultsDir,
     fold_file_hashes,
-    run_lock,
 )
+from liposome_bench.prepare import prepare_run
 from liposome_bench.settings import BenchmarkConfig, SVMSettings, check_seed, load_config
-from liposome_bench.sources import dataset_inputs, resolve_dataset
 from liposome_bench.svm import MODEL_NAME as SVM_NAME
 from liposome_bench.svm import default_feature_set, stratified_subsample
 
@@ -275,15 +273,7 @@ def run_benchmark(
     if scheduler not in SCHEDULER_MODES:
         engine.probe_scheduler(scheduler, connect_timeout)  # before anything is written
     out = Path(out) if out is not None else default_out(problem or "custom", quick)
-    check_output_dir(out)
-    check_apart(
-        out,
-        {
-            **dataset_inputs(data, problem, cache_dir=cache_dir, **(reader_options or {})),
-            "--config": None if isinstance(config, BenchmarkConfig) else config,
-        },
-    )
-    _check_layout(out, repeats)
+    config_input = {"--config": None if isinstance(config, BenchmarkConfig) else config}
     config_file = None
     if config is None:
         config = BenchmarkConfig()
@@ -315,13 +305,19 @@ def run_benchmark(
     timings = {}
     t0 = time.perf_counter()
     in_memory = isinstance(data, Dataset)
+    run = prepare_run(
+        data,
+        problem,
+        out=out,
+        cache_dir=cache_dir,
+        reader_options=reader_options,
+        inputs=config_input,
+        check_folder=lambda folder: _check_layout(folder, repeats),
+        reporter=reporter,
+    )
+    dataset = run.dataset
     if in_memory:
-        dataset, data = data, None
-    else:
-        dataset = resolve_dataset(
-            data, problem, cache_dir=cache_dir, reporter=reporter, **(reader_options or {})
-        )
-    check_trainable(dataset)
+        data = None
     if config_file is None and "feature_set" not in svm_options and config.svm == SVMSettings():
         # No feature set chosen: the problem's default (all features on a
         # custom problem; svm.default_feature_set).
@@ -401,7 +397,7 @@ def run_benchmark(
         timings["estimate"] = {**guess.to_dict(), "done_at_s": time.perf_counter() - started}
         reporter.message(_estimate.describe(guess))
     runner = _Runner(scheduler, n_workers, connect_timeout, source)
-    with writing(out), run_lock(out, wait=wait, reporter=reporter, command=command):
+    with run.session(wait=wait, reporter=reporter, command=command):
         return _run_repeats(
             dataset,
             settings,

@@ -85,7 +85,7 @@ from liposome_bench.feature_schema import (
     make_feature_schema,
 )
 from liposome_bench.features import extract_features
-from liposome_bench.folds import group_labels, load_or_make_folds
+from liposome_bench.folds import group_labels
 from liposome_bench.io import (
     atomic_write_json,
     atomic_write_text,
@@ -93,6 +93,7 @@ from liposome_bench.io import (
     make_staging,
 )
 from liposome_bench.outputs import check_apart
+from liposome_bench.prepare import prepare_run
 from liposome_bench.progress import NullReporter
 from liposome_bench.quantify import cv_rates, fractions_by_group
 from liposome_bench.results import ResultsDir
@@ -243,29 +244,37 @@ def train_model(
     cv_out = Path(cv_out) if cv_out is not None else Path(f"{Path(out)}-cv")
     inputs = {"the dataset": data, "the settings file": config_path}
     check_apart(out, {**inputs, "the cross-validation folder (--cv-out)": cv_out})
-    check_apart(cv_out, inputs, "--cv-out")
     _check_out(out, model)
-    dataset = resolve_dataset(
-        data, problem, cache_dir=cache_dir, reporter=reporter, **(reader_options or {})
-    )
-    fold_assignment = load_or_make_folds(dataset, k=folds, seed=fold_seed)
-    results_dir = ResultsDir(cv_out)
-    reporter.message(f"{model}: cross-validating on {folds} folds into {cv_out}")
-    spec.run_cv(
-        dataset,
-        fold_assignment,
-        results_dir,
-        settings,
-        name=model,
-        seed=seed,
-        jobs=jobs,
+    run = prepare_run(
+        data,
+        problem,
+        out=cv_out,
+        option="--cv-out",
+        cache_dir=cache_dir,
+        reader_options=reader_options,
+        inputs={"the settings file": config_path},
+        k=folds,
+        fold_seed=fold_seed,
         reporter=reporter,
-        inputs=None,
-        save_models=False,
+        fold_reporter=NullReporter(),
     )
+    reporter.message(f"{model}: cross-validating on {folds} folds into {cv_out}")
+    with run.session(reporter=reporter, command=command):
+        spec.run_cv(
+            run.dataset,
+            run.folds,
+            run.results,
+            settings,
+            name=model,
+            seed=seed,
+            jobs=jobs,
+            reporter=reporter,
+            inputs=None,
+            save_models=False,
+        )
     return _train_final(
-        dataset,
-        results_dir,
+        run.dataset,
+        run.results,
         model,
         out,
         jobs=jobs,

@@ -65,6 +65,18 @@ def test_the_import_graph_has_no_cycle():
     assert find_cycle(graph) is None, " -> ".join(find_cycle(graph))
 
 
+#: The orchestration every entry point prepares its run with (issue 21), and
+#: the data and ground layers it may use: no model family, no other entry point.
+PREPARE_MAY_USE = {"dataset", "folds", "outputs", "results", "sources", "errors", "progress"}
+
+
+def test_one_orchestration_sits_below_the_entry_points():
+    graph = import_graph()
+    assert graph["prepare"] <= PREPARE_MAY_USE, sorted(graph["prepare"] - PREPARE_MAY_USE)
+    users = {module for module, deps in graph.items() if "prepare" in deps}
+    assert {"cli", "comparison", "deploy"} <= users
+
+
 def test_find_cycle_finds_one():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
