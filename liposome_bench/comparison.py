@@ -401,23 +401,16 @@ def run_benchmark(
         return _run_repeats(
             dataset,
             settings,
-            out,
-            repeats,
-            folds,
-            fold_seed,
-            seed,
-            jobs,
-            svm_rows,
-            cnn_settings,
-            cnn_models,
-            n_resamples,
-            command,
-            full_size,
-            timings,
-            started,
-            reporter,
-            runner,
-            duplicate_pairs,
+            folds=folds,
+            svm_rows=svm_rows,
+            cnn_settings=cnn_settings,
+            command=command,
+            full_size=full_size,
+            timings=timings,
+            started=started,
+            reporter=reporter,
+            runner=runner,
+            duplicate_pairs=duplicate_pairs,
         )
 
 
@@ -456,16 +449,10 @@ class _Runner:
 def _run_repeats(
     dataset,
     settings,
-    out,
-    repeats,
+    *,
     folds,
-    fold_seed,
-    seed,
-    jobs,
     svm_rows,
     cnn_settings,
-    cnn_models,
-    n_resamples,
     command,
     full_size,
     timings,
@@ -474,7 +461,16 @@ def _run_repeats(
     runner,
     duplicate_pairs=None,
 ) -> dict:
-    """Every repeat's models and summary, then the top-level outputs."""
+    """Every repeat's models and summary, then the top-level outputs.
+
+    The run's own values (folder, repeats, fold seed, seed, jobs, models,
+    resamples) are read from ``settings``, the dict the summary records;
+    ``folds`` are given folds (one repeat) or None."""
+    out, repeats = Path(settings["out"]), settings["repeats"]
+    seed, jobs, n_resamples = settings["seed"], settings["jobs"], settings["n_resamples"]
+    cnn_models = settings["cnn_models"]
+    # Only read without given folds (repeats need their own), where it is --fold-seed.
+    fold_seed = settings["fold_seed"]
 
     k, group_by = settings["folds"], settings["group_by"]
     rdirs = [out if repeats == 1 else out / f"repeat-{r}" for r in range(repeats)]
