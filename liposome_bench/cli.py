@@ -1195,42 +1195,45 @@ def svm_command(
     """
     from rich.console import Console
 
-    from liposome_bench.dataset import check_trainable
-    from liposome_bench.sources import resolve_dataset
     from liposome_bench.display import fold_table, print_model_summary
-    from liposome_bench.folds import load_or_make_folds
     from liposome_bench.metrics import summarise_folds
-    from liposome_bench.outputs import check_apart, check_output_dir, writing
-    from liposome_bench.results import ResultsDir
-    from liposome_bench.svm import check_svm_options, default_feature_set, run_svm
+    from liposome_bench.prepare import prepare_run
+    from liposome_bench.svm import check_svm_options, default_feature_set
 
+    spec = _registry.baseline()
+    name = spec.names[0]
     feature_set = settings.pop("feature_set")
     svm_settings = _settings.SVMSettings(feature_set=feature_set or "vironova", **settings)
     check_svm_options(jobs=jobs)
     _settings.check_seed(seed, "--seed")
     _settings.check_seed(fold_seed, "--fold-seed")
-    inputs = _inputs_of(data, problem, cache_dir, reader_options)
-    if out is not None:
-        check_output_dir(out)
-        check_apart(out, inputs)
     with _live_reporter() as reporter:
-        dataset = resolve_dataset(
-            data, problem, cache_dir=cache_dir, reporter=reporter, **reader_options
+        run = prepare_run(
+            data,
+            problem,
+            out=out,
+            default_out=lambda dataset: f"results/{name}-{dataset.problem.name}",
+            cache_dir=cache_dir,
+            reader_options=reader_options,
+            k=k,
+            fold_seed=fold_seed,
+            group_by=group_by,
+            reporter=reporter,
         )
-        check_trainable(dataset)
+        dataset, results = run.dataset, run.results
         if feature_set is None:
             svm_settings = svm_settings.replace(feature_set=default_feature_set(dataset.problem))
-        folds = load_or_make_folds(
-            dataset, k=k, seed=fold_seed, group_by=group_by, reporter=reporter
-        )
-        results = ResultsDir(check_output_dir(out or f"results/svm-{dataset.problem.name}"))
-        check_apart(results.path, inputs)
-        with (
-            writing(results.path),
-            results.lock(wait=wait, reporter=reporter, command=_command_line()),
-        ):
-            fold_results = run_svm(
-                dataset, folds, results, svm_settings, jobs=jobs, seed=seed, reporter=reporter
+        with run.session(wait=wait, reporter=reporter, command=_command_line()):
+            fold_results = spec.run_cv(
+                dataset,
+                run.folds,
+                results,
+                svm_settings,
+                name=name,
+                seed=seed,
+                jobs=jobs,
+                reporter=reporter,
+                inputs=None,
             )
     console = Console()
     print_model_summary(
@@ -1244,7 +1247,7 @@ def svm_command(
             title="SVM: folds",
         )
     )
-    console.print(f"Results in {results.path / 'svm'}", soft_wrap=True)
+    console.print(f"Results in {results.path / name}", soft_wrap=True)
     console.print(
         "  fold-<i>.csv: predictions and decision values; fold-<i>.json: C, gamma, "
         "timings; models/: LIBSVM model files for svm-predict (docs/svm.md).",
@@ -1285,42 +1288,43 @@ def cnn_command(
     """
     from rich.console import Console
 
-    from liposome_bench.cnn import run_cnn
-    from liposome_bench.dataset import check_trainable
-    from liposome_bench.sources import resolve_dataset
     from liposome_bench.display import fold_table, print_model_summary
-    from liposome_bench.folds import load_or_make_folds
     from liposome_bench.metrics import summarise_folds
-    from liposome_bench.outputs import check_apart, check_output_dir, writing
-    from liposome_bench.results import ResultsDir
+    from liposome_bench.prepare import prepare_run
 
+    spec = _registry.LIPNET
     cnn_settings = _settings.CNNSettings.make(
         **{k: v for k, v in settings.items() if v is not None}
     )
     model = cnn_settings.model
     _settings.check_seed(seed, "--seed")
     _settings.check_seed(fold_seed, "--fold-seed")
-    inputs = _inputs_of(data, problem, cache_dir, reader_options)
-    if out is not None:
-        check_output_dir(out)
-        check_apart(out, inputs)
     with _live_reporter() as reporter:
         _announce_device(reporter)
-        dataset = resolve_dataset(
-            data, problem, cache_dir=cache_dir, reporter=reporter, **reader_options
+        run = prepare_run(
+            data,
+            problem,
+            out=out,
+            default_out=lambda dataset: f"results/{spec.family}-{dataset.problem.name}",
+            cache_dir=cache_dir,
+            reader_options=reader_options,
+            k=k,
+            fold_seed=fold_seed,
+            group_by=group_by,
+            reporter=reporter,
         )
-        check_trainable(dataset)
-        folds = load_or_make_folds(
-            dataset, k=k, seed=fold_seed, group_by=group_by, reporter=reporter
-        )
-        results = ResultsDir(check_output_dir(out or f"results/cnn-{dataset.problem.name}"))
-        check_apart(results.path, inputs)
-        with (
-            writing(results.path),
-            results.lock(wait=wait, reporter=reporter, command=_command_line()),
-        ):
-            fold_results = run_cnn(
-                dataset, folds, results, cnn_settings, seed=seed, reporter=reporter
+        dataset, results = run.dataset, run.results
+        with run.session(wait=wait, reporter=reporter, command=_command_line()):
+            fold_results = spec.run_cv(
+                dataset,
+                run.folds,
+                results,
+                cnn_settings,
+                name=model,
+                seed=seed,
+                jobs=1,
+                reporter=reporter,
+                inputs=None,
             )
     console = Console()
     print_model_summary(console, model, summarise_folds(fold_results, dataset.problem.classes))
@@ -2080,8 +2084,8 @@ def predict_command(
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(("onnx", "bioimageio")),
-    default="onnx",
+    type=click.Choice(_registry.export_formats()),
+    default=_registry.export_formats()[0],
     show_default=True,
     help="Export format: an ONNX file, or (a CNN) a bioimage.io model package.",
 )
@@ -2255,8 +2259,8 @@ def sweep_command(
     from rich.console import Console
 
     from liposome_bench import sweep as _sweep
-    from liposome_bench.sources import resolve_dataset
     from liposome_bench.metrics import CLASS_METRICS, OVERALL_METRICS
+    from liposome_bench.prepare import prepare_run
 
     chosen = [m.strip() for m in metrics.split(",") if m.strip()]
     known = (*CLASS_METRICS, *OVERALL_METRICS)
@@ -2274,30 +2278,33 @@ def sweep_command(
     if group_by == "auto" and plan_config.group_by:
         group_by = plan_config.group_by  # the file's [sweep] group_by, unless a flag was given
     console = Console()
-    with _live_reporter() as reporter:
-        dataset = resolve_dataset(
-            data, problem, cache_dir=cache_dir, reporter=reporter, **reader_options
-        )
-        out = Path(out or f"results/sweep-{dataset.problem.name}-{Path(config).stem}")
-        if not dry_run:
-            from liposome_bench.outputs import check_apart, check_output_dir
 
-            check_output_dir(out)
-            check_apart(
-                out,
-                _inputs_of(data, problem, cache_dir, reader_options, **{"the sweep file": config}),
-            )
+    def sweep_out(dataset):
+        return Path(out or f"results/sweep-{dataset.problem.name}-{Path(config).stem}")
+
+    with _live_reporter() as reporter:
+        # A dry run writes nothing: its folder is not checked, its folds not made.
+        prepared = prepare_run(
+            data,
+            problem,
+            out=None if dry_run else out,
+            default_out=None if dry_run else sweep_out,
+            cache_dir=cache_dir,
+            reader_options=reader_options,
+            inputs={"the sweep file": config},
+            k=None if dry_run else k,
+            fold_seed=fold_seed,
+            group_by=group_by,
+            reporter=reporter,
+        )
+        dataset, folds = prepared.dataset, prepared.folds
+        out = prepared.out or sweep_out(dataset)
         if dry_run:
             reporter.close()
             _display().print_sweep_plan(
                 console, plan_config, _sweep.plan_sweep(plan_config, out, k), len(dataset)
             )
             return
-        from liposome_bench.folds import load_or_make_folds
-
-        folds = load_or_make_folds(
-            dataset, k=k, seed=fold_seed, group_by=group_by, reporter=reporter
-        )
         source = (
             _sweep.DatasetSource(
                 root=str(dataset.root) if dataset.root else None,
@@ -2445,9 +2452,8 @@ def curve_command(
     from liposome_bench import curve as _curve
     from liposome_bench.comparison import DEFAULT_CNN, QUICK_PARTICLES, quick_subset
     from liposome_bench.folds import load_or_make_folds
-    from liposome_bench.outputs import check_apart
+    from liposome_bench.prepare import prepare_run
     from liposome_bench.settings import CNNSettings
-    from liposome_bench.sources import resolve_dataset
     from liposome_bench.sweep import DatasetSource, check_scheduler
 
     check_scheduler(scheduler)
@@ -2455,10 +2461,23 @@ def curve_command(
         fractions = ",".join(f"{f:g}" for f in _curve.QUICK_FRACTIONS)
     points = _curve.parse_points(fractions, per_class)
     console = Console()
+
+    def curve_out(dataset):
+        return Path(out or f"results/curve-{dataset.problem.name}{'-quick' if quick else ''}")
+
     with _live_reporter() as reporter:
-        dataset = resolve_dataset(
-            data, problem, cache_dir=cache_dir, reporter=reporter, **reader_options
+        # A dry run writes nothing: its folder is not checked. The folds are
+        # made below, on the --quick subsample where there is one.
+        prepared = prepare_run(
+            data,
+            problem,
+            out=None if dry_run else out,
+            default_out=None if dry_run else curve_out,
+            cache_dir=cache_dir,
+            reader_options=reader_options,
+            reporter=reporter,
         )
+        dataset = prepared.dataset
         name = dataset.problem.name
         models = (
             [m.strip() for m in cnn.split(",") if m.strip()]
@@ -2471,9 +2490,7 @@ def curve_command(
         cells = _curve.model_cells(models, settings)
         if quick and len(dataset) > QUICK_PARTICLES:
             dataset = quick_subset(dataset, seed=seed)
-        out = Path(out or f"results/curve-{name}{'-quick' if quick else ''}")
-        if not dry_run:
-            check_apart(out, _inputs_of(data, problem, cache_dir, reader_options))
+        out = prepared.out or curve_out(dataset)
         folds = load_or_make_folds(
             dataset, k=k, seed=fold_seed, group_by=group_by, reporter=reporter
         )

@@ -55,15 +55,31 @@ from pathlib import Path
 
 import numpy as np
 
-from liposome_bench import engine, registry, stats
+from liposome_bench import __version__, engine, registry, stats
+from liposome_bench import estimate as _estimate
+from liposome_bench.cnn import describe_device
+from liposome_bench.dataset import Dataset, describe_dataset
+from liposome_bench.duplicates import find_near_duplicates, pairs_across_folds
 from liposome_bench.errors import ConfigError, LiposomeBenchError, ResultsError
-from liposome_bench.folds import resolve_group_by
+from liposome_bench.folds import load_or_make_folds, resolve_group_by, ungrouped_warning
 from liposome_bench.io import atomic_write_json, atomic_write_text
-from liposome_bench.outputs import check_apart, check_output_dir, writing
+from liposome_bench.metrics import (
+    CLASS_METRICS,
+    OVERALL_METRICS,
+    metrics_by_size_quartile,
+    to_jsonable,
+)
 from liposome_bench.progress import NullReporter
-from liposome_bench.results import ResultsDir, fold_file_hashes, run_lock
+from liposome_bench.quantify import PREVALENCE_METHOD, prevalence_error
+from liposome_bench.results import (
+    SUMMARY_SCHEMA_VERSION,
+    ResultsDir,
+    fold_file_hashes,
+)
+from liposome_bench.prepare import prepare_run
 from liposome_bench.settings import BenchmarkConfig, SVMSettings, check_seed, load_config
 from liposome_bench.svm import MODEL_NAME as SVM_NAME
+from liposome_bench.svm import default_feature_set, stratified_subsample
 
 #: The thesis's pick per problem (section 9): LipNet-4 for lamellarity,
 #: LipNet-2 for encapsulation.
@@ -105,7 +121,6 @@ def default_out(problem: str, quick: bool = False) -> Path:
 def quick_subset(dataset, seed: int = 0):
     """A stratified subsample of ``dataset`` for ``--quick``, held in memory
     only (its folds are not stored beside the full dataset's)."""
-    from liposome_bench.svm import stratified_subsample
 
     keep = stratified_subsample(
         dataset.y, QUICK_PARTICLES, min_per_class=QUICK_MIN_PER_CLASS, seed=seed
@@ -237,8 +252,6 @@ def run_benchmark(
         On bad options, an unreadable dataset, or a results folder that
         belongs to another dataset or other settings.
     """
-    from liposome_bench.dataset import Dataset, check_trainable
-    from liposome_bench.sources import dataset_inputs, resolve_dataset
 
     started = time.perf_counter()
     cnn_models = (
@@ -260,15 +273,7 @@ def run_benchmark(
     if scheduler not in SCHEDULER_MODES:
         engine.probe_scheduler(scheduler, connect_timeout)  # before anything is written
     out = Path(out) if out is not None else default_out(problem or "custom", quick)
-    check_output_dir(out)
-    check_apart(
-        out,
-        {
-            **dataset_inputs(data, problem, cache_dir=cache_dir, **(reader_options or {})),
-            "--config": None if isinstance(config, BenchmarkConfig) else config,
-        },
-    )
-    _check_layout(out, repeats)
+    config_input = {"--config": None if isinstance(config, BenchmarkConfig) else config}
     config_file = None
     if config is None:
         config = BenchmarkConfig()
@@ -300,17 +305,22 @@ def run_benchmark(
     timings = {}
     t0 = time.perf_counter()
     in_memory = isinstance(data, Dataset)
+    run = prepare_run(
+        data,
+        problem,
+        out=out,
+        cache_dir=cache_dir,
+        reader_options=reader_options,
+        inputs=config_input,
+        check_folder=lambda folder: _check_layout(folder, repeats),
+        reporter=reporter,
+    )
+    dataset = run.dataset
     if in_memory:
-        dataset, data = data, None
-    else:
-        dataset = resolve_dataset(
-            data, problem, cache_dir=cache_dir, reporter=reporter, **(reader_options or {})
-        )
-    check_trainable(dataset)
+        data = None
     if config_file is None and "feature_set" not in svm_options and config.svm == SVMSettings():
         # No feature set chosen: the problem's default (all features on a
         # custom problem; svm.default_feature_set).
-        from liposome_bench.svm import default_feature_set
 
         svm_settings = svm_settings.replace(feature_set=default_feature_set(dataset.problem))
     svm_rows = _svm_rows(svm_settings, svm_features, svm_options)
@@ -340,8 +350,6 @@ def run_benchmark(
             )
     duplicate_pairs = None
     if near_duplicates:
-        from liposome_bench.duplicates import find_near_duplicates
-
         t0 = time.perf_counter()
         duplicate_pairs = find_near_duplicates(dataset, reporter=reporter)
         timings["near_duplicates_s"] = time.perf_counter() - t0
@@ -372,8 +380,6 @@ def run_benchmark(
         "n_resamples": n_resamples,
     }
     if estimate and not quick and len(dataset) >= ESTIMATE_MIN_PARTICLES:
-        from liposome_bench import estimate as _estimate
-
         reporter.message("Measuring this machine's speed for a time estimate (--no-estimate skips)")
         # The estimate calibrates the SVM and LipNet; other families are left out.
         timed = {n: s for n, s in cnn_settings.items() if registry.get(n) is registry.LIPNET}
@@ -391,27 +397,20 @@ def run_benchmark(
         timings["estimate"] = {**guess.to_dict(), "done_at_s": time.perf_counter() - started}
         reporter.message(_estimate.describe(guess))
     runner = _Runner(scheduler, n_workers, connect_timeout, source)
-    with writing(out), run_lock(out, wait=wait, reporter=reporter, command=command):
+    with run.session(wait=wait, reporter=reporter, command=command):
         return _run_repeats(
             dataset,
             settings,
-            out,
-            repeats,
-            folds,
-            fold_seed,
-            seed,
-            jobs,
-            svm_rows,
-            cnn_settings,
-            cnn_models,
-            n_resamples,
-            command,
-            full_size,
-            timings,
-            started,
-            reporter,
-            runner,
-            duplicate_pairs,
+            folds=folds,
+            svm_rows=svm_rows,
+            cnn_settings=cnn_settings,
+            command=command,
+            full_size=full_size,
+            timings=timings,
+            started=started,
+            reporter=reporter,
+            runner=runner,
+            duplicate_pairs=duplicate_pairs,
         )
 
 
@@ -450,16 +449,10 @@ class _Runner:
 def _run_repeats(
     dataset,
     settings,
-    out,
-    repeats,
+    *,
     folds,
-    fold_seed,
-    seed,
-    jobs,
     svm_rows,
     cnn_settings,
-    cnn_models,
-    n_resamples,
     command,
     full_size,
     timings,
@@ -468,8 +461,16 @@ def _run_repeats(
     runner,
     duplicate_pairs=None,
 ) -> dict:
-    """Every repeat's models and summary, then the top-level outputs."""
-    from liposome_bench.folds import load_or_make_folds
+    """Every repeat's models and summary, then the top-level outputs.
+
+    The run's own values (folder, repeats, fold seed, seed, jobs, models,
+    resamples) are read from ``settings``, the dict the summary records;
+    ``folds`` are given folds (one repeat) or None."""
+    out, repeats = Path(settings["out"]), settings["repeats"]
+    seed, jobs, n_resamples = settings["seed"], settings["jobs"], settings["n_resamples"]
+    cnn_models = settings["cnn_models"]
+    # Only read without given folds (repeats need their own), where it is --fold-seed.
+    fold_seed = settings["fold_seed"]
 
     k, group_by = settings["folds"], settings["group_by"]
     rdirs = [out if repeats == 1 else out / f"repeat-{r}" for r in range(repeats)]
@@ -570,7 +571,6 @@ def _run_repeats(
 def _duplicates_across_folds(pairs, folds, reporter=None) -> dict | None:
     """Near-duplicate pairs split between a test fold and its training folds
     (None when they were not looked for); a warning through ``reporter``."""
-    from liposome_bench.duplicates import pairs_across_folds
 
     if pairs is None:
         return None
@@ -603,7 +603,6 @@ def _check_layout(out: Path, repeats: int) -> None:
 
 def _gpu_available() -> bool:
     """Whether the Keras backend sees a GPU (only asked when a CNN will run)."""
-    from liposome_bench.cnn import describe_device
 
     return describe_device()[0] == "gpu"
 
@@ -677,9 +676,6 @@ def _run_on_dask(
     the seconds its tasks took, per repeat and model."""
     from distributed import as_completed
 
-    from liposome_bench.cnn import run_cnn
-    from liposome_bench.svm import run_svm
-
     settings_of = {SVM_NAME: svm_settings, **cnn_settings}
     timings = [{f"{name}_s": 0.0 for name in settings_of} for _ in rdirs]
     tasks = []
@@ -687,9 +683,19 @@ def _run_on_dask(
         results = ResultsDir(rdir)
         # Here, before any task: each model's settings are checked against
         # the folder (and recorded in run.json), as a serial run does.
-        run_svm(dataset, folds, results, svm_settings, jobs=jobs, seed=seed, only_folds=[])
-        for settings in cnn_settings.values():
-            run_cnn(dataset, folds, results, settings, seed=seed, only_folds=[])
+        for name, settings in settings_of.items():
+            registry.get(name).run_cv(
+                dataset,
+                folds,
+                results,
+                settings,
+                name=name,
+                seed=seed,
+                jobs=jobs,
+                reporter=None,
+                inputs=None,
+                only_folds=[],
+            )
         tasks += [(r, name, f) for name in settings_of for f in _unfinished(results, name, folds.k)]
     total = len(rdirs) * fold_sets[0].k * len(settings_of)
     if len(tasks) < total:
@@ -728,31 +734,22 @@ def _run_on_dask(
         # task of the model gets that one result (moved once per worker).
         inputs = {}
         for name in {name for _, name, _ in tasks}:
-            if registry.get(name).baseline:
-                inputs[name] = client.submit(
-                    engine.features_task,
-                    data_arg,
-                    svm_settings.to_dict(),
-                    svm_jobs,
-                    key=f"benchmark-features-{token}",
-                    pure=False,
-                    retries=engine.TASK_RETRIES,
-                )
-            else:
-                inputs[name] = client.submit(
-                    engine.images_task,
-                    data_arg,
-                    cnn_settings[name].to_dict(),
-                    key=f"benchmark-images-{name}-{token}",
-                    pure=False,
-                    retries=engine.TASK_RETRIES,
-                )
+            inputs[name] = client.submit(
+                engine.inputs_task,
+                data_arg,
+                name,
+                settings_of[name].to_dict(),
+                svm_jobs,
+                key=f"benchmark-inputs-{name}-{token}",
+                pure=False,
+                retries=engine.TASK_RETRIES,
+            )
         futures = {}
         for r, name, fold in tasks:
             future = client.submit(
                 engine.run_fold_task,
                 data_arg,
-                registry.get(name).family,  # engine's task kinds: "svm", "cnn"
+                name,
                 settings_of[name].to_dict(),
                 str(rdirs[r]),
                 fold,
@@ -792,8 +789,6 @@ def _run_on_dask(
 
 
 def _summarise(rdir, dataset, folds, settings, seed, n_resamples, command, full_size) -> dict:
-    from liposome_bench import __version__, stats
-    from liposome_bench.results import SUMMARY_SCHEMA_VERSION
 
     results = ResultsDir(rdir)
     run = results.read_run()
@@ -851,7 +846,6 @@ def prevalence_error_row(result_dirs, dataset, folds, summary) -> dict:
     """The secondary prevalence-error row (``quantify.prevalence_error``) over
     the repeats in ``result_dirs``; a reason instead when the folds are not
     grouped (a test fold then holds parts of groups, not whole ones)."""
-    from liposome_bench.quantify import PREVALENCE_METHOD, prevalence_error
 
     groups = getattr(folds, "groups", None)
     if groups is None:
@@ -939,7 +933,6 @@ def particle_sizes(dataset) -> tuple[np.ndarray, str]:
 def _size_quartiles(results, dataset, models) -> dict:
     """Metrics by quartile of particle size (mask area) for every model,
     on quartile edges of the whole dataset's sizes."""
-    from liposome_bench.metrics import metrics_by_size_quartile, to_jsonable
 
     sizes, unit = particle_sizes(dataset)
     edges = np.quantile(sizes, [0.25, 0.5, 0.75])
@@ -963,7 +956,6 @@ def _size_quartiles(results, dataset, models) -> dict:
 
 def _group_facts(dataset, folds) -> dict:
     """Groups per fold of grouped folds; the ungrouped-data warning otherwise."""
-    from liposome_bench.folds import ungrouped_warning
 
     groups = getattr(folds, "groups", None)
     if groups is None:
@@ -986,7 +978,6 @@ def _cpu_count():
 
 def _describe(dataset) -> dict:
     """Class counts, image and pixel sizes of the dataset (thesis Tables 1-2)."""
-    from liposome_bench.dataset import describe_dataset
 
     info = describe_dataset(dataset)
     return {
@@ -1070,7 +1061,6 @@ def equivalent_command(settings: dict, out) -> str:
 
 def _verdict_over_repeats(out: Path, repeats: int, summary: dict) -> dict:
     """The headline verdict over the paired fold scores of every repeat."""
-    from liposome_bench import stats
 
     models = list(summary["models"])
     runs = {
@@ -1101,7 +1091,6 @@ def _verdict_over_repeats(out: Path, repeats: int, summary: dict) -> dict:
 
 def _spread(per_repeat: list[dict], out: Path, fold_seed: int) -> dict:
     """Mean, std, min and max over repeats of every model's fold-mean metrics."""
-    from liposome_bench.metrics import CLASS_METRICS, OVERALL_METRICS
 
     spread = {}
     for name in per_repeat[0]["models"]:

@@ -309,7 +309,7 @@ def model_cells(
     cells = [_sweep.Cell(registry.SVM.family, svm_settings or SVMSettings())] if svm else []
     base = cnn_settings or CNNSettings()
     for model in cnn_models:
-        cells.append(_sweep.Cell("cnn", base.replace(model=model)))
+        cells.append(_sweep.Cell(registry.LIPNET.family, base.replace(model=model)))
     return cells
 
 
@@ -363,7 +363,7 @@ def estimate_seconds(plan: CurvePlan) -> float:
     for task in plan.tasks:
         n_train = len(plan.subsamples[(task.point.label, task.repeat)].train_indices(task.fold))
         s = task.cell.settings
-        if task.cell.kind == "cnn":
+        if registry.get(task.cell.kind).input_size is not None:  # an image model
             size = int(s.input_size or INPUT_SIZES[s.model])
             samples = s.epochs * n_train * (1 - s.validation_fraction)
             total += samples / _sweep.ASSUMED_SAMPLES_PER_CPU_S * (size / 28) ** 2

@@ -97,6 +97,7 @@ from liposome_bench.data.types import (
     Problem,
     custom_problem,
     get_problem,
+    hash_particles,
 )
 from liposome_bench.data.writer import check_read_back, write_export
 
@@ -104,6 +105,7 @@ __all__ = [
     "CVAT_GROUP_PATTERN",
     "DECODE_ERRORS",
     "Dataset",
+    "hash_particles",
     "ENCAPSULATION",
     "EXPORT_FEATURE_KEYS",
     "EXPORT_JSON",

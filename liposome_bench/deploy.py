@@ -55,22 +55,51 @@ from pathlib import Path
 
 import numpy as np
 
-from liposome_bench import registry
-from liposome_bench.cnn import import_keras
-from liposome_bench.io import (
-    atomic_write_json,
-    atomic_write_text,
-    clean_stale_staging,
-    make_staging,
+from liposome_bench import __version__, registry, stats
+from liposome_bench.abstention import (
+    apply_calibrator,
+    confidence_of,
+    fit_calibrator,
+    held_out_threshold,
+    out_of_fold,
+    threshold_for_precision,
 )
+from liposome_bench.cnn import (
+    as_float32,
+    describe_device,
+    import_keras,
+    keep_size_scale,
+    keeps_size,
+    prepare_images,
+    resolve_dtype_policy,
+    save_model,
+    settings_from_record,
+    train_fold,
+)
+from liposome_bench.comparison import library_versions, quick_subset
+from liposome_bench.dataset import PROBLEMS, custom_problem, load_dataset
 from liposome_bench.errors import BundleError, ConfigError, DatasetError, ResultsError
 from liposome_bench.feature_schema import (
     FEATURE_SCHEMA_FILE,
     check_feature_schema,
     make_feature_schema,
 )
+from liposome_bench.features import extract_features
+from liposome_bench.folds import group_labels
+from liposome_bench.io import (
+    atomic_write_json,
+    atomic_write_text,
+    clean_stale_staging,
+    make_staging,
+)
 from liposome_bench.outputs import check_apart
+from liposome_bench.prepare import prepare_run
 from liposome_bench.progress import NullReporter
+from liposome_bench.quantify import cv_rates, fractions_by_group
+from liposome_bench.results import ResultsDir
+from liposome_bench.settings import FEATURE_SETS, INPUT_MODES, BenchmarkConfig, load_config
+from liposome_bench.sources import resolve_dataset
+from liposome_bench.svm import GRIDS, LibSVMClassifier, feature_matrix, search_grid
 
 BUNDLE_SCHEMA_VERSION = 2
 BUNDLE_KIND = "liposome-bench model bundle"
@@ -202,10 +231,6 @@ def train_model(
     Other parameters and the return value are those of
     :func:`train_from_results`.
     """
-    from liposome_bench.sources import resolve_dataset
-    from liposome_bench.folds import load_or_make_folds
-    from liposome_bench.results import ResultsDir
-    from liposome_bench.settings import BenchmarkConfig, load_config
 
     reporter = reporter or NullReporter()
     options = {k: v for k, v in (options or {}).items() if v is not None}
@@ -219,29 +244,37 @@ def train_model(
     cv_out = Path(cv_out) if cv_out is not None else Path(f"{Path(out)}-cv")
     inputs = {"the dataset": data, "the settings file": config_path}
     check_apart(out, {**inputs, "the cross-validation folder (--cv-out)": cv_out})
-    check_apart(cv_out, inputs, "--cv-out")
     _check_out(out, model)
-    dataset = resolve_dataset(
-        data, problem, cache_dir=cache_dir, reporter=reporter, **(reader_options or {})
-    )
-    fold_assignment = load_or_make_folds(dataset, k=folds, seed=fold_seed)
-    results_dir = ResultsDir(cv_out)
-    reporter.message(f"{model}: cross-validating on {folds} folds into {cv_out}")
-    spec.run_cv(
-        dataset,
-        fold_assignment,
-        results_dir,
-        settings,
-        name=model,
-        seed=seed,
-        jobs=jobs,
+    run = prepare_run(
+        data,
+        problem,
+        out=cv_out,
+        option="--cv-out",
+        cache_dir=cache_dir,
+        reader_options=reader_options,
+        inputs={"the settings file": config_path},
+        k=folds,
+        fold_seed=fold_seed,
         reporter=reporter,
-        inputs=None,
-        save_models=False,
+        fold_reporter=NullReporter(),
     )
+    reporter.message(f"{model}: cross-validating on {folds} folds into {cv_out}")
+    with run.session(reporter=reporter, command=command):
+        spec.run_cv(
+            run.dataset,
+            run.folds,
+            run.results,
+            settings,
+            name=model,
+            seed=seed,
+            jobs=jobs,
+            reporter=reporter,
+            inputs=None,
+            save_models=False,
+        )
     return _train_final(
-        dataset,
-        results_dir,
+        run.dataset,
+        run.results,
         model,
         out,
         jobs=jobs,
@@ -252,7 +285,6 @@ def train_model(
 
 
 def _results_dir(path):
-    from liposome_bench.results import ResultsDir
 
     path = Path(path)
     if not (path / "run.json").is_file() and (path / "repeat-0" / "run.json").is_file():
@@ -273,7 +305,8 @@ def _check_model_in(run, results_dir, model):
     if model not in models:
         raise ResultsError(
             f"{results_dir.path} holds no {model} results (it has {', '.join(models) or 'none'}). "
-            f"Pass --model {models[0] if models else 'svm'}, or run {model} first."
+            f"Pass --model {models[0] if models else registry.baseline().names[0]}, "
+            f"or run {model} first."
         )
 
 
@@ -289,9 +322,6 @@ def _read_summary(results_dir) -> dict:
 
 def _dataset_of_run(run, summary, data, problem, cache_dir, reader_options, reporter):
     """The dataset a results folder was made from, checked by fingerprint."""
-    from liposome_bench.comparison import quick_subset
-    from liposome_bench.dataset import PROBLEMS
-    from liposome_bench.sources import resolve_dataset
 
     recorded = run.get("dataset", {})
     settings = summary.get("settings", {})
@@ -369,9 +399,6 @@ def _check_out(out, model: str) -> None:
 
 
 def _train_final(dataset, results_dir, model, out, *, jobs, n_resamples, reporter, command) -> dict:
-    from liposome_bench import __version__, stats
-    from liposome_bench.abstention import out_of_fold
-    from liposome_bench.comparison import library_versions
 
     # A symlinked --out: the bundle replaces the folder it points to (the one
     # _check_out looked into), not the link.
@@ -519,13 +546,6 @@ def _pixel_sizes(dataset) -> dict:
 def _train_svm(
     dataset, settings, oof, staging, classes, jobs, reporter, *, group_by=None, k=None
 ) -> dict:
-    from liposome_bench.abstention import (
-        apply_calibrator,
-        confidence_of,
-        fit_calibrator,
-    )
-    from liposome_bench.features import extract_features
-    from liposome_bench.svm import GRIDS, LibSVMClassifier, feature_matrix, search_grid
 
     feature_set, source = settings["feature_set"], settings["source"]
     units = settings.get("units", "nm")  # runs before --units measured in nm
@@ -539,8 +559,6 @@ def _train_svm(
     best, how = {"C": C, "gamma": gamma, "score": None}, "fixed by the settings"
     groups = None
     if group_by and (C is None or gamma is None):
-        from liposome_bench.folds import group_labels
-
         groups = group_labels(dataset, group_by)  # as the run's folds were grouped
     if C is None or gamma is None:
         spec = GRIDS[grid]
@@ -666,24 +684,12 @@ def _train_svm(
 def bundle_keeps_size(bundle) -> bool:
     """Whether ``bundle``'s network takes scale-preserving inputs
     (``input.input_scale`` in its card; bundles saved before that field
-    existed: lipnet-fcn only)."""
-    inp = bundle.card["input"]
-    default = "keep" if bundle.model == "lipnet-fcn" else "resize"
-    return (inp.get("input_scale") or default) == "keep"
+    existed: the model's default, ``cnn.keeps_size``)."""
+
+    return keeps_size(bundle.model, bundle.card["input"].get("input_scale"))
 
 
 def _train_cnn(dataset, model, settings, fold_results, staging, reporter) -> dict:
-    from liposome_bench.cnn import (
-        as_float32,
-        describe_device,
-        keep_size_scale,
-        keeps_size,
-        prepare_images,
-        resolve_dtype_policy,
-        save_model,
-        settings_from_record,
-        train_fold,
-    )
 
     best_epochs = [int(r.params["epochs"]) for r in fold_results]
     epochs = max(1, int(round(float(np.median(best_epochs)))))
@@ -818,7 +824,6 @@ class Bundle:
 
     def problem(self):
         """The bundle's problem as a ``dataset.Problem``."""
-        from liposome_bench.dataset import PROBLEMS, custom_problem
 
         name = self.card["problem"]["name"]
         if name in PROBLEMS and list(PROBLEMS[name].classes) == self.classes:
@@ -873,7 +878,6 @@ def load_bundle(path) -> Bundle:
         since training, the classes disagree with a model file, or the
         schema is not the one this liposome-bench reads.
     """
-    from liposome_bench import __version__
 
     path = Path(path)
     card_path = path / CARD
@@ -1003,7 +1007,6 @@ def card_problems(card: dict) -> list[str]:
     list of str
         One entry per problem, each naming the card key; empty if none.
     """
-    from liposome_bench.dataset import PROBLEMS
 
     problems = []
 
@@ -1114,7 +1117,6 @@ _MISSING = object()
 
 def _check_svm_card(card, need, classes) -> None:
     """The SVM card's input (feature set and names) and calibration."""
-    from liposome_bench.settings import FEATURE_SETS
 
     need("input.feature_set", lambda v: v in FEATURE_SETS, f"one of {', '.join(FEATURE_SETS)}")
     need("input.feature_source", lambda v: isinstance(v, str), "a string")
@@ -1140,7 +1142,6 @@ def _check_svm_card(card, need, classes) -> None:
 
 def _check_cnn_card(card, need, classes) -> None:
     """The CNN card's input mode, size and scale."""
-    from liposome_bench.settings import INPUT_MODES
 
     need("input.mode", lambda v: v in INPUT_MODES, f"one of {', '.join(INPUT_MODES)}")
     need(
@@ -1423,7 +1424,6 @@ def load_svm(bundle: Bundle):
     The files were verified by :func:`load_bundle` (hashes, LIBSVM header,
     features and classes), so LIBSVM's loader only sees a whole model file.
     """
-    from liposome_bench.svm import LibSVMClassifier
 
     read_libsvm_header(bundle.path / f"{SVM_STEM}.model")
     try:
@@ -1500,8 +1500,6 @@ def predict_probabilities(bundle: Bundle, dataset, *, jobs: int = 1, reporter=No
 
 def _predict_svm(bundle: Bundle, dataset, *, jobs: int = 1, reporter=None):
     """The SVM bundle's vote and calibrated probabilities."""
-    from liposome_bench.abstention import apply_calibrator
-    from liposome_bench.features import extract_features
 
     clf = load_svm(bundle)
     inp = bundle.card["input"]
@@ -1528,7 +1526,6 @@ def _predict_svm(bundle: Bundle, dataset, *, jobs: int = 1, reporter=None):
 
 def _predict_cnn(bundle: Bundle, dataset, *, jobs: int = 1, reporter=None):
     """The CNN bundle's softmax probabilities and their argmax."""
-    from liposome_bench.cnn import prepare_images
 
     net = load_keras_model(bundle)
     inp = bundle.card["input"]
@@ -1547,7 +1544,6 @@ def _predict_cnn(bundle: Bundle, dataset, *, jobs: int = 1, reporter=None):
 
 def read_particles(bundle: Bundle, data, *, problem=None, reader_options=None, reporter=None):
     """Read ``data`` with labels optional and check it fits the bundle."""
-    from liposome_bench.dataset import load_dataset
 
     if problem is not None:
         check_bundle(bundle, problem=problem)
@@ -1609,12 +1605,6 @@ def predict(
     Predictions
     """
     import pandas as pd
-
-    from liposome_bench.abstention import (
-        confidence_of,
-        held_out_threshold,
-        threshold_for_precision,
-    )
 
     if min_confidence is not None and not 0 <= min_confidence <= 1:
         raise ConfigError(f"--min-confidence must be in [0, 1]; got {min_confidence}.")
@@ -1714,8 +1704,6 @@ def group_fractions(
         As :func:`liposome_bench.quantify.fractions_by_group` (with a
         ``true`` column when the particles have labels).
     """
-    from liposome_bench.folds import group_labels
-    from liposome_bench.quantify import cv_rates, fractions_by_group
 
     bundle = load_bundle(bundle_path)
     cv = read_cv_predictions(bundle)

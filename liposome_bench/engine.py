@@ -2,7 +2,8 @@
 tasks on (docs/sweep.md).
 
 A task is one fold of one model (:func:`run_fold_task`): it trains and tests
-through ``svm.run_svm`` / ``cnn.run_cnn`` with ``only_folds=[fold]``, so it
+through its family's ``registry.ModelSpec.run_cv`` with ``only_folds=[fold]``
+(the engine branches on no family, and loads none until a task runs), so it
 gets the seed a serial run gives that fold and its results equal a serial
 run's. :func:`connect` yields a ``distributed.Client`` on a local cluster
 sized to the machine (:func:`local_cluster_shape`) or on a running scheduler
@@ -20,13 +21,14 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from liposome_bench import registry
 from liposome_bench.errors import ConfigError, LiposomeBenchError
-from liposome_bench.settings import CNNSettings, SVMSettings
 
 #: How many times Dask re-runs a task that raised an unexpected exception
 #: (a user error is never re-run); a task whose worker died is re-run by the
@@ -110,10 +112,19 @@ def _worker_name() -> str:
         return "local"
 
 
+def task_settings(spec, settings):
+    """``settings`` as its family's settings object: a mapping (as
+    ``run.json`` and the sweep record them) goes through the settings
+    class's ``from_mapping``."""
+    if isinstance(settings, spec.settings_class):
+        return settings
+    return spec.settings_class.from_mapping(settings)
+
+
 def run_fold_task(
     source,
-    kind: str,
-    settings: dict,
+    model: str,
+    settings,
     target: str,
     fold: int,
     folds,
@@ -127,20 +138,23 @@ def run_fold_task(
     folder ``target`` when the worker can; the outcome also carries the fold
     back to the client (:func:`save_outcome`).
 
-    ``inputs`` are the model's prepared inputs, made once for every task
-    (:func:`features_task` for the SVM, :func:`images_task` for a CNN);
-    None computes them here. ``label`` names the task in the outcome.
+    ``model`` is a model name or a family (``registry.get``), and
+    ``settings`` its family's settings (or their mapping); the fold runs
+    through the family's ``registry.ModelSpec.run_cv`` with
+    ``only_folds=[fold]``. ``inputs`` are the model's prepared inputs, made
+    once for every task (:func:`inputs_task`); None computes them here.
+    ``label`` names the task in the outcome.
 
     A :class:`LiposomeBenchError` is returned as ``error`` (a user mistake:
     retrying cannot help); any other exception propagates, and Dask retries.
     """
-    import tempfile
-
     from liposome_bench.results import ResultsDir
 
     started = time.perf_counter()
     outcome = TaskOutcome(cell=label, fold=fold, worker=_worker_name())
     try:
+        spec = registry.get(model)
+        settings = task_settings(spec, settings)
         dataset = source if not isinstance(source, DatasetSource) else load_task_dataset(source)
         folder = Path(target)
         try:
@@ -152,32 +166,19 @@ def run_fold_task(
         except OSError:  # no shared file system: the client writes the fold
             folder = Path(tempfile.mkdtemp(prefix="liposome-task-")) / (label or "results")
         results = ResultsDir(folder)
-        if kind == "cnn":
-            from liposome_bench.cnn import run_cnn
-
-            (result,) = run_cnn(
-                dataset,
-                folds,
-                results,
-                CNNSettings.from_mapping(settings),
-                seed=seed,
-                save_models=save_models,
-                only_folds=[fold],
-                images=inputs,
-            )
-        else:
-            from liposome_bench.svm import run_svm
-
-            (result,) = run_svm(
-                dataset,
-                folds,
-                results,
-                SVMSettings.from_mapping(settings),
-                jobs=jobs,
-                seed=seed,
-                only_folds=[fold],
-                features=inputs,
-            )
+        (result,) = spec.run_cv(
+            dataset,
+            folds,
+            results,
+            settings,
+            name=model if model in spec.names else spec.model_of(settings),
+            seed=seed,
+            jobs=jobs,
+            reporter=None,
+            inputs=inputs,
+            save_models=save_models,
+            only_folds=[fold],
+        )
         outcome.result = result
         outcome.record = results.read_run()["models"][result.model]
     except LiposomeBenchError as exc:
@@ -186,29 +187,16 @@ def run_fold_task(
     return outcome
 
 
-def features_task(source, settings: dict, jobs: int = 1):
-    """The SVM's feature table (``features.extract_features``) of the
-    dataset, computed once on a worker and shared by every SVM task."""
-    from liposome_bench.features import extract_features
-
+def inputs_task(source, model: str, settings, jobs: int = 1):
+    """A model's prepared inputs (``registry.ModelSpec.prepare_inputs``: the
+    SVM's feature table, a CNN's network inputs) of the dataset, computed
+    once on a worker and shared by every task of that model; None for a
+    family that prepares none."""
+    spec = registry.get(model)
+    if spec.prepare_inputs is None:
+        return None
     dataset = source if not isinstance(source, DatasetSource) else load_task_dataset(source)
-    svm_settings = SVMSettings.from_mapping(settings)
-    return extract_features(
-        dataset,
-        svm_settings.feature_set,
-        source=svm_settings.source,
-        jobs=jobs,
-        units=svm_settings.units,
-    )
-
-
-def images_task(source, settings: dict):
-    """A CNN's network inputs (``cnn.prepare_images``) of the dataset,
-    computed once on a worker and shared by every task of that CNN."""
-    from liposome_bench.cnn import prepare_cnn_images
-
-    dataset = source if not isinstance(source, DatasetSource) else load_task_dataset(source)
-    return prepare_cnn_images(dataset, CNNSettings.from_mapping(settings))
+    return spec.prepare_inputs(dataset, task_settings(spec, settings), jobs=jobs, reporter=None)
 
 
 def save_outcome(target, dataset, folds, outcome: TaskOutcome) -> bool:

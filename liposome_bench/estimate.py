@@ -243,7 +243,7 @@ def estimate_benchmark(
     settings, ``--svm-features``)."""
     t0 = time.perf_counter()
     estimate = Estimate()
-    rows = svm_settings if isinstance(svm_settings, dict) else {"svm": svm_settings}
+    rows = svm_settings if isinstance(svm_settings, dict) else {svm_module.MODEL_NAME: svm_settings}
     for name, settings in rows.items():  # one per --svm-features row
         svm_s, details = calibrate_svm(dataset, settings, k, seed=seed, jobs=jobs)
         estimate.svm_s += svm_s * repeats

@@ -87,8 +87,12 @@ class ModelSpec:
         ``options`` (only fields of ``settings_class``) over them.
     run_cv : callable
         ``run_cv(dataset, folds, results, settings, *, name, seed, jobs,
-        reporter, inputs, save_models) -> list of results.FoldResult``:
-        cross-validation into a ``results.ResultsDir`` (resuming saved folds).
+        reporter, inputs, save_models, only_folds) -> list of
+        results.FoldResult``: cross-validation into a ``results.ResultsDir``
+        (resuming saved folds). ``only_folds`` (a list of fold indices, None:
+        every fold) runs those folds only, each with the seed a full run
+        gives it: the engine runs one fold per task, and ``[]`` only checks
+        the settings against the folder and records them in ``run.json``.
     score_kind : str
         What its fold scores are, one of :data:`SCORE_KINDS`.
     description : str
@@ -134,6 +138,12 @@ class ModelSpec:
         fields = {f.name for f in dataclasses.fields(self.settings_class)}
         options = {k: v for k, v in (options or {}).items() if k in fields and v is not None}
         return self.settings_of(config, name, options)
+
+    def model_of(self, settings) -> str:
+        """The model name ``settings`` run as: a family of several models
+        records which in its settings (a LipNet's ``model``), a family of one
+        is its one name."""
+        return getattr(settings, "model", None) or self.names[0]
 
 
 _SPECS: dict[str, ModelSpec] = {}
@@ -185,6 +195,12 @@ def model_names(*, baseline: bool | None = None) -> tuple[str, ...]:
     )
 
 
+def export_formats() -> tuple[str, ...]:
+    """Every ``export --format`` a registered family supports, each once,
+    in registration order."""
+    return tuple(dict.fromkeys(f for s in families() for f in s.export_formats))
+
+
 def get(name: str) -> ModelSpec:
     """The family of model ``name`` (or the family named ``name``).
 
@@ -227,7 +243,18 @@ def _svm_inputs(dataset, settings, *, jobs=1, reporter=None):
 
 
 def _svm_cv(
-    dataset, folds, results, settings, *, name, seed, jobs, reporter, inputs, save_models=True
+    dataset,
+    folds,
+    results,
+    settings,
+    *,
+    name,
+    seed,
+    jobs,
+    reporter,
+    inputs,
+    save_models=True,
+    only_folds=None,
 ):
     from liposome_bench.svm import run_svm
 
@@ -242,6 +269,7 @@ def _svm_cv(
         reporter=reporter,
         name=name,
         features=inputs,
+        only_folds=only_folds,
     )
 
 
@@ -252,7 +280,18 @@ def _lipnet_inputs(dataset, settings, *, jobs=1, reporter=None):
 
 
 def _lipnet_cv(
-    dataset, folds, results, settings, *, name, seed, jobs, reporter, inputs, save_models=True
+    dataset,
+    folds,
+    results,
+    settings,
+    *,
+    name,
+    seed,
+    jobs,
+    reporter,
+    inputs,
+    save_models=True,
+    only_folds=None,
 ):
     from liposome_bench.cnn import run_cnn
 
@@ -265,6 +304,7 @@ def _lipnet_cv(
         save_models=save_models,
         reporter=reporter,
         images=inputs,
+        only_folds=only_folds,
     )
 
 

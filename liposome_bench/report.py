@@ -69,7 +69,7 @@ from liposome_bench.plotting import (
     plot_training_curves,
 )
 from liposome_bench.results import ResultsDir, SUMMARY_SCHEMA_VERSION, fold_file_hashes
-from liposome_bench import stats
+from liposome_bench import registry, stats
 from liposome_bench.abstention import accuracy_at_coverage, coverage_curves_of_results
 from liposome_bench.comparison import budget_notes
 from liposome_bench.gallery import gallery_section, render_galleries
@@ -126,7 +126,7 @@ def load_summary(results_dir) -> dict:
         check_summary_metrics(summary, results.path, path)
         return summary
     run = results.read_run()
-    summary = stats.summarise_results(results)
+    summary = stats.summarise_results(results, reference=registry.baseline().names[0])
     summary.update(
         schema_version=SUMMARY_SCHEMA_VERSION,
         tool_version=run.get("tool_version"),

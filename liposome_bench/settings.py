@@ -27,6 +27,7 @@ import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 from liposome_bench.errors import ConfigError
 
@@ -375,6 +376,9 @@ class SVMSettings(_Settings):
     'full'
     """
 
+    #: Its table in a settings file (``benchmark --config``) and a sweep file.
+    TABLE: ClassVar[str] = "svm"
+
     feature_set: str = setting(
         "vironova",
         "Features: the lab's set (area, circularity, moments, edge density "
@@ -446,6 +450,9 @@ class CNNSettings(_Settings):
     >>> s.replace(epochs=20, patience=None).epochs
     20
     """
+
+    #: Its table in a settings file (``[cnn]``, ``[cnn.<model>]``) and a sweep file.
+    TABLE: ClassVar[str] = "cnn"
 
     model: str = setting(
         "lipnet-4",
@@ -643,17 +650,18 @@ def load_config(path) -> BenchmarkConfig:
             f"{path} nests arrays or tables too deeply to read; a settings "
             "file holds flat [svm], [cnn] and [cnn.<model>] tables."
         ) from None
-    unknown = [k for k in data if k not in ("svm", "cnn")]
+    svm_key, cnn_key = SVMSettings.TABLE, CNNSettings.TABLE
+    unknown = [k for k in data if k not in (svm_key, cnn_key)]
     if unknown:
         raise ConfigError(
             f"{path}: unknown table [{unknown[0]}]; a settings file holds [svm], [cnn] "
             "and [cnn.<model>] tables."
         )
     try:
-        svm = SVMSettings.from_mapping(data.get("svm", {}), where="[svm]")
-        cnn_table = data.get("cnn", {})
+        svm = SVMSettings.from_mapping(data.get(svm_key, {}), where=f"[{svm_key}]")
+        cnn_table = data.get(cnn_key, {})
         if not isinstance(cnn_table, dict):
-            raise ConfigError("[cnn] must be a table of settings.")
+            raise ConfigError(f"[{cnn_key}] must be a table of settings.")
         per_model = {k: v for k, v in cnn_table.items() if isinstance(v, dict)}
         defaults = {k: v for k, v in cnn_table.items() if not isinstance(v, dict)}
         for name in per_model:

@@ -393,7 +393,7 @@ def summarise_results(
     results,
     *,
     models=None,
-    reference: str = "svm",
+    reference: str | None = None,
     n_resamples: int = 1000,
     confidence: float = 0.95,
     seed: int = 0,
@@ -410,9 +410,10 @@ def summarise_results(
     models : sequence of str, optional
         The models to summarise, in this order; default every model of the
         folder.
-    reference : str
-        The model every other one is compared with (the SVM baseline); if
-        the folder has no such model, the first model is the reference.
+    reference : str, optional
+        The model every other one is compared with (callers pass the
+        baseline, ``registry.baseline()``); None, or a model the folder
+        lacks: the first finished model (of ``models`` when given).
     n_resamples, confidence, seed
         Bootstrap settings, shared by every interval.
 

@@ -98,8 +98,22 @@ SWEEP_SCHEMA_VERSION = 1
 CELLS_DIR = "cells"
 TABLE_CSV = "sweep-table.csv"
 COMPARISONS_CSV = "sweep-comparisons.csv"
-#: Tables of a sweep file, and the keys of its [sweep] table.
-SWEEP_TABLES = ("sweep", "cnn", "svm")
+
+
+def swept_families() -> list:
+    """The families a sweep file can hold (``registry.ModelSpec``): those
+    whose settings class names its table (``TABLE``), the compared models
+    first and the baseline last (the order of the cells)."""
+    return [
+        spec
+        for spec in sorted(registry.families(), key=lambda spec: spec.baseline)
+        if getattr(spec.settings_class, "TABLE", None)
+    ]
+
+
+#: Tables of a sweep file (``[sweep]`` and each family's), and the keys of
+#: its [sweep] table.
+SWEEP_TABLES = ("sweep", *(spec.settings_class.TABLE for spec in swept_families()))
 SWEEP_KEYS = ("folds", "fold_seed", "seed", "group_by")
 #: For --dry-run's estimate when no fold has been measured yet: lipnet-4 at
 #: 28x28 px trains ~1,400 samples per CPU-second (docs/performance.md, 2-core
@@ -234,7 +248,8 @@ def _parse_sweep(path: Path, data: dict) -> SweepConfig:
             f"unknown table or key {unknown[0]!r}; a sweep file holds [sweep], [cnn] "
             "(with optional [[cnn.grid]] tables) and [svm]."
         )
-    if "cnn" not in data and "svm" not in data:
+    families = swept_families()
+    if not any(spec.settings_class.TABLE in data for spec in families):
         raise ConfigError("no [cnn] or [svm] table, so there is nothing to run.")
     run = _table(data.get("sweep", {}), "[sweep]")
     bad = [k for k in run if k not in SWEEP_KEYS]
@@ -257,12 +272,13 @@ def _parse_sweep(path: Path, data: dict) -> SweepConfig:
             )
     cells: dict[str, Cell] = {}
     grids = []
-    for kind, cls in (("cnn", CNNSettings), ("svm", SVMSettings)):
-        if kind not in data:
+    for spec in families:
+        kind, cls, key = spec.family, spec.settings_class, spec.settings_class.TABLE
+        if key not in data:
             continue
-        table = _table(data[kind], f"[{kind}]")
+        table = _table(data[key], f"[{key}]")
         sub = None
-        if kind == "cnn":
+        if "grid" not in {f.name for f in dataclasses.fields(cls)}:
             sub = table.pop("grid", None)
         elif isinstance(table.get("grid"), list) and any(
             isinstance(t, dict) for t in table["grid"]
@@ -277,11 +293,11 @@ def _parse_sweep(path: Path, data: dict) -> SweepConfig:
         elif isinstance(sub, list) and sub and all(isinstance(t, dict) for t in sub):
             sub_tables = sub
         else:
-            raise ConfigError(f"[{kind}] grid must be [[{kind}.grid]] tables; got {sub!r}.")
+            raise ConfigError(f"[{key}] grid must be [[{key}.grid]] tables; got {sub!r}.")
         for number, extra in enumerate(sub_tables, 1):
             extra = dict(extra)
             name = extra.pop("name", None)
-            where = f"[[{kind}.grid]] {name or number}" if sub is not None else f"[{kind}]"
+            where = f"[[{key}.grid]] {name or number}" if sub is not None else f"[{key}]"
             if name is not None and not isinstance(name, str):
                 raise ConfigError(f"{where}: name must be a string; got {name!r}.")
             if name is None:
@@ -329,8 +345,9 @@ def _expand(kind, cls, name, table, where, cells) -> Grid:
                     "Give a number, or remove it."
                 )
     fixed = {k: v for k, v in table.items() if k not in axes}
-    if kind == "cnn" and "model" not in table:
-        fixed["model"] = CNNSettings().model
+    if "model" in valid and "model" not in table:
+        # A family of several models (LipNet): its default model.
+        fixed["model"] = cls().model
     ids = []
     names = list(axes)
     for combination in itertools.product(*(axes[n] for n in names)):
@@ -398,7 +415,7 @@ def estimate_seconds(plan: SweepPlan, n_particles: int) -> tuple[float, str]:
     for cell_id, _fold in plan.tasks:
         cell = plan.config.cell(cell_id)
         s = cell.settings
-        if cell.kind == "cnn":
+        if registry.get(cell.kind).input_size is not None:  # an image model, trained in epochs
             n_fit = n_train * (1.0 - s.validation_fraction)
             samples = s.epochs * (s.samples_per_epoch or n_fit)
             rate = measured.get(cell.model)
@@ -410,9 +427,9 @@ def estimate_seconds(plan: SweepPlan, n_particles: int) -> tuple[float, str]:
                 used_measured.add(cell.model)
             total += samples / rate
         else:
-            seconds = measured.get("svm")
+            seconds = measured.get(cell.model)
             if seconds is not None:
-                used_measured.add("svm")
+                used_measured.add(cell.model)
             elif s.grid in ASSUMED_SVM_FOLD_S or (s.C is not None and s.gamma is not None):
                 seconds = ASSUMED_SVM_FOLD_S["coarse"] * n_particles / ASSUMED_SVM_PARTICLES
                 used_assumed = True
@@ -448,7 +465,7 @@ def _measured_rates(plan: SweepPlan) -> dict:
             except (OSError, ValueError):
                 continue
             timings, params = meta.get("timings") or {}, meta.get("params") or {}
-            if cell.kind == "cnn":
+            if registry.get(cell.kind).input_size is not None:
                 seconds = timings.get("train_s")
                 samples = (params.get("epochs_run") or 0) * (params.get("n_fit") or 0)
                 if seconds and samples:
@@ -460,7 +477,7 @@ def _measured_rates(plan: SweepPlan) -> dict:
                     if k.endswith("_s") and isinstance(v, (int, float))
                 )
                 if seconds:
-                    rates.setdefault("svm", []).append(seconds)
+                    rates.setdefault(cell.model, []).append(seconds)
     return {k: float(np.median(v)) for k, v in rates.items()}
 
 

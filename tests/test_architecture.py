@@ -131,6 +131,18 @@ def test_module_name_is_dotted_inside_the_package():
     assert module_name(PACKAGE / "__init__.py") == "__init__"
 
 
+#: The orchestration every entry point prepares its run with (issue 21), and
+#: the data and ground layers it may use: no model family, no other entry point.
+PREPARE_MAY_USE = {"dataset", "folds", "outputs", "results", "sources", "errors", "progress"}
+
+
+def test_one_orchestration_sits_below_the_entry_points():
+    graph = import_graph()
+    assert graph["prepare"] <= PREPARE_MAY_USE, sorted(graph["prepare"] - PREPARE_MAY_USE)
+    users = {module for module, deps in graph.items() if "prepare" in deps}
+    assert {"cli", "comparison", "deploy"} <= users
+
+
 def test_find_cycle_finds_one():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
@@ -304,9 +316,6 @@ LAZY_PACKAGE_IMPORTS = {
     # cli imports the registry for its choice lists; the families' runners
     # (svm -> scikit-learn, about 1 s) load when a model runs.
     "registry": "--help reads the model names without loading scikit-learn",
-    # Not yet converted (issue 21): edited by another change at the time.
-    "comparison": "not yet converted",
-    "deploy": "not yet converted",
 }
 
 

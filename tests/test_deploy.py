@@ -554,8 +554,8 @@ def test_final_cnn_trains_with_the_cross_validated_settings(tiny_export, tmp_pat
         (run_cnn_calls if len(x_val) else final_calls).append((settings, kwargs))
         return real(x_fit, y_fit, x_val, y_val, settings, **kwargs)
 
-    monkeypatch.setattr(cnn.runner, "train_fold", spy)  # run_cnn
-    monkeypatch.setattr(cnn, "train_fold", spy)  # deploy, through the package
+    monkeypatch.setattr(cnn.runner, "train_fold", spy)  # the cross-validation's (run_cnn)
+    monkeypatch.setattr(deploy, "train_fold", spy)  # the final training's
     cnn.run_cnn(dataset, folds, results, cv, save_models=False)
     deploy.train_from_results(results.path, "lipnet-1", tmp_path / "m", data=data)
     assert len(run_cnn_calls) == 3 and len(final_calls) == 1
@@ -1047,7 +1047,7 @@ def test_final_svm_keeps_the_runs_grouping_and_units(
         seen["n_features"] = X.shape[1]
         return real(X, y, **kwargs)
 
-    monkeypatch.setattr(svm_module, "search_grid", recording)
+    monkeypatch.setattr(deploy, "search_grid", recording)  # where deploy looks it up
     out = tmp_path / "m"
     deploy.train_from_results(tmp_path / "results", "svm", out, data=data)
     card = json.loads((out / "model.json").read_text())

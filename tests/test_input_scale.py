@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from liposome_bench import cnn
+from liposome_bench import cnn, deploy
 from liposome_bench.cli import cli
 
 QUICK = ["--epochs", "1", "--input-size", "16", "--folds", "3", "--augment", "none"]
@@ -27,6 +27,7 @@ def keep_calls(monkeypatch):
 
     monkeypatch.setattr(cnn.preprocess, "prepare_images", spy)
     monkeypatch.setattr(cnn, "prepare_images", spy)
+    monkeypatch.setattr(deploy, "prepare_images", spy)  # deploy's own import of it
     return calls
 
 

@@ -67,7 +67,18 @@ def _probabilities(model, X):
 
 
 def run_cv(
-    dataset, folds, results, settings, *, name, seed, jobs, reporter, inputs, save_models=True
+    dataset,
+    folds,
+    results,
+    settings,
+    *,
+    name,
+    seed,
+    jobs,
+    reporter,
+    inputs,
+    save_models=True,
+    only_folds=None,
 ):
     from liposome_bench.progress import NullReporter
     from liposome_bench.results import FoldResult
@@ -80,7 +91,7 @@ def run_cv(
     X, _, _ = feature_matrix(features, dataset, reporter)
     y = dataset.y
     done = []
-    for f in range(folds.k):
+    for f in range(folds.k) if only_folds is None else only_folds:
         saved = results.load_fold(name, f, classes)
         if saved is None:
             t0 = time.perf_counter()
@@ -250,3 +261,45 @@ def test_a_family_without_dask_tasks_is_refused_on_a_scheduler(nearest_centroid,
     with pytest.raises(ConfigError, match=f"{NAME} cannot run on --scheduler local"):
         run_benchmark("lamellarity", cnn_models=[NAME], out=tmp_path / "r", scheduler="local")
     assert not (tmp_path / "r").exists()
+
+
+def test_the_engine_runs_a_registered_familys_fold_through_its_spec(
+    nearest_centroid, tiny_dataset, tmp_path
+):
+    """One engine task (``engine.run_fold_task``) is the family's ``run_cv``
+    with ``only_folds=[fold]``: the fold a full run gives, and only it."""
+    from liposome_bench import engine
+    from liposome_bench.folds import load_or_make_folds
+    from liposome_bench.results import ResultsDir
+
+    folds = load_or_make_folds(tiny_dataset, 3, 0)
+    settings = CentroidSettings()
+    inputs = engine.inputs_task(tiny_dataset, NAME, settings)
+    outcome = engine.run_fold_task(
+        tiny_dataset, NAME, settings, str(tmp_path / "task"), 1, folds, 0, False, 1, inputs
+    )
+    assert outcome.error is None and outcome.wrote
+    assert outcome.result.model == NAME and outcome.result.fold == 1
+    assert outcome.record == {"feature_set": "vironova"}
+    assert sorted(p.name for p in (tmp_path / "task" / NAME).glob("fold-*.json")) == ["fold-1.json"]
+    full = run_cv(
+        tiny_dataset,
+        folds,
+        ResultsDir(tmp_path / "full"),
+        settings,
+        name=NAME,
+        seed=0,
+        jobs=1,
+        reporter=None,
+        inputs=inputs,
+    )
+    np.testing.assert_array_equal(full[1].y_pred, outcome.result.y_pred)
+    assert full[1].ids == outcome.result.ids
+
+
+def test_export_formats_come_from_the_families():
+    from liposome_bench.cli import export_command
+
+    (fmt,) = [p for p in export_command.params if p.name == "fmt"]
+    assert tuple(fmt.type.choices) == registry.export_formats() == ("onnx", "bioimageio")
+    assert fmt.default == registry.SVM.export_formats[0]

@@ -108,6 +108,8 @@ class Dataset:
     description: str = ""
     synthetic: bool = False
     warnings: list[str] = field(default_factory=list)
+    # fingerprint()'s cache: (the objects it was computed from, the value).
+    _fingerprint: tuple | None = field(default=None, init=False, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.particles)
@@ -142,15 +144,29 @@ class Dataset:
     def fingerprint(self) -> str:
         """SHA-256 over ids, labels, image and mask contents: any change to
         the particles changes it, so stored folds and results can be checked
-        against the dataset they were made for."""
-        h = hashlib.sha256()
-        h.update(self.problem.name.encode())
-        h.update("\0".join(self.problem.classes).encode())
-        for p in self.particles:
-            h.update(f"\0{p.id}\0{p.label}\0{p.image.shape}\0{p.image.dtype}".encode())
-            h.update(np.ascontiguousarray(p.image).tobytes())
-            h.update(np.packbits(p.mask).tobytes())
-        return h.hexdigest()[:16]
+        against the dataset they were made for.
+
+        Hashing every pixel is computed once (:func:`hash_particles`) and
+        kept while the problem, the particle list, and each particle's id,
+        label, image and mask are the same objects; replacing any of them
+        computes it again. (Pixels changed in place, inside the same arrays,
+        are not noticed: replace the array instead.)
+        """
+        sources = (
+            self.problem,
+            self.particles,
+            *(x for p in self.particles for x in (p, p.id, p.label, p.image, p.mask)),
+        )
+        cached = self._fingerprint
+        if (
+            cached is not None
+            and len(cached[0]) == len(sources)
+            and all(a is b for a, b in zip(cached[0], sources))
+        ):
+            return cached[1]
+        value = hash_particles(self.problem, self.particles)
+        self._fingerprint = (sources, value)
+        return value
 
     def subset(self, indices) -> "Dataset":
         """A new dataset with the particles at ``indices`` (same problem)."""
@@ -161,3 +177,17 @@ class Dataset:
             self.description,
             self.synthetic,
         )
+
+
+def hash_particles(problem: Problem, particles) -> str:
+    """The fingerprint of ``particles`` of ``problem`` (``Dataset.fingerprint``,
+    which caches it): SHA-256 over the problem, ids, labels, image and mask
+    contents, 16 hex digits."""
+    h = hashlib.sha256()
+    h.update(problem.name.encode())
+    h.update("\0".join(problem.classes).encode())
+    for p in particles:
+        h.update(f"\0{p.id}\0{p.label}\0{p.image.shape}\0{p.image.dtype}".encode())
+        h.update(np.ascontiguousarray(p.image).tobytes())
+        h.update(np.packbits(p.mask).tobytes())
+    return h.hexdigest()[:16]
