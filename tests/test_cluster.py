@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import ENGINE_CNN, ENGINE_SVM
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.cluster
@@ -338,33 +339,30 @@ def test_the_slurm_example_builds_a_cluster_without_submitting(monkeypatch):
     assert calls == []
 
 
-TINY_BENCHMARK = """
-[svm]
-C = 8.0
-gamma = 0.0078125
-
-[cnn]
-epochs = 1
-input_size = 16
-augment = "none"
-mixed_precision = false
-"""
+def _toml_table(name: str, values: dict) -> str:
+    return f"[{name}]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in values.items())
 
 
-def test_benchmark_on_a_real_cluster_equals_the_serial_run(real_cluster, data, tmp_path):
+#: The settings of the session's serial reference (conftest.serial_repeats_run).
+TINY_BENCHMARK = _toml_table("svm", ENGINE_SVM) + _toml_table("cnn", ENGINE_CNN)
+
+
+def test_benchmark_on_a_real_cluster_equals_the_serial_run(
+    real_cluster, data, tmp_path, serial_repeats_run
+):
     """``benchmark --repeats 2 --scheduler tcp://...`` through the CLI (its own
     process) on the real cluster: the same summary and predictions as the
-    serial, in-process run of the same command; a deleted fold is run again
-    on the cluster and the summary stays the same."""
+    serial, in-process run of the same settings (the session's
+    ``serial_repeats_run``, which test_comparison.py shares); a deleted fold
+    is run again on the cluster and the summary stays the same."""
     from test_comparison import assert_same_benchmark
 
     _root, export = data
+    serial = serial_repeats_run["out"]
     config = tmp_path / "tiny.toml"
     config.write_text(TINY_BENCHMARK, encoding="utf-8")
     args = ["benchmark", "--data", export, "--cnn", "lipnet-1", "--config", config]
     args += ["--folds", "3", "--repeats", "2"]
-    serial = _cli(*args, "--out", tmp_path / "serial")
-    assert serial.returncode == 0, serial.stdout + serial.stderr
     out = tmp_path / "cluster"
     remote = _cli(*args, "--out", out, "--scheduler", real_cluster)
     assert remote.returncode == 0, remote.stdout + remote.stderr
@@ -373,7 +371,7 @@ def test_benchmark_on_a_real_cluster_equals_the_serial_run(real_cluster, data, t
     workers = set(re.findall(r"done on worker (w\d)", said))
     assert len(re.findall(r"done on worker w\d", said)) == 2 * 3 * 2
     assert workers == {"w0", "w1"}, "both worker processes ran tasks"
-    assert_same_benchmark(tmp_path / "serial", out)
+    assert_same_benchmark(serial, out)
 
     # Resume: only the missing fold runs, on the cluster.
     for suffix in (".json", ".csv"):
@@ -383,4 +381,4 @@ def test_benchmark_on_a_real_cluster_equals_the_serial_run(real_cluster, data, t
     said = " ".join((again.stdout + again.stderr).split())
     assert "11 of 12 (repeat, fold, model) tasks already finished; running 1." in said
     assert "repeat-1: svm fold 2 done on worker" in said
-    assert_same_benchmark(tmp_path / "serial", out)
+    assert_same_benchmark(serial, out)
