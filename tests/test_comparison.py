@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import ENGINE_CNN, ENGINE_SVM
+from conftest import ENGINE_CNN, ENGINE_SVM, _built_once
 
 from liposome_bench import comparison, display
 from liposome_bench import report
@@ -45,31 +45,31 @@ CI_BASELINE = Path(__file__).resolve().parents[1] / "fixtures" / "ci-baseline.js
 CI_OVERRIDES = {}
 QUICK_FOLDS = 3
 
-_QUICK = {}
 
-
-def run_quick_once(base: Path, tiny_export):
+def run_quick_once(tmp_path_factory, tiny_export):
     """The CI benchmark (``--quick``, 3 folds, tiny export), run once per
-    session and shared with test_resume.py."""
-    if "summary" not in _QUICK:
-        out = base / "quick-run"
-        # float32 everywhere: the automatic bfloat16 of CPUs with native
-        # bfloat16 would make the CI baseline depend on the CPU.
-        _QUICK["summary"] = comparison.run_benchmark(
-            "lamellarity",
-            tiny_export,
-            quick=True,
-            k=QUICK_FOLDS,
-            out=out,
-            cnn_options={"mixed_precision": False},
-        )
-        _QUICK["out"] = out
-    return _QUICK["out"], _QUICK["summary"]
+    session however many xdist workers ask (the first builds it under a file
+    lock, the others wait and read it) and shared with test_resume.py and
+    test_gallery.py. Read-only: (results folder, its summary.json)."""
+    with _built_once(tmp_path_factory, "quick-run") as (root, build):
+        out = root / "quick-run"
+        if build:
+            # float32 everywhere: the automatic bfloat16 of CPUs with native
+            # bfloat16 would make the CI baseline depend on the CPU.
+            comparison.run_benchmark(
+                "lamellarity",
+                tiny_export,
+                quick=True,
+                k=QUICK_FOLDS,
+                out=out,
+                cnn_options={"mixed_precision": False},
+            )
+    return out, json.loads((out / "summary.json").read_text())
 
 
 @pytest.fixture
 def quick_run(tmp_path_factory, tiny_export):
-    return run_quick_once(tmp_path_factory.getbasetemp(), tiny_export)
+    return run_quick_once(tmp_path_factory, tiny_export)
 
 
 def test_quick_run_writes_a_complete_summary(quick_run, tiny_dataset):
