@@ -150,8 +150,10 @@ def cross_validate_tiny(root, tiny_export) -> dict:
     return {"root": root, "data": data, "results": results.path, "dataset": dataset}
 
 
-#: The engine tests' tiny settings (test_comparison.py, test_cluster.py): fixed
-#: C/gamma (no grid search) and a 1-epoch lipnet-1 at 16 px, float32.
+#: The engine tests' tiny settings (test_comparison.py, test_cluster.py): 2 folds
+#: (the tiny set's 9 'uncertain' particles allow them), fixed C/gamma (no grid
+#: search) and a 1-epoch lipnet-1 at 16 px, float32.
+ENGINE_FOLDS = 2
 ENGINE_SVM = {"C": 8.0, "gamma": 0.0078125}
 ENGINE_CNN = {"epochs": 1, "input_size": 16, "augment": "none", "mixed_precision": False}
 
@@ -171,8 +173,8 @@ class _Messages:
 
 @pytest.fixture(scope="session")
 def serial_repeats_run(tmp_path_factory, tiny_export):
-    """``run_benchmark`` with ``--repeats 2`` on 3 folds of the tiny export,
-    serial and in process (ENGINE_SVM, ENGINE_CNN, lipnet-1), run once per
+    """``run_benchmark`` with ``--repeats 2`` on ENGINE_FOLDS folds of the tiny
+    export, serial and in process (ENGINE_SVM, ENGINE_CNN, lipnet-1), run once per
     session however many xdist workers ask: the reference that the local
     Dask cluster (test_comparison.py) and the real cluster (test_cluster.py)
     must reproduce, and the run whose feature and image preparations
@@ -210,7 +212,7 @@ def _run_serial_repeats(out, tiny_export) -> dict:
             "lamellarity",
             tiny_export,
             cnn_models=["lipnet-1"],
-            k=3,
+            k=ENGINE_FOLDS,
             repeats=2,
             out=out,
             svm_options=ENGINE_SVM,

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import ENGINE_CNN, ENGINE_SVM
+from conftest import ENGINE_CNN, ENGINE_FOLDS, ENGINE_SVM
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.cluster
@@ -362,23 +362,23 @@ def test_benchmark_on_a_real_cluster_equals_the_serial_run(
     config = tmp_path / "tiny.toml"
     config.write_text(TINY_BENCHMARK, encoding="utf-8")
     args = ["benchmark", "--data", export, "--cnn", "lipnet-1", "--config", config]
-    args += ["--folds", "3", "--repeats", "2"]
+    args += ["--folds", str(ENGINE_FOLDS), "--repeats", "2"]
     out = tmp_path / "cluster"
     remote = _cli(*args, "--out", out, "--scheduler", real_cluster)
     assert remote.returncode == 0, remote.stdout + remote.stderr
     said = " ".join((remote.stdout + remote.stderr).split())
     assert f"Dask scheduler {real_cluster}: 2 worker(s) now." in said
     workers = set(re.findall(r"done on worker (w\d)", said))
-    assert len(re.findall(r"done on worker w\d", said)) == 2 * 3 * 2
+    assert len(re.findall(r"done on worker w\d", said)) == 2 * ENGINE_FOLDS * 2
     assert workers == {"w0", "w1"}, "both worker processes ran tasks"
     assert_same_benchmark(serial, out)
 
     # Resume: only the missing fold runs, on the cluster.
     for suffix in (".json", ".csv"):
-        (out / "repeat-1" / "svm" / f"fold-2{suffix}").unlink()
+        (out / "repeat-1" / "svm" / f"fold-1{suffix}").unlink()
     again = _cli(*args, "--out", out, "--scheduler", real_cluster)
     assert again.returncode == 0, again.stdout + again.stderr
     said = " ".join((again.stdout + again.stderr).split())
-    assert "11 of 12 (repeat, fold, model) tasks already finished; running 1." in said
-    assert "repeat-1: svm fold 2 done on worker" in said
+    assert "7 of 8 (repeat, fold, model) tasks already finished; running 1." in said
+    assert "repeat-1: svm fold 1 done on worker" in said
     assert_same_benchmark(serial, out)

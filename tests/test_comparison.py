@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import ENGINE_CNN, ENGINE_SVM, _built_once
+from conftest import ENGINE_CNN, ENGINE_FOLDS, ENGINE_SVM, _built_once
 
 from liposome_bench import comparison, display
 from liposome_bench import report
@@ -569,7 +569,7 @@ def test_benchmark_on_a_local_dask_cluster_equals_the_serial_run(
         "lamellarity",
         tiny_export,
         cnn_models=["lipnet-1"],
-        k=QUICK_FOLDS,
+        k=ENGINE_FOLDS,
         repeats=2,
         out=tmp_path / "local",
         svm_options=ENGINE_SVM,
@@ -581,7 +581,7 @@ def test_benchmark_on_a_local_dask_cluster_equals_the_serial_run(
     )
     done = [line for line in messages.lines if " done on worker " in line]
     assert "Local Dask cluster: 2 worker(s) x 1 core(s), no GPU." in messages.lines
-    assert len(done) == 2 * QUICK_FOLDS * 2
+    assert len(done) == 2 * ENGINE_FOLDS * 2
     assert not any(" done on worker " in line for line in serial_repeats_run["lines"])
     assert_same_benchmark(serial_repeats_run["out"], tmp_path / "local")
 
