@@ -2,6 +2,7 @@
 isolated cache so no test touches the user's ~/.cache."""
 
 import contextlib
+import json
 import os
 import shutil
 from pathlib import Path
@@ -147,3 +148,77 @@ def cross_validate_tiny(root, tiny_export) -> dict:
         save_models=False,
     )
     return {"root": root, "data": data, "results": results.path, "dataset": dataset}
+
+
+#: The engine tests' tiny settings (test_comparison.py, test_cluster.py): 2 folds
+#: (the tiny set's 9 'uncertain' particles allow them), fixed C/gamma (no grid
+#: search) and a 1-epoch lipnet-1 at 16 px, float32.
+ENGINE_FOLDS = 2
+ENGINE_SVM = {"C": 8.0, "gamma": 0.0078125}
+ENGINE_CNN = {"epochs": 1, "input_size": 16, "augment": "none", "mixed_precision": False}
+
+
+class _Messages:
+    """A reporter that keeps every message."""
+
+    def __init__(self):
+        self.lines = []
+
+    def message(self, text):
+        self.lines.append(text)
+
+    def __getattr__(self, name):
+        return lambda *a, **k: None
+
+
+@pytest.fixture(scope="session")
+def serial_repeats_run(tmp_path_factory, tiny_export):
+    """``run_benchmark`` with ``--repeats 2`` on ENGINE_FOLDS folds of the tiny
+    export, serial and in process (ENGINE_SVM, ENGINE_CNN, lipnet-1), run once per
+    session however many xdist workers ask: the reference that the local
+    Dask cluster (test_comparison.py) and the real cluster (test_cluster.py)
+    must reproduce, and the run whose feature and image preparations
+    test_comparison.py counts. Read-only.
+
+    Returns {"out": the results folder, "calls": "features"/"images" in the
+    order ``features.extract_features`` and ``cnn.prepare_cnn_images`` were
+    called, "lines": the reporter's messages}."""
+    with _built_once(tmp_path_factory, "serial-repeats") as (root, build):
+        if build:
+            record = _run_serial_repeats(root / "run", tiny_export)
+            (root / "record.json").write_text(json.dumps(record), encoding="utf-8")
+    record = json.loads((root / "record.json").read_text(encoding="utf-8"))
+    return {"out": root / "run", **record}
+
+
+def _run_serial_repeats(out, tiny_export) -> dict:
+    from liposome_bench import cnn, comparison, features
+
+    calls = []
+    real_features, real_images = features.extract_features, cnn.prepare_cnn_images
+    messages = _Messages()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(
+            features,
+            "extract_features",
+            lambda *a, **k: calls.append("features") or real_features(*a, **k),
+        )
+        patch.setattr(
+            cnn,
+            "prepare_cnn_images",
+            lambda *a, **k: calls.append("images") or real_images(*a, **k),
+        )
+        comparison.run_benchmark(
+            "lamellarity",
+            tiny_export,
+            cnn_models=["lipnet-1"],
+            k=ENGINE_FOLDS,
+            repeats=2,
+            out=out,
+            svm_options=ENGINE_SVM,
+            cnn_options=ENGINE_CNN,
+            n_resamples=100,
+            scheduler="serial",
+            reporter=messages,
+        )
+    return {"calls": calls, "lines": messages.lines}

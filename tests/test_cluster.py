@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import ENGINE_CNN, ENGINE_FOLDS, ENGINE_SVM
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.cluster
@@ -338,49 +339,46 @@ def test_the_slurm_example_builds_a_cluster_without_submitting(monkeypatch):
     assert calls == []
 
 
-TINY_BENCHMARK = """
-[svm]
-C = 8.0
-gamma = 0.0078125
-
-[cnn]
-epochs = 1
-input_size = 16
-augment = "none"
-mixed_precision = false
-"""
+def _toml_table(name: str, values: dict) -> str:
+    return f"[{name}]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in values.items())
 
 
-def test_benchmark_on_a_real_cluster_equals_the_serial_run(real_cluster, data, tmp_path):
+#: The settings of the session's serial reference (conftest.serial_repeats_run).
+TINY_BENCHMARK = _toml_table("svm", ENGINE_SVM) + _toml_table("cnn", ENGINE_CNN)
+
+
+def test_benchmark_on_a_real_cluster_equals_the_serial_run(
+    real_cluster, data, tmp_path, serial_repeats_run
+):
     """``benchmark --repeats 2 --scheduler tcp://...`` through the CLI (its own
     process) on the real cluster: the same summary and predictions as the
-    serial, in-process run of the same command; a deleted fold is run again
-    on the cluster and the summary stays the same."""
+    serial, in-process run of the same settings (the session's
+    ``serial_repeats_run``, which test_comparison.py shares); a deleted fold
+    is run again on the cluster and the summary stays the same."""
     from test_comparison import assert_same_benchmark
 
     _root, export = data
+    serial = serial_repeats_run["out"]
     config = tmp_path / "tiny.toml"
     config.write_text(TINY_BENCHMARK, encoding="utf-8")
     args = ["benchmark", "--data", export, "--cnn", "lipnet-1", "--config", config]
-    args += ["--folds", "3", "--repeats", "2"]
-    serial = _cli(*args, "--out", tmp_path / "serial")
-    assert serial.returncode == 0, serial.stdout + serial.stderr
+    args += ["--folds", str(ENGINE_FOLDS), "--repeats", "2"]
     out = tmp_path / "cluster"
     remote = _cli(*args, "--out", out, "--scheduler", real_cluster)
     assert remote.returncode == 0, remote.stdout + remote.stderr
     said = " ".join((remote.stdout + remote.stderr).split())
     assert f"Dask scheduler {real_cluster}: 2 worker(s) now." in said
     workers = set(re.findall(r"done on worker (w\d)", said))
-    assert len(re.findall(r"done on worker w\d", said)) == 2 * 3 * 2
+    assert len(re.findall(r"done on worker w\d", said)) == 2 * ENGINE_FOLDS * 2
     assert workers == {"w0", "w1"}, "both worker processes ran tasks"
-    assert_same_benchmark(tmp_path / "serial", out)
+    assert_same_benchmark(serial, out)
 
     # Resume: only the missing fold runs, on the cluster.
     for suffix in (".json", ".csv"):
-        (out / "repeat-1" / "svm" / f"fold-2{suffix}").unlink()
+        (out / "repeat-1" / "svm" / f"fold-1{suffix}").unlink()
     again = _cli(*args, "--out", out, "--scheduler", real_cluster)
     assert again.returncode == 0, again.stdout + again.stderr
     said = " ".join((again.stdout + again.stderr).split())
-    assert "11 of 12 (repeat, fold, model) tasks already finished; running 1." in said
-    assert "repeat-1: svm fold 2 done on worker" in said
-    assert_same_benchmark(tmp_path / "serial", out)
+    assert "7 of 8 (repeat, fold, model) tasks already finished; running 1." in said
+    assert "repeat-1: svm fold 1 done on worker" in said
+    assert_same_benchmark(serial, out)

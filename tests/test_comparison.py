@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import ENGINE_CNN, ENGINE_FOLDS, ENGINE_SVM, _built_once
 
 from liposome_bench import comparison, display
 from liposome_bench import report
@@ -44,31 +45,31 @@ CI_BASELINE = Path(__file__).resolve().parents[1] / "fixtures" / "ci-baseline.js
 CI_OVERRIDES = {}
 QUICK_FOLDS = 3
 
-_QUICK = {}
 
-
-def run_quick_once(base: Path, tiny_export):
+def run_quick_once(tmp_path_factory, tiny_export):
     """The CI benchmark (``--quick``, 3 folds, tiny export), run once per
-    session and shared with test_resume.py."""
-    if "summary" not in _QUICK:
-        out = base / "quick-run"
-        # float32 everywhere: the automatic bfloat16 of CPUs with native
-        # bfloat16 would make the CI baseline depend on the CPU.
-        _QUICK["summary"] = comparison.run_benchmark(
-            "lamellarity",
-            tiny_export,
-            quick=True,
-            k=QUICK_FOLDS,
-            out=out,
-            cnn_options={"mixed_precision": False},
-        )
-        _QUICK["out"] = out
-    return _QUICK["out"], _QUICK["summary"]
+    session however many xdist workers ask (the first builds it under a file
+    lock, the others wait and read it) and shared with test_resume.py and
+    test_gallery.py. Read-only: (results folder, its summary.json)."""
+    with _built_once(tmp_path_factory, "quick-run") as (root, build):
+        out = root / "quick-run"
+        if build:
+            # float32 everywhere: the automatic bfloat16 of CPUs with native
+            # bfloat16 would make the CI baseline depend on the CPU.
+            comparison.run_benchmark(
+                "lamellarity",
+                tiny_export,
+                quick=True,
+                k=QUICK_FOLDS,
+                out=out,
+                cnn_options={"mixed_precision": False},
+            )
+    return out, json.loads((out / "summary.json").read_text())
 
 
 @pytest.fixture
 def quick_run(tmp_path_factory, tiny_export):
-    return run_quick_once(tmp_path_factory.getbasetemp(), tiny_export)
+    return run_quick_once(tmp_path_factory, tiny_export)
 
 
 def test_quick_run_writes_a_complete_summary(quick_run, tiny_dataset):
@@ -507,12 +508,6 @@ def test_prevalence_error_row_over_repeats(tmp_path, tiny_dataset):
     assert first["prevalence_error"]["models"]["svm"]["n_scores"] == 3
 
 
-#: Tiny settings of the engine tests: fixed C/gamma (no grid search) and a
-#: 1-epoch lipnet-1 at 16 px.
-ENGINE_SVM = {"C": 8.0, "gamma": 0.0078125}
-ENGINE_CNN = {"epochs": 1, "input_size": 16, "augment": "none", "mixed_precision": False}
-
-
 def fold_means(summary: dict) -> dict:
     """Every model's per-class and overall fold-mean metrics of a summary."""
     return {
@@ -562,57 +557,37 @@ class _Lines:
         return lambda *a, **k: None
 
 
-def test_benchmark_on_a_local_dask_cluster_equals_the_serial_run(tmp_path, tiny_export):
+def test_benchmark_on_a_local_dask_cluster_equals_the_serial_run(
+    tmp_path, tiny_export, serial_repeats_run
+):
     """--repeats 2 as (repeat, fold, model) tasks on a 2-worker local cluster:
-    the same predictions and summary as the serial, in-process run; the
-    features and images are made once, each as a task of its own."""
-    runs = {}
-    for scheduler in ("serial", "local"):
-        messages = _Lines()
-        runs[scheduler] = messages
-        comparison.run_benchmark(
-            "lamellarity",
-            tiny_export,
-            cnn_models=["lipnet-1"],
-            k=QUICK_FOLDS,
-            repeats=2,
-            out=tmp_path / scheduler,
-            svm_options=ENGINE_SVM,
-            cnn_options=ENGINE_CNN,
-            n_resamples=100,
-            scheduler=scheduler,
-            n_workers=2,
-            reporter=messages,
-        )
-    done = [line for line in runs["local"].lines if " done on worker " in line]
-    assert "Local Dask cluster: 2 worker(s) x 1 core(s), no GPU." in runs["local"].lines
-    assert len(done) == 2 * QUICK_FOLDS * 2
-    assert not any(" done on worker " in line for line in runs["serial"].lines)
-    assert_same_benchmark(tmp_path / "serial", tmp_path / "local")
-
-
-def test_serial_repeats_make_the_features_and_images_once(monkeypatch, tmp_path, tiny_export):
-    from liposome_bench import cnn, features
-
-    calls = []
-    real_features, real_images = features.extract_features, cnn.prepare_cnn_images
-    monkeypatch.setattr(
-        features,
-        "extract_features",
-        lambda *a, **k: calls.append("features") or real_features(*a, **k),
-    )
-    monkeypatch.setattr(
-        cnn, "prepare_cnn_images", lambda *a, **k: calls.append("images") or real_images(*a, **k)
-    )
+    the same predictions and summary as the serial, in-process run (the
+    session's ``serial_repeats_run``); the features and images are made once,
+    each as a task of its own."""
+    messages = _Lines()
     comparison.run_benchmark(
         "lamellarity",
         tiny_export,
         cnn_models=["lipnet-1"],
-        k=QUICK_FOLDS,
+        k=ENGINE_FOLDS,
         repeats=2,
-        out=tmp_path / "once",
+        out=tmp_path / "local",
         svm_options=ENGINE_SVM,
         cnn_options=ENGINE_CNN,
         n_resamples=100,
+        scheduler="local",
+        n_workers=2,
+        reporter=messages,
     )
-    assert calls == ["features", "images"]
+    done = [line for line in messages.lines if " done on worker " in line]
+    assert "Local Dask cluster: 2 worker(s) x 1 core(s), no GPU." in messages.lines
+    assert len(done) == 2 * ENGINE_FOLDS * 2
+    assert not any(" done on worker " in line for line in serial_repeats_run["lines"])
+    assert_same_benchmark(serial_repeats_run["out"], tmp_path / "local")
+
+
+def test_serial_repeats_make_the_features_and_images_once(serial_repeats_run):
+    """The serial --repeats 2 run (``serial_repeats_run``, with spies on
+    ``features.extract_features`` and ``cnn.prepare_cnn_images``) made each
+    once for both repeats."""
+    assert serial_repeats_run["calls"] == ["features", "images"]

@@ -16,25 +16,47 @@ FIXED = {"C": 8.0, "gamma": 0.0078125}
 
 
 @pytest.fixture(scope="module")
-def two_svms(tmp_path_factory, tiny_dataset):
-    out = tmp_path_factory.mktemp("svm-rows") / "bench"
-    summary = comparison.run_benchmark(
-        None,
-        tiny_dataset,
-        cnn_models=["lipnet-1"],
-        k=3,
-        out=out,
-        svm_options=FIXED,
-        cnn_options={"epochs": 1, "mixed_precision": False},
-        svm_features=["vironova", "all"],
-        n_resamples=50,
-        near_duplicates=False,
+def two_svms(tmp_path_factory, tiny_export):
+    """``benchmark --svm-features vironova,all`` through the CLI, with fixed
+    C/gamma and a 1-epoch lipnet-1: (summary.json, results folder, output).
+    One run for every test here (it was one library run plus one CLI run)."""
+    root = tmp_path_factory.mktemp("svm-rows")
+    config = root / "fixed.toml"
+    config.write_text(
+        "[svm]\n"
+        + "".join(f"{k} = {v}\n" for k, v in FIXED.items())
+        + "\n[cnn]\nmixed_precision = false\n",
+        encoding="utf-8",
     )
-    return summary, out
+    out = root / "bench"
+    result = CliRunner().invoke(
+        cli,
+        [
+            "benchmark",
+            "--data",
+            str(tiny_export),
+            "--cnn",
+            "lipnet-1",
+            "--epochs",
+            "1",
+            "--folds",
+            "3",
+            "--svm-features",
+            "vironova,all",
+            "--skip-near-duplicates",
+            "--config",
+            str(config),
+            "--out",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    return summary, out, result.output
 
 
 def test_both_svm_rows_run_on_the_same_folds(two_svms):
-    summary, out = two_svms
+    summary, out, _ = two_svms
     assert list(summary["models"]) == ["svm", "svm-all", "lipnet-1"]
     results = ResultsDir(out)
     plain, every = results.load_model("svm"), results.load_model("svm-all")
@@ -46,7 +68,7 @@ def test_both_svm_rows_run_on_the_same_folds(two_svms):
 
 
 def test_each_svm_row_is_compared_with_the_cnn(two_svms):
-    summary, _ = two_svms
+    summary, _, _ = two_svms
     pairs = [(c["model_a"], c["model_b"]) for c in summary["verdict"]["comparisons"]]
     assert pairs == [("svm", "lipnet-1"), ("svm-all", "lipnet-1")]
     assert [(c["model_a"], c["model_b"]) for c in summary["comparisons"]] == pairs
@@ -60,7 +82,8 @@ def test_each_svm_row_is_compared_with_the_cnn(two_svms):
 
 
 def test_the_terminal_shows_both_rows(two_svms):
-    summary, _ = two_svms
+    summary, _, output = two_svms
+    assert "svm-all" in output and "lipnet-1" in output
     console = Console(record=True, width=200)
     display.print_benchmark(summary, console)
     text = console.export_text()
@@ -86,30 +109,3 @@ def test_bad_svm_features_fail_before_any_work(tmp_path, tiny_dataset, features,
             svm_features=features,
         )
     assert not (tmp_path / "b").exists()
-
-
-def test_the_cli_option_runs_two_svm_rows(tmp_path, tiny_export):
-    out = tmp_path / "cli"
-    result = CliRunner().invoke(
-        cli,
-        [
-            "benchmark",
-            "--data",
-            str(tiny_export),
-            "--cnn",
-            "lipnet-1",
-            "--epochs",
-            "1",
-            "--folds",
-            "3",
-            "--svm-features",
-            "vironova,all",
-            "--skip-near-duplicates",
-            "--out",
-            str(out),
-        ],
-    )
-    assert result.exit_code == 0, result.output
-    summary = json.loads((out / "summary.json").read_text())
-    assert list(summary["models"]) == ["svm", "svm-all", "lipnet-1"]
-    assert "svm-all" in result.output

@@ -199,7 +199,7 @@ def test_show_needs_a_known_particle(fixed):
 
 @pytest.fixture
 def quick_run(tmp_path_factory, tiny_export):
-    return run_quick_once(tmp_path_factory.getbasetemp(), tiny_export)
+    return run_quick_once(tmp_path_factory, tiny_export)
 
 
 def test_report_links_galleries_with_saliency(quick_run, tmp_path):

@@ -10,7 +10,8 @@ from click.testing import CliRunner
 from liposome_bench import cnn, deploy
 from liposome_bench.cli import cli
 
-QUICK = ["--epochs", "1", "--input-size", "16", "--folds", "3", "--augment", "none"]
+# 2 folds: the tests are about what reaches the network, not about the scores.
+QUICK = ["--epochs", "1", "--input-size", "16", "--folds", "2", "--augment", "none"]
 
 
 @pytest.fixture
@@ -60,7 +61,7 @@ def test_benchmark_config_takes_input_scale(tmp_path, tiny_export_copy, keep_cal
     )
     args = ["benchmark", "--data", tiny_export_copy, "--cnn", "lipnet-1", "--config", config]
     result = CliRunner().invoke(
-        cli, [*map(str, args), "--folds", "3", "--out", str(tmp_path / "b")]
+        cli, [*map(str, args), "--folds", "2", "--out", str(tmp_path / "b")]
     )
     assert result.exit_code == 0, result.output
     assert keep_calls == [True]
@@ -93,7 +94,7 @@ def test_bundle_of_a_keep_run_prepares_as_cross_validated(tiny_export, tmp_path,
 
     data = shutil.copytree(tiny_export, tmp_path / "data")
     dataset = load_dataset(data)
-    folds = load_or_make_folds(dataset, k=3, seed=0)
+    folds = load_or_make_folds(dataset, k=2, seed=0)
     results = ResultsDir(tmp_path / "results")
     settings = CNNSettings(
         model="lipnet-4",

@@ -24,7 +24,7 @@ CNN = "lipnet-4"
 @pytest.fixture
 def quick_run(tmp_path_factory, tiny_export):
     """The uninterrupted run (shared with test_comparison.py)."""
-    return run_quick_once(tmp_path_factory.getbasetemp(), tiny_export)
+    return run_quick_once(tmp_path_factory, tiny_export)
 
 
 def _command(data, out, *extra):
@@ -82,10 +82,10 @@ def test_killed_benchmark_resumes_to_identical_predictions(quick_run, tiny_expor
     assert not (out / "summary.json").exists()
     first_fold_written = marker.stat().st_mtime_ns
 
-    resumed = subprocess.run(
-        _command(tiny_export, out), capture_output=True, text=True, env=_environment(), timeout=300
-    )
-    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    # The resumed run in this process (a fresh process would only add a
+    # TensorFlow import): the command as the killed one ran it.
+    resumed = CliRunner().invoke(cli, _command(tiny_export, out)[3:])
+    assert resumed.exit_code == 0, resumed.output
     assert f"{CNN}: " in resumed.stderr and "already saved" in resumed.stderr
     assert "svm: 3 of 3 folds already in" in resumed.stderr
     # The command's own output: the side-by-side tables and where results went.
