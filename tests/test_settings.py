@@ -243,3 +243,82 @@ def test_cli_and_estimator_offer_every_declared_setting():
     assert set(signature) - {"self"} == {f.name for f in dataclasses.fields(s.CNNSettings)} | {
         "random_state"
     }
+
+
+def _other_value(field):
+    """A valid value of a CNN setting other than its default."""
+    default = getattr(s.CNNSettings(), field.name)
+    kind = field.metadata["kind"]
+    if kind == "choice":
+        return next(c for c in field.metadata["choices"] if c != default)
+    if kind == "int":
+        return (default or 8) + 1
+    if kind == "float":
+        return 0.5 if not default or default >= 1 else default / 2
+    if kind == "bool":
+        return True if default is None else not default
+    if kind == "augment":
+        return ("flip",)
+    if kind == "dropout":
+        return 0.25
+    raise AssertionError(f"no test value for {field.name} of kind {kind}")
+
+
+def _toml(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, tuple):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return repr(value)
+
+
+def test_every_cnn_setting_reaches_cli_config_api_and_deploy(tmp_path, tiny_dataset):
+    """Issue 21: a CNN setting is declared once in settings.py, and every
+    entry point sees it. For each field, a non-default value goes in through
+    the `cnn` command's options, a `benchmark --config` table and
+    LipNetClassifier, and comes back out of the run.json record that
+    deployment trains the final network from (cnn.settings_from_record)."""
+    import dataclasses
+
+    from liposome_bench import cnn
+    from liposome_bench.cli import cli
+    from liposome_bench.folds import load_or_make_folds
+    from liposome_bench.lipnet import LipNetClassifier
+    from liposome_bench.results import ResultsDir
+
+    command = cli.commands["cnn"]
+    folds = load_or_make_folds(tiny_dataset, k=3, seed=0)
+    fields = [f for f in dataclasses.fields(s.CNNSettings) if f.name != "model"]
+    for i, f in enumerate(fields):
+        value = _other_value(f)
+        assert value != getattr(s.CNNSettings(), f.name), f.name
+        # CLI: the `cnn` command parses the option into this setting.
+        if f.metadata["cli"]:
+            flag = s.flag_of(f)
+            if f.metadata["kind"] == "bool":
+                args = [flag if value else flag.replace("--", "--no-", 1)]
+            else:
+                text = ",".join(value) if isinstance(value, tuple) else str(value)
+                args = [flag, text]
+            ctx = command.make_context("cnn", args)
+            given = {k: v for k, v in ctx.params.items() if k == f.name and v is not None}
+            assert getattr(s.CNNSettings.make(**given), f.name) == value, (f.name, args)
+        # Config: a [cnn] table of a benchmark --config file.
+        path = tmp_path / f"{f.name}.toml"
+        path.write_text(f"[cnn]\n{f.name} = {_toml(value)}\n")
+        config = s.load_config(path)
+        assert getattr(config.cnn_settings("lipnet-1"), f.name) == value, f.name
+        # API: the scikit-learn estimator.
+        assert getattr(LipNetClassifier(**{f.name: value}).settings(), f.name) == value
+        # Deploy: what run_cnn records is what the final training reads back.
+        settings = s.CNNSettings(model="lipnet-1", **{f.name: value})
+        results = ResultsDir(tmp_path / f"run-{i}")
+        cnn.run_cnn(tiny_dataset, folds, results, settings, only_folds=[])
+        record = results.read_run()["models"]["lipnet-1"]
+        back = cnn.settings_from_record(record, "lipnet-1")
+        assert getattr(back, f.name) == value, f.name
+        # The rest as recorded (input size and learning rate are stored resolved).
+        resolved = {"input_size": back.input_size, "learning_rate": back.learning_rate}
+        assert back == settings.replace(**resolved), f.name
