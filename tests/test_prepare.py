@@ -84,21 +84,32 @@ def test_the_fingerprint_is_cached_until_the_particles_change(tiny_dataset, hash
     assert dataset.fingerprint() == first and len(hashes) == 4
 
 
+def _folds_state(root):
+    """The dataset's stored folds (files and contents), to see none made or changed."""
+    folds = root / "folds"
+    return {p.name: p.read_bytes() for p in sorted(folds.rglob("*"))} if folds.exists() else None
+
+
 def test_prepare_run_checks_the_folder_before_reading_the_dataset(tiny_export_copy, tmp_path):
+    # The session's shared runs may already have stored folds in the export
+    # the copy is made from: what is checked is that none is made or changed.
+    before = _folds_state(tiny_export_copy)
     blocker = tmp_path / "file"
     blocker.write_text("")
     with pytest.raises(OutputError, match="is a file"):
-        prepare.prepare_run(tiny_export_copy, out=blocker, k=3)
+        prepare.prepare_run(tiny_export_copy, out=blocker, k=3, fold_seed=7)
     with pytest.raises(OutputError):
-        prepare.prepare_run(tiny_export_copy, out=tiny_export_copy / "results", k=3)
-    assert not (tiny_export_copy / "folds").exists()  # no folds made
+        prepare.prepare_run(tiny_export_copy, out=tiny_export_copy / "results", k=3, fold_seed=7)
+    assert _folds_state(tiny_export_copy) == before  # no folds made
 
     def refuse(folder):
         raise ResultsError(f"{folder}: no.")
 
     with pytest.raises(ResultsError, match="no."):
-        prepare.prepare_run(tiny_export_copy, out=tmp_path / "r", check_folder=refuse, k=3)
-    assert not (tiny_export_copy / "folds").exists()
+        prepare.prepare_run(
+            tiny_export_copy, out=tmp_path / "r", check_folder=refuse, k=3, fold_seed=7
+        )
+    assert _folds_state(tiny_export_copy) == before
 
 
 def test_prepare_run_gives_the_dataset_folds_and_folder(tiny_export_copy, tmp_path):
