@@ -71,6 +71,7 @@ from liposome_bench.plotting import (
 from liposome_bench.results import ResultsDir, SUMMARY_SCHEMA_VERSION, fold_file_hashes
 from liposome_bench import registry, stats
 from liposome_bench.abstention import accuracy_at_coverage, coverage_curves_of_results
+from liposome_bench.cnn import keeps_size
 from liposome_bench.comparison import budget_notes
 from liposome_bench.gallery import gallery_section, render_galleries
 
@@ -705,7 +706,7 @@ def _protocol_section(summary) -> list[str]:
     if (folds.get("near_duplicates") or {}).get("warning"):
         lines.append(f"- **Near-duplicates.** {folds['near_duplicates']['warning']}")
     for name, s in model_settings.items():
-        plain = _describe_settings(s)
+        plain = _describe_settings(s, name)
         shown = ", ".join(f"{k} = `{_short(v)}`" for k, v in s.items())
         lines.append(f"- **{name}**: {plain}" + (f" All settings: {shown}." if shown else ""))
     boot = summary.get("bootstrap", {})
@@ -771,11 +772,17 @@ FOLD_PARAMS = (
 )
 
 
-def _describe_settings(s: dict) -> str:
+def _describe_settings(s: dict, model: str = "") -> str:
     """The protocol of one model in words, from its recorded settings."""
     if s.get("kind") == "cnn" or "input_mode" in s:
+        keep = keeps_size(model, s.get("input_scale"))
+        scale = (
+            "particle size kept (a window fixed for every particle, padded, never resized)"
+            if keep
+            else "each particle resized to the input"
+        )
         parts = [
-            f"input mode {s.get('input_mode')} at {s.get('input_size')} px",
+            f"input mode {s.get('input_mode')} at {s.get('input_size')} px, {scale}",
             "augmentation " + (", ".join(s["augment"]) if s.get("augment") else "none"),
             f"class balancing {s.get('balance')} (training folds only)",
         ]
@@ -788,10 +795,27 @@ def _describe_settings(s: dict) -> str:
             )
         else:
             parts.append(f"{s.get('epochs')} epochs, no early stopping")
+        schedule = s.get("lr_schedule") or "constant"
+        rate = (
+            f"learning rate {_short(s['learning_rate'])} ({schedule}"
+            + (
+                f" after a {_short(s['warmup_epochs'])}-epoch warm-up"
+                if s.get("warmup_epochs")
+                else ""
+            )
+            + "), "
+            if s.get("learning_rate") is not None
+            else ""
+        )
         parts.append(
-            f"{s.get('optimizer')}, batch size {s.get('batch_size')}, "
+            f"{s.get('optimizer')}, batch size {s.get('batch_size')}, {rate}"
             f"label smoothing {s.get('label_smoothing')}"
         )
+        if s.get("weight_averaging"):
+            parts.append(
+                f"scored and kept with an exponential moving average of the weights "
+                f"(momentum {s['weight_averaging']})"
+            )
         return "; ".join(parts) + "."
     if "grid" in s or "C" in s:
         if s.get("grid") is None:

@@ -436,3 +436,39 @@ def test_write_baseline_refuses_a_garbage_run_json(results_folder, tmp_path):
     with pytest.raises(ResultsError, match="run.json"):
         report.write_baseline(results_folder, tmp_path / "baseline.json")
     assert not (tmp_path / "baseline.json").exists()
+
+
+def test_protocol_line_names_input_scale_schedule_and_weight_averaging():
+    from liposome_bench.report import _describe_settings
+
+    recorded = {
+        "kind": "cnn",
+        "input_mode": "masked",
+        "input_size": 28,
+        "input_scale": None,
+        "augment": ["flip"],
+        "balance": "oversample",
+        "validation_fraction": 0.1,
+        "early_stopping": "macro_f1",
+        "patience": 5,
+        "epochs": 30,
+        "optimizer": "adam",
+        "batch_size": 128,
+        "learning_rate": 0.002,
+        "warmup_epochs": 1.0,
+        "lr_schedule": "cosine",
+        "weight_averaging": 0.99,
+        "label_smoothing": 0.1,
+    }
+    plain = _describe_settings(recorded, "lipnet-4")
+    assert "each particle resized to the input" in plain
+    assert "learning rate 0.002 (cosine after a 1-epoch warm-up)" in plain
+    assert "moving average of the weights (momentum 0.99)" in plain
+    # Unset: the model's default, which keeps size for the fully convolutional net.
+    assert "particle size kept" in _describe_settings(recorded, "lipnet-fcn")
+    kept = _describe_settings(
+        {**recorded, "input_scale": "keep", "weight_averaging": 0}, "lipnet-4"
+    )
+    assert "particle size kept" in kept and "moving average" not in kept
+    older = {k: v for k, v in recorded.items() if k not in ("learning_rate", "lr_schedule")}
+    assert "learning rate" not in _describe_settings(older, "lipnet-4")
