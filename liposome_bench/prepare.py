@@ -10,7 +10,8 @@ once:
    (``outputs.check_output_dir``, ``outputs.check_apart``);
 2. the dataset is resolved (``sources.resolve_dataset``: a folder, a file, the
    built-in set) or taken as given (a ``dataset.Dataset`` in memory);
-3. it is checked once (``dataset.check_trainable``);
+3. it is checked before any work (``dataset.check_trainable``; ``ResultsDir.prepare``
+   repeats that cheap check for the library's runners called directly);
 4. without ``out``, the folder is named from the dataset (``default_out``) and
    checked then;
 5. with ``k``, its stored folds are loaded or made (``folds.load_or_make_folds``).

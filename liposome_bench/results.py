@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from liposome_bench.dataset import Dataset
+from liposome_bench.dataset import Dataset, check_trainable
 from liposome_bench.io import atomic_write_json, atomic_write_text
 from liposome_bench.errors import ResultsError
 from liposome_bench import __version__
@@ -399,7 +399,9 @@ class ResultsDir:
         """
         if isinstance(settings, dict) and "seed" in settings:
             check_seed(settings["seed"], "seed")
-        # The dataset was checked once, by prepare.prepare_run (check_trainable).
+        # prepare.prepare_run checks before any work; this keeps the same cheap
+        # check (class counts) for the library's run_svm / run_cnn called directly.
+        check_trainable(dataset)
         with _locked(self.path):
             self._prepare(dataset, folds, model, settings)
 

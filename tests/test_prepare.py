@@ -136,3 +136,22 @@ def test_prepare_run_refuses_a_one_class_dataset_before_any_folds(tiny_dataset):
     with pytest.raises(DatasetError, match="every particle is of one class"):
         prepare.prepare_run(one, k=3)
     assert np.unique(one.y).size == 1
+
+
+def test_the_library_runners_refuse_a_one_class_dataset_too(tiny_dataset, tmp_path):
+    """``run_svm`` called directly, without ``prepare_run``, refuses one class
+    in one line (``ResultsDir.prepare``'s check) instead of failing inside
+    LIBSVM."""
+    from liposome_bench.folds import load_or_make_folds
+    from liposome_bench.results import ResultsDir
+    from liposome_bench.settings import SVMSettings
+    from liposome_bench.svm import run_svm
+
+    one = Dataset(
+        tiny_dataset.problem,
+        [p for p in tiny_dataset.particles if p.label == tiny_dataset.particles[0].label],
+    )
+    folds = load_or_make_folds(one, k=3, seed=0)
+    with pytest.raises(DatasetError, match="every particle is of one class"):
+        run_svm(one, folds, ResultsDir(tmp_path / "r"), SVMSettings(**FIXED_SVM))
+    assert not (tmp_path / "r" / "run.json").exists()
