@@ -795,18 +795,12 @@ def _describe_settings(s: dict, model: str = "") -> str:
             )
         else:
             parts.append(f"{s.get('epochs')} epochs, no early stopping")
-        schedule = s.get("lr_schedule") or "constant"
-        rate = (
-            f"learning rate {_short(s['learning_rate'])} ({schedule}"
-            + (
-                f" after a {_short(s['warmup_epochs'])}-epoch warm-up"
-                if s.get("warmup_epochs")
-                else ""
-            )
-            + "), "
-            if s.get("learning_rate") is not None
-            else ""
-        )
+        rate = ""
+        if s.get("learning_rate") is not None:
+            schedule = s.get("lr_schedule") or "constant"
+            warmup = s.get("warmup_epochs")
+            after = f" after a {_short(warmup)}-epoch warm-up" if warmup else ""
+            rate = f"learning rate {_short(s['learning_rate'])} ({schedule}{after}), "
         parts.append(
             f"{s.get('optimizer')}, batch size {s.get('batch_size')}, {rate}"
             f"label smoothing {s.get('label_smoothing')}"
