@@ -1297,6 +1297,9 @@ def cnn_command(
         **{k: v for k, v in settings.items() if v is not None}
     )
     model = cnn_settings.model
+    given = click.get_current_context().get_parameter_source("patience")
+    if given is not None and given.name == "COMMANDLINE":
+        _settings.check_patience_applies({"patience"}, cnn_settings, "--patience")
     _settings.check_seed(seed, "--seed")
     _settings.check_seed(fold_seed, "--fold-seed")
     with _live_reporter() as reporter:

@@ -1204,6 +1204,14 @@ def budget_notes(summary: dict) -> list[str]:
             early = [i for i, p in enumerate(params) if p.get("stopped_early")]
             under = [i for i, p in enumerate(params) if p.get("under_trained")]
             most = max((p.get("max_epochs") or 0) for p in params)
+            recorded = (summary.get("settings") or {}).get("models", {}).get(name) or {}
+            fixed = recorded.get("early_stopping") == "none"
+            if fixed:
+                notes.append(
+                    f"{name}: a fixed budget of {most} epochs per fold, the last epoch's weights "
+                    "kept (no early stopping)."
+                )
+                continue
             notes.append(
                 f"{name}: early stopping ended {len(early)} of {len(params)} folds "
                 f"before the maximum of {most} epochs (best epochs "

@@ -37,7 +37,8 @@ by hand.
 Hyperparameters come from cross-validation on the training dataset only:
 the SVM's C and gamma from the grid search on all particles (the
 cross-validation's own grid and inner folds), the CNN's epoch count from its
-folds' early stopping (the median best epoch). docs/deploy.md has the details.
+fixed budget (the default) or from its folds' early stopping (the median best
+epoch). docs/deploy.md has the details.
 """
 
 from __future__ import annotations
@@ -693,6 +694,7 @@ def _train_cnn(dataset, model, settings, fold_results, staging, reporter) -> dic
 
     best_epochs = [int(r.params["epochs"]) for r in fold_results]
     epochs = max(1, int(round(float(np.median(best_epochs)))))
+    fixed = settings.get("early_stopping") == "none"  # a fixed budget: every fold ran it all
     # The cross-validation's own settings object, so the final network trains
     # through the same path (schedule, warm-up, weight averaging, precision
     # policy, balancing, augmentation); only the epochs and the validation
@@ -772,7 +774,10 @@ def _train_cnn(dataset, model, settings, fold_results, staging, reporter) -> dic
         },
         "hyperparameters": {
             "epochs": epochs,
-            "chosen_by": "median best epoch of the cross-validation folds' early stopping "
+            "chosen_by": "the cross-validation's fixed budget (no early stopping; every "
+            "fold trained these epochs and kept the last)"
+            if fixed
+            else "median best epoch of the cross-validation folds' early stopping "
             "(validation part of the training folds)",
             "fold_best_epochs": best_epochs,
             "epochs_run": info["epochs_run"],
@@ -784,8 +789,14 @@ def _train_cnn(dataset, model, settings, fold_results, staging, reporter) -> dic
                 "bundle's network computes in float32 with the same weights, "
                 "which mixed precision keeps in float32)",
                 "differs": {
-                    "epochs": f"{epochs} (median best epoch) instead of at most "
-                    f"{cv_settings.epochs} with early stopping",
+                    **(
+                        {}
+                        if fixed
+                        else {
+                            "epochs": f"{epochs} (median best epoch) instead of at most "
+                            f"{cv_settings.epochs} with early stopping"
+                        }
+                    ),
                     "validation_part": "none: all particles train, since the epoch "
                     "count is already chosen",
                 },

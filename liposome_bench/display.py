@@ -388,9 +388,9 @@ def budget_table(summary: dict):
         title += " (first repeat)"
     table = Table(
         title=title,
-        caption="CNN: best epoch of the epochs run (early stopping on "
-        "the validation score); LAST: the best epoch was the last allowed, possibly "
-        "under-trained. SVM: chosen C, gamma; ext: grid extended past an edge; "
+        caption="CNN: the epoch kept of the epochs run (the best validation score with "
+        "early stopping, the last with a fixed budget: --early-stopping none); LAST: the "
+        "best epoch was the last allowed, possibly under-trained. SVM: chosen C, gamma; ext: grid extended past an edge; "
         "EDGE: still on the edge at the extension limit.",
     )
     table.add_column("model", style="bold")

@@ -19,9 +19,11 @@ own data, settings and device, not from assumed rates:
   per training sample and per validation image; the first epoch's extra
   time is the per-fold start-up.
 
-Early stopping makes the CNN's number of epochs unknown in advance, so its
-part is a range: from every fold stopping at its first chance (``patience
-+ 1`` epochs) to every fold running to ``--epochs``. docs/performance.md
+Where early stopping can end a fold early, the CNN's number of epochs is
+unknown in advance and its part is a range: from every fold stopping at its
+first chance (``patience + 1`` epochs) to every fold running to
+``--epochs``. Where it cannot (:func:`fewest_epochs`), the part is one
+figure. docs/performance.md
 records how the estimate compared with the measured time.
 """
 
@@ -169,6 +171,25 @@ def calibrate_svm(dataset, svm_settings, k: int, seed: int = 0, jobs: int = 1) -
     }
 
 
+def fewest_epochs(settings) -> int:
+    """The fewest epochs a fold of ``settings`` can train: ``patience + 1``
+    with early stopping, every epoch when it cannot stop early (no
+    validation part, early stopping "none", or ``patience`` of at least
+    ``epochs - 1``).
+
+    >>> from liposome_bench.settings import CNNSettings
+    >>> fewest_epochs(CNNSettings(epochs=30, early_stopping="macro_f1", patience=5))
+    6
+    >>> fewest_epochs(CNNSettings(epochs=30, early_stopping="macro_f1", patience=30))
+    30
+    >>> fewest_epochs(CNNSettings(epochs=30, early_stopping="none"))
+    30
+    """
+    if not settings.validation_fraction or settings.early_stopping == "none":
+        return settings.epochs
+    return min(settings.epochs, settings.patience + 1)
+
+
 def calibrate_cnn(dataset, settings, k: int, seed: int = 0) -> tuple:
     """(low_s, high_s) of a CNN's ``k`` folds, and details."""
     n = len(dataset)
@@ -220,7 +241,7 @@ def calibrate_cnn(dataset, settings, k: int, seed: int = 0) -> tuple:
     per_epoch = settings.samples_per_epoch or n_fit
     epoch_s = per_epoch * train_per_sample + n_val * predict_per_image
     test_s = (n - n_train) * predict_per_image
-    fewest = min(settings.epochs, (settings.patience or settings.epochs) + 1)
+    fewest = fewest_epochs(settings)
 
     def total(epochs):
         return prepare_s + k * (startup + epochs * epoch_s + test_s)
@@ -265,15 +286,25 @@ def _minutes(seconds: float) -> str:
 def describe(estimate: Estimate) -> str:
     """One line for the terminal."""
     parts = [f"SVM about {_minutes(estimate.svm_s)}"]
+    ranged = False
     for name, (lo, hi) in estimate.cnn_s.items():
-        parts.append(f"{name} {_minutes(lo)} to {_minutes(hi)}")
+        if _minutes(lo) == _minutes(hi):  # a fixed number of epochs per fold
+            parts.append(f"{name} about {_minutes(hi)}")
+        else:
+            ranged = True
+            parts.append(f"{name} {_minutes(lo)} to {_minutes(hi)}")
     span = (
         f"{_minutes(estimate.low_s)} to {_minutes(estimate.high_s)}"
-        if estimate.cnn_s
-        else _minutes(estimate.low_s)
+        if ranged
+        else f"about {_minutes(estimate.high_s)}"
+    )
+    why = (
+        "; a CNN's range runs from every fold stopping early at its first chance to every "
+        "fold reaching --epochs"
+        if ranged
+        else ""
     )
     return (
-        f"Estimated time on this machine: {span} ({'; '.join(parts)}; the CNN's range runs "
-        "from every fold stopping early at its first chance to every fold reaching --epochs). "
+        f"Estimated time on this machine: {span} ({'; '.join(parts)}{why}). "
         f"Calibration took {estimate.calibration_s:.0f} s."
     )

@@ -786,7 +786,17 @@ def _describe_settings(s: dict, model: str = "") -> str:
             "augmentation " + (", ".join(s["augment"]) if s.get("augment") else "none"),
             f"class balancing {s.get('balance')} (training folds only)",
         ]
-        if s.get("validation_fraction"):
+        if s.get("early_stopping") == "none":
+            parts.append(
+                f"{s.get('epochs')} epochs, no early stopping, the last epoch's weights kept"
+                + (
+                    f" (a {100 * s['validation_fraction']:.0f} % validation split carved from "
+                    "the training folds is only scored)"
+                    if s.get("validation_fraction")
+                    else ""
+                )
+            )
+        elif s.get("validation_fraction"):
             parts.append(
                 f"early stopping on the validation {s.get('early_stopping', 'loss')} "
                 f"(patience {s.get('patience')}) on a "

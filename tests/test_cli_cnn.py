@@ -84,6 +84,12 @@ def test_trains_and_prints_the_tables(tmp_path, tiny_export_copy, tiny_dataset):
             "Error: 10 folds need at least 10 particles per class; 'uncertain' has 9. "
             "Use --folds 9.",
         ),
+        (
+            ["--patience", 4],
+            "Error: --patience is set, but early stopping is off (a fixed budget of 30 "
+            "epochs, the last kept). Add early stopping (macro_f1 or loss) for the patience "
+            "to apply, or drop it.",
+        ),
     ],
 )
 def test_bad_input_is_one_line(tmp_path, tiny_export_copy, args, error):

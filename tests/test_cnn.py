@@ -615,20 +615,58 @@ def test_monitor_ranks_epochs_by_macro_f1_then_loss():
     assert key(a, 0, "loss") < key(higher_f1_worse_loss, 1, "loss")
     # Without validation, the later epoch ranks better (the last is kept).
     assert key({"loss": 1.0}, 3) < key({"loss": 0.5}, 2)
+    # A fixed budget ("none") keeps the last epoch whatever its scores.
+    assert key(a, 3, "none") < key(higher_f1_worse_loss, 2, "none")
 
 
-def test_default_budget_stops_on_macro_f1():
+def test_fixed_budget_trains_every_epoch_and_keeps_the_last(tiny_dataset):
+    x = cnn.prepare_images(tiny_dataset, "masked", 12)
+    y = tiny_dataset.y
+    net, info = train(
+        x[:36],
+        y[:36],
+        x[36:],
+        y[36:],
+        model="lipnet-1",
+        augment="none",
+        batch_size=8,
+        epochs=3,
+        patience=1,  # would stop after the first epoch without improvement
+        early_stopping="none",
+        weight_averaging=0.5,
+    )
+    assert info["epochs_run"] == 3 and info["best_epoch"] == 3
+    p = net.predict(x[36:], verbose=0)
+    assert cnn.validation_metrics(p, y[36:], 3)["val_loss"] == pytest.approx(
+        info["history"]["val_loss"][-1], rel=1e-5
+    )
+
+
+def test_default_budget_is_fixed_with_a_cosine_schedule():
+    from liposome_bench.estimate import fewest_epochs
     from liposome_bench.settings import CNNSettings
 
     s = CNNSettings()
-    assert s.early_stopping == "macro_f1" and s.epochs > 3 * s.patience
+    assert (s.early_stopping, s.lr_schedule) == ("none", "cosine")
+    assert fewest_epochs(s) == s.epochs  # the time is known before training
+    # early stopping on request keeps its patience
+    assert CNNSettings(early_stopping="macro_f1").patience == 5
     with pytest.raises(ConfigError, match="Unknown early-stopping metric 'auc'"):
         CNNSettings(early_stopping="auc")
 
 
-@pytest.mark.parametrize("best, run, expected", [(6, 6, True), (3, 6, False), (2, 4, False)])
+@pytest.mark.parametrize(
+    "best, run, stopping, expected",
+    [
+        (6, 6, "macro_f1", True),
+        (3, 6, "macro_f1", False),
+        (2, 4, "macro_f1", False),
+        # a fixed budget keeps its last epoch by design: not flagged
+        (6, 6, "none", False),
+    ],
+)
 def test_fold_whose_best_epoch_is_the_last_is_flagged(
-    monkeypatch, tmp_path, tiny_dataset, best, run, expected
+    monkeypatch, tmp_path, tiny_dataset, best, run, stopping, expected
 ):
     from liposome_bench.folds import load_or_make_folds
     from liposome_bench.results import ResultsDir
@@ -655,6 +693,7 @@ def test_fold_whose_best_epoch_is_the_last_is_flagged(
         ResultsDir(tmp_path / "r"),
         model="lipnet-1",
         epochs=6,
+        early_stopping=stopping,
         save_models=False,
     )
     assert all(r.params["under_trained"] is expected for r in out)

@@ -18,7 +18,7 @@ def test_power_law_extrapolates_through_two_points_with_a_clipped_exponent():
 
 
 def test_cnn_range_spans_early_stopping_to_the_epoch_cap(tiny_dataset):
-    settings = CNNSettings(epochs=12, patience=3, mixed_precision=False)
+    settings = CNNSettings(epochs=12, early_stopping="macro_f1", patience=3, mixed_precision=False)
     (low, high), details = estimate.calibrate_cnn(tiny_dataset, settings, k=3)
     assert 0 < low < high
     assert details["epochs"] == [4, 12]
@@ -27,6 +27,19 @@ def test_cnn_range_spans_early_stopping_to_the_epoch_cap(tiny_dataset):
     assert high - low == pytest.approx(3 * 8 * details["epoch_s"], abs=0.13)
     line = estimate.describe(estimate.Estimate(svm_s=60.0, cnn_s={"lipnet-4": (low, high)}))
     assert line.startswith("Estimated time on this machine:") and "lipnet-4" in line
+
+
+def test_a_cnn_that_cannot_stop_early_gets_one_figure_not_a_range():
+    stopping = CNNSettings(epochs=30, early_stopping="macro_f1", patience=5)
+    assert estimate.fewest_epochs(stopping) == 6
+    assert estimate.fewest_epochs(stopping.replace(patience=29)) == 30
+    assert estimate.fewest_epochs(stopping.replace(validation_fraction=0)) == 30
+    assert estimate.fewest_epochs(CNNSettings()) == CNNSettings().epochs  # the default: fixed
+    fixed = estimate.describe(estimate.Estimate(svm_s=60.0, cnn_s={"lipnet-4": (600.0, 600.0)}))
+    assert "about 11.0 min" in fixed and "lipnet-4 about 10.0 min" in fixed
+    assert " to " not in fixed and "stopping early" not in fixed
+    ranged = estimate.describe(estimate.Estimate(svm_s=60.0, cnn_s={"lipnet-4": (120.0, 600.0)}))
+    assert "lipnet-4 2.0 min to 10.0 min" in ranged and "stopping early" in ranged
 
 
 def test_benchmark_stores_and_reports_its_estimate(tiny_export, tmp_path, monkeypatch):

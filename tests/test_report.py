@@ -298,6 +298,7 @@ def test_budget_notes_flag_under_trained_folds_and_grid_edges(results_folder):
     from liposome_bench.comparison import budget_notes
 
     summary = report.load_summary(results_folder)
+    summary["settings"]["models"]["lipnet-4"]["early_stopping"] = "macro_f1"
     summary["models"]["lipnet-4"]["params"] = [
         {
             "epochs": 7,
@@ -351,6 +352,22 @@ def test_budget_notes_flag_under_trained_folds_and_grid_edges(results_folder):
     assert any(n.startswith("svm: in fold(s) 2 the best point is still on the edge") for n in notes)
     text = report.format_report(summary)
     assert "possibly under-trained" in text and "| under_trained |" in text
+
+
+def test_budget_notes_name_a_fixed_budget(results_folder):
+    from liposome_bench.comparison import budget_notes
+
+    summary = report.load_summary(results_folder)
+    summary["settings"]["models"]["lipnet-4"]["early_stopping"] = "none"
+    summary["models"]["lipnet-4"]["params"] = [
+        {"epochs": 30, "epochs_run": 30, "max_epochs": 30, "under_trained": False}
+    ] * 3
+    notes = budget_notes(summary)
+    assert (
+        "lipnet-4: a fixed budget of 30 epochs per fold, the last epoch's weights kept "
+        "(no early stopping)."
+    ) in notes
+    assert not any("early stopping ended" in n or "under-trained" in n for n in notes)
 
 
 # The gate checks its inputs (issue 26) ------------------------------------------------------

@@ -67,7 +67,7 @@ def test_load_config(tmp_path):
     path = tmp_path / "c.toml"
     path.write_text(
         '[svm]\ngrid = "full"\nC = 4.0\n\n[cnn]\nepochs = 30\n\n'
-        '[cnn.lipnet-4]\ninput-mode = "cropped"\npatience = 6\n'
+        '[cnn.lipnet-4]\ninput-mode = "cropped"\nearly-stopping = "loss"\npatience = 6\n'
     )
     config = s.load_config(path)
     assert config.svm.grid == "full" and config.svm.C == 4.0
@@ -86,6 +86,12 @@ def test_load_config(tmp_path):
         ("[cnn.lipnet-4]\nepochs = 0\n", "[cnn.lipnet-4]: epochs (--epochs) must be an integer"),
         ("[svm]\nkernel = 'linear'\n", "[svm]: unknown setting 'kernel'"),
         ("[cnn]\nmodel = 'lipnet-2'\n", "[cnn] cannot set model"),
+        # early stopping is off by default (a fixed budget): a patience alone is refused
+        ("[cnn]\npatience = 6\n", "patience in [cnn] is set, but early stopping is off"),
+        (
+            "[cnn]\nearly_stopping = 'loss'\n[cnn.lipnet-2]\nearly_stopping = 'none'\npatience = 6\n",
+            "patience in [cnn.lipnet-2] is set, but early stopping is off",
+        ),
     ],
 )
 def test_bad_config_files_name_file_and_key(tmp_path, text, message):
@@ -307,7 +313,9 @@ def test_every_cnn_setting_reaches_cli_config_api_and_deploy(tmp_path, tiny_data
             assert getattr(s.CNNSettings.make(**given), f.name) == value, (f.name, args)
         # Config: a [cnn] table of a benchmark --config file.
         path = tmp_path / f"{f.name}.toml"
-        path.write_text(f"[cnn]\n{f.name} = {_toml(value)}\n")
+        # (a patience applies only with early stopping on, which is off by default)
+        also = 'early_stopping = "loss"\n' if f.name == "patience" else ""
+        path.write_text(f"[cnn]\n{also}{f.name} = {_toml(value)}\n")
         config = s.load_config(path)
         assert getattr(config.cnn_settings("lipnet-1"), f.name) == value, f.name
         # API: the scikit-learn estimator.

@@ -288,8 +288,11 @@ def _run_fold(
             "stopped_early": info["epochs_run"] < epochs,
             # The best epoch was the last one trained: the validation score was
             # still improving when the epoch budget ran out.
+            # A fixed budget (early stopping "none") keeps its last epoch by design.
             "under_trained": bool(
-                info["best_epoch"] == info["epochs_run"] == epochs and len(val_idx) > 0
+                info["best_epoch"] == info["epochs_run"] == epochs
+                and len(val_idx) > 0
+                and settings.early_stopping != "none"
             ),
             "n_fit": len(fit_idx),
             "n_validation": len(val_idx),

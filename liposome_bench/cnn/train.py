@@ -47,8 +47,8 @@ def monitor_key(record: dict, epoch: int, metric: str = "macro_f1") -> tuple:
     """The early-stopping ranking of one epoch's validation ``record``:
     smaller is better. "macro_f1": higher macro F1 first, then lower loss;
     "loss": lower loss. Without validation scores, later epochs rank better
-    (the last one is kept)."""
-    if "val_loss" not in record:
+    (the last one is kept), as with "none" (a fixed budget)."""
+    if "val_loss" not in record or metric == "none":
         return (-epoch,)
     if metric == "loss":
         return (record["val_loss"],)
@@ -242,7 +242,7 @@ def train_fold(
         x_val,
         np.asarray(y_val),
         n_classes,
-        settings.patience if len(x_val) else None,
+        settings.patience if len(x_val) and settings.early_stopping != "none" else None,
         epochs,
         reporter,
         metric=settings.early_stopping,
