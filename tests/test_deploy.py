@@ -519,10 +519,15 @@ def test_labelled_data_of_some_classes_only_is_accepted(svm_bundle, tiny_run, tm
     assert list(result.table["label"]) == ["unilamellar"] * 6
 
 
-def test_final_cnn_trains_with_the_cross_validated_settings(tiny_export, tmp_path, monkeypatch):
+@pytest.mark.parametrize("early_stopping", ["none", "macro_f1"])
+def test_final_cnn_trains_with_the_cross_validated_settings(
+    tiny_export, tmp_path, monkeypatch, early_stopping
+):
     """Issue 22 item 1 / issue 21 step 1: the final training receives the run's
     own CNNSettings (cosine schedule, two warm-up epochs, weight averaging,
-    balancing, precision policy); only the epochs differ."""
+    balancing, precision policy); only the epochs may differ: with early stopping
+    they are the folds' median best epoch, with a fixed budget (issue 25) the
+    same budget."""
     import dataclasses
 
     from liposome_bench import cnn
@@ -546,6 +551,7 @@ def test_final_cnn_trains_with_the_cross_validated_settings(tiny_export, tmp_pat
         balance="undersample",
         mixed_precision=False,
         l2=1e-4,
+        early_stopping=early_stopping,
     )
     run_cnn_calls, final_calls = [], []
     real = cnn.train_fold
@@ -569,7 +575,10 @@ def test_final_cnn_trains_with_the_cross_validated_settings(tiny_export, tmp_pat
     assert final_kwargs["dtype_policy"] == cv_kwargs["dtype_policy"]
     card = json.loads((tmp_path / "m" / "model.json").read_text())
     differs = card["training"]["hyperparameters"]["trained_as_cross_validated"]["differs"]
-    assert "epochs" in differs
+    if early_stopping == "none":
+        assert final.epochs == cv.epochs and "epochs" not in differs
+    else:
+        assert "epochs" in differs
 
 
 # A bundle verifies itself (issue 26) -------------------------------------------------------
