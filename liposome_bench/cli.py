@@ -1545,7 +1545,7 @@ def benchmark_command(
         f"Wall time {summary['timings']['total_s']:.0f} s"
         + (
             f" (training: {summary['timings']['total_s'] - guess.get('done_at_s', 0):.0f} s, "
-            f"estimated {guess['low_s']:.0f} to {guess['high_s']:.0f} s). "
+            f"estimated {_seconds_range(guess['low_s'], guess['high_s'])}). "
             if (guess := summary["timings"].get("estimate"))
             else ". "
         )
@@ -2551,3 +2551,8 @@ def main():
 
 if __name__ == "__main__":
     main()
+
+
+def _seconds_range(low: float, high: float) -> str:
+    """``"768 s"``, or ``"600 to 900 s"`` when the estimate is a range."""
+    return f"{low:.0f} s" if round(low) == round(high) else f"{low:.0f} to {high:.0f} s"

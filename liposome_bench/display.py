@@ -360,10 +360,13 @@ def print_benchmark(summary: dict, console) -> None:
         console.print(f"Warning: {duplicates['warning']}", markup=False)
 
 
-def _fold_budget(params: dict) -> str:
-    """One fold's training budget in words: a CNN's best epoch of those run,
-    an SVM's C and gamma with any grid extension."""
+def _fold_budget(params: dict, fixed: bool = False) -> str:
+    """One fold's training budget in words: a CNN's best epoch of those run
+    (``fixed``: a fixed budget, the last epoch kept), an SVM's C and gamma with
+    any grid extension."""
     if "epochs_run" in params:
+        if fixed:
+            return f"last of {params.get('epochs_run')}"
         text = f"best {params.get('epochs')} of {params.get('epochs_run')}"
         return text + (" LAST" if params.get("under_trained") else "")
     if "C" in params:
@@ -388,16 +391,18 @@ def budget_table(summary: dict):
         title += " (first repeat)"
     table = Table(
         title=title,
-        caption="CNN: the epoch kept of the epochs run (the best validation score with "
-        "early stopping, the last with a fixed budget: --early-stopping none); LAST: the "
+        caption="CNN: the epoch kept of the epochs run (best: the best validation score "
+        "with early stopping; last: a fixed budget, --early-stopping none); LAST: the "
         "best epoch was the last allowed, possibly under-trained. SVM: chosen C, gamma; ext: grid extended past an edge; "
         "EDGE: still on the edge at the extension limit.",
     )
     table.add_column("model", style="bold")
     for f in range(k):
         table.add_column(f"fold {f}")
+    settings = (summary.get("settings") or {}).get("models") or {}
     for name, m in summary["models"].items():
-        table.add_row(name, *(_fold_budget(p) for p in (m.get("params") or [])))
+        fixed = (settings.get(name) or {}).get("early_stopping") == "none"
+        table.add_row(name, *(_fold_budget(p, fixed) for p in (m.get("params") or [])))
     return table
 
 

@@ -139,3 +139,11 @@ def test_benchmark_refuses_an_unreachable_scheduler_before_writing(tmp_path, tin
     assert "nothing was written" in result.output
     assert not (tmp_path / "r").exists()
     assert sorted(p.relative_to(data) for p in data.rglob("*")) == before  # no folds stored
+
+
+def test_the_closing_line_gives_a_one_figure_estimate_as_one_figure():
+    """A fixed budget's estimate is one figure: "estimated 768 s", not "768 to 768 s"."""
+    from liposome_bench.cli import _seconds_range
+
+    assert _seconds_range(768.2, 767.9) == "768 s"
+    assert _seconds_range(600, 900) == "600 to 900 s"

@@ -38,6 +38,8 @@ def test_trains_and_prints_the_tables(tmp_path, tiny_export_copy, tiny_dataset):
     assert "lipnet-4: per-class metrics (one-vs-rest)" in result.output
     assert "normalised confusion matrix" in result.output
     assert "lipnet-4: folds" in result.output
+    # the default fixed budget: every epoch trained, the last kept (issue 25)
+    assert "lipnet-4 fold 0 (of 0-2): 1 epoch, the last kept" in result.output
     for name in tiny_dataset.problem.classes:
         assert name in result.output
     run_json = json.loads((out / "run.json").read_text())

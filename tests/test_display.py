@@ -217,3 +217,25 @@ def test_the_verdict_rows_seeds_hold_both_outcomes():
         rows = stats.verdict_rows(verdict, verdict["comparisons"][0], CLASSES)
         outcomes.update(r.significant for r in rows[: len(CLASSES) + 1])
     assert outcomes == {True, False}
+
+
+@pytest.mark.parametrize(
+    "early_stopping, under_trained, cell",
+    [("none", False, "last of 30"), ("macro_f1", True, "best 30 of 30 LAST"), ("loss", False, "best 12 of 17")],
+)
+def test_budget_table_names_a_fixed_budget(early_stopping, under_trained, cell):
+    """Issue 25: with --early-stopping none every fold keeps its last epoch, so
+    the cell says so instead of "best 30 of 30"."""
+    from liposome_bench.display import budget_table
+
+    epochs, run = (12, 17) if early_stopping == "loss" else (30, 30)
+    params = {"epochs": epochs, "epochs_run": run, "under_trained": under_trained}
+    summary = {
+        "folds": {"k": 1},
+        "settings": {"models": {"lipnet-4": {"early_stopping": early_stopping}}},
+        "models": {"lipnet-4": {"params": [params]}},
+    }
+    console = Console(file=io.StringIO(), width=200)
+    console.print(budget_table(summary))
+    row = next(line for line in console.file.getvalue().splitlines() if "lipnet-4" in line)
+    assert cell in row and ("best" in row) == (early_stopping != "none")

@@ -186,9 +186,14 @@ def run_cnn(
         results.save_fold(result, classes)
         done[fold] = result
         reporter.advance()
+        kept = (
+            f"{result.params['epochs_run']} epoch{'s' if result.params['epochs_run'] != 1 else ''}, "
+            "the last kept"
+            if settings.early_stopping == "none"
+            else f"best epoch {result.params['epochs']} of {result.params['epochs_run']}"
+        )
         reporter.message(
-            f"{model} fold {fold} (of 0-{folds.k - 1}): best epoch {result.params['epochs']} "
-            f"of {result.params['epochs_run']}, train {result.timings['train_s']:.0f}s "
+            f"{model} fold {fold} (of 0-{folds.k - 1}): {kept}, train {result.timings['train_s']:.0f}s "
             f"({result.timings['samples_per_s'] or 0:.0f} samples/s)"
             + (
                 "; best epoch is the last: possibly under-trained (raise --epochs)"
