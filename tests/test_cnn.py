@@ -500,13 +500,9 @@ def test_bad_options_fail_before_training(tiny_dataset, tmp_path, kwargs, messag
 
 
 def test_mixed_precision_keeps_float32_outputs(tiny_dataset):
-    x = cnn.prepare_images(tiny_dataset, "masked", 12)
-    y = tiny_dataset.y
+    x_fit, y_fit, x_val, y_val = parts = fit_and_validation(tiny_dataset)
     net, info = train(
-        x[:36],
-        y[:36],
-        x[36:],
-        y[36:],
+        *parts,
         model="lipnet-4",
         n_classes=3,
         epochs=1,
@@ -515,7 +511,7 @@ def test_mixed_precision_keeps_float32_outputs(tiny_dataset):
     )
     assert net.get_layer("block1_conv1").compute_dtype == "bfloat16"
     assert net.get_layer("block1_conv1").kernel.dtype == "float32"
-    p = net.predict(x[36:], verbose=0)
+    p = net.predict(x_val, verbose=0)
     assert p.dtype == np.float32 and np.isfinite(info["history"]["val_loss"][0])
 
 
@@ -619,14 +615,17 @@ def test_monitor_ranks_epochs_by_macro_f1_then_loss():
     assert key(a, 3, "none") < key(higher_f1_worse_loss, 2, "none")
 
 
+def fit_and_validation(dataset, size=12):
+    """The tiny set's masked images cut into a 36-particle fit part and a
+    validation part: (x_fit, y_fit, x_val, y_val)."""
+    x = cnn.prepare_images(dataset, "masked", size)
+    return x[:36], dataset.y[:36], x[36:], dataset.y[36:]
+
+
 def test_fixed_budget_trains_every_epoch_and_keeps_the_last(tiny_dataset):
-    x = cnn.prepare_images(tiny_dataset, "masked", 12)
-    y = tiny_dataset.y
+    x_fit, y_fit, x_val, y_val = parts = fit_and_validation(tiny_dataset)
     net, info = train(
-        x[:36],
-        y[:36],
-        x[36:],
-        y[36:],
+        *parts,
         model="lipnet-1",
         augment="none",
         batch_size=8,
@@ -636,8 +635,8 @@ def test_fixed_budget_trains_every_epoch_and_keeps_the_last(tiny_dataset):
         weight_averaging=0.5,
     )
     assert info["epochs_run"] == 3 and info["best_epoch"] == 3
-    p = net.predict(x[36:], verbose=0)
-    assert cnn.validation_metrics(p, y[36:], 3)["val_loss"] == pytest.approx(
+    p = net.predict(x_val, verbose=0)
+    assert cnn.validation_metrics(p, y_val, 3)["val_loss"] == pytest.approx(
         info["history"]["val_loss"][-1], rel=1e-5
     )
 
