@@ -221,7 +221,11 @@ def test_the_verdict_rows_seeds_hold_both_outcomes():
 
 @pytest.mark.parametrize(
     "early_stopping, under_trained, cell",
-    [("none", False, "last of 30"), ("macro_f1", True, "best 30 of 30 LAST"), ("loss", False, "best 12 of 17")],
+    [
+        ("none", False, "last of 30"),
+        ("macro_f1", True, "best 30 of 30 LAST"),
+        ("loss", False, "best 12 of 17"),
+    ],
 )
 def test_budget_table_names_a_fixed_budget(early_stopping, under_trained, cell):
     """Issue 25: with --early-stopping none every fold keeps its last epoch, so
