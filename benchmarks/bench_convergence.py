@@ -156,7 +156,11 @@ def run_fold(dataset, folds, fold, images, settings, device):
     info["wall_s"] = time.perf_counter() - t0
     info["test_macro_f1"] = macro_f1(y[test_idx], scores.argmax(1), len(classes))
     info["test_per_class_f1"] = per_class_f1(y[test_idx], scores.argmax(1), len(classes))
-    info["at_cap_improving"] = info["best_epoch"] == info["epochs_run"] == settings.epochs
+    # A fixed budget (early_stopping "none") keeps its last epoch by design: not a flag.
+    info["at_cap_improving"] = (
+        settings.early_stopping != "none"
+        and info["best_epoch"] == info["epochs_run"] == settings.epochs
+    )
     info["n_val"] = np.bincount(y[val], minlength=len(classes)).tolist()
     return info
 
@@ -200,8 +204,12 @@ def main():
     defaults = library_settings.CNNSettings.from_mapping(candidate, where="--set")
     if candidate:
         print(f"candidate defaults (--set): {candidate}")
+    # The long run keeps its best validation macro F1 epoch, whatever the defaults' rule.
     long_settings = defaults.replace(
-        epochs=args.long_epochs, patience=args.long_epochs, lr_schedule=args.long_schedule
+        epochs=args.long_epochs,
+        patience=args.long_epochs,
+        lr_schedule=args.long_schedule,
+        early_stopping="macro_f1",
     )
     candidates = [("defaults", defaults)]
     for text in args.candidate:
