@@ -2542,6 +2542,11 @@ def curve_command(
     )
 
 
+def _seconds_range(low: float, high: float) -> str:
+    """``"768 s"``, or ``"600 to 900 s"`` when the estimate is a range."""
+    return f"{low:.0f} s" if round(low) == round(high) else f"{low:.0f} to {high:.0f} s"
+
+
 def main():
     from liposome_bench.models import quiet_tensorflow
 
@@ -2551,8 +2556,3 @@ def main():
 
 if __name__ == "__main__":
     main()
-
-
-def _seconds_range(low: float, high: float) -> str:
-    """``"768 s"``, or ``"600 to 900 s"`` when the estimate is a range."""
-    return f"{low:.0f} s" if round(low) == round(high) else f"{low:.0f} to {high:.0f} s"
