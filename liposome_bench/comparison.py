@@ -77,7 +77,13 @@ from liposome_bench.results import (
     fold_file_hashes,
 )
 from liposome_bench.prepare import prepare_run
-from liposome_bench.settings import BenchmarkConfig, SVMSettings, check_seed, load_config
+from liposome_bench.settings import (
+    BenchmarkConfig,
+    SVMSettings,
+    check_seed,
+    is_fixed_budget,
+    load_config,
+)
 from liposome_bench.svm import MODEL_NAME as SVM_NAME
 from liposome_bench.svm import default_feature_set, stratified_subsample
 
@@ -1193,6 +1199,12 @@ def _write_outputs(out: Path, summary: dict, dataset, cnn_models, repeats: int =
     atomic_write_json(out / "summary.json", summary)
 
 
+def recorded_settings(summary: dict, model: str) -> dict:
+    """The settings ``model`` ran with, as ``summary`` recorded them (empty
+    for summaries that predate the record)."""
+    return ((summary.get("settings") or {}).get("models") or {}).get(model) or {}
+
+
 def budget_notes(summary: dict) -> list[str]:
     """Plain sentences on the training budgets: how many CNN folds stopped
     early, which may be under-trained, where the SVM grid was extended or
@@ -1204,9 +1216,7 @@ def budget_notes(summary: dict) -> list[str]:
             early = [i for i, p in enumerate(params) if p.get("stopped_early")]
             under = [i for i, p in enumerate(params) if p.get("under_trained")]
             most = max((p.get("max_epochs") or 0) for p in params)
-            recorded = (summary.get("settings") or {}).get("models", {}).get(name) or {}
-            fixed = recorded.get("early_stopping") == "none"
-            if fixed:
+            if is_fixed_budget(recorded_settings(summary, name)):
                 notes.append(
                     f"{name}: a fixed budget of {most} epochs per fold, the last epoch's weights "
                     "kept (no early stopping)."

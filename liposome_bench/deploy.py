@@ -98,7 +98,13 @@ from liposome_bench.prepare import prepare_run
 from liposome_bench.progress import NullReporter
 from liposome_bench.quantify import cv_rates, fractions_by_group
 from liposome_bench.results import ResultsDir
-from liposome_bench.settings import FEATURE_SETS, INPUT_MODES, BenchmarkConfig, load_config
+from liposome_bench.settings import (
+    FEATURE_SETS,
+    INPUT_MODES,
+    BenchmarkConfig,
+    is_fixed_budget,
+    load_config,
+)
 from liposome_bench.sources import resolve_dataset
 from liposome_bench.svm import GRIDS, LibSVMClassifier, feature_matrix, search_grid
 
@@ -694,7 +700,7 @@ def _train_cnn(dataset, model, settings, fold_results, staging, reporter) -> dic
 
     best_epochs = [int(r.params["epochs"]) for r in fold_results]
     epochs = max(1, int(round(float(np.median(best_epochs)))))
-    fixed = settings.get("early_stopping") == "none"  # a fixed budget: every fold ran it all
+    fixed = is_fixed_budget(settings)  # every fold ran the whole budget
     # The cross-validation's own settings object, so the final network trains
     # through the same path (schedule, warm-up, weight averaging, precision
     # policy, balancing, augmentation); only the epochs and the validation

@@ -14,7 +14,7 @@ import numpy as np
 from rich.table import Table
 
 from liposome_bench import sweep as _sweep
-from liposome_bench.comparison import budget_notes
+from liposome_bench.comparison import budget_notes, recorded_settings
 from liposome_bench.dataset import MIN_IMAGE_SIDE
 from liposome_bench.metrics import (
     CLASS_METRIC_LABELS,
@@ -27,6 +27,7 @@ from liposome_bench.metrics import (
     summarise_folds,
 )
 from liposome_bench.results import FoldResult
+from liposome_bench.settings import is_fixed_budget
 from liposome_bench.stats import (
     NOT_ADJUSTED,
     significant_cells,
@@ -399,9 +400,8 @@ def budget_table(summary: dict):
     table.add_column("model", style="bold")
     for f in range(k):
         table.add_column(f"fold {f}")
-    settings = (summary.get("settings") or {}).get("models") or {}
     for name, m in summary["models"].items():
-        fixed = (settings.get(name) or {}).get("early_stopping") == "none"
+        fixed = is_fixed_budget(recorded_settings(summary, name))
         table.add_row(name, *(_fold_budget(p, fixed) for p in (m.get("params") or [])))
     return table
 

@@ -39,6 +39,7 @@ from liposome_bench import svm as svm_module
 from liposome_bench.cnn import describe_device, prepare_cnn_images, resolve_dtype_policy, train_fold
 from liposome_bench.features import extract_features
 from liposome_bench.progress import NullReporter
+from liposome_bench.settings import is_fixed_budget
 from liposome_bench.svm import stratified_subsample
 
 #: Particles whose features and inputs are timed.
@@ -185,7 +186,7 @@ def fewest_epochs(settings) -> int:
     >>> fewest_epochs(CNNSettings(epochs=30, early_stopping="none"))
     30
     """
-    if not settings.validation_fraction or settings.early_stopping == "none":
+    if not settings.validation_fraction or is_fixed_budget(settings):
         return settings.epochs
     return min(settings.epochs, settings.patience + 1)
 

@@ -47,6 +47,7 @@ from pathlib import Path
 
 from liposome_bench.io import atomic_write_json, atomic_write_text
 from liposome_bench.errors import ResultsError
+from liposome_bench.settings import is_fixed_budget
 from liposome_bench.stats import (
     NOT_ADJUSTED,
     significant_cells,
@@ -786,7 +787,7 @@ def _describe_settings(s: dict, model: str = "") -> str:
             "augmentation " + (", ".join(s["augment"]) if s.get("augment") else "none"),
             f"class balancing {s.get('balance')} (training folds only)",
         ]
-        if s.get("early_stopping") == "none":
+        if is_fixed_budget(s):
             parts.append(
                 f"{s.get('epochs')} epochs, no early stopping, the last epoch's weights kept"
                 + (

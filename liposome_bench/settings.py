@@ -44,7 +44,8 @@ GRID_NAMES = ("coarse", "full")
 #: What CNN early stopping watches on the validation part: macro F1 (the
 #: score the SVM's grid search maximises) or the class-balanced loss; "none"
 #: trains every epoch and keeps the last one's weights.
-EARLY_STOPPING_METRICS = ("macro_f1", "loss", "none")
+NO_EARLY_STOPPING = "none"
+EARLY_STOPPING_METRICS = ("macro_f1", "loss", NO_EARLY_STOPPING)
 #: Units of the SVM's features: nm (needs the pixel size) or px (docs/features.md).
 FEATURE_UNITS = ("nm", "px")
 
@@ -56,7 +57,7 @@ FEATURE_UNITS = ("nm", "px")
 #: DEFAULT_PATIENCE applies with early stopping on (macro_f1 or loss).
 DEFAULT_EPOCHS = 30
 DEFAULT_PATIENCE = 5
-DEFAULT_EARLY_STOPPING = "none"
+DEFAULT_EARLY_STOPPING = NO_EARLY_STOPPING
 DEFAULT_LR_SCHEDULE = "cosine"
 #: 128 images per step (the thesis used 32, section 8.1): with bfloat16 on a
 #: CPU that has it natively, 1.65-1.75 times the images per CPU second of
@@ -631,6 +632,22 @@ class BenchmarkConfig:
         return settings.replace(**overrides)
 
 
+def is_fixed_budget(settings) -> bool:
+    """Whether ``settings`` train a fixed budget: early stopping off, every
+    epoch trained and the last one's weights kept. ``settings``: a
+    CNNSettings, or a recorded dict of one (a summary's ``settings.models``
+    entry, a run.json record); a record without the key is from before
+    early stopping could be turned off, so it stopped early.
+
+    >>> is_fixed_budget(CNNSettings(early_stopping="none")), is_fixed_budget({"early_stopping": "loss"}), is_fixed_budget({})
+    (True, False, False)
+    """
+    value = (
+        settings.get("early_stopping") if isinstance(settings, dict) else settings.early_stopping
+    )
+    return value == NO_EARLY_STOPPING
+
+
 def check_patience_applies(given, settings: CNNSettings, where: str) -> None:
     """Refuse a patience the user set (``given``: the option names or table
     keys set) where early stopping is off (``early_stopping="none"``, a
@@ -641,7 +658,7 @@ def check_patience_applies(given, settings: CNNSettings, where: str) -> None:
     ...
     liposome_bench.errors.ConfigError: --patience is set, but early stopping is off (a fixed budget of 30 epochs, the last kept). Add early stopping (macro_f1 or loss) for the patience to apply, or drop it.
     """
-    if "patience" in given and settings.early_stopping == "none":
+    if "patience" in given and is_fixed_budget(settings):
         raise ConfigError(
             f"{where} is set, but early stopping is off (a fixed budget of {settings.epochs} "
             f"epochs, the last kept). Add early stopping ({' or '.join(EARLY_STOPPING_METRICS[:-1])}"

@@ -16,7 +16,7 @@ from liposome_bench.errors import ConfigError, DatasetError
 from liposome_bench.models import INPUT_SIZES
 from liposome_bench.progress import NullReporter
 from liposome_bench.results import FoldResult
-from liposome_bench.settings import CNNSettings
+from liposome_bench.settings import CNNSettings, is_fixed_budget
 from liposome_bench.cnn.preprocess import keep_size_scale, keeps_size, prepare_cnn_images
 from liposome_bench.cnn.balance import split_validation
 from liposome_bench.cnn.device import describe_device, resolve_dtype_policy
@@ -189,7 +189,7 @@ def run_cnn(
         kept = (
             f"{result.params['epochs_run']} epoch{'s' if result.params['epochs_run'] != 1 else ''}, "
             "the last kept"
-            if settings.early_stopping == "none"
+            if is_fixed_budget(settings)
             else f"best epoch {result.params['epochs']} of {result.params['epochs_run']}"
         )
         reporter.message(
@@ -297,7 +297,7 @@ def _run_fold(
             "under_trained": bool(
                 info["best_epoch"] == info["epochs_run"] == epochs
                 and len(val_idx) > 0
-                and settings.early_stopping != "none"
+                and not is_fixed_budget(settings)
             ),
             "n_fit": len(fit_idx),
             "n_validation": len(val_idx),

@@ -15,7 +15,12 @@ import numpy as np
 
 from liposome_bench.models import build_lipnet, is_fully_convolutional
 from liposome_bench.progress import NullReporter
-from liposome_bench.settings import DEFAULT_WARMUP_EPOCHS, CNNSettings
+from liposome_bench.settings import (
+    DEFAULT_WARMUP_EPOCHS,
+    NO_EARLY_STOPPING,
+    CNNSettings,
+    is_fixed_budget,
+)
 from liposome_bench.cnn.preprocess import check_choice
 from liposome_bench.cnn.augment import build_augmentation, fill_mode_of
 from liposome_bench.cnn.balance import EpochSampler, class_weights, smote_pool
@@ -48,7 +53,7 @@ def monitor_key(record: dict, epoch: int, metric: str = "macro_f1") -> tuple:
     smaller is better. "macro_f1": higher macro F1 first, then lower loss;
     "loss": lower loss. Without validation scores, later epochs rank better
     (the last one is kept), as with "none" (a fixed budget)."""
-    if "val_loss" not in record or metric == "none":
+    if "val_loss" not in record or metric == NO_EARLY_STOPPING:
         return (-epoch,)
     if metric == "loss":
         return (record["val_loss"],)
@@ -242,7 +247,7 @@ def train_fold(
         x_val,
         np.asarray(y_val),
         n_classes,
-        settings.patience if len(x_val) and settings.early_stopping != "none" else None,
+        settings.patience if len(x_val) and not is_fixed_budget(settings) else None,
         epochs,
         reporter,
         metric=settings.early_stopping,
