@@ -1450,7 +1450,7 @@ def _command_line():
     is_flag=True,
     default=False,
     help="Skip the time estimate printed before training (a calibration of about "
-    "20 s on 2 cores; never made with --quick or under 1,000 particles).",
+    "30 s on 2 cores; never made with --quick or under 1,000 particles).",
 )
 @_fail_cleanly
 def benchmark_command(

@@ -97,7 +97,7 @@ QUICK_PARTICLES = 120
 QUICK_MIN_PER_CLASS = 12
 QUICK_EPOCHS = 2
 #: Smallest dataset whose benchmark is preceded by a measured time estimate
-#: (``estimate.estimate_benchmark``; it costs about 20 s on 2 cores).
+#: (``estimate.estimate_benchmark``; it costs about 30 s on 2 cores).
 ESTIMATE_MIN_PARTICLES = 1000
 SUMMARY_KIND = "liposome-bench benchmark summary"
 #: ``scheduler`` values of ``benchmark`` besides ``local`` and tcp:// addresses.

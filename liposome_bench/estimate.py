@@ -4,20 +4,28 @@
 any model trains. The estimate comes from a short calibration on the run's
 own data, settings and device, not from assumed rates:
 
-- **SVM**: on stratified samples of two sizes, the features are computed
-  and one outer fold (grid search, final fit, prediction: ``svm.fit_fold``)
-  is run, each timed apart; the features are extrapolated linearly to the
-  dataset (the full run computes them once for all folds), the grid search
-  by a power law up to its own subsample size, the final fit and prediction
-  by a power law to the run's training folds (exponents clipped to
-  [1, 2.5]: LIBSVM's training cost grows between linearly and
-  quadratically with the particles).
+- **SVM**: on stratified samples of two sizes (:data:`SVM_SIZES`, the larger
+  one the coarse grid's own subsample of 2,000, so that its search, grid
+  extensions included, is timed at the size it runs at), the features are
+  computed and one outer fold (grid search, final fit, prediction:
+  ``svm.fit_fold``) is run, each timed apart; the features are
+  extrapolated linearly to the dataset, the grid search by a power law up
+  to its own subsample size, the final fit and prediction by a power law
+  to the run's training folds. The exponents are clipped to
+  :data:`SVM_EXPONENTS`: below 2,000 particles LIBSVM's fixed costs hide
+  how its training grows (n^0.6-0.9 from 400 to 800 here, n^1.7-1.9 from
+  2,000 to 11,335 on three C/gamma points, docs/performance.md).
+- **Repeats** (``--repeats``) reuse the features and the prepared CNN
+  inputs, so those are counted once; the folds are counted per repeat.
 - **CNN**: the inputs of a sample are prepared and timed; then
-  ``cnn.train_fold`` runs :data:`CALIBRATION_EPOCHS` short epochs of
-  :data:`CALIBRATION_SAMPLES` images with a validation part, and the time
-  of the epochs after the first (the first pays for tracing) gives the cost
-  per training sample and per validation image; the first epoch's extra
-  time is the per-fold start-up.
+  ``cnn.train_fold`` runs twice, :data:`CALIBRATION_EPOCHS` short epochs
+  each, of the two sizes in :data:`CALIBRATION_SAMPLES` with a validation
+  part. The time of the epochs after the first (the first pays for
+  tracing) at the two sizes separates the cost per training image from
+  each epoch's fixed cost (its ``fit`` call, the callback, weight
+  averaging), which a short epoch would otherwise spread over its few
+  images; the validation part is timed apart by a prediction. The first
+  epoch's extra time in the second run is the per-fold start-up.
 
 Where early stopping can end a fold early, the CNN's number of epochs is
 unknown in advance and its part is a range: from every fold stopping at its
@@ -45,9 +53,12 @@ from liposome_bench.svm import stratified_subsample
 #: Particles whose features and inputs are timed.
 PREPARE_SAMPLE = 256
 #: Training-fold sizes of the two SVM calibration fits.
-SVM_SIZES = (400, 800)
-#: Images per CNN calibration epoch, validation images, and epochs.
-CALIBRATION_SAMPLES = 1024
+SVM_SIZES = (1000, 2000)
+#: Range of the power-law exponents of LIBSVM's grid search and final fit.
+SVM_EXPONENTS = (1.7, 2.5)
+#: Images per epoch of the two CNN calibration runs, validation images, and
+#: epochs per run.
+CALIBRATION_SAMPLES = (1024, 3072)
 CALIBRATION_VALIDATION = 256
 CALIBRATION_EPOCHS = 3
 
@@ -89,11 +100,12 @@ def _train_size(n: int, k: int) -> int:
     return int(round(n * (k - 1) / k))
 
 
-def _power_law(sizes, seconds, target):
-    """Extrapolate seconds(size) to ``target`` through two measured points."""
+def _power_law(sizes, seconds, target, exponents=SVM_EXPONENTS):
+    """Extrapolate seconds(size) to ``target`` through two measured points,
+    the exponent clipped to the range ``exponents``."""
     (n1, n2), (t1, t2) = sizes, seconds
     p = np.log(max(t2, 1e-6) / max(t1, 1e-6)) / np.log(n2 / n1) if n2 > n1 else 2.0
-    p = float(np.clip(p, 1.0, 2.5))
+    p = float(np.clip(p, *exponents))
     return t2 * (target / n2) ** p, p
 
 
@@ -104,8 +116,11 @@ def _linear(sizes, seconds, target):
     return max(t1 + slope * (target - n1), t2)
 
 
-def calibrate_svm(dataset, svm_settings, k: int, seed: int = 0, jobs: int = 1) -> tuple:
-    """Seconds of the SVM's ``k`` folds (features included), and details.
+def calibrate_svm(
+    dataset, svm_settings, k: int, seed: int = 0, jobs: int = 1, repeats: int = 1
+) -> tuple:
+    """Seconds of the SVM's ``repeats`` x ``k`` folds (features, computed
+    once, included), and details.
 
     Features, the grid search and the final fit are timed apart on samples
     of :data:`SVM_SIZES` (x 5/4, so that a 5-fold training part has that
@@ -160,7 +175,7 @@ def calibrate_svm(dataset, svm_settings, k: int, seed: int = 0, jobs: int = 1) -
     grid_target = n_train if max_samples is None else min(n_train, max_samples)
     grid_fold, grid_exponent = _power_law(sizes, grid_s, grid_target) if grid else (0.0, 0.0)
     fit_fold, fit_exponent = _power_law(sizes, fit_s, n_train)
-    return features_total + k * (grid_fold + fit_fold), {
+    return features_total + repeats * k * (grid_fold + fit_fold), {
         "features_s": round(features_total, 1),
         "grid_s": round(grid_fold, 1),
         "fit_s": round(fit_fold, 1),
@@ -191,8 +206,9 @@ def fewest_epochs(settings) -> int:
     return min(settings.epochs, settings.patience + 1)
 
 
-def calibrate_cnn(dataset, settings, k: int, seed: int = 0) -> tuple:
-    """(low_s, high_s) of a CNN's ``k`` folds, and details."""
+def calibrate_cnn(dataset, settings, k: int, seed: int = 0, repeats: int = 1) -> tuple:
+    """(low_s, high_s) of a CNN's ``repeats`` x ``k`` folds (inputs, prepared
+    once, included), and details."""
     n = len(dataset)
     pick = _sample(dataset.y, PREPARE_SAMPLE, seed)
     t0 = time.perf_counter()
@@ -200,27 +216,73 @@ def calibrate_cnn(dataset, settings, k: int, seed: int = 0) -> tuple:
     prepare_s = (time.perf_counter() - t0) * n / len(pick)
     y = dataset.y[pick]
     rng = np.random.default_rng(seed)
-    fit = rng.choice(len(pick), CALIBRATION_SAMPLES, replace=True)
     val = rng.choice(len(pick), CALIBRATION_VALIDATION, replace=True)
+    device, _ = describe_device()
+    runs = []
+    for samples in CALIBRATION_SAMPLES:
+        fit = rng.choice(len(pick), samples, replace=True)
+        runs.append(
+            _time_epochs(
+                images[fit], y[fit], images[val], y[val], settings, samples, dataset, device, seed
+            )
+        )
+    (_, steady_small, net), (large, steady_large, _) = runs
+    t0 = time.perf_counter()
+    net.predict(images[val], batch_size=256, verbose=0)
+    predict_per_image = (time.perf_counter() - t0) / len(val)
+    few, many = CALIBRATION_SAMPLES
+    train_per_sample = (steady_large - steady_small) / (many - few)
+    if train_per_sample <= 0:  # timing noise: the larger run's epochs without a fixed part
+        train_per_sample, epoch_fixed = steady_large / many, 0.0
+    else:
+        epoch_fixed = steady_small - few * train_per_sample
+    epoch_fixed = max(epoch_fixed - predict_per_image * len(val), 0.0)
+    startup = max(large - steady_large, 0.0)
+
+    n_train = _train_size(n, k)
+    n_val = int(round(n_train * settings.validation_fraction))
+    n_fit = n_train - n_val
+    per_epoch = settings.samples_per_epoch or n_fit
+    epoch_s = epoch_fixed + per_epoch * train_per_sample + n_val * predict_per_image
+    test_s = (n - n_train) * predict_per_image
+    fewest = fewest_epochs(settings)
+
+    def total(epochs):
+        return prepare_s + repeats * k * (startup + epochs * epoch_s + test_s)
+
+    return (total(fewest), total(settings.epochs)), {
+        "prepare_s": round(prepare_s, 1),
+        "startup_s": round(startup, 2),
+        "epoch_s": round(epoch_s, 2),
+        "epoch_fixed_s": round(epoch_fixed, 3),
+        "test_s": round(test_s, 2),
+        "train_samples_per_s": round(1 / train_per_sample, 1) if train_per_sample else None,
+        "epochs": [fewest, settings.epochs],
+    }
+
+
+def _time_epochs(x_fit, y_fit, x_val, y_val, settings, samples, dataset, device, seed):
+    """(first epoch's seconds, median seconds of the later epochs, network)
+    of a :data:`CALIBRATION_EPOCHS`-epoch ``cnn.train_fold`` of ``samples``
+    images an epoch."""
     stamps = []
 
     class Clock(NullReporter):
         def epoch(self, epoch, epochs, **metrics):
             stamps.append(time.perf_counter())
 
-    device, _ = describe_device()
     quick = settings.replace(
         epochs=CALIBRATION_EPOCHS,
         patience=CALIBRATION_EPOCHS,
-        samples_per_epoch=CALIBRATION_SAMPLES,
+        samples_per_epoch=samples,
         balance="class-weight" if settings.balance == "smote" else settings.balance,
     )
     start = time.perf_counter()
     net, _ = train_fold(
-        images[fit],
-        y[fit],
-        images[val],
-        y[val],
+        x_fit,
+        y_fit,
+        x_val,
+        y_val,
         quick,
         n_classes=len(dataset.problem.classes),
         dtype_policy=resolve_dtype_policy(settings.mixed_precision, device),
@@ -230,30 +292,7 @@ def calibrate_cnn(dataset, settings, k: int, seed: int = 0) -> tuple:
     )
     first = stamps[0] - start
     steady = float(np.median(np.diff(stamps))) if len(stamps) > 1 else first
-    t0 = time.perf_counter()
-    net.predict(images[val], batch_size=256, verbose=0)
-    predict_per_image = (time.perf_counter() - t0) / len(val)
-    train_per_sample = max(steady - predict_per_image * len(val), 0.0) / CALIBRATION_SAMPLES
-    startup = max(first - steady, 0.0)
-
-    n_train = _train_size(n, k)
-    n_val = int(round(n_train * settings.validation_fraction))
-    n_fit = n_train - n_val
-    per_epoch = settings.samples_per_epoch or n_fit
-    epoch_s = per_epoch * train_per_sample + n_val * predict_per_image
-    test_s = (n - n_train) * predict_per_image
-    fewest = fewest_epochs(settings)
-
-    def total(epochs):
-        return prepare_s + k * (startup + epochs * epoch_s + test_s)
-
-    return (total(fewest), total(settings.epochs)), {
-        "prepare_s": round(prepare_s, 1),
-        "startup_s": round(startup, 2),
-        "epoch_s": round(epoch_s, 2),
-        "train_samples_per_s": round(1 / train_per_sample, 1) if train_per_sample else None,
-        "epochs": [fewest, settings.epochs],
-    }
+    return first, steady, net
 
 
 def estimate_benchmark(
@@ -267,12 +306,13 @@ def estimate_benchmark(
     estimate = Estimate()
     rows = svm_settings if isinstance(svm_settings, dict) else {svm_module.MODEL_NAME: svm_settings}
     for name, settings in rows.items():  # one per --svm-features row
-        svm_s, details = calibrate_svm(dataset, settings, k, seed=seed, jobs=jobs)
-        estimate.svm_s += svm_s * repeats
+        svm_s, details = calibrate_svm(dataset, settings, k, seed=seed, jobs=jobs, repeats=repeats)
+        estimate.svm_s += svm_s
         estimate.details[name] = details
     for name, settings in cnn_settings.items():
-        (lo, hi), details = calibrate_cnn(dataset, settings, k, seed=seed)
-        estimate.cnn_s[name] = (lo * repeats, hi * repeats)
+        estimate.cnn_s[name], details = calibrate_cnn(
+            dataset, settings, k, seed=seed, repeats=repeats
+        )
         estimate.details[name] = details
     estimate.calibration_s = time.perf_counter() - t0
     return estimate

@@ -10,8 +10,11 @@ def test_power_law_extrapolates_through_two_points_with_a_clipped_exponent():
     # t = n^2: doubling n quadruples t.
     value, p = estimate._power_law((100, 200), (1.0, 4.0), 400)
     assert p == pytest.approx(2.0) and value == pytest.approx(16.0)
-    # Flat timings (fixed overheads) are extrapolated at least linearly.
+    # Flat timings (fixed overheads) are extrapolated at the floor: LIBSVM's
+    # measured growth above 2,000 particles (SVM_EXPONENTS), or as asked.
     value, p = estimate._power_law((100, 200), (1.0, 1.0), 400)
+    assert p == estimate.SVM_EXPONENTS[0] == 1.7 and value == pytest.approx(2.0**1.7)
+    value, p = estimate._power_law((100, 200), (1.0, 1.0), 400, exponents=(1.0, 2.5))
     assert p == 1.0 and value == pytest.approx(2.0)
     value, p = estimate._power_law((100, 200), (1.0, 64.0), 400)
     assert p == 2.5
@@ -19,12 +22,15 @@ def test_power_law_extrapolates_through_two_points_with_a_clipped_exponent():
 
 def test_cnn_range_spans_early_stopping_to_the_epoch_cap(tiny_dataset):
     settings = CNNSettings(epochs=12, early_stopping="macro_f1", patience=3, mixed_precision=False)
-    (low, high), details = estimate.calibrate_cnn(tiny_dataset, settings, k=3)
+    (low, high), details = estimate.calibrate_cnn(tiny_dataset, settings, k=3, repeats=2)
     assert 0 < low < high
     assert details["epochs"] == [4, 12]
-    # high - low is 3 folds x 8 more epochs of the measured epoch time
-    # (epoch_s is rounded to 0.01 s: 24 x 0.005 s at most).
-    assert high - low == pytest.approx(3 * 8 * details["epoch_s"], abs=0.13)
+    # high - low is 2 repeats x 3 folds x 8 more epochs of the measured epoch
+    # time (epoch_s is rounded to 0.01 s: 48 x 0.005 s at most).
+    assert high - low == pytest.approx(2 * 3 * 8 * details["epoch_s"], abs=0.25)
+    # The inputs are prepared once for both repeats; every fold is counted.
+    fold = details["startup_s"] + 12 * details["epoch_s"] + details["test_s"]
+    assert high == pytest.approx(details["prepare_s"] + 2 * 3 * fold, abs=0.5)
     line = estimate.describe(estimate.Estimate(svm_s=60.0, cnn_s={"lipnet-4": (low, high)}))
     assert line.startswith("Estimated time on this machine:") and "lipnet-4" in line
 
@@ -79,10 +85,14 @@ def test_benchmark_stores_and_reports_its_estimate(tiny_export, tmp_path, monkey
 
 
 def test_svm_calibration_counts_features_and_every_fold(tiny_dataset):
-    seconds, details = estimate.calibrate_svm(tiny_dataset, SVMSettings(grid="coarse"), k=3)
+    seconds, details = estimate.calibrate_svm(
+        tiny_dataset, SVMSettings(grid="coarse"), k=3, repeats=2
+    )
     per_fold = details["grid_s"] + details["fit_s"]
-    assert seconds == pytest.approx(details["features_s"] + 3 * per_fold, abs=0.3)
-    assert all(1.0 <= e <= 2.5 for e in details["exponents"].values())
+    # The features are computed once for both repeats (comparison reuses them).
+    assert seconds == pytest.approx(details["features_s"] + 2 * 3 * per_fold, abs=0.6)
+    low, high = estimate.SVM_EXPONENTS
+    assert all(low <= e <= high for e in details["exponents"].values())
     assert details["measured"]  # the training sizes timed (both capped at the tiny set)
 
 
