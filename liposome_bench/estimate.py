@@ -218,12 +218,13 @@ def calibrate_cnn(dataset, settings, k: int, seed: int = 0, repeats: int = 1) ->
     rng = np.random.default_rng(seed)
     val = rng.choice(len(pick), CALIBRATION_VALIDATION, replace=True)
     device, _ = describe_device()
+    class_names = list(dataset.problem.classes)
     runs = []
     for samples in CALIBRATION_SAMPLES:
         fit = rng.choice(len(pick), samples, replace=True)
         runs.append(
             _time_epochs(
-                images[fit], y[fit], images[val], y[val], settings, samples, dataset, device, seed
+                images[fit], y[fit], images[val], y[val], settings, class_names, device, seed
             )
         )
     (_, steady_small, net), (large, steady_large, _) = runs
@@ -261,10 +262,10 @@ def calibrate_cnn(dataset, settings, k: int, seed: int = 0, repeats: int = 1) ->
     }
 
 
-def _time_epochs(x_fit, y_fit, x_val, y_val, settings, samples, dataset, device, seed):
+def _time_epochs(x_fit, y_fit, x_val, y_val, settings, class_names, device, seed):
     """(first epoch's seconds, median seconds of the later epochs, network)
-    of a :data:`CALIBRATION_EPOCHS`-epoch ``cnn.train_fold`` of ``samples``
-    images an epoch."""
+    of a :data:`CALIBRATION_EPOCHS`-epoch ``cnn.train_fold`` that draws
+    ``len(x_fit)`` images an epoch."""
     stamps = []
 
     class Clock(NullReporter):
@@ -274,7 +275,7 @@ def _time_epochs(x_fit, y_fit, x_val, y_val, settings, samples, dataset, device,
     quick = settings.replace(
         epochs=CALIBRATION_EPOCHS,
         patience=CALIBRATION_EPOCHS,
-        samples_per_epoch=samples,
+        samples_per_epoch=len(x_fit),
         balance="class-weight" if settings.balance == "smote" else settings.balance,
     )
     start = time.perf_counter()
@@ -284,10 +285,10 @@ def _time_epochs(x_fit, y_fit, x_val, y_val, settings, samples, dataset, device,
         x_val,
         y_val,
         quick,
-        n_classes=len(dataset.problem.classes),
+        n_classes=len(class_names),
         dtype_policy=resolve_dtype_policy(settings.mixed_precision, device),
         seed=seed,
-        class_names=list(dataset.problem.classes),
+        class_names=class_names,
         reporter=Clock(),
     )
     first = stamps[0] - start
