@@ -1411,7 +1411,10 @@ def _command_line():
     "The flags below override it.",
 )
 @settings_options(
-    _settings.CNNSettings, ("epochs", "input_mode"), override=True, prefix="Every CNN: "
+    _settings.CNNSettings,
+    ("epochs", "input_mode", "mixed_precision"),
+    override=True,
+    prefix="Every CNN: ",
 )
 @settings_options(_settings.SVMSettings, ("grid", "units"), override=True, prefix="The SVM: ")
 @folds_option
@@ -1464,6 +1467,7 @@ def benchmark_command(
     config,
     epochs,
     input_mode,
+    mixed_precision,
     grid,
     units,
     k,
@@ -1526,7 +1530,11 @@ def benchmark_command(
             reader_options=reader_options,
             config=config,
             svm_options={"grid": grid, "units": units},
-            cnn_options={"epochs": epochs, "input_mode": input_mode},
+            cnn_options={
+                "epochs": epochs,
+                "input_mode": input_mode,
+                "mixed_precision": mixed_precision,
+            },
             reporter=reporter,
             command=_command_line(),
             wait=wait,

@@ -147,3 +147,35 @@ def test_the_closing_line_gives_a_one_figure_estimate_as_one_figure():
 
     assert _seconds_range(768.2, 767.9) == "768 s"
     assert _seconds_range(600, 900) == "600 to 900 s"
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--no-mixed-precision"], {"mixed_precision": False}),
+        (["--mixed-precision", "--epochs", "7"], {"mixed_precision": True, "epochs": 7}),
+        ([], {}),
+    ],
+)
+def test_benchmark_cnn_flags_reach_every_cnn(monkeypatch, tmp_path, args, expected):
+    """`benchmark --no-mixed-precision` (issue 25 item 4's float32 run) sets
+    every CNN's setting, as --epochs does; unset flags leave --config's."""
+    from liposome_bench import comparison, registry
+    from liposome_bench.settings import load_config
+
+    seen = {}
+
+    def fake_run_benchmark(*_, cnn_options, **__):
+        seen.update({k: v for k, v in cnn_options.items() if v is not None})
+        raise SystemExit(0)
+
+    monkeypatch.setattr(comparison, "run_benchmark", fake_run_benchmark)
+    monkeypatch.setattr("liposome_bench.cli._announce_device", lambda reporter: None)
+    config = tmp_path / "c.toml"
+    config.write_text("[cnn]\nmixed_precision = true\nepochs = 3\n")
+    result = CliRunner().invoke(cli, ["benchmark", "--problem", "lamellarity", *args])
+    assert result.exit_code == 0, result.output
+    assert seen == expected
+    settings = registry.get("lipnet-4").settings_for(load_config(config), "lipnet-4", seen)
+    assert settings.mixed_precision is expected.get("mixed_precision", True)
+    assert settings.epochs == expected.get("epochs", 3)
