@@ -385,10 +385,12 @@ def run_benchmark(
         "cnn": {name: s.to_dict() for name, s in cnn_settings.items()},
         "n_resamples": n_resamples,
     }
-    if estimate and not quick and len(dataset) >= ESTIMATE_MIN_PARTICLES:
+    # The estimate calibrates the SVM and LipNet; other families are left out.
+    timed = {n: s for n, s in cnn_settings.items() if registry.get(n) is registry.LIPNET}
+    # A resumed run's estimate counts its unfinished folds only; none, no estimate.
+    left = _folds_left(out, repeats, settings["folds"], [*svm_rows, *timed])
+    if estimate and not quick and len(dataset) >= ESTIMATE_MIN_PARTICLES and any(left.values()):
         reporter.message("Measuring this machine's speed for a time estimate (--no-estimate skips)")
-        # The estimate calibrates the SVM and LipNet; other families are left out.
-        timed = {n: s for n, s in cnn_settings.items() if registry.get(n) is registry.LIPNET}
         if len(timed) < len(cnn_settings):
             reporter.message(
                 "The time estimate leaves out "
@@ -396,12 +398,19 @@ def run_benchmark(
                 + " (no calibration for its family)."
             )
         guess = _estimate.estimate_benchmark(
-            dataset, settings["folds"], repeats, svm_rows, timed, seed=seed, jobs=jobs
+            dataset,
+            settings["folds"],
+            repeats,
+            svm_rows,
+            timed,
+            seed=seed,
+            jobs=jobs,
+            folds_left=left,
         )
         # What the estimate covers starts here: the measured time to compare
         # it with is total_s - estimate["done_at_s"].
         timings["estimate"] = {**guess.to_dict(), "done_at_s": time.perf_counter() - started}
-        reporter.message(_estimate.describe(guess))
+        reporter.message(_estimate.describe(guess, scheduler))
     runner = _Runner(scheduler, n_workers, connect_timeout, source)
     with run.session(wait=wait, reporter=reporter, command=command):
         return _run_repeats(
@@ -479,7 +488,7 @@ def _run_repeats(
     fold_seed = settings["fold_seed"]
 
     k, group_by = settings["folds"], settings["group_by"]
-    rdirs = [out if repeats == 1 else out / f"repeat-{r}" for r in range(repeats)]
+    rdirs = _repeat_dirs(out, repeats)
     fold_sets, repeat_timings = [], []
     for r in range(repeats):
         t0 = time.perf_counter()
@@ -613,9 +622,21 @@ def _gpu_available() -> bool:
     return describe_device()[0] == "gpu"
 
 
+def _repeat_dirs(out: Path, repeats: int) -> list[Path]:
+    """Each repeat's results folder: ``out`` itself for one repeat."""
+    return [out if repeats == 1 else out / f"repeat-{r}" for r in range(repeats)]
+
+
 def _unfinished(results, model: str, k: int) -> list[int]:
     """The folds of ``model`` with no fold file in ``results`` yet."""
     return [f for f in range(k) if not results.fold_json(model, f).exists()]
+
+
+def _folds_left(out: Path, repeats: int, k: int, models) -> dict:
+    """model -> (repeat, fold) pairs with no fold file in ``out`` yet (what a
+    resumed run still trains; every pair in a new folder)."""
+    rdirs = _repeat_dirs(out, repeats)
+    return {m: sum(len(_unfinished(ResultsDir(d), m, k)) for d in rdirs) for m in models}
 
 
 def _run_models(

@@ -17,6 +17,10 @@ own data, settings and device, not from assumed rates:
   2,000 to 11,335 on three C/gamma points, docs/performance.md).
 - **Repeats** (``--repeats``) reuse the features and the prepared CNN
   inputs, so those are counted once; the folds are counted per repeat.
+- **A resumed run** counts only its unfinished (repeat, fold) pairs per
+  model (``folds_left``); a model with none left is not calibrated.
+- **On Dask** the figure is still a serial run's on this machine: how the
+  workers share the tasks is not modelled, and :func:`describe` says so.
 - **CNN**: the inputs of a sample are prepared and timed; then
   ``cnn.train_fold`` runs twice, :data:`CALIBRATION_EPOCHS` short epochs
   each, of the two sizes in :data:`CALIBRATION_SAMPLES` with a validation
@@ -71,6 +75,7 @@ class Estimate:
     cnn_s: dict = field(default_factory=dict)  # model -> (low_s, high_s)
     calibration_s: float = 0.0
     details: dict = field(default_factory=dict)
+    tasks: tuple | None = None  # (left, total) (repeat, fold, model) tasks of a resumed run
 
     @property
     def low_s(self) -> float:
@@ -87,6 +92,7 @@ class Estimate:
             "low_s": round(self.low_s, 1),
             "high_s": round(self.high_s, 1),
             "calibration_s": round(self.calibration_s, 1),
+            "tasks": list(self.tasks) if self.tasks else None,
             "details": self.details,
         }
 
@@ -117,10 +123,16 @@ def _linear(sizes, seconds, target):
 
 
 def calibrate_svm(
-    dataset, svm_settings, k: int, seed: int = 0, jobs: int = 1, repeats: int = 1
+    dataset,
+    svm_settings,
+    k: int,
+    seed: int = 0,
+    jobs: int = 1,
+    repeats: int = 1,
+    folds_left: int | None = None,
 ) -> tuple:
-    """Seconds of the SVM's ``repeats`` x ``k`` folds (features, computed
-    once, included), and details.
+    """Seconds of the SVM's ``repeats`` x ``k`` folds, or of ``folds_left``
+    of them (features, computed once, included), and details.
 
     Features, the grid search and the final fit are timed apart on samples
     of :data:`SVM_SIZES` (x 5/4, so that a 5-fold training part has that
@@ -131,12 +143,9 @@ def calibrate_svm(
     whole training folds.
     """
     n = len(dataset)
-    grid = (
-        None
-        if (svm_settings.C is not None and svm_settings.gamma is not None)
-        else svm_settings.grid
-    )
-    max_samples = svm_module.GRIDS[grid]["max_samples"] if grid in svm_module.GRIDS else None
+    # With C and gamma both given there is no grid search to time.
+    searched = svm_settings.C is None or svm_settings.gamma is None
+    max_samples = svm_module.GRIDS[svm_settings.grid]["max_samples"]
     sizes, feature_s, grid_s, fit_s = [], [], [], []
     with tempfile.TemporaryDirectory(prefix="liposome-bench-estimate-") as tmp:
         for size in SVM_SIZES:
@@ -158,7 +167,7 @@ def calibrate_svm(
                 fold=0,
                 C=svm_settings.C,
                 gamma=svm_settings.gamma,
-                grid=grid,
+                grid=svm_settings.grid,
                 seed=seed,
                 jobs=jobs,
                 stem=Path(tmp) / f"cal-{cut}",
@@ -173,9 +182,10 @@ def calibrate_svm(
     n_train = _train_size(n, k)
     features_total = _linear([s * 5 // 4 for s in sizes], feature_s, n)
     grid_target = n_train if max_samples is None else min(n_train, max_samples)
-    grid_fold, grid_exponent = _power_law(sizes, grid_s, grid_target) if grid else (0.0, 0.0)
+    grid_fold, grid_exponent = _power_law(sizes, grid_s, grid_target) if searched else (0.0, 0.0)
     fit_fold, fit_exponent = _power_law(sizes, fit_s, n_train)
-    return features_total + repeats * k * (grid_fold + fit_fold), {
+    n_folds = repeats * k if folds_left is None else folds_left
+    return features_total + n_folds * (grid_fold + fit_fold), {
         "features_s": round(features_total, 1),
         "grid_s": round(grid_fold, 1),
         "fit_s": round(fit_fold, 1),
@@ -206,9 +216,11 @@ def fewest_epochs(settings) -> int:
     return min(settings.epochs, settings.patience + 1)
 
 
-def calibrate_cnn(dataset, settings, k: int, seed: int = 0, repeats: int = 1) -> tuple:
-    """(low_s, high_s) of a CNN's ``repeats`` x ``k`` folds (inputs, prepared
-    once, included), and details."""
+def calibrate_cnn(
+    dataset, settings, k: int, seed: int = 0, repeats: int = 1, folds_left: int | None = None
+) -> tuple:
+    """(low_s, high_s) of a CNN's ``repeats`` x ``k`` folds, or of
+    ``folds_left`` of them (inputs, prepared once, included), and details."""
     n = len(dataset)
     pick = _sample(dataset.y, PREPARE_SAMPLE, seed)
     t0 = time.perf_counter()
@@ -248,8 +260,10 @@ def calibrate_cnn(dataset, settings, k: int, seed: int = 0, repeats: int = 1) ->
     test_s = (n - n_train) * predict_per_image
     fewest = fewest_epochs(settings)
 
+    n_folds = repeats * k if folds_left is None else folds_left
+
     def total(epochs):
-        return prepare_s + repeats * k * (startup + epochs * epoch_s + test_s)
+        return prepare_s + n_folds * (startup + epochs * epoch_s + test_s)
 
     return (total(fewest), total(settings.epochs)), {
         "prepare_s": round(prepare_s, 1),
@@ -297,24 +311,41 @@ def _time_epochs(x_fit, y_fit, x_val, y_val, settings, class_names, device, seed
 
 
 def estimate_benchmark(
-    dataset, k: int, repeats: int, svm_settings, cnn_settings: dict, seed: int = 0, jobs: int = 1
+    dataset,
+    k: int,
+    repeats: int,
+    svm_settings,
+    cnn_settings: dict,
+    seed: int = 0,
+    jobs: int = 1,
+    folds_left: dict | None = None,
 ) -> Estimate:
     """Calibrate every model of a benchmark on ``dataset`` and estimate the
     wall time of ``repeats`` x ``k`` folds (see the module docstring).
     ``svm_settings``: one ``SVMSettings`` or a dict of SVM rows (name ->
-    settings, ``--svm-features``)."""
+    settings, ``--svm-features``). ``folds_left`` (model -> unfinished
+    (repeat, fold) pairs, a resumed run's) counts only those; a model with
+    none left is not calibrated."""
     t0 = time.perf_counter()
     estimate = Estimate()
     rows = svm_settings if isinstance(svm_settings, dict) else {svm_module.MODEL_NAME: svm_settings}
+    left = {name: repeats * k for name in [*rows, *cnn_settings]}
+    left.update(folds_left or {})
+    if folds_left is not None:
+        estimate.tasks = (sum(left.values()), repeats * k * len(left))
     for name, settings in rows.items():  # one per --svm-features row
-        svm_s, details = calibrate_svm(dataset, settings, k, seed=seed, jobs=jobs, repeats=repeats)
-        estimate.svm_s += svm_s
-        estimate.details[name] = details
+        if left[name]:
+            svm_s, details = calibrate_svm(
+                dataset, settings, k, seed=seed, jobs=jobs, folds_left=left[name]
+            )
+            estimate.svm_s += svm_s
+            estimate.details[name] = details
     for name, settings in cnn_settings.items():
-        estimate.cnn_s[name], details = calibrate_cnn(
-            dataset, settings, k, seed=seed, repeats=repeats
-        )
-        estimate.details[name] = details
+        if left[name]:
+            estimate.cnn_s[name], details = calibrate_cnn(
+                dataset, settings, k, seed=seed, folds_left=left[name]
+            )
+            estimate.details[name] = details
     estimate.calibration_s = time.perf_counter() - t0
     return estimate
 
@@ -325,9 +356,10 @@ def _minutes(seconds: float) -> str:
     return f"{seconds / 60:.1f} min"
 
 
-def describe(estimate: Estimate) -> str:
-    """One line for the terminal."""
-    parts = [f"SVM about {_minutes(estimate.svm_s)}"]
+def describe(estimate: Estimate, scheduler: str = "serial") -> str:
+    """One line for the terminal; ``scheduler`` other than "serial" adds
+    that the figure is a serial run's."""
+    parts = [f"SVM about {_minutes(estimate.svm_s)}"] if estimate.svm_s else []
     ranged = False
     for name, (lo, hi) in estimate.cnn_s.items():
         if _minutes(lo) == _minutes(hi):  # a fixed number of epochs per fold
@@ -346,7 +378,18 @@ def describe(estimate: Estimate) -> str:
         if ranged
         else ""
     )
+    resumed = (
+        f" for the {estimate.tasks[0]} of {estimate.tasks[1]} (repeat, fold, model) tasks left"
+        if estimate.tasks and estimate.tasks[0] < estimate.tasks[1]
+        else ""
+    )
+    dask = (
+        f" That is a serial run's time; how --scheduler {scheduler} shares the tasks among "
+        "its workers is not modelled."
+        if scheduler != "serial"
+        else ""
+    )
     return (
-        f"Estimated time on this machine: {span} ({'; '.join(parts)}{why}). "
-        f"Calibration took {estimate.calibration_s:.0f} s."
+        f"Estimated time on this machine{resumed}: {span} ({'; '.join(parts)}{why}). "
+        f"Calibration took {estimate.calibration_s:.0f} s.{dask}"
     )

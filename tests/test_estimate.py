@@ -101,3 +101,67 @@ def test_linear_extrapolation_keeps_the_fixed_part():
     assert estimate._linear((100, 200), (2.0, 3.0), 1000) == pytest.approx(11.0)
     # Noisy timings that fall with size never extrapolate below the larger one.
     assert estimate._linear((100, 200), (3.0, 2.0), 1000) == pytest.approx(3.0)
+
+
+def test_a_resumed_benchmark_estimates_only_its_unfinished_folds(
+    tiny_export, tmp_path, monkeypatch
+):
+    """Re-running after an interruption: the estimate counts the folds still
+    to train (and says so), and a finished run makes none."""
+    monkeypatch.setattr(comparison, "ESTIMATE_MIN_PARTICLES", 10)
+    messages = []
+
+    from liposome_bench.progress import NullReporter
+
+    class Reporter(NullReporter):
+        def message(self, text):
+            messages.append(text)
+
+    def run():
+        messages.clear()
+        return comparison.run_benchmark(
+            "lamellarity",
+            tiny_export,
+            cnn_models=[],
+            k=3,
+            out=tmp_path / "out",
+            svm_options={"C": 8.0, "gamma": 0.0078125},
+            n_resamples=20,
+            reporter=Reporter(),
+        )
+
+    whole = run()["timings"]["estimate"]
+    assert whole["tasks"] == [3, 3]
+    assert any(m.startswith("Estimated time on this machine: ") for m in messages)
+    (tmp_path / "out" / "svm" / "fold-1.json").unlink()
+    resumed = run()["timings"]["estimate"]
+    assert resumed["tasks"] == [1, 3]
+    assert any(
+        m.startswith("Estimated time on this machine for the 1 of 3 (repeat, fold, model) tasks")
+        for m in messages
+    )
+    # Features once, then one fold's fit instead of three.
+    part = resumed["details"]["svm"]
+    assert resumed["svm_s"] == pytest.approx(part["features_s"] + part["fit_s"], abs=0.1)
+    assert "estimate" not in run()["timings"]  # nothing left to train
+    assert not any("time estimate" in m for m in messages)
+
+
+def test_a_models_finished_folds_are_not_calibrated(tiny_dataset):
+    settings = SVMSettings(C=8.0, gamma=0.0078125)
+    cnn = {"lipnet-1": CNNSettings(model="lipnet-1", epochs=2, mixed_precision=False)}
+    guess = estimate.estimate_benchmark(
+        tiny_dataset, 3, 2, settings, cnn, folds_left={"svm": 2, "lipnet-1": 0}
+    )
+    assert guess.tasks == (2, 12)
+    assert guess.svm_s > 0 and guess.cnn_s == {} and "lipnet-1" not in guess.details
+
+
+def test_on_dask_the_estimate_says_it_is_a_serial_runs_time():
+    guess = estimate.Estimate(svm_s=60.0, cnn_s={"lipnet-4": (600.0, 600.0)})
+    assert "serial" not in estimate.describe(guess)
+    line = estimate.describe(guess, "tcp://10.0.0.5:8786")
+    assert line.endswith(
+        "That is a serial run's time; how --scheduler tcp://10.0.0.5:8786 shares the tasks "
+        "among its workers is not modelled."
+    )
