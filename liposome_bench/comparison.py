@@ -387,9 +387,10 @@ def run_benchmark(
     }
     # The estimate calibrates the SVM and LipNet; other families are left out.
     timed = {n: s for n, s in cnn_settings.items() if registry.get(n) is registry.LIPNET}
+    timing = estimate and not quick and len(dataset) >= ESTIMATE_MIN_PARTICLES
     # A resumed run's estimate counts its unfinished folds only; none, no estimate.
-    left = _folds_left(out, repeats, settings["folds"], [*svm_rows, *timed])
-    if estimate and not quick and len(dataset) >= ESTIMATE_MIN_PARTICLES and any(left.values()):
+    left = _folds_left(out, repeats, settings["folds"], [*svm_rows, *timed]) if timing else {}
+    if any(left.values()):
         reporter.message("Measuring this machine's speed for a time estimate (--no-estimate skips)")
         if len(timed) < len(cnn_settings):
             reporter.message(
