@@ -18,7 +18,8 @@ own data, settings and device, not from assumed rates:
 - **Repeats** (``--repeats``) reuse the features and the prepared CNN
   inputs, so those are counted once; the folds are counted per repeat.
 - **A resumed run** counts only its unfinished (repeat, fold) pairs per
-  model (``folds_left``); a model with none left is not calibrated.
+  model (``estimate_benchmark``'s ``folds_left``); a model with none left
+  is not calibrated.
 - **On Dask** the figure is still a serial run's on this machine: how the
   workers share the tasks is not modelled, and :func:`describe` says so.
 - **CNN**: the inputs of a sample are prepared and timed; then
@@ -128,11 +129,11 @@ def calibrate_svm(
     k: int,
     seed: int = 0,
     jobs: int = 1,
-    repeats: int = 1,
-    folds_left: int | None = None,
+    folds: int | None = None,
 ) -> tuple:
-    """Seconds of the SVM's ``repeats`` x ``k`` folds, or of ``folds_left``
-    of them (features, computed once, included), and details.
+    """Seconds of ``folds`` (default ``k``) outer folds of the SVM (every
+    repeat's, or a resumed run's unfinished ones) with the features,
+    computed once, included; and details.
 
     Features, the grid search and the final fit are timed apart on samples
     of :data:`SVM_SIZES` (x 5/4, so that a 5-fold training part has that
@@ -184,7 +185,7 @@ def calibrate_svm(
     grid_target = n_train if max_samples is None else min(n_train, max_samples)
     grid_fold, grid_exponent = _power_law(sizes, grid_s, grid_target) if searched else (0.0, 0.0)
     fit_fold, fit_exponent = _power_law(sizes, fit_s, n_train)
-    n_folds = repeats * k if folds_left is None else folds_left
+    n_folds = k if folds is None else folds
     return features_total + n_folds * (grid_fold + fit_fold), {
         "features_s": round(features_total, 1),
         "grid_s": round(grid_fold, 1),
@@ -216,11 +217,10 @@ def fewest_epochs(settings) -> int:
     return min(settings.epochs, settings.patience + 1)
 
 
-def calibrate_cnn(
-    dataset, settings, k: int, seed: int = 0, repeats: int = 1, folds_left: int | None = None
-) -> tuple:
-    """(low_s, high_s) of a CNN's ``repeats`` x ``k`` folds, or of
-    ``folds_left`` of them (inputs, prepared once, included), and details."""
+def calibrate_cnn(dataset, settings, k: int, seed: int = 0, folds: int | None = None) -> tuple:
+    """(low_s, high_s) of ``folds`` (default ``k``) outer folds of a CNN
+    (every repeat's, or a resumed run's unfinished ones) with the inputs,
+    prepared once, included; and details."""
     n = len(dataset)
     pick = _sample(dataset.y, PREPARE_SAMPLE, seed)
     t0 = time.perf_counter()
@@ -260,7 +260,7 @@ def calibrate_cnn(
     test_s = (n - n_train) * predict_per_image
     fewest = fewest_epochs(settings)
 
-    n_folds = repeats * k if folds_left is None else folds_left
+    n_folds = k if folds is None else folds
 
     def total(epochs):
         return prepare_s + n_folds * (startup + epochs * epoch_s + test_s)
@@ -336,14 +336,14 @@ def estimate_benchmark(
     for name, settings in rows.items():  # one per --svm-features row
         if left[name]:
             svm_s, details = calibrate_svm(
-                dataset, settings, k, seed=seed, jobs=jobs, folds_left=left[name]
+                dataset, settings, k, seed=seed, jobs=jobs, folds=left[name]
             )
             estimate.svm_s += svm_s
             estimate.details[name] = details
     for name, settings in cnn_settings.items():
         if left[name]:
             estimate.cnn_s[name], details = calibrate_cnn(
-                dataset, settings, k, seed=seed, folds_left=left[name]
+                dataset, settings, k, seed=seed, folds=left[name]
             )
             estimate.details[name] = details
     estimate.calibration_s = time.perf_counter() - t0

@@ -22,7 +22,7 @@ def test_power_law_extrapolates_through_two_points_with_a_clipped_exponent():
 
 def test_cnn_range_spans_early_stopping_to_the_epoch_cap(tiny_dataset):
     settings = CNNSettings(epochs=12, early_stopping="macro_f1", patience=3, mixed_precision=False)
-    (low, high), details = estimate.calibrate_cnn(tiny_dataset, settings, k=3, repeats=2)
+    (low, high), details = estimate.calibrate_cnn(tiny_dataset, settings, k=3, folds=2 * 3)
     assert 0 < low < high
     assert details["epochs"] == [4, 12]
     # high - low is 2 repeats x 3 folds x 8 more epochs of the measured epoch
@@ -86,7 +86,7 @@ def test_benchmark_stores_and_reports_its_estimate(tiny_export, tmp_path, monkey
 
 def test_svm_calibration_counts_features_and_every_fold(tiny_dataset):
     seconds, details = estimate.calibrate_svm(
-        tiny_dataset, SVMSettings(grid="coarse"), k=3, repeats=2
+        tiny_dataset, SVMSettings(grid="coarse"), k=3, folds=2 * 3
     )
     per_fold = details["grid_s"] + details["fit_s"]
     # The features are computed once for both repeats (comparison reuses them).
