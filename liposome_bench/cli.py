@@ -1455,6 +1455,13 @@ def _command_line():
     help="Skip the time estimate printed before training (a calibration of about "
     "30 s on 2 cores; never made with --quick or under 1,000 particles).",
 )
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Check the data, the options and --out, print the grouping, the near-duplicate "
+    "check, the task count and the time estimate (its calibration is about 30 s); train "
+    "and write nothing.",
+)
 @_fail_cleanly
 def benchmark_command(
     problem,
@@ -1483,6 +1490,7 @@ def benchmark_command(
     connect_timeout,
     wait,
     no_estimate,
+    dry_run,
 ):
     """Compare the LIBSVM baseline with LipNet CNN(s) on identical folds.
 
@@ -1501,13 +1509,14 @@ def benchmark_command(
     cores (--jobs workers); on a CPU-only machine they run one after the
     other. On Dask (--scheduler local or tcp://HOST:PORT) every (repeat,
     fold, model) is one task, as in `sweep`. Re-running the same command
-    resumes at the first unfinished fold.
+    resumes at the first unfinished fold. --dry-run says how long it will
+    take on this machine before anything is spent.
 
     Example: liposome-bench benchmark --problem lamellarity
     """
     from rich.console import Console
 
-    from liposome_bench.comparison import run_benchmark
+    from liposome_bench.comparison import plan_text, run_benchmark
     from liposome_bench.display import print_benchmark
 
     cnn_models = [m.strip() for m in cnn.split(",") if m.strip()] if cnn else None
@@ -1544,7 +1553,11 @@ def benchmark_command(
             scheduler=scheduler,
             n_workers=workers,
             connect_timeout=connect_timeout,
+            dry_run=dry_run,
         )
+    if summary.get("dry_run"):
+        click.echo(plan_text(summary))
+        return
     console = Console()
     print_benchmark(summary, console)
     where = summary["settings"]["out"]

@@ -169,6 +169,7 @@ def run_benchmark(
     scheduler: str = "serial",
     n_workers: int | None = None,
     connect_timeout: float = engine.CONNECT_TIMEOUT_S,
+    dry_run: bool = False,
 ) -> dict:
     """Run the SVM and the CNN(s) on identical folds and summarise them.
 
@@ -246,11 +247,20 @@ def run_benchmark(
     connect_timeout : float
         Seconds to try to reach a ``tcp://`` scheduler, before anything is
         written.
+    dry_run : bool
+        Check the options, the dataset and the results folder (its layout;
+        in a folder it would resume, the dataset and each repeat's folds),
+        report the grouping, the near-duplicate check and the time estimate
+        (made as for a real run), then return the plan (:func:`plan_text`)
+        instead of training: nothing is written to ``out``.
 
     Returns
     -------
     dict
-        The summary written to ``summary.json``.
+        The summary written to ``summary.json``; with ``dry_run`` the plan:
+        ``{"dry_run": True, "settings", "tasks": [left, total], "per_model":
+        {model: tasks left}, "estimate": timings.estimate or None,
+        "no_estimate": why none was made or None}``.
 
     Raises
     ------
@@ -389,8 +399,9 @@ def run_benchmark(
     timed = {n: s for n, s in cnn_settings.items() if registry.get(n) is registry.LIPNET}
     timing = estimate and not quick and len(dataset) >= ESTIMATE_MIN_PARTICLES
     # A resumed run's estimate counts its unfinished folds only; none, no estimate.
-    left = _folds_left(out, repeats, settings["folds"], [*svm_rows, *timed]) if timing else {}
-    if any(left.values()):
+    models = [*svm_rows, *cnn_settings] if dry_run else [*svm_rows, *timed]
+    left = _folds_left(out, repeats, settings["folds"], models) if timing or dry_run else {}
+    if timing and any(left.values()):
         reporter.message("Measuring this machine's speed for a time estimate (--no-estimate skips)")
         if len(timed) < len(cnn_settings):
             reporter.message(
@@ -412,6 +423,16 @@ def run_benchmark(
         # it with is total_s - estimate["done_at_s"].
         timings["estimate"] = {**guess.to_dict(), "done_at_s": time.perf_counter() - started}
         reporter.message(_estimate.describe(guess, scheduler))
+    if dry_run:
+        _check_resumable(out, dataset, settings, folds)
+        return {
+            "dry_run": True,
+            "settings": settings,
+            "tasks": [sum(left.values()), repeats * settings["folds"] * len(models)],
+            "per_model": left,
+            "estimate": timings.get("estimate"),
+            "no_estimate": _why_no_estimate(estimate, quick, len(dataset), left),
+        }
     runner = _Runner(scheduler, n_workers, connect_timeout, source)
     with run.session(wait=wait, reporter=reporter, command=command):
         return _run_repeats(
@@ -428,6 +449,65 @@ def run_benchmark(
             runner=runner,
             duplicate_pairs=duplicate_pairs,
         )
+
+
+def _check_resumable(out: Path, dataset, settings: dict, folds) -> None:
+    """What a dry run can check of a folder it would resume: the dataset and
+    each repeat's folds (each model's settings are checked when it starts)."""
+    fingerprint = dataset.fingerprint() if folds is None else folds.fingerprint
+    for r, rdir in enumerate(_repeat_dirs(out, settings["repeats"])):
+        if folds is not None:
+            fold_info = {"k": folds.k, "seed": folds.seed}
+            group_by = getattr(folds, "group_by", None)
+        else:
+            fold_info = {"k": settings["folds"], "seed": settings["fold_seed"] + r}
+            group_by = settings["group_by"]
+        if group_by:
+            fold_info["group_by"] = group_by
+        ResultsDir(rdir).check_resumable(fingerprint, fold_info)
+
+
+def _why_no_estimate(estimate: bool, quick: bool, n: int, left: dict) -> str | None:
+    """Why a run makes no time estimate, or None when it makes one."""
+    if not estimate:
+        return "--no-estimate was given"
+    if quick:
+        return "--quick runs in under a minute"
+    if n < ESTIMATE_MIN_PARTICLES:
+        return (
+            f"the set has {n} particles, under {ESTIMATE_MIN_PARTICLES:,}, so the run is "
+            "about as short as the calibration"
+        )
+    if not any(left.values()):
+        return "every task is done"
+    return None
+
+
+def plan_text(plan: dict) -> str:
+    """The closing line of a dry run (``run_benchmark(..., dry_run=True)``)."""
+    settings = plan["settings"]
+    left, total = plan["tasks"]
+    shape = (
+        f"{settings['repeats']} repeat(s) x {settings['folds']} folds x "
+        f"{len(plan['per_model'])} models"
+    )
+    if not left:
+        todo = (
+            f"all {total} (repeat, fold, model) tasks ({shape}) are done in "
+            f"{settings['out']}; the command would only rewrite its summary"
+        )
+    elif left < total:
+        todo = (
+            f"{left} of {total} (repeat, fold, model) tasks ({shape}) are left in "
+            f"{settings['out']}; the command resumes there"
+        )
+    else:
+        todo = f"{total} (repeat, fold, model) tasks ({shape}) into {settings['out']}"
+    why = f" No time estimate: {plan['no_estimate']}." if plan["no_estimate"] else ""
+    return (
+        f"Dry run: {todo}. No fold was trained and nothing was written there.{why} "
+        "Run the same command without --dry-run to start."
+    )
 
 
 def _svm_rows(svm_settings, svm_features, svm_options) -> dict:

@@ -420,19 +420,7 @@ class ResultsDir:
             fold_info["group_by"] = folds.group_by
         settings = json.loads(json.dumps(settings))  # normalise tuples etc.
         if run:
-            old = run.get("dataset", {})
-            if old.get("fingerprint") != data["fingerprint"]:
-                raise ResultsError(
-                    f"{self.path} holds results for another dataset (fingerprint "
-                    f"{old.get('fingerprint')}, this one {data['fingerprint']}). "
-                    "Use another --out or delete that folder."
-                )
-            self.read_run()  # the same dataset: the rest must be well-formed too
-            if run.get("folds") != fold_info:
-                raise ResultsError(
-                    f"{self.path} holds results made with folds {run.get('folds')}, "
-                    f"not {fold_info}. Use another --out or delete that folder."
-                )
+            self._check_same_run(run, data["fingerprint"], fold_info)
             old_settings = run.get("models", {}).get(model)
             if old_settings is not None and old_settings != settings:
                 changed = sorted(
@@ -455,6 +443,30 @@ class ResultsDir:
             }
         run.setdefault("models", {})[model] = settings
         atomic_write_json(self.path / RUN_JSON, run)
+
+    def check_resumable(self, fingerprint: str, fold_info: dict | None) -> None:
+        """Refuse, before any work, a folder whose run.json holds another
+        dataset (``fingerprint``) or other folds (``{"k", "seed"[,
+        "group_by"]}``); a folder without one passes. Each model's settings
+        are checked when it starts (:meth:`prepare`)."""
+        run = self.read_run(strict=False)
+        if run:
+            self._check_same_run(run, fingerprint, fold_info)
+
+    def _check_same_run(self, run: dict, fingerprint: str, fold_info: dict | None) -> None:
+        old = run.get("dataset", {})
+        if old.get("fingerprint") != fingerprint:
+            raise ResultsError(
+                f"{self.path} holds results for another dataset (fingerprint "
+                f"{old.get('fingerprint')}, this one {fingerprint}). "
+                "Use another --out or delete that folder."
+            )
+        self.read_run()  # the same dataset: the rest must be well-formed too
+        if run.get("folds") != fold_info:
+            raise ResultsError(
+                f"{self.path} holds results made with folds {run.get('folds')}, "
+                f"not {fold_info}. Use another --out or delete that folder."
+            )
 
     def fold_json(self, model: str, fold: int) -> Path:
         return self.model_dir(model) / f"fold-{fold}.json"

@@ -165,3 +165,81 @@ def test_on_dask_the_estimate_says_it_is_a_serial_runs_time():
         "That is a serial run's time; how --scheduler tcp://10.0.0.5:8786 shares the tasks "
         "among its workers is not modelled."
     )
+
+
+def _dry_run(export, out, **options):
+    return comparison.run_benchmark(
+        "lamellarity",
+        export,
+        cnn_models=options.pop("cnn_models", []),
+        k=3,
+        out=out,
+        svm_options={"C": 8.0, "gamma": 0.0078125},
+        n_resamples=20,
+        dry_run=True,
+        **options,
+    )
+
+
+def test_a_dry_run_plans_and_estimates_but_writes_nothing(tiny_export, tmp_path, monkeypatch):
+    monkeypatch.setattr(comparison, "ESTIMATE_MIN_PARTICLES", 10)
+    out = tmp_path / "out"
+    plan = _dry_run(tiny_export, out, repeats=2)
+    assert plan["dry_run"] and plan["tasks"] == [6, 6] and plan["per_model"] == {"svm": 6}
+    assert plan["estimate"]["svm_s"] > 0 and plan["no_estimate"] is None
+    assert not out.exists()
+    text = comparison.plan_text(plan)
+    assert text.startswith("Dry run: 6 (repeat, fold, model) tasks (2 repeat(s) x 3 folds x 1")
+    assert "No time estimate" not in text
+    # Every model is counted, whether or not an estimate is made.
+    plan = _dry_run(tiny_export, out, cnn_models=["lipnet-fcn"], estimate=False)
+    assert plan["tasks"] == [6, 6] and plan["per_model"] == {"svm": 3, "lipnet-fcn": 3}
+    assert plan["estimate"] is None and plan["no_estimate"] == "--no-estimate was given"
+    assert "No time estimate: --no-estimate was given." in comparison.plan_text(plan)
+    assert not out.exists()
+
+
+def test_a_dry_run_of_a_started_folder_counts_what_is_left(tiny_export, tmp_path, monkeypatch):
+    monkeypatch.setattr(comparison, "ESTIMATE_MIN_PARTICLES", 10)
+    out = tmp_path / "out"
+    run = dict(
+        cnn_models=[],
+        k=3,
+        out=out,
+        svm_options={"C": 8.0, "gamma": 0.0078125},
+        n_resamples=20,
+        estimate=False,
+    )
+    comparison.run_benchmark("lamellarity", tiny_export, **run)
+    plan = _dry_run(tiny_export, out)
+    assert plan["tasks"] == [0, 3] and plan["no_estimate"] == "every task is done"
+    assert "all 3 (repeat, fold, model) tasks" in comparison.plan_text(plan)
+    (out / "svm" / "fold-2.json").unlink()
+    before = sorted((p, p.stat().st_mtime_ns) for p in out.rglob("*"))
+    plan = _dry_run(tiny_export, out)
+    assert plan["tasks"] == [1, 3] and plan["estimate"]["tasks"] == [1, 3]
+    assert "1 of 3 (repeat, fold, model) tasks" in comparison.plan_text(plan)
+    assert sorted((p, p.stat().st_mtime_ns) for p in out.rglob("*")) == before
+    # What the real run would refuse, the dry run refuses first.
+    with pytest.raises(comparison.ResultsError, match="made with folds"):
+        _dry_run(tiny_export, out, fold_seed=7)
+    with pytest.raises(comparison.ResultsError, match="holds a run without --repeats"):
+        _dry_run(tiny_export, out, repeats=2)
+
+
+def test_benchmark_dry_run_from_the_command_line(tiny_export, tmp_path):
+    from click.testing import CliRunner
+
+    from liposome_bench.cli import cli
+
+    out = tmp_path / "out"
+    args = ["benchmark", "--problem", "lamellarity", "--data", str(tiny_export)]
+    args += ["--cnn", "lipnet-1", "--folds", "3", "--out", str(out), "--dry-run"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert "Dry run: 6 (repeat, fold, model) tasks (1 repeat(s) x 3 folds x 2 models)" in (
+        result.output
+    )
+    # The tiny set is under ESTIMATE_MIN_PARTICLES: the plan says why there is no estimate.
+    assert "No time estimate: the set has" in result.output
+    assert not out.exists()
