@@ -18,8 +18,20 @@ import os
 import platform
 from functools import lru_cache
 
-# AMD's CPU families by their "cpu family" number in /proc/cpuinfo.
+# AMD's CPU families by their "cpu family" number in /proc/cpuinfo. Family
+# 25 holds Zen 3 and Zen 4; only Zen 4 has AVX-512 (amd_generation).
 _AMD_FAMILIES = {23: "Zen/Zen 2", 25: "Zen 3/Zen 4", 26: "Zen 5"}
+
+
+def amd_generation(family: int, flags: frozenset) -> str | None:
+    """An AMD CPU's Zen generation from its family number and flags, or None.
+
+    >>> amd_generation(25, frozenset({"avx2", "avx512f"})), amd_generation(25, frozenset({"avx2"}))
+    ('Zen 4', 'Zen 3')
+    """
+    if family == 25 and flags:
+        return "Zen 4" if "avx512f" in flags else "Zen 3"
+    return _AMD_FAMILIES.get(family)
 
 
 @lru_cache(maxsize=1)
@@ -51,7 +63,7 @@ def cpu_info() -> dict:
     info["flags"] = flags
     vendor, family = fields.get("vendor_id", ""), fields.get("cpu family", "")
     if vendor == "AuthenticAMD" and family.isdigit():
-        generation = _AMD_FAMILIES.get(int(family))
+        generation = amd_generation(int(family), flags)
         info["family"] = f"family {family}" + (f", {generation}" if generation else "")
     return info
 

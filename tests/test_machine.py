@@ -30,3 +30,12 @@ def test_this_machine_is_described():
     info = machine.cpu_info()
     line = machine.describe_cpu()
     assert line.startswith(info["model"]) and f"{info['cores']} cores" in line
+
+
+def test_amd_family_25_is_split_by_avx512():
+    # Family 25 holds Zen 3 (no AVX-512) and Zen 4 (the first AMD with it).
+    assert machine.amd_generation(25, frozenset({"avx2", "avx512f", "avx512_bf16"})) == "Zen 4"
+    assert machine.amd_generation(25, frozenset({"avx2", "fma"})) == "Zen 3"
+    assert machine.amd_generation(25, frozenset()) == "Zen 3/Zen 4"  # flags unknown
+    assert machine.amd_generation(26, frozenset({"avx512f"})) == "Zen 5"
+    assert machine.amd_generation(99, frozenset({"avx2"})) is None
