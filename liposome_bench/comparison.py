@@ -403,6 +403,7 @@ def run_benchmark(
     left = _folds_left(out, repeats, settings["folds"], models) if timing or dry_run else {}
     if timing and any(left.values()):
         reporter.message("Measuring this machine's speed for a time estimate (--no-estimate skips)")
+        reporter.stage("time estimate")  # ends the near-duplicate stage's clock
         if len(timed) < len(cnn_settings):
             reporter.message(
                 "The time estimate leaves out "
