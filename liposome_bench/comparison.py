@@ -400,6 +400,8 @@ def run_benchmark(
     timing = estimate and not quick and len(dataset) >= ESTIMATE_MIN_PARTICLES
     # A resumed run's estimate counts its unfinished folds only; none, no estimate.
     models = [*svm_rows, *cnn_settings] if dry_run else [*svm_rows, *timed]
+    if dry_run:  # before the calibration: a folder the run would refuse fails at once
+        _check_resumable(out, dataset, settings, folds)
     left = _folds_left(out, repeats, settings["folds"], models) if timing or dry_run else {}
     if timing and any(left.values()):
         reporter.message("Measuring this machine's speed for a time estimate (--no-estimate skips)")
@@ -425,7 +427,6 @@ def run_benchmark(
         timings["estimate"] = {**guess.to_dict(), "done_at_s": time.perf_counter() - started}
         reporter.message(_estimate.describe(guess, scheduler))
     if dry_run:
-        _check_resumable(out, dataset, settings, folds)
         return {
             "dry_run": True,
             "settings": settings,
@@ -488,9 +489,10 @@ def plan_text(plan: dict) -> str:
     """The closing line of a dry run (``run_benchmark(..., dry_run=True)``)."""
     settings = plan["settings"]
     left, total = plan["tasks"]
+    n_models = len(plan["per_model"])
     shape = (
         f"{settings['repeats']} repeat(s) x {settings['folds']} folds x "
-        f"{len(plan['per_model'])} models"
+        f"{n_models} model{'' if n_models == 1 else 's'}"
     )
     if not left:
         todo = (

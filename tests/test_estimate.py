@@ -189,7 +189,9 @@ def test_a_dry_run_plans_and_estimates_but_writes_nothing(tiny_export, tmp_path,
     assert plan["estimate"]["svm_s"] > 0 and plan["no_estimate"] is None
     assert not out.exists()
     text = comparison.plan_text(plan)
-    assert text.startswith("Dry run: 6 (repeat, fold, model) tasks (2 repeat(s) x 3 folds x 1")
+    assert text.startswith(
+        "Dry run: 6 (repeat, fold, model) tasks (2 repeat(s) x 3 folds x 1 model)"
+    )
     assert "No time estimate" not in text
     # Every model is counted, whether or not an estimate is made.
     plan = _dry_run(tiny_export, out, cnn_models=["lipnet-fcn"], estimate=False)
@@ -220,9 +222,14 @@ def test_a_dry_run_of_a_started_folder_counts_what_is_left(tiny_export, tmp_path
     assert plan["tasks"] == [1, 3] and plan["estimate"]["tasks"] == [1, 3]
     assert "1 of 3 (repeat, fold, model) tasks" in comparison.plan_text(plan)
     assert sorted((p, p.stat().st_mtime_ns) for p in out.rglob("*")) == before
-    # What the real run would refuse, the dry run refuses first.
+    # What the real run would refuse, the dry run refuses first, before its calibration.
+    calibrated = []
+    monkeypatch.setattr(
+        comparison._estimate, "estimate_benchmark", lambda *a, **k: calibrated.append(1)
+    )
     with pytest.raises(comparison.ResultsError, match="made with folds"):
         _dry_run(tiny_export, out, fold_seed=7)
+    assert not calibrated
     with pytest.raises(comparison.ResultsError, match="holds a run without --repeats"):
         _dry_run(tiny_export, out, repeats=2)
 
