@@ -507,10 +507,8 @@ def plan_text(plan: dict) -> str:
     else:
         todo = f"{total} (repeat, fold, model) tasks ({shape}) into {settings['out']}"
     why = f" No time estimate: {plan['no_estimate']}." if plan["no_estimate"] else ""
-    return (
-        f"Dry run: {todo}. No fold was trained and nothing was written there.{why} "
-        "Run the same command without --dry-run to start."
-    )
+    start = " Run the same command without --dry-run to start." if left else ""
+    return f"Dry run: {todo}. No fold was trained and nothing was written there.{why}{start}"
 
 
 def _svm_rows(svm_settings, svm_features, svm_options) -> dict:

@@ -216,6 +216,7 @@ def test_a_dry_run_of_a_started_folder_counts_what_is_left(tiny_export, tmp_path
     plan = _dry_run(tiny_export, out)
     assert plan["tasks"] == [0, 3] and plan["no_estimate"] == "every task is done"
     assert "all 3 (repeat, fold, model) tasks" in comparison.plan_text(plan)
+    assert "without --dry-run to start" not in comparison.plan_text(plan)
     (out / "svm" / "fold-2.json").unlink()
     before = sorted((p, p.stat().st_mtime_ns) for p in out.rglob("*"))
     plan = _dry_run(tiny_export, out)
