@@ -168,3 +168,45 @@ def test_same_architectures_under_jax():
             layer.name: [None if s is None else int(s) for s in layer.output.shape[1:]]
             for layer in model.layers
         }
+
+
+TRAIN_UNDER_JAX = """
+import json, sys
+try:
+    import jax  # noqa: F401
+except ImportError as exc:
+    print(json.dumps({"skip": f"jax is not importable ({exc}); pip install 'jax[cpu]'"}))
+    sys.exit(0)
+import keras
+import numpy as np
+from liposome_bench.cnn import train_fold
+from liposome_bench.settings import CNNSettings
+rng = np.random.default_rng(0)
+x = rng.random((96, 28, 28, 1), dtype=np.float32)
+y = np.arange(96) % 3
+settings = CNNSettings(model="lipnet-1", epochs=3, batch_size=32)  # weight averaging on (the default)
+net, info = train_fold(x[:72], y[:72], x[72:], y[72:], settings, n_classes=3, seed=0,
+                       class_names=["a", "b", "c"])
+print(json.dumps({"backend": keras.backend.backend(), "epochs_run": info["epochs_run"],
+                  "averaging": settings.weight_averaging}))
+"""
+
+
+def test_a_fold_trains_with_weight_averaging_under_jax():
+    # Keras assigns the averaged weights by aliasing the optimizer's arrays,
+    # which JAX then donates in the next fit ("Buffer has been deleted or
+    # donated"): every default run failed on the JAX backend.
+    env = dict(os.environ, KERAS_BACKEND="jax")
+    proc = subprocess.run(
+        [sys.executable, "-c", TRAIN_UNDER_JAX],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    if "skip" in got:
+        pytest.skip(got["skip"])
+    assert got["backend"] == "jax" and got["epochs_run"] == 3 and got["averaging"] > 0

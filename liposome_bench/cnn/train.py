@@ -117,6 +117,11 @@ def _make_monitor_callback(
                 return
             epoch, loss, raw = self._epoch
             self._epoch = None
+            if raw is not None:
+                # Keras writes the averages into the network by assigning
+                # the optimizer's arrays; on JAX those buffers are donated
+                # by the next fit, so the network gets copies of them.
+                net.set_weights(net.get_weights())
             record = {"loss": loss}
             if len(x_val):
                 p = net.predict(x_val, batch_size=256, verbose=0)
