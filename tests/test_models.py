@@ -140,10 +140,11 @@ def test_bad_options_raise_one_line(kwargs, message):
     assert "\n" not in str(err.value)
 
 
-def _summary_under(backend):
+def _summary_under(backend, script=SUMMARISE):
+    """The last JSON line ``script`` prints under Keras ``backend``."""
     env = dict(os.environ, KERAS_BACKEND=backend)
     proc = subprocess.run(
-        [sys.executable, "-c", SUMMARISE],
+        [sys.executable, "-c", script],
         env=env,
         capture_output=True,
         text=True,
@@ -196,17 +197,7 @@ def test_a_fold_trains_with_weight_averaging_under_jax():
     # Keras assigns the averaged weights by aliasing the optimizer's arrays,
     # which JAX then donates in the next fit ("Buffer has been deleted or
     # donated"): every default run failed on the JAX backend.
-    env = dict(os.environ, KERAS_BACKEND="jax")
-    proc = subprocess.run(
-        [sys.executable, "-c", TRAIN_UNDER_JAX],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    got = _summary_under("jax", TRAIN_UNDER_JAX)
     if "skip" in got:
         pytest.skip(got["skip"])
     assert got["backend"] == "jax" and got["epochs_run"] == 3 and got["averaging"] > 0
