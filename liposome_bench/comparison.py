@@ -75,6 +75,7 @@ from liposome_bench.results import (
     SUMMARY_SCHEMA_VERSION,
     ResultsDir,
     fold_file_hashes,
+    fold_record,
 )
 from liposome_bench.prepare import prepare_run
 from liposome_bench.settings import (
@@ -459,13 +460,11 @@ def _check_resumable(out: Path, dataset, settings: dict, folds) -> None:
     fingerprint = dataset.fingerprint() if folds is None else folds.fingerprint
     for r, rdir in enumerate(_repeat_dirs(out, settings["repeats"])):
         if folds is not None:
-            fold_info = {"k": folds.k, "seed": folds.seed}
-            group_by = getattr(folds, "group_by", None)
+            fold_info = fold_record(folds.k, folds.seed, getattr(folds, "group_by", None))
         else:
-            fold_info = {"k": settings["folds"], "seed": settings["fold_seed"] + r}
-            group_by = settings["group_by"]
-        if group_by:
-            fold_info["group_by"] = group_by
+            fold_info = fold_record(
+                settings["folds"], settings["fold_seed"] + r, settings["group_by"]
+            )
         ResultsDir(rdir).check_resumable(fingerprint, fold_info)
 
 

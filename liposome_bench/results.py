@@ -343,6 +343,16 @@ class FoldResult:
     device: str = "cpu"
 
 
+def fold_record(k: int, seed: int, group_by: str | None = None) -> dict:
+    """How run.json records a results folder's folds: ``{"k", "seed"}``, and
+    ``"group_by"`` for grouped folds (what :meth:`ResultsDir.prepare` and
+    :meth:`ResultsDir.check_resumable` compare)."""
+    record = {"k": k, "seed": seed}
+    if group_by:
+        record["group_by"] = group_by
+    return record
+
+
 class ResultsDir:
     """A results folder on disk (see the module docstring for the layout)."""
 
@@ -415,9 +425,11 @@ class ResultsDir:
             "synthetic": dataset.synthetic,
             "source": str(dataset.root) if dataset.root else dataset.description,
         }
-        fold_info = {"k": folds.k, "seed": folds.seed} if folds is not None else None
-        if fold_info is not None and getattr(folds, "group_by", None):
-            fold_info["group_by"] = folds.group_by
+        fold_info = (
+            None
+            if folds is None
+            else fold_record(folds.k, folds.seed, getattr(folds, "group_by", None))
+        )
         settings = json.loads(json.dumps(settings))  # normalise tuples etc.
         if run:
             self._check_same_run(run, data["fingerprint"], fold_info)
