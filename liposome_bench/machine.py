@@ -34,6 +34,32 @@ def amd_generation(family: int, flags: frozenset) -> str | None:
     return _AMD_FAMILIES.get(family)
 
 
+# Intel server generations by the newest instruction set each added, newest
+# first. Virtual machines often report a generic "Intel(R) Xeon(R)
+# Processor" and a model number that is not the host's, so the flags are
+# what is left to tell a Skylake-SP (no BF16, the slowest kind measured)
+# from a Sapphire Rapids (AMX). A later generation has the same flags, so
+# each name means "this generation or a later one without new flags".
+_INTEL_GENERATIONS = (
+    ("amx_fp16", "Granite Rapids"),
+    ("amx_bf16", "Sapphire Rapids/Emerald Rapids"),
+    ("avx512_bf16", "Cooper Lake"),
+    ("avx512ifma", "Ice Lake"),
+    ("avx512_vnni", "Cascade Lake"),
+    ("avx512f", "Skylake-SP"),
+)
+
+
+def intel_generation(flags: frozenset) -> str | None:
+    """An Intel Xeon's generation as told by its instruction-set flags, or
+    None for a CPU without AVX-512 (client and older parts, not told apart).
+
+    >>> intel_generation(frozenset({"avx512f", "avx512_bf16", "amx_bf16"}))
+    'Sapphire Rapids/Emerald Rapids'
+    """
+    return next((name for flag, name in _INTEL_GENERATIONS if flag in flags), None)
+
+
 @lru_cache(maxsize=1)
 def cpu_info() -> dict:
     """The CPU: ``model`` (str), ``family`` (str or None), ``cores`` (int),
@@ -65,6 +91,9 @@ def cpu_info() -> dict:
     if vendor == "AuthenticAMD" and family.isdigit():
         generation = amd_generation(int(family), flags)
         info["family"] = f"family {family}" + (f", {generation}" if generation else "")
+    elif vendor == "GenuineIntel" and "Xeon" in info["model"]:
+        generation = intel_generation(flags)
+        info["family"] = f"{generation} by its instruction sets" if generation else None
     return info
 
 

@@ -39,3 +39,23 @@ def test_amd_family_25_is_split_by_avx512():
     assert machine.amd_generation(25, frozenset()) == "Zen 3/Zen 4"  # flags unknown
     assert machine.amd_generation(26, frozenset({"avx512f"})) == "Zen 5"
     assert machine.amd_generation(99, frozenset({"avx2"})) is None
+
+
+@pytest.mark.parametrize(
+    "flags, expected",
+    [
+        (
+            {"avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile"},
+            "Sapphire Rapids/Emerald Rapids",
+        ),
+        ({"avx512f", "avx512_bf16", "amx_bf16", "amx_fp16"}, "Granite Rapids"),
+        ({"avx512f", "avx512_vnni", "avx512_bf16"}, "Cooper Lake"),
+        ({"avx512f", "avx512_vnni", "avx512ifma"}, "Ice Lake"),
+        ({"avx512f", "avx512_vnni"}, "Cascade Lake"),
+        ({"avx512f", "avx512bw"}, "Skylake-SP"),
+        ({"avx2", "fma"}, None),
+    ],
+)
+def test_an_intel_xeon_is_named_by_its_newest_instruction_set(flags, expected):
+    # A VM's "Intel(R) Xeon(R) Processor" names no generation; the flags do.
+    assert machine.intel_generation(frozenset(flags)) == expected
