@@ -25,8 +25,9 @@ own data, settings and device, not from assumed rates:
 - **CNN**: the inputs of a sample are prepared and timed; then
   ``cnn.train_fold`` runs twice, :data:`CALIBRATION_EPOCHS` short epochs
   each, of the two sizes in :data:`CALIBRATION_SAMPLES` with a validation
-  part. The median time of the epochs after the first (the first pays for
-  tracing; the median passes over a slow one) at the two sizes separates the cost per training image from
+  part. The lower median time of the epochs after the first (the first
+  pays for tracing; the lower median passes over up to two epochs that ran
+  at half speed) at the two sizes separates the cost per training image from
   each epoch's fixed cost (its ``fit`` call, the callback, weight
   averaging), which a short epoch would otherwise spread over its few
   images; the validation part is timed apart by a prediction. The first
@@ -62,10 +63,12 @@ SVM_SIZES = (1000, 2000)
 #: Range of the power-law exponents of LIBSVM's grid search and final fit.
 SVM_EXPONENTS = (1.7, 2.5)
 #: Images per epoch of the two CNN calibration runs, validation images, and
-#: epochs per run. Five epochs give the median four later epochs to choose
-#: from: with three (two later epochs, so their mean) one slow second epoch,
-#: seen in a third of the runs on an Intel Xeon with AMX (0.6 s for 0.3 s),
-#: moved the CNN estimate from -30 % to +130 % (docs/performance.md).
+#: epochs per run. An epoch's time is the lower median of the later epochs
+#: (the second fastest of four): on an Intel Xeon with AMX a short epoch
+#: sometimes took twice its time (0.6 s for 0.3 s in bfloat16, 2.6 s for
+#: 1.3 s in float32), in up to two of a run's four, so that the mean of two
+#: epochs (the median when there were three) put the default run's estimate
+#: at +100 % and the plain median of four at +48 % (docs/performance.md).
 CALIBRATION_SAMPLES = (1024, 3072)
 CALIBRATION_VALIDATION = 256
 CALIBRATION_EPOCHS = 5
@@ -279,8 +282,19 @@ def calibrate_cnn(dataset, settings, k: int, seed: int = 0, folds: int | None = 
     }
 
 
+def steady_epoch_s(later) -> float:
+    """An epoch's time from the epochs after the first: their lower median,
+    which passes over up to half of them running at half speed.
+
+    >>> steady_epoch_s([0.30, 0.61, 0.29, 0.62])  # two slow of four: not 0.455
+    0.3
+    """
+    later = np.sort(np.asarray(later, dtype=float))
+    return float(later[(len(later) - 1) // 2])
+
+
 def _time_epochs(x_fit, y_fit, x_val, y_val, settings, class_names, device, seed):
-    """(first epoch's seconds, median seconds of the later epochs, network)
+    """(first epoch's seconds, the later epochs' lower median, network)
     of a :data:`CALIBRATION_EPOCHS`-epoch ``cnn.train_fold`` that draws
     ``len(x_fit)`` images an epoch."""
     stamps = []
@@ -309,7 +323,7 @@ def _time_epochs(x_fit, y_fit, x_val, y_val, settings, class_names, device, seed
         reporter=Clock(),
     )
     first = stamps[0] - start
-    steady = float(np.median(np.diff(stamps))) if len(stamps) > 1 else first
+    steady = steady_epoch_s(np.diff(stamps)) if len(stamps) > 1 else first
     return first, steady, net
 
 
