@@ -325,6 +325,43 @@ def test_other_methods_use_every_sample_once(method):
     assert sorted(idx.tolist()) == list(range(len(Y)))
 
 
+@pytest.mark.parametrize("n, batch_size", [(5, 8), (20, 8)])  # 1 and 3 batches an epoch
+def test_one_fit_trains_on_each_epochs_draw_in_order(n, batch_size):
+    """train_fold's single fit call over _epoch_draws sees epoch 1's draw,
+    then each later draw, batch by batch: Keras's look-ahead for batch shapes
+    and the dataset hooks it calls before training must not shift them."""
+    import keras
+
+    from liposome_bench.cnn.train import _epoch_draws
+
+    seen = []
+
+    class Record(keras.layers.Layer):
+        def call(self, x, training=None):
+            if training:
+                seen.extend(keras.ops.convert_to_numpy(x)[:, 0].astype(int).tolist())
+            return x
+
+    y = np.arange(n) % 2
+    x = np.arange(n, dtype="float32")[:, None]
+    drawn = []
+
+    class Sampler:
+        rng = np.random.default_rng(0)
+
+        def draw(self):
+            drawn.append(self.rng.permutation(n))
+            return drawn[-1]
+
+    first = Sampler().draw()
+    net = keras.Sequential([keras.Input((1,)), Record(), keras.layers.Dense(2)])
+    net.compile(optimizer="sgd", loss="mse", run_eagerly=True)
+    epochs, steps = 5, -(-n // batch_size)
+    draws = _epoch_draws(x, np.eye(2, dtype="float32")[y], first, Sampler(), batch_size)
+    net.fit(draws, epochs=epochs, steps_per_epoch=steps, shuffle=False, verbose=0)
+    assert seen == np.concatenate(drawn[:epochs]).tolist()
+
+
 def test_class_weights_are_inverse_frequencies():
     w = cnn.class_weights(Y, 3)
     np.testing.assert_allclose([w[0] * 30, w[1] * 7, w[2] * 3], [40 / 3] * 3)
