@@ -356,9 +356,10 @@ def test_one_fit_trains_on_each_epochs_draw_in_order(n, batch_size):
     first = Sampler().draw()
     net = keras.Sequential([keras.Input((1,)), Record(), keras.layers.Dense(2)])
     net.compile(optimizer="sgd", loss="mse", run_eagerly=True)
-    epochs, steps = 5, -(-n // batch_size)
+    epochs = 5
     draws = _epoch_draws(x, np.eye(2, dtype="float32")[y], first, Sampler(), batch_size)
-    net.fit(draws, epochs=epochs, steps_per_epoch=steps, shuffle=False, verbose=0)
+    assert draws.steps == -(-n // batch_size)
+    net.fit(draws, epochs=epochs, steps_per_epoch=draws.steps, shuffle=False, verbose=0)
     assert seen == np.concatenate(drawn[:epochs]).tolist()
 
 

@@ -223,7 +223,12 @@ def train_fold(
     lr = settings.resolved_learning_rate
     sampler = EpochSampler(y_pool, balance, rng, samples_per_epoch)
     first_draw = sampler.draw()
-    steps_per_epoch = -(-len(first_draw) // batch_size)
+    # One fit call for the whole fold, over one endless data iterator
+    # (_epoch_draws): no per-call iterator to release, which stalled about
+    # 0.5 s in one epoch of three (docs/performance.md).
+    onehot = np.eye(n_classes, dtype=np.float32)
+    draws = _epoch_draws(x_pool, onehot[y_pool], first_draw, sampler, batch_size)
+    steps_per_epoch = draws.steps
     lr = make_learning_rate(
         lr, steps_per_epoch, epochs, settings.warmup_epochs, settings.lr_schedule
     )
@@ -251,11 +256,7 @@ def train_fold(
         metric=settings.early_stopping,
         averaged=bool(averaging),
     )
-    onehot = np.eye(n_classes, dtype=np.float32)
     epoch_counts = np.bincount(y_pool[first_draw], minlength=n_classes).tolist()
-    # One fit call for the whole fold, over one endless data iterator
-    # (_epoch_draws): 10 % faster than a call per epoch.
-    draws = _epoch_draws(x_pool, onehot[y_pool], first_draw, sampler, batch_size)
     start = time.perf_counter()
     trainer.fit(
         draws,
@@ -285,7 +286,8 @@ def _epoch_draws(x_pool, y_pool, first_draw, sampler, batch_size):
     ``keras.utils.PyDataset``: batch ``i`` is batch ``i % steps`` of epoch
     ``i // steps``, whose draw is ``first_draw`` for the first epoch and
     the next ``sampler.draw()`` for each later one (each draw is shuffled
-    and equally long). ``fit`` must be given ``steps_per_epoch=steps``.
+    and equally long). ``fit`` must be given ``steps_per_epoch`` equal to
+    the dataset's ``steps``, the batches in one draw.
 
     Endless, because ``fit`` then keeps one data iterator for all epochs: a
     finite one is made and released every epoch, and its release stalled
@@ -302,6 +304,7 @@ def _epoch_draws(x_pool, y_pool, first_draw, sampler, batch_size):
     class EpochDraws(keras.utils.PyDataset):
         def __init__(self):
             super().__init__()  # no workers: batches are made in fit's thread
+            self.steps = steps
             self.draws = {0: first_draw}
 
         @property
