@@ -180,17 +180,22 @@ def detail(crops: np.ndarray) -> np.ndarray:
 
 def _correlations(crops: np.ndarray, a: np.ndarray, b: np.ndarray):
     """The best Pearson correlation over the 8 orientations of ``crops[a]``
-    against ``crops[b]``, and that orientation's index."""
-    flat_b = crops[b].reshape(len(b), -1)
-    flat_b = flat_b - flat_b.mean(axis=1, keepdims=True)
-    norm_b = np.linalg.norm(flat_b, axis=1)
+    against ``crops[b]``, and that orientation's index.
+
+    Turning or flipping a crop moves its pixels but keeps their mean and
+    norm, so each pair is centred and normed once; only the dot product is
+    taken per orientation, on a view of the turned crops (no copy)."""
+    first, second = crops[a], crops[b]  # copies (fancy indexing), centred in place
+    first -= first.mean(axis=(1, 2), keepdims=True)
+    second -= second.mean(axis=(1, 2), keepdims=True)
+    denominator = np.sqrt(np.einsum("ijk,ijk->i", first, first)) * np.sqrt(
+        np.einsum("ijk,ijk->i", second, second)
+    )
+    denominator = np.where(denominator > 0, denominator, 1.0)
     best = np.full(len(a), -1.0)
     which = np.zeros(len(a), dtype=np.int64)
     for o in range(len(ORIENTATIONS)):
-        flat_a = orient(crops[a], o).reshape(len(a), -1)
-        flat_a = flat_a - flat_a.mean(axis=1, keepdims=True)
-        denominator = np.linalg.norm(flat_a, axis=1) * norm_b
-        r = np.einsum("ij,ij->i", flat_a, flat_b) / np.where(denominator > 0, denominator, 1.0)
+        r = np.einsum("ijk,ijk->i", orient(first, o), second) / denominator
         better = r > best
         best[better], which[better] = r[better], o
     return best, which
