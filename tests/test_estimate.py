@@ -189,7 +189,9 @@ def test_a_dry_run_plans_and_estimates_but_writes_nothing(tiny_export, tmp_path,
     out = tmp_path / "out"
     plan = _dry_run(tiny_export, out, repeats=2)
     assert plan["dry_run"] and plan["tasks"] == [6, 6] and plan["per_model"] == {"svm": 6}
-    assert plan["estimate"]["svm_s"] > 0 and plan["no_estimate"] is None
+    # The SVM was calibrated (its seconds, rounded to 0.1 s, can be 0.0 on
+    # this tiny set: that assertion failed in 1 run of 5).
+    assert plan["estimate"]["details"]["svm"]["measured"] and plan["no_estimate"] is None
     assert not out.exists()
     text = comparison.plan_text(plan)
     assert text.startswith(
