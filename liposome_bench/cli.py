@@ -709,7 +709,8 @@ def dataset_info_command(path, problem, reader_options, cache_dir, as_json, inpu
 @click.option(
     "--skip-near-duplicates",
     is_flag=True,
-    help="Do not look for near-identical particle images (about 25 s per 14,000 particles).",
+    help="Do not look for near-identical particle images "
+    "(about 7-25 s per 14,000 particles on 2 cores).",
 )
 @_fail_cleanly
 def dataset_check_command(
@@ -1438,7 +1439,7 @@ def _command_line():
     "--skip-near-duplicates",
     is_flag=True,
     help="Do not look for near-identical particles shared by test and training folds "
-    "(about 25 s per 14,000 particles).",
+    "(about 7-25 s per 14,000 particles on 2 cores).",
 )
 @dask_options(
     "serial",
@@ -1505,9 +1506,10 @@ def benchmark_command(
     marks only differences significant after that; accuracy and McNemar's
     test are secondary lines (docs/benchmark.md). Writes summary.json and
     predictions.csv to --out.
-    Serially, with a GPU, the CNN trains on it while the SVM uses the CPU
-    cores (--jobs workers); on a CPU-only machine they run one after the
-    other. On Dask (--scheduler local or tcp://HOST:PORT) every (repeat,
+    Serially, the SVM (--jobs workers) runs in a thread beside the CNN: with
+    a GPU on the CPU cores, on a CPU-only machine of two cores or more on
+    the CPU time the CNN's training leaves idle; on one core they run one
+    after the other. On Dask (--scheduler local or tcp://HOST:PORT) every (repeat,
     fold, model) is one task, as in `sweep`. Re-running the same command
     resumes at the first unfinished fold. --dry-run says how long it will
     take on this machine before anything is spent.

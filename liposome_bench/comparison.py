@@ -62,6 +62,7 @@ from liposome_bench.dataset import Dataset, describe_dataset
 from liposome_bench.duplicates import find_near_duplicates, pairs_across_folds
 from liposome_bench.errors import ConfigError, LiposomeBenchError, ResultsError
 from liposome_bench.folds import load_or_make_folds, resolve_group_by, ungrouped_warning
+from liposome_bench.machine import usable_cores
 from liposome_bench.io import atomic_write_json, atomic_write_text
 from liposome_bench.metrics import (
     CLASS_METRICS,
@@ -239,7 +240,7 @@ def run_benchmark(
         with the settings' feature set.
     near_duplicates : bool
         Look for near-identical particles (``duplicates.find_near_duplicates``,
-        about 25 s per 14,000 particles) and warn when a test fold shares
+        about 7-25 s per 14,000 particles on 2 cores) and warn when a test fold shares
         any with its training folds; ``summary["folds"]["near_duplicates"]``.
     scheduler : {"serial", "local"} or "tcp://HOST:PORT"
         Where the (repeat, fold, model) tasks run (see the module docstring).
@@ -422,6 +423,7 @@ def run_benchmark(
             seed=seed,
             jobs=jobs,
             folds_left=left,
+            beside=scheduler == "serial" and svm_beside(cnn_settings) is not None,
         )
         # What the estimate covers starts here: the measured time to compare
         # it with is total_s - estimate["done_at_s"].
@@ -697,6 +699,30 @@ def _check_layout(out: Path, repeats: int) -> None:
         )
 
 
+#: What a serial run says when the SVM runs beside the CNNs (``svm_beside``).
+BESIDE_MESSAGES = {
+    "gpu": "GPU found: the SVM runs on the CPU beside the CNN.",
+    "cpu": (
+        "No GPU: the SVM ({jobs} worker(s), --jobs) runs beside the CNN on the CPU time "
+        "its training leaves idle."
+    ),
+}
+
+
+def svm_beside(cnn_settings: dict) -> str | None:
+    """Where a serial run trains the SVM in a thread beside its CNNs: "gpu"
+    when the Keras backend sees a GPU, "cpu" on a CPU-only machine of two
+    cores or more, None (one after the other) with one core or no CNN that
+    trains on the Keras backend. On 2 CPU cores a LipNet keeps about 1.5-1.6
+    of them busy; the SVM beside it on one thread slows the fold it overlaps
+    but the run still ends sooner (docs/performance.md)."""
+    if not any(registry.get(name).uses_gpu for name in cnn_settings):
+        return None
+    if _gpu_available():
+        return "gpu"
+    return "cpu" if usable_cores() >= 2 else None
+
+
 def _gpu_available() -> bool:
     """Whether the Keras backend sees a GPU (only asked when a CNN will run)."""
 
@@ -759,11 +785,14 @@ def _run_models(
             )
             timings[f"{name}_s"] = time.perf_counter() - t0
 
-    if any(registry.get(name).uses_gpu for name in cnn_settings) and _gpu_available():
-        # CNN on the GPU while the SVM's grid uses the CPU cores.
+    beside = svm_beside(cnn_settings)
+    if beside:
+        # The SVM in a thread while the CNNs train: on a GPU it has the CPU
+        # cores to itself; on a CPU-only machine it takes the cycles the
+        # CNN's training leaves idle (docs/benchmark.md#parallelism-jobs-scheduler).
         from joblib import Parallel, delayed
 
-        reporter.message("GPU found: the SVM runs on the CPU beside the CNN.")
+        reporter.message(BESIDE_MESSAGES[beside].format(jobs=jobs))
         Parallel(n_jobs=2, backend="threading")(
             [
                 delayed(run)(svm_rows, _MessagesOnly(reporter)),
@@ -927,7 +956,7 @@ def _summarise(rdir, dataset, folds, settings, seed, n_resamples, command, full_
         ),
         "seed": seed,
         "versions": library_versions(),
-        "device": {"cnn": devices, "platform": platform.platform(), "cpu_count": _cpu_count()},
+        "device": {"cnn": devices, "platform": platform.platform(), "cpu_count": usable_cores()},
         "dataset": {
             **run.get("dataset", {}),
             **_describe(dataset),
@@ -1076,12 +1105,6 @@ def _group_facts(dataset, folds) -> dict:
             int(len(np.unique(groups[folds.fold_of == f]))) for f in range(folds.k)
         ],
     }
-
-
-def _cpu_count():
-    import os
-
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
 def _describe(dataset) -> dict:

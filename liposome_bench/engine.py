@@ -29,6 +29,7 @@ from pathlib import Path
 
 from liposome_bench import registry
 from liposome_bench.errors import ConfigError, LiposomeBenchError
+from liposome_bench.machine import usable_cores
 
 #: How many times Dask re-runs a task that raised an unexpected exception
 #: (a user error is never re-run); a task whose worker died is re-run by the
@@ -247,17 +248,11 @@ def count_gpus() -> int:
     return len(gpu_ids())
 
 
-def _cpu_count() -> int:
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
-
-
 def local_cluster_shape(n_workers: int | None = None) -> dict:
     """Workers and threads of the default local cluster: one worker per GPU
     when there are GPUs, else one per :data:`CORES_PER_CPU_WORKER` cores;
     each runs one task at a time with its share of the cores."""
-    cores = _cpu_count()
+    cores = usable_cores()
     gpus = count_gpus()
     if n_workers is None:
         n_workers = gpus if gpus else max(1, cores // CORES_PER_CPU_WORKER)

@@ -20,6 +20,10 @@ own data, settings and device, not from assumed rates:
 - **A resumed run** counts only its unfinished (repeat, fold) pairs per
   model (``estimate_benchmark``'s ``folds_left``); a model with none left
   is not calibrated.
+- **Beside the CNN** (a serial run with a GPU, or on a CPU-only machine of
+  two cores or more: ``comparison.svm_beside``) the SVM and the CNNs run at
+  once, so the total is the longer of the two plus :data:`BESIDE_COST` of
+  the shorter, for what each takes from the other.
 - **On Dask** the figure is still a serial run's on this machine: how the
   workers share the tasks is not modelled, and :func:`describe` says so.
 - **CNN**: the inputs of a sample are prepared and timed; then
@@ -72,6 +76,12 @@ SVM_EXPONENTS = (1.7, 2.5)
 CALIBRATION_SAMPLES = (1024, 3072)
 CALIBRATION_VALIDATION = 256
 CALIBRATION_EPOCHS = 5
+#: When the SVM runs beside the CNNs, the fraction of the shorter part that
+#: still adds to the run: the two share the CPU. Measured on a 2-core Intel
+#: Xeon with AMX (docs/performance.md): the lipnet-4 fold the SVM overlapped
+#: took 27 s longer than the run's other folds, in two runs whose SVM was
+#: estimated at 61 and 67 s (0.45 and 0.41 of it).
+BESIDE_COST = 0.45
 
 
 @dataclass
@@ -83,14 +93,20 @@ class Estimate:
     calibration_s: float = 0.0
     details: dict = field(default_factory=dict)
     tasks: tuple | None = None  # (left, total) (repeat, fold, model) tasks of a resumed run
+    beside: bool = False  # the SVM runs beside the CNNs (module docstring)
+
+    def _total(self, cnn_s: float) -> float:
+        if not self.beside:
+            return self.svm_s + cnn_s
+        return max(self.svm_s, cnn_s) + BESIDE_COST * min(self.svm_s, cnn_s)
 
     @property
     def low_s(self) -> float:
-        return self.svm_s + sum(lo for lo, _ in self.cnn_s.values())
+        return self._total(sum(lo for lo, _ in self.cnn_s.values()))
 
     @property
     def high_s(self) -> float:
-        return self.svm_s + sum(hi for _, hi in self.cnn_s.values())
+        return self._total(sum(hi for _, hi in self.cnn_s.values()))
 
     def to_dict(self) -> dict:
         return {
@@ -100,6 +116,7 @@ class Estimate:
             "high_s": round(self.high_s, 1),
             "calibration_s": round(self.calibration_s, 1),
             "tasks": list(self.tasks) if self.tasks else None,
+            "beside": self.beside,
             "details": self.details,
         }
 
@@ -336,15 +353,17 @@ def estimate_benchmark(
     seed: int = 0,
     jobs: int = 1,
     folds_left: dict | None = None,
+    beside: bool = False,
 ) -> Estimate:
     """Calibrate every model of a benchmark on ``dataset`` and estimate the
     wall time of ``repeats`` x ``k`` folds (see the module docstring).
     ``svm_settings``: one ``SVMSettings`` or a dict of SVM rows (name ->
     settings, ``--svm-features``). ``folds_left`` (model -> unfinished
     (repeat, fold) pairs, a resumed run's) counts only those; a model with
-    none left is not calibrated."""
+    none left is not calibrated. ``beside``: the SVM runs beside the CNNs
+    (:data:`BESIDE_COST`)."""
     t0 = time.perf_counter()
-    estimate = Estimate()
+    estimate = Estimate(beside=beside)
     rows = svm_settings if isinstance(svm_settings, dict) else {svm_module.MODEL_NAME: svm_settings}
     left = {name: repeats * k for name in [*rows, *cnn_settings]}
     left.update(folds_left or {})
@@ -376,7 +395,8 @@ def _minutes(seconds: float) -> str:
 def describe(estimate: Estimate, scheduler: str = "serial") -> str:
     """One line for the terminal; ``scheduler`` other than "serial" adds
     that the figure is a serial run's."""
-    parts = [f"SVM about {_minutes(estimate.svm_s)}"] if estimate.svm_s else []
+    beside = " beside the CNN" if estimate.beside and estimate.cnn_s else ""
+    parts = [f"SVM about {_minutes(estimate.svm_s)}{beside}"] if estimate.svm_s else []
     ranged = False
     for name, (lo, hi) in estimate.cnn_s.items():
         if _minutes(lo) == _minutes(hi):  # a fixed number of epochs per fold

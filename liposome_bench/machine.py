@@ -97,6 +97,15 @@ def cpu_info() -> dict:
     return info
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity where the system
+    says, else every core): what the local cluster and the serial benchmark
+    size themselves to."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def native_bfloat16(info: dict | None = None) -> bool:
     """Whether the CPU multiplies bfloat16 in hardware (AVX512-BF16 or AMX-BF16),
     so that mixed bfloat16 training is faster than float32 rather than slower."""

@@ -38,6 +38,7 @@ from conftest import ENGINE_CNN, ENGINE_FOLDS, ENGINE_SVM, _built_once
 from liposome_bench import comparison, display
 from liposome_bench import report
 from liposome_bench.errors import ResultsError
+from liposome_bench.progress import NullReporter
 from liposome_bench.settings import CNNSettings, SVMSettings
 
 CI_BASELINE = Path(__file__).resolve().parents[1] / "fixtures" / "ci-baseline.json"
@@ -224,11 +225,14 @@ def test_repeats_write_one_folder_per_fold_seed(tmp_path, tiny_export):
         )
 
 
-def test_with_a_gpu_the_svm_runs_beside_the_cnn(monkeypatch, tmp_path):
-    """With a GPU the SVM runs in a thread while the CNN trains: the fake
-    SVM below only finishes once the fake CNN has started."""
+@pytest.mark.parametrize(
+    "gpu, cores, where", [(True, 1, "gpu"), (False, 2, "cpu")], ids=["gpu", "cpu-only"]
+)
+def test_the_svm_runs_beside_the_cnn(monkeypatch, gpu, cores, where):
+    """With a GPU, or on a CPU-only machine of two cores or more, the SVM
+    runs in a thread while the CNN trains: the fake SVM below only finishes
+    once the fake CNN has started."""
     from liposome_bench import cnn, svm
-    from liposome_bench.progress import NullReporter
 
     cnn_started = threading.Event()
     seen = {}
@@ -243,25 +247,34 @@ def test_with_a_gpu_the_svm_runs_beside_the_cnn(monkeypatch, tmp_path):
 
     monkeypatch.setattr(svm, "run_svm", fake_svm)
     monkeypatch.setattr(cnn, "run_cnn", fake_cnn)
-    monkeypatch.setattr(comparison, "_gpu_available", lambda: True)
+    monkeypatch.setattr(comparison, "_gpu_available", lambda: gpu)
+    monkeypatch.setattr(comparison, "usable_cores", lambda: cores)
+    messages = []
+
+    class Messages(NullReporter):
+        def message(self, text):
+            messages.append(text)
+
     cnns = {m: CNNSettings(model=m) for m in ("lipnet-4", "lipnet-2")}
-    timings = comparison._run_models(None, None, None, SVMSettings(), cnns, 0, 2, NullReporter())
+    assert comparison.svm_beside(cnns) == where
+    timings = comparison._run_models(None, None, None, SVMSettings(), cnns, 0, 2, Messages())
     assert seen == {"svm_waited": True, "svm_jobs": 2, "cnn": ["lipnet-4", "lipnet-2"]}
     assert set(timings) == {"svm_s", "lipnet-4_s", "lipnet-2_s"}
+    assert messages[0] == comparison.BESIDE_MESSAGES[where].format(jobs=2)
 
 
-def test_without_a_gpu_models_run_one_after_the_other(monkeypatch):
+@pytest.mark.parametrize("cnns", [{"lipnet-4": CNNSettings()}, {}], ids=["one-core", "no-cnn"])
+def test_on_one_core_or_without_a_cnn_models_run_one_after_the_other(monkeypatch, cnns):
     from liposome_bench import cnn, svm
-    from liposome_bench.progress import NullReporter
 
     order = []
     monkeypatch.setattr(svm, "run_svm", lambda *a, **k: order.append("svm"))
     monkeypatch.setattr(cnn, "run_cnn", lambda *a, **k: order.append(a[3].model))
     monkeypatch.setattr(comparison, "_gpu_available", lambda: False)
-    comparison._run_models(
-        None, None, None, SVMSettings(), {"lipnet-4": CNNSettings()}, 0, 1, NullReporter()
-    )
-    assert order == ["svm", "lipnet-4"]
+    monkeypatch.setattr(comparison, "usable_cores", lambda: 1 if cnns else 2)
+    assert comparison.svm_beside(cnns) is None
+    comparison._run_models(None, None, None, SVMSettings(), cnns, 0, 1, NullReporter())
+    assert order == ["svm", *(s.model for s in cnns.values())]
 
 
 def test_quick_subset_is_stratified_and_kept_in_memory(tiny_dataset):

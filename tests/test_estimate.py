@@ -160,6 +160,21 @@ def test_a_models_finished_folds_are_not_calibrated(tiny_dataset):
     assert guess.svm_s > 0 and guess.cnn_s == {} and "lipnet-1" not in guess.details
 
 
+def test_beside_the_cnn_the_svm_adds_only_a_share_of_the_shorter_part():
+    cnn = {"lipnet-4": (120.0, 600.0)}
+    one_then_other = estimate.Estimate(svm_s=60.0, cnn_s=cnn)
+    beside = estimate.Estimate(svm_s=60.0, cnn_s=cnn, beside=True)
+    assert (one_then_other.low_s, one_then_other.high_s) == (180.0, 660.0)
+    cost = estimate.BESIDE_COST
+    assert beside.low_s == pytest.approx(120.0 + cost * 60.0)
+    assert beside.high_s == pytest.approx(600.0 + cost * 60.0)
+    longer_svm = estimate.Estimate(svm_s=900.0, cnn_s=cnn, beside=True)
+    assert longer_svm.high_s == pytest.approx(900.0 + cost * 600.0)
+    assert "SVM about 60 s beside the CNN" in estimate.describe(beside)
+    assert "beside" not in estimate.describe(one_then_other)
+    assert beside.to_dict()["beside"] is True
+
+
 def test_on_dask_the_estimate_says_it_is_a_serial_runs_time():
     guess = estimate.Estimate(svm_s=60.0, cnn_s={"lipnet-4": (600.0, 600.0)})
     assert "serial" not in estimate.describe(guess)

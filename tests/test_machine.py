@@ -59,3 +59,13 @@ def test_amd_family_25_is_split_by_avx512():
 def test_an_intel_xeon_is_named_by_its_newest_instruction_set(flags, expected):
     # A VM's "Intel(R) Xeon(R) Processor" names no generation; the flags do.
     assert machine.intel_generation(frozenset(flags)) == expected
+
+
+def test_usable_cores_are_the_processs_affinity(monkeypatch):
+    import os
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 3, 5}, raising=False)
+    assert machine.usable_cores() == 3
+    monkeypatch.delattr(os, "sched_getaffinity")
+    monkeypatch.setattr(os, "cpu_count", lambda: None)
+    assert machine.usable_cores() == 1  # unknown: one, not None
