@@ -618,6 +618,9 @@ def _run_repeats(
             )
         ):
             repeat_timings[r].update(model_timings)
+    for rdir in rdirs:
+        # The command's model order, whichever model started first.
+        ResultsDir(rdir).order_models([*svm_rows, *cnn_settings])
     per_repeat = []
     for r, (rdir, fold_assignment, stage_timings) in enumerate(
         zip(rdirs, fold_sets, repeat_timings)

@@ -456,6 +456,23 @@ class ResultsDir:
         run.setdefault("models", {})[model] = settings
         atomic_write_json(self.path / RUN_JSON, run)
 
+    def order_models(self, names) -> None:
+        """Put run.json's models in the order of ``names`` (the command's: the
+        SVM rows, then the CNNs). Models register as they start, so models
+        run beside each other or as Dask tasks can register in either order;
+        the tables and predictions.csv follow run.json's. Models not in
+        ``names`` keep their order after those that are."""
+        with _locked(self.path):
+            run = self.read_run(strict=False)
+            models = run.get("models") if run else None
+            if not models:
+                return
+            rank = {name: i for i, name in enumerate(names)}
+            ordered = dict(sorted(models.items(), key=lambda kv: rank.get(kv[0], len(rank))))
+            if list(ordered) != list(models):
+                run["models"] = ordered
+                atomic_write_json(self.path / RUN_JSON, run)
+
     def check_resumable(self, fingerprint: str, fold_info: dict | None) -> None:
         """Refuse, before any work, a folder whose run.json holds another
         dataset (``fingerprint``) or other folds (``{"k", "seed"[,

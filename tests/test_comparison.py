@@ -263,6 +263,47 @@ def test_the_svm_runs_beside_the_cnn(monkeypatch, gpu, cores, where):
     assert messages[0] == comparison.BESIDE_MESSAGES[where].format(jobs=2)
 
 
+def test_beside_the_cnn_the_outputs_keep_the_commands_model_order(
+    monkeypatch, tmp_path, tiny_export
+):
+    """Models register in run.json as they start, and beside each other the
+    CNN can start first; the summary and predictions.csv still list the SVM
+    first, as a serial run does. Here the SVM waits until the CNN has
+    registered."""
+    import time
+
+    from liposome_bench import svm
+
+    monkeypatch.setattr(comparison, "_gpu_available", lambda: False)
+    monkeypatch.setattr(comparison, "usable_cores", lambda: 2)
+    out = tmp_path / "out"
+    real_run_svm = svm.run_svm
+
+    def svm_after_the_cnn(*args, **kwargs):
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            run = out / "run.json"
+            if run.exists() and "lipnet-4" in json.loads(run.read_text()).get("models", {}):
+                break
+            time.sleep(0.05)
+        return real_run_svm(*args, **kwargs)
+
+    monkeypatch.setattr(svm, "run_svm", svm_after_the_cnn)
+    summary = comparison.run_benchmark(
+        "lamellarity",
+        tiny_export,
+        quick=True,
+        k=QUICK_FOLDS,
+        out=out,
+        cnn_options={"mixed_precision": False},
+        near_duplicates=False,
+        estimate=False,
+    )
+    assert list(summary["models"]) == ["svm", "lipnet-4"]
+    columns = list(pd.read_csv(out / "predictions.csv", nrows=1).columns)
+    assert columns.index("svm_predicted") < columns.index("lipnet-4_predicted")
+
+
 @pytest.mark.parametrize("cnns", [{"lipnet-4": CNNSettings()}, {}], ids=["one-core", "no-cnn"])
 def test_on_one_core_or_without_a_cnn_models_run_one_after_the_other(monkeypatch, cnns):
     from liposome_bench import cnn, svm

@@ -66,6 +66,24 @@ def test_models_prepared_at_once_are_all_recorded(tmp_path, dataset):
     assert sorted(results.model_names()) == sorted(names)
 
 
+def test_models_are_put_in_the_commands_order_whichever_started_first(tmp_path, dataset):
+    # Beside each other (or as Dask tasks) a CNN can register before the
+    # SVM; the tables and predictions.csv follow run.json's order.
+    results = ResultsDir(tmp_path)
+    folds = load_or_make_folds(dataset, 3)
+    for name in ("lipnet-4", "other", "svm-all", "svm"):
+        results.prepare(dataset, folds, name, {"name": name})
+    results.order_models(["svm", "svm-all", "lipnet-4"])
+    assert results.model_names() == ["svm", "svm-all", "lipnet-4", "other"]
+    run = results.read_run()
+    assert run["models"]["svm-all"] == {"name": "svm-all"}
+    written = (tmp_path / "run.json").stat().st_mtime_ns
+    results.order_models(["svm", "svm-all", "lipnet-4"])  # already in order: not rewritten
+    assert (tmp_path / "run.json").stat().st_mtime_ns == written
+    ResultsDir(tmp_path / "empty").order_models(["svm"])  # no run.json: nothing to do
+    assert not (tmp_path / "empty" / "run.json").exists()
+
+
 def test_folder_prepared_without_folds_lists_fold_files(tmp_path, dataset):
     results = ResultsDir(tmp_path)
     results.prepare(dataset, None, "svm", {})
