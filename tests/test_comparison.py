@@ -643,5 +643,6 @@ def test_benchmark_on_a_local_dask_cluster_equals_the_serial_run(
 def test_serial_repeats_make_the_features_and_images_once(serial_repeats_run):
     """The serial --repeats 2 run (``serial_repeats_run``, with spies on
     ``features.extract_features`` and ``cnn.prepare_cnn_images``) made each
-    once for both repeats."""
-    assert serial_repeats_run["calls"] == ["features", "images"]
+    once for both repeats (in either order: the SVM's features are made
+    beside the CNN's images on 2+ cores)."""
+    assert sorted(serial_repeats_run["calls"]) == ["features", "images"]
