@@ -47,6 +47,21 @@ CI_OVERRIDES = {}
 QUICK_FOLDS = 3
 
 
+def quick_benchmark(tiny_export, out, **options):
+    """The CI benchmark's call: ``--quick``, 3 folds, float32 everywhere (the
+    automatic bfloat16 of CPUs with native bfloat16 would make the CI
+    baseline depend on the CPU)."""
+    return comparison.run_benchmark(
+        "lamellarity",
+        tiny_export,
+        quick=True,
+        k=QUICK_FOLDS,
+        out=out,
+        cnn_options={"mixed_precision": False},
+        **options,
+    )
+
+
 def run_quick_once(tmp_path_factory, tiny_export):
     """The CI benchmark (``--quick``, 3 folds, tiny export), run once per
     session however many xdist workers ask (the first builds it under a file
@@ -55,16 +70,7 @@ def run_quick_once(tmp_path_factory, tiny_export):
     with _built_once(tmp_path_factory, "quick-run") as (root, build):
         out = root / "quick-run"
         if build:
-            # float32 everywhere: the automatic bfloat16 of CPUs with native
-            # bfloat16 would make the CI baseline depend on the CPU.
-            comparison.run_benchmark(
-                "lamellarity",
-                tiny_export,
-                quick=True,
-                k=QUICK_FOLDS,
-                out=out,
-                cnn_options={"mixed_precision": False},
-            )
+            quick_benchmark(tiny_export, out)
     return out, json.loads((out / "summary.json").read_text())
 
 
@@ -289,16 +295,7 @@ def test_beside_the_cnn_the_outputs_keep_the_commands_model_order(
         return real_run_svm(*args, **kwargs)
 
     monkeypatch.setattr(svm, "run_svm", svm_after_the_cnn)
-    summary = comparison.run_benchmark(
-        "lamellarity",
-        tiny_export,
-        quick=True,
-        k=QUICK_FOLDS,
-        out=out,
-        cnn_options={"mixed_precision": False},
-        near_duplicates=False,
-        estimate=False,
-    )
+    summary = quick_benchmark(tiny_export, out, near_duplicates=False, estimate=False)
     assert list(summary["models"]) == ["svm", "lipnet-4"]
     columns = list(pd.read_csv(out / "predictions.csv", nrows=1).columns)
     assert columns.index("svm_predicted") < columns.index("lipnet-4_predicted")
