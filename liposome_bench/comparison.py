@@ -62,8 +62,8 @@ from liposome_bench.dataset import Dataset, describe_dataset
 from liposome_bench.duplicates import find_near_duplicates, pairs_across_folds
 from liposome_bench.errors import ConfigError, LiposomeBenchError, ResultsError
 from liposome_bench.folds import load_or_make_folds, resolve_group_by, ungrouped_warning
-from liposome_bench.machine import usable_cores
 from liposome_bench.io import atomic_write_json, atomic_write_text
+from liposome_bench.machine import usable_cores
 from liposome_bench.metrics import (
     CLASS_METRICS,
     OVERALL_METRICS,

@@ -463,8 +463,8 @@ class ResultsDir:
         the tables and predictions.csv follow run.json's. Models not in
         ``names`` keep their order after those that are."""
         with _locked(self.path):
-            run = self.read_run(strict=False)
-            models = run.get("models") if run else None
+            run = self.read_run(strict=False)  # {} when there is none yet
+            models = run.get("models")
             if not models:
                 return
             rank = {name: i for i, name in enumerate(names)}
