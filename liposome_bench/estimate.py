@@ -55,6 +55,7 @@ from pathlib import Path
 import numpy as np
 from liposome_bench import svm as svm_module
 from liposome_bench.cnn import describe_device, prepare_cnn_images, resolve_dtype_policy, train_fold
+from liposome_bench.cnn.train import predict_batches
 from liposome_bench.features import extract_features
 from liposome_bench.progress import NullReporter
 from liposome_bench.settings import is_fixed_budget
@@ -167,30 +168,40 @@ def calibrate_svm(
     whole training folds.
     """
     n = len(dataset)
+    n_train = _train_size(n, k)
     # With C and gamma both given there is no grid search to time.
     searched = svm_settings.C is None or svm_settings.gamma is None
     max_samples = svm_module.GRIDS[svm_settings.grid]["max_samples"]
-    sizes, feature_s, grid_s, fit_s = [], [], [], []
+    grid_target = n_train if max_samples is None else min(n_train, max_samples)
+    measured = {}  # training size -> (features_s, grid_s or None, fit_s)
+    chosen = {"C": svm_settings.C, "gamma": svm_settings.gamma}
     with tempfile.TemporaryDirectory(prefix="liposome-bench-estimate-") as tmp:
-        for size in SVM_SIZES:
+        # The larger size first: where a fold's search runs at that very
+        # size (the coarse grid's 2,000 on a set of 2,500 particles or
+        # more), the smaller size's search would not change the figure, so
+        # only its final fit is timed, at the point the larger search chose.
+        for size in reversed(SVM_SIZES):
             idx = _sample(dataset.y, size * 5 // 4, seed)
+            cut = _train_size(len(idx), 5)
+            if cut in measured:  # a small set: both sizes are the whole set
+                continue
             sub = dataset.subset(idx)
             t0 = time.perf_counter()
             feats = extract_features(
                 sub, svm_settings.feature_set, source=svm_settings.source, units=svm_settings.units
             )
-            feature_s.append(time.perf_counter() - t0)
+            feature_s = time.perf_counter() - t0
             X, names, _ = svm_module.feature_matrix(feats, sub, NullReporter())
             order = np.random.default_rng(seed).permutation(len(idx))
-            cut = _train_size(len(idx), 5)
+            search_here = searched and not (measured and grid_target == max(measured))
             out = svm_module.fit_fold(
                 X=X,
                 y=sub.y,
                 train=np.sort(order[:cut]),
                 test=np.sort(order[cut:]),
                 fold=0,
-                C=svm_settings.C,
-                gamma=svm_settings.gamma,
+                C=svm_settings.C if search_here else chosen["C"],
+                gamma=svm_settings.gamma if search_here else chosen["gamma"],
                 grid=svm_settings.grid,
                 seed=seed,
                 jobs=jobs,
@@ -199,23 +210,39 @@ def calibrate_svm(
                 class_names=list(dataset.problem.classes),
                 groups=None,
             )
-            sizes.append(cut)
+            if not measured:
+                chosen = {key: out["params"][key] for key in chosen}
             timings = out["timings"]
-            grid_s.append(float(timings.get("grid_s") or 0.0))
-            fit_s.append(float(timings.get("fit_s") or 0.0) + float(timings.get("predict_s") or 0))
-    n_train = _train_size(n, k)
+            measured[cut] = (
+                feature_s,
+                float(timings.get("grid_s") or 0.0) if search_here else None,
+                float(timings.get("fit_s") or 0.0) + float(timings.get("predict_s") or 0),
+            )
+    sizes = sorted(measured) * (2 if len(measured) == 1 else 1)  # two points to extrapolate
+    feature_s, grid_s, fit_s = ([measured[s][part] for s in sizes] for part in range(3))
     features_total = _linear([s * 5 // 4 for s in sizes], feature_s, n)
-    grid_target = n_train if max_samples is None else min(n_train, max_samples)
-    grid_fold, grid_exponent = _power_law(sizes, grid_s, grid_target) if searched else (0.0, 0.0)
+    if not searched:
+        grid_fold, grid_exponent = 0.0, 0.0
+    elif grid_s[0] is None:  # timed only at grid_target itself
+        grid_fold, grid_exponent = grid_s[-1], None
+    else:
+        grid_fold, grid_exponent = _power_law(sizes, grid_s, grid_target)
     fit_fold, fit_exponent = _power_law(sizes, fit_s, n_train)
     n_folds = k if folds is None else folds
     return features_total + n_folds * (grid_fold + fit_fold), {
         "features_s": round(features_total, 1),
         "grid_s": round(grid_fold, 1),
         "fit_s": round(fit_fold, 1),
-        "exponents": {"grid": round(grid_exponent, 2), "fit": round(fit_exponent, 2)},
+        "exponents": {
+            "grid": None if grid_exponent is None else round(grid_exponent, 2),
+            "fit": round(fit_exponent, 2),
+        },
         "measured": {
-            str(s): {"features_s": round(a, 2), "grid_s": round(b, 2), "fit_s": round(c, 2)}
+            str(s): {
+                "features_s": round(a, 2),
+                "grid_s": None if b is None else round(b, 2),
+                "fit_s": round(c, 2),
+            }
             for s, a, b, c in zip(sizes, feature_s, grid_s, fit_s)
         },
     }
@@ -264,7 +291,7 @@ def calibrate_cnn(dataset, settings, k: int, seed: int = 0, folds: int | None = 
         )
     (_, steady_small, net), (large, steady_large, _) = runs
     t0 = time.perf_counter()
-    net.predict(images[val], batch_size=256, verbose=0)
+    predict_batches(net, images[val])  # as the monitor scores the validation part
     predict_per_image = (time.perf_counter() - t0) / len(val)
     few, many = CALIBRATION_SAMPLES
     train_per_sample = (steady_large - steady_small) / (many - few)

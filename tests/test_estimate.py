@@ -99,6 +99,35 @@ def test_svm_calibration_counts_features_and_every_fold(tiny_dataset):
     assert details["measured"]  # the training sizes timed (both capped at the tiny set)
 
 
+@pytest.mark.parametrize("max_samples, searched", [(32, [32]), (None, [32, 16])])
+def test_the_svm_calibration_searches_the_smaller_size_only_where_it_counts(
+    tiny_dataset, monkeypatch, max_samples, searched
+):
+    # Folds of 36 training particles (k=5) search at most max_samples of
+    # them: at 32, the larger calibration size itself, which the figure is
+    # then taken from; with no cap, at 36, extrapolated from both sizes.
+    from liposome_bench import svm
+
+    monkeypatch.setattr(estimate, "SVM_SIZES", (16, 32))
+    monkeypatch.setitem(svm.GRIDS["coarse"], "max_samples", max_samples)
+    real, calls = svm.search_grid, []
+
+    def counted(X, y, **options):
+        calls.append(len(y))
+        return real(X, y, **options)
+
+    monkeypatch.setattr(svm, "search_grid", counted)
+    seconds, details = estimate.calibrate_svm(tiny_dataset, SVMSettings(grid="coarse"), k=5)
+    assert calls == searched
+    small, large = details["measured"]["16"], details["measured"]["32"]
+    assert small["fit_s"] is not None and large["grid_s"] is not None
+    if max_samples == 32:
+        assert small["grid_s"] is None and details["exponents"]["grid"] is None
+        assert details["grid_s"] == pytest.approx(large["grid_s"], abs=0.06)
+    else:
+        assert small["grid_s"] is not None and details["exponents"]["grid"] is not None
+
+
 def test_linear_extrapolation_keeps_the_fixed_part():
     # 1 s fixed + 0.01 s per particle.
     assert estimate._linear((100, 200), (2.0, 3.0), 1000) == pytest.approx(11.0)
