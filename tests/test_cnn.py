@@ -779,3 +779,16 @@ def test_prepared_images_of_other_settings_are_refused(tmp_path, tiny_dataset):
     with pytest.raises(ConfigError, match=r"The prepared images are 45x20x20, not 45x16x16"):
         cnn.run_cnn(tiny_dataset, folds, ResultsDir(tmp_path), settings, images=wrong)
     assert not (tmp_path / "lipnet-1" / "fold-0.json").exists()
+
+
+def test_predict_batches_gives_predicts_numbers_batch_by_batch():
+    from liposome_bench.cnn.train import predict_batches
+    from liposome_bench.models import build_lipnet
+
+    net = build_lipnet("lipnet-1", (28, 28, 1), 3)
+    x = np.random.default_rng(0).normal(size=(13, 28, 28, 1)).astype(np.float32)
+    expected = net.predict(x, batch_size=5, verbose=0)
+    got = predict_batches(net, x, batch_size=5)  # batches of 5, 5 and 3
+    assert got.shape == (13, 3)
+    np.testing.assert_array_equal(got, expected)
+    assert predict_batches(net, x[:0]).shape == (0, 3)
