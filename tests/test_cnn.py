@@ -792,3 +792,39 @@ def test_predict_batches_gives_predicts_numbers_batch_by_batch():
     assert got.shape == (13, 3)
     np.testing.assert_array_equal(got, expected)
     assert predict_batches(net, x[:0]).shape == (0, 3)
+
+
+@pytest.mark.parametrize("keep_size", [False, True])
+def test_prepare_images_resizes_each_window_as_one_resize_of_it_would(
+    tiny_dataset, monkeypatch, keep_size
+):
+    # Windows are resized in stacks of one size (3 at a time here): the
+    # numbers must be those of one skimage resize per window.
+    from skimage.transform import resize
+
+    from liposome_bench.cnn import preprocess
+
+    monkeypatch.setattr(preprocess, "RESIZE_STACK", 3)
+    size = 20
+    x = cnn.prepare_images(tiny_dataset, "masked", size, keep_size=keep_size)
+    sides = np.full(len(tiny_dataset), size)
+    if keep_size:
+        fit = preprocess.keep_size_scale(tiny_dataset, "masked", size)
+        lengths = preprocess.window_lengths(tiny_dataset, "masked", fit.unit) * fit.scale
+        sides = np.clip(np.round(lengths), 1, size).astype(int)
+    assert len(set(sides.tolist())) > 1 or not keep_size
+    for i, p in enumerate(tiny_dataset.particles):
+        window, side = preprocess.particle_window(p, "masked"), sides[i]
+        if window.shape[0] != side:
+            window = resize(
+                window,
+                (side, side),
+                order=1,
+                mode="edge",
+                anti_aliasing=window.shape[0] > side,
+                preserve_range=True,
+            )
+        expected = np.zeros((size, size), np.float32)
+        top = (size - side) // 2
+        expected[top : top + side, top : top + side] = window
+        np.testing.assert_array_equal(x[i, :, :, 0], expected)

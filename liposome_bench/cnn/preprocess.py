@@ -19,6 +19,7 @@ from liposome_bench.progress import NullReporter
 from liposome_bench.settings import INPUT_MODES, INPUT_SCALES, CNNSettings
 
 KEEP_SIZE_QUANTILE = 95  # input_scale keep: this percentile of particles fills the canvas
+RESIZE_STACK = 512  # windows resized in one call by prepare_images
 
 
 def check_choice(value, choices, option):
@@ -177,23 +178,34 @@ def prepare_images(
         fit = keep_size_scale(dataset, mode, size, scale=scale, unit=unit)
         targets = window_lengths(dataset, mode, fit.unit) * fit.scale
     out = np.zeros((len(windows), size, size, 1), dtype=np.float32)
+    if targets is None:
+        sides = np.full(len(windows), size, dtype=np.int64)
+    else:
+        sides = np.clip(np.round(targets), 1, size).astype(np.int64)
     reporter.stage("images", total=len(windows))
-    step = max(1, len(windows) // 100)
+    # Windows of one size going to one side are resized as one stack (of at
+    # most RESIZE_STACK): the same numbers as one resize per window (the
+    # stack's axis 0 is neither scaled nor smoothed), in about 60 % of the
+    # time (docs/performance.md).
+    groups = {}
     for i, window in enumerate(windows):
-        side = size if targets is None else int(np.clip(round(targets[i]), 1, size))
-        if window.shape[0] != side:
-            window = resize(
-                window,
-                (side, side),
-                order=1,
-                mode="edge",
-                anti_aliasing=window.shape[0] > side,
-                preserve_range=True,
-            )
-        top = (size - side) // 2
-        out[i, top : top + side, top : top + side, 0] = window
-        if (i + 1) % step == 0 or i + 1 == len(windows):
-            reporter.advance((i % step) + 1)
+        groups.setdefault((window.shape[0], int(sides[i])), []).append(i)
+    for (length, side), members in groups.items():
+        for start in range(0, len(members), RESIZE_STACK):
+            chunk = members[start : start + RESIZE_STACK]
+            stack = np.stack([windows[i] for i in chunk])
+            if length != side:
+                stack = resize(
+                    stack,
+                    (len(chunk), side, side),
+                    order=1,
+                    mode="edge",
+                    anti_aliasing=length > side,
+                    preserve_range=True,
+                )
+            top = (size - side) // 2
+            out[chunk, top : top + side, top : top + side, 0] = stack
+            reporter.advance(len(chunk))
     return out
 
 
