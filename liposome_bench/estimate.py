@@ -11,7 +11,10 @@ own data, settings and device, not from assumed rates:
   ``svm.fit_fold``) is run, each timed apart; the features are
   extrapolated linearly to the dataset, the grid search by a power law up
   to its own subsample size, the final fit and prediction by a power law
-  to the run's training folds. The exponents are clipped to
+  to the run's training folds. Where the folds search exactly the larger
+  size (the coarse grid on 2,500 particles or more), the search is timed
+  there only, and the smaller size times the final fit alone, at the
+  larger search's C and gamma. The exponents are clipped to
   :data:`SVM_EXPONENTS`: below 2,000 particles LIBSVM's fixed costs hide
   how its training grows (n^0.6-0.9 from 400 to 800 here, n^1.7-1.9 from
   2,000 to 11,335 on three C/gamma points, docs/performance.md).

@@ -52,6 +52,7 @@ from scipy.special import ndtri
 from liposome_bench.data.types import EXPORT_JSON, Dataset, Particle, get_problem
 from liposome_bench.data.writer import write_export
 from liposome_bench.errors import ConfigError, DatasetError
+from liposome_bench.machine import usable_cores
 from liposome_bench.progress import NullReporter
 from liposome_bench.plotting import plot_montage
 
@@ -1233,7 +1234,9 @@ def _segment(mask, shift, grow):
 
 
 def _workers():
-    return min(2, os.cpu_count() or 1)
+    """FFT threads: at most 2, and no more than the cores this process may
+    use (its affinity; ``os.cpu_count`` counts the machine's)."""
+    return min(2, usable_cores())
 
 
 def _rotate(X, Y, p, angle_key):

@@ -485,3 +485,15 @@ def _umask():
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_fft_threads_follow_the_processs_cores_and_do_not_change_the_data(monkeypatch):
+    counts = {"unilamellar": 4, "multilamellar": 2, "uncertain": 1}
+    monkeypatch.setattr(synth, "usable_cores", lambda: 1)
+    assert synth._workers() == 1
+    one = synth.generate_dataset("lamellarity", seed=3, counts=counts)
+    monkeypatch.setattr(synth, "usable_cores", lambda: 16)
+    assert synth._workers() == 2
+    two = synth.generate_dataset("lamellarity", seed=3, counts=counts)
+    for a, b in zip(one.particles, two.particles):
+        np.testing.assert_array_equal(np.asarray(a.image), np.asarray(b.image))
