@@ -262,7 +262,8 @@ def run_benchmark(
         The summary written to ``summary.json``; with ``dry_run`` the plan:
         ``{"dry_run": True, "settings", "tasks": [left, total], "per_model":
         {model: tasks left}, "estimate": timings.estimate or None,
-        "no_estimate": why none was made or None}``.
+        "no_estimate": why none was made or None, "beside": the line a serial
+        run prints when it trains the SVM beside the CNNs, or None}``.
 
     Raises
     ------
@@ -405,6 +406,9 @@ def run_benchmark(
     if dry_run:  # before the calibration: a folder the run would refuse fails at once
         _check_resumable(out, dataset, settings, folds)
     left = _folds_left(out, repeats, settings["folds"], models) if timing or dry_run else {}
+    # Where a serial run trains the SVM beside the CNNs (svm_beside): the
+    # estimate counts it, and a dry run's plan says it.
+    beside = svm_beside(cnn_settings) if scheduler == "serial" else None
     if timing and any(left.values()):
         reporter.message("Measuring this machine's speed for a time estimate (--no-estimate skips)")
         reporter.stage("time estimate")  # ends the near-duplicate stage's clock
@@ -423,7 +427,7 @@ def run_benchmark(
             seed=seed,
             jobs=jobs,
             folds_left=left,
-            beside=scheduler == "serial" and svm_beside(cnn_settings) is not None,
+            beside=beside is not None,
         )
         # What the estimate covers starts here: the measured time to compare
         # it with is total_s - estimate["done_at_s"].
@@ -437,6 +441,7 @@ def run_benchmark(
             "per_model": left,
             "estimate": timings.get("estimate"),
             "no_estimate": _why_no_estimate(estimate, quick, len(dataset), left),
+            "beside": BESIDE_MESSAGES[beside].format(jobs=jobs) if beside else None,
         }
     runner = _Runner(scheduler, n_workers, connect_timeout, source)
     with run.session(wait=wait, reporter=reporter, command=command):
@@ -508,8 +513,9 @@ def plan_text(plan: dict) -> str:
     else:
         todo = f"{total} (repeat, fold, model) tasks ({shape}) into {settings['out']}"
     why = f" No time estimate: {plan['no_estimate']}." if plan["no_estimate"] else ""
+    order = f" {plan['beside']}" if left and plan.get("beside") else ""
     start = " Run the same command without --dry-run to start." if left else ""
-    return f"Dry run: {todo}. No fold was trained and nothing was written there.{why}{start}"
+    return f"Dry run: {todo}.{order} No fold was trained and nothing was written there.{why}{start}"
 
 
 def _svm_rows(svm_settings, svm_features, svm_options) -> dict:

@@ -242,11 +242,22 @@ def test_a_dry_run_plans_and_estimates_but_writes_nothing(tiny_export, tmp_path,
         "Dry run: 6 (repeat, fold, model) tasks (2 repeat(s) x 3 folds x 1 model)"
     )
     assert "No time estimate" not in text
+    assert plan["beside"] is None and "beside" not in text  # no CNN
     # Every model is counted, whether or not an estimate is made.
+    monkeypatch.setattr(comparison, "usable_cores", lambda: 2)
+    monkeypatch.setattr(comparison, "_gpu_available", lambda: False)
     plan = _dry_run(tiny_export, out, cnn_models=["lipnet-fcn"], estimate=False)
     assert plan["tasks"] == [6, 6] and plan["per_model"] == {"svm": 3, "lipnet-fcn": 3}
     assert plan["estimate"] is None and plan["no_estimate"] == "--no-estimate was given"
-    assert "No time estimate: --no-estimate was given." in comparison.plan_text(plan)
+    text = comparison.plan_text(plan)
+    assert "No time estimate: --no-estimate was given." in text
+    # The plan says what the run would print: on 2 cores without a GPU the
+    # SVM runs beside the CNN.
+    assert plan["beside"] == comparison.BESIDE_MESSAGES["cpu"].format(jobs=1)
+    assert plan["beside"] in text
+    monkeypatch.setattr(comparison, "usable_cores", lambda: 1)
+    plan = _dry_run(tiny_export, out, cnn_models=["lipnet-fcn"], estimate=False)
+    assert plan["beside"] is None and "beside" not in comparison.plan_text(plan)
     assert not out.exists()
 
 
