@@ -58,6 +58,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from liposome_bench.dataset import get_problem  # noqa: E402
 from liposome_bench.features import extract_features  # noqa: E402
 from liposome_bench.folds import make_folds  # noqa: E402
+from liposome_bench.machine import usable_cores  # noqa: E402
 from liposome_bench.svm import GRIDS, LibSVMClassifier, search_grid  # noqa: E402
 from liposome_bench.synth import (  # noqa: E402
     AMBIGUITY,
@@ -103,6 +104,9 @@ THESIS_CNN = {
 
 GEOMETRY = ("area_nm2", "length_nm", "circularity", "aspect_ratio")
 BAND = 0.03
+#: Workers for the features and grid searches: at most 2, within the
+#: cores this process may use (its affinity, not the machine's count).
+JOBS = min(2, usable_cores())
 
 
 def cpu_name() -> str:
@@ -144,7 +148,7 @@ def aspect_ratios(dataset):
 
 def feature_tables(dataset):
     start = time.perf_counter()
-    table = extract_features(dataset, "all", jobs=min(2, os.cpu_count() or 1))
+    table = extract_features(dataset, "all", jobs=JOBS)
     table["aspect_ratio"] = aspect_ratios(dataset)
     from liposome_bench.features import FEATURE_SETS
 
@@ -172,7 +176,7 @@ def cross_validate(X, y, fold_of, k, *, C=None, gamma=None, seed=0):
                 inner_folds=spec["inner_folds"],
                 max_samples=spec["max_samples"],
                 seed=seed + 1000 * fold,
-                jobs=min(2, os.cpu_count() or 1),
+                jobs=JOBS,
             )
             c, g = best["C"], best["gamma"]
         est = LibSVMClassifier(C=c, gamma=g, class_weight="balanced").fit(X[train], y[train])
@@ -334,7 +338,7 @@ def search(problem, args):
                 inner_folds=spec_grid["inner_folds"],
                 max_samples=spec_grid["max_samples"],
                 seed=0,
-                jobs=min(2, os.cpu_count() or 1),
+                jobs=JOBS,
             )
             C, gamma = best["C"], best["gamma"]
             print(f"  C and gamma fixed from fold 0's grid search: C={C:g} gamma={gamma:g}")
